@@ -1,0 +1,250 @@
+// The C API: check every argument, turn it into FwdParams, plan, launch.
+// Nothing here dereferences a device pointer; lengths that live on the device
+// (cu_seqlens, seqused_k) are clamped inside the kernels instead.
+#include "forge_flash/flash_api.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iterator>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <string>
+
+#include "../kernels/dispatch.h"
+
+namespace forge_flash {
+namespace {
+
+thread_local std::string g_last_error;
+
+// A failed check: the status and a message naming the argument, the value and the rule.
+struct Failure {
+  ff_status status;
+  std::string message;
+};
+
+template <typename... Args>
+Failure fail(ff_status status, const char* fmt, Args... args) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), fmt, args...);
+  return {status, buf};
+}
+
+Failure ok() { return {FF_OK, {}}; }
+
+ff_status report(const Failure& f) {
+  g_last_error = f.message;
+  return f.status;
+}
+
+Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_t rows,
+                     int64_t heads, int head_dim, bool has_batch_dim) {
+  const int64_t strides[] = {has_batch_dim ? t.batch_stride : 0, t.row_stride, t.head_stride};
+  const int64_t extents[] = {batch, rows, heads};
+  const char* dims[] = {"batch_stride", "row_stride", "head_stride"};
+  if (t.data == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data is NULL", name);
+  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data must be 16-byte aligned (got %p)", name, t.data);
+  // Every element offset the kernels form must fit in int64: the sum of
+  // (extent - 1) * stride over the dimensions, plus head_dim.
+  int64_t max_offset = head_dim - 1;
+  for (int i = 0; i < 3; ++i) {
+    if (strides[i] < 0 || strides[i] % 8 != 0)
+      return fail(FF_ERROR_INVALID_ARGUMENT,
+                  "%s.%s must be a non-negative multiple of 8 elements (16 bytes), got %lld", name,
+                  dims[i], static_cast<long long>(strides[i]));
+    if (extents[i] > 1) {
+      if (strides[i] > 0 && extents[i] - 1 > (INT64_MAX - max_offset) / strides[i])
+        return fail(FF_ERROR_INVALID_ARGUMENT, "%s: offsets overflow int64 (%s %lld)", name, dims[i],
+                    static_cast<long long>(strides[i]));
+      max_offset += (extents[i] - 1) * strides[i];
+    }
+  }
+  return ok();
+}
+
+// Two threads must never write one output element: sorted by stride, each dimension must
+// step past everything the smaller dimensions span (true of every strided torch view).
+Failure check_no_overlap(const char* name, const ff_tensor& t, int64_t batch, int64_t rows,
+                         int64_t heads, int head_dim, bool has_batch_dim) {
+  struct Dim { int64_t stride, extent; } dims[] = {
+      {has_batch_dim ? t.batch_stride : 0, has_batch_dim ? batch : 1}, {t.row_stride, rows}, {t.head_stride, heads}};
+  std::sort(std::begin(dims), std::end(dims), [](const Dim& a, const Dim& b) { return a.stride < b.stride; });
+  int64_t span = head_dim;  // elements covered by the dimensions so far
+  for (const Dim& d : dims) {
+    if (d.extent <= 1) continue;
+    if (d.stride < span)
+      return fail(FF_ERROR_INVALID_ARGUMENT, "%s: strides make output elements overlap (stride %lld < span %lld)",
+                  name, static_cast<long long>(d.stride), static_cast<long long>(span));
+    span = d.stride * (d.extent - 1) + span;
+  }
+  return ok();
+}
+
+Failure check_common(int num_heads, int num_heads_k, int head_dim, float scale, ff_dtype dtype) {
+  if (num_heads < 1 || num_heads_k < 1)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "num_heads (%d) and num_heads_k (%d) must be >= 1", num_heads, num_heads_k);
+  if (num_heads % num_heads_k != 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "num_heads_k (%d) must divide num_heads (%d)", num_heads_k, num_heads);
+  if (head_dim < 8 || head_dim > 256 || head_dim % 8 != 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "head_dim must be a multiple of 8 in [8, 256], got %d", head_dim);
+  if (!(scale > 0.f) || !std::isfinite(scale))
+    return fail(FF_ERROR_INVALID_ARGUMENT, "softmax_scale must be finite and > 0, got %g", static_cast<double>(scale));
+  if (dtype != FF_DTYPE_FLOAT16 && dtype != FF_DTYPE_BFLOAT16)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "dtype must be FF_DTYPE_FLOAT16 or FF_DTYPE_BFLOAT16, got %d", static_cast<int>(dtype));
+  return ok();
+}
+
+Failure check_aligned4(const char* name, const void* ptr, bool required) {
+  if (ptr == nullptr)
+    return required ? fail(FF_ERROR_INVALID_ARGUMENT, "%s is NULL", name) : ok();
+  if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "%s must be 4-byte aligned (got %p)", name, ptr);
+  return ok();
+}
+
+Failure check_device() {
+  int device = 0, major = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "CUDA device query failed: %s", cudaGetErrorString(err));
+  if (major < 8)
+    return fail(FF_ERROR_UNSUPPORTED, "device %d has compute capability %d.x; forge-flash kernels need 8.0 or newer", device, major);
+  return ok();
+}
+
+void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_tensor& v, const ff_tensor& o) {
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.out = o.data;
+  p.q_batch_stride = q.batch_stride, p.q_row_stride = q.row_stride, p.q_head_stride = q.head_stride;
+  p.k_batch_stride = k.batch_stride, p.k_row_stride = k.row_stride, p.k_head_stride = k.head_stride;
+  p.v_batch_stride = v.batch_stride, p.v_row_stride = v.row_stride, p.v_head_stride = v.head_stride;
+  p.o_batch_stride = o.batch_stride, p.o_row_stride = o.row_stride, p.o_head_stride = o.head_stride;
+}
+
+// Plan, honour the workspace protocol, launch.
+Failure run(FwdParams& p, ff_dtype dtype, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+  const DType dt = dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
+  FwdPlan plan{};
+  cudaError_t cuda_error = cudaSuccess;
+  if (const char* why = plan_fwd(p, dt, &plan, &cuda_error)) {
+    if (cuda_error == cudaErrorNoKernelImageForDevice || cuda_error == cudaErrorInvalidDeviceFunction)
+      return fail(FF_ERROR_UNSUPPORTED, "this build has no kernel image for the current GPU (%s)", cudaGetErrorString(cuda_error));
+    if (cuda_error != cudaSuccess) return fail(FF_ERROR_CUDA, "%s: %s", why, cudaGetErrorString(cuda_error));
+    return fail(FF_ERROR_INVALID_ARGUMENT, "%s", why);
+  }
+  const size_t have = workspace == nullptr ? 0 : *workspace_bytes;
+  if (plan.workspace_bytes > have) {
+    *workspace_bytes = plan.workspace_bytes;
+    return fail(FF_WORKSPACE_REQUIRED, "this call needs %zu bytes of workspace (split-KV partials), got %zu",
+                plan.workspace_bytes, have);
+  }
+  if (plan.workspace_bytes > 0 && reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "workspace must be 256-byte aligned (got %p)", workspace);
+  const cudaError_t err = launch_fwd(p, dt, plan, workspace, stream);
+  if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "kernel launch failed: %s", cudaGetErrorString(err));
+  return ok();
+}
+
+Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+  if (a == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "args is NULL");
+  if (workspace_bytes == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "workspace_bytes is NULL");
+  if (a->batch_size < 0 || a->seqlen_q < 0 || a->seqlen_k < 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "batch_size (%d), seqlen_q (%d) and seqlen_k (%d) must be >= 0",
+                a->batch_size, a->seqlen_q, a->seqlen_k);
+  Failure f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
+  if (f.status != FF_OK) return f;
+  if (a->batch_size == 0 || a->seqlen_q == 0) return ok();  // nothing to compute or write
+  const bool has_keys = a->seqlen_k > 0;
+  const struct { const char* name; const ff_tensor& t; int64_t rows, heads; bool needed; } tensors[] = {
+      {"q", a->q, a->seqlen_q, a->num_heads, true},
+      {"k", a->k, a->seqlen_k, a->num_heads_k, has_keys},
+      {"v", a->v, a->seqlen_k, a->num_heads_k, has_keys},
+      {"out", a->out, a->seqlen_q, a->num_heads, true}};
+  for (const auto& t : tensors)
+    if (t.needed && (f = check_tensor(t.name, t.t, a->batch_size, t.rows, t.heads, a->head_dim, true)).status != FF_OK)
+      return f;
+  if ((f = check_no_overlap("out", a->out, a->batch_size, a->seqlen_q, a->num_heads, a->head_dim, true)).status != FF_OK)
+    return f;
+  if ((f = check_aligned4("softmax_lse", a->softmax_lse, false)).status != FF_OK) return f;
+  if ((f = check_aligned4("seqused_k", a->seqused_k, false)).status != FF_OK) return f;
+  if ((f = check_device()).status != FF_OK) return f;
+
+  FwdParams p{};
+  set_tensors(p, a->q, a->k, a->v, a->out);
+  p.lse = a->softmax_lse;
+  p.seqused_k = a->seqused_k;
+  p.batch = a->batch_size, p.seqlen_q = a->seqlen_q, p.seqlen_k = a->seqlen_k;
+  p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
+  p.is_causal = a->is_causal != 0;
+  p.scale = a->softmax_scale;
+  p.scale_log2 = a->softmax_scale * static_cast<float>(M_LOG2E);
+  return run(p, a->dtype, workspace, workspace_bytes, stream);
+}
+
+Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+  if (a == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "args is NULL");
+  if (workspace_bytes == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "workspace_bytes is NULL");
+  if (a->batch_size < 0 || a->max_seqlen_q < 0 || a->max_seqlen_k < 0 || a->total_q < 0 || a->total_k < 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT,
+                "batch_size (%d), max_seqlen_q (%d), max_seqlen_k (%d), total_q (%d) and total_k (%d) must be >= 0",
+                a->batch_size, a->max_seqlen_q, a->max_seqlen_k, a->total_q, a->total_k);
+  if (a->batch_size == INT32_MAX) return fail(FF_ERROR_INVALID_ARGUMENT, "batch_size is too large");
+  Failure f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
+  if (f.status != FF_OK) return f;
+  if (a->batch_size == 0 || a->total_q == 0 || a->max_seqlen_q == 0) return ok();
+  if ((f = check_aligned4("cu_seqlens_q", a->cu_seqlens_q, true)).status != FF_OK) return f;
+  if ((f = check_aligned4("cu_seqlens_k", a->cu_seqlens_k, true)).status != FF_OK) return f;
+  if ((f = check_aligned4("seqused_k", a->seqused_k, false)).status != FF_OK) return f;
+  if ((f = check_aligned4("softmax_lse", a->softmax_lse, false)).status != FF_OK) return f;
+  const bool has_keys = a->total_k > 0 && a->max_seqlen_k > 0;
+  const struct { const char* name; const ff_tensor& t; int64_t rows, heads; bool needed; } tensors[] = {
+      {"q", a->q, a->total_q, a->num_heads, true},
+      {"k", a->k, a->total_k, a->num_heads_k, has_keys},
+      {"v", a->v, a->total_k, a->num_heads_k, has_keys},
+      {"out", a->out, a->total_q, a->num_heads, true}};
+  for (const auto& t : tensors)
+    if (t.needed && (f = check_tensor(t.name, t.t, 1, t.rows, t.heads, a->head_dim, false)).status != FF_OK)
+      return f;
+  if ((f = check_no_overlap("out", a->out, 1, a->total_q, a->num_heads, a->head_dim, false)).status != FF_OK) return f;
+  if ((f = check_device()).status != FF_OK) return f;
+
+  FwdParams p{};
+  set_tensors(p, a->q, a->k, a->v, a->out);
+  p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.o_batch_stride = 0;
+  p.lse = a->softmax_lse;
+  p.cu_seqlens_q = a->cu_seqlens_q;
+  p.cu_seqlens_k = a->cu_seqlens_k;
+  p.seqused_k = a->seqused_k;
+  p.total_q = a->total_q, p.total_k = a->total_k;
+  p.batch = a->batch_size;
+  // A sequence can never be longer than the packed tensor that holds it.
+  p.seqlen_q = a->max_seqlen_q < a->total_q ? a->max_seqlen_q : a->total_q;
+  p.seqlen_k = a->max_seqlen_k < a->total_k ? a->max_seqlen_k : a->total_k;
+  p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
+  p.is_causal = a->is_causal != 0;
+  p.scale = a->softmax_scale;
+  p.scale_log2 = a->softmax_scale * static_cast<float>(M_LOG2E);
+  return run(p, a->dtype, workspace, workspace_bytes, stream);
+}
+
+}  // namespace
+}  // namespace forge_flash
+
+extern "C" {
+
+ff_status ff_attn_fwd(const ff_fwd_args* args, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+  return forge_flash::report(forge_flash::attn_fwd(args, workspace, workspace_bytes, stream));
+}
+
+ff_status ff_attn_varlen_fwd(const ff_varlen_fwd_args* args, void* workspace, size_t* workspace_bytes,
+                             cudaStream_t stream) {
+  return forge_flash::report(forge_flash::attn_varlen_fwd(args, workspace, workspace_bytes, stream));
+}
+
+const char* ff_last_error(void) { return forge_flash::g_last_error.c_str(); }
+
+}  // extern "C"

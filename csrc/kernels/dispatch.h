@@ -1,0 +1,34 @@
+// Choosing a kernel, a tile shape and a split count for one call, and launching it.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+
+#include "kernel_registry.h"
+#include "params.h"
+
+namespace forge_flash {
+
+enum class DType { kFloat16, kBFloat16 };
+
+struct FwdPlan {
+  KernelInfo kernel;
+  int num_m_blocks;
+  dim3 grid;
+  size_t workspace_bytes;  // split-KV partials; 0 without splits
+};
+
+// The head dimension whose kernels serve `head_dim` (a multiple of 8 <= 256).
+int routed_head_dim(int head_dim);
+
+// Completes `p` (pack_gqa, num_splits, num_rows) and fills `plan` for the current device.
+// Returns nullptr on success, else a message (sizes the launch grid cannot express).
+// CUDA errors from querying the device go to *cuda_error.
+const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda_error);
+
+// Points `p` at the workspace (which must hold plan.workspace_bytes) and enqueues the
+// forward kernel, plus the combine kernel when splitting, on `stream`.
+cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace,
+                       cudaStream_t stream);
+
+}  // namespace forge_flash

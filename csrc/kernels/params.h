@@ -1,0 +1,46 @@
+// What the forward kernels receive: one struct shared by the uniform and varlen paths,
+// filled and range-checked by the C API (csrc/api/) before any launch.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+namespace forge_flash {
+
+struct FwdParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  // Strides in elements; the head_dim dimension is contiguous. Batch strides are 0 for varlen.
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t k_batch_stride, k_row_stride, k_head_stride;
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int64_t o_batch_stride, o_row_stride, o_head_stride;
+
+  float* lse;  // optional: (batch, heads, seqlen_q), or (heads, total_q) for varlen
+
+  // Varlen: sequence b owns rows [cu_seqlens[b], cu_seqlens[b + 1]) of the packed tensors.
+  const int32_t* cu_seqlens_q;  // null for uniform batches
+  const int32_t* cu_seqlens_k;
+  const int32_t* seqused_k;  // optional per-sequence key count (KV caches)
+  int total_q, total_k;      // rows of the packed tensors (varlen) - bounds for clamping
+
+  int batch, seqlen_q, seqlen_k;  // seqlen_* are the maxima for varlen
+  int num_heads, num_heads_k, head_dim;
+  int group;       // num_heads / num_heads_k
+  bool pack_gqa;   // fold the `group` query heads of one KV head into the tile's rows
+  bool is_causal;
+
+  float scale;       // softmax scale (for the LSE)
+  float scale_log2;  // softmax scale * log2(e) (for exp2)
+
+  // Split-KV: each split writes its normalised partial O (fp32) and LSE here; the combine
+  // kernel merges them. Indexed [split][row], a row being the LSE index of the output.
+  int num_splits;
+  float* partial_o;    // [num_splits][num_rows][head_dim]
+  float* partial_lse;  // [num_splits][num_rows]
+  int64_t num_rows;    // batch * heads * seqlen_q, or heads * total_q for varlen
+};
+
+}  // namespace forge_flash
