@@ -1,0 +1,6 @@
+"""Attention backends: the interface, the naive path and the CUDA plugin adapter."""
+
+from .base import Backend
+from .naive import NAIVE, NaiveBackend
+
+__all__ = ["NAIVE", "Backend", "NaiveBackend"]

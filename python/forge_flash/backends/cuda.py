@@ -1,0 +1,238 @@
+"""The CUDA backend: an adapter over the plugin's binding ``forge_flash_cu13._C``.
+
+The binding takes no torch objects: data pointers, strides in elements, the raw stream
+handle and the device ordinal (docs/architecture.md, "The binding"). This adapter:
+
+* sends a call to the kernels only when it qualifies: CUDA tensors on a GPU the plugin can
+  run on, float16/bfloat16, head_dim a multiple of 8 and at most 256. Anything else runs on
+  the naive path, so every input the public API accepts gets an answer;
+* gives the kernels a contiguous copy of any tensor whose layout they cannot take (base
+  pointer not 16-byte aligned, or a stride of a non-last dimension that is not a multiple of
+  8 elements); an ``out`` like that receives the result through a copy;
+* follows the workspace protocol: call with no workspace; a non-zero return is the number
+  of bytes needed, allocated from torch's stream-ordered caching allocator (CUDA-graph
+  safe) and passed in a second call;
+* does no host synchronisation and no per-call lookups: the binding's functions are bound
+  once, per-device support is cached.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+import torch
+
+from .base import Backend
+from .naive import naive_fwd, naive_varlen_fwd
+
+_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
+_KERNEL_MAX_HEAD_DIM = 256
+
+
+def kernel_device_reason(capability: tuple[int, int], sass: list[int], ptx: list[int]) -> str | None:
+    """Why the plugin cannot run on a GPU of this compute capability, or None if it can.
+
+    SASS for sm_XY runs on sm_XZ with Z >= Y (same major version), so 8.6 and 8.9 run the
+    sm_80 code while 9.0 needs sm_90; a GPU with no matching SASS can JIT-compile PTX of an
+    equal or lower architecture.
+    """
+    major, minor = capability
+    arch = 10 * major + minor
+    if arch < 80:
+        return f"compute capability {major}.{minor} is below 8.0, the oldest the kernels support"
+    if any(a // 10 == major and a <= arch for a in sass):
+        return None
+    if any(p <= arch for p in ptx):
+        return None
+    return (
+        f"the plugin holds SASS for {sorted(sass)} and PTX for {sorted(ptx)}, none of which "
+        f"runs on compute capability {major}.{minor}"
+    )
+
+
+def _kernel_layout_ok(x: torch.Tensor) -> bool:
+    """16-byte aligned base, every stride of a non-last dimension a non-zero multiple of 8."""
+    if x.data_ptr() % 16:
+        return False
+    shape, strides = x.shape, x.stride()
+    for i in range(x.dim() - 1):
+        if shape[i] > 1 and (strides[i] % 8 or strides[i] == 0):
+            return False
+    return True
+
+
+def _kernel_ready(x: torch.Tensor) -> torch.Tensor:
+    return x if _kernel_layout_ok(x) else x.contiguous()
+
+
+def _strides3(x: torch.Tensor) -> tuple[int, int, int]:
+    """The strides of the first three dimensions of a 4-D tensor; a size-1 dimension's stride
+    never addresses memory, so it is reported as the contiguous one (a multiple of 8)."""
+    shape, strides = x.shape, x.stride()
+    result = []
+    for i in range(3):
+        result.append(strides[i] if shape[i] > 1 else math.prod(shape[i + 1 :]))
+    return result[0], result[1], result[2]
+
+
+def _raw_stream_getter():
+    # torch's private fast path returns the handle as an int without building a Stream object
+    # (a few microseconds per call on the decode path); the public call is the fallback.
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw
+    return lambda index: torch.cuda.current_stream(index).cuda_stream
+
+
+class CudaBackend(Backend):
+    """FlashAttention-2 style kernels from the ``forge-flash-cu13`` plugin."""
+
+    name = "cuda"
+    #: Device type whose tensors the kernels take (tests point it at "cpu" with a fake binding).
+    device_type = "cuda"
+
+    def __init__(self, plugin: ModuleType, binding: ModuleType) -> None:
+        self.plugin = plugin
+        self.binding = binding
+        self._fwd = binding.fwd
+        self._varlen_fwd = binding.varlen_fwd
+        self._sass = list(binding.cuda_archs())
+        self._ptx = list(binding.ptx_archs())
+        self._device_reasons: dict[int, str | None] = {}
+        self._stream_of = _raw_stream_getter()
+
+    # -- which calls go to the kernels -------------------------------------------------------
+
+    def device_reason(self, index: int) -> str | None:
+        """Why GPU ``index`` cannot run the kernels, or None (cached per device)."""
+        try:
+            return self._device_reasons[index]
+        except KeyError:
+            capability = torch.cuda.get_device_capability(index)
+            reason = kernel_device_reason(capability, self._sass, self._ptx)
+            self._device_reasons[index] = reason
+            return reason
+
+    def uses_kernels(self, device: torch.device, head_dim: int) -> bool:
+        return (
+            device.type == self.device_type
+            and head_dim % 8 == 0
+            and head_dim <= _KERNEL_MAX_HEAD_DIM
+            and self.device_reason(device.index or 0) is None
+        )
+
+    def _qualifies(self, q: torch.Tensor) -> bool:
+        return q.dtype in _DTYPE_CODES and self.uses_kernels(q.device, q.shape[-1])
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _launch(self, function, args: tuple, device: torch.device) -> None:
+        index = device.index or 0
+        stream = self._stream_of(index)
+        needed = function(*args, 0, 0, index, stream)
+        if needed:
+            workspace = torch.empty(needed, dtype=torch.uint8, device=device)
+            again = function(*args, workspace.data_ptr(), needed, index, stream)
+            if again:
+                raise RuntimeError(
+                    f"forge_flash_cu13 asked for {again} workspace bytes after being given "
+                    f"the {needed} it asked for first"
+                )
+
+    def fwd(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        lse: torch.Tensor | None,
+        *,
+        softmax_scale: float,
+        causal: bool,
+        seqused_k: torch.Tensor | None = None,
+    ) -> None:
+        if not self._qualifies(q):
+            naive_fwd(
+                q, k, v, out, lse, softmax_scale=softmax_scale, causal=causal,
+                seqused_k=seqused_k,
+            )  # fmt: skip
+            return
+        batch, seqlen_q, num_heads, head_dim = q.shape
+        seqlen_k, num_heads_k = k.shape[1], k.shape[2]
+        if out.numel() == 0:
+            return
+        if seqlen_k == 0:
+            out.zero_()
+            if lse is not None:
+                lse.fill_(float("-inf"))
+            return
+        q, k, v = _kernel_ready(q), _kernel_ready(k), _kernel_ready(v)
+        dest = out if _kernel_layout_ok(out) else torch.empty_like(q, memory_format=torch.contiguous_format)
+        if seqused_k is not None:
+            seqused_k = seqused_k.contiguous()
+        args = (
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
+            0 if lse is None else lse.data_ptr(),
+            0 if seqused_k is None else seqused_k.data_ptr(),
+            (*_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dest)),
+            batch, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim,
+            softmax_scale, causal, _DTYPE_CODES[q.dtype],
+        )  # fmt: skip
+        self._launch(self._fwd, args, q.device)
+        if dest is not out:
+            out.copy_(dest)
+
+    def varlen_fwd(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        lse: torch.Tensor | None,
+        cu_seqlens_q: torch.Tensor,
+        cu_seqlens_k: torch.Tensor,
+        max_seqlen_q: int,
+        max_seqlen_k: int,
+        *,
+        softmax_scale: float,
+        causal: bool,
+    ) -> None:
+        if not self._qualifies(q):
+            naive_varlen_fwd(
+                q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
+                softmax_scale=softmax_scale, causal=causal,
+            )  # fmt: skip
+            return
+        total_q, num_heads, head_dim = q.shape
+        total_k, num_heads_k = k.shape[0], k.shape[1]
+        if out.numel() == 0:
+            return
+        if total_k == 0:
+            out.zero_()
+            if lse is not None:
+                lse.fill_(float("-inf"))
+            return
+        q, k, v = _kernel_ready(q), _kernel_ready(k), _kernel_ready(v)
+        dest = out if _kernel_layout_ok(out) else torch.empty_like(q, memory_format=torch.contiguous_format)
+        cu_seqlens_q = cu_seqlens_q.contiguous()
+        cu_seqlens_k = cu_seqlens_k.contiguous()
+        # Packed tensors have no batch dimension: view them as (1, total, heads, head_dim) so
+        # the strides come out as (batch stride, row stride, head stride); the binding ignores
+        # the batch strides, pass 0.
+        strides = []
+        for x in (q, k, v, dest):
+            _, row, head = _strides3(x.unsqueeze(0))
+            strides += [0, row, head]
+        args = (
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
+            0 if lse is None else lse.data_ptr(),
+            cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr(), 0,
+            tuple(strides),
+            cu_seqlens_q.shape[0] - 1, max_seqlen_q, max_seqlen_k, total_q, total_k,
+            num_heads, num_heads_k, head_dim,
+            softmax_scale, causal, _DTYPE_CODES[q.dtype],
+        )  # fmt: skip
+        self._launch(self._varlen_fwd, args, q.device)
+        if dest is not out:
+            out.copy_(dest)

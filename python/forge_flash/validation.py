@@ -1,0 +1,342 @@
+"""Input checks shared by every entry point.
+
+Every check runs before any work and raises ``TypeError`` (wrong kind of object or dtype) or
+``ValueError`` (wrong shape, device or value) with a message that starts with the argument's
+name, says what it got and what it needs.
+
+Checks that need the *values* of device tensors (``cu_seqlens`` bounds, ``max_seqlen``,
+``cache_seqlens``) read them back to the host. On a GPU that is a synchronisation, so it is
+skipped while a CUDA graph is being captured (reading back is not allowed then) and when
+``FORGE_FLASH_CHECK_DEVICE_VALUES=0``; the kernels clamp those values and can never read or
+write out of bounds, so skipping only loses the error message, not memory safety.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+from typing import NamedTuple
+
+import torch
+
+MAX_HEAD_DIM = 256
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+CAST_DTYPES = (torch.float16, torch.bfloat16)
+
+_CHECK_VALUES_ENV = "FORGE_FLASH_CHECK_DEVICE_VALUES"
+# Read once: the decode path calls this on every token.
+_CHECK_DEVICE_VALUES = os.environ.get(_CHECK_VALUES_ENV, "1").strip() not in ("0", "false", "no")
+
+
+class FwdDims(NamedTuple):
+    batch: int
+    seqlen_q: int
+    seqlen_k: int
+    num_heads: int
+    num_heads_k: int
+    head_dim: int
+
+
+class VarlenDims(NamedTuple):
+    batch: int
+    total_q: int
+    total_k: int
+    num_heads: int
+    num_heads_k: int
+    head_dim: int
+
+
+def _shape(x: torch.Tensor) -> tuple[int, ...]:
+    return tuple(x.shape)
+
+
+def check_tensor(name: str, x: object, ndim: int, layout: str) -> torch.Tensor:
+    """A float tensor of rank ``ndim`` whose last dimension is contiguous."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {layout}; got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions {layout}; got shape {_shape(x)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16 or float32; got {x.dtype}")
+    if x.shape[-1] > 1 and x.stride(-1) != 1:
+        raise ValueError(
+            f"{name} must have a contiguous last dimension (stride 1); got strides "
+            f"{x.stride()}; call .contiguous() first"
+        )
+    return x
+
+
+def check_like(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """Same dtype and same device as the reference tensor (normally q)."""
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}); got {x.dtype}")
+    if x.device != ref.device:
+        raise ValueError(
+            f"{name} must be on the device of {ref_name} ({ref.device}); got {x.device}"
+        )
+
+
+def check_head_dim(name: str, head_dim: int) -> None:
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(f"{name} (head_dim) must be between 1 and {MAX_HEAD_DIM}; got {head_dim}")
+
+
+def check_heads(q_name: str, num_heads: int, k_name: str, num_heads_k: int) -> None:
+    if num_heads_k < 1:
+        raise ValueError(f"{k_name} (num_heads_k) must be at least 1; got {num_heads_k}")
+    if num_heads % num_heads_k:
+        raise ValueError(
+            f"{q_name} (num_heads = {num_heads}) must be a multiple of {k_name} "
+            f"(num_heads_k = {num_heads_k}) for grouped-query attention"
+        )
+
+
+def check_out(out: object, shape: tuple[int, ...], q: torch.Tensor) -> None:
+    if out is None:
+        return
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor or None; got {type(out).__name__}")
+    if _shape(out) != shape:
+        raise ValueError(f"out must have shape {shape} (that of the result); got {_shape(out)}")
+    check_like("out", out, "q", q)
+
+
+def check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool; got {value!r} ({type(value).__name__})")
+    return value
+
+
+def resolve_scale(name: str, scale: object, head_dim: int) -> float:
+    """The softmax scale: ``head_dim ** -0.5`` when None, else a finite real number."""
+    if scale is None:
+        return head_dim**-0.5
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"{name} must be a float or None; got {scale!r} ({type(scale).__name__})")
+    value = float(scale)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return value
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int; got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int; got {value!r} ({type(value).__name__})"
+        ) from None
+    if number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {number}")
+    return number
+
+
+def check_index_tensor(name: str, x: object, length: int | None, q: torch.Tensor) -> torch.Tensor:
+    """A 1-D int32 tensor on q's device (``cu_seqlens``, ``cache_seqlens``)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of int32; got {type(x).__name__}")
+    if x.dtype != torch.int32:
+        raise TypeError(f"{name} must have dtype torch.int32; got {x.dtype}")
+    if x.dim() != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {_shape(x)}")
+    if length is not None and x.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}; got {x.shape[0]}")
+    if x.device != q.device:
+        raise ValueError(f"{name} must be on the device of q ({q.device}); got {x.device}")
+    return x
+
+
+def device_values_readable(x: torch.Tensor) -> bool:
+    """Whether a value check may read ``x`` back to the host now (see the module docstring)."""
+    if x.device.type != "cuda":
+        return x.device.type != "meta"
+    if not _CHECK_DEVICE_VALUES:
+        return False
+    with torch.cuda.device(x.device):
+        return not torch.cuda.is_current_stream_capturing()
+
+
+def check_cu_seqlens_values(
+    name: str, cu_seqlens: torch.Tensor, total: int, total_name: str, max_name: str, max_seqlen: int
+) -> None:
+    """0 first, non-decreasing, ``total`` last, and no sequence longer than ``max_seqlen``."""
+    if not device_values_readable(cu_seqlens):
+        return
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0:
+        raise ValueError(f"{name} must start at 0; got {name}[0] = {bounds[0]}")
+    longest = 0
+    for i in range(1, len(bounds)):
+        length = bounds[i] - bounds[i - 1]
+        if length < 0:
+            raise ValueError(
+                f"{name} must be non-decreasing; got {name}[{i - 1}] = {bounds[i - 1]} > "
+                f"{name}[{i}] = {bounds[i]}"
+            )
+        longest = max(longest, length)
+    if bounds[-1] != total:
+        raise ValueError(
+            f"{name} must end at {total_name} = {total} (the rows of the packed tensor); "
+            f"got {name}[-1] = {bounds[-1]}"
+        )
+    if longest > max_seqlen:
+        raise ValueError(
+            f"{max_name} must be at least the longest sequence in {name} ({longest}); "
+            f"got {max_seqlen}"
+        )
+
+
+def check_fwd(q: object, k: object, v: object, out: object) -> FwdDims:
+    """flash_attn_fwd: q (batch, seqlen_q, num_heads, head_dim), k/v (batch, seqlen_k, num_heads_k, head_dim)."""
+    q = check_tensor("q", q, 4, "(batch, seqlen_q, num_heads, head_dim)")
+    k = check_tensor("k", k, 4, "(batch, seqlen_k, num_heads_k, head_dim)")
+    v = check_tensor("v", v, 4, "(batch, seqlen_k, num_heads_k, head_dim)")
+    check_like("k", k, "q", q)
+    check_like("v", v, "q", q)
+    batch, seqlen_q, num_heads, head_dim = q.shape
+    check_head_dim("q.shape[3]", head_dim)
+    if k.shape[0] != batch or k.shape[3] != head_dim:
+        raise ValueError(
+            f"k must have shape (batch={batch}, seqlen_k, num_heads_k, head_dim={head_dim}) "
+            f"to match q {_shape(q)}; got {_shape(k)}"
+        )
+    if v.shape != k.shape:
+        raise ValueError(f"v must have the shape of k {_shape(k)}; got {_shape(v)}")
+    check_heads("q.shape[2]", num_heads, "k.shape[2]", k.shape[2])
+    check_out(out, _shape(q), q)
+    return FwdDims(batch, seqlen_q, k.shape[1], num_heads, k.shape[2], head_dim)
+
+
+def check_varlen(
+    q: object,
+    k: object,
+    v: object,
+    cu_seqlens_q: object,
+    cu_seqlens_k: object,
+    max_seqlen_q: object,
+    max_seqlen_k: object,
+    out: object,
+) -> tuple[VarlenDims, int, int]:
+    """flash_attn_varlen_fwd: packed q (total_q, num_heads, head_dim), k/v (total_k, num_heads_k, head_dim)."""
+    q = check_tensor("q", q, 3, "(total_q, num_heads, head_dim)")
+    k = check_tensor("k", k, 3, "(total_k, num_heads_k, head_dim)")
+    v = check_tensor("v", v, 3, "(total_k, num_heads_k, head_dim)")
+    check_like("k", k, "q", q)
+    check_like("v", v, "q", q)
+    total_q, num_heads, head_dim = q.shape
+    check_head_dim("q.shape[2]", head_dim)
+    if k.shape[2] != head_dim:
+        raise ValueError(
+            f"k must have shape (total_k, num_heads_k, head_dim={head_dim}) to match q "
+            f"{_shape(q)}; got {_shape(k)}"
+        )
+    if v.shape != k.shape:
+        raise ValueError(f"v must have the shape of k {_shape(k)}; got {_shape(v)}")
+    check_heads("q.shape[1]", num_heads, "k.shape[1]", k.shape[1])
+    check_out(out, _shape(q), q)
+    cu_q = check_index_tensor("cu_seqlens_q", cu_seqlens_q, None, q)
+    if cu_q.shape[0] < 1:
+        raise ValueError("cu_seqlens_q must have length batch + 1 >= 1; got length 0")
+    cu_k = check_index_tensor("cu_seqlens_k", cu_seqlens_k, cu_q.shape[0], q)
+    max_q = check_int("max_seqlen_q", max_seqlen_q, 0)
+    max_k = check_int("max_seqlen_k", max_seqlen_k, 0)
+    total_k = k.shape[0]
+    check_cu_seqlens_values("cu_seqlens_q", cu_q, total_q, "total_q", "max_seqlen_q", max_q)
+    check_cu_seqlens_values("cu_seqlens_k", cu_k, total_k, "total_k", "max_seqlen_k", max_k)
+    dims = VarlenDims(cu_q.shape[0] - 1, total_q, total_k, num_heads, k.shape[1], head_dim)
+    return dims, max_q, max_k
+
+
+def check_decode(
+    q: object, k_cache: object, v_cache: object, cache_seqlens: object
+) -> FwdDims:
+    """batched_decode_attention: q (batch, num_heads, head_dim), caches (batch, max_cache_len, num_kv_heads, head_dim)."""
+    q = check_tensor("q", q, 3, "(batch, num_heads, head_dim)")
+    layout = "(batch, max_cache_len, num_kv_heads, head_dim)"
+    k_cache = check_tensor("k_cache", k_cache, 4, layout)
+    v_cache = check_tensor("v_cache", v_cache, 4, layout)
+    check_like("k_cache", k_cache, "q", q)
+    check_like("v_cache", v_cache, "q", q)
+    batch, num_heads, head_dim = q.shape
+    check_head_dim("q.shape[2]", head_dim)
+    if k_cache.shape[0] != batch or k_cache.shape[3] != head_dim:
+        raise ValueError(
+            f"k_cache must have shape (batch={batch}, max_cache_len, num_kv_heads, "
+            f"head_dim={head_dim}) to match q {_shape(q)}; got {_shape(k_cache)}"
+        )
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(
+            f"v_cache must have the shape of k_cache {_shape(k_cache)}; got {_shape(v_cache)}"
+        )
+    check_heads("q.shape[1]", num_heads, "k_cache.shape[2]", k_cache.shape[2])
+    seqlens = check_index_tensor("cache_seqlens", cache_seqlens, batch, q)
+    max_cache_len = k_cache.shape[1]
+    if device_values_readable(seqlens) and batch:
+        # One read-back for both bounds.
+        low, high = torch.stack(torch.aminmax(seqlens)).tolist()
+        if low < 0 or high > max_cache_len:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"cache_seqlens must lie in [0, max_cache_len = {max_cache_len}]; got {bad}"
+            )
+    return FwdDims(batch, 1, max_cache_len, num_heads, k_cache.shape[2], head_dim)
+
+
+def check_model_dims(num_heads: object, num_kv_heads: object, head_dim: object) -> tuple[int, int, int]:
+    heads = check_int("num_heads", num_heads, 1)
+    kv_heads = check_int("num_kv_heads", num_kv_heads, 1)
+    dim = check_int("head_dim", head_dim, 1)
+    check_head_dim("head_dim", dim)
+    check_heads("num_heads", heads, "num_kv_heads", kv_heads)
+    return heads, kv_heads, dim
+
+
+def check_flat(
+    q: object, k: object, v: object, num_heads: object, num_kv_heads: object, head_dim: object
+) -> tuple[int, int, int]:
+    """Model-layer layout: q (batch, seqlen_q, num_heads * head_dim) or (seqlen_q, num_heads * head_dim)."""
+    heads, kv_heads, dim = check_model_dims(num_heads, num_kv_heads, head_dim)
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"q must be a torch.Tensor; got {type(q).__name__}")
+    ndim = q.dim()
+    if ndim not in (2, 3):
+        raise ValueError(
+            "q must have 3 dimensions (batch, seqlen_q, num_heads * head_dim) or 2 "
+            f"(seqlen_q, num_heads * head_dim); got shape {_shape(q)}"
+        )
+    rows = "(batch, seqlen, width)" if ndim == 3 else "(seqlen, width)"
+    check_tensor("q", q, ndim, rows)
+    k = check_tensor("k", k, ndim, f"{rows} like q")
+    v = check_tensor("v", v, ndim, f"{rows} like q")
+    check_like("k", k, "q", q)
+    check_like("v", v, "q", q)
+    if q.shape[-1] != heads * dim:
+        raise ValueError(
+            f"q.shape[-1] must equal num_heads * head_dim = {heads} * {dim} = {heads * dim}; "
+            f"got {q.shape[-1]}"
+        )
+    if k.shape[-1] != kv_heads * dim:
+        raise ValueError(
+            f"k.shape[-1] must equal num_kv_heads * head_dim = {kv_heads} * {dim} = "
+            f"{kv_heads * dim}; got {k.shape[-1]}"
+        )
+    if ndim == 3 and k.shape[0] != q.shape[0]:
+        raise ValueError(f"k must have the batch size of q ({q.shape[0]}); got {k.shape[0]}")
+    if v.shape != k.shape:
+        raise ValueError(f"v must have the shape of k {_shape(k)}; got {_shape(v)}")
+    return heads, kv_heads, dim
+
+
+def check_cast_dtype(cast_dtype: object) -> torch.dtype:
+    if cast_dtype is None:
+        return torch.float16
+    if cast_dtype not in CAST_DTYPES:
+        raise ValueError(
+            f"cast_dtype must be torch.float16 or torch.bfloat16 (or None for float16); "
+            f"got {cast_dtype!r}"
+        )
+    return cast_dtype  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Test helpers: the float64 reference, tolerances, and a fake kernel plugin."""
