@@ -1,1 +1,0 @@
-../forge_flash/_version.py
