@@ -1,0 +1,1 @@
+../forge_flash/_version.py
