@@ -17,6 +17,7 @@ import math
 import numbers
 import operator
 import os
+import struct
 from typing import NamedTuple
 
 import torch
@@ -80,7 +81,8 @@ def check_like(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> 
 
 def check_head_dim(name: str, head_dim: int) -> None:
     if not 1 <= head_dim <= MAX_HEAD_DIM:
-        raise ValueError(f"{name} (head_dim) must be between 1 and {MAX_HEAD_DIM}; got {head_dim}")
+        label = name if name == "head_dim" else f"{name} (head_dim)"
+        raise ValueError(f"{label} must be between 1 and {MAX_HEAD_DIM}; got {head_dim}")
 
 
 def check_heads(q_name: str, num_heads: int, k_name: str, num_heads_k: int) -> None:
@@ -109,16 +111,28 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
+def _as_float32(value: float) -> float:
+    """The value the kernels see (they take a float32); OverflowError past float32's range."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
 def resolve_scale(name: str, scale: object, head_dim: int) -> float:
-    """The softmax scale: ``head_dim ** -0.5`` when None, else a finite real number."""
+    """The softmax scale, rounded to float32 so every backend uses the same one.
+
+    ``head_dim ** -0.5`` when None, else a real number that is finite in float32.
+    """
     if scale is None:
-        return head_dim**-0.5
+        return _as_float32(head_dim**-0.5)
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise TypeError(f"{name} must be a float or None; got {scale!r} ({type(scale).__name__})")
     value = float(scale)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value}")
-    return value
+    try:
+        rounded = _as_float32(value)
+    except OverflowError:
+        rounded = math.inf
+    if not math.isfinite(rounded):
+        raise ValueError(f"{name} must be finite as a float32 (|scale| < 3.4e38); got {value}")
+    return rounded
 
 
 def check_int(name: str, value: object, minimum: int) -> int:

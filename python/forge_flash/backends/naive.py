@@ -74,7 +74,9 @@ def naive_fwd(
             lse[:, :, :first_row].fill_(float("-inf"))
     if first_row == seqlen_q:
         return
-    if lse is None and seqused_k is None:
+    # torch's fused causal SDPA scales after masking, so a scale <= 0 turns masked -inf
+    # scores into NaN/+inf: those (unusual) scales take the explicit path.
+    if lse is None and seqused_k is None and softmax_scale > 0:
         _sdpa_fwd(q, k, v, out, first_row, softmax_scale, causal)
     else:
         _explicit_fwd(q, k, v, out, lse, first_row, softmax_scale, causal, seqused_k)
@@ -142,13 +144,17 @@ def _explicit_fwd(
     q_groups = q.unflatten(2, (num_heads_k, group)).permute(0, 2, 3, 1, 4)
     out_groups = out.unflatten(2, (num_heads_k, group))
     lse_groups = None if lse is None else lse.unflatten(1, (num_heads_k, group))
+    key_idx = torch.arange(seqlen_k, device=q.device)
     key_len = None
     if seqused_k is not None:
         key_len = seqused_k.to(torch.int64).clamp(0, seqlen_k).view(batch, 1, 1, 1, 1)
+        # Cache slots past a sequence's length may hold anything (an uninitialised cache can
+        # hold NaN); masking scores is not enough since 0 * NaN = NaN in the product with V.
+        in_use = key_idx.view(-1, 1) < key_len.view(batch, 1, 1, 1)  # (batch, 1, seqlen_k, 1)
+        vt = torch.where(in_use, vt, 0.0)
     offset = seqlen_k - seqlen_q
     row_bytes = batch * num_heads * seqlen_k * 4
     rows = max(1, SCORE_BLOCK_BYTES // max(1, row_bytes))
-    key_idx = torch.arange(seqlen_k, device=q.device)
     for r0, r1 in _row_blocks(first_row, seqlen_q, rows):
         n = r1 - r0
         keys = seqlen_k
