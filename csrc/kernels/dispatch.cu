@@ -115,7 +115,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (p.num_splits > 1) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;
     plan->workspace_bytes = align_up(partials * p.head_dim * sizeof(float), 256) + partials * sizeof(float);
-    if ((p.num_rows + kCombineWarps - 1) / kCombineWarps > INT_MAX) return "too many output rows for the combine grid";
+    if (p.num_rows > INT_MAX) return "too many output rows for the combine grid";
   }
   return nullptr;
 }
@@ -133,11 +133,11 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
   cudaError_t err = cudaLaunchKernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads), args,
                                      plan.kernel.smem_bytes, stream);
   if (err != cudaSuccess || p.num_splits == 1) return err;
-  const dim3 grid(static_cast<unsigned>((p.num_rows + kCombineWarps - 1) / kCombineWarps));
+  const dim3 grid(static_cast<unsigned>(p.num_rows));
   if (dtype == DType::kFloat16)
-    combine_kernel<half><<<grid, kCombineWarps * 32, 0, stream>>>(p);
+    combine_kernel<half><<<grid, kCombineThreads, 0, stream>>>(p);
   else
-    combine_kernel<__nv_bfloat16><<<grid, kCombineWarps * 32, 0, stream>>>(p);
+    combine_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -69,7 +69,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   T* sV = sK + Cfg::kSmemKVElems;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int m_block = blockIdx.x % num_m_blocks;
+  // Causal: the last query blocks see the most keys; launching them first keeps the
+  // last wave short.
+  const int m_slot = blockIdx.x % num_m_blocks;
+  const int m_block = p.is_causal ? num_m_blocks - 1 - m_slot : m_slot;
   const int bh = blockIdx.x / num_m_blocks;
   const int split = blockIdx.y;
   const int heads_per_cta = p.pack_gqa ? p.num_heads_k : p.num_heads;

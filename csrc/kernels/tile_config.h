@@ -19,11 +19,12 @@ struct TileConfig {
   static_assert(kBlockM % (16 * kNWarps) == 0, "each warp owns whole m16 tiles");
   static_assert(kBlockN % 16 == 0, "keys come in k16 MMA steps");
 
-  // 16-byte chunks per row that carry data, and the shared-memory row pitch. The pitch
-  // is a multiple of 64 elements (128 bytes) so that the XOR swizzle below always stays
-  // inside the row: chunk c of row r lives at chunk c ^ (r % 8).
+  // 16-byte chunks per row that carry data, and the shared-memory row pitch: a power of
+  // two of at least 64 elements (128 bytes), so that the XOR swizzle (chunk c of row r
+  // lives at chunk c ^ (r % 8)) stays inside the row and a thread's chunk column stays
+  // fixed while it copies a tile.
   static constexpr int kChunks = kHeadDim / 8;
-  static constexpr int kRowPitch = (kHeadDim + 63) / 64 * 64;
+  static constexpr int kRowPitch = kHeadDim <= 64 ? 64 : kHeadDim <= 128 ? 128 : 256;
   static constexpr int kSmemQElems = kBlockM * kRowPitch;
   static constexpr int kSmemKVElems = kBlockN * kRowPitch;
   static constexpr int kSmemBytes = (kSmemQElems + 2 * kSmemKVElems) * 2;
@@ -33,7 +34,7 @@ struct TileConfig {
 // 64x64 beyond, 4 warps).
 template <int kHeadDim>
 using PrefillConfig = TileConfig<kHeadDim, (kHeadDim <= 128 ? 128 : 64),
-                                 (kHeadDim <= 64 ? 128 : 64), 4>;
+                                 64, 4>;
 
 // Decode tiles: at most 16 query rows (one token, or the query heads of one GQA group
 // folded into rows), one warp. Many small CTAs plus split-KV keep enough K/V loads in
