@@ -8,9 +8,13 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = ROOT / "python" / "plugin"
@@ -34,7 +38,7 @@ def plugin_pyproject() -> dict:
 
 # --- the FAKE plugin: same distribution name, entry point and binding surface, no kernels ---
 
-_FAKE_BINDING = '''"""FAKE forge_flash_cu13._C for packaging tests: the real module's surface, no kernels."""
+_FAKE_BINDING = '''"""FAKE forge_flash_cu13._C: the real module's surface, no kernels."""
 __version__ = {version!r}
 
 
@@ -94,9 +98,9 @@ def write_fake_plugin_wheel(out_dir: Path, plugin_version: str, requires: str) -
             f"Requires-Dist: {requires}\n"
         ).encode(),
         f"{dist_info}/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: forge-flash-tests\nRoot-Is-Purelib: true\n"
-            "Tag: py3-none-any\n"
-        ).encode(),
+            b"Wheel-Version: 1.0\nGenerator: forge-flash-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
         f"{dist_info}/entry_points.txt": b"[forge_flash.backends]\ncuda = forge_flash_cu13\n",
     }
     record = [_record_line(name, data) for name, data in files.items()]
@@ -132,6 +136,8 @@ class Venv:
         self.python = str(path / "bin" / "python")
         site = self.run_py("import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
         (Path(site) / "_torch_only_site.pth").write_text(str(torch_site) + "\n")
+        # ensurepip's old setuptools would shadow the torch site's newer one, which torch needs.
+        self.pip("uninstall", "-q", "-y", "setuptools", check=False)
 
     def run_py(self, code: str, **kwargs) -> str:
         return self.run(["-c", code], **kwargs).stdout

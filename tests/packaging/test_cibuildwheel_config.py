@@ -6,11 +6,10 @@ import json
 import re
 import shutil
 import subprocess
-import tomllib
 from importlib import resources
 
 import pytest
-from dist_helpers import PLUGIN_DIR, ROOT
+from dist_helpers import PLUGIN_DIR, ROOT, tomllib
 
 CONFIG = PLUGIN_DIR / "cibuildwheel.toml"
 EXPECTED = {
