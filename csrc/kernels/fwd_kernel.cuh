@@ -188,18 +188,26 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const LaneAddr v_frag = lane_addr(sV, lane % 16, lane / 16);
 
   if (n_begin < n_end) {
+    // Prologue: Q, K and V of the first tile all in flight at once (a decode CTA may own
+    // a single tile, so this saves it a whole memory round trip).
     load_q();
-    cp_async_commit();
     load_kv(sK, k_ptr, p.k_row_stride, n_end - 1);
+    cp_async_commit();
+    load_kv(sV, v_ptr, p.v_row_stride, n_end - 1);
     cp_async_commit();
 
     // Walking from the last tile to the first puts the masked tiles (sequence end,
     // causal diagonal) in the first iterations; after them no tile needs a mask.
     for (int n_block = n_end - 1; n_block >= n_begin; --n_block) {
-      cp_async_wait<0>();
-      __syncthreads();  // K[n] landed for everyone; every warp is done with V[n+1]
-      load_kv(sV, v_ptr, p.v_row_stride, n_block);
-      cp_async_commit();
+      if (n_block == n_end - 1) {
+        cp_async_wait<1>();  // Q and K landed; V may still be in flight
+        __syncthreads();
+      } else {
+        cp_async_wait<0>();
+        __syncthreads();  // K[n] landed for everyone; every warp is done with V[n+1]
+        load_kv(sV, v_ptr, p.v_row_stride, n_block);
+        cp_async_commit();
+      }
 
       // ---- S = Q K^T ----
       float acc_s[kMTiles][kNTilesS][4];

@@ -1,0 +1,233 @@
+"""The CUDA kernels against a float64 reference, through the public API.
+
+Tolerance (issue 3): our max error is at most 2x that of PyTorch's own attention on the
+same 16-bit inputs, plus 1e-5, and never above 1e-2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import forge_flash
+from helpers.kernels import (
+    assert_close_to_reference,
+    kernel_backend,
+    rand_qkv,
+    reference_attention,
+    torch_attention,
+    workspace_bytes_needed,
+)
+
+DTYPES = [torch.float16, torch.bfloat16]
+
+
+def _check(q, k, v, causal, *, scale=None, out=None):
+    with kernel_backend():
+        got, lse = forge_flash.flash_attn_fwd(
+            q, k, v, softmax_scale=scale, causal=causal, out=out, return_lse=True
+        )
+    ref, ref_lse = reference_attention(q, k, v, causal=causal, scale=scale)
+    assert_close_to_reference(got, ref, torch_attention(q, k, v, causal=causal, scale=scale))
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse), finite), "rows that see no key must have LSE -inf"
+    torch.testing.assert_close(lse[finite], ref_lse[finite].float(), atol=2e-3, rtol=1e-3)
+    return got
+
+
+# The design note's matrix: seq_len 1, 32, 128, 2048; head_dim 64, 128; GQA 32/8.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("seqlen", [1, 32, 128, 2048])
+def test_design_note_matrix(seqlen, head_dim, causal, dtype):
+    q, k, v = rand_qkv(2, seqlen, seqlen, 32, 8, head_dim, dtype)
+    _check(q, k, v, causal)
+
+
+# seqlen_q != seqlen_k both ways and odd lengths: bottom-right causal alignment, tails.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "seqlen_q,seqlen_k",
+    [(113, 1023), (1023, 113), (1, 2048), (128, 2048), (2048, 128), (7, 7), (300, 1)],
+)
+@pytest.mark.parametrize("heads", [(32, 8), (8, 1), (6, 6)])
+def test_uneven_lengths(seqlen_q, seqlen_k, heads, causal, dtype):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, heads[0], heads[1], 64, dtype)
+    _check(q, k, v, causal)
+
+
+# Every instantiated head_dim plus routed ones (8, 40, 200 run in larger tiles).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [8, 32, 40, 64, 96, 128, 160, 192, 200, 224, 256])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(1, 777), (77, 300), (257, 257)])
+def test_head_dims(seqlen_q, seqlen_k, head_dim, causal, dtype):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 2, head_dim, dtype)
+    _check(q, k, v, causal)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0])
+def test_softmax_scale(scale):
+    q, k, v = rand_qkv(2, 100, 200, 4, 4, 64, torch.bfloat16)
+    _check(q, k, v, True, scale=scale)
+
+
+def test_large_logits_do_not_overflow():
+    q, k, v = rand_qkv(1, 64, 256, 4, 4, 128, torch.float16)
+    _check(q * 8, k * 8, v, False)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_split_kv_on_and_off_agree(causal):
+    # One long sequence splits its KV range; a large batch fills the GPU without splitting.
+    # Both must match the reference, and the batch row must equal the single sequence.
+    single = rand_qkv(1, 1, 8192, 32, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*single, causal=causal) > 0, "expected a split-KV plan"
+    q, k, v = (x.expand(256, *x.shape[1:]).contiguous() for x in single)
+    assert workspace_bytes_needed(q, k, v, causal=causal) == 0, "expected a single pass"
+    got_split = _check(*single, causal)
+    got_full = _check(q, k, v, causal)
+    torch.testing.assert_close(got_split[0], got_full[0], atol=2e-3, rtol=0)
+
+
+def test_split_kv_is_deterministic():
+    q, k, v = rand_qkv(1, 1, 65536, 32, 8, 128, torch.bfloat16)
+    with kernel_backend():
+        first = forge_flash.flash_attn_fwd(q, k, v)
+        second = forge_flash.flash_attn_fwd(q, k, v)
+    assert torch.equal(first, second)
+
+
+def test_strided_views_from_packed_qkv():
+    b, s, h, hk, d = 2, 333, 16, 4, 128
+    qkv = torch.randn(b, s, (h + 2 * hk) * d, device="cuda", dtype=torch.float16)
+    q = qkv[..., : h * d].view(b, s, h, d)
+    k = qkv[..., h * d : (h + hk) * d].view(b, s, hk, d)
+    v = qkv[..., (h + hk) * d :].view(b, s, hk, d)
+    assert not q.is_contiguous()
+    before = qkv.clone()
+    out_buf = torch.full((b, h, s, d), float("nan"), device="cuda", dtype=torch.float16)
+    out = out_buf.transpose(1, 2)  # a strided out= view
+    got = _check(q, k, v, True, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    assert not torch.isnan(out_buf).any(), "every output element must be written"
+    assert torch.equal(qkv, before), "inputs must not be modified"
+
+
+def test_every_output_element_written():
+    q, k, v = rand_qkv(3, 130, 70, 6, 3, 96, torch.bfloat16)
+    out = torch.full_like(q, float("nan"))
+    _check(q, k, v, True, out=out)
+    assert not torch.isnan(out).any()
+
+
+def test_non_default_stream():
+    q, k, v = rand_qkv(2, 512, 512, 8, 8, 64, torch.float16)
+    ref = torch_attention(q, k, v, causal=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), kernel_backend():
+        got = forge_flash.flash_attn_fwd(q, k, v, causal=True)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.testing.assert_close(got, ref, atol=1e-2, rtol=0)
+
+
+def test_cuda_graph_capture_and_replay():
+    shape = dict(batch=4, seqlen_q=1, seqlen_k=4096, heads=32, heads_k=8, head_dim=128)
+    q, k, v = rand_qkv(shape["batch"], 1, 4096, 32, 8, 128, torch.bfloat16)
+    with kernel_backend():
+        forge_flash.flash_attn_fwd(q, k, v)  # warm up: plan caches, allocator
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = forge_flash.flash_attn_fwd(q, k, v)
+    for _ in range(2):
+        fresh = rand_qkv(shape["batch"], 1, 4096, 32, 8, 128, torch.bfloat16)
+        for dst, src in zip((q, k, v), fresh):
+            dst.copy_(src)
+        graph.replay()
+        ref, _ = reference_attention(q, k, v, causal=False)
+        assert_close_to_reference(out, ref, torch_attention(q, k, v, causal=False))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lens", [[(5, 300), (0, 17), (130, 130), (1, 4000)], [(1, 9000)] * 3])
+def test_varlen(lens, causal, dtype):
+    h, hk, d = 16, 4, 128
+    seq_q = [a for a, _ in lens]
+    seq_k = [b for _, b in lens]
+    q = torch.randn(sum(seq_q), h, d, device="cuda", dtype=dtype)
+    k = torch.randn(sum(seq_k), hk, d, device="cuda", dtype=dtype)
+    v = torch.randn(sum(seq_k), hk, d, device="cuda", dtype=dtype)
+    cu_q = torch.tensor([0, *torch.tensor(seq_q).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0, *torch.tensor(seq_k).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    with kernel_backend():
+        got, lse = forge_flash.flash_attn_varlen_fwd(
+            q, k, v, cu_q, cu_k, max(seq_q), max(seq_k), causal=causal, out=out, return_lse=True
+        )
+    assert not torch.isnan(out).any()
+    for i in range(len(lens)):
+        qs, ks = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
+        one = [x[s].unsqueeze(0) for x, s in ((q, qs), (k, ks), (v, ks))]
+        ref, ref_lse = reference_attention(*one, causal=causal)
+        assert_close_to_reference(got[qs].unsqueeze(0), ref, torch_attention(*one, causal=causal))
+        expect = ref_lse[0]  # (heads, seqlen_q)
+        seen = lse[:, qs]
+        finite = torch.isfinite(expect)
+        assert torch.equal(torch.isfinite(seen), finite)
+        torch.testing.assert_close(seen[finite], expect[finite].float(), atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("heads", [(32, 8), (8, 8), (16, 1)])
+def test_batched_decode(heads):
+    h, hk = heads
+    b, cache_len, d = 5, 3000, 128
+    q = torch.randn(b, h, d, device="cuda", dtype=torch.bfloat16)
+    k_cache = torch.randn(b, cache_len, hk, d, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    lens = torch.tensor([1, 3000, 0, 17, 2049], dtype=torch.int32, device="cuda")
+    with kernel_backend():
+        got, lse = forge_flash.batched_decode_attention(q, k_cache, v_cache, lens, return_lse=True)
+    for i, n in enumerate(lens.tolist()):
+        one = (q[i : i + 1, None], k_cache[i : i + 1, :n], v_cache[i : i + 1, :n])
+        ref, ref_lse = reference_attention(*one, causal=False)
+        assert_close_to_reference(got[i : i + 1, None], ref, torch_attention(*one, causal=False))
+        if n == 0:
+            assert torch.isneginf(lse[i]).all()
+        else:
+            torch.testing.assert_close(lse[i], ref_lse[0, :, 0].float(), atol=2e-3, rtol=1e-3)
+
+
+def test_dispatch_naive_and_kernel_agree_with_float32_autocast():
+    torch.manual_seed(1)
+    b, s, h, hk, d = 2, 200, 8, 2, 64
+    q = torch.randn(b, s, h * d, device="cuda")
+    k = torch.randn(b, s, hk * d, device="cuda")
+    v = torch.randn(b, s, hk * d, device="cuda")
+    args = (q, k, v, h, hk, d, 1 / math.sqrt(d), True)
+    with kernel_backend():
+        fast = forge_flash.multi_head_attention(*args)
+    with kernel_backend("naive"):
+        slow = forge_flash.multi_head_attention(*args)
+    assert fast.dtype == torch.float32 and fast.shape == q.shape
+    torch.testing.assert_close(fast, slow, atol=5e-3, rtol=0)
+
+
+def test_float32_autocast_keeps_large_values_finite():
+    b, s, h, d = 1, 64, 4, 64
+    q = torch.randn(b, s, h * d, device="cuda") * 1e5  # beyond float16's range
+    k = torch.randn(b, s, h * d, device="cuda")
+    v = torch.randn(b, s, h * d, device="cuda") * 1e5
+    with kernel_backend():
+        got = forge_flash.multi_head_attention(q, k, v, h, h, d, 1 / math.sqrt(d), False)
+    assert torch.isfinite(got).all()
+    ref, _ = reference_attention(
+        q.view(b, s, h, d), k.view(b, s, h, d), v.view(b, s, h, d), causal=False
+    )
+    rel = (got.view(b, s, h, d).double() - ref).norm() / ref.norm()
+    assert rel < 2e-2

@@ -1,0 +1,105 @@
+"""Shared pieces of the GPU tests: inputs, the float64 reference, PyTorch's own answer at
+the input precision (the error yardstick), and forcing the kernel backend."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import torch
+
+import forge_flash
+from forge_flash import discovery
+
+
+def rand_qkv(batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, dtype):
+    """Fresh random (never zero) q, k, v in the (batch, seqlen, heads, head_dim) layout."""
+    q = torch.randn(batch, seqlen_q, heads, head_dim, device="cuda", dtype=dtype)
+    k = torch.randn(batch, seqlen_k, heads_k, head_dim, device="cuda", dtype=dtype)
+    v = torch.randn(batch, seqlen_k, heads_k, head_dim, device="cuda", dtype=dtype)
+    return q, k, v
+
+
+def _bottom_right_mask(seqlen_q, seqlen_k, device):
+    rows = torch.arange(seqlen_q, device=device)[:, None]
+    cols = torch.arange(seqlen_k, device=device)[None, :]
+    return cols <= rows + (seqlen_k - seqlen_q)
+
+
+def reference_attention(q, k, v, *, causal, scale=None):
+    """Float64 attention: out (b, sq, h, d) and natural-log LSE (b, h, sq).
+    A row that sees no key gives out 0 and LSE -inf."""
+    b, sq, h, d = q.shape
+    sk, hk = k.shape[1], k.shape[2]
+    scale = 1 / math.sqrt(d) if scale is None else scale
+    qd, kd, vd = (x.double().transpose(1, 2) for x in (q, k, v))
+    kd = kd.repeat_interleave(h // hk, dim=1)
+    vd = vd.repeat_interleave(h // hk, dim=1)
+    s = qd @ kd.transpose(-1, -2) * scale
+    if causal:
+        s = s.masked_fill(~_bottom_right_mask(sq, sk, q.device), float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - lse.unsqueeze(-1)).nan_to_num(0.0)
+    return (p @ vd).transpose(1, 2), lse
+
+
+def torch_attention(q, k, v, *, causal, scale=None):
+    """PyTorch SDPA on the same 16-bit inputs, in the same layout (rows that see no key
+    come back as NaN from SDPA; they are zeroed, as our convention has it)."""
+    h, hk = q.shape[2], k.shape[2]
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    kt = kt.repeat_interleave(h // hk, dim=1)
+    vt = vt.repeat_interleave(h // hk, dim=1)
+    sq, sk = q.shape[1], k.shape[1]
+    if causal and sq != sk:
+        mask = _bottom_right_mask(sq, sk, q.device)
+        out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+    return out.transpose(1, 2).nan_to_num(0.0)
+
+
+def assert_close_to_reference(got, ref, torch_out):
+    """Issue 3's bar: max error <= 2 * PyTorch's max error + 1e-5, and <= 1e-2."""
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert torch.isfinite(got).all(), "output has inf/NaN"
+    ours = (got.double() - ref).abs().max().item() if got.numel() else 0.0
+    theirs = (torch_out.double() - ref).abs().max().item() if got.numel() else 0.0
+    assert ours <= 2 * theirs + 1e-5, f"max error {ours:.3e} > 2 x torch's {theirs:.3e} + 1e-5"
+    assert ours <= 1e-2, f"max error {ours:.3e} > 1e-2"
+
+
+@contextlib.contextmanager
+def kernel_backend(name: str = "cuda"):
+    """Force a backend (FORGE_FLASH_BACKEND) for the calls inside the block."""
+    previous = os.environ.get("FORGE_FLASH_BACKEND")
+    os.environ["FORGE_FLASH_BACKEND"] = name
+    discovery.reset()
+    try:
+        assert forge_flash.active_backend().name == name
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FORGE_FLASH_BACKEND", None)
+        else:
+            os.environ["FORGE_FLASH_BACKEND"] = previous
+        discovery.reset()
+
+
+def workspace_bytes_needed(q, k, v, *, causal):
+    """Ask the plugin how much split-KV workspace this call needs (0: one pass, no split).
+    A call that needs none launches, so it gets a real output buffer."""
+    from forge_flash_cu13 import _C
+
+    out = torch.empty_like(q)
+    strides = []
+    for t in (q, k, v, out):
+        strides += [t.stride(0), t.stride(1), t.stride(2)]
+    b, sq, h, d = q.shape
+    return _C.fwd(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0, 0, strides,
+        b, sq, k.shape[1], h, k.shape[2], d, 1 / math.sqrt(d), causal,
+        0 if q.dtype == torch.float16 else 1, 0, 0, q.device.index,
+        torch.cuda.current_stream(q.device).cuda_stream,
+    )
