@@ -1,4 +1,4 @@
-"""Install paths in fresh virtual environments (CPU machine, no GPU).
+"""Install paths in fresh virtual environments (CPU machine, no GPU); about a minute in all.
 
 Tests named *_FAKE_plugin use a FAKE plugin wheel (same distribution name, entry point and
 binding surface, no kernels) so they run everywhere; *_REAL_plugin variants run when a real
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pytest
 from dist_helpers import SMOKE, version, write_fake_plugin_wheel
-
-pytestmark = pytest.mark.slow
 
 PLUGIN_SOURCES = ["fake_plugin_dir", "real_plugin_dir"]
 IDS = ["FAKE_plugin", "REAL_plugin"]
