@@ -13,4 +13,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$w
 export PYTHONPATH=$site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -m forge_flash info
-python3 -m pytest tests/gpu -q -x -p no:cacheprovider "$@" 2>&1 | tee "$out/gpu-tests.log" | tail -15
+python3 -m pytest tests/gpu -q -p no:cacheprovider "$@" 2>&1 | tee "$out/gpu-tests.log" | tail -15

@@ -104,14 +104,16 @@ Failure check_aligned4(const char* name, const void* ptr, bool required) {
   return ok();
 }
 
-Failure check_device() {
-  int device = 0, major = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "CUDA device query failed: %s", cudaGetErrorString(err));
-  if (major < 8)
-    return fail(FF_ERROR_UNSUPPORTED, "device %d has compute capability %d.x; forge-flash kernels need 8.0 or newer", device, major);
-  return ok();
+// Why the current GPU cannot run the kernels (asked only after a launch setup failed).
+Failure unsupported_device(cudaError_t err) {
+  int device = 0, major = 0, minor = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  return fail(FF_ERROR_UNSUPPORTED,
+              "device %d (compute capability %d.%d) cannot run this build's kernels (%s); "
+              "forge-flash needs compute capability 8.0 or newer",
+              device, major, minor, cudaGetErrorString(err));
 }
 
 void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_tensor& v, const ff_tensor& o) {
@@ -131,8 +133,9 @@ Failure run(FwdParams& p, ff_dtype dtype, void* workspace, size_t* workspace_byt
   FwdPlan plan{};
   cudaError_t cuda_error = cudaSuccess;
   if (const char* why = plan_fwd(p, dt, &plan, &cuda_error)) {
-    if (cuda_error == cudaErrorNoKernelImageForDevice || cuda_error == cudaErrorInvalidDeviceFunction)
-      return fail(FF_ERROR_UNSUPPORTED, "this build has no kernel image for the current GPU (%s)", cudaGetErrorString(cuda_error));
+    if (cuda_error == cudaErrorNoKernelImageForDevice || cuda_error == cudaErrorInvalidDeviceFunction ||
+        cuda_error == cudaErrorUnsupportedPtxVersion)
+      return unsupported_device(cuda_error);
     if (cuda_error != cudaSuccess) return fail(FF_ERROR_CUDA, "%s: %s", why, cudaGetErrorString(cuda_error));
     return fail(FF_ERROR_INVALID_ARGUMENT, "%s", why);
   }
@@ -171,7 +174,6 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
     return f;
   if ((f = check_aligned4("softmax_lse", a->softmax_lse, false)).status != FF_OK) return f;
   if ((f = check_aligned4("seqused_k", a->seqused_k, false)).status != FF_OK) return f;
-  if ((f = check_device()).status != FF_OK) return f;
 
   FwdParams p{};
   set_tensors(p, a->q, a->k, a->v, a->out);
@@ -210,7 +212,6 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
     if (t.needed && (f = check_tensor(t.name, t.t, 1, t.rows, t.heads, a->head_dim, false)).status != FF_OK)
       return f;
   if ((f = check_no_overlap("out", a->out, 1, a->total_q, a->num_heads, a->head_dim, false)).status != FF_OK) return f;
-  if ((f = check_device()).status != FF_OK) return f;
 
   FwdParams p{};
   set_tensors(p, a->q, a->k, a->v, a->out);

@@ -61,13 +61,19 @@ def torch_attention(q, k, v, *, causal, scale=None):
 
 
 def assert_close_to_reference(got, ref, torch_out):
-    """Issue 3's bar: max error <= 2 * PyTorch's max error + 1e-5, and <= 1e-2."""
+    """Issue 3's bar: max error <= 2 * PyTorch's max error + 1e-5, and within the design
+    note's 1e-2. The 1e-2 is absolute for |out| <= 1 and relative above: rounding a bfloat16
+    output of magnitude 2-4 alone can cost 0.008-0.016, for PyTorch's answer as for ours."""
     assert got.shape == ref.shape, (got.shape, ref.shape)
     assert torch.isfinite(got).all(), "output has inf/NaN"
-    ours = (got.double() - ref).abs().max().item() if got.numel() else 0.0
-    theirs = (torch_out.double() - ref).abs().max().item() if got.numel() else 0.0
+    if got.numel() == 0:
+        return
+    err = (got.double() - ref).abs()
+    ours = err.max().item()
+    theirs = (torch_out.double() - ref).abs().max().item()
     assert ours <= 2 * theirs + 1e-5, f"max error {ours:.3e} > 2 x torch's {theirs:.3e} + 1e-5"
-    assert ours <= 1e-2, f"max error {ours:.3e} > 1e-2"
+    worst = (err / ref.abs().clamp(min=1.0)).max().item()
+    assert worst <= 1e-2, f"error {worst:.3e} (relative where |out| > 1) exceeds 1e-2"
 
 
 @contextlib.contextmanager
