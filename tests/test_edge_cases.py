@@ -9,10 +9,11 @@ import sys
 
 import pytest
 import torch
-from helpers.reference import reference_attention
-from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
 import forge_flash as ff
+
+from helpers.reference import reference_attention
+from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
 
 def _qkv(batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, dtype=torch.float32, seed=0):
@@ -47,9 +48,7 @@ def test_no_keys_at_all(dtype):
     assert torch.equal(ff.flash_attn_fwd(q, k, v), torch.zeros_like(out))
 
 
-@pytest.mark.parametrize(
-    "batch,seqlen_q,seqlen_k", [(0, 5, 5), (2, 0, 5), (0, 0, 0), (3, 0, 0)]
-)
+@pytest.mark.parametrize("batch,seqlen_q,seqlen_k", [(0, 5, 5), (2, 0, 5), (0, 0, 0), (3, 0, 0)])
 def test_empty_shapes(batch, seqlen_q, seqlen_k):
     q, k, v = _qkv(batch, seqlen_q, seqlen_k, 4, 2, 16)
     out, lse = ff.flash_attn_fwd(q, k, v, causal=True, return_lse=True)
@@ -85,7 +84,7 @@ def test_inputs_are_not_modified():
     copies = [t.clone() for t in (q, k, v)]
     ff.flash_attn_fwd(q, k, v, causal=True, return_lse=True)
     ff.flash_attn_fwd(q, k, v)
-    for before, after in zip(copies, (q, k, v)):
+    for before, after in zip(copies, (q, k, v), strict=True):
         assert torch.equal(before, after)
 
 

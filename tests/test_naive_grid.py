@@ -15,10 +15,11 @@ import itertools
 
 import pytest
 import torch
-from helpers.reference import reference_attention
-from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
 import forge_flash as ff
+
+from helpers.reference import reference_attention
+from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
 SEQLENS = [1, 7, 32, 113, 128, 1023, 2048]
 HEAD_DIMS = [32, 64, 80, 128, 256]
@@ -79,7 +80,8 @@ def test_every_head_layout(head_dim, heads, heads_k, causal, dtype):
 
 
 def test_grid_covers_every_listed_value():
-    seen = list(zip(*_seqlen_cases()))
+    seen = list(zip(*_seqlen_cases(), strict=True))
     assert set(seen[1]) == set(SEQLENS) and set(seen[2]) == set(SEQLENS)
-    assert {(q, k) for q, k in zip(seen[1], seen[2])} == set(itertools.product(SEQLENS, SEQLENS))
+    pairs = set(zip(seen[1], seen[2], strict=True))
+    assert pairs == set(itertools.product(SEQLENS, SEQLENS))
     assert set(seen[7]) == set(DTYPES) and set(seen[6]) == {False, True}

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from helpers.reference import reference_attention
-from helpers.tolerance import OUT_TOLERANCE, assert_close_to_reference, assert_lse_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import forge_flash as ff
+
+from helpers.reference import reference_attention
+from helpers.tolerance import OUT_TOLERANCE, assert_close_to_reference, assert_lse_close
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.reference import reference_attention, reference_varlen
-from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
 import forge_flash as ff
+
+from helpers.reference import reference_attention, reference_varlen
+from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
 
 def _packed(seqlens_q, seqlens_k, heads, heads_k, head_dim, dtype, seed=0):

@@ -85,7 +85,9 @@ class BackendInfo:
                 f"PTX {self.plugin_ptx_archs or '[]'}"
             )
         lines.append(f"{BACKEND_ENV} {self.requested_backend}")
-        lines.append(f"backend in use     {self.active_backend or 'none: ' + str(self.active_error)}")
+        lines.append(
+            f"backend in use     {self.active_backend or 'none: ' + str(self.active_error)}"
+        )
         for status in self.backends.values():
             state = "available" if status.available else "unavailable"
             lines.append(f"  {status.name:<6} {state}: {status.reason}")
@@ -123,8 +125,7 @@ _active: Backend | None = None  # the hot path reads only this
 
 def _install_hint() -> str:
     return (
-        f"pip install {PLUGIN_DISTRIBUTION}=={__version__} "
-        f"(or pip install -U 'forge-flash[cuda]')"
+        f"pip install {PLUGIN_DISTRIBUTION}=={__version__} (or pip install -U 'forge-flash[cuda]')"
     )
 
 

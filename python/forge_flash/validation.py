@@ -141,9 +141,7 @@ def check_int(name: str, value: object, minimum: int) -> int:
     try:
         number = operator.index(value)
     except TypeError:
-        raise TypeError(
-            f"{name} must be an int; got {value!r} ({type(value).__name__})"
-        ) from None
+        raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__})") from None
     if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}; got {number}")
     return number
@@ -205,7 +203,7 @@ def check_cu_seqlens_values(
 
 
 def check_fwd(q: object, k: object, v: object, out: object) -> FwdDims:
-    """flash_attn_fwd: q (batch, seqlen_q, num_heads, head_dim), k/v (batch, seqlen_k, num_heads_k, head_dim)."""
+    """flash_attn_fwd's inputs: q (b, sq, h, d), k/v (b, sk, hk, d), optional out like q."""
     q = check_tensor("q", q, 4, "(batch, seqlen_q, num_heads, head_dim)")
     k = check_tensor("k", k, 4, "(batch, seqlen_k, num_heads_k, head_dim)")
     v = check_tensor("v", v, 4, "(batch, seqlen_k, num_heads_k, head_dim)")
@@ -235,7 +233,7 @@ def check_varlen(
     max_seqlen_k: object,
     out: object,
 ) -> tuple[VarlenDims, int, int]:
-    """flash_attn_varlen_fwd: packed q (total_q, num_heads, head_dim), k/v (total_k, num_heads_k, head_dim)."""
+    """flash_attn_varlen_fwd's inputs: packed q (total_q, h, d), k/v (total_k, hk, d)."""
     q = check_tensor("q", q, 3, "(total_q, num_heads, head_dim)")
     k = check_tensor("k", k, 3, "(total_k, num_heads_k, head_dim)")
     v = check_tensor("v", v, 3, "(total_k, num_heads_k, head_dim)")
@@ -265,10 +263,8 @@ def check_varlen(
     return dims, max_q, max_k
 
 
-def check_decode(
-    q: object, k_cache: object, v_cache: object, cache_seqlens: object
-) -> FwdDims:
-    """batched_decode_attention: q (batch, num_heads, head_dim), caches (batch, max_cache_len, num_kv_heads, head_dim)."""
+def check_decode(q: object, k_cache: object, v_cache: object, cache_seqlens: object) -> FwdDims:
+    """batched_decode_attention's inputs: q (b, h, d), caches (b, max_cache_len, hk, d)."""
     q = check_tensor("q", q, 3, "(batch, num_heads, head_dim)")
     layout = "(batch, max_cache_len, num_kv_heads, head_dim)"
     k_cache = check_tensor("k_cache", k_cache, 4, layout)
@@ -300,7 +296,9 @@ def check_decode(
     return FwdDims(batch, 1, max_cache_len, num_heads, k_cache.shape[2], head_dim)
 
 
-def check_model_dims(num_heads: object, num_kv_heads: object, head_dim: object) -> tuple[int, int, int]:
+def check_model_dims(
+    num_heads: object, num_kv_heads: object, head_dim: object
+) -> tuple[int, int, int]:
     heads = check_int("num_heads", num_heads, 1)
     kv_heads = check_int("num_kv_heads", num_kv_heads, 1)
     dim = check_int("head_dim", head_dim, 1)
@@ -312,7 +310,7 @@ def check_model_dims(num_heads: object, num_kv_heads: object, head_dim: object) 
 def check_flat(
     q: object, k: object, v: object, num_heads: object, num_kv_heads: object, head_dim: object
 ) -> tuple[int, int, int]:
-    """Model-layer layout: q (batch, seqlen_q, num_heads * head_dim) or (seqlen_q, num_heads * head_dim)."""
+    """Model-layer layout: q (batch, seqlen_q, num_heads * head_dim) or without the batch."""
     heads, kv_heads, dim = check_model_dims(num_heads, num_kv_heads, head_dim)
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q must be a torch.Tensor; got {type(q).__name__}")

@@ -62,7 +62,7 @@ def reference_varlen(
     """Packed q (total_q, h, d) -> out (total_q, h, d), lse (h, total_q), one sequence at a time."""
     outs, lses = [], []
     q0 = k0 = 0
-    for length_q, length_k in zip(seqlens_q, seqlens_k):
+    for length_q, length_k in zip(seqlens_q, seqlens_k, strict=True):
         out, lse = reference_attention(
             q[q0 : q0 + length_q].unsqueeze(0),
             k[k0 : k0 + length_k].unsqueeze(0),

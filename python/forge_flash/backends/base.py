@@ -78,7 +78,7 @@ class Backend(ABC):
         *,
         cast_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """All heads in one call on the flat projections that model code holds (design note's trait).
+        """All heads in one call on the flat projections model code holds (the design note's trait).
 
         q is (batch, seqlen_q, num_heads * head_dim) or (seqlen_q, num_heads * head_dim), k/v
         likewise with num_kv_heads; the result has q's layout. The default runs this backend's

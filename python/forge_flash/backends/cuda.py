@@ -30,7 +30,9 @@ _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 _KERNEL_MAX_HEAD_DIM = 256
 
 
-def kernel_device_reason(capability: tuple[int, int], sass: list[int], ptx: list[int]) -> str | None:
+def kernel_device_reason(
+    capability: tuple[int, int], sass: list[int], ptx: list[int]
+) -> str | None:
     """Why the plugin cannot run on a GPU of this compute capability, or None if it can.
 
     SASS for sm_XY runs on sm_XZ with Z >= Y (same major version), so 8.6 and 8.9 run the
@@ -51,29 +53,49 @@ def kernel_device_reason(capability: tuple[int, int], sass: list[int], ptx: list
     )
 
 
-def _kernel_layout_ok(x: torch.Tensor) -> bool:
-    """16-byte aligned base, every stride of a non-last dimension a non-zero multiple of 8."""
-    if x.data_ptr() % 16:
-        return False
-    shape, strides = x.shape, x.stride()
-    for i in range(x.dim() - 1):
-        if shape[i] > 1 and (strides[i] % 8 or strides[i] == 0):
+def _strides_ok(strides: tuple[int, ...]) -> bool:
+    # A plain loop, not all(<generator>): this runs four times per call on the decode path.
+    for stride in strides:  # noqa: SIM110
+        if not stride or stride & 7:
             return False
     return True
 
 
-def _kernel_ready(x: torch.Tensor) -> torch.Tensor:
-    return x if _kernel_layout_ok(x) else x.contiguous()
+def _kernel_strides(x: torch.Tensor) -> tuple[int, ...] | None:
+    """The strides of every dimension but the last as the kernels take them (non-zero
+    multiples of 8 elements on a 16-byte aligned base), or None if they cannot take ``x``."""
+    if x.data_ptr() & 15:
+        return None
+    strides = x.stride()[:-1]
+    if _strides_ok(strides):
+        return strides
+    # A size-1 dimension's stride never addresses memory (torch leaves arbitrary values
+    # there): report the contiguous one rather than copying.
+    shape = x.shape
+    strides = tuple(
+        stride if shape[i] > 1 else math.prod(shape[i + 1 :]) for i, stride in enumerate(strides)
+    )
+    return strides if _strides_ok(strides) else None
 
 
-def _strides3(x: torch.Tensor) -> tuple[int, int, int]:
-    """The strides of the first three dimensions of a 4-D tensor; a size-1 dimension's stride
-    never addresses memory, so it is reported as the contiguous one (a multiple of 8)."""
-    shape, strides = x.shape, x.stride()
-    result = []
-    for i in range(3):
-        result.append(strides[i] if shape[i] > 1 else math.prod(shape[i + 1 :]))
-    return result[0], result[1], result[2]
+def _kernel_operand(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``x``, or an aligned contiguous copy when the kernels cannot take its layout."""
+    strides = _kernel_strides(x)
+    if strides is not None:
+        return x, strides
+    # clone, not .contiguous(): a contiguous view at an odd offset must move too, and fresh
+    # allocations are aligned.
+    x = x.clone(memory_format=torch.contiguous_format)
+    return x, x.stride()[:-1]
+
+
+def _destination(out: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Where the kernels write: ``out`` when they can, else a fresh buffer copied to ``out``."""
+    strides = _kernel_strides(out)
+    if strides is not None:
+        return out, strides
+    dest = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    return dest, dest.stride()[:-1]
 
 
 def _raw_stream_getter():
@@ -167,15 +189,17 @@ class CudaBackend(Backend):
             if lse is not None:
                 lse.fill_(float("-inf"))
             return
-        q, k, v = _kernel_ready(q), _kernel_ready(k), _kernel_ready(v)
-        dest = out if _kernel_layout_ok(out) else torch.empty_like(q, memory_format=torch.contiguous_format)
+        q, q_strides = _kernel_operand(q)
+        k, k_strides = _kernel_operand(k)
+        v, v_strides = _kernel_operand(v)
+        dest, out_strides = _destination(out)
         if seqused_k is not None:
             seqused_k = seqused_k.contiguous()
         args = (
             q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
             0 if lse is None else lse.data_ptr(),
             0 if seqused_k is None else seqused_k.data_ptr(),
-            (*_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dest)),
+            (*q_strides, *k_strides, *v_strides, *out_strides),
             batch, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim,
             softmax_scale, causal, _DTYPE_CODES[q.dtype],
         )  # fmt: skip
@@ -213,22 +237,18 @@ class CudaBackend(Backend):
             if lse is not None:
                 lse.fill_(float("-inf"))
             return
-        q, k, v = _kernel_ready(q), _kernel_ready(k), _kernel_ready(v)
-        dest = out if _kernel_layout_ok(out) else torch.empty_like(q, memory_format=torch.contiguous_format)
+        q, q_strides = _kernel_operand(q)
+        k, k_strides = _kernel_operand(k)
+        v, v_strides = _kernel_operand(v)
+        dest, out_strides = _destination(out)
         cu_seqlens_q = cu_seqlens_q.contiguous()
         cu_seqlens_k = cu_seqlens_k.contiguous()
-        # Packed tensors have no batch dimension: view them as (1, total, heads, head_dim) so
-        # the strides come out as (batch stride, row stride, head stride); the binding ignores
-        # the batch strides, pass 0.
-        strides = []
-        for x in (q, k, v, dest):
-            _, row, head = _strides3(x.unsqueeze(0))
-            strides += [0, row, head]
         args = (
             q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
             0 if lse is None else lse.data_ptr(),
             cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr(), 0,
-            tuple(strides),
+            # Packed tensors have no batch dimension; the binding ignores batch strides.
+            (0, *q_strides, 0, *k_strides, 0, *v_strides, 0, *out_strides),
             cu_seqlens_q.shape[0] - 1, max_seqlen_q, max_seqlen_k, total_q, total_k,
             num_heads, num_heads_k, head_dim,
             softmax_scale, causal, _DTYPE_CODES[q.dtype],

@@ -1,0 +1,7 @@
+"""``python -m forge_flash``: see forge_flash.cli."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""``python -m forge_flash check``: the active backend against a float32 reference.
+
+A few shapes that cover the main paths (causal GQA prefill, unequal lengths, a long decode,
+varlen with an empty sequence, batched decode with an empty cache, the float32 model-layer
+call), in float16 and bfloat16, on the GPU when torch sees one. The reference here is the
+plainest dense formula in float32, independent of the naive path's chunking and SDPA use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .api import batched_decode_attention, flash_attn_fwd, flash_attn_varlen_fwd
+from .discovery import active_backend
+from .layers import attention_fwd
+
+# Max abs error allowed against the float32 reference (outputs are O(1) for randn inputs):
+# the result's rounding to the dtype plus the half-precision probabilities the kernels use.
+TOLERANCE = {torch.float16: 5e-3, torch.bfloat16: 2e-2, torch.float32: 1e-4}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    dtype: torch.dtype
+    max_error: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return math.isfinite(self.max_error) and self.max_error <= self.tolerance
+
+
+def dense_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    key_lengths: list[int] | None = None,
+) -> torch.Tensor:
+    """float32 attention, (b, sq, h, d) over (b, sk, hk, d), every score materialised."""
+    batch, seqlen_q, heads, head_dim = q.shape
+    seqlen_k, heads_k = k.shape[1], k.shape[2]
+    group = heads // heads_k
+    qf = q.float().transpose(1, 2)
+    kf = k.float().repeat_interleave(group, dim=2).transpose(1, 2)
+    vf = v.float().repeat_interleave(group, dim=2).transpose(1, 2)
+    scores = qf @ kf.transpose(-1, -2) * head_dim**-0.5
+    lengths = key_lengths or [seqlen_k] * batch
+    rows = torch.arange(seqlen_q, device=q.device).view(-1, 1)
+    cols = torch.arange(seqlen_k, device=q.device).view(1, -1)
+    visible = torch.stack(
+        [(cols < n) & ((cols <= rows + n - seqlen_q) if causal else True) for n in lengths]
+    ).unsqueeze(1)
+    scores = scores.masked_fill(~visible, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no key: 0
+    return (probs @ vf).transpose(1, 2)
+
+
+def _randn(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.randn(*shape, device=device).to(dtype)
+
+
+def _case_prefill(dtype, device):
+    q = _randn(2, 128, 8, 64, dtype=dtype, device=device)
+    k = _randn(2, 128, 2, 64, dtype=dtype, device=device)
+    v = _randn(2, 128, 2, 64, dtype=dtype, device=device)
+    return flash_attn_fwd(q, k, v, causal=True), dense_reference(q, k, v, causal=True)
+
+
+def _case_unequal(dtype, device):
+    q = _randn(1, 37, 6, 96, dtype=dtype, device=device)
+    k = _randn(1, 200, 6, 96, dtype=dtype, device=device)
+    v = _randn(1, 200, 6, 96, dtype=dtype, device=device)
+    return flash_attn_fwd(q, k, v, causal=True), dense_reference(q, k, v, causal=True)
+
+
+def _case_long_decode(dtype, device):
+    q = _randn(1, 1, 32, 128, dtype=dtype, device=device)
+    k = _randn(1, 4096, 8, 128, dtype=dtype, device=device)
+    v = _randn(1, 4096, 8, 128, dtype=dtype, device=device)
+    return flash_attn_fwd(q, k, v, causal=True), dense_reference(q, k, v, causal=True)
+
+
+def _case_varlen(dtype, device):
+    seqlens_q, seqlens_k = [5, 0, 33], [7, 3, 40]
+    q = _randn(sum(seqlens_q), 4, 64, dtype=dtype, device=device)
+    k = _randn(sum(seqlens_k), 2, 64, dtype=dtype, device=device)
+    v = _randn(sum(seqlens_k), 2, 64, dtype=dtype, device=device)
+    cu_q = torch.tensor([0, 5, 5, 38], dtype=torch.int32, device=device)
+    cu_k = torch.tensor([0, 7, 10, 50], dtype=torch.int32, device=device)
+    out = flash_attn_varlen_fwd(q, k, v, cu_q, cu_k, 33, 40, causal=True)
+    parts = []
+    for i in range(3):
+        qs = q[cu_q[i] : cu_q[i + 1]].unsqueeze(0)
+        ks, vs = (t[cu_k[i] : cu_k[i + 1]].unsqueeze(0) for t in (k, v))
+        parts.append(dense_reference(qs, ks, vs, causal=True)[0])
+    return out, torch.cat(parts)
+
+
+def _case_batched_decode(dtype, device):
+    lengths = [512, 1, 0, 300]
+    q = _randn(4, 8, 64, dtype=dtype, device=device)
+    k = _randn(4, 512, 1, 64, dtype=dtype, device=device)
+    v = _randn(4, 512, 1, 64, dtype=dtype, device=device)
+    seqlens = torch.tensor(lengths, dtype=torch.int32, device=device)
+    out = batched_decode_attention(q, k, v, seqlens)
+    return out, dense_reference(q.unsqueeze(1), k, v, causal=False, key_lengths=lengths)[:, 0]
+
+
+def _case_float32_layer(dtype, device):
+    # Model-layer call on float32 projections: cast to `dtype` for the kernels and back.
+    q = torch.randn(2, 64, 8 * 64, device=device)
+    k = torch.randn(2, 64, 2 * 64, device=device)
+    v = torch.randn(2, 64, 2 * 64, device=device)
+    out = attention_fwd(q, k, v, 8, 2, 64, None, True, cast_dtype=dtype)
+    expected = dense_reference(
+        q.unflatten(-1, (8, 64)), k.unflatten(-1, (2, 64)), v.unflatten(-1, (2, 64)), causal=True
+    )
+    return out, expected.flatten(-2)
+
+
+CASES: list[tuple[str, Callable]] = [
+    ("prefill causal GQA 128x128", _case_prefill),
+    ("causal 37 queries x 200 keys", _case_unequal),
+    ("decode 1 query x 4096 keys", _case_long_decode),
+    ("varlen with an empty sequence", _case_varlen),
+    ("batched decode, one empty cache", _case_batched_decode),
+    ("float32 model layer (auto-cast)", _case_float32_layer),
+]
+
+
+def run_checks(device: torch.device | None = None) -> list[CheckResult]:
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    results = []
+    for dtype in (torch.float16, torch.bfloat16):
+        for name, case in CASES:
+            out, expected = case(dtype, device)
+            error = (out.float() - expected.float()).abs().max().item() if out.numel() else 0.0
+            # The float32 layer returns float32 but went through `dtype` on the kernel path.
+            results.append(CheckResult(name, dtype, error, TOLERANCE[dtype]))
+    return results
+
+
+def main() -> int:
+    """Print one line per check and a verdict; return 0 when every check passes."""
+    backend = active_backend()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"self-check: backend {backend.name!r} on {device}, against a float32 reference")
+    results = run_checks(device)
+    for r in results:
+        verdict = "PASS" if r.passed else "FAIL"
+        dtype = str(r.dtype).removeprefix("torch.")
+        print(
+            f"  {verdict}  {r.name:<34} {dtype:<9} max error {r.max_error:.2e} "
+            f"(tolerance {r.tolerance:.0e})"
+        )
+    failed = sum(not r.passed for r in results)
+    print(
+        f"self-check: {'PASS' if not failed else 'FAIL'} ({len(results) - failed}/{len(results)})"
+    )
+    return 1 if failed else 0

@@ -1,0 +1,215 @@
+"""Fakes of the kernel plugin, for tests on machines without a GPU.
+
+* ``install_fake_plugin`` writes an installed-looking ``forge-flash-cu13`` into a folder (a
+  ``.dist-info`` with the entry point, and the ``forge_flash_cu13`` package with a ``_C``
+  module) so discovery finds it exactly as it finds the real one once the folder is on
+  ``sys.path``.
+* ``FakeBinding`` stands in for ``forge_flash_cu13._C`` at the level of raw pointers: it
+  checks what the C API would check (alignment, strides, head_dim, dtype code), then builds
+  tensor views from the pointers and strides it was given and computes the attention with the
+  float64 reference. A wrong pointer or stride from the adapter therefore gives a wrong answer
+  or an error, not a silent pass. It records every call, and can ask for a workspace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .reference import reference_attention
+
+_DTYPES = {0: torch.float16, 1: torch.bfloat16}
+
+
+def install_fake_plugin(
+    root: Path,
+    *,
+    version: str = "0.1.0",
+    binding_version: str | None = None,
+    sass: tuple[int, ...] = (80, 90),
+    ptx: tuple[int, ...] = (80,),
+    import_error: str | None = None,
+) -> Path:
+    """Write the fake distribution under ``root``; put ``root`` on sys.path to install it."""
+    package = root / "forge_flash_cu13"
+    package.mkdir(parents=True)
+    dist_info = root / f"forge_flash_cu13-{version}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: forge-flash-cu13\nVersion: {version}\n"
+    )
+    (dist_info / "entry_points.txt").write_text("[forge_flash.backends]\ncuda = forge_flash_cu13\n")
+    init = "from forge_flash_cu13 import _C\n\n__version__ = " + repr(version) + "\n"
+    if import_error:
+        init = f"raise ImportError({import_error!r})\n"
+    (package / "__init__.py").write_text(init)
+    (package / "_C.py").write_text(
+        textwrap.dedent(
+            f"""
+            __version__ = {binding_version or version!r}
+            CALLS = []
+
+            def cuda_archs():
+                return {list(sass)!r}
+
+            def ptx_archs():
+                return {list(ptx)!r}
+
+            def cuda_version():
+                return "13.0"
+
+            def runtime_version():
+                return 13000
+
+            def driver_version():
+                return 13000
+
+            def max_head_dim():
+                return 256
+
+            def fwd(*args):
+                CALLS.append(("fwd", args))
+                return 0
+
+            def varlen_fwd(*args):
+                CALLS.append(("varlen_fwd", args))
+                return 0
+            """
+        )
+    )
+    return root
+
+
+def _view(ptr: int, dtype: torch.dtype, shape: tuple[int, ...], strides: tuple[int, ...]):
+    """A tensor over raw memory, as the kernels would address it."""
+    if 0 in shape:
+        return torch.empty(shape, dtype=dtype)
+    span = 1 + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    raw = (ctypes.c_byte * (span * itemsize)).from_address(ptr)
+    return torch.frombuffer(raw, dtype=dtype).as_strided(shape, strides)
+
+
+@dataclass
+class FakeBinding:
+    """A pointer-level stand-in for ``forge_flash_cu13._C`` (see the module docstring)."""
+
+    workspace_needed: int = 0
+    ask_twice: bool = False
+    calls: list[dict] = field(default_factory=list)
+    __version__: str = "0.1.0"
+
+    def cuda_archs(self) -> list[int]:
+        return [80, 90]
+
+    def ptx_archs(self) -> list[int]:
+        return [80]
+
+    def cuda_version(self) -> str:
+        return "13.0"
+
+    def max_head_dim(self) -> int:
+        return 256
+
+    # -- checks the C API makes ---------------------------------------------------------------
+
+    @staticmethod
+    def _check(ptrs, strides, head_dim, dtype):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype code {dtype}")
+        if head_dim % 8 or head_dim > 256:
+            raise ValueError(f"head_dim {head_dim}")
+        for ptr in ptrs:
+            if ptr % 16:
+                raise ValueError(f"pointer {ptr:#x} is not 16-byte aligned")
+        for stride in strides:
+            if stride % 8:
+                raise ValueError(f"stride {stride} is not a multiple of 8")
+
+    def _workspace(self, workspace, workspace_bytes) -> int:
+        if self.workspace_needed and (workspace == 0 or workspace_bytes < self.workspace_needed):
+            return self.workspace_needed
+        if self.ask_twice and workspace:
+            return self.workspace_needed + 1
+        return 0
+
+    # -- entry points -----------------------------------------------------------------------
+
+    def fwd(self, q, k, v, out, lse, seqused_k, strides, batch, seqlen_q, seqlen_k, num_heads,
+            num_heads_k, head_dim, softmax_scale, causal, dtype, workspace, workspace_bytes,
+            device, stream):  # fmt: skip
+        call = dict(
+            entry="fwd", q=q, k=k, v=v, out=out, lse=lse, seqused_k=seqused_k,
+            strides=tuple(strides), batch=batch, seqlen_q=seqlen_q, seqlen_k=seqlen_k,
+            num_heads=num_heads, num_heads_k=num_heads_k, head_dim=head_dim,
+            softmax_scale=softmax_scale, causal=causal, dtype=dtype, workspace=workspace,
+            workspace_bytes=workspace_bytes, device=device, stream=stream,
+        )  # fmt: skip
+        self.calls.append(call)
+        self._check((q, k, v, out), strides, head_dim, dtype)
+        needed = self._workspace(workspace, workspace_bytes)
+        if needed:
+            return needed
+        element = _DTYPES[dtype]
+        s = strides
+        qv = _view(q, element, (batch, seqlen_q, num_heads, head_dim), (*s[0:3], 1))
+        kv = _view(k, element, (batch, seqlen_k, num_heads_k, head_dim), (*s[3:6], 1))
+        vv = _view(v, element, (batch, seqlen_k, num_heads_k, head_dim), (*s[6:9], 1))
+        ov = _view(out, element, (batch, seqlen_q, num_heads, head_dim), (*s[9:12], 1))
+        lengths = None
+        if seqused_k:
+            lengths = _view(seqused_k, torch.int32, (batch,), (1,)).tolist()
+        result, result_lse = reference_attention(
+            qv, kv, vv, scale=softmax_scale, causal=causal, key_lengths=lengths
+        )
+        ov.copy_(result)
+        if lse:
+            shape = (batch, num_heads, seqlen_q)
+            lse_view = _view(lse, torch.float32, shape, (num_heads * seqlen_q, seqlen_q, 1))
+            lse_view.copy_(result_lse)
+        return 0
+
+    def varlen_fwd(self, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_k, strides,
+                   batch, max_seqlen_q, max_seqlen_k, total_q, total_k, num_heads, num_heads_k,
+                   head_dim, softmax_scale, causal, dtype, workspace, workspace_bytes, device,
+                   stream):  # fmt: skip
+        call = dict(
+            entry="varlen_fwd", q=q, k=k, v=v, out=out, lse=lse, cu_seqlens_q=cu_seqlens_q,
+            cu_seqlens_k=cu_seqlens_k, seqused_k=seqused_k, strides=tuple(strides), batch=batch,
+            max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, total_q=total_q,
+            total_k=total_k, num_heads=num_heads, num_heads_k=num_heads_k, head_dim=head_dim,
+            softmax_scale=softmax_scale, causal=causal, dtype=dtype, workspace=workspace,
+            workspace_bytes=workspace_bytes, device=device, stream=stream,
+        )  # fmt: skip
+        self.calls.append(call)
+        self._check((q, k, v, out), strides, head_dim, dtype)
+        if strides[0] or strides[3] or strides[6] or strides[9]:
+            raise ValueError("varlen batch strides must be 0")
+        needed = self._workspace(workspace, workspace_bytes)
+        if needed:
+            return needed
+        element = _DTYPES[dtype]
+        s = strides
+        qv = _view(q, element, (total_q, num_heads, head_dim), (*s[1:3], 1))
+        kv = _view(k, element, (total_k, num_heads_k, head_dim), (*s[4:6], 1))
+        vv = _view(v, element, (total_k, num_heads_k, head_dim), (*s[7:9], 1))
+        ov = _view(out, element, (total_q, num_heads, head_dim), (*s[10:12], 1))
+        bounds_q = _view(cu_seqlens_q, torch.int32, (batch + 1,), (1,)).tolist()
+        bounds_k = _view(cu_seqlens_k, torch.int32, (batch + 1,), (1,)).tolist()
+        lse_view = None
+        if lse:
+            lse_view = _view(lse, torch.float32, (num_heads, total_q), (total_q, 1))
+        for b in range(batch):
+            q0, q1, k0, k1 = bounds_q[b], bounds_q[b + 1], bounds_k[b], bounds_k[b + 1]
+            result, result_lse = reference_attention(
+                qv[q0:q1].unsqueeze(0), kv[k0:k1].unsqueeze(0), vv[k0:k1].unsqueeze(0),
+                scale=softmax_scale, causal=causal,
+            )  # fmt: skip
+            ov[q0:q1].copy_(result[0])
+            if lse_view is not None:
+                lse_view[:, q0:q1].copy_(result_lse[0])
+        return 0
