@@ -43,8 +43,9 @@ def check_plugin(expected_sass: set[int], expected_ptx: set[int]) -> None:
 
 def check_attention(device: str) -> None:
     """The public API answers and agrees with torch's SDPA (non-causal, small shapes)."""
-    import forge_flash
     import torch
+
+    import forge_flash
 
     dtype = torch.float32 if device == "cpu" else torch.float16
     gen = torch.Generator().manual_seed(0)
