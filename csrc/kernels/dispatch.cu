@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -26,6 +28,7 @@ FwdKernels kernels_for(DType dtype, int routed) {
 
 struct DeviceFacts {
   int sm_count;
+  int cc_major;     // compute capability
   int ctas_per_sm;  // occupancy of this kernel on this device
 };
 
@@ -45,6 +48,7 @@ cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
   }
   DeviceFacts facts{};
   if ((err = cudaDeviceGetAttribute(&facts.sm_count, cudaDevAttrMultiProcessorCount, device))) return err;
+  if ((err = cudaDeviceGetAttribute(&facts.cc_major, cudaDevAttrComputeCapabilityMajor, device))) return err;
   if ((err = cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem_bytes))) return err;
   if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&facts.ctas_per_sm, k.kernel, k.threads, k.smem_bytes))) return err;
   facts.ctas_per_sm = std::max(facts.ctas_per_sm, 1);
@@ -75,6 +79,16 @@ int choose_num_splits(int64_t ctas, int n_blocks, const DeviceFacts& d) {
 }
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+// FORGE_FLASH_DISABLE_SM90=1 keeps Hopper GPUs on the SM80 kernels (an escape hatch, and
+// the way to compare the two data paths on one machine). Read once.
+bool sm90_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("FORGE_FLASH_DISABLE_SM90");
+    return v == nullptr || v[0] == '\0' || v[0] == '0';
+  }();
+  return enabled;
+}
 
 }  // namespace
 
@@ -108,9 +122,22 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
 
   const int n_blocks = (p.seqlen_k + plan->kernel.block_n - 1) / plan->kernel.block_n;
   p.num_splits = choose_num_splits(ctas, n_blocks, facts);
+  // Hopper: single-pass prefill at head_dim 64/128 runs on the wgmma kernel.
+  const KernelInfo& hopper = kernels.sm90;
+  if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
+      p.head_dim == routed_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
+    DeviceFacts hopper_facts{};
+    if ((*cuda_error = device_facts(hopper, &hopper_facts)) != cudaSuccess) return "device query failed";
+    const int64_t hopper_m_blocks = (rows + hopper.block_m - 1) / hopper.block_m;
+    if (hopper_m_blocks * p.batch * heads <= INT_MAX) {
+      plan->kernel = hopper;
+      plan->num_m_blocks = static_cast<int>(hopper_m_blocks);
+    }
+  }
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                         : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
-  plan->grid = dim3(static_cast<unsigned>(ctas), static_cast<unsigned>(p.num_splits), 1);
+  plan->grid = dim3(static_cast<unsigned>(static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads),
+                    static_cast<unsigned>(p.num_splits), 1);
   plan->workspace_bytes = 0;
   if (p.num_splits > 1) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;

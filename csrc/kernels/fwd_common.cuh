@@ -1,0 +1,300 @@
+// The parts of the forward tile program that do not depend on how the matrix products are
+// computed: which rows and K/V tiles a CTA owns, masking, the online softmax, and the
+// epilogue writes. Shared by the SM80 (mma.sync) and SM90 (wgmma) kernels.
+//
+// Register layout both kernels use for an m16 slice of an accumulator (S or O): a thread
+// holds acc[j][half * 2 + e] = element (row lane / 4 + 8 * half, column 8 * j + 2 * (lane % 4) + e).
+// This is the C layout of mma.m16n8k16 and, per warp, the accumulator layout of wgmma m64nNk16.
+#pragma once
+
+#include <math.h>
+
+#include "params.h"
+#include "ptx.cuh"
+
+namespace forge_flash {
+
+__device__ __forceinline__ int clamp_int(int x, int lo, int hi) { return min(max(x, lo), hi); }
+__device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Where a sequence lives and how long it is. Every length read from device memory is
+// clamped, so malformed cu_seqlens / seqused_k cannot address out of bounds.
+struct SeqExtent {
+  int seqlen_q, seqlen_k;
+  int64_t q_start, k_start;  // first row in the packed (varlen) tensors, else 0
+};
+
+__device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) {
+  SeqExtent e{p.seqlen_q, p.seqlen_k, 0, 0};
+  if (p.cu_seqlens_q != nullptr) {
+    const int q0 = clamp_int(p.cu_seqlens_q[b], 0, p.total_q);
+    const int q1 = clamp_int(p.cu_seqlens_q[b + 1], q0, p.total_q);
+    const int k0 = clamp_int(p.cu_seqlens_k[b], 0, p.total_k);
+    const int k1 = clamp_int(p.cu_seqlens_k[b + 1], k0, p.total_k);
+    e.q_start = q0;
+    e.k_start = k0;
+    e.seqlen_q = min(q1 - q0, p.seqlen_q);
+    e.seqlen_k = min(k1 - k0, p.seqlen_k);
+  }
+  if (p.seqused_k != nullptr) e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);
+  return e;
+}
+
+// What one CTA computes: tile rows [m0, m0 + block_m) of one (batch, head) - or, with
+// pack_gqa, of one (batch, KV head), whose rows are (query position, head in group) pairs -
+// against K/V tiles [n_begin, n_end).
+struct CtaWork {
+  SeqExtent seq;
+  int b, cta_head, kv_head, group;
+  int m0, rows;  // first tile row; rows of this (batch, head)
+  int diag;      // seqlen_k - seqlen_q: bottom-right causal alignment
+  int n_begin, n_end;
+};
+
+__device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n) {
+  CtaWork w;
+  // Causal: the last query blocks see the most keys; launching them first keeps the last
+  // wave short.
+  const int m_slot = blockIdx.x % num_m_blocks;
+  const int m_block = p.is_causal ? num_m_blocks - 1 - m_slot : m_slot;
+  const int bh = blockIdx.x / num_m_blocks;
+  const int heads_per_cta = p.pack_gqa ? p.num_heads_k : p.num_heads;
+  w.b = bh / heads_per_cta;
+  w.cta_head = bh % heads_per_cta;
+  w.group = p.pack_gqa ? p.group : 1;
+  w.kv_head = p.pack_gqa ? w.cta_head : w.cta_head / p.group;
+  w.seq = sequence_extent(p, w.b);
+  w.rows = w.seq.seqlen_q * w.group;
+  w.m0 = m_block * block_m;
+  w.diag = w.seq.seqlen_k - w.seq.seqlen_q;
+
+  // Causal rows stop at their diagonal; a split owns an equal share of the tiles.
+  const int n_blocks = ceil_div(w.seq.seqlen_k, block_n);
+  w.n_end = n_blocks;
+  if (p.is_causal && w.m0 < w.rows) {
+    const int last_q = (min(w.m0 + block_m, w.rows) - 1) / w.group;
+    w.n_end = min(w.n_end, ceil_div(max(last_q + 1 + w.diag, 0), block_n));
+  }
+  w.n_begin = 0;
+  if (p.num_splits > 1) {
+    const int per_split = ceil_div(n_blocks, p.num_splits);
+    w.n_begin = blockIdx.y * per_split;
+    w.n_end = min(w.n_end, w.n_begin + per_split);
+  }
+  return w;
+}
+
+// The output row a tile row stands for: query position and query head.
+struct RowTarget {
+  int q_pos, head;
+};
+
+__device__ __forceinline__ RowTarget row_target(const FwdParams& p, const CtaWork& w, int tile_row) {
+  const int r = w.m0 + tile_row;
+  return {r / w.group, p.pack_gqa ? w.cta_head * w.group + r % w.group : w.cta_head};
+}
+
+// Index of a row in the LSE layout (also the row index of the split-KV partials).
+__device__ __forceinline__ int64_t lse_index(const FwdParams& p, const CtaWork& w, RowTarget t) {
+  return p.cu_seqlens_q != nullptr
+             ? static_cast<int64_t>(t.head) * p.total_q + w.seq.q_start + t.q_pos
+             : (static_cast<int64_t>(w.b) * p.num_heads + t.head) * p.seqlen_q + t.q_pos;
+}
+
+template <typename T>
+__device__ __forceinline__ const T* q_rows_base(const FwdParams& p, const CtaWork& w) {
+  return static_cast<const T*>(p.q) + w.b * p.q_batch_stride + w.seq.q_start * p.q_row_stride;
+}
+template <typename T>
+__device__ __forceinline__ const T* k_base(const FwdParams& p, const CtaWork& w) {
+  return static_cast<const T*>(p.k) + w.b * p.k_batch_stride + w.seq.k_start * p.k_row_stride +
+         w.kv_head * p.k_head_stride;
+}
+template <typename T>
+__device__ __forceinline__ const T* v_base(const FwdParams& p, const CtaWork& w) {
+  return static_cast<const T*>(p.v) + w.b * p.v_batch_stride + w.seq.k_start * p.v_row_stride +
+         w.kv_head * p.v_head_stride;
+}
+
+// Global -> shared tile copies (16-byte cp.async). A thread copies one 16-byte column
+// chunk of every kRowStep-th row; `offset(row, chunk)` is the byte offset of that chunk in
+// the kernel's shared-memory layout. Chunks past head_dim and rows past the end are
+// zero-filled (no global read), so routed head dims and tails need no other care.
+struct TileCopyLane {
+  int row0, chunk;
+  bool chunk_ok;
+};
+
+template <typename T, int kRows, int kRowStep, class Offset>
+__device__ __forceinline__ void load_q_tile(const FwdParams& p, const CtaWork& w, uint32_t dst,
+                                            TileCopyLane lane, Offset offset) {
+  const T* base = q_rows_base<T>(p, w);
+#pragma unroll
+  for (int it = 0; it < kRows / kRowStep; ++it) {
+    const int row = lane.row0 + it * kRowStep;
+    const bool ok = lane.chunk_ok && w.m0 + row < w.rows;
+    const RowTarget t = row_target(p, w, ok ? row : 0);
+    const T* src = base + t.q_pos * p.q_row_stride + t.head * p.q_head_stride + lane.chunk * 8;
+    cp_async_16(dst + offset(row, lane.chunk), ok ? src : base, ok);
+  }
+}
+
+// The source pointer advances by one row step per copy (a running pointer rather than a
+// table of precomputed 64-bit addresses, which would cost two registers each).
+template <typename T, int kRows, int kRowStep, class Offset>
+__device__ __forceinline__ void load_kv_tile(uint32_t dst, const T* base, int64_t row_stride, int n0,
+                                             int seqlen_k, TileCopyLane lane, Offset offset) {
+  const int rows_left = seqlen_k - n0 - lane.row0;
+  const T* src = base + (n0 + lane.row0) * row_stride + lane.chunk * 8;
+#pragma unroll
+  for (int it = 0; it < kRows / kRowStep; ++it) {
+    const bool ok = lane.chunk_ok && it * kRowStep < rows_left;
+    cp_async_16(dst + offset(lane.row0 + it * kRowStep, lane.chunk), ok ? src : base, ok);
+    src += kRowStep * row_stride;
+  }
+}
+
+// Only tiles that cross the sequence end or the causal diagonal need a mask. Walking the
+// K/V tiles from last to first puts those in the first iterations.
+__device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n) {
+  return n0 + block_n > w.seq.seqlen_k || (p.is_causal && n0 + block_n - 1 > w.m0 / w.group + w.diag);
+}
+
+// -inf for keys past the sequence end and keys right of the causal diagonal, for the two
+// rows (tile_row, tile_row + 8) this thread holds of an m16 slice.
+template <int kNT>
+__device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w,
+                                            int n0, int tile_row, int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    int key_limit = w.seq.seqlen_k;  // keys >= key_limit are masked
+    if (p.is_causal) key_limit = min(key_limit, (w.m0 + tile_row + 8 * half) / w.group + w.diag + 1);
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        if (n0 + j * 8 + (lane % 4) * 2 + e >= key_limit) s[j][half * 2 + e] = -INFINITY;
+  }
+}
+
+// One step of the online softmax for an m16 slice: new running max, rescale O and the
+// running sum, S -> P = exp2(S * scale * log2(e) - max). The row sum stays per thread until
+// the end (the 4 lanes of a row are added once, in finish_rows).
+template <int kNT, int kNO>
+__device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kNO][4], float (&row_max)[2],
+                                               float (&row_sum)[2], float scale_log2) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float mx = row_max[half];
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) mx = fmaxf(mx, fmaxf(s[j][half * 2], s[j][half * 2 + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a row
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
+    // every exponent -inf (p = 0) rather than NaN.
+    const float max_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
+    const float correction = exp2_approx(row_max[half] * scale_log2 - max_scaled);
+    row_max[half] = mx;
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float& x = s[j][half * 2 + e];
+        x = exp2_approx(fmaf(x, scale_log2, -max_scaled));
+        sum += x;
+      }
+    row_sum[half] = row_sum[half] * correction + sum;
+#pragma unroll
+    for (int j = 0; j < kNO; ++j) {
+      o[j][half * 2] *= correction;
+      o[j][half * 2 + 1] *= correction;
+    }
+  }
+}
+
+// O /= l and LSE = max * scale + log(l); a row that saw no key gets O = 0, LSE = -inf.
+template <int kNO>
+__device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2],
+                                            const float (&row_sum)[2], float scale, float (&lse)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float l = row_sum[half];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const bool empty = !(l > 0.f);
+    const float inv = empty ? 0.f : 1.f / l;
+    lse[half] = empty ? -INFINITY : row_max[half] * scale + logf(l);
+#pragma unroll
+    for (int j = 0; j < kNO; ++j) {
+      o[j][half * 2] *= inv;
+      o[j][half * 2 + 1] *= inv;
+    }
+  }
+}
+
+// Split-KV: this split's normalised fp32 O and LSE, straight from registers.
+template <int kNO>
+__device__ __forceinline__ void store_partials(const FwdParams& p, const CtaWork& w, const float (&o)[kNO][4],
+                                               const float (&lse)[2], int tile_row, int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = tile_row + 8 * half;
+    if (w.m0 + row >= w.rows) continue;
+    const int64_t idx = blockIdx.y * p.num_rows + lse_index(p, w, row_target(p, w, row));
+    if (lane % 4 == 0) p.partial_lse[idx] = lse[half];
+    float* dst = p.partial_o + idx * p.head_dim;
+#pragma unroll
+    for (int j = 0; j < kNO; ++j) {
+      const int col = j * 8 + (lane % 4) * 2;
+      if (col < p.head_dim)
+        *reinterpret_cast<float2*>(dst + col) = make_float2(o[j][half * 2], o[j][half * 2 + 1]);
+    }
+  }
+}
+
+__device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, const float (&lse)[2],
+                                          int tile_row, int lane) {
+  if (p.lse == nullptr || lane % 4 != 0) return;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = tile_row + 8 * half;
+    if (w.m0 + row < w.rows) p.lse[lse_index(p, w, row_target(p, w, row))] = lse[half];
+  }
+}
+
+// The output goes through shared memory so that global stores are 16 bytes wide and
+// coalesced. Staging layout: rows of kPitch elements, 16-byte chunk c of row r at c ^ (r % 8).
+template <int kPitch>
+__device__ __forceinline__ int staging_offset(int row, int chunk) {
+  return row * kPitch + ((chunk ^ (row % 8)) * 8);
+}
+
+template <typename T, int kPitch, int kNO>
+__device__ __forceinline__ void stage_output(T* smem, const float (&o)[kNO][4], int tile_row, int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = tile_row + 8 * half;
+#pragma unroll
+    for (int j = 0; j < kNO; ++j)
+      *reinterpret_cast<uint32_t*>(smem + staging_offset<kPitch>(row, j) + (lane % 4) * 2) =
+          pack2<T>(o[j][half * 2], o[j][half * 2 + 1]);
+  }
+}
+
+// After a barrier: the staged tile -> global, one 16-byte chunk per thread per step.
+template <typename T, int kPitch, int kBlockM, int kChunks, int kNThreads>
+__device__ __forceinline__ void store_output(const FwdParams& p, const CtaWork& w, const T* smem, int tid) {
+  T* o_ptr = static_cast<T*>(p.out) + w.b * p.o_batch_stride + w.seq.q_start * p.o_row_stride;
+  const int head_chunks = p.head_dim / 8;
+#pragma unroll
+  for (int i = tid; i < kBlockM * kChunks; i += kNThreads) {
+    const int row = i / kChunks, c = i % kChunks;
+    if (w.m0 + row >= w.rows || c >= head_chunks) continue;
+    const RowTarget t = row_target(p, w, row);
+    T* dst = o_ptr + t.q_pos * p.o_row_stride + t.head * p.o_head_stride + c * 8;
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(smem + staging_offset<kPitch>(row, c));
+  }
+}
+
+}  // namespace forge_flash
