@@ -1,19 +1,20 @@
 // Hopper (sm_90a) forward kernel: the same tile program as the SM80 kernel, with the two
 // matrix products on warpgroup MMAs (wgmma) reading Q, K and V straight from shared memory.
 //
-//   CTA = 2 warpgroups x 64 query rows; head_dim 64 or 128; K/V tiles of kBlockN keys.
-//   prologue: Q, K/V[last] -> stage 0, K/V[last - 1] -> stage 1          (cp.async)
-//   for each K/V tile, last to first (stage = iteration % 2):
-//     wait for the stage; proxy fence; barrier
-//     S = Q K^T         wgmma m64nNk16, A and B from smem descriptors (K-major)
-//     mask, online softmax on the S registers               (fwd_common.cuh)
-//     O += P V          wgmma RS form: P from registers, V from smem (MN-major, trans-b)
-//     barrier; refill the stage with the tile two steps ahead
+//   CTA = 2 warpgroups x 64 query rows; head_dim 64 or 128; K/V tiles of kBlockN keys,
+//   a ring of 3 shared-memory stages filled by cp.async two tiles ahead.
+//   S[last] = Q K[last]^T
+//   for each K/V tile n, last to first:
+//     issue S[n-1] = Q K[n-1]^T        (async: runs on the tensor cores during the softmax)
+//     mask, online softmax on S[n]     (fwd_common.cuh)
+//     issue O += P V[n]                (RS form: P from registers, V MN-major from smem)
+//     wait; S[n] <- S[n-1]; barrier; refill tile n's stage with tile n-3
 //
 // Why this beats mma.sync on H100: wgmma reads its smem operands directly (no ldmatrix
-// traffic through registers) and a warpgroup's 64 x N product is one instruction stream,
-// so shared-memory bandwidth stops being the ceiling. Shared memory holds tiles in the
-// 128-byte-swizzle layout of sm90/wgmma.cuh (64-column blocks).
+// traffic through registers), so shared-memory bandwidth stops being the ceiling, and
+// issuing the next Q K^T before the softmax overlaps the exponentials (the special-function
+// unit's ~4 TFLOP/s) with tensor-core work. Tiles use the 128-byte-swizzle layout of
+// sm90/wgmma.cuh (64-column blocks).
 #pragma once
 
 #include "../fwd_common.cuh"
@@ -27,7 +28,7 @@ struct Sm90Config {
   static constexpr int kBlockM = 128;  // 2 warpgroups x 64 rows
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kNThreads = 256;
-  static constexpr int kStages = 2;
+  static constexpr int kStages = 3;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma tiles are written for head_dim 64 and 128");
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;
@@ -79,31 +80,45 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // wgmma takes accumulators as flat register arrays; same registers, same order.
   float(&o_flat)[kNTilesO * 4] = *reinterpret_cast<float(*)[kNTilesO * 4]>(&acc_o[0][0]);
 
+  auto stage_of = [&](int n_block) { return (w.n_end - 1 - n_block) % Cfg::kStages; };
+  float acc_s[kNTilesS][4];
+  float(&s_flat)[kNTilesS * 4] = *reinterpret_cast<float(*)[kNTilesS * 4]>(&acc_s[0][0]);
+  // S = Q K^T for this warpgroup's 64 rows, issued asynchronously.
+  auto issue_qk = [&](float(&dst)[kNTilesS * 4], int n_block) {
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk)
+      sm90::wgmma_qk<T>(dst, sm90::desc_kmajor<kBlockM>(sQ + warpgroup * 64 * sm90::kSwizzleRowBytes, kk),
+                        sm90::desc_kmajor<kBlockN>(sK(stage_of(n_block)), kk), kk > 0);
+    sm90::wgmma_commit();
+  };
+
   if (w.n_begin < w.n_end) {
+    // Prologue: Q and the first three tiles, one commit group per tile (possibly empty) so
+    // that "tile n-1 has landed" is always wait_group<1>.
     const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk); };
     load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
-    load_kv(0, w.n_end - 1);
-    cp_async_commit();
-    if (w.n_end - 2 >= w.n_begin) load_kv(1, w.n_end - 2);
-    cp_async_commit();  // possibly empty: keeps one group per stage
+#pragma unroll
+    for (int i = 0; i < Cfg::kStages; ++i) {
+      if (w.n_end - 1 - i >= w.n_begin) load_kv(i, w.n_end - 1 - i);
+      cp_async_commit();
+    }
+    cp_async_wait<Cfg::kStages - 1>();
+    sm90::fence_proxy_async_smem();  // make cp.async's writes visible to the tensor cores
+    __syncthreads();
+    issue_qk(s_flat, w.n_end - 1);
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(s_flat);
 
-    int stage = 0;
-    for (int n_block = w.n_end - 1; n_block >= w.n_begin; --n_block, stage ^= 1) {
-      cp_async_wait<1>();            // this stage's copies landed (the next may be in flight)
-      sm90::fence_proxy_async_smem();  // make cp.async's writes visible to the tensor cores
+    for (int n_block = w.n_end - 1; n_block >= w.n_begin; --n_block) {
+      const bool has_next = n_block > w.n_begin;
+      cp_async_wait<Cfg::kStages - 2>();  // tile n-1 landed (tile n long before)
+      sm90::fence_proxy_async_smem();
       __syncthreads();
 
-      // ---- S = Q K^T (this warpgroup's 64 rows) ----
-      float acc_s[kNTilesS][4];
-      float(&s_flat)[kNTilesS * 4] = *reinterpret_cast<float(*)[kNTilesS * 4]>(&acc_s[0][0]);
-      sm90::wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk)
-        sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM>(sQ + warpgroup * 64 * sm90::kSwizzleRowBytes, kk),
-                          sm90::desc_kmajor<kBlockN>(sK(stage), kk), kk > 0);
-      sm90::wgmma_commit();
-      sm90::wgmma_wait<0>();
-      sm90::fence_operand(s_flat);
+      float acc_next[kNTilesS][4];
+      float(&next_flat)[kNTilesS * 4] = *reinterpret_cast<float(*)[kNTilesS * 4]>(&acc_next[0][0]);
+      if (has_next) issue_qk(next_flat, n_block - 1);
 
       const int n0 = n_block * kBlockN;
       if (tile_needs_mask(p, w, n0, kBlockN)) mask_scores(acc_s, p, w, n0, tile_row, lane);
@@ -116,13 +131,18 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk)
-        sm90::wgmma_pv<T>(o_flat, a[kk], sm90::desc_mnmajor<kBlockN>(sV(stage), kk), true);
+        sm90::wgmma_pv<T>(o_flat, a[kk], sm90::desc_mnmajor<kBlockN>(sV(stage_of(n_block)), kk), true);
       sm90::wgmma_commit();
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
+      if (has_next) {
+        sm90::fence_operand(next_flat);
+#pragma unroll
+        for (int i = 0; i < kNTilesS * 4; ++i) s_flat[i] = next_flat[i];
+      }
 
-      __syncthreads();  // both warpgroups are done with this stage
-      if (n_block - 2 >= w.n_begin) load_kv(stage, n_block - 2);
+      __syncthreads();  // both warpgroups are done with tile n's stage
+      if (n_block - Cfg::kStages >= w.n_begin) load_kv(stage_of(n_block), n_block - Cfg::kStages);
       cp_async_commit();
     }
   }
