@@ -88,6 +88,13 @@ def test_inputs_are_not_modified():
         assert torch.equal(before, after)
 
 
+def test_forward_only_records_no_autograd_graph():
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 20, 20, 4, 2, 16))
+    out, lse = ff.flash_attn_fwd(q, k, v, causal=True, return_lse=True)
+    assert not out.requires_grad and not lse.requires_grad
+    assert not ff.flash_attn_fwd(q, k, v).requires_grad
+
+
 def test_views_of_a_packed_qkv_projection():
     # q, k, v sliced out of one (batch, seqlen, 3, heads, head_dim) projection: no copies needed.
     gen = torch.Generator().manual_seed(5)

@@ -177,11 +177,12 @@ def test_decoder_attention_sends_single_sequence_and_prefill_to_multi_head_atten
     assert_close_to_reference(out, _per_head_reference(q, k, v, 4, 2, 16, True), torch.float32)
 
 
-def test_decoder_attention_single_sequence_uses_the_filled_cache_prefix():
+def test_decoder_attention_with_cache_lengths_takes_batched_decode_even_for_one(monkeypatch):
+    decode_calls = _spy(monkeypatch, "batched_decode_attention")
     q, k, v = _flat(1, 1, 20, 4, 2, 16)
-    out = ff.decoder_attention(
-        q, k, v, 4, 2, 16, cache_seqlens=torch.tensor([6], dtype=torch.int32)
-    )
+    lengths = torch.tensor([6], dtype=torch.int32)
+    out = ff.decoder_attention(q, k, v, 4, 2, 16, cache_seqlens=lengths)
+    assert decode_calls == ["batched_decode_attention"]
     expected = _per_head_reference(q, k[:, :6], v[:, :6], 4, 2, 16, True)
     assert_close_to_reference(out, expected, torch.float32)
 

@@ -165,9 +165,10 @@ def decoder_attention(
     """A decoder layer's attention call, routed by ``attention_path``.
 
     q is (batch, seqlen_q, num_heads * head_dim); k/v are (batch, seqlen_k, num_kv_heads *
-    head_dim): for a decode step, the KV cache including the new token. For batched decode,
-    ``cache_seqlens`` (int32, (batch,)) gives each sequence's filled cache length (default: all
-    of ``seqlen_k``); it is only meaningful for decode steps. Batched decode keeps q's dtype:
+    head_dim): for a decode step, the KV cache including the new token. ``cache_seqlens``
+    (int32, (batch,)) gives each sequence's filled cache length in a decode step (default: all
+    of ``seqlen_k``); a decode step with it always takes batched decode, even for one sequence,
+    since that path honours the lengths on the device. Batched decode keeps q's dtype:
     casting a whole KV cache to half precision on every token would cost more than it saves,
     so float32 decode runs on the naive path.
 
@@ -187,7 +188,9 @@ def decoder_attention(
                 f"seqlen_q = {seqlen_q}"
             )
         check_index_tensor("cache_seqlens", cache_seqlens, batch, q)
-    if attention_path(batch, seqlen_q) == "batched_decode":
+    # Per-sequence cache lengths are what batched decode exists for; honouring them through
+    # multi_head_attention would need a host read of the length (and break CUDA graphs).
+    if cache_seqlens is not None or attention_path(batch, seqlen_q) == "batched_decode":
         if cache_seqlens is None:
             cache_seqlens = torch.full((batch,), seqlen_k, dtype=torch.int32, device=q.device)
         out = batched_decode_attention(
@@ -198,12 +201,6 @@ def decoder_attention(
             softmax_scale=scale,
         )
         return out.view(batch, 1, heads * dim)
-    if cache_seqlens is not None:
-        # One sequence: attend to the filled prefix of its cache (one read-back).
-        filled = int(cache_seqlens[0])
-        if not 0 <= filled <= seqlen_k:
-            raise ValueError(f"cache_seqlens must lie in [0, seqlen_k = {seqlen_k}]; got {filled}")
-        k, v = k[:, :filled], v[:, :filled]
     return multi_head_attention(
         q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype=cast_dtype
     )
