@@ -106,6 +106,14 @@ def test_compute_capability_and_archs(plugin_dir, fake_gpu, capability, sass, pt
         assert f"{capability[0]}.{capability[1]}" in reason
 
 
+def test_a_driver_older_than_the_runtime_is_refused(plugin_dir, fake_gpu):
+    install_fake_plugin(plugin_dir, driver_version=12080)
+    assert ff.active_backend().name == "naive"
+    reason = ff.backend_info().backends["cuda"].reason
+    assert "driver supports CUDA 12.8" in reason and "CUDA 13.0" in reason
+    assert "update the driver" in reason
+
+
 def test_kernel_device_reason_table():
     assert kernel_device_reason((7, 0), [80], [80]).startswith("compute capability 7.0")
     assert kernel_device_reason((8, 6), [80], []) is None

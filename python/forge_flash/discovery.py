@@ -163,12 +163,32 @@ def _load_plugin() -> _Plugin:
     return _Plugin(module=module, binding=binding, version=version)
 
 
+def _cuda_version_text(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _driver_problem(binding: ModuleType) -> str | None:
+    """The plugin links the CUDA runtime statically; the driver must support its major version
+    (minor versions are compatible)."""
+    driver, runtime = binding.driver_version(), binding.runtime_version()
+    if driver // 1000 >= runtime // 1000:
+        return None
+    return (
+        f"the NVIDIA driver supports CUDA {_cuda_version_text(driver)}, older than the "
+        f"plugin's CUDA {_cuda_version_text(runtime)}; update the driver (CUDA 13 needs R580 "
+        f"or newer)"
+    )
+
+
 def _cuda_problem(backend: CudaBackend) -> str | None:
     """Why no GPU here can run the kernels, or None when at least one can."""
     if torch.version.cuda is None:
         return f"this torch build ({torch.__version__}) has no CUDA support"
     if not torch.cuda.is_available():
         return "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
+    driver_problem = _driver_problem(backend.binding)
+    if driver_problem:
+        return driver_problem
     reasons = []
     for index in range(torch.cuda.device_count()):
         reason = backend.device_reason(index)

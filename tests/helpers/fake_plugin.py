@@ -33,6 +33,7 @@ def install_fake_plugin(
     sass: tuple[int, ...] = (80, 90),
     ptx: tuple[int, ...] = (80,),
     import_error: str | None = None,
+    driver_version: int = 13000,
 ) -> Path:
     """Write the fake distribution under ``root``; put ``root`` on sys.path to install it."""
     package = root / "forge_flash_cu13"
@@ -66,7 +67,7 @@ def install_fake_plugin(
                 return 13000
 
             def driver_version():
-                return 13000
+                return {driver_version}
 
             def max_head_dim():
                 return 256
