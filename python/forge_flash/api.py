@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from . import ops
 from .discovery import active_backend
 from .validation import check_decode, check_flag, check_fwd, check_varlen, resolve_scale
 
@@ -45,6 +46,8 @@ def flash_attn_fwd(
     Returns:
         ``out``, or ``(out, lse)`` when ``return_lse``.
     """
+    if torch.compiler.is_compiling():  # one opaque op for Dynamo (see forge_flash.ops)
+        return ops.flash_attn_fwd(q, k, v, softmax_scale, causal, out, return_lse)
     dims = check_fwd(q, k, v, out)
     scale = resolve_scale("softmax_scale", softmax_scale, dims.head_dim)
     check_flag("causal", causal)
@@ -93,6 +96,11 @@ def flash_attn_varlen_fwd(
     The checks of ``cu_seqlens`` values read them back to the host (see
     ``forge_flash.validation``).
     """
+    if torch.compiler.is_compiling():
+        return ops.flash_attn_varlen_fwd(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+            causal, out, return_lse,
+        )  # fmt: skip
     dims, max_q, max_k = check_varlen(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out
     )
@@ -138,6 +146,10 @@ def batched_decode_attention(
     Returns:
         (batch, num_heads, head_dim), or ``(out, lse)`` when ``return_lse``.
     """
+    if torch.compiler.is_compiling():
+        return ops.batched_decode_attention(
+            q, k_cache, v_cache, cache_seqlens, softmax_scale, return_lse
+        )
     dims = check_decode(q, k_cache, v_cache, cache_seqlens)
     scale = resolve_scale("softmax_scale", softmax_scale, dims.head_dim)
     check_flag("return_lse", return_lse)

@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from . import ops
 from .api import batched_decode_attention
 from .backends.base import Backend
 from .discovery import active_backend
@@ -96,6 +97,10 @@ def attention_fwd(
     Returns:
         A tensor in q's layout and dtype.
     """
+    if backend is None and torch.compiler.is_compiling():  # see forge_flash.ops
+        return ops.attention_fwd(
+            q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype
+        )
     heads, kv_heads, dim = check_flat(q, k, v, num_heads, num_kv_heads, head_dim)
     softmax_scale = resolve_scale("scale", scale, dim)
     check_flag("is_causal", is_causal)
@@ -135,6 +140,10 @@ def multi_head_attention(
 
     Same arguments and result as ``attention_fwd``.
     """
+    if torch.compiler.is_compiling():  # see forge_flash.ops
+        return ops.multi_head_attention(
+            q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype
+        )
     return active_backend().multi_head_attention(
         q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype=cast_dtype
     )
