@@ -54,7 +54,7 @@ def flash_attn_fwd(
     check_flag("return_lse", return_lse)
     backend = active_backend()
     if out is None:
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = None
     if return_lse:
         lse = torch.empty(
@@ -109,7 +109,7 @@ def flash_attn_varlen_fwd(
     check_flag("return_lse", return_lse)
     backend = active_backend()
     if out is None:
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = None
     if return_lse:
         lse = torch.empty((dims.num_heads, dims.total_q), dtype=torch.float32, device=q.device)
@@ -154,7 +154,7 @@ def batched_decode_attention(
     scale = resolve_scale("softmax_scale", softmax_scale, dims.head_dim)
     check_flag("return_lse", return_lse)
     backend = active_backend()
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = None
     if return_lse:
         lse = torch.empty((dims.batch, dims.num_heads), dtype=torch.float32, device=q.device)

@@ -116,7 +116,7 @@ def attention_fwd(
     run_dtype = kernel_cast_dtype(backend, q4, k4, v4, dim, half)
     if run_dtype is not None:
         q4, k4, v4 = q4.to(run_dtype), k4.to(run_dtype), v4.to(run_dtype)
-    out = torch.empty(q4.shape, dtype=q4.dtype, device=q4.device)
+    out = torch.empty_like(q4, memory_format=torch.contiguous_format)
     backend.fwd(q4, k4, v4, out, None, softmax_scale=softmax_scale, causal=is_causal)
     out = out.flatten(-2)
     if run_dtype is not None:

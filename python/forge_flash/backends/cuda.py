@@ -94,7 +94,7 @@ def _destination(out: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     strides = _kernel_strides(out)
     if strides is not None:
         return out, strides
-    dest = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    dest = torch.empty_like(out, memory_format=torch.contiguous_format)
     return dest, dest.stride()[:-1]
 
 
