@@ -1,0 +1,152 @@
+// Host-only test of the C API's argument checks (csrc/api/flash_api.cpp), built without the
+// kernels: plan_fwd/launch_fwd are replaced by stubs that record whether they were reached.
+// Every invalid call must return FF_ERROR_INVALID_ARGUMENT with a message naming the
+// argument, and must never reach the kernels. Run by tests/c_api/test_c_api_validation.py.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../../csrc/kernels/dispatch.h"
+#include "forge_flash/flash_api.h"
+
+namespace forge_flash {
+static int g_plans = 0, g_launches = 0;
+static size_t g_workspace_needed = 0;
+int routed_head_dim(int head_dim) { return head_dim <= 256 ? (head_dim + 31) / 32 * 32 : 0; }
+const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
+  ++g_plans;
+  *err = cudaSuccess;
+  p.num_splits = 1;
+  *plan = FwdPlan{};
+  plan->workspace_bytes = g_workspace_needed;
+  return nullptr;
+}
+cudaError_t launch_fwd(FwdParams&, DType, const FwdPlan&, void*, cudaStream_t) {
+  ++g_launches;
+  return cudaSuccess;
+}
+}  // namespace forge_flash
+
+namespace {
+
+alignas(256) unsigned char g_buffer[1 << 16];
+void* at(size_t offset) { return g_buffer + offset; }
+
+ff_fwd_args valid_fwd() {  // q/out (2, 64, 4, 64), k/v (2, 32, 2, 64), contiguous
+  ff_fwd_args a{};
+  a.q = {at(0), 64 * 4 * 64, 4 * 64, 64};
+  a.k = {at(1024), 32 * 2 * 64, 2 * 64, 64};
+  a.v = {at(2048), 32 * 2 * 64, 2 * 64, 64};
+  a.out = {at(4096), 64 * 4 * 64, 4 * 64, 64};
+  a.batch_size = 2, a.seqlen_q = 64, a.seqlen_k = 32;
+  a.num_heads = 4, a.num_heads_k = 2, a.head_dim = 64;
+  a.softmax_scale = 0.125f, a.dtype = FF_DTYPE_BFLOAT16;
+  return a;
+}
+
+ff_varlen_fwd_args valid_varlen() {
+  ff_varlen_fwd_args a{};
+  a.q = {at(0), 0, 4 * 64, 64};
+  a.k = {at(1024), 0, 2 * 64, 64};
+  a.v = {at(2048), 0, 2 * 64, 64};
+  a.out = {at(4096), 0, 4 * 64, 64};
+  a.cu_seqlens_q = reinterpret_cast<const int32_t*>(at(8192));
+  a.cu_seqlens_k = reinterpret_cast<const int32_t*>(at(8256));
+  a.batch_size = 2, a.max_seqlen_q = 10, a.max_seqlen_k = 20, a.total_q = 15, a.total_k = 30;
+  a.num_heads = 4, a.num_heads_k = 2, a.head_dim = 64;
+  a.softmax_scale = 0.125f, a.dtype = FF_DTYPE_FLOAT16;
+  return a;
+}
+
+struct Case {
+  const char* name;
+  std::function<ff_status()> call;
+  ff_status expect;
+  const char* message;  // substring of ff_last_error(); "" for success
+};
+
+ff_status fwd(std::function<void(ff_fwd_args&)> edit) {
+  ff_fwd_args a = valid_fwd();
+  edit(a);
+  size_t bytes = 0;
+  return ff_attn_fwd(&a, nullptr, &bytes, nullptr);
+}
+ff_status varlen(std::function<void(ff_varlen_fwd_args&)> edit) {
+  ff_varlen_fwd_args a = valid_varlen();
+  edit(a);
+  size_t bytes = 0;
+  return ff_attn_varlen_fwd(&a, nullptr, &bytes, nullptr);
+}
+
+}  // namespace
+
+int main() {
+  using forge_flash::g_launches;
+  const ff_status bad = FF_ERROR_INVALID_ARGUMENT;
+  std::vector<Case> cases = {
+      {"valid fwd", [] { return fwd([](ff_fwd_args&) {}); }, FF_OK, ""},
+      {"valid varlen", [] { return varlen([](ff_varlen_fwd_args&) {}); }, FF_OK, ""},
+      {"null args", [] { size_t b = 0; return ff_attn_fwd(nullptr, nullptr, &b, nullptr); }, bad, "args"},
+      {"null workspace_bytes", [] { ff_fwd_args a = valid_fwd(); return ff_attn_fwd(&a, nullptr, nullptr, nullptr); }, bad, "workspace_bytes"},
+      {"head_dim 12", [] { return fwd([](ff_fwd_args& a) { a.head_dim = 12; }); }, bad, "head_dim"},
+      {"head_dim 264", [] { return fwd([](ff_fwd_args& a) { a.head_dim = 264; }); }, bad, "head_dim"},
+      {"head_dim 0", [] { return fwd([](ff_fwd_args& a) { a.head_dim = 0; }); }, bad, "head_dim"},
+      {"heads_k does not divide", [] { return fwd([](ff_fwd_args& a) { a.num_heads_k = 3; }); }, bad, "num_heads_k"},
+      {"no heads", [] { return fwd([](ff_fwd_args& a) { a.num_heads = 0; }); }, bad, "num_heads"},
+      {"negative batch", [] { return fwd([](ff_fwd_args& a) { a.batch_size = -1; }); }, bad, "batch_size"},
+      {"negative seqlen_k", [] { return fwd([](ff_fwd_args& a) { a.seqlen_k = -3; }); }, bad, "seqlen_k"},
+      {"scale 0", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = 0.f; }); }, bad, "softmax_scale"},
+      {"scale nan", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_nanf(""); }); }, bad, "softmax_scale"},
+      {"scale inf", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_inff(); }); }, bad, "softmax_scale"},
+      {"bad dtype", [] { return fwd([](ff_fwd_args& a) { a.dtype = static_cast<ff_dtype>(9); }); }, bad, "dtype"},
+      {"null q", [] { return fwd([](ff_fwd_args& a) { a.q.data = nullptr; }); }, bad, "q.data"},
+      {"null v", [] { return fwd([](ff_fwd_args& a) { a.v.data = nullptr; }); }, bad, "v.data"},
+      {"misaligned k", [] { return fwd([](ff_fwd_args& a) { a.k.data = at(1026); }); }, bad, "k.data must be 16-byte aligned"},
+      {"odd row stride", [] { return fwd([](ff_fwd_args& a) { a.q.row_stride = 260; }); }, bad, "q.row_stride"},
+      {"negative head stride", [] { return fwd([](ff_fwd_args& a) { a.v.head_stride = -64; }); }, bad, "v.head_stride"},
+      {"int64 overflow", [] { return fwd([](ff_fwd_args& a) { a.batch_size = 4; a.q.batch_stride = INT64_MAX / 2 / 8 * 8; }); }, bad, "overflow"},
+      {"overlapping out rows", [] { return fwd([](ff_fwd_args& a) { a.out.row_stride = 0; }); }, bad, "overlap"},
+      {"overlapping out heads", [] { return fwd([](ff_fwd_args& a) { a.out.head_stride = 8; }); }, bad, "overlap"},
+      {"misaligned lse", [] { return fwd([](ff_fwd_args& a) { a.softmax_lse = reinterpret_cast<float*>(at(6)); }); }, bad, "softmax_lse"},
+      {"misaligned seqused_k", [] { return fwd([](ff_fwd_args& a) { a.seqused_k = reinterpret_cast<const int32_t*>(at(2)); }); }, bad, "seqused_k"},
+      {"empty batch is fine", [] { return fwd([](ff_fwd_args& a) { a.batch_size = 0; a.q.data = nullptr; }); }, FF_OK, ""},
+      {"no keys is fine", [] { return fwd([](ff_fwd_args& a) { a.seqlen_k = 0; a.k.data = a.v.data = nullptr; }); }, FF_OK, ""},
+      {"varlen null cu_seqlens_q", [] { return varlen([](ff_varlen_fwd_args& a) { a.cu_seqlens_q = nullptr; }); }, bad, "cu_seqlens_q"},
+      {"varlen misaligned cu_seqlens_k", [] { return varlen([](ff_varlen_fwd_args& a) { a.cu_seqlens_k = reinterpret_cast<const int32_t*>(at(8194)); }); }, bad, "cu_seqlens_k"},
+      {"varlen negative total_k", [] { return varlen([](ff_varlen_fwd_args& a) { a.total_k = -1; }); }, bad, "total_k"},
+      {"varlen bad out stride", [] { return varlen([](ff_varlen_fwd_args& a) { a.out.row_stride = 4; }); }, bad, "out.row_stride"},
+      {"varlen overlapping out", [] { return varlen([](ff_varlen_fwd_args& a) { a.out.head_stride = 0; }); }, bad, "overlap"},
+  };
+  int passed = 0, failed = 0;
+  for (const Case& c : cases) {
+    const int launches_before = g_launches;
+    const ff_status got = c.call();
+    const std::string message = ff_last_error();
+    bool ok = got == c.expect && message.find(c.message) != std::string::npos;
+    if (c.expect != FF_OK && g_launches != launches_before) ok = false;  // refused calls launch nothing
+    if (c.expect == FF_OK && !message.empty()) ok = false;
+    std::printf("%s %s (status %d, message \"%s\")\n", ok ? "PASS" : "FAIL", c.name, static_cast<int>(got), message.c_str());
+    ok ? ++passed : ++failed;
+  }
+
+  // Workspace protocol: too little -> FF_WORKSPACE_REQUIRED with the size, nothing launched;
+  // enough (and 256-byte aligned) -> launched.
+  forge_flash::g_workspace_needed = 4096;
+  ff_fwd_args a = valid_fwd();
+  size_t bytes = 0;
+  const int launches_before = g_launches;
+  bool ok = ff_attn_fwd(&a, nullptr, &bytes, nullptr) == FF_WORKSPACE_REQUIRED && bytes == 4096 &&
+            g_launches == launches_before;
+  bytes = 4096;
+  ok = ok && ff_attn_fwd(&a, at(16), &bytes, nullptr) == bad;  // misaligned workspace
+  bytes = 4096;
+  ok = ok && ff_attn_fwd(&a, at(256), &bytes, nullptr) == FF_OK && g_launches == launches_before + 1;
+  std::printf("%s workspace protocol\n", ok ? "PASS" : "FAIL");
+  ok ? ++passed : ++failed;
+
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
