@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <iterator>
 #include <cstdint>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 #include <string>
 
@@ -38,8 +38,8 @@ ff_status report(const Failure& f) {
   return f.status;
 }
 
-Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_t rows,
-                     int64_t heads, int head_dim, bool has_batch_dim) {
+Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_t rows, int64_t heads, int head_dim,
+                     bool has_batch_dim) {
   const int64_t strides[] = {has_batch_dim ? t.batch_stride : 0, t.row_stride, t.head_stride};
   const int64_t extents[] = {batch, rows, heads};
   const char* dims[] = {"batch_stride", "row_stride", "head_stride"};
@@ -51,9 +51,8 @@ Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_
   int64_t max_offset = head_dim - 1;
   for (int i = 0; i < 3; ++i) {
     if (strides[i] < 0 || strides[i] % 8 != 0)
-      return fail(FF_ERROR_INVALID_ARGUMENT,
-                  "%s.%s must be a non-negative multiple of 8 elements (16 bytes), got %lld", name,
-                  dims[i], static_cast<long long>(strides[i]));
+      return fail(FF_ERROR_INVALID_ARGUMENT, "%s.%s must be a non-negative multiple of 8 elements (16 bytes), got %lld",
+                  name, dims[i], static_cast<long long>(strides[i]));
     if (extents[i] > 1) {
       if (strides[i] > 0 && extents[i] - 1 > (INT64_MAX - max_offset) / strides[i])
         return fail(FF_ERROR_INVALID_ARGUMENT, "%s: offsets overflow int64 (%s %lld)", name, dims[i],
@@ -66,17 +65,19 @@ Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_
 
 // Two threads must never write one output element: sorted by stride, each dimension must
 // step past everything the smaller dimensions span (true of every strided torch view).
-Failure check_no_overlap(const char* name, const ff_tensor& t, int64_t batch, int64_t rows,
-                         int64_t heads, int head_dim, bool has_batch_dim) {
-  struct Dim { int64_t stride, extent; } dims[] = {
+Failure check_no_overlap(const char* name, const ff_tensor& t, int64_t batch, int64_t rows, int64_t heads, int head_dim,
+                         bool has_batch_dim) {
+  struct Dim {
+    int64_t stride, extent;
+  } dims[] = {
       {has_batch_dim ? t.batch_stride : 0, has_batch_dim ? batch : 1}, {t.row_stride, rows}, {t.head_stride, heads}};
   std::sort(std::begin(dims), std::end(dims), [](const Dim& a, const Dim& b) { return a.stride < b.stride; });
   int64_t span = head_dim;  // elements covered by the dimensions so far
   for (const Dim& d : dims) {
     if (d.extent <= 1) continue;
     if (d.stride < span)
-      return fail(FF_ERROR_INVALID_ARGUMENT, "%s: strides make output elements overlap (stride %lld < span %lld)",
-                  name, static_cast<long long>(d.stride), static_cast<long long>(span));
+      return fail(FF_ERROR_INVALID_ARGUMENT, "%s: strides make output elements overlap (stride %lld < span %lld)", name,
+                  static_cast<long long>(d.stride), static_cast<long long>(span));
     span = d.stride * (d.extent - 1) + span;
   }
   return ok();
@@ -92,13 +93,13 @@ Failure check_common(int num_heads, int num_heads_k, int head_dim, float scale, 
   if (!(scale > 0.f) || !std::isfinite(scale))
     return fail(FF_ERROR_INVALID_ARGUMENT, "softmax_scale must be finite and > 0, got %g", static_cast<double>(scale));
   if (dtype != FF_DTYPE_FLOAT16 && dtype != FF_DTYPE_BFLOAT16)
-    return fail(FF_ERROR_INVALID_ARGUMENT, "dtype must be FF_DTYPE_FLOAT16 or FF_DTYPE_BFLOAT16, got %d", static_cast<int>(dtype));
+    return fail(FF_ERROR_INVALID_ARGUMENT, "dtype must be FF_DTYPE_FLOAT16 or FF_DTYPE_BFLOAT16, got %d",
+                static_cast<int>(dtype));
   return ok();
 }
 
 Failure check_aligned4(const char* name, const void* ptr, bool required) {
-  if (ptr == nullptr)
-    return required ? fail(FF_ERROR_INVALID_ARGUMENT, "%s is NULL", name) : ok();
+  if (ptr == nullptr) return required ? fail(FF_ERROR_INVALID_ARGUMENT, "%s is NULL", name) : ok();
   if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "%s must be 4-byte aligned (got %p)", name, ptr);
   return ok();
@@ -162,15 +163,20 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
   if (f.status != FF_OK) return f;
   if (a->batch_size == 0 || a->seqlen_q == 0) return ok();  // nothing to compute or write
   const bool has_keys = a->seqlen_k > 0;
-  const struct { const char* name; const ff_tensor& t; int64_t rows, heads; bool needed; } tensors[] = {
-      {"q", a->q, a->seqlen_q, a->num_heads, true},
-      {"k", a->k, a->seqlen_k, a->num_heads_k, has_keys},
-      {"v", a->v, a->seqlen_k, a->num_heads_k, has_keys},
-      {"out", a->out, a->seqlen_q, a->num_heads, true}};
+  const struct {
+    const char* name;
+    const ff_tensor& t;
+    int64_t rows, heads;
+    bool needed;
+  } tensors[] = {{"q", a->q, a->seqlen_q, a->num_heads, true},
+                 {"k", a->k, a->seqlen_k, a->num_heads_k, has_keys},
+                 {"v", a->v, a->seqlen_k, a->num_heads_k, has_keys},
+                 {"out", a->out, a->seqlen_q, a->num_heads, true}};
   for (const auto& t : tensors)
     if (t.needed && (f = check_tensor(t.name, t.t, a->batch_size, t.rows, t.heads, a->head_dim, true)).status != FF_OK)
       return f;
-  if ((f = check_no_overlap("out", a->out, a->batch_size, a->seqlen_q, a->num_heads, a->head_dim, true)).status != FF_OK)
+  if ((f = check_no_overlap("out", a->out, a->batch_size, a->seqlen_q, a->num_heads, a->head_dim, true)).status !=
+      FF_OK)
     return f;
   if ((f = check_aligned4("softmax_lse", a->softmax_lse, false)).status != FF_OK) return f;
   if ((f = check_aligned4("seqused_k", a->seqused_k, false)).status != FF_OK) return f;
@@ -203,14 +209,17 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
   if ((f = check_aligned4("seqused_k", a->seqused_k, false)).status != FF_OK) return f;
   if ((f = check_aligned4("softmax_lse", a->softmax_lse, false)).status != FF_OK) return f;
   const bool has_keys = a->total_k > 0 && a->max_seqlen_k > 0;
-  const struct { const char* name; const ff_tensor& t; int64_t rows, heads; bool needed; } tensors[] = {
-      {"q", a->q, a->total_q, a->num_heads, true},
-      {"k", a->k, a->total_k, a->num_heads_k, has_keys},
-      {"v", a->v, a->total_k, a->num_heads_k, has_keys},
-      {"out", a->out, a->total_q, a->num_heads, true}};
+  const struct {
+    const char* name;
+    const ff_tensor& t;
+    int64_t rows, heads;
+    bool needed;
+  } tensors[] = {{"q", a->q, a->total_q, a->num_heads, true},
+                 {"k", a->k, a->total_k, a->num_heads_k, has_keys},
+                 {"v", a->v, a->total_k, a->num_heads_k, has_keys},
+                 {"out", a->out, a->total_q, a->num_heads, true}};
   for (const auto& t : tensors)
-    if (t.needed && (f = check_tensor(t.name, t.t, 1, t.rows, t.heads, a->head_dim, false)).status != FF_OK)
-      return f;
+    if (t.needed && (f = check_tensor(t.name, t.t, 1, t.rows, t.heads, a->head_dim, false)).status != FF_OK) return f;
   if ((f = check_no_overlap("out", a->out, 1, a->total_q, a->num_heads, a->head_dim, false)).status != FF_OK) return f;
 
   FwdParams p{};

@@ -58,8 +58,7 @@ ff_dtype to_dtype(int dtype) {
 
 // Runs one entry point; returns 0 when launched, else the workspace bytes it needs.
 template <typename Args, typename Fn>
-size_t invoke(Fn fn, const Args& args, uintptr_t workspace, size_t workspace_bytes, int device,
-              uintptr_t stream) {
+size_t invoke(Fn fn, const Args& args, uintptr_t workspace, size_t workspace_bytes, int device, uintptr_t stream) {
   size_t bytes = workspace_bytes;
   ff_status status;
   std::string message;
@@ -82,11 +81,12 @@ size_t invoke(Fn fn, const Args& args, uintptr_t workspace, size_t workspace_byt
 }
 
 size_t fwd(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t seqused_k,
-           const Strides& strides, int batch, int seqlen_q, int seqlen_k, int num_heads, int num_heads_k,
-           int head_dim, float softmax_scale, bool causal, int dtype, uintptr_t workspace,
-           size_t workspace_bytes, int device, uintptr_t stream) {
+           const Strides& strides, int batch, int seqlen_q, int seqlen_k, int num_heads, int num_heads_k, int head_dim,
+           float softmax_scale, bool causal, int dtype, uintptr_t workspace, size_t workspace_bytes, int device,
+           uintptr_t stream) {
   ff_fwd_args a{};
-  a.q = tensor(q, strides, 0), a.k = tensor(k, strides, 1), a.v = tensor(v, strides, 2), a.out = tensor(out, strides, 3);
+  a.q = tensor(q, strides, 0), a.k = tensor(k, strides, 1), a.v = tensor(v, strides, 2),
+  a.out = tensor(out, strides, 3);
   a.softmax_lse = reinterpret_cast<float*>(lse);
   a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
   a.batch_size = batch, a.seqlen_q = seqlen_q, a.seqlen_k = seqlen_k;
@@ -96,12 +96,13 @@ size_t fwd(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, 
 }
 
 size_t varlen_fwd(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t cu_seqlens_q,
-                  uintptr_t cu_seqlens_k, uintptr_t seqused_k, const Strides& strides, int batch,
-                  int max_seqlen_q, int max_seqlen_k, int total_q, int total_k, int num_heads, int num_heads_k,
-                  int head_dim, float softmax_scale, bool causal, int dtype, uintptr_t workspace,
-                  size_t workspace_bytes, int device, uintptr_t stream) {
+                  uintptr_t cu_seqlens_k, uintptr_t seqused_k, const Strides& strides, int batch, int max_seqlen_q,
+                  int max_seqlen_k, int total_q, int total_k, int num_heads, int num_heads_k, int head_dim,
+                  float softmax_scale, bool causal, int dtype, uintptr_t workspace, size_t workspace_bytes, int device,
+                  uintptr_t stream) {
   ff_varlen_fwd_args a{};
-  a.q = tensor(q, strides, 0), a.k = tensor(k, strides, 1), a.v = tensor(v, strides, 2), a.out = tensor(out, strides, 3);
+  a.q = tensor(q, strides, 0), a.k = tensor(k, strides, 1), a.v = tensor(v, strides, 2),
+  a.out = tensor(out, strides, 3);
   a.softmax_lse = reinterpret_cast<float*>(lse);
   a.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_seqlens_q);
   a.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_seqlens_k);
@@ -130,9 +131,19 @@ PYBIND11_MODULE(_C, m) {
   m.def("fwd", &fwd, "Uniform-length attention forward; returns 0 or the workspace bytes needed.");
   m.def("varlen_fwd", &varlen_fwd, "Variable-length attention forward; returns 0 or the workspace bytes needed.");
   m.def("cuda_archs", [] { return parse_archs(FORGE_FLASH_SASS_ARCHS); }, "SASS architectures compiled in.");
-  m.def("ptx_archs", [] { return parse_archs(FORGE_FLASH_PTX_ARCHS); }, "PTX architectures compiled in (JIT for newer GPUs).");
+  m.def(
+      "ptx_archs", [] { return parse_archs(FORGE_FLASH_PTX_ARCHS); },
+      "PTX architectures compiled in (JIT for newer GPUs).");
   m.def("cuda_version", [] { return std::string(FORGE_FLASH_CUDA_VERSION); }, "CUDA toolkit used to build.");
-  m.def("runtime_version", [] { int v = 0; cudaRuntimeGetVersion(&v); return v; });
-  m.def("driver_version", [] { int v = 0; cudaDriverGetVersion(&v); return v; });
+  m.def("runtime_version", [] {
+    int v = 0;
+    cudaRuntimeGetVersion(&v);
+    return v;
+  });
+  m.def("driver_version", [] {
+    int v = 0;
+    cudaDriverGetVersion(&v);
+    return v;
+  });
   m.def("max_head_dim", [] { return 256; });
 }

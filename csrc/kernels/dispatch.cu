@@ -1,15 +1,14 @@
-#include "dispatch.h"
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <utility>
 
 #include "combine_kernel.cuh"
+#include "dispatch.h"
 
 namespace forge_flash {
 namespace {
@@ -17,10 +16,9 @@ namespace {
 constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 
 FwdKernels kernels_for(DType dtype, int routed) {
-#define FORGE_FLASH_CASE(D)                                                     \
-  case D:                                                                       \
-    return dtype == DType::kFloat16 ? fwd_kernels<half, D>()                    \
-                                    : fwd_kernels<__nv_bfloat16, D>();
+#define FORGE_FLASH_CASE(D) \
+  case D:                   \
+    return dtype == DType::kFloat16 ? fwd_kernels<half, D>() : fwd_kernels<__nv_bfloat16, D>();
   switch (routed) { FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_CASE) }
 #undef FORGE_FLASH_CASE
   return {};
@@ -50,7 +48,8 @@ cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
   if ((err = cudaDeviceGetAttribute(&facts.sm_count, cudaDevAttrMultiProcessorCount, device))) return err;
   if ((err = cudaDeviceGetAttribute(&facts.cc_major, cudaDevAttrComputeCapabilityMajor, device))) return err;
   if ((err = cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem_bytes))) return err;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&facts.ctas_per_sm, k.kernel, k.threads, k.smem_bytes))) return err;
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&facts.ctas_per_sm, k.kernel, k.threads, k.smem_bytes)))
+    return err;
   facts.ctas_per_sm = std::max(facts.ctas_per_sm, 1);
   cache.emplace(std::make_pair(k.kernel, device), facts);
   *out = facts;
@@ -135,7 +134,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     }
   }
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
-                                        : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
+                                         : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
   plan->grid = dim3(static_cast<unsigned>(static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads),
                     static_cast<unsigned>(p.num_splits), 1);
   plan->workspace_bytes = 0;
@@ -147,18 +146,17 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   return nullptr;
 }
 
-cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace,
-                       cudaStream_t stream) {
+cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace, cudaStream_t stream) {
   if (p.num_splits > 1) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;
     p.partial_o = static_cast<float*>(workspace);
-    p.partial_lse = reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                             align_up(partials * p.head_dim * sizeof(float), 256));
+    p.partial_lse =
+        reinterpret_cast<float*>(static_cast<char*>(workspace) + align_up(partials * p.head_dim * sizeof(float), 256));
   }
   int num_m_blocks = plan.num_m_blocks;
   void* args[] = {&p, &num_m_blocks};
-  cudaError_t err = cudaLaunchKernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads), args,
-                                     plan.kernel.smem_bytes, stream);
+  cudaError_t err =
+      cudaLaunchKernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads), args, plan.kernel.smem_bytes, stream);
   if (err != cudaSuccess || p.num_splits == 1) return err;
   const dim3 grid(static_cast<unsigned>(p.num_rows));
   if (dtype == DType::kFloat16)

@@ -28,7 +28,6 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
 
 // Points `p` at the workspace (which must hold plan.workspace_bytes) and enqueues the
 // forward kernel, plus the combine kernel when splitting, on `stream`.
-cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace,
-                       cudaStream_t stream);
+cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace, cudaStream_t stream);
 
 }  // namespace forge_flash

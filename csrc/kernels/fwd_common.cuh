@@ -96,9 +96,8 @@ __device__ __forceinline__ RowTarget row_target(const FwdParams& p, const CtaWor
 
 // Index of a row in the LSE layout (also the row index of the split-KV partials).
 __device__ __forceinline__ int64_t lse_index(const FwdParams& p, const CtaWork& w, RowTarget t) {
-  return p.cu_seqlens_q != nullptr
-             ? static_cast<int64_t>(t.head) * p.total_q + w.seq.q_start + t.q_pos
-             : (static_cast<int64_t>(w.b) * p.num_heads + t.head) * p.seqlen_q + t.q_pos;
+  return p.cu_seqlens_q != nullptr ? static_cast<int64_t>(t.head) * p.total_q + w.seq.q_start + t.q_pos
+                                   : (static_cast<int64_t>(w.b) * p.num_heads + t.head) * p.seqlen_q + t.q_pos;
 }
 
 template <typename T>
@@ -126,8 +125,8 @@ struct TileCopyLane {
 };
 
 template <typename T, int kRows, int kRowStep, class Offset>
-__device__ __forceinline__ void load_q_tile(const FwdParams& p, const CtaWork& w, uint32_t dst,
-                                            TileCopyLane lane, Offset offset) {
+__device__ __forceinline__ void load_q_tile(const FwdParams& p, const CtaWork& w, uint32_t dst, TileCopyLane lane,
+                                            Offset offset) {
   const T* base = q_rows_base<T>(p, w);
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {
@@ -142,8 +141,8 @@ __device__ __forceinline__ void load_q_tile(const FwdParams& p, const CtaWork& w
 // The source pointer advances by one row step per copy (a running pointer rather than a
 // table of precomputed 64-bit addresses, which would cost two registers each).
 template <typename T, int kRows, int kRowStep, class Offset>
-__device__ __forceinline__ void load_kv_tile(uint32_t dst, const T* base, int64_t row_stride, int n0,
-                                             int seqlen_k, TileCopyLane lane, Offset offset) {
+__device__ __forceinline__ void load_kv_tile(uint32_t dst, const T* base, int64_t row_stride, int n0, int seqlen_k,
+                                             TileCopyLane lane, Offset offset) {
   const int rows_left = seqlen_k - n0 - lane.row0;
   const T* src = base + (n0 + lane.row0) * row_stride + lane.chunk * 8;
 #pragma unroll
@@ -163,8 +162,8 @@ __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWor
 // -inf for keys past the sequence end and keys right of the causal diagonal, for the two
 // rows (tile_row, tile_row + 8) this thread holds of an m16 slice.
 template <int kNT>
-__device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w,
-                                            int n0, int tile_row, int lane) {
+__device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
+                                            int tile_row, int lane) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     int key_limit = w.seq.seqlen_k;  // keys >= key_limit are masked
@@ -215,8 +214,8 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kN
 
 // O /= l and LSE = max * scale + log(l); a row that saw no key gets O = 0, LSE = -inf.
 template <int kNO>
-__device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2],
-                                            const float (&row_sum)[2], float scale, float (&lse)[2]) {
+__device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2], const float (&row_sum)[2],
+                                            float scale, float (&lse)[2]) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float l = row_sum[half];
@@ -247,14 +246,13 @@ __device__ __forceinline__ void store_partials(const FwdParams& p, const CtaWork
 #pragma unroll
     for (int j = 0; j < kNO; ++j) {
       const int col = j * 8 + (lane % 4) * 2;
-      if (col < p.head_dim)
-        *reinterpret_cast<float2*>(dst + col) = make_float2(o[j][half * 2], o[j][half * 2 + 1]);
+      if (col < p.head_dim) *reinterpret_cast<float2*>(dst + col) = make_float2(o[j][half * 2], o[j][half * 2 + 1]);
     }
   }
 }
 
-__device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, const float (&lse)[2],
-                                          int tile_row, int lane) {
+__device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, const float (&lse)[2], int tile_row,
+                                          int lane) {
   if (p.lse == nullptr || lane % 4 != 0) return;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {

@@ -10,8 +10,8 @@ namespace forge_flash {
 
 template <typename T, typename Cfg>
 KernelInfo kernel_info() {
-  return {reinterpret_cast<const void*>(&fwd_kernel<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN,
-          Cfg::kNThreads, Cfg::kSmemBytes};
+  return {reinterpret_cast<const void*>(&fwd_kernel<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads,
+          Cfg::kSmemBytes};
 }
 
 // Hopper kernel only where it measured faster than the SM80 one on an H100 (head_dim 128;
@@ -20,8 +20,8 @@ template <typename T, int kHeadDim>
 KernelInfo sm90_kernel_info() {
   if constexpr (kHeadDim == 128) {
     using Cfg = Sm90PrefillConfig<kHeadDim>;
-    return {reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN,
-            Cfg::kNThreads, Cfg::kSmemBytes};
+    return {reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads,
+            Cfg::kSmemBytes};
   } else {
     return {nullptr, 0, 0, 0, 0};
   }

@@ -70,8 +70,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   // precomputed byte offsets per operand cover every k-step.
   const int warp_row0 = warp * kMTiles * 16;
   struct LaneAddr {
-    uint32_t base;     // byte address of the lane's row, chunk 0
-    uint32_t xor_[4];  // byte offset of swizzled chunk (2j ^ x), j = c % 8 / 2
+    uint32_t base;                                          // byte address of the lane's row, chunk 0
+    uint32_t xor_[4];                                       // byte offset of swizzled chunk (2j ^ x), j = c % 8 / 2
     __device__ uint32_t at(int row_off, int chunk) const {  // chunk even, compile-time
       return base + row_off * kPitch * 2 + (chunk / 8) * 128 + xor_[(chunk % 8) / 2];
     }

@@ -27,8 +27,8 @@ FwdKernels fwd_kernels();
 // The head dimensions with their own kernels; others round up to the next one.
 #define FORGE_FLASH_FOR_EACH_HEAD_DIM(X) X(32) X(64) X(96) X(128) X(160) X(192) X(224) X(256)
 
-#define FORGE_FLASH_DECLARE(D)                             \
-  extern template FwdKernels fwd_kernels<half, D>();       \
+#define FORGE_FLASH_DECLARE(D)                       \
+  extern template FwdKernels fwd_kernels<half, D>(); \
   extern template FwdKernels fwd_kernels<__nv_bfloat16, D>();
 FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_DECLARE)
 #undef FORGE_FLASH_DECLARE

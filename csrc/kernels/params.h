@@ -28,8 +28,8 @@ struct FwdParams {
 
   int batch, seqlen_q, seqlen_k;  // seqlen_* are the maxima for varlen
   int num_heads, num_heads_k, head_dim;
-  int group;       // num_heads / num_heads_k
-  bool pack_gqa;   // fold the `group` query heads of one KV head into the tile's rows
+  int group;      // num_heads / num_heads_k
+  bool pack_gqa;  // fold the `group` query heads of one KV head into the tile's rows
   bool is_causal;
 
   float scale;       // softmax scale (for the LSE)

@@ -33,8 +33,7 @@ struct TileConfig {
 // Prefill tiles: the published SM80 choices (128x128 for small heads, 128x64 up to 128,
 // 64x64 beyond, 4 warps).
 template <int kHeadDim>
-using PrefillConfig = TileConfig<kHeadDim, (kHeadDim <= 128 ? 128 : 64),
-                                 64, 4>;
+using PrefillConfig = TileConfig<kHeadDim, (kHeadDim <= 128 ? 128 : 64), 64, 4>;
 
 // Decode tiles: at most 16 query rows (one token, or the query heads of one GQA group
 // folded into rows), one warp. Many small CTAs plus split-KV keep enough K/V loads in

@@ -89,8 +89,18 @@ int main() {
   std::vector<Case> cases = {
       {"valid fwd", [] { return fwd([](ff_fwd_args&) {}); }, FF_OK, ""},
       {"valid varlen", [] { return varlen([](ff_varlen_fwd_args&) {}); }, FF_OK, ""},
-      {"null args", [] { size_t b = 0; return ff_attn_fwd(nullptr, nullptr, &b, nullptr); }, bad, "args"},
-      {"null workspace_bytes", [] { ff_fwd_args a = valid_fwd(); return ff_attn_fwd(&a, nullptr, nullptr, nullptr); }, bad, "workspace_bytes"},
+      {"null args",
+       [] {
+         size_t b = 0;
+         return ff_attn_fwd(nullptr, nullptr, &b, nullptr);
+       },
+       bad, "args"},
+      {"null workspace_bytes",
+       [] {
+         ff_fwd_args a = valid_fwd();
+         return ff_attn_fwd(&a, nullptr, nullptr, nullptr);
+       },
+       bad, "workspace_bytes"},
       {"head_dim 12", [] { return fwd([](ff_fwd_args& a) { a.head_dim = 12; }); }, bad, "head_dim"},
       {"head_dim 264", [] { return fwd([](ff_fwd_args& a) { a.head_dim = 264; }); }, bad, "head_dim"},
       {"head_dim 0", [] { return fwd([](ff_fwd_args& a) { a.head_dim = 0; }); }, bad, "head_dim"},
@@ -99,26 +109,60 @@ int main() {
       {"negative batch", [] { return fwd([](ff_fwd_args& a) { a.batch_size = -1; }); }, bad, "batch_size"},
       {"negative seqlen_k", [] { return fwd([](ff_fwd_args& a) { a.seqlen_k = -3; }); }, bad, "seqlen_k"},
       {"scale 0", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = 0.f; }); }, bad, "softmax_scale"},
-      {"scale nan", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_nanf(""); }); }, bad, "softmax_scale"},
-      {"scale inf", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_inff(); }); }, bad, "softmax_scale"},
+      {"scale nan", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_nanf(""); }); }, bad,
+       "softmax_scale"},
+      {"scale inf", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_inff(); }); }, bad,
+       "softmax_scale"},
       {"bad dtype", [] { return fwd([](ff_fwd_args& a) { a.dtype = static_cast<ff_dtype>(9); }); }, bad, "dtype"},
       {"null q", [] { return fwd([](ff_fwd_args& a) { a.q.data = nullptr; }); }, bad, "q.data"},
       {"null v", [] { return fwd([](ff_fwd_args& a) { a.v.data = nullptr; }); }, bad, "v.data"},
-      {"misaligned k", [] { return fwd([](ff_fwd_args& a) { a.k.data = at(1026); }); }, bad, "k.data must be 16-byte aligned"},
+      {"misaligned k", [] { return fwd([](ff_fwd_args& a) { a.k.data = at(1026); }); }, bad,
+       "k.data must be 16-byte aligned"},
       {"odd row stride", [] { return fwd([](ff_fwd_args& a) { a.q.row_stride = 260; }); }, bad, "q.row_stride"},
       {"negative head stride", [] { return fwd([](ff_fwd_args& a) { a.v.head_stride = -64; }); }, bad, "v.head_stride"},
-      {"int64 overflow", [] { return fwd([](ff_fwd_args& a) { a.batch_size = 4; a.q.batch_stride = INT64_MAX / 2 / 8 * 8; }); }, bad, "overflow"},
+      {"int64 overflow",
+       [] {
+         return fwd([](ff_fwd_args& a) {
+           a.batch_size = 4;
+           a.q.batch_stride = INT64_MAX / 2 / 8 * 8;
+         });
+       },
+       bad, "overflow"},
       {"overlapping out rows", [] { return fwd([](ff_fwd_args& a) { a.out.row_stride = 0; }); }, bad, "overlap"},
       {"overlapping out heads", [] { return fwd([](ff_fwd_args& a) { a.out.head_stride = 8; }); }, bad, "overlap"},
-      {"misaligned lse", [] { return fwd([](ff_fwd_args& a) { a.softmax_lse = reinterpret_cast<float*>(at(6)); }); }, bad, "softmax_lse"},
-      {"misaligned seqused_k", [] { return fwd([](ff_fwd_args& a) { a.seqused_k = reinterpret_cast<const int32_t*>(at(2)); }); }, bad, "seqused_k"},
-      {"empty batch is fine", [] { return fwd([](ff_fwd_args& a) { a.batch_size = 0; a.q.data = nullptr; }); }, FF_OK, ""},
-      {"no keys is fine", [] { return fwd([](ff_fwd_args& a) { a.seqlen_k = 0; a.k.data = a.v.data = nullptr; }); }, FF_OK, ""},
-      {"varlen null cu_seqlens_q", [] { return varlen([](ff_varlen_fwd_args& a) { a.cu_seqlens_q = nullptr; }); }, bad, "cu_seqlens_q"},
-      {"varlen misaligned cu_seqlens_k", [] { return varlen([](ff_varlen_fwd_args& a) { a.cu_seqlens_k = reinterpret_cast<const int32_t*>(at(8194)); }); }, bad, "cu_seqlens_k"},
+      {"misaligned lse", [] { return fwd([](ff_fwd_args& a) { a.softmax_lse = reinterpret_cast<float*>(at(6)); }); },
+       bad, "softmax_lse"},
+      {"misaligned seqused_k",
+       [] { return fwd([](ff_fwd_args& a) { a.seqused_k = reinterpret_cast<const int32_t*>(at(2)); }); }, bad,
+       "seqused_k"},
+      {"empty batch is fine",
+       [] {
+         return fwd([](ff_fwd_args& a) {
+           a.batch_size = 0;
+           a.q.data = nullptr;
+         });
+       },
+       FF_OK, ""},
+      {"no keys is fine",
+       [] {
+         return fwd([](ff_fwd_args& a) {
+           a.seqlen_k = 0;
+           a.k.data = a.v.data = nullptr;
+         });
+       },
+       FF_OK, ""},
+      {"varlen null cu_seqlens_q", [] { return varlen([](ff_varlen_fwd_args& a) { a.cu_seqlens_q = nullptr; }); }, bad,
+       "cu_seqlens_q"},
+      {"varlen misaligned cu_seqlens_k",
+       [] {
+         return varlen([](ff_varlen_fwd_args& a) { a.cu_seqlens_k = reinterpret_cast<const int32_t*>(at(8194)); });
+       },
+       bad, "cu_seqlens_k"},
       {"varlen negative total_k", [] { return varlen([](ff_varlen_fwd_args& a) { a.total_k = -1; }); }, bad, "total_k"},
-      {"varlen bad out stride", [] { return varlen([](ff_varlen_fwd_args& a) { a.out.row_stride = 4; }); }, bad, "out.row_stride"},
-      {"varlen overlapping out", [] { return varlen([](ff_varlen_fwd_args& a) { a.out.head_stride = 0; }); }, bad, "overlap"},
+      {"varlen bad out stride", [] { return varlen([](ff_varlen_fwd_args& a) { a.out.row_stride = 4; }); }, bad,
+       "out.row_stride"},
+      {"varlen overlapping out", [] { return varlen([](ff_varlen_fwd_args& a) { a.out.head_stride = 0; }); }, bad,
+       "overlap"},
   };
   int passed = 0, failed = 0;
   for (const Case& c : cases) {
@@ -128,7 +172,8 @@ int main() {
     bool ok = got == c.expect && message.find(c.message) != std::string::npos;
     if (c.expect != FF_OK && g_launches != launches_before) ok = false;  // refused calls launch nothing
     if (c.expect == FF_OK && !message.empty()) ok = false;
-    std::printf("%s %s (status %d, message \"%s\")\n", ok ? "PASS" : "FAIL", c.name, static_cast<int>(got), message.c_str());
+    std::printf("%s %s (status %d, message \"%s\")\n", ok ? "PASS" : "FAIL", c.name, static_cast<int>(got),
+                message.c_str());
     ok ? ++passed : ++failed;
   }
 

@@ -21,7 +21,7 @@ def _kernel_backend_reason() -> str | None:
 _REASON = _kernel_backend_reason()
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+def pytest_collection_modifyitems(config, items):
     if _REASON is None:
         return
     skip = pytest.mark.skip(reason=f"GPU tests skipped: {_REASON}")

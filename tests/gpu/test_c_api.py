@@ -20,11 +20,26 @@ def _call(*tensors, **overrides):
         strides += [t.stride(0), t.stride(1), t.stride(2)]
     b, sq, h, d = q.shape
     args = dict(
-        q=q.data_ptr(), k=k.data_ptr(), v=v.data_ptr(), out=out.data_ptr(), lse=0, seqused_k=0,
-        strides=strides, batch=b, seqlen_q=sq, seqlen_k=k.shape[1], num_heads=h,
-        num_heads_k=k.shape[2], head_dim=d, softmax_scale=1 / math.sqrt(d), causal=False,
-        dtype=0 if q.dtype == torch.float16 else 1, workspace=0, workspace_bytes=0,
-        device=q.device.index, stream=torch.cuda.current_stream().cuda_stream,
+        q=q.data_ptr(),
+        k=k.data_ptr(),
+        v=v.data_ptr(),
+        out=out.data_ptr(),
+        lse=0,
+        seqused_k=0,
+        strides=strides,
+        batch=b,
+        seqlen_q=sq,
+        seqlen_k=k.shape[1],
+        num_heads=h,
+        num_heads_k=k.shape[2],
+        head_dim=d,
+        softmax_scale=1 / math.sqrt(d),
+        causal=False,
+        dtype=0 if q.dtype == torch.float16 else 1,
+        workspace=0,
+        workspace_bytes=0,
+        device=q.device.index,
+        stream=torch.cuda.current_stream().cuda_stream,
     )
     args.update(overrides)
     return _C.fwd(*args.values())

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import forge_flash
+
 from helpers.kernels import (
     assert_close_to_reference,
     kernel_backend,
@@ -147,7 +148,7 @@ def test_cuda_graph_capture_and_replay():
             out = forge_flash.flash_attn_fwd(q, k, v)
     for _ in range(2):
         fresh = rand_qkv(shape["batch"], 1, 4096, 32, 8, 128, torch.bfloat16)
-        for dst, src in zip((q, k, v), fresh):
+        for dst, src in zip((q, k, v), fresh, strict=True):
             dst.copy_(src)
         graph.replay()
         ref, _ = reference_attention(q, k, v, causal=False)
@@ -164,8 +165,12 @@ def test_varlen(lens, causal, dtype):
     q = torch.randn(sum(seq_q), h, d, device="cuda", dtype=dtype)
     k = torch.randn(sum(seq_k), hk, d, device="cuda", dtype=dtype)
     v = torch.randn(sum(seq_k), hk, d, device="cuda", dtype=dtype)
-    cu_q = torch.tensor([0, *torch.tensor(seq_q).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
-    cu_k = torch.tensor([0, *torch.tensor(seq_k).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    cu_q = torch.tensor(
+        [0, *torch.tensor(seq_q).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
+    )
+    cu_k = torch.tensor(
+        [0, *torch.tensor(seq_k).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
+    )
     out = torch.full_like(q, float("nan"))
     with kernel_backend():
         got, lse = forge_flash.flash_attn_varlen_fwd(

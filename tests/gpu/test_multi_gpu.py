@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import forge_flash
+
 from helpers.kernels import (
     assert_close_to_reference,
     kernel_backend,
@@ -85,7 +86,7 @@ def test_two_threads_two_gpus_concurrently():
             stream.synchronize()
             ref, _ = reference_attention(q, k, v, causal=True)
             results[dev] = (out, ref, torch_attention(q, k, v, causal=True))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(d,)) for d in (0, 1)]

@@ -1,5 +1,5 @@
-"""Shared pieces of the GPU tests: inputs, the float64 reference, PyTorch's own answer at
-the input precision (the error yardstick), and forcing the kernel backend."""
+"""Shared pieces of the GPU tests: inputs, PyTorch's own answer at the input precision (the
+error yardstick), forcing the kernel backend; the float64 reference is helpers.reference's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ import torch
 
 import forge_flash
 from forge_flash import discovery
+
+from .reference import reference_attention
+
+__all__ = [
+    "assert_close_to_reference",
+    "kernel_backend",
+    "rand_qkv",
+    "reference_attention",
+    "torch_attention",
+    "workspace_bytes_needed",
+]
 
 
 def rand_qkv(batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, dtype):
@@ -27,23 +38,6 @@ def _bottom_right_mask(seqlen_q, seqlen_k, device):
     return cols <= rows + (seqlen_k - seqlen_q)
 
 
-def reference_attention(q, k, v, *, causal, scale=None):
-    """Float64 attention: out (b, sq, h, d) and natural-log LSE (b, h, sq).
-    A row that sees no key gives out 0 and LSE -inf."""
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
-    scale = 1 / math.sqrt(d) if scale is None else scale
-    qd, kd, vd = (x.double().transpose(1, 2) for x in (q, k, v))
-    kd = kd.repeat_interleave(h // hk, dim=1)
-    vd = vd.repeat_interleave(h // hk, dim=1)
-    s = qd @ kd.transpose(-1, -2) * scale
-    if causal:
-        s = s.masked_fill(~_bottom_right_mask(sq, sk, q.device), float("-inf"))
-    lse = torch.logsumexp(s, dim=-1)
-    p = torch.exp(s - lse.unsqueeze(-1)).nan_to_num(0.0)
-    return (p @ vd).transpose(1, 2), lse
-
-
 def torch_attention(q, k, v, *, causal, scale=None):
     """PyTorch SDPA on the same 16-bit inputs, in the same layout (rows that see no key
     come back as NaN from SDPA; they are zeroed, as our convention has it)."""
@@ -54,9 +48,13 @@ def torch_attention(q, k, v, *, causal, scale=None):
     sq, sk = q.shape[1], k.shape[1]
     if causal and sq != sk:
         mask = _bottom_right_mask(sq, sk, q.device)
-        out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            qt, kt, vt, attn_mask=mask, scale=scale
+        )
     else:
-        out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            qt, kt, vt, is_causal=causal, scale=scale
+        )
     return out.transpose(1, 2).nan_to_num(0.0)
 
 
@@ -104,8 +102,24 @@ def workspace_bytes_needed(q, k, v, *, causal):
         strides += [t.stride(0), t.stride(1), t.stride(2)]
     b, sq, h, d = q.shape
     return _C.fwd(
-        q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0, 0, strides,
-        b, sq, k.shape[1], h, k.shape[2], d, 1 / math.sqrt(d), causal,
-        0 if q.dtype == torch.float16 else 1, 0, 0, q.device.index,
+        q.data_ptr(),
+        k.data_ptr(),
+        v.data_ptr(),
+        out.data_ptr(),
+        0,
+        0,
+        strides,
+        b,
+        sq,
+        k.shape[1],
+        h,
+        k.shape[2],
+        d,
+        1 / math.sqrt(d),
+        causal,
+        0 if q.dtype == torch.float16 else 1,
+        0,
+        0,
+        q.device.index,
         torch.cuda.current_stream(q.device).cuda_stream,
     )

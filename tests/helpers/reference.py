@@ -18,7 +18,8 @@ def reference_attention(
     causal: bool = False,
     key_lengths: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q (b, sq, h, d), k/v (b, sk, hk, d) -> out (b, sq, h, d), lse (b, h, sq), both float64.
+    """q (b, sq, h, d), k/v (b, sk, hk, d) -> out (b, sq, h, d), lse (b, h, sq), both float64
+    on the inputs' device.
 
     Query head h reads KV head h // (h_total // hk). Causal is bottom-right aligned relative to
     each row's key count; ``key_lengths[b]`` limits row b to its first keys.
@@ -28,14 +29,16 @@ def reference_attention(
     if scale is None:
         scale = head_dim**-0.5
     group = heads // heads_k
-    q64 = q.double().cpu()
-    k64 = k.double().cpu().repeat_interleave(group, dim=2)
-    v64 = v.double().cpu().repeat_interleave(group, dim=2)
+    # Computed where the inputs live (the GPU tests' references would take minutes on a CPU).
+    device = q.device
+    q64 = q.double()
+    k64 = k.double().repeat_interleave(group, dim=2)
+    v64 = v.double().repeat_interleave(group, dim=2)
     scores = torch.einsum("bqhd,bkhd->bhqk", q64, k64) * scale
-    rows = torch.arange(seqlen_q).view(seqlen_q, 1)
-    cols = torch.arange(seqlen_k).view(1, seqlen_k)
+    rows = torch.arange(seqlen_q, device=device).view(seqlen_q, 1)
+    cols = torch.arange(seqlen_k, device=device).view(1, seqlen_k)
     lengths = key_lengths if key_lengths is not None else [seqlen_k] * batch
-    visible = torch.zeros(batch, 1, seqlen_q, seqlen_k, dtype=torch.bool)
+    visible = torch.zeros(batch, 1, seqlen_q, seqlen_k, dtype=torch.bool, device=device)
     for b, length in enumerate(lengths):
         seen = cols < length
         if causal:
@@ -74,6 +77,14 @@ def reference_varlen(
         lses.append(lse[0])
         q0, k0 = q0 + length_q, k0 + length_k
     heads, head_dim = q.shape[1], q.shape[2]
-    out = torch.cat(outs) if outs else torch.zeros(0, heads, head_dim, dtype=torch.float64)
-    lse = torch.cat(lses, dim=1) if lses else torch.zeros(heads, 0, dtype=torch.float64)
+    out = (
+        torch.cat(outs)
+        if outs
+        else torch.zeros(0, heads, head_dim, dtype=torch.float64, device=q.device)
+    )
+    lse = (
+        torch.cat(lses, dim=1)
+        if lses
+        else torch.zeros(heads, 0, dtype=torch.float64, device=q.device)
+    )
     return out, lse

@@ -51,10 +51,10 @@ typedef struct {
 } ff_tensor;
 
 typedef struct {
-  ff_tensor q, k, v, out;     // q/out: (batch, seqlen_q, num_heads, d); k/v: (batch, seqlen_k, num_heads_k, d)
-  float* softmax_lse;         // optional, (batch, num_heads, seqlen_q)
-  const int32_t* seqused_k;   // optional, (batch,): row b uses only the first seqused_k[b] keys
-                              // (clamped to [0, seqlen_k] on the device; used for KV caches)
+  ff_tensor q, k, v, out;    // q/out: (batch, seqlen_q, num_heads, d); k/v: (batch, seqlen_k, num_heads_k, d)
+  float* softmax_lse;        // optional, (batch, num_heads, seqlen_q)
+  const int32_t* seqused_k;  // optional, (batch,): row b uses only the first seqused_k[b] keys
+                             // (clamped to [0, seqlen_k] on the device; used for KV caches)
   int batch_size, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim;
   float softmax_scale;
   int is_causal;
@@ -78,10 +78,9 @@ typedef struct {
 // synchronise): the kernels clamp every sequence to [0, total] and to max_seqlen, so
 // malformed values can never cause an out-of-bounds access; the Python layer rejects them.
 
-ff_status ff_attn_fwd(const ff_fwd_args* args, void* workspace, size_t* workspace_bytes,
-                      cudaStream_t stream);
-ff_status ff_attn_varlen_fwd(const ff_varlen_fwd_args* args, void* workspace,
-                             size_t* workspace_bytes, cudaStream_t stream);
+ff_status ff_attn_fwd(const ff_fwd_args* args, void* workspace, size_t* workspace_bytes, cudaStream_t stream);
+ff_status ff_attn_varlen_fwd(const ff_varlen_fwd_args* args, void* workspace, size_t* workspace_bytes,
+                             cudaStream_t stream);
 
 // Message of the last call on this thread: why it failed, or "" if it succeeded.
 const char* ff_last_error(void);

@@ -69,8 +69,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   const TileCopyLane copy{tid / kChunks, tid % kChunks, true};
   auto load_kv = [&](int stage, int n_block) {
     const auto k_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk); };
-    load_kv_tile<T, kBlockN, kRowStep>(sK(stage), k_ptr, p.k_row_stride, n_block * kBlockN, w.seq.seqlen_k, copy, k_off);
-    load_kv_tile<T, kBlockN, kRowStep>(sV(stage), v_ptr, p.v_row_stride, n_block * kBlockN, w.seq.seqlen_k, copy, k_off);
+    load_kv_tile<T, kBlockN, kRowStep>(sK(stage), k_ptr, p.k_row_stride, n_block * kBlockN, w.seq.seqlen_k, copy,
+                                       k_off);
+    load_kv_tile<T, kBlockN, kRowStep>(sV(stage), v_ptr, p.v_row_stride, n_block * kBlockN, w.seq.seqlen_k, copy,
+                                       k_off);
   };
 
   float acc_o[kNTilesO][4];
@@ -78,13 +80,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
 #pragma unroll
   for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
   // wgmma takes accumulators as flat register arrays; same registers, same order.
-  float(&o_flat)[kNTilesO * 4] = *reinterpret_cast<float(*)[kNTilesO * 4]>(&acc_o[0][0]);
+  float (&o_flat)[kNTilesO * 4] = *reinterpret_cast<float (*)[kNTilesO * 4]>(&acc_o[0][0]);
 
   auto stage_of = [&](int n_block) { return (w.n_end - 1 - n_block) % Cfg::kStages; };
   float acc_s[kNTilesS][4];
-  float(&s_flat)[kNTilesS * 4] = *reinterpret_cast<float(*)[kNTilesS * 4]>(&acc_s[0][0]);
+  float (&s_flat)[kNTilesS * 4] = *reinterpret_cast<float (*)[kNTilesS * 4]>(&acc_s[0][0]);
   // S = Q K^T for this warpgroup's 64 rows, issued asynchronously.
-  auto issue_qk = [&](float(&dst)[kNTilesS * 4], int n_block) {
+  auto issue_qk = [&](float (&dst)[kNTilesS * 4], int n_block) {
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       __syncthreads();
 
       float acc_next[kNTilesS][4];
-      float(&next_flat)[kNTilesS * 4] = *reinterpret_cast<float(*)[kNTilesS * 4]>(&acc_next[0][0]);
+      float (&next_flat)[kNTilesS * 4] = *reinterpret_cast<float (*)[kNTilesS * 4]>(&acc_next[0][0]);
       if (has_next) issue_qk(next_flat, n_block - 1);
 
       const int n0 = n_block * kBlockN;

@@ -93,9 +93,9 @@ namespace sm90 {
 // ---------------------------------------------------------------------------------------
 // Tile layout
 // ---------------------------------------------------------------------------------------
-constexpr int kSwizzleRowBytes = 128;   // one row of a column block
-constexpr int kSwizzleAtomBytes = 1024; // 8 rows: one swizzle atom; tiles align to this
-constexpr int kBlockCols = 64;          // 16-bit elements per column block
+constexpr int kSwizzleRowBytes = 128;    // one row of a column block
+constexpr int kSwizzleAtomBytes = 1024;  // 8 rows: one swizzle atom; tiles align to this
+constexpr int kBlockCols = 64;           // 16-bit elements per column block
 
 // Byte offset of 16-byte chunk `chunk` (= column / 8) of row `row` in a tile of `rows`
 // rows (see the layout at the top). A cp.async loader copies global row `row`, columns
@@ -116,8 +116,7 @@ __host__ __device__ constexpr uint32_t tile_bytes(int rows, int head_dim) {
 //   bits  0-13  start address >> 4        bits 32-45  stride byte offset (SBO) >> 4
 //   bits 16-29  leading byte offset >> 4  bits 49-51  base offset (0 here)
 //   bits 62-63  swizzle: 0 none, 1 = 128B, 2 = 64B, 3 = 32B
-__device__ __forceinline__ uint64_t make_desc_sw128(uint32_t smem_byte_addr, uint32_t lbo_bytes,
-                                                    uint32_t sbo_bytes) {
+__device__ __forceinline__ uint64_t make_desc_sw128(uint32_t smem_byte_addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
   uint64_t desc = 0;
   desc |= static_cast<uint64_t>((smem_byte_addr >> 4) & 0x3FFFu);
   desc |= static_cast<uint64_t>((lbo_bytes >> 4) & 0x3FFFu) << 16;
@@ -156,12 +155,8 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
 // Register layouts
 // ---------------------------------------------------------------------------------------
 // Row and column of accumulator register i of warpgroup thread t (0..127), m64nNk16 fp32.
-__host__ __device__ constexpr int acc_row(int t, int i) {
-  return (t / 32) * 16 + (t % 32) / 4 + 8 * ((i / 2) % 2);
-}
-__host__ __device__ constexpr int acc_col(int t, int i) {
-  return 8 * (i / 4) + 2 * (t % 4) + (i % 2);
-}
+__host__ __device__ constexpr int acc_row(int t, int i) { return (t / 32) * 16 + (t % 32) / 4 + 8 * ((i / 2) % 2); }
+__host__ __device__ constexpr int acc_col(int t, int i) { return 8 * (i / 4) + 2 * (t % 4) + (i % 2); }
 // Row and first column of the pair in A register j (0..3) of the RS form (64x16 slice).
 __host__ __device__ constexpr int a_row(int t, int j) { return (t / 32) * 16 + (t % 32) / 4 + 8 * (j % 2); }
 __host__ __device__ constexpr int a_col(int t, int j) { return 8 * (j / 2) + 2 * (t % 4); }
@@ -234,77 +229,78 @@ __device__ __forceinline__ void fence_operand(uint32_t (&r)[kN]) {
 // MMA instructions. T = half or __nv_bfloat16; fp32 accumulators; `accumulate` false
 // computes d = A B (the old d is ignored, no zeroing needed), true d += A B.
 // ---------------------------------------------------------------------------------------
-#define FF_SM90_ACC32_OPERANDS(d) \
-    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-#define FF_SM90_ACC32_REGS \
-  "{" \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+#define FF_SM90_ACC32_OPERANDS(d)                                                                             \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define FF_SM90_ACC32_REGS                                                         \
+  "{"                                                                              \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "         \
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
   "}"
-#define FF_SM90_ACC64_OPERANDS(d) \
-    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-    "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-    "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-    "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-#define FF_SM90_ACC64_REGS \
-  "{" \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+#define FF_SM90_ACC64_OPERANDS(d)                                                                             \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), \
+      "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), \
+      "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
+      "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
+      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define FF_SM90_ACC64_REGS                                                           \
+  "{"                                                                                \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "           \
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
   "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63" \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"   \
   "}"
 
 // S = A B^T form: A (64x16) and B (Nx16) both K-major from shared memory descriptors
 // (imm-trans-a = imm-trans-b = 0), scale-a = scale-b = 1. Operand numbers after the
 // accumulators: IA = desc_a, IB = desc_b, IS = accumulate flag.
-#define FF_SM90_WGMMA_SS(SHAPE, TYPE, REGS, OPERANDS, IA, IB, IS)                         \
-  asm volatile("{\n"                                                                     \
-               ".reg .pred p;\n"                                                         \
-               "setp.ne.b32 p, " IS ", 0;\n"                                             \
-               "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " REGS ", " \
-               IA ", " IB ", p, 1, 1, 0, 0;\n"                                           \
-               "}\n"                                                                     \
-               : OPERANDS                                                                \
-               : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)))
+#define FF_SM90_WGMMA_SS(SHAPE, TYPE, REGS, OPERANDS, IA, IB, IS)                          \
+  asm volatile(                                                                            \
+      "{\n"                                                                                \
+      ".reg .pred p;\n"                                                                    \
+      "setp.ne.b32 p, " IS                                                                 \
+      ", 0;\n"                                                                             \
+      "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " REGS ", " IA ", " IB \
+      ", p, 1, 1, 0, 0;\n"                                                                 \
+      "}\n"                                                                                \
+      : OPERANDS                                                                           \
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)))
 
 // RS form with a transposed (MN-major) B: A (64x16) from four registers, B (16xN) from a
 // shared memory descriptor with imm-trans-b = 1. IA0..IA3 = A registers, IB = desc_b,
 // IS = accumulate flag.
-#define FF_SM90_WGMMA_RS_TB(SHAPE, TYPE, REGS, OPERANDS, IA0, IA1, IA2, IA3, IB, IS)     \
-  asm volatile("{\n"                                                                     \
-               ".reg .pred p;\n"                                                         \
-               "setp.ne.b32 p, " IS ", 0;\n"                                             \
-               "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " REGS ", " \
-               "{" IA0 ", " IA1 ", " IA2 ", " IA3 "}, " IB ", p, 1, 1, 1;\n"             \
-               "}\n"                                                                     \
-               : OPERANDS                                                                \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b),                \
-                 "r"(static_cast<int>(accumulate)))
+#define FF_SM90_WGMMA_RS_TB(SHAPE, TYPE, REGS, OPERANDS, IA0, IA1, IA2, IA3, IB, IS) \
+  asm volatile(                                                                      \
+      "{\n"                                                                          \
+      ".reg .pred p;\n"                                                              \
+      "setp.ne.b32 p, " IS                                                           \
+      ", 0;\n"                                                                       \
+      "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " REGS           \
+      ", "                                                                           \
+      "{" IA0 ", " IA1 ", " IA2 ", " IA3 "}, " IB                                    \
+      ", p, 1, 1, 1;\n"                                                              \
+      "}\n"                                                                          \
+      : OPERANDS                                                                     \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(static_cast<int>(accumulate)))
 
 template <typename T>
 struct is_wgmma_16bit
-    : std::integral_constant<bool, std::is_same<T, half>::value ||
-                                       std::is_same<T, __nv_bfloat16>::value> {};
+    : std::integral_constant<bool, std::is_same<T, half>::value || std::is_same<T, __nv_bfloat16>::value> {};
 
 // S (64x64 fp32, 32 regs) (+)= Q slice (64x16, desc_a) * K slice (64 keys x 16, desc_b)^T.
 template <typename T>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a,
-                                                   uint64_t desc_b, bool accumulate) {
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
 #ifdef FORGE_FLASH_SM90A_ENABLED
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_SS("m64n64k16", "bf16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32",
-                     "%33", "%34");
+    FF_SM90_WGMMA_SS("m64n64k16", "bf16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34");
   } else {
-    FF_SM90_WGMMA_SS("m64n64k16", "f16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32",
-                     "%33", "%34");
+    FF_SM90_WGMMA_SS("m64n64k16", "f16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34");
   }
 #else
   __trap();
@@ -313,16 +309,13 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc
 
 // S (64x128 fp32, 64 regs) (+)= Q slice (64x16, desc_a) * K slice (128 keys x 16, desc_b)^T.
 template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a,
-                                                    uint64_t desc_b, bool accumulate) {
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
 #ifdef FORGE_FLASH_SM90A_ENABLED
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_SS("m64n128k16", "bf16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64",
-                     "%65", "%66");
+    FF_SM90_WGMMA_SS("m64n128k16", "bf16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66");
   } else {
-    FF_SM90_WGMMA_SS("m64n128k16", "f16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64",
-                     "%65", "%66");
+    FF_SM90_WGMMA_SS("m64n128k16", "f16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66");
   }
 #else
   __trap();
@@ -332,16 +325,16 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 // O (64x64 fp32, 32 regs) (+)= P slice (64x16, registers a) * V slice (16 keys x 64, desc_b
 // from desc_mnmajor, transposed).
 template <typename T>
-__device__ __forceinline__ void wgmma_m64n64k16_rs_tb(float (&d)[32], const uint32_t (&a)[4],
-                                                      uint64_t desc_b, bool accumulate) {
+__device__ __forceinline__ void wgmma_m64n64k16_rs_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
+                                                      bool accumulate) {
   static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
 #ifdef FORGE_FLASH_SM90A_ENABLED
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_RS_TB("m64n64k16", "bf16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32",
-                        "%33", "%34", "%35", "%36", "%37");
+    FF_SM90_WGMMA_RS_TB("m64n64k16", "bf16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34", "%35",
+                        "%36", "%37");
   } else {
-    FF_SM90_WGMMA_RS_TB("m64n64k16", "f16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32",
-                        "%33", "%34", "%35", "%36", "%37");
+    FF_SM90_WGMMA_RS_TB("m64n64k16", "f16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34", "%35",
+                        "%36", "%37");
   }
 #else
   __trap();
@@ -351,16 +344,16 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs_tb(float (&d)[32], const uint
 // O (64x128 fp32, 64 regs) (+)= P slice (64x16, registers a) * V slice (16 keys x 128,
 // desc_b from desc_mnmajor, transposed; the second 64 columns come through LBO).
 template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const uint32_t (&a)[4],
-                                                       uint64_t desc_b, bool accumulate) {
+__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b,
+                                                       bool accumulate) {
   static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
 #ifdef FORGE_FLASH_SM90A_ENABLED
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_RS_TB("m64n128k16", "bf16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d),
-                        "%64", "%65", "%66", "%67", "%68", "%69");
+    FF_SM90_WGMMA_RS_TB("m64n128k16", "bf16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66", "%67",
+                        "%68", "%69");
   } else {
-    FF_SM90_WGMMA_RS_TB("m64n128k16", "f16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d),
-                        "%64", "%65", "%66", "%67", "%68", "%69");
+    FF_SM90_WGMMA_RS_TB("m64n128k16", "f16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66", "%67",
+                        "%68", "%69");
   }
 #else
   __trap();
@@ -370,8 +363,7 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const uin
 // Shape-generic spellings, picked by the accumulator size (kAcc = N / 2).
 // S = Q K^T slice: wgmma_qk<T>(acc_s, desc_kmajor<64>(sQ, kk), desc_kmajor<N>(sK, kk), kk > 0)
 template <typename T, int kAcc>
-__device__ __forceinline__ void wgmma_qk(float (&d)[kAcc], uint64_t desc_a, uint64_t desc_b,
-                                         bool accumulate) {
+__device__ __forceinline__ void wgmma_qk(float (&d)[kAcc], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   static_assert(kAcc == 32 || kAcc == 64, "N = 64 or 128");
   if constexpr (kAcc == 32) {
     wgmma_m64n64k16_ss<T>(d, desc_a, desc_b, accumulate);
@@ -381,8 +373,7 @@ __device__ __forceinline__ void wgmma_qk(float (&d)[kAcc], uint64_t desc_a, uint
 }
 // O += P V slice: wgmma_pv<T>(acc_o, a[kk], desc_mnmajor<N>(sV, kk), true)
 template <typename T, int kAcc>
-__device__ __forceinline__ void wgmma_pv(float (&d)[kAcc], const uint32_t (&a)[4],
-                                         uint64_t desc_b, bool accumulate) {
+__device__ __forceinline__ void wgmma_pv(float (&d)[kAcc], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
   static_assert(kAcc == 32 || kAcc == 64, "head_dim = 64 or 128");
   if constexpr (kAcc == 32) {
     wgmma_m64n64k16_rs_tb<T>(d, a, desc_b, accumulate);
