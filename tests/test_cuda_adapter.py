@@ -136,6 +136,22 @@ def test_workspace_protocol(binding):
     assert_close_to_reference(out, reference_attention(q, k, v)[0], torch.float16)
 
 
+def test_workspace_size_is_remembered_per_shape(binding):
+    binding.workspace_needed = 4096
+    q, k, v = _qkv(1, 1, 300, 8, 2, 128)
+    ff.flash_attn_fwd(q, k, v)
+    assert len(binding.calls) == 2
+    binding.calls.clear()
+    q2, k2, v2 = _qkv(1, 1, 300, 8, 2, 128)  # same shape, new tensors: one call, workspace given
+    out = ff.flash_attn_fwd(q2, k2, v2)
+    (call,) = binding.calls
+    assert call["workspace"] != 0 and call["workspace_bytes"] == 4096
+    assert_close_to_reference(out, reference_attention(q2, k2, v2)[0], torch.float16)
+    binding.calls.clear()
+    ff.flash_attn_fwd(*_qkv(1, 1, 301, 8, 2, 128))  # another shape asks again
+    assert [c["workspace_bytes"] for c in binding.calls] == [0, 4096]
+
+
 def test_a_binding_that_asks_again_is_an_error(binding):
     binding.workspace_needed, binding.ask_twice = 64, True
     q, k, v = _qkv(1, 1, 3, 2, 2, 16)

@@ -11,7 +11,8 @@ handle and the device ordinal (docs/architecture.md, "The binding"). This adapte
   8 elements); an ``out`` like that receives the result through a copy;
 * follows the workspace protocol: call with no workspace; a non-zero return is the number
   of bytes needed, allocated from torch's stream-ordered caching allocator (CUDA-graph
-  safe) and passed in a second call;
+  safe) and passed in a second call. The size is remembered per call shape, so repeated
+  decode steps allocate first and call the binding once;
 * does no host synchronisation and no per-call lookups: the binding's functions are bound
   once, per-device support is cached.
 """
@@ -28,6 +29,7 @@ from .naive import naive_fwd, naive_varlen_fwd
 
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 _KERNEL_MAX_HEAD_DIM = 256
+_WORKSPACE_CACHE_ENTRIES = 4096  # distinct call shapes remembered; cleared when full
 
 
 def kernel_device_reason(
@@ -123,6 +125,7 @@ class CudaBackend(Backend):
         self._ptx = list(binding.ptx_archs())
         self._device_reasons: dict[int, str | None] = {}
         self._stream_of = _raw_stream_getter()
+        self._workspace_bytes: dict[tuple, int] = {}  # plan shape -> split-KV workspace size
 
     # -- which calls go to the kernels -------------------------------------------------------
 
@@ -149,18 +152,28 @@ class CudaBackend(Backend):
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _launch(self, function, args: tuple, device: torch.device) -> None:
+    def _launch(self, function, args: tuple, pointers: int, device: torch.device) -> None:
+        """Call the binding; ``args[:pointers]`` are the data pointers, the rest (sizes,
+        strides, flags) decide the plan and so the workspace size, which is remembered: a
+        split-KV shape seen before gets its workspace up front and costs one binding call."""
         index = device.index or 0
         stream = self._stream_of(index)
-        needed = function(*args, 0, 0, index, stream)
-        if needed:
-            workspace = torch.empty(needed, dtype=torch.uint8, device=device)
-            again = function(*args, workspace.data_ptr(), needed, index, stream)
-            if again:
-                raise RuntimeError(
-                    f"forge_flash_cu13 asked for {again} workspace bytes after being given "
-                    f"the {needed} it asked for first"
-                )
+        key = (function, index, args[pointers:])
+        known = self._workspace_bytes.get(key, 0)
+        workspace = torch.empty(known, dtype=torch.uint8, device=device) if known else None
+        needed = function(*args, workspace.data_ptr() if known else 0, known, index, stream)
+        if not needed:
+            return
+        if len(self._workspace_bytes) >= _WORKSPACE_CACHE_ENTRIES:
+            self._workspace_bytes.clear()
+        self._workspace_bytes[key] = needed
+        workspace = torch.empty(needed, dtype=torch.uint8, device=device)
+        again = function(*args, workspace.data_ptr(), needed, index, stream)
+        if again:
+            raise RuntimeError(
+                f"forge_flash_cu13 asked for {again} workspace bytes after being given "
+                f"the {needed} it asked for first"
+            )
 
     def fwd(
         self,
@@ -203,7 +216,7 @@ class CudaBackend(Backend):
             batch, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim,
             softmax_scale, causal, _DTYPE_CODES[q.dtype],
         )  # fmt: skip
-        self._launch(self._fwd, args, q.device)
+        self._launch(self._fwd, args, 6, q.device)
         if dest is not out:
             out.copy_(dest)
 
@@ -253,6 +266,6 @@ class CudaBackend(Backend):
             num_heads, num_heads_k, head_dim,
             softmax_scale, causal, _DTYPE_CODES[q.dtype],
         )  # fmt: skip
-        self._launch(self._varlen_fwd, args, q.device)
+        self._launch(self._varlen_fwd, args, 8, q.device)
         if dest is not out:
             out.copy_(dest)
