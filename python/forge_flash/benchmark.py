@@ -8,6 +8,8 @@ halved for causal with sq == sk); decode rows report microseconds and GB/s of K/
 
 Timing: CUDA events around each call (wall clock on the CPU), warm-up first, the median of
 many repeats, fresh random inputs rotated over enough copies that K/V do not stay in L2.
+Back-to-back eager calls include the host's launch overhead wherever it exceeds the GPU time
+(small decode calls); ``--graph`` replays the calls from a CUDA graph to time the GPU alone.
 """
 
 from __future__ import annotations
@@ -301,8 +303,36 @@ def time_call(
     return statistics.median(samples)
 
 
+def time_graph(fn: Callable[[int], object], device: torch.device, *, copies: int) -> float:
+    """Median seconds per call of ``copies`` calls (one per input set) captured in one CUDA
+    graph and replayed: GPU time without the host's launch overhead."""
+    for i in range(copies):  # warm up outside the capture: plans, allocator, caches
+        fn(i)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(copies):
+            fn(i)
+    graph.replay()
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(20)
+    ]
+    for begin, end in events:
+        begin.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize(device)
+    return statistics.median(b.elapsed_time(e) / 1e3 for b, e in events) / copies
+
+
 def measure(
-    shape: Shape, device: torch.device, *, budget_s: float, naive_flops_cap: float
+    shape: Shape,
+    device: torch.device,
+    *,
+    budget_s: float,
+    naive_flops_cap: float,
+    graph: bool = False,
 ) -> list[Row]:
     inputs = make_inputs(shape, device)
     rows = []
@@ -310,9 +340,15 @@ def measure(
         seconds = None
         if contender is not None and not (name == "naive_loop" and shape.flops > naive_flops_cap):
             with contender.context():
-                seconds = time_call(
-                    contender.run, device, budget_s=budget_s if name != "naive_loop" else 0
-                )
+                if graph and device.type == "cuda" and name != "naive_loop":
+                    try:
+                        seconds = time_graph(contender.run, device, copies=len(inputs.ours))
+                    except RuntimeError as exc:  # a backend that cannot be captured: n/a
+                        print(f"  {name}: not capturable in a CUDA graph ({exc})")
+                else:
+                    seconds = time_call(
+                        contender.run, device, budget_s=budget_s if name != "naive_loop" else 0
+                    )
         rows.append(
             Row(
                 shape.kind, name, shape.dtype, shape.batch, shape.heads, shape.heads_k,
@@ -403,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hdim", type=int, choices=[64, 128], help="prefill head_dim only")
     parser.add_argument("--json", metavar="PATH", help="also write every row to PATH as JSON")
     parser.add_argument(
+        "--graph",
+        action="store_true",
+        help="time calls replayed from a CUDA graph (GPU time, no host launch overhead)",
+    )
+    parser.add_argument(
         "--device", choices=["cuda", "cpu"], help="default: cuda when torch sees a GPU"
     )
     return parser
@@ -419,7 +460,9 @@ def run(args: argparse.Namespace) -> list[Row]:
     torch.manual_seed(int(time.time()))  # fresh inputs every run
     rows: list[Row] = []
     for shape in select_shapes(args, device):
-        shape_rows = measure(shape, device, budget_s=budget_s, naive_flops_cap=naive_flops_cap)
+        shape_rows = measure(
+            shape, device, budget_s=budget_s, naive_flops_cap=naive_flops_cap, graph=args.graph
+        )
         print(format_shape(shape, shape_rows), flush=True)
         rows += shape_rows
     print()
