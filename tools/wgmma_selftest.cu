@@ -24,21 +24,20 @@
 
 #include "../csrc/kernels/sm90/wgmma.cuh"
 
-#define CUDA_CHECK(expr)                                                              \
-  do {                                                                                \
-    cudaError_t err_ = (expr);                                                        \
-    if (err_ != cudaSuccess) {                                                        \
-      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr,       \
-                   cudaGetErrorString(err_));                                         \
-      std::exit(2);                                                                   \
-    }                                                                                 \
+#define CUDA_CHECK(expr)                                                                                   \
+  do {                                                                                                     \
+    cudaError_t err_ = (expr);                                                                             \
+    if (err_ != cudaSuccess) {                                                                             \
+      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
+      std::exit(2);                                                                                        \
+    }                                                                                                      \
   } while (0)
 
 namespace ff = forge_flash;
 namespace sm90 = forge_flash::sm90;
 
-constexpr int kM = 64;          // query rows: one wgmma M
-constexpr int kThreads = 128;   // one warpgroup
+constexpr int kM = 64;         // query rows: one wgmma M
+constexpr int kThreads = 128;  // one warpgroup
 
 // Copies a row-major [kRows][kD] global tile into shared memory at `tile` (1024-aligned)
 // in the sm90 swizzled layout, one 16-byte chunk per cp.async.
@@ -97,8 +96,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   sm90::fence_operand(o);
   sm90::wgmma_fence();
 #pragma unroll
-  for (int kk = 0; kk < kN / 16; ++kk)
-    sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN>(sV, kk), true);
+  for (int kk = 0; kk < kN / 16; ++kk) sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN>(sV, kk), true);
   sm90::wgmma_commit();
   sm90::wgmma_wait<0>();
   sm90::fence_operand(o);
@@ -111,18 +109,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <typename T>
 T to16(float x);
 template <>
-half to16<half>(float x) { return __float2half_rn(x); }
+half to16<half>(float x) {
+  return __float2half_rn(x);
+}
 template <>
-__nv_bfloat16 to16<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__nv_bfloat16 to16<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 inline float from16(half x) { return __half2float(x); }
 inline float from16(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T>
 const char* type_name();
 template <>
-const char* type_name<half>() { return "fp16"; }
+const char* type_name<half>() {
+  return "fp16";
+}
 template <>
-const char* type_name<__nv_bfloat16>() { return "bf16"; }
+const char* type_name<__nv_bfloat16>() {
+  return "bf16";
+}
 
 struct Check {
   double max_abs = 0.0, worst_ratio = 0.0;  // ratio: error / tolerance
@@ -137,8 +143,7 @@ struct Check {
       worst_ratio = std::max(worst_ratio, err / tol);
     }
     if (!(err <= tol)) {
-      if (bad < 4)
-        std::printf("    %s[%d][%d]: got %.6f, want %.6f\n", what, r, c, got, ref);
+      if (bad < 4) std::printf("    %s[%d][%d]: got %.6f, want %.6f\n", what, r, c, got, ref);
       ++bad;
     }
   }
@@ -168,8 +173,7 @@ bool run_case(std::mt19937& rng) {
 
   const size_t smem = sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) + 1024;
   auto kernel = selftest_kernel<T, kD, kN>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(smem)));
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
@@ -210,10 +214,8 @@ bool run_case(std::mt19937& rng) {
       co.add(ho[r * kD + c], ref, scale, r, c, "O");
     }
   const bool ok = cs.bad == 0 && co.bad == 0;
-  std::printf("  S = Q K^T : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", cs.max_abs,
-              cs.worst_ratio, cs.bad);
-  std::printf("  O = P V   : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co.max_abs,
-              co.worst_ratio, co.bad);
+  std::printf("  S = Q K^T : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", cs.max_abs, cs.worst_ratio, cs.bad);
+  std::printf("  O = P V   : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co.max_abs, co.worst_ratio, co.bad);
   std::printf("  %s\n", ok ? "PASS" : "FAIL");
   return ok;
 }
@@ -236,14 +238,13 @@ bool check_layout_function() {
   bool same64 = true, same128 = true;
   for (int r = 0; r < 128; ++r)
     for (int c = 0; c < 16; ++c) {
-      if (c < 8 && sm90::tile_offset(128, r, c) != uint32_t(r * 64 + ((c ^ (r % 8)) * 8)) * 2)
-        same64 = false;
-      if (sm90::tile_offset(128, r, c) != uint32_t(r * 128 + ((c ^ (r % 8)) * 8)) * 2)
-        same128 = false;
+      if (c < 8 && sm90::tile_offset(128, r, c) != uint32_t(r * 64 + ((c ^ (r % 8)) * 8)) * 2) same64 = false;
+      if (sm90::tile_offset(128, r, c) != uint32_t(r * 128 + ((c ^ (r % 8)) * 8)) * 2) same128 = false;
     }
-  std::printf("layout function: bijective %s; equals SM80 smem_offset at head_dim 64: %s, "
-              "at head_dim 128: %s\n",
-              ok ? "yes" : "NO", same64 ? "yes" : "no", same128 ? "yes" : "no");
+  std::printf(
+      "layout function: bijective %s; equals SM80 smem_offset at head_dim 64: %s, "
+      "at head_dim 128: %s\n",
+      ok ? "yes" : "NO", same64 ? "yes" : "no", same128 ? "yes" : "no");
   return ok && same64 && !same128;
 }
 
