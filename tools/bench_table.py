@@ -1,0 +1,61 @@
+"""Render `python -m forge_flash bench --json` output as the markdown tables of
+docs/benchmarks.md: one row per shape, ours beside torch SDPA's flash and cuDNN backends and the
+naive per-head loop, with ratios (their time / ours: above 1, forge_flash is faster).
+
+    python tools/bench_table.py RESULTS.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+CONTENDERS = ("sdpa_flash", "sdpa_cudnn", "naive_loop")
+
+
+def _figure(kind: str, row: dict | None) -> str:
+    if row is None or row["ms"] is None:
+        return "n/a"
+    if kind == "prefill":
+        return f"{row['tflops']:.3g}"
+    return f"{row['ms'] * 1e3:.1f} ({row['gbps']:.0f})"
+
+
+def _ratio(ours: dict, row: dict | None) -> str:
+    if row is None or row["ms"] is None:
+        return "n/a"
+    return f"{row['ms'] / ours['ms']:.2f}x"
+
+
+def render(rows: list[dict]) -> str:
+    by_shape: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        key = (row["kind"], row["dtype"], row["d"], row["sq"], row["sk"], row["causal"])
+        by_shape[key][row["backend"]] = row
+    lines = []
+    for kind in ("prefill", "decode"):
+        shapes = [k for k in by_shape if k[0] == kind]
+        if not shapes:
+            continue
+        unit = "TFLOP/s" if kind == "prefill" else "us (GB/s)"
+        lines += [
+            f"| {kind} | causal | ours {unit} | flash | cudnn | naive loop "
+            "| ours vs flash | ours vs cudnn | ours vs naive |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for key in shapes:
+            found = by_shape[key]
+            ours = found["forge_flash"]
+            _, dtype, d, sq, sk, causal = key
+            shape = f"{dtype} d{d} s{sq}" if kind == "prefill" else f"{dtype} kv {sk}"
+            cells = [_figure(kind, ours)] + [_figure(kind, found.get(c)) for c in CONTENDERS]
+            cells += [_ratio(ours, found.get(c)) for c in CONTENDERS]
+            lines.append(f"| {shape} | {'yes' if causal else 'no'} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        print(render(json.load(f)["rows"]))
