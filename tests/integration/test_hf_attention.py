@@ -1,0 +1,217 @@
+"""``attn_implementation="forge_flash"`` in Hugging Face transformers, against ``sdpa``.
+
+A small randomly initialised Llama model (no download): the same weights under both
+implementations must give the same logits, with and without padding, in prefill and in
+cached decoding; masks forge-flash cannot honour must be refused, not ignored. CPU tests use
+float32 (naive path); the ``kernels`` tests run float16/bfloat16 on the GPU kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import forge_flash.integrations.transformers as ff_hf  # noqa: E402
+
+from helpers.kernels import kernel_backend  # noqa: E402
+from model_helpers import counted_kernels  # noqa: E402
+
+VOCAB = 256
+
+
+def _config(**overrides):
+    settings = dict(
+        vocab_size=VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        initializer_range=0.1,  # logits well away from uniform
+    )  # fmt: skip
+    settings.update(overrides)
+    return transformers.LlamaConfig(**settings)
+
+
+def _pair(config, device="cpu", dtype=torch.float32):
+    """The same random weights under sdpa and forge_flash."""
+    ff_hf.register()
+    torch.manual_seed(0)
+    sdpa = transformers.LlamaForCausalLM._from_config(
+        copy.deepcopy(config), attn_implementation="sdpa"
+    )
+    ours = transformers.LlamaForCausalLM._from_config(
+        copy.deepcopy(config), attn_implementation="forge_flash"
+    )
+    ours.load_state_dict(sdpa.state_dict())
+    assert sdpa.config._attn_implementation == "sdpa"
+    assert ours.config._attn_implementation == "forge_flash"
+    return sdpa.to(device, dtype).eval(), ours.to(device, dtype).eval()
+
+
+def _batch(device="cpu"):
+    """Three sequences of 20 slots: full, 7 left-padding tokens, 4 right-padding tokens."""
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, VOCAB, (3, 20), generator=gen)
+    mask = torch.ones(3, 20, dtype=torch.long)
+    mask[1, :7] = 0
+    mask[2, 16:] = 0
+    return ids.to(device), mask.to(device)
+
+
+@pytest.fixture
+def varlen_calls(monkeypatch):
+    calls = []
+    real = ff_hf.flash_attn_varlen_fwd
+
+    def spy(q, *args, **kwargs):
+        calls.append(tuple(q.shape))
+        return real(q, *args, **kwargs)
+
+    monkeypatch.setattr(ff_hf, "flash_attn_varlen_fwd", spy)
+    return calls
+
+
+def _forced_logits(model, ids, mask, steps):
+    """Prefill with ``mask``, then ``steps`` cached decode steps feeding fixed tokens.
+
+    Returns the logits of every real token (prefill) and of each decode step, concatenated.
+    """
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        logits = [out.logits[mask.bool()]]
+        cache = out.past_key_values
+        for step in range(steps):
+            token = torch.full((ids.shape[0], 1), 5 + step, device=ids.device)
+            mask = torch.cat((mask, torch.ones_like(token)), dim=1)
+            out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+            logits.append(out.logits[:, -1])
+            cache = out.past_key_values
+    return torch.cat(logits)
+
+
+# -- CPU, float32 (naive path) --------------------------------------------------------------
+
+
+def test_logits_match_sdpa_without_padding():
+    sdpa, ours = _pair(_config())
+    ids, _ = _batch()
+    with torch.no_grad():
+        expected, got = sdpa(ids).logits, ours(ids).logits
+    assert expected.std() > 0.1  # a model whose logits depend on the input
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+
+
+def test_padding_goes_through_varlen_and_matches_sdpa(varlen_calls):
+    sdpa, ours = _pair(_config())
+    ids, mask = _batch()
+    expected = _forced_logits(sdpa, ids, mask, steps=4)
+    got = _forced_logits(ours, ids, mask, steps=4)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+    # Prefill packs the 20 + 13 + 16 real tokens; each decode step packs one per sequence.
+    assert varlen_calls[0] == (49, 4, 64)
+    assert varlen_calls[-1] == (3, 4, 64)
+    assert len(varlen_calls) == 2 * 5  # 2 layers x (prefill + 4 steps)
+
+
+def test_padding_changes_the_answer():
+    # The test above would pass trivially if masks did not matter for this model.
+    _, ours = _pair(_config())
+    ids, mask = _batch()
+    with torch.no_grad():
+        masked = ours(ids, attention_mask=mask).logits[1, -1]
+        unmasked = ours(ids).logits[1, -1]
+    assert (masked - unmasked).abs().max() > 1e-2
+
+
+def test_greedy_generate_with_left_padding_matches_sdpa():
+    sdpa, ours = _pair(_config())
+    ids, mask = _batch()
+    ids, mask = ids[:2], mask[:2]  # generate() wants left padding only
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    expected = sdpa.generate(ids, **kwargs)
+    got = ours.generate(ids, **kwargs)
+    assert torch.equal(got, expected)
+
+
+def test_forced_naive_gives_the_same_logits():
+    _, ours = _pair(_config())
+    ids, mask = _batch()
+    with torch.no_grad():
+        auto = ours(ids, attention_mask=mask).logits
+        with kernel_backend("naive"):
+            naive = ours(ids, attention_mask=mask).logits
+    torch.testing.assert_close(naive, auto, atol=0, rtol=0)
+
+
+def test_model_constructed_from_a_config_naming_forge_flash():
+    ff_hf.register()
+    config = _config(attn_implementation="forge_flash")
+    model = transformers.LlamaForCausalLM(config).eval()
+    assert model.config._attn_implementation == "forge_flash"
+    ids, mask = _batch()
+    with torch.no_grad():
+        assert torch.isfinite(model(ids, attention_mask=mask).logits).all()
+
+
+def test_a_custom_4d_mask_is_refused():
+    _, ours = _pair(_config())
+    ids, _ = _batch()
+    mask = torch.ones(3, 1, 20, 20, dtype=torch.bool).tril()
+    with pytest.raises(ValueError, match="forge_flash"):
+        ours(ids, attention_mask=mask)
+
+
+def test_a_sliding_window_is_refused():
+    ff_hf.register()
+    config = transformers.MistralConfig(
+        vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=4,
+        attn_implementation="forge_flash",
+    )  # fmt: skip
+    model = transformers.MistralForCausalLM(config).eval()
+    ids, _ = _batch()
+    with pytest.raises(ValueError, match="sliding window"):
+        model(ids)
+
+
+def test_dropout_in_training_mode_is_refused():
+    _, ours = _pair(_config(attention_dropout=0.1))
+    ids, _ = _batch()
+    ours.train()
+    with pytest.raises(ValueError, match="forward only"):
+        ours(ids)
+
+
+# -- GPU kernels ----------------------------------------------------------------------------
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_logits_match_sdpa_on_the_kernels(dtype, varlen_calls):
+    """Against a float32 CPU reference, forge_flash's error is at most 2x sdpa's (+1e-3)."""
+    cpu_sdpa, _ = _pair(_config())
+    reference = _forced_logits(cpu_sdpa, *_batch(), steps=4)
+    sdpa, ours = _pair(_config(), "cuda", dtype)
+    ids, mask = _batch("cuda")
+    expected = _forced_logits(sdpa, ids, mask, steps=4).float().cpu()
+    with counted_kernels() as kernels:
+        got = _forced_logits(ours, ids, mask, steps=4).float().cpu()
+    assert kernels["varlen_fwd"] == len(varlen_calls) > 0  # padding ran on the varlen kernel
+    sdpa_error = (expected - reference).abs().max().item()
+    our_error = (got - reference).abs().max().item()
+    assert our_error <= 2 * sdpa_error + 1e-3, (our_error, sdpa_error)
+    scale = reference.abs().max().item()
+    assert (got - expected).abs().max().item() <= 0.05 * scale
+
+
+@pytest.mark.kernels
+def test_unpadded_prefill_runs_on_the_kernels():
+    sdpa, ours = _pair(_config(), "cuda", torch.float16)
+    ids, _ = _batch("cuda")
+    with torch.no_grad():
+        expected = sdpa(ids).logits.float()
+        with counted_kernels() as kernels:
+            got = ours(ids).logits.float()
+    assert kernels["fwd"] == 2  # one call per layer
+    torch.testing.assert_close(got, expected, atol=0.02 * expected.abs().max().item(), rtol=0)
