@@ -100,6 +100,18 @@ def _destination(out: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return dest, dest.stride()[:-1]
 
 
+def _no_work(out: torch.Tensor, lse: torch.Tensor | None, keys: int) -> bool:
+    """Answer calls with no output or no keys here (output 0, LSE -inf); True if answered."""
+    if out.numel() == 0:
+        return True
+    if keys == 0:
+        out.zero_()
+        if lse is not None:
+            lse.fill_(float("-inf"))
+        return True
+    return False
+
+
 def _raw_stream_getter():
     # torch's private fast path returns the handle as an int without building a Stream object
     # (a few microseconds per call on the decode path); the public call is the fallback.
@@ -195,12 +207,7 @@ class CudaBackend(Backend):
             return
         batch, seqlen_q, num_heads, head_dim = q.shape
         seqlen_k, num_heads_k = k.shape[1], k.shape[2]
-        if out.numel() == 0:
-            return
-        if seqlen_k == 0:
-            out.zero_()
-            if lse is not None:
-                lse.fill_(float("-inf"))
+        if _no_work(out, lse, seqlen_k):
             return
         q, q_strides = _kernel_operand(q)
         k, k_strides = _kernel_operand(k)
@@ -243,12 +250,7 @@ class CudaBackend(Backend):
             return
         total_q, num_heads, head_dim = q.shape
         total_k, num_heads_k = k.shape[0], k.shape[1]
-        if out.numel() == 0:
-            return
-        if total_k == 0:
-            out.zero_()
-            if lse is not None:
-                lse.fill_(float("-inf"))
+        if _no_work(out, lse, total_k):
             return
         q, q_strides = _kernel_operand(q)
         k, k_strides = _kernel_operand(k)
