@@ -15,26 +15,10 @@ import torch
 
 import forge_flash as ff
 from forge_flash import validation
-from forge_flash.backends.cuda import CudaBackend
 
-from helpers.fake_plugin import FakeBinding
+from helpers.fake_plugin import STREAM, CpuCudaBackend, FakeBinding
 from helpers.reference import reference_attention, reference_varlen
 from helpers.tolerance import assert_close_to_reference, assert_lse_close
-
-STREAM = 0x5EED
-
-
-class CpuCudaBackend(CudaBackend):
-    """The real adapter, aimed at CPU tensors, on a fake GPU 0 with a fixed stream handle."""
-
-    device_type = "cpu"
-
-    def __init__(self, binding):
-        super().__init__(types.SimpleNamespace(__version__="0.1.0"), binding)
-        self._stream_of = lambda index: STREAM
-
-    def device_reason(self, index):
-        return None
 
 
 @pytest.fixture
@@ -239,7 +223,7 @@ def test_multi_head_attention_casts_float32_for_the_kernels(binding):
 
 
 def test_value_checks_are_skipped_while_a_graph_is_captured(monkeypatch):
-    fake_cuda = types.SimpleNamespace(device=torch.device("cuda", 0))
+    fake_cuda = types.SimpleNamespace(device=torch.device("cuda", 0), is_cuda=True, is_meta=False)
     monkeypatch.setattr(torch.cuda, "device", lambda device: _NullContext())
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     assert not validation.device_values_readable(fake_cuda)

@@ -12,15 +12,25 @@ Conventions, identical on every backend:
 * GQA/MQA: ``num_heads_k`` divides ``num_heads``; query head h reads KV head
   ``h // (num_heads // num_heads_k)``;
 * inputs are never modified; ``out=`` receives the result when given.
+
+A call whose signature (shapes, strides, dtypes, devices, options) was seen before skips
+validation and planning (``forge_flash.call_cache``): a decode loop pays them once.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import ops
-from .discovery import active_backend
-from .validation import check_decode, check_flag, check_fwd, check_varlen, resolve_scale
+from . import call_cache, ops
+from .discovery import active_backend, discovered_backend
+from .validation import (
+    check_cache_seqlens_values,
+    check_decode,
+    check_flag,
+    check_fwd,
+    check_varlen,
+    resolve_scale,
+)
 
 
 def flash_attn_fwd(
@@ -48,19 +58,28 @@ def flash_attn_fwd(
     """
     if torch.compiler.is_compiling():  # one opaque op for Dynamo (see forge_flash.ops)
         return ops.flash_attn_fwd(q, k, v, softmax_scale, causal, out, return_lse)
+    key = call_cache.signature(
+        discovered_backend(), (q, k, v, out), (softmax_scale, causal, return_lse)
+    )
+    prepared = call_cache.lookup(key)
+    if prepared is not None:
+        result = out if out is not None else torch.empty_like(q, memory_format=_CONTIGUOUS)
+        lse = _lse_like(q, (q.shape[0], q.shape[2], q.shape[1])) if return_lse else None
+        if prepared(q, k, v, result, lse, None):
+            return (result, lse) if return_lse else result
     dims = check_fwd(q, k, v, out)
     scale = resolve_scale("softmax_scale", softmax_scale, dims.head_dim)
     check_flag("causal", causal)
     check_flag("return_lse", return_lse)
     backend = active_backend()
     if out is None:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = None
-    if return_lse:
-        lse = torch.empty(
-            (dims.batch, dims.num_heads, dims.seqlen_q), dtype=torch.float32, device=q.device
-        )
+        out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+    lse = _lse_like(q, (dims.batch, dims.num_heads, dims.seqlen_q)) if return_lse else None
     backend.fwd(q, k, v, out, lse, softmax_scale=scale, causal=causal)
+    if call_cache.needs_preparing(key):
+        call_cache.remember(
+            key, backend.prepare_fwd(q, k, v, out, lse, softmax_scale=scale, causal=causal)
+        )
     return (out, lse) if lse is not None else out
 
 
@@ -150,17 +169,38 @@ def batched_decode_attention(
         return ops.batched_decode_attention(
             q, k_cache, v_cache, cache_seqlens, softmax_scale, return_lse
         )
-    dims = check_decode(q, k_cache, v_cache, cache_seqlens)
+    tensors = (q, k_cache, v_cache, cache_seqlens)
+    key = call_cache.signature(discovered_backend(), tensors, (softmax_scale, return_lse))
+    prepared = call_cache.lookup(key)
+    if prepared is not None:
+        check_cache_seqlens_values(cache_seqlens, k_cache.shape[1])
+        out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+        lse = _lse_like(q, q.shape[:2]) if return_lse else None
+        # Prepared for the 4-D views below: the same memory, so the same pointers.
+        if prepared(q, k_cache, v_cache, out, lse, cache_seqlens):
+            return (out, lse) if return_lse else out
+    dims = check_decode(*tensors)
     scale = resolve_scale("softmax_scale", softmax_scale, dims.head_dim)
     check_flag("return_lse", return_lse)
     backend = active_backend()
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = None
-    if return_lse:
-        lse = torch.empty((dims.batch, dims.num_heads), dtype=torch.float32, device=q.device)
-    backend.fwd(
-        q.unsqueeze(1), k_cache, v_cache, out.unsqueeze(1),
-        None if lse is None else lse.unsqueeze(-1),
-        softmax_scale=scale, causal=False, seqused_k=cache_seqlens,
-    )  # fmt: skip
+    out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+    lse = _lse_like(q, (dims.batch, dims.num_heads)) if return_lse else None
+    # One query row per sequence: flash_attn_fwd's layout with seqlen_q = 1.
+    args = (q.unsqueeze(1), k_cache, v_cache, out.unsqueeze(1))
+    lse_rows = None if lse is None else lse.unsqueeze(-1)
+    backend.fwd(*args, lse_rows, softmax_scale=scale, causal=False, seqused_k=cache_seqlens)
+    if call_cache.needs_preparing(key):
+        call_cache.remember(
+            key,
+            backend.prepare_fwd(
+                *args, lse_rows, softmax_scale=scale, causal=False, seqused_k=cache_seqlens
+            ),
+        )
     return (out, lse) if lse is not None else out
+
+
+_CONTIGUOUS = torch.contiguous_format
+
+
+def _lse_like(q: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.empty(shape, dtype=torch.float32, device=q.device)

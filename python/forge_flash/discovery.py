@@ -260,6 +260,12 @@ def active_backend() -> Backend:
     return state.active
 
 
+def discovered_backend() -> Backend | None:
+    """The active backend if discovery has already run, else None; never discovers or raises
+    (the repeated-call shortcut uses it, so that bad input is reported before discovery)."""
+    return _active
+
+
 def reset() -> None:
     """Forget the cached discovery (re-reads the environment and entry points next time)."""
     global _state, _active

@@ -164,8 +164,8 @@ def check_index_tensor(name: str, x: object, length: int | None, q: torch.Tensor
 
 def device_values_readable(x: torch.Tensor) -> bool:
     """Whether a value check may read ``x`` back to the host now (see the module docstring)."""
-    if x.device.type != "cuda":
-        return x.device.type != "meta"
+    if not x.is_cuda:
+        return not x.is_meta
     if not _CHECK_DEVICE_VALUES:
         return False
     with torch.cuda.device(x.device):
@@ -285,15 +285,20 @@ def check_decode(q: object, k_cache: object, v_cache: object, cache_seqlens: obj
     check_heads("q.shape[1]", num_heads, "k_cache.shape[2]", k_cache.shape[2])
     seqlens = check_index_tensor("cache_seqlens", cache_seqlens, batch, q)
     max_cache_len = k_cache.shape[1]
-    if device_values_readable(seqlens) and batch:
-        # One read-back for both bounds.
-        low, high = torch.stack(torch.aminmax(seqlens)).tolist()
-        if low < 0 or high > max_cache_len:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"cache_seqlens must lie in [0, max_cache_len = {max_cache_len}]; got {bad}"
-            )
+    check_cache_seqlens_values(seqlens, max_cache_len)
     return FwdDims(batch, 1, max_cache_len, num_heads, k_cache.shape[2], head_dim)
+
+
+def check_cache_seqlens_values(cache_seqlens: torch.Tensor, max_cache_len: int) -> None:
+    """Each length in [0, max_cache_len] (one read-back for both bounds, when allowed)."""
+    if not cache_seqlens.numel() or not device_values_readable(cache_seqlens):
+        return
+    low, high = torch.stack(torch.aminmax(cache_seqlens)).tolist()
+    if low < 0 or high > max_cache_len:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"cache_seqlens must lie in [0, max_cache_len = {max_cache_len}]; got {bad}"
+        )
 
 
 def check_model_dims(

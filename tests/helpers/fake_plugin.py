@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import textwrap
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from forge_flash.backends.cuda import CudaBackend
 
 from .reference import reference_attention
 
@@ -214,3 +217,20 @@ class FakeBinding:
             if lse_view is not None:
                 lse_view[:, q0:q1].copy_(result_lse[0])
         return 0
+
+
+#: The stream handle ``CpuCudaBackend`` passes.
+STREAM = 0x5EED
+
+
+class CpuCudaBackend(CudaBackend):
+    """The real adapter, aimed at CPU tensors, on a fake GPU 0 with a fixed stream handle."""
+
+    device_type = "cpu"
+
+    def __init__(self, binding):
+        super().__init__(types.SimpleNamespace(__version__="0.1.0"), binding)
+        self._stream_of = lambda index: STREAM
+
+    def device_reason(self, index):
+        return None

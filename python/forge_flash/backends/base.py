@@ -9,9 +9,29 @@ key gives output 0 and LSE -inf).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
+
+
+class PreparedFwd(Protocol):
+    """``Backend.fwd`` with everything but the data pointers worked out in advance.
+
+    Called with tensors of the signature it was prepared for (types, shapes, strides, dtypes,
+    devices; the same memory may also be passed as views that differ only in size-1
+    dimensions), it reads nothing from them but their data pointers. Returns False, having done
+    nothing, when those pointers do not suit it (the caller then takes ``Backend.fwd``).
+    """
+
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        lse: torch.Tensor | None,
+        seqused_k: torch.Tensor | None,
+    ) -> bool: ...
 
 
 class Backend(ABC):
@@ -64,6 +84,23 @@ class Backend(ABC):
         causal: bool,
     ) -> None:
         """Packed batch: q/out (total_q, h, d), k/v (total_k, hk, d), lse (h, total_q) float32."""
+
+    def prepare_fwd(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        lse: torch.Tensor | None,
+        *,
+        softmax_scale: float,
+        causal: bool,
+        seqused_k: torch.Tensor | None = None,
+    ) -> PreparedFwd | None:
+        """A fast repeatable form of this ``fwd`` call (the public API keeps one per call
+        signature, so decode steps skip validation and planning), or None when the backend
+        has none; the default, since the naive path's cost is its arithmetic."""
+        return None
 
     def multi_head_attention(
         self,

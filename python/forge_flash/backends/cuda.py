@@ -14,7 +14,9 @@ handle and the device ordinal (docs/architecture.md, "The binding"). This adapte
   safe) and passed in a second call. The size is remembered per call shape, so repeated
   decode steps allocate first and call the binding once;
 * does no host synchronisation and no per-call lookups: the binding's functions are bound
-  once, per-device support is cached.
+  once, per-device support is cached;
+* offers ``prepare_fwd``: a call with its sizes, strides and flags bound, which later calls
+  of the same signature (the public API keeps one per signature) run from data pointers alone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from types import ModuleType
 
 import torch
 
-from .base import Backend
+from .base import Backend, PreparedFwd
 from .naive import naive_fwd, naive_varlen_fwd
 
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
@@ -80,24 +82,20 @@ def _kernel_strides(x: torch.Tensor) -> tuple[int, ...] | None:
     return strides if _strides_ok(strides) else None
 
 
-def _kernel_operand(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+def _kernel_operand(x: torch.Tensor) -> torch.Tensor:
     """``x``, or an aligned contiguous copy when the kernels cannot take its layout."""
-    strides = _kernel_strides(x)
-    if strides is not None:
-        return x, strides
+    if _kernel_strides(x) is not None:
+        return x
     # clone, not .contiguous(): a contiguous view at an odd offset must move too, and fresh
     # allocations are aligned.
-    x = x.clone(memory_format=torch.contiguous_format)
-    return x, x.stride()[:-1]
+    return x.clone(memory_format=torch.contiguous_format)
 
 
-def _destination(out: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+def _destination(out: torch.Tensor) -> torch.Tensor:
     """Where the kernels write: ``out`` when they can, else a fresh buffer copied to ``out``."""
-    strides = _kernel_strides(out)
-    if strides is not None:
-        return out, strides
-    dest = torch.empty_like(out, memory_format=torch.contiguous_format)
-    return dest, dest.stride()[:-1]
+    if _kernel_strides(out) is not None:
+        return out
+    return torch.empty_like(out, memory_format=torch.contiguous_format)
 
 
 def _no_work(out: torch.Tensor, lse: torch.Tensor | None, keys: int) -> bool:
@@ -121,6 +119,79 @@ def _raw_stream_getter():
     return lambda index: torch.cuda.current_stream(index).cuda_stream
 
 
+class _Launch:
+    """One binding entry point with everything but the data pointers bound.
+
+    Follows the workspace protocol and remembers the size its plan needs (in the backend's
+    table, so a later ``_Launch`` of the same plan allocates up front and calls once).
+    """
+
+    __slots__ = (
+        "_device",
+        "_function",
+        "_index",
+        "_key",
+        "_known",
+        "_sizes",
+        "_static",
+        "_stream_of",
+    )
+
+    def __init__(self, backend: CudaBackend, function, static: tuple, device: torch.device) -> None:
+        self._function = function
+        self._static = static
+        self._index = device.index or 0
+        self._device = device
+        self._key = (function, self._index, static)
+        self._sizes = backend._workspace_bytes
+        self._known = self._sizes.get(self._key, 0)
+        self._stream_of = backend._stream_of
+
+    def __call__(self, *pointers: int) -> None:
+        index, stream = self._index, self._stream_of(self._index)
+        known = self._known
+        if known:
+            workspace = torch.empty(known, dtype=torch.uint8, device=self._device)
+            args = (*pointers, *self._static, workspace.data_ptr(), known, index, stream)
+        else:
+            args = (*pointers, *self._static, 0, 0, index, stream)
+        needed = self._function(*args)
+        if not needed:
+            return
+        if len(self._sizes) >= _WORKSPACE_CACHE_ENTRIES:
+            self._sizes.clear()
+        self._sizes[self._key] = self._known = needed
+        workspace = torch.empty(needed, dtype=torch.uint8, device=self._device)
+        again = self._function(
+            *pointers, *self._static, workspace.data_ptr(), needed, index, stream
+        )
+        if again:
+            raise RuntimeError(
+                f"forge_flash_cu13 asked for {again} workspace bytes after being given "
+                f"the {needed} it asked for first"
+            )
+
+
+class _PreparedFwd:
+    """``CudaBackend.fwd`` from data pointers (see ``PreparedFwd``)."""
+
+    __slots__ = ("_launch",)
+
+    def __init__(self, launch: _Launch) -> None:
+        self._launch = launch
+
+    def __call__(self, q, k, v, out, lse, seqused_k) -> bool:
+        q_ptr, k_ptr, v_ptr, out_ptr = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
+        if (q_ptr | k_ptr | v_ptr | out_ptr) & 15:  # prepared for 16-byte aligned bases
+            return False
+        self._launch(
+            q_ptr, k_ptr, v_ptr, out_ptr,
+            0 if lse is None else lse.data_ptr(),
+            0 if seqused_k is None else seqused_k.data_ptr(),
+        )  # fmt: skip
+        return True
+
+
 class CudaBackend(Backend):
     """FlashAttention-2 style kernels from the ``forge-flash-cu13`` plugin."""
 
@@ -137,7 +208,7 @@ class CudaBackend(Backend):
         self._ptx = list(binding.ptx_archs())
         self._device_reasons: dict[int, str | None] = {}
         self._stream_of = _raw_stream_getter()
-        self._workspace_bytes: dict[tuple, int] = {}  # plan shape -> split-KV workspace size
+        self._workspace_bytes: dict[tuple, int] = {}  # plan -> split-KV workspace size
 
     # -- which calls go to the kernels -------------------------------------------------------
 
@@ -164,28 +235,38 @@ class CudaBackend(Backend):
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _launch(self, function, args: tuple, pointers: int, device: torch.device) -> None:
-        """Call the binding; ``args[:pointers]`` are the data pointers, the rest (sizes,
-        strides, flags) decide the plan and so the workspace size, which is remembered: a
-        split-KV shape seen before gets its workspace up front and costs one binding call."""
-        index = device.index or 0
-        stream = self._stream_of(index)
-        key = (function, index, args[pointers:])
-        known = self._workspace_bytes.get(key, 0)
-        workspace = torch.empty(known, dtype=torch.uint8, device=device) if known else None
-        needed = function(*args, workspace.data_ptr() if known else 0, known, index, stream)
-        if not needed:
-            return
-        if len(self._workspace_bytes) >= _WORKSPACE_CACHE_ENTRIES:
-            self._workspace_bytes.clear()
-        self._workspace_bytes[key] = needed
-        workspace = torch.empty(needed, dtype=torch.uint8, device=device)
-        again = function(*args, workspace.data_ptr(), needed, index, stream)
-        if again:
-            raise RuntimeError(
-                f"forge_flash_cu13 asked for {again} workspace bytes after being given "
-                f"the {needed} it asked for first"
-            )
+    def _fwd_launch(self, q, k, v, out, softmax_scale: float, causal: bool) -> _Launch | None:
+        """The launch of a ``fwd`` call on these layouts, or None if the kernels cannot take
+        one of them as it is."""
+        strides = [_kernel_strides(x) for x in (q, k, v, out)]
+        if None in strides:
+            return None
+        batch, seqlen_q, num_heads, head_dim = q.shape
+        static = (
+            tuple(s for layout in strides for s in layout),
+            batch, seqlen_q, k.shape[1], num_heads, k.shape[2], head_dim,
+            softmax_scale, causal, _DTYPE_CODES[q.dtype],
+        )  # fmt: skip
+        return _Launch(self, self._fwd, static, q.device)
+
+    def prepare_fwd(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        lse: torch.Tensor | None,
+        *,
+        softmax_scale: float,
+        causal: bool,
+        seqused_k: torch.Tensor | None = None,
+    ) -> PreparedFwd | None:
+        if not self._qualifies(q) or out.numel() == 0 or k.shape[1] == 0:
+            return None
+        if seqused_k is not None and q.shape[0] > 1 and seqused_k.stride(0) != 1:
+            return None
+        launch = self._fwd_launch(q, k, v, out, softmax_scale, causal)
+        return None if launch is None else _PreparedFwd(launch)
 
     def fwd(
         self,
@@ -205,25 +286,15 @@ class CudaBackend(Backend):
                 seqused_k=seqused_k,
             )  # fmt: skip
             return
-        batch, seqlen_q, num_heads, head_dim = q.shape
-        seqlen_k, num_heads_k = k.shape[1], k.shape[2]
-        if _no_work(out, lse, seqlen_k):
+        if _no_work(out, lse, k.shape[1]):
             return
-        q, q_strides = _kernel_operand(q)
-        k, k_strides = _kernel_operand(k)
-        v, v_strides = _kernel_operand(v)
-        dest, out_strides = _destination(out)
+        q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)
+        dest = _destination(out)
         if seqused_k is not None:
             seqused_k = seqused_k.contiguous()
-        args = (
-            q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
-            0 if lse is None else lse.data_ptr(),
-            0 if seqused_k is None else seqused_k.data_ptr(),
-            (*q_strides, *k_strides, *v_strides, *out_strides),
-            batch, seqlen_q, seqlen_k, num_heads, num_heads_k, head_dim,
-            softmax_scale, causal, _DTYPE_CODES[q.dtype],
-        )  # fmt: skip
-        self._launch(self._fwd, args, 6, q.device)
+        launch = self._fwd_launch(q, k, v, dest, softmax_scale, causal)
+        assert launch is not None  # the operands above are laid out for the kernels
+        _PreparedFwd(launch)(q, k, v, dest, lse, seqused_k)
         if dest is not out:
             out.copy_(dest)
 
@@ -252,22 +323,22 @@ class CudaBackend(Backend):
         total_k, num_heads_k = k.shape[0], k.shape[1]
         if _no_work(out, lse, total_k):
             return
-        q, q_strides = _kernel_operand(q)
-        k, k_strides = _kernel_operand(k)
-        v, v_strides = _kernel_operand(v)
-        dest, out_strides = _destination(out)
+        q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)
+        dest = _destination(out)
         cu_seqlens_q = cu_seqlens_q.contiguous()
         cu_seqlens_k = cu_seqlens_k.contiguous()
-        args = (
-            q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
-            0 if lse is None else lse.data_ptr(),
-            cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr(), 0,
-            # Packed tensors have no batch dimension; the binding ignores batch strides.
-            (0, *q_strides, 0, *k_strides, 0, *v_strides, 0, *out_strides),
+        # Packed tensors have no batch dimension; the binding ignores batch strides.
+        strides = (0, *_kernel_strides(q), 0, *_kernel_strides(k), 0, *_kernel_strides(v))
+        static = (
+            (*strides, 0, *_kernel_strides(dest)),
             cu_seqlens_q.shape[0] - 1, max_seqlen_q, max_seqlen_k, total_q, total_k,
             num_heads, num_heads_k, head_dim,
             softmax_scale, causal, _DTYPE_CODES[q.dtype],
         )  # fmt: skip
-        self._launch(self._varlen_fwd, args, 8, q.device)
+        _Launch(self, self._varlen_fwd, static, q.device)(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
+            0 if lse is None else lse.data_ptr(),
+            cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr(), 0,
+        )  # fmt: skip
         if dest is not out:
             out.copy_(dest)
