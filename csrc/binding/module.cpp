@@ -46,8 +46,14 @@ class DeviceGuard {
   bool restore_ = false;
 };
 
-ff_tensor tensor(uintptr_t ptr, const Strides& s, int i) {
-  return {reinterpret_cast<void*>(ptr), s[3 * i], s[3 * i + 1], s[3 * i + 2]};
+// Operand i's strides (batch, row, head); its data pointer comes with each call.
+ff_tensor layout(const Strides& s, int i) { return {nullptr, s[3 * i], s[3 * i + 1], s[3 * i + 2]}; }
+
+template <typename Args>
+void set_data(Args& a, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse) {
+  a.q.data = reinterpret_cast<void*>(q), a.k.data = reinterpret_cast<void*>(k);
+  a.v.data = reinterpret_cast<void*>(v), a.out.data = reinterpret_cast<void*>(out);
+  a.softmax_lse = reinterpret_cast<float*>(lse);
 }
 
 ff_dtype to_dtype(int dtype) {
@@ -80,39 +86,59 @@ size_t invoke(Fn fn, const Args& args, uintptr_t workspace, size_t workspace_byt
   }
 }
 
-size_t fwd(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t seqused_k,
-           const Strides& strides, int batch, int seqlen_q, int seqlen_k, int num_heads, int num_heads_k, int head_dim,
-           float softmax_scale, bool causal, int dtype, uintptr_t workspace, size_t workspace_bytes, int device,
-           uintptr_t stream) {
-  ff_fwd_args a{};
-  a.q = tensor(q, strides, 0), a.k = tensor(k, strides, 1), a.v = tensor(v, strides, 2),
-  a.out = tensor(out, strides, 3);
-  a.softmax_lse = reinterpret_cast<float*>(lse);
-  a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
-  a.batch_size = batch, a.seqlen_q = seqlen_q, a.seqlen_k = seqlen_k;
-  a.num_heads = num_heads, a.num_heads_k = num_heads_k, a.head_dim = head_dim;
-  a.softmax_scale = softmax_scale, a.is_causal = causal, a.dtype = to_dtype(dtype);
-  return invoke(ff_attn_fwd, a, workspace, workspace_bytes, device, stream);
-}
+// A call of one entry point with its sizes, strides and flags bound. The adapter makes one
+// per call signature and then passes only data pointers, workspace and stream: ten or twelve
+// integers to convert per call instead of thirty-odd.
+class FwdCall {
+ public:
+  FwdCall(const Strides& strides, int batch, int seqlen_q, int seqlen_k, int num_heads, int num_heads_k, int head_dim,
+          float softmax_scale, bool causal, int dtype) {
+    args_.q = layout(strides, 0), args_.k = layout(strides, 1), args_.v = layout(strides, 2);
+    args_.out = layout(strides, 3);
+    args_.batch_size = batch, args_.seqlen_q = seqlen_q, args_.seqlen_k = seqlen_k;
+    args_.num_heads = num_heads, args_.num_heads_k = num_heads_k, args_.head_dim = head_dim;
+    args_.softmax_scale = softmax_scale, args_.is_causal = causal, args_.dtype = to_dtype(dtype);
+  }
 
-size_t varlen_fwd(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t cu_seqlens_q,
-                  uintptr_t cu_seqlens_k, uintptr_t seqused_k, const Strides& strides, int batch, int max_seqlen_q,
-                  int max_seqlen_k, int total_q, int total_k, int num_heads, int num_heads_k, int head_dim,
-                  float softmax_scale, bool causal, int dtype, uintptr_t workspace, size_t workspace_bytes, int device,
-                  uintptr_t stream) {
-  ff_varlen_fwd_args a{};
-  a.q = tensor(q, strides, 0), a.k = tensor(k, strides, 1), a.v = tensor(v, strides, 2),
-  a.out = tensor(out, strides, 3);
-  a.softmax_lse = reinterpret_cast<float*>(lse);
-  a.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_seqlens_q);
-  a.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_seqlens_k);
-  a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
-  a.batch_size = batch, a.max_seqlen_q = max_seqlen_q, a.max_seqlen_k = max_seqlen_k;
-  a.total_q = total_q, a.total_k = total_k;
-  a.num_heads = num_heads, a.num_heads_k = num_heads_k, a.head_dim = head_dim;
-  a.softmax_scale = softmax_scale, a.is_causal = causal, a.dtype = to_dtype(dtype);
-  return invoke(ff_attn_varlen_fwd, a, workspace, workspace_bytes, device, stream);
-}
+  // Returns 0 when launched, else the workspace bytes needed.
+  size_t operator()(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t seqused_k,
+                    uintptr_t workspace, size_t workspace_bytes, int device, uintptr_t stream) const {
+    ff_fwd_args a = args_;
+    set_data(a, q, k, v, out, lse);
+    a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
+    return invoke(ff_attn_fwd, a, workspace, workspace_bytes, device, stream);
+  }
+
+ private:
+  ff_fwd_args args_{};
+};
+
+class VarlenFwdCall {
+ public:
+  VarlenFwdCall(const Strides& strides, int batch, int max_seqlen_q, int max_seqlen_k, int total_q, int total_k,
+                int num_heads, int num_heads_k, int head_dim, float softmax_scale, bool causal, int dtype) {
+    args_.q = layout(strides, 0), args_.k = layout(strides, 1), args_.v = layout(strides, 2);
+    args_.out = layout(strides, 3);
+    args_.batch_size = batch, args_.max_seqlen_q = max_seqlen_q, args_.max_seqlen_k = max_seqlen_k;
+    args_.total_q = total_q, args_.total_k = total_k;
+    args_.num_heads = num_heads, args_.num_heads_k = num_heads_k, args_.head_dim = head_dim;
+    args_.softmax_scale = softmax_scale, args_.is_causal = causal, args_.dtype = to_dtype(dtype);
+  }
+
+  size_t operator()(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t cu_seqlens_q,
+                    uintptr_t cu_seqlens_k, uintptr_t seqused_k, uintptr_t workspace, size_t workspace_bytes,
+                    int device, uintptr_t stream) const {
+    ff_varlen_fwd_args a = args_;
+    set_data(a, q, k, v, out, lse);
+    a.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_seqlens_q);
+    a.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_seqlens_k);
+    a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
+    return invoke(ff_attn_varlen_fwd, a, workspace, workspace_bytes, device, stream);
+  }
+
+ private:
+  ff_varlen_fwd_args args_{};
+};
 
 std::vector<int> parse_archs(const char* list) {  // "80,90" -> {80, 90}
   std::vector<int> archs;
@@ -128,8 +154,18 @@ std::vector<int> parse_archs(const char* list) {  // "80,90" -> {80, 90}
 PYBIND11_MODULE(_C, m) {
   m.doc() = "forge-flash CUDA kernels (FlashAttention-2 style forward for SM80/SM90)";
   m.attr("__version__") = FORGE_FLASH_VERSION;
-  m.def("fwd", &fwd, "Uniform-length attention forward; returns 0 or the workspace bytes needed.");
-  m.def("varlen_fwd", &varlen_fwd, "Variable-length attention forward; returns 0 or the workspace bytes needed.");
+  py::class_<FwdCall>(m, "FwdCall",
+                      "Uniform-length attention forward with sizes, strides and flags bound; call it with "
+                      "(q, k, v, out, lse, seqused_k, workspace, workspace_bytes, device, stream) for 0 or the "
+                      "workspace bytes needed.")
+      .def(py::init<const Strides&, int, int, int, int, int, int, float, bool, int>())
+      .def("__call__", &FwdCall::operator());
+  py::class_<VarlenFwdCall>(m, "VarlenFwdCall",
+                            "Variable-length attention forward with sizes, strides and flags bound; call it "
+                            "with (q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_k, workspace, "
+                            "workspace_bytes, device, stream) for 0 or the workspace bytes needed.")
+      .def(py::init<const Strides&, int, int, int, int, int, int, int, int, float, bool, int>())
+      .def("__call__", &VarlenFwdCall::operator());
   m.def("cuda_archs", [] { return parse_archs(FORGE_FLASH_SASS_ARCHS); }, "SASS architectures compiled in.");
   m.def(
       "ptx_archs", [] { return parse_archs(FORGE_FLASH_PTX_ARCHS); },

@@ -42,7 +42,10 @@ def _call(*tensors, **overrides):
         stream=torch.cuda.current_stream().cuda_stream,
     )
     args.update(overrides)
-    return _C.fwd(*args.values())
+    static = ("strides", "batch", "seqlen_q", "seqlen_k", "num_heads", "num_heads_k",
+              "head_dim", "softmax_scale", "causal", "dtype")  # fmt: skip
+    call = _C.FwdCall(*(args.pop(name) for name in static))
+    return call(*args.values())  # q, k, v, out, lse, seqused_k, workspace, ..., stream
 
 
 @pytest.fixture

@@ -75,13 +75,16 @@ def install_fake_plugin(
             def max_head_dim():
                 return 256
 
-            def fwd(*args):
-                CALLS.append(("fwd", args))
-                return 0
+            class FwdCall:
+                def __init__(self, *static):
+                    self.static = static
 
-            def varlen_fwd(*args):
-                CALLS.append(("varlen_fwd", args))
-                return 0
+                def __call__(self, *args):
+                    CALLS.append(("fwd", self.static, args))
+                    return 0
+
+            class VarlenFwdCall(FwdCall):
+                pass
             """
         )
     )
@@ -141,7 +144,21 @@ class FakeBinding:
             return self.workspace_needed + 1
         return 0
 
-    # -- entry points -----------------------------------------------------------------------
+    # -- entry points: the binding's bound calls, over one flat function each ---------------
+
+    def FwdCall(self, *static):
+        def call(q, k, v, out, lse, seqused_k, workspace, workspace_bytes, device, stream):
+            return self.fwd(
+                q, k, v, out, lse, seqused_k, *static, workspace, workspace_bytes, device, stream
+            )
+
+        return call
+
+    def VarlenFwdCall(self, *static):
+        def call(*args):  # 8 pointers, then workspace, workspace_bytes, device, stream
+            return self.varlen_fwd(*args[:8], *static, *args[8:])
+
+        return call
 
     def fwd(self, q, k, v, out, lse, seqused_k, strides, batch, seqlen_q, seqlen_k, num_heads,
             num_heads_k, head_dim, softmax_scale, causal, dtype, workspace, workspace_bytes,

@@ -85,13 +85,18 @@ def counted_kernels():
     with kernel_backend("cuda"):
         backend = ff.active_backend()
 
-        def counting(name, real):
-            def call(*args):
-                needed = real(*args)
-                counts[name] += not needed
-                return needed
+        def counting(name, entry):
+            def bind(*static):  # the binding's FwdCall / VarlenFwdCall, counted
+                call = entry(*static)
 
-            return call
+                def counted(*args):
+                    needed = call(*args)
+                    counts[name] += not needed
+                    return needed
+
+                return counted
+
+            return bind
 
         backend._fwd = counting("fwd", backend._fwd)
         backend._varlen_fwd = counting("varlen_fwd", backend._varlen_fwd)

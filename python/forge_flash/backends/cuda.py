@@ -120,29 +120,20 @@ def _raw_stream_getter():
 
 
 class _Launch:
-    """One binding entry point with everything but the data pointers bound.
+    """One binding call with everything but the data pointers bound (``_C.FwdCall`` or
+    ``_C.VarlenFwdCall``, made once from the sizes, strides and flags).
 
-    Follows the workspace protocol and remembers the size its plan needs (in the backend's
-    table, so a later ``_Launch`` of the same plan allocates up front and calls once).
+    Follows the workspace protocol and remembers the size its plan needs (also in the
+    backend's table, so a later ``_Launch`` of the same plan allocates up front).
     """
 
-    __slots__ = (
-        "_device",
-        "_function",
-        "_index",
-        "_key",
-        "_known",
-        "_sizes",
-        "_static",
-        "_stream_of",
-    )
+    __slots__ = ("_call", "_device", "_index", "_key", "_known", "_sizes", "_stream_of")
 
-    def __init__(self, backend: CudaBackend, function, static: tuple, device: torch.device) -> None:
-        self._function = function
-        self._static = static
+    def __init__(self, backend: CudaBackend, entry, static: tuple, device: torch.device) -> None:
+        self._call = entry(*static)
         self._index = device.index or 0
         self._device = device
-        self._key = (function, self._index, static)
+        self._key = (entry, self._index, static)
         self._sizes = backend._workspace_bytes
         self._known = self._sizes.get(self._key, 0)
         self._stream_of = backend._stream_of
@@ -152,19 +143,16 @@ class _Launch:
         known = self._known
         if known:
             workspace = torch.empty(known, dtype=torch.uint8, device=self._device)
-            args = (*pointers, *self._static, workspace.data_ptr(), known, index, stream)
+            needed = self._call(*pointers, workspace.data_ptr(), known, index, stream)
         else:
-            args = (*pointers, *self._static, 0, 0, index, stream)
-        needed = self._function(*args)
+            needed = self._call(*pointers, 0, 0, index, stream)
         if not needed:
             return
         if len(self._sizes) >= _WORKSPACE_CACHE_ENTRIES:
             self._sizes.clear()
         self._sizes[self._key] = self._known = needed
         workspace = torch.empty(needed, dtype=torch.uint8, device=self._device)
-        again = self._function(
-            *pointers, *self._static, workspace.data_ptr(), needed, index, stream
-        )
+        again = self._call(*pointers, workspace.data_ptr(), needed, index, stream)
         if again:
             raise RuntimeError(
                 f"forge_flash_cu13 asked for {again} workspace bytes after being given "
@@ -202,8 +190,8 @@ class CudaBackend(Backend):
     def __init__(self, plugin: ModuleType, binding: ModuleType) -> None:
         self.plugin = plugin
         self.binding = binding
-        self._fwd = binding.fwd
-        self._varlen_fwd = binding.varlen_fwd
+        self._fwd = binding.FwdCall
+        self._varlen_fwd = binding.VarlenFwdCall
         self._sass = list(binding.cuda_archs())
         self._ptx = list(binding.ptx_archs())
         self._device_reasons: dict[int, str | None] = {}
