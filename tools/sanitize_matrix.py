@@ -4,7 +4,8 @@
     compute-sanitizer --tool racecheck python tools/sanitize_matrix.py
 
 Paths: SM80 prefill and decode tiles, the Hopper wgmma prefill kernel (head_dim 128, enough
-CTAs to fill the GPU), split-KV + combine, GQA packing, routed head dims, causal tails,
+CTAs to fill the GPU), split-KV + combine kernel, split-KV merged in a thread-block cluster
+(Hopper decode), GQA packing, routed head dims, causal tails,
 varlen with an empty sequence, KV-cache lengths (batched decode), strided views.
 """
 
@@ -28,7 +29,9 @@ def main() -> None:
         (8, 256, 256, 16, 16, 128, True),  # Hopper wgmma prefill
         (8, 200, 333, 16, 4, 128, False),  # Hopper, tails
         (2, 70, 130, 4, 2, 64, True),  # SM80 prefill, split-KV (small grid)
-        (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV
+        (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV (Hopper: cluster)
+        (1, 1, 16384, 8, 2, 128, False),  # decode split-KV + combine kernel
+        (2, 1, 700, 16, 1, 64, False),  # decode, 16 packed rows, cluster combine
         (2, 33, 17, 2, 2, 40, True),  # routed head_dim, rows that see no key
         (1, 20, 200, 4, 4, 256, True),
     ]

@@ -9,11 +9,16 @@
 
 #include "combine_kernel.cuh"
 #include "dispatch.h"
+#include "sm90/cluster_combine.cuh"
 
 namespace forge_flash {
 namespace {
 
 constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
+// Capping a decode call's splits to fit one cluster is taken while each split keeps at most
+// this many K/V tiles (a 4k cache over 16 splits); longer caches keep more splits and the
+// combine kernel, since one cluster's 16 single-warp CTAs cannot keep enough loads in flight.
+constexpr int kClusterMaxTilesPerSplit = 4;
 
 FwdKernels kernels_for(DType dtype, int routed) {
 #define FORGE_FLASH_CASE(D) \
@@ -28,6 +33,7 @@ struct DeviceFacts {
   int sm_count;
   int cc_major;     // compute capability
   int ctas_per_sm;  // occupancy of this kernel on this device
+  bool sm90_code;   // the kernel runs as sm_90 code here (not JIT-compiled from older PTX)
 };
 
 // Per (kernel, device): raise the dynamic shared-memory limit once (needed above 48 KB)
@@ -51,6 +57,9 @@ cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
   if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&facts.ctas_per_sm, k.kernel, k.threads, k.smem_bytes)))
     return err;
   facts.ctas_per_sm = std::max(facts.ctas_per_sm, 1);
+  cudaFuncAttributes attributes{};
+  if ((err = cudaFuncGetAttributes(&attributes, k.kernel))) return err;
+  facts.sm90_code = attributes.ptxVersion >= 90;
   cache.emplace(std::make_pair(k.kernel, device), facts);
   *out = facts;
   return cudaSuccess;
@@ -78,6 +87,45 @@ int choose_num_splits(int64_t ctas, int n_blocks, const DeviceFacts& d) {
 }
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+cudaLaunchAttribute cluster_of_splits(int splits) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = static_cast<unsigned>(splits);
+  attribute.val.clusterDim.z = 1;
+  return attribute;
+}
+
+// The largest cluster of this (decode) kernel the device co-schedules: 16, a non-portable
+// size this kernel opts into, if the occupancy query confirms it; else the portable 8.
+// Cached per (kernel, device); called after device_facts raised the shared-memory limit.
+cudaError_t max_cluster_splits(const KernelInfo& k, int* out) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, int> cache;
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find({k.kernel, device});
+  if (it == cache.end()) {
+    int splits = 8;
+    if (cudaFuncSetAttribute(k.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(1, kMaxClusterSplits, 1);
+      config.blockDim = dim3(k.threads);
+      config.dynamicSmemBytes = k.smem_bytes;
+      cudaLaunchAttribute cluster = cluster_of_splits(kMaxClusterSplits);
+      config.attrs = &cluster, config.numAttrs = 1;
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess && clusters > 0)
+        splits = kMaxClusterSplits;
+    }
+    cudaGetLastError();  // a refused query above is an answer, not an error of this call
+    it = cache.emplace(std::make_pair(k.kernel, device), splits).first;
+  }
+  *out = it->second;
+  return cudaSuccess;
+}
 
 // FORGE_FLASH_DISABLE_SM90=1 keeps Hopper GPUs on the SM80 kernels (an escape hatch, and
 // the way to compare the two data paths on one machine). Read once.
@@ -121,6 +169,20 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
 
   const int n_blocks = (p.seqlen_k + plan->kernel.block_n - 1) / plan->kernel.block_n;
   p.num_splits = choose_num_splits(ctas, n_blocks, facts);
+  // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),
+  // one launch and no workspace. Clusters hold at most 16 (or 8) splits; past that, capping the
+  // split count is worth it only while each split keeps a few tiles (short caches).
+  p.cluster_combine = false;
+  if (p.num_splits > 1 && plan->kernel.kernel == kernels.decode.kernel && facts.cc_major == 9 && facts.sm90_code &&
+      sm90_enabled()) {
+    int max_splits = 0;
+    if ((*cuda_error = max_cluster_splits(plan->kernel, &max_splits)) != cudaSuccess) return "device query failed";
+    const int per_split = (n_blocks + std::min(p.num_splits, max_splits) - 1) / std::min(p.num_splits, max_splits);
+    if (p.num_splits <= max_splits || per_split <= kClusterMaxTilesPerSplit) {
+      p.num_splits = (n_blocks + per_split - 1) / per_split;  // no split left without tiles
+      p.cluster_combine = true;
+    }
+  }
   // Hopper: single-pass prefill at head_dim 64/128 runs on the wgmma kernel.
   const KernelInfo& hopper = kernels.sm90;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
@@ -128,7 +190,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     DeviceFacts hopper_facts{};
     if ((*cuda_error = device_facts(hopper, &hopper_facts)) != cudaSuccess) return "device query failed";
     const int64_t hopper_m_blocks = (rows + hopper.block_m - 1) / hopper.block_m;
-    if (hopper_m_blocks * p.batch * heads <= INT_MAX) {
+    if (hopper_facts.sm90_code && hopper_m_blocks * p.batch * heads <= INT_MAX) {
       plan->kernel = hopper;
       plan->num_m_blocks = static_cast<int>(hopper_m_blocks);
     }
@@ -138,7 +200,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   plan->grid = dim3(static_cast<unsigned>(static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads),
                     static_cast<unsigned>(p.num_splits), 1);
   plan->workspace_bytes = 0;
-  if (p.num_splits > 1) {
+  if (p.num_splits > 1 && !p.cluster_combine) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;
     plan->workspace_bytes = align_up(partials * p.head_dim * sizeof(float), 256) + partials * sizeof(float);
     if (p.num_rows > INT_MAX) return "too many output rows for the combine grid";
@@ -147,14 +209,22 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
 }
 
 cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace, cudaStream_t stream) {
+  int num_m_blocks = plan.num_m_blocks;
+  void* args[] = {&p, &num_m_blocks};
+  if (p.cluster_combine) {  // grid.y = cluster.y = splits: one cluster per tile
+    cudaLaunchConfig_t config{};
+    config.gridDim = plan.grid, config.blockDim = dim3(plan.kernel.threads);
+    config.dynamicSmemBytes = plan.kernel.smem_bytes, config.stream = stream;
+    cudaLaunchAttribute cluster = cluster_of_splits(p.num_splits);
+    config.attrs = &cluster, config.numAttrs = 1;
+    return cudaLaunchKernelExC(&config, plan.kernel.kernel, args);
+  }
   if (p.num_splits > 1) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;
     p.partial_o = static_cast<float*>(workspace);
     p.partial_lse =
         reinterpret_cast<float*>(static_cast<char*>(workspace) + align_up(partials * p.head_dim * sizeof(float), 256));
   }
-  int num_m_blocks = plan.num_m_blocks;
-  void* args[] = {&p, &num_m_blocks};
   cudaError_t err =
       cudaLaunchKernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads), args, plan.kernel.smem_bytes, stream);
   if (err != cudaSuccess || p.num_splits == 1) return err;

@@ -8,12 +8,15 @@
 //     wait V; issue next K load  online softmax (exp2, running max/sum per row)
 //                                O += P V       (P stays in registers; V via ldmatrix.trans)
 //   normalise O, write it through smem with 16-byte stores, write LSE
+//   (split-KV: write this split's partial instead, to the workspace for the combine kernel,
+//   or on Hopper decode tiles merge the splits within their cluster: sm90/cluster_combine.cuh)
 //
 // The row/tile bookkeeping, softmax and epilogue live in fwd_common.cuh (shared with the
 // SM90 wgmma kernel); this file is the SM80 data path.
 #pragma once
 
 #include "fwd_common.cuh"
+#include "sm90/cluster_combine.cuh"
 #include "tile_config.h"
 
 namespace forge_flash {
@@ -179,6 +182,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) finish_rows(acc_o[mt], row_max[mt], row_sum[mt], p.scale, lse[mt]);
   if (p.num_splits > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if constexpr (kNThreads == 32 && kMTiles == 1) {  // decode tiles: one warp, 16 rows
+      if (p.cluster_combine) {
+        combine_splits_in_cluster<T, Cfg::kHeadDim>(p, w, acc_o[0], lse[0], smem_raw, lane);
+        return;
+      }
+    }
+#endif
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) store_partials(p, w, acc_o[mt], lse[mt], warp_row0 + mt * 16 + lane / 4, lane);
     return;

@@ -38,9 +38,10 @@ struct FwdParams {
   // Split-KV: each split writes its normalised partial O (fp32) and LSE here; the combine
   // kernel merges them. Indexed [split][row], a row being the LSE index of the output.
   int num_splits;
-  float* partial_o;    // [num_splits][num_rows][head_dim]
-  float* partial_lse;  // [num_splits][num_rows]
-  int64_t num_rows;    // batch * heads * seqlen_q, or heads * total_q for varlen
+  bool cluster_combine;  // Hopper decode: the splits of a tile are one cluster and merge there
+  float* partial_o;      // [num_splits][num_rows][head_dim]
+  float* partial_lse;    // [num_splits][num_rows]
+  int64_t num_rows;      // batch * heads * seqlen_q, or heads * total_q for varlen
 };
 
 }  // namespace forge_flash

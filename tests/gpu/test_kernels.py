@@ -97,8 +97,29 @@ def test_split_kv_on_and_off_agree(causal):
     torch.testing.assert_close(got_full, got_split.expand_as(got_full), atol=1e-2, rtol=1e-2)
 
 
-def test_split_kv_is_deterministic():
-    q, k, v = rand_qkv(1, 1, 65536, 32, 8, 128, torch.bfloat16)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [32, 40, 64, 128, 256])
+@pytest.mark.parametrize("heads", [(32, 8), (8, 8)])
+@pytest.mark.parametrize("seqlen_k", [300, 1000, 4096, 16384])
+def test_decode_split_kv(seqlen_k, heads, head_dim, dtype):
+    # One query over a cache splits its KV range. On Hopper the splits of a tile merge inside
+    # their thread-block cluster while each keeps at most 4 tiles (here up to 4k keys), and
+    # in the combine kernel beyond; elsewhere always in the combine kernel.
+    _check(*rand_qkv(1, 1, seqlen_k, *heads, head_dim, dtype), False)
+
+
+def test_hopper_decode_merges_splits_without_workspace():
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the in-cluster combine is Hopper-only")
+    short = rand_qkv(1, 1, 4096, 32, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*short, causal=False) == 0, "expected the in-cluster combine"
+    long = rand_qkv(1, 1, 16384, 32, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
+
+
+@pytest.mark.parametrize("seqlen_k", [4096, 65536])  # in-cluster combine, combine kernel
+def test_split_kv_is_deterministic(seqlen_k):
+    q, k, v = rand_qkv(1, 1, seqlen_k, 32, 8, 128, torch.bfloat16)
     with kernel_backend():
         first = forge_flash.flash_attn_fwd(q, k, v)
         second = forge_flash.flash_attn_fwd(q, k, v)
