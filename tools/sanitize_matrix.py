@@ -30,7 +30,7 @@ def main() -> None:
         (8, 200, 333, 16, 4, 128, False),  # Hopper, tails
         (2, 70, 130, 4, 2, 64, True),  # SM80 prefill, split-KV (small grid)
         (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV (Hopper: cluster)
-        (1, 1, 16384, 8, 2, 128, False),  # decode split-KV + combine kernel
+        (1, 1, 70000, 8, 2, 128, False),  # decode split-KV + combine kernel
         (2, 1, 700, 16, 1, 64, False),  # decode, 16 packed rows, cluster combine
         (2, 33, 17, 2, 2, 40, True),  # routed head_dim, rows that see no key
         (1, 20, 200, 4, 4, 256, True),

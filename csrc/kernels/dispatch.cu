@@ -16,9 +16,10 @@ namespace {
 
 constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 // Capping a decode call's splits to fit one cluster is taken while each split keeps at most
-// this many K/V tiles (a 4k cache over 16 splits); longer caches keep more splits and the
-// combine kernel, since one cluster's 16 single-warp CTAs cannot keep enough loads in flight.
-constexpr int kClusterMaxTilesPerSplit = 4;
+// this many K/V tiles (32k keys over 16 splits of 128-key tiles); longer caches keep more
+// splits and the combine kernel. Measured on the H100 (docs/benchmarks.md): capping at 4
+// tiles instead cost 3-7% at 16k-32k keys.
+constexpr int kClusterMaxTilesPerSplit = 16;
 
 FwdKernels kernels_for(DType dtype, int routed) {
 #define FORGE_FLASH_CASE(D) \
