@@ -51,14 +51,27 @@ struct CtaWork {
   int n_begin, n_end;
 };
 
+// Causal launch order: heads in groups of this many; see cta_work.
+constexpr int kCausalHeadGroup = 8;
+
 __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n) {
   CtaWork w;
-  // Causal: the last query blocks see the most keys; launching them first keeps the last
-  // wave short.
-  const int m_slot = blockIdx.x % num_m_blocks;
-  const int m_block = p.is_causal ? num_m_blocks - 1 - m_slot : m_slot;
-  const int bh = blockIdx.x / num_m_blocks;
   const int heads_per_cta = p.pack_gqa ? p.num_heads_k : p.num_heads;
+  int m_block, bh;  // query block, (batch, head) index
+  if (p.is_causal) {
+    // Causal work grows with the query block. Within a group of heads, the heaviest query
+    // blocks of every head launch first, so the longest CTAs start early and the last wave
+    // is short; the CTAs resident together read the K/V of few heads, which stay in L2.
+    const int bh_total = p.batch * heads_per_cta;
+    const int group_ctas = kCausalHeadGroup * num_m_blocks;
+    const int group = blockIdx.x / group_ctas, r = blockIdx.x % group_ctas;
+    const int heads_in_group = min(kCausalHeadGroup, bh_total - group * kCausalHeadGroup);
+    m_block = num_m_blocks - 1 - r / heads_in_group;
+    bh = group * kCausalHeadGroup + r % heads_in_group;
+  } else {
+    m_block = blockIdx.x % num_m_blocks;
+    bh = blockIdx.x / num_m_blocks;
+  }
   w.b = bh / heads_per_cta;
   w.cta_head = bh % heads_per_cta;
   w.group = p.pack_gqa ? p.group : 1;
