@@ -97,9 +97,10 @@ cudaLaunchAttribute cluster_of_splits(int splits) {
   return attribute;
 }
 
-// The largest cluster of this (decode) kernel the device co-schedules: 16, a non-portable
-// size this kernel opts into, if the occupancy query confirms it; else the portable 8.
-// Cached per (kernel, device); called after device_facts raised the shared-memory limit.
+// The largest cluster of this (decode) kernel the device co-schedules: 16 (a non-portable size
+// this kernel opts into), else 8, else 4, as cudaOccupancyMaxActiveClusters confirms; 0 if none
+// (a partitioned GPU, say), which turns the in-cluster combine off. Cached per (kernel, device);
+// called after device_facts raised the shared-memory limit.
 cudaError_t max_cluster_splits(const KernelInfo& k, int* out) {
   static std::mutex mutex;
   static std::map<std::pair<const void*, int>, int> cache;
@@ -109,17 +110,19 @@ cudaError_t max_cluster_splits(const KernelInfo& k, int* out) {
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find({k.kernel, device});
   if (it == cache.end()) {
-    int splits = 8;
-    if (cudaFuncSetAttribute(k.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+    int splits = 0;
+    const bool non_portable =
+        cudaFuncSetAttribute(k.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+    for (int size = kMaxClusterSplits; size >= 4 && splits == 0; size /= 2) {
+      if (size > 8 && !non_portable) continue;
       cudaLaunchConfig_t config{};
-      config.gridDim = dim3(1, kMaxClusterSplits, 1);
+      config.gridDim = dim3(1, size, 1);
       config.blockDim = dim3(k.threads);
       config.dynamicSmemBytes = k.smem_bytes;
-      cudaLaunchAttribute cluster = cluster_of_splits(kMaxClusterSplits);
+      cudaLaunchAttribute cluster = cluster_of_splits(size);
       config.attrs = &cluster, config.numAttrs = 1;
       int clusters = 0;
-      if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess && clusters > 0)
-        splits = kMaxClusterSplits;
+      if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess && clusters > 0) splits = size;
     }
     cudaGetLastError();  // a refused query above is an answer, not an error of this call
     it = cache.emplace(std::make_pair(k.kernel, device), splits).first;
@@ -178,8 +181,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       sm90_enabled()) {
     int max_splits = 0;
     if ((*cuda_error = max_cluster_splits(plan->kernel, &max_splits)) != cudaSuccess) return "device query failed";
-    const int per_split = (n_blocks + std::min(p.num_splits, max_splits) - 1) / std::min(p.num_splits, max_splits);
-    if (p.num_splits <= max_splits || per_split <= kClusterMaxTilesPerSplit) {
+    const int capped = std::max(std::min(p.num_splits, max_splits), 1);
+    const int per_split = (n_blocks + capped - 1) / capped;
+    if (max_splits > 0 && (p.num_splits <= max_splits || per_split <= kClusterMaxTilesPerSplit)) {
       p.num_splits = (n_blocks + per_split - 1) / per_split;  // no split left without tiles
       p.cluster_combine = true;
     }
