@@ -80,7 +80,7 @@ def install_fake_plugin(
                     self.static = static
 
                 def __call__(self, *args):
-                    CALLS.append(("fwd", self.static, args))
+                    CALLS.append((type(self).__name__, self.static, args))
                     return 0
 
             class VarlenFwdCall(FwdCall):
