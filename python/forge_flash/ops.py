@@ -177,53 +177,9 @@ def batched_decode_attention(
 # -- attention_fwd and multi_head_attention (flat projections) ------------------------------
 
 
-@torch.library.custom_op("forge_flash::attention_fwd", mutates_args=())
-def _attention_fwd_op(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    num_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    scale: float | None,
-    is_causal: bool,
-    cast_dtype: str | None,
-) -> torch.Tensor:
-    from .layers import attention_fwd
-
-    return attention_fwd(
-        q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal,
-        cast_dtype=_CAST_DTYPES[cast_dtype],
-    )  # fmt: skip
-
-
-@torch.library.custom_op("forge_flash::multi_head_attention", mutates_args=())
-def _multi_head_attention_op(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    num_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    scale: float | None,
-    is_causal: bool,
-    cast_dtype: str | None,
-) -> torch.Tensor:
-    from .layers import multi_head_attention
-
-    return multi_head_attention(
-        q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal,
-        cast_dtype=_CAST_DTYPES[cast_dtype],
-    )  # fmt: skip
-
-
 def _flat_fake(q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype):
     # The result has q's layout and dtype (float32 comes back as float32 after the cast).
     return q.new_empty(q.shape)
-
-
-_attention_fwd_op.register_fake(_flat_fake)
-_multi_head_attention_op.register_fake(_flat_fake)
 
 
 def _cast_name(cast_dtype: torch.dtype | None) -> str | None:
@@ -237,35 +193,49 @@ def _cast_name(cast_dtype: torch.dtype | None) -> str | None:
         raise
 
 
-def attention_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    num_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    scale: float | None,
-    is_causal: bool,
-    cast_dtype: torch.dtype | None,
-) -> torch.Tensor:
-    """``forge_flash.attention_fwd`` (active backend) through the custom op."""
-    return torch.ops.forge_flash.attention_fwd(
-        q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, _cast_name(cast_dtype)
-    )
+def _flat_entry(name: str):
+    """The op ``forge_flash::<name>`` over ``forge_flash.layers.<name>`` (the two flat-projection
+    entry points share one signature), and the function that calls it with a torch.dtype."""
+
+    def implementation(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        scale: float | None,
+        is_causal: bool,
+        cast_dtype: str | None,
+    ) -> torch.Tensor:
+        from . import layers
+
+        return getattr(layers, name)(
+            q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal,
+            cast_dtype=_CAST_DTYPES[cast_dtype],
+        )  # fmt: skip
+
+    op = torch.library.custom_op(f"forge_flash::{name}", implementation, mutates_args=())
+    op.register_fake(_flat_fake)
+
+    def call(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        scale: float | None,
+        is_causal: bool,
+        cast_dtype: torch.dtype | None,
+    ) -> torch.Tensor:
+        return getattr(torch.ops.forge_flash, name)(
+            q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, _cast_name(cast_dtype)
+        )
+
+    call.__doc__ = f"``forge_flash.{name}`` through the custom op."
+    return call
 
 
-def multi_head_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    num_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    scale: float | None,
-    is_causal: bool,
-    cast_dtype: torch.dtype | None,
-) -> torch.Tensor:
-    """``forge_flash.multi_head_attention`` through the custom op."""
-    return torch.ops.forge_flash.multi_head_attention(
-        q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, _cast_name(cast_dtype)
-    )
+attention_fwd = _flat_entry("attention_fwd")
+multi_head_attention = _flat_entry("multi_head_attention")
