@@ -91,6 +91,15 @@ def test_benchmark_run_writes_rows(tmp_path, monkeypatch, capsys):
     assert "prefill bf16 b=2 s=64 h=4 d=32 causal" in text and "speed-up of forge_flash" in text
 
 
+def test_benchmark_skip_leaves_contenders_out(tmp_path, monkeypatch):
+    tiny = [benchmark.Shape("prefill", 1, 2, 2, 32, 32, 32, False, "bf16")]
+    monkeypatch.setattr(benchmark, "select_shapes", lambda args, device: tiny)
+    path = tmp_path / "bench.json"
+    benchmark.main(["--device", "cpu", "--skip", "naive_loop", "--skip", "sdpa_math", "--json", str(path)])
+    backends = [r["backend"] for r in json.loads(path.read_text())["rows"]]
+    assert backends == ["forge_flash", "sdpa"]
+
+
 def test_every_contender_computes_attention():
     shape = benchmark.Shape("prefill", 1, 4, 2, 16, 16, 32, True, "bf16")
     inputs = benchmark.make_inputs(shape, torch.device("cpu"))

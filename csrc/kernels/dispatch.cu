@@ -188,7 +188,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       p.cluster_combine = true;
     }
   }
-  // Hopper: single-pass prefill at head_dim 64/128 runs on the wgmma kernel.
+  // Hopper: single-pass prefill at head_dim 64/128 runs on the warp-specialised wgmma kernel.
   const KernelInfo& hopper = kernels.sm90;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
       p.head_dim == routed_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {

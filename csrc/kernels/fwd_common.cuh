@@ -189,12 +189,14 @@ __device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams&
   }
 }
 
-// One step of the online softmax for an m16 slice: new running max, rescale O and the
-// running sum, S -> P = exp2(S * scale * log2(e) - max). The row sum stays per thread until
-// the end (the 4 lanes of a row are added once, in finish_rows).
-template <int kNT, int kNO>
-__device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kNO][4], float (&row_max)[2],
-                                               float (&row_sum)[2], float scale_log2) {
+// One step of the online softmax for an m16 slice: new running max, S -> P =
+// exp2(S * scale * log2(e) - max), the running sum rescaled, and the factor the O rows must
+// be rescaled by (left to the caller, whose O may still be an in-flight wgmma accumulator).
+// The row sum stays per thread until the end (the 4 lanes of a row are added once, in
+// finish_rows).
+template <int kNT>
+__device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max)[2], float (&row_sum)[2],
+                                             float scale_log2, float (&correction)[2]) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float mx = row_max[half];
@@ -205,7 +207,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kN
     // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
     // every exponent -inf (p = 0) rather than NaN.
     const float max_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-    const float correction = exp2_approx(row_max[half] * scale_log2 - max_scaled);
+    correction[half] = exp2_approx(row_max[half] * scale_log2 - max_scaled);
     row_max[half] = mx;
     float sum = 0.f;
 #pragma unroll
@@ -216,13 +218,27 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kN
         x = exp2_approx(fmaf(x, scale_log2, -max_scaled));
         sum += x;
       }
-    row_sum[half] = row_sum[half] * correction + sum;
+    row_sum[half] = row_sum[half] * correction[half] + sum;
+  }
+}
+
+template <int kNO>
+__device__ __forceinline__ void rescale_rows(float (&o)[kNO][4], const float (&correction)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
 #pragma unroll
     for (int j = 0; j < kNO; ++j) {
-      o[j][half * 2] *= correction;
-      o[j][half * 2 + 1] *= correction;
+      o[j][half * 2] *= correction[half];
+      o[j][half * 2 + 1] *= correction[half];
     }
-  }
+}
+
+template <int kNT, int kNO>
+__device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kNO][4], float (&row_max)[2],
+                                               float (&row_sum)[2], float scale_log2) {
+  float correction[2];
+  softmax_step(s, row_max, row_sum, scale_log2, correction);
+  rescale_rows(o, correction);
 }
 
 // O /= l and LSE = max * scale + log(l); a row that saw no key gets O = 0, LSE = -inf.

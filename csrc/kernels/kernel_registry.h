@@ -18,7 +18,7 @@ struct KernelInfo {
 struct FwdKernels {
   KernelInfo prefill;  // many query rows
   KernelInfo decode;   // at most 16 tile rows (one token, or one GQA group of heads)
-  KernelInfo sm90;     // Hopper wgmma prefill (head_dim 128 only; else kernel == nullptr)
+  KernelInfo sm90;     // Hopper warp-specialised wgmma prefill (head_dim 64 and 128; else null)
 };
 
 template <typename T, int kHeadDim>

@@ -333,10 +333,13 @@ def measure(
     budget_s: float,
     naive_flops_cap: float,
     graph: bool = False,
+    skip: frozenset[str] = frozenset(),
 ) -> list[Row]:
     inputs = make_inputs(shape, device)
     rows = []
     for name, contender in contenders(shape, inputs, device).items():
+        if name in skip:
+            continue
         seconds = None
         if contender is not None and not (name == "naive_loop" and shape.flops > naive_flops_cap):
             with contender.context():
@@ -446,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", choices=["cuda", "cpu"], help="default: cuda when torch sees a GPU"
     )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["sdpa_flash", "sdpa_cudnn", "sdpa", "sdpa_math", "naive_loop"],
+        help="leave this contender out (repeatable), e.g. for quick A/B runs",
+    )
     return parser
 
 
@@ -461,7 +471,12 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     for shape in select_shapes(args, device):
         shape_rows = measure(
-            shape, device, budget_s=budget_s, naive_flops_cap=naive_flops_cap, graph=args.graph
+            shape,
+            device,
+            budget_s=budget_s,
+            naive_flops_cap=naive_flops_cap,
+            graph=args.graph,
+            skip=frozenset(args.skip),
         )
         print(format_shape(shape, shape_rows), flush=True)
         rows += shape_rows

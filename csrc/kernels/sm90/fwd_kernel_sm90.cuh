@@ -1,43 +1,63 @@
-// Hopper (sm_90a) forward kernel: the same tile program as the SM80 kernel, with the two
-// matrix products on warpgroup MMAs (wgmma) reading Q, K and V straight from shared memory.
+// Hopper (sm_90a) forward kernel, warp-specialised with pingpong consumers.
 //
-//   CTA = 2 warpgroups x 64 query rows; head_dim 64 or 128; K/V tiles of kBlockN keys,
-//   a ring of 3 shared-memory stages filled by cp.async two tiles ahead.
-//   S[last] = Q K[last]^T
-//   for each K/V tile n, last to first:
-//     issue S[n-1] = Q K[n-1]^T        (async: runs on the tensor cores during the softmax)
-//     mask, online softmax on S[n]     (fwd_common.cuh)
-//     issue O += P V[n]                (RS form: P from registers, V MN-major from smem)
-//     wait; S[n] <- S[n-1]; barrier; refill tile n's stage with tile n-3
+//   CTA = 3 warpgroups, 128 query rows, K/V tiles of kBlockN keys in a ring of kStages.
+//   warpgroup 0, producer:   Q, then K/V tiles last to first into the ring (cp.async);
+//                            a stage's `full` mbarrier completes when its copies land,
+//                            its `empty` mbarrier when both consumers are done with it.
+//   warpgroups 1-2, consumers, 64 query rows each, one program:
+//     S = Q K[0]^T; softmax
+//     for each next tile i:
+//       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores)
+//       wait S;   mask, softmax -> P                          (while O += P V runs)
+//       wait O;   release tile i-1; rescale O
+//     my turn:    O += P V[last]
 //
-// Why this beats mma.sync on H100: wgmma reads its smem operands directly (no ldmatrix
-// traffic through registers), so shared-memory bandwidth stops being the ceiling, and
-// issuing the next Q K^T before the softmax overlaps the exponentials (the special-function
-// unit's ~4 TFLOP/s) with tensor-core work. Tiles use the 128-byte-swizzle layout of
-// sm90/wgmma.cuh (64-column blocks).
+// Why: at head_dim 64 the exponentials of one tile cost about as much as its two matrix
+// products, so a kernel whose warpgroups compute in lockstep leaves the tensor cores idle
+// during every softmax (this kernel's predecessor did: 20-30% slower on the H100,
+// docs/benchmarks.md). Here the two consumers take turns ("pingpong",
+// ordered by two named barriers): one issues its matrix products while the other runs its
+// softmax, so the tensor cores see one consumer's work during the other's exponentials. The
+// producer warpgroup keeps the copies (and their address arithmetic) off the consumers'
+// instruction stream, and hands its registers to them (setmaxnreg).
+//
+// Tiles use the 128-byte-swizzle layout of sm90/wgmma.cuh. cp.async writes are generic-proxy
+// writes; a consumer waits on the stage's `full` barrier and then fences the proxies before
+// wgmma (async proxy) reads the tile.
 #pragma once
 
 #include "../fwd_common.cuh"
+#include "pipeline.cuh"
 #include "wgmma.cuh"
 
 namespace forge_flash {
 
-template <int kHeadDim_, int kBlockN_>
+template <int kHeadDim_, int kBlockN_, int kStages_>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;  // 2 warpgroups x 64 rows
+  static constexpr int kBlockM = 128;  // 2 consumer warpgroups x 64 rows
   static constexpr int kBlockN = kBlockN_;
-  static constexpr int kNThreads = 256;
-  static constexpr int kStages = 3;
+  static constexpr int kStages = kStages_;
+  static constexpr int kProducerThreads = 128;
+  static constexpr int kConsumerThreads = 256;
+  static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
+  // 65536 registers / 384 threads = 168 each at launch; the producer gives most of its share
+  // to the consumers: 56 * 128 + 224 * 256 = 168 * 384 (fewer than 56 spill the producer's
+  // address arithmetic at head_dim 128).
+  static constexpr int kProducerRegs = 56;
+  static constexpr int kConsumerRegs = 224;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma tiles are written for head_dim 64 and 128");
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;
+  static constexpr int kTileBytes = kQBytes + kStages * 2 * kKVBytes;
+  static constexpr int kBarrierBytes = 8 * (1 + 2 * kStages);  // Q full; per stage full, empty
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
-  static constexpr int kSmemBytes = kQBytes + kStages * 2 * kKVBytes + 1024;
+  static constexpr int kSmemBytes = kTileBytes + kBarrierBytes + 1024;
 };
 
+// head_dim 64: 4 stages (145 KB); head_dim 128: 3 stages (226 KB of the 227 KB a CTA may have).
 template <int kHeadDim>
-using Sm90PrefillConfig = Sm90Config<kHeadDim, 128>;
+using Sm90PrefillConfig = Sm90Config<kHeadDim, 128, (kHeadDim == 64 ? 4 : 3)>;
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kNThreads, 1)
@@ -46,9 +66,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   __trap();  // compiled for other targets only so that the kernel table links; never launched there
 #else
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim;
-  constexpr int kNThreads = Cfg::kNThreads;
+  constexpr int kStages = Cfg::kStages;
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;
   constexpr int kChunks = kHeadDim / 8;
+  constexpr int kConsumers = Cfg::kConsumerThreads;
+  // Named barriers: both consumers (epilogue), and "consumer 0 / 1 may issue".
+  constexpr int kBarConsumers = 1, kBarTurn0 = 2;
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -56,24 +79,55 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   const uint32_t sQ = smem_base;
   auto sK = [&](int stage) { return sQ + Cfg::kQBytes + stage * 2 * Cfg::kKVBytes; };
   auto sV = [&](int stage) { return sK(stage) + Cfg::kKVBytes; };
+  const uint32_t bar_q = smem_base + Cfg::kTileBytes;
+  auto bar_full = [&](int stage) { return bar_q + 8 * (1 + stage); };
+  auto bar_empty = [&](int stage) { return bar_q + 8 * (1 + kStages + stage); };
 
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int warpgroup = warp / 4;
-  const int tile_row = warp * 16 + lane / 4;  // this thread's first row (and +8)
   const CtaWork w = cta_work(p, num_m_blocks, kBlockM, kBlockN);
-  if (w.m0 >= w.rows) return;
-  const T* k_ptr = k_base<T>(p, w);
-  const T* v_ptr = v_base<T>(p, w);
+  if (w.m0 >= w.rows) return;  // the whole CTA, before any barrier
+  // Iteration i works on K/V tile n_end - 1 - i (last to first: masked tiles come first),
+  // in stage i % kStages; its barriers are in phase i / kStages.
+  const int n_tiles = max(w.n_end - w.n_begin, 0);
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    sm90::mbar_init(bar_q, Cfg::kProducerThreads);
+    for (int s = 0; s < kStages; ++s) {
+      sm90::mbar_init(bar_full(s), Cfg::kProducerThreads);
+      sm90::mbar_init(bar_empty(s), kConsumers / 32);  // one arrival per consumer warp
+    }
+    sm90::mbar_init_fence();
+  }
+  __syncthreads();
 
-  constexpr int kRowStep = kNThreads / kChunks;
-  const TileCopyLane copy{tid / kChunks, tid % kChunks, true};
-  auto load_kv = [&](int stage, int n_block) {
-    const auto k_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk); };
-    load_kv_tile<T, kBlockN, kRowStep>(sK(stage), k_ptr, p.k_row_stride, n_block * kBlockN, w.seq.seqlen_k, copy,
-                                       k_off);
-    load_kv_tile<T, kBlockN, kRowStep>(sV(stage), v_ptr, p.v_row_stride, n_block * kBlockN, w.seq.seqlen_k, copy,
-                                       k_off);
-  };
+  // ================================ producer ================================
+  if (tid < Cfg::kProducerThreads) {
+    sm90::shrink_registers<Cfg::kProducerRegs>();
+    constexpr int kRowStep = Cfg::kProducerThreads / kChunks;
+    const TileCopyLane copy{tid / kChunks, tid % kChunks, true};
+    if (n_tiles > 0) {
+      const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk); };
+      load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
+      sm90::mbar_arrive_after_cp_async(bar_q);
+      const T* k_ptr = k_base<T>(p, w);
+      const T* v_ptr = v_base<T>(p, w);
+      const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk); };
+      for (int i = 0; i < n_tiles; ++i) {
+        const int stage = i % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
+        if (i >= kStages) sm90::mbar_wait(bar_empty(stage), (i / kStages - 1) & 1);
+        load_kv_tile<T, kBlockN, kRowStep>(sK(stage), k_ptr, p.k_row_stride, n0, w.seq.seqlen_k, copy, kv_off);
+        load_kv_tile<T, kBlockN, kRowStep>(sV(stage), v_ptr, p.v_row_stride, n0, w.seq.seqlen_k, copy, kv_off);
+        sm90::mbar_arrive_after_cp_async(bar_full(stage));
+      }
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    return;
+  }
+
+  // ================================ consumers ================================
+  sm90::grow_registers<Cfg::kConsumerRegs>();
+  const int ctid = tid - Cfg::kProducerThreads;  // 0..255
+  const int consumer = ctid / 128, lane = tid % 32;
+  const int tile_row = (ctid / 32) * 16 + lane / 4;  // this thread's first row (and +8)
 
   float acc_o[kNTilesO][4];
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
@@ -81,87 +135,94 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
   // wgmma takes accumulators as flat register arrays; same registers, same order.
   float (&o_flat)[kNTilesO * 4] = *reinterpret_cast<float (*)[kNTilesO * 4]>(&acc_o[0][0]);
-
-  auto stage_of = [&](int n_block) { return (w.n_end - 1 - n_block) % Cfg::kStages; };
   float acc_s[kNTilesS][4];
   float (&s_flat)[kNTilesS * 4] = *reinterpret_cast<float (*)[kNTilesS * 4]>(&acc_s[0][0]);
-  // S = Q K^T for this warpgroup's 64 rows, issued asynchronously.
-  auto issue_qk = [&](float (&dst)[kNTilesS * 4], int n_block) {
-    sm90::wgmma_fence();
+  uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile: the A operand of O += P V
+  uint32_t (&p_flat)[kBlockN / 4] = *reinterpret_cast<uint32_t (*)[kBlockN / 4]>(&p_frag[0][0]);
+
+  if (n_tiles > 0) {
+    const uint32_t sQ_rows = sQ + consumer * 64 * sm90::kSwizzleRowBytes;
+    auto issue_qk = [&](int i) {
 #pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk)
-      sm90::wgmma_qk<T>(dst, sm90::desc_kmajor<kBlockM>(sQ + warpgroup * 64 * sm90::kSwizzleRowBytes, kk),
-                        sm90::desc_kmajor<kBlockN>(sK(stage_of(n_block)), kk), kk > 0);
-    sm90::wgmma_commit();
-  };
-
-  if (w.n_begin < w.n_end) {
-    // Prologue: Q and the first three tiles, one commit group per tile (possibly empty) so
-    // that "tile n-1 has landed" is always wait_group<1>.
-    const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk); };
-    load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
-#pragma unroll
-    for (int i = 0; i < Cfg::kStages; ++i) {
-      if (w.n_end - 1 - i >= w.n_begin) load_kv(i, w.n_end - 1 - i);
-      cp_async_commit();
-    }
-    cp_async_wait<Cfg::kStages - 1>();
-    sm90::fence_proxy_async_smem();  // make cp.async's writes visible to the tensor cores
-    __syncthreads();
-    issue_qk(s_flat, w.n_end - 1);
-    sm90::wgmma_wait<0>();
-    sm90::fence_operand(s_flat);
-
-    for (int n_block = w.n_end - 1; n_block >= w.n_begin; --n_block) {
-      const bool has_next = n_block > w.n_begin;
-      cp_async_wait<Cfg::kStages - 2>();  // tile n-1 landed (tile n long before)
-      sm90::fence_proxy_async_smem();
-      __syncthreads();
-
-      float acc_next[kNTilesS][4];
-      float (&next_flat)[kNTilesS * 4] = *reinterpret_cast<float (*)[kNTilesS * 4]>(&acc_next[0][0]);
-      if (has_next) issue_qk(next_flat, n_block - 1);
-
-      const int n0 = n_block * kBlockN;
-      if (tile_needs_mask(p, w, n0, kBlockN)) mask_scores(acc_s, p, w, n0, tile_row, lane);
-      online_softmax(acc_s, acc_o, row_max, row_sum, p.scale_log2);
-
-      // ---- O += P V: P from registers (the S accumulator layout is the A layout) ----
-      uint32_t a[kBlockN / 16][4];
-      sm90::acc_to_a<T>(s_flat, a);
-      sm90::fence_operand(o_flat);
-      sm90::wgmma_fence();
+      for (int kk = 0; kk < kHeadDim / 16; ++kk)
+        sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM>(sQ_rows, kk),
+                          sm90::desc_kmajor<kBlockN>(sK(i % kStages), kk), kk > 0);
+      sm90::wgmma_commit();
+    };
+    auto issue_pv = [&](int i) {
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk)
-        sm90::wgmma_pv<T>(o_flat, a[kk], sm90::desc_mnmajor<kBlockN>(sV(stage_of(n_block)), kk), true);
+        sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN>(sV(i % kStages), kk), true);
       sm90::wgmma_commit();
+    };
+    auto wait_tile = [&](int i) {
+      sm90::mbar_wait(bar_full(i % kStages), (i / kStages) & 1);
+      sm90::fence_proxy_async_smem();  // the landed cp.async writes, to wgmma's async proxy
+    };
+    auto release_tile = [&](int i) {
+      if (lane == 0) sm90::mbar_arrive(bar_empty(i % kStages));
+    };
+    // Turns: a consumer issues only after the other one has issued; consumer 1 pre-arrives so
+    // consumer 0 goes first, and skips its last arrival so every arrival is waited for.
+    auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, kConsumers); };
+    auto turn_end = [&](bool last) {
+      if (!(last && consumer == 1)) sm90::named_barrier_arrive(kBarTurn0 + 1 - consumer, kConsumers);
+    };
+    auto softmax = [&](int i, float (&correction)[2]) {
+      const int n0 = (w.n_end - 1 - i) * kBlockN;
+      if (tile_needs_mask(p, w, n0, kBlockN)) mask_scores(acc_s, p, w, n0, tile_row, lane);
+      softmax_step(acc_s, row_max, row_sum, p.scale_log2, correction);
+    };
+
+    sm90::mbar_wait(bar_q, 0);
+    if (consumer == 1) sm90::named_barrier_arrive(kBarTurn0, kConsumers);
+    float correction[2];
+    wait_tile(0);
+    turn_begin();
+    sm90::wgmma_fence();
+    issue_qk(0);
+    turn_end(false);
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(s_flat);
+    softmax(0, correction);  // O is still zero: nothing to rescale
+    sm90::acc_to_a<T>(s_flat, p_frag);
+
+    for (int i = 1; i < n_tiles; ++i) {
+      wait_tile(i);
+      turn_begin();
+      sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
+      issue_qk(i);
+      issue_pv(i - 1);
+      turn_end(false);
+      sm90::wgmma_wait<1>();  // S of tile i; O += P V still running
+      sm90::fence_operand(s_flat);
+      softmax(i, correction);
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
-      if (has_next) {
-        sm90::fence_operand(next_flat);
-#pragma unroll
-        for (int i = 0; i < kNTilesS * 4; ++i) s_flat[i] = next_flat[i];
-      }
-
-      __syncthreads();  // both warpgroups are done with tile n's stage
-      if (n_block - Cfg::kStages >= w.n_begin) load_kv(stage_of(n_block), n_block - Cfg::kStages);
-      cp_async_commit();
+      sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
+      release_tile(i - 1);
+      rescale_rows(acc_o, correction);
+      sm90::acc_to_a<T>(s_flat, p_frag);
     }
+    turn_begin();
+    sm90::wgmma_fence();
+    issue_pv(n_tiles - 1);
+    turn_end(true);
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(o_flat);
+    sm90::fence_operand(p_flat);
   }
 
-  // ---- epilogue (shared with the SM80 kernel) ----
+  // ---- epilogue (shared with the other kernels). The dispatcher runs this kernel only
+  // without split-KV, so the output is final. ----
   float lse[2];
   finish_rows(acc_o, row_max, row_sum, p.scale, lse);
-  if (p.num_splits > 1) {
-    store_partials(p, w, acc_o, lse, tile_row, lane);
-    return;
-  }
   store_lse(p, w, lse, tile_row, lane);
-  T* staging = reinterpret_cast<T*>(smem);  // the Q tile's space, kBlockM x kHeadDim
-  __syncthreads();
+  T* staging = reinterpret_cast<T*>(smem);              // the Q tile's space, kBlockM x kHeadDim
+  sm90::named_barrier_sync(kBarConsumers, kConsumers);  // both consumers are done reading Q
   stage_output<T, kHeadDim>(staging, acc_o, tile_row, lane);
-  __syncthreads();
-  store_output<T, kHeadDim, kBlockM, kChunks, kNThreads>(p, w, staging, tid);
+  sm90::named_barrier_sync(kBarConsumers, kConsumers);
+  store_output<T, kHeadDim, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
 #endif
 }
 
