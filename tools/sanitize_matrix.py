@@ -3,9 +3,9 @@
     compute-sanitizer --tool memcheck  python tools/sanitize_matrix.py
     compute-sanitizer --tool racecheck python tools/sanitize_matrix.py
 
-Paths: SM80 prefill and decode tiles, the Hopper wgmma prefill kernel (head_dim 128, enough
-CTAs to fill the GPU), split-KV + combine kernel, split-KV merged in a thread-block cluster
-(Hopper decode), GQA packing, routed head dims, causal tails,
+Paths: SM80 prefill and decode tiles, the Hopper wgmma prefill kernel (plain, and persistent
+with several work tiles per CTA, head_dim 64 and 128), split-KV + combine kernel, split-KV
+merged in a thread-block cluster (Hopper decode), GQA packing, routed head dims, causal tails,
 varlen with an empty sequence, KV-cache lengths (batched decode), strided views.
 """
 
@@ -26,8 +26,10 @@ def rand(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
 def main() -> None:
     assert forge_flash.active_backend().name == "cuda"
     fwd_cases = [  # b, sq, sk, h, hk, d, causal
-        (8, 256, 256, 16, 16, 128, True),  # Hopper wgmma prefill
-        (8, 200, 333, 16, 4, 128, False),  # Hopper, tails
+        (8, 256, 256, 16, 16, 128, True),  # Hopper persistent: 256 work tiles
+        (8, 200, 333, 16, 4, 128, False),  # Hopper persistent, tails
+        (4, 300, 300, 32, 8, 64, False),  # Hopper persistent, head_dim 64
+        (1, 1100, 1100, 4, 4, 64, True),  # Hopper plain (more than 1024 keys)
         (2, 70, 130, 4, 2, 64, True),  # SM80 prefill, split-KV (small grid)
         (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV (Hopper: cluster)
         (1, 1, 70000, 8, 2, 128, False),  # decode split-KV + combine kernel

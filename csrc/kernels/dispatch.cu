@@ -20,6 +20,12 @@ constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 // splits and the combine kernel. Measured on the H100 (docs/benchmarks.md): capping at 4
 // tiles instead cost 3-7% at 16k-32k keys.
 constexpr int kClusterMaxTilesPerSplit = 16;
+// Hopper prefill whose query blocks walk at most this many K/V tiles (1024 keys) runs on the
+// persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue) weighs
+// most, and the next tile's loads hide it (H100, docs/benchmarks.md: 3-26% faster at 512-1k
+// keys). Longer K/V keeps a CTA per tile, whose hardware scheduling keeps the CTAs resident
+// together on few heads (L2 reuse); the persistent CTAs drifted apart there, 3-31% slower.
+constexpr int kPersistentMaxKvTiles = 8;
 
 FwdKernels kernels_for(DType dtype, int routed) {
 #define FORGE_FLASH_CASE(D) \
@@ -188,8 +194,12 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       p.cluster_combine = true;
     }
   }
-  // Hopper: single-pass prefill at head_dim 64/128 runs on the warp-specialised wgmma kernel.
-  const KernelInfo& hopper = kernels.sm90;
+  // Hopper: single-pass prefill at head_dim 64/128 runs on the warp-specialised wgmma kernel,
+  // persistent when each query block walks few K/V tiles.
+  const bool short_kv = kernels.sm90.kernel != nullptr &&
+                        (p.seqlen_k + kernels.sm90.block_n - 1) / kernels.sm90.block_n <= kPersistentMaxKvTiles;
+  const KernelInfo& hopper = short_kv ? kernels.sm90_persistent : kernels.sm90;
+  int64_t grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
       p.head_dim == routed_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
     DeviceFacts hopper_facts{};
@@ -198,12 +208,14 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     if (hopper_facts.sm90_code && hopper_m_blocks * p.batch * heads <= INT_MAX) {
       plan->kernel = hopper;
       plan->num_m_blocks = static_cast<int>(hopper_m_blocks);
+      grid_x = hopper_m_blocks * p.batch * heads;
+      if (hopper.kernel == kernels.sm90_persistent.kernel)
+        grid_x = std::min<int64_t>(grid_x, static_cast<int64_t>(hopper_facts.sm_count) * hopper_facts.ctas_per_sm);
     }
   }
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                          : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
-  plan->grid = dim3(static_cast<unsigned>(static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads),
-                    static_cast<unsigned>(p.num_splits), 1);
+  plan->grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(p.num_splits), 1);
   plan->workspace_bytes = 0;
   if (p.num_splits > 1 && !p.cluster_combine) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;

@@ -40,8 +40,8 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
   return e;
 }
 
-// What one CTA computes: tile rows [m0, m0 + block_m) of one (batch, head) - or, with
-// pack_gqa, of one (batch, KV head), whose rows are (query position, head in group) pairs -
+// What one work tile (a CTA's launch, or one turn of a persistent CTA) computes: tile rows [m0, m0 + block_m) of one
+// (batch, head) - or, with pack_gqa, of one (batch, KV head), whose rows are (query position, head in group) pairs -
 // against K/V tiles [n_begin, n_end).
 struct CtaWork {
   SeqExtent seq;
@@ -54,7 +54,8 @@ struct CtaWork {
 // Causal launch order: heads in groups of this many; see cta_work.
 constexpr int kCausalHeadGroup = 8;
 
-__device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n) {
+// `tile` numbers the work tiles, in launch order: blockIdx.x for a CTA per tile.
+__device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n, int tile) {
   CtaWork w;
   const int heads_per_cta = p.pack_gqa ? p.num_heads_k : p.num_heads;
   int m_block, bh;  // query block, (batch, head) index
@@ -64,13 +65,13 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
     // is short; the CTAs resident together read the K/V of few heads, which stay in L2.
     const int bh_total = p.batch * heads_per_cta;
     const int group_ctas = kCausalHeadGroup * num_m_blocks;
-    const int group = blockIdx.x / group_ctas, r = blockIdx.x % group_ctas;
+    const int group = tile / group_ctas, r = tile % group_ctas;
     const int heads_in_group = min(kCausalHeadGroup, bh_total - group * kCausalHeadGroup);
     m_block = num_m_blocks - 1 - r / heads_in_group;
     bh = group * kCausalHeadGroup + r % heads_in_group;
   } else {
-    m_block = blockIdx.x % num_m_blocks;
-    bh = blockIdx.x / num_m_blocks;
+    m_block = tile % num_m_blocks;
+    bh = tile / num_m_blocks;
   }
   w.b = bh / heads_per_cta;
   w.cta_head = bh % heads_per_cta;
@@ -287,6 +288,26 @@ __device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, 
   for (int half = 0; half < 2; ++half) {
     const int row = tile_row + 8 * half;
     if (w.m0 + row < w.rows) p.lse[lse_index(p, w, row_target(p, w, row))] = lse[half];
+  }
+}
+
+// The output straight from registers: a quad of lanes writes 16 contiguous bytes of a row.
+// For kernels that cannot wait for a staging barrier (the persistent Hopper kernel).
+template <typename T, int kNO>
+__device__ __forceinline__ void store_output_rows(const FwdParams& p, const CtaWork& w, const float (&o)[kNO][4],
+                                                  int tile_row, int lane) {
+  T* o_ptr = static_cast<T*>(p.out) + w.b * p.o_batch_stride + w.seq.q_start * p.o_row_stride;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = tile_row + 8 * half;
+    if (w.m0 + row >= w.rows) continue;
+    const RowTarget t = row_target(p, w, row);
+    T* dst = o_ptr + t.q_pos * p.o_row_stride + t.head * p.o_head_stride;
+#pragma unroll
+    for (int j = 0; j < kNO; ++j) {
+      const int col = j * 8 + (lane % 4) * 2;
+      if (col < p.head_dim) *reinterpret_cast<uint32_t*>(dst + col) = pack2<T>(o[j][half * 2], o[j][half * 2 + 1]);
+    }
   }
 }
 

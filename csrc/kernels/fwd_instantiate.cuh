@@ -14,11 +14,11 @@ KernelInfo kernel_info() {
           Cfg::kSmemBytes};
 }
 
-// Hopper kernel for the head dims its wgmma tiles are written for.
-template <typename T, int kHeadDim>
+// Hopper kernels for the head dims their wgmma tiles are written for.
+template <typename T, int kHeadDim, bool kPersistent>
 KernelInfo sm90_kernel_info() {
   if constexpr (kHeadDim == 64 || kHeadDim == 128) {
-    using Cfg = Sm90PrefillConfig<kHeadDim>;
+    using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent>;
     return {reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads,
             Cfg::kSmemBytes};
   } else {
@@ -29,7 +29,7 @@ KernelInfo sm90_kernel_info() {
 template <typename T, int kHeadDim>
 FwdKernels fwd_kernels() {
   return {kernel_info<T, PrefillConfig<kHeadDim>>(), kernel_info<T, DecodeConfig<kHeadDim>>(),
-          sm90_kernel_info<T, kHeadDim>()};
+          sm90_kernel_info<T, kHeadDim, false>(), sm90_kernel_info<T, kHeadDim, true>()};
 }
 
 }  // namespace forge_flash

@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   T* sV = sK + Cfg::kSmemKVElems;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const CtaWork w = cta_work(p, num_m_blocks, kBlockM, kBlockN);
+  const CtaWork w = cta_work(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x);
   if (w.m0 >= w.rows) return;  // a shorter sequence of a varlen batch
   const T* k_ptr = k_base<T>(p, w);
   const T* v_ptr = v_base<T>(p, w);

@@ -61,6 +61,18 @@ def test_uneven_lengths(seqlen_q, seqlen_k, heads, causal, dtype):
     _check(q, k, v, causal)
 
 
+# Short K/V with many query blocks: on Hopper the persistent kernel, each CTA walking several
+# work tiles (8 * 16 * 8 = 1024 tiles over about 132 CTAs); 1025 keys is the first length past
+# its limit (the per-tile kernel).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("seqlen,heads", [(1000, (16, 16)), (1024, (16, 4)), (1025, (16, 16))])
+def test_short_kv_many_query_blocks(seqlen, heads, head_dim, causal, dtype):
+    q, k, v = rand_qkv(8, seqlen, seqlen, heads[0], heads[1], head_dim, dtype)
+    _check(q, k, v, causal)
+
+
 # Every instantiated head_dim plus routed ones (8, 40, 200 run in larger tiles).
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
@@ -180,9 +192,16 @@ def test_cuda_graph_capture_and_replay():
         assert_close_to_reference(out, ref, torch_attention(q, k, v, causal=False))
 
 
+# The last case: 40 short sequences (some empty), so persistent CTAs walk tiles of different
+# lengths and tiles with no rows.
+_MANY_SHORT = [((i * 37) % 300 if i % 7 else 0, (i * 53) % 900 + (i % 3)) for i in range(40)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("lens", [[(5, 300), (0, 17), (130, 130), (1, 4000)], [(1, 9000)] * 3])
+@pytest.mark.parametrize(
+    "lens", [[(5, 300), (0, 17), (130, 130), (1, 4000)], [(1, 9000)] * 3, _MANY_SHORT]
+)
 def test_varlen(lens, causal, dtype):
     h, hk, d = 16, 4, 128
     seq_q = [a for a, _ in lens]

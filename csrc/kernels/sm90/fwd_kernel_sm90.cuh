@@ -32,32 +32,34 @@
 
 namespace forge_flash {
 
-template <int kHeadDim_, int kBlockN_, int kStages_>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;  // 2 consumer warpgroups x 64 rows
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
+  static constexpr bool kPersistent = kPersistent_;
   static constexpr int kProducerThreads = 128;
   static constexpr int kConsumerThreads = 256;
   static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
   // 65536 registers / 384 threads = 168 each at launch; the producer gives most of its share
-  // to the consumers: 56 * 128 + 224 * 256 = 168 * 384 (fewer than 56 spill the producer's
-  // address arithmetic at head_dim 128).
-  static constexpr int kProducerRegs = 56;
-  static constexpr int kConsumerRegs = 224;
+  // to the consumers: 56 * 128 + 224 * 256 = 168 * 384. Multiples of 8; a smaller producer
+  // share spills its address arithmetic at head_dim 128, and the persistent producer's tile
+  // loop needs 72.
+  static constexpr int kProducerRegs = kPersistent ? 72 : 56;
+  static constexpr int kConsumerRegs = (168 * 3 - kProducerRegs) / 2;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma tiles are written for head_dim 64 and 128");
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;
   static constexpr int kTileBytes = kQBytes + kStages * 2 * kKVBytes;
-  static constexpr int kBarrierBytes = 8 * (1 + 2 * kStages);  // Q full; per stage full, empty
+  static constexpr int kBarrierBytes = 8 * (2 + 2 * kStages);  // Q full, empty; per stage full, empty
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
   static constexpr int kSmemBytes = kTileBytes + kBarrierBytes + 1024;
 };
 
 // head_dim 64: 4 stages (145 KB); head_dim 128: 3 stages (226 KB of the 227 KB a CTA may have).
-template <int kHeadDim>
-using Sm90PrefillConfig = Sm90Config<kHeadDim, 128, (kHeadDim == 64 ? 4 : 3)>;
+template <int kHeadDim, bool kPersistent>
+using Sm90PrefillConfig = Sm90Config<kHeadDim, 128, (kHeadDim == 64 ? 4 : 3), kPersistent>;
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kNThreads, 1)
@@ -70,8 +72,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;
   constexpr int kChunks = kHeadDim / 8;
   constexpr int kConsumers = Cfg::kConsumerThreads;
-  // Named barriers: both consumers (epilogue), and "consumer 0 / 1 may issue".
-  constexpr int kBarConsumers = 1, kBarTurn0 = 2;
+  // Named barriers: "consumer c may issue" (kBarTurn0 + c), both consumers (epilogue).
+  constexpr int kBarTurn0 = 1, kBarConsumers = 3;
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -79,21 +81,33 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   const uint32_t sQ = smem_base;
   auto sK = [&](int stage) { return sQ + Cfg::kQBytes + stage * 2 * Cfg::kKVBytes; };
   auto sV = [&](int stage) { return sK(stage) + Cfg::kKVBytes; };
-  const uint32_t bar_q = smem_base + Cfg::kTileBytes;
-  auto bar_full = [&](int stage) { return bar_q + 8 * (1 + stage); };
-  auto bar_empty = [&](int stage) { return bar_q + 8 * (1 + kStages + stage); };
+  const uint32_t bar_q_full = smem_base + Cfg::kTileBytes, bar_q_empty = bar_q_full + 8;
+  auto bar_full = [&](int stage) { return bar_q_full + 8 * (2 + stage); };
+  auto bar_empty = [&](int stage) { return bar_q_full + 8 * (2 + kStages + stage); };
 
-  const CtaWork w = cta_work(p, num_m_blocks, kBlockM, kBlockN);
-  if (w.m0 >= w.rows) return;  // the whole CTA, before any barrier
-  // Iteration i works on K/V tile n_end - 1 - i (last to first: masked tiles come first),
-  // in stage i % kStages; its barriers are in phase i / kStages.
-  const int n_tiles = max(w.n_end - w.n_begin, 0);
+  // Work tiles. Plain launch: one per CTA. Persistent: a CTA per SM takes tiles blockIdx.x,
+  // + gridDim.x, ...; its producer loads the next tile's Q and K/V while the consumers finish
+  // the current one, which hides each tile's start-up when tiles are short (few K/V tiles).
+  const int num_tiles = num_m_blocks * p.batch * (p.pack_gqa ? p.num_heads_k : p.num_heads);
+  auto for_each_work_tile = [&](auto&& body) {
+    if constexpr (Cfg::kPersistent) {
+      for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
+        body(cta_work(p, num_m_blocks, kBlockM, kBlockN, tile));
+    } else {
+      body(cta_work(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
+    }
+  };
+  // K/V tiles a work tile walks: n_end - 1 down to n_begin (masked tiles first). Counted over
+  // all of a CTA's work tiles, the i-th K/V tile sits in stage i % kStages, barrier phase
+  // i / kStages; the j-th Q tile in barrier phase j.
+  auto kv_tiles = [](const CtaWork& w) { return w.m0 < w.rows ? max(w.n_end - w.n_begin, 0) : 0; };
   const int tid = threadIdx.x;
   if (tid == 0) {
-    sm90::mbar_init(bar_q, Cfg::kProducerThreads);
+    sm90::mbar_init(bar_q_full, Cfg::kProducerThreads);
+    sm90::mbar_init(bar_q_empty, kConsumers / 32);  // one arrival per consumer warp
     for (int s = 0; s < kStages; ++s) {
       sm90::mbar_init(bar_full(s), Cfg::kProducerThreads);
-      sm90::mbar_init(bar_empty(s), kConsumers / 32);  // one arrival per consumer warp
+      sm90::mbar_init(bar_empty(s), kConsumers / 32);
     }
     sm90::mbar_init_fence();
   }
@@ -104,21 +118,26 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     sm90::shrink_registers<Cfg::kProducerRegs>();
     constexpr int kRowStep = Cfg::kProducerThreads / kChunks;
     const TileCopyLane copy{tid / kChunks, tid % kChunks, true};
-    if (n_tiles > 0) {
-      const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk); };
+    const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk); };
+    const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk); };
+    int it = 0, q_loads = 0;
+    for_each_work_tile([&](const CtaWork& w) {
+      const int n_tiles = kv_tiles(w);
+      if (n_tiles == 0) return;
+      if (q_loads > 0) sm90::mbar_wait(bar_q_empty, (q_loads - 1) & 1);
       load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
-      sm90::mbar_arrive_after_cp_async(bar_q);
+      sm90::mbar_arrive_after_cp_async(bar_q_full);
+      ++q_loads;
       const T* k_ptr = k_base<T>(p, w);
       const T* v_ptr = v_base<T>(p, w);
-      const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk); };
-      for (int i = 0; i < n_tiles; ++i) {
-        const int stage = i % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
-        if (i >= kStages) sm90::mbar_wait(bar_empty(stage), (i / kStages - 1) & 1);
+      for (int i = 0; i < n_tiles; ++i, ++it) {
+        const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
+        if (it >= kStages) sm90::mbar_wait(bar_empty(stage), (it / kStages - 1) & 1);
         load_kv_tile<T, kBlockN, kRowStep>(sK(stage), k_ptr, p.k_row_stride, n0, w.seq.seqlen_k, copy, kv_off);
         load_kv_tile<T, kBlockN, kRowStep>(sV(stage), v_ptr, p.v_row_stride, n0, w.seq.seqlen_k, copy, kv_off);
         sm90::mbar_arrive_after_cp_async(bar_full(stage));
       }
-    }
+    });
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return;
   }
@@ -128,11 +147,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   const int ctid = tid - Cfg::kProducerThreads;  // 0..255
   const int consumer = ctid / 128, lane = tid % 32;
   const int tile_row = (ctid / 32) * 16 + lane / 4;  // this thread's first row (and +8)
+  const uint32_t sQ_rows = sQ + consumer * 64 * sm90::kSwizzleRowBytes;
 
   float acc_o[kNTilesO][4];
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-#pragma unroll
-  for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
+  float row_max[2], row_sum[2];
   // wgmma takes accumulators as flat register arrays; same registers, same order.
   float (&o_flat)[kNTilesO * 4] = *reinterpret_cast<float (*)[kNTilesO * 4]>(&acc_o[0][0]);
   float acc_s[kNTilesS][4];
@@ -140,89 +158,104 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile: the A operand of O += P V
   uint32_t (&p_flat)[kBlockN / 4] = *reinterpret_cast<uint32_t (*)[kBlockN / 4]>(&p_frag[0][0]);
 
-  if (n_tiles > 0) {
-    const uint32_t sQ_rows = sQ + consumer * 64 * sm90::kSwizzleRowBytes;
-    auto issue_qk = [&](int i) {
+  auto issue_qk = [&](int it) {
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk)
-        sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM>(sQ_rows, kk),
-                          sm90::desc_kmajor<kBlockN>(sK(i % kStages), kk), kk > 0);
-      sm90::wgmma_commit();
-    };
-    auto issue_pv = [&](int i) {
+    for (int kk = 0; kk < kHeadDim / 16; ++kk)
+      sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM>(sQ_rows, kk),
+                        sm90::desc_kmajor<kBlockN>(sK(it % kStages), kk), kk > 0);
+    sm90::wgmma_commit();
+  };
+  auto issue_pv = [&](int it) {
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk)
-        sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN>(sV(i % kStages), kk), true);
-      sm90::wgmma_commit();
-    };
-    auto wait_tile = [&](int i) {
-      sm90::mbar_wait(bar_full(i % kStages), (i / kStages) & 1);
-      sm90::fence_proxy_async_smem();  // the landed cp.async writes, to wgmma's async proxy
-    };
-    auto release_tile = [&](int i) {
-      if (lane == 0) sm90::mbar_arrive(bar_empty(i % kStages));
-    };
-    // Turns: a consumer issues only after the other one has issued; consumer 1 pre-arrives so
-    // consumer 0 goes first, and skips its last arrival so every arrival is waited for.
-    auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, kConsumers); };
-    auto turn_end = [&](bool last) {
-      if (!(last && consumer == 1)) sm90::named_barrier_arrive(kBarTurn0 + 1 - consumer, kConsumers);
-    };
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN>(sV(it % kStages), kk), true);
+    sm90::wgmma_commit();
+  };
+  auto wait_kv = [&](int it) {
+    sm90::mbar_wait(bar_full(it % kStages), (it / kStages) & 1);
+    sm90::fence_proxy_async_smem();  // the landed cp.async writes, to wgmma's async proxy
+  };
+  auto release = [&](uint32_t bar) {
+    if (lane == 0) sm90::mbar_arrive(bar);
+  };
+  // Turns: a consumer issues only after the other one has issued. Consumer 1 arrives once
+  // ahead so that consumer 0 goes first; consumer 0 takes that arrival back at the end.
+  auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, kConsumers); };
+  auto turn_end = [&] { sm90::named_barrier_arrive(kBarTurn0 + 1 - consumer, kConsumers); };
+  if (consumer == 1) turn_end();
+
+  int it = 0, q_uses = 0;
+  for_each_work_tile([&](const CtaWork& w) {
+    if (w.m0 >= w.rows) return;
+    const int n_tiles = kv_tiles(w);
+#pragma unroll
+    for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
+    row_max[0] = row_max[1] = -INFINITY;
+    row_sum[0] = row_sum[1] = 0.f;
     auto softmax = [&](int i, float (&correction)[2]) {
       const int n0 = (w.n_end - 1 - i) * kBlockN;
       if (tile_needs_mask(p, w, n0, kBlockN)) mask_scores(acc_s, p, w, n0, tile_row, lane);
       softmax_step(acc_s, row_max, row_sum, p.scale_log2, correction);
+      if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty);  // last Q K^T ran: Q may be replaced
     };
 
-    sm90::mbar_wait(bar_q, 0);
-    if (consumer == 1) sm90::named_barrier_arrive(kBarTurn0, kConsumers);
-    float correction[2];
-    wait_tile(0);
-    turn_begin();
-    sm90::wgmma_fence();
-    issue_qk(0);
-    turn_end(false);
-    sm90::wgmma_wait<0>();
-    sm90::fence_operand(s_flat);
-    softmax(0, correction);  // O is still zero: nothing to rescale
-    sm90::acc_to_a<T>(s_flat, p_frag);
-
-    for (int i = 1; i < n_tiles; ++i) {
-      wait_tile(i);
+    if (n_tiles > 0) {
+      sm90::mbar_wait(bar_q_full, q_uses++ & 1);
+      float correction[2];
+      wait_kv(it);
       turn_begin();
-      sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
-      issue_qk(i);
-      issue_pv(i - 1);
-      turn_end(false);
-      sm90::wgmma_wait<1>();  // S of tile i; O += P V still running
+      sm90::wgmma_fence();
+      issue_qk(it);
+      turn_end();
+      sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
-      softmax(i, correction);
+      softmax(0, correction);  // O is still zero: nothing to rescale
+      sm90::acc_to_a<T>(s_flat, p_frag);
+
+      for (int i = 1; i < n_tiles; ++i) {
+        wait_kv(it + i);
+        turn_begin();
+        sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
+        issue_qk(it + i);
+        issue_pv(it + i - 1);
+        turn_end();
+        sm90::wgmma_wait<1>();  // S of tile i; O += P V still running
+        sm90::fence_operand(s_flat);
+        softmax(i, correction);
+        sm90::wgmma_wait<0>();
+        sm90::fence_operand(o_flat);
+        sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
+        release(bar_empty((it + i - 1) % kStages));
+        rescale_rows(acc_o, correction);
+        sm90::acc_to_a<T>(s_flat, p_frag);
+      }
+      turn_begin();
+      sm90::wgmma_fence();
+      issue_pv(it + n_tiles - 1);
+      turn_end();
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
-      sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
-      release_tile(i - 1);
-      rescale_rows(acc_o, correction);
-      sm90::acc_to_a<T>(s_flat, p_frag);
+      sm90::fence_operand(p_flat);
+      release(bar_empty((it + n_tiles - 1) % kStages));
+      it += n_tiles;
     }
-    turn_begin();
-    sm90::wgmma_fence();
-    issue_pv(n_tiles - 1);
-    turn_end(true);
-    sm90::wgmma_wait<0>();
-    sm90::fence_operand(o_flat);
-    sm90::fence_operand(p_flat);
-  }
 
-  // ---- epilogue (shared with the other kernels). The dispatcher runs this kernel only
-  // without split-KV, so the output is final. ----
-  float lse[2];
-  finish_rows(acc_o, row_max, row_sum, p.scale, lse);
-  store_lse(p, w, lse, tile_row, lane);
-  T* staging = reinterpret_cast<T*>(smem);              // the Q tile's space, kBlockM x kHeadDim
-  sm90::named_barrier_sync(kBarConsumers, kConsumers);  // both consumers are done reading Q
-  stage_output<T, kHeadDim>(staging, acc_o, tile_row, lane);
-  sm90::named_barrier_sync(kBarConsumers, kConsumers);
-  store_output<T, kHeadDim, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
+    // ---- epilogue (the dispatcher runs this kernel only without split-KV: O is final) ----
+    float lse[2];
+    finish_rows(acc_o, row_max, row_sum, p.scale, lse);
+    store_lse(p, w, lse, tile_row, lane);
+    if (Cfg::kPersistent) {  // Q's space already holds the next tile: store from registers
+      store_output_rows<T>(p, w, acc_o, tile_row, lane);
+      return;
+    }
+    // Plain: stage the tile in Q's space for 16-byte coalesced stores.
+    T* staging = reinterpret_cast<T*>(smem);
+    sm90::named_barrier_sync(kBarConsumers, kConsumers);  // both consumers are done reading Q
+    stage_output<T, kHeadDim>(staging, acc_o, tile_row, lane);
+    sm90::named_barrier_sync(kBarConsumers, kConsumers);
+    store_output<T, kHeadDim, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
+  });
+  if (consumer == 0) turn_begin();
 #endif
 }
 
