@@ -43,33 +43,47 @@ struct DeviceFacts {
   bool sm90_code;   // the kernel runs as sm_90 code here (not JIT-compiled from older PTX)
 };
 
-// Per (kernel, device): raise the dynamic shared-memory limit once (needed above 48 KB)
-// and remember the occupancy the split heuristic needs. Host-only calls, no sync.
-cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
+// Once per (kernel, device): `compute(device, &value)` runs on the first call, under a lock so
+// that attribute changes happen once, and its answer is kept. Each call site (each `compute`
+// type) has its own cache. Host-only calls, no sync.
+template <class Value, class Compute>
+cudaError_t once_per_kernel_and_device(const void* kernel, Compute compute, Value* out) {
   static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, DeviceFacts> cache;
+  static std::map<std::pair<const void*, int>, Value> cache;
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find({k.kernel, device});
-  if (it != cache.end()) {
-    *out = it->second;
-    return cudaSuccess;
+  auto it = cache.find({kernel, device});
+  if (it == cache.end()) {
+    Value value{};
+    if ((err = compute(device, &value)) != cudaSuccess) return err;
+    it = cache.emplace(std::make_pair(kernel, device), value).first;
   }
-  DeviceFacts facts{};
-  if ((err = cudaDeviceGetAttribute(&facts.sm_count, cudaDevAttrMultiProcessorCount, device))) return err;
-  if ((err = cudaDeviceGetAttribute(&facts.cc_major, cudaDevAttrComputeCapabilityMajor, device))) return err;
-  if ((err = cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem_bytes))) return err;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&facts.ctas_per_sm, k.kernel, k.threads, k.smem_bytes)))
-    return err;
-  facts.ctas_per_sm = std::max(facts.ctas_per_sm, 1);
-  cudaFuncAttributes attributes{};
-  if ((err = cudaFuncGetAttributes(&attributes, k.kernel))) return err;
-  facts.sm90_code = attributes.ptxVersion >= 90;
-  cache.emplace(std::make_pair(k.kernel, device), facts);
-  *out = facts;
+  *out = it->second;
   return cudaSuccess;
+}
+
+// Raises the dynamic shared-memory limit (needed above 48 KB) and reads what the plan needs.
+cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
+  return once_per_kernel_and_device(
+      k.kernel,
+      [&](int device, DeviceFacts* facts) {
+        cudaError_t err;
+        if ((err = cudaDeviceGetAttribute(&facts->sm_count, cudaDevAttrMultiProcessorCount, device))) return err;
+        if ((err = cudaDeviceGetAttribute(&facts->cc_major, cudaDevAttrComputeCapabilityMajor, device))) return err;
+        if ((err = cudaFuncSetAttribute(k.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem_bytes)))
+          return err;
+        if ((err =
+                 cudaOccupancyMaxActiveBlocksPerMultiprocessor(&facts->ctas_per_sm, k.kernel, k.threads, k.smem_bytes)))
+          return err;
+        facts->ctas_per_sm = std::max(facts->ctas_per_sm, 1);
+        cudaFuncAttributes attributes{};
+        if ((err = cudaFuncGetAttributes(&attributes, k.kernel))) return err;
+        facts->sm90_code = attributes.ptxVersion >= 90;
+        return cudaSuccess;
+      },
+      out);
 }
 
 // Split-KV only when the grid cannot fill the GPU: among split counts that change the
@@ -108,33 +122,27 @@ cudaLaunchAttribute cluster_of_splits(int splits) {
 // (a partitioned GPU, say), which turns the in-cluster combine off. Cached per (kernel, device);
 // called after device_facts raised the shared-memory limit.
 cudaError_t max_cluster_splits(const KernelInfo& k, int* out) {
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, int> cache;
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess) return err;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find({k.kernel, device});
-  if (it == cache.end()) {
-    int splits = 0;
-    const bool non_portable =
-        cudaFuncSetAttribute(k.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
-    for (int size = kMaxClusterSplits; size >= 4 && splits == 0; size /= 2) {
-      if (size > 8 && !non_portable) continue;
-      cudaLaunchConfig_t config{};
-      config.gridDim = dim3(1, size, 1);
-      config.blockDim = dim3(k.threads);
-      config.dynamicSmemBytes = k.smem_bytes;
-      cudaLaunchAttribute cluster = cluster_of_splits(size);
-      config.attrs = &cluster, config.numAttrs = 1;
-      int clusters = 0;
-      if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess && clusters > 0) splits = size;
-    }
-    cudaGetLastError();  // a refused query above is an answer, not an error of this call
-    it = cache.emplace(std::make_pair(k.kernel, device), splits).first;
-  }
-  *out = it->second;
-  return cudaSuccess;
+  return once_per_kernel_and_device(
+      k.kernel,
+      [&](int, int* splits) {
+        const bool non_portable =
+            cudaFuncSetAttribute(k.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+        for (int size = kMaxClusterSplits; size >= 4 && *splits == 0; size /= 2) {
+          if (size > 8 && !non_portable) continue;
+          cudaLaunchConfig_t config{};
+          config.gridDim = dim3(1, size, 1);
+          config.blockDim = dim3(k.threads);
+          config.dynamicSmemBytes = k.smem_bytes;
+          cudaLaunchAttribute cluster = cluster_of_splits(size);
+          config.attrs = &cluster, config.numAttrs = 1;
+          int clusters = 0;
+          if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess && clusters > 0)
+            *splits = size;
+        }
+        cudaGetLastError();  // a refused query above is an answer, not an error of this call
+        return cudaSuccess;
+      },
+      out);
 }
 
 // FORGE_FLASH_DISABLE_SM90=1 keeps Hopper GPUs on the SM80 kernels (an escape hatch, and
