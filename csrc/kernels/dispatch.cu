@@ -22,9 +22,10 @@ constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 constexpr int kClusterMaxTilesPerSplit = 16;
 // Hopper prefill whose query blocks walk at most this many K/V tiles (1024 keys) runs on the
 // persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue) weighs
-// most, and the next tile's loads hide it (H100, docs/benchmarks.md: 3-26% faster at 512-1k
-// keys). Longer K/V keeps a CTA per tile, whose hardware scheduling keeps the CTAs resident
-// together on few heads (L2 reuse); the persistent CTAs drifted apart there, 3-31% slower.
+// most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at 512-1k
+// keys). Longer K/V keeps a CTA per tile: the hardware hands out tiles as CTAs finish, which
+// balances causal work and keeps the resident CTAs on few heads (L2 reuse); static persistent
+// schedules measured up to 24% slower there (causal, head_dim 128).
 constexpr int kPersistentMaxKvTiles = 8;
 
 FwdKernels kernels_for(DType dtype, int routed) {

@@ -3,7 +3,8 @@
 //   CTA = 3 warpgroups, 128 query rows, K/V tiles of kBlockN keys in a ring of kStages.
 //   warpgroup 0, producer:   Q, then K/V tiles last to first into the ring (cp.async);
 //                            a stage's `full` mbarrier completes when its copies land,
-//                            its `empty` mbarrier when both consumers are done with it.
+//                            its `empty` mbarrier when both consumers are done with it
+//                            (Q's space likewise, for the persistent launch's next tile).
 //   warpgroups 1-2, consumers, 64 query rows each, one program:
 //     S = Q K[0]^T; softmax
 //     for each next tile i:
