@@ -67,6 +67,14 @@ def flash_attn_fwd(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``forge_flash.flash_attn_fwd`` through the custom op (what Dynamo records)."""
     result, lse = torch.ops.forge_flash.fwd(q, k, v, softmax_scale, causal, return_lse)
+    return _into_out(result, lse, out, return_lse)
+
+
+def _into_out(
+    result: torch.Tensor, lse: torch.Tensor, out: torch.Tensor | None, return_lse: bool
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The public return value from an op's (result, lse): custom ops cannot write into a
+    caller's tensor, so a given ``out`` receives a copy."""
     if out is not None:
         out.copy_(result)
         result = out
@@ -126,10 +134,7 @@ def flash_attn_varlen_fwd(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
         return_lse,
     )  # fmt: skip
-    if out is not None:
-        out.copy_(result)
-        result = out
-    return (result, lse) if return_lse else result
+    return _into_out(result, lse, out, return_lse)
 
 
 # -- batched_decode_attention ---------------------------------------------------------------
