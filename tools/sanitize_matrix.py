@@ -3,10 +3,11 @@
     compute-sanitizer --tool memcheck  python tools/sanitize_matrix.py
     compute-sanitizer --tool racecheck python tools/sanitize_matrix.py
 
-Paths: SM80 prefill and decode tiles, the Hopper wgmma prefill kernel (plain, and persistent
-with several work tiles per CTA, head_dim 64 and 128), split-KV + combine kernel, split-KV
-merged in a thread-block cluster (Hopper decode), GQA packing, routed head dims, causal tails,
-varlen with an empty sequence, KV-cache lengths (batched decode), strided views.
+Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and split-KV), the
+Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64
+and 128), split-KV + combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
+GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
+(batched decode), strided views.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
         (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV (Hopper: cluster)
         (1, 1, 70000, 8, 2, 128, False),  # decode split-KV + combine kernel
         (2, 1, 700, 16, 1, 64, False),  # decode, 16 packed rows, cluster combine
+        (160, 1, 300, 8, 2, 128, False),  # decode, grid full: one pass, no split
+        (1, 4, 500, 16, 4, 256, True),  # decode tile of 4 causal queries x 4 heads, head_dim 256
         (2, 33, 17, 2, 2, 40, True),  # routed head_dim, rows that see no key
         (1, 20, 200, 4, 4, 256, True),
     ]

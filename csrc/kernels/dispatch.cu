@@ -16,10 +16,10 @@ namespace {
 
 constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 // Capping a decode call's splits to fit one cluster is taken while each split keeps at most
-// this many K/V tiles (32k keys over 16 splits of 128-key tiles); longer caches keep more
-// splits and the combine kernel. Measured on the H100 (docs/benchmarks.md): capping at 4
-// tiles instead cost 3-7% at 16k-32k keys.
-constexpr int kClusterMaxTilesPerSplit = 16;
+// this many keys (32k keys over 16 splits); longer caches keep more splits and the combine
+// kernel. Measured on the H100 with one-warp decode tiles (docs/benchmarks.md): capping at
+// 512 keys instead cost 3-7% at 16k-32k keys.
+constexpr int kClusterMaxKeysPerSplit = 2048;
 // Hopper prefill whose query blocks walk at most this many K/V tiles (1024 keys) runs on the
 // persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue) weighs
 // most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at 512-1k
@@ -88,17 +88,17 @@ cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
 }
 
 // Split-KV only when the grid cannot fill the GPU: among split counts that change the
-// tiles per split, take the smallest whose wave efficiency is within 85% of the best.
-int choose_num_splits(int64_t ctas, int n_blocks, const DeviceFacts& d) {
+// steps per split, take the smallest whose wave efficiency is within 85% of the best.
+int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   const int64_t capacity = static_cast<int64_t>(d.sm_count) * d.ctas_per_sm;
-  if (n_blocks <= 1 || ctas * 5 >= capacity * 4) return 1;
-  const int max_splits = std::min<int>(kMaxSplits, n_blocks);
+  if (n_steps <= 1 || ctas * 5 >= capacity * 4) return 1;
+  const int max_splits = std::min<int>(kMaxSplits, n_steps);
   auto efficiency = [&](int s) {
     const double waves = static_cast<double>(ctas * s) / capacity;
     return waves / std::ceil(waves);
   };
-  auto distinct = [&](int s) {  // s splits that give a different tile count per split
-    return s == 1 || (n_blocks + s - 1) / s != (n_blocks + s - 2) / (s - 1);
+  auto distinct = [&](int s) {  // s splits that give a different step count per split
+    return s == 1 || (n_steps + s - 1) / s != (n_steps + s - 2) / (s - 1);
   };
   double best = 0;
   for (int s = 1; s <= max_splits; ++s)
@@ -186,20 +186,24 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (ctas > INT_MAX) return "batch * heads * query blocks exceeds the launch grid (2^31 - 1)";
   plan->num_m_blocks = static_cast<int>(m_blocks);
 
+  // Splits hand out whole steps of the kernel's kv_tiles_per_step tiles (cta_work).
   const int n_blocks = (p.seqlen_k + plan->kernel.block_n - 1) / plan->kernel.block_n;
-  p.num_splits = choose_num_splits(ctas, n_blocks, facts);
+  const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
+  const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
+  p.num_splits = choose_num_splits(ctas, n_steps, facts);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),
   // one launch and no workspace. Clusters hold at most 16 (or 8) splits; past that, capping the
-  // split count is worth it only while each split keeps a few tiles (short caches).
+  // split count is worth it only while each split keeps few keys (short caches).
   p.cluster_combine = false;
   if (p.num_splits > 1 && plan->kernel.kernel == kernels.decode.kernel && facts.cc_major == 9 && facts.sm90_code &&
       sm90_enabled()) {
     int max_splits = 0;
     if ((*cuda_error = max_cluster_splits(plan->kernel, &max_splits)) != cudaSuccess) return "device query failed";
     const int capped = std::max(std::min(p.num_splits, max_splits), 1);
-    const int per_split = (n_blocks + capped - 1) / capped;
-    if (max_splits > 0 && (p.num_splits <= max_splits || per_split <= kClusterMaxTilesPerSplit)) {
-      p.num_splits = (n_blocks + per_split - 1) / per_split;  // no split left without tiles
+    const int per_split = (n_steps + capped - 1) / capped;
+    if (max_splits > 0 &&
+        (p.num_splits <= max_splits || static_cast<int64_t>(per_split) * step_keys <= kClusterMaxKeysPerSplit)) {
+      p.num_splits = (n_steps + per_split - 1) / per_split;  // no split left without tiles
       p.cluster_combine = true;
     }
   }

@@ -54,8 +54,11 @@ struct CtaWork {
 // Causal launch order: heads in groups of this many; see cta_work.
 constexpr int kCausalHeadGroup = 8;
 
-// `tile` numbers the work tiles, in launch order: blockIdx.x for a CTA per tile.
-__device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n, int tile) {
+// `tile` numbers the work tiles, in launch order: blockIdx.x for a CTA per tile. A kernel that
+// works on `tiles_per_step` K/V tiles at once (one per warp: the decode kernel) gets splits of
+// whole steps.
+__device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n, int tile,
+                                            int tiles_per_step = 1) {
   CtaWork w;
   const int heads_per_cta = p.pack_gqa ? p.num_heads_k : p.num_heads;
   int m_block, bh;  // query block, (batch, head) index
@@ -91,7 +94,7 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   }
   w.n_begin = 0;
   if (p.num_splits > 1) {
-    const int per_split = ceil_div(n_blocks, p.num_splits);
+    const int per_split = ceil_div(ceil_div(n_blocks, tiles_per_step), p.num_splits) * tiles_per_step;
     w.n_begin = blockIdx.y * per_split;
     w.n_end = min(w.n_end, w.n_begin + per_split);
   }

@@ -2,16 +2,16 @@
 // generated instantiation units.
 #pragma once
 
+#include "decode_kernel.cuh"
 #include "fwd_kernel.cuh"
 #include "kernel_registry.h"
 #include "sm90/fwd_kernel_sm90.cuh"
 
 namespace forge_flash {
 
-template <typename T, typename Cfg>
-KernelInfo kernel_info() {
-  return {reinterpret_cast<const void*>(&fwd_kernel<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads,
-          Cfg::kSmemBytes};
+template <typename Cfg>
+KernelInfo kernel_info(const void* kernel) {
+  return {kernel, Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads, Cfg::kSmemBytes, Cfg::kKvTilesPerStep};
 }
 
 // Hopper kernels for the head dims their wgmma tiles are written for.
@@ -19,16 +19,23 @@ template <typename T, int kHeadDim, bool kPersistent>
 KernelInfo sm90_kernel_info() {
   if constexpr (kHeadDim == 64 || kHeadDim == 128) {
     using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent>;
-    return {reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>), Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads,
-            Cfg::kSmemBytes};
+    return {reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>),
+            Cfg::kBlockM,
+            Cfg::kBlockN,
+            Cfg::kNThreads,
+            Cfg::kSmemBytes,
+            1};
   } else {
-    return {nullptr, 0, 0, 0, 0};
+    return {nullptr, 0, 0, 0, 0, 1};
   }
 }
 
 template <typename T, int kHeadDim>
 FwdKernels fwd_kernels() {
-  return {kernel_info<T, PrefillConfig<kHeadDim>>(), kernel_info<T, DecodeConfig<kHeadDim>>(),
+  using Prefill = PrefillConfig<kHeadDim>;
+  using Decode = DecodeConfig<kHeadDim>;
+  return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill>)),
+          kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode>)),
           sm90_kernel_info<T, kHeadDim, false>(), sm90_kernel_info<T, kHeadDim, true>()};
 }
 

@@ -8,16 +8,16 @@
 //     wait V; issue next K load  online softmax (exp2, running max/sum per row)
 //                                O += P V       (P stays in registers; V via ldmatrix.trans)
 //   normalise O, write it through smem with 16-byte stores, write LSE
-//   (split-KV: write this split's partial instead, to the workspace for the combine kernel,
-//   or on Hopper decode tiles merge the splits within their cluster: sm90/cluster_combine.cuh)
+//   (split-KV: write this split's partial instead, to the workspace for the combine kernel)
 //
 // The row/tile bookkeeping, softmax and epilogue live in fwd_common.cuh (shared with the
-// SM90 wgmma kernel); this file is the SM80 data path.
+// SM90 wgmma kernel), the warp's matrix products in warp_mma.cuh (shared with the decode
+// kernel); this file is the SM80 prefill data path: warps own query rows.
 #pragma once
 
 #include "fwd_common.cuh"
-#include "sm90/cluster_combine.cuh"
 #include "tile_config.h"
+#include "warp_mma.cuh"
 
 namespace forge_flash {
 
@@ -67,36 +67,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     row_sum[mt][0] = row_sum[mt][1] = 0.f;
   }
 
-  // ldmatrix addressing. Every fragment starts on a multiple of 8 rows, so a lane's row
-  // within the swizzle pattern is lane % 8 and its swizzled chunk for an even chunk base c
-  // is c ^ x with x = lane_chunk ^ (lane % 8): only c % 8 varies at run time, so four
-  // precomputed byte offsets per operand cover every k-step.
   const int warp_row0 = warp * kMTiles * 16;
-  struct LaneAddr {
-    uint32_t base;                                          // byte address of the lane's row, chunk 0
-    uint32_t xor_[4];                                       // byte offset of swizzled chunk (2j ^ x), j = c % 8 / 2
-    __device__ uint32_t at(int row_off, int chunk) const {  // chunk even, compile-time
-      return base + row_off * kPitch * 2 + (chunk / 8) * 128 + xor_[(chunk % 8) / 2];
-    }
-  };
-  auto lane_addr = [&](uint32_t tile, int lane_row, int lane_chunk) {
-    LaneAddr a;
-    a.base = tile + lane_row * kPitch * 2;
-    const int x = lane_chunk ^ (lane % 8);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) a.xor_[j] = ((2 * j) ^ x) * 16;
-    return a;
-  };
-  // A from Q: lanes 0-15 rows 0-15 at chunk c, lanes 16-31 the same rows at c + 1.
-  const LaneAddr q_frag = lane_addr(sQ_addr, warp_row0 + lane % 16, lane / 16);
-  // B from K (keys are rows): matrices (keys 0-7, c), (0-7, c+1), (8-15, c), (8-15, c+1).
-  const LaneAddr k_frag = lane_addr(sK_addr, lane % 8 + (lane / 16) * 8, (lane / 8) % 2);
-  // B from V, transposed: matrices (keys 0-7, c), (8-15, c), (0-7, c+1), (8-15, c+1).
-  const LaneAddr v_frag = lane_addr(sV_addr, lane % 16, lane / 16);
+  const auto q_frag = q_lane<kPitch>(sQ_addr, warp_row0, lane);
+  const auto k_frag = k_lane<kPitch>(sK_addr, lane);
+  const auto v_frag = v_lane<kPitch>(sV_addr, lane);
 
   if (w.n_begin < w.n_end) {
-    // Prologue: Q, K and V of the first tile all in flight at once (a decode CTA may own
-    // a single tile, so this saves it a whole memory round trip).
+    // Prologue: Q, K and V of the first tile all in flight at once (a split may own a
+    // single tile, so this saves it a whole memory round trip).
     load_q_tile<T, kBlockM, kRowStep>(p, w, sQ_addr, copy, offset);
     load_k(w.n_end - 1);
     cp_async_commit();
@@ -114,28 +92,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
         cp_async_commit();
       }
 
-      // ---- S = Q K^T ----
       float acc_s[kMTiles][kNTilesS][4];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-        for (int j = 0; j < kNTilesS; ++j) acc_s[mt][j][0] = acc_s[mt][j][1] = acc_s[mt][j][2] = acc_s[mt][j][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < Cfg::kHeadDim / 16; ++kk) {
-        uint32_t a[kMTiles][4];
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) ldmatrix_x4(q_frag.at(mt * 16, 2 * kk), a[mt]);
-#pragma unroll
-        for (int nn = 0; nn < kBlockN / 16; ++nn) {
-          uint32_t bk[4];
-          ldmatrix_x4(k_frag.at(nn * 16, 2 * kk), bk);
-#pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt) {
-            mma_16816<T>(acc_s[mt][2 * nn], a[mt], bk[0], bk[1]);
-            mma_16816<T>(acc_s[mt][2 * nn + 1], a[mt], bk[2], bk[3]);
-          }
-        }
-      }
+      qk_scores<T, kMTiles, kBlockN, Cfg::kHeadDim>(acc_s, q_frag, k_frag);
       const int n0 = n_block * kBlockN;
       if (tile_needs_mask(p, w, n0, kBlockN)) {
 #pragma unroll
@@ -152,28 +110,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) online_softmax(acc_s[mt], acc_o[mt], row_max[mt], row_sum[mt], p.scale_log2);
 
-      // ---- O += P V: the S accumulators, packed to 16 bits, are the A fragments ----
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        uint32_t a[kMTiles][4];
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          a[mt][0] = pack2<T>(acc_s[mt][2 * kk][0], acc_s[mt][2 * kk][1]);
-          a[mt][1] = pack2<T>(acc_s[mt][2 * kk][2], acc_s[mt][2 * kk][3]);
-          a[mt][2] = pack2<T>(acc_s[mt][2 * kk + 1][0], acc_s[mt][2 * kk + 1][1]);
-          a[mt][3] = pack2<T>(acc_s[mt][2 * kk + 1][2], acc_s[mt][2 * kk + 1][3]);
-        }
-#pragma unroll
-        for (int dd = 0; dd < Cfg::kHeadDim / 16; ++dd) {
-          uint32_t bv[4];
-          ldmatrix_x4_trans(v_frag.at(kk * 16, 2 * dd), bv);
-#pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt) {
-            mma_16816<T>(acc_o[mt][2 * dd], a[mt], bv[0], bv[1]);
-            mma_16816<T>(acc_o[mt][2 * dd + 1], a[mt], bv[2], bv[3]);
-          }
-        }
-      }
+      pv_accumulate<T, kMTiles, kBlockN, Cfg::kHeadDim>(acc_o, acc_s, v_frag);
     }
   }
 
@@ -182,14 +119,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) finish_rows(acc_o[mt], row_max[mt], row_sum[mt], p.scale, lse[mt]);
   if (p.num_splits > 1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if constexpr (kNThreads == 32 && kMTiles == 1) {  // decode tiles: one warp, 16 rows
-      if (p.cluster_combine) {
-        combine_splits_in_cluster<T, Cfg::kHeadDim>(p, w, acc_o[0], lse[0], smem_raw, lane);
-        return;
-      }
-    }
-#endif
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) store_partials(p, w, acc_o[mt], lse[mt], warp_row0 + mt * 16 + lane / 4, lane);
     return;

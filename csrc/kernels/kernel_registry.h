@@ -8,16 +8,18 @@
 
 namespace forge_flash {
 
-// Launch facts of one kernel instantiation. `kernel` is the host stub of
-// fwd_kernel<T, Cfg>, launched with cudaLaunchKernel(params, num_m_blocks).
+// Launch facts of one kernel instantiation. `kernel` is the host stub of a forward kernel,
+// launched with cudaLaunchKernel(params, num_m_blocks). `kv_tiles_per_step`: the K/V tiles of
+// block_n keys one CTA works on at once (its warps' tiles in the decode kernel, else 1);
+// split-KV hands out whole steps.
 struct KernelInfo {
   const void* kernel;
-  int block_m, block_n, threads, smem_bytes;
+  int block_m, block_n, threads, smem_bytes, kv_tiles_per_step;
 };
 
 struct FwdKernels {
   KernelInfo prefill;          // many query rows
-  KernelInfo decode;           // at most 16 tile rows (one token, or one GQA group of heads)
+  KernelInfo decode;           // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
   KernelInfo sm90;             // Hopper warp-specialised wgmma prefill (head_dim 64 and 128; else null)
   KernelInfo sm90_persistent;  // the same, persistent: for short K/V (few tiles per query block)
 };

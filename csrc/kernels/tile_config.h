@@ -3,6 +3,15 @@
 
 namespace forge_flash {
 
+// Shared-memory row pitch of a tile with kHeadDim columns: a power of two of at least 64
+// elements (128 bytes), so that the XOR swizzle (chunk c of row r lives at chunk c ^ (r % 8))
+// stays inside the row and a thread's chunk column stays fixed while it copies a tile.
+constexpr int row_pitch(int head_dim) { return head_dim <= 64 ? 64 : head_dim <= 128 ? 128 : 256; }
+
+// The least shared memory a CTA may opt into on a GPU the SM80 kernels run on (SM86 and SM89:
+// 99 KB; A100 163 KB, H100 227 KB).
+constexpr int kSmallestSmemOptin = 99 * 1024;
+
 // kHeadDim: the instantiated head dimension (a multiple of 32); smaller real head
 // dimensions are routed up to it with predicated loads and stores.
 // kBlockM query rows x kBlockN keys per tile; each warp owns kBlockM / kNWarps rows, as
@@ -19,15 +28,13 @@ struct TileConfig {
   static_assert(kBlockM % (16 * kNWarps) == 0, "each warp owns whole m16 tiles");
   static_assert(kBlockN % 16 == 0, "keys come in k16 MMA steps");
 
-  // 16-byte chunks per row that carry data, and the shared-memory row pitch: a power of
-  // two of at least 64 elements (128 bytes), so that the XOR swizzle (chunk c of row r
-  // lives at chunk c ^ (r % 8)) stays inside the row and a thread's chunk column stays
-  // fixed while it copies a tile.
-  static constexpr int kChunks = kHeadDim / 8;
-  static constexpr int kRowPitch = kHeadDim <= 64 ? 64 : kHeadDim <= 128 ? 128 : 256;
+  static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row that carry data
+  static constexpr int kRowPitch = row_pitch(kHeadDim);
   static constexpr int kSmemQElems = kBlockM * kRowPitch;
   static constexpr int kSmemKVElems = kBlockN * kRowPitch;
   static constexpr int kSmemBytes = (kSmemQElems + 2 * kSmemKVElems) * 2;
+  static_assert(kSmemBytes <= kSmallestSmemOptin, "a CTA fits every SM80+ GPU");
+  static constexpr int kKvTilesPerStep = 1;  // K/V tiles the CTA works on at once
 };
 
 // Prefill tiles: the published SM80 choices (128x128 for small heads, 128x64 up to 128,
@@ -35,12 +42,40 @@ struct TileConfig {
 template <int kHeadDim>
 using PrefillConfig = TileConfig<kHeadDim, (kHeadDim <= 128 ? 128 : 64), 64, 4>;
 
-// Decode tiles: at most 16 query rows (one token, or the query heads of one GQA group
-// folded into rows), one warp. Many small CTAs plus split-KV keep enough K/V loads in
-// flight to run at memory bandwidth; 128-key tiles put twice the bytes of a 64-key tile in
-// each load (H100, 32/8 heads, d128: 8-15% less GPU time at 8k-32k keys, 2% at 128k).
-// Above head_dim 128 they stay at 64 keys, so the CTA fits the 99 KB of SM86/SM89.
+// Decode tiles (decode_kernel.cuh): 16 query rows (one token, or the query heads of one GQA
+// group folded into rows) shared by kNWarps warps, each walking its own K/V tiles of kBlockN
+// keys in its own K and V buffers; the warps' partial results merge in shared memory. The CTA
+// has kNWarps K/V tiles in flight and kNWarps tensor-core quadrants busy, where a single warp
+// had one and one.
+template <int kHeadDim_, int kBlockN_, int kNWarps_>
+struct DecodeTileConfig {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 16;
+  static constexpr int kBlockN = kBlockN_;  // keys per warp tile
+  static constexpr int kNWarps = kNWarps_;
+  static constexpr int kNThreads = kNWarps * 32;
+  static_assert(kHeadDim % 32 == 0 && kHeadDim <= 256, "head dim tiles are multiples of 32");
+  static_assert(kBlockN % 16 == 0, "keys come in k16 MMA steps");
+
+  static constexpr int kChunks = kHeadDim / 8;
+  static constexpr int kRowPitch = row_pitch(kHeadDim);
+  static constexpr int kSmemQElems = kBlockM * kRowPitch;
+  static constexpr int kSmemKVElems = kBlockN * kRowPitch;  // one warp's K (or V) tile
+  // The merge reuses the Q and K/V buffers: each warp's fp32 partial O (rows padded by 8
+  // floats against bank conflicts) and LSE, and the merged LSE.
+  static constexpr int kPartialPitch = kHeadDim + 8;
+  static constexpr int kMergeBytes = (kNWarps * kBlockM * (kPartialPitch + 1) + kBlockM) * 4;
+  static constexpr int kTileBytes = (kSmemQElems + 2 * kNWarps * kSmemKVElems) * 2;
+  static constexpr int kSmemBytes = kTileBytes > kMergeBytes ? kTileBytes : kMergeBytes;
+  static_assert(kSmemBytes <= kSmallestSmemOptin, "a CTA fits every SM80+ GPU");
+  static constexpr int kKvTilesPerStep = kNWarps;
+};
+
+// 4 warps of 32-key tiles up to head_dim 128 (16 above): 68-72 KB. Measured on the H100
+// (docs/benchmarks.md): CTAs above 113 KB (one per SM) let it hold only 7 clusters of 16 at
+// once, so a decode over 8 KV heads ran in two waves (4 warps of 64 keys: 50% longer at 4k
+// keys); 8 warps of 16 keys also fill 132 KB; 2 warps of 64 keys were 0-6% slower.
 template <int kHeadDim>
-using DecodeConfig = TileConfig<kHeadDim, 16, (kHeadDim <= 128 ? 128 : 64), 1>;
+using DecodeConfig = DecodeTileConfig<kHeadDim, (kHeadDim <= 128 ? 32 : 16), 4>;
 
 }  // namespace forge_flash

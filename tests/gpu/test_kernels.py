@@ -61,6 +61,19 @@ def test_uneven_lengths(seqlen_q, seqlen_k, heads, causal, dtype):
     _check(q, k, v, causal)
 
 
+# Decode tiles divide a CTA's keys over its warps: fewer K/V tiles than warps (warps that see
+# no key), tails, causal tiles of several queries times a GQA group (up to 16 rows), one CTA
+# per tile and split-KV.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "seqlen_q,seqlen_k", [(1, 1), (1, 65), (1, 200), (4, 4), (4, 259), (2, 1500), (1, 5000)]
+)
+@pytest.mark.parametrize("batch", [1, 64])
+def test_decode_tiles(batch, seqlen_q, seqlen_k, causal, dtype):
+    _check(*rand_qkv(batch, seqlen_q, seqlen_k, 16, 4, 128, dtype), causal)
+
+
 # Short K/V with many query blocks: on Hopper the persistent kernel, each CTA walking several
 # work tiles (8 * 16 * 8 = 1024 tiles over about 132 CTAs); 1025 keys is the first length past
 # its limit (the per-tile kernel).
@@ -117,9 +130,10 @@ def test_split_kv_on_and_off_agree(causal):
 @pytest.mark.parametrize("heads", [(32, 8), (8, 8)])
 @pytest.mark.parametrize("seqlen_k", [300, 1000, 4096, 16384, 65536])
 def test_decode_split_kv(seqlen_k, heads, head_dim, dtype):
-    # One query over a cache splits its KV range. On Hopper the splits of a tile merge inside
-    # their thread-block cluster while each keeps at most 16 tiles (head_dim <= 128: up to 32k
-    # keys), and in the combine kernel beyond; elsewhere always in the combine kernel.
+    # One query over a cache splits its KV range over CTAs, and each CTA's range over its
+    # warps. On Hopper the splits of a tile merge inside their thread-block cluster while they
+    # fit one (16 splits, or 2048 keys each), and in the combine kernel beyond; elsewhere
+    # always in the combine kernel.
     _check(*rand_qkv(1, 1, seqlen_k, *heads, head_dim, dtype), False)
 
 
@@ -128,13 +142,15 @@ def test_hopper_decode_merges_splits_without_workspace():
         pytest.skip("the in-cluster combine is Hopper-only")
     short = rand_qkv(1, 1, 32768, 32, 8, 128, torch.bfloat16)
     assert workspace_bytes_needed(*short, causal=False) == 0, "expected the in-cluster combine"
-    long = rand_qkv(1, 1, 65536, 32, 8, 128, torch.bfloat16)
+    # One KV head wants more than 16 splits; at 64k keys 16 would hold more than 2048 keys each.
+    long = rand_qkv(1, 1, 65536, 8, 1, 128, torch.bfloat16)
     assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
 
 
-@pytest.mark.parametrize("seqlen_k", [4096, 131072])  # in-cluster combine, combine kernel
-def test_split_kv_is_deterministic(seqlen_k):
-    q, k, v = rand_qkv(1, 1, seqlen_k, 32, 8, 128, torch.bfloat16)
+# Hopper: in-cluster combine, either; combine kernel.
+@pytest.mark.parametrize("seqlen_k,heads", [(4096, (32, 8)), (131072, (32, 8)), (131072, (8, 1))])
+def test_split_kv_is_deterministic(seqlen_k, heads):
+    q, k, v = rand_qkv(1, 1, seqlen_k, *heads, 128, torch.bfloat16)
     with kernel_backend():
         first = forge_flash.flash_attn_fwd(q, k, v)
         second = forge_flash.flash_attn_fwd(q, k, v)

@@ -49,34 +49,20 @@ __device__ __forceinline__ float4 ld_peer_f32x4(uint32_t addr) {
   return x;
 }
 
-// One warp per CTA, 16 tile rows: `o` and `lse` are this split's normalised O and LSE in the
-// m16 accumulator layout (fwd_common.cuh). `smem` is free to reuse (no tile copies in flight).
-template <typename T, int kHeadDim>
-__device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, const CtaWork& w,
-                                                          const float (&o)[kHeadDim / 8][4], const float (&lse)[2],
-                                                          unsigned char* smem, int lane) {
+// Each CTA of the cluster holds its split's merged partial for the tile's 16 rows in its own
+// shared memory: normalised fp32 O at `o_base` (rows of kPitch floats) and the LSE at
+// `lse_base`. Warp `warp` of cluster CTA `rank` merges rows warp * splits + rank, and every
+// (warps * splits)-th row after it, so the rows spread over the cluster's SMs first.
+template <typename T, int kHeadDim, int kPitch>
+__device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, const CtaWork& w, uint32_t o_base,
+                                                          uint32_t lse_base, int warp, int warps, int lane) {
   constexpr int kRows = 16, kQuads = kHeadDim / 4;
-  float* part_o = reinterpret_cast<float*>(smem);  // [kRows][kHeadDim]
-  float* part_lse = part_o + kRows * kHeadDim;     // [kRows]
+  cluster_barrier();  // every split's partial is in place
 
-  // 1. This split's partial into its own shared memory.
-  __syncwarp();  // the warp's last reads of the K/V tiles are done
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = lane / 4 + 8 * half;
-#pragma unroll
-    for (int j = 0; j < kHeadDim / 8; ++j)
-      *reinterpret_cast<float2*>(part_o + row * kHeadDim + j * 8 + (lane % 4) * 2) =
-          make_float2(o[j][half * 2], o[j][half * 2 + 1]);
-    if (lane % 4 == 0) part_lse[row] = lse[half];
-  }
-  cluster_barrier();
-
-  // 2. Rows rank, rank + splits, ... merged from every split, in split order.
   const int splits = p.num_splits;
-  const uint32_t o_base = smem_addr(part_o), lse_base = smem_addr(part_lse);
   T* out_rows = static_cast<T*>(p.out) + w.b * p.o_batch_stride + w.seq.q_start * p.o_row_stride;
-  for (int row = cluster_cta_rank(); row < kRows && w.m0 + row < w.rows; row += splits) {
+  for (int row = warp * splits + static_cast<int>(cluster_cta_rank()); row < kRows && w.m0 + row < w.rows;
+       row += warps * splits) {
     // Lane s holds split s's LSE; weights exp(lse_s - max), 0 for a split that saw no key.
     const float split_lse = lane < splits ? ld_peer_f32(peer_smem(lse_base + row * 4, lane)) : -INFINITY;
     float mx = split_lse;
@@ -98,7 +84,7 @@ __device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, co
 #pragma unroll
       for (int s = 0; s < kMaxClusterSplits; ++s) {
         if (s >= splits || weights[s] == 0.f) continue;  // an empty split's O is never read
-        const float4 x = ld_peer_f32x4(peer_smem(o_base + (row * kHeadDim + c * 4) * 4, s));
+        const float4 x = ld_peer_f32x4(peer_smem(o_base + (row * kPitch + c * 4) * 4, s));
         acc.x = fmaf(weights[s], x.x, acc.x), acc.y = fmaf(weights[s], x.y, acc.y);
         acc.z = fmaf(weights[s], x.z, acc.z), acc.w = fmaf(weights[s], x.w, acc.w);
       }

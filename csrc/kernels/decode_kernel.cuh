@@ -1,0 +1,178 @@
+// Decode kernel for SM80+ (mma.sync): a tile of 16 query rows - one token, or the query heads
+// of one GQA group folded into rows - against a long run of K/V tiles. Its warps divide the
+// keys, not the rows:
+//
+//   load Q (the whole CTA)
+//   warp w walks K/V tiles w, w + W, ... of the CTA's range (last first), in its own buffers:
+//     wait K; issue V load       S = Q K^T                (warp_mma.cuh)
+//     mask (tiles that cross the sequence end or the causal diagonal)
+//     wait V; issue next K load  online softmax, O += P V
+//   the W warps' normalised partials (O, LSE) merged in shared memory, in warp order, then
+//     one split:                 O and LSE to global memory
+//     splits + combine kernel:   this split's partial to the workspace
+//     Hopper, splits in cluster: merged across the cluster (sm90/cluster_combine.cuh)
+//
+// Why: a decode tile is too small to divide by rows (16 rows are one m16 MMA slice), and a
+// CTA of one warp drives one of the SM's four tensor-core quadrants and keeps one K or V tile
+// in flight. Dividing the keys gives the CTA W tiles in flight and W quadrants, so W times
+// fewer splits fill the GPU, which matters where a cluster holds at most 16 of them.
+#pragma once
+
+#include "fwd_common.cuh"
+#include "sm90/cluster_combine.cuh"
+#include "tile_config.h"
+#include "warp_mma.cuh"
+
+namespace forge_flash {
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kNThreads)
+    decode_kernel(const __grid_constant__ FwdParams p, const int num_m_blocks) {
+  constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kWarps = Cfg::kNWarps;
+  constexpr int kNThreads = Cfg::kNThreads, kHeadDim = Cfg::kHeadDim, kPitch = Cfg::kRowPitch;
+  constexpr int kNTilesO = kHeadDim / 8;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + Cfg::kSmemQElems + warp * 2 * Cfg::kSmemKVElems;  // this warp's K and V tiles
+  T* sV = sK + Cfg::kSmemKVElems;
+
+  const CtaWork w = cta_work(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x, kWarps);
+  if (w.m0 >= w.rows) return;  // an empty sequence of a varlen batch (its whole cluster returns)
+  const T* k_ptr = k_base<T>(p, w);
+  const T* v_ptr = v_base<T>(p, w);
+
+  // Copies into swizzled rows of kPitch elements (see warp_mma.cuh). Q: the first kQThreads
+  // threads; K/V: each warp its own tiles, so a warp waits only for its own loads.
+  constexpr int kPitchChunks = kPitch / 8;
+  constexpr int kQThreads = kNThreads < kBlockM * kPitchChunks ? kNThreads : kBlockM * kPitchChunks;
+  static_assert(kQThreads % kPitchChunks == 0 && 32 % kPitchChunks == 0, "a thread's chunk column is fixed");
+  const int head_chunks = p.head_dim / 8;
+  const TileCopyLane q_copy{tid / kPitchChunks, tid % kPitchChunks, tid % kPitchChunks < head_chunks};
+  const TileCopyLane kv_copy{lane / kPitchChunks, lane % kPitchChunks, lane % kPitchChunks < head_chunks};
+  const auto offset = [](int row, int chunk) { return static_cast<uint32_t>(staging_offset<kPitch>(row, chunk) * 2); };
+  const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
+  auto load_k = [&](int n_block) {
+    load_kv_tile<T, kBlockN, 32 / kPitchChunks>(sK_addr, k_ptr, p.k_row_stride, n_block * kBlockN, w.seq.seqlen_k,
+                                                kv_copy, offset);
+  };
+  auto load_v = [&](int n_block) {
+    load_kv_tile<T, kBlockN, 32 / kPitchChunks>(sV_addr, v_ptr, p.v_row_stride, n_block * kBlockN, w.seq.seqlen_k,
+                                                kv_copy, offset);
+  };
+
+  float acc_o[1][kNTilesO][4];
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int j = 0; j < kNTilesO; ++j) acc_o[0][j][0] = acc_o[0][j][1] = acc_o[0][j][2] = acc_o[0][j][3] = 0.f;
+
+  // Prologue: Q and this warp's first K and V all in flight at once.
+  const int first = w.n_end - 1 - warp;
+  if (tid < kQThreads) load_q_tile<T, kBlockM, kQThreads / kPitchChunks>(p, w, sQ_addr, q_copy, offset);
+  cp_async_commit();
+  if (first >= w.n_begin) {
+    load_k(first);
+    cp_async_commit();
+    load_v(first);
+    cp_async_commit();
+    cp_async_wait<1>();  // Q and K landed; V may still be in flight
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();  // every thread's share of Q
+
+  const auto q_frag = q_lane<kPitch>(sQ_addr, 0, lane);
+  const auto k_frag = k_lane<kPitch>(sK_addr, lane);
+  const auto v_frag = v_lane<kPitch>(sV_addr, lane);
+  for (int n_block = first; n_block >= w.n_begin; n_block -= kWarps) {
+    if (n_block != first) {
+      cp_async_wait<0>();
+      __syncwarp();  // K[n] landed for the whole warp; its lanes are done with the previous V
+      load_v(n_block);
+      cp_async_commit();
+    }
+    float acc_s[1][kBlockN / 8][4];
+    qk_scores<T, 1, kBlockN, kHeadDim>(acc_s, q_frag, k_frag);
+    const int n0 = n_block * kBlockN;
+    if (tile_needs_mask(p, w, n0, kBlockN)) mask_scores(acc_s[0], p, w, n0, lane / 4, lane);
+
+    cp_async_wait<0>();
+    __syncwarp();  // V[n] landed; the warp is done reading K[n]
+    if (n_block - kWarps >= w.n_begin) {
+      load_k(n_block - kWarps);  // overlaps the softmax and P V
+      cp_async_commit();
+    }
+    online_softmax(acc_s[0], acc_o[0], row_max, row_sum, p.scale_log2);
+    pv_accumulate<T, 1, kBlockN, kHeadDim>(acc_o, acc_s, v_frag);
+  }
+
+  // ---- merge the warps' partials (a warp that saw no key has LSE -inf: weight 0) ----
+  float lse[2];
+  finish_rows(acc_o[0], row_max, row_sum, p.scale, lse);
+  constexpr int kPartialPitch = Cfg::kPartialPitch;
+  float* part_o = reinterpret_cast<float*>(smem_raw);           // [kWarps][kBlockM][kPartialPitch]
+  float* part_lse = part_o + kWarps * kBlockM * kPartialPitch;  // [kWarps][kBlockM]
+  float* merged_lse = part_lse + kWarps * kBlockM;              // [kBlockM]
+  __syncthreads();  // every warp is done with Q and its K/V tiles: the partials go there
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = lane / 4 + 8 * half;
+    float* dst = part_o + (warp * kBlockM + row) * kPartialPitch + (lane % 4) * 2;
+#pragma unroll
+    for (int j = 0; j < kNTilesO; ++j)
+      *reinterpret_cast<float2*>(dst + j * 8) = make_float2(acc_o[0][j][half * 2], acc_o[0][j][half * 2 + 1]);
+    if (lane % 4 == 0) part_lse[warp * kBlockM + row] = lse[half];
+  }
+  __syncthreads();
+
+  // Thread i merges column quads i, i + kNThreads, ... of the tile, from every warp in order.
+  constexpr int kQuads = kHeadDim / 4;
+  for (int i = tid; i < kBlockM * kQuads; i += kNThreads) {
+    const int row = i / kQuads, c = i % kQuads;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int s = 0; s < kWarps; ++s) mx = fmaxf(mx, part_lse[s * kBlockM + row]);
+    float sum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int s = 0; s < kWarps; ++s) {
+      const float weight = mx == -INFINITY ? 0.f : expf(part_lse[s * kBlockM + row] - mx);
+      if (weight == 0.f) continue;  // a warp that saw no key
+      sum += weight;
+      const float4 x = *reinterpret_cast<const float4*>(part_o + (s * kBlockM + row) * kPartialPitch + c * 4);
+      acc.x = fmaf(weight, x.x, acc.x), acc.y = fmaf(weight, x.y, acc.y);
+      acc.z = fmaf(weight, x.z, acc.z), acc.w = fmaf(weight, x.w, acc.w);
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    acc = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+    const float row_lse = sum > 0.f ? mx + logf(sum) : -INFINITY;
+
+    if (p.cluster_combine) {  // into warp 0's slot: only this thread reads or writes (row, c)
+      *reinterpret_cast<float4*>(part_o + row * kPartialPitch + c * 4) = acc;
+      if (c == 0) merged_lse[row] = row_lse;
+      continue;
+    }
+    if (w.m0 + row >= w.rows || c * 4 >= p.head_dim) continue;
+    const RowTarget t = row_target(p, w, row);
+    const int64_t lse_row = lse_index(p, w, t);
+    if (p.num_splits > 1) {  // this split's partial, for the combine kernel
+      const int64_t idx = blockIdx.y * p.num_rows + lse_row;
+      *reinterpret_cast<float4*>(p.partial_o + idx * p.head_dim + c * 4) = acc;
+      if (c == 0) p.partial_lse[idx] = row_lse;
+      continue;
+    }
+    T* dst = static_cast<T*>(p.out) + w.b * p.o_batch_stride + (w.seq.q_start + t.q_pos) * p.o_row_stride +
+             t.head * p.o_head_stride + c * 4;
+    *reinterpret_cast<uint2*>(dst) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
+    if (c == 0 && p.lse != nullptr) p.lse[lse_row] = row_lse;
+  }
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (p.cluster_combine)
+    combine_splits_in_cluster<T, kHeadDim, kPartialPitch>(p, w, smem_addr(part_o), smem_addr(merged_lse), warp, kWarps,
+                                                          lane);
+#endif
+}
+
+}  // namespace forge_flash
