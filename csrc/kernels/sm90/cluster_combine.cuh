@@ -40,19 +40,20 @@ __device__ __forceinline__ float ld_peer_f32(uint32_t addr) {
   asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(x) : "r"(addr) : "memory");
   return x;
 }
+// No "memory" clobber: peers' partials change only before the cluster barrier (itself a
+// volatile asm with one, so these loads stay after it), and the compiler may batch them.
 __device__ __forceinline__ float4 ld_peer_f32x4(uint32_t addr) {
   float4 x;
   asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
                : "=f"(x.x), "=f"(x.y), "=f"(x.z), "=f"(x.w)
-               : "r"(addr)
-               : "memory");
+               : "r"(addr));
   return x;
 }
 
 // Each CTA of the cluster holds its split's merged partial for the tile's 16 rows in its own
-// shared memory: normalised fp32 O at `o_base` (rows of kPitch floats) and the LSE at
-// `lse_base`. Warp `warp` of cluster CTA `rank` merges rows warp * splits + rank, and every
-// (warps * splits)-th row after it, so the rows spread over the cluster's SMs first.
+// shared memory: normalised fp32 O at `o_base` (rows of kPitch floats; 0 for a split that
+// saw no key) and the LSE at `lse_base` (-inf for it). Warp `warp` of cluster CTA `rank` merges rows warp * splits +
+// rank, and every (warps * splits)-th row after it, so the rows spread over the cluster's SMs first.
 template <typename T, int kHeadDim, int kPitch>
 __device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, const CtaWork& w, uint32_t o_base,
                                                           uint32_t lse_base, int warp, int warps, int lane) {
@@ -80,13 +81,18 @@ __device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, co
     const RowTarget t = row_target(p, w, row);
     T* dst = out_rows + t.q_pos * p.o_row_stride + t.head * p.o_head_stride;
     for (int c = lane; c < kQuads && c * 4 < p.head_dim; c += 32) {
+      // Every split's load is issued before the first is used: one round trip to the peers
+      // rather than one per split. (A split that saw no key holds zeros, weighted 0.)
+      const uint32_t addr = o_base + (row * kPitch + c * 4) * 4;
+      float4 x[kMaxClusterSplits];
+#pragma unroll
+      for (int s = 0; s < kMaxClusterSplits; ++s)
+        x[s] = s < splits ? ld_peer_f32x4(peer_smem(addr, s)) : make_float4(0.f, 0.f, 0.f, 0.f);
       float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
       for (int s = 0; s < kMaxClusterSplits; ++s) {
-        if (s >= splits || weights[s] == 0.f) continue;  // an empty split's O is never read
-        const float4 x = ld_peer_f32x4(peer_smem(o_base + (row * kPitch + c * 4) * 4, s));
-        acc.x = fmaf(weights[s], x.x, acc.x), acc.y = fmaf(weights[s], x.y, acc.y);
-        acc.z = fmaf(weights[s], x.z, acc.z), acc.w = fmaf(weights[s], x.w, acc.w);
+        acc.x = fmaf(weights[s], x[s].x, acc.x), acc.y = fmaf(weights[s], x[s].y, acc.y);
+        acc.z = fmaf(weights[s], x[s].z, acc.z), acc.w = fmaf(weights[s], x[s].w, acc.w);
       }
       *reinterpret_cast<uint2*>(dst + c * 4) =
           make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
