@@ -16,10 +16,10 @@ namespace {
 
 constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 // Capping a decode call's splits to fit one cluster is taken while each split keeps at most
-// this many keys (32k keys over 16 splits); longer caches keep more splits and the combine
-// kernel. Measured on the H100 with one-warp decode tiles (docs/benchmarks.md): capping at
-// 512 keys instead cost 3-7% at 16k-32k keys.
-constexpr int kClusterMaxKeysPerSplit = 2048;
+// this many keys (64k keys over 16 splits); longer caches keep more splits and the combine
+// kernel. Measured on the H100 (docs/benchmarks.md): 4096 rather than 2048 took 4% off 64k
+// keys; with one-warp decode tiles, 512 instead of 2048 had cost 3-7% at 16k-32k keys.
+constexpr int kClusterMaxKeysPerSplit = 4096;
 // Hopper prefill whose query blocks walk at most this many K/V tiles (1024 keys) runs on the
 // persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue) weighs
 // most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at 512-1k
@@ -110,35 +110,48 @@ int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-cudaLaunchAttribute cluster_of_splits(int splits) {
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = static_cast<unsigned>(splits);
-  attribute.val.clusterDim.z = 1;
-  return attribute;
-}
+// The launch attributes of a decode launch whose splits form one cluster per tile (grid.y =
+// cluster.y = splits). Load-balancing placement spreads 8 clusters of 16 over 120 SMs where the
+// default (spread) uses 112 (tools/cluster_diag.cu): 1-4% less decode GPU time at 4k-32k keys
+// on the H100 (docs/benchmarks.md).
+struct ClusterAttributes {
+  cudaLaunchAttribute attrs[2]{};
+  explicit ClusterAttributes(int splits) {
+    attrs[0].id = cudaLaunchAttributeClusterDimension;
+    attrs[0].val.clusterDim.x = 1, attrs[0].val.clusterDim.y = static_cast<unsigned>(splits);
+    attrs[0].val.clusterDim.z = 1;
+    attrs[1].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
+    attrs[1].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicyLoadBalancing;
+  }
+  void apply(cudaLaunchConfig_t& config) { config.attrs = attrs, config.numAttrs = 2; }
+};
 
-// The largest cluster of this (decode) kernel the device co-schedules: 16 (a non-portable size
-// this kernel opts into), else 8, else 4, as cudaOccupancyMaxActiveClusters confirms; 0 if none
-// (a partitioned GPU, say), which turns the in-cluster combine off. Cached per (kernel, device);
-// called after device_facts raised the shared-memory limit.
-cudaError_t max_cluster_splits(const KernelInfo& k, int* out) {
+// How many clusters of each size (1 to 16 CTAs; 16 is a non-portable size this kernel opts into)
+// of this (decode) kernel the device holds at once, as cudaOccupancyMaxActiveClusters answers;
+// 0 where none fits (a partitioned GPU, say). Cached per (kernel, device); called after
+// device_facts raised the shared-memory limit.
+struct ClusterCapacity {
+  int active[kMaxClusterSplits + 1];
+};
+
+cudaError_t cluster_capacity(const KernelInfo& k, ClusterCapacity* out) {
   return once_per_kernel_and_device(
       k.kernel,
-      [&](int, int* splits) {
+      [&](int, ClusterCapacity* capacity) {
         const bool non_portable =
             cudaFuncSetAttribute(k.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
-        for (int size = kMaxClusterSplits; size >= 4 && *splits == 0; size /= 2) {
+        for (int size = 1; size <= kMaxClusterSplits; ++size) {
+          capacity->active[size] = 0;
           if (size > 8 && !non_portable) continue;
           cudaLaunchConfig_t config{};
           config.gridDim = dim3(1, size, 1);
           config.blockDim = dim3(k.threads);
           config.dynamicSmemBytes = k.smem_bytes;
-          cudaLaunchAttribute cluster = cluster_of_splits(size);
-          config.attrs = &cluster, config.numAttrs = 1;
+          ClusterAttributes cluster(size);
+          cluster.apply(config);
           int clusters = 0;
-          if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess && clusters > 0)
-            *splits = size;
+          if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess)
+            capacity->active[size] = clusters;
         }
         cudaGetLastError();  // a refused query above is an answer, not an error of this call
         return cudaSuccess;
@@ -192,18 +205,23 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
   p.num_splits = choose_num_splits(ctas, n_steps, facts);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),
-  // one launch and no workspace. Clusters hold at most 16 (or 8) splits; past that, capping the
-  // split count is worth it only while each split keeps few keys (short caches).
+  // one launch and no workspace. Clusters hold at most 16 splits; past that, capping the split
+  // count is worth it only while each split keeps few keys (short caches). And only while the
+  // GPU holds every tile's cluster at once: in two waves of clusters a batched decode ran 5-12%
+  // slower than on the combine kernel (H100, docs/benchmarks.md).
   p.cluster_combine = false;
   if (p.num_splits > 1 && plan->kernel.kernel == kernels.decode.kernel && facts.cc_major == 9 && facts.sm90_code &&
       sm90_enabled()) {
-    int max_splits = 0;
-    if ((*cuda_error = max_cluster_splits(plan->kernel, &max_splits)) != cudaSuccess) return "device query failed";
+    ClusterCapacity capacity{};
+    if ((*cuda_error = cluster_capacity(plan->kernel, &capacity)) != cudaSuccess) return "device query failed";
+    int max_splits = kMaxClusterSplits;
+    while (max_splits > 0 && capacity.active[max_splits] == 0) --max_splits;
     const int capped = std::max(std::min(p.num_splits, max_splits), 1);
     const int per_split = (n_steps + capped - 1) / capped;
-    if (max_splits > 0 &&
+    const int splits = (n_steps + per_split - 1) / per_split;  // no split left without tiles
+    if (ctas <= capacity.active[splits] &&
         (p.num_splits <= max_splits || static_cast<int64_t>(per_split) * step_keys <= kClusterMaxKeysPerSplit)) {
-      p.num_splits = (n_steps + per_split - 1) / per_split;  // no split left without tiles
+      p.num_splits = splits;
       p.cluster_combine = true;
     }
   }
@@ -245,8 +263,8 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
     cudaLaunchConfig_t config{};
     config.gridDim = plan.grid, config.blockDim = dim3(plan.kernel.threads);
     config.dynamicSmemBytes = plan.kernel.smem_bytes, config.stream = stream;
-    cudaLaunchAttribute cluster = cluster_of_splits(p.num_splits);
-    config.attrs = &cluster, config.numAttrs = 1;
+    ClusterAttributes cluster(p.num_splits);
+    cluster.apply(config);
     return cudaLaunchKernelExC(&config, plan.kernel.kernel, args);
   }
   if (p.num_splits > 1) {

@@ -132,7 +132,7 @@ def test_split_kv_on_and_off_agree(causal):
 def test_decode_split_kv(seqlen_k, heads, head_dim, dtype):
     # One query over a cache splits its KV range over CTAs, and each CTA's range over its
     # warps. On Hopper the splits of a tile merge inside their thread-block cluster while they
-    # fit one (16 splits, or 2048 keys each), and in the combine kernel beyond; elsewhere
+    # fit one (16 splits, or 4096 keys each), and in the combine kernel beyond; elsewhere
     # always in the combine kernel.
     _check(*rand_qkv(1, 1, seqlen_k, *heads, head_dim, dtype), False)
 
@@ -142,9 +142,22 @@ def test_hopper_decode_merges_splits_without_workspace():
         pytest.skip("the in-cluster combine is Hopper-only")
     short = rand_qkv(1, 1, 32768, 32, 8, 128, torch.bfloat16)
     assert workspace_bytes_needed(*short, causal=False) == 0, "expected the in-cluster combine"
-    # One KV head wants more than 16 splits; at 64k keys 16 would hold more than 2048 keys each.
-    long = rand_qkv(1, 1, 65536, 8, 1, 128, torch.bfloat16)
+    # One KV head wants more than 16 splits; at 128k keys 16 would hold more than 4096 keys each.
+    long = rand_qkv(1, 1, 131072, 8, 1, 128, torch.bfloat16)
     assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
+
+
+def test_hopper_decode_clusters_only_in_one_wave():
+    # 32 sequences x 8 KV heads: 256 tiles of 3 splits each, more clusters than the GPU holds
+    # at once, so the splits merge in the combine kernel; the answer is the same either way.
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the in-cluster combine is Hopper-only")
+    many = rand_qkv(32, 1, 1024, 32, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*many, causal=False) > 0, "expected the combine kernel"
+    _check(*many, False)
+    few = rand_qkv(2, 1, 1024, 32, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*few, causal=False) == 0, "expected the in-cluster combine"
+    _check(*few, False)
 
 
 # Hopper: in-cluster combine, either; combine kernel.
