@@ -45,6 +45,18 @@ __device__ __forceinline__ SwizzledLane<kPitch> v_lane(uint32_t tile, int lane) 
   return {tile, lane % 16, lane / 16, lane};
 }
 
+// Two n8 tiles (2 * n16 and 2 * n16 + 1) of every m16 slice's accumulator += A x one
+// ldmatrix.x4 B fragment (its matrices 0-1 feed the first tile, 2-3 the second).
+template <typename T, int kMTiles, int kNTiles>
+__device__ __forceinline__ void mma_two_n8(float (&acc)[kMTiles][kNTiles][4], const uint32_t (&a)[kMTiles][4],
+                                           const uint32_t (&b)[4], int n16) {
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    mma_16816<T>(acc[mt][2 * n16], a[mt], b[0], b[1]);
+    mma_16816<T>(acc[mt][2 * n16 + 1], a[mt], b[2], b[3]);
+  }
+}
+
 // S = Q K^T for kMTiles m16 slices (Q rows mt * 16 from `q`) against kKeys keys of `k`.
 template <typename T, int kMTiles, int kKeys, int kHeadDim, int kPitch>
 __device__ __forceinline__ void qk_scores(float (&s)[kMTiles][kKeys / 8][4], const SwizzledLane<kPitch>& q,
@@ -62,11 +74,7 @@ __device__ __forceinline__ void qk_scores(float (&s)[kMTiles][kKeys / 8][4], con
     for (int nn = 0; nn < kKeys / 16; ++nn) {
       uint32_t bk[4];
       ldmatrix_x4(k.at(nn * 16, 2 * kk), bk);
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        mma_16816<T>(s[mt][2 * nn], a[mt], bk[0], bk[1]);
-        mma_16816<T>(s[mt][2 * nn + 1], a[mt], bk[2], bk[3]);
-      }
+      mma_two_n8<T>(s, a, bk, nn);
     }
   }
 }
@@ -91,11 +99,7 @@ __device__ __forceinline__ void pv_accumulate(float (&o)[kMTiles][kHeadDim / 8][
     for (int dd = 0; dd < kHeadDim / 16; ++dd) {
       uint32_t bv[4];
       ldmatrix_x4_trans(v.at(kk * 16, 2 * dd), bv);
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        mma_16816<T>(o[mt][2 * dd], a[mt], bv[0], bv[1]);
-        mma_16816<T>(o[mt][2 * dd + 1], a[mt], bv[2], bv[3]);
-      }
+      mma_two_n8<T>(o, a, bv, dd);
     }
   }
 }
