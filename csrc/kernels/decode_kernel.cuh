@@ -3,7 +3,7 @@
 // keys, not the rows:
 //
 //   load Q (the whole CTA)
-//   warp w walks K/V tiles w, w + W, ... of the CTA's range (last first), in its own buffers:
+//   warp w walks every W-th K/V tile of the CTA's range, from its w-th last, in its own buffers:
 //     wait K; issue V load       S = Q K^T                (warp_mma.cuh)
 //     mask (tiles that cross the sequence end or the causal diagonal)
 //     wait V; issue next K load  online softmax, O += P V
