@@ -219,7 +219,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const int capped = std::max(std::min(p.num_splits, max_splits), 1);
     const int per_split = (n_steps + capped - 1) / capped;
     const int splits = (n_steps + per_split - 1) / per_split;  // no split left without tiles
-    if (ctas <= capacity.active[splits] &&
+    if (splits > 1 && ctas <= capacity.active[splits] &&
         (p.num_splits <= max_splits || static_cast<int64_t>(per_split) * step_keys <= kClusterMaxKeysPerSplit)) {
       p.num_splits = splits;
       p.cluster_combine = true;
