@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   constexpr int kPartialPitch = Cfg::kPartialPitch;
   float* part_o = reinterpret_cast<float*>(smem_raw);           // [kWarps][kBlockM][kPartialPitch]
   float* part_lse = part_o + kWarps * kBlockM * kPartialPitch;  // [kWarps][kBlockM]
-  float* merged_lse = part_lse + kWarps * kBlockM;              // [kBlockM]
+  float* merged_lse_rows = part_lse + kWarps * kBlockM;         // [kBlockM]
   __syncthreads();  // every warp is done with Q and its K/V tiles: the partials go there
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int s = 0; s < kWarps; ++s) {
-      const float weight = mx == -INFINITY ? 0.f : expf(part_lse[s * kBlockM + row] - mx);
+      const float weight = merge_weight(part_lse[s * kBlockM + row], mx);
       if (weight == 0.f) continue;  // a warp that saw no key
       sum += weight;
       const float4 x = *reinterpret_cast<const float4*>(part_o + (s * kBlockM + row) * kPartialPitch + c * 4);
@@ -146,11 +146,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     acc = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-    const float row_lse = sum > 0.f ? mx + logf(sum) : -INFINITY;
+    const float row_lse = merged_lse(mx, sum);
 
     if (p.cluster_combine) {  // into warp 0's slot: only this thread reads or writes (row, c)
       *reinterpret_cast<float4*>(part_o + row * kPartialPitch + c * 4) = acc;
-      if (c == 0) merged_lse[row] = row_lse;
+      if (c == 0) merged_lse_rows[row] = row_lse;
       continue;
     }
     if (w.m0 + row >= w.rows || c * 4 >= p.head_dim) continue;
@@ -170,8 +170,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (p.cluster_combine)
-    combine_splits_in_cluster<T, kHeadDim, kPartialPitch>(p, w, smem_addr(part_o), smem_addr(merged_lse), warp, kWarps,
-                                                          lane);
+    combine_splits_in_cluster<T, kHeadDim, kPartialPitch>(p, w, smem_addr(part_o), smem_addr(merged_lse_rows), warp,
+                                                          kWarps, lane);
 #endif
 }
 

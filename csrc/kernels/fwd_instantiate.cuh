@@ -19,12 +19,7 @@ template <typename T, int kHeadDim, bool kPersistent>
 KernelInfo sm90_kernel_info() {
   if constexpr (kHeadDim == 64 || kHeadDim == 128) {
     using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent>;
-    return {reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>),
-            Cfg::kBlockM,
-            Cfg::kBlockN,
-            Cfg::kNThreads,
-            Cfg::kSmemBytes,
-            1};
+    return kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>));
   } else {
     return {nullptr, 0, 0, 0, 0, 1};
   }

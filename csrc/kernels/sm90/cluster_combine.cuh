@@ -69,7 +69,7 @@ __device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, co
     float mx = split_lse;
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    const float weight = mx == -INFINITY ? 0.f : expf(split_lse - mx);
+    const float weight = merge_weight(split_lse, mx);
     float weights[kMaxClusterSplits];
 #pragma unroll
     for (int s = 0; s < kMaxClusterSplits; ++s) weights[s] = __shfl_sync(0xffffffffu, weight, s);
@@ -97,7 +97,7 @@ __device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, co
       *reinterpret_cast<uint2*>(dst + c * 4) =
           make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
     }
-    if (p.lse != nullptr && lane == 0) p.lse[lse_index(p, w, t)] = sum > 0.f ? mx + logf(sum) : -INFINITY;
+    if (p.lse != nullptr && lane == 0) p.lse[lse_index(p, w, t)] = merged_lse(mx, sum);
   }
   cluster_barrier();  // peers may still be reading this CTA's partial
 }

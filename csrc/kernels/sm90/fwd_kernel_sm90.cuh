@@ -36,7 +36,8 @@ namespace forge_flash {
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;  // 2 consumer warpgroups x 64 rows
+  static constexpr int kBlockM = 128;        // 2 consumer warpgroups x 64 rows
+  static constexpr int kKvTilesPerStep = 1;  // K/V tiles a CTA works on at once (KernelInfo)
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
   static constexpr bool kPersistent = kPersistent_;
