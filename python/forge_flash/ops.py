@@ -13,9 +13,10 @@ The public functions take this route only while Dynamo traces them
 call, so eager calls go straight to the implementation.
 
 ``out=`` has no place in a functional op: under compilation the result is copied into it.
-"""
 
-from __future__ import annotations
+This module alone has no ``from __future__ import annotations``: torch 2.4's schema inference
+reads the ops' annotations as they are and rejects strings (``import forge_flash`` failed).
+"""
 
 import torch
 

@@ -138,3 +138,12 @@ def test_bad_input_under_compile_raises_the_eager_error():
     torch._dynamo.reset()
     with pytest.raises(ValueError, match="k must have shape"):
         torch.compile(fn, fullgraph=True, backend="eager")(q, bad_k, v[..., :8])
+
+
+def test_op_annotations_are_evaluated_for_torch_2_4():
+    """torch 2.4's schema inference takes the ops' annotations as they are and rejects strings:
+    with ``from __future__ import annotations`` in forge_flash.ops, ``import forge_flash``
+    raised ValueError on torch 2.4 (CI's torch resolves strings, so only this catches it)."""
+    import __future__
+
+    assert getattr(forge_flash.ops, "annotations", None) is not __future__.annotations
