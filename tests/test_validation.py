@@ -35,7 +35,9 @@ def attention_shapes(draw):
         head_dim=draw(st.sampled_from([1, 8, 16, 40, 256])),
         dtype=draw(st.sampled_from(DTYPES)),
         causal=draw(st.booleans()),
-        scale=draw(st.one_of(st.none(), st.floats(-2, 2, allow_nan=False))),
+        # No subnormal scales: hypothesis cannot draw them once code built with -ffast-math
+        # (torch 2.4's CPU inductor kernels) has set flush-to-zero in the process.
+        scale=draw(st.one_of(st.none(), st.floats(-2, 2, allow_nan=False, allow_subnormal=False))),
     )
 
 
