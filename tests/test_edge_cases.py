@@ -148,3 +148,25 @@ def test_memory_stays_bounded_for_long_prefill(return_lse):
     grown_mib = json.loads(result.stdout.strip().splitlines()[-1])["grown_kib"] / 1024
     full_scores_mib = seqlen * seqlen * heads * 4 / 2**20
     assert grown_mib < full_scores_mib / 2, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    "seqlen_q,seqlen_k",
+    [(3, 50), (40, 60), (33, 33), (60, 40)],
+    ids=["decode-rows", "more-keys", "square", "more-queries"],
+)
+@pytest.mark.parametrize("return_lse", [False, True])
+def test_naive_blocks_of_rows_give_the_same_answer(monkeypatch, seqlen_q, seqlen_k, return_lse):
+    """Tiny block limits force every blocked branch of the naive path (masks and score blocks
+    of a few rows, and few-row causal calls that would otherwise fold the GQA group)."""
+    from forge_flash.backends import naive
+
+    monkeypatch.setattr(naive, "MASK_BLOCK_ELEMENTS", 2 * seqlen_k)
+    monkeypatch.setattr(naive, "SCORE_BLOCK_BYTES", 2 * 8 * seqlen_k * 4)
+    q, k, v = _qkv(2, seqlen_q, seqlen_k, 8, 2, 32, seed=seqlen_q)
+    expected_out, expected_lse = reference_attention(q, k, v, causal=True)
+    result = ff.flash_attn_fwd(q, k, v, causal=True, return_lse=return_lse)
+    out = result[0] if return_lse else result
+    assert_close_to_reference(out, expected_out, q.dtype)
+    if return_lse:
+        assert_lse_close(result[1], expected_lse)

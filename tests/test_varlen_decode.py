@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import forge_flash as ff
+from forge_flash.backends import naive
 
 from helpers.reference import reference_attention, reference_varlen
 from helpers.tolerance import assert_close_to_reference, assert_lse_close
@@ -81,8 +82,10 @@ def test_batched_decode_matches_reference(heads, heads_k, dtype):
     assert_close_to_reference(out, expected_out[:, 0], dtype)
     assert_lse_close(lse, expected_lse[:, :, 0])
     assert torch.equal(out[0], torch.zeros_like(out[0]))  # empty cache row
+    # Without the LSE the naive path may take SDPA rather than its explicit float32 path.
     plain = ff.batched_decode_attention(q, k_cache, v_cache, cache_seqlens)
-    assert torch.equal(plain, out)
+    assert_close_to_reference(plain, expected_out[:, 0], dtype, "out without lse")
+    assert torch.equal(plain[0], torch.zeros_like(plain[0]))
 
 
 def test_batched_decode_ignores_cache_entries_past_the_length():
@@ -107,3 +110,31 @@ def test_batched_decode_equals_flash_attn_fwd_on_full_caches():
     decode = ff.batched_decode_attention(q, k, v, full)
     uniform = ff.flash_attn_fwd(q.unsqueeze(1), k, v, causal=True)[:, 0]
     torch.testing.assert_close(decode, uniform, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lengths_on_host", [True, False], ids=["host-lengths", "device-lengths"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_naive_key_counts_on_either_path(monkeypatch, lengths_on_host, causal, dtype):
+    """Backend.fwd with ``seqused_k`` and several query rows: the per-sequence slices the CPU
+    takes and the on-device masking a GPU fallback takes (forced here on CPU tensors) both
+    match the reference, with and without the LSE, and never read past a sequence's keys."""
+    monkeypatch.setattr(naive, "_lengths_on_host", lambda _: lengths_on_host)
+    gen = torch.Generator().manual_seed(7)
+    batch, seqlen_q, max_len, heads, heads_k, head_dim = 4, 5, 40, 8, 2, 32
+    q = torch.randn(batch, seqlen_q, heads, head_dim, generator=gen).to(dtype)
+    k = torch.randn(batch, max_len, heads_k, head_dim, generator=gen).to(dtype)
+    v = torch.randn(batch, max_len, heads_k, head_dim, generator=gen).to(dtype)
+    lengths = [0, 3, 40, 17]  # empty, fewer keys than query rows (causal rows see none), full
+    expected_out, expected_lse = reference_attention(q, k, v, causal=causal, key_lengths=lengths)
+    for b, length in enumerate(lengths):
+        v[b, length:] = float("nan")  # slots past a length may hold anything
+    seqused_k = torch.tensor(lengths, dtype=torch.int32)
+    scale = head_dim**-0.5
+    for with_lse in (True, False):
+        out = torch.full_like(q, 5.0)
+        lse = torch.full((batch, heads, seqlen_q), 5.0) if with_lse else None
+        naive.NAIVE.fwd(q, k, v, out, lse, softmax_scale=scale, causal=causal, seqused_k=seqused_k)
+        assert_close_to_reference(out, expected_out, dtype, f"out (lse={with_lse})")
+        if with_lse:
+            assert_lse_close(lse, expected_lse)

@@ -3,19 +3,22 @@
 It is the CPU user's real path and the GPU fallback, so it is built for bounded memory and
 reasonable speed rather than as a textbook formula:
 
-* Without an LSE, for 16 query rows or more, it calls torch's fused
-  ``scaled_dot_product_attention`` (SDPA). SDPA's
-  ``is_causal`` is aligned top-left, ours bottom-right; they agree only when
+* Without an LSE it calls torch's fused ``scaled_dot_product_attention`` (SDPA) on the inputs
+  as they are (float16 on the CPU before torch 2.5 excepted: ``_sdpa_dtype``). Its kernels
+  accumulate in float32; the float32 copies of the inputs this path used to make on the CPU
+  cost 1.1-3x on prefill and 6-12x on decode (CPU benchmark, docs/benchmarks.md).
+* SDPA's ``is_causal`` is aligned top-left, ours bottom-right; they agree only when
   ``seqlen_q == seqlen_k``, so other causal shapes pass an explicit mask, built for a block of
   query rows at a time so the mask stays small.
-* Otherwise (an LSE, per-sequence key counts, decode-sized queries) it computes the scores
-  itself, a block of query rows at a time so the float32 score block stays under
-  ``SCORE_BLOCK_BYTES``.
-* GQA never repeats K/V: SDPA runs once per position inside a query-head group, and the
-  explicit path folds the group into the query rows of one matmul.
-* On the CPU, float16/bfloat16 inputs are computed in float32 (CPU half arithmetic is slow and
-  less accurate); on other devices SDPA takes them as they are (its kernels accumulate in
-  float32) and the explicit path uses float32.
+* GQA never repeats K/V. Where the mask does not depend on the query row's position (no mask,
+  or few rows: decode), the query heads of a group join the query rows of one SDPA call, which
+  reads each KV head once; square and long causal calls run SDPA once per group member.
+* With an LSE (or per-sequence key counts off the CPU, which stay on the device) it computes
+  the scores itself in float32, a block of query rows at a time so the score block stays
+  under ``SCORE_BLOCK_BYTES``.
+* Per-sequence key counts on the CPU cost nothing to read: each sequence attends to its own
+  slice of the cache, so slots past its length (which may hold anything, NaN included) are
+  never read.
 * A query row that sees no key (causal with ``seqlen_q > seqlen_k``, an empty KV sequence, a
   cache length of 0) gives output 0 and LSE -inf, never NaN.
 """
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.torch_version import TorchVersion
 
 from .base import Backend
 
@@ -33,18 +37,30 @@ from .base import Backend
 SCORE_BLOCK_BYTES = 128 * 2**20
 #: Largest boolean mask (elements) the SDPA path builds at once.
 MASK_BLOCK_ELEMENTS = 32 * 2**20
-#: Fewer query rows than this take the explicit path (measured on CPU: with GQA 32/8 over 4k
-#: keys, 1 row took 3.8 ms explicit vs 8.1 ms through SDPA; 16 rows were even).
-SDPA_MIN_QUERY_ROWS = 16
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float32 if x.device.type == "cpu" else x.dtype
+#: Causal calls with fewer query rows than this fold a GQA group into one SDPA call's rows
+#: (with an explicit mask, while it stays within MASK_BLOCK_ELEMENTS); more rows keep SDPA's
+#: own causal masking, which skips the blocks above the diagonal.
+FOLD_MAX_CAUSAL_ROWS = 16
+_CPU_SDPA_FLOAT16_ACCURATE = TorchVersion(torch.__version__) >= (2, 5)
 
 
 def _row_blocks(start: int, stop: int, rows: int) -> Iterator[tuple[int, int]]:
     for r0 in range(start, stop, rows):
         yield r0, min(stop, r0 + rows)
+
+
+def _sdpa_dtype(x: torch.Tensor) -> torch.dtype:
+    """What SDPA computes in: the input's dtype, but float32 for float16 on the CPU before
+    torch 2.5 (torch 2.4's CPU SDPA erred by up to 27 times our float16 tolerance there; 2.5,
+    2.6, 2.8 and 2.13 stayed within it, and bfloat16 within its own on all: docs/benchmarks.md)."""
+    if x.dtype == torch.float16 and x.device.type == "cpu" and not _CPU_SDPA_FLOAT16_ACCURATE:
+        return torch.float32
+    return x.dtype
+
+
+def _lengths_on_host(seqused_k: torch.Tensor) -> bool:
+    """Whether reading per-sequence key counts costs nothing (no wait for a device)."""
+    return seqused_k.device.type == "cpu"
 
 
 def _causal_visible(r0: int, r1: int, keys: int, offset: int, device: torch.device) -> torch.Tensor:
@@ -69,9 +85,19 @@ def naive_fwd(
     seqused_k: torch.Tensor | None = None,
 ) -> None:
     """Uniform batch; the contract of ``Backend.fwd``."""
-    seqlen_q, seqlen_k = q.shape[1], k.shape[1]
     if out.numel() == 0:
         return
+    if seqused_k is not None and _lengths_on_host(seqused_k):
+        # Each sequence attends to its own slice of the cache.
+        for b, used in enumerate(seqused_k.tolist()):
+            used = min(max(used, 0), k.shape[1])
+            naive_fwd(
+                q[b : b + 1], k[b : b + 1, :used], v[b : b + 1, :used], out[b : b + 1],
+                None if lse is None else lse[b : b + 1],
+                softmax_scale=softmax_scale, causal=causal,
+            )  # fmt: skip
+        return
+    seqlen_q, seqlen_k = q.shape[1], k.shape[1]
     # Causal rows above the first diagonal see no key (only when seqlen_q > seqlen_k).
     first_row = min(seqlen_q, max(0, seqlen_q - seqlen_k)) if causal and seqused_k is None else 0
     if seqlen_k == 0:
@@ -82,17 +108,9 @@ def naive_fwd(
             lse[:, :, :first_row].fill_(float("-inf"))
     if first_row == seqlen_q:
         return
-    # The explicit path when: an LSE or per-sequence key counts are wanted; few query rows
-    # (decode: one matmul over the whole query-head group reads K/V once, where SDPA runs once
-    # per group member); a scale <= 0 (torch's fused causal SDPA scales after masking, turning
-    # masked -inf scores into NaN).
-    use_sdpa = (
-        lse is None
-        and seqused_k is None
-        and seqlen_q - first_row >= SDPA_MIN_QUERY_ROWS
-        and softmax_scale > 0
-    )
-    if use_sdpa:
+    # The explicit path when an LSE or per-sequence key counts are wanted, or the scale is
+    # <= 0 (torch's fused causal SDPA scales after masking, turning masked -inf scores into NaN).
+    if lse is None and seqused_k is None and softmax_scale > 0:
         _sdpa_fwd(q, k, v, out, first_row, softmax_scale, causal)
     else:
         _explicit_fwd(q, k, v, out, lse, first_row, softmax_scale, causal, seqused_k)
@@ -107,23 +125,37 @@ def _sdpa_fwd(
     scale: float,
     causal: bool,
 ) -> None:
-    seqlen_q, num_heads = q.shape[1], q.shape[2]
+    batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, num_heads_k = k.shape[1], k.shape[2]
     group = num_heads // num_heads_k
-    dtype = _compute_dtype(q)
+    dtype = _sdpa_dtype(q)
     # (batch, heads_k, seqlen_k, head_dim): SDPA's layout; a copy only when the dtype changes.
-    kt = k.transpose(1, 2).to(dtype)
-    vt = v.transpose(1, 2).to(dtype)
+    kt, vt = k.transpose(1, 2).to(dtype), v.transpose(1, 2).to(dtype)
     q_groups = q.unflatten(2, (num_heads_k, group))
     out_groups = out.unflatten(2, (num_heads_k, group))
     offset = seqlen_k - seqlen_q
-    square_causal = causal and offset == 0
-    masked = causal and not square_causal
+    rows = seqlen_q - first_row
+    small_mask = rows < FOLD_MAX_CAUSAL_ROWS and group * rows * seqlen_k <= MASK_BLOCK_ELEMENTS
+    if not causal or small_mask:
+        # (batch, heads_k, group * rows, head_dim): the group's query heads as rows of one call.
+        folded = q_groups[:, first_row:].permute(0, 2, 3, 1, 4)
+        mask = None
+        if causal:  # row g * rows + i is query row first_row + i
+            mask = _causal_visible(first_row, seqlen_q, seqlen_k, offset, q.device).repeat(group, 1)
+        block = F.scaled_dot_product_attention(
+            folded.reshape(batch, num_heads_k, group * rows, head_dim).to(dtype), kt, vt,
+            attn_mask=mask, scale=scale,
+        )  # fmt: skip
+        out_groups[:, first_row:].copy_(
+            block.view(batch, num_heads_k, group, rows, head_dim).permute(0, 3, 1, 2, 4)
+        )
+        return
+    square_causal = offset == 0
     # Only a mask needs blocking: SDPA's fused kernels bound their own memory.
-    rows = max(1, MASK_BLOCK_ELEMENTS // seqlen_k) if masked else seqlen_q
-    for r0, r1 in _row_blocks(first_row, seqlen_q, rows):
+    block_rows = seqlen_q if square_causal else max(1, MASK_BLOCK_ELEMENTS // seqlen_k)
+    for r0, r1 in _row_blocks(first_row, seqlen_q, block_rows):
         keys, mask = seqlen_k, None
-        if masked:
+        if not square_causal:
             keys = min(seqlen_k, r1 + offset)  # keys past the block's last diagonal are unseen
             mask = _causal_visible(r0, r1, keys, offset, q.device)
         for g in range(group):
