@@ -5,8 +5,8 @@ dtype per torch version (``forge_flash.backends.naive._sdpa_dtype``).
     python tools/cpu_sdpa_precision.py
 
 200 random shapes per dtype (1-19 query rows, 1-63 keys, head_dim 8-256, scales 1/sqrt(d),
-0.5 and 2). Prints the worst error in units of the float16 output tolerance of the tests
-(1e-3 + 2e-3 |expected|; bfloat16's own tolerance is 8x wider in absolute terms).
+0.5 and 2). Prints the worst error in units of the tests' float16 output tolerance
+(``OUT_TOLERANCE``; bfloat16's own is 8x wider in absolute terms).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers.reference import reference_attention
+from helpers.tolerance import OUT_TOLERANCE
 
 
 def main() -> None:
     gen = torch.Generator().manual_seed(0)
+    atol, rtol = OUT_TOLERANCE[torch.float16]
     print(f"torch {torch.__version__}")
     for dtype in (torch.float16, torch.bfloat16):
         worst = {"inputs as they are": 0.0, "in float32": 0.0}
@@ -45,7 +47,7 @@ def main() -> None:
             }
             for name, out in results.items():
                 error = (out.transpose(1, 2).double() - expected).abs()
-                units = (error / (1e-3 + 2e-3 * expected.abs())).max().item()
+                units = (error / (atol + rtol * expected.abs())).max().item()
                 worst[name] = max(worst[name], units)
         print(f"{dtype}: worst error / float16 tolerance: " + ", ".join(
             f"{name} {value:.3g}" for name, value in worst.items()
