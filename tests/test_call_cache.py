@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import forge_flash as ff
-from forge_flash import api, call_cache, layers
+from forge_flash import api, call_cache, projections
 
 from helpers.fake_plugin import CpuCudaBackend, FakeBinding
 from helpers.reference import reference_attention
@@ -38,7 +38,7 @@ def full_checks(monkeypatch):
 
     monkeypatch.setattr(api, "check_decode", counting("decode", api.check_decode))
     monkeypatch.setattr(api, "check_fwd", counting("fwd", api.check_fwd))
-    monkeypatch.setattr(layers, "check_flat", counting("flat", layers.check_flat))
+    monkeypatch.setattr(projections, "check_flat", counting("flat", projections.check_flat))
     return counts
 
 

@@ -1,4 +1,5 @@
-"""The model-layer API: flat projections, the backend trait call, and the routing helper."""
+"""The flat-projection API (forge_flash.projections): the backend trait call, the float32
+cast for the kernels, and the model-layer routing helper."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 import forge_flash as ff
-from forge_flash import layers
-from forge_flash.backends.naive import NaiveBackend
+from forge_flash import projections as layers
+from forge_flash.backends.naive import NAIVE, NaiveBackend
 
 from helpers.reference import reference_attention
 from helpers.tolerance import assert_close_to_reference
@@ -61,9 +62,9 @@ def test_multi_head_attention_goes_through_the_active_backend(monkeypatch, fresh
     class Recording(NaiveBackend):
         name = "recording"
 
-        def fwd(self, q, k, v, out, lse, **kwargs):
-            calls.append((tuple(q.shape), tuple(k.shape), kwargs["causal"]))
-            super().fwd(q, k, v, out, lse, **kwargs)
+        def run(self, call, t):
+            calls.append((tuple(t.q.shape), tuple(t.k.shape), call.causal))
+            super().run(call, t)
 
     monkeypatch.setattr("forge_flash.discovery._active", Recording())
     q, k, v = _flat(2, 7, 9, 6, 3, 8)
@@ -81,12 +82,12 @@ class _KernelLike(NaiveBackend):
     def __init__(self):
         self.dtypes = []
 
-    def uses_kernels(self, device, head_dim):
-        return True
+    def unsupported(self, call):
+        return None if call.dtype in (torch.float16, torch.bfloat16) else "half precision only"
 
-    def fwd(self, q, k, v, out, lse, **kwargs):
-        self.dtypes.append(q.dtype)
-        super().fwd(q, k, v, out, lse, **kwargs)
+    def run(self, call, t):
+        self.dtypes.append(t.q.dtype)
+        super().run(call, t)
 
 
 @pytest.mark.parametrize(
@@ -116,11 +117,11 @@ def test_float32_beyond_float16_range_uses_bfloat16_and_stays_finite():
 
 
 def test_naive_backend_keeps_float32():
-    backend = NaiveBackend()
     q, k, v = _flat(1, 4, 4, 2, 2, 16)
-    assert layers.kernel_cast_dtype(backend, q, k, v, 16, torch.float16) is None
-    kernel = _KernelLike()
-    assert layers.kernel_cast_dtype(kernel, q.half(), k.half(), v.half(), 16, torch.float16) is None
+    call = layers.check_flat(q, k, v, 2, 2, 16)
+    assert layers.kernel_cast(call, torch.float16, (q, k, v), NAIVE) is call
+    half = layers.check_flat(q.half(), k.half(), v.half(), 2, 2, 16)
+    assert layers.kernel_cast(half, torch.float16, (q, k, v), _KernelLike()) is half
 
 
 def test_routing_rule():

@@ -116,7 +116,7 @@ def test_batched_decode_equals_flash_attn_fwd_on_full_caches():
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_naive_key_counts_on_either_path(monkeypatch, lengths_on_host, causal, dtype):
-    """Backend.fwd with ``seqused_k`` and several query rows: the per-sequence slices the CPU
+    """Key counts with several query rows (``cache_attention``): the per-sequence slices the CPU
     takes and the on-device masking a GPU fallback takes (forced here on CPU tensors) both
     match the reference, with and without the LSE, and never read past a sequence's keys."""
     monkeypatch.setattr(naive, "_lengths_on_host", lambda _: lengths_on_host)
@@ -132,9 +132,10 @@ def test_naive_key_counts_on_either_path(monkeypatch, lengths_on_host, causal, d
     seqused_k = torch.tensor(lengths, dtype=torch.int32)
     scale = head_dim**-0.5
     for with_lse in (True, False):
-        out = torch.full_like(q, 5.0)
-        lse = torch.full((batch, heads, seqlen_q), 5.0) if with_lse else None
-        naive.NAIVE.fwd(q, k, v, out, lse, softmax_scale=scale, causal=causal, seqused_k=seqused_k)
+        result = ff.api.cache_attention(
+            q, k, v, seqused_k, softmax_scale=scale, causal=causal, return_lse=with_lse
+        )
+        out, lse = result if with_lse else (result, None)
         assert_close_to_reference(out, expected_out, dtype, f"out (lse={with_lse})")
         if with_lse:
             assert_lse_close(lse, expected_lse)

@@ -44,15 +44,15 @@ Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_
   const int64_t extents[] = {batch, rows, heads};
   const char* dims[] = {"batch_stride", "row_stride", "head_stride"};
   if (t.data == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data is NULL", name);
-  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0)
-    return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data must be 16-byte aligned (got %p)", name, t.data);
+  if (reinterpret_cast<uintptr_t>(t.data) % FF_ALIGNMENT_BYTES != 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data must be %d-byte aligned (got %p)", name, FF_ALIGNMENT_BYTES, t.data);
   // Every element offset the kernels form must fit in int64: the sum of
   // (extent - 1) * stride over the dimensions, plus head_dim.
   int64_t max_offset = head_dim - 1;
   for (int i = 0; i < 3; ++i) {
-    if (strides[i] < 0 || strides[i] % 8 != 0)
-      return fail(FF_ERROR_INVALID_ARGUMENT, "%s.%s must be a non-negative multiple of 8 elements (16 bytes), got %lld",
-                  name, dims[i], static_cast<long long>(strides[i]));
+    if (strides[i] < 0 || strides[i] % FF_STRIDE_MULTIPLE != 0)
+      return fail(FF_ERROR_INVALID_ARGUMENT, "%s.%s must be a non-negative multiple of %d elements, got %lld", name,
+                  dims[i], FF_STRIDE_MULTIPLE, static_cast<long long>(strides[i]));
     if (extents[i] > 1) {
       if (strides[i] > 0 && extents[i] - 1 > (INT64_MAX - max_offset) / strides[i])
         return fail(FF_ERROR_INVALID_ARGUMENT, "%s: offsets overflow int64 (%s %lld)", name, dims[i],
@@ -88,10 +88,11 @@ Failure check_common(int num_heads, int num_heads_k, int head_dim, float scale, 
     return fail(FF_ERROR_INVALID_ARGUMENT, "num_heads (%d) and num_heads_k (%d) must be >= 1", num_heads, num_heads_k);
   if (num_heads % num_heads_k != 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "num_heads_k (%d) must divide num_heads (%d)", num_heads_k, num_heads);
-  if (head_dim < 8 || head_dim > 256 || head_dim % 8 != 0)
-    return fail(FF_ERROR_INVALID_ARGUMENT, "head_dim must be a multiple of 8 in [8, 256], got %d", head_dim);
-  if (!(scale > 0.f) || !std::isfinite(scale))
-    return fail(FF_ERROR_INVALID_ARGUMENT, "softmax_scale must be finite and > 0, got %g", static_cast<double>(scale));
+  if (head_dim < FF_HEAD_DIM_MULTIPLE || head_dim > FF_MAX_HEAD_DIM || head_dim % FF_HEAD_DIM_MULTIPLE != 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "head_dim must be a multiple of %d in [%d, %d], got %d", FF_HEAD_DIM_MULTIPLE,
+                FF_HEAD_DIM_MULTIPLE, FF_MAX_HEAD_DIM, head_dim);
+  if (!std::isfinite(scale))
+    return fail(FF_ERROR_INVALID_ARGUMENT, "softmax_scale must be finite, got %g", static_cast<double>(scale));
   if (dtype != FF_DTYPE_FLOAT16 && dtype != FF_DTYPE_BFLOAT16)
     return fail(FF_ERROR_INVALID_ARGUMENT, "dtype must be FF_DTYPE_FLOAT16 or FF_DTYPE_BFLOAT16, got %d",
                 static_cast<int>(dtype));
@@ -115,6 +116,66 @@ Failure unsupported_device(cudaError_t err) {
               "device %d (compute capability %d.%d) cannot run this build's kernels (%s); "
               "forge-flash needs compute capability 8.0 or newer",
               device, major, minor, cudaGetErrorString(err));
+}
+
+// The variant options: each value's range; device arrays only for alignment (the kernels
+// read them and clamp every index they hold).
+Failure check_options(const ff_attn_options& o, bool varlen) {
+  if (o.has_window && (o.window_left < -1 || o.window_right < -1))
+    return fail(FF_ERROR_INVALID_ARGUMENT, "window edges must be >= -1 (-1 = unbounded), got (%d, %d)", o.window_left,
+                o.window_right);
+  if (!std::isfinite(o.softcap) || o.softcap < 0.f)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "softcap must be finite and >= 0 (0 = off), got %g",
+                static_cast<double>(o.softcap));
+  Failure f = check_aligned4("alibi_slopes", o.alibi_slopes, false);
+  if (f.status == FF_OK) f = check_aligned4("sinks", o.sinks, false);
+  if (f.status == FF_OK) f = check_aligned4("block_table", o.block_table, false);
+  if (f.status == FF_OK) f = check_aligned4("kv_batch_idx", o.kv_batch_idx, false);
+  if (f.status == FF_OK) f = check_aligned4("k_start", o.k_start, false);
+  if (f.status != FF_OK) return f;
+  if (o.alibi_batch_stride < 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "alibi_batch_stride must be >= 0, got %lld",
+                static_cast<long long>(o.alibi_batch_stride));
+  if (o.block_table != nullptr) {
+    if (o.page_size < 1 || o.num_blocks < 1 || o.max_blocks < 1 || o.block_table_stride < o.max_blocks)
+      return fail(FF_ERROR_INVALID_ARGUMENT,
+                  "paged K/V needs page_size (%d), num_blocks (%d) and max_blocks (%d) >= 1 and a block_table_stride "
+                  "(%lld) >= max_blocks",
+                  o.page_size, o.num_blocks, o.max_blocks, static_cast<long long>(o.block_table_stride));
+    if (o.kv_batch_idx != nullptr || o.k_start != nullptr)
+      return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_idx and k_start do not combine with a block_table");
+  }
+  if (o.kv_batch_idx != nullptr && o.kv_batch_rows < 1)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_rows must be >= 1 with kv_batch_idx, got %d", o.kv_batch_rows);
+  if (varlen && (o.kv_batch_idx != nullptr || o.k_start != nullptr))
+    return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_idx and k_start apply to the uniform-batch entry point only");
+  return ok();
+}
+
+// The scores' program (params.h): plain kernels fold the scale into the exp2; any variant, or
+// a scale <= 0 (whose running maximum is no scaled maximum of raw scores), takes the variant
+// kernels, which turn scores into base-2 logits first.
+void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_options& o) {
+  p.scale = scale;
+  p.is_causal = causal;
+  p.window_left = o.has_window ? o.window_left : -1;
+  p.window_right = o.has_window ? o.window_right : -1;
+  if (causal) p.window_right = 0;
+  p.softcap = o.softcap;
+  p.alibi_slopes = o.alibi_slopes, p.alibi_batch_stride = o.alibi_batch_stride;
+  p.sinks = o.sinks;
+  p.block_table = o.block_table, p.block_table_stride = o.block_table_stride;
+  p.page_size = o.page_size, p.num_blocks = o.num_blocks, p.max_blocks = o.max_blocks;
+  p.kv_batch_idx = o.kv_batch_idx, p.kv_batch_rows = o.kv_batch_rows;
+  p.k_start = o.k_start;
+  p.features = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f ||
+               p.alibi_slopes != nullptr || p.sinks != nullptr || p.block_table != nullptr ||
+               p.kv_batch_idx != nullptr || p.k_start != nullptr || !(scale > 0.f);
+  const float log2e = static_cast<float>(M_LOG2E);
+  p.scale_log2 = p.features ? 1.f : scale * log2e;
+  p.lse_scale = p.features ? static_cast<float>(M_LN2) : scale;
+  p.score_scale = p.softcap > 0.f ? scale / p.softcap : scale * log2e;
+  p.softcap_log2 = p.softcap * log2e;
 }
 
 void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_tensor& v, const ff_tensor& o) {
@@ -161,19 +222,28 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
                 a->batch_size, a->seqlen_q, a->seqlen_k);
   Failure f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
   if (f.status != FF_OK) return f;
+  if ((f = check_options(a->options, false)).status != FF_OK) return f;
+  const ff_attn_options& o = a->options;
+  if (o.block_table != nullptr && a->seqlen_k > static_cast<int64_t>(o.max_blocks) * o.page_size)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "seqlen_k (%d) exceeds the keys a block table row addresses (%d x %d)",
+                a->seqlen_k, o.max_blocks, o.page_size);
   if (a->batch_size == 0 || a->seqlen_q == 0) return ok();  // nothing to compute or write
   const bool has_keys = a->seqlen_k > 0;
+  // K/V extents: (batch, seqlen_k) rows; a cache batch index's rows; or blocks of page_size rows.
+  const int64_t kv_batch = o.block_table != nullptr ? o.num_blocks : o.kv_batch_idx != nullptr ? o.kv_batch_rows
+                                                                                                 : a->batch_size;
+  const int64_t kv_rows = o.block_table != nullptr ? o.page_size : a->seqlen_k;
   const struct {
     const char* name;
     const ff_tensor& t;
-    int64_t rows, heads;
+    int64_t batch, rows, heads;
     bool needed;
-  } tensors[] = {{"q", a->q, a->seqlen_q, a->num_heads, true},
-                 {"k", a->k, a->seqlen_k, a->num_heads_k, has_keys},
-                 {"v", a->v, a->seqlen_k, a->num_heads_k, has_keys},
-                 {"out", a->out, a->seqlen_q, a->num_heads, true}};
+  } tensors[] = {{"q", a->q, a->batch_size, a->seqlen_q, a->num_heads, true},
+                 {"k", a->k, kv_batch, kv_rows, a->num_heads_k, has_keys},
+                 {"v", a->v, kv_batch, kv_rows, a->num_heads_k, has_keys},
+                 {"out", a->out, a->batch_size, a->seqlen_q, a->num_heads, true}};
   for (const auto& t : tensors)
-    if (t.needed && (f = check_tensor(t.name, t.t, a->batch_size, t.rows, t.heads, a->head_dim, true)).status != FF_OK)
+    if (t.needed && (f = check_tensor(t.name, t.t, t.batch, t.rows, t.heads, a->head_dim, true)).status != FF_OK)
       return f;
   if ((f = check_no_overlap("out", a->out, a->batch_size, a->seqlen_q, a->num_heads, a->head_dim, true)).status !=
       FF_OK)
@@ -187,9 +257,7 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
   p.seqused_k = a->seqused_k;
   p.batch = a->batch_size, p.seqlen_q = a->seqlen_q, p.seqlen_k = a->seqlen_k;
   p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
-  p.is_causal = a->is_causal != 0;
-  p.scale = a->softmax_scale;
-  p.scale_log2 = a->softmax_scale * static_cast<float>(M_LOG2E);
+  set_score_params(p, a->softmax_scale, a->is_causal != 0, o);
   return run(p, a->dtype, workspace, workspace_bytes, stream);
 }
 
@@ -203,41 +271,49 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
   if (a->batch_size == INT32_MAX) return fail(FF_ERROR_INVALID_ARGUMENT, "batch_size is too large");
   Failure f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
   if (f.status != FF_OK) return f;
+  if ((f = check_options(a->options, true)).status != FF_OK) return f;
+  const ff_attn_options& o = a->options;
+  const bool paged = o.block_table != nullptr;
   if (a->batch_size == 0 || a->total_q == 0 || a->max_seqlen_q == 0) return ok();
   if ((f = check_aligned4("cu_seqlens_q", a->cu_seqlens_q, true)).status != FF_OK) return f;
   if ((f = check_aligned4("cu_seqlens_k", a->cu_seqlens_k, true)).status != FF_OK) return f;
   if ((f = check_aligned4("seqused_k", a->seqused_k, false)).status != FF_OK) return f;
   if ((f = check_aligned4("softmax_lse", a->softmax_lse, false)).status != FF_OK) return f;
-  const bool has_keys = a->total_k > 0 && a->max_seqlen_k > 0;
+  const bool has_keys = (paged || a->total_k > 0) && a->max_seqlen_k > 0;
   const struct {
     const char* name;
     const ff_tensor& t;
-    int64_t rows, heads;
+    int64_t batch, rows, heads;
+    bool batch_dim;  // paged K/V: (num_blocks, page_size, heads_k, d)
     bool needed;
-  } tensors[] = {{"q", a->q, a->total_q, a->num_heads, true},
-                 {"k", a->k, a->total_k, a->num_heads_k, has_keys},
-                 {"v", a->v, a->total_k, a->num_heads_k, has_keys},
-                 {"out", a->out, a->total_q, a->num_heads, true}};
+  } tensors[] = {{"q", a->q, 1, a->total_q, a->num_heads, false, true},
+                 {"k", a->k, paged ? o.num_blocks : 1, paged ? o.page_size : a->total_k, a->num_heads_k, paged,
+                  has_keys},
+                 {"v", a->v, paged ? o.num_blocks : 1, paged ? o.page_size : a->total_k, a->num_heads_k, paged,
+                  has_keys},
+                 {"out", a->out, 1, a->total_q, a->num_heads, false, true}};
   for (const auto& t : tensors)
-    if (t.needed && (f = check_tensor(t.name, t.t, 1, t.rows, t.heads, a->head_dim, false)).status != FF_OK) return f;
+    if (t.needed &&
+        (f = check_tensor(t.name, t.t, t.batch, t.rows, t.heads, a->head_dim, t.batch_dim)).status != FF_OK)
+      return f;
   if ((f = check_no_overlap("out", a->out, 1, a->total_q, a->num_heads, a->head_dim, false)).status != FF_OK) return f;
 
   FwdParams p{};
   set_tensors(p, a->q, a->k, a->v, a->out);
-  p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.o_batch_stride = 0;
+  p.q_batch_stride = p.o_batch_stride = 0;
+  if (!paged) p.k_batch_stride = p.v_batch_stride = 0;  // paged: the block stride
   p.lse = a->softmax_lse;
   p.cu_seqlens_q = a->cu_seqlens_q;
   p.cu_seqlens_k = a->cu_seqlens_k;
   p.seqused_k = a->seqused_k;
   p.total_q = a->total_q, p.total_k = a->total_k;
   p.batch = a->batch_size;
-  // A sequence can never be longer than the packed tensor that holds it.
+  // A sequence can never be longer than the packed tensor (or the block table row) that holds it.
+  const int64_t key_rows = paged ? static_cast<int64_t>(o.max_blocks) * o.page_size : a->total_k;
   p.seqlen_q = a->max_seqlen_q < a->total_q ? a->max_seqlen_q : a->total_q;
-  p.seqlen_k = a->max_seqlen_k < a->total_k ? a->max_seqlen_k : a->total_k;
+  p.seqlen_k = static_cast<int>(std::min<int64_t>(a->max_seqlen_k, key_rows));
   p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
-  p.is_causal = a->is_causal != 0;
-  p.scale = a->softmax_scale;
-  p.scale_log2 = a->softmax_scale * static_cast<float>(M_LOG2E);
+  set_score_params(p, a->softmax_scale, a->is_causal != 0, o);
   return run(p, a->dtype, workspace, workspace_bytes, stream);
 }
 

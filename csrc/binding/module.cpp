@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "forge_flash/flash_api.h"
@@ -21,6 +22,29 @@ namespace py = pybind11;
 namespace {
 
 using Strides = std::array<int64_t, 12>;  // q(b,s,h) k(b,s,h) v(b,s,h) out(b,s,h)
+// The option fields bound with a call: window_left, window_right, softcap, alibi_batch_stride,
+// page_size, num_blocks, block_table_stride, max_blocks, kv_batch_rows (the adapter's order).
+using OptionFields = std::tuple<int, int, float, int64_t, int, int, int64_t, int, int>;
+
+ff_attn_options to_options(const OptionFields& f) {
+  ff_attn_options o{};
+  o.window_left = std::get<0>(f), o.window_right = std::get<1>(f);
+  o.has_window = o.window_left != -1 || o.window_right != -1;
+  o.softcap = std::get<2>(f);
+  o.alibi_batch_stride = std::get<3>(f);
+  o.page_size = std::get<4>(f), o.num_blocks = std::get<5>(f);
+  o.block_table_stride = std::get<6>(f), o.max_blocks = std::get<7>(f);
+  o.kv_batch_rows = std::get<8>(f);
+  return o;
+}
+
+// The per-call option arrays (pointers as ints, 0 for none).
+template <typename Args>
+void set_option_data(Args& a, uintptr_t alibi, uintptr_t sinks, uintptr_t block_table) {
+  a.options.alibi_slopes = reinterpret_cast<const float*>(alibi);
+  a.options.sinks = reinterpret_cast<const float*>(sinks);
+  a.options.block_table = reinterpret_cast<const int32_t*>(block_table);
+}
 
 // Makes `device` current for the call and restores the caller's device afterwards, so
 // tensors on cuda:1 work whatever device is current, and the process's current device
@@ -92,20 +116,35 @@ size_t invoke(Fn fn, const Args& args, uintptr_t workspace, size_t workspace_byt
 class FwdCall {
  public:
   FwdCall(const Strides& strides, int batch, int seqlen_q, int seqlen_k, int num_heads, int num_heads_k, int head_dim,
-          float softmax_scale, bool causal, int dtype) {
+          float softmax_scale, bool causal, int dtype, const OptionFields& options) {
     args_.q = layout(strides, 0), args_.k = layout(strides, 1), args_.v = layout(strides, 2);
     args_.out = layout(strides, 3);
     args_.batch_size = batch, args_.seqlen_q = seqlen_q, args_.seqlen_k = seqlen_k;
     args_.num_heads = num_heads, args_.num_heads_k = num_heads_k, args_.head_dim = head_dim;
     args_.softmax_scale = softmax_scale, args_.is_causal = causal, args_.dtype = to_dtype(dtype);
+    args_.options = to_options(options);
   }
 
-  // Returns 0 when launched, else the workspace bytes needed.
+  // A call without option arrays (ten integers: a decode step). Returns 0 when launched, else
+  // the workspace bytes needed.
   size_t operator()(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t seqused_k,
                     uintptr_t workspace, size_t workspace_bytes, int device, uintptr_t stream) const {
     ff_fwd_args a = args_;
     set_data(a, q, k, v, out, lse);
     a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
+    return invoke(ff_attn_fwd, a, workspace, workspace_bytes, device, stream);
+  }
+
+  // With the option arrays: ALiBi slopes, sinks, block table, cache batch index, key starts.
+  size_t run(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t seqused_k, uintptr_t alibi,
+             uintptr_t sinks, uintptr_t block_table, uintptr_t kv_batch_idx, uintptr_t k_start, uintptr_t workspace,
+             size_t workspace_bytes, int device, uintptr_t stream) const {
+    ff_fwd_args a = args_;
+    set_data(a, q, k, v, out, lse);
+    a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
+    set_option_data(a, alibi, sinks, block_table);
+    a.options.kv_batch_idx = reinterpret_cast<const int32_t*>(kv_batch_idx);
+    a.options.k_start = reinterpret_cast<const int32_t*>(k_start);
     return invoke(ff_attn_fwd, a, workspace, workspace_bytes, device, stream);
   }
 
@@ -116,23 +155,26 @@ class FwdCall {
 class VarlenFwdCall {
  public:
   VarlenFwdCall(const Strides& strides, int batch, int max_seqlen_q, int max_seqlen_k, int total_q, int total_k,
-                int num_heads, int num_heads_k, int head_dim, float softmax_scale, bool causal, int dtype) {
+                int num_heads, int num_heads_k, int head_dim, float softmax_scale, bool causal, int dtype,
+                const OptionFields& options) {
     args_.q = layout(strides, 0), args_.k = layout(strides, 1), args_.v = layout(strides, 2);
     args_.out = layout(strides, 3);
     args_.batch_size = batch, args_.max_seqlen_q = max_seqlen_q, args_.max_seqlen_k = max_seqlen_k;
     args_.total_q = total_q, args_.total_k = total_k;
     args_.num_heads = num_heads, args_.num_heads_k = num_heads_k, args_.head_dim = head_dim;
     args_.softmax_scale = softmax_scale, args_.is_causal = causal, args_.dtype = to_dtype(dtype);
+    args_.options = to_options(options);
   }
 
-  size_t operator()(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t cu_seqlens_q,
-                    uintptr_t cu_seqlens_k, uintptr_t seqused_k, uintptr_t workspace, size_t workspace_bytes,
-                    int device, uintptr_t stream) const {
+  size_t run(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, uintptr_t cu_seqlens_q,
+             uintptr_t cu_seqlens_k, uintptr_t seqused_k, uintptr_t alibi, uintptr_t sinks, uintptr_t block_table,
+             uintptr_t workspace, size_t workspace_bytes, int device, uintptr_t stream) const {
     ff_varlen_fwd_args a = args_;
     set_data(a, q, k, v, out, lse);
     a.cu_seqlens_q = reinterpret_cast<const int32_t*>(cu_seqlens_q);
     a.cu_seqlens_k = reinterpret_cast<const int32_t*>(cu_seqlens_k);
     a.seqused_k = reinterpret_cast<const int32_t*>(seqused_k);
+    set_option_data(a, alibi, sinks, block_table);
     return invoke(ff_attn_varlen_fwd, a, workspace, workspace_bytes, device, stream);
   }
 
@@ -155,17 +197,20 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "forge-flash CUDA kernels (FlashAttention-2 style forward for SM80/SM90)";
   m.attr("__version__") = FORGE_FLASH_VERSION;
   py::class_<FwdCall>(m, "FwdCall",
-                      "Uniform-length attention forward with sizes, strides and flags bound; call it with "
-                      "(q, k, v, out, lse, seqused_k, workspace, workspace_bytes, device, stream) for 0 or the "
-                      "workspace bytes needed.")
-      .def(py::init<const Strides&, int, int, int, int, int, int, float, bool, int>())
-      .def("__call__", &FwdCall::operator());
+                      "Uniform-length attention forward with sizes, strides, flags and option fields bound; call it "
+                      "with (q, k, v, out, lse, seqused_k, workspace, workspace_bytes, device, stream), or .run() "
+                      "with the option arrays after seqused_k (alibi, sinks, block_table, kv_batch_idx, k_start), "
+                      "for 0 or the workspace bytes needed.")
+      .def(py::init<const Strides&, int, int, int, int, int, int, float, bool, int, const OptionFields&>())
+      .def("__call__", &FwdCall::operator())
+      .def("run", &FwdCall::run);
   py::class_<VarlenFwdCall>(m, "VarlenFwdCall",
-                            "Variable-length attention forward with sizes, strides and flags bound; call it "
-                            "with (q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_k, workspace, "
-                            "workspace_bytes, device, stream) for 0 or the workspace bytes needed.")
-      .def(py::init<const Strides&, int, int, int, int, int, int, int, int, float, bool, int>())
-      .def("__call__", &VarlenFwdCall::operator());
+                            "Variable-length attention forward with sizes, strides, flags and option fields bound; "
+                            "call .run(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_k, alibi, sinks, "
+                            "block_table, workspace, workspace_bytes, device, stream) for 0 or the workspace bytes "
+                            "needed.")
+      .def(py::init<const Strides&, int, int, int, int, int, int, int, int, float, bool, int, const OptionFields&>())
+      .def("run", &VarlenFwdCall::run);
   m.def("cuda_archs", [] { return parse_archs(FORGE_FLASH_SASS_ARCHS); }, "SASS architectures compiled in.");
   m.def(
       "ptx_archs", [] { return parse_archs(FORGE_FLASH_PTX_ARCHS); },
@@ -181,5 +226,25 @@ PYBIND11_MODULE(_C, m) {
     cudaDriverGetVersion(&v);
     return v;
   });
-  m.def("max_head_dim", [] { return 256; });
+  m.def(
+      "limits",
+      [] {
+        py::dict d;
+        d["max_head_dim"] = static_cast<int>(FF_MAX_HEAD_DIM);
+        d["head_dim_multiple"] = static_cast<int>(FF_HEAD_DIM_MULTIPLE);
+#define FORGE_FLASH_LIST(D) D,
+        d["head_dims"] = std::vector<int>{FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_LIST)};
+#undef FORGE_FLASH_LIST
+        d["alignment_bytes"] = static_cast<int>(FF_ALIGNMENT_BYTES);
+        d["stride_multiple"] = static_cast<int>(FF_STRIDE_MULTIPLE);
+        py::dict dtypes;
+        dtypes["float16"] = static_cast<int>(FF_DTYPE_FLOAT16);
+        dtypes["bfloat16"] = static_cast<int>(FF_DTYPE_BFLOAT16);
+        d["dtypes"] = dtypes;
+        // The options of ff_attn_options the kernels take, and any finite softmax scale.
+        d["features"] = std::vector<std::string>{"window", "softcap", "alibi", "sinks", "paged_kv", "kv_batch_index",
+                                                 "k_start", "any_scale"};
+        return d;
+      },
+      "What the kernels take (forge_flash/limits.h): head dims, alignment, strides, dtypes, options.");
 }

@@ -10,6 +10,7 @@
 
 #include <math.h>
 
+#include "fwd_common.cuh"
 #include "params.h"
 
 namespace forge_flash {
@@ -33,7 +34,8 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
     for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     float sum = 0.f;
     for (int s = tid; s < p.num_splits; s += 32) {
-      const float w = mx == -INFINITY ? 0.f : expf(p.partial_lse[s * p.num_rows + row] - mx);
+      const float lse = p.partial_lse[s * p.num_rows + row];
+      const float w = lse == -INFINITY ? 0.f : expf(lse - mx);  // a NaN partial stays NaN
       weights[s] = w;
       sum += w;
     }
@@ -42,8 +44,12 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
     if (tid == 0) row_stats[0] = mx, row_stats[1] = sum;
   }
   __syncthreads();
-  const float sum = row_stats[1];
-  const bool empty = !(sum > 0.f);
+  float mx = row_stats[0], sum = row_stats[1], keep = 1.f;
+  if (p.sinks != nullptr) {  // the sink joins each row once, here, not in every split
+    const int64_t head = p.cu_seqlens_q != nullptr ? row / p.total_q : (row / p.seqlen_q) % p.num_heads;
+    keep = join_sink(p.sinks[head], mx, sum);
+  }
+  const bool empty = sum == 0.f;  // NaN partials keep the row NaN
 
   // 2. Weighted sum of the partial outputs: thread (group g, column quad c) sums splits
   //    g, g + groups, ...; the groups are then added in a fixed order.
@@ -78,11 +84,11 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
     const int64_t q = row % p.seqlen_q, bh = row / p.seqlen_q;
     out_offset = (bh / p.num_heads) * p.o_batch_stride + q * p.o_row_stride + (bh % p.num_heads) * p.o_head_stride;
   }
-  const float inv = empty ? 0.f : 1.f / sum;
+  const float inv = empty ? 0.f : keep / sum;
   T* out = static_cast<T*>(p.out) + out_offset + c * 4;
   out[0] = static_cast<T>(acc.x * inv), out[1] = static_cast<T>(acc.y * inv);
   out[2] = static_cast<T>(acc.z * inv), out[3] = static_cast<T>(acc.w * inv);
-  if (p.lse != nullptr && tid == 0) p.lse[row] = empty ? -INFINITY : row_stats[0] + logf(sum);
+  if (p.lse != nullptr && tid == 0) p.lse[row] = empty ? -INFINITY : mx + logf(sum);
 }
 
 }  // namespace forge_flash

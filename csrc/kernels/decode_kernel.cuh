@@ -25,7 +25,8 @@
 
 namespace forge_flash {
 
-template <typename T, typename Cfg>
+// kFeat: the variant kernel (see fwd_kernel.cuh).
+template <typename T, typename Cfg, bool kFeat>
 __global__ void __launch_bounds__(Cfg::kNThreads)
     decode_kernel(const __grid_constant__ FwdParams p, const int num_m_blocks) {
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kWarps = Cfg::kNWarps;
@@ -38,10 +39,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   T* sK = sQ + Cfg::kSmemQElems + warp * 2 * Cfg::kSmemKVElems;  // this warp's K and V tiles
   T* sV = sK + Cfg::kSmemKVElems;
 
-  const CtaWork w = cta_work(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x, kWarps);
+  const CtaWork w = cta_work<kFeat>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x, kWarps);
   if (w.m0 >= w.rows) return;  // an empty sequence of a varlen batch (its whole cluster returns)
-  const T* k_ptr = k_base<T>(p, w);
-  const T* v_ptr = v_base<T>(p, w);
+  const T* k_ptr = k_base<T, kFeat>(p, w);
+  const T* v_ptr = v_base<T, kFeat>(p, w);
 
   // Copies into swizzled rows of kPitch elements (see warp_mma.cuh). Q: the first kQThreads
   // threads; K/V: each warp its own tiles, so a warp waits only for its own loads.
@@ -54,12 +55,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const auto offset = [](int row, int chunk) { return static_cast<uint32_t>(staging_offset<kPitch>(row, chunk) * 2); };
   const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
   auto load_k = [&](int n_block) {
-    load_kv_tile<T, kBlockN, 32 / kPitchChunks>(sK_addr, k_ptr, p.k_row_stride, n_block * kBlockN, w.seq.seqlen_k,
-                                                kv_copy, offset);
+    load_kv<T, kBlockN, 32 / kPitchChunks, kFeat>(p, w, sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride,
+                                                  n_block * kBlockN, kv_copy, offset);
   };
   auto load_v = [&](int n_block) {
-    load_kv_tile<T, kBlockN, 32 / kPitchChunks>(sV_addr, v_ptr, p.v_row_stride, n_block * kBlockN, w.seq.seqlen_k,
-                                                kv_copy, offset);
+    load_kv<T, kBlockN, 32 / kPitchChunks, kFeat>(p, w, sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride,
+                                                  n_block * kBlockN, kv_copy, offset);
   };
 
   float acc_o[1][kNTilesO][4];
@@ -95,7 +96,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     float acc_s[1][kBlockN / 8][4];
     qk_scores<T, 1, kBlockN, kHeadDim>(acc_s, q_frag, k_frag);
     const int n0 = n_block * kBlockN;
-    if (tile_needs_mask(p, w, n0, kBlockN)) mask_scores(acc_s[0], p, w, n0, lane / 4, lane);
+    scores_to_logits<kFeat>(acc_s[0], p, w, n0, lane / 4, lane, tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM));
 
     cp_async_wait<0>();
     __syncwarp();  // V[n] landed; the warp is done reading K[n]
@@ -109,20 +110,20 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 
   // ---- merge the warps' partials (a warp that saw no key has LSE -inf: weight 0) ----
   float lse[2];
-  finish_rows(acc_o[0], row_max, row_sum, p.scale, lse);
+  finish_rows(acc_o[0], row_max, row_sum, p.lse_scale, lse);  // the sink joins in the last merge
   constexpr int kPartialPitch = Cfg::kPartialPitch;
   float* part_o = reinterpret_cast<float*>(smem_raw);           // [kWarps][kBlockM][kPartialPitch]
   float* part_lse = part_o + kWarps * kBlockM * kPartialPitch;  // [kWarps][kBlockM]
   float* merged_lse_rows = part_lse + kWarps * kBlockM;         // [kBlockM]
   __syncthreads();  // every warp is done with Q and its K/V tiles: the partials go there
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = lane / 4 + 8 * half;
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = lane / 4 + 8 * hi;
     float* dst = part_o + (warp * kBlockM + row) * kPartialPitch + (lane % 4) * 2;
 #pragma unroll
     for (int j = 0; j < kNTilesO; ++j)
-      *reinterpret_cast<float2*>(dst + j * 8) = make_float2(acc_o[0][j][half * 2], acc_o[0][j][half * 2 + 1]);
-    if (lane % 4 == 0) part_lse[warp * kBlockM + row] = lse[half];
+      *reinterpret_cast<float2*>(dst + j * 8) = make_float2(acc_o[0][j][hi * 2], acc_o[0][j][hi * 2 + 1]);
+    if (lane % 4 == 0) part_lse[warp * kBlockM + row] = lse[hi];
   }
   __syncthreads();
 
@@ -144,7 +145,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
       acc.x = fmaf(weight, x.x, acc.x), acc.y = fmaf(weight, x.y, acc.y);
       acc.z = fmaf(weight, x.z, acc.z), acc.w = fmaf(weight, x.w, acc.w);
     }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    float keep = 1.f;  // a sink joins only the row's last merge (no splits after this one)
+    if (kFeat && p.sinks != nullptr && p.num_splits == 1 && w.m0 + row < w.rows)
+      keep = join_sink(p.sinks[row_target(p, w, row).head], mx, sum);
+    const float inv = sum != 0.f ? keep / sum : 0.f;
     acc = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
     const float row_lse = merged_lse(mx, sum);
 

@@ -14,7 +14,9 @@
 namespace forge_flash {
 namespace {
 
-constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
+#define FORGE_FLASH_LIST(D) D,
+constexpr int kHeadDims[] = {FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_LIST)};
+#undef FORGE_FLASH_LIST
 // Capping a decode call's splits to fit one cluster is taken while each split keeps at most
 // this many keys (64k keys over 16 splits); longer caches keep more splits and the combine
 // kernel. Measured on the H100 (docs/benchmarks.md): 4096 rather than 2048 took 4% off 64k
@@ -28,13 +30,23 @@ constexpr int kClusterMaxKeysPerSplit = 4096;
 // schedules measured up to 24% slower there (causal, head_dim 128).
 constexpr int kPersistentMaxKvTiles = 8;
 
+template <bool kFeat>
 FwdKernels kernels_for(DType dtype, int routed) {
-#define FORGE_FLASH_CASE(D) \
-  case D:                   \
-    return dtype == DType::kFloat16 ? fwd_kernels<half, D>() : fwd_kernels<__nv_bfloat16, D>();
+#define FORGE_FLASH_CASE(D)                                                        \
+  case D:                                                                          \
+    return dtype == DType::kFloat16 ? fwd_kernels<half, D, kFeat>()                \
+                                    : fwd_kernels<__nv_bfloat16, D, kFeat>();
   switch (routed) { FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_CASE) }
 #undef FORGE_FLASH_CASE
   return {};
+}
+
+// Keys one query block of `rows` tile rows can see: all of seqlen_k, or its window's band.
+int64_t visible_keys(const FwdParams& p, int64_t rows) {
+  if (!p.features || p.window_left < 0) return p.seqlen_k;
+  const int64_t queries = (rows + p.group - 1) / p.group;
+  const int64_t right = p.window_right < 0 ? p.seqlen_k : p.window_right;
+  return std::min<int64_t>(p.seqlen_k, p.window_left + queries + right);
 }
 
 struct DeviceFacts {
@@ -179,7 +191,9 @@ int routed_head_dim(int head_dim) {
 
 const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda_error) {
   *cuda_error = cudaSuccess;
-  const FwdKernels kernels = kernels_for(dtype, routed_head_dim(p.head_dim));
+  const int routed = routed_head_dim(p.head_dim);
+  const FwdKernels kernels =
+      p.features ? kernels_for<true>(dtype, routed) : kernels_for<false>(dtype, routed);
   if (kernels.prefill.kernel == nullptr) return "no kernel for this head_dim";
   p.group = p.num_heads / p.num_heads_k;
 
@@ -199,8 +213,11 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (ctas > INT_MAX) return "batch * heads * query blocks exceeds the launch grid (2^31 - 1)";
   plan->num_m_blocks = static_cast<int>(m_blocks);
 
-  // Splits hand out whole steps of the kernel's kv_tiles_per_step tiles (cta_work).
-  const int n_blocks = (p.seqlen_k + plan->kernel.block_n - 1) / plan->kernel.block_n;
+  // Splits hand out whole steps of the kernel's kv_tiles_per_step tiles (cta_work), of the
+  // keys a query block sees (a window's band: cta_work splits the band, not seqlen_k).
+  const int64_t keys = visible_keys(p, std::min<int64_t>(rows, plan->kernel.block_m));
+  const int n_blocks = static_cast<int>((keys + plan->kernel.block_n - 1) / plan->kernel.block_n) +
+                       (keys < p.seqlen_k ? 1 : 0);  // a band may straddle one more tile
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
   p.num_splits = choose_num_splits(ctas, n_steps, facts);
@@ -227,8 +244,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   }
   // Hopper: single-pass prefill at head_dim 64/128 runs on the warp-specialised wgmma kernel,
   // persistent when each query block walks few K/V tiles.
-  const bool short_kv = kernels.sm90.kernel != nullptr &&
-                        (p.seqlen_k + kernels.sm90.block_n - 1) / kernels.sm90.block_n <= kPersistentMaxKvTiles;
+  const bool short_kv =
+      kernels.sm90.kernel != nullptr &&
+      (visible_keys(p, kernels.sm90.block_m) + kernels.sm90.block_n - 1) / kernels.sm90.block_n <= kPersistentMaxKvTiles;
   const KernelInfo& hopper = short_kv ? kernels.sm90_persistent : kernels.sm90;
   int64_t grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&

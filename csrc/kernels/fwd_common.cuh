@@ -3,10 +3,11 @@
 // epilogue writes. Shared by the SM80 (mma.sync) and SM90 (wgmma) kernels.
 //
 // Register layout both kernels use for an m16 slice of an accumulator (S or O): a thread
-// holds acc[j][half * 2 + e] = element (row lane / 4 + 8 * half, column 8 * j + 2 * (lane % 4) + e).
+// holds acc[j][hi * 2 + e] = element (row lane / 4 + 8 * hi, column 8 * j + 2 * (lane % 4) + e).
 // This is the C layout of mma.m16n8k16 and, per warp, the accumulator layout of wgmma m64nNk16.
 #pragma once
 
+#include <limits.h>
 #include <math.h>
 
 #include "params.h"
@@ -24,19 +25,29 @@ struct SeqExtent {
   int64_t q_start, k_start;  // first row in the packed (varlen) tensors, else 0
 };
 
+// kFeat: the variant kernels, whose K/V may be paged (cu_seqlens_k then only counts keys) or
+// start late (left padding). Plain kernels compile neither.
+template <bool kFeat>
 __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) {
   SeqExtent e{p.seqlen_q, p.seqlen_k, 0, 0};
+  const bool paged = kFeat && p.block_table != nullptr;
   if (p.cu_seqlens_q != nullptr) {
     const int q0 = clamp_int(p.cu_seqlens_q[b], 0, p.total_q);
     const int q1 = clamp_int(p.cu_seqlens_q[b + 1], q0, p.total_q);
-    const int k0 = clamp_int(p.cu_seqlens_k[b], 0, p.total_k);
-    const int k1 = clamp_int(p.cu_seqlens_k[b + 1], k0, p.total_k);
+    const int k_rows = paged ? INT_MAX : p.total_k;
+    const int k0 = clamp_int(p.cu_seqlens_k[b], 0, k_rows);
+    const int k1 = clamp_int(p.cu_seqlens_k[b + 1], k0, k_rows);
     e.q_start = q0;
-    e.k_start = k0;
+    e.k_start = paged ? 0 : k0;
     e.seqlen_q = min(q1 - q0, p.seqlen_q);
     e.seqlen_k = min(k1 - k0, p.seqlen_k);
   }
   if (p.seqused_k != nullptr) e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);
+  if (kFeat && p.k_start != nullptr) {  // left padding: the sequence's keys are rows [start, seqlen_k)
+    const int start = clamp_int(p.k_start[b], 0, e.seqlen_k);
+    e.k_start += start;
+    e.seqlen_k -= start;
+  }
   return e;
 }
 
@@ -45,7 +56,7 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
 // against K/V tiles [n_begin, n_end).
 struct CtaWork {
   SeqExtent seq;
-  int b, cta_head, kv_head, group;
+  int b, kv_b, cta_head, kv_head, group;  // kv_b: the K/V batch row (a cache batch index)
   int m0, rows;  // first tile row; rows of this (batch, head)
   int diag;      // seqlen_k - seqlen_q: bottom-right causal alignment
   int n_begin, n_end;
@@ -57,6 +68,7 @@ constexpr int kCausalHeadGroup = 8;
 // `tile` numbers the work tiles, in launch order: blockIdx.x for a CTA per tile. A kernel that
 // works on `tiles_per_step` K/V tiles at once (one per warp: the decode kernel) gets splits of
 // whole steps.
+template <bool kFeat>
 __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n, int tile,
                                             int tiles_per_step = 1) {
   CtaWork w;
@@ -77,10 +89,11 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
     bh = tile / num_m_blocks;
   }
   w.b = bh / heads_per_cta;
+  w.kv_b = kFeat && p.kv_batch_idx != nullptr ? clamp_int(p.kv_batch_idx[w.b], 0, p.kv_batch_rows - 1) : w.b;
   w.cta_head = bh % heads_per_cta;
   w.group = p.pack_gqa ? p.group : 1;
   w.kv_head = p.pack_gqa ? w.cta_head : w.cta_head / p.group;
-  w.seq = sequence_extent(p, w.b);
+  w.seq = sequence_extent<kFeat>(p, w.b);
   w.rows = w.seq.seqlen_q * w.group;
   w.m0 = m_block * block_m;
   w.diag = w.seq.seqlen_k - w.seq.seqlen_q;
@@ -88,11 +101,29 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   // Causal rows stop at their diagonal; a split owns an equal share of the tiles.
   const int n_blocks = ceil_div(w.seq.seqlen_k, block_n);
   w.n_end = n_blocks;
+  w.n_begin = 0;
+  if constexpr (kFeat) {
+    // The window's band: tiles wholly left of the first row's band or right of the last row's
+    // are never visited (a sliding window costs what its band holds, not seqlen_k), and the
+    // splits divide the band.
+    if (w.m0 < w.rows) {
+      const int first_q = w.m0 / w.group, last_q = (min(w.m0 + block_m, w.rows) - 1) / w.group;
+      if (p.window_right >= 0)
+        w.n_end = min(w.n_end, ceil_div(max(last_q + 1 + w.diag + p.window_right, 0), block_n));
+      if (p.window_left >= 0) w.n_begin = min(w.n_end, max(first_q + w.diag - p.window_left, 0) / block_n);
+    }
+    if (p.num_splits > 1) {
+      const int span = max(w.n_end - w.n_begin, 0);
+      const int per_split = ceil_div(ceil_div(span, tiles_per_step), p.num_splits) * tiles_per_step;
+      w.n_begin += blockIdx.y * per_split;
+      w.n_end = min(w.n_end, w.n_begin + per_split);
+    }
+    return w;
+  }
   if (p.is_causal && w.m0 < w.rows) {
     const int last_q = (min(w.m0 + block_m, w.rows) - 1) / w.group;
     w.n_end = min(w.n_end, ceil_div(max(last_q + 1 + w.diag, 0), block_n));
   }
-  w.n_begin = 0;
   if (p.num_splits > 1) {
     const int per_split = ceil_div(ceil_div(n_blocks, tiles_per_step), p.num_splits) * tiles_per_step;
     w.n_begin = blockIdx.y * per_split;
@@ -121,15 +152,19 @@ template <typename T>
 __device__ __forceinline__ const T* q_rows_base(const FwdParams& p, const CtaWork& w) {
   return static_cast<const T*>(p.q) + w.b * p.q_batch_stride + w.seq.q_start * p.q_row_stride;
 }
-template <typename T>
+// The first key row of this work tile's sequence and KV head. Paged K/V has no such row (each
+// key is found through the block table, load_kv_tile): there it is the head's offset alone.
+template <typename T, bool kFeat>
 __device__ __forceinline__ const T* k_base(const FwdParams& p, const CtaWork& w) {
-  return static_cast<const T*>(p.k) + w.b * p.k_batch_stride + w.seq.k_start * p.k_row_stride +
-         w.kv_head * p.k_head_stride;
+  const T* k = static_cast<const T*>(p.k) + w.kv_head * p.k_head_stride;
+  if (kFeat && p.block_table != nullptr) return k;
+  return k + w.kv_b * p.k_batch_stride + w.seq.k_start * p.k_row_stride;
 }
-template <typename T>
+template <typename T, bool kFeat>
 __device__ __forceinline__ const T* v_base(const FwdParams& p, const CtaWork& w) {
-  return static_cast<const T*>(p.v) + w.b * p.v_batch_stride + w.seq.k_start * p.v_row_stride +
-         w.kv_head * p.v_head_stride;
+  const T* v = static_cast<const T*>(p.v) + w.kv_head * p.v_head_stride;
+  if (kFeat && p.block_table != nullptr) return v;
+  return v + w.kv_b * p.v_batch_stride + w.seq.k_start * p.v_row_stride;
 }
 
 // Global -> shared tile copies (16-byte cp.async). A thread copies one 16-byte column
@@ -170,6 +205,43 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const T* base, int64_
   }
 }
 
+// Paged K/V (variant kernels): key t of the sequence is row t % page_size of block
+// block_table[b][t / page_size], `base` the KV head's offset. Block ids and table columns are
+// clamped, so a bad table can never address outside the cache.
+template <typename T, int kRows, int kRowStep, class Offset>
+__device__ __forceinline__ void load_kv_tile_paged(const FwdParams& p, const CtaWork& w, uint32_t dst, const T* base,
+                                                   int64_t block_stride, int64_t row_stride, int n0,
+                                                   TileCopyLane lane, Offset offset) {
+  const int32_t* table = p.block_table + w.b * p.block_table_stride;
+#pragma unroll
+  for (int it = 0; it < kRows / kRowStep; ++it) {
+    const int key = n0 + lane.row0 + it * kRowStep;
+    const bool ok = lane.chunk_ok && key < w.seq.seqlen_k;
+    const T* src = base;
+    if (ok) {
+      const int column = min(key / p.page_size, p.max_blocks - 1);
+      const int block = clamp_int(table[column], 0, p.num_blocks - 1);
+      src = base + block * block_stride + (key - column * p.page_size) * row_stride + lane.chunk * 8;
+    }
+    cp_async_16(dst + offset(lane.row0 + it * kRowStep, lane.chunk), src, ok);
+  }
+}
+
+// A K or V tile of this work tile: strided rows, or (variant kernels) rows through the block
+// table. Plain kernels compile only the strided copy.
+template <typename T, int kRows, int kRowStep, bool kFeat, class Offset>
+__device__ __forceinline__ void load_kv(const FwdParams& p, const CtaWork& w, uint32_t dst, const T* base,
+                                        int64_t block_stride, int64_t row_stride, int n0, TileCopyLane lane,
+                                        Offset offset) {
+  if constexpr (kFeat) {
+    if (p.block_table != nullptr) {
+      load_kv_tile_paged<T, kRows, kRowStep>(p, w, dst, base, block_stride, row_stride, n0, lane, offset);
+      return;
+    }
+  }
+  load_kv_tile<T, kRows, kRowStep>(dst, base, row_stride, n0, w.seq.seqlen_k, lane, offset);
+}
+
 // Only tiles that cross the sequence end or the causal diagonal need a mask. Walking the
 // K/V tiles from last to first puts those in the first iterations.
 __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n) {
@@ -182,15 +254,122 @@ template <int kNT>
 __device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
                                             int tile_row, int lane) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
+  for (int hi = 0; hi < 2; ++hi) {
     int key_limit = w.seq.seqlen_k;  // keys >= key_limit are masked
-    if (p.is_causal) key_limit = min(key_limit, (w.m0 + tile_row + 8 * half) / w.group + w.diag + 1);
+    if (p.is_causal) key_limit = min(key_limit, (w.m0 + tile_row + 8 * hi) / w.group + w.diag + 1);
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e)
-        if (n0 + j * 8 + (lane % 4) * 2 + e >= key_limit) s[j][half * 2 + e] = -INFINITY;
+        if (n0 + j * 8 + (lane % 4) * 2 + e >= key_limit) s[j][hi * 2 + e] = -INFINITY;
   }
+}
+
+// ---- The variant kernels' score program (kFeat) ----------------------------------------------
+// Plain kernels keep raw scores: the mask writes -inf and softmax_step folds the scale into its
+// exp2. Variant kernels first turn every score into a base-2 logit (score_mod: the softcap,
+// then the ALiBi bias, each as FlashAttention defines them), then mask by the window; the
+// softmax then runs with scale_log2 = 1 and the LSE with lse_scale = ln 2.
+
+// The window's keys for one tile row: [lo, hi] (the causal diagonal is window_right = 0).
+struct KeyBand {
+  int lo, hi;
+};
+__device__ __forceinline__ KeyBand key_band(const FwdParams& p, const CtaWork& w, int tile_row) {
+  const int pos = (w.m0 + tile_row) / w.group + w.diag;  // the row's diagonal key
+  KeyBand band{0, w.seq.seqlen_k - 1};
+  if (p.window_left >= 0) band.lo = max(band.lo, pos - p.window_left);
+  if (p.window_right >= 0) band.hi = min(band.hi, pos + p.window_right);
+  return band;
+}
+
+// Whether a K/V tile needs the element mask: it crosses the sequence end or some row's band edge.
+template <bool kFeat>
+__device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n,
+                                                int block_m) {
+  if constexpr (!kFeat) {
+    return tile_needs_mask(p, w, n0, block_n);
+  } else {
+    if (n0 + block_n > w.seq.seqlen_k) return true;
+    const int first_pos = w.m0 / w.group + w.diag;
+    const int last_pos = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
+    return (p.window_right >= 0 && n0 + block_n - 1 > first_pos + p.window_right) ||
+           (p.window_left >= 0 && n0 < last_pos - p.window_left);
+  }
+}
+
+// -inf for the keys outside each of this thread's two rows' bands (variant kernels).
+template <int kNT>
+__device__ __forceinline__ void mask_band(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
+                                          int tile_row, int lane) {
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const KeyBand band = key_band(p, w, tile_row + 8 * hi);
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = n0 + j * 8 + (lane % 4) * 2 + e;
+        if (key < band.lo || key > band.hi) s[j][hi * 2 + e] = -INFINITY;
+      }
+  }
+}
+
+// Raw scores -> base-2 logits: softcap * tanh(scale * s / softcap) (or scale * s), minus the
+// ALiBi slope times the key's distance from the row's diagonal. tanh.approx is one special-
+// function instruction (relative error 2^-11, below the 16-bit P it feeds).
+template <int kNT>
+__device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
+                                          int tile_row, int lane) {
+  if (p.softcap > 0.f) {
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = p.softcap_log2 * tanh_approx(s[j][e] * p.score_scale);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] *= p.score_scale;
+  }
+  if (p.alibi_slopes == nullptr) return;
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = tile_row + 8 * hi;
+    const RowTarget t = row_target(p, w, w.m0 + row < w.rows ? row : 0);
+    const float slope = p.alibi_slopes[w.b * p.alibi_batch_stride + t.head] * static_cast<float>(M_LOG2E);
+    const int pos = t.q_pos + w.diag;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = n0 + j * 8 + (lane % 4) * 2 + e;
+        s[j][hi * 2 + e] -= slope * static_cast<float>(abs(pos - key));
+      }
+  }
+}
+
+// The score program of one K/V tile for an m16 slice: score_mod (variant kernels), then the
+// mask where the tile needs one.
+template <bool kFeat, int kNT>
+__device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
+                                                 int tile_row, int lane, bool needs_mask) {
+  if constexpr (kFeat) {
+    score_mod(s, p, w, n0, tile_row, lane);
+    if (needs_mask) mask_band(s, p, w, n0, tile_row, lane);
+  } else {
+    if (needs_mask) mask_scores(s, p, w, n0, tile_row, lane);
+  }
+}
+
+// A sink logit joins a row's softmax (variant kernels). The row holds (mx, sum): weights
+// exp(x - mx) of its keys, natural log. Returns the factor its output must be multiplied by.
+__device__ __forceinline__ float join_sink(float sink, float& mx, float& sum) {
+  const float m = fmaxf(mx, sink);
+  const float keep = mx == -INFINITY ? 0.f : expf(mx - m);
+  sum = sum * keep + expf(sink - m);
+  mx = m;
+  return keep;
 }
 
 // One step of the online softmax for an m16 slice: new running max, S -> P =
@@ -202,38 +381,38 @@ template <int kNT>
 __device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max)[2], float (&row_sum)[2],
                                              float scale_log2, float (&correction)[2]) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float mx = row_max[half];
+  for (int hi = 0; hi < 2; ++hi) {
+    float mx = row_max[hi];
 #pragma unroll
-    for (int j = 0; j < kNT; ++j) mx = fmaxf(mx, fmaxf(s[j][half * 2], s[j][half * 2 + 1]));
+    for (int j = 0; j < kNT; ++j) mx = fmaxf(mx, fmaxf(s[j][hi * 2], s[j][hi * 2 + 1]));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a row
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
     // every exponent -inf (p = 0) rather than NaN.
     const float max_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-    correction[half] = exp2_approx(row_max[half] * scale_log2 - max_scaled);
-    row_max[half] = mx;
+    correction[hi] = exp2_approx(row_max[hi] * scale_log2 - max_scaled);
+    row_max[hi] = mx;
     float sum = 0.f;
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        float& x = s[j][half * 2 + e];
+        float& x = s[j][hi * 2 + e];
         x = exp2_approx(fmaf(x, scale_log2, -max_scaled));
         sum += x;
       }
-    row_sum[half] = row_sum[half] * correction[half] + sum;
+    row_sum[hi] = row_sum[hi] * correction[hi] + sum;
   }
 }
 
 template <int kNO>
 __device__ __forceinline__ void rescale_rows(float (&o)[kNO][4], const float (&correction)[2]) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half)
+  for (int hi = 0; hi < 2; ++hi)
 #pragma unroll
     for (int j = 0; j < kNO; ++j) {
-      o[j][half * 2] *= correction[half];
-      o[j][half * 2 + 1] *= correction[half];
+      o[j][hi * 2] *= correction[hi];
+      o[j][hi * 2 + 1] *= correction[hi];
     }
 }
 
@@ -245,24 +424,42 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kN
   rescale_rows(o, correction);
 }
 
-// O /= l and LSE = max * scale + log(l); a row that saw no key gets O = 0, LSE = -inf.
+// O /= l and LSE = max * scale + log(l); a row that saw no key gets O = 0, LSE = -inf. A NaN
+// score makes l NaN, and the row NaN: bad data is never turned into 0. With `sinks` (variant
+// kernels, base-2 running max) each row's head's sink joins its denominator; only the last
+// merge of a row may add it (split partials and a decode CTA's warps leave it out).
 template <int kNO>
 __device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2], const float (&row_sum)[2],
-                                            float scale, float (&lse)[2]) {
+                                            float scale, float (&lse)[2], const float* sinks = nullptr) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float l = row_sum[half];
+  for (int hi = 0; hi < 2; ++hi) {
+    float l = row_sum[hi];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const bool empty = !(l > 0.f);
-    const float inv = empty ? 0.f : 1.f / l;
-    lse[half] = empty ? -INFINITY : row_max[half] * scale + logf(l);
+    float mx = row_max[hi] * scale, keep = 1.f;  // natural log from here
+    if (sinks != nullptr) keep = join_sink(sinks[hi], mx, l);
+    const bool empty = l == 0.f;
+    const float inv = empty ? 0.f : keep / l;
+    lse[hi] = empty ? -INFINITY : mx + logf(l);
 #pragma unroll
     for (int j = 0; j < kNO; ++j) {
-      o[j][half * 2] *= inv;
-      o[j][half * 2 + 1] *= inv;
+      o[j][hi * 2] *= inv;
+      o[j][hi * 2 + 1] *= inv;
     }
   }
+}
+
+// The sink logits of this thread's two rows, for finish_rows (variant kernels with sinks, on a
+// row's last merge), or nullptr.
+__device__ __forceinline__ const float* row_sinks(const FwdParams& p, const CtaWork& w, int tile_row,
+                                                  float (&buffer)[2]) {
+  if (p.sinks == nullptr) return nullptr;
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = tile_row + 8 * hi;
+    buffer[hi] = p.sinks[row_target(p, w, w.m0 + row < w.rows ? row : 0).head];
+  }
+  return buffer;
 }
 
 // Merging normalised partial results (the splits of a cluster, or a decode CTA's warps; the
@@ -281,16 +478,16 @@ template <int kNO>
 __device__ __forceinline__ void store_partials(const FwdParams& p, const CtaWork& w, const float (&o)[kNO][4],
                                                const float (&lse)[2], int tile_row, int lane) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = tile_row + 8 * half;
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = tile_row + 8 * hi;
     if (w.m0 + row >= w.rows) continue;
     const int64_t idx = blockIdx.y * p.num_rows + lse_index(p, w, row_target(p, w, row));
-    if (lane % 4 == 0) p.partial_lse[idx] = lse[half];
+    if (lane % 4 == 0) p.partial_lse[idx] = lse[hi];
     float* dst = p.partial_o + idx * p.head_dim;
 #pragma unroll
     for (int j = 0; j < kNO; ++j) {
       const int col = j * 8 + (lane % 4) * 2;
-      if (col < p.head_dim) *reinterpret_cast<float2*>(dst + col) = make_float2(o[j][half * 2], o[j][half * 2 + 1]);
+      if (col < p.head_dim) *reinterpret_cast<float2*>(dst + col) = make_float2(o[j][hi * 2], o[j][hi * 2 + 1]);
     }
   }
 }
@@ -299,9 +496,9 @@ __device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, 
                                           int lane) {
   if (p.lse == nullptr || lane % 4 != 0) return;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = tile_row + 8 * half;
-    if (w.m0 + row < w.rows) p.lse[lse_index(p, w, row_target(p, w, row))] = lse[half];
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = tile_row + 8 * hi;
+    if (w.m0 + row < w.rows) p.lse[lse_index(p, w, row_target(p, w, row))] = lse[hi];
   }
 }
 
@@ -312,15 +509,15 @@ __device__ __forceinline__ void store_output_rows(const FwdParams& p, const CtaW
                                                   int tile_row, int lane) {
   T* o_ptr = static_cast<T*>(p.out) + w.b * p.o_batch_stride + w.seq.q_start * p.o_row_stride;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = tile_row + 8 * half;
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = tile_row + 8 * hi;
     if (w.m0 + row >= w.rows) continue;
     const RowTarget t = row_target(p, w, row);
     T* dst = o_ptr + t.q_pos * p.o_row_stride + t.head * p.o_head_stride;
 #pragma unroll
     for (int j = 0; j < kNO; ++j) {
       const int col = j * 8 + (lane % 4) * 2;
-      if (col < p.head_dim) *reinterpret_cast<uint32_t*>(dst + col) = pack2<T>(o[j][half * 2], o[j][half * 2 + 1]);
+      if (col < p.head_dim) *reinterpret_cast<uint32_t*>(dst + col) = pack2<T>(o[j][hi * 2], o[j][hi * 2 + 1]);
     }
   }
 }
@@ -335,12 +532,12 @@ __device__ __forceinline__ int staging_offset(int row, int chunk) {
 template <typename T, int kPitch, int kNO>
 __device__ __forceinline__ void stage_output(T* smem, const float (&o)[kNO][4], int tile_row, int lane) {
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = tile_row + 8 * half;
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = tile_row + 8 * hi;
 #pragma unroll
     for (int j = 0; j < kNO; ++j)
       *reinterpret_cast<uint32_t*>(smem + staging_offset<kPitch>(row, j) + (lane % 4) * 2) =
-          pack2<T>(o[j][half * 2], o[j][half * 2 + 1]);
+          pack2<T>(o[j][hi * 2], o[j][hi * 2 + 1]);
   }
 }
 

@@ -15,23 +15,23 @@ KernelInfo kernel_info(const void* kernel) {
 }
 
 // Hopper kernels for the head dims their wgmma tiles are written for.
-template <typename T, int kHeadDim, bool kPersistent>
+template <typename T, int kHeadDim, bool kPersistent, bool kFeat>
 KernelInfo sm90_kernel_info() {
   if constexpr (kHeadDim == 64 || kHeadDim == 128) {
     using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent>;
-    return kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>));
+    return kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, kFeat>));
   } else {
     return {nullptr, 0, 0, 0, 0, 1};
   }
 }
 
-template <typename T, int kHeadDim>
+template <typename T, int kHeadDim, bool kFeat>
 FwdKernels fwd_kernels() {
   using Prefill = PrefillConfig<kHeadDim>;
   using Decode = DecodeConfig<kHeadDim>;
-  return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill>)),
-          kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode>)),
-          sm90_kernel_info<T, kHeadDim, false>(), sm90_kernel_info<T, kHeadDim, true>()};
+  return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, kFeat>)),
+          kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, kFeat>)),
+          sm90_kernel_info<T, kHeadDim, false, kFeat>(), sm90_kernel_info<T, kHeadDim, true, kFeat>()};
 }
 
 }  // namespace forge_flash

@@ -6,6 +6,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "forge_flash/limits.h"
+
 namespace forge_flash {
 
 // Launch facts of one kernel instantiation. `kernel` is the host stub of a forward kernel,
@@ -24,15 +26,17 @@ struct FwdKernels {
   KernelInfo sm90_persistent;  // the same, persistent: for short K/V (few tiles per query block)
 };
 
-template <typename T, int kHeadDim>
+// The kernels of one (dtype, head dim): plain (kFeat = false) or the variant kernels (window,
+// softcap, ALiBi, sinks, paged or indexed K/V, any scale; fwd_common.cuh).
+template <typename T, int kHeadDim, bool kFeat>
 FwdKernels fwd_kernels();
 
-// The head dimensions with their own kernels; others round up to the next one.
-#define FORGE_FLASH_FOR_EACH_HEAD_DIM(X) X(32) X(64) X(96) X(128) X(160) X(192) X(224) X(256)
-
-#define FORGE_FLASH_DECLARE(D)                       \
-  extern template FwdKernels fwd_kernels<half, D>(); \
-  extern template FwdKernels fwd_kernels<__nv_bfloat16, D>();
+// The head dimensions with their own kernels (forge_flash/limits.h); others round up.
+#define FORGE_FLASH_DECLARE(D)                                                                \
+  extern template FwdKernels fwd_kernels<half, D, false>();                                   \
+  extern template FwdKernels fwd_kernels<half, D, true>();                                    \
+  extern template FwdKernels fwd_kernels<__nv_bfloat16, D, false>();                          \
+  extern template FwdKernels fwd_kernels<__nv_bfloat16, D, true>();
 FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_DECLARE)
 #undef FORGE_FLASH_DECLARE
 

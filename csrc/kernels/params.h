@@ -32,8 +32,31 @@ struct FwdParams {
   bool pack_gqa;  // fold the `group` query heads of one KV head into the tile's rows
   bool is_causal;
 
-  float scale;       // softmax scale (for the LSE)
-  float scale_log2;  // softmax scale * log2(e) (for exp2)
+  // Scores and the softmax. Plain kernels keep raw scores and fold the scale into the exp2:
+  // scale_log2 = scale * log2(e), lse_scale = scale. Variant kernels (`features`) first turn
+  // each score into a base-2 logit (score_mod): scale_log2 = 1, lse_scale = ln(2).
+  float scale;       // the softmax scale
+  float scale_log2;  // what softmax_step multiplies scores by
+  float lse_scale;   // what finish_rows multiplies the running max by (natural-log LSE)
+
+  // Variants (fwd_common.cuh): the kernels compiled with them run when `features` is set (any
+  // of these, paged or indexed K/V, or a scale <= 0).
+  bool features;
+  int window_left, window_right;  // keys around the aligned diagonal, -1 unbounded (causal: right 0)
+  float softcap;                  // 0 = off
+  float score_scale;              // score_mod: scale / softcap with softcap, else scale * log2(e)
+  float softcap_log2;             // softcap * log2(e)
+  const float* alibi_slopes;      // (heads,) or (batch, heads) float32
+  int64_t alibi_batch_stride;
+  const float* sinks;  // (heads,) float32: a logit per head in every row's denominator
+
+  // K/V addressing beyond strided dense rows.
+  const int32_t* block_table;  // paged: (batch, max_blocks); k/v batch strides step one block
+  int64_t block_table_stride;
+  int page_size, num_blocks, max_blocks;
+  const int32_t* kv_batch_idx;  // sequence b reads k/v batch row kv_batch_idx[b]
+  int kv_batch_rows;
+  const int32_t* k_start;  // sequence b's keys start at k_start[b] (left padding)
 
   // Split-KV: each split writes its normalised partial O (fp32) and LSE here; the combine
   // kernel merges them. Indexed [split][row], a row being the LSE index of the output.

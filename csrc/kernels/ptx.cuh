@@ -82,4 +82,12 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
+// tanh.approx (sm_75+): one special-function instruction, relative error about 2^-11 (the
+// softcap's tanh; the 16-bit probabilities it feeds round at 2^-8 or 2^-11 anyway).
+__device__ __forceinline__ float tanh_approx(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 }  // namespace forge_flash

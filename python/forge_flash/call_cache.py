@@ -2,7 +2,7 @@
 
 An inference engine makes the same call (same shapes, strides, dtypes, devices and options,
 new data) on every decode step of every layer. The first call of a signature is validated
-and planned in full; the backend's prepared form of it (``Backend.prepare_fwd``) is then kept
+and planned in full; the backend's prepared form of it (``Backend.prepare``) is then kept
 under the signature, and later calls of that signature run from their data pointers alone.
 Validation and planning read nothing that is not in the signature (device *values* such as
 ``cache_seqlens`` are not: their checks still run on every call), so a later call would pass
@@ -11,16 +11,20 @@ them exactly as the first did.
 
 from __future__ import annotations
 
-from .backends.base import Backend, PreparedFwd
+from collections.abc import Callable
 
 #: Distinct signatures kept; the table is emptied when it fills (a new signature costs one
 #: full call, so a workload that cycles through more shapes only loses the shortcut).
 MAX_ENTRIES = 4096
 
-_prepared: dict[tuple, PreparedFwd | None] = {}
+#: A prepared call: given the call's tensor arguments, its result, or None when it cannot run
+#: them (then the full path runs).
+Prepared = Callable[[tuple], object]
+
+_prepared: dict[tuple, Prepared | None] = {}
 
 
-def signature(backend: Backend | None, tensors: tuple, options: tuple) -> tuple | None:
+def signature(backend: object | None, tensors: tuple, options: tuple) -> tuple | None:
     """The key of a call: the backend, each tensor's type, shape, strides, dtype and device
     (None for an absent optional tensor), each option's type and value. None when there is
     no backend yet (before discovery) or the arguments have no such key (not tensors, an
@@ -38,7 +42,7 @@ def signature(backend: Backend | None, tensors: tuple, options: tuple) -> tuple 
     return tuple(key)
 
 
-def lookup(key: tuple | None) -> PreparedFwd | None:
+def lookup(key: tuple | None) -> Prepared | None:
     """The prepared call of this signature, if there is one."""
     try:
         return None if key is None else _prepared.get(key)
@@ -54,7 +58,7 @@ def needs_preparing(key: tuple | None) -> bool:
         return False
 
 
-def remember(key: tuple, prepared: PreparedFwd | None) -> None:
+def remember(key: tuple, prepared: Prepared | None) -> None:
     """Keep ``prepared`` (None: this signature has no fast form) for later calls."""
     if len(_prepared) >= MAX_ENTRIES:
         _prepared.clear()

@@ -16,7 +16,7 @@ import torch
 
 from .api import batched_decode_attention, flash_attn_fwd, flash_attn_varlen_fwd
 from .discovery import active_backend
-from .layers import attention_fwd
+from .projections import attention_fwd
 
 # Max abs error allowed against the float32 reference (outputs are O(1) for randn inputs):
 # the result's rounding to the dtype plus the half-precision probabilities the kernels use.

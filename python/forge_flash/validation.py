@@ -18,10 +18,15 @@ import numbers
 import operator
 import os
 import struct
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 
+from .call import NO_WINDOW, AttentionCall, AttentionTensors
+
+#: The public API's head_dim limit, the same on every backend (the kernels' own limits come from
+#: the plugin: ``_C.limits()``, read by ``backends.cuda``).
 MAX_HEAD_DIM = 256
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 CAST_DTYPES = (torch.float16, torch.bfloat16)
@@ -29,24 +34,6 @@ CAST_DTYPES = (torch.float16, torch.bfloat16)
 _CHECK_VALUES_ENV = "FORGE_FLASH_CHECK_DEVICE_VALUES"
 # Read once: the decode path calls this on every token.
 _CHECK_DEVICE_VALUES = os.environ.get(_CHECK_VALUES_ENV, "1").strip() not in ("0", "false", "no")
-
-
-class FwdDims(NamedTuple):
-    batch: int
-    seqlen_q: int
-    seqlen_k: int
-    num_heads: int
-    num_heads_k: int
-    head_dim: int
-
-
-class VarlenDims(NamedTuple):
-    batch: int
-    total_q: int
-    total_k: int
-    num_heads: int
-    num_heads_k: int
-    head_dim: int
 
 
 def _shape(x: torch.Tensor) -> tuple[int, ...]:
@@ -202,7 +189,7 @@ def check_cu_seqlens_values(
         )
 
 
-def check_fwd(q: object, k: object, v: object, out: object) -> FwdDims:
+def check_fwd(q: object, k: object, v: object, out: object) -> AttentionCall:
     """flash_attn_fwd's inputs: q (b, sq, h, d), k/v (b, sk, hk, d), optional out like q."""
     q = check_tensor("q", q, 4, "(batch, seqlen_q, num_heads, head_dim)")
     k = check_tensor("k", k, 4, "(batch, seqlen_k, num_heads_k, head_dim)")
@@ -220,7 +207,59 @@ def check_fwd(q: object, k: object, v: object, out: object) -> FwdDims:
         raise ValueError(f"v must have the shape of k {_shape(k)}; got {_shape(v)}")
     check_heads("q.shape[2]", num_heads, "k.shape[2]", k.shape[2])
     check_out(out, _shape(q), q)
-    return FwdDims(batch, seqlen_q, k.shape[1], num_heads, k.shape[2], head_dim)
+    return AttentionCall(
+        layout="dense", batch=batch, seqlen_q=seqlen_q, seqlen_k=k.shape[1],
+        num_heads=num_heads, num_heads_k=k.shape[2], head_dim=head_dim, dtype=q.dtype,
+        device=q.device, softmax_scale=0.0, causal=False,
+    )  # fmt: skip
+
+
+def _check_paged_cache(
+    k_name: str, k: torch.Tensor, v_name: str, v: torch.Tensor, head_dim: int, q: torch.Tensor
+) -> None:
+    """k/v as paged caches (num_blocks, page_size, heads_k, head_dim)."""
+    layout = "(num_blocks, page_size, num_heads_k, head_dim)"
+    check_tensor(k_name, k, 4, f"{layout} with block_table")
+    check_tensor(v_name, v, 4, f"{layout} with block_table")
+    check_like(k_name, k, "q", q)
+    check_like(v_name, v, "q", q)
+    if k.shape[3] != head_dim or k.shape[1] < 1:
+        raise ValueError(
+            f"{k_name} must have shape {layout} with page_size >= 1 and head_dim={head_dim}; "
+            f"got {_shape(k)}"
+        )
+    if v.shape != k.shape:
+        raise ValueError(f"{v_name} must have the shape of {k_name} {_shape(k)}; got {_shape(v)}")
+
+
+def check_block_table(
+    block_table: object, batch: int, num_blocks: int, page_size: int, q: torch.Tensor
+) -> tuple[int, int]:
+    """int32 (batch, max_blocks) on q's device; ids in [0, num_blocks) (read back when
+    allowed). Returns (max_blocks, keys addressable per sequence)."""
+    if not isinstance(block_table, torch.Tensor):
+        raise TypeError(
+            f"block_table must be a torch.Tensor of int32; got {type(block_table).__name__}"
+        )
+    if block_table.dtype != torch.int32:
+        raise TypeError(f"block_table must have dtype torch.int32; got {block_table.dtype}")
+    if block_table.dim() != 2 or block_table.shape[0] != batch:
+        raise ValueError(
+            f"block_table must have shape (batch={batch}, max_blocks_per_seq); "
+            f"got {_shape(block_table)}"
+        )
+    if block_table.device != q.device:
+        raise ValueError(
+            f"block_table must be on the device of q ({q.device}); got {block_table.device}"
+        )
+    if block_table.numel() and device_values_readable(block_table):
+        low, high = torch.stack(torch.aminmax(block_table)).tolist()
+        if low < 0 or high >= num_blocks:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"block_table ids must lie in [0, num_blocks = {num_blocks}); got {bad}"
+            )
+    return block_table.shape[1], block_table.shape[1] * page_size
 
 
 def check_varlen(
@@ -232,73 +271,147 @@ def check_varlen(
     max_seqlen_q: object,
     max_seqlen_k: object,
     out: object,
-) -> tuple[VarlenDims, int, int]:
-    """flash_attn_varlen_fwd's inputs: packed q (total_q, h, d), k/v (total_k, hk, d)."""
+    seqused_k: object = None,
+    block_table: object = None,
+) -> AttentionCall:
+    """flash_attn_varlen_fwd's inputs: packed q (total_q, h, d), k/v (total_k, hk, d), or
+    paged k/v (num_blocks, page_size, hk, d) with ``block_table``. Options come later
+    (``with_options``)."""
     q = check_tensor("q", q, 3, "(total_q, num_heads, head_dim)")
-    k = check_tensor("k", k, 3, "(total_k, num_heads_k, head_dim)")
-    v = check_tensor("v", v, 3, "(total_k, num_heads_k, head_dim)")
-    check_like("k", k, "q", q)
-    check_like("v", v, "q", q)
     total_q, num_heads, head_dim = q.shape
     check_head_dim("q.shape[2]", head_dim)
-    if k.shape[2] != head_dim:
-        raise ValueError(
-            f"k must have shape (total_k, num_heads_k, head_dim={head_dim}) to match q "
-            f"{_shape(q)}; got {_shape(k)}"
-        )
-    if v.shape != k.shape:
-        raise ValueError(f"v must have the shape of k {_shape(k)}; got {_shape(v)}")
-    check_heads("q.shape[1]", num_heads, "k.shape[1]", k.shape[1])
+    paged = block_table is not None
+    if paged:
+        _check_paged_cache("k", k, "v", v, head_dim, q)
+    else:
+        k = check_tensor("k", k, 3, "(total_k, num_heads_k, head_dim)")
+        v = check_tensor("v", v, 3, "(total_k, num_heads_k, head_dim)")
+        check_like("k", k, "q", q)
+        check_like("v", v, "q", q)
+        if k.shape[2] != head_dim:
+            raise ValueError(
+                f"k must have shape (total_k, num_heads_k, head_dim={head_dim}) to match q "
+                f"{_shape(q)}; got {_shape(k)}"
+            )
+        if v.shape != k.shape:
+            raise ValueError(f"v must have the shape of k {_shape(k)}; got {_shape(v)}")
+    heads_k = k.shape[-2]
+    check_heads("q.shape[1]", num_heads, f"k.shape[{k.dim() - 2}]", heads_k)
     check_out(out, _shape(q), q)
     cu_q = check_index_tensor("cu_seqlens_q", cu_seqlens_q, None, q)
     if cu_q.shape[0] < 1:
         raise ValueError("cu_seqlens_q must have length batch + 1 >= 1; got length 0")
+    batch = cu_q.shape[0] - 1
     cu_k = check_index_tensor("cu_seqlens_k", cu_seqlens_k, cu_q.shape[0], q)
     max_q = check_int("max_seqlen_q", max_seqlen_q, 0)
     max_k = check_int("max_seqlen_k", max_seqlen_k, 0)
-    total_k = k.shape[0]
     check_cu_seqlens_values("cu_seqlens_q", cu_q, total_q, "total_q", "max_seqlen_q", max_q)
-    check_cu_seqlens_values("cu_seqlens_k", cu_k, total_k, "total_k", "max_seqlen_k", max_k)
-    dims = VarlenDims(cu_q.shape[0] - 1, total_q, total_k, num_heads, k.shape[1], head_dim)
-    return dims, max_q, max_k
+    page_size = num_blocks = 0
+    if paged:
+        page_size, num_blocks = k.shape[1], k.shape[0]
+        _, capacity = check_block_table(block_table, batch, num_blocks, page_size, q)
+        # cu_seqlens_k counts the keys of each sequence (its last entry is no tensor's size).
+        total_k = _last_value(cu_k)
+        check_cu_seqlens_values("cu_seqlens_k", cu_k, total_k, "total_k", "max_seqlen_k", max_k)
+        max_k = min(max_k, capacity)
+    else:
+        total_k = k.shape[0]
+        check_cu_seqlens_values("cu_seqlens_k", cu_k, total_k, "total_k", "max_seqlen_k", max_k)
+    if seqused_k is not None:
+        check_index_tensor("seqused_k", seqused_k, batch, q)
+        check_cache_seqlens_values(seqused_k, max_k, "seqused_k")
+    return AttentionCall(
+        layout="varlen", batch=batch, seqlen_q=max_q, seqlen_k=max_k, num_heads=num_heads,
+        num_heads_k=heads_k, head_dim=head_dim, dtype=q.dtype, device=q.device,
+        softmax_scale=0.0, causal=False, total_q=total_q, total_k=0 if paged else total_k,
+        key_lengths=seqused_k is not None, page_size=page_size, num_blocks=num_blocks,
+    )  # fmt: skip
 
 
-def check_decode(q: object, k_cache: object, v_cache: object, cache_seqlens: object) -> FwdDims:
-    """batched_decode_attention's inputs: q (b, h, d), caches (b, max_cache_len, hk, d)."""
-    q = check_tensor("q", q, 3, "(batch, num_heads, head_dim)")
-    layout = "(batch, max_cache_len, num_kv_heads, head_dim)"
-    k_cache = check_tensor("k_cache", k_cache, 4, layout)
-    v_cache = check_tensor("v_cache", v_cache, 4, layout)
-    check_like("k_cache", k_cache, "q", q)
-    check_like("v_cache", v_cache, "q", q)
-    batch, num_heads, head_dim = q.shape
-    check_head_dim("q.shape[2]", head_dim)
-    if k_cache.shape[0] != batch or k_cache.shape[3] != head_dim:
-        raise ValueError(
-            f"k_cache must have shape (batch={batch}, max_cache_len, num_kv_heads, "
-            f"head_dim={head_dim}) to match q {_shape(q)}; got {_shape(k_cache)}"
-        )
-    if v_cache.shape != k_cache.shape:
-        raise ValueError(
-            f"v_cache must have the shape of k_cache {_shape(k_cache)}; got {_shape(v_cache)}"
-        )
-    check_heads("q.shape[1]", num_heads, "k_cache.shape[2]", k_cache.shape[2])
+def _last_value(cu_seqlens: torch.Tensor) -> int:
+    """The last entry when it may be read (paged varlen: the keys' total), else 0."""
+    if not device_values_readable(cu_seqlens):
+        return 0
+    return int(cu_seqlens[-1].item())
+
+
+def check_decode(
+    q: object,
+    k_cache: object,
+    v_cache: object,
+    cache_seqlens: object,
+    block_table: object = None,
+    *,
+    seqlen_q: int | None = None,
+    kv_batch_idx: object = None,
+    k_start: object = None,
+) -> AttentionCall:
+    """batched_decode_attention's inputs: q (b, h, d), caches (b, max_cache_len, hk, d) or
+    paged (num_blocks, page_size, hk, d) with ``block_table``. ``cache_attention`` passes
+    q (b, seqlen_q, h, d) (``seqlen_q`` given), and optionally the cache row of each sequence
+    (``kv_batch_idx``, then the cache may have any number of rows) and its first key
+    (``k_start``: left padding)."""
+    if seqlen_q is None:
+        q = check_tensor("q", q, 3, "(batch, num_heads, head_dim)")
+        batch, num_heads, head_dim = q.shape
+        sq, heads_dim_name = 1, "q.shape[1]"
+    else:
+        q = check_tensor("q", q, 4, "(batch, seqlen_q, num_heads, head_dim)")
+        batch, sq, num_heads, head_dim = q.shape
+        heads_dim_name = "q.shape[2]"
+    check_head_dim(f"q.shape[{q.dim() - 1}]", head_dim)
+    page_size = num_blocks = 0
+    if block_table is not None:
+        _check_paged_cache("k_cache", k_cache, "v_cache", v_cache, head_dim, q)
+        page_size, num_blocks = k_cache.shape[1], k_cache.shape[0]
+        _, max_cache_len = check_block_table(block_table, batch, num_blocks, page_size, q)
+    else:
+        layout = "(batch, max_cache_len, num_kv_heads, head_dim)"
+        k_cache = check_tensor("k_cache", k_cache, 4, layout)
+        v_cache = check_tensor("v_cache", v_cache, 4, layout)
+        check_like("k_cache", k_cache, "q", q)
+        check_like("v_cache", v_cache, "q", q)
+        rows_ok = k_cache.shape[0] >= 1 if kv_batch_idx is not None else k_cache.shape[0] == batch
+        if not rows_ok or k_cache.shape[3] != head_dim:
+            rows = "cache_rows" if kv_batch_idx is not None else f"batch={batch}"
+            raise ValueError(
+                f"k_cache must have shape ({rows}, max_cache_len, num_kv_heads, "
+                f"head_dim={head_dim}) to match q {_shape(q)}; got {_shape(k_cache)}"
+            )
+        if v_cache.shape != k_cache.shape:
+            raise ValueError(
+                f"v_cache must have the shape of k_cache {_shape(k_cache)}; got {_shape(v_cache)}"
+            )
+        max_cache_len = k_cache.shape[1]
+    kv_rows = k_cache.shape[0]
+    check_heads(heads_dim_name, num_heads, "k_cache.shape[2]", k_cache.shape[2])
     seqlens = check_index_tensor("cache_seqlens", cache_seqlens, batch, q)
-    max_cache_len = k_cache.shape[1]
     check_cache_seqlens_values(seqlens, max_cache_len)
-    return FwdDims(batch, 1, max_cache_len, num_heads, k_cache.shape[2], head_dim)
+    if kv_batch_idx is not None:
+        check_index_tensor("cache_batch_idx", kv_batch_idx, batch, q)
+        check_cache_seqlens_values(kv_batch_idx, kv_rows - 1, "cache_batch_idx")
+    if k_start is not None:
+        check_index_tensor("cache_leftpad", k_start, batch, q)
+        check_cache_seqlens_values(k_start, max_cache_len, "cache_leftpad")
+    return AttentionCall(
+        layout="dense", batch=batch, seqlen_q=sq, seqlen_k=max_cache_len, num_heads=num_heads,
+        num_heads_k=k_cache.shape[2], head_dim=head_dim, dtype=q.dtype, device=q.device,
+        softmax_scale=0.0, causal=False, key_lengths=True, page_size=page_size,
+        num_blocks=num_blocks, kv_batch_rows=kv_rows if kv_batch_idx is not None else 0,
+        kv_batch_index=kv_batch_idx is not None, k_start=k_start is not None,
+    )  # fmt: skip
 
 
-def check_cache_seqlens_values(cache_seqlens: torch.Tensor, max_cache_len: int) -> None:
+def check_cache_seqlens_values(
+    cache_seqlens: torch.Tensor, max_cache_len: int, name: str = "cache_seqlens"
+) -> None:
     """Each length in [0, max_cache_len] (one read-back for both bounds, when allowed)."""
     if not cache_seqlens.numel() or not device_values_readable(cache_seqlens):
         return
     low, high = torch.stack(torch.aminmax(cache_seqlens)).tolist()
     if low < 0 or high > max_cache_len:
         bad = low if low < 0 else high
-        raise ValueError(
-            f"cache_seqlens must lie in [0, max_cache_len = {max_cache_len}]; got {bad}"
-        )
+        raise ValueError(f"{name} must lie in [0, max_cache_len = {max_cache_len}]; got {bad}")
 
 
 def check_model_dims(
@@ -314,8 +427,8 @@ def check_model_dims(
 
 def check_flat(
     q: object, k: object, v: object, num_heads: object, num_kv_heads: object, head_dim: object
-) -> tuple[int, int, int]:
-    """Model-layer layout: q (batch, seqlen_q, num_heads * head_dim) or without the batch."""
+) -> AttentionCall:
+    """Flat projections: q (batch, seqlen_q, num_heads * head_dim) or without the batch."""
     heads, kv_heads, dim = check_model_dims(num_heads, num_kv_heads, head_dim)
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q must be a torch.Tensor; got {type(q).__name__}")
@@ -345,7 +458,12 @@ def check_flat(
         raise ValueError(f"k must have the batch size of q ({q.shape[0]}); got {k.shape[0]}")
     if v.shape != k.shape:
         raise ValueError(f"v must have the shape of k {_shape(k)}; got {_shape(v)}")
-    return heads, kv_heads, dim
+    batch = q.shape[0] if ndim == 3 else 1
+    return AttentionCall(
+        layout="dense", batch=batch, seqlen_q=q.shape[-2], seqlen_k=k.shape[-2],
+        num_heads=heads, num_heads_k=kv_heads, head_dim=dim, dtype=q.dtype, device=q.device,
+        softmax_scale=0.0, causal=False,
+    )  # fmt: skip
 
 
 def check_cast_dtype(cast_dtype: object) -> torch.dtype:
@@ -357,3 +475,116 @@ def check_cast_dtype(cast_dtype: object) -> torch.dtype:
             f"got {cast_dtype!r}"
         )
     return cast_dtype  # type: ignore[return-value]
+
+
+# -- the options every entry point shares -----------------------------------------------------
+
+
+class Options(NamedTuple):
+    """The caller's softmax and mask options, as given (checked by ``with_options``)."""
+
+    softmax_scale: object = None
+    causal: object = False
+    window_size: object = NO_WINDOW
+    softcap: object = 0.0
+    alibi_slopes: object = None
+    sinks: object = None
+    return_lse: object = False
+
+    def static(self) -> tuple:
+        """The options that are not tensors: with the tensors' layouts, a call's signature
+        (the tensor options, ``alibi_slopes`` and ``sinks``, travel with the tensors)."""
+        return (self.softmax_scale, self.causal, self.window_size, self.softcap, self.return_lse)
+
+
+def check_window(window_size: object, causal: bool) -> tuple[int, int]:
+    """(left, right), each an int >= -1; causal forces right = 0."""
+    if isinstance(window_size, torch.Tensor) or not isinstance(window_size, (tuple, list)):
+        raise TypeError(
+            f"window_size must be a (left, right) pair of ints; got {window_size!r} "
+            f"({type(window_size).__name__})"
+        )
+    if len(window_size) != 2:
+        raise ValueError(
+            f"window_size must be a (left, right) pair of ints; got {len(window_size)} values"
+        )
+    edges = []
+    for edge in window_size:
+        if isinstance(edge, bool):
+            raise TypeError(f"window_size must hold ints; got {window_size!r}")
+        try:
+            edges.append(operator.index(edge))
+        except TypeError:
+            raise TypeError(f"window_size must hold ints; got {window_size!r}") from None
+    left, right = edges
+    if left < -1 or right < -1:
+        raise ValueError(
+            f"window_size edges must be >= -1 (-1 means unbounded); got ({left}, {right})"
+        )
+    return (left, 0) if causal else (left, right)
+
+
+def check_softcap(softcap: object) -> float:
+    """0 (off) or a positive finite number, kept as the float32 the kernels see."""
+    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap must be a float; got {softcap!r} ({type(softcap).__name__})")
+    value = float(softcap)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"softcap must be finite and >= 0 (0 turns it off); got {value}")
+    try:
+        return _as_float32(value)
+    except OverflowError:
+        raise ValueError(f"softcap must be finite as a float32; got {value}") from None
+
+
+def _check_head_vector(
+    name: str, x: object, shapes: dict[tuple[int, ...], str], q: torch.Tensor
+) -> str:
+    """A float32 tensor on q's device whose shape is one of ``shapes``; returns its kind."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a float32 torch.Tensor or None; got {type(x).__name__}")
+    if x.dtype != torch.float32:
+        raise TypeError(f"{name} must have dtype torch.float32; got {x.dtype}")
+    kind = shapes.get(tuple(x.shape))
+    if kind is None:
+        wanted = " or ".join(str(s) for s in shapes)
+        raise ValueError(f"{name} must have shape {wanted}; got {_shape(x)}")
+    if x.device != q.device:
+        raise ValueError(f"{name} must be on the device of q ({q.device}); got {x.device}")
+    return kind
+
+
+def with_options(
+    call: AttentionCall,
+    options: Options,
+    q: torch.Tensor,
+    *,
+    scale_name: str = "softmax_scale",
+    causal_name: str = "causal",
+) -> AttentionCall:
+    """``call`` (from a shape check above) completed with the checked options. The flat
+    projection calls name two of them differently (``scale``, ``is_causal``)."""
+    causal = check_flag(causal_name, options.causal)
+    alibi = None
+    if options.alibi_slopes is not None:
+        shapes = {(call.num_heads,): "head", (call.batch, call.num_heads): "batch_head"}
+        alibi = _check_head_vector("alibi_slopes", options.alibi_slopes, shapes, q)
+    if options.sinks is not None:
+        _check_head_vector("sinks", options.sinks, {(call.num_heads,): "head"}, q)
+    return replace(
+        call,
+        softmax_scale=resolve_scale(scale_name, options.softmax_scale, call.head_dim),
+        causal=causal,
+        window=check_window(options.window_size, causal),
+        softcap=check_softcap(options.softcap),
+        alibi=alibi,
+        sinks=options.sinks is not None,
+        return_lse=check_flag("return_lse", options.return_lse),
+    )
+
+
+def check_device_values(call: AttentionCall, t: AttentionTensors) -> None:
+    """The checks of device *values* that a repeated call must run again (its signature
+    fixes everything else): per-sequence key counts within the cache."""
+    if t.seqused_k is not None and call.layout == "dense":
+        check_cache_seqlens_values(t.seqused_k, call.seqlen_k)

@@ -108,7 +108,59 @@ int main() {
       {"no heads", [] { return fwd([](ff_fwd_args& a) { a.num_heads = 0; }); }, bad, "num_heads"},
       {"negative batch", [] { return fwd([](ff_fwd_args& a) { a.batch_size = -1; }); }, bad, "batch_size"},
       {"negative seqlen_k", [] { return fwd([](ff_fwd_args& a) { a.seqlen_k = -3; }); }, bad, "seqlen_k"},
-      {"scale 0", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = 0.f; }); }, bad, "softmax_scale"},
+      // Any finite scale is a valid one (the variant kernels compute it); only non-finite ones fail.
+      {"scale 0", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = 0.f; }); }, FF_OK, ""},
+      {"scale -2", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = -2.f; }); }, FF_OK, ""},
+      {"valid window and softcap",
+       [] {
+         return fwd([](ff_fwd_args& a) {
+           a.options.has_window = 1, a.options.window_left = 8, a.options.window_right = -1;
+           a.options.softcap = 30.f;
+         });
+       },
+       FF_OK, ""},
+      {"window edge -2",
+       [] { return fwd([](ff_fwd_args& a) { a.options.has_window = 1, a.options.window_left = -2; }); }, bad,
+       "window"},
+      {"negative softcap", [] { return fwd([](ff_fwd_args& a) { a.options.softcap = -1.f; }); }, bad, "softcap"},
+      {"nan softcap", [] { return fwd([](ff_fwd_args& a) { a.options.softcap = __builtin_nanf(""); }); }, bad,
+       "softcap"},
+      {"misaligned alibi_slopes",
+       [] {
+         return fwd([](ff_fwd_args& a) { a.options.alibi_slopes = reinterpret_cast<const float*>(at(2)); });
+       },
+       bad, "alibi_slopes"},
+      {"misaligned sinks",
+       [] { return fwd([](ff_fwd_args& a) { a.options.sinks = reinterpret_cast<const float*>(at(6)); }); }, bad,
+       "sinks"},
+      {"paged without a page size",
+       [] {
+         return fwd([](ff_fwd_args& a) {
+           a.options.block_table = reinterpret_cast<const int32_t*>(at(8192));
+           a.options.num_blocks = 4, a.options.max_blocks = 2, a.options.block_table_stride = 2;
+         });
+       },
+       bad, "page_size"},
+      {"paged seqlen_k beyond the table",
+       [] {
+         return fwd([](ff_fwd_args& a) {
+           a.options.block_table = reinterpret_cast<const int32_t*>(at(8192));
+           a.options.page_size = 8, a.options.num_blocks = 8, a.options.max_blocks = 2;
+           a.options.block_table_stride = 2;  // 16 keys a row < seqlen_k 32
+           a.k.batch_stride = a.v.batch_stride = 8 * 2 * 64;
+         });
+       },
+       bad, "seqlen_k"},
+      {"kv_batch_idx without rows",
+       [] {
+         return fwd([](ff_fwd_args& a) { a.options.kv_batch_idx = reinterpret_cast<const int32_t*>(at(8192)); });
+       },
+       bad, "kv_batch_rows"},
+      {"varlen k_start",
+       [] {
+         return varlen([](ff_varlen_fwd_args& a) { a.options.k_start = reinterpret_cast<const int32_t*>(at(8192)); });
+       },
+       bad, "k_start"},
       {"scale nan", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_nanf(""); }); }, bad,
        "softmax_scale"},
       {"scale inf", [] { return fwd([](ff_fwd_args& a) { a.softmax_scale = __builtin_inff(); }); }, bad,

@@ -44,7 +44,8 @@ def _call(*tensors, **overrides):
     args.update(overrides)
     static = ("strides", "batch", "seqlen_q", "seqlen_k", "num_heads", "num_heads_k",
               "head_dim", "softmax_scale", "causal", "dtype")  # fmt: skip
-    call = _C.FwdCall(*(args.pop(name) for name in static))
+    options = args.pop("options", (-1, -1, 0.0, 0, 0, 0, 0, 0, b))
+    call = _C.FwdCall(*(args.pop(name) for name in static), options)
     return call(*args.values())  # q, k, v, out, lse, seqused_k, workspace, ..., stream
 
 
@@ -63,11 +64,12 @@ def tensors():
         (dict(num_heads=0), "num_heads"),
         (dict(batch=-1), "batch_size"),
         (dict(seqlen_k=-5), "seqlen_k"),
-        (dict(softmax_scale=0.0), "softmax_scale"),
         (dict(softmax_scale=float("nan")), "softmax_scale"),
         (dict(softmax_scale=float("inf")), "softmax_scale"),
         (dict(q=0), "q.data"),
         (dict(lse=6), "softmax_lse"),
+        (dict(options=(-2, 0, 0.0, 0, 0, 0, 0, 0, 2)), "window"),
+        (dict(options=(-1, -1, -3.0, 0, 0, 0, 0, 0, 2)), "softcap"),
     ],
 )
 def test_invalid_arguments_are_refused(tensors, override, message):

@@ -27,6 +27,26 @@ from .reference import reference_attention
 
 _DTYPES = {0: torch.float16, 1: torch.bfloat16}
 
+#: What the real binding's ``_C.limits()`` reports (csrc/include/forge_flash/limits.h).
+LIMITS = {
+    "max_head_dim": 256,
+    "head_dim_multiple": 8,
+    "head_dims": [32, 64, 96, 128, 160, 192, 224, 256],
+    "alignment_bytes": 16,
+    "stride_multiple": 8,
+    "dtypes": {"float16": 0, "bfloat16": 1},
+    "features": [
+        "window",
+        "softcap",
+        "alibi",
+        "sinks",
+        "paged_kv",
+        "kv_batch_index",
+        "k_start",
+        "any_scale",
+    ],
+}
+
 
 def install_fake_plugin(
     root: Path,
@@ -54,6 +74,7 @@ def install_fake_plugin(
     (package / "_C.py").write_text(
         textwrap.dedent(
             f"""
+            LIMITS = {LIMITS!r}
             __version__ = {binding_version or version!r}
             CALLS = []
 
@@ -72,8 +93,8 @@ def install_fake_plugin(
             def driver_version():
                 return {driver_version}
 
-            def max_head_dim():
-                return 256
+            def limits():
+                return LIMITS
 
             class FwdCall:
                 def __init__(self, *static):
@@ -82,6 +103,8 @@ def install_fake_plugin(
                 def __call__(self, *args):
                     CALLS.append((type(self).__name__, self.static, args))
                     return 0
+
+                run = __call__
 
             class VarlenFwdCall(FwdCall):
                 pass
@@ -146,29 +169,65 @@ class FakeBinding:
 
     # -- entry points: the binding's bound calls, over one flat function each ---------------
 
+    def limits(self) -> dict:
+        return LIMITS
+
     def FwdCall(self, *static):
         def call(q, k, v, out, lse, seqused_k, workspace, workspace_bytes, device, stream):
-            return self.fwd(
-                q, k, v, out, lse, seqused_k, *static, workspace, workspace_bytes, device, stream
-            )
+            return run(q, k, v, out, lse, seqused_k, 0, 0, 0, 0, 0, workspace, workspace_bytes,
+                       device, stream)  # fmt: skip
 
+        def run(q, k, v, out, lse, seqused_k, alibi, sinks, block_table, kv_batch_idx, k_start,
+                workspace, workspace_bytes, device, stream):  # fmt: skip
+            pointers = dict(alibi=alibi, sinks=sinks, block_table=block_table,
+                            kv_batch_idx=kv_batch_idx, k_start=k_start)  # fmt: skip
+            return self.fwd(q, k, v, out, lse, seqused_k, *static, workspace, workspace_bytes,
+                            device, stream, **pointers)  # fmt: skip
+
+        call.run = run
         return call
 
     def VarlenFwdCall(self, *static):
-        def call(*args):  # 8 pointers, then workspace, workspace_bytes, device, stream
-            return self.varlen_fwd(*args[:8], *static, *args[8:])
+        def run(q, k, v, out, lse, cu_q, cu_k, seqused_k, alibi, sinks, block_table, workspace,
+                workspace_bytes, device, stream):  # fmt: skip
+            pointers = dict(alibi=alibi, sinks=sinks, block_table=block_table)
+            return self.varlen_fwd(q, k, v, out, lse, cu_q, cu_k, seqused_k, *static, workspace,
+                                   workspace_bytes, device, stream, **pointers)  # fmt: skip
 
-        return call
+        return types.SimpleNamespace(run=run)
+
+    @staticmethod
+    def _option_kwargs(options, causal, num_heads, batch, alibi, sinks):
+        """The reference's keyword options from the bound options and pointers (only the ones
+        in use, so plain calls need nothing beyond the plain reference)."""
+        window_left, window_right, softcap, alibi_batch_stride = options[:4]
+        kwargs = {}
+        # The binding's window has causal folded in (right = 0); the reference takes causal.
+        if (window_left, window_right) not in ((-1, -1), (-1, 0) if causal else (-1, -1)):
+            kwargs["window_size"] = (window_left, window_right)
+        if softcap:
+            kwargs["softcap"] = softcap
+        if alibi:
+            shape = (batch, num_heads) if alibi_batch_stride else (num_heads,)
+            kwargs["alibi_slopes"] = _view(
+                alibi, torch.float32, shape, (alibi_batch_stride, 1)[-len(shape) :]
+            )
+        if sinks:
+            kwargs["sinks"] = _view(sinks, torch.float32, (num_heads,), (1,))
+        return kwargs
 
     def fwd(self, q, k, v, out, lse, seqused_k, strides, batch, seqlen_q, seqlen_k, num_heads,
-            num_heads_k, head_dim, softmax_scale, causal, dtype, workspace, workspace_bytes,
-            device, stream):  # fmt: skip
+            num_heads_k, head_dim, softmax_scale, causal, dtype, options, workspace,
+            workspace_bytes, device, stream, *, alibi=0, sinks=0, block_table=0,
+            kv_batch_idx=0, k_start=0):  # fmt: skip
         call = dict(
             entry="fwd", q=q, k=k, v=v, out=out, lse=lse, seqused_k=seqused_k,
             strides=tuple(strides), batch=batch, seqlen_q=seqlen_q, seqlen_k=seqlen_k,
             num_heads=num_heads, num_heads_k=num_heads_k, head_dim=head_dim,
-            softmax_scale=softmax_scale, causal=causal, dtype=dtype, workspace=workspace,
-            workspace_bytes=workspace_bytes, device=device, stream=stream,
+            softmax_scale=softmax_scale, causal=causal, dtype=dtype, options=tuple(options),
+            alibi=alibi, sinks=sinks, block_table=block_table, kv_batch_idx=kv_batch_idx,
+            k_start=k_start, workspace=workspace, workspace_bytes=workspace_bytes, device=device,
+            stream=stream,
         )  # fmt: skip
         self.calls.append(call)
         self._check((q, k, v, out), strides, head_dim, dtype)
@@ -177,38 +236,74 @@ class FakeBinding:
             return needed
         element = _DTYPES[dtype]
         s = strides
+        page_size, num_blocks, table_stride, _, kv_rows = options[4:9]
         qv = _view(q, element, (batch, seqlen_q, num_heads, head_dim), (*s[0:3], 1))
-        kv = _view(k, element, (batch, seqlen_k, num_heads_k, head_dim), (*s[3:6], 1))
-        vv = _view(v, element, (batch, seqlen_k, num_heads_k, head_dim), (*s[6:9], 1))
         ov = _view(out, element, (batch, seqlen_q, num_heads, head_dim), (*s[9:12], 1))
-        lengths = None
+        if page_size:  # paged: (num_blocks, page_size, hk, d), gathered through the table
+            kv_shape = (num_blocks, page_size, num_heads_k, head_dim)
+            width = seqlen_k // page_size
+            table = _view(block_table, torch.int32, (batch, width), (table_stride, 1)).long()
+            kv = _view(k, element, kv_shape, (*s[3:6], 1))[table].flatten(1, 2)
+            vv = _view(v, element, kv_shape, (*s[6:9], 1))[table].flatten(1, 2)
+        else:
+            rows = kv_rows if kv_batch_idx else batch
+            kv = _view(k, element, (rows, seqlen_k, num_heads_k, head_dim), (*s[3:6], 1))
+            vv = _view(v, element, (rows, seqlen_k, num_heads_k, head_dim), (*s[6:9], 1))
+            if kv_batch_idx:
+                index = _view(kv_batch_idx, torch.int32, (batch,), (1,)).long()
+                kv, vv = kv[index], vv[index]
+        lengths = [seqlen_k] * batch
         if seqused_k:
             lengths = _view(seqused_k, torch.int32, (batch,), (1,)).tolist()
-        result, result_lse = reference_attention(
-            qv, kv, vv, scale=softmax_scale, causal=causal, key_lengths=lengths
-        )
-        ov.copy_(result)
+        starts = [0] * batch
+        if k_start:
+            starts = _view(k_start, torch.int32, (batch,), (1,)).tolist()
+        kwargs = self._option_kwargs(options, causal, num_heads, batch, alibi, sinks)
+        lse_view = None
         if lse:
             shape = (batch, num_heads, seqlen_q)
             lse_view = _view(lse, torch.float32, shape, (num_heads * seqlen_q, seqlen_q, 1))
-            lse_view.copy_(result_lse)
+        per_row_slopes = "alibi_slopes" in kwargs and kwargs["alibi_slopes"].dim() == 2
+        if not k_start and not per_row_slopes:
+            result, result_lse = reference_attention(
+                qv, kv, vv, scale=softmax_scale, causal=causal,
+                key_lengths=lengths if seqused_k else None, **kwargs,
+            )  # fmt: skip
+            ov.copy_(result)
+            if lse_view is not None:
+                lse_view.copy_(result_lse)
+            return 0
+        for b in range(batch):  # per-sequence key starts or slopes: one sequence at a time
+            one = dict(kwargs)
+            if "alibi_slopes" in one and one["alibi_slopes"].dim() == 2:
+                one["alibi_slopes"] = one["alibi_slopes"][b]
+            lo, hi = starts[b], max(starts[b], lengths[b])
+            result, result_lse = reference_attention(
+                qv[b : b + 1], kv[b : b + 1, lo:hi], vv[b : b + 1, lo:hi], scale=softmax_scale,
+                causal=causal, **one,
+            )  # fmt: skip
+            ov[b].copy_(result[0])
+            if lse_view is not None:
+                lse_view[b].copy_(result_lse[0])
         return 0
 
     def varlen_fwd(self, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_k, strides,
                    batch, max_seqlen_q, max_seqlen_k, total_q, total_k, num_heads, num_heads_k,
-                   head_dim, softmax_scale, causal, dtype, workspace, workspace_bytes, device,
-                   stream):  # fmt: skip
+                   head_dim, softmax_scale, causal, dtype, options, workspace, workspace_bytes,
+                   device, stream, *, alibi=0, sinks=0, block_table=0):  # fmt: skip
         call = dict(
             entry="varlen_fwd", q=q, k=k, v=v, out=out, lse=lse, cu_seqlens_q=cu_seqlens_q,
             cu_seqlens_k=cu_seqlens_k, seqused_k=seqused_k, strides=tuple(strides), batch=batch,
             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, total_q=total_q,
             total_k=total_k, num_heads=num_heads, num_heads_k=num_heads_k, head_dim=head_dim,
-            softmax_scale=softmax_scale, causal=causal, dtype=dtype, workspace=workspace,
+            softmax_scale=softmax_scale, causal=causal, dtype=dtype, options=tuple(options),
+            alibi=alibi, sinks=sinks, block_table=block_table, workspace=workspace,
             workspace_bytes=workspace_bytes, device=device, stream=stream,
         )  # fmt: skip
         self.calls.append(call)
         self._check((q, k, v, out), strides, head_dim, dtype)
-        if strides[0] or strides[3] or strides[6] or strides[9]:
+        page_size, num_blocks, table_stride = options[4:7]
+        if strides[0] or strides[9] or (not page_size and (strides[3] or strides[6])):
             raise ValueError("varlen batch strides must be 0")
         needed = self._workspace(workspace, workspace_bytes)
         if needed:
@@ -216,19 +311,40 @@ class FakeBinding:
         element = _DTYPES[dtype]
         s = strides
         qv = _view(q, element, (total_q, num_heads, head_dim), (*s[1:3], 1))
-        kv = _view(k, element, (total_k, num_heads_k, head_dim), (*s[4:6], 1))
-        vv = _view(v, element, (total_k, num_heads_k, head_dim), (*s[7:9], 1))
         ov = _view(out, element, (total_q, num_heads, head_dim), (*s[10:12], 1))
         bounds_q = _view(cu_seqlens_q, torch.int32, (batch + 1,), (1,)).tolist()
         bounds_k = _view(cu_seqlens_k, torch.int32, (batch + 1,), (1,)).tolist()
+        used = _view(seqused_k, torch.int32, (batch,), (1,)).tolist() if seqused_k else None
+        if page_size:
+            kv_shape = (num_blocks, page_size, num_heads_k, head_dim)
+            kp = _view(k, element, kv_shape, (*s[3:6], 1))
+            vp = _view(v, element, kv_shape, (*s[6:9], 1))
+            width = -(-max_seqlen_k // page_size)
+            table = _view(block_table, torch.int32, (batch, width), (table_stride, 1)).long()
+        else:
+            kv = _view(k, element, (total_k, num_heads_k, head_dim), (*s[4:6], 1))
+            vv = _view(v, element, (total_k, num_heads_k, head_dim), (*s[7:9], 1))
         lse_view = None
         if lse:
             lse_view = _view(lse, torch.float32, (num_heads, total_q), (total_q, 1))
+        kwargs = self._option_kwargs(options, causal, num_heads, batch, alibi, sinks)
         for b in range(batch):
             q0, q1, k0, k1 = bounds_q[b], bounds_q[b + 1], bounds_k[b], bounds_k[b + 1]
+            n = k1 - k0 if used is None else (used[b] if page_size else min(used[b], k1 - k0))
+            if page_size:
+                rows = table[b].repeat_interleave(page_size)[:n]
+                ks, vs = (
+                    kp[rows, torch.arange(n) % page_size],
+                    vp[rows, torch.arange(n) % page_size],
+                )
+            else:
+                ks, vs = kv[k0 : k0 + n], vv[k0 : k0 + n]
+            one = dict(kwargs)
+            if "alibi_slopes" in one and one["alibi_slopes"].dim() == 2:
+                one["alibi_slopes"] = one["alibi_slopes"][b]
             result, result_lse = reference_attention(
-                qv[q0:q1].unsqueeze(0), kv[k0:k1].unsqueeze(0), vv[k0:k1].unsqueeze(0),
-                scale=softmax_scale, causal=causal,
+                qv[q0:q1].unsqueeze(0), ks.unsqueeze(0), vs.unsqueeze(0),
+                scale=softmax_scale, causal=causal, **one,
             )  # fmt: skip
             ov[q0:q1].copy_(result[0])
             if lse_view is not None:

@@ -102,7 +102,10 @@ def workspace_bytes_needed(q, k, v, *, causal):
         strides += [t.stride(0), t.stride(1), t.stride(2)]
     b, sq, h, d = q.shape
     dtype = 0 if q.dtype == torch.float16 else 1
-    call = _C.FwdCall(strides, b, sq, k.shape[1], h, k.shape[2], d, 1 / math.sqrt(d), causal, dtype)
+    no_options = (-1, -1, 0.0, 0, 0, 0, 0, 0, b)  # window, softcap, ALiBi, paging, batch rows
+    call = _C.FwdCall(
+        strides, b, sq, k.shape[1], h, k.shape[2], d, 1 / math.sqrt(d), causal, dtype, no_options
+    )
     stream = torch.cuda.current_stream(q.device).cuda_stream
     pointers = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0, 0)
     return call(*pointers, 0, 0, q.device.index, stream)

@@ -54,7 +54,7 @@ class CallLog:
     """Records which forge-flash entry point the model's attention reached."""
 
     def __init__(self, monkeypatch) -> None:
-        import forge_flash.layers as layers
+        import forge_flash.projections as layers
 
         self.calls: list[tuple[str, tuple[int, ...]]] = []
         for name in ("multi_head_attention", "batched_decode_attention"):

@@ -10,7 +10,16 @@
 //    every other dimension has an arbitrary stride given in elements.
 //  * GQA/MQA: num_heads_k divides num_heads; query head h reads KV head h / (num_heads / num_heads_k).
 //  * Causal masks are aligned bottom-right: query row i sees key j iff j <= i + seqlen_k - seqlen_q.
-//    A query row that sees no key gets output 0 and LSE -inf.
+//    A query row that sees no key gets output 0 and LSE -inf (the sink's logit with sinks).
+//  * softmax_scale: any finite value (0 and negative included).
+//  * Options (ff_attn_options; all zero = none), with offset = seqlen_k - seqlen_q of
+//    the sequence: a window (query i sees key j iff i + offset - left <= j <= i + offset + right,
+//    -1 unbounded; is_causal forces right = 0), softcap (scores = softcap * tanh(scale * q.k /
+//    softcap)), ALiBi (scores -= slope * |i + offset - j|), sinks (a logit per head in every
+//    row's softmax denominator, value 0), paged K/V (k/v are (num_blocks, page_size, heads_k, d)
+//    and key t of sequence b is row t % page_size of block block_table[b][t / page_size]), a
+//    cache batch index and per-sequence key starts (dense layout only).
+//  * Limits (head dims, alignment, strides): forge_flash/limits.h.
 //  * softmax_lse (optional, NULL to skip) is float32 natural-log, laid out
 //    (batch, num_heads, seqlen_q) for ff_attn_fwd and (num_heads, total_q) for ff_attn_varlen_fwd.
 //  * Workspace (split-KV partial results): *workspace_bytes gives the size of `workspace`
@@ -27,6 +36,8 @@
 #include <cuda_runtime_api.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "forge_flash/limits.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,6 +61,25 @@ typedef struct {
   int64_t head_stride;   // elements between consecutive heads
 } ff_tensor;
 
+// The variants and the K/V addressing of one call; all zero means none of them (so callers
+// that zero-initialise their arguments keep plain attention). Device arrays are read by the
+// kernels, never by the host; every index read from them is clamped in the kernels.
+typedef struct {
+  int has_window;                 // 0: no window (the two edges are ignored)
+  int window_left, window_right;  // keys around the aligned diagonal; -1 = unbounded
+  float softcap;                  // 0 = off; else > 0 and finite
+  const float* alibi_slopes;      // optional float32 (num_heads,), or (batch, num_heads):
+  int64_t alibi_batch_stride;     //   elements between batch rows (0: one slope per head)
+  const float* sinks;             // optional float32 (num_heads,)
+  const int32_t* block_table;     // optional paged K/V: int32 (batch, max_blocks)
+  int64_t block_table_stride;     //   elements between batch rows of block_table
+  int max_blocks;                 //   columns of block_table
+  int page_size, num_blocks;      //   k/v (num_blocks, page_size, heads_k, d): batch_stride = block
+  const int32_t* kv_batch_idx;    // optional (batch,): sequence b reads k/v batch row kv_batch_idx[b]
+  int kv_batch_rows;              //   rows of k/v (their batch extent) with kv_batch_idx
+  const int32_t* k_start;         // optional (batch,): sequence b's keys start at k_start[b]
+} ff_attn_options;
+
 typedef struct {
   ff_tensor q, k, v, out;    // q/out: (batch, seqlen_q, num_heads, d); k/v: (batch, seqlen_k, num_heads_k, d)
   float* softmax_lse;        // optional, (batch, num_heads, seqlen_q)
@@ -59,6 +89,8 @@ typedef struct {
   float softmax_scale;
   int is_causal;
   ff_dtype dtype;
+  ff_attn_options options;  // all zero for none; with paging, seqlen_k = keys a
+                            // sequence can address (max_blocks * page_size at most)
 } ff_fwd_args;
 
 typedef struct {
@@ -72,6 +104,8 @@ typedef struct {
   float softmax_scale;
   int is_causal;
   ff_dtype dtype;
+  ff_attn_options options;  // paged K/V: cu_seqlens_k counts each sequence's keys and total_k
+                            // is ignored; kv_batch_idx and k_start are not taken here
 } ff_varlen_fwd_args;
 
 // cu_seqlens live on the device and are not read back by the host (that would

@@ -76,9 +76,10 @@ __device__ __forceinline__ void combine_splits_in_cluster(const FwdParams& p, co
     float sum = 0.f;
 #pragma unroll
     for (int s = 0; s < kMaxClusterSplits; ++s) sum += weights[s];  // fixed order
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-
     const RowTarget t = row_target(p, w, row);
+    const float keep = p.sinks != nullptr ? join_sink(p.sinks[t.head], mx, sum) : 1.f;  // once per row
+    const float inv = sum != 0.f ? keep / sum : 0.f;
+
     T* dst = out_rows + t.q_pos * p.o_row_stride + t.head * p.o_head_stride;
     for (int c = lane; c < kQuads && c * 4 < p.head_dim; c += 32) {
       // Every split's load is issued before the first is used: one round trip to the peers

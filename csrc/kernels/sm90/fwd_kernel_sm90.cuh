@@ -63,7 +63,8 @@ struct Sm90Config {
 template <int kHeadDim, bool kPersistent>
 using Sm90PrefillConfig = Sm90Config<kHeadDim, 128, (kHeadDim == 64 ? 4 : 3), kPersistent>;
 
-template <typename T, typename Cfg>
+// kFeat: the variant kernel (fwd_common.cuh's score program); the plain kernel compiles none of it.
+template <typename T, typename Cfg, bool kFeat>
 __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdParams p, const int num_m_blocks) {
 #ifndef FORGE_FLASH_SM90A_ENABLED
@@ -94,9 +95,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto for_each_work_tile = [&](auto&& body) {
     if constexpr (Cfg::kPersistent) {
       for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
-        body(cta_work(p, num_m_blocks, kBlockM, kBlockN, tile));
+        body(cta_work<kFeat>(p, num_m_blocks, kBlockM, kBlockN, tile));
     } else {
-      body(cta_work(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
+      body(cta_work<kFeat>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
     }
   };
   // K/V tiles a work tile walks: n_end - 1 down to n_begin (masked tiles first). Counted over
@@ -130,13 +131,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
       sm90::mbar_arrive_after_cp_async(bar_q_full);
       ++q_loads;
-      const T* k_ptr = k_base<T>(p, w);
-      const T* v_ptr = v_base<T>(p, w);
+      const T* k_ptr = k_base<T, kFeat>(p, w);
+      const T* v_ptr = v_base<T, kFeat>(p, w);
       for (int i = 0; i < n_tiles; ++i, ++it) {
         const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
         if (it >= kStages) sm90::mbar_wait(bar_empty(stage), (it / kStages - 1) & 1);
-        load_kv_tile<T, kBlockN, kRowStep>(sK(stage), k_ptr, p.k_row_stride, n0, w.seq.seqlen_k, copy, kv_off);
-        load_kv_tile<T, kBlockN, kRowStep>(sV(stage), v_ptr, p.v_row_stride, n0, w.seq.seqlen_k, copy, kv_off);
+        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sK(stage), k_ptr, p.k_batch_stride, p.k_row_stride, n0, copy, kv_off);
+        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sV(stage), v_ptr, p.v_batch_stride, p.v_row_stride, n0, copy, kv_off);
         sm90::mbar_arrive_after_cp_async(bar_full(stage));
       }
     });
@@ -196,7 +197,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     row_sum[0] = row_sum[1] = 0.f;
     auto softmax = [&](int i, float (&correction)[2]) {
       const int n0 = (w.n_end - 1 - i) * kBlockN;
-      if (tile_needs_mask(p, w, n0, kBlockN)) mask_scores(acc_s, p, w, n0, tile_row, lane);
+      scores_to_logits<kFeat>(acc_s, p, w, n0, tile_row, lane, tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM));
       softmax_step(acc_s, row_max, row_sum, p.scale_log2, correction);
       if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty);  // last Q K^T ran: Q may be replaced
     };
@@ -244,7 +245,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
 
     // ---- epilogue (the dispatcher runs this kernel only without split-KV: O is final) ----
     float lse[2];
-    finish_rows(acc_o, row_max, row_sum, p.scale, lse);
+    float sink_buffer[2];
+    finish_rows(acc_o, row_max, row_sum, p.lse_scale, lse, kFeat ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
     store_lse(p, w, lse, tile_row, lane);
     if (Cfg::kPersistent) {  // Q's space already holds the next tile: store from registers
       store_output_rows<T>(p, w, acc_o, tile_row, lane);

@@ -3,20 +3,20 @@
 The binding takes no torch objects: data pointers, strides in elements, the raw stream
 handle and the device ordinal (docs/architecture.md, "The binding"). This adapter:
 
-* sends a call to the kernels only when it qualifies: CUDA tensors on a GPU the plugin can
-  run on, float16/bfloat16, head_dim a multiple of 8 and at most 256. Anything else runs on
-  the naive path, so every input the public API accepts gets an answer;
+* says which calls the kernels take (``unsupported``): CUDA tensors on a GPU the plugin can
+  run on, a dtype, head_dim and options the plugin lists in ``_C.limits()``. The dispatcher
+  sends every other call to the naive path, with the reason;
 * gives the kernels a contiguous copy of any tensor whose layout they cannot take (base
-  pointer not 16-byte aligned, or a stride of a non-last dimension that is not a multiple of
-  8 elements); an ``out`` like that receives the result through a copy;
+  pointer not aligned, or a stride of a non-last dimension that is not a multiple of the
+  plugin's stride unit); an ``out`` like that receives the result through a copy;
 * follows the workspace protocol: call with no workspace; a non-zero return is the number
   of bytes needed, allocated from torch's stream-ordered caching allocator (CUDA-graph
   safe) and passed in a second call. The size is remembered per call shape, so repeated
   decode steps allocate first and call the binding once;
 * does no host synchronisation and no per-call lookups: the binding's functions are bound
   once, per-device support is cached;
-* offers ``prepare_fwd``: a call with its sizes, strides and flags bound, which later calls
-  of the same signature (the public API keeps one per signature) run from data pointers alone.
+* offers ``prepare``: a call with its sizes, strides and flags bound, which later calls of
+  the same signature (the dispatcher keeps one per signature) run from data pointers alone.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from types import ModuleType
 
 import torch
 
-from .base import Backend, PreparedFwd
-from .naive import naive_fwd, naive_varlen_fwd
+from ..call import AttentionCall, AttentionTensors
+from .base import Backend, PreparedRun
 
-_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
-_KERNEL_MAX_HEAD_DIM = 256
+_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _WORKSPACE_CACHE_ENTRIES = 4096  # distinct call shapes remembered; cleared when full
 
 
@@ -57,57 +56,40 @@ def kernel_device_reason(
     )
 
 
-def _strides_ok(strides: tuple[int, ...]) -> bool:
-    # A plain loop, not all(<generator>): this runs four times per call on the decode path.
-    for stride in strides:  # noqa: SIM110
-        if not stride or stride & 7:
-            return False
-    return True
+class KernelLimits:
+    """What the plugin's kernels take, as its ``_C.limits()`` reports (csrc/include/
+    forge_flash/limits.h is the one place these numbers are written)."""
+
+    def __init__(self, limits: dict) -> None:
+        self.max_head_dim: int = limits["max_head_dim"]
+        self.head_dim_multiple: int = limits["head_dim_multiple"]
+        self.head_dims: tuple[int, ...] = tuple(limits["head_dims"])
+        self.alignment: int = limits["alignment_bytes"]
+        self.stride_multiple: int = limits["stride_multiple"]
+        self.dtype_codes = {
+            dtype: limits["dtypes"][name]
+            for dtype, name in _DTYPE_NAMES.items()
+            if name in limits["dtypes"]
+        }
+        self.features = frozenset(limits["features"])
 
 
-def _kernel_strides(x: torch.Tensor) -> tuple[int, ...] | None:
-    """The strides of every dimension but the last as the kernels take them (non-zero
-    multiples of 8 elements on a 16-byte aligned base), or None if they cannot take ``x``."""
-    if x.data_ptr() & 15:
-        return None
-    strides = x.stride()[:-1]
-    if _strides_ok(strides):
-        return strides
-    # A size-1 dimension's stride never addresses memory (torch leaves arbitrary values
-    # there): report the contiguous one rather than copying.
-    shape = x.shape
-    strides = tuple(
-        stride if shape[i] > 1 else math.prod(shape[i + 1 :]) for i, stride in enumerate(strides)
-    )
-    return strides if _strides_ok(strides) else None
-
-
-def _kernel_operand(x: torch.Tensor) -> torch.Tensor:
-    """``x``, or an aligned contiguous copy when the kernels cannot take its layout."""
-    if _kernel_strides(x) is not None:
-        return x
-    # clone, not .contiguous(): a contiguous view at an odd offset must move too, and fresh
-    # allocations are aligned.
-    return x.clone(memory_format=torch.contiguous_format)
-
-
-def _destination(out: torch.Tensor) -> torch.Tensor:
-    """Where the kernels write: ``out`` when they can, else a fresh buffer copied to ``out``."""
-    if _kernel_strides(out) is not None:
-        return out
-    return torch.empty_like(out, memory_format=torch.contiguous_format)
-
-
-def _no_work(out: torch.Tensor, lse: torch.Tensor | None, keys: int) -> bool:
-    """Answer calls with no output or no keys here (output 0, LSE -inf); True if answered."""
-    if out.numel() == 0:
-        return True
-    if keys == 0:
-        out.zero_()
-        if lse is not None:
-            lse.fill_(float("-inf"))
-        return True
-    return False
+def _feature_reason(call: AttentionCall, features: frozenset[str]) -> str | None:
+    """The first option of ``call`` the kernels do not take, as a reason, or None."""
+    wanted = {
+        "window": call.window[0] >= 0 or (call.window[1] >= 0 and not call.causal),
+        "softcap": call.softcap > 0,
+        "alibi": call.alibi is not None,
+        "sinks": call.sinks,
+        "paged_kv": call.page_size > 0,
+        "kv_batch_index": call.kv_batch_index,
+        "k_start": call.k_start,
+        "any_scale": not call.softmax_scale > 0,
+    }
+    for feature, used in wanted.items():
+        if used and feature not in features:
+            return f"this plugin's kernels do not take {feature.replace('_', ' ')}"
+    return None
 
 
 def _raw_stream_getter():
@@ -129,13 +111,13 @@ class _Launch:
 
     __slots__ = ("_call", "_device", "_index", "_key", "_known", "_sizes", "_stream_of")
 
-    def __init__(self, backend: CudaBackend, entry, static: tuple, device: torch.device) -> None:
-        self._call = entry(*static)
+    def __init__(self, backend: CudaBackend, bound, key: tuple, device: torch.device) -> None:
+        self._call = bound
         self._index = device.index or 0
         self._device = device
-        self._key = (entry, self._index, static)
+        self._key = key
         self._sizes = backend._workspace_bytes
-        self._known = self._sizes.get(self._key, 0)
+        self._known = self._sizes.get(key, 0)
         self._stream_of = backend._stream_of
 
     def __call__(self, *pointers: int) -> None:
@@ -160,28 +142,63 @@ class _Launch:
             )
 
 
-class _PreparedFwd:
-    """``CudaBackend.fwd`` from data pointers (see ``PreparedFwd``)."""
+def _ptr(x: torch.Tensor | None) -> int:
+    return 0 if x is None else x.data_ptr()
 
-    __slots__ = ("_launch",)
 
-    def __init__(self, launch: _Launch) -> None:
+class _PreparedDense:
+    """A dense-layout call from data pointers (see ``PreparedRun``): the plain form passes the
+    ten integers of a decode step, the option form every optional tensor too."""
+
+    __slots__ = ("_align", "_launch", "_options")
+
+    def __init__(self, launch: _Launch, options: bool, align: int) -> None:
         self._launch = launch
+        self._options = options
+        self._align = align - 1
 
-    def __call__(self, q, k, v, out, lse, seqused_k) -> bool:
-        q_ptr, k_ptr, v_ptr, out_ptr = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
-        if (q_ptr | k_ptr | v_ptr | out_ptr) & 15:  # prepared for 16-byte aligned bases
+    def __call__(self, t: AttentionTensors) -> bool:
+        q_ptr, k_ptr, v_ptr, out_ptr = (
+            t.q.data_ptr(),
+            t.k.data_ptr(),
+            t.v.data_ptr(),
+            t.out.data_ptr(),
+        )
+        if (q_ptr | k_ptr | v_ptr | out_ptr) & self._align:  # prepared for aligned bases
+            return False
+        if self._options:
+            self._launch(
+                q_ptr, k_ptr, v_ptr, out_ptr, _ptr(t.lse), _ptr(t.seqused_k),
+                _ptr(t.alibi_slopes), _ptr(t.sinks), _ptr(t.block_table), _ptr(t.kv_batch_idx),
+                _ptr(t.k_start),
+            )  # fmt: skip
+        else:
+            self._launch(q_ptr, k_ptr, v_ptr, out_ptr, _ptr(t.lse), _ptr(t.seqused_k))
+        return True
+
+
+class _PreparedVarlen(_PreparedDense):
+    __slots__ = ()
+
+    def __call__(self, t: AttentionTensors) -> bool:
+        q_ptr, k_ptr, v_ptr, out_ptr = (
+            t.q.data_ptr(),
+            t.k.data_ptr(),
+            t.v.data_ptr(),
+            t.out.data_ptr(),
+        )
+        if (q_ptr | k_ptr | v_ptr | out_ptr) & self._align:
             return False
         self._launch(
-            q_ptr, k_ptr, v_ptr, out_ptr,
-            0 if lse is None else lse.data_ptr(),
-            0 if seqused_k is None else seqused_k.data_ptr(),
+            q_ptr, k_ptr, v_ptr, out_ptr, _ptr(t.lse), t.cu_seqlens_q.data_ptr(),
+            t.cu_seqlens_k.data_ptr(), _ptr(t.seqused_k), _ptr(t.alibi_slopes), _ptr(t.sinks),
+            _ptr(t.block_table),
         )  # fmt: skip
         return True
 
 
 class CudaBackend(Backend):
-    """FlashAttention-2 style kernels from the ``forge-flash-cu13`` plugin."""
+    """FlashAttention-style kernels from the ``forge-flash-cu13`` plugin."""
 
     name = "cuda"
     #: Device type whose tensors the kernels take (tests point it at "cpu" with a fake binding).
@@ -190,6 +207,7 @@ class CudaBackend(Backend):
     def __init__(self, plugin: ModuleType, binding: ModuleType) -> None:
         self.plugin = plugin
         self.binding = binding
+        self.limits = KernelLimits(binding.limits())
         self._fwd = binding.FwdCall
         self._varlen_fwd = binding.VarlenFwdCall
         self._sass = list(binding.cuda_archs())
@@ -210,123 +228,160 @@ class CudaBackend(Backend):
             self._device_reasons[index] = reason
             return reason
 
-    def uses_kernels(self, device: torch.device, head_dim: int) -> bool:
-        return (
-            device.type == self.device_type
-            and head_dim % 8 == 0
-            and head_dim <= _KERNEL_MAX_HEAD_DIM
-            and self.device_reason(device.index or 0) is None
-        )
+    def unsupported(self, call: AttentionCall) -> str | None:
+        limits = self.limits
+        if call.device.type != self.device_type:
+            return f"the kernels take {self.device_type} tensors; got {call.device.type}"
+        if call.dtype not in limits.dtype_codes:
+            names = ", ".join(_DTYPE_NAMES[d] for d in limits.dtype_codes)
+            return f"the kernels take {names}; got {call.dtype}"
+        if call.head_dim % limits.head_dim_multiple or call.head_dim > limits.max_head_dim:
+            return (
+                f"the kernels take head_dim a multiple of {limits.head_dim_multiple} up to "
+                f"{limits.max_head_dim}; got {call.head_dim}"
+            )
+        reason = self.device_reason(call.device.index or 0)
+        if reason is not None:
+            return reason
+        return _feature_reason(call, limits.features)
 
-    def _qualifies(self, q: torch.Tensor) -> bool:
-        return q.dtype in _DTYPE_CODES and self.uses_kernels(q.device, q.shape[-1])
+    # -- layouts -------------------------------------------------------------------------------
+
+    def _strides(self, x: torch.Tensor) -> tuple[int, ...] | None:
+        """The strides of every dimension but the last as the kernels take them (non-zero
+        multiples of the stride unit on an aligned base), or None if they cannot take ``x``."""
+        if x.data_ptr() % self.limits.alignment:
+            return None
+        unit = self.limits.stride_multiple
+        strides = x.stride()[:-1]
+        if all(s and not s % unit for s in strides):
+            return strides
+        # A size-1 dimension's stride never addresses memory (torch leaves arbitrary values
+        # there): report the contiguous one rather than copying.
+        shape = x.shape
+        strides = tuple(
+            s if shape[i] > 1 else math.prod(shape[i + 1 :]) for i, s in enumerate(strides)
+        )
+        return strides if all(s and not s % unit for s in strides) else None
+
+    def _operand(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``, or an aligned contiguous copy when the kernels cannot take its layout."""
+        if self._strides(x) is not None:
+            return x
+        # clone, not .contiguous(): a contiguous view at an odd offset must move too, and fresh
+        # allocations are aligned.
+        return x.clone(memory_format=torch.contiguous_format)
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _fwd_launch(self, q, k, v, out, softmax_scale: float, causal: bool) -> _Launch | None:
-        """The launch of a ``fwd`` call on these layouts, or None if the kernels cannot take
-        one of them as it is."""
-        strides = [_kernel_strides(x) for x in (q, k, v, out)]
-        if None in strides:
-            return None
-        batch, seqlen_q, num_heads, head_dim = q.shape
-        static = (
-            tuple(s for layout in strides for s in layout),
-            batch, seqlen_q, k.shape[1], num_heads, k.shape[2], head_dim,
-            softmax_scale, causal, _DTYPE_CODES[q.dtype],
+    def _options(self, call: AttentionCall, t: AttentionTensors) -> tuple:
+        """The option fields of a bound call: window, softcap, ALiBi batch stride, paging."""
+        alibi_batch_stride = t.alibi_slopes.stride(0) if call.alibi == "batch_head" else 0
+        table_stride = max_blocks = 0
+        if t.block_table is not None:
+            table_stride, max_blocks = t.block_table.stride(0), t.block_table.shape[1]
+        return (
+            call.window[0], call.window[1], call.softcap, alibi_batch_stride,
+            call.page_size, call.num_blocks, table_stride, max_blocks,
+            call.kv_batch_rows or call.batch,
         )  # fmt: skip
-        return _Launch(self, self._fwd, static, q.device)
 
-    def prepare_fwd(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        out: torch.Tensor,
-        lse: torch.Tensor | None,
-        *,
-        softmax_scale: float,
-        causal: bool,
-        seqused_k: torch.Tensor | None = None,
-    ) -> PreparedFwd | None:
-        if not self._qualifies(q) or out.numel() == 0 or k.shape[1] == 0:
+    def _bind(self, call: AttentionCall, t: AttentionTensors) -> PreparedRun | None:
+        """The prepared launch of ``call`` on these layouts, or None if the kernels cannot
+        take one of them as it is."""
+        layouts = [self._strides(x) for x in (t.q, t.k, t.v, t.out)]
+        if None in layouts:
             return None
-        if seqused_k is not None and q.shape[0] > 1 and seqused_k.stride(0) != 1:
-            return None
-        launch = self._fwd_launch(q, k, v, out, softmax_scale, causal)
-        return None if launch is None else _PreparedFwd(launch)
-
-    def fwd(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        out: torch.Tensor,
-        lse: torch.Tensor | None,
-        *,
-        softmax_scale: float,
-        causal: bool,
-        seqused_k: torch.Tensor | None = None,
-    ) -> None:
-        if not self._qualifies(q):
-            naive_fwd(
-                q, k, v, out, lse, softmax_scale=softmax_scale, causal=causal,
-                seqused_k=seqused_k,
+        with_options = not call.plain or not call.softmax_scale > 0 or call.page_size > 0
+        with_options = with_options or call.kv_batch_index or call.k_start
+        dtype = self.limits.dtype_codes[call.dtype]
+        options = self._options(call, t)
+        if call.layout == "varlen":
+            # Packed tensors have no batch dimension; the binding ignores batch strides.
+            strides = tuple(s for layout in layouts for s in (0, *layout[-2:]))
+            if call.page_size:  # paged k/v: (block, row, head) strides
+                strides = (*strides[:3], *layouts[1], *layouts[2], *strides[9:])
+            static = (
+                strides, call.batch, call.seqlen_q, call.seqlen_k, call.total_q, call.total_k,
+                call.num_heads, call.num_heads_k, call.head_dim, call.softmax_scale,
+                call.causal, dtype, options,
             )  # fmt: skip
+            bound = self._varlen_fwd(*static)
+            launch = _Launch(self, bound.run, (self._varlen_fwd, static), call.device)
+            return _PreparedVarlen(launch, True, self.limits.alignment)
+        static = (
+            tuple(s for layout in layouts for s in layout),
+            call.batch, call.seqlen_q, call.seqlen_k, call.num_heads, call.num_heads_k,
+            call.head_dim, call.softmax_scale, call.causal, dtype, options,
+        )  # fmt: skip
+        bound = self._fwd(*static)
+        launch = _Launch(
+            self, bound.run if with_options else bound, (self._fwd, static), call.device
+        )
+        return _PreparedDense(launch, with_options, self.limits.alignment)
+
+    def prepare(self, call: AttentionCall, t: AttentionTensors) -> PreparedRun | None:
+        if self.unsupported(call) is not None or t.out.numel() == 0:
+            return None
+        if call.layout == "dense" and call.seqlen_k == 0:
+            return None
+        for index in (t.seqused_k, t.block_table, t.kv_batch_idx, t.k_start):
+            if (
+                index is not None
+                and index.dim() == 1
+                and index.numel() > 1
+                and index.stride(0) != 1
+            ):
+                return None
+        if t.block_table is not None and t.block_table.stride(1) != 1:
+            return None
+        for vector in (t.alibi_slopes, t.sinks):  # read as [batch * stride + head]
+            if vector is not None and vector.shape[-1] > 1 and vector.stride(-1) != 1:
+                return None
+        return self._bind(call, t)
+
+    def run(self, call: AttentionCall, t: AttentionTensors) -> None:
+        if t.out.numel() == 0:
             return
-        if _no_work(out, lse, k.shape[1]):
+        packed = call.layout == "varlen" and not call.page_size
+        if call.seqlen_k == 0 or (packed and call.total_k == 0):
+            _no_keys(t)
             return
-        q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)
-        dest = _destination(out)
-        if seqused_k is not None:
-            seqused_k = seqused_k.contiguous()
-        launch = self._fwd_launch(q, k, v, dest, softmax_scale, causal)
-        assert launch is not None  # the operands above are laid out for the kernels
-        _PreparedFwd(launch)(q, k, v, dest, lse, seqused_k)
+        out = t.out
+        dest = (
+            out
+            if self._strides(out) is not None
+            else torch.empty_like(out, memory_format=torch.contiguous_format)
+        )
+        ready = AttentionTensors(
+            **{
+                **vars(t),
+                "q": self._operand(t.q), "k": self._operand(t.k), "v": self._operand(t.v),
+                "out": dest,
+                **{
+                    name: None if x is None else x.contiguous()
+                    for name, x in (
+                        ("cu_seqlens_q", t.cu_seqlens_q), ("cu_seqlens_k", t.cu_seqlens_k),
+                        ("seqused_k", t.seqused_k), ("block_table", t.block_table),
+                        ("kv_batch_idx", t.kv_batch_idx), ("k_start", t.k_start),
+                        ("alibi_slopes", t.alibi_slopes), ("sinks", t.sinks),
+                    )
+                },
+            }
+        )  # fmt: skip
+        prepared = self._bind(call, ready)
+        assert prepared is not None and prepared(ready)  # the operands are laid out for it
         if dest is not out:
             out.copy_(dest)
 
-    def varlen_fwd(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        out: torch.Tensor,
-        lse: torch.Tensor | None,
-        cu_seqlens_q: torch.Tensor,
-        cu_seqlens_k: torch.Tensor,
-        max_seqlen_q: int,
-        max_seqlen_k: int,
-        *,
-        softmax_scale: float,
-        causal: bool,
-    ) -> None:
-        if not self._qualifies(q):
-            naive_varlen_fwd(
-                q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
-                softmax_scale=softmax_scale, causal=causal,
-            )  # fmt: skip
-            return
-        total_q, num_heads, head_dim = q.shape
-        total_k, num_heads_k = k.shape[0], k.shape[1]
-        if _no_work(out, lse, total_k):
-            return
-        q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)
-        dest = _destination(out)
-        cu_seqlens_q = cu_seqlens_q.contiguous()
-        cu_seqlens_k = cu_seqlens_k.contiguous()
-        # Packed tensors have no batch dimension; the binding ignores batch strides.
-        strides = (0, *_kernel_strides(q), 0, *_kernel_strides(k), 0, *_kernel_strides(v))
-        static = (
-            (*strides, 0, *_kernel_strides(dest)),
-            cu_seqlens_q.shape[0] - 1, max_seqlen_q, max_seqlen_k, total_q, total_k,
-            num_heads, num_heads_k, head_dim,
-            softmax_scale, causal, _DTYPE_CODES[q.dtype],
-        )  # fmt: skip
-        _Launch(self, self._varlen_fwd, static, q.device)(
-            q.data_ptr(), k.data_ptr(), v.data_ptr(), dest.data_ptr(),
-            0 if lse is None else lse.data_ptr(),
-            cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr(), 0,
-        )  # fmt: skip
-        if dest is not out:
-            out.copy_(dest)
+
+def _no_keys(t: AttentionTensors) -> None:
+    """A call with no keys at all: output 0, LSE -inf (or the sink's logit)."""
+    t.out.zero_()
+    if t.lse is not None:
+        if t.sinks is None:
+            t.lse.fill_(float("-inf"))
+        elif t.lse.dim() == 3:  # dense (batch, heads, seqlen_q)
+            t.lse.copy_(t.sinks.view(1, -1, 1).expand_as(t.lse))
+        else:  # varlen (heads, total_q)
+            t.lse.copy_(t.sinks.view(-1, 1).expand_as(t.lse))

@@ -19,8 +19,14 @@ reasonable speed rather than as a textbook formula:
 * Per-sequence key counts on the CPU cost nothing to read: each sequence attends to its own
   slice of the cache, so slots past its length (which may hold anything, NaN included) are
   never read.
+* The variants (sliding window, softcap, ALiBi, sinks), a zero or negative scale, per-sequence
+  key starts (left padding), a cache batch index and paged caches take the explicit path: it
+  is the definition of their semantics on every device (docs: ``forge_flash.call``). Paged and
+  batch-indexed caches are first gathered into a dense copy (the naive path's cost is its
+  arithmetic; the kernels read pages in place).
 * A query row that sees no key (causal with ``seqlen_q > seqlen_k``, an empty KV sequence, a
-  cache length of 0) gives output 0 and LSE -inf, never NaN.
+  cache length of 0, a window that holds no key) gives output 0 and LSE -inf (the sink's
+  logit with sinks), never NaN; a NaN in q, k or v gives NaN in every row that sees it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.torch_version import TorchVersion
 
+from ..call import AttentionCall, AttentionTensors
 from .base import Backend
 
 #: Largest float32 score block the explicit path materialises at once.
@@ -73,47 +80,65 @@ def _causal_visible(r0: int, r1: int, keys: int, offset: int, device: torch.devi
 
 
 @torch.no_grad()  # forward only, like the kernels: no autograd graph, no saved activations
-def naive_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor | None = None,
-    *,
-    softmax_scale: float,
-    causal: bool,
-    seqused_k: torch.Tensor | None = None,
-) -> None:
-    """Uniform batch; the contract of ``Backend.fwd``."""
-    if out.numel() == 0:
+def naive_fwd(call: AttentionCall, t: AttentionTensors) -> None:
+    """Dense layout (``Backend.run`` with ``call.layout == "dense"``)."""
+    if t.out.numel() == 0:
         return
-    if seqused_k is not None and _lengths_on_host(seqused_k):
-        # Each sequence attends to its own slice of the cache.
-        for b, used in enumerate(seqused_k.tolist()):
+    k, v = _dense_kv(call, t)
+    key_len = t.seqused_k
+    if key_len is not None and t.k_start is None and _lengths_on_host(key_len):
+        # Each sequence attends to its own slice of the cache (nothing past its end is read).
+        for b, used in enumerate(key_len.tolist()):
             used = min(max(used, 0), k.shape[1])
-            naive_fwd(
-                q[b : b + 1], k[b : b + 1, :used], v[b : b + 1, :used], out[b : b + 1],
-                None if lse is None else lse[b : b + 1],
-                softmax_scale=softmax_scale, causal=causal,
-            )  # fmt: skip
+            one = _sequence_tensors(t, b, k[b : b + 1, :used], v[b : b + 1, :used])
+            _dense_fwd(call, one, None, None)
         return
+    _dense_fwd(call, AttentionTensors(**{**vars(t), "k": k, "v": v}), key_len, t.k_start)
+
+
+def _dense_kv(call: AttentionCall, t: AttentionTensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """K/V as (batch, keys, heads_k, head_dim): pages and a cache batch index gathered."""
+    k, v = t.k, t.v
+    if call.page_size:
+        table = t.block_table.to(torch.int64).clamp(0, call.num_blocks - 1)
+        # (batch, max_blocks, page_size, hk, d) -> (batch, max_blocks * page_size, hk, d)
+        k = k[table].flatten(1, 2)
+        v = v[table].flatten(1, 2)
+    elif t.kv_batch_idx is not None:
+        rows = t.kv_batch_idx.to(torch.int64).clamp(0, k.shape[0] - 1)
+        k, v = k[rows], v[rows]
+    return k, v
+
+
+def _sequence_tensors(t: AttentionTensors, b: int, k: torch.Tensor, v: torch.Tensor):
+    """Batch row b of ``t`` (dense layout) with its own K/V slice and no per-row lengths."""
+    alibi = t.alibi_slopes
+    if alibi is not None and alibi.dim() == 2:
+        alibi = alibi[b : b + 1]
+    return AttentionTensors(
+        q=t.q[b : b + 1], k=k, v=v, out=t.out[b : b + 1],
+        lse=None if t.lse is None else t.lse[b : b + 1], alibi_slopes=alibi, sinks=t.sinks,
+    )  # fmt: skip
+
+
+def _dense_fwd(
+    call: AttentionCall,
+    t: AttentionTensors,
+    key_len: torch.Tensor | None,
+    k_start: torch.Tensor | None,
+) -> None:
+    q, k, v, out, lse = t.q, t.k, t.v, t.out, t.lse
     seqlen_q, seqlen_k = q.shape[1], k.shape[1]
-    # Causal rows above the first diagonal see no key (only when seqlen_q > seqlen_k).
-    first_row = min(seqlen_q, max(0, seqlen_q - seqlen_k)) if causal and seqused_k is None else 0
-    if seqlen_k == 0:
-        first_row = seqlen_q
-    if first_row:
+    if call.plain and call.softmax_scale > 0 and key_len is None and lse is None:
+        # Causal rows above the first diagonal see no key (only when seqlen_q > seqlen_k).
+        first_row = min(seqlen_q, max(0, seqlen_q - seqlen_k)) if call.causal else 0
+        if seqlen_k == 0:
+            first_row = seqlen_q
         out[:, :first_row].zero_()
-        if lse is not None:
-            lse[:, :, :first_row].fill_(float("-inf"))
-    if first_row == seqlen_q:
+        if first_row < seqlen_q:
+            _sdpa_fwd(q, k, v, out, first_row, call.softmax_scale, call.causal)
         return
-    # The explicit path when an LSE or per-sequence key counts are wanted, or the scale is
-    # <= 0 (torch's fused causal SDPA scales after masking, turning masked -inf scores into NaN).
-    if lse is None and seqused_k is None and softmax_scale > 0:
-        _sdpa_fwd(q, k, v, out, first_row, softmax_scale, causal)
-    else:
-        _explicit_fwd(q, k, v, out, lse, first_row, softmax_scale, causal, seqused_k)
+    _explicit_fwd(call, t, key_len, k_start)
 
 
 def _sdpa_fwd(
@@ -149,6 +174,7 @@ def _sdpa_fwd(
         out_groups[:, first_row:].copy_(
             block.view(batch, num_heads_k, group, rows, head_dim).permute(0, 3, 1, 2, 4)
         )
+        _poison_nan_query_rows(q, out, first_row)
         return
     square_causal = offset == 0
     # Only a mask needs blocking: SDPA's fused kernels bound their own memory.
@@ -168,19 +194,25 @@ def _sdpa_fwd(
                 scale=scale,
             )
             out_groups[:, r0:r1, :, g].copy_(block.transpose(1, 2))
+    _poison_nan_query_rows(q, out, first_row)
+
+
+def _poison_nan_query_rows(q: torch.Tensor, out: torch.Tensor, first_row: int) -> None:
+    """SDPA's fused CPU kernel returns 0, not NaN, for a query row holding a NaN (its running
+    max skips NaN). Every row from ``first_row`` on sees at least one key here, so a NaN in its
+    query reaches its output: put it there. One pass over q, no host sync."""
+    rows = q[:, first_row:].isnan().any(dim=-1, keepdim=True)
+    out[:, first_row:].masked_fill_(rows, float("nan"))
 
 
 def _explicit_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor | None,
-    first_row: int,
-    scale: float,
-    causal: bool,
-    seqused_k: torch.Tensor | None,
+    call: AttentionCall,
+    t: AttentionTensors,
+    key_len: torch.Tensor | None,
+    k_start: torch.Tensor | None,
 ) -> None:
+    """Scores in float32, a block of query rows at a time: every option's definition."""
+    q, k, v, out, lse = t.q, t.k, t.v, t.out, t.lse
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, num_heads_k = k.shape[1], k.shape[2]
     group = num_heads // num_heads_k
@@ -193,133 +225,158 @@ def _explicit_fwd(
     q_groups = q.unflatten(2, (num_heads_k, group)).permute(0, 2, 3, 1, 4)
     out_groups = out.unflatten(2, (num_heads_k, group))
     lse_groups = None if lse is None else lse.unflatten(1, (num_heads_k, group))
-    key_idx = torch.arange(seqlen_k, device=q.device)
-    key_len = None
-    if seqused_k is not None:
-        key_len = seqused_k.to(torch.int64).clamp(0, seqlen_k).view(batch, 1, 1, 1, 1)
-        # Cache slots past a sequence's length may hold anything (an uninitialised cache can
+    keys = _KeyRange(call, batch, seqlen_q, seqlen_k, key_len, k_start, q.device)
+    if keys.per_sequence:
+        # Cache slots outside a sequence's keys may hold anything (an uninitialised cache can
         # hold NaN); masking scores is not enough since 0 * NaN = NaN in the product with V.
-        in_use = key_idx.view(-1, 1) < key_len.view(batch, 1, 1, 1)  # (batch, 1, seqlen_k, 1)
-        vt = torch.where(in_use, vt, 0.0)
-    offset = seqlen_k - seqlen_q
-    row_bytes = batch * num_heads * seqlen_k * 4
-    rows = max(1, SCORE_BLOCK_BYTES // max(1, row_bytes))
-    for r0, r1 in _row_blocks(first_row, seqlen_q, rows):
+        vt = torch.where(keys.in_range().view(batch, 1, seqlen_k, 1), vt, 0.0)
+    slopes = None
+    if t.alibi_slopes is not None:  # per query head: (batch or 1, heads_k, group, 1, 1)
+        slopes = t.alibi_slopes.to(f32).reshape(-1, num_heads_k, group, 1, 1)
+    sinks = None
+    if t.sinks is not None:  # (1, heads_k, group, 1)
+        sinks = t.sinks.to(f32).view(1, num_heads_k, group, 1)
+    row_bytes = batch * num_heads * max(seqlen_k, 1) * 4
+    rows = max(1, SCORE_BLOCK_BYTES // row_bytes)
+    for r0, r1 in _row_blocks(0, seqlen_q, rows):
         n = r1 - r0
-        keys = seqlen_k
-        if causal and key_len is None:
-            keys = min(seqlen_k, r1 + offset)
+        lo, hi = keys.span(r0, r1)
         q_block = q_groups[:, :, :, r0:r1].to(f32).reshape(batch, num_heads_k, group * n, head_dim)
-        scores = torch.matmul(q_block, kt[:, :, :keys].transpose(-1, -2))
-        scores = scores.mul_(scale).view(batch, num_heads_k, group, n, keys)
-        visible = _visible(r0, r1, keys, offset, causal, key_len, seqlen_q, key_idx)
+        scores = torch.matmul(q_block, kt[:, :, lo:hi].transpose(-1, -2))
+        scores = scores.mul_(call.softmax_scale).view(batch, num_heads_k, group, n, hi - lo)
+        if call.softcap:
+            scores = torch.tanh_(scores.div_(call.softcap)).mul_(call.softcap)
+        if slopes is not None:
+            scores = scores.sub_(slopes * keys.distance(r0, r1, lo, hi))
+        visible = keys.visible(r0, r1, lo, hi)
         if visible is not None:
             scores.masked_fill_(~visible, float("-inf"))
         block_lse = torch.logsumexp(scores, dim=-1)  # (batch, heads_k, group, n)
+        if sinks is not None:  # the sink joins each row's denominator once
+            block_lse = torch.logaddexp(block_lse, sinks.expand_as(block_lse))
         # A row that sees nothing has lse -inf; subtracting 0 keeps exp(-inf) = 0, not NaN.
         shift = torch.where(torch.isneginf(block_lse), 0.0, block_lse)
         probs = torch.exp_(scores.sub_(shift.unsqueeze(-1)))
-        block_out = torch.matmul(probs.view(batch, num_heads_k, group * n, keys), vt[:, :, :keys])
+        block_out = torch.matmul(
+            probs.view(batch, num_heads_k, group * n, hi - lo), vt[:, :, lo:hi]
+        )
         block_out = block_out.view(batch, num_heads_k, group, n, head_dim).permute(0, 3, 1, 2, 4)
         out_groups[:, r0:r1].copy_(block_out)
         if lse_groups is not None:
             lse_groups[:, :, :, r0:r1].copy_(block_lse)
 
 
-def _visible(
-    r0: int,
-    r1: int,
-    keys: int,
-    offset: int,
-    causal: bool,
-    key_len: torch.Tensor | None,
-    seqlen_q: int,
-    key_idx: torch.Tensor,
-) -> torch.Tensor | None:
-    """Which keys each query row of the block sees, broadcastable to (b, hk, group, n, keys)."""
-    if key_len is None:
-        return _causal_visible(r0, r1, keys, offset, key_idx.device) if causal else None
-    idx = key_idx[:keys]
-    visible = idx < key_len  # (b, 1, 1, 1, keys)
-    if causal:
-        # Bottom-right alignment relative to each sequence's own key count.
-        rows = torch.arange(r0, r1, device=idx.device).view(1, 1, 1, -1, 1)
-        visible = visible & (idx <= rows + (key_len - seqlen_q))
-    return visible
+class _KeyRange:
+    """Which keys each query row sees, and how far they lie from its diagonal.
+
+    Sequence b's keys are [start_b, end_b) of the K/V rows (start 0 and end seqlen_k unless
+    per-sequence values are given); a query row i sits at position i + offset_b of that range,
+    offset_b = (end_b - start_b) - seqlen_q (bottom-right alignment). Tensors broadcast to
+    (batch, heads_k, group, rows, keys).
+    """
+
+    def __init__(self, call, batch, seqlen_q, seqlen_k, key_len, k_start, device):
+        self.call = call
+        self.device = device
+        self.seqlen_q, self.seqlen_k = seqlen_q, seqlen_k
+        self.idx = torch.arange(seqlen_k, device=device)
+        self.per_sequence = key_len is not None or k_start is not None
+        end = torch.full((batch,), seqlen_k, device=device, dtype=torch.int64)
+        if key_len is not None:
+            end = key_len.to(torch.int64).clamp(0, seqlen_k)
+        start = torch.zeros_like(end)
+        if k_start is not None:
+            start = torch.minimum(k_start.to(torch.int64).clamp(min=0), end)
+        self.start = start.view(batch, 1, 1, 1, 1)
+        self.end = end.view(batch, 1, 1, 1, 1)
+        self.offset = (end - start - seqlen_q).view(batch, 1, 1, 1, 1)
+
+    def in_range(self) -> torch.Tensor:
+        """(batch, keys): key j belongs to its sequence."""
+        idx = self.idx.view(1, -1)
+        return (idx >= self.start.view(-1, 1)) & (idx < self.end.view(-1, 1))
+
+    def span(self, r0: int, r1: int) -> tuple[int, int]:
+        """The keys [lo, hi) that rows [r0, r1) can see at all: the window's band, where every
+        sequence has the same keys (else all keys; the mask then decides)."""
+        lo, hi = 0, self.seqlen_k
+        if self.per_sequence:
+            return lo, hi
+        left, right = self.call.window
+        offset = self.seqlen_k - self.seqlen_q
+        if right >= 0:
+            hi = max(0, min(hi, r1 - 1 + offset + right + 1))
+        if left >= 0:
+            lo = min(hi, max(0, r0 + offset - left))
+        return lo, hi
+
+    def _diagonal(self, r0: int, r1: int, lo: int, hi: int) -> torch.Tensor:
+        """(j - start) - (i + offset) for the block's rows: 0 on the aligned diagonal."""
+        rows = torch.arange(r0, r1, device=self.device).view(1, 1, 1, -1, 1)
+        return (self.idx[lo:hi].view(1, 1, 1, 1, -1) - self.start) - (rows + self.offset)
+
+    def distance(self, r0: int, r1: int, lo: int, hi: int) -> torch.Tensor:
+        return self._diagonal(r0, r1, lo, hi).abs().to(torch.float32)
+
+    def visible(self, r0: int, r1: int, lo: int, hi: int) -> torch.Tensor | None:
+        left, right = self.call.window
+        if left < 0 and right < 0 and not self.per_sequence:
+            return None
+        diag = self._diagonal(r0, r1, lo, hi)
+        visible = torch.ones_like(diag, dtype=torch.bool)
+        if self.per_sequence:
+            idx = self.idx[lo:hi].view(1, 1, 1, 1, -1)
+            visible = (idx >= self.start) & (idx < self.end) & visible
+        if left >= 0:
+            visible &= diag >= -left
+        if right >= 0:
+            visible &= diag <= right
+        return visible
 
 
 @torch.no_grad()
-def naive_varlen_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor | None,
-    cu_seqlens_q: torch.Tensor,
-    cu_seqlens_k: torch.Tensor,
-    *,
-    softmax_scale: float,
-    causal: bool,
-) -> None:
+def naive_varlen_fwd(call: AttentionCall, t: AttentionTensors) -> None:
     """Packed batch, one sequence at a time (reads ``cu_seqlens`` back to the host)."""
-    bounds_q = cu_seqlens_q.tolist()
-    bounds_k = cu_seqlens_k.tolist()
-    for i in range(len(bounds_q) - 1):
-        q0, q1 = bounds_q[i], bounds_q[i + 1]
-        k0, k1 = bounds_k[i], bounds_k[i + 1]
+    bounds_q = t.cu_seqlens_q.tolist()
+    bounds_k = t.cu_seqlens_k.tolist()
+    used = None if t.seqused_k is None else t.seqused_k.tolist()
+    for b in range(len(bounds_q) - 1):
+        q0, q1 = bounds_q[b], bounds_q[b + 1]
+        k0, k1 = bounds_k[b], bounds_k[b + 1]
         if q1 == q0:
             continue
-        naive_fwd(
-            q[q0:q1].unsqueeze(0),
-            k[k0:k1].unsqueeze(0),
-            v[k0:k1].unsqueeze(0),
-            out[q0:q1].unsqueeze(0),
-            None if lse is None else lse[:, q0:q1].unsqueeze(0),
-            softmax_scale=softmax_scale,
-            causal=causal,
-        )
+        length = k1 - k0 if used is None else max(0, min(used[b], k1 - k0))
+        if call.page_size and used is not None:  # cu_seqlens_k counts keys, not tensor rows
+            length = max(0, used[b])
+        if call.page_size:
+            table = t.block_table[b].to(torch.int64).clamp(0, call.num_blocks - 1)
+            keys = torch.arange(length, device=t.q.device)
+            rows = table[keys // call.page_size], keys % call.page_size
+            k, v = t.k[rows], t.v[rows]
+        else:
+            k, v = t.k[k0 : k0 + length], t.v[k0 : k0 + length]
+        alibi = t.alibi_slopes
+        if alibi is not None and alibi.dim() == 2:
+            alibi = alibi[b : b + 1]
+        one = AttentionTensors(
+            q=t.q[q0:q1].unsqueeze(0), k=k.unsqueeze(0), v=v.unsqueeze(0),
+            out=t.out[q0:q1].unsqueeze(0),
+            lse=None if t.lse is None else t.lse[:, q0:q1].unsqueeze(0),
+            alibi_slopes=alibi, sinks=t.sinks,
+        )  # fmt: skip
+        _dense_fwd(call, one, None, None)
 
 
 class NaiveBackend(Backend):
-    """Plain PyTorch on any device; always available."""
+    """Plain PyTorch on any device; always available, for every call."""
 
     name = "naive"
 
-    def fwd(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        out: torch.Tensor,
-        lse: torch.Tensor | None,
-        *,
-        softmax_scale: float,
-        causal: bool,
-        seqused_k: torch.Tensor | None = None,
-    ) -> None:
-        naive_fwd(
-            q, k, v, out, lse, softmax_scale=softmax_scale, causal=causal, seqused_k=seqused_k
-        )
-
-    def varlen_fwd(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        out: torch.Tensor,
-        lse: torch.Tensor | None,
-        cu_seqlens_q: torch.Tensor,
-        cu_seqlens_k: torch.Tensor,
-        max_seqlen_q: int,
-        max_seqlen_k: int,
-        *,
-        softmax_scale: float,
-        causal: bool,
-    ) -> None:
-        naive_varlen_fwd(
-            q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
-            softmax_scale=softmax_scale, causal=causal,
-        )  # fmt: skip
+    def run(self, call: AttentionCall, t: AttentionTensors) -> None:
+        if call.layout == "varlen":
+            naive_varlen_fwd(call, t)
+        else:
+            naive_fwd(call, t)
 
 
 NAIVE = NaiveBackend()

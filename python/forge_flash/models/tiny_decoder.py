@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import decoder_attention
+from ..projections import decoder_attention
 from .kv_cache import KVCache
 
 #: ``decoder_attention(q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, *,

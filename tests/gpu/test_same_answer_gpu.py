@@ -1,0 +1,96 @@
+"""The kernels give the CPU's answer (tests/test_same_answer.py): any finite softmax scale, and
+NaN in, NaN out on every kernel path (SM80 prefill, decode tiles with and without split-KV,
+the Hopper kernels, varlen, batched decode)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import forge_flash as ff
+
+from helpers.kernels import (
+    assert_close_to_reference,
+    kernel_backend,
+    rand_qkv,
+    reference_attention,
+    torch_attention,
+)
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [0.0, -0.08, -1.0])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "seqlen_q,seqlen_k,head_dim", [(300, 300, 128), (1, 5000, 128), (77, 1100, 64), (40, 40, 256)]
+)
+def test_any_finite_scale(seqlen_q, seqlen_k, head_dim, causal, scale, dtype):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 2, head_dim, dtype)
+    with kernel_backend():
+        out, lse = ff.flash_attn_fwd(q, k, v, softmax_scale=scale, causal=causal, return_lse=True)
+    ref, ref_lse = reference_attention(q, k, v, causal=causal, scale=scale)
+    assert_close_to_reference(out, ref, torch_attention(q, k, v, causal=causal, scale=scale))
+    finite = torch.isfinite(ref_lse)
+    torch.testing.assert_close(lse[finite], ref_lse[finite].float(), atol=2e-3, rtol=1e-3)
+
+
+def _nan_rows(out: torch.Tensor) -> torch.Tensor:
+    return out.isnan().any(dim=-1)
+
+
+# Shapes that reach each kernel path: Hopper persistent and per-tile prefill, SM80 prefill at a
+# routed head_dim, decode tiles (one pass; split-KV with the cluster merge or the combine kernel).
+PATHS = [
+    (2, 300, 300, 128),
+    (1, 1500, 1500, 64),
+    (2, 70, 90, 40),
+    (1, 1, 3000, 128),
+    (1, 1, 70000, 128),
+]
+
+
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+@pytest.mark.parametrize("batch,seqlen_q,seqlen_k,head_dim", PATHS)
+def test_nan_reaches_the_rows_that_see_it(batch, seqlen_q, seqlen_k, head_dim, where, return_lse):
+    q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, 8, 2, head_dim, torch.bfloat16)
+    row, key = seqlen_q // 2, seqlen_k // 3
+    if where == "q":
+        q[0, row, 3, 1] = NAN
+    elif where == "k":
+        k[0, key, 1, 0] = NAN  # KV head 1: query heads 4-7
+    else:
+        v[0, key, 1, 2] = NAN
+    with kernel_backend():
+        result = ff.flash_attn_fwd(q, k, v, return_lse=return_lse)
+    out, lse = result if return_lse else (result, None)
+    nan = _nan_rows(out)
+    if where == "q":
+        assert nan[0, row, 3] and nan.sum() == 1
+        if lse is not None:
+            assert lse[0, 3, row].isnan() and lse.isnan().sum() == 1
+    else:
+        assert nan[0, :, 4:].all(), "a row that sees the NaN came back without it"
+        assert not nan[0, :, :4].any() and not nan[1:].any()
+    ref, _ = reference_attention(q, k, v)
+    rest = ~nan
+    assert_close_to_reference(
+        out[rest].view(-1, 1, 1, head_dim), ref[rest].view(-1, 1, 1, head_dim), None
+    )
+
+
+def test_nan_in_batched_decode_and_varlen():
+    q, k, v = rand_qkv(4, 1, 600, 16, 4, 128, torch.float16)
+    q[2, 0, 5, 0] = NAN
+    lengths = torch.tensor([600, 1, 300, 0], dtype=torch.int32, device="cuda")
+    with kernel_backend():
+        out = ff.batched_decode_attention(q[:, 0], k, v, lengths)
+        cu_q = torch.arange(0, 5, dtype=torch.int32, device="cuda")
+        cu_k = torch.arange(0, 2401, 600, dtype=torch.int32, device="cuda")
+        packed = ff.flash_attn_varlen_fwd(
+            q[:, 0], k.flatten(0, 1), v.flatten(0, 1), cu_q, cu_k, 1, 600
+        )
+    assert _nan_rows(out)[2, 5] and _nan_rows(out).sum() == 1
+    assert _nan_rows(packed)[2, 5] and _nan_rows(packed).sum() == 1

@@ -1,0 +1,156 @@
+"""One input, one answer, on every entry point, flag and backend: any finite softmax scale (0
+and negative included) computes the definition, and a NaN in q, k or v reaches the rows that
+see it as NaN, never as 0. The CPU runs the naive path and the CUDA adapter over the
+pointer-level fake binding; tests/gpu/test_same_answer_gpu.py holds the kernels to the same."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import forge_flash as ff
+
+from helpers.fake_plugin import CpuCudaBackend, FakeBinding
+from helpers.reference import reference_attention
+from helpers.tolerance import assert_close_to_reference, assert_lse_close
+
+NAN = float("nan")
+
+
+@pytest.fixture(params=["naive", "adapter"])
+def backend(request, monkeypatch, fresh_discovery):
+    """The naive path, or the CUDA adapter over the fake binding (what reaches the plugin)."""
+    if request.param == "adapter":
+        monkeypatch.setattr("forge_flash.discovery._active", CpuCudaBackend(FakeBinding()))
+        return torch.float16
+    return torch.float32
+
+
+def _qkv(batch, seqlen_q, seqlen_k, heads, heads_k, dim, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(batch, seqlen_q, heads, dim), (batch, seqlen_k, heads_k, dim)]
+    q = torch.randn(*shapes[0], generator=gen).to(dtype)
+    k = torch.randn(*shapes[1], generator=gen).to(dtype)
+    v = torch.randn(*shapes[1], generator=gen).to(dtype)
+    return q, k, v
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.3, -2.0])
+@pytest.mark.parametrize("causal", [False, True])
+def test_any_finite_scale(backend, scale, causal):
+    dtype = backend
+    q, k, v = _qkv(2, 9, 13, 4, 2, 32, dtype)
+    out, lse = ff.flash_attn_fwd(q, k, v, softmax_scale=scale, causal=causal, return_lse=True)
+    expected, expected_lse = reference_attention(q, k, v, scale=scale, causal=causal)
+    assert_close_to_reference(out, expected, dtype)
+    assert_lse_close(lse, expected_lse)
+    # Without the LSE the naive path takes SDPA where it can: scale <= 0 must not.
+    assert_close_to_reference(
+        ff.flash_attn_fwd(q, k, v, softmax_scale=scale, causal=causal), expected, dtype
+    )
+
+
+def test_any_finite_scale_in_decode_and_flat_calls(backend):
+    dtype = backend
+    q, k, v = _qkv(3, 1, 20, 4, 2, 16, dtype)
+    lengths = torch.tensor([20, 7, 0], dtype=torch.int32)
+    out = ff.batched_decode_attention(q[:, 0], k, v, lengths, softmax_scale=-0.5)
+    expected, _ = reference_attention(q, k, v, scale=-0.5, key_lengths=lengths.tolist())
+    assert_close_to_reference(out, expected[:, 0], dtype)
+    flat = ff.attention_fwd(q.flatten(2), k.flatten(2), v.flatten(2), 4, 2, 16, 0.0, True)
+    expected, _ = reference_attention(q, k, v, scale=0.0, causal=True)
+    assert_close_to_reference(flat, expected.flatten(2), dtype)
+
+
+def _nan_rows(out: torch.Tensor) -> torch.Tensor:
+    return out.isnan().any(dim=-1)
+
+
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+def test_nan_reaches_every_row_that_sees_it(backend, where, causal, return_lse):
+    dtype = backend
+    q, k, v = _qkv(2, 6, 6, 4, 2, 16, dtype)
+    if where == "q":  # query row 3 of batch 1, head 2
+        q[1, 3, 2, 5] = NAN
+    elif where == "k":  # key 2 of batch 0, KV head 1 (query heads 2 and 3)
+        k[0, 2, 1, 0] = NAN
+    else:
+        v[0, 2, 1, 7] = NAN
+    result = ff.flash_attn_fwd(q, k, v, causal=causal, return_lse=return_lse)
+    out = result[0] if return_lse else result
+    expected, _ = reference_attention(q, k, v, causal=causal)
+    nan = _nan_rows(out)
+    if where == "q":
+        assert nan[1, 3, 2] and nan.sum() == 1
+    else:
+        # Rows of query heads 2-3 that see key 2: all rows, or rows >= 2 with the causal mask.
+        sees = torch.zeros_like(nan)
+        sees[0, 2 if causal else 0 :, 2:4] = True
+        # (A row that does not see the key may come back NaN too: masked keys of a tile still
+        # enter its matrix products on some paths, as 0 * NaN. Never the other way round.)
+        assert nan[sees].all(), "a row that sees the NaN came back without it"
+    rest = ~nan & ~_nan_rows(expected)
+    assert_close_to_reference(out[rest], expected[rest], dtype)
+
+
+def test_nan_in_every_entry_point(backend):
+    dtype = backend
+    q, k, v = _qkv(2, 1, 9, 4, 2, 16, dtype)
+    q[1, 0, 0, 3] = NAN  # sequence 1, head 0
+    lengths = torch.tensor([9, 5], dtype=torch.int32)
+    decode = ff.batched_decode_attention(q[:, 0], k, v, lengths)
+    assert _nan_rows(decode)[1, 0] and _nan_rows(decode).sum() == 1
+    cu = torch.tensor([0, 1, 2], dtype=torch.int32)
+    cu_k = torch.tensor([0, 9, 18], dtype=torch.int32)
+    packed = ff.flash_attn_varlen_fwd(
+        q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), cu, cu_k, 1, 9
+    )
+    assert _nan_rows(packed)[1, 0] and _nan_rows(packed).sum() == 1
+    flat = (q.flatten(2), k.flatten(2), v.flatten(2), 4, 2, 16)
+    for entry in (ff.attention_fwd, ff.multi_head_attention, ff.decoder_attention):
+        out = entry(*flat).unflatten(-1, (4, 16))
+        assert _nan_rows(out)[1, 0, 0] and _nan_rows(out).sum() == 1, entry.__name__
+
+
+def test_a_row_that_sees_no_key_stays_zero_even_with_a_nan_query(backend):
+    dtype = backend
+    q, k, v = _qkv(1, 5, 3, 2, 2, 16, dtype)  # causal: rows 0 and 1 see no key
+    q[0, 0, 0, 0] = NAN
+    out, lse = ff.flash_attn_fwd(q, k, v, causal=True, return_lse=True)
+    assert torch.equal(out[0, :2].float(), torch.zeros(2, 2, 16))
+    assert torch.isneginf(lse[0, :, :2]).all()
+
+
+# -- decoder_attention checks every argument, on every route, before any work ---------------
+
+
+def _flat(batch, seqlen_q, seqlen_k):
+    gen = torch.Generator().manual_seed(3)
+    return (
+        torch.randn(batch, seqlen_q, 4 * 16, generator=gen),
+        torch.randn(batch, seqlen_k, 2 * 16, generator=gen),
+        torch.randn(batch, seqlen_k, 2 * 16, generator=gen),
+    )
+
+
+ROUTES = {"batched decode": (3, 1, 9), "single decode": (1, 1, 9), "prefill": (2, 5, 9)}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"is_causal": "x"}, TypeError, r"^is_causal must be a bool"),
+        ({"cast_dtype": torch.float64}, ValueError, r"^cast_dtype must be"),
+        ({"scale": float("nan")}, ValueError, r"^scale must be finite"),
+        ({"scale": "0.1"}, TypeError, r"^scale must be a float"),
+        ({"window_size": (-2, 0)}, ValueError, r"^window_size"),
+        ({"softcap": -1.0}, ValueError, r"^softcap"),
+    ],
+)
+def test_decoder_attention_refuses_bad_arguments_on_every_route(route, kwargs, error, match):
+    q, k, v = _flat(*ROUTES[route])
+    with pytest.raises(error, match=match):
+        ff.decoder_attention(q, k, v, 4, 2, 16, **kwargs)
