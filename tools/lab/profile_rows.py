@@ -3,7 +3,7 @@ Compute, which then reports what bounds each kernel (speed of light, occupancy, 
 
     ncu --clock-control none --profile-from-start off \\
         --section SpeedOfLight --section Occupancy --section WarpStateStats \\
-        python tools/profile_rows.py
+        python tools/lab/profile_rows.py
 
 Rows (benchmark shapes, bf16): decode over 4k keys (32/8 heads of 128), and prefill at head_dim
 128 over 16k tokens, not causal. Contenders: forge_flash and torch SDPA's flash and cuDNN

@@ -5,7 +5,7 @@
 # (drift between rounds shows up as disagreement). Results: $OUT/<name>-<round>.json/.log
 # and a table of forge_flash vs torch flash TFLOP/s (prefill) or us (decode) per variant.
 #
-#   OUT=/tmp/ab bash tools/ab_variants.sh WHEEL_DIR "bench args" \
+#   OUT=/tmp/ab bash tools/lab/ab_variants.sh WHEEL_DIR "bench args" \
 #       'g1|csrc/kernels/fwd_common.cuh|s/kCausalHeadGroup = [0-9]*;/kCausalHeadGroup = 1;/' \
 #       'g8|csrc/kernels/fwd_common.cuh|s/kCausalHeadGroup = [0-9]*;/kCausalHeadGroup = 8;/'
 #

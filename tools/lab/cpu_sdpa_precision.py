@@ -2,7 +2,7 @@
 inputs directly, against computing in float32: the evidence behind the naive path's choice of
 dtype per torch version (``forge_flash.backends.naive._sdpa_dtype``).
 
-    python tools/cpu_sdpa_precision.py
+    python tools/lab/cpu_sdpa_precision.py
 
 200 random shapes per dtype (1-19 query rows, 1-63 keys, head_dim 8-256, scales 1/sqrt(d),
 0.5 and 2). Prints the worst error in units of the tests' float16 output tolerance
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from helpers.reference import reference_attention
 from helpers.tolerance import OUT_TOLERANCE
 

@@ -2,8 +2,8 @@
 keys; 32 query heads over 8 KV heads of 128, bf16) for the batch sizes an inference engine
 decodes with:
 
-    FORGE_FLASH_CHECK_DEVICE_VALUES=0 python tools/bench_batched_decode.py [TAG]
-    python tools/bench_batched_decode.py TAG --cpu
+    FORGE_FLASH_CHECK_DEVICE_VALUES=0 python tools/lab/bench_batched_decode.py [TAG]
+    python tools/lab/bench_batched_decode.py TAG --cpu
 
 On the GPU: replayed from a CUDA graph (GPU time). With ``--cpu``: eager calls on the CPU (the
 naive path), median wall time, fewer shapes. Prints ``TAG bB LL <us> us <GB/s> GB/s`` per

@@ -2,7 +2,7 @@
 // wgmma instructions, accumulator layout and the S -> P register conversion.
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a
-//        tools/wgmma_selftest.cu -o /tmp/wgmma_selftest && /tmp/wgmma_selftest
+//        tools/lab/wgmma_selftest.cu -o /tmp/wgmma_selftest && /tmp/wgmma_selftest
 //
 // For bf16 and fp16, head_dim D in {64, 128} and N in {64, 128} keys, one warpgroup:
 //   random Q (64 x D), K (N x D), V (N x D) in global memory
@@ -22,7 +22,7 @@
 #include <random>
 #include <vector>
 
-#include "../csrc/kernels/sm90/wgmma.cuh"
+#include "../../csrc/kernels/sm90/wgmma.cuh"
 
 #define CUDA_CHECK(expr)                                                                                   \
   do {                                                                                                     \

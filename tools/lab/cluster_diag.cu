@@ -3,7 +3,7 @@
 // one CTA's spin: two waves take twice as long). The decode kernel's tile size rests on its
 // answer (csrc/kernels/tile_config.h).
 //
-//   nvcc -O2 -arch=sm_90a -o cluster_diag tools/cluster_diag.cu && ./cluster_diag
+//   nvcc -O2 -arch=sm_90a -o cluster_diag tools/lab/cluster_diag.cu && ./cluster_diag
 #include <cuda_runtime.h>
 
 #include <algorithm>

@@ -1,7 +1,7 @@
 """A reduced matrix that reaches every kernel path once, for compute-sanitizer:
 
-    compute-sanitizer --tool memcheck  python tools/sanitize_matrix.py
-    compute-sanitizer --tool racecheck python tools/sanitize_matrix.py
+    compute-sanitizer --tool memcheck  python tools/lab/sanitize_matrix.py
+    compute-sanitizer --tool racecheck python tools/lab/sanitize_matrix.py
 
 Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and split-KV), the
 Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64

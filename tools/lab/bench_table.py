@@ -2,7 +2,7 @@
 docs/benchmarks.md: one row per shape, ours beside torch SDPA's flash and cuDNN backends and the
 naive per-head loop, with ratios (their time / ours: above 1, forge_flash is faster).
 
-    python tools/bench_table.py RESULTS.json
+    python tools/lab/bench_table.py RESULTS.json
 """
 
 from __future__ import annotations
