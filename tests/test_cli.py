@@ -6,11 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import forge_flash
 from forge_flash import benchmark, cli, selfcheck
+from forge_flash.discovery import backend_info
+
+from helpers.fake_plugin import CpuCudaBackend, FakeBinding
 
 
 def _run_module(*args, timeout=600):
@@ -22,10 +29,44 @@ def _run_module(*args, timeout=600):
     )  # fmt: skip
 
 
-def test_selfcheck_passes_on_the_naive_path():
+def test_selfcheck_passes_on_the_naive_path(fresh_discovery):
+    results = selfcheck.run_checks(torch.device("cpu"))
+    # The float32 layer is not cast on the naive path: checked once, in float32.
+    assert len(results) == 2 * len(selfcheck.CASES) - 1
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+    assert {r.path for r in results} == {"naive path"}
+    (layer,) = [r for r in results if r.name == "float32 model layer"]
+    assert (layer.dtype, layer.cast_from) == (torch.float32, None)
+    assert layer.tolerance == selfcheck.TOLERANCE[torch.float32]
+
+
+def test_selfcheck_labels_the_kernel_path_and_the_cast(monkeypatch, fresh_discovery):
+    # The real CUDA adapter on CPU tensors over a fake binding that computes attention.
+    binding = FakeBinding()
+    monkeypatch.setattr("forge_flash.discovery._active", CpuCudaBackend(binding))
     results = selfcheck.run_checks(torch.device("cpu"))
     assert len(results) == 2 * len(selfcheck.CASES)
     assert all(r.passed for r in results), [r for r in results if not r.passed]
+    assert {r.path for r in results} == {"cuda kernels"}
+    layers = [r for r in results if r.name == "float32 model layer"]
+    assert [(r.cast_from, r.dtype) for r in layers] == [
+        (torch.float32, torch.float16),
+        (torch.float32, torch.bfloat16),
+    ]
+    # The cast really happened: the binding saw half-precision calls of the layer's shape.
+    layer_calls = [c for c in binding.calls if (c.get("seqlen_q"), c["num_heads"]) == (64, 8)]
+    assert sorted(c["dtype"] for c in layer_calls) == [0, 1]  # float16, then bfloat16
+    assert selfcheck._dtype_text(layers[0]) == "float32 cast to float16"
+
+
+def test_selfcheck_output_says_what_ran(fresh_discovery, capsys):
+    assert selfcheck.main() == 0
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    path = selfcheck.ran_on(device, 64)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "float32 model" in line]
+    kernels = path != "naive path"
+    assert len(lines) == (2 if kernels else 1)
+    assert all(path in line and ("float32 cast to" in line) == kernels for line in lines)
 
 
 def test_selfcheck_fails_a_wrong_answer():
@@ -61,17 +102,157 @@ def test_anchor_shapes():
     assert [(s.seqlen_q, s.heads, s.heads_k, s.head_dim) for s in decode] == [(1, 32, 8, 128)] * 2
 
 
+def _selected(*argv, device="cpu"):
+    args = benchmark.build_parser().parse_args([*argv, "--device", device])
+    return benchmark.select_shapes(args, torch.device(device))
+
+
 def test_full_selection_covers_the_anchors():
-    args = benchmark.build_parser().parse_args(["--full", "--device", "cpu"])
-    shapes = benchmark.select_shapes(args, torch.device("cpu"))
+    shapes = _selected("--full")
     prefill = [s for s in shapes if s.kind == "prefill"]
     decode = [s for s in shapes if s.kind == "decode"]
-    assert {s.seqlen_q for s in prefill} == {512, 1024, 2048, 4096, 8192, 16384}
-    assert {s.head_dim for s in prefill} == {64, 128} and {s.dtype for s in prefill} == {
-        "bf16",
-        "fp16",
-    }
+    all_seqlens = {512, 1024, 2048, 4096, 8192, 16384}
+    found = {(s.head_dim, s.seqlen_q, s.causal, s.dtype) for s in prefill}
+    expected = {
+        (d, n, causal, dtype)
+        for d, seqlens in [(64, all_seqlens), (128, all_seqlens), (96, {1024, 4096, 8192}),
+                           (256, {1024, 4096, 8192})]
+        for n in seqlens
+        for causal in (False, True)
+        for dtype in ("bf16", "fp16")
+    }  # fmt: skip
+    assert found == expected and len(prefill) == len(expected)
+    assert {s.batch * s.seqlen_q for s in prefill} == {16384}
+    # heads = 2048 // head_dim: head_dim 96 has 21 heads.
+    assert {(s.head_dim, s.heads, s.heads_k) for s in prefill} == {
+        (64, 32, 32), (96, 21, 21), (128, 16, 16), (256, 8, 8)
+    }  # fmt: skip
     assert {s.seqlen_k for s in decode} == {4096, 8192, 16384, 32768, 65536, 131072}
+
+
+@pytest.mark.parametrize("head_dim", [64, 96, 128, 256])
+def test_hdim_selects_one_head_dim(head_dim):
+    full = [s for s in _selected("--full", "--prefill", "--hdim", str(head_dim))]
+    assert {s.head_dim for s in full} == {head_dim}
+    assert {s.seqlen_q for s in full} == set(benchmark.ANCHOR_SEQLENS[head_dim])
+    assert {s.kind for s in full} == {"prefill"}
+    quick = _selected("--hdim", str(head_dim), "--prefill", device="cuda")
+    assert {s.head_dim for s in quick} == {head_dim} and {s.seqlen_q for s in quick} == {1024, 4096}
+    assert {s.heads for s in quick} == {2048 // head_dim}
+
+
+def _row(backend, ms, *, seqlen=1024, kind="prefill"):
+    return benchmark.Row(kind, backend, "bf16", 1, 16, 16, seqlen, seqlen, 128, False, ms,
+                         None if ms is None else 1.0, None)  # fmt: skip
+
+
+def test_summary_against_the_faster_of_cudnn_and_fa4():
+    rows = [
+        # shape 1: the best rival is cuDNN (1.6 ms): 1.6 / 2.0 = 0.8
+        _row("forge_flash", 2.0, seqlen=1024), _row("sdpa_flash", 4.0, seqlen=1024),
+        _row("sdpa_cudnn", 1.6, seqlen=1024), _row("fa4", 1.8, seqlen=1024),
+        # shape 2: FA4 could not run: cuDNN alone, 0.5 / 1.0 = 0.5
+        _row("forge_flash", 1.0, seqlen=2048), _row("sdpa_flash", 1.5, seqlen=2048),
+        _row("sdpa_cudnn", 0.5, seqlen=2048), _row("fa4", None, seqlen=2048),
+        # shape 3: cuDNN n/a, FA4 1.25 / 1.0 = 1.25
+        _row("forge_flash", 1.0, seqlen=4096), _row("sdpa_cudnn", None, seqlen=4096),
+        _row("fa4", 1.25, seqlen=4096),
+        # shape 4: no rival of the target measured: no target ratio
+        _row("forge_flash", 3.0, seqlen=8192), _row("sdpa_flash", 6.0, seqlen=8192),
+    ]  # fmt: skip
+    assert benchmark.target_ratio(rows[0:4]) == pytest.approx(0.8)
+    assert benchmark.target_ratio(rows[4:8]) == pytest.approx(0.5)
+    assert benchmark.target_ratio(rows[8:11]) == pytest.approx(1.25)
+    assert benchmark.target_ratio(rows[11:]) is None
+    table = {
+        tuple(line.rsplit(None, 4)[:2]): line.split()[-3:]
+        for line in benchmark.summary(rows).splitlines()[1:]
+    }
+    # geomean of 0.8, 0.5, 1.25 = 0.5 ** (1/3) = 0.794; min 0.5, max 1.25
+    assert table[("max(sdpa_cudnn, fa4)", "prefill")] == ["0.79x", "0.50x", "1.25x"]
+    # per contender: cuDNN 0.8 and 0.5 (sqrt(0.4) = 0.632); flash 2.0, 1.5 and 2.0
+    assert table[("sdpa_cudnn", "prefill")] == ["0.63x", "0.50x", "0.80x"]
+    flash = (2.0 * 1.5 * 2.0) ** (1 / 3)
+    assert table[("sdpa_flash", "prefill")] == [f"{flash:.2f}x", "1.50x", "2.00x"]
+    assert table[("fa4", "prefill")] == ["1.06x", "0.90x", "1.25x"]  # sqrt(0.9 * 1.25) = 1.061
+    line = benchmark.format_shape(benchmark.prefill_shapes([1024], [128], ["bf16"])[0], rows[:4])
+    assert line.endswith("forge_flash / max(sdpa_cudnn, fa4) 0.80")
+
+
+@pytest.fixture
+def no_flash_attn(monkeypatch):
+    benchmark.fa4_function.cache_clear()
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # import flash_attn fails
+    yield
+    benchmark.fa4_function.cache_clear()
+
+
+@pytest.fixture
+def fake_fa4(monkeypatch):
+    """A stand-in flash_attn.cute whose flash_attn_func computes attention with SDPA on its
+    (b, s, h, d) inputs and returns (out, lse) as FA4 does."""
+    calls = []
+
+    def flash_attn_func(q, k, v, causal=False):
+        calls.append((tuple(q.shape), causal))
+        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=True)
+        return out.transpose(1, 2), torch.zeros(q.shape[0], q.shape[2], q.shape[1])
+
+    package = types.ModuleType("flash_attn")
+    package.cute = types.ModuleType("flash_attn.cute")
+    package.cute.flash_attn_func = flash_attn_func
+    benchmark.fa4_function.cache_clear()
+    monkeypatch.setitem(sys.modules, "flash_attn", package)
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", package.cute)
+    yield calls
+    benchmark.fa4_function.cache_clear()
+
+
+# The GPU's contender set, built on CPU tensors: SDPA pinned to flash/cuDNN cannot run there
+# and comes back as None, which is all these tests need of it.
+_CUDA = torch.device("cuda")
+
+
+def test_missing_flash_attn_leaves_fa4_out(no_flash_attn):
+    shape = benchmark.Shape("prefill", 1, 4, 2, 16, 16, 32, True, "bf16")
+    inputs = benchmark.make_inputs(shape, torch.device("cpu"))
+    assert benchmark.fa4_function() is None
+    found = benchmark.contenders(shape, inputs, _CUDA)
+    assert list(found) == ["forge_flash", "sdpa_flash", "sdpa_cudnn", "naive_loop"]
+    assert "fa4" not in benchmark.environment(torch.device("cpu"))
+
+
+def test_fa4_contender_calls_flash_attn_func_on_our_layout(fake_fa4):
+    shape = benchmark.Shape("prefill", 2, 4, 2, 16, 16, 32, True, "bf16")
+    inputs = benchmark.make_inputs(shape, torch.device("cpu"))
+    found = benchmark.contenders(shape, inputs, _CUDA)
+    assert list(found) == ["forge_flash", "sdpa_flash", "sdpa_cudnn", "fa4", "naive_loop"]
+    # Set-up made one untimed call (FA4 compiles on its first call of a configuration).
+    assert fake_fa4 == [((2, 16, 4, 32), True)]
+    q, k, v = inputs.ours[0]
+    expected = selfcheck.dense_reference(q, k, v, causal=True)
+    torch.testing.assert_close(found["fa4"].run(0).float(), expected, atol=2e-2, rtol=2e-2)
+
+
+def test_skip_fa4_never_sets_it_up(fake_fa4):
+    shape = benchmark.Shape("prefill", 1, 4, 4, 16, 16, 32, False, "bf16")
+    inputs = benchmark.make_inputs(shape, torch.device("cpu"))
+    args = benchmark.build_parser().parse_args(["--skip", "fa4"])
+    found = benchmark.contenders(shape, inputs, _CUDA, frozenset(args.skip))
+    assert "fa4" not in found and fake_fa4 == []
+
+
+def test_fa4_that_cannot_run_a_shape_gives_no_time(monkeypatch, capsys):
+    def refuses(q, k, v, causal=False):
+        raise NotImplementedError("head_dim 96 not supported")
+
+    benchmark.fa4_function.cache_clear()
+    monkeypatch.setattr(benchmark, "fa4_function", lambda: refuses)
+    shape = benchmark.Shape("prefill", 1, 2, 2, 16, 16, 96, False, "bf16")
+    inputs = benchmark.make_inputs(shape, torch.device("cpu"))
+    assert benchmark.contenders(shape, inputs, _CUDA)["fa4"] is None
+    assert "fa4: cannot run prefill bf16" in capsys.readouterr().out
 
 
 def test_benchmark_run_writes_rows(tmp_path, monkeypatch, capsys):
@@ -115,8 +296,69 @@ def test_every_contender_computes_attention():
         )
 
 
-def test_unknown_command():
-    assert cli.main(["frobnicate"]) == 2
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["frobnicate"], "unknown command 'frobnicate'"),
+        (["--frobnicate"], "unknown option '--frobnicate'"),
+        (["check", "extra"], "check takes no arguments, got 'extra'"),
+        (["info", "--json", "extra"], "info takes only --json"),
+        (["info", "--verbose"], "info takes only --json"),
+        (["--version", "extra"], "--version takes no arguments"),
+        (["help", "me"], "help takes no arguments"),
+    ],
+)
+def test_usage_mistakes_exit_2_with_the_usage_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    usage_line, error_line = err.splitlines()
+    assert usage_line.startswith("usage: forge-flash ")
+    assert error_line.startswith("forge-flash: error: ") and message in error_line
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag, capsys):
+    assert cli.main([flag]) == 0
+    assert capsys.readouterr().out == f"forge-flash {forge_flash.__version__}\n"
+
+
+def test_usage_names_the_program(capsys):
+    assert cli.main(["--help"]) == 0  # the console script's default name
+    assert capsys.readouterr().out.startswith("usage: forge-flash [")
+    assert cli.main(["-h"], prog="python -m forge_flash") == 0
+    assert capsys.readouterr().out.startswith("usage: python -m forge_flash [")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--hdim", "32"])
+    assert exit_info.value.code == 2
+    assert "usage: forge-flash bench " in capsys.readouterr().err
+
+
+def test_console_script_points_at_main():
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    assert '\nforge-flash = "forge_flash.cli:main"\n' in pyproject.read_text()
+    assert cli.DEFAULT_PROG == "forge-flash"
+
+
+def test_info_json_is_backend_info(fresh_discovery, capsys):
+    assert cli.main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(backend_info().as_dict()))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("argv", [["--device", "cuda"], ["--graph"], ["--decode", "--graph"]])
+def test_bench_on_the_gpu_without_one_is_one_line(argv, capsys):
+    assert cli.main(["bench", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("forge-flash bench: error: ") and "sees none" in line
+
+
+def test_bench_graph_on_the_cpu_is_an_error(capsys):
+    assert benchmark.main(["--graph", "--device", "cpu"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "--graph" in line and "--device cpu" in line
 
 
 def test_info_and_check_commands():
@@ -124,7 +366,10 @@ def test_info_and_check_commands():
     assert info.returncode == 0 and "backend in use     naive" in info.stdout
     check = _run_module("check")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "self-check: PASS (12/12)" in check.stdout
+    assert "self-check: PASS (11/11)" in check.stdout
+    mistake = _run_module("check", "extra")
+    assert mistake.returncode == 2 and "Traceback" not in mistake.stderr
+    assert mistake.stderr.startswith("usage: python -m forge_flash ")
 
 
 @pytest.mark.slow

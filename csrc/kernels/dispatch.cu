@@ -124,7 +124,7 @@ size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 // The launch attributes of a decode launch whose splits form one cluster per tile (grid.y =
 // cluster.y = splits). Load-balancing placement spreads 8 clusters of 16 over 120 SMs where the
-// default (spread) uses 112 (tools/cluster_diag.cu): 1-4% less decode GPU time at 4k-32k keys
+// default (spread) uses 112 (tools/lab/cluster_diag.cu): 1-4% less decode GPU time at 4k-32k keys
 // on the H100 (docs/benchmarks.md).
 struct ClusterAttributes {
   cudaLaunchAttribute attrs[2]{};

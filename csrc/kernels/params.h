@@ -1,5 +1,9 @@
-// What the forward kernels receive: one struct shared by the uniform and varlen paths,
-// filled and range-checked by the C API (csrc/api/) before any launch.
+// What the forward kernels receive: one struct shared by the uniform and varlen paths. The C
+// API (csrc/api/flash_api.cpp) checks the caller's arguments and fills the tensors, strides,
+// sizes, flags and scales; the dispatcher (csrc/kernels/dispatch.cu) fills the rest: plan_fwd
+// the GQA packing, the split count, the in-cluster merge and the row count, launch_fwd the
+// split-KV workspace pointers.
+// Device-side values (cu_seqlens, seqused_k) are not checked on the host: the kernels clamp them.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,10 +1,11 @@
 """``python -m forge_flash bench``: forge-flash beside torch's attention on the anchor shapes.
 
-For each shape: our time and throughput next to torch SDPA's flash and cuDNN backends and a
-naive per-head Python loop on the GPU (SDPA's default and math backends on the CPU), with
-speed-up ratios (their time / ours). Prefill rows report TFLOP/s (4 * b * h * sq * sk * d,
-halved for causal with sq == sk); decode rows report microseconds and GB/s of K/V read
-(2 * b * sk * hk * d * element size).
+For each shape: our time and throughput next to torch SDPA's flash and cuDNN backends, FA4
+(``flash_attn.cute``, where it is installed) and a naive per-head Python loop on the GPU (SDPA's
+default and math backends on the CPU), with speed-up ratios (their time / ours). Prefill rows
+report TFLOP/s (4 * b * h * sq * sk * d, halved for causal with sq == sk); decode rows report
+microseconds and GB/s of K/V read (2 * b * sk * hk * d * element size). The summary also gives
+forge_flash against the faster of cuDNN and FA4 on each row (the project's target metric).
 
 Timing: CUDA events around each call (wall clock on the CPU), warm-up first, the median of
 many repeats, fresh random inputs rotated over enough copies that K/V do not stay in L2.
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib.metadata
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +36,16 @@ from .discovery import active_backend
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _ROTATION_BYTES = 128 * 2**20  # twice the H100's 50 MB L2
+
+# The anchor shapes' prefill sequence lengths per head_dim (16k tokens, hidden 2048).
+ANCHOR_SEQLENS = {
+    64: [512, 1024, 2048, 4096, 8192, 16384],
+    96: [1024, 4096, 8192],
+    128: [512, 1024, 2048, 4096, 8192, 16384],
+    256: [1024, 4096, 8192],
+}
+#: The rivals of the target metric: forge_flash against the faster of these on each row.
+TARGET_RIVALS = ("sdpa_cudnn", "fa4")
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,7 @@ def prefill_shapes(
     tokens: int = 16384,
     hidden: int = 2048,
 ) -> list[Shape]:
-    """batch * seqlen = tokens, heads * head_dim = hidden, causal and not."""
+    """batch * seqlen = tokens, heads = hidden // head_dim (96: 21 heads), causal and not."""
     return [
         Shape("prefill", max(1, tokens // s), hidden // d, hidden // d, s, s, d, causal, dtype)
         for dtype in dtypes
@@ -111,32 +125,29 @@ def decode_shapes(kv_lens: list[int], dtypes: list[str]) -> list[Shape]:
 
 
 def select_shapes(args: argparse.Namespace, device: torch.device) -> list[Shape]:
-    gpu = device.type == "cuda"
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
-    head_dims = [args.hdim] if args.hdim else [64, 128]
-    if args.full:
-        seqlens = [512, 1024, 2048, 4096, 8192, 16384]
-        kv_lens = [4096, 8192, 16384, 32768, 65536, 131072]
-        tokens, hidden = 16384, 2048
-    elif gpu:
-        seqlens, kv_lens, tokens, hidden = [1024, 4096], [4096, 32768], 16384, 2048
-        if not args.hdim:
-            head_dims = [128]
-        if args.dtype == "both":
-            dtypes = ["bf16"]
+    if args.full:  # every anchor shape, on any device
+        head_dims = [args.hdim] if args.hdim else list(ANCHOR_SEQLENS)
+        prefill = [
+            shape
+            for dtype in dtypes
+            for d in head_dims
+            for shape in prefill_shapes(ANCHOR_SEQLENS[d], [d], [dtype])
+        ]
+        decode = decode_shapes([4096, 8192, 16384, 32768, 65536, 131072], dtypes)
     else:
-        # The CPU does roughly 1000x less: scaled-down shapes keep the run to seconds.
-        seqlens, kv_lens, tokens, hidden = [256, 1024], [4096, 16384], 1024, 1024
-        if not args.hdim:
-            head_dims = [64]
         if args.dtype == "both":
             dtypes = ["bf16"]
-    shapes = []
-    if not args.decode_only:
-        shapes += prefill_shapes(seqlens, head_dims, dtypes, tokens=tokens, hidden=hidden)
-    if not args.prefill_only:
-        shapes += decode_shapes(kv_lens, dtypes)
-    return shapes
+        if device.type == "cuda":
+            head_dims = [args.hdim or 128]
+            prefill = prefill_shapes([1024, 4096], head_dims, dtypes)
+            decode = decode_shapes([4096, 32768], dtypes)
+        else:
+            # The CPU does roughly 1000x less: scaled-down shapes keep the run to seconds.
+            head_dims = [args.hdim or 64]
+            prefill = prefill_shapes([256, 1024], head_dims, dtypes, tokens=1024, hidden=1024)
+            decode = decode_shapes([4096, 16384], dtypes)
+    return ([] if args.decode_only else prefill) + ([] if args.prefill_only else decode)
 
 
 # -- the contenders ---------------------------------------------------------------------------
@@ -224,6 +235,39 @@ def _sdpa(shape: Shape, inputs: Inputs, backend: object | None) -> Contender | N
     return None
 
 
+@functools.cache
+def fa4_function() -> Callable | None:
+    """FA4's ``flash_attn.cute.flash_attn_func`` where flash-attn-4 is installed, else None.
+
+    A benchmark contender only: forge-flash itself never imports it.
+    """
+    try:
+        from flash_attn.cute import flash_attn_func
+    except ImportError:  # not installed, or an install that cannot load here
+        return None
+    return flash_attn_func
+
+
+def _fa4(shape: Shape, inputs: Inputs, attention: Callable) -> Contender | None:
+    """FA4 on our layout (b, s, h, d, GQA natively); None if it cannot run this shape.
+
+    Its first call of a configuration JIT-compiles for seconds: that call happens here,
+    untimed, so the timers see only compiled calls.
+    """
+
+    def run(i: int) -> object:
+        q, k, v = inputs.ours[i % len(inputs.ours)]
+        result = attention(q, k, v, causal=shape.causal)
+        return result[0] if isinstance(result, tuple) else result  # (out, lse) or out
+
+    try:
+        run(0)
+    except Exception as exc:  # a third-party library: any failure means "cannot run this"
+        print(f"  fa4: cannot run {shape.label().strip()} ({type(exc).__name__}: {exc})")
+        return None
+    return Contender(run)
+
+
 def _naive_loop(shape: Shape, inputs: Inputs) -> Contender:
     """The per-head Python loop model code runs without an attention kernel."""
     group = shape.heads // shape.heads_k
@@ -252,18 +296,28 @@ def _naive_loop(shape: Shape, inputs: Inputs) -> Contender:
     return Contender(run)
 
 
-def contenders(shape: Shape, inputs: Inputs, device: torch.device) -> dict[str, Contender | None]:
+def contenders(
+    shape: Shape, inputs: Inputs, device: torch.device, skip: frozenset[str] = frozenset()
+) -> dict[str, Contender | None]:
+    """The contenders for this shape and device, ours first; None where one cannot run.
+
+    Those named in ``skip`` are never set up (setting up FA4 compiles it).
+    """
     from torch.nn.attention import SDPBackend
 
-    found: dict[str, Contender | None] = {"forge_flash": _ours(shape, inputs)}
+    makers: dict[str, Callable[[], Contender | None]] = {}
+    makers["forge_flash"] = lambda: _ours(shape, inputs)
     if device.type == "cuda":
-        found["sdpa_flash"] = _sdpa(shape, inputs, SDPBackend.FLASH_ATTENTION)
-        found["sdpa_cudnn"] = _sdpa(shape, inputs, SDPBackend.CUDNN_ATTENTION)
+        makers["sdpa_flash"] = lambda: _sdpa(shape, inputs, SDPBackend.FLASH_ATTENTION)
+        makers["sdpa_cudnn"] = lambda: _sdpa(shape, inputs, SDPBackend.CUDNN_ATTENTION)
+        attention = fa4_function()
+        if attention is not None:
+            makers["fa4"] = lambda: _fa4(shape, inputs, attention)
     else:
-        found["sdpa"] = _sdpa(shape, inputs, None)
-        found["sdpa_math"] = _sdpa(shape, inputs, SDPBackend.MATH)
-    found["naive_loop"] = _naive_loop(shape, inputs)
-    return found
+        makers["sdpa"] = lambda: _sdpa(shape, inputs, None)
+        makers["sdpa_math"] = lambda: _sdpa(shape, inputs, SDPBackend.MATH)
+    makers["naive_loop"] = lambda: _naive_loop(shape, inputs)
+    return {name: make() for name, make in makers.items() if name not in skip}
 
 
 # -- timing -------------------------------------------------------------------------------------
@@ -337,9 +391,7 @@ def measure(
 ) -> list[Row]:
     inputs = make_inputs(shape, device)
     rows = []
-    for name, contender in contenders(shape, inputs, device).items():
-        if name in skip:
-            continue
+    for name, contender in contenders(shape, inputs, device, skip).items():
         seconds = None
         if contender is not None and not (name == "naive_loop" and shape.flops > naive_flops_cap):
             with contender.context():
@@ -378,6 +430,19 @@ def _figure(row: Row) -> str:
     return f"{row.tflops:.3g} TFLOP/s"
 
 
+def target_ratio(rows: list[Row]) -> float | None:
+    """forge_flash's speed over the faster of TARGET_RIVALS on one shape's rows (above 1:
+    forge_flash is faster), or None when ours or every rival lacks a time."""
+    ours = next((r.ms for r in rows if r.backend == "forge_flash"), None)
+    rivals = [r.ms for r in rows if r.backend in TARGET_RIVALS and r.ms is not None]
+    if not ours or not rivals:
+        return None
+    return min(rivals) / ours
+
+
+_TARGET_LABEL = f"max({', '.join(TARGET_RIVALS)})"
+
+
 def format_shape(shape: Shape, rows: list[Row]) -> str:
     ours = rows[0]
     parts = [f"{ours.backend} {_figure(ours)}"]
@@ -386,21 +451,36 @@ def format_shape(shape: Shape, rows: list[Row]) -> str:
         if row.ms is not None and ours.ms:
             text += f" ({row.ms / ours.ms:.2f}x)"
         parts.append(text)
+    ratio = target_ratio(rows)
+    if ratio is not None:
+        parts.append(f"forge_flash / {_TARGET_LABEL} {ratio:.2f}")
     return f"{shape.label():<44} " + " | ".join(parts)
 
 
+def _by_shape(rows: list[Row]) -> dict[tuple, list[Row]]:
+    shapes: dict[tuple, list[Row]] = {}
+    for row in rows:
+        shapes.setdefault(_key(row), []).append(row)
+    return shapes
+
+
 def summary(rows: list[Row]) -> str:
-    """Speed-up of forge_flash over each contender: geometric mean, min and max per kind."""
-    ours = {_key(r): r for r in rows if r.backend == "forge_flash"}
+    """Speed-up of forge_flash over each contender, and over the faster of TARGET_RIVALS on
+    each row: geometric mean, min and max per kind of shape."""
     lines = [
         f"{'speed-up of forge_flash over':<30} {'kind':<8} {'geomean':>8} {'min':>8} {'max':>8}"
     ]
     groups: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        base = ours.get(_key(row))
-        if row.backend == "forge_flash" or row.ms is None or base is None or not base.ms:
+    for shape_rows in _by_shape(rows).values():
+        ours = next((r for r in shape_rows if r.backend == "forge_flash"), None)
+        if ours is None or not ours.ms:
             continue
-        groups.setdefault((row.backend, row.kind), []).append(row.ms / base.ms)
+        for row in shape_rows:
+            if row.backend != "forge_flash" and row.ms is not None:
+                groups.setdefault((row.backend, row.kind), []).append(row.ms / ours.ms)
+        ratio = target_ratio(shape_rows)
+        if ratio is not None:
+            groups.setdefault((_TARGET_LABEL, ours.kind), []).append(ratio)
     for (backend, kind), ratios in sorted(groups.items()):
         geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         lines.append(
@@ -423,15 +503,22 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cudnn"] = torch.backends.cudnn.version()
+        if fa4_function() is not None:
+            env["fa4"] = _distribution_version("flash-attn-4")
     else:
         env["threads"] = torch.get_num_threads()
     return env
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m forge_flash bench", description=__doc__.splitlines()[0]
-    )
+def _distribution_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"
+
+
+def build_parser(prog: str = "python -m forge_flash bench") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a few shapes (the default)")
     size.add_argument("--full", action="store_true", help="every anchor shape (minutes on a GPU)")
@@ -439,7 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--prefill", dest="prefill_only", action="store_true", help="prefill only")
     kind.add_argument("--decode", dest="decode_only", action="store_true", help="decode only")
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
-    parser.add_argument("--hdim", type=int, choices=[64, 128], help="prefill head_dim only")
+    parser.add_argument(
+        "--hdim", type=int, choices=list(ANCHOR_SEQLENS), help="prefill of this head_dim only"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every row to PATH as JSON")
     parser.add_argument(
         "--graph",
@@ -453,10 +542,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip",
         action="append",
         default=[],
-        choices=["sdpa_flash", "sdpa_cudnn", "sdpa", "sdpa_math", "naive_loop"],
+        choices=["sdpa_flash", "sdpa_cudnn", "fa4", "sdpa", "sdpa_math", "naive_loop"],
         help="leave this contender out (repeatable), e.g. for quick A/B runs",
     )
     return parser
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """Why these options cannot run on this machine, in one line; None when they can."""
+    if args.graph and args.device == "cpu":
+        return "--graph replays CUDA graphs: it needs the GPU, not --device cpu"
+    if (args.device == "cuda" or args.graph) and not torch.cuda.is_available():
+        build = (
+            "a CPU-only build"
+            if torch.version.cuda is None
+            else f"built for CUDA {torch.version.cuda}"
+        )
+        option = "--device cuda" if args.device == "cuda" else "--graph"
+        return f"{option} needs a CUDA GPU, and torch {torch.__version__} ({build}) sees none"
+    return None
 
 
 def run(args: argparse.Namespace) -> list[Row]:
@@ -489,6 +593,13 @@ def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    run(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None, prog: str = "python -m forge_flash bench") -> int:
+    """Run the benchmark; exit status 2, with one line on stderr, for options this machine
+    cannot run (argparse exits with 2 for malformed ones)."""
+    args = build_parser(prog).parse_args(argv)
+    problem = usage_problem(args)
+    if problem is not None:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 2
+    run(args)
     return 0

@@ -4,6 +4,9 @@ A few shapes that cover the main paths (causal GQA prefill, unequal lengths, a l
 varlen with an empty sequence, batched decode with an empty cache, the float32 model-layer
 call), in float16 and bfloat16, on the GPU when torch sees one. The reference here is the
 plainest dense formula in float32, independent of the naive path's chunking and SDPA use.
+Each line says what ran: the kernels or the naive path, and for the float32 model-layer call
+whether it was cast to half precision (only for the kernels: on the naive path it stays
+float32, so it is checked once, against float32's tolerance).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ TOLERANCE = {torch.float16: 5e-3, torch.bfloat16: 2e-2, torch.float32: 1e-4}
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    dtype: torch.dtype
+    dtype: torch.dtype  # the precision the attention ran in
     max_error: float
     tolerance: float
+    path: str = ""  # what ran: see ran_on()
+    cast_from: torch.dtype | None = None  # float32 inputs cast to ``dtype`` for the kernels
 
     @property
     def passed(self) -> bool:
@@ -125,14 +130,22 @@ def _case_float32_layer(dtype, device):
     return out, expected.flatten(-2)
 
 
-CASES: list[tuple[str, Callable]] = [
-    ("prefill causal GQA 128x128", _case_prefill),
-    ("causal 37 queries x 200 keys", _case_unequal),
-    ("decode 1 query x 4096 keys", _case_long_decode),
-    ("varlen with an empty sequence", _case_varlen),
-    ("batched decode, one empty cache", _case_batched_decode),
-    ("float32 model layer (auto-cast)", _case_float32_layer),
+# (name, case, head_dim, whether its inputs are float32 model-layer projections)
+CASES: list[tuple[str, Callable, int, bool]] = [
+    ("prefill causal GQA 128x128", _case_prefill, 64, False),
+    ("causal 37 queries x 200 keys", _case_unequal, 96, False),
+    ("decode 1 query x 4096 keys", _case_long_decode, 128, False),
+    ("varlen with an empty sequence", _case_varlen, 64, False),
+    ("batched decode, one empty cache", _case_batched_decode, 64, False),
+    ("float32 model layer", _case_float32_layer, 64, True),
 ]
+
+
+def ran_on(device: torch.device, head_dim: int) -> str:
+    """What a half-precision call of this head_dim runs on here: the active backend's kernels,
+    or the naive PyTorch path."""
+    backend = active_backend()
+    return f"{backend.name} kernels" if backend.uses_kernels(device, head_dim) else "naive path"
 
 
 def run_checks(device: torch.device | None = None) -> list[CheckResult]:
@@ -141,12 +154,28 @@ def run_checks(device: torch.device | None = None) -> list[CheckResult]:
     torch.manual_seed(0)
     results = []
     for dtype in (torch.float16, torch.bfloat16):
-        for name, case in CASES:
+        for name, case, head_dim, float32_inputs in CASES:
+            path = ran_on(device, head_dim)
+            kernels = path != "naive path"
+            if float32_inputs and not kernels and dtype != torch.float16:
+                continue  # not cast: the float16 pass already checked this exact call
             out, expected = case(dtype, device)
             error = (out.float() - expected.float()).abs().max().item() if out.numel() else 0.0
-            # The float32 layer returns float32 but went through `dtype` on the kernel path.
-            results.append(CheckResult(name, dtype, error, TOLERANCE[dtype]))
+            if float32_inputs and not kernels:  # the naive path computes it in float32
+                result = CheckResult(name, torch.float32, error, TOLERANCE[torch.float32], path)
+            elif float32_inputs:
+                result = CheckResult(name, dtype, error, TOLERANCE[dtype], path, torch.float32)
+            else:
+                result = CheckResult(name, dtype, error, TOLERANCE[dtype], path)
+            results.append(result)
     return results
+
+
+def _dtype_text(result: CheckResult) -> str:
+    dtype = str(result.dtype).removeprefix("torch.")
+    if result.cast_from is None:
+        return dtype
+    return f"{str(result.cast_from).removeprefix('torch.')} cast to {dtype}"
 
 
 def main() -> int:
@@ -157,10 +186,9 @@ def main() -> int:
     results = run_checks(device)
     for r in results:
         verdict = "PASS" if r.passed else "FAIL"
-        dtype = str(r.dtype).removeprefix("torch.")
         print(
-            f"  {verdict}  {r.name:<34} {dtype:<9} max error {r.max_error:.2e} "
-            f"(tolerance {r.tolerance:.0e})"
+            f"  {verdict}  {r.name:<32} {_dtype_text(r):<24} {r.path:<12} "
+            f"max error {r.max_error:.2e} (tolerance {r.tolerance:.0e})"
         )
     failed = sum(not r.passed for r in results)
     print(

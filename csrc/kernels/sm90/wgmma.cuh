@@ -3,8 +3,9 @@
 // wgmma.mma_async read that layout, the wgmma instructions of S = Q K^T and O += P V, and
 // the register layouts of their accumulators and register A operand.
 //
-// Every formula here is checked on the GPU by tools/wgmma_selftest.cu (bf16 and fp16,
-// head_dim 64 and 128, 64 and 128 keys); change nothing here without re-running it.
+// Every formula here is checked on the GPU by tools/lab/wgmma_selftest.cu (bf16 and fp16,
+// head_dim 64 and 128, 64 and 128 keys; tests/gpu/test_tools.py builds and runs it); change
+// nothing here without re-running it.
 //
 // ---- The shared-memory tile layout (128-byte swizzle) ----------------------------------
 // A [rows][head_dim] tile of 16-bit elements (head_dim a multiple of 64, rows a multiple of
@@ -95,7 +96,6 @@ namespace sm90 {
 // ---------------------------------------------------------------------------------------
 constexpr int kSwizzleRowBytes = 128;    // one row of a column block
 constexpr int kSwizzleAtomBytes = 1024;  // 8 rows: one swizzle atom; tiles align to this
-constexpr int kBlockCols = 64;           // 16-bit elements per column block
 
 // Byte offset of 16-byte chunk `chunk` (= column / 8) of row `row` in a tile of `rows`
 // rows (see the layout at the top). A cp.async loader copies global row `row`, columns
@@ -125,12 +125,6 @@ __device__ __forceinline__ uint64_t make_desc_sw128(uint32_t smem_byte_addr, uin
   return desc;
 }
 
-// Moves a descriptor's start address by `bytes` (a multiple of 16). The address field is
-// the low 14 bits and shared addresses stay below 2^18, so a plain add never carries out.
-__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
-  return desc + static_cast<uint64_t>(bytes >> 4);
-}
-
 // K-major operand, k16 slice kk (head_dim columns [16 kk, 16 kk + 16)) of a [kRows][head_dim]
 // tile at shared byte address `tile` (1024-aligned): Q as A (kRows = 64) or K as B
 // (kRows = keys) of S = Q K^T. Instruction: imm-trans = 0 for this operand.
@@ -157,9 +151,6 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
 // Row and column of accumulator register i of warpgroup thread t (0..127), m64nNk16 fp32.
 __host__ __device__ constexpr int acc_row(int t, int i) { return (t / 32) * 16 + (t % 32) / 4 + 8 * ((i / 2) % 2); }
 __host__ __device__ constexpr int acc_col(int t, int i) { return 8 * (i / 4) + 2 * (t % 4) + (i % 2); }
-// Row and first column of the pair in A register j (0..3) of the RS form (64x16 slice).
-__host__ __device__ constexpr int a_row(int t, int j) { return (t / 32) * 16 + (t % 32) / 4 + 8 * (j % 2); }
-__host__ __device__ constexpr int a_col(int t, int j) { return 8 * (j / 2) + 2 * (t % 4); }
 
 // S accumulator (kAcc = N / 2 floats) -> the 16-bit A registers of k16 slice kk of P V.
 // kk must be a compile-time constant after unrolling (register arrays).

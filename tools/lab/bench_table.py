@@ -1,0 +1,71 @@
+"""Render `python -m forge_flash bench --json` output as the markdown tables of
+docs/benchmarks.md: one row per shape, ours beside each contender present in the file (torch
+SDPA's flash and cuDNN backends, FA4, the naive per-head loop), with ratios (their time / ours:
+above 1, forge_flash is faster) and ours against the faster of cuDNN and FA4.
+
+    python tools/lab/bench_table.py RESULTS.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+NAMES = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "fa4": "fa4", "naive_loop": "naive loop"}
+TARGET_RIVALS = ("sdpa_cudnn", "fa4")
+
+
+def _figure(kind: str, row: dict | None) -> str:
+    if row is None or row["ms"] is None:
+        return "n/a"
+    if kind == "prefill":
+        return f"{row['tflops']:.3g}"
+    return f"{row['ms'] * 1e3:.1f} ({row['gbps']:.0f})"
+
+
+def _ratio(ours: dict, row: dict | None) -> str:
+    if row is None or row["ms"] is None:
+        return "n/a"
+    return f"{row['ms'] / ours['ms']:.2f}x"
+
+
+def _target(ours: dict, found: dict[str, dict]) -> str:
+    times = [found[c]["ms"] for c in TARGET_RIVALS if c in found and found[c]["ms"] is not None]
+    return f"{min(times) / ours['ms']:.2f}" if times else "n/a"
+
+
+def render(rows: list[dict]) -> str:
+    by_shape: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        key = (row["kind"], row["dtype"], row["d"], row["sq"], row["sk"], row["causal"])
+        by_shape[key][row["backend"]] = row
+    present = {row["backend"] for row in rows}
+    contenders = [c for c in NAMES if c in present]
+    target = "fa4" in present  # without FA4 the "ours vs cudnn" column says it already
+    lines = []
+    for kind in ("prefill", "decode"):
+        shapes = [k for k in by_shape if k[0] == kind]
+        if not shapes:
+            continue
+        unit = "TFLOP/s" if kind == "prefill" else "us (GB/s)"
+        header = [kind, "causal", f"ours {unit}", *(NAMES[c] for c in contenders)]
+        header += [f"ours vs {NAMES[c]}" for c in contenders]
+        header += ["ours / max(cudnn, fa4)"] if target else []
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for key in shapes:
+            found = by_shape[key]
+            ours = found["forge_flash"]
+            _, dtype, d, sq, sk, causal = key
+            shape = f"{dtype} d{d} s{sq}" if kind == "prefill" else f"{dtype} kv {sk}"
+            cells = [_figure(kind, ours)] + [_figure(kind, found.get(c)) for c in contenders]
+            cells += [_ratio(ours, found.get(c)) for c in contenders]
+            cells += [_target(ours, found)] if target else []
+            lines.append(f"| {shape} | {'yes' if causal else 'no'} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        print(render(json.load(f)["rows"]))

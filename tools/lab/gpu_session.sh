@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One device session, as a user would install: a fresh venv that sees the machine's torch
+# through a .pth file (the GPU machine has no network), `pip install 'forge-flash[cuda]'` from
+# the wheels in WHEEL_DIR, then the step named:
+#   tests  pytest tests/gpu tests/integration, which includes tests/gpu/test_tools.py: the
+#          wgmma self-test (built with the machine's nvcc) and tools/lab/sanitize_matrix.py
+#          under compute-sanitizer memcheck, racecheck and synccheck (logs kept in $OUT).
+#          Arguments after the step replace the default pytest arguments, e.g.
+#          `tests -m "not slow" tests/gpu tests/integration` then `tests tests/gpu/test_tools.py`
+#          to split a long run over two device calls.
+#   bench  python -m forge_flash (main job), then the anchor benchmarks: bf16 prefill
+#          (`bench --full --prefill --dtype bf16`) and decode from CUDA graphs
+#          (`bench --full --decode --graph`). FA4 joins as a contender wherever
+#          flash_attn.cute imports in the venv: already on the machine, or installed into the
+#          venv by the script FA4_INSTALL names (it gets the venv's python as its argument;
+#          docs/benchmarks.md says how to get one).
+# Outputs go to $OUT. Usage, from the repository root:
+#   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench [PYTEST ARGS...]
+set -uo pipefail
+wheels=$1
+step=$2
+shift 2
+out=${OUT:-/tmp/ff-out}
+mkdir -p "$out"
+repo=$PWD
+venv=/tmp/ff-venv
+rm -rf "$venv"
+python3 -m venv --without-pip "$venv"
+python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+    >"$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/machine_site.pth"
+python3 -m pip --python "$venv/bin/python" install -q --no-index --find-links "$wheels" 'forge-flash[cuda]' || exit 1
+py=$venv/bin/python
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+cd /tmp && "$py" -m forge_flash info && cd "$repo" || exit 1
+export PYTHONUNBUFFERED=1
+case $step in
+tests)
+    args=("$@")
+    [ ${#args[@]} -gt 0 ] || args=(tests/gpu tests/integration)
+    FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs "${args[@]}" 2>&1 |
+        tee "$out/gpu-tests.log" | tail -25
+    grep -h "SUMMARY" "$out"/sanitizer-*.log 2>/dev/null
+    ;;
+bench)
+    if [ -n "${FA4_INSTALL:-}" ]; then
+        bash "$FA4_INSTALL" "$py" 2>&1 | tail -3
+    fi
+    if "$py" -c 'import flash_attn.cute' 2>/dev/null; then
+        echo "fa4: flash_attn.cute imports, FA4 is a contender"
+    else
+        echo "fa4: flash_attn.cute does not import, FA4 is left out"
+    fi
+    (cd /tmp && "$py" -m forge_flash) 2>&1 | tee "$out/main-job.log" | tail -12
+    "$py" -m forge_flash bench --full --prefill --dtype bf16 --json "$out/bench-prefill.json" \
+        >"$out/bench-prefill.log" 2>&1
+    tail -12 "$out/bench-prefill.log"
+    "$py" -m forge_flash bench --full --decode --graph --json "$out/bench-decode-graph.json" 2>&1 |
+        tee "$out/bench-decode-graph.log" | tail -9
+    ;;
+*)
+    echo "gpu_session.sh: unknown step '$step' (tests or bench)" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,70 @@
+"""A reduced matrix that reaches every kernel path once, for compute-sanitizer:
+
+    compute-sanitizer --tool memcheck  python tools/lab/sanitize_matrix.py
+    compute-sanitizer --tool racecheck python tools/lab/sanitize_matrix.py
+
+Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and split-KV), the
+Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64
+and 128), split-KV + combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
+GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
+(batched decode), strided views.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+os.environ.setdefault("FORGE_FLASH_BACKEND", "cuda")
+import forge_flash
+
+
+def rand(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    return torch.randn(*shape, device="cuda", dtype=dtype)
+
+
+def main() -> None:
+    assert forge_flash.active_backend().name == "cuda"
+    fwd_cases = [  # b, sq, sk, h, hk, d, causal
+        (8, 256, 256, 16, 16, 128, True),  # Hopper persistent: 256 work tiles
+        (8, 200, 333, 16, 4, 128, False),  # Hopper persistent, tails
+        (4, 300, 300, 32, 8, 64, False),  # Hopper persistent, head_dim 64
+        (1, 1100, 1100, 4, 4, 64, True),  # Hopper plain (more than 1024 keys)
+        (2, 70, 130, 4, 2, 64, True),  # SM80 prefill, split-KV (small grid)
+        (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV (Hopper: cluster)
+        (1, 1, 70000, 8, 2, 128, False),  # decode split-KV + combine kernel
+        (2, 1, 700, 16, 1, 64, False),  # decode, 16 packed rows, cluster combine
+        (160, 1, 300, 8, 2, 128, False),  # decode, grid full: one pass, no split
+        (1, 4, 500, 16, 4, 256, True),  # decode tile of 4 causal queries x 4 heads, head_dim 256
+        (2, 33, 17, 2, 2, 40, True),  # routed head_dim, rows that see no key
+        (1, 20, 200, 4, 4, 256, True),
+    ]
+    for b, sq, sk, h, hk, d, causal in fwd_cases:
+        q, k, v = rand(b, sq, h, d), rand(b, sk, hk, d), rand(b, sk, hk, d)
+        forge_flash.flash_attn_fwd(q, k, v, causal=causal, return_lse=True)
+    qkv = rand(2, 100, (8 + 2 * 2) * 64, dtype=torch.float16)  # strided views of one projection
+    q = qkv[..., :512].view(2, 100, 8, 64)
+    k = qkv[..., 512:640].view(2, 100, 2, 64)
+    v = qkv[..., 640:].view(2, 100, 2, 64)
+    forge_flash.flash_attn_fwd(q, k, v, causal=True)
+
+    lens_q, lens_k = [5, 0, 130], [300, 17, 130]
+    cu_q, cu_k = (
+        torch.tensor([0, *torch.tensor(x).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+        for x in (lens_q, lens_k)
+    )
+    q, k, v = rand(sum(lens_q), 16, 128), rand(sum(lens_k), 4, 128), rand(sum(lens_k), 4, 128)
+    forge_flash.flash_attn_varlen_fwd(
+        q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), causal=True, return_lse=True
+    )
+
+    cache_k, cache_v = rand(4, 1000, 2, 128), rand(4, 1000, 2, 128)
+    lens = torch.tensor([1000, 1, 0, 517], dtype=torch.int32, device="cuda")
+    forge_flash.batched_decode_attention(rand(4, 8, 128), cache_k, cache_v, lens, return_lse=True)
+    torch.cuda.synchronize()
+    print("sanitize matrix done")
+
+
+if __name__ == "__main__":
+    main()

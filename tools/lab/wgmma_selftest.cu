@@ -1,0 +1,274 @@
+// Self-test of csrc/kernels/sm90/wgmma.cuh on a Hopper GPU: tile layout, descriptors,
+// wgmma instructions, accumulator layout and the S -> P register conversion.
+//
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a
+//        tools/lab/wgmma_selftest.cu -o /tmp/wgmma_selftest && /tmp/wgmma_selftest
+//
+// For bf16 and fp16, head_dim D in {64, 128} and N in {64, 128} keys, one warpgroup:
+//   random Q (64 x D), K (N x D), V (N x D) in global memory
+//   -> shared memory with 16-byte cp.async at sm90::tile_offset (128B swizzle)
+//   -> S = Q K^T      (wgmma SS, K-major descriptors, fp32)  -> global via acc_row/acc_col
+//   -> P = S packed to 16 bits into the RS A registers (acc_to_a)
+//   -> O = P V        (wgmma RS, MN-major V descriptor)     -> global via acc_row/acc_col
+// and compares S with a double-precision Q K^T, and O with a double-precision
+// round16(S_gpu) V (so the O check sees only the P V path, not S's last-bit rounding).
+// Exits non-zero on any failure.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "../../csrc/kernels/sm90/wgmma.cuh"
+
+#define CUDA_CHECK(expr)                                                                                   \
+  do {                                                                                                     \
+    cudaError_t err_ = (expr);                                                                             \
+    if (err_ != cudaSuccess) {                                                                             \
+      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
+      std::exit(2);                                                                                        \
+    }                                                                                                      \
+  } while (0)
+
+namespace ff = forge_flash;
+namespace sm90 = forge_flash::sm90;
+
+constexpr int kM = 64;         // query rows: one wgmma M
+constexpr int kThreads = 128;  // one warpgroup
+
+// Copies a row-major [kRows][kD] global tile into shared memory at `tile` (1024-aligned)
+// in the sm90 swizzled layout, one 16-byte chunk per cp.async.
+template <typename T, int kRows, int kD>
+__device__ void load_tile(uint32_t tile, const T* src) {
+  constexpr int kChunks = kD / 8;
+  for (int i = threadIdx.x; i < kRows * kChunks; i += kThreads) {
+    const int row = i / kChunks, chunk = i % kChunks;
+    ff::cp_async_16(tile + sm90::tile_offset(kRows, row, chunk), src + row * kD + chunk * 8, true);
+  }
+}
+
+template <typename T, int kD, int kN>
+__global__ void __launch_bounds__(kThreads, 1)
+    selftest_kernel(const T* q, const T* k, const T* v, float* s_out, float* o_out) {
+  extern __shared__ unsigned char smem_raw[];
+  // The swizzle atoms must start 1024-aligned: round the dynamic allocation up.
+  const uint32_t base = (ff::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = base;
+  const uint32_t sK = sQ + sm90::tile_bytes(kM, kD);
+  const uint32_t sV = sK + sm90::tile_bytes(kN, kD);
+
+  load_tile<T, kM, kD>(sQ, q);
+  load_tile<T, kN, kD>(sK, k);
+  load_tile<T, kN, kD>(sV, v);
+  ff::cp_async_commit();
+  ff::cp_async_wait<0>();
+  sm90::fence_proxy_async_smem();  // cp.async writes -> visible to the async proxy
+  __syncthreads();
+
+  const int t = threadIdx.x;
+
+  // ---- S = Q K^T. The accumulators start as garbage: the first slice overwrites them
+  // (accumulate = false), which this also tests.
+  float s[kN / 2];
+#pragma unroll
+  for (int i = 0; i < kN / 2; ++i) s[i] = 12345.0f;
+  sm90::fence_operand(s);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk)
+    sm90::wgmma_qk<T>(s, sm90::desc_kmajor<kM>(sQ, kk), sm90::desc_kmajor<kN>(sK, kk), kk > 0);
+  sm90::wgmma_commit();
+  sm90::wgmma_wait<0>();
+  sm90::fence_operand(s);
+
+#pragma unroll
+  for (int i = 0; i < kN / 2; ++i) s_out[sm90::acc_row(t, i) * kN + sm90::acc_col(t, i)] = s[i];
+
+  // ---- P = S as 16-bit A registers; O = P V (accumulating onto zeros).
+  uint32_t a[kN / 16][4];
+  sm90::acc_to_a<T>(s, a);
+  float o[kD / 2];
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
+  sm90::fence_operand(o);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kN / 16; ++kk) sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN>(sV, kk), true);
+  sm90::wgmma_commit();
+  sm90::wgmma_wait<0>();
+  sm90::fence_operand(o);
+
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) o_out[sm90::acc_row(t, i) * kD + sm90::acc_col(t, i)] = o[i];
+}
+
+// ---- host side ---------------------------------------------------------------------------
+template <typename T>
+T to16(float x);
+template <>
+half to16<half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__nv_bfloat16 to16<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+inline float from16(half x) { return __half2float(x); }
+inline float from16(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+const char* type_name();
+template <>
+const char* type_name<half>() {
+  return "fp16";
+}
+template <>
+const char* type_name<__nv_bfloat16>() {
+  return "bf16";
+}
+
+struct Check {
+  double max_abs = 0.0, worst_ratio = 0.0;  // ratio: error / tolerance
+  long bad = 0;
+  void add(double got, double ref, double scale, int r, int c, const char* what) {
+    const double err = std::fabs(got - ref);
+    const double tol = 1e-4 * scale + 1e-6;  // scale: sum of |terms| of the dot product
+    if (std::isnan(err)) {
+      max_abs = worst_ratio = INFINITY;
+    } else {
+      max_abs = std::max(max_abs, err);
+      worst_ratio = std::max(worst_ratio, err / tol);
+    }
+    if (!(err <= tol)) {
+      if (bad < 4) std::printf("    %s[%d][%d]: got %.6f, want %.6f\n", what, r, c, got, ref);
+      ++bad;
+    }
+  }
+};
+
+template <typename T, int kD, int kN>
+bool run_case(std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<T> hq(kM * kD), hk(kN * kD), hv(kN * kD);
+  for (auto& x : hq) x = to16<T>(dist(rng));
+  for (auto& x : hk) x = to16<T>(dist(rng));
+  for (auto& x : hv) x = to16<T>(dist(rng));
+
+  T *dq, *dk, *dv;
+  float *ds, *dout;
+  CUDA_CHECK(cudaMalloc(&dq, hq.size() * sizeof(T)));
+  CUDA_CHECK(cudaMalloc(&dk, hk.size() * sizeof(T)));
+  CUDA_CHECK(cudaMalloc(&dv, hv.size() * sizeof(T)));
+  CUDA_CHECK(cudaMalloc(&ds, kM * kN * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&dout, kM * kD * sizeof(float)));
+  CUDA_CHECK(cudaMemcpy(dq, hq.data(), hq.size() * sizeof(T), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dk, hk.data(), hk.size() * sizeof(T), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dv, hv.data(), hv.size() * sizeof(T), cudaMemcpyHostToDevice));
+  // NaN fill: any output element the accumulator layout misses shows up as a failure.
+  CUDA_CHECK(cudaMemset(ds, 0xFF, kM * kN * sizeof(float)));
+  CUDA_CHECK(cudaMemset(dout, 0xFF, kM * kD * sizeof(float)));
+
+  const size_t smem = sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) + 1024;
+  auto kernel = selftest_kernel<T, kD, kN>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+
+  std::vector<float> hs(kM * kN), ho(kM * kD);
+  CUDA_CHECK(cudaMemcpy(hs.data(), ds, hs.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(ho.data(), dout, ho.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaFree(dq));
+  CUDA_CHECK(cudaFree(dk));
+  CUDA_CHECK(cudaFree(dv));
+  CUDA_CHECK(cudaFree(ds));
+  CUDA_CHECK(cudaFree(dout));
+
+  std::printf("%s D=%3d N=%3d\n", type_name<T>(), kD, kN);
+  // S reference: Q K^T in double.
+  Check cs;
+  for (int r = 0; r < kM; ++r)
+    for (int c = 0; c < kN; ++c) {
+      double ref = 0, scale = 0;
+      for (int d = 0; d < kD; ++d) {
+        const double term = double(from16(hq[r * kD + d])) * double(from16(hk[c * kD + d]));
+        ref += term;
+        scale += std::fabs(term);
+      }
+      cs.add(hs[r * kN + c], ref, scale, r, c, "S");
+    }
+  // O reference: round16(S_gpu) V in double (P rounded exactly as acc_to_a rounds it).
+  Check co;
+  for (int r = 0; r < kM; ++r)
+    for (int c = 0; c < kD; ++c) {
+      double ref = 0, scale = 0;
+      for (int j = 0; j < kN; ++j) {
+        const double p = from16(to16<T>(hs[r * kN + j]));
+        const double term = p * double(from16(hv[j * kD + c]));
+        ref += term;
+        scale += std::fabs(term);
+      }
+      co.add(ho[r * kD + c], ref, scale, r, c, "O");
+    }
+  const bool ok = cs.bad == 0 && co.bad == 0;
+  std::printf("  S = Q K^T : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", cs.max_abs, cs.worst_ratio, cs.bad);
+  std::printf("  O = P V   : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co.max_abs, co.worst_ratio, co.bad);
+  std::printf("  %s\n", ok ? "PASS" : "FAIL");
+  return ok;
+}
+
+// Host-only facts about the layout function, checked before touching the GPU.
+bool check_layout_function() {
+  bool ok = true;
+  // A bijection onto [0, tile_bytes) in 16-byte units, for every tile shape used here.
+  for (int rows : {64, 128})
+    for (int d : {64, 128}) {
+      std::vector<int> seen(sm90::tile_bytes(rows, d) / 16, 0);
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < d / 8; ++c) {
+          const uint32_t off = sm90::tile_offset(rows, r, c);
+          if (off % 16 != 0 || off / 16 >= seen.size() || seen[off / 16]++) ok = false;
+        }
+    }
+  // head_dim 64: identical to the SM80 kernel's row * 64 + ((chunk ^ (row % 8)) * 8) elements.
+  // head_dim 128: differs from its row * 128 + ((chunk ^ (row % 8)) * 8).
+  bool same64 = true, same128 = true;
+  for (int r = 0; r < 128; ++r)
+    for (int c = 0; c < 16; ++c) {
+      if (c < 8 && sm90::tile_offset(128, r, c) != uint32_t(r * 64 + ((c ^ (r % 8)) * 8)) * 2) same64 = false;
+      if (sm90::tile_offset(128, r, c) != uint32_t(r * 128 + ((c ^ (r % 8)) * 8)) * 2) same128 = false;
+    }
+  std::printf(
+      "layout function: bijective %s; equals SM80 smem_offset at head_dim 64: %s, "
+      "at head_dim 128: %s\n",
+      ok ? "yes" : "NO", same64 ? "yes" : "no", same128 ? "yes" : "no");
+  return ok && same64 && !same128;
+}
+
+int main() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  if (prop.major != 9 || prop.minor != 0) {
+    std::fprintf(stderr, "needs a compute capability 9.0 (Hopper) GPU\n");
+    return 2;
+  }
+
+  bool ok = check_layout_function();
+  std::mt19937 rng(1234);
+  ok &= run_case<__nv_bfloat16, 64, 64>(rng);
+  ok &= run_case<__nv_bfloat16, 64, 128>(rng);
+  ok &= run_case<__nv_bfloat16, 128, 64>(rng);
+  ok &= run_case<__nv_bfloat16, 128, 128>(rng);
+  ok &= run_case<half, 64, 64>(rng);
+  ok &= run_case<half, 64, 128>(rng);
+  ok &= run_case<half, 128, 64>(rng);
+  ok &= run_case<half, 128, 128>(rng);
+  std::printf("%s\n", ok ? "ALL PASS" : "SOME CASES FAILED");
+  return ok ? 0 : 1;
+}
