@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from . import dispatch
 from .api import batched_decode_attention, flash_attn_fwd, flash_attn_varlen_fwd
+from .backends.naive import NAIVE
+from .call import AttentionCall
 from .discovery import active_backend
 from .projections import attention_fwd
 
@@ -144,8 +147,13 @@ CASES: list[tuple[str, Callable, int, bool]] = [
 def ran_on(device: torch.device, head_dim: int) -> str:
     """What a half-precision call of this head_dim runs on here: the active backend's kernels,
     or the naive PyTorch path."""
-    backend = active_backend()
-    return f"{backend.name} kernels" if backend.uses_kernels(device, head_dim) else "naive path"
+    call = AttentionCall(
+        layout="dense", batch=1, seqlen_q=1, seqlen_k=1, num_heads=1, num_heads_k=1,
+        head_dim=head_dim, dtype=torch.float16, device=device, softmax_scale=head_dim**-0.5,
+        causal=False,
+    )  # fmt: skip
+    backend = dispatch.route(call).backend
+    return "naive path" if backend is NAIVE else f"{backend.name} kernels"
 
 
 def run_checks(device: torch.device | None = None) -> list[CheckResult]:
