@@ -10,6 +10,7 @@ from ._version import __version__
 from .api import batched_decode_attention, flash_attn_fwd, flash_attn_varlen_fwd
 from .backends.base import Backend
 from .discovery import BackendInfo, BackendStatus, active_backend, backend_info
+from .kvcache import flash_attn_with_kvcache as flash_attn_with_kvcache  # explicit re-export
 from .layers import attention_fwd, attention_path, decoder_attention, multi_head_attention
 
 __all__ = [
