@@ -17,10 +17,14 @@ import forge_flash
 from forge_flash.kvcache_append import append_kv, apply_rotary, query_positions
 
 from helpers.kvcache_reference import (
+    cache_case,
     cache_slot,
+    randn,
+    random_block_table,
     reference_append,
     reference_cache_attention,
     reference_rotary,
+    rotary_tables,
 )
 from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
@@ -29,21 +33,6 @@ needs_cache_attention = pytest.mark.skipif(
     getattr(forge_flash.api, "cache_attention", None) is None,
     reason="forge_flash.api.cache_attention has not landed on this branch yet",
 )
-
-
-def _randn(gen, *shape, dtype=torch.float32):
-    return torch.randn(*shape, generator=gen).to(dtype)
-
-
-def _block_table(gen, batch, max_blocks, num_blocks):
-    """Distinct random block ids, so a wrong address rule reads another sequence's keys."""
-    ids = torch.randperm(num_blocks, generator=gen)[: batch * max_blocks]
-    return ids.view(batch, max_blocks).to(torch.int32)
-
-
-def _rotary_tables(gen, rows, rotary_dim, dtype):
-    angles = torch.rand(rows, rotary_dim // 2, generator=gen, dtype=torch.float64) * 2 * math.pi
-    return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def _assert_bitwise(actual, expected, what):
@@ -59,10 +48,10 @@ def _assert_bitwise(actual, expected, what):
 def test_append_contiguous_matches_loop(dtype, seqlen_new, with_batch_idx, gen):
     batch, capacity = 3, 12
     rows = [4, 0, 2] if with_batch_idx else None
-    k_cache = _randn(gen, 5 if with_batch_idx else batch, capacity, 2, 16, dtype=dtype)
-    v_cache = _randn(gen, *k_cache.shape, dtype=dtype)
-    k = _randn(gen, batch, seqlen_new, 2, 16, dtype=dtype)
-    v = _randn(gen, batch, seqlen_new, 2, 16, dtype=dtype)
+    k_cache = randn(gen, 5 if with_batch_idx else batch, capacity, 2, 16, dtype=dtype)
+    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
+    k = randn(gen, batch, seqlen_new, 2, 16, dtype=dtype)
+    v = randn(gen, batch, seqlen_new, 2, 16, dtype=dtype)
     lengths = [0, 5, capacity - seqlen_new]  # empty, middle, filling the cache exactly
     expected_k, expected_v, _ = reference_append(k_cache, v_cache, k, v, lengths, cache_rows=rows)
     k_before, v_before = k.clone(), v.clone()
@@ -81,11 +70,11 @@ def test_append_paged_matches_loop_across_page_boundaries(page_size, gen):
     lengths = [0, page_size - 1, page_size, 2 * page_size - 2 if page_size > 1 else 3]
     max_blocks = (max(lengths) + seqlen_new) // page_size + 1
     num_blocks = batch * max_blocks + 3  # spare blocks that must stay untouched
-    table = _block_table(gen, batch, max_blocks, num_blocks)
-    k_cache = _randn(gen, num_blocks, page_size, 2, 8, dtype=torch.float16)
-    v_cache = _randn(gen, *k_cache.shape, dtype=torch.float16)
-    k = _randn(gen, batch, seqlen_new, 2, 8, dtype=torch.float16)
-    v = _randn(gen, batch, seqlen_new, 2, 8, dtype=torch.float16)
+    table = random_block_table(gen, batch, max_blocks, num_blocks)
+    k_cache = randn(gen, num_blocks, page_size, 2, 8, dtype=torch.float16)
+    v_cache = randn(gen, *k_cache.shape, dtype=torch.float16)
+    k = randn(gen, batch, seqlen_new, 2, 8, dtype=torch.float16)
+    v = randn(gen, batch, seqlen_new, 2, 8, dtype=torch.float16)
     expected_k, expected_v, written = reference_append(
         k_cache, v_cache, k, v, lengths, block_table=table.tolist()
     )
@@ -111,8 +100,8 @@ def test_rotary_pairs_rotate_by_the_given_angle():
 @pytest.mark.parametrize("rotary_dim", [32, 16, 2])
 @pytest.mark.parametrize("interleaved", [True, False], ids=["interleaved", "neox"])
 def test_apply_rotary_matches_reference(dtype, rotary_dim, interleaved, gen):
-    x = _randn(gen, 2, 3, 4, 32, dtype=dtype)
-    cos, sin = _rotary_tables(gen, 20, rotary_dim, dtype)
+    x = randn(gen, 2, 3, 4, 32, dtype=dtype)
+    cos, sin = rotary_tables(gen, 20, rotary_dim, dtype)
     positions = [[0, 7, 19], [5, 5, 12]]
     x_before = x.clone()
     got = apply_rotary(x, cos, sin, torch.tensor(positions), interleaved)
@@ -129,15 +118,15 @@ def test_append_rotates_new_keys_at_their_positions(layout, gen):
     lengths = [0, 4, 7]
     if layout == "contiguous":
         rows, table = [2, 0, 3], None
-        k_cache = _randn(gen, 4, 10, heads_k, head_dim, dtype=dtype)
+        k_cache = randn(gen, 4, 10, heads_k, head_dim, dtype=dtype)
     else:
         rows, page = None, 3
-        table = _block_table(gen, batch, 3, 12)
-        k_cache = _randn(gen, 12, page, heads_k, head_dim, dtype=dtype)
-    v_cache = _randn(gen, *k_cache.shape, dtype=dtype)
-    k = _randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
-    v = _randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
-    cos, sin = _rotary_tables(gen, 9, 8, dtype)  # rotary_dim 8 < head_dim
+        table = random_block_table(gen, batch, 3, 12)
+        k_cache = randn(gen, 12, page, heads_k, head_dim, dtype=dtype)
+    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
+    k = randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
+    v = randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
+    cos, sin = rotary_tables(gen, 9, 8, dtype)  # rotary_dim 8 < head_dim
     positions = [[length + i for i in range(seqlen_new)] for length in lengths]
     k_rotated = reference_rotary(k, cos, sin, positions, False)
     table_rows = None if table is None else table.tolist()
@@ -170,18 +159,18 @@ def _valid_call(paged: bool = False) -> dict:
     gen = torch.Generator().manual_seed(5)
     batch, heads, heads_k, head_dim = 2, 4, 2, 16
     args = {
-        "q": _randn(gen, batch, 1, heads, head_dim),
-        "k": _randn(gen, batch, 1, heads_k, head_dim),
-        "v": _randn(gen, batch, 1, heads_k, head_dim),
+        "q": randn(gen, batch, 1, heads, head_dim),
+        "k": randn(gen, batch, 1, heads_k, head_dim),
+        "v": randn(gen, batch, 1, heads_k, head_dim),
         "cache_seqlens": torch.tensor([3, 8], dtype=torch.int32),
         "rotary_cos": torch.ones(16, 4),
         "rotary_sin": torch.zeros(16, 4),
     }
     if paged:  # capacity 3 blocks x 4 = 12 keys
-        args["k_cache"] = _randn(gen, 7, 4, heads_k, head_dim)
+        args["k_cache"] = randn(gen, 7, 4, heads_k, head_dim)
         args["block_table"] = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
     else:  # capacity 10 keys
-        args["k_cache"] = _randn(gen, batch, 10, heads_k, head_dim)
+        args["k_cache"] = randn(gen, batch, 10, heads_k, head_dim)
     args["v_cache"] = torch.randn_like(args["k_cache"])
     return args
 
@@ -367,37 +356,6 @@ def test_bad_argument_raises_before_any_write(paged, change, error, message):
 LAYOUTS = ["contiguous", "paged-1", "paged-3", "paged-16", "paged-64"]
 
 
-def _cache_case(layout, dtype, seqlen_new, gen, *, heads=4, heads_k=2, head_dim=32):
-    """Caches whose slots outside each sequence's keys (padding, past the end, spare blocks)
-    hold NaN: reading any of them would show in the output."""
-    batch = 3
-    if layout == "contiguous":
-        page, lengths, pads = None, [3, 0, 9], [1, 0, 4]
-        rows, table, capacity = [4, 1, 2], None, 12
-        k_cache = _randn(gen, 5, capacity, heads_k, head_dim, dtype=dtype)
-    else:
-        page = int(layout.split("-")[1])
-        # Cached lengths on page boundaries (the append starts a page) and inside a page.
-        lengths = [min(page, 9), 0, 2 * page + 1]
-        pads = [1, 0, min(4, lengths[2])]
-        max_blocks = (max(lengths) + seqlen_new + page - 1) // page
-        rows, capacity = None, max_blocks * page
-        table = _block_table(gen, batch, max_blocks, batch * max_blocks + 2)
-        k_cache = _randn(gen, batch * max_blocks + 2, page, heads_k, head_dim, dtype=dtype)
-    v_cache = _randn(gen, *k_cache.shape, dtype=dtype)
-    keep = torch.zeros(k_cache.shape[:2], dtype=torch.bool)
-    table_rows = None if table is None else table.tolist()
-    for b in range(batch):
-        for t in range(pads[b], lengths[b]):
-            keep[cache_slot(b, t, rows, table_rows, page or 1)] = True
-    k_cache[~keep] = float("nan")
-    v_cache[~keep] = float("nan")
-    return {
-        "lengths": lengths, "pads": pads, "rows": rows, "table": table, "table_rows": table_rows,
-        "capacity": capacity, "k_cache": k_cache, "v_cache": v_cache,
-    }  # fmt: skip
-
-
 def _index(values):
     return None if values is None else torch.tensor(values, dtype=torch.int32)
 
@@ -408,37 +366,37 @@ def _index(values):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_append_rotary_batch_idx_leftpad_match_reference(layout, causal, dtype, gen):
     seqlen_new, heads, heads_k, head_dim = 2, 4, 2, 32
-    case = _cache_case(layout, dtype, seqlen_new, gen)
-    batch = len(case["lengths"])
-    q = _randn(gen, batch, seqlen_new, heads, head_dim, dtype=dtype)
-    k = _randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
-    v = _randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
-    cos, sin = _rotary_tables(gen, case["capacity"], 16, dtype)
+    case = cache_case(layout, dtype, seqlen_new, gen)
+    batch = len(case.lengths)
+    q = randn(gen, batch, seqlen_new, heads, head_dim, dtype=dtype)
+    k = randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
+    v = randn(gen, batch, seqlen_new, heads_k, head_dim, dtype=dtype)
+    cos, sin = rotary_tables(gen, case.capacity, 16, dtype)
     interleaved = causal  # both conventions, without doubling the cases
-    k_cache, v_cache = case["k_cache"].clone(), case["v_cache"].clone()
+    k_cache, v_cache = case.k_cache.clone(), case.v_cache.clone()
     inputs_before = [x.clone() for x in (q, k, v)]
 
     out, lse = forge_flash.flash_attn_with_kvcache(
         q, k_cache, v_cache, k, v, rotary_cos=cos, rotary_sin=sin,
-        cache_seqlens=_index(case["lengths"]), cache_batch_idx=_index(case["rows"]),
-        cache_leftpad=_index(case["pads"]), block_table=case["table"], causal=causal,
+        cache_seqlens=_index(case.lengths), cache_batch_idx=_index(case.rows),
+        cache_leftpad=_index(case.pads), block_table=case.table, causal=causal,
         rotary_interleaved=interleaved, return_softmax_lse=True,
     )  # fmt: skip
 
-    new_positions = [[n + i for i in range(seqlen_new)] for n in case["lengths"]]
+    new_positions = [[n + i for i in range(seqlen_new)] for n in case.lengths]
     # Queries rotate per token only under a mask that orders them (causal here).
-    q_positions = new_positions if causal else [[n] * seqlen_new for n in case["lengths"]]
+    q_positions = new_positions if causal else [[n] * seqlen_new for n in case.lengths]
     k_rotated = reference_rotary(k, cos, sin, new_positions, interleaved)
     expected_k, expected_v, written = reference_append(
-        case["k_cache"], case["v_cache"], k, v, case["lengths"], cache_rows=case["rows"],
-        block_table=case["table_rows"], k_rotated=k_rotated,
+        case.k_cache, case.v_cache, k, v, case.lengths, cache_rows=case.rows,
+        block_table=case.table_rows, k_rotated=k_rotated,
     )  # fmt: skip
     # The call attends with the rotated q and keys as stored: in the inputs' dtype.
     q_rotated = reference_rotary(q, cos, sin, q_positions, interleaved).to(dtype)
     expected_out, expected_lse = reference_cache_attention(
         q_rotated, expected_k.to(dtype), expected_v.to(dtype),
-        [n + seqlen_new for n in case["lengths"]], key_starts=case["pads"],
-        cache_rows=case["rows"], block_table=case["table_rows"], causal=causal,
+        [n + seqlen_new for n in case.lengths], key_starts=case.pads,
+        cache_rows=case.rows, block_table=case.table_rows, causal=causal,
     )  # fmt: skip
     assert out.shape == q.shape and lse.shape == (batch, heads, seqlen_new)
     assert_close_to_reference(out, expected_out, dtype)
@@ -455,23 +413,23 @@ def test_append_rotary_batch_idx_leftpad_match_reference(layout, causal, dtype, 
 def test_paged_equals_contiguous(layout, gen):
     """The same logical caches, paged and contiguous, give the same attention."""
     dtype, batch, heads, heads_k, head_dim = torch.float16, 3, 8, 2, 64
-    case = _cache_case(layout, dtype, 0, gen, heads=heads, heads_k=heads_k, head_dim=head_dim)
-    q = _randn(gen, batch, 1, heads, head_dim, dtype=dtype)
-    lengths, pads = case["lengths"], case["pads"]
-    where = {"cache_rows": case["rows"], "block_table": case["table_rows"]}
+    case = cache_case(layout, dtype, 0, gen, heads_k=heads_k, head_dim=head_dim)
+    q = randn(gen, batch, 1, heads, head_dim, dtype=dtype)
+    lengths, pads = case.lengths, case.pads
+    where = {"cache_rows": case.rows, "block_table": case.table_rows}
     dense_k = torch.full((batch, max(lengths), heads_k, head_dim), float("nan"), dtype=dtype)
     dense_v = dense_k.clone()
     for b in range(batch):
         for t in range(pads[b], lengths[b]):
             slot = cache_slot(
-                b, t, where["cache_rows"], where["block_table"], case["k_cache"].shape[1]
+                b, t, where["cache_rows"], where["block_table"], case.k_cache.shape[1]
             )
-            dense_k[b, t], dense_v[b, t] = case["k_cache"][slot], case["v_cache"][slot]
+            dense_k[b, t], dense_v[b, t] = case.k_cache[slot], case.v_cache[slot]
     seqlens, leftpad = _index(lengths), _index(pads)
     common = {"cache_seqlens": seqlens, "cache_leftpad": leftpad, "return_softmax_lse": True}
     paged_out, paged_lse = forge_flash.flash_attn_with_kvcache(
-        q, case["k_cache"], case["v_cache"], cache_batch_idx=_index(case["rows"]),
-        block_table=case["table"], **common,
+        q, case.k_cache, case.v_cache, cache_batch_idx=_index(case.rows),
+        block_table=case.table, **common,
     )  # fmt: skip
     dense_out, dense_lse = forge_flash.flash_attn_with_kvcache(q, dense_k, dense_v, **common)
     expected_out, expected_lse = reference_cache_attention(
@@ -486,9 +444,9 @@ def test_paged_equals_contiguous(layout, gen):
 def test_without_new_keys_attends_to_the_given_lengths(gen):
     """k=None: no write; cache_seqlens as a tensor, as an int, or None (the whole cache)."""
     batch, capacity, heads, head_dim = 2, 9, 2, 16
-    q = _randn(gen, batch, 3, heads, head_dim)
-    k_cache = _randn(gen, batch, capacity, heads, head_dim)
-    v_cache = _randn(gen, batch, capacity, heads, head_dim)
+    q = randn(gen, batch, 3, heads, head_dim)
+    k_cache = randn(gen, batch, capacity, heads, head_dim)
+    v_cache = randn(gen, batch, capacity, heads, head_dim)
     before = (k_cache.clone(), v_cache.clone())
     for seqlens, lengths in (
         (torch.tensor([4, 9], dtype=torch.int32), [4, 9]),
@@ -517,25 +475,25 @@ VARIANTS = {
 @pytest.mark.parametrize("layout", ["contiguous", "paged-3"])
 def test_variants_over_an_appended_cache(layout, variant, gen):
     dtype, seqlen_new, heads, heads_k, head_dim = torch.float32, 2, 4, 2, 32
-    case = _cache_case(layout, dtype, seqlen_new, gen)
-    batch = len(case["lengths"])
-    q = _randn(gen, batch, seqlen_new, heads, head_dim)
-    k = _randn(gen, batch, seqlen_new, heads_k, head_dim)
-    v = _randn(gen, batch, seqlen_new, heads_k, head_dim)
+    case = cache_case(layout, dtype, seqlen_new, gen)
+    batch = len(case.lengths)
+    q = randn(gen, batch, seqlen_new, heads, head_dim)
+    k = randn(gen, batch, seqlen_new, heads_k, head_dim)
+    v = randn(gen, batch, seqlen_new, heads_k, head_dim)
     options = VARIANTS[variant]
-    k_cache, v_cache = case["k_cache"].clone(), case["v_cache"].clone()
+    k_cache, v_cache = case.k_cache.clone(), case.v_cache.clone()
     out, lse = forge_flash.flash_attn_with_kvcache(
-        q, k_cache, v_cache, k, v, cache_seqlens=_index(case["lengths"]),
-        cache_batch_idx=_index(case["rows"]), cache_leftpad=_index(case["pads"]),
-        block_table=case["table"], causal=True, return_softmax_lse=True, **options,
+        q, k_cache, v_cache, k, v, cache_seqlens=_index(case.lengths),
+        cache_batch_idx=_index(case.rows), cache_leftpad=_index(case.pads),
+        block_table=case.table, causal=True, return_softmax_lse=True, **options,
     )  # fmt: skip
     expected_k, expected_v, _ = reference_append(
-        case["k_cache"], case["v_cache"], k, v, case["lengths"], cache_rows=case["rows"],
-        block_table=case["table_rows"],
+        case.k_cache, case.v_cache, k, v, case.lengths, cache_rows=case.rows,
+        block_table=case.table_rows,
     )  # fmt: skip
     expected_out, expected_lse = reference_cache_attention(
-        q, expected_k, expected_v, [n + seqlen_new for n in case["lengths"]],
-        key_starts=case["pads"], cache_rows=case["rows"], block_table=case["table_rows"],
+        q, expected_k, expected_v, [n + seqlen_new for n in case.lengths],
+        key_starts=case.pads, cache_rows=case.rows, block_table=case.table_rows,
         causal=True, **options,
     )  # fmt: skip
     assert_close_to_reference(out, expected_out, dtype)

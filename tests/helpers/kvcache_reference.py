@@ -1,4 +1,5 @@
-"""Plain references for KV caches: rotary, append and attention over a (paged) cache.
+"""Plain references for KV caches: rotary, append and attention over a (paged) cache, and the
+random cache layouts the CPU and GPU tests share.
 
 Written as loops over sequences and tokens, independently of ``forge_flash.kvcache_append``:
 explicit pair lists for rotary, a token-by-token address rule for paged caches, and
@@ -6,6 +7,9 @@ explicit pair lists for rotary, a token-by-token address rule for paged caches, 
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import torch
 
@@ -131,3 +135,77 @@ def reference_cache_attention(
         outs.append(out)
         lses.append(lse)
     return torch.cat(outs), torch.cat(lses)
+
+
+# -- random inputs ----------------------------------------------------------------------------
+
+
+def randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen).to(dtype)
+
+
+def random_block_table(
+    gen: torch.Generator, batch: int, max_blocks: int, num_blocks: int
+) -> torch.Tensor:
+    """Distinct random block ids, so a wrong address rule reads another sequence's keys."""
+    ids = torch.randperm(num_blocks, generator=gen)[: batch * max_blocks]
+    return ids.view(batch, max_blocks).to(torch.int32)
+
+
+def rotary_tables(
+    gen: torch.Generator, rows: int, rotary_dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (rows, rotary_dim / 2) of random angles."""
+    angles = torch.rand(rows, rotary_dim // 2, generator=gen, dtype=torch.float64) * 2 * math.pi
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class CacheCase(NamedTuple):
+    lengths: list[int]  # cached keys per sequence, counting the left padding
+    pads: list[int]  # left padding per sequence
+    rows: list[int] | None  # contiguous: the cache row of each sequence
+    table: torch.Tensor | None  # paged: the block table
+    capacity: int  # keys a sequence can hold
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+
+    @property
+    def table_rows(self) -> list[list[int]] | None:
+        return None if self.table is None else self.table.tolist()
+
+
+def cache_case(
+    layout: str,
+    dtype: torch.dtype,
+    seqlen_new: int,
+    gen: torch.Generator,
+    *,
+    heads_k: int = 2,
+    head_dim: int = 32,
+) -> CacheCase:
+    """Three sequences in a ``contiguous`` cache (with cache rows) or a ``paged-<page_size>``
+    one: cached lengths at page boundaries and inside a page, one empty, left padding. Every
+    slot outside a sequence's keys (padding, past the end, spare blocks and rows) holds NaN:
+    reading any of them would show in the output."""
+    batch = 3
+    if layout == "contiguous":
+        page, lengths, pads = 0, [3, 0, 9], [1, 0, 4]
+        rows, table, capacity = [4, 1, 2], None, 12
+        k_cache = randn(gen, 5, capacity, heads_k, head_dim, dtype=dtype)
+    else:
+        page = int(layout.split("-")[1])
+        lengths = [min(page, 9), 0, 2 * page + 1]
+        pads = [1, 0, min(4, lengths[2])]
+        max_blocks = (max(lengths) + seqlen_new + page - 1) // page
+        rows, capacity = None, max_blocks * page
+        table = random_block_table(gen, batch, max_blocks, batch * max_blocks + 2)
+        k_cache = randn(gen, batch * max_blocks + 2, page, heads_k, head_dim, dtype=dtype)
+    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
+    keep = torch.zeros(k_cache.shape[:2], dtype=torch.bool)
+    table_rows = None if table is None else table.tolist()
+    for b in range(batch):
+        for t in range(pads[b], lengths[b]):
+            keep[cache_slot(b, t, rows, table_rows, page)] = True
+    k_cache[~keep] = float("nan")
+    v_cache[~keep] = float("nan")
+    return CacheCase(lengths, pads, rows, table, capacity, k_cache, v_cache)
