@@ -304,6 +304,14 @@ def _check_values(
     the device values (none when they are not readable: see the module docstring)."""
     if plan.rotary and not isinstance(cache_seqlens, torch.Tensor):
         _check_rotary_rows(plan, cache_seqlens, rotary_cos)  # known on the host
+    on_device = [
+        x
+        for x in (cache_seqlens, cache_batch_idx, cache_leftpad, block_table)
+        if isinstance(x, torch.Tensor)
+    ]
+    # Decided before any device op: a skipped check (a CUDA graph capture) adds no GPU work.
+    if not plan.batch or not on_device or not device_values_readable(on_device[0]):
+        return
     checks: list[tuple[str, torch.Tensor]] = []
     if isinstance(cache_seqlens, torch.Tensor):
         lengths = cache_seqlens.to(torch.int64)
@@ -319,7 +327,7 @@ def _check_values(
     if block_table is not None:
         checks.append(("block_table", block_table.to(torch.int64).flatten()))
     checks = [(name, x) for name, x in checks if x.numel()]
-    if not checks or not device_values_readable(checks[0][1]):
+    if not checks:
         return
     bounds = torch.stack([bound for _, x in checks for bound in torch.aminmax(x)]).tolist()
     found = {name: bounds[2 * i : 2 * i + 2] for i, (name, _) in enumerate(checks)}
