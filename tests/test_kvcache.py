@@ -498,3 +498,36 @@ def test_variants_over_an_appended_cache(layout, variant, gen):
     )  # fmt: skip
     assert_close_to_reference(out, expected_out, dtype)
     assert_lse_close(lse, expected_lse)
+
+
+@needs_cache_attention
+def test_paged_cache_batch_idx_selects_block_table_rows(gen):
+    """An extension of FlashAttention-2 (which refuses the pair): with block_table,
+    cache_batch_idx picks each sequence's row of the table, for the append and the attention
+    alike, as if the table had been indexed first."""
+    case = cache_case("paged-3", torch.float32, 1, gen)
+    q = randn(gen, 2, 1, 4, 32)
+    k, v = randn(gen, 2, 1, 2, 32), randn(gen, 2, 1, 2, 32)
+    idx = [2, 0]  # sequences 0 and 1 live in table rows 2 and 0
+    lengths, pads = [case.lengths[i] for i in idx], [case.pads[i] for i in idx]
+    selected = case.table[torch.tensor(idx)]
+    results = []
+    for table, batch_idx in ((case.table, _index(idx)), (selected, None)):
+        k_cache, v_cache = case.k_cache.clone(), case.v_cache.clone()
+        out = forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, cache_seqlens=_index(lengths), cache_batch_idx=batch_idx,
+            cache_leftpad=_index(pads), block_table=table, causal=True,
+        )  # fmt: skip
+        results.append((out, k_cache, v_cache))
+    (out, k_cache, v_cache), (plain_out, plain_k, plain_v) = results
+    _assert_bitwise(k_cache, plain_k, "k_cache")
+    _assert_bitwise(v_cache, plain_v, "v_cache")
+    torch.testing.assert_close(out, plain_out, rtol=0, atol=0)
+    expected_k, expected_v, _ = reference_append(
+        case.k_cache, case.v_cache, k, v, lengths, block_table=selected.tolist()
+    )
+    expected, _ = reference_cache_attention(
+        q, expected_k, expected_v, [n + 1 for n in lengths], key_starts=pads,
+        block_table=selected.tolist(), causal=True,
+    )  # fmt: skip
+    assert_close_to_reference(out, expected, torch.float32)
