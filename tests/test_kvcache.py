@@ -282,6 +282,8 @@ BAD_CALLS = [
     ("window-edge", _set(window_size=(-2, 0)), ValueError, "window_size edges"),
     ("window-int", _set(window_size=4), TypeError, "window_size must be a (left, right)"),
     ("window-3", _set(window_size=(1, 2, 3)), ValueError, "window_size must be a (left, right)"),
+    ("window-float", _set(window_size=(1.5, 0)), TypeError, "window_size must hold ints"),
+    ("window-bool", _set(window_size=(True, 0)), TypeError, "window_size must hold ints"),
     ("softcap-negative", _set(softcap=-1.0), ValueError, "softcap must be finite"),
     ("softcap-str", _set(softcap="1"), TypeError, "softcap must be a float"),
     (

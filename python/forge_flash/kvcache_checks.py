@@ -256,8 +256,10 @@ def _check_window(window_size: object) -> tuple[int, int]:
             f"window_size must be a (left, right) pair of ints; got {window_size!r} "
             f"({type(window_size).__name__})"
         )
-    if len(window_size) != 2 or any(isinstance(edge, bool) for edge in window_size):
+    if len(window_size) != 2:
         raise ValueError(f"window_size must be a (left, right) pair of ints; got {window_size!r}")
+    if any(isinstance(edge, bool) for edge in window_size):
+        raise TypeError(f"window_size must hold ints; got {window_size!r}")
     try:
         left, right = (operator.index(edge) for edge in window_size)
     except TypeError:
