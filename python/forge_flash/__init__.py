@@ -19,6 +19,7 @@ from ._version import __version__
 from .api import batched_decode_attention, flash_attn_fwd, flash_attn_varlen_fwd
 from .backends.base import Backend
 from .discovery import BackendInfo, BackendStatus, active_backend, backend_info
+from .kvcache import flash_attn_with_kvcache
 from .projections import attention_fwd, attention_path, decoder_attention, multi_head_attention
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "decoder_attention",
     "flash_attn_fwd",
     "flash_attn_varlen_fwd",
+    "flash_attn_with_kvcache",
     "multi_head_attention",
 ]

@@ -1,0 +1,126 @@
+"""``flash_attn_with_kvcache``: FlashAttention-2's decoding call, on forge-flash.
+
+One call per decoding step: (a) the new keys/values are rotated and appended to the caches in
+place (``forge_flash.kvcache_append``, device-side indices only), then (b) the queries attend
+over each sequence's cached keys plus the new ones (``forge_flash.api.cache_attention``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import api
+from .kvcache_append import append_kv, apply_rotary, query_positions
+from .kvcache_checks import check_with_kvcache
+
+
+def flash_attn_with_kvcache(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+    rotary_cos: torch.Tensor | None = None,
+    rotary_sin: torch.Tensor | None = None,
+    cache_seqlens: int | torch.Tensor | None = None,
+    cache_batch_idx: torch.Tensor | None = None,
+    cache_leftpad: torch.Tensor | None = None,
+    block_table: torch.Tensor | None = None,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    rotary_interleaved: bool = True,
+    alibi_slopes: torch.Tensor | None = None,
+    num_splits: int = 0,
+    return_softmax_lse: bool = False,
+    *,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Append new keys/values to a KV cache in place, then attend over the cache.
+
+    FlashAttention-2's ``flash_attn_with_kvcache``, with the same parameters, defaults, shapes
+    and return values, plus the keyword ``sinks``.
+
+    **The caches are modified in place** when ``k``/``v`` are given: new key ``i`` of sequence
+    ``b`` is written at position ``cache_seqlens[b] + i`` of that sequence's cache. ``q``,
+    ``k`` and ``v`` are never modified (rotary works on copies). Every argument is checked
+    before anything is written: a call that raises leaves the caches as they were.
+
+    Sequence ``b`` then attends to keys ``[cache_leftpad[b], cache_seqlens[b] + seqlen_new)``
+    of its cache: causal and window masks, and ALiBi distances, are aligned bottom-right on that
+    range (the last query sits at the last key). A query row that sees no key gives output 0
+    and LSE -inf (the sink's logit with ``sinks``).
+
+    Args:
+        q: (batch, seqlen_q, num_heads, head_dim), float16/bfloat16/float32.
+        k_cache, v_cache: (batch_cache, seqlen_cache, num_heads_k, head_dim), or paged with
+            ``block_table``: (num_blocks, page_size, num_heads_k, head_dim), any page_size >= 1;
+            key ``t`` of sequence ``b`` is row ``t % page_size`` of block
+            ``block_table[b, t // page_size]``. Same dtype and device as q.
+        k, v: optional (batch, seqlen_new, num_heads_k, head_dim): keys/values to append.
+        rotary_cos, rotary_sin: optional (seqlen_ro, rotary_dim / 2), rotary_dim <= head_dim,
+            float16/bfloat16/float32; need ``k``/``v``. The new keys rotate at their positions
+            ``cache_seqlens[b] + i``. The queries rotate at ``cache_seqlens[b] + i`` too when
+            the attention is causal or local (a window edge below the cache's capacity), else
+            all at ``cache_seqlens[b]``. Positions are indices into the cache row: with
+            ``cache_leftpad`` they count the padding (as in FlashAttention-2). Rotated in
+            float32, rounded to q's dtype; only the first ``rotary_dim`` features rotate.
+        cache_seqlens: int, or int32 (batch,): keys already cached per sequence (counting the
+            left padding). Required with ``k``; None attends to the whole cache.
+        cache_batch_idx: optional int32 (batch,): sequence ``b`` uses cache row
+            ``cache_batch_idx[b]`` (with ``block_table``: block_table row, an extension of
+            FlashAttention-2, which refuses the pair). Duplicate rows with ``k``: either
+            sequence's keys may end up in the cache.
+        cache_leftpad: optional int32 (batch,): the first ``cache_leftpad[b]`` rows of sequence
+            ``b`` are padding and never attended (with paged caches too: an extension).
+        block_table: optional int32 (batch, max_blocks_per_seq) (rows selected by
+            ``cache_batch_idx`` when given): the paged cache's block ids, in [0, num_blocks).
+        softmax_scale: default ``head_dim ** -0.5``.
+        causal: bottom-right causal mask.
+        window_size: (left, right) sliding window, -1 = unbounded.
+        softcap: > 0 caps the scores: ``softcap * tanh(score / softcap)``.
+        rotary_interleaved: pairs (0, 1), (2, 3), ... when True, else (j, j + rotary_dim / 2).
+        alibi_slopes: optional float32 (num_heads,) or (batch, num_heads).
+        num_splits: a hint for split-KV (0 = heuristic); accepted, the dispatcher decides.
+        return_softmax_lse: also return the float32 LSE, (batch, num_heads, seqlen_q).
+        sinks: optional float32 (num_heads,): a per-head logit joining every row's softmax.
+
+    Returns:
+        out (batch, seqlen_q, num_heads, head_dim), or ``(out, softmax_lse)`` when
+        ``return_softmax_lse``.
+
+    Sync-free and CUDA-graph capturable: the append indexes on the device. The checks of
+    device values (lengths, rows, block ids) read them back when allowed, as every entry point
+    does (see ``forge_flash.validation``); every index is clamped, so skipping them never lets
+    a write or read go out of bounds.
+    """
+    plan = check_with_kvcache(
+        q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx,
+        cache_leftpad, block_table, softmax_scale, causal, window_size, softcap,
+        rotary_interleaved, alibi_slopes, num_splits, return_softmax_lse, sinks,
+    )  # fmt: skip
+    if cache_seqlens is None or not isinstance(cache_seqlens, torch.Tensor):
+        length = plan.capacity if cache_seqlens is None else cache_seqlens
+        cache_seqlens = torch.full((plan.batch,), length, dtype=torch.int32, device=q.device)
+    if block_table is not None and cache_batch_idx is not None:
+        # A paged cache's rows are the block table's: select them once, for both steps.
+        rows = cache_batch_idx.to(torch.int64).clamp(0, max(block_table.shape[0] - 1, 0))
+        block_table, cache_batch_idx = block_table.index_select(0, rows), None
+    seqlens = cache_seqlens
+    if k is not None and v is not None:
+        append_kv(
+            k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
+            block_table=block_table, rotary_cos=rotary_cos, rotary_sin=rotary_sin,
+            rotary_interleaved=rotary_interleaved,
+        )  # fmt: skip
+        seqlens = cache_seqlens + plan.seqlen_new  # int32: the keys attended, new ones included
+    if plan.rotary and rotary_cos is not None and rotary_sin is not None:
+        positions = query_positions(cache_seqlens, plan.seqlen_q, plan.query_per_token)
+        q = apply_rotary(q, rotary_cos, rotary_sin, positions, rotary_interleaved)
+    return api.cache_attention(
+        q, k_cache, v_cache, seqlens, cache_batch_idx=cache_batch_idx,
+        cache_leftpad=cache_leftpad, block_table=block_table, softmax_scale=softmax_scale,
+        causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+        sinks=sinks, return_lse=return_softmax_lse,
+    )  # fmt: skip

@@ -1,0 +1,230 @@
+"""flash_attn_with_kvcache on the kernels: paged vs contiguous caches for every page-size class,
+ragged lengths on page boundaries, append + rotary + cache_batch_idx + cache_leftpad against
+the float64 reference, out-of-range block ids refused, and a decode step with append captured
+in a CUDA graph.
+
+Tolerance: issue 3's rule (helpers.kernels.assert_close_to_reference): at most twice PyTorch's
+own error on the same 16-bit inputs (SDPA on each sequence's gathered keys), plus 1e-5.
+Like the CPU whole-call tests, these skip while ``forge_flash.api.cache_attention`` is missing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import forge_flash
+
+from helpers.kernels import assert_close_to_reference, kernel_backend, torch_attention
+from helpers.kvcache_reference import (
+    cache_case,
+    randn,
+    random_block_table,
+    reference_append,
+    reference_cache_attention,
+    reference_rotary,
+    rotary_tables,
+    sequence_keys,
+)
+
+pytestmark = pytest.mark.skipif(
+    getattr(forge_flash.api, "cache_attention", None) is None,
+    reason="forge_flash.api.cache_attention has not landed on this branch yet",
+)
+
+HEADS, HEADS_K, HEAD_DIM = 8, 2, 128
+
+
+def _index(values, device="cuda"):
+    return None if values is None else torch.tensor(values, dtype=torch.int32, device=device)
+
+
+def _torch_yardstick(q, k_cache, v_cache, key_ends, key_starts, *, causal, **where):
+    """PyTorch SDPA per sequence on the gathered 16-bit keys: the error yardstick."""
+    outs = []
+    for b, end in enumerate(key_ends):
+        keys = sequence_keys(k_cache, b, key_starts[b], end, **where)
+        values = sequence_keys(v_cache, b, key_starts[b], end, **where)
+        if keys.shape[0] == 0:  # SDPA over no key: our convention is 0
+            outs.append(torch.zeros_like(q[b : b + 1]))
+            continue
+        outs.append(torch_attention(q[b : b + 1], keys[None], values[None], causal=causal))
+    return torch.cat(outs)
+
+
+def _check(out, lse, q, k_cache, v_cache, key_ends, key_starts, *, causal, **where):
+    """out/lse of a call against the float64 reference (computed on the CPU copies)."""
+    expected_out, expected_lse = reference_cache_attention(
+        q.cpu(), k_cache.cpu(), v_cache.cpu(), key_ends, key_starts=key_starts, causal=causal,
+        **where,
+    )  # fmt: skip
+    yardstick = _torch_yardstick(q, k_cache, v_cache, key_ends, key_starts, causal=causal, **where)
+    assert_close_to_reference(out.cpu(), expected_out, yardstick.cpu())
+    finite = torch.isfinite(expected_lse)
+    assert torch.equal(torch.isfinite(lse.cpu()), finite), "rows that see no key: LSE -inf"
+    torch.testing.assert_close(
+        lse.cpu()[finite], expected_lse[finite].float(), atol=2e-3, rtol=1e-3
+    )
+
+
+PAGE_SIZES = [1, 7, 16, 64, 128, 256]
+
+
+@pytest.mark.parametrize("seqlen_q", [1, 4], ids=["decode", "chunked"])
+@pytest.mark.parametrize("page_size", PAGE_SIZES)
+def test_paged_equals_contiguous_on_the_kernels(page_size, seqlen_q):
+    """The same sequences in a contiguous and a paged cache: lengths 0, one page, one page
+    and a key, three pages less a key (every page-size class, ragged, on boundaries)."""
+    gen = torch.Generator().manual_seed(page_size * 10 + seqlen_q)
+    dtype = torch.float16 if seqlen_q == 1 else torch.bfloat16
+    lengths = [0, page_size, page_size + 1, 3 * page_size - 1]
+    batch = len(lengths)
+    max_blocks = -(-max(lengths) // page_size) + 1
+    capacity = max_blocks * page_size
+    dense_k = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
+    dense_v = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
+    table = random_block_table(gen, batch, max_blocks, batch * max_blocks + 3)
+    paged_k = randn(gen, batch * max_blocks + 3, page_size, HEADS_K, HEAD_DIM, dtype=dtype)
+    paged_v = randn(gen, *paged_k.shape, dtype=dtype)
+    for b in range(batch):  # the same logical content, block by block
+        for column in range(max_blocks):
+            rows = slice(column * page_size, (column + 1) * page_size)
+            paged_k[table[b, column]] = dense_k[b, rows]
+            paged_v[table[b, column]] = dense_v[b, rows]
+    q = randn(gen, batch, seqlen_q, HEADS, HEAD_DIM, dtype=dtype).cuda()
+    dense_k, dense_v, paged_k, paged_v = (x.cuda() for x in (dense_k, dense_v, paged_k, paged_v))
+    seqlens = _index(lengths)
+    with kernel_backend():
+        dense = forge_flash.flash_attn_with_kvcache(
+            q, dense_k, dense_v, cache_seqlens=seqlens, causal=True, return_softmax_lse=True
+        )
+        paged = forge_flash.flash_attn_with_kvcache(
+            q, paged_k, paged_v, cache_seqlens=seqlens, block_table=table.cuda(), causal=True,
+            return_softmax_lse=True,
+        )  # fmt: skip
+    starts = [0] * batch
+    _check(*dense, q, dense_k, dense_v, lengths, starts, causal=True)
+    _check(*paged, q, paged_k, paged_v, lengths, starts, causal=True, block_table=table.tolist())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "paged-7", "paged-16", "paged-256"])
+def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):
+    """One decode step (1 new token, rotary interleaved) for the paged layouts, three new
+    tokens with GPT-NeoX rotary for the contiguous one."""
+    gen = torch.Generator().manual_seed(len(layout))
+    seqlen_new = 3 if layout == "contiguous" else 1
+    interleaved = layout != "contiguous"
+    case = cache_case(layout, dtype, seqlen_new, gen, heads_k=HEADS_K, head_dim=HEAD_DIM)
+    batch = len(case.lengths)
+    q = randn(gen, batch, seqlen_new, HEADS, HEAD_DIM, dtype=dtype)
+    k = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype)
+    v = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype)
+    cos, sin = rotary_tables(gen, case.capacity, 64, dtype)  # rotary_dim 64 < head_dim
+    k_cache, v_cache = case.k_cache.cuda(), case.v_cache.cuda()
+    table = None if case.table is None else case.table.cuda()
+    with kernel_backend():
+        out, lse = forge_flash.flash_attn_with_kvcache(
+            q.cuda(), k_cache, v_cache, k.cuda(), v.cuda(), rotary_cos=cos.cuda(),
+            rotary_sin=sin.cuda(), cache_seqlens=_index(case.lengths),
+            cache_batch_idx=_index(case.rows), cache_leftpad=_index(case.pads),
+            block_table=table, causal=True, rotary_interleaved=interleaved,
+            return_softmax_lse=True,
+        )  # fmt: skip
+    positions = [[n + i for i in range(seqlen_new)] for n in case.lengths]
+    k_rotated = reference_rotary(k, cos, sin, positions, interleaved)
+    expected_k, expected_v, written = reference_append(
+        case.k_cache, case.v_cache, k, v, case.lengths, cache_rows=case.rows,
+        block_table=case.table_rows, k_rotated=k_rotated,
+    )  # fmt: skip
+    torch.testing.assert_close(
+        k_cache.cpu()[written].double(), expected_k[written], atol=2e-2, rtol=1e-2
+    )
+    bitwise = {"rtol": 0, "atol": 0, "equal_nan": True}
+    torch.testing.assert_close(k_cache.cpu()[~written].double(), expected_k[~written], **bitwise)
+    torch.testing.assert_close(v_cache.cpu().double(), expected_v, **bitwise)
+    q_rotated = reference_rotary(q, cos, sin, positions, interleaved).to(dtype)
+    _check(
+        out, lse, q_rotated.cuda(), k_cache, v_cache, [n + seqlen_new for n in case.lengths],
+        case.pads, causal=True, cache_rows=case.rows, block_table=case.table_rows,
+    )  # fmt: skip
+
+
+def test_out_of_range_block_id_is_refused_before_any_write():
+    gen = torch.Generator().manual_seed(9)
+    k_cache = randn(gen, 6, 16, HEADS_K, HEAD_DIM, dtype=torch.float16).cuda()
+    v_cache = torch.randn_like(k_cache)
+    table = torch.tensor([[0, 1, 2], [3, 4, 6]], dtype=torch.int32, device="cuda")  # 6: no
+    q = torch.randn(2, 1, HEADS, HEAD_DIM, dtype=torch.float16, device="cuda")
+    k = torch.randn(2, 1, HEADS_K, HEAD_DIM, dtype=torch.float16, device="cuda")
+    before = (k_cache.clone(), v_cache.clone())
+    with kernel_backend(), pytest.raises(ValueError, match=r"^block_table ids must lie in"):
+        forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, torch.randn_like(k), cache_seqlens=_index([5, 20]),
+            block_table=table,
+        )  # fmt: skip
+    assert torch.equal(k_cache, before[0]) and torch.equal(v_cache, before[1])
+
+
+def test_decode_step_with_append_replays_from_a_cuda_graph():
+    """A decode step (rotary, append into a paged cache, attention, lengths advanced on the
+    device) captured once and replayed: every replay matches the same step run eagerly on a
+    copy of the caches, and the reference."""
+    gen = torch.Generator().manual_seed(11)
+    dtype, page_size, max_blocks, steps = torch.bfloat16, 16, 4, 5
+    lengths = [5, 16, 31, 0]
+    batch = len(lengths)
+    table = random_block_table(gen, batch, max_blocks, batch * max_blocks).cuda()
+    k_cache = randn(gen, batch * max_blocks, page_size, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    v_cache = torch.randn_like(k_cache)
+    cos, sin = (x.cuda() for x in rotary_tables(gen, max_blocks * page_size, HEAD_DIM, dtype))
+    seqlens = _index(lengths)
+    q = torch.zeros(batch, 1, HEADS, HEAD_DIM, dtype=dtype, device="cuda")
+    k = torch.zeros(batch, 1, HEADS_K, HEAD_DIM, dtype=dtype, device="cuda")
+    v = torch.zeros_like(k)
+
+    def step(q, k, v, k_cache, v_cache, seqlens):
+        out = forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, rotary_cos=cos, rotary_sin=sin, cache_seqlens=seqlens,
+            block_table=table, causal=True,
+        )  # fmt: skip
+        seqlens.add_(1)
+        return out
+
+    eager = (k_cache.clone(), v_cache.clone(), seqlens.clone())
+    with kernel_backend():
+        saved = (k_cache.clone(), v_cache.clone(), seqlens.clone())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up, as capture requires; undone below
+            for _ in range(2):
+                step(q, k, v, k_cache, v_cache, seqlens)
+        torch.cuda.current_stream().wait_stream(side)
+        for live, original in zip((k_cache, v_cache, seqlens), saved, strict=True):
+            live.copy_(original)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            graph_out = step(q, k, v, k_cache, v_cache, seqlens)
+        for i in range(steps):
+            new_q, new_k, new_v = (torch.randn_like(x) for x in (q, k, v))
+            for static, new in ((q, new_q), (k, new_k), (v, new_v)):
+                static.copy_(new)
+            graph.replay()
+            expected = step(new_q, new_k, new_v, *eager)
+            torch.cuda.synchronize()
+            assert torch.equal(seqlens, eager[2]), f"step {i}: lengths"
+            assert torch.equal(k_cache, eager[0]) and torch.equal(v_cache, eager[1]), f"step {i}"
+            torch.testing.assert_close(graph_out, expected, atol=1e-2, rtol=1e-2)
+    assert seqlens.tolist() == [n + steps for n in lengths]
+    # The last step against the reference: rotated q, keys as the caches hold them now.
+    positions = [[n + steps - 1] for n in lengths]
+    q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, True).to(dtype)
+    expected_out, _ = reference_cache_attention(
+        q_rotated, k_cache.cpu(), v_cache.cpu(), [n + steps for n in lengths],
+        block_table=table.tolist(), causal=True,
+    )  # fmt: skip
+    yardstick = _torch_yardstick(
+        q_rotated.cuda(), k_cache, v_cache, [n + steps for n in lengths], [0] * batch,
+        causal=True, block_table=table.tolist(),
+    )  # fmt: skip
+    assert_close_to_reference(graph_out.cpu(), expected_out, yardstick.cpu())

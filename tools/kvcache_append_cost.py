@@ -1,0 +1,97 @@
+"""GPU time that appending one token per sequence adds to a decode step of
+``flash_attn_with_kvcache`` (issue 15's budget: at most 2 us), replayed from CUDA graphs:
+
+    python tools/kvcache_append_cost.py [TAG]
+
+For each shape (32 query heads over 8 KV heads of 128, bf16, 4096 cached keys; contiguous and
+paged caches of 16-key pages; with and without rotary) it prints the step without new keys
+(the attention alone over cache_seqlens + 1 keys), the step with k/v appended, their
+difference, and the append (with the rotary of q and k) timed alone.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import forge_flash
+from forge_flash.benchmark import time_graph
+from forge_flash.kvcache_append import append_kv, apply_rotary, query_positions
+
+HEADS, KV_HEADS, HEAD_DIM, CACHE_LEN, PAGE = 32, 8, 128, 4096, 16
+BATCHES = (1, 8, 32)
+
+
+def _case(batch: int, paged: bool, device: torch.device) -> dict:
+    dtype = torch.bfloat16
+    blocks = CACHE_LEN // PAGE
+    if paged:
+        shape = (batch * blocks, PAGE, KV_HEADS, HEAD_DIM)
+        order = torch.randperm(batch * blocks, device=device).to(torch.int32)
+        table = order.view(batch, blocks)
+    else:
+        shape, table = (batch, CACHE_LEN, KV_HEADS, HEAD_DIM), None
+    angles = torch.rand(CACHE_LEN, HEAD_DIM // 2, device=device, dtype=torch.float64) * 6.28
+    return {
+        "q": torch.randn(batch, 1, HEADS, HEAD_DIM, device=device, dtype=dtype),
+        "k": torch.randn(batch, 1, KV_HEADS, HEAD_DIM, device=device, dtype=dtype),
+        "v": torch.randn(batch, 1, KV_HEADS, HEAD_DIM, device=device, dtype=dtype),
+        "k_cache": torch.randn(shape, device=device, dtype=dtype),
+        "v_cache": torch.randn(shape, device=device, dtype=dtype),
+        "table": table,
+        # Ragged lengths that leave room for the new token.
+        "seqlens": torch.randint(1, CACHE_LEN - 1, (batch,), device=device, dtype=torch.int32),
+        "cos": angles.cos().to(dtype),
+        "sin": angles.sin().to(dtype),
+    }
+
+
+def main() -> None:
+    tag = sys.argv[1] if len(sys.argv) > 1 else "forge_flash"
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    for paged in (False, True):
+        for rotary in (False, True):
+            for batch in BATCHES:
+                c = _case(batch, paged, device)
+                grown = c["seqlens"] + 1
+                tables = {"rotary_cos": c["cos"], "rotary_sin": c["sin"]} if rotary else {}
+
+                def attention_only(_: int, c=c, grown=grown) -> object:
+                    return forge_flash.flash_attn_with_kvcache(
+                        c["q"], c["k_cache"], c["v_cache"], cache_seqlens=grown,
+                        block_table=c["table"], causal=True,
+                    )  # fmt: skip
+
+                def with_append(_: int, c=c, tables=tables) -> object:
+                    return forge_flash.flash_attn_with_kvcache(
+                        c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"],
+                        cache_seqlens=c["seqlens"], block_table=c["table"], causal=True,
+                        **tables,
+                    )  # fmt: skip
+
+                def append_alone(_: int, c=c, rotary=rotary) -> object:
+                    append_kv(
+                        c["k_cache"], c["v_cache"], c["k"], c["v"], c["seqlens"],
+                        block_table=c["table"], rotary_cos=c["cos"] if rotary else None,
+                        rotary_sin=c["sin"] if rotary else None,
+                    )  # fmt: skip
+                    if rotary:
+                        positions = query_positions(c["seqlens"], 1, True)
+                        return apply_rotary(c["q"], c["cos"], c["sin"], positions, True)
+                    return None
+
+                base = time_graph(attention_only, device, copies=1) * 1e6
+                step = time_graph(with_append, device, copies=1) * 1e6
+                alone = time_graph(append_alone, device, copies=1) * 1e6
+                layout = f"paged{PAGE}" if paged else "contiguous"
+                print(
+                    f"{tag} {layout} b{batch} rotary={int(rotary)}: attention {base:.1f} us, "
+                    f"with append {step:.1f} us, added {step - base:.1f} us "
+                    f"(append alone {alone:.1f} us)"
+                )
+
+
+if __name__ == "__main__":
+    main()
