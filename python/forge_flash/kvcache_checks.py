@@ -10,9 +10,6 @@ bounds.
 
 from __future__ import annotations
 
-import math
-import numbers
-import operator
 from typing import NamedTuple
 
 import torch
@@ -21,11 +18,14 @@ from .validation import (
     FLOAT_DTYPES,
     check_flag,
     check_head_dim,
+    check_head_vector,
     check_heads,
     check_index_tensor,
     check_int,
     check_like,
+    check_softcap,
     check_tensor,
+    check_window,
     device_values_readable,
     resolve_scale,
 )
@@ -99,12 +99,13 @@ def check_with_kvcache(
     check_flag("rotary_interleaved", rotary_interleaved)
     resolve_scale("softmax_scale", softmax_scale, head_dim)
     causal = check_flag("causal", causal)
-    left, right = _check_window(window_size)
-    _check_softcap(softcap)
+    left, right = check_window(window_size, False)
+    check_softcap(softcap)
     if alibi_slopes is not None:
-        _check_float32_heads("alibi_slopes", alibi_slopes, ((num_heads,), (batch, num_heads)), q)
+        shapes = {(num_heads,): "head", (batch, num_heads): "batch_head"}
+        check_head_vector("alibi_slopes", alibi_slopes, shapes, q)
     if sinks is not None:
-        _check_float32_heads("sinks", sinks, ((num_heads,),), q)
+        check_head_vector("sinks", sinks, {(num_heads,): "head"}, q)
     check_int("num_splits", num_splits, 0)
     check_flag("return_softmax_lse", return_softmax_lse)
     # FlashAttention-2 drops window edges that reach past the cache before it decides whether
@@ -248,48 +249,6 @@ def _check_rotary(
             f"got {tuple(rotary_sin.shape)}"
         )
     return True
-
-
-def _check_window(window_size: object) -> tuple[int, int]:
-    if isinstance(window_size, torch.Tensor) or not isinstance(window_size, (tuple, list)):
-        raise TypeError(
-            f"window_size must be a (left, right) pair of ints; got {window_size!r} "
-            f"({type(window_size).__name__})"
-        )
-    if len(window_size) != 2:
-        raise ValueError(f"window_size must be a (left, right) pair of ints; got {window_size!r}")
-    if any(isinstance(edge, bool) for edge in window_size):
-        raise TypeError(f"window_size must hold ints; got {window_size!r}")
-    try:
-        left, right = (operator.index(edge) for edge in window_size)
-    except TypeError:
-        raise TypeError(f"window_size must hold ints; got {window_size!r}") from None
-    if left < -1 or right < -1:
-        raise ValueError(
-            f"window_size edges must be >= -1 (-1 means unbounded); got ({left}, {right})"
-        )
-    return left, right
-
-
-def _check_softcap(softcap: object) -> None:
-    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
-        raise TypeError(f"softcap must be a float; got {softcap!r} ({type(softcap).__name__})")
-    if not math.isfinite(float(softcap)) or softcap < 0:
-        raise ValueError(f"softcap must be finite and >= 0 (0 turns it off); got {softcap}")
-
-
-def _check_float32_heads(
-    name: str, x: object, shapes: tuple[tuple[int, ...], ...], q: torch.Tensor
-) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a float32 torch.Tensor or None; got {type(x).__name__}")
-    if x.dtype != torch.float32:
-        raise TypeError(f"{name} must have dtype torch.float32; got {x.dtype}")
-    if tuple(x.shape) not in shapes:
-        wanted = " or ".join(str(s) for s in shapes)
-        raise ValueError(f"{name} must have shape {wanted}; got {tuple(x.shape)}")
-    if x.device != q.device:
-        raise ValueError(f"{name} must be on the device of q ({q.device}); got {x.device}")
 
 
 def _check_values(

@@ -537,7 +537,7 @@ def check_softcap(softcap: object) -> float:
         raise ValueError(f"softcap must be finite as a float32; got {value}") from None
 
 
-def _check_head_vector(
+def check_head_vector(
     name: str, x: object, shapes: dict[tuple[int, ...], str], q: torch.Tensor
 ) -> str:
     """A float32 tensor on q's device whose shape is one of ``shapes``; returns its kind."""
@@ -568,9 +568,9 @@ def with_options(
     alibi = None
     if options.alibi_slopes is not None:
         shapes = {(call.num_heads,): "head", (call.batch, call.num_heads): "batch_head"}
-        alibi = _check_head_vector("alibi_slopes", options.alibi_slopes, shapes, q)
+        alibi = check_head_vector("alibi_slopes", options.alibi_slopes, shapes, q)
     if options.sinks is not None:
-        _check_head_vector("sinks", options.sinks, {(call.num_heads,): "head"}, q)
+        check_head_vector("sinks", options.sinks, {(call.num_heads,): "head"}, q)
     return replace(
         call,
         softmax_scale=resolve_scale(scale_name, options.softmax_scale, call.head_dim),
