@@ -20,13 +20,15 @@ constexpr int kHeadDims[] = {32, 64, 96, 128, 160, 192, 224, 256};
 // kernel. Measured on the H100 (docs/benchmarks.md): 4096 rather than 2048 took 4% off 64k
 // keys; with one-warp decode tiles, 512 instead of 2048 had cost 3-7% at 16k-32k keys.
 constexpr int kClusterMaxKeysPerSplit = 4096;
-// Hopper prefill whose query blocks walk at most this many K/V tiles (1024 keys) runs on the
-// persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue) weighs
-// most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at 512-1k
-// keys). Longer K/V keeps a CTA per tile: the hardware hands out tiles as CTAs finish, which
-// balances causal work and keeps the resident CTAs on few heads (L2 reuse); static persistent
-// schedules measured up to 24% slower there (causal, head_dim 128).
-constexpr int kPersistentMaxKvTiles = 8;
+// Hopper prefill over at most this many keys (8 K/V tiles of the head_dim 64/128 kernels) runs
+// on the persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue)
+// weighs most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at
+// 512-1k keys). Longer K/V keeps a CTA per tile: the hardware hands out tiles as CTAs finish,
+// which balances causal work and keeps the resident CTAs on few heads (L2 reuse); static
+// persistent schedules measured up to 24% slower there (causal, head_dim 128). Counted in keys,
+// not tiles: a tile's start-up grows with head_dim as its work per key does, while the larger
+// head dims use shorter tiles (64-112 keys).
+constexpr int kPersistentMaxKeys = 1024;
 
 FwdKernels kernels_for(DType dtype, int routed) {
 #define FORGE_FLASH_CASE(D) \
@@ -225,10 +227,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       p.cluster_combine = true;
     }
   }
-  // Hopper: single-pass prefill at head_dim 64/128 runs on the warp-specialised wgmma kernel,
-  // persistent when each query block walks few K/V tiles.
-  const bool short_kv = kernels.sm90.kernel != nullptr &&
-                        (p.seqlen_k + kernels.sm90.block_n - 1) / kernels.sm90.block_n <= kPersistentMaxKvTiles;
+  // Hopper: single-pass prefill at head_dim 64, 96, 128, 192, 256 runs on the warp-specialised
+  // wgmma kernel, persistent when K/V is short (and a persistent variant exists).
+  const bool short_kv = kernels.sm90_persistent.kernel != nullptr && p.seqlen_k <= kPersistentMaxKeys;
   const KernelInfo& hopper = short_kv ? kernels.sm90_persistent : kernels.sm90;
   int64_t grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&

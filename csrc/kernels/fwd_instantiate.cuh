@@ -14,10 +14,10 @@ KernelInfo kernel_info(const void* kernel) {
   return {kernel, Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads, Cfg::kSmemBytes, Cfg::kKvTilesPerStep};
 }
 
-// Hopper kernels for the head dims their wgmma tiles are written for.
+// Hopper kernels for the head dims with wgmma tiles of their own (Sm90PrefillConfig).
 template <typename T, int kHeadDim, bool kPersistent>
 KernelInfo sm90_kernel_info() {
-  if constexpr (kHeadDim == 64 || kHeadDim == 128) {
+  if constexpr (kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128 || kHeadDim == 192 || kHeadDim == 256) {
     using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent>;
     return kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg>));
   } else {
