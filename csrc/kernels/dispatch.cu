@@ -171,6 +171,15 @@ bool sm90_enabled() {
   return enabled;
 }
 
+// Whether the Hopper kernel of head_dim's table entry computes it: the kernels of 64 and 128
+// only their own head_dim; those of 96, 192 and 256 (also the entries 160 and 224) any smaller
+// one too, zero-filling the extra columns (Sm90Config::kPadsHeadDim, sm90_head_dim in
+// fwd_instantiate.cuh).
+bool hopper_runs_head_dim(int head_dim) {
+  const int routed = routed_head_dim(head_dim);
+  return head_dim == routed || (routed != 64 && routed != 128);
+}
+
 }  // namespace
 
 int routed_head_dim(int head_dim) {
@@ -233,7 +242,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const KernelInfo& hopper = short_kv ? kernels.sm90_persistent : kernels.sm90;
   int64_t grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
-      p.head_dim == routed_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
+      hopper_runs_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
     DeviceFacts hopper_facts{};
     if ((*cuda_error = device_facts(hopper, &hopper_facts)) != cudaSuccess) return "device query failed";
     const int64_t hopper_m_blocks = (rows + hopper.block_m - 1) / hopper.block_m;

@@ -125,6 +125,22 @@ def test_hopper_head_dims(batch, seqlen_q, seqlen_k, heads, head_dim, causal, dt
     assert not torch.isnan(out).any(), "every output element must be written"
 
 
+# Head dims between those: Hopper runs them on the next kernel up (72-88 on 96, 136-184 on
+# 192, 200-248 on 256) with the extra columns zero-filled and never stored; 64 and 128 take
+# only their own head_dim (40 and 112 stay on the SM80 kernel there).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [40, 72, 80, 112, 136, 160, 200, 224, 248])
+@pytest.mark.parametrize(
+    "batch,seqlen_q,seqlen_k,heads", [(2, 1000, 1000, (8, 2)), (1, 333, 2047, (8, 8))]
+)
+def test_hopper_padded_head_dims(batch, seqlen_q, seqlen_k, heads, head_dim, causal, dtype):
+    q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, *heads, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    _check(q, k, v, causal, out=out)
+    assert not torch.isnan(out).any(), "every output element must be written"
+
+
 @pytest.mark.parametrize("scale", [0.05, 1.0])
 def test_softmax_scale(scale):
     q, k, v = rand_qkv(2, 100, 200, 4, 4, 64, torch.bfloat16)

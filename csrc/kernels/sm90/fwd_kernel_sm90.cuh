@@ -73,6 +73,11 @@ struct Sm90Config {
   static constexpr int kCopyThreads = kChunks * kCopyRowStep;
   static_assert(kCopyThreads % 32 == 0 && kBlockM % kCopyRowStep == 0 && kBlockN % kCopyRowStep == 0,
                 "whole copying warps, whole row steps");
+  // head_dim 96, 192, 256 also run smaller head dims (routed ones: 72-88, 136-184, 200-248):
+  // the copies zero-fill the chunks past head_dim, so Q K^T adds zeros and O's extra columns
+  // are 0 and never stored. 64 and 128 keep their head_dim-only copy loop (the dispatcher
+  // sends them nothing smaller: dispatch.cu, hopper_runs_head_dim).
+  static constexpr bool kPadsHeadDim = kHeadDim == 96 || kHeadDim > 128;
   // With 2 stages, K and V get barriers of their own: a consumer frees K[i] once S = Q K[i]^T
   // has run and V[i] once O += P V[i] has, so the producer loads K[i + 2] while V[i] is still
   // in use. A shared stage barrier would free K[i] and V[i] together, after P V[i], and the
@@ -180,7 +185,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     sm90::shrink_registers<Cfg::kProducerRegs>();
     if (tid >= Cfg::kCopyThreads) return;
     constexpr int kRowStep = Cfg::kCopyRowStep;
-    TileCopyLane copy{tid / kChunks, tid % kChunks, true};
+    TileCopyLane copy{tid / kChunks, tid % kChunks, !Cfg::kPadsHeadDim || tid % kChunks < p.head_dim / 8};
     const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk, kSwizzle); };
     const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk, kSwizzle); };
     int it = 0, q_loads = 0;
