@@ -58,7 +58,8 @@ struct Sm90Config {
   // 65536 registers / 384 threads = 168 each at launch; the producer gives most of its share
   // to the consumers: 56 * 128 + 224 * 256 = 168 * 384. Multiples of 8; a smaller producer
   // share spills its address arithmetic at head_dim 128, and the persistent producer's tile
-  // loop needs 72.
+  // loop needs 72 there. Above head_dim 128 the consumers need all 224 (O alone is 96-128),
+  // and the persistent producer fits 56 by recomputing its row addresses per work tile.
   static constexpr int kProducerRegs = (kPersistent && kHeadDim <= 128) ? 72 : 56;
   static constexpr int kConsumerRegs = (168 * 3 - kProducerRegs) / 2;
   static_assert(kHeadDim % 32 == 0 && kHeadDim >= 64 && kHeadDim <= 256, "wgmma tiles: head_dim 64..256, 32k");
