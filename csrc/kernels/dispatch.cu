@@ -22,20 +22,21 @@ constexpr int kHeadDims[] = {FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_LIST)};
 // kernel. Measured on the H100 (docs/benchmarks.md): 4096 rather than 2048 took 4% off 64k
 // keys; with one-warp decode tiles, 512 instead of 2048 had cost 3-7% at 16k-32k keys.
 constexpr int kClusterMaxKeysPerSplit = 4096;
-// Hopper prefill whose query blocks walk at most this many K/V tiles (1024 keys) runs on the
-// persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue) weighs
-// most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at 512-1k
-// keys). Longer K/V keeps a CTA per tile: the hardware hands out tiles as CTAs finish, which
-// balances causal work and keeps the resident CTAs on few heads (L2 reuse); static persistent
-// schedules measured up to 24% slower there (causal, head_dim 128).
-constexpr int kPersistentMaxKvTiles = 8;
+// Hopper prefill over at most this many keys (8 K/V tiles of the head_dim 64/128 kernels) runs
+// on the persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue)
+// weighs most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at
+// 512-1k keys). Longer K/V keeps a CTA per tile: the hardware hands out tiles as CTAs finish,
+// which balances causal work and keeps the resident CTAs on few heads (L2 reuse); static
+// persistent schedules measured up to 24% slower there (causal, head_dim 128). Counted in keys,
+// not tiles: a tile's start-up grows with head_dim as its work per key does, while the larger
+// head dims use shorter tiles (64-112 keys).
+constexpr int kPersistentMaxKeys = 1024;
 
 template <bool kFeat>
 FwdKernels kernels_for(DType dtype, int routed) {
-#define FORGE_FLASH_CASE(D)                                                        \
-  case D:                                                                          \
-    return dtype == DType::kFloat16 ? fwd_kernels<half, D, kFeat>()                \
-                                    : fwd_kernels<__nv_bfloat16, D, kFeat>();
+#define FORGE_FLASH_CASE(D) \
+  case D:                   \
+    return dtype == DType::kFloat16 ? fwd_kernels<half, D, kFeat>() : fwd_kernels<__nv_bfloat16, D, kFeat>();
   switch (routed) { FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_CASE) }
 #undef FORGE_FLASH_CASE
   return {};
@@ -181,6 +182,15 @@ bool sm90_enabled() {
   return enabled;
 }
 
+// Whether the Hopper kernel of head_dim's table entry computes it: the kernels of 64 and 128
+// only their own head_dim; those of 96, 192 and 256 (also the entries 160 and 224) any smaller
+// one too, zero-filling the extra columns (Sm90Config::kPadsHeadDim, sm90_head_dim in
+// fwd_instantiate.cuh).
+bool hopper_runs_head_dim(int head_dim) {
+  const int routed = routed_head_dim(head_dim);
+  return head_dim == routed || (routed != 64 && routed != 128);
+}
+
 }  // namespace
 
 int routed_head_dim(int head_dim) {
@@ -192,8 +202,7 @@ int routed_head_dim(int head_dim) {
 const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda_error) {
   *cuda_error = cudaSuccess;
   const int routed = routed_head_dim(p.head_dim);
-  const FwdKernels kernels =
-      p.features ? kernels_for<true>(dtype, routed) : kernels_for<false>(dtype, routed);
+  const FwdKernels kernels = p.features ? kernels_for<true>(dtype, routed) : kernels_for<false>(dtype, routed);
   if (kernels.prefill.kernel == nullptr) return "no kernel for this head_dim";
   p.group = p.num_heads / p.num_heads_k;
 
@@ -242,15 +251,15 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       p.cluster_combine = true;
     }
   }
-  // Hopper: single-pass prefill at head_dim 64/128 runs on the warp-specialised wgmma kernel,
-  // persistent when each query block walks few K/V tiles.
+  // Hopper: single-pass prefill at head_dim 64, 96, 128, 192, 256 runs on the warp-specialised
+  // wgmma kernel, persistent when the keys a query block sees are few (and a persistent
+  // variant exists).
   const bool short_kv =
-      kernels.sm90.kernel != nullptr &&
-      (visible_keys(p, kernels.sm90.block_m) + kernels.sm90.block_n - 1) / kernels.sm90.block_n <= kPersistentMaxKvTiles;
+      kernels.sm90_persistent.kernel != nullptr && visible_keys(p, kernels.sm90.block_m) <= kPersistentMaxKeys;
   const KernelInfo& hopper = short_kv ? kernels.sm90_persistent : kernels.sm90;
   int64_t grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
-      p.head_dim == routed_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
+      hopper_runs_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
     DeviceFacts hopper_facts{};
     if ((*cuda_error = device_facts(hopper, &hopper_facts)) != cudaSuccess) return "device query failed";
     const int64_t hopper_m_blocks = (rows + hopper.block_m - 1) / hopper.block_m;

@@ -57,8 +57,8 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
 struct CtaWork {
   SeqExtent seq;
   int b, kv_b, cta_head, kv_head, group;  // kv_b: the K/V batch row (a cache batch index)
-  int m0, rows;  // first tile row; rows of this (batch, head)
-  int diag;      // seqlen_k - seqlen_q: bottom-right causal alignment
+  int m0, rows;                           // first tile row; rows of this (batch, head)
+  int diag;                               // seqlen_k - seqlen_q: bottom-right causal alignment
   int n_begin, n_end;
 };
 
@@ -108,8 +108,7 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
     // splits divide the band.
     if (w.m0 < w.rows) {
       const int first_q = w.m0 / w.group, last_q = (min(w.m0 + block_m, w.rows) - 1) / w.group;
-      if (p.window_right >= 0)
-        w.n_end = min(w.n_end, ceil_div(max(last_q + 1 + w.diag + p.window_right, 0), block_n));
+      if (p.window_right >= 0) w.n_end = min(w.n_end, ceil_div(max(last_q + 1 + w.diag + p.window_right, 0), block_n));
       if (p.window_left >= 0) w.n_begin = min(w.n_end, max(first_q + w.diag - p.window_left, 0) / block_n);
     }
     if (p.num_splits > 1) {
@@ -210,8 +209,8 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const T* base, int64_
 // clamped, so a bad table can never address outside the cache.
 template <typename T, int kRows, int kRowStep, class Offset>
 __device__ __forceinline__ void load_kv_tile_paged(const FwdParams& p, const CtaWork& w, uint32_t dst, const T* base,
-                                                   int64_t block_stride, int64_t row_stride, int n0,
-                                                   TileCopyLane lane, Offset offset) {
+                                                   int64_t block_stride, int64_t row_stride, int n0, TileCopyLane lane,
+                                                   Offset offset) {
   const int32_t* table = p.block_table + w.b * p.block_table_stride;
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {

@@ -14,11 +14,19 @@ KernelInfo kernel_info(const void* kernel) {
   return {kernel, Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads, Cfg::kSmemBytes, Cfg::kKvTilesPerStep};
 }
 
-// Hopper kernels for the head dims their wgmma tiles are written for.
+// The Hopper kernel a table head dim runs on: its own wgmma tiles (Sm90PrefillConfig) at 64,
+// 96, 128, 192, 256; 160 and 224 on the next one up, which zero-fills the extra columns
+// (Sm90Config::kPadsHeadDim); 32 on none (the SM80 kernel).
+constexpr int sm90_head_dim(int head_dim) {
+  return head_dim == 160 ? 192 : head_dim == 224 ? 256 : head_dim >= 64 ? head_dim : 0;
+}
+
 template <typename T, int kHeadDim, bool kPersistent, bool kFeat>
 KernelInfo sm90_kernel_info() {
-  if constexpr (kHeadDim == 64 || kHeadDim == 128) {
-    using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent>;
+  constexpr int kSm90HeadDim = sm90_head_dim(kHeadDim);
+  if constexpr (kSm90HeadDim != 0) {
+    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent>;
+    static_assert(kSm90HeadDim == kHeadDim || Cfg::kPadsHeadDim, "a smaller head_dim needs zero-filled columns");
     return kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, kFeat>));
   } else {
     return {nullptr, 0, 0, 0, 0, 1};

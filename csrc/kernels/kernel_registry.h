@@ -32,10 +32,10 @@ template <typename T, int kHeadDim, bool kFeat>
 FwdKernels fwd_kernels();
 
 // The head dimensions with their own kernels (forge_flash/limits.h); others round up.
-#define FORGE_FLASH_DECLARE(D)                                                                \
-  extern template FwdKernels fwd_kernels<half, D, false>();                                   \
-  extern template FwdKernels fwd_kernels<half, D, true>();                                    \
-  extern template FwdKernels fwd_kernels<__nv_bfloat16, D, false>();                          \
+#define FORGE_FLASH_DECLARE(D)                                       \
+  extern template FwdKernels fwd_kernels<half, D, false>();          \
+  extern template FwdKernels fwd_kernels<half, D, true>();           \
+  extern template FwdKernels fwd_kernels<__nv_bfloat16, D, false>(); \
   extern template FwdKernels fwd_kernels<__nv_bfloat16, D, true>();
 FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_DECLARE)
 #undef FORGE_FLASH_DECLARE

@@ -96,6 +96,51 @@ def test_head_dims(seqlen_q, seqlen_k, head_dim, causal, dtype):
     _check(q, k, v, causal)
 
 
+# The Hopper wgmma kernel's own tiles beyond head_dim 64/128: 96 (64-byte swizzle, 3 of the 4
+# producer warps copy), 192 and 256 (K/V tiles of 112 and 80 keys in 2 stages with separate K
+# and V barriers; 64 keys in the persistent variant at 256). Up to 1024 keys the persistent
+# variant (each CTA walks several work tiles: 1000 and 1024 keys, and 333 keys under 2047
+# queries), beyond a CTA per tile (1025, 2047 keys, many barrier phases); odd lengths leave
+# partial K/V tiles and query blocks; seqlen_q != seqlen_k moves the causal diagonal (and with
+# seqlen_q > seqlen_k leaves rows that see no key); GQA and not. Other GPUs run these shapes on
+# the SM80 kernel, against the same reference.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [96, 192, 256])
+@pytest.mark.parametrize(
+    "batch,seqlen_q,seqlen_k,heads",
+    [
+        (4, 1000, 1000, (16, 16)),
+        (2, 1024, 1024, (16, 4)),
+        (2, 1025, 1025, (8, 8)),
+        (1, 333, 2047, (8, 2)),
+        (2, 2047, 333, (4, 4)),
+        (3, 129, 77, (6, 3)),
+    ],
+)
+def test_hopper_head_dims(batch, seqlen_q, seqlen_k, heads, head_dim, causal, dtype):
+    q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, *heads, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    _check(q, k, v, causal, out=out)
+    assert not torch.isnan(out).any(), "every output element must be written"
+
+
+# Head dims between those: Hopper runs them on the next kernel up (72-88 on 96, 136-184 on
+# 192, 200-248 on 256) with the extra columns zero-filled and never stored; 64 and 128 take
+# only their own head_dim (40 and 112 stay on the SM80 kernel there).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [40, 72, 80, 112, 136, 160, 200, 224, 248])
+@pytest.mark.parametrize(
+    "batch,seqlen_q,seqlen_k,heads", [(2, 1000, 1000, (8, 2)), (1, 333, 2047, (8, 8))]
+)
+def test_hopper_padded_head_dims(batch, seqlen_q, seqlen_k, heads, head_dim, causal, dtype):
+    q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, *heads, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    _check(q, k, v, causal, out=out)
+    assert not torch.isnan(out).any(), "every output element must be written"
+
+
 @pytest.mark.parametrize("scale", [0.05, 1.0])
 def test_softmax_scale(scale):
     q, k, v = rand_qkv(2, 100, 200, 4, 4, 64, torch.bfloat16)
@@ -231,8 +276,9 @@ _MANY_SHORT = [((i * 37) % 300 if i % 7 else 0, (i * 53) % 900 + (i % 3)) for i 
 @pytest.mark.parametrize(
     "lens", [[(5, 300), (0, 17), (130, 130), (1, 4000)], [(1, 9000)] * 3, _MANY_SHORT]
 )
-def test_varlen(lens, causal, dtype):
-    h, hk, d = 16, 4, 128
+@pytest.mark.parametrize("d", [128, 96, 256])
+def test_varlen(d, lens, causal, dtype):
+    h, hk = 16, 4
     seq_q = [a for a, _ in lens]
     seq_k = [b for _, b in lens]
     q = torch.randn(sum(seq_q), h, d, device="cuda", dtype=dtype)

@@ -4,10 +4,13 @@
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a
 //        tools/lab/wgmma_selftest.cu -o /tmp/wgmma_selftest && /tmp/wgmma_selftest
 //
-// For bf16 and fp16, head_dim D in {64, 128} and N in {64, 128} keys, one warpgroup:
-//   random Q (64 x D), K (N x D), V (N x D) in global memory
-//   -> shared memory with 16-byte cp.async at sm90::tile_offset (128B swizzle)
-//   -> S = Q K^T      (wgmma SS, K-major descriptors, fp32)  -> global via acc_row/acc_col
+// For bf16 and fp16 and every (head_dim D, keys N) tile of the Hopper kernel (Sm90Tiles in
+// sm90/fwd_kernel_sm90.cuh: D 64, 128 with N 64, 128; D 96 with N 64, 128; D 192 with N 64,
+// 112; D 256 with N 64, 80), two warpgroups as in the kernel (64 query rows each):
+//   random Q (128 x D), K (N x D), V (N x D) in global memory
+//   -> shared memory with 16-byte cp.async at sm90::tile_offset (128B swizzle; 64B at D 96)
+//   -> S = Q K^T      (wgmma SS, K-major descriptors, fp32; warpgroup g reads Q rows from
+//                      64 g on, as a consumer does)              -> global via acc_row/acc_col
 //   -> P = S packed to 16 bits into the RS A registers (acc_to_a)
 //   -> O = P V        (wgmma RS, MN-major V descriptor)     -> global via acc_row/acc_col
 // and compares S with a double-precision Q K^T, and O with a double-precision
@@ -36,17 +39,17 @@
 namespace ff = forge_flash;
 namespace sm90 = forge_flash::sm90;
 
-constexpr int kM = 64;         // query rows: one wgmma M
-constexpr int kThreads = 128;  // one warpgroup
+constexpr int kM = 128;        // query rows: two warpgroups of one wgmma M (64) each
+constexpr int kThreads = 256;  // two warpgroups
 
 // Copies a row-major [kRows][kD] global tile into shared memory at `tile` (1024-aligned)
 // in the sm90 swizzled layout, one 16-byte chunk per cp.async.
 template <typename T, int kRows, int kD>
 __device__ void load_tile(uint32_t tile, const T* src) {
-  constexpr int kChunks = kD / 8;
+  constexpr int kChunks = kD / 8, kSwizzle = sm90::swizzle_bytes_for(kD);
   for (int i = threadIdx.x; i < kRows * kChunks; i += kThreads) {
     const int row = i / kChunks, chunk = i % kChunks;
-    ff::cp_async_16(tile + sm90::tile_offset(kRows, row, chunk), src + row * kD + chunk * 8, true);
+    ff::cp_async_16(tile + sm90::tile_offset(kRows, row, chunk, kSwizzle), src + row * kD + chunk * 8, true);
   }
 }
 
@@ -68,7 +71,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   sm90::fence_proxy_async_smem();  // cp.async writes -> visible to the async proxy
   __syncthreads();
 
-  const int t = threadIdx.x;
+  constexpr int kSwizzle = sm90::swizzle_bytes_for(kD);
+  const int t = threadIdx.x % 128, wg = threadIdx.x / 128;
+  const int row0 = 64 * wg;                       // this warpgroup's first query row
+  const uint32_t sQ_rows = sQ + row0 * kSwizzle;  // as the kernel's consumers address Q
 
   // ---- S = Q K^T. The accumulators start as garbage: the first slice overwrites them
   // (accumulate = false), which this also tests.
@@ -79,13 +85,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   sm90::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kD / 16; ++kk)
-    sm90::wgmma_qk<T>(s, sm90::desc_kmajor<kM>(sQ, kk), sm90::desc_kmajor<kN>(sK, kk), kk > 0);
+    sm90::wgmma_qk<T>(s, sm90::desc_kmajor<kM, kSwizzle>(sQ_rows, kk), sm90::desc_kmajor<kN, kSwizzle>(sK, kk), kk > 0);
   sm90::wgmma_commit();
   sm90::wgmma_wait<0>();
   sm90::fence_operand(s);
 
 #pragma unroll
-  for (int i = 0; i < kN / 2; ++i) s_out[sm90::acc_row(t, i) * kN + sm90::acc_col(t, i)] = s[i];
+  for (int i = 0; i < kN / 2; ++i) s_out[(row0 + sm90::acc_row(t, i)) * kN + sm90::acc_col(t, i)] = s[i];
 
   // ---- P = S as 16-bit A registers; O = P V (accumulating onto zeros).
   uint32_t a[kN / 16][4];
@@ -96,13 +102,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   sm90::fence_operand(o);
   sm90::wgmma_fence();
 #pragma unroll
-  for (int kk = 0; kk < kN / 16; ++kk) sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN>(sV, kk), true);
+  for (int kk = 0; kk < kN / 16; ++kk) sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN, kSwizzle>(sV, kk), true);
   sm90::wgmma_commit();
   sm90::wgmma_wait<0>();
   sm90::fence_operand(o);
 
 #pragma unroll
-  for (int i = 0; i < kD / 2; ++i) o_out[sm90::acc_row(t, i) * kD + sm90::acc_col(t, i)] = o[i];
+  for (int i = 0; i < kD / 2; ++i) o_out[(row0 + sm90::acc_row(t, i)) * kD + sm90::acc_col(t, i)] = o[i];
 }
 
 // ---- host side ---------------------------------------------------------------------------
@@ -220,17 +226,39 @@ bool run_case(std::mt19937& rng) {
   return ok;
 }
 
+// Every (head_dim, keys) pair the Hopper kernel's tiles use, plus a 64-key tile per head_dim.
+template <typename T>
+bool run_type(std::mt19937& rng) {
+  bool ok = run_case<T, 64, 64>(rng);
+  ok &= run_case<T, 64, 128>(rng);
+  ok &= run_case<T, 96, 64>(rng);
+  ok &= run_case<T, 96, 128>(rng);
+  ok &= run_case<T, 128, 64>(rng);
+  ok &= run_case<T, 128, 128>(rng);
+  ok &= run_case<T, 192, 64>(rng);
+  ok &= run_case<T, 192, 112>(rng);
+  ok &= run_case<T, 256, 64>(rng);
+  ok &= run_case<T, 256, 80>(rng);
+  return ok;
+}
+
 // Host-only facts about the layout function, checked before touching the GPU.
 bool check_layout_function() {
   bool ok = true;
-  // A bijection onto [0, tile_bytes) in 16-byte units, for every tile shape used here.
-  for (int rows : {64, 128})
-    for (int d : {64, 128}) {
+  // For every tile shape used here: a bijection onto [0, tile_bytes) in 16-byte units, and
+  // equal to the hardware's rule stated independently: the canonical address of column block
+  // b, row r, chunk c (b * rows * W + r * W + c * 16, W = the swizzle width) with address bits
+  // [4, 4 + log2(W / 16)) XORed with the bits from 7 up.
+  for (int rows : {64, 80, 112, 128})
+    for (int d : {64, 96, 128, 192, 256}) {
+      const int w = sm90::swizzle_bytes_for(d), per_block = w / 16;
       std::vector<int> seen(sm90::tile_bytes(rows, d) / 16, 0);
       for (int r = 0; r < rows; ++r)
         for (int c = 0; c < d / 8; ++c) {
-          const uint32_t off = sm90::tile_offset(rows, r, c);
+          const uint32_t off = sm90::tile_offset(rows, r, c, w);
           if (off % 16 != 0 || off / 16 >= seen.size() || seen[off / 16]++) ok = false;
+          const uint32_t canonical = uint32_t((c / per_block) * rows * w + r * w + (c % per_block) * 16);
+          if (off != (canonical ^ (((canonical >> 7) & uint32_t(per_block - 1)) << 4))) ok = false;
         }
     }
   // head_dim 64: identical to the SM80 kernel's row * 64 + ((chunk ^ (row % 8)) * 8) elements.
@@ -261,14 +289,8 @@ int main() {
 
   bool ok = check_layout_function();
   std::mt19937 rng(1234);
-  ok &= run_case<__nv_bfloat16, 64, 64>(rng);
-  ok &= run_case<__nv_bfloat16, 64, 128>(rng);
-  ok &= run_case<__nv_bfloat16, 128, 64>(rng);
-  ok &= run_case<__nv_bfloat16, 128, 128>(rng);
-  ok &= run_case<half, 64, 64>(rng);
-  ok &= run_case<half, 64, 128>(rng);
-  ok &= run_case<half, 128, 64>(rng);
-  ok &= run_case<half, 128, 128>(rng);
+  ok &= run_type<__nv_bfloat16>(rng);
+  ok &= run_type<half>(rng);
   std::printf("%s\n", ok ? "ALL PASS" : "SOME CASES FAILED");
   return ok ? 0 : 1;
 }

@@ -22,9 +22,12 @@
 // producer warpgroup keeps the copies (and their address arithmetic) off the consumers'
 // instruction stream, and hands its registers to them (setmaxnreg).
 //
-// Tiles use the 128-byte-swizzle layout of sm90/wgmma.cuh. cp.async writes are generic-proxy
-// writes; a consumer waits on the stage's `full` barrier and then fences the proxies before
-// wgmma (async proxy) reads the tile.
+// With 2 stages (head_dim 192, 256, whose tiles fill shared memory) K and V of a stage have
+// separate barriers, so that K[i] is refilled once S = Q K[i]^T has run (Sm90Config::kSplitKV).
+//
+// Tiles use the 128-byte-swizzle layout of sm90/wgmma.cuh (64-byte at head_dim 96). cp.async
+// writes are generic-proxy writes; a consumer waits on the stage's `full` barrier and then
+// fences the proxies before wgmma (async proxy) reads the tile.
 #pragma once
 
 #include "../fwd_common.cuh"
@@ -32,6 +35,14 @@
 #include "wgmma.cuh"
 
 namespace forge_flash {
+
+// Rows a producer copies at once: the largest power of two whose rows of `chunks` 16-byte
+// chunks the producer's threads cover (each thread keeps one chunk column).
+constexpr int sm90_copy_row_step(int chunks, int threads) {
+  int step = 1;
+  while (2 * step * chunks <= threads) step *= 2;
+  return step;
+}
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_>
 struct Sm90Config {
@@ -47,21 +58,64 @@ struct Sm90Config {
   // 65536 registers / 384 threads = 168 each at launch; the producer gives most of its share
   // to the consumers: 56 * 128 + 224 * 256 = 168 * 384. Multiples of 8; a smaller producer
   // share spills its address arithmetic at head_dim 128, and the persistent producer's tile
-  // loop needs 72.
-  static constexpr int kProducerRegs = kPersistent ? 72 : 56;
+  // loop needs 72 there. Above head_dim 128 the consumers need all 224 (O alone is 96-128),
+  // and the persistent producer fits 56 by recomputing its row addresses per work tile.
+  static constexpr int kProducerRegs = (kPersistent && kHeadDim <= 128) ? 72 : 56;
   static constexpr int kConsumerRegs = (168 * 3 - kProducerRegs) / 2;
-  static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma tiles are written for head_dim 64 and 128");
+  static_assert(kHeadDim % 32 == 0 && kHeadDim >= 64 && kHeadDim <= 256, "wgmma tiles: head_dim 64..256, 32k");
+  static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "keys: whole k16 slices of P V, wgmma N <= 256");
+  // Tile layout (sm90/wgmma.cuh): 128B swizzle, or 64B where head_dim is not a multiple of 64.
+  static constexpr int kSwizzle = sm90::swizzle_bytes_for(kHeadDim);
+  // Copies: a producer thread copies one 16-byte chunk column of every kCopyRowStep-th row.
+  // Where the chunks of a row do not divide the warpgroup (head_dim 96, 192: 12, 24 chunks),
+  // only the first kCopyThreads threads (3 whole warps) copy; the last warp has nothing to do.
+  static constexpr int kChunks = kHeadDim / 8;
+  static constexpr int kCopyRowStep = sm90_copy_row_step(kChunks, kProducerThreads);
+  static constexpr int kCopyThreads = kChunks * kCopyRowStep;
+  static_assert(kCopyThreads % 32 == 0 && kBlockM % kCopyRowStep == 0 && kBlockN % kCopyRowStep == 0,
+                "whole copying warps, whole row steps");
+  // head_dim 96, 192, 256 also run smaller head dims (routed ones: 72-88, 136-184, 200-248):
+  // the copies zero-fill the chunks past head_dim, so Q K^T adds zeros and O's extra columns
+  // are 0 and never stored. 64 and 128 keep their head_dim-only copy loop (the dispatcher
+  // sends them nothing smaller: dispatch.cu, hopper_runs_head_dim).
+  static constexpr bool kPadsHeadDim = kHeadDim == 96 || kHeadDim > 128;
+  // With 2 stages, K and V get barriers of their own: a consumer frees K[i] once S = Q K[i]^T
+  // has run and V[i] once O += P V[i] has, so the producer loads K[i + 2] while V[i] is still
+  // in use. A shared stage barrier would free K[i] and V[i] together, after P V[i], and the
+  // next tile's load would then start only when it is already needed. 3+ stages keep one
+  // barrier pair per stage.
+  static constexpr bool kSplitKV = kStages < 3;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;
+  static_assert(kQBytes % 1024 == 0 && kKVBytes % 1024 == 0, "every tile starts on a swizzle atom");
   static constexpr int kTileBytes = kQBytes + kStages * 2 * kKVBytes;
-  static constexpr int kBarrierBytes = 8 * (2 + 2 * kStages);  // Q full, empty; per stage full, empty
+  // Q full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full, K empty].
+  static constexpr int kBarrierBytes = 8 * (2 + (kSplitKV ? 4 : 2) * kStages);
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
   static constexpr int kSmemBytes = kTileBytes + kBarrierBytes + 1024;
+  static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory a Hopper CTA may have");
+  // The plain kernel's epilogue stages O in shared memory (over Q, and past it into the K/V
+  // ring, free by then) in rows of a multiple of 64 elements: the staging swizzle XORs the
+  // chunk with row % 8 and must stay inside its row.
+  static constexpr int kOutputPitch = (kHeadDim + 63) / 64 * 64;
+  static_assert(kBlockM * kOutputPitch * 2 <= kTileBytes, "the staged output fits");
 };
 
-// head_dim 64: 4 stages (145 KB); head_dim 128: 3 stages (226 KB of the 227 KB a CTA may have).
+// Per head_dim: kBlockN keys per K/V tile, stages. Registers per consumer thread: O head_dim / 2,
+// S kBlockN / 2, P kBlockN / 4 (+ softmax state, addresses) within kConsumerRegs.
+//   64:  128 keys, 4 stages (145 KB).      128: 128 keys, 3 stages (226 KB of the 227 KB).
+//   96:  128 keys, 4 stages (217 KB; 64B swizzle), O 48 + S 64 + P 32 registers.
+//   192: 112 keys, 2 stages (217 KB), O 96 + S 56 + P 28 registers.
+//   256:  80 keys, 2 stages (225 KB), O 128 + S 40 + P 20 registers.
+//   256 persistent: 64 keys (193 KB): its tile loop's state needs the 12 registers of 16 keys.
 template <int kHeadDim, bool kPersistent>
-using Sm90PrefillConfig = Sm90Config<kHeadDim, 128, (kHeadDim == 64 ? 4 : 3), kPersistent>;
+struct Sm90Tiles {
+  static constexpr int kBlockN = kHeadDim == 256 ? (kPersistent ? 64 : 80) : kHeadDim == 192 ? 112 : 128;
+  static constexpr int kStages = kHeadDim == 64 || kHeadDim == 96 ? 4 : kHeadDim == 128 ? 3 : 2;
+};
+template <int kHeadDim, bool kPersistent>
+using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent>::kBlockN,
+                                     Sm90Tiles<kHeadDim, kPersistent>::kStages, kPersistent>;
 
 // kFeat: the variant kernel (fwd_common.cuh's score program); the plain kernel compiles none of it.
 template <typename T, typename Cfg, bool kFeat>
@@ -73,7 +127,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim;
   constexpr int kStages = Cfg::kStages;
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;
-  constexpr int kChunks = kHeadDim / 8;
+  constexpr int kChunks = Cfg::kChunks, kSwizzle = Cfg::kSwizzle;
   constexpr int kConsumers = Cfg::kConsumerThreads;
   // Named barriers: "consumer c may issue" (kBarTurn0 + c), both consumers (epilogue).
   constexpr int kBarTurn0 = 1, kBarConsumers = 3;
@@ -85,8 +139,16 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto sK = [&](int stage) { return sQ + Cfg::kQBytes + stage * 2 * Cfg::kKVBytes; };
   auto sV = [&](int stage) { return sK(stage) + Cfg::kKVBytes; };
   const uint32_t bar_q_full = smem_base + Cfg::kTileBytes, bar_q_empty = bar_q_full + 8;
-  auto bar_full = [&](int stage) { return bar_q_full + 8 * (2 + stage); };
-  auto bar_empty = [&](int stage) { return bar_q_full + 8 * (2 + kStages + stage); };
+  // Per stage: "K landed" / "V done with"; with kSplitKV also "V landed" / "K done with",
+  // else those are the same two barriers (the stage's K and V land and free together).
+  auto bar_k_full = [&](int stage) { return bar_q_full + 8 * (2 + stage); };
+  auto bar_v_empty = [&](int stage) { return bar_q_full + 8 * (2 + kStages + stage); };
+  auto bar_v_full = [&](int stage) {
+    return Cfg::kSplitKV ? bar_q_full + 8 * (2 + 2 * kStages + stage) : bar_k_full(stage);
+  };
+  auto bar_k_empty = [&](int stage) {
+    return Cfg::kSplitKV ? bar_q_full + 8 * (2 + 3 * kStages + stage) : bar_v_empty(stage);
+  };
 
   // Work tiles. Plain launch: one per CTA. Persistent: a CTA per SM takes tiles blockIdx.x,
   // + gridDim.x, ...; its producer loads the next tile's Q and K/V while the consumers finish
@@ -106,11 +168,15 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto kv_tiles = [](const CtaWork& w) { return w.m0 < w.rows ? max(w.n_end - w.n_begin, 0) : 0; };
   const int tid = threadIdx.x;
   if (tid == 0) {
-    sm90::mbar_init(bar_q_full, Cfg::kProducerThreads);
+    sm90::mbar_init(bar_q_full, Cfg::kCopyThreads);
     sm90::mbar_init(bar_q_empty, kConsumers / 32);  // one arrival per consumer warp
     for (int s = 0; s < kStages; ++s) {
-      sm90::mbar_init(bar_full(s), Cfg::kProducerThreads);
-      sm90::mbar_init(bar_empty(s), kConsumers / 32);
+      sm90::mbar_init(bar_k_full(s), Cfg::kCopyThreads);
+      sm90::mbar_init(bar_v_empty(s), kConsumers / 32);
+      if (Cfg::kSplitKV) {
+        sm90::mbar_init(bar_v_full(s), Cfg::kCopyThreads);
+        sm90::mbar_init(bar_k_empty(s), kConsumers / 32);
+      }
     }
     sm90::mbar_init_fence();
   }
@@ -119,14 +185,19 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // ================================ producer ================================
   if (tid < Cfg::kProducerThreads) {
     sm90::shrink_registers<Cfg::kProducerRegs>();
-    constexpr int kRowStep = Cfg::kProducerThreads / kChunks;
-    const TileCopyLane copy{tid / kChunks, tid % kChunks, true};
-    const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk); };
-    const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk); };
+    if (tid >= Cfg::kCopyThreads) return;
+    constexpr int kRowStep = Cfg::kCopyRowStep;
+    TileCopyLane copy{tid / kChunks, tid % kChunks, !Cfg::kPadsHeadDim || tid % kChunks < p.head_dim / 8};
+    const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk, kSwizzle); };
+    const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk, kSwizzle); };
     int it = 0, q_loads = 0;
     for_each_work_tile([&](const CtaWork& w) {
       const int n_tiles = kv_tiles(w);
       if (n_tiles == 0) return;
+      // Above head_dim 128 the copy loops are long (28-32 rows per thread) and the compiler
+      // would keep each row's address terms live across the work-tile loop (spills at 56
+      // registers); an opaque copy lane makes it recompute them per tile.
+      if constexpr (Cfg::kPersistent && kHeadDim > 128) asm volatile("" : "+r"(copy.row0), "+r"(copy.chunk));
       if (q_loads > 0) sm90::mbar_wait(bar_q_empty, (q_loads - 1) & 1);
       load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
       sm90::mbar_arrive_after_cp_async(bar_q_full);
@@ -135,10 +206,16 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       const T* v_ptr = v_base<T, kFeat>(p, w);
       for (int i = 0; i < n_tiles; ++i, ++it) {
         const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
-        if (it >= kStages) sm90::mbar_wait(bar_empty(stage), (it / kStages - 1) & 1);
-        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sK(stage), k_ptr, p.k_batch_stride, p.k_row_stride, n0, copy, kv_off);
-        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sV(stage), v_ptr, p.v_batch_stride, p.v_row_stride, n0, copy, kv_off);
-        sm90::mbar_arrive_after_cp_async(bar_full(stage));
+        if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
+        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sK(stage), k_ptr, p.k_batch_stride, p.k_row_stride, n0, copy,
+                                             kv_off);
+        if (Cfg::kSplitKV) {
+          sm90::mbar_arrive_after_cp_async(bar_k_full(stage));
+          if (it >= kStages) sm90::mbar_wait(bar_v_empty(stage), (it / kStages - 1) & 1);
+        }
+        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sV(stage), v_ptr, p.v_batch_stride, p.v_row_stride, n0, copy,
+                                             kv_off);
+        sm90::mbar_arrive_after_cp_async(bar_v_full(stage));
       }
     });
     asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -150,7 +227,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   const int ctid = tid - Cfg::kProducerThreads;  // 0..255
   const int consumer = ctid / 128, lane = tid % 32;
   const int tile_row = (ctid / 32) * 16 + lane / 4;  // this thread's first row (and +8)
-  const uint32_t sQ_rows = sQ + consumer * 64 * sm90::kSwizzleRowBytes;
+  const uint32_t sQ_rows = sQ + consumer * 64 * kSwizzle;
 
   float acc_o[kNTilesO][4];
   float row_max[2], row_sum[2];
@@ -162,24 +239,41 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   uint32_t (&p_flat)[kBlockN / 4] = *reinterpret_cast<uint32_t (*)[kBlockN / 4]>(&p_frag[0][0]);
 
   auto issue_qk = [&](int it) {
+    uint32_t q_tile = sQ_rows;
+    // Q's descriptors do not change from tile to tile, so the compiler keeps all of them (2
+    // registers per k16 slice) live across the loop; above head_dim 128 that spills the
+    // consumers. An opaque copy of the address makes it rebuild each one next to its wgmma.
+    if constexpr (kHeadDim > 128) asm volatile("" : "+r"(q_tile));
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
-      sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM>(sQ_rows, kk),
-                        sm90::desc_kmajor<kBlockN>(sK(it % kStages), kk), kk > 0);
+      sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle>(q_tile, kk),
+                        sm90::desc_kmajor<kBlockN, kSwizzle>(sK(it % kStages), kk), kk > 0);
     sm90::wgmma_commit();
   };
   auto issue_pv = [&](int it) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
-      sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN>(sV(it % kStages), kk), true);
+      sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN, kSwizzle>(sV(it % kStages), kk), true);
     sm90::wgmma_commit();
   };
-  auto wait_kv = [&](int it) {
-    sm90::mbar_wait(bar_full(it % kStages), (it / kStages) & 1);
+  // Waits until K of tile `it` has landed, and V of tile `it_v` (split barriers only: V
+  // otherwise lands with its K, which was waited for a tile earlier); it_v < 0: no V.
+  auto wait_kv = [&](int it, int it_v) {
+    sm90::mbar_wait(bar_k_full(it % kStages), (it / kStages) & 1);
+    if (Cfg::kSplitKV && it_v >= 0) sm90::mbar_wait(bar_v_full(it_v % kStages), (it_v / kStages) & 1);
     sm90::fence_proxy_async_smem();  // the landed cp.async writes, to wgmma's async proxy
+  };
+  auto wait_v = [&](int it_v) {  // before the last O += P V of a work tile
+    if (Cfg::kSplitKV) {
+      sm90::mbar_wait(bar_v_full(it_v % kStages), (it_v / kStages) & 1);
+      sm90::fence_proxy_async_smem();
+    }
   };
   auto release = [&](uint32_t bar) {
     if (lane == 0) sm90::mbar_arrive(bar);
+  };
+  auto release_k = [&](int it) {  // S = Q K[it]^T has run (split barriers; else freed with V)
+    if (Cfg::kSplitKV) release(bar_k_empty(it % kStages));
   };
   // Turns: a consumer issues only after the other one has issued. Consumer 1 arrives once
   // ahead so that consumer 0 goes first; consumer 0 takes that arrival back at the end.
@@ -205,18 +299,19 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     if (n_tiles > 0) {
       sm90::mbar_wait(bar_q_full, q_uses++ & 1);
       float correction[2];
-      wait_kv(it);
+      wait_kv(it, -1);
       turn_begin();
       sm90::wgmma_fence();
       issue_qk(it);
       turn_end();
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
+      release_k(it);
       softmax(0, correction);  // O is still zero: nothing to rescale
       sm90::acc_to_a<T>(s_flat, p_frag);
 
       for (int i = 1; i < n_tiles; ++i) {
-        wait_kv(it + i);
+        wait_kv(it + i, it + i - 1);
         turn_begin();
         sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
         issue_qk(it + i);
@@ -224,14 +319,16 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         turn_end();
         sm90::wgmma_wait<1>();  // S of tile i; O += P V still running
         sm90::fence_operand(s_flat);
+        release_k(it + i);
         softmax(i, correction);
         sm90::wgmma_wait<0>();
         sm90::fence_operand(o_flat);
         sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
-        release(bar_empty((it + i - 1) % kStages));
+        release(bar_v_empty((it + i - 1) % kStages));
         rescale_rows(acc_o, correction);
         sm90::acc_to_a<T>(s_flat, p_frag);
       }
+      wait_v(it + n_tiles - 1);
       turn_begin();
       sm90::wgmma_fence();
       issue_pv(it + n_tiles - 1);
@@ -239,7 +336,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
       sm90::fence_operand(p_flat);
-      release(bar_empty((it + n_tiles - 1) % kStages));
+      release(bar_v_empty((it + n_tiles - 1) % kStages));
       it += n_tiles;
     }
 
@@ -252,12 +349,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       store_output_rows<T>(p, w, acc_o, tile_row, lane);
       return;
     }
-    // Plain: stage the tile in Q's space for 16-byte coalesced stores.
+    // Plain: stage the tile in Q's space (head_dim 96: and past it, in the K/V ring, whose
+    // tiles have all been consumed) for 16-byte coalesced stores.
     T* staging = reinterpret_cast<T*>(smem);
-    sm90::named_barrier_sync(kBarConsumers, kConsumers);  // both consumers are done reading Q
-    stage_output<T, kHeadDim>(staging, acc_o, tile_row, lane);
+    sm90::named_barrier_sync(kBarConsumers, kConsumers);  // both consumers are done reading Q, K, V
+    stage_output<T, Cfg::kOutputPitch>(staging, acc_o, tile_row, lane);
     sm90::named_barrier_sync(kBarConsumers, kConsumers);
-    store_output<T, kHeadDim, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
+    store_output<T, Cfg::kOutputPitch, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
   });
   if (consumer == 0) turn_begin();
 #endif

@@ -3,8 +3,8 @@
 // wgmma.mma_async read that layout, the wgmma instructions of S = Q K^T and O += P V, and
 // the register layouts of their accumulators and register A operand.
 //
-// Every formula here is checked on the GPU by tools/lab/wgmma_selftest.cu (bf16 and fp16,
-// head_dim 64 and 128, 64 and 128 keys; tests/gpu/test_tools.py builds and runs it); change
+// Every formula here is checked on the GPU by tools/lab/wgmma_selftest.cu (bf16 and fp16, every
+// head_dim and key count the kernels use; tests/gpu/test_tools.py builds and runs it); change
 // nothing here without re-running it.
 //
 // ---- The shared-memory tile layout (128-byte swizzle) ----------------------------------
@@ -20,6 +20,17 @@
 // rows of a block form one 1024-byte swizzle atom. This is exactly what the hardware's
 // 128B swizzle expects: it computes a canonical (unswizzled) byte address and XORs
 // address bits [4,7) with bits [7,10), which is why the tile base must be 1024-aligned.
+//
+// head_dim 96 (not a multiple of 64) uses the 64-byte swizzle instead, the same scheme at
+// half the width: 32-column blocks of 64-byte rows, 8 rows = one 512-byte atom, and the
+// hardware XORs address bits [4,6) with bits [7,9):
+//
+//   byte_offset(row, chunk) = (chunk / 4) * rows * 64 + row * 64
+//                           + ((chunk % 4) ^ ((row / 2) % 4)) * 16    // 64B swizzle
+//
+// (tile_offset(rows, row, chunk, 64)). Three whole blocks hold 96 columns, so no column is
+// padded and the descriptors below stay canonical (a 128B layout would leave half of the
+// second block empty, and an N = 96 read across it is not a canonical 128B layout).
 //
 // Relation to the SM80 kernel (fwd_kernel.cuh), whose smem_offset is, in elements,
 // row * pitch + ((chunk ^ (row % 8)) * 8):
@@ -43,7 +54,10 @@
 //   and the instruction's imm-trans-b = 1.
 // In both, swizzle mode = 1 (128B) and base offset = 0 (atoms start 1024-aligned; moving
 // the start address by 32-byte k steps inside an atom is fine, the hardware swizzles the
-// address it computes).
+// address it computes). The 64B layout: swizzle mode = 2, 64 for 128 in every formula
+// (K-major: start = tile + (kk / 2) * rows * 64 + (kk % 2) * 32, SBO = 512; MN-major:
+// start = tile + kk * 16 * 64, SBO = 512, LBO = rows * 64 from one 32-column block to the
+// next).
 //
 // ---- Register layouts (thread t = threadIdx.x % 128 of the warpgroup, warp w = t / 32,
 // lane l = t % 32) -------------------------------------------------------------------------
@@ -94,17 +108,23 @@ namespace sm90 {
 // ---------------------------------------------------------------------------------------
 // Tile layout
 // ---------------------------------------------------------------------------------------
-constexpr int kSwizzleRowBytes = 128;    // one row of a column block
+constexpr int kSwizzleRowBytes = 128;    // one row of a column block (128B swizzle)
 constexpr int kSwizzleAtomBytes = 1024;  // 8 rows: one swizzle atom; tiles align to this
 
+// The swizzle width (= bytes per row of a column block) a tile of head_dim columns uses:
+// 128 where head_dim is a multiple of 64, else 64 (head_dim 96: three 32-column blocks).
+__host__ __device__ constexpr int swizzle_bytes_for(int head_dim) { return head_dim % 64 == 0 ? 128 : 64; }
+
 // Byte offset of 16-byte chunk `chunk` (= column / 8) of row `row` in a tile of `rows`
-// rows (see the layout at the top). A cp.async loader copies global row `row`, columns
-// [8 chunk, 8 chunk + 8), to tile_base + tile_offset(rows, row, chunk).
-__host__ __device__ constexpr uint32_t tile_offset(int rows, int row, int chunk) {
-  return static_cast<uint32_t>((chunk / 8) * rows * kSwizzleRowBytes + row * kSwizzleRowBytes +
-                               (((chunk % 8) ^ (row % 8)) * 16));
+// rows (see the layout at the top; `swizzle` = 128 or 64 bytes per column-block row). A
+// cp.async loader copies global row `row`, columns [8 chunk, 8 chunk + 8), to
+// tile_base + tile_offset(rows, row, chunk).
+__host__ __device__ constexpr uint32_t tile_offset(int rows, int row, int chunk, int swizzle = kSwizzleRowBytes) {
+  return static_cast<uint32_t>((chunk / (swizzle / 16)) * rows * swizzle + row * swizzle +
+                               (((chunk % (swizzle / 16)) ^ ((row * swizzle / 128) % (swizzle / 16))) * 16));
 }
-// Bytes of a [rows][head_dim] 16-bit tile (a multiple of 1024 when rows % 8 == 0).
+// Bytes of a [rows][head_dim] 16-bit tile (a multiple of 1024 when rows % 8 == 0 and
+// head_dim % 64 == 0, of 512 when head_dim % 32 == 0).
 __host__ __device__ constexpr uint32_t tile_bytes(int rows, int head_dim) {
   return static_cast<uint32_t>(rows * head_dim * 2);
 }
@@ -116,33 +136,37 @@ __host__ __device__ constexpr uint32_t tile_bytes(int rows, int head_dim) {
 //   bits  0-13  start address >> 4        bits 32-45  stride byte offset (SBO) >> 4
 //   bits 16-29  leading byte offset >> 4  bits 49-51  base offset (0 here)
 //   bits 62-63  swizzle: 0 none, 1 = 128B, 2 = 64B, 3 = 32B
-__device__ __forceinline__ uint64_t make_desc_sw128(uint32_t smem_byte_addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+template <int kSwizzle = kSwizzleRowBytes>
+__device__ __forceinline__ uint64_t make_desc(uint32_t smem_byte_addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  static_assert(kSwizzle == 128 || kSwizzle == 64, "128- or 64-byte swizzle");
   uint64_t desc = 0;
   desc |= static_cast<uint64_t>((smem_byte_addr >> 4) & 0x3FFFu);
   desc |= static_cast<uint64_t>((lbo_bytes >> 4) & 0x3FFFu) << 16;
   desc |= static_cast<uint64_t>((sbo_bytes >> 4) & 0x3FFFu) << 32;
-  desc |= static_cast<uint64_t>(1) << 62;  // 128-byte swizzle
+  desc |= static_cast<uint64_t>(kSwizzle == 128 ? 1 : 2) << 62;
   return desc;
 }
 
 // K-major operand, k16 slice kk (head_dim columns [16 kk, 16 kk + 16)) of a [kRows][head_dim]
 // tile at shared byte address `tile` (1024-aligned): Q as A (kRows = 64) or K as B
-// (kRows = keys) of S = Q K^T. Instruction: imm-trans = 0 for this operand.
-template <int kRows>
+// (kRows = keys) of S = Q K^T. Instruction: imm-trans = 0 for this operand. A column-block
+// row holds kSwizzle / 32 slices of 32 bytes.
+template <int kRows, int kSwizzle = kSwizzleRowBytes>
 __device__ __forceinline__ uint64_t desc_kmajor(uint32_t tile, int kk) {
   static_assert(kRows % 8 == 0, "whole swizzle atoms");
-  const uint32_t start = tile + (kk / 4) * kRows * kSwizzleRowBytes + (kk % 4) * 32;
-  return make_desc_sw128(start, /*lbo (unused)=*/16, /*sbo=*/kSwizzleAtomBytes);
+  constexpr int kSlices = kSwizzle / 32;
+  const uint32_t start = tile + (kk / kSlices) * kRows * kSwizzle + (kk % kSlices) * 32;
+  return make_desc<kSwizzle>(start, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle);
 }
 
 // MN-major B operand, k16 slice kk (keys [16 kk, 16 kk + 16)) of V stored as a
 // [kRows = keys][head_dim] tile at shared byte address `tile` (1024-aligned), for
-// O += P V with imm-trans-b = 1. LBO steps from head_dim block 0 to block 1.
-template <int kRows>
+// O += P V with imm-trans-b = 1. LBO steps from one column block of head_dim to the next.
+template <int kRows, int kSwizzle = kSwizzleRowBytes>
 __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
   static_assert(kRows % 16 == 0, "whole k16 slices of keys");
-  const uint32_t start = tile + kk * 16 * kSwizzleRowBytes;
-  return make_desc_sw128(start, /*lbo=*/kRows * kSwizzleRowBytes, /*sbo=*/kSwizzleAtomBytes);
+  const uint32_t start = tile + kk * 16 * kSwizzle;
+  return make_desc<kSwizzle>(start, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -219,33 +243,64 @@ __device__ __forceinline__ void fence_operand(uint32_t (&r)[kN]) {
 // ---------------------------------------------------------------------------------------
 // MMA instructions. T = half or __nv_bfloat16; fp32 accumulators; `accumulate` false
 // computes d = A B (the old d is ignored, no zeroing needed), true d += A B.
+//
+// One m64nNk16 instruction takes its N / 2 accumulators as N / 2 separate asm operands, and
+// the asm template must be a string literal, so the register list "%0, %1, ..." and the
+// operand list are generated by the preprocessor from groups of 8 (GROUPS = N / 16) below;
+// the operands after the accumulators are numbered from N / 2 on. Wgmma<N> exists for the
+// N values the kernels use (dense 16-bit wgmma takes any multiple of 8 up to 256).
 // ---------------------------------------------------------------------------------------
-#define FF_SM90_ACC32_OPERANDS(d)                                                                             \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
-      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
-      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
-      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-#define FF_SM90_ACC32_REGS                                                         \
-  "{"                                                                              \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "         \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
-  "}"
-#define FF_SM90_ACC64_OPERANDS(d)                                                                             \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
-      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
-      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
-      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), \
-      "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), \
-      "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
-      "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
-      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-#define FF_SM90_ACC64_REGS                                                           \
-  "{"                                                                                \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "           \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"   \
-  "}"
+#define FF_SM90_R1 "%0, %1, %2, %3, %4, %5, %6, %7"
+#define FF_SM90_R2 FF_SM90_R1 ", %8, %9, %10, %11, %12, %13, %14, %15"
+#define FF_SM90_R3 FF_SM90_R2 ", %16, %17, %18, %19, %20, %21, %22, %23"
+#define FF_SM90_R4 FF_SM90_R3 ", %24, %25, %26, %27, %28, %29, %30, %31"
+#define FF_SM90_R5 FF_SM90_R4 ", %32, %33, %34, %35, %36, %37, %38, %39"
+#define FF_SM90_R6 FF_SM90_R5 ", %40, %41, %42, %43, %44, %45, %46, %47"
+#define FF_SM90_R7 FF_SM90_R6 ", %48, %49, %50, %51, %52, %53, %54, %55"
+#define FF_SM90_R8 FF_SM90_R7 ", %56, %57, %58, %59, %60, %61, %62, %63"
+#define FF_SM90_R9 FF_SM90_R8 ", %64, %65, %66, %67, %68, %69, %70, %71"
+#define FF_SM90_R10 FF_SM90_R9 ", %72, %73, %74, %75, %76, %77, %78, %79"
+#define FF_SM90_R11 FF_SM90_R10 ", %80, %81, %82, %83, %84, %85, %86, %87"
+#define FF_SM90_R12 FF_SM90_R11 ", %88, %89, %90, %91, %92, %93, %94, %95"
+#define FF_SM90_R13 FF_SM90_R12 ", %96, %97, %98, %99, %100, %101, %102, %103"
+#define FF_SM90_R14 FF_SM90_R13 ", %104, %105, %106, %107, %108, %109, %110, %111"
+#define FF_SM90_R15 FF_SM90_R14 ", %112, %113, %114, %115, %116, %117, %118, %119"
+#define FF_SM90_R16 FF_SM90_R15 ", %120, %121, %122, %123, %124, %125, %126, %127"
+#define FF_SM90_O1(d) "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+#define FF_SM90_O2(d) \
+  FF_SM90_O1(d), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+#define FF_SM90_O3(d) \
+  FF_SM90_O2(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+#define FF_SM90_O4(d) \
+  FF_SM90_O3(d), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define FF_SM90_O5(d) \
+  FF_SM90_O4(d), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+#define FF_SM90_O6(d) \
+  FF_SM90_O5(d), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+#define FF_SM90_O7(d) \
+  FF_SM90_O6(d), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55])
+#define FF_SM90_O8(d) \
+  FF_SM90_O7(d), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define FF_SM90_O9(d) \
+  FF_SM90_O8(d), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71])
+#define FF_SM90_O10(d) \
+  FF_SM90_O9(d), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79])
+#define FF_SM90_O11(d) \
+  FF_SM90_O10(d), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87])
+#define FF_SM90_O12(d) \
+  FF_SM90_O11(d), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+#define FF_SM90_O13(d)                                                                                          \
+  FF_SM90_O12(d), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), \
+      "+f"(d[103])
+#define FF_SM90_O14(d)                                                                                              \
+  FF_SM90_O13(d), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), \
+      "+f"(d[111])
+#define FF_SM90_O15(d)                                                                                              \
+  FF_SM90_O14(d), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), \
+      "+f"(d[119])
+#define FF_SM90_O16(d)                                                                                              \
+  FF_SM90_O15(d), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), \
+      "+f"(d[127])
 
 // S = A B^T form: A (64x16) and B (Nx16) both K-major from shared memory descriptors
 // (imm-trans-a = imm-trans-b = 0), scale-a = scale-b = 1. Operand numbers after the
@@ -283,102 +338,103 @@ template <typename T>
 struct is_wgmma_16bit
     : std::integral_constant<bool, std::is_same<T, half>::value || std::is_same<T, __nv_bfloat16>::value> {};
 
-// S (64x64 fp32, 32 regs) (+)= Q slice (64x16, desc_a) * K slice (64 keys x 16, desc_b)^T.
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
-  static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
-#ifdef FORGE_FLASH_SM90A_ENABLED
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_SS("m64n64k16", "bf16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34");
-  } else {
-    FF_SM90_WGMMA_SS("m64n64k16", "f16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34");
-  }
-#else
-  __trap();
-#endif
-}
+// Wgmma<N>::ss<T>(d, desc_a, desc_b, acc):    d (64xN fp32, N/2 regs) (+)= A (64x16) * B (Nx16)^T,
+//   both K-major from descriptors (desc_kmajor): S = Q K^T.
+// Wgmma<N>::rs_tb<T>(d, a, desc_b, acc):      d (+)= A (64x16, four registers a) * B (16xN),
+//   B MN-major from a descriptor (desc_mnmajor; columns past the first column block through
+//   LBO): O += P V.
+template <int kN>
+struct Wgmma;  // defined below for each N a kernel uses
 
-// S (64x128 fp32, 64 regs) (+)= Q slice (64x16, desc_a) * K slice (128 keys x 16, desc_b)^T.
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
-  static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
 #ifdef FORGE_FLASH_SM90A_ENABLED
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_SS("m64n128k16", "bf16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66");
-  } else {
-    FF_SM90_WGMMA_SS("m64n128k16", "f16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66");
+#define FF_SM90_MMA_BODY(BF16_STMT, F16_STMT)                       \
+  static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16"); \
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {            \
+    BF16_STMT;                                                      \
+  } else {                                                          \
+    F16_STMT;                                                       \
   }
 #else
-  __trap();
+#define FF_SM90_MMA_BODY(BF16_STMT, F16_STMT) __trap();
 #endif
-}
 
-// O (64x64 fp32, 32 regs) (+)= P slice (64x16, registers a) * V slice (16 keys x 64, desc_b
-// from desc_mnmajor, transposed).
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n64k16_rs_tb(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
-                                                      bool accumulate) {
-  static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
-#ifdef FORGE_FLASH_SM90A_ENABLED
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_RS_TB("m64n64k16", "bf16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34", "%35",
-                        "%36", "%37");
-  } else {
-    FF_SM90_WGMMA_RS_TB("m64n64k16", "f16", FF_SM90_ACC32_REGS, FF_SM90_ACC32_OPERANDS(d), "%32", "%33", "%34", "%35",
-                        "%36", "%37");
-  }
-#else
-  __trap();
-#endif
-}
+// N, GROUPS = N / 16, then the operand numbers N/2 .. N/2 + 5 (decimal literals).
+#define FF_SM90_DEFINE_WGMMA(N, GROUPS, I0, I1, I2, I3, I4, I5)                                                       \
+  template <>                                                                                                         \
+  struct Wgmma<N> {                                                                                                   \
+    template <typename T>                                                                                             \
+    static __device__ __forceinline__ void ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool accumulate) { \
+      FF_SM90_MMA_BODY(FF_SM90_WGMMA_SS("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),     \
+                                        "%" #I0, "%" #I1, "%" #I2),                                                   \
+                       FF_SM90_WGMMA_SS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),      \
+                                        "%" #I0, "%" #I1, "%" #I2))                                                   \
+    }                                                                                                                 \
+    template <typename T>                                                                                             \
+    static __device__ __forceinline__ void rs_tb(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,          \
+                                                 bool accumulate) {                                                   \
+      FF_SM90_MMA_BODY(FF_SM90_WGMMA_RS_TB("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),  \
+                                           "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5),                     \
+                       FF_SM90_WGMMA_RS_TB("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),   \
+                                           "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5))                     \
+    }                                                                                                                 \
+  };
 
-// O (64x128 fp32, 64 regs) (+)= P slice (64x16, registers a) * V slice (16 keys x 128,
-// desc_b from desc_mnmajor, transposed; the second 64 columns come through LBO).
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b,
-                                                       bool accumulate) {
-  static_assert(is_wgmma_16bit<T>::value, "half or __nv_bfloat16");
-#ifdef FORGE_FLASH_SM90A_ENABLED
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    FF_SM90_WGMMA_RS_TB("m64n128k16", "bf16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66", "%67",
-                        "%68", "%69");
-  } else {
-    FF_SM90_WGMMA_RS_TB("m64n128k16", "f16", FF_SM90_ACC64_REGS, FF_SM90_ACC64_OPERANDS(d), "%64", "%65", "%66", "%67",
-                        "%68", "%69");
-  }
-#else
-  __trap();
-#endif
-}
+FF_SM90_DEFINE_WGMMA(64, 4, 32, 33, 34, 35, 36, 37)
+FF_SM90_DEFINE_WGMMA(80, 5, 40, 41, 42, 43, 44, 45)
+FF_SM90_DEFINE_WGMMA(96, 6, 48, 49, 50, 51, 52, 53)
+FF_SM90_DEFINE_WGMMA(112, 7, 56, 57, 58, 59, 60, 61)
+FF_SM90_DEFINE_WGMMA(128, 8, 64, 65, 66, 67, 68, 69)
+FF_SM90_DEFINE_WGMMA(192, 12, 96, 97, 98, 99, 100, 101)
+FF_SM90_DEFINE_WGMMA(256, 16, 128, 129, 130, 131, 132, 133)
 
 // Shape-generic spellings, picked by the accumulator size (kAcc = N / 2).
 // S = Q K^T slice: wgmma_qk<T>(acc_s, desc_kmajor<64>(sQ, kk), desc_kmajor<N>(sK, kk), kk > 0)
 template <typename T, int kAcc>
 __device__ __forceinline__ void wgmma_qk(float (&d)[kAcc], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
-  static_assert(kAcc == 32 || kAcc == 64, "N = 64 or 128");
-  if constexpr (kAcc == 32) {
-    wgmma_m64n64k16_ss<T>(d, desc_a, desc_b, accumulate);
-  } else {
-    wgmma_m64n128k16_ss<T>(d, desc_a, desc_b, accumulate);
-  }
+  Wgmma<2 * kAcc>::template ss<T>(d, desc_a, desc_b, accumulate);
 }
 // O += P V slice: wgmma_pv<T>(acc_o, a[kk], desc_mnmajor<N>(sV, kk), true)
 template <typename T, int kAcc>
 __device__ __forceinline__ void wgmma_pv(float (&d)[kAcc], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
-  static_assert(kAcc == 32 || kAcc == 64, "head_dim = 64 or 128");
-  if constexpr (kAcc == 32) {
-    wgmma_m64n64k16_rs_tb<T>(d, a, desc_b, accumulate);
-  } else {
-    wgmma_m64n128k16_rs_tb<T>(d, a, desc_b, accumulate);
-  }
+  Wgmma<2 * kAcc>::template rs_tb<T>(d, a, desc_b, accumulate);
 }
 
+#undef FF_SM90_DEFINE_WGMMA
+#undef FF_SM90_MMA_BODY
 #undef FF_SM90_WGMMA_SS
 #undef FF_SM90_WGMMA_RS_TB
-#undef FF_SM90_ACC32_OPERANDS
-#undef FF_SM90_ACC32_REGS
-#undef FF_SM90_ACC64_OPERANDS
-#undef FF_SM90_ACC64_REGS
+#undef FF_SM90_R1
+#undef FF_SM90_O1
+#undef FF_SM90_R2
+#undef FF_SM90_O2
+#undef FF_SM90_R3
+#undef FF_SM90_O3
+#undef FF_SM90_R4
+#undef FF_SM90_O4
+#undef FF_SM90_R5
+#undef FF_SM90_O5
+#undef FF_SM90_R6
+#undef FF_SM90_O6
+#undef FF_SM90_R7
+#undef FF_SM90_O7
+#undef FF_SM90_R8
+#undef FF_SM90_O8
+#undef FF_SM90_R9
+#undef FF_SM90_O9
+#undef FF_SM90_R10
+#undef FF_SM90_O10
+#undef FF_SM90_R11
+#undef FF_SM90_O11
+#undef FF_SM90_R12
+#undef FF_SM90_O12
+#undef FF_SM90_R13
+#undef FF_SM90_O13
+#undef FF_SM90_R14
+#undef FF_SM90_O14
+#undef FF_SM90_R15
+#undef FF_SM90_O15
+#undef FF_SM90_R16
+#undef FF_SM90_O16
 
 }  // namespace sm90
 }  // namespace forge_flash
