@@ -7,7 +7,8 @@ Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and s
 Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64
 and 128), split-KV + combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
 GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
-(batched decode), strided views.
+(batched decode), strided views; the variant kernels (window, softcap, ALiBi, sinks, any
+scale, paged K/V, a cache batch index, left padding) and the Hopper head dims 96/192/256.
 """
 
 from __future__ import annotations
@@ -62,6 +63,46 @@ def main() -> None:
     cache_k, cache_v = rand(4, 1000, 2, 128), rand(4, 1000, 2, 128)
     lens = torch.tensor([1000, 1, 0, 517], dtype=torch.int32, device="cuda")
     forge_flash.batched_decode_attention(rand(4, 8, 128), cache_k, cache_v, lens, return_lse=True)
+
+    # The variant kernels: window + softcap, ALiBi, sinks (split-KV: the merges add them), any
+    # scale, on the Hopper, SM80 and decode kernels; the new Hopper head dims.
+    f32 = {"device": "cuda", "dtype": torch.float32}
+    for b, sq, sk, h, hk, d, causal in [
+        (2, 300, 300, 8, 2, 128, True),
+        (1, 1, 9000, 8, 2, 128, False),
+        (2, 70, 130, 4, 2, 40, True),
+        (1, 200, 700, 8, 8, 256, True),
+    ]:
+        q, k, v = rand(b, sq, h, d), rand(b, sk, hk, d), rand(b, sk, hk, d)
+        forge_flash.flash_attn_fwd(q, k, v, causal=causal, window_size=(64, 16), softcap=30.0)
+        forge_flash.flash_attn_fwd(q, k, v, causal=causal, alibi_slopes=torch.rand(b, h, **f32))
+        forge_flash.flash_attn_fwd(
+            q, k, v, causal=causal, sinks=torch.randn(h, **f32), return_lse=True
+        )
+        forge_flash.flash_attn_fwd(q, k, v, causal=causal, softmax_scale=-0.1)
+    for d in (96, 192, 256):
+        q, k, v = rand(2, 300, 4, d), rand(2, 300, 4, d), rand(2, 300, 4, d)
+        forge_flash.flash_attn_fwd(q, k, v, causal=True)
+        q, k, v = rand(1, 1100, 4, d), rand(1, 1100, 4, d), rand(1, 1100, 4, d)
+        forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(100, 0))
+    # Paged K/V (page 16 and an odd 7), decode and chunked prefill, and a cache batch index.
+    for page in (16, 7):
+        blocks = -(-1000 // page)
+        table = torch.randperm(4 * blocks, device="cuda", dtype=torch.int32).view(4, blocks)
+        k_pages, v_pages = rand(4 * blocks, page, 2, 128), rand(4 * blocks, page, 2, 128)
+        forge_flash.batched_decode_attention(
+            rand(4, 8, 128), k_pages, v_pages, lens, block_table=table, return_lse=True
+        )
+        cu_q = torch.tensor([0, 5, 5, 25, 26], dtype=torch.int32, device="cuda")
+        cu_k = torch.tensor([0, 1000, 1001, 1001, 1518], dtype=torch.int32, device="cuda")
+        forge_flash.flash_attn_varlen_fwd(
+            rand(26, 8, 128), k_pages, v_pages, cu_q, cu_k, 20, 1000, causal=True, block_table=table
+        )
+    index = torch.tensor([3, 0, 0, 2], dtype=torch.int32, device="cuda")
+    forge_flash.api.cache_attention(
+        rand(4, 3, 8, 128), cache_k, cache_v, lens, cache_batch_idx=index, causal=True,
+        cache_leftpad=torch.tensor([0, 0, 0, 100], dtype=torch.int32, device="cuda"),
+    )  # fmt: skip
     torch.cuda.synchronize()
     print("sanitize matrix done")
 
