@@ -9,6 +9,7 @@
 
 #include <math.h>
 
+#include "lse_merge.cuh"
 #include "params.h"
 #include "ptx.cuh"
 
@@ -263,17 +264,6 @@ __device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&ro
       o[j][half * 2 + 1] *= inv;
     }
   }
-}
-
-// Merging normalised partial results (the splits of a cluster, or a decode CTA's warps; the
-// combine kernel spells the same out): part s, of LSE lse_s, weighs exp(lse_s - max_s lse_s).
-// A part that saw no key (LSE -inf) weighs 0; if no part saw a key every weight is 0, and the
-// row stays O = 0 with LSE -inf.
-__device__ __forceinline__ float merge_weight(float lse, float max_lse) {
-  return max_lse == -INFINITY ? 0.f : expf(lse - max_lse);
-}
-__device__ __forceinline__ float merged_lse(float max_lse, float weight_sum) {
-  return weight_sum > 0.f ? max_lse + logf(weight_sum) : -INFINITY;
 }
 
 // Split-KV: this split's normalised fp32 O and LSE, straight from registers.
