@@ -242,6 +242,10 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
 }
 
 }  // namespace
+
+// For the C API's other translation units (merge_api.cpp): the message ff_last_error() gives.
+void set_last_error(const std::string& message) { g_last_error = message; }
+
 }  // namespace forge_flash
 
 extern "C" {
