@@ -11,6 +11,7 @@ from .api import batched_decode_attention, flash_attn_fwd, flash_attn_varlen_fwd
 from .backends.base import Backend
 from .discovery import BackendInfo, BackendStatus, active_backend, backend_info
 from .layers import attention_fwd, attention_path, decoder_attention, multi_head_attention
+from .merge import merge_attention_states
 
 __all__ = [
     "Backend",
@@ -25,5 +26,6 @@ __all__ = [
     "decoder_attention",
     "flash_attn_fwd",
     "flash_attn_varlen_fwd",
+    "merge_attention_states",
     "multi_head_attention",
 ]
