@@ -85,6 +85,7 @@ ERROR_CASES = (
     "bad-layout",
     "checked-once-per-signature",
 )
+GPU_CHECKS = ("kernel-backend",)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _rank_main(rank: int, nprocs: int, worlds: tuple[int, ...], backend: str, tm
             continue
         ring = Ring(group, dist.get_rank(group), world, device)
         results: dict[str, str | None] = {}
-        for name in ERROR_CASES:
+        for name in ERROR_CASES if backend != "nccl" else ERROR_CASES + GPU_CHECKS:
             results[name] = _outcome(_ERROR_CHECKS[name], ring)
         for case in cases:
             results[case.name] = _outcome(_check_accuracy, case, ring)
@@ -268,7 +269,15 @@ def _checked_once_per_signature(ring: Ring) -> None:
     assert torch.equal(first, second)
 
 
+def _kernel_backend(ring: Ring) -> None:
+    import forge_flash
+
+    backend = forge_flash.active_backend().name
+    assert backend == "cuda", f"the block attention ran on the {backend} backend, not the kernels"
+
+
 _ERROR_CHECKS = {
+    "kernel-backend": _kernel_backend,
     "rejected-on-one-rank": _rejected_on_one_rank,
     "unequal-shards": _unequal_shards,
     "odd-zigzag-shard": _odd_zigzag_shard,
