@@ -44,6 +44,27 @@ def test_merge_of_key_splits_is_the_attention_over_all_keys():
     assert_lse_close(lse, expected_lse)
 
 
+def test_cascade_attention_over_a_shared_prefix():
+    """The use merge.py documents: every request attends to one shared prefix (its queries
+    folded into one batch row, the prefix K/V read once) and causally to its own suffix."""
+    gen = torch.Generator().manual_seed(5)
+    batch, prefix_len, suffix_len, heads, heads_k, head_dim = 3, 11, 6, 4, 2, 16
+    q = torch.randn(batch, suffix_len, heads, head_dim, generator=gen)
+    prefix_k, prefix_v = torch.randn(2, 1, prefix_len, heads_k, head_dim, generator=gen)
+    suffix_k, suffix_v = torch.randn(2, batch, suffix_len, heads_k, head_dim, generator=gen)
+    folded = q.reshape(1, batch * suffix_len, heads, head_dim)
+    prefix_out, prefix_lse = ff.flash_attn_fwd(folded, prefix_k, prefix_v, return_lse=True)
+    prefix_out = prefix_out.view(batch, suffix_len, heads, head_dim)
+    prefix_lse = prefix_lse[0].view(heads, batch, suffix_len).transpose(0, 1)  # (b, h, s)
+    suffix_out, suffix_lse = ff.flash_attn_fwd(q, suffix_k, suffix_v, causal=True, return_lse=True)
+    out, lse = ff.merge_attention_states([prefix_out, suffix_out], [prefix_lse, suffix_lse])
+    whole_k = torch.cat([prefix_k.expand(batch, -1, -1, -1), suffix_k], dim=1)
+    whole_v = torch.cat([prefix_v.expand(batch, -1, -1, -1), suffix_v], dim=1)
+    expected, expected_lse = reference_attention(q, whole_k, whole_v, causal=True)
+    assert_close_to_reference(out, expected, torch.float32)
+    assert_lse_close(lse, expected_lse)
+
+
 @pytest.mark.parametrize(
     "dtypes,result",
     [

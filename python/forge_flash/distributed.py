@@ -119,8 +119,13 @@ def shard_sequence(
 def unshard_sequence(shards: Sequence[torch.Tensor], layout: str, dim: int = 1) -> torch.Tensor:
     """The whole sequence from every rank's shard, given in rank order (e.g. from
     ``torch.distributed.all_gather``): the inverse of ``shard_sequence``."""
-    if isinstance(shards, torch.Tensor) or not isinstance(shards, Sequence) or not shards:
-        raise TypeError("shards must be a non-empty sequence of tensors, one per rank in order")
+    if isinstance(shards, torch.Tensor | str) or not isinstance(shards, Sequence):
+        raise TypeError(
+            f"shards must be a sequence of tensors, one per rank in order; got "
+            f"{type(shards).__name__}"
+        )
+    if not shards:
+        raise ValueError("shards must hold one tensor per rank; got none")
     _check_layout(layout)
     for i, x in enumerate(shards):
         if not isinstance(x, torch.Tensor):

@@ -39,6 +39,7 @@ class Case:
     causal: bool = False
     layout: str = "zigzag"
     gather: bool = False  # also all_gather the shards and unshard them
+    scale: float | None = None
 
 
 def cpu_cases() -> list[Case]:
@@ -51,6 +52,7 @@ def cpu_cases() -> list[Case]:
         Case("odd-head-dim-13-mqa", heads=3, heads_k=1, head_dim=13, causal=True),
         Case("head-dim-24-bf16", head_dim=24, dtype="bfloat16", causal=True, layout="contiguous"),
         Case("unshard", batch=1, chunk=2, causal=True, gather=True),
+        Case("scale-0.3-contiguous", causal=True, layout="contiguous", scale=0.3),
     ]
     return cases
 
@@ -160,7 +162,9 @@ def _check_accuracy(case: Case, ring: Ring) -> None:
     q, k, v = _inputs(case, ring.world, ring.device)
     shard = functools.partial(shard_sequence, layout=case.layout, rank=ring.rank, world=ring.world)
     shards = [shard(x) for x in (q, k, v)]
-    options = dict(group=ring.group, causal=case.causal, layout=case.layout)
+    options = dict(
+        group=ring.group, causal=case.causal, layout=case.layout, softmax_scale=case.scale
+    )
     # Every collective first, the same on every rank, so that a failed check on one rank
     # cannot leave the others waiting in a later case.
     out, lse = context_parallel_attention(*shards, **options, return_lse=True)
@@ -170,7 +174,7 @@ def _check_accuracy(case: Case, ring: Ring) -> None:
         dist.all_gather(gathered, out.contiguous(), group=ring.group)
 
     assert out.dtype == q.dtype and out.shape == shards[0].shape, (out.dtype, out.shape)
-    expected, expected_lse = reference_attention(q, k, v, causal=case.causal)
+    expected, expected_lse = reference_attention(q, k, v, causal=case.causal, scale=case.scale)
     _assert_close(out, shard(expected), q, k, v, case, shard)
     _assert_lse_close(lse, shard(expected_lse, dim=2))
     assert isinstance(only_out, torch.Tensor) and torch.equal(only_out, out), "return_lse=False"
@@ -188,7 +192,7 @@ def _assert_close(got, expected, q, k, v, case, shard) -> None:
         return
     from .kernels import assert_close_to_reference, torch_attention
 
-    torch_out = torch_attention(q, k, v, causal=case.causal)
+    torch_out = torch_attention(q, k, v, causal=case.causal, scale=case.scale)
     assert_close_to_reference(got, expected, torch_out if shard is None else shard(torch_out))
 
 
