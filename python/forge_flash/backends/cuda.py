@@ -356,7 +356,7 @@ class CudaBackend(Backend):
             last = len(outs) <= _MERGE_MAX_PARTS
             # More parts than one launch takes: merge the first ones into a float32 partial
             # that leads the next launch (the same order, so still deterministic).
-            step_out = dest if last else torch.empty(out.shape, device=out.device)
+            step_out = dest if last else torch.empty_like(out, dtype=torch.float32)
             step_lse = dest_lse if last else torch.empty_like(out_lse)
             parts = [
                 (x.data_ptr(), _MERGE_DTYPE_CODES[x.dtype], *x.stride()[:3],
