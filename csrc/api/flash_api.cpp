@@ -45,7 +45,8 @@ Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_
   const char* dims[] = {"batch_stride", "row_stride", "head_stride"};
   if (t.data == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data is NULL", name);
   if (reinterpret_cast<uintptr_t>(t.data) % FF_ALIGNMENT_BYTES != 0)
-    return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data must be %d-byte aligned (got %p)", name, FF_ALIGNMENT_BYTES, t.data);
+    return fail(FF_ERROR_INVALID_ARGUMENT, "%s.data must be %d-byte aligned (got %p)", name, FF_ALIGNMENT_BYTES,
+                t.data);
   // Every element offset the kernels form must fit in int64: the sum of
   // (extent - 1) * stride over the dimensions, plus head_dim.
   int64_t max_offset = head_dim - 1;
@@ -89,8 +90,8 @@ Failure check_common(int num_heads, int num_heads_k, int head_dim, float scale, 
   if (num_heads % num_heads_k != 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "num_heads_k (%d) must divide num_heads (%d)", num_heads_k, num_heads);
   if (head_dim < FF_HEAD_DIM_MULTIPLE || head_dim > FF_MAX_HEAD_DIM || head_dim % FF_HEAD_DIM_MULTIPLE != 0)
-    return fail(FF_ERROR_INVALID_ARGUMENT, "head_dim must be a multiple of %d in [%d, %d], got %d", FF_HEAD_DIM_MULTIPLE,
-                FF_HEAD_DIM_MULTIPLE, FF_MAX_HEAD_DIM, head_dim);
+    return fail(FF_ERROR_INVALID_ARGUMENT, "head_dim must be a multiple of %d in [%d, %d], got %d",
+                FF_HEAD_DIM_MULTIPLE, FF_HEAD_DIM_MULTIPLE, FF_MAX_HEAD_DIM, head_dim);
   if (!std::isfinite(scale))
     return fail(FF_ERROR_INVALID_ARGUMENT, "softmax_scale must be finite, got %g", static_cast<double>(scale));
   if (dtype != FF_DTYPE_FLOAT16 && dtype != FF_DTYPE_BFLOAT16)
@@ -168,9 +169,9 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
   p.page_size = o.page_size, p.num_blocks = o.num_blocks, p.max_blocks = o.max_blocks;
   p.kv_batch_idx = o.kv_batch_idx, p.kv_batch_rows = o.kv_batch_rows;
   p.k_start = o.k_start;
-  p.features = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f ||
-               p.alibi_slopes != nullptr || p.sinks != nullptr || p.block_table != nullptr ||
-               p.kv_batch_idx != nullptr || p.k_start != nullptr || !(scale > 0.f);
+  p.features = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f || p.alibi_slopes != nullptr ||
+               p.sinks != nullptr || p.block_table != nullptr || p.kv_batch_idx != nullptr || p.k_start != nullptr ||
+               !(scale > 0.f);
   const float log2e = static_cast<float>(M_LOG2E);
   p.scale_log2 = p.features ? 1.f : scale * log2e;
   p.lse_scale = p.features ? static_cast<float>(M_LN2) : scale;
@@ -230,8 +231,9 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
   if (a->batch_size == 0 || a->seqlen_q == 0) return ok();  // nothing to compute or write
   const bool has_keys = a->seqlen_k > 0;
   // K/V extents: (batch, seqlen_k) rows; a cache batch index's rows; or blocks of page_size rows.
-  const int64_t kv_batch = o.block_table != nullptr ? o.num_blocks : o.kv_batch_idx != nullptr ? o.kv_batch_rows
-                                                                                                 : a->batch_size;
+  const int64_t kv_batch = o.block_table != nullptr    ? o.num_blocks
+                           : o.kv_batch_idx != nullptr ? o.kv_batch_rows
+                                                       : a->batch_size;
   const int64_t kv_rows = o.block_table != nullptr ? o.page_size : a->seqlen_k;
   const struct {
     const char* name;
@@ -286,15 +288,13 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
     int64_t batch, rows, heads;
     bool batch_dim;  // paged K/V: (num_blocks, page_size, heads_k, d)
     bool needed;
-  } tensors[] = {{"q", a->q, 1, a->total_q, a->num_heads, false, true},
-                 {"k", a->k, paged ? o.num_blocks : 1, paged ? o.page_size : a->total_k, a->num_heads_k, paged,
-                  has_keys},
-                 {"v", a->v, paged ? o.num_blocks : 1, paged ? o.page_size : a->total_k, a->num_heads_k, paged,
-                  has_keys},
-                 {"out", a->out, 1, a->total_q, a->num_heads, false, true}};
+  } tensors[] = {
+      {"q", a->q, 1, a->total_q, a->num_heads, false, true},
+      {"k", a->k, paged ? o.num_blocks : 1, paged ? o.page_size : a->total_k, a->num_heads_k, paged, has_keys},
+      {"v", a->v, paged ? o.num_blocks : 1, paged ? o.page_size : a->total_k, a->num_heads_k, paged, has_keys},
+      {"out", a->out, 1, a->total_q, a->num_heads, false, true}};
   for (const auto& t : tensors)
-    if (t.needed &&
-        (f = check_tensor(t.name, t.t, t.batch, t.rows, t.heads, a->head_dim, t.batch_dim)).status != FF_OK)
+    if (t.needed && (f = check_tensor(t.name, t.t, t.batch, t.rows, t.heads, a->head_dim, t.batch_dim)).status != FF_OK)
       return f;
   if ((f = check_no_overlap("out", a->out, 1, a->total_q, a->num_heads, a->head_dim, false)).status != FF_OK) return f;
 
@@ -318,6 +318,10 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
 }
 
 }  // namespace
+
+// For the C API's other translation units (merge_api.cpp): the message ff_last_error() gives.
+void set_last_error(const std::string& message) { g_last_error = message; }
+
 }  // namespace forge_flash
 
 extern "C" {

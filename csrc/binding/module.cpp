@@ -182,6 +182,32 @@ class VarlenFwdCall {
   ff_varlen_fwd_args args_{};
 };
 
+// ff_merge_states from integers: each part is (out, dtype, out batch/row/head strides, lse,
+// lse batch/head/row strides), `out` is (pointer, dtype, batch/row/head strides) and `out_lse`
+// (pointer or 0, batch/head/row strides); dtype codes are ff_merge_dtype's.
+using MergePart = std::array<int64_t, 9>;
+
+void merge_states(const std::vector<MergePart>& parts, const std::array<int64_t, 5>& out,
+                  const std::array<int64_t, 4>& out_lse, int batch, int seqlen, int num_heads, int head_dim, int device,
+                  uintptr_t stream) {
+  ff_merge_args a{};
+  a.num_parts = static_cast<int>(parts.size());  // the C API rejects more than FF_MERGE_MAX_PARTS
+  for (size_t i = 0; i < parts.size() && i < FF_MERGE_MAX_PARTS; ++i) {
+    const MergePart& p = parts[i];
+    a.parts[i].out = {reinterpret_cast<void*>(p[0]), p[2], p[3], p[4]};
+    a.parts[i].dtype = static_cast<ff_merge_dtype>(p[1]);
+    a.parts[i].lse = {reinterpret_cast<float*>(p[5]), p[6], p[7], p[8]};
+  }
+  a.out = {reinterpret_cast<void*>(out[0]), out[2], out[3], out[4]};
+  a.out_dtype = static_cast<ff_merge_dtype>(out[1]);
+  a.out_lse = {reinterpret_cast<float*>(out_lse[0]), out_lse[1], out_lse[2], out_lse[3]};
+  a.batch_size = batch, a.seqlen = seqlen, a.num_heads = num_heads, a.head_dim = head_dim;
+  const auto no_workspace = [](const ff_merge_args* args, void*, size_t*, cudaStream_t s) {
+    return ff_merge_states(args, s);
+  };
+  invoke(no_workspace, a, 0, 0, device, stream);
+}
+
 std::vector<int> parse_archs(const char* list) {  // "80,90" -> {80, 90}
   std::vector<int> archs;
   for (const char* s = list; *s;) {
@@ -242,9 +268,14 @@ PYBIND11_MODULE(_C, m) {
         dtypes["bfloat16"] = static_cast<int>(FF_DTYPE_BFLOAT16);
         d["dtypes"] = dtypes;
         // The options of ff_attn_options the kernels take, and any finite softmax scale.
-        d["features"] = std::vector<std::string>{"window", "softcap", "alibi", "sinks", "paged_kv", "kv_batch_index",
-                                                 "k_start", "any_scale"};
+        d["features"] = std::vector<std::string>{"window",   "softcap",        "alibi",   "sinks",
+                                                 "paged_kv", "kv_batch_index", "k_start", "any_scale"};
         return d;
       },
       "What the kernels take (forge_flash/limits.h): head dims, alignment, strides, dtypes, options.");
+  m.def("merge_states", &merge_states, py::arg("parts"), py::arg("out"), py::arg("out_lse"), py::arg("batch"),
+        py::arg("seqlen"), py::arg("num_heads"), py::arg("head_dim"), py::arg("device"), py::arg("stream"),
+        "Merge partial attention states (ff_merge_states): parts is a list of (out, dtype, 3 out strides, lse, 3 "
+        "lse strides), out (pointer, dtype, 3 strides), out_lse (pointer or 0, 3 strides); dtype 0 float16, 1 "
+        "bfloat16, 2 float32.");
 }

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <math.h>
 
+#include "lse_merge.cuh"
 #include "params.h"
 #include "ptx.cuh"
 
@@ -361,16 +362,6 @@ __device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdPa
   }
 }
 
-// A sink logit joins a row's softmax (variant kernels). The row holds (mx, sum): weights
-// exp(x - mx) of its keys, natural log. Returns the factor its output must be multiplied by.
-__device__ __forceinline__ float join_sink(float sink, float& mx, float& sum) {
-  const float m = fmaxf(mx, sink);
-  const float keep = mx == -INFINITY ? 0.f : expf(mx - m);
-  sum = sum * keep + expf(sink - m);
-  mx = m;
-  return keep;
-}
-
 // One step of the online softmax for an m16 slice: new running max, S -> P =
 // exp2(S * scale * log2(e) - max), the running sum rescaled, and the factor the O rows must
 // be rescaled by (left to the caller, whose O may still be an in-flight wgmma accumulator).
@@ -459,17 +450,6 @@ __device__ __forceinline__ const float* row_sinks(const FwdParams& p, const CtaW
     buffer[hi] = p.sinks[row_target(p, w, w.m0 + row < w.rows ? row : 0).head];
   }
   return buffer;
-}
-
-// Merging normalised partial results (the splits of a cluster, or a decode CTA's warps; the
-// combine kernel spells the same out): part s, of LSE lse_s, weighs exp(lse_s - max_s lse_s).
-// A part that saw no key (LSE -inf) weighs 0; if no part saw a key every weight is 0, and the
-// row stays O = 0 with LSE -inf.
-__device__ __forceinline__ float merge_weight(float lse, float max_lse) {
-  return max_lse == -INFINITY ? 0.f : expf(lse - max_lse);
-}
-__device__ __forceinline__ float merged_lse(float max_lse, float weight_sum) {
-  return weight_sum > 0.f ? max_lse + logf(weight_sum) : -INFINITY;
 }
 
 // Split-KV: this split's normalised fp32 O and LSE, straight from registers.

@@ -20,6 +20,7 @@ from .api import batched_decode_attention, flash_attn_fwd, flash_attn_varlen_fwd
 from .backends.base import Backend
 from .discovery import BackendInfo, BackendStatus, active_backend, backend_info
 from .kvcache import flash_attn_with_kvcache
+from .merge import merge_attention_states
 from .projections import attention_fwd, attention_path, decoder_attention, multi_head_attention
 
 __all__ = [
@@ -36,5 +37,6 @@ __all__ = [
     "flash_attn_fwd",
     "flash_attn_varlen_fwd",
     "flash_attn_with_kvcache",
+    "merge_attention_states",
     "multi_head_attention",
 ]

@@ -119,6 +119,45 @@ ff_status ff_attn_varlen_fwd(const ff_varlen_fwd_args* args, void* workspace, si
 // Message of the last call on this thread: why it failed, or "" if it succeeded.
 const char* ff_last_error(void);
 
+// ---- Merging partial attention states (cascade / shared-prefix attention, context parallelism) ----
+// ff_merge_states merges num_parts partial results of the same queries over disjoint key sets,
+// row by row, in float32 and in part order (deterministic):
+//   lse = log(sum_i exp(lse_i)),  out = sum_i exp(lse_i - lse) * out_i.
+// A part whose LSE is -inf (it saw no key) weighs 0 and its out is never read; a row where
+// every part is -inf gets out 0 and LSE -inf; a NaN LSE (or a NaN in a weighed out) gives NaN.
+// Layouts: every out (batch, seqlen, num_heads, head_dim) with any non-negative strides in
+// elements of its own dtype and a contiguous last dimension, aligned to its element size;
+// every LSE float32 (batch, num_heads, seqlen), any non-negative strides. Parts may mix dtypes.
+// `out` (and `out_lse`) may be exactly one of the parts (same pointer, strides and dtype: an
+// in-place merge) but must not otherwise overlap a part. No workspace; the launch never
+// allocates or synchronises, so it can be captured in a CUDA graph.
+#define FF_MERGE_MAX_PARTS 16
+
+typedef enum { FF_MERGE_FLOAT16 = 0, FF_MERGE_BFLOAT16 = 1, FF_MERGE_FLOAT32 = 2 } ff_merge_dtype;
+
+// A float32 (batch, num_heads, seqlen) view, strides in elements.
+typedef struct {
+  float* data;
+  int64_t batch_stride, head_stride, row_stride;
+} ff_lse_tensor;
+
+typedef struct {
+  ff_tensor out;  // (batch, seqlen, num_heads, head_dim); read only
+  ff_merge_dtype dtype;
+  ff_lse_tensor lse;  // read only
+} ff_merge_part;
+
+typedef struct {
+  ff_merge_part parts[FF_MERGE_MAX_PARTS];  // the first num_parts are used
+  int num_parts;
+  ff_tensor out;
+  ff_merge_dtype out_dtype;
+  ff_lse_tensor out_lse;  // optional: data NULL to skip
+  int batch_size, seqlen, num_heads, head_dim;
+} ff_merge_args;
+
+ff_status ff_merge_states(const ff_merge_args* args, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

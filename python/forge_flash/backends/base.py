@@ -47,5 +47,19 @@ class Backend(ABC):
         backend has none; the default, since the naive path's cost is its arithmetic."""
         return None
 
+    def merge_states(
+        self,
+        outs: list[torch.Tensor],
+        lses: list[torch.Tensor],
+        out: torch.Tensor,
+        out_lse: torch.Tensor,
+    ) -> None:
+        """Merge partial results over disjoint key sets into ``out``/``out_lse`` (validated by
+        ``forge_flash.merge_attention_states``, which documents the semantics). The default is
+        the naive path."""
+        from ..merge import naive_merge_states  # merge imports the backends: import late
+
+        naive_merge_states(outs, lses, out, out_lse)
+
     def __repr__(self) -> str:
         return f"<forge_flash backend {self.name!r}>"

@@ -374,6 +374,63 @@ class CudaBackend(Backend):
         if dest is not out:
             out.copy_(dest)
 
+    # -- merge of partial attention states (forge_flash.merge) ------------------------------
+
+    def merge_states(
+        self,
+        outs: list[torch.Tensor],
+        lses: list[torch.Tensor],
+        out: torch.Tensor,
+        out_lse: torch.Tensor,
+    ) -> None:
+        merge = getattr(self.binding, "merge_states", None)  # absent from fakes of the binding
+        if merge is None or not self._merge_qualifies(outs, out):
+            super().merge_states(outs, lses, out, out_lse)
+            return
+        # A part's last dimension must be contiguous; every other stride is taken as it is.
+        outs = [x if x.stride(-1) == 1 else x.contiguous() for x in outs]
+        # The kernel writes in place or apart from the parts, never over part of one.
+        dest = out if _writable_over(out, outs) else torch.empty_like(out)
+        dest_lse = out_lse if _writable_over(out_lse, lses) else torch.empty_like(out_lse)
+        index = out.device.index or 0
+        stream = self._stream_of(index)
+        batch, seqlen, num_heads, head_dim = out.shape
+        while True:
+            last = len(outs) <= _MERGE_MAX_PARTS
+            # More parts than one launch takes: merge the first ones into a float32 partial
+            # that leads the next launch (the same order, so still deterministic).
+            step_out = dest if last else torch.empty_like(out, dtype=torch.float32)
+            step_lse = dest_lse if last else torch.empty_like(out_lse)
+            parts = [
+                (x.data_ptr(), _MERGE_DTYPE_CODES[x.dtype], *x.stride()[:3],
+                 lse.data_ptr(), *lse.stride())
+                for x, lse in zip(outs[:_MERGE_MAX_PARTS], lses[:_MERGE_MAX_PARTS], strict=True)
+            ]  # fmt: skip
+            merge(
+                parts,
+                (step_out.data_ptr(), _MERGE_DTYPE_CODES[step_out.dtype], *step_out.stride()[:3]),
+                (step_lse.data_ptr(), *step_lse.stride()),
+                batch, seqlen, num_heads, head_dim, index, stream,
+            )  # fmt: skip
+            if last:
+                break
+            outs = [step_out, *outs[_MERGE_MAX_PARTS:]]
+            lses = [step_lse, *lses[_MERGE_MAX_PARTS:]]
+        if dest is not out:
+            out.copy_(dest)
+        if dest_lse is not out_lse:
+            out_lse.copy_(dest_lse)
+
+    def _merge_qualifies(self, outs: list[torch.Tensor], out: torch.Tensor) -> bool:
+        return (
+            out.device.type == self.device_type
+            and out.numel() > 0
+            and out.stride(-1) == 1
+            and out.dtype in _MERGE_DTYPE_CODES
+            and all(x.dtype in _MERGE_DTYPE_CODES for x in outs)
+            and self.device_reason(out.device.index or 0) is None
+        )
+
 
 def _no_keys(t: AttentionTensors) -> None:
     """A call with no keys at all: output 0, LSE -inf (or the sink's logit)."""
@@ -385,3 +442,34 @@ def _no_keys(t: AttentionTensors) -> None:
             t.lse.copy_(t.sinks.view(1, -1, 1).expand_as(t.lse))
         else:  # varlen (heads, total_q)
             t.lse.copy_(t.sinks.view(-1, 1).expand_as(t.lse))
+
+
+_MERGE_MAX_PARTS = 16  # FF_MERGE_MAX_PARTS
+_MERGE_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
+
+
+def _byte_span(x: torch.Tensor) -> tuple[int, int]:
+    last = sum((n - 1) * s for n, s in zip(x.shape, x.stride(), strict=True))
+    start = x.data_ptr()
+    return start, start + (last + 1) * x.element_size()
+
+
+def _writable_over(dest: torch.Tensor, parts: list[torch.Tensor]) -> bool:
+    """Whether the merge kernel may write ``dest`` as it is: it is either exactly one of the
+    parts (same memory, dtype and strides: an in-place merge) or apart from every part."""
+    start, stop = _byte_span(dest)
+    for part in parts:
+        part_start, part_stop = _byte_span(part)
+        if part_stop <= start or stop <= part_start:
+            continue
+        same = (
+            part.data_ptr() == dest.data_ptr()
+            and part.dtype == dest.dtype
+            and all(
+                n <= 1 or a == b
+                for n, a, b in zip(dest.shape, dest.stride(), part.stride(), strict=True)
+            )
+        )
+        if not same:
+            return False
+    return True

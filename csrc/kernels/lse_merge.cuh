@@ -1,0 +1,39 @@
+// The LSE-weighted merge of normalised partial attention results over disjoint key sets:
+//   lse = log(sum_s exp(lse_s)),  O = sum_s exp(lse_s - lse) * O_s.
+// Used wherever partials meet: a decode CTA's warps, the splits of a cluster, and the
+// public merge kernel (merge_states.cu). Part s weighs exp(lse_s - max_s lse_s), computed
+// against the largest LSE so no exponential overflows.
+//
+// Special values, on purpose:
+//  * a part that saw no key (LSE -inf) weighs exactly 0, so if no part saw a key every
+//    weight is 0 and the row stays O = 0 with LSE -inf;
+//  * a NaN LSE gives a NaN weight, so NaN reaches the merged O and LSE instead of being
+//    dropped (fmaxf ignores NaN when the callers take the maximum, so the test here is on
+//    the part's own LSE, not on the maximum).
+#pragma once
+
+#include <math.h>
+
+namespace forge_flash {
+
+__device__ __forceinline__ float merge_weight(float lse, float max_lse) {
+  return lse == -INFINITY ? 0.f : expf(lse - max_lse);
+}
+
+// The merged LSE from the largest part LSE and the sum of the weights (NaN stays NaN).
+__device__ __forceinline__ float merged_lse(float max_lse, float weight_sum) {
+  return weight_sum == 0.f ? -INFINITY : max_lse + logf(weight_sum);
+}
+
+// A sink logit joins a row's merge (the variant kernels' sinks, added once per row, in its last
+// merge). The row holds (mx, sum): weights
+// exp(x - mx) of its keys, natural log. Returns the factor its output must be multiplied by.
+__device__ __forceinline__ float join_sink(float sink, float& mx, float& sum) {
+  const float m = fmaxf(mx, sink);
+  const float keep = mx == -INFINITY ? 0.f : expf(mx - m);
+  sum = sum * keep + expf(sink - m);
+  mx = m;
+  return keep;
+}
+
+}  // namespace forge_flash
