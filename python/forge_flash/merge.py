@@ -28,11 +28,11 @@ Semantics, on every backend:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
+from .backends.naive import NAIVE
 from .discovery import active_backend
 
 _OUT_LAYOUT = "(batch, seqlen, num_heads, head_dim)"
@@ -93,38 +93,10 @@ def merge_attention_states(
         _check_tensor("out_lse", out_lse, 3, _LSE_LAYOUT)
         _check_float32("out_lse", out_lse)
         _check_placed("out_lse", out_lse, lse_shape, first, "outs[0]")
-    active_backend().merge_states(parts, part_lses, out, out_lse)
+    # The kernels where the active backend takes these parts, else the naive path.
+    if not active_backend().merge_states(parts, part_lses, out, out_lse):
+        NAIVE.merge_states(parts, part_lses, out, out_lse)
     return out, out_lse
-
-
-@torch.no_grad()
-def naive_merge_states(
-    outs: Sequence[torch.Tensor],
-    lses: Sequence[torch.Tensor],
-    out: torch.Tensor,
-    out_lse: torch.Tensor,
-) -> None:
-    """The merge in plain PyTorch (the backends' default): validated inputs, written into
-    ``out``/``out_lse`` only after everything is computed, so any aliasing is safe."""
-    wide = any(x.dtype == torch.float64 for x in (*outs, out))
-    acc_dtype = torch.float64 if wide else torch.float32
-    lse = torch.stack([x.to(acc_dtype) for x in lses])  # (parts, batch, heads, seqlen)
-    top = lse.amax(dim=0)  # NaN propagates: a NaN part makes the row NaN
-    # Every part -inf: weigh against 0, so every weight is exp(-inf) = 0 (never -inf - -inf).
-    top = torch.where(top == -math.inf, torch.zeros_like(top), top)
-    weights = torch.exp(lse - top)
-    total = weights.sum(dim=0)
-    acc = torch.zeros(out.shape, dtype=acc_dtype, device=out.device)
-    for part, part_lse, weight in zip(outs, lses, weights, strict=True):
-        # To the out layout: (batch, heads, seqlen) -> (batch, seqlen, heads, 1).
-        term = part.to(acc_dtype) * weight.transpose(1, 2).unsqueeze(-1)
-        empty = torch.isneginf(part_lse).transpose(1, 2).unsqueeze(-1)
-        acc += torch.where(empty, torch.zeros_like(term), term)  # an empty part is never read
-    inverse = torch.where(total == 0, torch.zeros_like(total), total.reciprocal())
-    acc *= inverse.transpose(1, 2).unsqueeze(-1)
-    merged_lse = top + total.log()  # log 0 = -inf: no part saw a key
-    out.copy_(acc)
-    out_lse.copy_(merged_lse)
 
 
 # -- argument checks --------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar, Protocol
 
+import torch
+
 from ..call import AttentionCall, AttentionTensors
 
 
@@ -53,13 +55,12 @@ class Backend(ABC):
         lses: list[torch.Tensor],
         out: torch.Tensor,
         out_lse: torch.Tensor,
-    ) -> None:
+    ) -> bool:
         """Merge partial results over disjoint key sets into ``out``/``out_lse`` (validated by
-        ``forge_flash.merge_attention_states``, which documents the semantics). The default is
-        the naive path."""
-        from ..merge import naive_merge_states  # merge imports the backends: import late
-
-        naive_merge_states(outs, lses, out, out_lse)
+        ``forge_flash.merge_attention_states``, which documents the semantics). Returns False,
+        having done nothing, when this backend does not take these parts (the default: the
+        caller then takes the naive path)."""
+        return False
 
     def __repr__(self) -> str:
         return f"<forge_flash backend {self.name!r}>"

@@ -382,11 +382,10 @@ class CudaBackend(Backend):
         lses: list[torch.Tensor],
         out: torch.Tensor,
         out_lse: torch.Tensor,
-    ) -> None:
+    ) -> bool:
         merge = getattr(self.binding, "merge_states", None)  # absent from fakes of the binding
         if merge is None or not self._merge_qualifies(outs, out):
-            super().merge_states(outs, lses, out, out_lse)
-            return
+            return False
         # A part's last dimension must be contiguous; every other stride is taken as it is.
         outs = [x if x.stride(-1) == 1 else x.contiguous() for x in outs]
         # The kernel writes in place or apart from the parts, never over part of one.
@@ -420,6 +419,7 @@ class CudaBackend(Backend):
             out.copy_(dest)
         if dest_lse is not out_lse:
             out_lse.copy_(dest_lse)
+        return True
 
     def _merge_qualifies(self, outs: list[torch.Tensor], out: torch.Tensor) -> bool:
         return (

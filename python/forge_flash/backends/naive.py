@@ -31,7 +31,8 @@ reasonable speed rather than as a textbook formula:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -367,6 +368,36 @@ def naive_varlen_fwd(call: AttentionCall, t: AttentionTensors) -> None:
         _dense_fwd(call, one, None, None)
 
 
+@torch.no_grad()
+def naive_merge_states(
+    outs: Sequence[torch.Tensor],
+    lses: Sequence[torch.Tensor],
+    out: torch.Tensor,
+    out_lse: torch.Tensor,
+) -> None:
+    """``merge_attention_states`` in plain PyTorch: validated inputs, written into
+    ``out``/``out_lse`` only after everything is computed, so any aliasing is safe."""
+    wide = any(x.dtype == torch.float64 for x in (*outs, out))
+    acc_dtype = torch.float64 if wide else torch.float32
+    lse = torch.stack([x.to(acc_dtype) for x in lses])  # (parts, batch, heads, seqlen)
+    top = lse.amax(dim=0)  # NaN propagates: a NaN part makes the row NaN
+    # Every part -inf: weigh against 0, so every weight is exp(-inf) = 0 (never -inf - -inf).
+    top = torch.where(top == -math.inf, torch.zeros_like(top), top)
+    weights = torch.exp(lse - top)
+    total = weights.sum(dim=0)
+    acc = torch.zeros(out.shape, dtype=acc_dtype, device=out.device)
+    for part, part_lse, weight in zip(outs, lses, weights, strict=True):
+        # To the out layout: (batch, heads, seqlen) -> (batch, seqlen, heads, 1).
+        term = part.to(acc_dtype) * weight.transpose(1, 2).unsqueeze(-1)
+        empty = torch.isneginf(part_lse).transpose(1, 2).unsqueeze(-1)
+        acc += torch.where(empty, torch.zeros_like(term), term)  # an empty part is never read
+    inverse = torch.where(total == 0, torch.zeros_like(total), total.reciprocal())
+    acc *= inverse.transpose(1, 2).unsqueeze(-1)
+    merged_lse = top + total.log()  # log 0 = -inf: no part saw a key
+    out.copy_(acc)
+    out_lse.copy_(merged_lse)
+
+
 class NaiveBackend(Backend):
     """Plain PyTorch on any device; always available, for every call."""
 
@@ -377,6 +408,10 @@ class NaiveBackend(Backend):
             naive_varlen_fwd(call, t)
         else:
             naive_fwd(call, t)
+
+    def merge_states(self, outs, lses, out, out_lse) -> bool:
+        naive_merge_states(outs, lses, out, out_lse)
+        return True
 
 
 NAIVE = NaiveBackend()
