@@ -14,7 +14,7 @@ Eager rows, from the innermost layer out (each row includes the ones above it):
   split-KV plan needs: the pybind11 call, the C API's checks and the plan, no launch (shown
   when the shape splits);
 * binding: the same call with its workspace (pybind11, checks, plan and the launches);
-* adapter: ``CudaBackend.fwd``, the general path (strides, pointers, workspace protocol,
+* adapter: ``CudaBackend.run``, the general path (strides, pointers, workspace protocol,
   stream handle);
 * public: ``batched_decode_attention`` / ``flash_attn_fwd`` / ``multi_head_attention``, a
   signature seen before (``forge_flash.call_cache``: no validation or planning, just the
@@ -39,10 +39,11 @@ import torch
 
 import forge_flash as ff
 from forge_flash import call_cache, discovery, validation
+from forge_flash.call import AttentionTensors
 
 TARGET_US = 20.0
 BINDING = "binding (FwdCall, arguments ready)"
-ADAPTER = "adapter (CudaBackend.fwd, general path)"
+ADAPTER = "adapter (CudaBackend.run, general path)"
 PUBLIC = "public batched_decode_attention"
 
 
@@ -88,11 +89,14 @@ def main() -> None:
     v_cache = torch.randn_like(k_cache)
     lengths = torch.full((1,), args.cache_len, dtype=torch.int32, device=dev)
     q4, out4 = q.unsqueeze(1), torch.empty_like(q).unsqueeze(1)
-    scale = dim**-0.5
+
+    call = validation.with_options(
+        validation.check_decode(q, k_cache, v_cache, lengths), validation.Options(), q
+    )
+    tensors = AttentionTensors(q4, k_cache, v_cache, out4, seqused_k=lengths)
 
     def adapter_call() -> None:
-        backend.fwd(q4, k_cache, v_cache, out4, None, softmax_scale=scale, causal=False,
-                    seqused_k=lengths)  # fmt: skip
+        backend.run(call, tensors)
 
     # The binding call exactly as the adapter makes it for this shape: a FwdCall, called with
     # (pointers..., workspace, workspace_bytes, device, stream); the last call launches.
