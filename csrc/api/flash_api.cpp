@@ -143,8 +143,8 @@ Failure check_options(const ff_attn_options& o, bool varlen) {
                   "paged K/V needs page_size (%d), num_blocks (%d) and max_blocks (%d) >= 1 and a block_table_stride "
                   "(%lld) >= max_blocks",
                   o.page_size, o.num_blocks, o.max_blocks, static_cast<long long>(o.block_table_stride));
-    if (o.kv_batch_idx != nullptr || o.k_start != nullptr)
-      return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_idx and k_start do not combine with a block_table");
+    if (o.kv_batch_idx != nullptr)  // the table already maps each sequence to its pages
+      return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_idx does not combine with a block_table");
   }
   if (o.kv_batch_idx != nullptr && o.kv_batch_rows < 1)
     return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_rows must be >= 1 with kv_batch_idx, got %d", o.kv_batch_rows);

@@ -215,13 +215,14 @@ __device__ __forceinline__ void load_kv_tile_paged(const FwdParams& p, const Cta
   const int32_t* table = p.block_table + w.b * p.block_table_stride;
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {
-    const int key = n0 + lane.row0 + it * kRowStep;
+    const int key = n0 + lane.row0 + it * kRowStep;  // from the sequence's first key
     const bool ok = lane.chunk_ok && key < w.seq.seqlen_k;
     const T* src = base;
     if (ok) {
-      const int column = min(key / p.page_size, p.max_blocks - 1);
+      const int cache_key = key + static_cast<int>(w.seq.k_start);  // past the left padding
+      const int column = min(cache_key / p.page_size, p.max_blocks - 1);
       const int block = clamp_int(table[column], 0, p.num_blocks - 1);
-      src = base + block * block_stride + (key - column * p.page_size) * row_stride + lane.chunk * 8;
+      src = base + block * block_stride + (cache_key - column * p.page_size) * row_stride + lane.chunk * 8;
     }
     cp_async_16(dst + offset(lane.row0 + it * kRowStep, lane.chunk), src, ok);
   }

@@ -75,10 +75,8 @@ def test_nan_reaches_the_rows_that_see_it(batch, seqlen_q, seqlen_k, head_dim, w
         assert nan[0, :, 4:].all(), "a row that sees the NaN came back without it"
         assert not nan[0, :, :4].any() and not nan[1:].any()
     ref, _ = reference_attention(q, k, v)
-    rest = ~nan
-    assert_close_to_reference(
-        out[rest].view(-1, 1, 1, head_dim), ref[rest].view(-1, 1, 1, head_dim), None
-    )
+    rest = ~nan  # the other rows: as without the NaN (bf16 output rounding)
+    torch.testing.assert_close(out[rest].double(), ref[rest], atol=2e-2, rtol=2e-2)
 
 
 def test_nan_in_batched_decode_and_varlen():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import types
 
 import torch
 
@@ -89,11 +90,17 @@ def counted_kernels():
             def bind(*static):  # the binding's FwdCall / VarlenFwdCall, counted
                 call = entry(*static)
 
-                def counted(*args):
-                    needed = call(*args)
-                    counts[name] += not needed
-                    return needed
+                def count(launch):
+                    def counted(*args):
+                        needed = launch(*args)
+                        counts[name] += not needed
+                        return needed
 
+                    return counted
+
+                # A plain call (__call__) and one with the option arrays (.run).
+                counted = count(call) if callable(call) else types.SimpleNamespace()
+                counted.run = count(call.run)
                 return counted
 
             return bind

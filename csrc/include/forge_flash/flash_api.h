@@ -18,7 +18,7 @@
 //    softcap)), ALiBi (scores -= slope * |i + offset - j|), sinks (a logit per head in every
 //    row's softmax denominator, value 0), paged K/V (k/v are (num_blocks, page_size, heads_k, d)
 //    and key t of sequence b is row t % page_size of block block_table[b][t / page_size]), a
-//    cache batch index and per-sequence key starts (dense layout only).
+//    cache batch index (not with paging) and per-sequence key starts (uniform batches only).
 //  * Limits (head dims, alignment, strides): forge_flash/limits.h.
 //  * softmax_lse (optional, NULL to skip) is float32 natural-log, laid out
 //    (batch, num_heads, seqlen_q) for ff_attn_fwd and (num_heads, total_q) for ff_attn_varlen_fwd.
