@@ -121,7 +121,6 @@ def build_cu12_kernels(
         defines=[
             f"-DCMAKE_CXX_COMPILER={HOST_CXX}",
             f"-DCMAKE_CUDA_HOST_COMPILER={HOST_CXX}",
-            "-DFORGE_FLASH_CUDA_MAJOR=12",
         ],
     )
     copy_cuda_headers(chroot, build_dir / "cuda-include")
