@@ -185,8 +185,8 @@ def build_plugin(major: int, pythons: list[Path], out: Path, raw: Path, keep: bo
             shutil.rmtree(wheel_tag_dir(plugin, python), ignore_errors=True)
         compiles = kernels_lib is None
         wheel, seconds = build_plugin_wheel(plugin, python, raw, kernels_lib)
-        if kernel_seconds:  # the chroot's kernel build belongs to the first wheel's clean time
-            seconds, kernel_seconds, compiles = seconds + kernel_seconds, 0.0, True
+        if kernel_seconds:  # the chroot's kernel build belongs to the first wheel's time
+            seconds, kernel_seconds, compiles = seconds + kernel_seconds, 0.0, not keep
         entry = {
             "distribution": distribution(major),
             "python": str(python),

@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     check_plugin(args.cuda, ints(args.sass), ints(args.ptx))
     if info.plugin_version != forge_flash.__version__:
         fail(f"discovery did not load the plugin: {cuda}")
+    listed = {plugin.distribution: plugin for plugin in info.plugins}
+    mine = listed.get(f"forge-flash-cu{args.cuda}")
+    if mine is None:
+        fail(f"discovery does not list forge-flash-cu{args.cuda}: {sorted(listed)}")
+    if args.expect_gpu and mine.state != "in use":
+        fail(f"forge-flash-cu{args.cuda} is not the plugin in use: {mine}")
     if args.expect_no_gpu:
         # Found and loaded, but unavailable for a stated reason; the naive path answers.
         if cuda is None or cuda.available or not cuda.reason:
