@@ -248,12 +248,18 @@ def test_a_driver_for_cuda_13_uses_cu13_and_never_imports_cu12(plugin_dir, fake_
     assert info.plugin_cuda_version == "13.0" and info.driver == "580.65.06 (CUDA 13.0)"
     assert _states(info) == {
         "forge-flash-cu13": ("in use", "CUDA 13.0"),
-        "forge-flash-cu12": ("not loaded", "forge-flash-cu13 is newer and runs here"),
+        "forge-flash-cu12": (
+            "not loaded",
+            "forge-flash-cu13 is newer and the driver 580.65.06 (CUDA 13.0) runs it",
+        ),
     }
     text = info.format()
     assert "NVIDIA driver      580.65.06 (CUDA 13.0)" in text
     assert "forge-flash-cu13 0.1.0: in use (CUDA 13.0)" in text
-    assert "forge-flash-cu12: installed, not loaded: forge-flash-cu13 is newer and runs" in text
+    assert (
+        "forge-flash-cu12: installed, not loaded: forge-flash-cu13 is newer and the driver "
+        "580.65.06 (CUDA 13.0) runs it"
+    ) in text
 
 
 def test_a_driver_for_cuda_12_only_uses_cu12_and_says_why_not_cu13(plugin_dir, fake_gpu, driver):

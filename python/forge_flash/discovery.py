@@ -355,7 +355,10 @@ def _discover() -> _State:
     if chosen is not None:
         for plugin in plugins:
             if not plugin.loaded:
-                plugin.problem = f"{chosen.distribution} is newer and runs here"
+                plugin.problem = (
+                    f"{chosen.distribution} is newer and the driver"
+                    f"{f' {driver}' if driver else ''} runs it"
+                )
         statuses["cuda"] = BackendStatus("cuda", True, f"{chosen.distribution} {chosen.version}")
         statuses["naive"] = BackendStatus(
             "naive", True, "plain PyTorch; used for inputs the kernels do not take"
