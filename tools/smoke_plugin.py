@@ -6,11 +6,13 @@ virtual environments. Exits non-zero with a message on the first failed check.
     python tools/smoke_plugin.py --expect-no-gpu     # plugin installed, no GPU (CI runners)
     python tools/smoke_plugin.py --expect-gpu        # plugin installed, an SM80+ GPU present
     python tools/smoke_plugin.py --no-plugin         # the naive wheel alone
+    python tools/smoke_plugin.py --expect-gpu --cuda 12   # the CUDA 12 plugin (default: 13)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -20,23 +22,23 @@ def fail(message: str) -> None:
     raise SystemExit(1)
 
 
-def check_plugin(expected_sass: set[int], expected_ptx: set[int]) -> None:
+def check_plugin(major: int, expected_sass: set[int], expected_ptx: set[int]) -> None:
     """The plugin imports on any machine (static cudart loads the driver lazily)."""
     import forge_flash
-    import forge_flash_cu13
 
-    binding = forge_flash_cu13._C
-    if forge_flash_cu13.__version__ != forge_flash.__version__:
-        fail(f"plugin {forge_flash_cu13.__version__} != forge-flash {forge_flash.__version__}")
+    plugin = importlib.import_module(f"forge_flash_cu{major}")
+    binding = plugin._C
+    if plugin.__version__ != forge_flash.__version__:
+        fail(f"plugin {plugin.__version__} != forge-flash {forge_flash.__version__}")
     sass, ptx = set(binding.cuda_archs()), set(binding.ptx_archs())
     if not expected_sass <= sass or not expected_ptx <= ptx:
         fail(
             f"archs SASS {sorted(sass)} PTX {sorted(ptx)}; expected {expected_sass}, {expected_ptx}"
         )
-    if not str(binding.cuda_version()).startswith("13"):
-        fail(f"plugin built with CUDA {binding.cuda_version()}, expected 13.x")
+    if str(binding.cuda_version()).split(".")[0] != str(major):
+        fail(f"plugin built with CUDA {binding.cuda_version()}, expected {major}.x")
     print(
-        f"plugin {forge_flash_cu13.__version__}: SASS {sorted(sass)} PTX {sorted(ptx)}, "
+        f"forge-flash-cu{major} {plugin.__version__}: SASS {sorted(sass)} PTX {sorted(ptx)}, "
         f"CUDA {binding.cuda_version()}"
     )
 
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--no-plugin", action="store_true")
     parser.add_argument("--sass", default="80,90", help="SASS archs the plugin must hold")
     parser.add_argument("--ptx", default="80", help="PTX archs the plugin must hold")
+    parser.add_argument(
+        "--cuda", type=int, default=13, help="CUDA major of the plugin to check (12 or 13)"
+    )
     args = parser.parse_args(argv)
 
     import forge_flash
@@ -86,9 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     def ints(text: str) -> set[int]:
         return {int(x) for x in text.split(",") if x}
 
-    check_plugin(ints(args.sass), ints(args.ptx))
+    check_plugin(args.cuda, ints(args.sass), ints(args.ptx))
     if info.plugin_version != forge_flash.__version__:
         fail(f"discovery did not load the plugin: {cuda}")
+    listed = {plugin.distribution: plugin for plugin in info.plugins}
+    mine = listed.get(f"forge-flash-cu{args.cuda}")
+    if mine is None:
+        fail(f"discovery does not list forge-flash-cu{args.cuda}: {sorted(listed)}")
+    if args.expect_gpu and mine.state != "in use":
+        fail(f"forge-flash-cu{args.cuda} is not the plugin in use: {mine}")
     if args.expect_no_gpu:
         # Found and loaded, but unavailable for a stated reason; the naive path answers.
         if cuda is None or cuda.available or not cuda.reason:

@@ -1,13 +1,16 @@
-"""Which backend runs: plugin discovery, the version and GPU checks, ``FORGE_FLASH_BACKEND``.
+"""Which backend runs: plugin discovery; the version, driver and GPU checks; the env override.
 
-The kernel plugin (distribution ``forge-flash-cu13``) registers ``cuda = "forge_flash_cu13"``
-in the entry point group ``forge_flash.backends``. Discovery runs once, on first use, and is
-cached: the hot path is one global read. It refuses a plugin whose version differs from ours
-(with a ``RuntimeWarning`` that names both versions and the fix), and uses it only when torch
-sees a CUDA GPU of compute capability 8.0 or newer for which the plugin holds code.
+Kernel plugins register in the entry point group ``forge_flash.backends`` under their CUDA
+major: ``cu13 = "forge_flash_cu13"`` (distribution ``forge-flash-cu13``, driver R580+) and
+``cu12 = "forge_flash_cu12"`` (``forge-flash-cu12``, built with CUDA 12.4, driver R525+).
+Discovery runs once, on first use, and is cached: the hot path is one global read. It tries the
+installed plugins newest CUDA major first and uses the first that imports, has exactly our
+version (else a ``RuntimeWarning`` that names both versions and the fix), whose CUDA runtime
+the NVIDIA driver supports, and for which torch sees a GPU of compute capability 8.0 or newer
+that the plugin holds code for. The plugins after it are not imported.
 
 ``FORGE_FLASH_BACKEND`` (read at discovery): ``auto`` (default) takes the kernels when they can
-run, else the naive path; ``naive`` never loads the plugin; ``cuda`` raises ``RuntimeError``
+run, else the naive path; ``naive`` never loads a plugin; ``cuda`` raises ``RuntimeError``
 saying why when the kernels cannot run.
 """
 
@@ -16,9 +19,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import re
 import threading
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -29,10 +34,23 @@ from .backends.cuda import CudaBackend, kernel_device_reason
 from .backends.naive import NAIVE
 
 ENTRY_POINT_GROUP = "forge_flash.backends"
-PLUGIN_ENTRY_POINT = "cuda"
-PLUGIN_DISTRIBUTION = "forge-flash-cu13"
 BACKEND_ENV = "FORGE_FLASH_BACKEND"
 BACKEND_CHOICES = ("auto", "naive", "cuda")
+# The plugins there are, by CUDA major, with the oldest driver branch that runs each.
+PLUGIN_MIN_DRIVER = {13: "R580", 12: "R525"}
+_ENTRY_POINT_NAME = re.compile(r"^cu(\d+)$")
+_DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")
+
+
+def plugin_distribution(cuda_major: int) -> str:
+    return f"forge-flash-cu{cuda_major}"
+
+
+def _install_any_hint() -> str:
+    return (
+        "pip install 'forge-flash[cuda]' (CUDA 13, NVIDIA driver R580 or newer) or "
+        "pip install 'forge-flash[cu12]' (CUDA 12, driver R525 or newer)"
+    )
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,17 @@ class BackendStatus:
 
 
 @dataclass(frozen=True)
+class PluginStatus:
+    """One installed kernel plugin: whether discovery loaded and uses it, and if not, why."""
+
+    distribution: str  # forge-flash-cu13
+    cuda_major: int
+    version: str | None  # None when it was not imported
+    state: str  # "in use", "not used" (imported, then refused) or "not loaded" (never imported)
+    reason: str  # why not, or what it was built with when in use
+
+
+@dataclass(frozen=True)
 class GpuInfo:
     index: int
     name: str
@@ -54,7 +83,11 @@ class GpuInfo:
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """What ``backend_info()`` reports; ``as_dict()`` gives plain data, ``format()`` text."""
+    """What ``backend_info()`` reports; ``as_dict()`` gives plain data, ``format()`` text.
+
+    ``plugin_*`` describe the plugin in use, else the newest one that was imported; ``plugins``
+    lists every installed plugin with its state.
+    """
 
     forge_flash_version: str
     torch_version: str
@@ -68,6 +101,8 @@ class BackendInfo:
     plugin_cuda_archs: list[int] = field(default_factory=list)
     plugin_ptx_archs: list[int] = field(default_factory=list)
     gpus: list[GpuInfo] = field(default_factory=list)
+    plugins: list[PluginStatus] = field(default_factory=list)
+    driver: str | None = None  # "580.65.06 (CUDA 13.0)", when a plugin could ask the driver
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,8 +111,20 @@ class BackendInfo:
         lines = [
             f"forge-flash        {self.forge_flash_version}",
             f"torch              {self.torch_version} (CUDA {self.torch_cuda_version or 'none'})",
-            f"plugin             {PLUGIN_DISTRIBUTION} {self.plugin_version or '(not loaded)'}",
+            f"NVIDIA driver      {self.driver or 'unknown (no plugin asked it)'}",
         ]
+        if not self.plugins:
+            lines.append(f"plugins            none installed; {_install_any_hint()}")
+        for i, plugin in enumerate(self.plugins):
+            head = "plugins            " if i == 0 else " " * 19
+            version = f" {plugin.version}" if plugin.version else ""
+            if plugin.state == "in use":
+                lines.append(f"{head}{plugin.distribution}{version}: in use ({plugin.reason})")
+            else:
+                lines.append(
+                    f"{head}{plugin.distribution}{version}: installed, {plugin.state}: "
+                    f"{plugin.reason}"
+                )
         if self.plugin_version:
             lines.append(f"plugin built with  CUDA {self.plugin_cuda_version or '?'}")
             lines.append(
@@ -103,19 +150,39 @@ class BackendInfo:
 
 @dataclass
 class _Plugin:
+    entry_point: importlib.metadata.EntryPoint
+    cuda_major: int
+    distribution: str
     module: ModuleType | None = None
     binding: ModuleType | None = None
     version: str | None = None
     problem: str | None = None  # why it is not usable, when it is not
+    loaded: bool = False  # imported (successfully or not)
+
+    def status(self, in_use: bool) -> PluginStatus:
+        if in_use:
+            state, reason = "in use", f"CUDA {self.binding.cuda_version()}"  # type: ignore[union-attr]
+        else:
+            state, reason = ("not used" if self.loaded else "not loaded"), str(self.problem)
+        return PluginStatus(self.distribution, self.cuda_major, self.version, state, reason)
 
 
 @dataclass
 class _State:
     requested: str
-    plugin: _Plugin
+    plugins: list[_Plugin]  # newest CUDA major first
+    chosen: _Plugin | None  # the plugin whose kernels run
     statuses: dict[str, BackendStatus]
     active: Backend | None
     error: str | None
+    driver: str | None = None
+
+    @property
+    def plugin(self) -> _Plugin | None:
+        """The plugin ``backend_info()``'s plugin_* fields describe."""
+        if self.chosen is not None:
+            return self.chosen
+        return next((p for p in self.plugins if p.module is not None), None)
 
 
 _lock = threading.Lock()
@@ -123,70 +190,106 @@ _state: _State | None = None
 _active: Backend | None = None  # the hot path reads only this
 
 
-def _install_hint() -> str:
+def _install_hint(plugin: _Plugin) -> str:
     return (
-        f"pip install {PLUGIN_DISTRIBUTION}=={__version__} (or pip install -U 'forge-flash[cuda]')"
+        f"pip install {plugin.distribution}=={__version__} "
+        f"(or pip install -U 'forge-flash[cu{plugin.cuda_major}]')"
     )
 
 
-def _load_plugin() -> _Plugin:
-    found = [
-        ep
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        if ep.name == PLUGIN_ENTRY_POINT
-    ]
-    if not found:
-        return _Plugin(
-            problem=f"no kernel plugin is installed (no {PLUGIN_ENTRY_POINT!r} entry point in "
-            f"group {ENTRY_POINT_GROUP!r}); install it with: pip install 'forge-flash[cuda]'"
-        )
-    entry_point = found[0]
+def _installed_plugins() -> list[_Plugin]:
+    """The plugins' entry points, newest CUDA major first; nothing is imported."""
+    plugins = []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        match = _ENTRY_POINT_NAME.match(entry_point.name)
+        if match is None:  # not a kernel plugin of ours (cu<major>)
+            continue
+        major = int(match.group(1))
+        dist = entry_point.dist.name if entry_point.dist else plugin_distribution(major)
+        plugins.append(_Plugin(entry_point, major, dist))
+    return sorted(plugins, key=lambda p: p.cuda_major, reverse=True)
+
+
+def _load_plugin(plugin: _Plugin) -> None:
+    """Import the plugin and check its version; fills module, binding, version or problem."""
+    plugin.loaded = True
     try:
-        module = entry_point.load()
+        module = plugin.entry_point.load()
         binding = importlib.import_module(module.__name__ + "._C")
     except Exception as exc:  # any import failure just disables the plugin
-        return _Plugin(
-            problem=f"the kernel plugin {entry_point.value!r} failed to import: "
+        plugin.problem = (
+            f"the kernel plugin {plugin.entry_point.value!r} failed to import: "
             f"{type(exc).__name__}: {exc}"
         )
-    version = getattr(module, "__version__", None)
+        return
+    plugin.module = module
+    plugin.version = version = getattr(module, "__version__", None)
     binding_version = getattr(binding, "__version__", version)
     if version != __version__ or binding_version != __version__:
         shown = version if version == binding_version else f"{version} (binding {binding_version})"
-        problem = (
-            f"forge-flash {__version__} found the kernel plugin {PLUGIN_DISTRIBUTION} {shown}; "
-            f"the versions must match exactly, so the plugin is disabled and the naive path "
-            f"is used. Fix: {_install_hint()}"
+        plugin.problem = (
+            f"forge-flash {__version__} found the kernel plugin {plugin.distribution} {shown}; "
+            f"the versions must match exactly, so the plugin is disabled. "
+            f"Fix: {_install_hint(plugin)}"
         )
-        warnings.warn(problem, RuntimeWarning, stacklevel=4)
-        return _Plugin(module=module, version=version, problem=problem)
-    return _Plugin(module=module, binding=binding, version=version)
+        warnings.warn(plugin.problem, RuntimeWarning, stacklevel=5)
+        return
+    plugin.binding = binding
 
 
 def _cuda_version_text(version: int) -> str:
     return f"{version // 1000}.{version % 1000 // 10}"
 
 
-def _driver_problem(binding: ModuleType) -> str | None:
+def _driver_release() -> str | None:
+    """The NVIDIA kernel module's version (e.g. 550.54.15), from /proc on Linux; else None."""
+    try:
+        text = _DRIVER_VERSION_FILE.read_text()
+    except OSError:
+        return None
+    match = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d+\.\d+(?:\.\d+)?)", text)
+    return match.group(1) if match else None
+
+
+def _driver_text(binding: ModuleType) -> str | None:
+    """'550.54.15 (CUDA 12.4)': the driver's release and the newest CUDA it supports."""
+    supported = binding.driver_version()
+    if not supported:
+        return None
+    release = _driver_release()
+    cuda = f"CUDA {_cuda_version_text(supported)}"
+    return f"{release} ({cuda})" if release else f"{cuda} (release unknown)"
+
+
+def _driver_problem(plugin: _Plugin) -> str | None:
     """The plugin links the CUDA runtime statically; the driver must support its major version
     (minor versions are compatible)."""
-    driver, runtime = binding.driver_version(), binding.runtime_version()
+    binding = plugin.binding
+    driver, runtime = binding.driver_version(), binding.runtime_version()  # type: ignore[union-attr]
     if driver // 1000 >= runtime // 1000:
         return None
-    return (
-        f"the NVIDIA driver supports CUDA {_cuda_version_text(driver)}, older than the "
-        f"plugin's CUDA {_cuda_version_text(runtime)}; update the driver (CUDA 13 needs R580 "
+    release = _driver_release()
+    major = runtime // 1000
+    problem = (
+        f"the NVIDIA driver{f' {release}' if release else ''} supports CUDA "
+        f"{_cuda_version_text(driver)}, older than the plugin's CUDA {_cuda_version_text(runtime)}"
+        f"; update the driver (CUDA {major} needs {PLUGIN_MIN_DRIVER.get(major, 'a newer one')} "
         f"or newer)"
     )
+    older = [m for m in PLUGIN_MIN_DRIVER if m < major and m <= driver // 1000]
+    if older:
+        problem += f" or use {plugin_distribution(max(older))} (pip install "
+        problem += f"'forge-flash[cu{max(older)}]')"
+    return problem
 
 
-def _cuda_problem(backend: CudaBackend) -> str | None:
-    """Why no GPU here can run the kernels, or None when at least one can."""
+def _cuda_problem(plugin: _Plugin, backend: CudaBackend) -> str | None:
+    """Why no GPU here can run the plugin's kernels, or None when at least one can."""
     if torch.version.cuda is None:
         return f"this torch build ({torch.__version__}) has no CUDA support"
     if not torch.cuda.is_available():
         return "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
-    driver_problem = _driver_problem(backend.binding)
+    driver_problem = _driver_problem(plugin)
     if driver_problem:
         return driver_problem
     reasons = []
@@ -198,40 +301,76 @@ def _cuda_problem(backend: CudaBackend) -> str | None:
     return "; ".join(reasons) or "torch sees no CUDA GPU"
 
 
+def _try_plugin(plugin: _Plugin) -> CudaBackend | None:
+    """Load the plugin and run its checks: its backend, or None with ``plugin.problem`` set."""
+    _load_plugin(plugin)
+    if plugin.binding is None:
+        return None
+    try:
+        backend = CudaBackend(plugin.module, plugin.binding)  # type: ignore[arg-type]
+        plugin.problem = _cuda_problem(plugin, backend)
+    except Exception as exc:  # a broken binding disables the plugin, never the package
+        plugin.problem = f"the kernel plugin failed its checks: {type(exc).__name__}: {exc}"
+    return backend if plugin.problem is None else None
+
+
+def _cuda_reason(plugins: list[_Plugin]) -> str:
+    """Why the cuda backend is unavailable: the plugins' reasons, each said once."""
+    if not plugins:
+        return (
+            f"no kernel plugin is installed (no cu<major> entry point in group "
+            f"{ENTRY_POINT_GROUP!r}); install one with: {_install_any_hint()}"
+        )
+    reasons = list(dict.fromkeys(str(p.problem) for p in plugins))
+    if len(reasons) == 1:
+        return reasons[0]
+    return "; ".join(f"{p.distribution}: {p.problem}" for p in plugins)
+
+
 def _discover() -> _State:
     requested = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
     statuses = {"naive": BackendStatus("naive", True, "plain PyTorch, runs everywhere")}
-    if requested not in BACKEND_CHOICES:
-        error = f"{BACKEND_ENV} must be one of {', '.join(BACKEND_CHOICES)}; got {requested!r}"
-        statuses["cuda"] = BackendStatus("cuda", False, f"not loaded: {error}")
-        return _State(requested, _Plugin(), statuses, None, error)
-    if requested == "naive":
-        statuses["cuda"] = BackendStatus("cuda", False, f"not loaded: {BACKEND_ENV}=naive")
-        return _State(requested, _Plugin(), statuses, NAIVE, None)
-
-    plugin = _load_plugin()
-    cuda_backend: CudaBackend | None = None
-    problem = plugin.problem
-    if plugin.binding is not None:
-        try:
-            cuda_backend = CudaBackend(plugin.module, plugin.binding)  # type: ignore[arg-type]
-            problem = _cuda_problem(cuda_backend)
-        except Exception as exc:  # a broken binding disables the plugin, never the package
-            problem = f"the kernel plugin failed its checks: {type(exc).__name__}: {exc}"
-    if problem is None:
-        statuses["cuda"] = BackendStatus("cuda", True, f"{PLUGIN_DISTRIBUTION} {plugin.version}")
-        active, error = cuda_backend, None
-    else:
-        statuses["cuda"] = BackendStatus("cuda", False, problem)
-        if requested == "cuda":
-            active, error = None, f"{BACKEND_ENV}=cuda but the cuda backend cannot run: {problem}"
+    plugins = _installed_plugins()
+    if requested not in BACKEND_CHOICES or requested == "naive":
+        if requested == "naive":
+            why, active, error = f"{BACKEND_ENV}=naive", NAIVE, None
         else:
-            active, error = NAIVE, None
-    if active is not None and active is not NAIVE:
+            error = f"{BACKEND_ENV} must be one of {', '.join(BACKEND_CHOICES)}; got {requested!r}"
+            why, active = error, None
+        for plugin in plugins:
+            plugin.problem = why
+        statuses["cuda"] = BackendStatus("cuda", False, f"not loaded: {why}")
+        return _State(requested, plugins, None, statuses, active, error)
+
+    chosen: _Plugin | None = None
+    cuda_backend: CudaBackend | None = None
+    driver: str | None = None
+    for plugin in plugins:
+        cuda_backend = _try_plugin(plugin)
+        if driver is None and plugin.binding is not None:
+            driver = _driver_text(plugin.binding)
+        if cuda_backend is not None:
+            chosen = plugin
+            break
+    if chosen is not None:
+        for plugin in plugins:
+            if not plugin.loaded:
+                plugin.problem = (
+                    f"{chosen.distribution} is newer and the driver"
+                    f"{f' {driver}' if driver else ''} runs it"
+                )
+        statuses["cuda"] = BackendStatus("cuda", True, f"{chosen.distribution} {chosen.version}")
         statuses["naive"] = BackendStatus(
             "naive", True, "plain PyTorch; used for inputs the kernels do not take"
         )
-    return _State(requested, plugin, statuses, active, error)
+        return _State(requested, plugins, chosen, statuses, cuda_backend, None, driver)
+    problem = _cuda_reason(plugins)
+    statuses["cuda"] = BackendStatus("cuda", False, problem)
+    if requested == "cuda":
+        active, error = None, f"{BACKEND_ENV}=cuda but the cuda backend cannot run: {problem}"
+    else:
+        active, error = NAIVE, None
+    return _State(requested, plugins, None, statuses, active, error, driver)
 
 
 def _current_state() -> _State:
@@ -274,10 +413,17 @@ def reset() -> None:
         _active = None
 
 
+def plugin_binding() -> ModuleType | None:
+    """The compiled binding (``forge_flash_cu<major>._C``) of the plugin in use, or None."""
+    chosen = _current_state().chosen
+    return None if chosen is None else chosen.binding
+
+
 def _gpu_infos(state: _State) -> list[GpuInfo]:
     if torch.version.cuda is None or not torch.cuda.is_available():
         return []
-    binding = state.plugin.binding
+    plugin = state.plugin
+    binding = None if plugin is None else plugin.binding
     gpus = []
     for index in range(torch.cuda.device_count()):
         major, minor = torch.cuda.get_device_capability(index)
@@ -293,9 +439,11 @@ def _gpu_infos(state: _State) -> list[GpuInfo]:
 
 
 def backend_info() -> BackendInfo:
-    """Versions, the backend in use, why each other backend is not, the GPUs and plugin archs."""
+    """Versions, the backend in use, why each other backend is not, the installed plugins and
+    why each is (not) used, the driver, the GPUs and plugin archs."""
     state = _current_state()
-    binding = state.plugin.binding
+    plugin = state.plugin
+    binding = None if plugin is None else plugin.binding
     return BackendInfo(
         forge_flash_version=__version__,
         torch_version=torch.__version__,
@@ -304,9 +452,11 @@ def backend_info() -> BackendInfo:
         active_backend=None if state.active is None else state.active.name,
         active_error=state.error,
         backends=dict(state.statuses),
-        plugin_version=state.plugin.version,
+        plugin_version=None if plugin is None else plugin.version,
         plugin_cuda_version=None if binding is None else str(binding.cuda_version()),
         plugin_cuda_archs=[] if binding is None else list(binding.cuda_archs()),
         plugin_ptx_archs=[] if binding is None else list(binding.ptx_archs()),
         gpus=_gpu_infos(state),
+        plugins=[p.status(p is state.chosen) for p in state.plugins],
+        driver=state.driver,
     )

@@ -1,4 +1,4 @@
-"""GPU tests: run only where a CUDA GPU and the forge-flash-cu13 plugin are usable."""
+"""GPU tests: run only where a CUDA GPU and a kernel plugin (forge-flash-cu13/-cu12) are usable."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 def _kernel_backend_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA GPU"
-    try:
-        import forge_flash_cu13  # noqa: F401
-    except ImportError as exc:
-        return f"forge-flash-cu13 plugin not installed ({exc})"
+    from forge_flash import discovery
+
+    if discovery.plugin_binding() is None:  # forge-flash-cu13 or -cu12, whichever runs here
+        return f"no usable kernel plugin: {discovery.backend_info().backends['cuda'].reason}"
     if torch.cuda.get_device_capability() < (8, 0):
         return "GPU older than SM80"
     return None

@@ -12,7 +12,9 @@ from helpers.kernels import rand_qkv
 
 
 def _call(*tensors, **overrides):
-    from forge_flash_cu13 import _C
+    from forge_flash.discovery import plugin_binding
+
+    _C = plugin_binding()  # forge_flash_cu13._C or forge_flash_cu12._C, the one in use
 
     q, k, v, out = tensors
     strides = []

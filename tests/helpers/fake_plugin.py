@@ -1,9 +1,9 @@
 """Fakes of the kernel plugin, for tests on machines without a GPU.
 
-* ``install_fake_plugin`` writes an installed-looking ``forge-flash-cu13`` into a folder (a
-  ``.dist-info`` with the entry point, and the ``forge_flash_cu13`` package with a ``_C``
-  module) so discovery finds it exactly as it finds the real one once the folder is on
-  ``sys.path``.
+* ``install_fake_plugin`` writes an installed-looking ``forge-flash-cu13`` (or, with
+  ``cuda_major=12``, ``forge-flash-cu12``) into a folder (a ``.dist-info`` with the entry
+  point, and the ``forge_flash_cu13`` package with a ``_C`` module) so discovery finds it
+  exactly as it finds the real one once the folder is on ``sys.path``.
 * ``FakeBinding`` stands in for ``forge_flash_cu13._C`` at the level of raw pointers: it
   checks what the C API would check (alignment, strides, head_dim, dtype code), then builds
   tensor views from the pointers and strides it was given and computes the attention with the
@@ -57,17 +57,23 @@ def install_fake_plugin(
     ptx: tuple[int, ...] = (80,),
     import_error: str | None = None,
     driver_version: int = 13000,
+    cuda_major: int = 13,
 ) -> Path:
-    """Write the fake distribution under ``root``; put ``root`` on sys.path to install it."""
-    package = root / "forge_flash_cu13"
+    """Write the fake distribution under ``root``; put ``root`` on sys.path to install it.
+    ``driver_version`` is what the driver supports (cudaDriverGetVersion: 12040 = CUDA 12.4);
+    the fake's runtime is CUDA ``cuda_major``.0."""
+    name = f"forge_flash_cu{cuda_major}"
+    package = root / name
     package.mkdir(parents=True)
-    dist_info = root / f"forge_flash_cu13-{version}.dist-info"
+    dist_info = root / f"{name}-{version}.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: forge-flash-cu13\nVersion: {version}\n"
+        f"Metadata-Version: 2.1\nName: forge-flash-cu{cuda_major}\nVersion: {version}\n"
     )
-    (dist_info / "entry_points.txt").write_text("[forge_flash.backends]\ncuda = forge_flash_cu13\n")
-    init = "from forge_flash_cu13 import _C\n\n__version__ = " + repr(version) + "\n"
+    (dist_info / "entry_points.txt").write_text(
+        f"[forge_flash.backends]\ncu{cuda_major} = {name}\n"
+    )
+    init = f"from {name} import _C\n\n__version__ = {version!r}\n"
     if import_error:
         init = f"raise ImportError({import_error!r})\n"
     (package / "__init__.py").write_text(init)
@@ -85,10 +91,10 @@ def install_fake_plugin(
                 return {list(ptx)!r}
 
             def cuda_version():
-                return "13.0"
+                return "{cuda_major}.0"
 
             def runtime_version():
-                return 13000
+                return {cuda_major * 1000}
 
             def driver_version():
                 return {driver_version}

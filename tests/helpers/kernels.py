@@ -94,7 +94,9 @@ def kernel_backend(name: str = "cuda"):
 def workspace_bytes_needed(q, k, v, *, causal):
     """Ask the plugin how much split-KV workspace this call needs (0: one pass, no split).
     A call that needs none launches, so it gets a real output buffer."""
-    from forge_flash_cu13 import _C
+    from forge_flash.discovery import plugin_binding
+
+    _C = plugin_binding()  # forge_flash_cu13._C or forge_flash_cu12._C, the one in use
 
     out = torch.empty_like(q)
     strides = []

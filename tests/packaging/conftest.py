@@ -68,27 +68,39 @@ def naive_wheel_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fake_plugin_dir(tmp_path_factory, naive_wheel_dir) -> Path:
-    """The naive wheel plus a FAKE plugin wheel of the same version."""
+    """The naive wheel plus FAKE plugin wheels (CUDA 13 and 12) of the same version."""
     out = tmp_path_factory.mktemp("wheels-fake")
     for wheel in naive_wheel_dir.iterdir():
         (out / wheel.name).write_bytes(wheel.read_bytes())
-    write_fake_plugin_wheel(out, version(), f"forge-flash=={version()}")
+    for major in (13, 12):
+        write_fake_plugin_wheel(out, version(), f"forge-flash=={version()}", major)
+    return out
+
+
+def _real_plugin_dir(tmp_path_factory, naive_wheel_dir, cuda_major: int) -> Path:
+    wheel = real_plugin_wheel(cuda_major)
+    if wheel is None:
+        pytest.skip(
+            f"no real forge-flash-cu{cuda_major} wheel for this Python in dist/ (build one with "
+            f"`python tools/build_dists.py --cuda {cuda_major} --pythons 3.11`) and "
+            f"FORGE_FLASH_PLUGIN_WHEEL{'' if cuda_major == 13 else '_CU12'} unset"
+        )
+    out = tmp_path_factory.mktemp(f"wheels-real-cu{cuda_major}")
+    for src in [*naive_wheel_dir.iterdir(), wheel]:
+        (out / src.name).write_bytes(src.read_bytes())
     return out
 
 
 @pytest.fixture(scope="session")
 def real_plugin_dir(tmp_path_factory, naive_wheel_dir) -> Path:
-    """The naive wheel plus the real plugin wheel (from dist/ or $FORGE_FLASH_PLUGIN_WHEEL)."""
-    wheel = real_plugin_wheel()
-    if wheel is None:
-        pytest.skip(
-            "no real plugin wheel for this Python in dist/ (build one with "
-            "`python tools/build_dists.py --pythons 3.11`) and FORGE_FLASH_PLUGIN_WHEEL unset"
-        )
-    out = tmp_path_factory.mktemp("wheels-real")
-    for src in [*naive_wheel_dir.iterdir(), wheel]:
-        (out / src.name).write_bytes(src.read_bytes())
-    return out
+    """The naive wheel plus the real CUDA 13 plugin wheel (dist/ or $FORGE_FLASH_PLUGIN_WHEEL)."""
+    return _real_plugin_dir(tmp_path_factory, naive_wheel_dir, 13)
+
+
+@pytest.fixture(scope="session")
+def real_plugin_dir_cu12(tmp_path_factory, naive_wheel_dir) -> Path:
+    """The naive wheel plus the real CUDA 12 plugin wheel (dist/ or its environment variable)."""
+    return _real_plugin_dir(tmp_path_factory, naive_wheel_dir, 12)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def plugin_pyproject() -> dict:
 
 # --- the FAKE plugin: same distribution name, entry point and binding surface, no kernels ---
 
-_FAKE_BINDING = '''"""FAKE forge_flash_cu13._C: the real module's surface, no kernels."""
+_FAKE_BINDING = '''"""FAKE forge_flash_cu{major}._C: the real module's surface, no kernels."""
 __version__ = {version!r}
 
 
@@ -51,7 +51,7 @@ def ptx_archs():
 
 
 def cuda_version():
-    return "13.0"
+    return "{major}.0"
 
 
 def runtime_version():
@@ -74,8 +74,8 @@ def varlen_fwd(*args):
     raise RuntimeError("FAKE plugin: no kernels")
 '''
 
-_FAKE_INIT = '''"""FAKE forge-flash-cu13 plugin package (packaging tests only)."""
-from forge_flash_cu13 import _C
+_FAKE_INIT = '''"""FAKE forge-flash-cu{major} plugin package (packaging tests only)."""
+from forge_flash_cu{major} import _C
 
 __version__ = _C.__version__
 '''
@@ -86,14 +86,17 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def write_fake_plugin_wheel(out_dir: Path, plugin_version: str, requires: str) -> Path:
-    """A pure wheel named forge-flash-cu13 with the plugin's entry point and a stub ``_C``."""
-    dist_info = f"forge_flash_cu13-{plugin_version}.dist-info"
+def write_fake_plugin_wheel(
+    out_dir: Path, plugin_version: str, requires: str, cuda_major: int = 13
+) -> Path:
+    """A pure wheel named forge-flash-cu<major> with the plugin's entry point and a stub ``_C``."""
+    package = f"forge_flash_cu{cuda_major}"
+    dist_info = f"{package}-{plugin_version}.dist-info"
     files = {
-        "forge_flash_cu13/__init__.py": _FAKE_INIT.encode(),
-        "forge_flash_cu13/_C.py": _FAKE_BINDING.format(version=plugin_version).encode(),
+        f"{package}/__init__.py": _FAKE_INIT.format(major=cuda_major).encode(),
+        f"{package}/_C.py": _FAKE_BINDING.format(version=plugin_version, major=cuda_major).encode(),
         f"{dist_info}/METADATA": (
-            "Metadata-Version: 2.1\nName: forge-flash-cu13\n"
+            f"Metadata-Version: 2.1\nName: forge-flash-cu{cuda_major}\n"
             f"Version: {plugin_version}\nSummary: FAKE plugin for packaging tests\n"
             f"Requires-Dist: {requires}\n"
         ).encode(),
@@ -101,26 +104,31 @@ def write_fake_plugin_wheel(out_dir: Path, plugin_version: str, requires: str) -
             b"Wheel-Version: 1.0\nGenerator: forge-flash-tests\nRoot-Is-Purelib: true\n"
             b"Tag: py3-none-any\n"
         ),
-        f"{dist_info}/entry_points.txt": b"[forge_flash.backends]\ncuda = forge_flash_cu13\n",
+        f"{dist_info}/entry_points.txt": (
+            f"[forge_flash.backends]\ncu{cuda_major} = {package}\n".encode()
+        ),
     }
     record = [_record_line(name, data) for name, data in files.items()]
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
     out_dir.mkdir(parents=True, exist_ok=True)
-    wheel = out_dir / f"forge_flash_cu13-{plugin_version}-py3-none-any.whl"
+    wheel = out_dir / f"{package}-{plugin_version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             zf.writestr(name, data)
     return wheel
 
 
-def real_plugin_wheel() -> Path | None:
-    """A real plugin wheel for this interpreter: $FORGE_FLASH_PLUGIN_WHEEL, else one in dist/."""
-    explicit = os.environ.get("FORGE_FLASH_PLUGIN_WHEEL")
+def real_plugin_wheel(cuda_major: int = 13) -> Path | None:
+    """A real plugin wheel for this interpreter: $FORGE_FLASH_PLUGIN_WHEEL (CUDA 13) or
+    $FORGE_FLASH_PLUGIN_WHEEL_CU12, else one in dist/."""
+    suffix = "" if cuda_major == 13 else f"_CU{cuda_major}"
+    explicit = os.environ.get(f"FORGE_FLASH_PLUGIN_WHEEL{suffix}")
     if explicit:
         return Path(explicit)
     tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
-    found = sorted((ROOT / "dist").glob(f"forge_flash_cu13-{version()}-{tag}-{tag}-*linux*.whl"))
+    pattern = f"forge_flash_cu{cuda_major}-{version()}-{tag}-{tag}-*linux*.whl"
+    found = sorted((ROOT / "dist").glob(pattern))
     return found[-1] if found else None
 
 

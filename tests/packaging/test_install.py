@@ -1,8 +1,8 @@
 """Install paths in fresh virtual environments (CPU machine, no GPU); about a minute in all.
 
-Tests named *_FAKE_plugin use a FAKE plugin wheel (same distribution name, entry point and
+Tests named *_FAKE_plugin use FAKE plugin wheels (same distribution names, entry points and
 binding surface, no kernels) so they run everywhere; *_REAL_plugin variants run when a real
-plugin wheel for this Python is in dist/ or named by FORGE_FLASH_PLUGIN_WHEEL.
+plugin wheel for this Python is in dist/ or named by FORGE_FLASH_PLUGIN_WHEEL(_CU12).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ IDS = ["FAKE_plugin", "REAL_plugin"]
 def test_naive_wheel_alone_imports_and_runs_attention_on_cpu(fresh_venv, naive_wheel_dir):
     fresh_venv.pip("install", "--no-index", "--find-links", str(naive_wheel_dir), "forge-flash")
     assert "forge-flash-cu13" not in fresh_venv.installed()
+    assert "forge-flash-cu12" not in fresh_venv.installed()
     fresh_venv.run([str(SMOKE), "--no-plugin"])
 
 
@@ -27,8 +28,32 @@ def test_cuda_extra_pulls_in_the_plugin_which_reports_no_gpu(fresh_venv, wheels,
     installed = fresh_venv.installed()
     assert installed.get("forge-flash") == version()
     assert installed.get("forge-flash-cu13") == version()
+    assert "forge-flash-cu12" not in installed  # `cuda` is the CUDA 13 plugin
     # Found and loaded, unavailable with a reason (no GPU here), and the naive path answers.
     fresh_venv.run([str(SMOKE), "--expect-no-gpu"])
+
+
+@pytest.mark.parametrize("wheels", ["fake_plugin_dir", "real_plugin_dir_cu12"], ids=IDS)
+def test_cu12_extra_pulls_in_the_cuda_12_plugin_alone(fresh_venv, wheels, request):
+    wheel_dir = request.getfixturevalue(wheels)
+    fresh_venv.pip("install", "--no-index", "--find-links", str(wheel_dir), "forge-flash[cu12]")
+    installed = fresh_venv.installed()
+    assert installed.get("forge-flash") == version()
+    assert installed.get("forge-flash-cu12") == version()
+    assert "forge-flash-cu13" not in installed
+    fresh_venv.run([str(SMOKE), "--expect-no-gpu", "--cuda", "12"])
+
+
+def test_both_plugins_installed_are_both_listed_by_info_FAKE_plugin(fresh_venv, fake_plugin_dir):
+    fresh_venv.pip(
+        "install", "--no-index", "--find-links", str(fake_plugin_dir), "forge-flash[cu12,cu13]"
+    )
+    text = fresh_venv.run(["-m", "forge_flash", "info"]).stdout
+    # Each is found, imported and refused (no GPU here; the FAKE binding has no kernels).
+    assert f"forge-flash-cu13 {version()}: installed, not used: " in text
+    assert f"forge-flash-cu12 {version()}: installed, not used: " in text
+    # The cu13 plugin is listed first: it is the one tried first.
+    assert text.index("forge-flash-cu13") < text.index("forge-flash-cu12")
 
 
 @pytest.mark.parametrize("wheels", PLUGIN_SOURCES, ids=IDS)

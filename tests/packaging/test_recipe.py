@@ -54,7 +54,12 @@ def _names(specs: list[str]) -> set[str]:
 
 
 def test_every_variant_renders_with_the_single_version(outputs):
-    assert set(outputs) == {"forge-flash", "forge-flash-cu13", "forge-flash-backend"}
+    assert set(outputs) == {
+        "forge-flash",
+        "forge-flash-cu13",
+        "forge-flash-cu12",
+        "forge-flash-backend",
+    }
     for builds in outputs.values():
         for out in builds:
             assert out["package"]["version"] == version()
@@ -70,11 +75,13 @@ def test_pure_package_is_one_noarch_build_matching_pyproject(outputs):
     (torch_dep,) = root_pyproject()["project"]["dependencies"]
     assert torch_dep.startswith("torch")
     assert "pytorch " + torch_dep.removeprefix("torch") in run
-    assert f"forge-flash-cu13 =={version()}" in _specs(pure, "run_constraints")
+    for plugin in ("forge-flash-cu13", "forge-flash-cu12"):
+        assert f"{plugin} =={version()}" in _specs(pure, "run_constraints")
 
 
-def test_plugin_is_cuda_only_pins_pure_package_and_needs_a_gpu(outputs):
-    builds = outputs["forge-flash-cu13"]
+@pytest.mark.parametrize("major,cuda", [(13, "13.0"), (12, "12.9")])
+def test_plugin_is_cuda_only_pins_pure_package_and_needs_a_gpu(outputs, major, cuda):
+    builds = outputs[f"forge-flash-cu{major}"]
     assert {b["build"]["string"].split("_")[1] for b in builds} == {
         "py310",
         "py311",
@@ -84,14 +91,18 @@ def test_plugin_is_cuda_only_pins_pure_package_and_needs_a_gpu(outputs):
     }
     pure_number = outputs["forge-flash"][0]["build"]["number"]
     for out in builds:
-        assert out["build"]["string"].startswith("cuda130_")
+        assert out["build"]["string"].startswith(f"cuda{cuda.replace('.', '')}_")
         assert out["build"]["number"] == pure_number + 200
         run = _specs(out, "run")
         assert "forge-flash ==exact" in run
-        assert "__cuda >=13" in run
+        assert f"__cuda >={major}" in run
         assert "cuda-arch >=8.0" in run
         host = _specs(out, "host")
-        assert "cuda-version 13.0.*" in host
+        assert f"cuda-version {cuda}.*" in host
+        # Built from python/plugin (13) or its rendering (12): the script (templated at build
+        # time) asks tools/plugin_variant.py for the folder of the variant's major.
+        script = str(out["build"]["script"])
+        assert 'tools/plugin_variant.py ${{ (cuda_compiler_version | split("."))[0] }}' in script
         for dep in plugin_pyproject()["build-system"]["requires"]:
             name, pin = dep.split("==")
             assert f"{name} =={pin}" in host
@@ -99,11 +110,17 @@ def test_plugin_is_cuda_only_pins_pure_package_and_needs_a_gpu(outputs):
 
 def test_backend_selector_has_cpu_and_cuda_builds(outputs):
     builds = {b["build"]["string"]: b for b in outputs["forge-flash-backend"]}
-    assert set(builds) == {"cpu_0", "cuda130_200"}
-    cpu, cuda = builds["cpu_0"], builds["cuda130_200"]
-    assert cuda["build"]["number"] > cpu["build"]["number"]  # the solver prefers cuda
+    assert set(builds) == {"cpu_0", "cuda129_100", "cuda130_200"}
+    cpu, cu12, cu13 = builds["cpu_0"], builds["cuda129_100"], builds["cuda130_200"]
+    # The solver prefers cu13, then cu12 (each where __cuda allows it), then cpu.
+    numbers = [b["build"]["number"] for b in (cpu, cu12, cu13)]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
     assert _names(_specs(cpu, "run")) == {"forge-flash"}  # a cpu-only install stays possible
-    assert {"forge-flash", "forge-flash-cu13", "__cuda"} <= _names(_specs(cuda, "run"))
+    assert {"forge-flash", "forge-flash-cu13", "__cuda"} <= _names(_specs(cu13, "run"))
+    assert "__cuda >=13" in _specs(cu13, "run")
+    assert {"forge-flash", "forge-flash-cu12", "__cuda"} <= _names(_specs(cu12, "run"))
+    assert "__cuda >=12" in _specs(cu12, "run")
+    assert "forge-flash-cu13" not in _names(_specs(cu12, "run"))
 
 
 def test_recipe_tests_import_the_packages_pyproject_builds(outputs):
@@ -113,7 +130,9 @@ def test_recipe_tests_import_the_packages_pyproject_builds(outputs):
     root_packages = root_pyproject()["tool"]["scikit-build"]["wheel"]["packages"]
     assert imports(outputs["forge-flash"][0]) == {p.rsplit("/", 1)[-1] for p in root_packages}
     plugin_packages = plugin_pyproject()["tool"]["scikit-build"]["wheel"]["packages"]
-    for out in outputs["forge-flash-cu13"]:
-        assert imports(out) == set(plugin_packages)
-        # pip_check defaults to true; rendered dicts omit defaults.
-        assert all(t["python"].get("pip_check", True) for t in out["tests"] if "python" in t)
+    assert plugin_packages == ["forge_flash_cu13"]
+    for major in (13, 12):
+        for out in outputs[f"forge-flash-cu{major}"]:
+            assert imports(out) == {f"forge_flash_cu{major}"}
+            # pip_check defaults to true; rendered dicts omit defaults.
+            assert all(t["python"].get("pip_check", True) for t in out["tests"] if "python" in t)

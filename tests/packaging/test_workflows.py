@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from dist_helpers import ROOT
+from dist_helpers import PLUGIN_DIR, ROOT, root_pyproject, tomllib
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
@@ -58,6 +58,18 @@ def test_ci_runs_the_cpu_tests_on_every_push():
     assert any(step.get("run") == "bash .ci/run" for step in steps)
 
 
+def test_ci_also_runs_the_cpu_tests_on_the_oldest_supported_torch():
+    jobs = _load("ci.yml")["jobs"]
+    (torch_dep,) = root_pyproject()["project"]["dependencies"]
+    oldest = re.fullmatch(r"torch>=(\d+\.\d+)", torch_dep).group(1)
+    pins = {name: job.get("env", {}).get("FORGE_FLASH_TEST_TORCH") for name, job in jobs.items()}
+    oldest_jobs = [name for name, pin in pins.items() if pin and pin.startswith(f"torch=={oldest}")]
+    assert len(oldest_jobs) == 1, pins
+    job = jobs[oldest_jobs[0]]
+    assert any(step.get("run") == "bash .ci/run" for step in job["steps"])
+    assert job["env"]["PIP_EXTRA_INDEX_URL"].endswith("/whl/cpu")  # the CPU wheel, not GBs
+
+
 def test_release_publishes_the_plugin_before_the_base_package():
     jobs = _load("release.yml")["jobs"]
     assert jobs["build"]["uses"] == "./.github/workflows/wheels.yml"
@@ -80,7 +92,31 @@ def test_wheels_workflow_builds_both_architectures_with_the_checked_config():
     wheels = _load("wheels.yml")
     assert "workflow_call" in wheels[True]
     plugin = wheels["jobs"]["plugin"]
-    archs = {entry["arch"] for entry in plugin["strategy"]["matrix"]["include"]}
-    assert archs == {"x86_64", "aarch64"}
+    matrix = plugin["strategy"]["matrix"]
+    assert set(matrix["arch"]) == {"x86_64", "aarch64"}
+    assert {entry["arch"] for entry in matrix["include"]} == {"x86_64", "aarch64"}
     runs = " ".join(step.get("run", "") for step in plugin["steps"])
     assert "--config-file python/plugin/cibuildwheel.toml" in runs
+
+
+def test_wheels_workflow_builds_the_cuda_12_plugin_beside_13():
+    wheels = _load("wheels.yml")
+    plugin = wheels["jobs"]["plugin"]
+    assert set(plugin["strategy"]["matrix"]["cuda"]) == {"12", "13"}
+    runs = " ".join(step.get("run", "") for step in plugin["steps"])
+    # The plugin folder comes from tools/plugin_variant.py (python/plugin, or its rendering).
+    assert "tools/plugin_variant.py ${{ matrix.cuda }}" in runs
+    assert "${{ steps.plugin.outputs.dir }}" in runs
+    # CUDA 12: the CUDA 12.9 images, pinned by the same dated tag as the CUDA 13 ones.
+    config = tomllib.loads((PLUGIN_DIR / "cibuildwheel.toml").read_text())
+    tag = config["tool"]["cibuildwheel"]["linux"]["manylinux-x86_64-image"].split(":")[1]
+    (cu12,) = [s for s in plugin["steps"] if s.get("if") == "matrix.cuda == '12'"]
+    for arch in ("x86_64", "aarch64"):
+        image = f"quay.io/manylinux_cuda/manylinux_2_28_{arch}_cuda12_9:{tag}"
+        assert f"CIBW_MANYLINUX_{arch.upper()}_IMAGE={image}" in cu12["run"]
+    assert "smoke_plugin.py --expect-no-gpu --cuda 12" in cu12["run"]
+    # Both sdists, and artifacts that the release's wheels-linux-* pattern collects.
+    pure_runs = " ".join(step.get("run", "") for step in wheels["jobs"]["pure"]["steps"])
+    assert "tools/plugin_variant.py 12" in pure_runs
+    uploads = [s["with"]["name"] for s in plugin["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert uploads == ["wheels-linux-cu${{ matrix.cuda }}-${{ matrix.arch }}"]

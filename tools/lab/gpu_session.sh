@@ -14,6 +14,7 @@
 #          flash_attn.cute imports in the venv: already on the machine, or installed into the
 #          venv by the script FA4_INSTALL names (it gets the venv's python as its argument;
 #          docs/benchmarks.md says how to get one).
+# EXTRA=cu12 installs 'forge-flash[cu12]' (the CUDA 12 plugin) instead of 'forge-flash[cuda]'.
 # Outputs go to $OUT. Usage, from the repository root:
 #   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench [PYTEST ARGS...]
 set -uo pipefail
@@ -28,7 +29,7 @@ rm -rf "$venv"
 python3 -m venv --without-pip "$venv"
 python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
     >"$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/machine_site.pth"
-python3 -m pip --python "$venv/bin/python" install -q --no-index --find-links "$wheels" 'forge-flash[cuda]' || exit 1
+python3 -m pip --python "$venv/bin/python" install -q --no-index --find-links "$wheels" "forge-flash[${EXTRA:-cuda}]" || exit 1
 py=$venv/bin/python
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 cd /tmp && "$py" -m forge_flash info && cd "$repo" || exit 1
