@@ -1,27 +1,40 @@
 """Shared pieces of the GPU tests: inputs, PyTorch's own answer at the input precision (the
-error yardstick), forcing the kernel backend; the float64 reference is helpers.reference's."""
+error yardstick), forcing the kernel backend and catching naive fallbacks; the float64
+reference is helpers.reference's."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import sys
 
 import torch
 
 import forge_flash
 from forge_flash import discovery
 
-from .reference import reference_attention
+from .reference import (
+    NO_WINDOW,
+    key_distance,
+    per_row_slopes,
+    reference_attention,
+    visible_keys,
+)
 
 __all__ = [
     "assert_close_to_reference",
+    "assert_runs_on_kernels",
     "kernel_backend",
     "rand_qkv",
     "reference_attention",
     "torch_attention",
+    "torch_variant_attention",
     "workspace_bytes_needed",
 ]
+
+#: The naive path's entry points: a kernel-backend call that reaches one of them fell back.
+NAIVE_ENTRY_POINTS = ("naive_fwd", "naive_varlen_fwd")
 
 
 def rand_qkv(batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, dtype):
@@ -55,6 +68,67 @@ def torch_attention(q, k, v, *, causal, scale=None):
         out = torch.nn.functional.scaled_dot_product_attention(
             qt, kt, vt, is_causal=causal, scale=scale
         )
+    return out.transpose(1, 2).nan_to_num(0.0)
+
+
+def torch_variant_attention(
+    q,
+    k,
+    v,
+    *,
+    causal=False,
+    scale=None,
+    key_lengths=None,
+    window_size=NO_WINDOW,
+    softcap=0.0,
+    alibi_slopes=None,
+    sinks=None,
+):
+    """PyTorch's own answer for the variants on the same 16-bit inputs: the error yardstick.
+
+    A variant that is only a mask (causal, windows, key lengths) runs PyTorch's fused SDPA with
+    that boolean mask, like ``torch_attention``. Softcap, ALiBi and sinks have no fused SDPA
+    form; they run in eager PyTorch with the precision of SDPA's fused kernels: scores, softcap,
+    bias, sinks (float32 arguments) and the softmax in float32 from the 16-bit q and k, the
+    probabilities rounded to the input dtype for the matmul with V, the output in the input
+    dtype. (Model code that rounds the scores to 16 bits, such as Hugging Face's eager
+    attention, errs more; measured on CPU, this model's error equals SDPA's within 10-50% on
+    plain attention.) Rows that see no key come back as 0, as our convention has it. Same
+    layouts and arguments as ``reference_attention``.
+    """
+    batch, seqlen_q, heads, head_dim = q.shape
+    seqlen_k, heads_k = k.shape[1], k.shape[2]
+    if scale is None:
+        scale = head_dim**-0.5
+    lengths = key_lengths if key_lengths is not None else [seqlen_k] * batch
+    visible = visible_keys(
+        seqlen_q, seqlen_k, lengths, causal=causal, window_size=window_size, device=q.device
+    )
+    qt = q.transpose(1, 2)
+    kt = k.transpose(1, 2).repeat_interleave(heads // heads_k, dim=1)
+    vt = v.transpose(1, 2).repeat_interleave(heads // heads_k, dim=1)
+    if softcap == 0 and alibi_slopes is None and sinks is None:
+        out = torch.nn.functional.scaled_dot_product_attention(
+            qt, kt, vt, attn_mask=visible, scale=scale
+        )
+        return out.transpose(1, 2).nan_to_num(0.0)
+    # Products of 16-bit values summed exactly, then rounded once: float32 accumulation at its
+    # best, whatever the TF32 setting.
+    scores = torch.matmul(qt.double(), kt.double().transpose(-1, -2)).float() * scale
+    if softcap > 0:
+        scores = softcap * torch.tanh(scores / softcap)
+    if alibi_slopes is not None:
+        slopes = per_row_slopes(alibi_slopes, batch, heads).view(batch, heads, 1, 1)
+        distance = key_distance(seqlen_q, seqlen_k, lengths, q.device)
+        scores = scores - (slopes * distance).float()
+    scores = scores.masked_fill(~visible, float("-inf"))
+    if sinks is not None:
+        sink_column = sinks.float().view(1, heads, 1, 1).expand(batch, -1, seqlen_q, 1)
+        scores = torch.cat([scores, sink_column], dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    if sinks is not None:
+        probs = probs[..., :-1]
+    out = torch.matmul(probs.to(q.dtype), vt)
     return out.transpose(1, 2).nan_to_num(0.0)
 
 
@@ -111,3 +185,39 @@ def workspace_bytes_needed(q, k, v, *, causal):
     stream = torch.cuda.current_stream(q.device).cuda_stream
     pointers = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0, 0)
     return call(*pointers, 0, 0, q.device.index, stream)
+
+
+@contextlib.contextmanager
+def assert_runs_on_kernels():
+    """Force the cuda backend, and fail any call inside the block that falls back to the naive
+    path (the issue's "the common cases run on the kernels").
+
+    The naive entry points are replaced wherever forge_flash's modules hold them, so a
+    backend that imported them by name is caught as well as a call through the module.
+    """
+    from forge_flash.backends import naive
+
+    originals = {name: getattr(naive, name) for name in NAIVE_ENTRY_POINTS}
+
+    def refuse(name):
+        def fallback(*args, **kwargs):
+            raise AssertionError(
+                f"{name} ran: the call fell back to the naive path instead of the kernels"
+            )
+
+        return fallback
+
+    replaced = []
+    for module in list(sys.modules.values()):
+        if not getattr(module, "__name__", "").startswith("forge_flash"):
+            continue
+        for name, original in originals.items():
+            if getattr(module, name, None) is original:
+                replaced.append((module, name, original))
+                setattr(module, name, refuse(name))
+    try:
+        with kernel_backend():
+            yield
+    finally:
+        for module, name, original in replaced:
+            setattr(module, name, original)

@@ -1,0 +1,429 @@
+"""The attention variants (issue 14) on the CUDA kernels, against the float64 reference.
+
+Tolerance (issue 3's rule, ``helpers.kernels.assert_close_to_reference``): our max error is at
+most 2x that of PyTorch's own answer on the same 16-bit inputs, plus 1e-5, and never above
+1e-2. PyTorch's answer is ``torch_variant_attention``: fused SDPA with a boolean mask for
+windows, SDPA's precision model in eager PyTorch for softcap, ALiBi and sinks (see there).
+
+Every call runs inside ``assert_runs_on_kernels``: the issue requires each variant alone,
+window + softcap (Gemma 2) and window + sinks (gpt-oss) on the kernels for head_dim 64, 128
+and 256, so a naive fallback fails the test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import forge_flash
+
+from helpers.kernels import (
+    assert_close_to_reference,
+    assert_runs_on_kernels,
+    rand_qkv,
+    reference_attention,
+    torch_attention,
+    torch_variant_attention,
+)
+from helpers.reference import reference_varlen
+
+DTYPES = [torch.float16, torch.bfloat16]
+
+
+def alibi_slopes(heads, batch=None):
+    """ALiBi's geometric slopes; (batch, heads) rows differ per sequence."""
+    slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)], device="cuda")
+    if batch is None:
+        return slopes
+    return torch.stack([slopes * (1.0 + 0.25 * b) for b in range(batch)])
+
+
+def sink_logits(heads, keys):
+    """Around the logsumexp of a row over ``keys`` random keys (log(keys) + 0.5), so each
+    head's sink takes between about 10% and 80% of the row's weight."""
+    return math.log(max(keys, 1)) + torch.linspace(-2.0, 2.0, heads, device="cuda")
+
+
+def _band(seqlen_k, window):
+    """About how many keys a row sees under ``window`` (for sizing the sinks)."""
+    left, right = window
+    if left < 0 or right < 0:
+        return seqlen_k
+    return min(seqlen_k, left + right + 1)
+
+
+WINDOW = (128, 64)
+# name -> (batch, heads, seqlen_k) -> options
+VARIANTS = {
+    "window": lambda b, h, sk: dict(window_size=WINDOW),
+    "window-left": lambda b, h, sk: dict(window_size=(256, -1)),
+    "softcap": lambda b, h, sk: dict(softcap=2.0),
+    "alibi": lambda b, h, sk: dict(alibi_slopes=alibi_slopes(h)),
+    "alibi-batch": lambda b, h, sk: dict(alibi_slopes=alibi_slopes(h, b)),
+    "sinks": lambda b, h, sk: dict(sinks=sink_logits(h, sk)),
+    "window+softcap": lambda b, h, sk: dict(window_size=WINDOW, softcap=2.0),
+    "window+sinks": lambda b, h, sk: dict(
+        window_size=(128, 0), sinks=sink_logits(h, _band(sk, (128, 0)))
+    ),
+    "everything": lambda b, h, sk: dict(
+        window_size=WINDOW,
+        softcap=2.0,
+        alibi_slopes=alibi_slopes(h, b),
+        sinks=sink_logits(h, _band(sk, WINDOW)),
+    ),
+}
+# The issue's must-run-on-the-kernels set, used where the full list would be too many cases.
+COMMON = ["window", "softcap", "alibi", "sinks", "window+softcap", "window+sinks"]
+
+
+def _assert_lse(lse, ref_lse):
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse), finite), "rows that see no key: LSE -inf (no sinks)"
+    torch.testing.assert_close(lse[finite], ref_lse[finite].float(), atol=2e-3, rtol=1e-3)
+
+
+def _check(q, k, v, *, causal, out=None, **options):
+    """flash_attn_fwd on the kernels against the reference; returns (out, reference lse)."""
+    with assert_runs_on_kernels():
+        got, lse = forge_flash.flash_attn_fwd(
+            q, k, v, causal=causal, out=out, return_lse=True, **options
+        )
+    ref, ref_lse = reference_attention(q, k, v, causal=causal, **options)
+    assert_close_to_reference(got, ref, torch_variant_attention(q, k, v, causal=causal, **options))
+    _assert_lse(lse, ref_lse)
+    return got, ref_lse
+
+
+def _options(variant, batch, heads, seqlen_k):
+    return VARIANTS[variant](batch, heads, seqlen_k)
+
+
+# Every variant x head_dim 64/128/256 x both dtypes x causal: short K/V (Hopper's persistent
+# kernel at head_dim 64/128), seqlen_q < seqlen_k, GQA 8/2.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant(variant, head_dim, causal, dtype):
+    q, k, v = rand_qkv(2, 300, 700, 8, 2, head_dim, dtype)
+    _check(q, k, v, causal=causal, **_options(variant, 2, 8, 700))
+    # Without the LSE (the kernels may skip writing it): the same answer.
+    options = _options(variant, 2, 8, 700)
+    with assert_runs_on_kernels():
+        plain = forge_flash.flash_attn_fwd(q, k, v, causal=causal, **options)
+    ref, _ = reference_attention(q, k, v, causal=causal, **options)
+    assert_close_to_reference(
+        plain, ref, torch_variant_attention(q, k, v, causal=causal, **options)
+    )
+
+
+# Many query blocks over short K/V (Hopper: persistent, up to 1024 keys) and long K/V (a CTA
+# per tile), with windows narrow enough that whole K/V tiles fall outside the band.
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("batch,seqlen", [(4, 1000), (1, 2500)])
+@pytest.mark.parametrize("variant", COMMON)
+def test_prefill_short_and_long_kv(variant, batch, seqlen, head_dim, causal):
+    q, k, v = rand_qkv(batch, seqlen, seqlen, 16, 4, head_dim, torch.bfloat16)
+    _check(q, k, v, causal=causal, **_options(variant, batch, 16, seqlen))
+
+
+# seqlen_q != seqlen_k both ways (offsets of either sign, rows that see no key), MQA.
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(700, 300), (1000, 1), (1, 1000), (77, 77)])
+@pytest.mark.parametrize("variant", ["window", "window+sinks", "alibi-batch", "everything"])
+def test_uneven_lengths(variant, seqlen_q, seqlen_k, causal):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 1, 128, torch.bfloat16)
+    options = _options(variant, 2, 8, seqlen_k)
+    _check(q, k, v, causal=causal, **options)
+
+
+def test_windows_that_leave_rows_without_keys():
+    # Offset -400: rows below 400 - 64 see no key under window (128, 64): output 0, LSE -inf;
+    # with sinks the LSE is the sink.
+    q, k, v = rand_qkv(2, 700, 300, 8, 2, 128, torch.bfloat16)
+    got, ref_lse = _check(q, k, v, causal=False, window_size=(128, 64))
+    masked = torch.isneginf(ref_lse[0, 0])
+    assert masked.sum() == 336 and torch.equal(got[:, :336], torch.zeros_like(got[:, :336]))
+    sinks = sink_logits(8, 193)
+    with assert_runs_on_kernels():
+        got, lse = forge_flash.flash_attn_fwd(
+            q, k, v, window_size=(128, 64), sinks=sinks, return_lse=True
+        )
+    assert torch.equal(got[:, :336], torch.zeros_like(got[:, :336]))
+    # LSE = the sink, up to float32 rounding (a kernel may go through log2 and back).
+    torch.testing.assert_close(lse[:, :, :336], sinks.view(1, 8, 1).expand(2, 8, 336))
+
+
+# A routed head_dim (80 runs in the 96 tile with predicated loads).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_routed_head_dim(variant, dtype):
+    q, k, v = rand_qkv(2, 200, 333, 8, 2, 80, dtype)
+    _check(q, k, v, causal=True, **_options(variant, 2, 8, 333))
+
+
+@pytest.mark.parametrize("head_dim", [128, 256])
+@pytest.mark.parametrize("softcap", [30.0, 50.0])
+def test_softcap_on_large_logits(softcap, head_dim):
+    # Scores of a few tens (Gemma 2's range): tanh well into saturation.
+    q, k, v = rand_qkv(1, 256, 1024, 8, 4, head_dim, torch.bfloat16)
+    _check(q * 6, k * 6, v, causal=True, softcap=softcap, window_size=(512, 0))
+
+
+# -- varlen ------------------------------------------------------------------------------------
+
+
+def _packed(lens, heads, heads_k, head_dim, dtype):
+    seq_q = [a for a, _ in lens]
+    seq_k = [b for _, b in lens]
+    q = torch.randn(sum(seq_q), heads, head_dim, device="cuda", dtype=dtype)
+    k = torch.randn(sum(seq_k), heads_k, head_dim, device="cuda", dtype=dtype)
+    v = torch.randn(sum(seq_k), heads_k, head_dim, device="cuda", dtype=dtype)
+    cu_q = torch.tensor([0, *torch.tensor(seq_q).cumsum(0).tolist()], dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(seq_k).cumsum(0).tolist()], dtype=torch.int32)
+    return q, k, v, cu_q.cuda(), cu_k.cuda(), seq_q, seq_k
+
+
+def _varlen_yardstick(q, k, v, seq_q, seq_k, causal, options):
+    """PyTorch's answer one sequence at a time, packed like the output."""
+    outs = []
+    q0 = k0 = 0
+    for b, (nq, nk) in enumerate(zip(seq_q, seq_k, strict=True)):
+        one = dict(options)
+        slopes = options.get("alibi_slopes")
+        if slopes is not None and slopes.dim() == 2:
+            one["alibi_slopes"] = slopes[b]
+        parts = (q[q0 : q0 + nq], k[k0 : k0 + nk], v[k0 : k0 + nk])
+        outs.append(torch_variant_attention(*(x[None] for x in parts), causal=causal, **one)[0])
+        q0, k0 = q0 + nq, k0 + nk
+    return torch.cat(outs)
+
+
+# Empty query and key sequences, a sequence whose rows see no key, long and short ones.
+VARLEN_LENS = [(5, 300), (0, 17), (40, 0), (130, 130), (1, 4000), (700, 250), (0, 0), (64, 900)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "variant", ["window", "softcap", "alibi-batch", "sinks", "window+sinks", "everything"]
+)
+def test_varlen(variant, causal, dtype):
+    q, k, v, cu_q, cu_k, seq_q, seq_k = _packed(VARLEN_LENS, 16, 4, 128, dtype)
+    options = _options(variant, len(VARLEN_LENS), 16, 300)
+    out = torch.full_like(q, float("nan"))
+    with assert_runs_on_kernels():
+        got, lse = forge_flash.flash_attn_varlen_fwd(
+            q,
+            k,
+            v,
+            cu_q,
+            cu_k,
+            max(seq_q),
+            max(seq_k),
+            causal=causal,
+            out=out,
+            return_lse=True,
+            **options,
+        )
+    assert not torch.isnan(out).any(), "every output element must be written"
+    ref, ref_lse = reference_varlen(q, k, v, seq_q, seq_k, causal=causal, **options)
+    assert_close_to_reference(got, ref, _varlen_yardstick(q, k, v, seq_q, seq_k, causal, options))
+    _assert_lse(lse, ref_lse)
+
+
+# -- decode ------------------------------------------------------------------------------------
+
+
+# One query over a long cache: split-KV (Hopper: cluster merge up to 16 splits of 4096 keys,
+# the combine kernel beyond). The sinks are sized to take 10-80% of each row's weight, so a
+# sink counted once per split instead of once per row fails the LSE check.
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("seqlen_k", [8192, 32768, 70000])
+@pytest.mark.parametrize("variant", ["sinks", "softcap", "alibi", "window-left", "window+sinks"])
+def test_split_kv_decode(variant, seqlen_k, head_dim):
+    q, k, v = rand_qkv(1, 1, seqlen_k, 32, 8, head_dim, torch.bfloat16)
+    options = _options(variant, 1, 32, seqlen_k)
+    _, ref_lse = _check(q, k, v, causal=False, **options)
+    if "sinks" in options:
+        weight = torch.exp(options["sinks"].double() - ref_lse[0, :, 0])
+        assert weight.min() > 0.02 and weight.max() < 0.98, "the sinks must matter"
+
+
+@pytest.mark.parametrize("variant", ["sinks", "window+sinks"])
+def test_split_kv_with_sinks_is_deterministic(variant):
+    q, k, v = rand_qkv(1, 1, 131072, 32, 8, 128, torch.bfloat16)
+    options = _options(variant, 1, 32, 131072)
+    with assert_runs_on_kernels():
+        first = forge_flash.flash_attn_fwd(q, k, v, **options)
+        second = forge_flash.flash_attn_fwd(q, k, v, **options)
+    assert torch.equal(first, second)
+
+
+def _decode_check(q, k_cache, v_cache, lens, options):
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    with assert_runs_on_kernels():
+        got, lse = forge_flash.batched_decode_attention(
+            q, k_cache, v_cache, seqlens, return_lse=True, **options
+        )
+    # Row b's query is aligned with its last key: offset cache_seqlens[b] - 1.
+    ref, ref_lse = reference_attention(q[:, None], k_cache, v_cache, key_lengths=lens, **options)
+    yardstick = torch_variant_attention(q[:, None], k_cache, v_cache, key_lengths=lens, **options)
+    assert_close_to_reference(got[:, None], ref, yardstick)
+    _assert_lse(lse, ref_lse[:, :, 0])
+    return got, lse
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize(
+    "variant",
+    ["window", "softcap", "alibi-batch", "sinks", "window+softcap", "window+sinks", "everything"],
+)
+def test_batched_decode(variant, head_dim):
+    lens = [1, 3000, 0, 17, 2049]
+    q = torch.randn(5, 32, head_dim, device="cuda", dtype=torch.bfloat16)
+    k_cache = torch.randn(5, 3000, 8, head_dim, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    options = _options(variant, 5, 32, 193)
+    got, lse = _decode_check(q, k_cache, v_cache, lens, options)
+    assert torch.equal(got[2], torch.zeros_like(got[2]))  # the empty cache
+    if "sinks" in options:
+        torch.testing.assert_close(lse[2], options["sinks"])
+
+
+# -- sliding-window decode over a long cache ---------------------------------------------------
+
+LONG, BAND = 131072, 4096
+
+
+@pytest.mark.parametrize("variant", ["window", "window+softcap", "window+sinks", "window+alibi"])
+def test_sliding_window_decode_over_a_long_cache(variant):
+    """128k keys, window (4095, 0): the last 4096 keys. The reference and PyTorch's answer
+    run on those keys alone (the same distances to the query, so the same math)."""
+    q, k, v = rand_qkv(1, 1, LONG, 32, 8, 128, torch.bfloat16)
+    options = dict(window_size=(BAND - 1, 0))
+    if variant == "window+softcap":
+        options["softcap"] = 30.0
+    if variant == "window+sinks":
+        options["sinks"] = sink_logits(32, BAND)
+    if variant == "window+alibi":
+        options["alibi_slopes"] = alibi_slopes(32)
+    with assert_runs_on_kernels():
+        got, lse = forge_flash.flash_attn_fwd(q, k, v, return_lse=True, **options)
+    tail = (q, k[:, -BAND:], v[:, -BAND:])
+    ref, ref_lse = reference_attention(*tail, **options)
+    assert_close_to_reference(got, ref, torch_variant_attention(*tail, **options))
+    _assert_lse(lse, ref_lse)
+
+
+def test_sliding_window_batched_decode_over_long_caches():
+    lens = [LONG, 100000, 4000]
+    q = torch.randn(3, 32, 128, device="cuda", dtype=torch.bfloat16)
+    k_cache = torch.randn(3, LONG, 8, 128, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    options = dict(window_size=(BAND - 1, -1), sinks=sink_logits(32, BAND))
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    with assert_runs_on_kernels():
+        got, lse = forge_flash.batched_decode_attention(
+            q, k_cache, v_cache, seqlens, return_lse=True, **options
+        )
+    for b, n in enumerate(lens):
+        start = max(0, n - BAND)
+        one = (q[b : b + 1, None], k_cache[b : b + 1, start:n], v_cache[b : b + 1, start:n])
+        ref, ref_lse = reference_attention(*one, **options)
+        assert_close_to_reference(
+            got[b : b + 1, None], ref, torch_variant_attention(*one, **options)
+        )
+        _assert_lse(lse[b : b + 1], ref_lse[:, :, 0])
+
+
+# -- the flat projections, out=, NaN, the guard ------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["window+softcap", "window+sinks", "alibi"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_flat_projection_calls_run_on_the_kernels(variant, dtype):
+    b, s, h, hk, d = 2, 300, 16, 4, 128
+    q, k, v = rand_qkv(b, s, s, h, hk, d, dtype)
+    options = _options(variant, b, h, s)
+    with assert_runs_on_kernels():  # float32 inputs are cast to 16 bits for the kernels
+        got = forge_flash.attention_fwd(
+            q.flatten(-2), k.flatten(-2), v.flatten(-2), h, hk, d, None, True, **options
+        )
+    assert got.dtype == dtype
+    ref, _ = reference_attention(q, k, v, causal=True, **options)
+    if dtype == torch.float32:  # cast to float16 for the kernels: float16's rounding
+        torch.testing.assert_close(got.unflatten(-1, (h, d)).double(), ref, atol=5e-3, rtol=5e-3)
+    else:
+        yardstick = torch_variant_attention(q, k, v, causal=True, **options)
+        assert_close_to_reference(got.unflatten(-1, (h, d)), ref, yardstick)
+
+
+def test_decoder_attention_decode_runs_on_the_kernels():
+    b, h, hk, d, cache = 4, 32, 8, 128, 5000
+    q = torch.randn(b, 1, h * d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, cache, hk * d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    lens = [5000, 1, 2500, 0]
+    options = dict(window_size=(1023, -1), sinks=sink_logits(h, 1024))
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    with assert_runs_on_kernels():
+        got = forge_flash.decoder_attention(q, k, v, h, hk, d, cache_seqlens=seqlens, **options)
+    per_head = (q.unflatten(-1, (h, d)), k.unflatten(-1, (hk, d)), v.unflatten(-1, (hk, d)))
+    ref, _ = reference_attention(*per_head, key_lengths=lens, **options)
+    yardstick = torch_variant_attention(*per_head, key_lengths=lens, **options)
+    assert_close_to_reference(got.unflatten(-1, (h, d)), ref, yardstick)
+
+
+def test_strided_out_is_fully_written_and_inputs_untouched():
+    b, s, h, hk, d = 2, 333, 16, 4, 128
+    q, k, v = rand_qkv(b, s, s, h, hk, d, torch.float16)
+    options = _options("everything", b, h, s)
+    before = [t.clone() for t in (q, k, v, options["alibi_slopes"], options["sinks"])]
+    out_buf = torch.full((b, h, s, d), float("nan"), device="cuda", dtype=torch.float16)
+    got, _ = _check(q, k, v, causal=True, out=out_buf.transpose(1, 2), **options)
+    assert got.data_ptr() == out_buf.data_ptr()
+    assert not torch.isnan(out_buf).any(), "every output element must be written"
+    after = (q, k, v, options["alibi_slopes"], options["sinks"])
+    for x, y in zip(before, after, strict=True):
+        assert torch.equal(x, y), "inputs must not be modified"
+
+
+@pytest.mark.parametrize("variant", ["window+sinks", "everything"])
+def test_nan_in_a_query_row_stays_in_that_row(variant):
+    q, k, v = rand_qkv(1, 256, 512, 8, 2, 128, torch.bfloat16)
+    q[0, 100, 3, 7] = float("nan")
+    options = _options(variant, 1, 8, 512)
+    with assert_runs_on_kernels():
+        got = forge_flash.flash_attn_fwd(q, k, v, causal=True, **options)
+    poisoned = torch.zeros(1, 256, 8, dtype=torch.bool, device="cuda")
+    poisoned[0, 100, 3] = True
+    assert torch.isnan(got[poisoned]).all(), "NaN in -> NaN out"
+    assert not torch.isnan(got[~poisoned]).any(), "the NaN reached other rows"
+
+
+def test_the_guard_catches_a_naive_fallback():
+    # float32 inputs do not qualify for the kernels: the cuda backend runs the naive path.
+    q, k, v = rand_qkv(1, 16, 16, 2, 2, 64, torch.float32)
+    with pytest.raises(AssertionError, match="naive"), assert_runs_on_kernels():
+        forge_flash.flash_attn_fwd(q, k, v)
+    # ... and the naive path works again after the block.
+    forge_flash.flash_attn_fwd(q, k, v)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_yardstick_errs_like_sdpa(dtype):
+    """torch_variant_attention's eager branch (taken here for sinks of -inf, which change
+    nothing) errs about as much as PyTorch's fused SDPA on plain attention: the bar it sets for
+    softcap, ALiBi and sinks is neither vacuous nor stricter than the plain kernels' bar."""
+    q, k, v = rand_qkv(2, 512, 1024, 16, 4, 128, dtype)
+    ref, _ = reference_attention(q, k, v, causal=True)
+    no_sinks = torch.full((16,), float("-inf"), device="cuda")
+    eager = torch_variant_attention(q, k, v, causal=True, sinks=no_sinks)
+    fused = torch_attention(q, k, v, causal=True)
+    eager_err = (eager.double() - ref).abs().max().item()
+    fused_err = (fused.double() - ref).abs().max().item()
+    assert 0.5 * fused_err <= eager_err <= 3 * fused_err, (eager_err, fused_err)
