@@ -1,0 +1,117 @@
+"""The variants' costs on a GPU (issue 14's speed targets), beside FA4 where it has them.
+
+    python tools/lab/bench_variants.py [--json PATH]
+
+Rows (bf16, one process, CUDA-event medians of fresh-input calls):
+* sliding window 4096 over 32k causal tokens against full causal attention (target >= 4x);
+* softcap 50, ALiBi and sinks against plain attention at head_dim 128, 8k causal and not
+  (target: each at most 10% slower);
+* a Gemma-2-like call (head_dim 256, window 4096, softcap 50, causal, 8k) beside FA4's
+  (``window_size``, ``softcap``) where flash_attn.cute imports;
+* one-query decode with a window of 4096 over a 128k cache against the full cache (it reads
+  only the window's keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+import forge_flash as ff
+
+
+def gpu_ms(fn, reps: int = 30) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(begin.elapsed_time(end))
+    return statistics.median(times)
+
+
+def qkv(batch, seqlen_q, seqlen_k, heads, heads_k, dim):
+    def make(s, h):
+        return torch.randn(batch, s, h, dim, device="cuda", dtype=torch.bfloat16)
+
+    return make(seqlen_q, heads), make(seqlen_k, heads_k), make(seqlen_k, heads_k)
+
+
+def fa4():
+    try:
+        from flash_attn.cute import flash_attn_func
+    except ImportError:
+        return None
+    return flash_attn_func
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    rows = []
+
+    def row(name, ms, base_ms=None, note=""):
+        ratio = None if base_ms is None else base_ms / ms
+        rows.append({"row": name, "ms": ms, "speedup_vs_base": ratio, "note": note})
+        shown = "" if ratio is None else f"  {ratio:5.2f}x vs base"
+        print(f"{name:<58} {ms:9.3f} ms{shown}  {note}", flush=True)
+
+    q, k, v = qkv(1, 32768, 32768, 16, 16, 128)
+    full = gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=True))
+    row("causal 32k, hd128 (base)", full)
+    row("causal 32k, window 4096", gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=True,
+        window_size=(4096, 0))), full, "target >= 4x")  # fmt: skip
+    del q, k, v
+
+    slopes = torch.rand(16, device="cuda") * 0.1
+    sinks = torch.randn(16, device="cuda")
+    for causal in (False, True):
+        q, k, v = qkv(2, 8192, 8192, 16, 16, 128)
+        base = gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=causal))
+        tag = "causal" if causal else "non-causal"
+        row(f"hd128 8k {tag} plain (base)", base)
+        for name, opts in (("softcap 50", {"softcap": 50.0}), ("alibi", {"alibi_slopes": slopes}),
+                           ("sinks", {"sinks": sinks})):  # fmt: skip
+            ms = gpu_ms(lambda opts=opts: ff.flash_attn_fwd(q, k, v, causal=causal, **opts))
+            row(f"hd128 8k {tag} {name}", ms, base, "target >= 0.91x")
+        del q, k, v
+
+    q, k, v = qkv(2, 8192, 8192, 8, 8, 256)
+    gemma = {"window_size": (4096, 0), "softcap": 50.0}
+    ours = gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=True, **gemma))
+    row("Gemma-2-like hd256 8k causal window 4096 softcap 50", ours)
+    flash = fa4()
+    if flash is not None:
+        try:
+            ms = gpu_ms(lambda: flash(q, k, v, causal=True, window_size=(4096, 0), softcap=50.0))
+            row("  same call on FA4", ms, None, f"forge-flash / FA4 speed {ms / ours:.2f}")
+        except Exception as exc:
+            row("  same call on FA4", float("nan"), None, f"n/a: {type(exc).__name__}: {exc}"[:90])
+    del q, k, v
+
+    q = torch.randn(1, 32, 128, device="cuda", dtype=torch.bfloat16)
+    cache = torch.randn(1, 131072, 8, 128, device="cuda", dtype=torch.bfloat16)
+    lengths = torch.full((1,), 131072, dtype=torch.int32, device="cuda")
+    full = gpu_ms(lambda: ff.batched_decode_attention(q, cache, cache, lengths))
+    row("decode 1 query over 128k keys (base)", full)
+    windowed = gpu_ms(
+        lambda: ff.batched_decode_attention(q, cache, cache, lengths, window_size=(4096, 0))
+    )
+    row("decode 1 query, window 4096 over 128k", windowed, full, "reads ~1/32 of the keys")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "rows": rows}, handle, indent=1)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
