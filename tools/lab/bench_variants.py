@@ -65,38 +65,43 @@ def main() -> None:
         shown = "" if ratio is None else f"  {ratio:5.2f}x vs base"
         print(f"{name:<58} {ms:9.3f} ms{shown}  {note}", flush=True)
 
-    q, k, v = qkv(1, 32768, 32768, 16, 16, 128)
-    full = gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=True))
+    def attend(qkv_set, **options):
+        q, k, v = qkv_set
+        return gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, **options))
+
+    long = qkv(1, 32768, 32768, 16, 16, 128)
+    full = attend(long, causal=True)
     row("causal 32k, hd128 (base)", full)
-    row("causal 32k, window 4096", gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=True,
-        window_size=(4096, 0))), full, "target >= 4x")  # fmt: skip
-    del q, k, v
+    row("causal 32k, window 4096", attend(long, causal=True, window_size=(4096, 0)), full,
+        "target >= 4x")  # fmt: skip
+    del long
 
     slopes = torch.rand(16, device="cuda") * 0.1
     sinks = torch.randn(16, device="cuda")
+    variants = {"softcap 50": {"softcap": 50.0}, "alibi": {"alibi_slopes": slopes},
+                "sinks": {"sinks": sinks}}  # fmt: skip
+    medium = qkv(2, 8192, 8192, 16, 16, 128)
     for causal in (False, True):
-        q, k, v = qkv(2, 8192, 8192, 16, 16, 128)
-        base = gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=causal))
+        base = attend(medium, causal=causal)
         tag = "causal" if causal else "non-causal"
         row(f"hd128 8k {tag} plain (base)", base)
-        for name, opts in (("softcap 50", {"softcap": 50.0}), ("alibi", {"alibi_slopes": slopes}),
-                           ("sinks", {"sinks": sinks})):  # fmt: skip
-            ms = gpu_ms(lambda opts=opts: ff.flash_attn_fwd(q, k, v, causal=causal, **opts))
-            row(f"hd128 8k {tag} {name}", ms, base, "target >= 0.91x")
-        del q, k, v
+        for name, options in variants.items():
+            row(f"hd128 8k {tag} {name}", attend(medium, causal=causal, **options), base,
+                "target >= 0.91x")  # fmt: skip
+    del medium
 
-    q, k, v = qkv(2, 8192, 8192, 8, 8, 256)
-    gemma = {"window_size": (4096, 0), "softcap": 50.0}
-    ours = gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, causal=True, **gemma))
+    wide = qkv(2, 8192, 8192, 8, 8, 256)
+    gemma = {"causal": True, "window_size": (4096, 0), "softcap": 50.0}
+    ours = attend(wide, **gemma)
     row("Gemma-2-like hd256 8k causal window 4096 softcap 50", ours)
     flash = fa4()
     if flash is not None:
         try:
-            ms = gpu_ms(lambda: flash(q, k, v, causal=True, window_size=(4096, 0), softcap=50.0))
+            ms = gpu_ms(lambda: flash(*wide, **gemma))
             row("  same call on FA4", ms, None, f"forge-flash / FA4 speed {ms / ours:.2f}")
-        except Exception as exc:
+        except Exception as exc:  # a contender that cannot run this call is n/a
             row("  same call on FA4", float("nan"), None, f"n/a: {type(exc).__name__}: {exc}"[:90])
-    del q, k, v
+    del wide
 
     q = torch.randn(1, 32, 128, device="cuda", dtype=torch.bfloat16)
     cache = torch.randn(1, 131072, 8, 128, device="cuda", dtype=torch.bfloat16)
