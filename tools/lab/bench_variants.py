@@ -97,7 +97,7 @@ def main() -> None:
     flash = fa4()
     if flash is not None:
         try:
-            ms = gpu_ms(lambda: flash(*wide, **gemma))
+            ms = gpu_ms(lambda wide=wide: flash(*wide, **gemma))
             row("  same call on FA4", ms, None, f"forge-flash / FA4 speed {ms / ours:.2f}")
         except Exception as exc:  # a contender that cannot run this call is n/a
             row("  same call on FA4", float("nan"), None, f"n/a: {type(exc).__name__}: {exc}"[:90])
