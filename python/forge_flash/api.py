@@ -86,27 +86,32 @@ def flash_attn_fwd(
     Returns:
         ``out``, or ``(out, lse)`` when ``return_lse``.
     """
-    options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     if torch.compiler.is_compiling():  # one opaque op for Dynamo
+        options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks)
         result, lse = torch.ops.forge_flash.fwd(
             q, k, v, softmax_scale, causal, return_lse, *ops.option_args(options)
         )
         return ops.into_out(result, lse, out, return_lse)
     return dispatch.attend(
-        "fwd",
         (q, k, v, out, alibi_slopes, sinks),
-        options,
-        lambda: with_options(check_fwd(q, k, v, out), options, q),
+        ("fwd", softmax_scale, causal, window_size, softcap, return_lse),
+        lambda: with_options(
+            check_fwd(q, k, v, out),
+            Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse),
+            q,
+        ),
         _bind_fwd,
     )
 
 
-def _bind_fwd(tensors: tuple, call: AttentionCall) -> tuple[AttentionTensors, object]:
+def _bind_fwd(tensors: tuple, call: AttentionCall, views: bool) -> tuple[AttentionTensors, object]:
     q, k, v, out, alibi_slopes, sinks = tensors
     if out is None:
         out = torch.empty_like(q, memory_format=_CONTIGUOUS)
-    if not call.return_lse:
-        return AttentionTensors(q, k, v, out, alibi_slopes=alibi_slopes, sinks=sinks), out
+    if not call.return_lse:  # positional: the hot path of a decode step
+        return AttentionTensors(
+            q, k, v, out, None, None, None, None, None, alibi_slopes, sinks
+        ), out
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1]))
     return AttentionTensors(q, k, v, out, lse, alibi_slopes=alibi_slopes, sinks=sinks), (out, lse)
 
@@ -211,10 +216,12 @@ def flash_attn_varlen_fwd(
         return with_options(call, options, q)
 
     # Not kept per signature: the cu_seqlens checks read values back on every call anyway.
-    return dispatch.attend("varlen", tensors, options, check, _bind_varlen, keep=False)
+    return dispatch.attend(tensors, ("varlen",), check, _bind_varlen, keep=False)
 
 
-def _bind_varlen(tensors: tuple, call: AttentionCall) -> tuple[AttentionTensors, object]:
+def _bind_varlen(
+    tensors: tuple, call: AttentionCall, views: bool
+) -> tuple[AttentionTensors, object]:
     q, k, v, out, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks = tensors
     if out is None:
         out = torch.empty_like(q, memory_format=_CONTIGUOUS)
@@ -297,35 +304,40 @@ def batched_decode_attention(
     Returns:
         (batch, num_heads, head_dim), or ``(out, lse)`` when ``return_lse``.
     """
-    options = Options(softmax_scale, False, window_size, softcap, alibi_slopes, sinks, return_lse)
     if torch.compiler.is_compiling():
+        options = Options(softmax_scale, False, window_size, softcap, alibi_slopes, sinks)
         result, lse = torch.ops.forge_flash.batched_decode(
             q, k_cache, v_cache, cache_seqlens, softmax_scale, return_lse,
             *ops.option_args(options), block_table,
         )  # fmt: skip
         return (result, lse) if return_lse else result
     return dispatch.attend(
-        "batched_decode",
         (q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks),
-        options,
+        ("batched_decode", softmax_scale, window_size, softcap, return_lse),
         lambda: with_options(
-            check_decode(q, k_cache, v_cache, cache_seqlens, block_table), options, q
+            check_decode(q, k_cache, v_cache, cache_seqlens, block_table),
+            Options(softmax_scale, False, window_size, softcap, alibi_slopes, sinks, return_lse),
+            q,
         ),
         _bind_decode,
     )
 
 
-def _bind_decode(tensors: tuple, call: AttentionCall) -> tuple[AttentionTensors, object]:
+def _bind_decode(
+    tensors: tuple, call: AttentionCall, views: bool
+) -> tuple[AttentionTensors, object]:
     q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks = tensors
     out = torch.empty_like(q, memory_format=_CONTIGUOUS)
     lse = _lse(q, q.shape[:2]) if call.return_lse else None
-    # One query row per sequence: the dense layout with seqlen_q = 1 (views, same memory).
+    result = out if lse is None else (out, lse)
+    if views:  # one query row per sequence: the dense layout with seqlen_q = 1, same memory
+        q, out, lse = q.unsqueeze(1), out.unsqueeze(1), None if lse is None else lse.unsqueeze(-1)
+    # Positional (the hot path of a decode step): q, k, v, out, lse, cu_seqlens_q/k, seqused_k,
+    # block_table, alibi_slopes, sinks.
     t = AttentionTensors(
-        q.unsqueeze(1), k_cache, v_cache, out.unsqueeze(1),
-        None if lse is None else lse.unsqueeze(-1), seqused_k=cache_seqlens,
-        block_table=block_table, alibi_slopes=alibi_slopes, sinks=sinks,
-    )  # fmt: skip
-    return t, (out if lse is None else (out, lse))
+        q, k_cache, v_cache, out, lse, None, None, cache_seqlens, block_table, alibi_slopes, sinks
+    )
+    return t, result
 
 
 @ops.custom_op("forge_flash::batched_decode")
@@ -397,6 +409,7 @@ def cache_attention(
         q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, block_table,
         alibi_slopes, sinks,
     )  # fmt: skip
+    static = ("cache", softmax_scale, causal, window_size, softcap, return_lse)
 
     def check() -> AttentionCall:
         if block_table is not None and cache_batch_idx is not None:
@@ -411,10 +424,12 @@ def cache_attention(
         )  # fmt: skip
         return with_options(call, options, q)
 
-    return dispatch.attend("cache", tensors, options, check, _bind_cache)
+    return dispatch.attend(tensors, static, check, _bind_cache)
 
 
-def _bind_cache(tensors: tuple, call: AttentionCall) -> tuple[AttentionTensors, object]:
+def _bind_cache(
+    tensors: tuple, call: AttentionCall, views: bool
+) -> tuple[AttentionTensors, object]:
     q, k_cache, v_cache, seqlens, batch_idx, leftpad, block_table, alibi_slopes, sinks = tensors
     out = torch.empty_like(q, memory_format=_CONTIGUOUS)
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1])) if call.return_lse else None

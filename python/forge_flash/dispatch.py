@@ -23,15 +23,17 @@ from .backends.base import Backend, PreparedRun
 from .backends.naive import NAIVE
 from .call import AttentionCall, AttentionTensors
 from .discovery import active_backend, discovered_backend
-from .validation import Options, check_device_values
+from .validation import check_device_values
 
 log = logging.getLogger("forge_flash")
 _logged_reasons: set[str] = set()
 
 #: Turns the (checked) argument tensors of an entry point into the call's tensors, allocating
 #: the outputs, and gives the value the entry point returns. Views and allocations only: a
-#: repeated call runs it with no validation before it.
-Bind = Callable[[tuple, AttentionCall], tuple[AttentionTensors, object]]
+#: repeated call runs it with no validation before it, and with ``views=False``: a prepared
+#: launch reads nothing but data pointers, so the entry point may hand over its own tensors
+#: (the same memory) instead of the layout's views, which cost a microsecond or more each.
+Bind = Callable[[tuple, AttentionCall, bool], tuple[AttentionTensors, object]]
 
 
 class Route(NamedTuple):
@@ -66,36 +68,35 @@ def explain(call: AttentionCall) -> str:
 class _Prepared:
     """A call signature's fast path: bind the new tensors, re-check device values, launch."""
 
-    __slots__ = ("bind", "call", "launch")
+    __slots__ = ("bind", "call", "check", "launch")
 
     def __init__(self, call: AttentionCall, bind: Bind, launch: PreparedRun) -> None:
         self.call, self.bind, self.launch = call, bind, launch
+        self.check = check_device_values if call.key_lengths else None
 
     def __call__(self, tensors: tuple) -> object | None:
-        t, result = self.bind(tensors, self.call)
-        if self.call.key_lengths:
-            check_device_values(self.call, t)
+        t, result = self.bind(tensors, self.call, False)
+        if self.check is not None:
+            self.check(self.call, t)
         return result if self.launch(t) else None
 
 
 def attend(
-    entry: str,
     tensors: tuple,
-    options: Options,
+    static: tuple,
     check: Callable[[], AttentionCall],
     bind: Bind,
     *,
     keep: bool = True,
-    sizes: tuple = (),
     backend: Backend | None = None,
 ) -> object:
     """Run one entry point's call (the sequence in the module docstring).
 
     ``tensors``: the entry point's tensor arguments (None for absent ones), in a fixed order
-    that ``bind`` reads; ``options``: its other arguments; ``check``: validates them all and
+    that ``bind`` reads; ``static``: its name and other arguments (with the tensors' layouts,
+    the call's signature); ``check``: validates them all and
     describes the call (raising on bad input); ``keep``: remember the prepared call for the
     signature (not for calls whose checks read device values on every call anyway);
-    ``sizes``: arguments that are neither tensors nor options (they join the signature);
     ``backend``: run there instead of on the active backend.
 
     A call that casts its inputs (float32 to the kernels' half precision) is not kept: which
@@ -103,16 +104,14 @@ def attend(
     """
     key = None
     if keep:
-        key = call_cache.signature(
-            backend or discovered_backend(), tensors, (entry, *options.static(), *sizes)
-        )
+        key = call_cache.signature(backend or discovered_backend(), tensors, static)
     prepared = call_cache.lookup(key)
     if prepared is not None:
         result = prepared(tensors)
         if result is not None:
             return result
     call = check()
-    t, result = bind(tensors, call)
+    t, result = bind(tensors, call, True)
     runner = route(call, backend).backend
     launch = runner.prepare(call, t)
     if launch is None or not launch(t):

@@ -151,29 +151,28 @@ def _flat_attention(
         call = with_options(call, options, q, scale_name="scale", causal_name="is_causal")
         return kernel_cast(call, check_cast_dtype(cast_dtype), (q, k, v), backend)
 
+    static = ("flat", options.softmax_scale, options.causal, options.window_size, options.softcap,
+              num_heads, num_kv_heads, head_dim, cast_dtype)  # fmt: skip
     out = dispatch.attend(
-        "flat",
-        (q, k, v, options.alibi_slopes, options.sinks),
-        options,
-        check,
-        _bind_flat,
-        sizes=(num_heads, num_kv_heads, head_dim, cast_dtype),
-        backend=backend,
+        (q, k, v, options.alibi_slopes, options.sinks), static, check, _bind_flat, backend=backend
     )
     return out if out.dtype == q.dtype else out.to(q.dtype)
 
 
-def _bind_flat(tensors: tuple, call: AttentionCall) -> tuple[AttentionTensors, torch.Tensor]:
+def _bind_flat(
+    tensors: tuple, call: AttentionCall, views: bool
+) -> tuple[AttentionTensors, torch.Tensor]:
     q, k, v, alibi_slopes, sinks = tensors
     if call.dtype != q.dtype:  # float32 cast for the kernels (see kernel_cast)
         q, k, v = q.to(call.dtype), k.to(call.dtype), v.to(call.dtype)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    views = [x.unflatten(-1, (n, call.head_dim)) for x, n in ((q, call.num_heads),
-             (k, call.num_heads_k), (v, call.num_heads_k), (out, call.num_heads))]  # fmt: skip
-    if q.dim() == 2:  # unbatched: a batch of one
-        views = [x.unsqueeze(0) for x in views]
-    t = AttentionTensors(*views, alibi_slopes=alibi_slopes, sinks=sinks)
-    return t, out
+    parts = [q, k, v, out]
+    if views:  # the per-head layout (b, s, h, d) of the same memory
+        parts = [x.unflatten(-1, (n, call.head_dim)) for x, n in ((q, call.num_heads),
+                 (k, call.num_heads_k), (v, call.num_heads_k), (out, call.num_heads))]  # fmt: skip
+        if q.dim() == 2:  # unbatched: a batch of one
+            parts = [x.unsqueeze(0) for x in parts]
+    return AttentionTensors(*parts, alibi_slopes=alibi_slopes, sinks=sinks), out
 
 
 def _flat_op(name: str):

@@ -491,11 +491,6 @@ class Options(NamedTuple):
     sinks: object = None
     return_lse: object = False
 
-    def static(self) -> tuple:
-        """The options that are not tensors: with the tensors' layouts, a call's signature
-        (the tensor options, ``alibi_slopes`` and ``sinks``, travel with the tensors)."""
-        return (self.softmax_scale, self.causal, self.window_size, self.softcap, self.return_lse)
-
 
 def check_window(window_size: object, causal: bool) -> tuple[int, int]:
     """(left, right), each an int >= -1; causal forces right = 0."""

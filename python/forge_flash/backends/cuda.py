@@ -22,6 +22,7 @@ handle and the device ordinal (docs/architecture.md, "The binding"). This adapte
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import ModuleType
 
 import torch
@@ -353,21 +354,15 @@ class CudaBackend(Backend):
             if self._strides(out) is not None
             else torch.empty_like(out, memory_format=torch.contiguous_format)
         )
-        ready = AttentionTensors(
-            **{
-                **vars(t),
-                "q": self._operand(t.q), "k": self._operand(t.k), "v": self._operand(t.v),
-                "out": dest,
-                **{
-                    name: None if x is None else x.contiguous()
-                    for name, x in (
-                        ("cu_seqlens_q", t.cu_seqlens_q), ("cu_seqlens_k", t.cu_seqlens_k),
-                        ("seqused_k", t.seqused_k), ("block_table", t.block_table),
-                        ("kv_batch_idx", t.kv_batch_idx), ("k_start", t.k_start),
-                        ("alibi_slopes", t.alibi_slopes), ("sinks", t.sinks),
-                    )
-                },
-            }
+        contiguous = {
+            name: x.contiguous()
+            for name in ("cu_seqlens_q", "cu_seqlens_k", "seqused_k", "block_table",
+                         "kv_batch_idx", "k_start", "alibi_slopes", "sinks")
+            if (x := getattr(t, name)) is not None
+        }  # fmt: skip
+        ready = replace(
+            t, q=self._operand(t.q), k=self._operand(t.k), v=self._operand(t.v), out=dest,
+            **contiguous,
         )  # fmt: skip
         prepared = self._bind(call, ready)
         assert prepared is not None and prepared(ready)  # the operands are laid out for it

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +95,7 @@ def naive_fwd(call: AttentionCall, t: AttentionTensors) -> None:
             one = _sequence_tensors(t, b, k[b : b + 1, :used], v[b : b + 1, :used])
             _dense_fwd(call, one, None, None)
         return
-    _dense_fwd(call, AttentionTensors(**{**vars(t), "k": k, "v": v}), key_len, t.k_start)
+    _dense_fwd(call, replace(t, k=k, v=v), key_len, t.k_start)
 
 
 def _dense_kv(call: AttentionCall, t: AttentionTensors) -> tuple[torch.Tensor, torch.Tensor]:
