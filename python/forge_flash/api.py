@@ -92,16 +92,19 @@ def flash_attn_fwd(
             q, k, v, softmax_scale, causal, return_lse, *ops.option_args(options)
         )
         return ops.into_out(result, lse, out, return_lse)
+    arguments = (q, k, v, out, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
+                 return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k, v, out, alibi_slopes, sinks),
         ("fwd", softmax_scale, causal, window_size, softcap, return_lse),
-        lambda: with_options(
-            check_fwd(q, k, v, out),
-            Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse),
-            q,
-        ),
+        _check_fwd,
+        arguments,
         _bind_fwd,
     )
+
+
+def _check_fwd(q, k, v, out, *options) -> AttentionCall:
+    return with_options(check_fwd(q, k, v, out), Options(*options), q)
 
 
 def _bind_fwd(tensors: tuple, call: AttentionCall, views: bool) -> tuple[AttentionTensors, object]:
@@ -208,15 +211,17 @@ def flash_attn_varlen_fwd(
         sinks,
     )
 
-    def check() -> AttentionCall:
-        call = check_varlen(
-            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, seqused_k,
-            block_table,
-        )  # fmt: skip
-        return with_options(call, options, q)
-
     # Not kept per signature: the cu_seqlens checks read values back on every call anyway.
-    return dispatch.attend(tensors, ("varlen",), check, _bind_varlen, keep=False)
+    arguments = (
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, seqused_k,
+        block_table, options,
+    )  # fmt: skip
+    return dispatch.attend(tensors, ("varlen",), _check_varlen, arguments, _bind_varlen, keep=False)
+
+
+def _check_varlen(q, k, v, *arguments) -> AttentionCall:
+    *shapes, options = arguments
+    return with_options(check_varlen(q, k, v, *shapes), options, q)
 
 
 def _bind_varlen(
@@ -311,15 +316,24 @@ def batched_decode_attention(
             *ops.option_args(options), block_table,
         )  # fmt: skip
         return (result, lse) if return_lse else result
+    arguments = (q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale, window_size,
+                 softcap, alibi_slopes, sinks, return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks),
         ("batched_decode", softmax_scale, window_size, softcap, return_lse),
-        lambda: with_options(
-            check_decode(q, k_cache, v_cache, cache_seqlens, block_table),
-            Options(softmax_scale, False, window_size, softcap, alibi_slopes, sinks, return_lse),
-            q,
-        ),
+        _check_decode,
+        arguments,
         _bind_decode,
+    )
+
+
+def _check_decode(
+    q, k_cache, v_cache, cache_seqlens, block_table, scale, *options
+) -> AttentionCall:
+    call = check_decode(q, k_cache, v_cache, cache_seqlens, block_table)
+    window_size, softcap, alibi_slopes, sinks, return_lse = options
+    return with_options(
+        call, Options(scale, False, window_size, softcap, alibi_slopes, sinks, return_lse), q
     )
 
 
@@ -411,20 +425,26 @@ def cache_attention(
     )  # fmt: skip
     static = ("cache", softmax_scale, causal, window_size, softcap, return_lse)
 
-    def check() -> AttentionCall:
-        if block_table is not None and cache_batch_idx is not None:
-            raise ValueError(
-                "cache_batch_idx must be None with block_table (the table maps sequences to "
-                "pages); got both"
-            )
-        seqlen_q = q.shape[1] if isinstance(q, torch.Tensor) and q.dim() == 4 else 1
-        call = check_decode(
-            q, k_cache, v_cache, cache_seqlens, block_table, seqlen_q=seqlen_q,
-            kv_batch_idx=cache_batch_idx, k_start=cache_leftpad,
-        )  # fmt: skip
-        return with_options(call, options, q)
+    arguments = (
+        q, k_cache, v_cache, cache_seqlens, block_table, cache_batch_idx, cache_leftpad, options
+    )  # fmt: skip
+    return dispatch.attend(tensors, static, _check_cache, arguments, _bind_cache)
 
-    return dispatch.attend(tensors, static, check, _bind_cache)
+
+def _check_cache(
+    q, k_cache, v_cache, cache_seqlens, block_table, cache_batch_idx, cache_leftpad, options
+) -> AttentionCall:
+    if block_table is not None and cache_batch_idx is not None:
+        raise ValueError(
+            "cache_batch_idx must be None with block_table (the table maps sequences to "
+            "pages); got both"
+        )
+    seqlen_q = q.shape[1] if isinstance(q, torch.Tensor) and q.dim() == 4 else 1
+    call = check_decode(
+        q, k_cache, v_cache, cache_seqlens, block_table, seqlen_q=seqlen_q,
+        kv_batch_idx=cache_batch_idx, k_start=cache_leftpad,
+    )  # fmt: skip
+    return with_options(call, options, q)
 
 
 def _bind_cache(

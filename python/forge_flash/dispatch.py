@@ -84,7 +84,8 @@ class _Prepared:
 def attend(
     tensors: tuple,
     static: tuple,
-    check: Callable[[], AttentionCall],
+    check: Callable[..., AttentionCall],
+    arguments: tuple,
     bind: Bind,
     *,
     keep: bool = True,
@@ -94,8 +95,10 @@ def attend(
 
     ``tensors``: the entry point's tensor arguments (None for absent ones), in a fixed order
     that ``bind`` reads; ``static``: its name and other arguments (with the tensors' layouts,
-    the call's signature); ``check``: validates them all and
-    describes the call (raising on bad input); ``keep``: remember the prepared call for the
+    the call's signature); ``check(*arguments)``: validates all the entry point's arguments
+    and describes the call (raising on bad input; a module-level function and a tuple, not a
+    closure: a closure over the entry point's locals costs every call a cell per local, about
+    half a microsecond on a decode step); ``keep``: remember the prepared call for the
     signature (not for calls whose checks read device values on every call anyway);
     ``backend``: run there instead of on the active backend.
 
@@ -110,7 +113,7 @@ def attend(
         result = prepared(tensors)
         if result is not None:
             return result
-    call = check()
+    call = check(*arguments)
     t, result = bind(tensors, call, True)
     runner = route(call, backend).backend
     launch = runner.prepare(call, t)

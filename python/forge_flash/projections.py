@@ -146,17 +146,22 @@ def multi_head_attention(
 def _flat_attention(
     q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options: Options, backend
 ) -> torch.Tensor:
-    def check() -> AttentionCall:
-        call = check_flat(q, k, v, num_heads, num_kv_heads, head_dim)
-        call = with_options(call, options, q, scale_name="scale", causal_name="is_causal")
-        return kernel_cast(call, check_cast_dtype(cast_dtype), (q, k, v), backend)
-
     static = ("flat", options.softmax_scale, options.causal, options.window_size, options.softcap,
               num_heads, num_kv_heads, head_dim, cast_dtype)  # fmt: skip
+    arguments = (q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options, backend)
     out = dispatch.attend(
-        (q, k, v, options.alibi_slopes, options.sinks), static, check, _bind_flat, backend=backend
-    )
+        (q, k, v, options.alibi_slopes, options.sinks), static, _check_flat, arguments,
+        _bind_flat, backend=backend,
+    )  # fmt: skip
     return out if out.dtype == q.dtype else out.to(q.dtype)
+
+
+def _check_flat(
+    q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options: Options, backend
+) -> AttentionCall:
+    call = check_flat(q, k, v, num_heads, num_kv_heads, head_dim)
+    call = with_options(call, options, q, scale_name="scale", causal_name="is_causal")
+    return kernel_cast(call, check_cast_dtype(cast_dtype), (q, k, v), backend)
 
 
 def _bind_flat(
