@@ -22,7 +22,7 @@ struct KernelInfo {
 struct FwdKernels {
   KernelInfo prefill;          // many query rows
   KernelInfo decode;           // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
-  KernelInfo sm90;             // Hopper warp-specialised wgmma prefill (head_dim 64 and 128; else null)
+  KernelInfo sm90;             // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
   KernelInfo sm90_persistent;  // the same, persistent: for short K/V (few tiles per query block)
 };
 
