@@ -17,7 +17,7 @@ This module imports nothing else of forge_flash: it is the bottom of the layers.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -75,15 +75,6 @@ class AttentionCall:
             and self.alibi is None
             and not self.sinks
         )
-
-    def describe(self) -> str:
-        """A one-line summary for logs and error messages."""
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.default is MISSING or value != f.default:
-                shown.append(f"{f.name}={value}")
-        return "AttentionCall(" + ", ".join(shown) + ")"
 
 
 @dataclass(slots=True)  # built on every call: slots make that and each field read cheaper
