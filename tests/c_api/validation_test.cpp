@@ -120,16 +120,13 @@ int main() {
        },
        FF_OK, ""},
       {"window edge -2",
-       [] { return fwd([](ff_fwd_args& a) { a.options.has_window = 1, a.options.window_left = -2; }); }, bad,
-       "window"},
+       [] { return fwd([](ff_fwd_args& a) { a.options.has_window = 1, a.options.window_left = -2; }); }, bad, "window"},
       {"negative softcap", [] { return fwd([](ff_fwd_args& a) { a.options.softcap = -1.f; }); }, bad, "softcap"},
       {"nan softcap", [] { return fwd([](ff_fwd_args& a) { a.options.softcap = __builtin_nanf(""); }); }, bad,
        "softcap"},
       {"misaligned alibi_slopes",
-       [] {
-         return fwd([](ff_fwd_args& a) { a.options.alibi_slopes = reinterpret_cast<const float*>(at(2)); });
-       },
-       bad, "alibi_slopes"},
+       [] { return fwd([](ff_fwd_args& a) { a.options.alibi_slopes = reinterpret_cast<const float*>(at(2)); }); }, bad,
+       "alibi_slopes"},
       {"misaligned sinks",
        [] { return fwd([](ff_fwd_args& a) { a.options.sinks = reinterpret_cast<const float*>(at(6)); }); }, bad,
        "sinks"},
@@ -152,9 +149,7 @@ int main() {
        },
        bad, "seqlen_k"},
       {"kv_batch_idx without rows",
-       [] {
-         return fwd([](ff_fwd_args& a) { a.options.kv_batch_idx = reinterpret_cast<const int32_t*>(at(8192)); });
-       },
+       [] { return fwd([](ff_fwd_args& a) { a.options.kv_batch_idx = reinterpret_cast<const int32_t*>(at(8192)); }); },
        bad, "kv_batch_rows"},
       {"varlen k_start",
        [] {
