@@ -23,7 +23,7 @@ from .backends.base import Backend, PreparedRun
 from .backends.naive import NAIVE
 from .call import AttentionCall, AttentionTensors
 from .discovery import active_backend, discovered_backend
-from .validation import check_device_values
+from .validation import check_device_values, device_values_checked
 
 log = logging.getLogger("forge_flash")
 _logged_reasons: set[str] = set()
@@ -72,7 +72,9 @@ class _Prepared:
 
     def __init__(self, call: AttentionCall, bind: Bind, launch: PreparedRun) -> None:
         self.call, self.bind, self.launch = call, bind, launch
-        self.check = check_device_values if call.key_lengths else None
+        # Device-value checks only where they may run: not with CUDA checks switched off.
+        checked = call.key_lengths and device_values_checked(call.device)
+        self.check = check_device_values if checked else None
 
     def __call__(self, tensors: tuple) -> object | None:
         t, result = self.bind(tensors, self.call, False)

@@ -149,6 +149,12 @@ def check_index_tensor(name: str, x: object, length: int | None, q: torch.Tensor
     return x
 
 
+def device_values_checked(device: torch.device) -> bool:
+    """Whether value checks may ever read tensors on ``device`` (not CUDA tensors under
+    ``FORGE_FLASH_CHECK_DEVICE_VALUES=0``): a repeated call decides this once."""
+    return device.type != "cuda" or _CHECK_DEVICE_VALUES
+
+
 def device_values_readable(x: torch.Tensor) -> bool:
     """Whether a value check may read ``x`` back to the host now (see the module docstring)."""
     if not x.is_cuda:

@@ -173,8 +173,12 @@ class _PreparedDense:
                 _ptr(t.alibi_slopes), _ptr(t.sinks), _ptr(t.block_table), _ptr(t.kv_batch_idx),
                 _ptr(t.k_start),
             )  # fmt: skip
-        else:
-            self._launch(q_ptr, k_ptr, v_ptr, out_ptr, _ptr(t.lse), _ptr(t.seqused_k))
+        else:  # a decode step: no helper calls
+            lse, lengths = t.lse, t.seqused_k
+            self._launch(
+                q_ptr, k_ptr, v_ptr, out_ptr, 0 if lse is None else lse.data_ptr(),
+                0 if lengths is None else lengths.data_ptr(),
+            )  # fmt: skip
         return True
 
 
