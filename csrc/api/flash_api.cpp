@@ -167,6 +167,9 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
   p.sinks = o.sinks;
   p.block_table = o.block_table, p.block_table_stride = o.block_table_stride;
   p.page_size = o.page_size, p.num_blocks = o.num_blocks, p.max_blocks = o.max_blocks;
+  p.page_shift = -1;
+  if (o.page_size > 0 && (o.page_size & (o.page_size - 1)) == 0)
+    for (p.page_shift = 0; (1 << p.page_shift) < o.page_size;) ++p.page_shift;
   p.kv_batch_idx = o.kv_batch_idx, p.kv_batch_rows = o.kv_batch_rows;
   p.k_start = o.k_start;
   p.features = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f || p.alibi_slopes != nullptr ||

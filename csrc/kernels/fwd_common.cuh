@@ -213,16 +213,31 @@ __device__ __forceinline__ void load_kv_tile_paged(const FwdParams& p, const Cta
                                                    int64_t block_stride, int64_t row_stride, int n0, TileCopyLane lane,
                                                    Offset offset) {
   const int32_t* table = p.block_table + w.b * p.block_table_stride;
+  const int start = static_cast<int>(w.seq.k_start);  // past the left padding
+  // The K/V loops walk tiles from the last to the first (a decode CTA's warps in turn), so the
+  // tiles below this one come next: their table entries go to L1 now, and those copies' block
+  // ids are L1 hits rather than an L2 round trip before every copy (without this, paged decode
+  // ran 1.5-3.4x slower than contiguous on the H200, 2026-11-30).
+  if (lane.row0 == 0 && lane.chunk < 4) {
+    const int ahead = n0 - (lane.chunk + 1) * kRows + start;
+    if (ahead >= 0) prefetch_l1(table + min(ahead / p.page_size, p.max_blocks - 1));
+  }
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {
     const int key = n0 + lane.row0 + it * kRowStep;  // from the sequence's first key
     const bool ok = lane.chunk_ok && key < w.seq.seqlen_k;
     const T* src = base;
     if (ok) {
-      const int cache_key = key + static_cast<int>(w.seq.k_start);  // past the left padding
-      const int column = min(cache_key / p.page_size, p.max_blocks - 1);
-      const int block = clamp_int(table[column], 0, p.num_blocks - 1);
-      src = base + block * block_stride + (cache_key - column * p.page_size) * row_stride + lane.chunk * 8;
+      const int cache_key = key + start;
+      // Pages of a power-of-two size (the usual ones) divide by a shift.
+      int column, row;
+      if (p.page_shift >= 0) {
+        column = cache_key >> p.page_shift, row = cache_key & (p.page_size - 1);
+      } else {
+        column = cache_key / p.page_size, row = cache_key - column * p.page_size;
+      }
+      const int block = clamp_int(table[min(column, p.max_blocks - 1)], 0, p.num_blocks - 1);
+      src = base + block * block_stride + row * row_stride + lane.chunk * 8;
     }
     cp_async_16(dst + offset(lane.row0 + it * kRowStep, lane.chunk), src, ok);
   }

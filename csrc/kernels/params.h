@@ -58,6 +58,7 @@ struct FwdParams {
   const int32_t* block_table;  // paged: (batch, max_blocks); k/v batch strides step one block
   int64_t block_table_stride;
   int page_size, num_blocks, max_blocks;
+  int page_shift;               // log2(page_size) for a power-of-two page size, else -1
   const int32_t* kv_batch_idx;  // sequence b reads k/v batch row kv_batch_idx[b]
   int kv_batch_rows;
   const int32_t* k_start;  // sequence b's keys start at k_start[b] (left padding)

@@ -82,6 +82,9 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
+// Brings the cache line holding `ptr` into L1 ahead of its use; no register waits on it.
+__device__ __forceinline__ void prefetch_l1(const void* ptr) { asm volatile("prefetch.global.L1 [%0];\n" ::"l"(ptr)); }
+
 // tanh.approx (sm_75+): one special-function instruction, relative error about 2^-11 (the
 // softcap's tanh; the 16-bit probabilities it feeds round at 2^-8 or 2^-11 anyway).
 __device__ __forceinline__ float tanh_approx(float x) {
