@@ -4,8 +4,7 @@ masks, every function against a float64 reference, the packed forms against the 
 ones, and the return conventions (``return_attn_probs``) and signatures.
 
 The variant options (window, softcap, ALiBi) and ``block_table`` go to the core entry points'
-new keywords; those tests skip while the entry points lack them (one signature check each),
-and use ``reference_attention``'s variant keywords.
+keywords, checked with ``reference_attention``'s variant keywords.
 """
 
 from __future__ import annotations
@@ -22,15 +21,6 @@ from forge_flash import flash_attn_interface as flash_attn
 
 from helpers.reference import reference_attention, reference_varlen
 from helpers.tolerance import assert_close_to_reference, assert_lse_close
-
-needs_variant_options = pytest.mark.skipif(
-    "window_size" not in inspect.signature(api.flash_attn_fwd).parameters,
-    reason="the entry points' window/softcap/alibi keywords have not landed on this branch yet",
-)
-needs_paged_varlen = pytest.mark.skipif(
-    "block_table" not in inspect.signature(api.flash_attn_varlen_fwd).parameters,
-    reason="flash_attn_varlen_fwd's block_table has not landed on this branch yet",
-)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -308,7 +298,6 @@ VARIANTS = {
 }
 
 
-@needs_variant_options
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variants_match_reference(variant, gen):
     options = dict(VARIANTS[variant])
@@ -330,7 +319,6 @@ def test_variants_match_reference(variant, gen):
     assert_close_to_reference(varlen.view(q.shape), expected_out, torch.float32, "varlen")
 
 
-@needs_paged_varlen
 @pytest.mark.parametrize("page_size", [1, 5, 16])
 def test_varlen_with_block_table_matches_reference(page_size, gen):
     """Chunked prefill: several queries per sequence against paged keys; sequence b has

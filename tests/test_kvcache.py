@@ -1,9 +1,6 @@
 """flash_attn_with_kvcache: the rotary + append step against plain loops, the argument checks,
-and the whole call (append, then attention over the cache) against the float64 reference.
-
-The whole-call tests need ``forge_flash.api.cache_attention`` (the core's attention over a
-cache, landing separately); until it exists they are skipped by the one ``getattr`` check
-below, and run as soon as it does. Everything else runs now.
+and the whole call (append, then attention over the cache through
+``forge_flash.api.cache_attention``) against the float64 reference.
 """
 
 from __future__ import annotations
@@ -27,12 +24,6 @@ from helpers.kvcache_reference import (
     rotary_tables,
 )
 from helpers.tolerance import assert_close_to_reference, assert_lse_close
-
-# Skips only while the core lacks the attention over a cache (see the module docstring).
-needs_cache_attention = pytest.mark.skipif(
-    getattr(forge_flash.api, "cache_attention", None) is None,
-    reason="forge_flash.api.cache_attention has not landed on this branch yet",
-)
 
 
 def _assert_bitwise(actual, expected, what):
@@ -362,7 +353,6 @@ def _index(values):
     return None if values is None else torch.tensor(values, dtype=torch.int32)
 
 
-@needs_cache_attention
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -410,7 +400,6 @@ def test_append_rotary_batch_idx_leftpad_match_reference(layout, causal, dtype, 
         assert torch.equal(before, after), "q, k and v must not be modified"
 
 
-@needs_cache_attention
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_paged_equals_contiguous(layout, gen):
     """The same logical caches, paged and contiguous, give the same attention."""
@@ -442,7 +431,6 @@ def test_paged_equals_contiguous(layout, gen):
         assert_lse_close(lse, expected_lse)
 
 
-@needs_cache_attention
 def test_without_new_keys_attends_to_the_given_lengths(gen):
     """k=None: no write; cache_seqlens as a tensor, as an int, or None (the whole cache)."""
     batch, capacity, heads, head_dim = 2, 9, 2, 16
@@ -472,7 +460,6 @@ VARIANTS = {
 }
 
 
-@needs_cache_attention
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("layout", ["contiguous", "paged-3"])
 def test_variants_over_an_appended_cache(layout, variant, gen):
@@ -502,7 +489,6 @@ def test_variants_over_an_appended_cache(layout, variant, gen):
     assert_lse_close(lse, expected_lse)
 
 
-@needs_cache_attention
 def test_paged_cache_batch_idx_selects_block_table_rows(gen):
     """An extension of FlashAttention-2 (which refuses the pair): with block_table,
     cache_batch_idx picks each sequence's row of the table, for the append and the attention

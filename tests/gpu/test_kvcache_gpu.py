@@ -27,11 +27,6 @@ from helpers.kvcache_reference import (
     sequence_keys,
 )
 
-pytestmark = pytest.mark.skipif(
-    getattr(forge_flash.api, "cache_attention", None) is None,
-    reason="forge_flash.api.cache_attention has not landed on this branch yet",
-)
-
 HEADS, HEADS_K, HEAD_DIM = 8, 2, 128
 
 
