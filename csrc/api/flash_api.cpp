@@ -155,7 +155,7 @@ Failure check_options(const ff_attn_options& o, bool varlen) {
 
 // The scores' program (params.h): plain kernels fold the scale into the exp2; any variant, or
 // a scale <= 0 (whose running maximum is no scaled maximum of raw scores), takes the variant
-// kernels, which turn scores into base-2 logits first.
+// kernels, which turn scores into base-2 logits first where the variant needs it.
 void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_options& o) {
   p.scale = scale;
   p.is_causal = causal;
@@ -176,9 +176,16 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
                p.sinks != nullptr || p.block_table != nullptr || p.kv_batch_idx != nullptr || p.k_start != nullptr ||
                !(scale > 0.f);
   const float log2e = static_cast<float>(M_LOG2E);
-  p.scale_log2 = p.features ? 1.f : scale * log2e;
-  p.lse_scale = p.features ? static_cast<float>(M_LN2) : scale;
-  p.score_scale = p.softcap > 0.f ? scale / p.softcap : scale * log2e;
+  // Only a softcap or a scale <= 0 (whose -inf masks the scale would turn to +inf) needs
+  // every score turned into a base-2 logit before the mask (score_mod); the other variants
+  // scale inside the softmax's exp2 like the plain kernels, saving a multiply per score, and
+  // ALiBi's bias is divided by the scale instead (one multiply-add per score).
+  // (A tiny scale keeps logits too: 1 / scale must stay finite for ALiBi.)
+  const bool logits = p.softcap > 0.f || !(scale > 0.f) || (p.alibi_slopes != nullptr && scale < 1e-6f);
+  p.scale_log2 = logits ? 1.f : scale * log2e;
+  p.lse_scale = logits ? static_cast<float>(M_LN2) : scale;
+  p.score_scale = p.softcap > 0.f ? scale / p.softcap : logits ? scale * log2e : 1.f;
+  p.alibi_scale = logits ? log2e : 1.f / scale;
   p.softcap_log2 = p.softcap * log2e;
 }
 
