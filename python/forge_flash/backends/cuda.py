@@ -32,6 +32,7 @@ from .base import Backend, PreparedRun
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _WORKSPACE_CACHE_ENTRIES = 4096  # distinct call shapes remembered; cleared when full
+_CONTIGUOUS = torch.contiguous_format
 
 
 def kernel_device_reason(
@@ -220,6 +221,7 @@ class CudaBackend(Backend):
         self._device_reasons: dict[int, str | None] = {}
         self._stream_of = _raw_stream_getter()
         self._workspace_bytes: dict[tuple, int] = {}  # plan -> split-KV workspace size
+        self._append_calls: dict[tuple, object] = {}  # layout -> bound _C.AppendKvCall
 
     # -- which calls go to the kernels -------------------------------------------------------
 
@@ -288,7 +290,7 @@ class CudaBackend(Backend):
         return (
             call.window[0], call.window[1], call.softcap, alibi_batch_stride,
             call.page_size, call.num_blocks, table_stride, max_blocks,
-            call.kv_batch_rows or call.batch,
+            call.kv_batch_rows or call.batch, call.programmatic_launch,
         )  # fmt: skip
 
     def _bind(self, call: AttentionCall, t: AttentionTensors) -> PreparedRun | None:
@@ -429,6 +431,111 @@ class CudaBackend(Backend):
             and all(x.dtype in _MERGE_DTYPE_CODES for x in outs)
             and self.device_reason(out.device.index or 0) is None
         )
+
+    # -- the K/V append of flash_attn_with_kvcache (forge_flash.kvcache_append) --------------
+
+    def append_kv(
+        self,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        cache_seqlens: torch.Tensor,
+        *,
+        cache_batch_idx: torch.Tensor | None,
+        block_table: torch.Tensor | None,
+        rotary_cos: torch.Tensor | None,
+        rotary_sin: torch.Tensor | None,
+        rotary_interleaved: bool,
+        q: torch.Tensor | None,
+        query_per_token: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+        bound_type = getattr(self.binding, "AppendKvCall", None)  # absent from older fakes
+        if bound_type is None or not self._append_qualifies(
+            k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
+            rotary_sin, q,
+        ):  # fmt: skip
+            return None
+        rotary = rotary_cos is not None
+        q_in = q if rotary else None
+        q_out = None if q_in is None else torch.empty_like(q_in, memory_format=_CONTIGUOUS)
+        batch, seqlen_new, heads_k, head_dim = k.shape
+        seqlens_out = torch.empty(batch, dtype=torch.int32, device=k.device)
+        max_blocks = 0 if block_table is None else block_table.shape[1]
+        table_stride = 0
+        if block_table is not None:  # a single row's stride never addresses memory
+            table_stride = block_table.stride(0) if block_table.shape[0] > 1 else max_blocks
+        layouts = (k, v, k_cache, v_cache, q_in, q_out)
+        static = (
+            tuple(s for x in layouts for s in _row_strides(x)),
+            (*rotary_cos.stride(), *rotary_sin.stride()) if rotary else (0, 0, 0, 0),
+            table_stride,
+            (
+                batch, seqlen_new, 0 if q_in is None else q_in.shape[1],
+                0 if q_in is None else q_in.shape[2], heads_k, head_dim, k_cache.shape[0],
+                k_cache.shape[1], max_blocks,
+            ),
+            (
+                2 * rotary_cos.shape[1], rotary_cos.shape[0], _MERGE_DTYPE_CODES[rotary_cos.dtype],
+                int(rotary_interleaved), int(query_per_token),
+            ) if rotary else (0, 0, 0, 0, 0),
+            self.limits.dtype_codes[k.dtype],
+            True,  # programmatic: the kernel waits for its predecessor before touching memory
+        )  # fmt: skip
+        bound = self._append_calls.get(static)
+        if bound is None:
+            if len(self._append_calls) >= _WORKSPACE_CACHE_ENTRIES:
+                self._append_calls.clear()
+            bound = self._append_calls[static] = bound_type(*static)
+        index = k.device.index or 0
+        bound(
+            k.data_ptr(), v.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), _ptr(q_in),
+            _ptr(q_out), cache_seqlens.data_ptr(), seqlens_out.data_ptr(), _ptr(cache_batch_idx),
+            _ptr(block_table), _ptr(rotary_cos), _ptr(rotary_sin), index, self._stream_of(index),
+        )  # fmt: skip
+        return q_out, seqlens_out
+
+    def _append_qualifies(
+        self, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
+        rotary_sin, q,
+    ) -> bool:  # fmt: skip
+        """Whether the append kernel takes these (validated) tensors as they are."""
+        if k.device.type != self.device_type or k.dtype not in self.limits.dtype_codes:
+            return False
+        if not k.shape[0] or not k.shape[1] or k.shape[3] > self.limits.max_head_dim:
+            return False  # nothing to append (the torch ops do nothing too), or too wide
+        rows = [k, v, k_cache, v_cache]
+        if rotary_cos is not None:
+            if rotary_sin.dtype != rotary_cos.dtype or rotary_cos.dtype not in _MERGE_DTYPE_CODES:
+                return False
+            if q is not None:
+                rows.append(q)
+        if any(x.stride(-1) != 1 and x.shape[-1] > 1 for x in rows):
+            return False
+        for index in (cache_seqlens, cache_batch_idx):
+            if index is not None and index.numel() > 1 and index.stride(0) != 1:
+                return False
+        if block_table is not None and block_table.shape[1] > 1 and block_table.stride(1) != 1:
+            return False
+        # The kernel reads the new keys while it writes the caches: apart, or the torch ops.
+        if any(_spans_overlap(x, cache) for x in (k, v) for cache in (k_cache, v_cache)):
+            return False
+        return self.device_reason(k.device.index or 0) is None
+
+
+def _row_strides(x: torch.Tensor | None) -> tuple[int, int, int]:
+    """(batch, row, head) strides of a 4-D tensor as the append kernel takes them: 0 for an
+    absent tensor and for size-1 dimensions (whose strides torch leaves arbitrary), so they
+    never stand in the way of 16-byte accesses."""
+    if x is None:
+        return (0, 0, 0)
+    return tuple(s if n > 1 else 0 for n, s in zip(x.shape[:3], x.stride()[:3], strict=True))
+
+
+def _spans_overlap(x: torch.Tensor, y: torch.Tensor) -> bool:
+    x_start, x_stop = _byte_span(x)
+    y_start, y_stop = _byte_span(y)
+    return x.numel() > 0 and y.numel() > 0 and x_start < y_stop and y_start < x_stop
 
 
 def _no_keys(t: AttentionTensors) -> None:
