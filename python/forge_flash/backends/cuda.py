@@ -450,21 +450,85 @@ class CudaBackend(Backend):
         q: torch.Tensor | None,
         query_per_token: bool,
     ) -> tuple[torch.Tensor | None, torch.Tensor] | None:
-        bound_type = getattr(self.binding, "AppendKvCall", None)  # absent from older fakes
-        if bound_type is None or not self._append_qualifies(
-            k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
-            rotary_sin, q,
-        ):  # fmt: skip
-            return None
         rotary = rotary_cos is not None
         q_in = q if rotary else None
+        # The layout: everything the kernel's bound call and its eligibility depend on (read
+        # from the tensors in a few microseconds; the decision is made once per layout).
+        layout = (
+            k.dtype, k.device, k.shape, k.stride(), v.stride(), k_cache.shape, k_cache.stride(),
+            v_cache.stride(), cache_seqlens.stride(),
+            None if cache_batch_idx is None else cache_batch_idx.stride(),
+            None if block_table is None else (block_table.shape, block_table.stride()),
+            None if q_in is None else (q_in.shape, q_in.stride()),
+            None if not rotary else (
+                rotary_cos.shape, rotary_cos.stride(), rotary_cos.dtype, rotary_sin.stride(),
+                rotary_sin.dtype, bool(rotary_interleaved), bool(query_per_token),
+            ),
+        )  # fmt: skip
+        entry = self._append_calls.get(layout)
+        if entry is None:
+            if len(self._append_calls) >= _WORKSPACE_CACHE_ENTRIES:
+                self._append_calls.clear()
+            entry = self._append_calls[layout] = self._append_entry(
+                k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
+                rotary_sin, rotary_interleaved, q_in, query_per_token,
+            )  # fmt: skip
+        if entry is None:
+            return None
+        bound, (k_span, v_span, k_cache_span, v_cache_span) = entry
+        # The kernel reads the new keys while it writes the caches: apart, or the torch ops.
+        k_ptr, v_ptr, k_cache_ptr, v_cache_ptr = (
+            k.data_ptr(), v.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr()
+        )  # fmt: skip
+        for source, source_span in ((k_ptr, k_span), (v_ptr, v_span)):
+            for cache, cache_span in ((k_cache_ptr, k_cache_span), (v_cache_ptr, v_cache_span)):
+                if source < cache + cache_span and cache < source + source_span:
+                    return None
         q_out = None if q_in is None else torch.empty_like(q_in, memory_format=_CONTIGUOUS)
+        seqlens_out = torch.empty(k.shape[0], dtype=torch.int32, device=k.device)
+        index = k.device.index or 0
+        bound(
+            k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, _ptr(q_in), _ptr(q_out),
+            cache_seqlens.data_ptr(), seqlens_out.data_ptr(), _ptr(cache_batch_idx),
+            _ptr(block_table), _ptr(rotary_cos), _ptr(rotary_sin), index, self._stream_of(index),
+        )  # fmt: skip
+        return q_out, seqlens_out
+
+    def _append_entry(
+        self, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
+        rotary_sin, rotary_interleaved, q_in, query_per_token,
+    ) -> tuple[object, tuple[int, int, int, int]] | None:  # fmt: skip
+        """For one layout: the bound ``_C.AppendKvCall`` and the byte spans of k, v, k_cache
+        and v_cache (for the per-call overlap check), or None when the kernel does not
+        take the layout (validated by ``kvcache_checks``; the torch ops take every one)."""
+        bound_type = getattr(self.binding, "AppendKvCall", None)  # absent from older fakes
+        if bound_type is None or k.device.type != self.device_type:
+            return None
+        if k.dtype not in self.limits.dtype_codes or k.shape[3] > self.limits.max_head_dim:
+            return None
+        if not k.shape[0] or not k.shape[1]:
+            return None  # nothing to append (the torch ops do nothing either)
+        rows = [k, v, k_cache, v_cache] + ([] if q_in is None else [q_in])
+        if any(x.stride(-1) != 1 and x.shape[-1] > 1 for x in rows):
+            return None
+        rotary = rotary_cos is not None
+        if rotary and (
+            rotary_sin.dtype != rotary_cos.dtype or rotary_cos.dtype not in _MERGE_DTYPE_CODES
+        ):
+            return None
+        for index in (cache_seqlens, cache_batch_idx):
+            if index is not None and index.numel() > 1 and index.stride(0) != 1:
+                return None
+        if block_table is not None and block_table.shape[1] > 1 and block_table.stride(1) != 1:
+            return None
+        if self.device_reason(k.device.index or 0) is not None:
+            return None
         batch, seqlen_new, heads_k, head_dim = k.shape
-        seqlens_out = torch.empty(batch, dtype=torch.int32, device=k.device)
         max_blocks = 0 if block_table is None else block_table.shape[1]
         table_stride = 0
         if block_table is not None:  # a single row's stride never addresses memory
             table_stride = block_table.stride(0) if block_table.shape[0] > 1 else max_blocks
+        q_out = None if q_in is None else torch.empty(q_in.shape, device="meta")  # contiguous
         layouts = (k, v, k_cache, v_cache, q_in, q_out)
         static = (
             tuple(s for x in layouts for s in _row_strides(x)),
@@ -482,45 +546,7 @@ class CudaBackend(Backend):
             self.limits.dtype_codes[k.dtype],
             True,  # programmatic: the kernel waits for its predecessor before touching memory
         )  # fmt: skip
-        bound = self._append_calls.get(static)
-        if bound is None:
-            if len(self._append_calls) >= _WORKSPACE_CACHE_ENTRIES:
-                self._append_calls.clear()
-            bound = self._append_calls[static] = bound_type(*static)
-        index = k.device.index or 0
-        bound(
-            k.data_ptr(), v.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), _ptr(q_in),
-            _ptr(q_out), cache_seqlens.data_ptr(), seqlens_out.data_ptr(), _ptr(cache_batch_idx),
-            _ptr(block_table), _ptr(rotary_cos), _ptr(rotary_sin), index, self._stream_of(index),
-        )  # fmt: skip
-        return q_out, seqlens_out
-
-    def _append_qualifies(
-        self, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
-        rotary_sin, q,
-    ) -> bool:  # fmt: skip
-        """Whether the append kernel takes these (validated) tensors as they are."""
-        if k.device.type != self.device_type or k.dtype not in self.limits.dtype_codes:
-            return False
-        if not k.shape[0] or not k.shape[1] or k.shape[3] > self.limits.max_head_dim:
-            return False  # nothing to append (the torch ops do nothing too), or too wide
-        rows = [k, v, k_cache, v_cache]
-        if rotary_cos is not None:
-            if rotary_sin.dtype != rotary_cos.dtype or rotary_cos.dtype not in _MERGE_DTYPE_CODES:
-                return False
-            if q is not None:
-                rows.append(q)
-        if any(x.stride(-1) != 1 and x.shape[-1] > 1 for x in rows):
-            return False
-        for index in (cache_seqlens, cache_batch_idx):
-            if index is not None and index.numel() > 1 and index.stride(0) != 1:
-                return False
-        if block_table is not None and block_table.shape[1] > 1 and block_table.stride(1) != 1:
-            return False
-        # The kernel reads the new keys while it writes the caches: apart, or the torch ops.
-        if any(_spans_overlap(x, cache) for x in (k, v) for cache in (k_cache, v_cache)):
-            return False
-        return self.device_reason(k.device.index or 0) is None
+        return bound_type(*static), tuple(_span_bytes(x) for x in (k, v, k_cache, v_cache))
 
 
 def _row_strides(x: torch.Tensor | None) -> tuple[int, int, int]:
@@ -532,10 +558,13 @@ def _row_strides(x: torch.Tensor | None) -> tuple[int, int, int]:
     return tuple(s if n > 1 else 0 for n, s in zip(x.shape[:3], x.stride()[:3], strict=True))
 
 
-def _spans_overlap(x: torch.Tensor, y: torch.Tensor) -> bool:
-    x_start, x_stop = _byte_span(x)
-    y_start, y_stop = _byte_span(y)
-    return x.numel() > 0 and y.numel() > 0 and x_start < y_stop and y_start < x_stop
+def _span_bytes(x: torch.Tensor) -> int:
+    """Bytes from ``x``'s first element to the end of its last (0 when empty)."""
+    if not x.numel():
+        return 0
+    return (1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride(), strict=True))) * (
+        x.element_size()
+    )
 
 
 def _no_keys(t: AttentionTensors) -> None:
@@ -555,9 +584,8 @@ _MERGE_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
 
 
 def _byte_span(x: torch.Tensor) -> tuple[int, int]:
-    last = sum((n - 1) * s for n, s in zip(x.shape, x.stride(), strict=True))
     start = x.data_ptr()
-    return start, start + (last + 1) * x.element_size()
+    return start, start + _span_bytes(x)
 
 
 def _writable_over(dest: torch.Tensor, parts: list[torch.Tensor]) -> bool:
