@@ -2,8 +2,9 @@
 
 One call per decoding step: (a) the new keys/values are rotated and appended to the caches in
 place (``forge_flash.kvcache_append``: one kernel launch on the plugin, torch ops elsewhere;
-device-side indices only), then (b) the queries attend
-over each sequence's cached keys plus the new ones (``forge_flash.api.cache_attention``).
+device-side indices only), then (b) the queries attend over each sequence's cached keys plus
+the new ones (``forge_flash.api.cache_attention``; after the kernel, launched so that its start
+overlaps the append's tail).
 """
 
 from __future__ import annotations
