@@ -201,7 +201,8 @@ void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_
 }
 
 // Plan, honour the workspace protocol, launch.
-Failure run(FwdParams& p, ff_dtype dtype, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+Failure run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size_t* workspace_bytes,
+            cudaStream_t stream) {
   const DType dt = dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
   FwdPlan plan{};
   cudaError_t cuda_error = cudaSuccess;
@@ -220,6 +221,7 @@ Failure run(FwdParams& p, ff_dtype dtype, void* workspace, size_t* workspace_byt
   }
   if (plan.workspace_bytes > 0 && reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "workspace must be 256-byte aligned (got %p)", workspace);
+  plan.programmatic = programmatic;
   const cudaError_t err = launch_fwd(p, dt, plan, workspace, stream);
   if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "kernel launch failed: %s", cudaGetErrorString(err));
   return ok();
@@ -270,7 +272,7 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
   p.batch = a->batch_size, p.seqlen_q = a->seqlen_q, p.seqlen_k = a->seqlen_k;
   p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
   set_score_params(p, a->softmax_scale, a->is_causal != 0, o);
-  return run(p, a->dtype, workspace, workspace_bytes, stream);
+  return run(p, a->dtype, o.programmatic_launch != 0, workspace, workspace_bytes, stream);
 }
 
 Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
@@ -324,7 +326,7 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
   p.seqlen_k = static_cast<int>(std::min<int64_t>(a->max_seqlen_k, key_rows));
   p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
   set_score_params(p, a->softmax_scale, a->is_causal != 0, o);
-  return run(p, a->dtype, workspace, workspace_bytes, stream);
+  return run(p, a->dtype, o.programmatic_launch != 0, workspace, workspace_bytes, stream);
 }
 
 }  // namespace

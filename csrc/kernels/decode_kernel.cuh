@@ -19,6 +19,7 @@
 #pragma once
 
 #include "fwd_common.cuh"
+#include "grid_dependency.cuh"
 #include "sm90/cluster_combine.cuh"
 #include "tile_config.h"
 #include "warp_mma.cuh"
@@ -33,6 +34,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   constexpr int kNThreads = Cfg::kNThreads, kHeadDim = Cfg::kHeadDim, kPitch = Cfg::kRowPitch;
   constexpr int kNTilesO = kHeadDim / 8;
 
+  wait_for_previous_grid();  // a programmatic launch (after the K/V append) starts early
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   T* sQ = reinterpret_cast<T*>(smem_raw);
