@@ -289,18 +289,18 @@ __device__ __forceinline__ void load_kv_tile_paged_warp(const FwdParams& p, cons
   auto page_row = [&](int block, int row) {
     return base + clamp_int(block, 0, p.num_blocks - 1) * block_stride + row * row_stride + lane.chunk * 8;
   };
-  // Power-of-two pages whose boundaries every lane's rows cross together (tiles that start on
-  // a multiple of kRowStep, or pages of at most kRowStep rows): the source steps kRowStep rows
-  // at a time, as in a contiguous cache, and is rebuilt from a block id only where a page
-  // begins. A per-row address took 2.6x the contiguous kernel's instructions, and one 32k-key
-  // sequence (1 warp per scheduler, issue-bound) 1.5x its time (H200, 2026-11-30).
-  if (p.page_shift >= 0 && ((tile_key & (kRowStep - 1)) == 0 || page <= kRowStep)) {
+  // Power-of-two pages of more than kRowStep rows whose boundaries every lane's rows cross
+  // together (tiles that start on a multiple of kRowStep): the source steps kRowStep rows at a
+  // time, as in a contiguous cache, and is rebuilt from a block id only where a page begins.
+  // A per-row address took 2.6x the contiguous kernel's instructions, and one 32k-key sequence
+  // (1 warp per scheduler, issue-bound) 1.5x its time (H200, 2026-11-30).
+  if (p.page_shift >= 0 && page > kRowStep && (tile_key & (kRowStep - 1)) == 0) {
     const T* src = base;
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int key = tile_key + lane.row0 + it * kRowStep;
       const int in_page = key & (page - 1);
-      if (in_page < kRowStep)  // a page begins: the same iterations for every lane
+      if (it == 0 || in_page < kRowStep)  // the first row, or a page begins (for every lane)
         src = page_row(__shfl_sync(0xffffffffu, pages, (key >> p.page_shift) - tile_column), in_page);
       else
         src += kRowStep * row_stride;
