@@ -18,6 +18,10 @@ namespace forge_flash {
 
 __device__ __forceinline__ int clamp_int(int x, int lo, int hi) { return min(max(x, lo), hi); }
 __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
+template <int kValue>
+struct IntConstant {
+  static constexpr int value = kValue;
+};
 
 // Where a sequence lives and how long it is. Every length read from device memory is
 // clamped, so malformed cu_seqlens / seqused_k cannot address out of bounds.
@@ -289,26 +293,41 @@ __device__ __forceinline__ void load_kv_tile_paged_warp(const FwdParams& p, cons
   auto page_row = [&](int block, int row) {
     return base + clamp_int(block, 0, p.num_blocks - 1) * block_stride + row * row_stride + lane.chunk * 8;
   };
-  // Power-of-two pages of more than kRowStep rows whose boundaries every lane's rows cross
-  // together (tiles that start on a multiple of kRowStep): the source steps kRowStep rows at a
-  // time, as in a contiguous cache, and is rebuilt from a block id only where a page begins.
-  // A per-row address took 2.6x the contiguous kernel's instructions, and one 32k-key sequence
-  // (1 warp per scheduler, issue-bound) 1.5x its time (H200, 2026-11-30).
-  if (p.page_shift >= 0 && page > kRowStep && (tile_key & (kRowStep - 1)) == 0) {
+  // Power-of-two pages whose boundaries fall on the same copy iterations for every lane (a
+  // tile inside one page, or tiles that start on a page boundary): runs of kRun copies on one
+  // page, the source stepping kRowStep rows at a time as in a contiguous cache and rebuilt from
+  // a block id only where a run begins, with no branch per row (kRun is a compile-time choice
+  // of the page size). Each row's own address and page test cost 1.85-2.6x the contiguous
+  // kernel's instructions, and one 32k-key sequence (1 warp per scheduler, issue-bound) 1.5x
+  // its time (H200, 2026-11-30).
+  auto runs = [&](auto run) {
+    constexpr int kRun = decltype(run)::value;
     const T* src = base;
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int key = tile_key + lane.row0 + it * kRowStep;
-      const int in_page = key & (page - 1);
-      if (it == 0 || in_page < kRowStep)  // the first row, or a page begins (for every lane)
-        src = page_row(__shfl_sync(0xffffffffu, pages, (key >> p.page_shift) - tile_column), in_page);
+      if (it % kRun == 0)
+        src = page_row(__shfl_sync(0xffffffffu, pages, (key >> p.page_shift) - tile_column), key & (page - 1));
       else
         src += kRowStep * row_stride;
       const int r = lane.row0 + it * kRowStep;
       const bool ok = lane.chunk_ok && n0 + r < w.seq.seqlen_k;
       cp_async_16(dst + offset(r, lane.chunk), ok ? src : base, ok);
     }
-    return;
+  };
+  if (p.page_shift >= 0) {
+    const int in_page = tile_key & (page - 1);
+    if (page >= kRows ? in_page + kRows <= page : in_page == 0) {
+      const int run = page >= kRows ? kIters : max(page / kRowStep, 1);
+      if (run == kIters) return runs(IntConstant<kIters>{});
+      if constexpr (kIters % 8 == 0 && kIters > 8)
+        if (run == 8) return runs(IntConstant<8>{});
+      if constexpr (kIters % 4 == 0 && kIters > 4)
+        if (run == 4) return runs(IntConstant<4>{});
+      if constexpr (kIters % 2 == 0 && kIters > 2)
+        if (run == 2) return runs(IntConstant<2>{});
+      if (run == 1) return runs(IntConstant<1>{});
+    }
   }
   // Any other page size or alignment: each row's page and row from a running (page, row) pair.
   const int first = tile_key + lane.row0;
@@ -611,7 +630,7 @@ __device__ __forceinline__ void store_output_rows(const FwdParams& p, const CtaW
 // coalesced. Staging layout: rows of kPitch elements, 16-byte chunk c of row r at c ^ (r % 8).
 template <int kPitch>
 __device__ __forceinline__ int staging_offset(int row, int chunk) {
-  return row * kPitch + ((chunk ^ (row % 8)) * 8);
+  return row * kPitch + ((chunk ^ (row & 7)) * 8);  // rows >= 0: & is % without a sign fix-up
 }
 
 template <typename T, int kPitch, int kNO>
