@@ -96,6 +96,33 @@ def test_option_types_are_part_of_the_signature(binding, gen):
         ff.batched_decode_attention(q, k, v, lengths, return_lse=1)
 
 
+def test_window_edges_equal_to_known_ones_but_not_ints_are_still_refused(binding, gen):
+    # (4, False) == (4, 0) and (4.0, 0) == (4, 0) as values, but only ints are windows.
+    q, k, v, lengths = _decode_inputs(gen)
+    for _ in range(2):
+        ff.batched_decode_attention(q, k, v, lengths, window_size=(4, 0))
+        ff.flash_attn_fwd(q.unsqueeze(1), k, v, window_size=(-1, 0), causal=True)
+    for bad in ((4, False), (4.0, 0)):
+        with pytest.raises(TypeError, match=r"^window_size must hold ints"):
+            ff.batched_decode_attention(q, k, v, lengths, window_size=bad)
+    with pytest.raises(TypeError, match=r"^window_size must hold ints"):
+        ff.flash_attn_fwd(q.unsqueeze(1), k, v, window_size=(-1, False), causal=True)
+
+
+def test_a_window_edge_held_in_a_tensor_is_read_on_every_call(binding, gen):
+    # A 0-dim integer tensor is an index (operator.index); the same tensor object with a new
+    # value must not be taken for the window of the first call.
+    q, k, v, lengths = _decode_inputs(gen)
+    left = torch.tensor(6)
+    for value in (6, 1):
+        left.fill_(value)
+        out = ff.batched_decode_attention(q, k, v, lengths, window_size=(left, 0))
+        expected, _ = reference_attention(
+            q.unsqueeze(1), k, v, key_lengths=lengths.tolist(), window_size=(value, 0)
+        )
+        assert_close_to_reference(out, expected.squeeze(1), torch.float16)
+
+
 def test_a_misaligned_view_of_a_known_signature_takes_the_full_path(binding, gen):
     q, k, v, lengths = _decode_inputs(gen)
     ff.batched_decode_attention(q, k, v, lengths)
@@ -165,6 +192,15 @@ def test_unhashable_options_still_get_their_error(binding, gen):
     q, k, v, lengths = _decode_inputs(gen)
     with pytest.raises(TypeError, match=r"^softmax_scale must be a float or None; got \[0.5\]"):
         ff.batched_decode_attention(q, k, v, lengths, softmax_scale=[0.5])
+
+
+def test_options_that_cannot_be_compared_still_get_their_error(binding, gen):
+    # Compared with the last signature found, a two-element tensor has no truth value.
+    q, k, v, lengths = _decode_inputs(gen)
+    for _ in range(2):
+        ff.batched_decode_attention(q, k, v, lengths, softmax_scale=0.5)
+    with pytest.raises(TypeError, match=r"^softmax_scale must be a float or None; got tensor"):
+        ff.batched_decode_attention(q, k, v, lengths, softmax_scale=torch.tensor([0.5, 0.5]))
 
 
 def test_the_table_is_bounded(monkeypatch):

@@ -39,7 +39,7 @@ custom-op schema inference reads them as they are and rejects strings.
 import torch
 
 from . import dispatch, ops
-from .call import NO_WINDOW, AttentionCall, AttentionTensors
+from .call import NO_WINDOW, AttentionCall
 from .validation import (
     Options,
     check_decode,
@@ -96,10 +96,11 @@ def flash_attn_fwd(
                  return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k, v, out, alibi_slopes, sinks),
-        ("fwd", softmax_scale, causal, window_size, softcap, return_lse),
+        ("fwd", softmax_scale, causal, softcap, return_lse),
         _check_fwd,
         arguments,
         _bind_fwd,
+        window=window_size,
     )
 
 
@@ -107,16 +108,18 @@ def _check_fwd(q, k, v, out, *options) -> AttentionCall:
     return with_options(check_fwd(q, k, v, out), Options(*options), q)
 
 
-def _bind_fwd(tensors: tuple, call: AttentionCall, views: bool) -> tuple[AttentionTensors, object]:
+# The binds give AttentionTensors' fields in order (see dispatch.Bind): q, k, v, out, lse,
+# cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks, kv_batch_idx, k_start.
+
+
+def _bind_fwd(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
     q, k, v, out, alibi_slopes, sinks = tensors
     if out is None:
         out = torch.empty_like(q, memory_format=_CONTIGUOUS)
-    if not call.return_lse:  # positional: the hot path of a decode step
-        return AttentionTensors(
-            q, k, v, out, None, None, None, None, None, alibi_slopes, sinks
-        ), out
+    if not call.return_lse:
+        return (q, k, v, out, None, None, None, None, None, alibi_slopes, sinks), out
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1]))
-    return AttentionTensors(q, k, v, out, lse, alibi_slopes=alibi_slopes, sinks=sinks), (out, lse)
+    return (q, k, v, out, lse, None, None, None, None, alibi_slopes, sinks), (out, lse)
 
 
 @ops.custom_op("forge_flash::fwd")
@@ -224,18 +227,13 @@ def _check_varlen(q, k, v, *arguments) -> AttentionCall:
     return with_options(check_varlen(q, k, v, *shapes), options, q)
 
 
-def _bind_varlen(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, object]:
+def _bind_varlen(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
     q, k, v, out, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks = tensors
     if out is None:
         out = torch.empty_like(q, memory_format=_CONTIGUOUS)
     lse = _lse(q, (call.num_heads, call.total_q)) if call.return_lse else None
-    t = AttentionTensors(
-        q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, seqused_k=seqused_k,
-        block_table=block_table, alibi_slopes=alibi_slopes, sinks=sinks,
-    )  # fmt: skip
-    return t, (out if lse is None else (out, lse))
+    fields = (q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks)
+    return fields, (out if lse is None else (out, lse))
 
 
 @ops.custom_op("forge_flash::varlen_fwd")
@@ -320,10 +318,11 @@ def batched_decode_attention(
                  softcap, alibi_slopes, sinks, return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks),
-        ("batched_decode", softmax_scale, window_size, softcap, return_lse),
+        ("batched_decode", softmax_scale, softcap, return_lse),
         _check_decode,
         arguments,
         _bind_decode,
+        window=window_size,
     )
 
 
@@ -337,21 +336,16 @@ def _check_decode(
     )
 
 
-def _bind_decode(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, object]:
+def _bind_decode(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
     q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks = tensors
     out = torch.empty_like(q, memory_format=_CONTIGUOUS)
     lse = _lse(q, q.shape[:2]) if call.return_lse else None
     result = out if lse is None else (out, lse)
     if views:  # one query row per sequence: the dense layout with seqlen_q = 1, same memory
         q, out, lse = q.unsqueeze(1), out.unsqueeze(1), None if lse is None else lse.unsqueeze(-1)
-    # Positional (the hot path of a decode step): q, k, v, out, lse, cu_seqlens_q/k, seqused_k,
-    # block_table, alibi_slopes, sinks.
-    t = AttentionTensors(
-        q, k_cache, v_cache, out, lse, None, None, cache_seqlens, block_table, alibi_slopes, sinks
-    )
-    return t, result
+    fields = (q, k_cache, v_cache, out, lse, None, None, cache_seqlens, block_table, alibi_slopes,
+              sinks)  # fmt: skip
+    return fields, result
 
 
 @ops.custom_op("forge_flash::batched_decode")
@@ -423,12 +417,14 @@ def cache_attention(
         q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, block_table,
         alibi_slopes, sinks,
     )  # fmt: skip
-    static = ("cache", softmax_scale, causal, window_size, softcap, return_lse)
+    static = ("cache", softmax_scale, causal, softcap, return_lse)
 
     arguments = (
         q, k_cache, v_cache, cache_seqlens, block_table, cache_batch_idx, cache_leftpad, options
     )  # fmt: skip
-    return dispatch.attend(tensors, static, _check_cache, arguments, _bind_cache)
+    return dispatch.attend(
+        tensors, static, _check_cache, arguments, _bind_cache, window=window_size
+    )
 
 
 def _check_cache(
@@ -447,14 +443,10 @@ def _check_cache(
     return with_options(call, options, q)
 
 
-def _bind_cache(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, object]:
+def _bind_cache(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
     q, k_cache, v_cache, seqlens, batch_idx, leftpad, block_table, alibi_slopes, sinks = tensors
     out = torch.empty_like(q, memory_format=_CONTIGUOUS)
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1])) if call.return_lse else None
-    t = AttentionTensors(
-        q, k_cache, v_cache, out, lse, seqused_k=seqlens, block_table=block_table,
-        alibi_slopes=alibi_slopes, sinks=sinks, kv_batch_idx=batch_idx, k_start=leftpad,
-    )  # fmt: skip
-    return t, (out if lse is None else (out, lse))
+    fields = (q, k_cache, v_cache, out, lse, None, None, seqlens, block_table, alibi_slopes,
+              sinks, batch_idx, leftpad)  # fmt: skip
+    return fields, (out if lse is None else (out, lse))

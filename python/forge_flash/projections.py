@@ -17,7 +17,7 @@ import torch
 from . import dispatch, ops
 from .api import batched_decode_attention
 from .backends.base import Backend
-from .call import NO_WINDOW, AttentionCall, AttentionTensors
+from .call import NO_WINDOW, AttentionCall
 from .validation import (
     Options,
     check_cast_dtype,
@@ -146,12 +146,12 @@ def multi_head_attention(
 def _flat_attention(
     q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options: Options, backend
 ) -> torch.Tensor:
-    static = ("flat", options.softmax_scale, options.causal, options.window_size, options.softcap,
-              num_heads, num_kv_heads, head_dim, cast_dtype)  # fmt: skip
+    static = ("flat", options.softmax_scale, options.causal, options.softcap, num_heads,
+              num_kv_heads, head_dim, cast_dtype)  # fmt: skip
     arguments = (q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options, backend)
     out = dispatch.attend(
         (q, k, v, options.alibi_slopes, options.sinks), static, _check_flat, arguments,
-        _bind_flat, backend=backend,
+        _bind_flat, window=options.window_size, backend=backend,
     )  # fmt: skip
     return out if out.dtype == q.dtype else out.to(q.dtype)
 
@@ -164,9 +164,7 @@ def _check_flat(
     return kernel_cast(call, check_cast_dtype(cast_dtype), (q, k, v), backend)
 
 
-def _bind_flat(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, torch.Tensor]:
+def _bind_flat(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, torch.Tensor]:
     q, k, v, alibi_slopes, sinks = tensors
     if call.dtype != q.dtype:  # float32 cast for the kernels (see kernel_cast)
         q, k, v = q.to(call.dtype), k.to(call.dtype), v.to(call.dtype)
@@ -177,7 +175,8 @@ def _bind_flat(
                  (k, call.num_heads_k), (v, call.num_heads_k), (out, call.num_heads))]  # fmt: skip
         if q.dim() == 2:  # unbatched: a batch of one
             parts = [x.unsqueeze(0) for x in parts]
-    return AttentionTensors(*parts, alibi_slopes=alibi_slopes, sinks=sinks), out
+    # AttentionTensors' fields in order (see dispatch.Bind)
+    return (*parts, None, None, None, None, None, alibi_slopes, sinks), out
 
 
 def _flat_op(name: str):
