@@ -123,6 +123,22 @@ def test_a_window_edge_held_in_a_tensor_is_read_on_every_call(binding, gen):
         assert_close_to_reference(out, expected.squeeze(1), torch.float16)
 
 
+def test_head_counts_held_in_tensors_are_read_on_every_call(binding, gen):
+    # An int argument may come as a 0-dim integer tensor (an index) whose value changes in
+    # place: the same objects must not be taken for the first call's split of the features.
+    q = torch.randn(2, 1, 128, generator=gen).half()
+    k = torch.randn(2, 5, 128, generator=gen).half()
+    v = torch.randn(2, 5, 128, generator=gen).half()
+    heads, kv_heads, dim = torch.tensor(4), torch.tensor(4), torch.tensor(32)
+    for split in ((4, 32), (4, 32), (2, 64)):
+        heads.fill_(split[0])
+        kv_heads.fill_(split[0])
+        dim.fill_(split[1])
+        out = ff.multi_head_attention(q, k, v, heads, kv_heads, dim)
+        expected, _ = reference_attention(*(x.unflatten(-1, split) for x in (q, k, v)))
+        assert_close_to_reference(out.unflatten(-1, split), expected, torch.float16)
+
+
 def test_a_misaligned_view_of_a_known_signature_takes_the_full_path(binding, gen):
     q, k, v, lengths = _decode_inputs(gen)
     ff.batched_decode_attention(q, k, v, lengths)

@@ -92,20 +92,20 @@ def flash_attn_fwd(
             q, k, v, softmax_scale, causal, return_lse, *ops.option_args(options)
         )
         return ops.into_out(result, lse, out, return_lse)
-    arguments = (q, k, v, out, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
-                 return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k, v, out, alibi_slopes, sinks),
         ("fwd", softmax_scale, causal, softcap, return_lse),
+        window_size,
         _check_fwd,
-        arguments,
         _bind_fwd,
-        window=window_size,
     )
 
 
-def _check_fwd(q, k, v, out, *options) -> AttentionCall:
-    return with_options(check_fwd(q, k, v, out), Options(*options), q)
+def _check_fwd(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k, v, out, alibi_slopes, sinks = tensors
+    _, scale, causal, softcap, return_lse = static
+    options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
+    return with_options(check_fwd(q, k, v, out), options, q)
 
 
 # The binds give AttentionTensors' fields in order (see dispatch.Bind): q, k, v, out, lse,
@@ -194,37 +194,27 @@ def flash_attn_varlen_fwd(
     The checks of ``cu_seqlens`` values read them back to the host (see
     ``forge_flash.validation``).
     """
-    options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     if torch.compiler.is_compiling():
+        options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks)
         result, lse = torch.ops.forge_flash.varlen_fwd(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
             causal, return_lse, *ops.option_args(options), seqused_k, block_table,
         )  # fmt: skip
         return ops.into_out(result, lse, out, return_lse)
     tensors = (
-        q,
-        k,
-        v,
-        out,
-        cu_seqlens_q,
-        cu_seqlens_k,
-        seqused_k,
-        block_table,
-        alibi_slopes,
-        sinks,
-    )
-
-    # Not kept per signature: the cu_seqlens checks read values back on every call anyway.
-    arguments = (
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, seqused_k,
-        block_table, options,
+        q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks
     )  # fmt: skip
-    return dispatch.attend(tensors, ("varlen",), _check_varlen, arguments, _bind_varlen, keep=False)
+    static = ("varlen", max_seqlen_q, max_seqlen_k, softmax_scale, causal, softcap, return_lse)
+    # Not kept per signature: the cu_seqlens checks read values back on every call anyway.
+    return dispatch.attend(tensors, static, window_size, _check_varlen, _bind_varlen, keep=False)
 
 
-def _check_varlen(q, k, v, *arguments) -> AttentionCall:
-    *shapes, options = arguments
-    return with_options(check_varlen(q, k, v, *shapes), options, q)
+def _check_varlen(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k, v, out, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks = tensors
+    _, max_q, max_k, scale, causal, softcap, return_lse = static
+    call = check_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, seqused_k, block_table)
+    options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
+    return with_options(call, options, q)
 
 
 def _bind_varlen(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
@@ -314,26 +304,21 @@ def batched_decode_attention(
             *ops.option_args(options), block_table,
         )  # fmt: skip
         return (result, lse) if return_lse else result
-    arguments = (q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale, window_size,
-                 softcap, alibi_slopes, sinks, return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks),
         ("batched_decode", softmax_scale, softcap, return_lse),
+        window_size,
         _check_decode,
-        arguments,
         _bind_decode,
-        window=window_size,
     )
 
 
-def _check_decode(
-    q, k_cache, v_cache, cache_seqlens, block_table, scale, *options
-) -> AttentionCall:
+def _check_decode(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks = tensors
+    _, scale, softcap, return_lse = static
     call = check_decode(q, k_cache, v_cache, cache_seqlens, block_table)
-    window_size, softcap, alibi_slopes, sinks, return_lse = options
-    return with_options(
-        call, Options(scale, False, window_size, softcap, alibi_slopes, sinks, return_lse), q
-    )
+    options = Options(scale, False, window_size, softcap, alibi_slopes, sinks, return_lse)
+    return with_options(call, options, q)
 
 
 def _bind_decode(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
@@ -412,24 +397,19 @@ def cache_attention(
         (batch, seqlen_q, num_heads, head_dim), and the LSE (batch, num_heads, seqlen_q) when
         ``return_lse``.
     """
-    options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     tensors = (
         q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, block_table,
         alibi_slopes, sinks,
     )  # fmt: skip
     static = ("cache", softmax_scale, causal, softcap, return_lse)
-
-    arguments = (
-        q, k_cache, v_cache, cache_seqlens, block_table, cache_batch_idx, cache_leftpad, options
-    )  # fmt: skip
-    return dispatch.attend(
-        tensors, static, _check_cache, arguments, _bind_cache, window=window_size
-    )
+    return dispatch.attend(tensors, static, window_size, _check_cache, _bind_cache)
 
 
-def _check_cache(
-    q, k_cache, v_cache, cache_seqlens, block_table, cache_batch_idx, cache_leftpad, options
-) -> AttentionCall:
+def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, *rest = tensors
+    block_table, alibi_slopes, sinks = rest
+    _, scale, causal, softcap, return_lse = static
+    options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     if block_table is not None and cache_batch_idx is not None:
         raise ValueError(
             "cache_batch_idx must be None with block_table (the table maps sequences to "

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from . import call_cache
 from .backends.base import Backend, PreparedRun
 from .backends.naive import NAIVE
-from .call import NO_WINDOW, AttentionCall, AttentionTensors
+from .call import AttentionCall, AttentionTensors
 from .discovery import active_backend, discovered_backend
 from .validation import check_device_values, device_values_checked
 
@@ -94,25 +94,25 @@ def _prepared(call: AttentionCall, bind: Bind, launch: PreparedRun) -> call_cach
 def attend(
     tensors: tuple,
     static: tuple,
-    check: Callable[..., AttentionCall],
-    arguments: tuple,
+    window: object,
+    check: Callable[[tuple, tuple, object, Backend | None], AttentionCall],
     bind: Bind,
-    *,
-    window: object = NO_WINDOW,
-    keep: bool = True,
     backend: Backend | None = None,
+    *,
+    keep: bool = True,
 ) -> object:
     """Run one entry point's call (the sequence in the module docstring).
 
     ``tensors``: the entry point's tensor arguments (None for absent ones), in a fixed order
-    that ``bind`` reads; ``static``: its name and other arguments but the window (with the
-    tensors' layouts and ``window``, its window_size, the call's signature);
-    ``check(*arguments)``: validates all the entry point's arguments and describes the call
-    (raising on bad input; a module-level function and a tuple, not a closure: a closure over
-    the entry point's locals costs every call a cell per local, about half a microsecond on a
-    decode step); ``keep``: remember the prepared call for the signature (not for calls whose
-    checks read device values on every call anyway); ``backend``: run there instead of on the
-    active backend.
+    that ``bind`` reads; ``static``: its name and its other arguments but the window;
+    ``window``: its window_size (these three, with the tensors' layouts, are the call's
+    signature); ``check(tensors, static, window, backend)``: validates all the entry point's
+    arguments and describes the call (raising on bad input; a module-level function that
+    unpacks them, not a closure: a closure over the entry point's locals costs every call a
+    cell per local, about half a microsecond on a decode step); ``backend``: run there
+    instead of on the active backend; ``keep``: remember the prepared call for the signature
+    (not for calls whose checks read device values on every call anyway). The arguments are
+    positional but ``keep`` (the rare one): a keyword costs a call 0.03 us.
 
     A call that casts its inputs (float32 to the kernels' half precision) is not kept: which
     half dtype it takes depends on the values.
@@ -126,7 +126,7 @@ def attend(
             result = prepared(tensors)
             if result is not None:
                 return result
-    call = check(*arguments)
+    call = check(tensors, static, window, backend)
     fields, result = bind(tensors, call, True)
     t = AttentionTensors(*fields)
     runner = route(call, backend).backend
