@@ -139,6 +139,21 @@ def test_head_counts_held_in_tensors_are_read_on_every_call(binding, gen):
         assert_close_to_reference(out.unflatten(-1, split), expected, torch.float16)
 
 
+@pytest.mark.parametrize("size_one_stride", [128, 7])
+def test_repeated_calls_return_the_same_layout_as_the_first(binding, gen, size_one_stride):
+    # The seqlen_q dimension has size 1, so its stride is free: whatever it is, the output is
+    # contiguous, on the first call and on the repeated (prepared) ones.
+    base = torch.randn(2, 4, 32, generator=gen).half()
+    q = base.as_strided((2, 1, 4, 32), (128, size_one_stride, 32, 1))
+    k = torch.randn(2, 9, 2, 32, generator=gen).half()
+    v = torch.randn(2, 9, 2, 32, generator=gen).half()
+    expected, _ = reference_attention(q, k, v)
+    for _ in range(3):
+        out = ff.flash_attn_fwd(q, k, v)
+        assert out.stride() == (128, 128, 32, 1)
+        assert_close_to_reference(out, expected, torch.float16)
+
+
 def test_a_misaligned_view_of_a_known_signature_takes_the_full_path(binding, gen):
     q, k, v, lengths = _decode_inputs(gen)
     ff.batched_decode_attention(q, k, v, lengths)

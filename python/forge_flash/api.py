@@ -48,8 +48,6 @@ from .validation import (
     with_options,
 )
 
-_CONTIGUOUS = torch.contiguous_format
-
 
 def _lse(q: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.float32, device=q.device)
@@ -112,10 +110,12 @@ def _check_fwd(tensors: tuple, static: tuple, window_size, backend) -> Attention
 # cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks, kv_batch_idx, k_start.
 
 
-def _bind_fwd(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
+def _bind_fwd(
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k, v, out, alibi_slopes, sinks = tensors
     if out is None:
-        out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+        out = new_out(q)
     if not call.return_lse:
         return (q, k, v, out, None, None, None, None, None, alibi_slopes, sinks), out
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1]))
@@ -217,10 +217,12 @@ def _check_varlen(tensors: tuple, static: tuple, window_size, backend) -> Attent
     return with_options(call, options, q)
 
 
-def _bind_varlen(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
+def _bind_varlen(
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k, v, out, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks = tensors
     if out is None:
-        out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+        out = new_out(q)
     lse = _lse(q, (call.num_heads, call.total_q)) if call.return_lse else None
     fields = (q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks)
     return fields, (out if lse is None else (out, lse))
@@ -321,9 +323,11 @@ def _check_decode(tensors: tuple, static: tuple, window_size, backend) -> Attent
     return with_options(call, options, q)
 
 
-def _bind_decode(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
+def _bind_decode(
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks = tensors
-    out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+    out = new_out(q)
     lse = _lse(q, q.shape[:2]) if call.return_lse else None
     result = out if lse is None else (out, lse)
     if views:  # one query row per sequence: the dense layout with seqlen_q = 1, same memory
@@ -423,9 +427,11 @@ def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> Attenti
     return with_options(call, options, q)
 
 
-def _bind_cache(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, object]:
+def _bind_cache(
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k_cache, v_cache, seqlens, batch_idx, leftpad, block_table, alibi_slopes, sinks = tensors
-    out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+    out = new_out(q)
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1])) if call.return_lse else None
     fields = (q, k_cache, v_cache, out, lse, None, None, seqlens, block_table, alibi_slopes,
               sinks, batch_idx, leftpad)  # fmt: skip

@@ -169,11 +169,13 @@ def _check_flat(tensors: tuple, static: tuple, window_size, backend) -> Attentio
     return kernel_cast(call, check_cast_dtype(cast_dtype), (q, k, v), backend)
 
 
-def _bind_flat(tensors: tuple, call: AttentionCall, views: bool) -> tuple[tuple, torch.Tensor]:
+def _bind_flat(
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, torch.Tensor]:
     q, k, v, alibi_slopes, sinks = tensors
     if call.dtype != q.dtype:  # float32 cast for the kernels (see kernel_cast)
         q, k, v = q.to(call.dtype), k.to(call.dtype), v.to(call.dtype)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    out = new_out(q)
     parts = [q, k, v, out]
     if views:  # the per-head layout (b, s, h, d) of the same memory
         parts = [x.unflatten(-1, (n, call.head_dim)) for x, n in ((q, call.num_heads),
