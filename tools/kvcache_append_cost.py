@@ -4,23 +4,29 @@
     python tools/kvcache_append_cost.py [TAG]
 
 For each shape (32 query heads over 8 KV heads of 128, bf16, 4096 cached keys; contiguous and
-paged caches of 16-key pages; with and without rotary) it prints the step without new keys
-(the attention alone over cache_seqlens + 1 keys), the step with k/v appended, their
-difference, and the append (with the rotary of q and k) timed alone.
+paged caches of 16-key pages; with and without rotary; batch 1, 8 and 64) it prints the step
+without new keys (the attention alone over cache_seqlens + 1 keys), the step with k/v
+appended by the fused kernel (``ff_append_kv``, the attention launched programmatically behind
+it), their difference, that difference with the attention launched plainly, the same step on
+the torch ops (the path the kernel replaced, for comparison), and the append (with the rotary
+of q and k) timed alone, fused and on the torch ops. Needs the kernel plugin: it says so and
+stops where the fused append does not run.
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 import torch
 
 import forge_flash
+from forge_flash.backends.cuda import CudaBackend
 from forge_flash.benchmark import time_graph
-from forge_flash.kvcache_append import append_kv, apply_rotary, query_positions
+from forge_flash.kvcache_append import append_kv, append_step, apply_rotary, query_positions
 
 HEADS, KV_HEADS, HEAD_DIM, CACHE_LEN, PAGE = 32, 8, 128, 4096, 16
-BATCHES = (1, 8, 32)
+BATCHES = (1, 8, 64)
 
 
 def _case(batch: int, paged: bool, device: torch.device) -> dict:
@@ -47,9 +53,36 @@ def _case(batch: int, paged: bool, device: torch.device) -> dict:
     }
 
 
+@contextmanager
+def _attention_launched_plainly():
+    """The fused append, the attention after it launched without programmatic dependent launch
+    (what the overlap of its launch with the append's tail is worth)."""
+    original = forge_flash.api.cache_attention
+    forge_flash.api.cache_attention = lambda *args, **kwargs: original(
+        *args, **{**kwargs, "programmatic_launch": False}
+    )
+    try:
+        yield
+    finally:
+        forge_flash.api.cache_attention = original
+
+
+@contextmanager
+def _torch_ops_append():
+    """flash_attn_with_kvcache on the torch ops: the plugin's fused append declines."""
+    fused = CudaBackend.append_kv
+    CudaBackend.append_kv = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        CudaBackend.append_kv = fused
+
+
 def main() -> None:
     tag = sys.argv[1] if len(sys.argv) > 1 else "forge_flash"
     device = torch.device("cuda")
+    if forge_flash.active_backend().name != "cuda":
+        sys.exit("kvcache_append_cost: the kernel plugin is not in use here")
     torch.manual_seed(0)
     for paged in (False, True):
         for rotary in (False, True):
@@ -57,6 +90,7 @@ def main() -> None:
                 c = _case(batch, paged, device)
                 grown = c["seqlens"] + 1
                 tables = {"rotary_cos": c["cos"], "rotary_sin": c["sin"]} if rotary else {}
+                cos, sin = (c["cos"], c["sin"]) if rotary else (None, None)
 
                 def attention_only(_: int, c=c, grown=grown) -> object:
                     return forge_flash.flash_attn_with_kvcache(
@@ -71,25 +105,43 @@ def main() -> None:
                         **tables,
                     )  # fmt: skip
 
-                def append_alone(_: int, c=c, rotary=rotary) -> object:
+                def fused_alone(_: int, c=c, cos=cos, sin=sin) -> object:
+                    q, _, fused = append_step(
+                        c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"], c["seqlens"],
+                        cache_batch_idx=None, block_table=c["table"], rotary_cos=cos,
+                        rotary_sin=sin, rotary_interleaved=True, query_per_token=True,
+                    )  # fmt: skip
+                    if not fused:
+                        sys.exit("kvcache_append_cost: the fused append did not run")
+                    return q
+
+                def torch_alone(_: int, c=c, cos=cos, sin=sin) -> object:
                     append_kv(
                         c["k_cache"], c["v_cache"], c["k"], c["v"], c["seqlens"],
-                        block_table=c["table"], rotary_cos=c["cos"] if rotary else None,
-                        rotary_sin=c["sin"] if rotary else None,
+                        block_table=c["table"], rotary_cos=cos, rotary_sin=sin,
                     )  # fmt: skip
-                    if rotary:
+                    if cos is not None:
                         positions = query_positions(c["seqlens"], 1, True)
-                        return apply_rotary(c["q"], c["cos"], c["sin"], positions, True)
+                        return apply_rotary(c["q"], cos, sin, positions, True)
                     return None
 
                 base = time_graph(attention_only, device, copies=1) * 1e6
                 step = time_graph(with_append, device, copies=1) * 1e6
-                alone = time_graph(append_alone, device, copies=1) * 1e6
+                alone = time_graph(fused_alone, device, copies=1) * 1e6
+                with _attention_launched_plainly():
+                    plain = time_graph(with_append, device, copies=1) * 1e6
+                with _torch_ops_append():
+                    torch_step = time_graph(with_append, device, copies=1) * 1e6
+                torch_only = time_graph(torch_alone, device, copies=1) * 1e6
                 layout = f"paged{PAGE}" if paged else "contiguous"
                 print(
                     f"{tag} {layout} b{batch} rotary={int(rotary)}: attention {base:.1f} us, "
-                    f"with append {step:.1f} us, added {step - base:.1f} us "
-                    f"(append alone {alone:.1f} us)"
+                    f"with fused append {step:.1f} us, added {step - base:.1f} us "
+                    f"(fused append alone {alone:.1f} us; without the programmatic launch "
+                    f"added {plain - base:.1f} us); torch ops: with append "
+                    f"{torch_step:.1f} us, added {torch_step - base:.1f} us (alone "
+                    f"{torch_only:.1f} us)",
+                    flush=True,
                 )
 
 

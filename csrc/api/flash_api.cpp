@@ -155,7 +155,7 @@ Failure check_options(const ff_attn_options& o, bool varlen) {
 
 // The scores' program (params.h): plain kernels fold the scale into the exp2; any variant, or
 // a scale <= 0 (whose running maximum is no scaled maximum of raw scores), takes the variant
-// kernels, which turn scores into base-2 logits first.
+// kernels, which turn scores into base-2 logits first where the variant needs it.
 void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_options& o) {
   p.scale = scale;
   p.is_causal = causal;
@@ -176,9 +176,16 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
                p.sinks != nullptr || p.block_table != nullptr || p.kv_batch_idx != nullptr || p.k_start != nullptr ||
                !(scale > 0.f);
   const float log2e = static_cast<float>(M_LOG2E);
-  p.scale_log2 = p.features ? 1.f : scale * log2e;
-  p.lse_scale = p.features ? static_cast<float>(M_LN2) : scale;
-  p.score_scale = p.softcap > 0.f ? scale / p.softcap : scale * log2e;
+  // Only a softcap or a scale <= 0 (whose -inf masks the scale would turn to +inf) needs
+  // every score turned into a base-2 logit before the mask (score_mod); the other variants
+  // scale inside the softmax's exp2 like the plain kernels, saving a multiply per score, and
+  // ALiBi's bias is divided by the scale instead (one multiply-add per score).
+  // (A tiny scale keeps logits too: 1 / scale must stay finite for ALiBi.)
+  const bool logits = p.softcap > 0.f || !(scale > 0.f) || (p.alibi_slopes != nullptr && scale < 1e-6f);
+  p.scale_log2 = logits ? 1.f : scale * log2e;
+  p.lse_scale = logits ? static_cast<float>(M_LN2) : scale;
+  p.score_scale = p.softcap > 0.f ? scale / p.softcap : logits ? scale * log2e : 1.f;
+  p.alibi_scale = logits ? log2e : 1.f / scale;
   p.softcap_log2 = p.softcap * log2e;
 }
 
@@ -194,7 +201,8 @@ void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_
 }
 
 // Plan, honour the workspace protocol, launch.
-Failure run(FwdParams& p, ff_dtype dtype, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+Failure run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size_t* workspace_bytes,
+            cudaStream_t stream) {
   const DType dt = dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
   FwdPlan plan{};
   cudaError_t cuda_error = cudaSuccess;
@@ -213,6 +221,7 @@ Failure run(FwdParams& p, ff_dtype dtype, void* workspace, size_t* workspace_byt
   }
   if (plan.workspace_bytes > 0 && reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "workspace must be 256-byte aligned (got %p)", workspace);
+  plan.programmatic = programmatic;
   const cudaError_t err = launch_fwd(p, dt, plan, workspace, stream);
   if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "kernel launch failed: %s", cudaGetErrorString(err));
   return ok();
@@ -263,7 +272,7 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
   p.batch = a->batch_size, p.seqlen_q = a->seqlen_q, p.seqlen_k = a->seqlen_k;
   p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
   set_score_params(p, a->softmax_scale, a->is_causal != 0, o);
-  return run(p, a->dtype, workspace, workspace_bytes, stream);
+  return run(p, a->dtype, o.programmatic_launch != 0, workspace, workspace_bytes, stream);
 }
 
 Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
@@ -317,7 +326,7 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
   p.seqlen_k = static_cast<int>(std::min<int64_t>(a->max_seqlen_k, key_rows));
   p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
   set_score_params(p, a->softmax_scale, a->is_causal != 0, o);
-  return run(p, a->dtype, workspace, workspace_bytes, stream);
+  return run(p, a->dtype, o.programmatic_launch != 0, workspace, workspace_bytes, stream);
 }
 
 }  // namespace

@@ -1,12 +1,12 @@
 // The C API of the merge of partial attention states: check every argument, then launch.
 // Nothing here dereferences a device pointer.
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 
 #include "../kernels/merge_states.h"
 #include "forge_flash/flash_api.h"
+#include "view_checks.h"
 
 namespace forge_flash {
 
@@ -14,30 +14,6 @@ namespace forge_flash {
 void set_last_error(const std::string& message);
 
 namespace {
-
-// A strided view as the kernel addresses it: extents and strides in elements, the last
-// dimension (if any) contiguous.
-struct View {
-  const char* name;
-  const void* data;
-  int64_t element_bytes;
-  int ndim;
-  int64_t extents[4], strides[4];
-};
-
-// The message of the first failed check, or "" when every check passed.
-struct Check {
-  ff_status status = FF_OK;
-  std::string message;
-  bool failed() const { return status != FF_OK; }
-};
-
-template <typename... Args>
-Check fail(const char* fmt, Args... args) {
-  char buf[512];
-  std::snprintf(buf, sizeof(buf), fmt, args...);
-  return {FF_ERROR_INVALID_ARGUMENT, buf};
-}
 
 View out_view(const char* name, const ff_tensor& t, ff_merge_dtype dtype, const ff_merge_args& a) {
   return {name,
@@ -55,52 +31,6 @@ View lse_view(const char* name, const ff_lse_tensor& t, const ff_merge_args& a) 
 
 bool valid_dtype(ff_merge_dtype d) { return d == FF_MERGE_FLOAT16 || d == FF_MERGE_BFLOAT16 || d == FF_MERGE_FLOAT32; }
 
-// Pointer present and aligned to the element, strides non-negative, every offset in int64.
-Check check_view(const View& v) {
-  if (v.data == nullptr) return fail("%s is NULL", v.name);
-  if (reinterpret_cast<uintptr_t>(v.data) % v.element_bytes != 0)
-    return fail("%s must be aligned to its %lld-byte elements (got %p)", v.name,
-                static_cast<long long>(v.element_bytes), v.data);
-  int64_t max_offset = 0;
-  for (int i = 0; i < v.ndim; ++i) {
-    if (v.strides[i] < 0)
-      return fail("%s: stride %d must be non-negative, got %lld", v.name, i, static_cast<long long>(v.strides[i]));
-    if (v.extents[i] > 1 && v.strides[i] > 0) {
-      if (v.extents[i] - 1 > (INT64_MAX / v.element_bytes - max_offset) / v.strides[i])
-        return fail("%s: offsets overflow int64 (stride %d = %lld)", v.name, i, static_cast<long long>(v.strides[i]));
-      max_offset += (v.extents[i] - 1) * v.strides[i];
-    }
-  }
-  return {};
-}
-
-// Bytes [first, last] the view can touch.
-void byte_range(const View& v, uintptr_t* first, uintptr_t* last) {
-  int64_t span = 0;
-  for (int i = 0; i < v.ndim; ++i) span += (v.extents[i] - 1) * v.strides[i];
-  *first = reinterpret_cast<uintptr_t>(v.data);
-  *last = *first + static_cast<uintptr_t>((span + 1) * v.element_bytes) - 1;
-}
-
-// Two lanes must never write one element: sorted by stride, each dimension must step past
-// everything the smaller dimensions span (true of every strided torch view).
-Check check_no_self_overlap(const View& v) {
-  struct Dim {
-    int64_t stride, extent;
-  } dims[4];
-  for (int i = 0; i < v.ndim; ++i) dims[i] = {v.strides[i], v.extents[i]};
-  std::sort(dims, dims + v.ndim, [](const Dim& x, const Dim& y) { return x.stride < y.stride; });
-  int64_t span = 1;  // elements covered by the dimensions so far
-  for (int i = 0; i < v.ndim; ++i) {
-    if (dims[i].extent <= 1) continue;
-    if (dims[i].stride < span)
-      return fail("%s: strides make elements overlap (stride %lld < span %lld)", v.name,
-                  static_cast<long long>(dims[i].stride), static_cast<long long>(span));
-    span = dims[i].stride * (dims[i].extent - 1) + span;
-  }
-  return {};
-}
-
 bool same_view(const View& x, const View& y) {
   if (x.data != y.data || x.element_bytes != y.element_bytes) return false;
   for (int i = 0; i < x.ndim; ++i)
@@ -110,10 +40,7 @@ bool same_view(const View& x, const View& y) {
 
 // The destination is either exactly the part (in place) or apart from it.
 Check check_apart(const View& dst, const View& part) {
-  uintptr_t d0, d1, p0, p1;
-  byte_range(dst, &d0, &d1);
-  byte_range(part, &p0, &p1);
-  if (d1 < p0 || p1 < d0 || same_view(dst, part)) return {};
+  if (!bytes_overlap(dst, part) || same_view(dst, part)) return {};
   return fail("%s overlaps %s without being the same view (an in-place merge must pass the part itself)", dst.name,
               part.name);
 }

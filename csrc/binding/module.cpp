@@ -23,8 +23,9 @@ namespace {
 
 using Strides = std::array<int64_t, 12>;  // q(b,s,h) k(b,s,h) v(b,s,h) out(b,s,h)
 // The option fields bound with a call: window_left, window_right, softcap, alibi_batch_stride,
-// page_size, num_blocks, block_table_stride, max_blocks, kv_batch_rows (the adapter's order).
-using OptionFields = std::tuple<int, int, float, int64_t, int, int, int64_t, int, int>;
+// page_size, num_blocks, block_table_stride, max_blocks, kv_batch_rows, programmatic_launch (the
+// adapter's order).
+using OptionFields = std::tuple<int, int, float, int64_t, int, int, int64_t, int, int, bool>;
 
 ff_attn_options to_options(const OptionFields& f) {
   ff_attn_options o{};
@@ -35,6 +36,7 @@ ff_attn_options to_options(const OptionFields& f) {
   o.page_size = std::get<4>(f), o.num_blocks = std::get<5>(f);
   o.block_table_stride = std::get<6>(f), o.max_blocks = std::get<7>(f);
   o.kv_batch_rows = std::get<8>(f);
+  o.programmatic_launch = std::get<9>(f);
   return o;
 }
 
@@ -208,6 +210,55 @@ void merge_states(const std::vector<MergePart>& parts, const std::array<int64_t,
   invoke(no_workspace, a, 0, 0, device, stream);
 }
 
+// ff_append_kv with its sizes, strides and flags bound (the adapter keeps one per layout, as
+// for FwdCall); called with the data pointers (0 for absent ones), device and stream.
+class AppendKvCall {
+ public:
+  // strides: (batch, row, head) of k, v, k_cache, v_cache, q, q_out; rotary_strides: (row,
+  // col) of cos, then sin; sizes: batch, seqlen_new, seqlen_q, num_heads, num_heads_k,
+  // head_dim, cache_batch, cache_seqlen, max_blocks; rotary: rotary_dim, seqlen_ro,
+  // rotary_dtype (ff_merge_dtype), interleaved, query_per_token.
+  AppendKvCall(const std::array<int64_t, 18>& strides, const std::array<int64_t, 4>& rotary_strides,
+               int64_t block_table_stride, const std::array<int, 9>& sizes, const std::array<int, 5>& rotary, int dtype,
+               bool programmatic) {
+    ff_tensor* tensors[] = {&args_.k, &args_.v, &args_.k_cache, &args_.v_cache, &args_.q, &args_.q_out};
+    for (int i = 0; i < 6; ++i) *tensors[i] = {nullptr, strides[3 * i], strides[3 * i + 1], strides[3 * i + 2]};
+    args_.rotary_cos = {nullptr, rotary_strides[0], rotary_strides[1]};
+    args_.rotary_sin = {nullptr, rotary_strides[2], rotary_strides[3]};
+    args_.block_table_stride = block_table_stride;
+    args_.batch_size = sizes[0], args_.seqlen_new = sizes[1], args_.seqlen_q = sizes[2];
+    args_.num_heads = sizes[3], args_.num_heads_k = sizes[4], args_.head_dim = sizes[5];
+    args_.cache_batch = sizes[6], args_.cache_seqlen = sizes[7], args_.max_blocks = sizes[8];
+    args_.rotary_dim = rotary[0], args_.seqlen_ro = rotary[1];
+    args_.rotary_dtype = static_cast<ff_merge_dtype>(rotary[2]);  // the C API checks the code
+    args_.rotary_interleaved = rotary[3], args_.query_per_token = rotary[4];
+    args_.dtype = to_dtype(dtype);
+    args_.programmatic_launch = programmatic;
+  }
+
+  void operator()(uintptr_t k, uintptr_t v, uintptr_t k_cache, uintptr_t v_cache, uintptr_t q, uintptr_t q_out,
+                  uintptr_t cache_seqlens, uintptr_t seqlens_out, uintptr_t cache_batch_idx, uintptr_t block_table,
+                  uintptr_t rotary_cos, uintptr_t rotary_sin, int device, uintptr_t stream) const {
+    ff_append_kv_args a = args_;
+    a.k.data = reinterpret_cast<void*>(k), a.v.data = reinterpret_cast<void*>(v);
+    a.k_cache.data = reinterpret_cast<void*>(k_cache), a.v_cache.data = reinterpret_cast<void*>(v_cache);
+    a.q.data = reinterpret_cast<void*>(q), a.q_out.data = reinterpret_cast<void*>(q_out);
+    a.cache_seqlens = reinterpret_cast<const int32_t*>(cache_seqlens);
+    a.seqlens_out = reinterpret_cast<int32_t*>(seqlens_out);
+    a.cache_batch_idx = reinterpret_cast<const int32_t*>(cache_batch_idx);
+    a.block_table = reinterpret_cast<const int32_t*>(block_table);
+    a.rotary_cos.data = reinterpret_cast<const void*>(rotary_cos);
+    a.rotary_sin.data = reinterpret_cast<const void*>(rotary_sin);
+    const auto no_workspace = [](const ff_append_kv_args* args, void*, size_t*, cudaStream_t s) {
+      return ff_append_kv(args, s);
+    };
+    invoke(no_workspace, a, 0, 0, device, stream);
+  }
+
+ private:
+  ff_append_kv_args args_{};
+};
+
 std::vector<int> parse_archs(const char* list) {  // "80,90" -> {80, 90}
   std::vector<int> archs;
   for (const char* s = list; *s;) {
@@ -273,6 +324,18 @@ PYBIND11_MODULE(_C, m) {
         return d;
       },
       "What the kernels take (forge_flash/limits.h): head dims, alignment, strides, dtypes, options.");
+  py::class_<AppendKvCall>(m, "AppendKvCall",
+                           "The K/V append of a KV cache (ff_append_kv) with strides, sizes and flags bound: "
+                           "AppendKvCall(strides (18: k, v, k_cache, v_cache, q, q_out x batch/row/head), "
+                           "rotary_strides (cos row/col, sin row/col), block_table_stride, sizes (batch, "
+                           "seqlen_new, seqlen_q, num_heads, num_heads_k, head_dim, cache_batch, cache_seqlen, "
+                           "max_blocks), rotary (rotary_dim, seqlen_ro, rotary_dtype, interleaved, "
+                           "query_per_token), dtype, programmatic); call it with (k, v, k_cache, v_cache, q, q_out, "
+                           "cache_seqlens, seqlens_out, cache_batch_idx, block_table, rotary_cos, rotary_sin, "
+                           "device, stream), pointers as ints (0 for none).")
+      .def(py::init<const std::array<int64_t, 18>&, const std::array<int64_t, 4>&, int64_t, const std::array<int, 9>&,
+                    const std::array<int, 5>&, int, bool>())
+      .def("__call__", &AppendKvCall::operator());
   m.def("merge_states", &merge_states, py::arg("parts"), py::arg("out"), py::arg("out_lse"), py::arg("batch"),
         py::arg("seqlen"), py::arg("num_heads"), py::arg("head_dim"), py::arg("device"), py::arg("stream"),
         "Merge partial attention states (ff_merge_states): parts is a list of (out, dtype, 3 out strides, lse, 3 "

@@ -19,6 +19,7 @@
 #pragma once
 
 #include "fwd_common.cuh"
+#include "grid_dependency.cuh"
 #include "sm90/cluster_combine.cuh"
 #include "tile_config.h"
 #include "warp_mma.cuh"
@@ -33,6 +34,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   constexpr int kNThreads = Cfg::kNThreads, kHeadDim = Cfg::kHeadDim, kPitch = Cfg::kRowPitch;
   constexpr int kNTilesO = kHeadDim / 8;
 
+  wait_for_previous_grid();  // a programmatic launch (after the K/V append) starts early
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   T* sQ = reinterpret_cast<T*>(smem_raw);
@@ -54,14 +56,21 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const TileCopyLane kv_copy{lane / kPitchChunks, lane % kPitchChunks, lane % kPitchChunks < head_chunks};
   const auto offset = [](int row, int chunk) { return static_cast<uint32_t>(staging_offset<kPitch>(row, chunk) * 2); };
   const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
-  auto load_k = [&](int n_block) {
-    load_kv<T, kBlockN, 32 / kPitchChunks, kFeat>(p, w, sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride,
-                                                  n_block * kBlockN, kv_copy, offset);
+  // Paged K/V: `pages` holds the block-table entries of the tile being loaded, `next_pages`
+  // those of the warp's next tile, loaded a step ahead (load_kv_tile_paged_warp).
+  const bool paged = kFeat && p.block_table != nullptr;
+  int pages = 0, next_pages = 0;
+  auto load_tile = [&](uint32_t dst, const T* base, int64_t block_stride, int64_t row_stride, int n_block) {
+    constexpr int kRowStep = 32 / kPitchChunks;
+    if (paged)
+      load_kv_tile_paged_warp<T, kBlockN, kRowStep>(p, w, dst, base, block_stride, row_stride, n_block * kBlockN,
+                                                    kv_copy, offset, pages);
+    else
+      load_kv_tile<T, kBlockN, kRowStep>(dst, base, row_stride, n_block * kBlockN, w.seq.seqlen_k, kv_copy, offset);
   };
-  auto load_v = [&](int n_block) {
-    load_kv<T, kBlockN, 32 / kPitchChunks, kFeat>(p, w, sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride,
-                                                  n_block * kBlockN, kv_copy, offset);
-  };
+  auto load_k = [&](int n_block) { load_tile(sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride, n_block); };
+  auto load_v = [&](int n_block) { load_tile(sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride, n_block); };
+  auto load_pages = [&](int n_block) { return n_block >= w.n_begin ? tile_pages(p, w, n_block * kBlockN, lane) : 0; };
 
   float acc_o[1][kNTilesO][4];
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
@@ -72,6 +81,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const int first = w.n_end - 1 - warp;
   if (tid < kQThreads) load_q_tile<T, kBlockM, kQThreads / kPitchChunks>(p, w, sQ_addr, q_copy, offset);
   cp_async_commit();
+  if (paged) {
+    pages = load_pages(first);
+    next_pages = load_pages(first - kWarps);
+  }
   if (first >= w.n_begin) {
     load_k(first);
     cp_async_commit();
@@ -99,11 +112,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     scores_to_logits<kFeat>(acc_s[0], p, w, n0, lane / 4, lane, tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM));
 
     cp_async_wait<0>();
-    __syncwarp();  // V[n] landed; the warp is done reading K[n]
+    __syncwarp();                   // V[n] landed; the warp is done reading K[n]
+    if (paged) pages = next_pages;  // the next tile's, for its K now and its V next turn
     if (n_block - kWarps >= w.n_begin) {
       load_k(n_block - kWarps);  // overlaps the softmax and P V
       cp_async_commit();
     }
+    if (paged) next_pages = load_pages(n_block - 2 * kWarps);  // lands during this tile's math
     online_softmax(acc_s[0], acc_o[0], row_max, row_sum, p.scale_log2);
     pv_accumulate<T, 1, kBlockN, kHeadDim>(acc_o, acc_s, v_frag);
   }

@@ -128,7 +128,7 @@ size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 // default (spread) uses 112 (tools/lab/cluster_diag.cu): 1-4% less decode GPU time at 4k-32k keys
 // on the H100 (docs/benchmarks.md).
 struct ClusterAttributes {
-  cudaLaunchAttribute attrs[2]{};
+  cudaLaunchAttribute attrs[3]{};
   explicit ClusterAttributes(int splits) {
     attrs[0].id = cudaLaunchAttributeClusterDimension;
     attrs[0].val.clusterDim.x = 1, attrs[0].val.clusterDim.y = static_cast<unsigned>(splits);
@@ -136,7 +136,14 @@ struct ClusterAttributes {
     attrs[1].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
     attrs[1].val.clusterSchedulingPolicyPreference = cudaClusterSchedulingPolicyLoadBalancing;
   }
-  void apply(cudaLaunchConfig_t& config) { config.attrs = attrs, config.numAttrs = 2; }
+  void apply(cudaLaunchConfig_t& config, bool programmatic) {
+    config.attrs = attrs, config.numAttrs = 2;
+    if (programmatic) {  // see launch_fwd
+      attrs[2].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attrs[2].val.programmaticStreamSerializationAllowed = 1;
+      config.numAttrs = 3;
+    }
+  }
 };
 
 // How many clusters of each size (1 to 16 CTAs; 16 is a non-portable size this kernel opts into)
@@ -161,7 +168,7 @@ cudaError_t cluster_capacity(const KernelInfo& k, ClusterCapacity* out) {
           config.blockDim = dim3(k.threads);
           config.dynamicSmemBytes = k.smem_bytes;
           ClusterAttributes cluster(size);
-          cluster.apply(config);
+          cluster.apply(config, false);
           int clusters = 0;
           if (cudaOccupancyMaxActiveClusters(&clusters, k.kernel, &config) == cudaSuccess)
             capacity->active[size] = clusters;
@@ -273,6 +280,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   }
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                          : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
+  plan->programmatic_capable = facts.cc_major >= 9 && (facts.sm90_code || plan->kernel.kernel == hopper.kernel);
+  plan->programmatic = false;
   plan->grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(p.num_splits), 1);
   plan->workspace_bytes = 0;
   if (p.num_splits > 1 && !p.cluster_combine) {
@@ -286,12 +295,16 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
 cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace, cudaStream_t stream) {
   int num_m_blocks = plan.num_m_blocks;
   void* args[] = {&p, &num_m_blocks};
+  // A programmatic launch may start while the previous kernel in the stream (the K/V append)
+  // still runs: every forward kernel waits for it (wait_for_previous_grid) before it touches
+  // memory, so only its launch and start overlap that kernel's tail.
+  const bool programmatic = plan.programmatic && plan.programmatic_capable;
   if (p.cluster_combine) {  // grid.y = cluster.y = splits: one cluster per tile
     cudaLaunchConfig_t config{};
     config.gridDim = plan.grid, config.blockDim = dim3(plan.kernel.threads);
     config.dynamicSmemBytes = plan.kernel.smem_bytes, config.stream = stream;
     ClusterAttributes cluster(p.num_splits);
-    cluster.apply(config);
+    cluster.apply(config, programmatic);
     return cudaLaunchKernelExC(&config, plan.kernel.kernel, args);
   }
   if (p.num_splits > 1) {
@@ -300,8 +313,20 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
     p.partial_lse =
         reinterpret_cast<float*>(static_cast<char*>(workspace) + align_up(partials * p.head_dim * sizeof(float), 256));
   }
-  cudaError_t err =
-      cudaLaunchKernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads), args, plan.kernel.smem_bytes, stream);
+  cudaError_t err;
+  if (programmatic) {
+    cudaLaunchConfig_t config{};
+    config.gridDim = plan.grid, config.blockDim = dim3(plan.kernel.threads);
+    config.dynamicSmemBytes = plan.kernel.smem_bytes, config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &attribute, config.numAttrs = 1;
+    err = cudaLaunchKernelExC(&config, plan.kernel.kernel, args);
+  } else {
+    err = cudaLaunchKernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads), args, plan.kernel.smem_bytes,
+                           stream);
+  }
   if (err != cudaSuccess || p.num_splits == 1) return err;
   const dim3 grid(static_cast<unsigned>(p.num_rows));
   if (dtype == DType::kFloat16)

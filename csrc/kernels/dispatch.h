@@ -16,6 +16,12 @@ struct FwdPlan {
   int num_m_blocks;
   dim3 grid;
   size_t workspace_bytes;  // split-KV partials; 0 without splits
+  // Programmatic dependent launch (grid_dependency.cuh): plan_fwd sets `programmatic_capable`
+  // where the kernel runs as sm_90+ code on a 9.0+ GPU (so it waits for its predecessor before
+  // touching memory); launch_fwd launches programmatically when the caller also set
+  // `programmatic` (ff_attn_options::programmatic_launch).
+  bool programmatic_capable;
+  bool programmatic;
 };
 
 // The head dimension whose kernels serve `head_dim` (a multiple of 8 <= 256).

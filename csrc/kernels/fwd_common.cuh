@@ -208,38 +208,124 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const T* base, int64_
 // Paged K/V (variant kernels): key t of the sequence is row t % page_size of block
 // block_table[b][t / page_size], `base` the KV head's offset. Block ids and table columns are
 // clamped, so a bad table can never address outside the cache.
+//
+// Block ids before copies: the table loads are independent and unconditional (a clamped
+// column is always a valid address), so a group of them issues back to back and waits for one
+// table round trip, not one per row. (With a load, a wait and a copy per row - the compiler
+// does not move a load across the copies' asm - the decode kernel's SASS serialised 16 table
+// round trips per K or V tile.) Groups of up to 8 rows keep few ids in registers, which the
+// SM90 producer warps' small register budget holds. No division per row either: a lane's rows are
+// kRowStep apart, so after the first row's page position each next one is a fixed step.
 template <typename T, int kRows, int kRowStep, class Offset>
 __device__ __forceinline__ void load_kv_tile_paged(const FwdParams& p, const CtaWork& w, uint32_t dst, const T* base,
                                                    int64_t block_stride, int64_t row_stride, int n0, TileCopyLane lane,
                                                    Offset offset) {
+  constexpr int kIters = kRows / kRowStep;
+  constexpr int kGroup = kIters % 8 == 0 ? 8 : kIters % 4 == 0 ? 4 : kIters % 2 == 0 ? 2 : 1;
   const int32_t* table = p.block_table + w.b * p.block_table_stride;
   const int start = static_cast<int>(w.seq.k_start);  // past the left padding
+  const int page = p.page_size;
   // The K/V loops walk tiles from the last to the first (a decode CTA's warps in turn), so the
-  // tiles below this one come next: their table entries go to L1 now, and those copies' block
-  // ids are L1 hits rather than an L2 round trip before every copy (without this, paged decode
-  // ran 1.5-3.4x slower than contiguous on the H200, 2026-11-30).
+  // tiles below this one come next: their table entries go to L1 now, and those tiles' table
+  // loads are L1 hits rather than L2 round trips (without this and the grouped loads, paged
+  // decode ran 1.5-3.4x slower than contiguous on the H200, 2026-11-30).
   if (lane.row0 == 0 && lane.chunk < 4) {
     const int ahead = n0 - (lane.chunk + 1) * kRows + start;
-    if (ahead >= 0) prefetch_l1(table + min(ahead / p.page_size, p.max_blocks - 1));
+    if (ahead >= 0) prefetch_l1(table + min(ahead / page, p.max_blocks - 1));
   }
+  // Pages of a power-of-two size (the usual ones) divide by a shift.
+  const bool shift = p.page_shift >= 0;
+  const int first = n0 + lane.row0 + start;
+  int column = shift ? first >> p.page_shift : first / page;
+  int row = first - column * page;
+  const int step_columns = shift ? kRowStep >> p.page_shift : kRowStep / page;
+  const int step_rows = kRowStep - step_columns * page;
+  auto step = [&] {
+    row += step_rows, column += step_columns;
+    if (row >= page) row -= page, ++column;
+  };
 #pragma unroll
-  for (int it = 0; it < kRows / kRowStep; ++it) {
-    const int key = n0 + lane.row0 + it * kRowStep;  // from the sequence's first key
-    const bool ok = lane.chunk_ok && key < w.seq.seqlen_k;
-    const T* src = base;
-    if (ok) {
-      const int cache_key = key + start;
-      // Pages of a power-of-two size (the usual ones) divide by a shift.
-      int column, row;
-      if (p.page_shift >= 0) {
-        column = cache_key >> p.page_shift, row = cache_key & (p.page_size - 1);
-      } else {
-        column = cache_key / p.page_size, row = cache_key - column * p.page_size;
-      }
-      const int block = clamp_int(table[min(column, p.max_blocks - 1)], 0, p.num_blocks - 1);
-      src = base + block * block_stride + row * row_stride + lane.chunk * 8;
+  for (int g = 0; g < kIters; g += kGroup) {
+    int block[kGroup];
+    const int group_row = row, group_column = column;
+#pragma unroll
+    for (int i = 0; i < kGroup; ++i, step()) block[i] = __ldg(table + min(column, p.max_blocks - 1));
+    row = group_row, column = group_column;  // again for the rows: 2 registers, not kGroup
+#pragma unroll
+    for (int i = 0; i < kGroup; ++i, step()) {
+      const int r = lane.row0 + (g + i) * kRowStep;
+      const bool ok = lane.chunk_ok && n0 + r < w.seq.seqlen_k;
+      const T* src = base + clamp_int(block[i], 0, p.num_blocks - 1) * block_stride + row * row_stride + lane.chunk * 8;
+      cp_async_16(dst + offset(r, lane.chunk), ok ? src : base, ok);
     }
-    cp_async_16(dst + offset(lane.row0 + it * kRowStep, lane.chunk), src, ok);
+  }
+}
+
+// Paged K/V for a warp that copies its tiles alone (the decode kernel). A tile of kRows <= 32
+// keys spans at most 32 pages, so lane i holds the block id of the tile's i-th page
+// (`tile_pages`), loaded a K/V step before the copies that need it, and each row's id comes
+// from a shuffle: one table load per lane and tile, for K and V, off the copies' critical
+// path. (With the ids loaded next to the copies, the table round trip delayed every tile:
+// paged decode of one 32k-key sequence took 1.6x the contiguous time on the H200,
+// 2026-11-30, though the same warps kept up at batch 8.)
+__device__ __forceinline__ int first_page(const FwdParams& p, int cache_key) {
+  return p.page_shift >= 0 ? cache_key >> p.page_shift : cache_key / p.page_size;
+}
+__device__ __forceinline__ int tile_pages(const FwdParams& p, const CtaWork& w, int n0, int lane) {
+  const int32_t* table = p.block_table + w.b * p.block_table_stride;
+  const int column = first_page(p, n0 + static_cast<int>(w.seq.k_start)) + lane;
+  return __ldg(table + min(column, p.max_blocks - 1));
+}
+template <typename T, int kRows, int kRowStep, class Offset>
+__device__ __forceinline__ void load_kv_tile_paged_warp(const FwdParams& p, const CtaWork& w, uint32_t dst,
+                                                        const T* base, int64_t block_stride, int64_t row_stride, int n0,
+                                                        TileCopyLane lane, Offset offset, int pages) {
+  static_assert(kRows <= 32, "a tile's pages fit the warp's lanes");
+  constexpr int kIters = kRows / kRowStep;
+  const int start = static_cast<int>(w.seq.k_start);
+  const int page = p.page_size;
+  const int tile_key = n0 + start;  // the tile's first key in the cache's numbering
+  const int tile_column = first_page(p, tile_key);
+  auto page_row = [&](int block, int row) {
+    return base + clamp_int(block, 0, p.num_blocks - 1) * block_stride + row * row_stride + lane.chunk * 8;
+  };
+  // Power-of-two pages of more than kRowStep rows whose boundaries every lane's rows cross
+  // together (tiles that start on a multiple of kRowStep): the source steps kRowStep rows at a
+  // time, as in a contiguous cache, and is rebuilt from a block id only where a page begins.
+  // A per-row address took 2.6x the contiguous kernel's instructions, and one 32k-key sequence
+  // (1 warp per scheduler, issue-bound) 1.5x its time (H200, 2026-11-30).
+  if (p.page_shift >= 0 && page > kRowStep && (tile_key & (kRowStep - 1)) == 0) {
+    const T* src = base;
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int key = tile_key + lane.row0 + it * kRowStep;
+      const int in_page = key & (page - 1);
+      if (it == 0 || in_page < kRowStep)  // the first row, or a page begins (for every lane)
+        src = page_row(__shfl_sync(0xffffffffu, pages, (key >> p.page_shift) - tile_column), in_page);
+      else
+        src += kRowStep * row_stride;
+      const int r = lane.row0 + it * kRowStep;
+      const bool ok = lane.chunk_ok && n0 + r < w.seq.seqlen_k;
+      cp_async_16(dst + offset(r, lane.chunk), ok ? src : base, ok);
+    }
+    return;
+  }
+  // Any other page size or alignment: each row's page and row from a running (page, row) pair.
+  const int first = tile_key + lane.row0;
+  int column = first_page(p, first);
+  int row = first - column * page;
+  const int step_columns = p.page_shift >= 0 ? kRowStep >> p.page_shift : kRowStep / page;
+  const int step_rows = kRowStep - step_columns * page;
+  // Unrolled by 4, not fully: fully, the decode kernel's registers rose from 166 to 206 (two
+  // CTAs per SM instead of three).
+#pragma unroll 4
+  for (int it = 0; it < kIters; ++it) {
+    const int block = __shfl_sync(0xffffffffu, pages, column - tile_column);
+    const int r = lane.row0 + it * kRowStep;
+    const bool ok = lane.chunk_ok && n0 + r < w.seq.seqlen_k;
+    cp_async_16(dst + offset(r, lane.chunk), ok ? page_row(block, row) : base, ok);
+    row += step_rows, column += step_columns;
+    if (row >= page) row -= page, ++column;
   }
 }
 
@@ -283,9 +369,11 @@ __device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams&
 
 // ---- The variant kernels' score program (kFeat) ----------------------------------------------
 // Plain kernels keep raw scores: the mask writes -inf and softmax_step folds the scale into its
-// exp2. Variant kernels first turn every score into a base-2 logit (score_mod: the softcap,
-// then the ALiBi bias, each as FlashAttention defines them), then mask by the window; the
-// softmax then runs with scale_log2 = 1 and the LSE with lse_scale = ln 2.
+// exp2. Variant kernels with a softcap or a scale <= 0 first turn every score into a base-2
+// logit (score_mod: the softcap, then the ALiBi bias, each as FlashAttention defines them),
+// then mask by the window; the softmax then runs with scale_log2 = 1 and the LSE with
+// lse_scale = ln 2. The other variants keep raw scores (ALiBi's bias divided by the scale) and
+// scale in the exp2, as plain kernels do (FwdParams::score_scale = 1).
 
 // The window's keys for one tile row: [lo, hi] (the causal diagonal is window_right = 0).
 struct KeyBand {
@@ -331,9 +419,10 @@ __device__ __forceinline__ void mask_band(float (&s)[kNT][4], const FwdParams& p
   }
 }
 
-// Raw scores -> base-2 logits: softcap * tanh(scale * s / softcap) (or scale * s), minus the
-// ALiBi slope times the key's distance from the row's diagonal. tanh.approx is one special-
-// function instruction (relative error 2^-11, below the 16-bit P it feeds).
+// The score transform: softcap * tanh(scale * s / softcap) or scale * s as base-2 logits (or s
+// left raw: score_scale 1), minus the ALiBi slope times the key's distance from the row's
+// diagonal, in the same units (alibi_scale). tanh.approx is one special-function instruction
+// (relative error 2^-11, below the 16-bit P it feeds).
 template <int kNT>
 __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
                                           int tile_row, int lane) {
@@ -342,7 +431,7 @@ __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p
     for (int j = 0; j < kNT; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[j][e] = p.softcap_log2 * tanh_approx(s[j][e] * p.score_scale);
-  } else {
+  } else if (p.score_scale != 1.f) {  // 1: the softmax scales (windows, sinks, paged K/V)
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
 #pragma unroll
@@ -353,7 +442,7 @@ __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p
   for (int hi = 0; hi < 2; ++hi) {
     const int row = tile_row + 8 * hi;
     const RowTarget t = row_target(p, w, w.m0 + row < w.rows ? row : 0);
-    const float slope = p.alibi_slopes[w.b * p.alibi_batch_stride + t.head] * static_cast<float>(M_LOG2E);
+    const float slope = p.alibi_slopes[w.b * p.alibi_batch_stride + t.head] * p.alibi_scale;
     // The distance in float, from one conversion per row: |pos - key| = |d0 - 8 j - e| with
     // d0 = pos - (n0 + 2 (lane % 4)), so each score costs a subtract and a multiply-add (an
     // int-to-float conversion per score ran at the special-function rate: ALiBi was 30%

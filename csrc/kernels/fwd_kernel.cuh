@@ -16,6 +16,7 @@
 #pragma once
 
 #include "fwd_common.cuh"
+#include "grid_dependency.cuh"
 #include "tile_config.h"
 #include "warp_mma.cuh"
 
@@ -32,6 +33,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   constexpr int kNTilesS = kBlockN / 8;        // n8 tiles of S per m16 tile
   constexpr int kNTilesO = Cfg::kHeadDim / 8;  // n8 tiles of O per m16 tile
 
+  wait_for_previous_grid();  // a programmatic launch (after the K/V append) starts early
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + Cfg::kSmemQElems;

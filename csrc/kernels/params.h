@@ -37,8 +37,10 @@ struct FwdParams {
   bool is_causal;
 
   // Scores and the softmax. Plain kernels keep raw scores and fold the scale into the exp2:
-  // scale_log2 = scale * log2(e), lse_scale = scale. Variant kernels (`features`) first turn
-  // each score into a base-2 logit (score_mod): scale_log2 = 1, lse_scale = ln(2).
+  // scale_log2 = scale * log2(e), lse_scale = scale. Variant kernels (`features`) with a
+  // softcap or a scale <= 0 first turn each score into a base-2 logit (score_mod):
+  // scale_log2 = 1, lse_scale = ln(2), score_scale != 1; the others (windows, sinks, ALiBi,
+  // paged or indexed K/V) keep raw scores like the plain kernels (score_scale = 1: no pass).
   float scale;       // the softmax scale
   float scale_log2;  // what softmax_step multiplies scores by
   float lse_scale;   // what finish_rows multiplies the running max by (natural-log LSE)
@@ -48,10 +50,11 @@ struct FwdParams {
   bool features;
   int window_left, window_right;  // keys around the aligned diagonal, -1 unbounded (causal: right 0)
   float softcap;                  // 0 = off
-  float score_scale;              // score_mod: scale / softcap with softcap, else scale * log2(e)
+  float score_scale;              // score_mod: scale / softcap, scale * log2(e), or 1 (none)
   float softcap_log2;             // softcap * log2(e)
   const float* alibi_slopes;      // (heads,) or (batch, heads) float32
   int64_t alibi_batch_stride;
+  float alibi_scale;   // slope factor into the units of score_mod's scores: log2(e), or 1 / scale (raw)
   const float* sinks;  // (heads,) float32: a logit per head in every row's denominator
 
   // K/V addressing beyond strided dense rows.

@@ -36,6 +36,8 @@ This module evaluates its annotations (no ``from __future__ import annotations``
 custom-op schema inference reads them as they are and rejects strings.
 """
 
+from dataclasses import replace
+
 import torch
 
 from . import dispatch, ops
@@ -381,6 +383,7 @@ def cache_attention(
     alibi_slopes: torch.Tensor | None = None,
     sinks: torch.Tensor | None = None,
     return_lse: bool = False,
+    programmatic_launch: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Queries of several tokens per sequence against KV caches (what
     ``flash_attn_with_kvcache`` runs after appending).
@@ -395,6 +398,9 @@ def cache_attention(
             ``block_table`` as for ``batched_decode_attention``.
         cache_seqlens: int32 (batch,): the end of each sequence's keys.
         cache_batch_idx, cache_leftpad: int32 (batch,), optional.
+        programmatic_launch: let the kernels' launch overlap the previous kernel's tail
+            (``AttentionCall.programmatic_launch``; ``flash_attn_with_kvcache`` sets it after
+            the fused append). Timing only.
         the rest: as for ``flash_attn_fwd``.
 
     Returns:
@@ -405,14 +411,14 @@ def cache_attention(
         q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, block_table,
         alibi_slopes, sinks,
     )  # fmt: skip
-    static = ("cache", softmax_scale, causal, softcap, return_lse)
+    static = ("cache", softmax_scale, causal, softcap, return_lse, programmatic_launch)
     return dispatch.attend(tensors, static, window_size, _check_cache, _bind_cache)
 
 
 def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
     q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, *rest = tensors
     block_table, alibi_slopes, sinks = rest
-    _, scale, causal, softcap, return_lse = static
+    _, scale, causal, softcap, return_lse, programmatic_launch = static
     options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     if block_table is not None and cache_batch_idx is not None:
         raise ValueError(
@@ -424,7 +430,8 @@ def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> Attenti
         q, k_cache, v_cache, cache_seqlens, block_table, seqlen_q=seqlen_q,
         kv_batch_idx=cache_batch_idx, k_start=cache_leftpad,
     )  # fmt: skip
-    return with_options(call, options, q)
+    call = with_options(call, options, q)
+    return replace(call, programmatic_launch=True) if programmatic_launch else call
 
 
 def _bind_cache(

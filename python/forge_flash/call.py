@@ -60,6 +60,10 @@ class AttentionCall:
     kv_batch_index: bool = False  # sequence b reads cache row kv_batch_idx[b]
     k_start: bool = False  # sequence b's keys start at k_start[b] (left padding)
     return_lse: bool = False
+    #: The kernels may start while the previous kernel in the stream still runs (programmatic
+    #: dependent launch; they wait for it before touching memory): set after the fused K/V
+    #: append, whose tail the attention's launch then overlaps. Timing only: results are equal.
+    programmatic_launch: bool = False
 
     @property
     def group(self) -> int:

@@ -1,8 +1,10 @@
 """``flash_attn_with_kvcache``: FlashAttention-2's decoding call, on forge-flash.
 
 One call per decoding step: (a) the new keys/values are rotated and appended to the caches in
-place (``forge_flash.kvcache_append``, device-side indices only), then (b) the queries attend
-over each sequence's cached keys plus the new ones (``forge_flash.api.cache_attention``).
+place (``forge_flash.kvcache_append``: one kernel launch on the plugin, torch ops elsewhere;
+device-side indices only), then (b) the queries attend over each sequence's cached keys plus
+the new ones (``forge_flash.api.cache_attention``; after the kernel, launched so that its start
+overlaps the append's tail).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import api
-from .kvcache_append import append_kv, apply_rotary, query_positions
+from .kvcache_append import append_step
 from .kvcache_checks import check_with_kvcache
 
 
@@ -107,20 +109,16 @@ def flash_attn_with_kvcache(
         # A paged cache's rows are the block table's: select them once, for both steps.
         rows = cache_batch_idx.to(torch.int64).clamp(0, max(block_table.shape[0] - 1, 0))
         block_table, cache_batch_idx = block_table.index_select(0, rows), None
-    seqlens = cache_seqlens
-    if k is not None and v is not None:
-        append_kv(
-            k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
+    seqlens, fused = cache_seqlens, False
+    if k is not None and v is not None:  # rotary comes only with them (checked)
+        q, seqlens, fused = append_step(
+            q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
             block_table=block_table, rotary_cos=rotary_cos, rotary_sin=rotary_sin,
-            rotary_interleaved=rotary_interleaved,
+            rotary_interleaved=rotary_interleaved, query_per_token=plan.query_per_token,
         )  # fmt: skip
-        seqlens = cache_seqlens + plan.seqlen_new  # int32: the keys attended, new ones included
-    if plan.rotary and rotary_cos is not None and rotary_sin is not None:
-        positions = query_positions(cache_seqlens, plan.seqlen_q, plan.query_per_token)
-        q = apply_rotary(q, rotary_cos, rotary_sin, positions, rotary_interleaved)
     return api.cache_attention(
         q, k_cache, v_cache, seqlens, cache_batch_idx=cache_batch_idx,
         cache_leftpad=cache_leftpad, block_table=block_table, softmax_scale=softmax_scale,
         causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
-        sinks=sinks, return_lse=return_softmax_lse,
+        sinks=sinks, return_lse=return_softmax_lse, programmatic_launch=fused,
     )  # fmt: skip

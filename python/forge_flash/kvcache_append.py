@@ -4,8 +4,12 @@ Plain torch ops whose indices are built on the device from device tensors (``cac
 ``cache_batch_idx``, ``block_table``): nothing is read back to the host, so a decode step that
 appends stays free of synchronisation and can be captured in a CUDA graph. Every index is
 clamped into its tensor, so invalid values (which validation reports when it may read them)
-can never make these ops read or write out of bounds. A fused kernel may later replace these
-functions behind the same signatures.
+can never make these ops read or write out of bounds.
+
+``append_step`` is what ``flash_attn_with_kvcache`` runs: the active backend's fused append
+(``Backend.append_kv``: the plugin's one-launch kernel, ``ff_append_kv``) where it takes the
+tensors, else these torch ops, which stay the CPU path and the reference the kernel matches
+bit for bit.
 
 Positions follow FlashAttention-2: new key ``i`` of sequence ``b`` goes to row
 ``cache_seqlens[b] + i`` of its cache row (contiguous) or of its logical sequence (paged:
@@ -16,6 +20,8 @@ position. Left padding does not shift positions: they count the padding rows too
 from __future__ import annotations
 
 import torch
+
+from .discovery import active_backend
 
 
 def new_key_positions(cache_seqlens: torch.Tensor, count: int) -> torch.Tensor:
@@ -112,3 +118,44 @@ def append_kv(
     # head_dim) slices: exactly the shape of k and v.
     k_cache.index_put_(index, k)
     v_cache.index_put_(index, v)
+
+
+def append_step(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    *,
+    cache_batch_idx: torch.Tensor | None,
+    block_table: torch.Tensor | None,
+    rotary_cos: torch.Tensor | None,
+    rotary_sin: torch.Tensor | None,
+    rotary_interleaved: bool,
+    query_per_token: bool,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``append_kv``, and with rotary tables the queries rotated at ``query_positions``.
+
+    Returns the queries to attend with (a rotated copy with rotary, else ``q``), the int32 key
+    counts after the append (``cache_seqlens + seqlen_new``) and whether the backend's fused
+    kernel ran (then the attention may launch programmatically behind it).
+    """
+    fused = active_backend().append_kv(
+        k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
+        block_table=block_table, rotary_cos=rotary_cos, rotary_sin=rotary_sin,
+        rotary_interleaved=rotary_interleaved, q=q, query_per_token=query_per_token,
+    )  # fmt: skip
+    if fused is not None:
+        rotated, seqlens = fused
+        return (q if rotated is None else rotated), seqlens, True
+    append_kv(
+        k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
+        block_table=block_table, rotary_cos=rotary_cos, rotary_sin=rotary_sin,
+        rotary_interleaved=rotary_interleaved,
+    )  # fmt: skip
+    seqlens = cache_seqlens + k.shape[1]  # int32: the keys attended, new ones included
+    if rotary_cos is not None and rotary_sin is not None:
+        positions = query_positions(cache_seqlens, q.shape[1], query_per_token)
+        q = apply_rotary(q, rotary_cos, rotary_sin, positions, rotary_interleaved)
+    return q, seqlens, False

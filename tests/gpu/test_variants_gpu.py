@@ -405,6 +405,24 @@ def test_nan_in_a_query_row_stays_in_that_row(variant):
     assert not torch.isnan(got[~poisoned]).any(), "the NaN reached other rows"
 
 
+@pytest.mark.parametrize("key", [300, 301])  # even and odd columns: softcap kernels take
+@pytest.mark.parametrize("variant", ["softcap", "window+softcap", "alibi", "window"])  # their
+def test_nan_in_a_key_reaches_every_row_that_sees_it(variant, key):  # exponentials 2 ways
+    sq, sk = 256, 512
+    q, k, v = rand_qkv(1, sq, sk, 8, 2, 128, torch.bfloat16)
+    k[0, key, 1, 5] = float("nan")  # KV head 1: query heads 4-7 read it
+    options = _options(variant, 1, 8, sk)
+    with assert_runs_on_kernels():
+        got = forge_flash.flash_attn_fwd(q, k, v, causal=True, **options)
+    left, _ = options.get("window_size", (-1, -1))
+    rows = torch.arange(sq, device="cuda") + (sk - sq)  # each row's diagonal key
+    sees = (key <= rows) & ((left < 0) | (key >= rows - left))
+    expected = torch.zeros(1, sq, 8, dtype=torch.bool, device="cuda")
+    expected[0, :, 4:] = sees.unsqueeze(1)
+    assert sees.any() and not sees.all()
+    assert torch.equal(got.isnan().any(dim=-1), expected), "NaN must reach exactly its rows"
+
+
 def test_the_guard_catches_a_naive_fallback():
     # float32 inputs do not qualify for the kernels: the cuda backend runs the naive path.
     q, k, v = rand_qkv(1, 16, 16, 2, 2, 64, torch.float32)

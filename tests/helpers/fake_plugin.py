@@ -23,9 +23,11 @@ import torch
 
 from forge_flash.backends.cuda import CudaBackend
 
+from .kvcache_reference import cache_slot, reference_rotary
 from .reference import reference_attention
 
 _DTYPES = {0: torch.float16, 1: torch.bfloat16}
+_TABLE_DTYPES = {0: torch.float16, 1: torch.bfloat16, 2: torch.float32}
 
 #: What the real binding's ``_C.limits()`` reports (csrc/include/forge_flash/limits.h).
 LIMITS = {
@@ -201,6 +203,80 @@ class FakeBinding:
                                    workspace_bytes, device, stream, **pointers)  # fmt: skip
 
         return types.SimpleNamespace(run=run)
+
+    def AppendKvCall(self, strides, rotary_strides, table_stride, sizes, rotary, dtype,
+                     programmatic):  # fmt: skip
+        """ff_append_kv from pointers: the caches, q_out and seqlens_out written through views
+        built from the pointers and strides given, rotary by the float64 reference."""
+        static = dict(strides=tuple(strides), rotary_strides=tuple(rotary_strides),
+                      table_stride=table_stride, sizes=tuple(sizes), rotary=tuple(rotary),
+                      dtype=dtype, programmatic=programmatic)  # fmt: skip
+        if len(strides) != 18 or len(rotary_strides) != 4 or len(sizes) != 9 or len(rotary) != 5:
+            raise TypeError("AppendKvCall: wrong field counts")
+
+        def call(k, v, k_cache, v_cache, q, q_out, cache_seqlens, seqlens_out, cache_batch_idx,
+                 block_table, rotary_cos, rotary_sin, device, stream):  # fmt: skip
+            pointers = dict(k=k, v=v, k_cache=k_cache, v_cache=v_cache, q=q, q_out=q_out,
+                            cache_seqlens=cache_seqlens, seqlens_out=seqlens_out,
+                            cache_batch_idx=cache_batch_idx, block_table=block_table,
+                            rotary_cos=rotary_cos, rotary_sin=rotary_sin, device=device,
+                            stream=stream)  # fmt: skip
+            self.calls.append(dict(entry="append_kv", **static, **pointers))
+            self._append(static, pointers)
+
+        return call
+
+    @staticmethod
+    def _append(static, p):
+        batch, seqlen_new, seqlen_q, heads, heads_k, head_dim, cache_batch, cache_len, width = (
+            static["sizes"]
+        )
+        rotary_dim, seqlen_ro, table_dtype, interleaved, per_token = static["rotary"]
+        if static["dtype"] not in _DTYPES or not 1 <= head_dim <= 256:
+            raise ValueError(f"dtype code {static['dtype']} or head_dim {head_dim}")
+        if rotary_dim % 2 or rotary_dim > head_dim or bool(p["rotary_cos"]) != bool(rotary_dim):
+            raise ValueError(f"rotary_dim {rotary_dim}")
+        if bool(p["q"]) != bool(p["q_out"]) or (p["q"] and not rotary_dim):
+            raise ValueError("q and q_out go together, with rotary")
+        if p["block_table"] and p["cache_batch_idx"]:
+            raise ValueError("cache_batch_idx does not combine with a block_table")
+        element, s = _DTYPES[static["dtype"]], static["strides"]
+
+        def rows(ptr, i, b, n, h):
+            return _view(ptr, element, (b, n, h, head_dim), (*s[3 * i : 3 * i + 3], 1))
+
+        k = rows(p["k"], 0, batch, seqlen_new, heads_k)
+        v = rows(p["v"], 1, batch, seqlen_new, heads_k)
+        k_cache = rows(p["k_cache"], 2, cache_batch, cache_len, heads_k)
+        v_cache = rows(p["v_cache"], 3, cache_batch, cache_len, heads_k)
+        lengths = _view(p["cache_seqlens"], torch.int32, (batch,), (1,)).tolist()
+        cache_rows = table = None
+        if p["cache_batch_idx"]:
+            cache_rows = _view(p["cache_batch_idx"], torch.int32, (batch,), (1,)).tolist()
+        if p["block_table"]:
+            shape, strides = (batch, width), (static["table_stride"], 1)
+            table = _view(p["block_table"], torch.int32, shape, strides).tolist()
+        new_positions = [[n + i for i in range(seqlen_new)] for n in lengths]
+        if rotary_dim:
+            tables = [
+                _view(p[name], _TABLE_DTYPES[table_dtype], (seqlen_ro, rotary_dim // 2),
+                      tuple(static["rotary_strides"][2 * j : 2 * j + 2]))
+                for j, name in enumerate(("rotary_cos", "rotary_sin"))
+            ]  # fmt: skip
+            k = reference_rotary(k, *tables, new_positions, bool(interleaved)).to(element)
+            if p["q"]:
+                q = rows(p["q"], 4, batch, seqlen_q, heads)
+                span = range(seqlen_q)
+                positions = [[n + (i if per_token else 0) for i in span] for n in lengths]
+                rotated = reference_rotary(q, *tables, positions, bool(interleaved))
+                rows(p["q_out"], 5, batch, seqlen_q, heads).copy_(rotated)
+        for b, row in enumerate(new_positions):
+            for i, position in enumerate(row):
+                slot = cache_slot(b, position, cache_rows, table, cache_len)
+                k_cache[slot], v_cache[slot] = k[b, i], v[b, i]
+        if p["seqlens_out"]:
+            grown = torch.tensor(lengths, dtype=torch.int32) + seqlen_new
+            _view(p["seqlens_out"], torch.int32, (batch,), (1,)).copy_(grown)
 
     @staticmethod
     def _option_kwargs(options, causal, num_heads, batch, alibi, sinks):

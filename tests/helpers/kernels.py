@@ -178,7 +178,7 @@ def workspace_bytes_needed(q, k, v, *, causal):
         strides += [t.stride(0), t.stride(1), t.stride(2)]
     b, sq, h, d = q.shape
     dtype = 0 if q.dtype == torch.float16 else 1
-    no_options = (-1, -1, 0.0, 0, 0, 0, 0, 0, b)  # window, softcap, ALiBi, paging, batch rows
+    no_options = (-1, -1, 0.0, 0, 0, 0, 0, 0, b, False)  # window, softcap, ALiBi, paging, rows, PDL
     call = _C.FwdCall(
         strides, b, sq, k.shape[1], h, k.shape[2], d, 1 / math.sqrt(d), causal, dtype, no_options
     )

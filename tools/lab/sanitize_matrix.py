@@ -8,7 +8,8 @@ Hopper wgmma prefill kernel (plain, and persistent with several work tiles per C
 and 128), split-KV + combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
 GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
 (batched decode), strided views; the variant kernels (window, softcap, ALiBi, sinks, any
-scale, paged K/V, a cache batch index, left padding) and the Hopper head dims 96/192/256.
+scale, paged K/V, a cache batch index, left padding) and the Hopper head dims 96/192/256; the
+K/V append kernel (16-byte and scalar paths) with the attention launched programmatically.
 """
 
 from __future__ import annotations
@@ -102,6 +103,34 @@ def main() -> None:
     forge_flash.api.cache_attention(
         rand(4, 3, 8, 128), cache_k, cache_v, lens, cache_batch_idx=index, causal=True,
         cache_leftpad=torch.tensor([0, 0, 0, 100], dtype=torch.int32, device="cuda"),
+    )  # fmt: skip
+    # The K/V append kernel (then the attention launched programmatically behind it): paged and
+    # indexed contiguous caches, rotary both ways (16-byte path), and views no 16-byte access
+    # fits (scalar path: head_dim 40, odd offsets, GPT-NeoX pairs 12 apart).
+    angles = torch.rand(1024, 64, device="cuda", dtype=torch.float64) * 6.28
+    cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
+    grown = torch.tensor([990, 1, 0, 500], dtype=torch.int32, device="cuda")
+    for page, interleaved in ((16, True), (7, False)):
+        blocks = -(-1000 // page)
+        table = torch.randperm(4 * blocks, device="cuda", dtype=torch.int32).view(4, blocks)
+        k_pages, v_pages = rand(4 * blocks, page, 2, 128), rand(4 * blocks, page, 2, 128)
+        forge_flash.flash_attn_with_kvcache(
+            rand(4, 2, 8, 128), k_pages, v_pages, rand(4, 2, 2, 128), rand(4, 2, 2, 128),
+            rotary_cos=cos, rotary_sin=sin, cache_seqlens=grown, block_table=table,
+            causal=True, rotary_interleaved=interleaved,
+        )  # fmt: skip
+    forge_flash.flash_attn_with_kvcache(
+        rand(4, 1, 8, 128), cache_k, cache_v, rand(4, 1, 2, 128), rand(4, 1, 2, 128),
+        rotary_cos=cos[:, :32], rotary_sin=sin[:, :32], cache_seqlens=grown,
+        cache_batch_idx=torch.tensor([3, 0, 1, 2], dtype=torch.int32, device="cuda"),
+    )  # fmt: skip
+    wide = rand(3, 2, 2, 83)
+    table = torch.randperm(11, device="cuda", dtype=torch.int32)[:9].view(3, 3)
+    forge_flash.kvcache_append.append_step(
+        rand(3, 2, 4, 41)[..., 1:], rand(11, 5, 2, 40), rand(11, 5, 2, 40), wide[..., 1:41],
+        wide[..., 42:82], torch.tensor([0, 4, 13], dtype=torch.int32, device="cuda"),
+        cache_batch_idx=None, block_table=table, rotary_cos=cos[:15, :12],
+        rotary_sin=sin[:15, :12], rotary_interleaved=False, query_per_token=True,
     )  # fmt: skip
     torch.cuda.synchronize()
     print("sanitize matrix done")

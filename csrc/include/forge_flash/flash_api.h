@@ -78,6 +78,12 @@ typedef struct {
   const int32_t* kv_batch_idx;    // optional (batch,): sequence b reads k/v batch row kv_batch_idx[b]
   int kv_batch_rows;              //   rows of k/v (their batch extent) with kv_batch_idx
   const int32_t* k_start;         // optional (batch,): sequence b's keys start at k_start[b]
+  // Nonzero: the launch may begin while the previous kernel in the stream is still running
+  // (programmatic dependent launch, compute capability 9.0+ with sm_90 code; ignored where
+  // not available). The kernels wait for that kernel's completion before their first memory
+  // access, so this changes timing only: after ff_append_kv, the attention's launch and start
+  // overlap the append's tail.
+  int programmatic_launch;
 } ff_attn_options;
 
 typedef struct {
@@ -157,6 +163,58 @@ typedef struct {
 } ff_merge_args;
 
 ff_status ff_merge_states(const ff_merge_args* args, cudaStream_t stream);
+
+// ---- Appending new keys/values to a KV cache (flash_attn_with_kvcache's first step) ----
+// ff_append_kv writes k/v (batch, seqlen_new, num_heads_k, head_dim) into the caches in one
+// launch: new key i of sequence b goes to key position t = cache_seqlens[b] + i of that
+// sequence's cache (FlashAttention-2's positions; left padding counts as cached keys):
+//  * contiguous caches (cache_batch, cache_seqlen, num_heads_k, head_dim): row
+//    cache_batch_idx[b] (b without it), key t;
+//  * paged caches (num_blocks, page_size, num_heads_k, head_dim) with block_table: row
+//    t % page_size of block block_table[b][t / page_size] (cache_batch = num_blocks,
+//    cache_seqlen = page_size; no cache_batch_idx: select the block table rows instead).
+// With rotary tables (cos/sin (seqlen_ro, rotary_dim / 2)), the keys are rotated at their
+// positions before they are stored (k itself is read only), and q (optional) is rotated into
+// q_out: query i of sequence b at cache_seqlens[b] + i when query_per_token, else all at
+// cache_seqlens[b]. The first rotary_dim features rotate in pairs, (2j, 2j + 1) when
+// rotary_interleaved, else (j, j + rotary_dim / 2); with c, s = cos/sin[position][j] in float32,
+// x0' = x0 * c - x1 * s and x1' = x0 * s + x1 * c (each product and sum rounded to float32, no
+// fused multiply-add), rounded once to the dtype; every other feature is copied bit for bit.
+// seqlens_out (optional) receives cache_seqlens[b] + seqlen_new: the attention's key counts.
+// Device values are read by the kernel only, never by the host: every index is clamped
+// (positions to [0, capacity - 1], rotary rows to [0, seqlen_ro - 1], cache rows and block
+// ids into the cache), so invalid values never address memory outside the tensors.
+// Layouts: any non-negative strides in elements with a contiguous last dimension, each base
+// aligned to its element; 16-byte aligned bases and strides that are multiples of 8 elements
+// take vectorised accesses. q_out must not overlap q, k, v or the caches, nor seqlens_out
+// cache_seqlens; k and v must not overlap the caches. No workspace; the launch never allocates
+// or synchronises, so it can be captured in a CUDA graph.
+typedef struct {
+  const void* data;                // (seqlen_ro, rotary_dim / 2), read only
+  int64_t row_stride, col_stride;  // elements
+} ff_rotary_table;
+
+typedef struct {
+  ff_tensor k, v;                          // (batch, seqlen_new, num_heads_k, head_dim); read only
+  ff_tensor k_cache, v_cache;              // (cache_batch, cache_seqlen, num_heads_k, head_dim)
+  ff_tensor q, q_out;                      // optional, with rotary: (batch, seqlen_q, num_heads, head_dim)
+  const int32_t* cache_seqlens;            // (batch,): keys cached per sequence
+  int32_t* seqlens_out;                    // optional (batch,): cache_seqlens + seqlen_new
+  const int32_t* cache_batch_idx;          // optional (batch,): cache row of sequence b (contiguous)
+  const int32_t* block_table;              // optional paged caches: (batch, max_blocks)
+  int64_t block_table_stride;              //   elements between batch rows
+  int max_blocks;                          //   columns
+  int cache_batch, cache_seqlen;           // the caches' first two extents (paged: num_blocks, page_size)
+  ff_rotary_table rotary_cos, rotary_sin;  // optional (data NULL): no rotary
+  ff_merge_dtype rotary_dtype;             // of both tables: float16, bfloat16 or float32
+  int rotary_dim, seqlen_ro;               // rotary_dim even, in [2, head_dim]
+  int rotary_interleaved, query_per_token;
+  int batch_size, seqlen_new, seqlen_q, num_heads, num_heads_k, head_dim;
+  ff_dtype dtype;           // of k, v, the caches, q and q_out
+  int programmatic_launch;  // as in ff_attn_options: overlap the previous kernel's tail
+} ff_append_kv_args;
+
+ff_status ff_append_kv(const ff_append_kv_args* args, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

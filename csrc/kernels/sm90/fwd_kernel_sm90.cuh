@@ -31,6 +31,7 @@
 #pragma once
 
 #include "../fwd_common.cuh"
+#include "../grid_dependency.cuh"
 #include "pipeline.cuh"
 #include "wgmma.cuh"
 
@@ -124,6 +125,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
 #ifndef FORGE_FLASH_SM90A_ENABLED
   __trap();  // compiled for other targets only so that the kernel table links; never launched there
 #else
+  wait_for_previous_grid();  // a programmatic launch (after the K/V append) starts early
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim;
   constexpr int kStages = Cfg::kStages;
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;

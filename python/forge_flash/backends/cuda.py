@@ -32,6 +32,7 @@ from .base import Backend, PreparedRun
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _WORKSPACE_CACHE_ENTRIES = 4096  # distinct call shapes remembered; cleared when full
+_CONTIGUOUS = torch.contiguous_format
 
 
 def kernel_device_reason(
@@ -231,6 +232,7 @@ class CudaBackend(Backend):
         self._device_reasons: dict[int, str | None] = {}
         self._stream_of = _raw_stream_getter()
         self._workspace_bytes: dict[tuple, int] = {}  # plan -> split-KV workspace size
+        self._append_calls: dict[tuple, object] = {}  # layout -> bound _C.AppendKvCall
 
     # -- which calls go to the kernels -------------------------------------------------------
 
@@ -299,7 +301,7 @@ class CudaBackend(Backend):
         return (
             call.window[0], call.window[1], call.softcap, alibi_batch_stride,
             call.page_size, call.num_blocks, table_stride, max_blocks,
-            call.kv_batch_rows or call.batch,
+            call.kv_batch_rows or call.batch, call.programmatic_launch,
         )  # fmt: skip
 
     def _bind(self, call: AttentionCall, t: AttentionTensors) -> PreparedRun | None:
@@ -441,6 +443,140 @@ class CudaBackend(Backend):
             and self.device_reason(out.device.index or 0) is None
         )
 
+    # -- the K/V append of flash_attn_with_kvcache (forge_flash.kvcache_append) --------------
+
+    def append_kv(
+        self,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        cache_seqlens: torch.Tensor,
+        *,
+        cache_batch_idx: torch.Tensor | None,
+        block_table: torch.Tensor | None,
+        rotary_cos: torch.Tensor | None,
+        rotary_sin: torch.Tensor | None,
+        rotary_interleaved: bool,
+        q: torch.Tensor | None,
+        query_per_token: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+        rotary = rotary_cos is not None
+        q_in = q if rotary else None
+        # The layout: everything the kernel's bound call and its eligibility depend on (read
+        # from the tensors in a few microseconds; the decision is made once per layout).
+        layout = (
+            k.dtype, k.device, k.shape, k.stride(), v.stride(), k_cache.shape, k_cache.stride(),
+            v_cache.stride(), cache_seqlens.stride(),
+            None if cache_batch_idx is None else cache_batch_idx.stride(),
+            None if block_table is None else (block_table.shape, block_table.stride()),
+            None if q_in is None else (q_in.shape, q_in.stride()),
+            None if not rotary else (
+                rotary_cos.shape, rotary_cos.stride(), rotary_cos.dtype, rotary_sin.stride(),
+                rotary_sin.dtype, bool(rotary_interleaved), bool(query_per_token),
+            ),
+        )  # fmt: skip
+        entry = self._append_calls.get(layout)
+        if entry is None:
+            if len(self._append_calls) >= _WORKSPACE_CACHE_ENTRIES:
+                self._append_calls.clear()
+            entry = self._append_calls[layout] = self._append_entry(
+                k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
+                rotary_sin, rotary_interleaved, q_in, query_per_token,
+            )  # fmt: skip
+        if entry is None:
+            return None
+        bound, (k_span, v_span, k_cache_span, v_cache_span) = entry
+        # The kernel reads the new keys while it writes the caches: apart, or the torch ops.
+        k_ptr, v_ptr, k_cache_ptr, v_cache_ptr = (
+            k.data_ptr(), v.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr()
+        )  # fmt: skip
+        for source, source_span in ((k_ptr, k_span), (v_ptr, v_span)):
+            for cache, cache_span in ((k_cache_ptr, k_cache_span), (v_cache_ptr, v_cache_span)):
+                if source < cache + cache_span and cache < source + source_span:
+                    return None
+        q_out = None if q_in is None else torch.empty_like(q_in, memory_format=_CONTIGUOUS)
+        seqlens_out = torch.empty(k.shape[0], dtype=torch.int32, device=k.device)
+        index = k.device.index or 0
+        bound(
+            k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, _ptr(q_in), _ptr(q_out),
+            cache_seqlens.data_ptr(), seqlens_out.data_ptr(), _ptr(cache_batch_idx),
+            _ptr(block_table), _ptr(rotary_cos), _ptr(rotary_sin), index, self._stream_of(index),
+        )  # fmt: skip
+        return q_out, seqlens_out
+
+    def _append_entry(
+        self, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
+        rotary_sin, rotary_interleaved, q_in, query_per_token,
+    ) -> tuple[object, tuple[int, int, int, int]] | None:  # fmt: skip
+        """For one layout: the bound ``_C.AppendKvCall`` and the byte spans of k, v, k_cache
+        and v_cache (for the per-call overlap check), or None when the kernel does not
+        take the layout (validated by ``kvcache_checks``; the torch ops take every one)."""
+        bound_type = getattr(self.binding, "AppendKvCall", None)  # absent from older fakes
+        if bound_type is None or k.device.type != self.device_type:
+            return None
+        if k.dtype not in self.limits.dtype_codes or k.shape[3] > self.limits.max_head_dim:
+            return None
+        if not k.shape[0] or not k.shape[1]:
+            return None  # nothing to append (the torch ops do nothing either)
+        rows = [k, v, k_cache, v_cache] + ([] if q_in is None else [q_in])
+        if any(x.stride(-1) != 1 and x.shape[-1] > 1 for x in rows):
+            return None
+        rotary = rotary_cos is not None
+        if rotary and (
+            rotary_sin.dtype != rotary_cos.dtype or rotary_cos.dtype not in _MERGE_DTYPE_CODES
+        ):
+            return None
+        for index in (cache_seqlens, cache_batch_idx):
+            if index is not None and index.numel() > 1 and index.stride(0) != 1:
+                return None
+        if block_table is not None and block_table.shape[1] > 1 and block_table.stride(1) != 1:
+            return None
+        if self.device_reason(k.device.index or 0) is not None:
+            return None
+        batch, seqlen_new, heads_k, head_dim = k.shape
+        max_blocks = 0 if block_table is None else block_table.shape[1]
+        table_stride = 0
+        if block_table is not None:  # a single row's stride never addresses memory
+            table_stride = block_table.stride(0) if block_table.shape[0] > 1 else max_blocks
+        q_out = None if q_in is None else torch.empty(q_in.shape, device="meta")  # contiguous
+        layouts = (k, v, k_cache, v_cache, q_in, q_out)
+        static = (
+            tuple(s for x in layouts for s in _row_strides(x)),
+            (*rotary_cos.stride(), *rotary_sin.stride()) if rotary else (0, 0, 0, 0),
+            table_stride,
+            (
+                batch, seqlen_new, 0 if q_in is None else q_in.shape[1],
+                0 if q_in is None else q_in.shape[2], heads_k, head_dim, k_cache.shape[0],
+                k_cache.shape[1], max_blocks,
+            ),
+            (
+                2 * rotary_cos.shape[1], rotary_cos.shape[0], _MERGE_DTYPE_CODES[rotary_cos.dtype],
+                int(rotary_interleaved), int(query_per_token),
+            ) if rotary else (0, 0, 0, 0, 0),
+            self.limits.dtype_codes[k.dtype],
+            True,  # programmatic: the kernel waits for its predecessor before touching memory
+        )  # fmt: skip
+        return bound_type(*static), tuple(_span_bytes(x) for x in (k, v, k_cache, v_cache))
+
+
+def _row_strides(x: torch.Tensor | None) -> tuple[int, int, int]:
+    """(batch, row, head) strides of a 4-D tensor as the append kernel takes them: 0 for an
+    absent tensor and for size-1 dimensions (whose strides torch leaves arbitrary), so they
+    never stand in the way of 16-byte accesses."""
+    if x is None:
+        return (0, 0, 0)
+    return tuple(s if n > 1 else 0 for n, s in zip(x.shape[:3], x.stride()[:3], strict=True))
+
+
+def _span_bytes(x: torch.Tensor) -> int:
+    """Bytes from ``x``'s first element to the end of its last (0 when empty)."""
+    if not x.numel():
+        return 0
+    return (1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride(), strict=True))) * (
+        x.element_size()
+    )
+
 
 def _no_keys(t: AttentionTensors) -> None:
     """A call with no keys at all: output 0, LSE -inf (or the sink's logit)."""
@@ -459,9 +595,8 @@ _MERGE_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
 
 
 def _byte_span(x: torch.Tensor) -> tuple[int, int]:
-    last = sum((n - 1) * s for n, s in zip(x.shape, x.stride(), strict=True))
     start = x.data_ptr()
-    return start, start + (last + 1) * x.element_size()
+    return start, start + _span_bytes(x)
 
 
 def _writable_over(dest: torch.Tensor, parts: list[torch.Tensor]) -> bool:
