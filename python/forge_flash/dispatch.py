@@ -137,8 +137,7 @@ def attend(
     unpacks them, not a closure: a closure over the entry point's locals costs every call a
     cell per local, about half a microsecond on a decode step); ``backend``: run there
     instead of on the active backend; ``keep``: remember the prepared call for the signature
-    (not for calls whose checks read device values on every call anyway). The arguments are
-    positional but ``keep`` (the rare one): a keyword costs a call 0.03 us.
+    (not for calls whose checks read device values on every call anyway).
 
     A call that casts its inputs (float32 to the kernels' half precision) is not kept: which
     half dtype it takes depends on the values.
