@@ -96,6 +96,64 @@ def test_option_types_are_part_of_the_signature(binding, gen):
         ff.batched_decode_attention(q, k, v, lengths, return_lse=1)
 
 
+def test_window_edges_equal_to_known_ones_but_not_ints_are_still_refused(binding, gen):
+    # (4, False) == (4, 0) and (4.0, 0) == (4, 0) as values, but only ints are windows.
+    q, k, v, lengths = _decode_inputs(gen)
+    for _ in range(2):
+        ff.batched_decode_attention(q, k, v, lengths, window_size=(4, 0))
+        ff.flash_attn_fwd(q.unsqueeze(1), k, v, window_size=(-1, 0), causal=True)
+    for bad in ((4, False), (4.0, 0)):
+        with pytest.raises(TypeError, match=r"^window_size must hold ints"):
+            ff.batched_decode_attention(q, k, v, lengths, window_size=bad)
+    with pytest.raises(TypeError, match=r"^window_size must hold ints"):
+        ff.flash_attn_fwd(q.unsqueeze(1), k, v, window_size=(-1, False), causal=True)
+
+
+def test_a_window_edge_held_in_a_tensor_is_read_on_every_call(binding, gen):
+    # A 0-dim integer tensor is an index (operator.index); the same tensor object with a new
+    # value must not be taken for the window of the first call.
+    q, k, v, lengths = _decode_inputs(gen)
+    left = torch.tensor(6)
+    for value in (6, 1):
+        left.fill_(value)
+        out = ff.batched_decode_attention(q, k, v, lengths, window_size=(left, 0))
+        expected, _ = reference_attention(
+            q.unsqueeze(1), k, v, key_lengths=lengths.tolist(), window_size=(value, 0)
+        )
+        assert_close_to_reference(out, expected.squeeze(1), torch.float16)
+
+
+def test_head_counts_held_in_tensors_are_read_on_every_call(binding, gen):
+    # An int argument may come as a 0-dim integer tensor (an index) whose value changes in
+    # place: the same objects must not be taken for the first call's split of the features.
+    q = torch.randn(2, 1, 128, generator=gen).half()
+    k = torch.randn(2, 5, 128, generator=gen).half()
+    v = torch.randn(2, 5, 128, generator=gen).half()
+    heads, kv_heads, dim = torch.tensor(4), torch.tensor(4), torch.tensor(32)
+    for split in ((4, 32), (4, 32), (2, 64)):
+        heads.fill_(split[0])
+        kv_heads.fill_(split[0])
+        dim.fill_(split[1])
+        out = ff.multi_head_attention(q, k, v, heads, kv_heads, dim)
+        expected, _ = reference_attention(*(x.unflatten(-1, split) for x in (q, k, v)))
+        assert_close_to_reference(out.unflatten(-1, split), expected, torch.float16)
+
+
+@pytest.mark.parametrize("size_one_stride", [128, 7])
+def test_repeated_calls_return_the_same_layout_as_the_first(binding, gen, size_one_stride):
+    # The seqlen_q dimension has size 1, so its stride is free: whatever it is, the output is
+    # contiguous, on the first call and on the repeated (prepared) ones.
+    base = torch.randn(2, 4, 32, generator=gen).half()
+    q = base.as_strided((2, 1, 4, 32), (128, size_one_stride, 32, 1))
+    k = torch.randn(2, 9, 2, 32, generator=gen).half()
+    v = torch.randn(2, 9, 2, 32, generator=gen).half()
+    expected, _ = reference_attention(q, k, v)
+    for _ in range(3):
+        out = ff.flash_attn_fwd(q, k, v)
+        assert out.stride() == (128, 128, 32, 1)
+        assert_close_to_reference(out, expected, torch.float16)
+
+
 def test_a_misaligned_view_of_a_known_signature_takes_the_full_path(binding, gen):
     q, k, v, lengths = _decode_inputs(gen)
     ff.batched_decode_attention(q, k, v, lengths)
@@ -165,6 +223,15 @@ def test_unhashable_options_still_get_their_error(binding, gen):
     q, k, v, lengths = _decode_inputs(gen)
     with pytest.raises(TypeError, match=r"^softmax_scale must be a float or None; got \[0.5\]"):
         ff.batched_decode_attention(q, k, v, lengths, softmax_scale=[0.5])
+
+
+def test_options_that_cannot_be_compared_still_get_their_error(binding, gen):
+    # Compared with the last signature found, a two-element tensor has no truth value.
+    q, k, v, lengths = _decode_inputs(gen)
+    for _ in range(2):
+        ff.batched_decode_attention(q, k, v, lengths, softmax_scale=0.5)
+    with pytest.raises(TypeError, match=r"^softmax_scale must be a float or None; got tensor"):
+        ff.batched_decode_attention(q, k, v, lengths, softmax_scale=torch.tensor([0.5, 0.5]))
 
 
 def test_the_table_is_bounded(monkeypatch):

@@ -41,7 +41,7 @@ from dataclasses import replace
 import torch
 
 from . import dispatch, ops
-from .call import NO_WINDOW, AttentionCall, AttentionTensors
+from .call import NO_WINDOW, AttentionCall
 from .validation import (
     Options,
     check_decode,
@@ -49,8 +49,6 @@ from .validation import (
     check_varlen,
     with_options,
 )
-
-_CONTIGUOUS = torch.contiguous_format
 
 
 def _lse(q: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -94,31 +92,36 @@ def flash_attn_fwd(
             q, k, v, softmax_scale, causal, return_lse, *ops.option_args(options)
         )
         return ops.into_out(result, lse, out, return_lse)
-    arguments = (q, k, v, out, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
-                 return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k, v, out, alibi_slopes, sinks),
-        ("fwd", softmax_scale, causal, window_size, softcap, return_lse),
+        ("fwd", softmax_scale, causal, softcap, return_lse),
+        window_size,
         _check_fwd,
-        arguments,
         _bind_fwd,
     )
 
 
-def _check_fwd(q, k, v, out, *options) -> AttentionCall:
-    return with_options(check_fwd(q, k, v, out), Options(*options), q)
+def _check_fwd(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k, v, out, alibi_slopes, sinks = tensors
+    _, scale, causal, softcap, return_lse = static
+    options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
+    return with_options(check_fwd(q, k, v, out), options, q)
 
 
-def _bind_fwd(tensors: tuple, call: AttentionCall, views: bool) -> tuple[AttentionTensors, object]:
+# The binds give AttentionTensors' fields in order (see dispatch.Bind): q, k, v, out, lse,
+# cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks, kv_batch_idx, k_start.
+
+
+def _bind_fwd(
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k, v, out, alibi_slopes, sinks = tensors
     if out is None:
-        out = torch.empty_like(q, memory_format=_CONTIGUOUS)
-    if not call.return_lse:  # positional: the hot path of a decode step
-        return AttentionTensors(
-            q, k, v, out, None, None, None, None, None, alibi_slopes, sinks
-        ), out
+        out = new_out(q)
+    if not call.return_lse:
+        return (q, k, v, out, None, None, None, None, None, alibi_slopes, sinks), out
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1]))
-    return AttentionTensors(q, k, v, out, lse, alibi_slopes=alibi_slopes, sinks=sinks), (out, lse)
+    return (q, k, v, out, lse, None, None, None, None, alibi_slopes, sinks), (out, lse)
 
 
 @ops.custom_op("forge_flash::fwd")
@@ -193,51 +196,38 @@ def flash_attn_varlen_fwd(
     The checks of ``cu_seqlens`` values read them back to the host (see
     ``forge_flash.validation``).
     """
-    options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     if torch.compiler.is_compiling():
+        options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks)
         result, lse = torch.ops.forge_flash.varlen_fwd(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
             causal, return_lse, *ops.option_args(options), seqused_k, block_table,
         )  # fmt: skip
         return ops.into_out(result, lse, out, return_lse)
     tensors = (
-        q,
-        k,
-        v,
-        out,
-        cu_seqlens_q,
-        cu_seqlens_k,
-        seqused_k,
-        block_table,
-        alibi_slopes,
-        sinks,
-    )
-
-    # Not kept per signature: the cu_seqlens checks read values back on every call anyway.
-    arguments = (
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, seqused_k,
-        block_table, options,
+        q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks
     )  # fmt: skip
-    return dispatch.attend(tensors, ("varlen",), _check_varlen, arguments, _bind_varlen, keep=False)
+    static = ("varlen", max_seqlen_q, max_seqlen_k, softmax_scale, causal, softcap, return_lse)
+    # Not kept per signature: the cu_seqlens checks read values back on every call anyway.
+    return dispatch.attend(tensors, static, window_size, _check_varlen, _bind_varlen, keep=False)
 
 
-def _check_varlen(q, k, v, *arguments) -> AttentionCall:
-    *shapes, options = arguments
-    return with_options(check_varlen(q, k, v, *shapes), options, q)
+def _check_varlen(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k, v, out, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks = tensors
+    _, max_q, max_k, scale, causal, softcap, return_lse = static
+    call = check_varlen(q, k, v, cu_q, cu_k, max_q, max_k, out, seqused_k, block_table)
+    options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
+    return with_options(call, options, q)
 
 
 def _bind_varlen(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, object]:
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k, v, out, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks = tensors
     if out is None:
-        out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+        out = new_out(q)
     lse = _lse(q, (call.num_heads, call.total_q)) if call.return_lse else None
-    t = AttentionTensors(
-        q, k, v, out, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, seqused_k=seqused_k,
-        block_table=block_table, alibi_slopes=alibi_slopes, sinks=sinks,
-    )  # fmt: skip
-    return t, (out if lse is None else (out, lse))
+    fields = (q, k, v, out, lse, cu_q, cu_k, seqused_k, block_table, alibi_slopes, sinks)
+    return fields, (out if lse is None else (out, lse))
 
 
 @ops.custom_op("forge_flash::varlen_fwd")
@@ -318,42 +308,35 @@ def batched_decode_attention(
             *ops.option_args(options), block_table,
         )  # fmt: skip
         return (result, lse) if return_lse else result
-    arguments = (q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale, window_size,
-                 softcap, alibi_slopes, sinks, return_lse)  # fmt: skip
     return dispatch.attend(
         (q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks),
-        ("batched_decode", softmax_scale, window_size, softcap, return_lse),
+        ("batched_decode", softmax_scale, softcap, return_lse),
+        window_size,
         _check_decode,
-        arguments,
         _bind_decode,
     )
 
 
-def _check_decode(
-    q, k_cache, v_cache, cache_seqlens, block_table, scale, *options
-) -> AttentionCall:
+def _check_decode(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks = tensors
+    _, scale, softcap, return_lse = static
     call = check_decode(q, k_cache, v_cache, cache_seqlens, block_table)
-    window_size, softcap, alibi_slopes, sinks, return_lse = options
-    return with_options(
-        call, Options(scale, False, window_size, softcap, alibi_slopes, sinks, return_lse), q
-    )
+    options = Options(scale, False, window_size, softcap, alibi_slopes, sinks, return_lse)
+    return with_options(call, options, q)
 
 
 def _bind_decode(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, object]:
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes, sinks = tensors
-    out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+    out = new_out(q)
     lse = _lse(q, q.shape[:2]) if call.return_lse else None
     result = out if lse is None else (out, lse)
     if views:  # one query row per sequence: the dense layout with seqlen_q = 1, same memory
         q, out, lse = q.unsqueeze(1), out.unsqueeze(1), None if lse is None else lse.unsqueeze(-1)
-    # Positional (the hot path of a decode step): q, k, v, out, lse, cu_seqlens_q/k, seqused_k,
-    # block_table, alibi_slopes, sinks.
-    t = AttentionTensors(
-        q, k_cache, v_cache, out, lse, None, None, cache_seqlens, block_table, alibi_slopes, sinks
-    )
-    return t, result
+    fields = (q, k_cache, v_cache, out, lse, None, None, cache_seqlens, block_table, alibi_slopes,
+              sinks)  # fmt: skip
+    return fields, result
 
 
 @ops.custom_op("forge_flash::batched_decode")
@@ -424,26 +407,19 @@ def cache_attention(
         (batch, seqlen_q, num_heads, head_dim), and the LSE (batch, num_heads, seqlen_q) when
         ``return_lse``.
     """
-    options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     tensors = (
         q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, block_table,
         alibi_slopes, sinks,
     )  # fmt: skip
-    static = (
-        "cache", softmax_scale, causal, window_size, softcap, return_lse, programmatic_launch
-    )  # fmt: skip
-
-    arguments = (
-        q, k_cache, v_cache, cache_seqlens, block_table, cache_batch_idx, cache_leftpad, options,
-        programmatic_launch,
-    )  # fmt: skip
-    return dispatch.attend(tensors, static, _check_cache, arguments, _bind_cache)
+    static = ("cache", softmax_scale, causal, softcap, return_lse, programmatic_launch)
+    return dispatch.attend(tensors, static, window_size, _check_cache, _bind_cache)
 
 
-def _check_cache(
-    q, k_cache, v_cache, cache_seqlens, block_table, cache_batch_idx, cache_leftpad, options,
-    programmatic_launch,
-) -> AttentionCall:  # fmt: skip
+def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, *rest = tensors
+    block_table, alibi_slopes, sinks = rest
+    _, scale, causal, softcap, return_lse, programmatic_launch = static
+    options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     if block_table is not None and cache_batch_idx is not None:
         raise ValueError(
             "cache_batch_idx must be None with block_table (the table maps sequences to "
@@ -459,13 +435,11 @@ def _check_cache(
 
 
 def _bind_cache(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, object]:
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, object]:
     q, k_cache, v_cache, seqlens, batch_idx, leftpad, block_table, alibi_slopes, sinks = tensors
-    out = torch.empty_like(q, memory_format=_CONTIGUOUS)
+    out = new_out(q)
     lse = _lse(q, (q.shape[0], q.shape[2], q.shape[1])) if call.return_lse else None
-    t = AttentionTensors(
-        q, k_cache, v_cache, out, lse, seqused_k=seqlens, block_table=block_table,
-        alibi_slopes=alibi_slopes, sinks=sinks, kv_batch_idx=batch_idx, k_start=leftpad,
-    )  # fmt: skip
-    return t, (out if lse is None else (out, lse))
+    fields = (q, k_cache, v_cache, out, lse, None, None, seqlens, block_table, alibi_slopes,
+              sinks, batch_idx, leftpad)  # fmt: skip
+    return fields, (out if lse is None else (out, lse))

@@ -87,6 +87,10 @@ class AttentionTensors:
 
     ``out`` and ``lse`` are written by the backend: out like q; lse float32 ``(batch, heads,
     seqlen_q)`` (dense) or ``(heads, total_q)`` (varlen), or None when not asked for.
+
+    A repeated call passes the same tensors as a plain tuple in this field order (``fields``):
+    the prepared launch takes them positionally (``backends.base.PreparedRun``), since
+    building this object on every call would cost 0.2 us of a decode step's host time.
     """
 
     q: torch.Tensor
@@ -102,3 +106,7 @@ class AttentionTensors:
     sinks: torch.Tensor | None = None  # float32 (heads,)
     kv_batch_idx: torch.Tensor | None = None  # int32 (batch,): cache row of sequence b
     k_start: torch.Tensor | None = None  # int32 (batch,): first key of sequence b
+
+    def fields(self) -> tuple:
+        """The fields in order, as a repeated call passes them (see the class docstring)."""
+        return tuple(getattr(self, name) for name in self.__slots__)

@@ -14,9 +14,12 @@ once per distinct reason; ``explain`` gives the same answer for a described call
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import NamedTuple
+
+import torch
 
 from . import call_cache
 from .backends.base import Backend, PreparedRun
@@ -29,11 +32,36 @@ log = logging.getLogger("forge_flash")
 _logged_reasons: set[str] = set()
 
 #: Turns the (checked) argument tensors of an entry point into the call's tensors, allocating
-#: the outputs, and gives the value the entry point returns. Views and allocations only: a
-#: repeated call runs it with no validation before it, and with ``views=False``: a prepared
-#: launch reads nothing but data pointers, so the entry point may hand over its own tensors
-#: (the same memory) instead of the layout's views, which cost a microsecond or more each.
-Bind = Callable[[tuple, AttentionCall, bool], tuple[AttentionTensors, object]]
+#: the outputs, and gives the value the entry point returns: ``bind(tensors, call, views,
+#: new_out)``. Views and allocations only: a repeated call runs it with no validation before
+#: it, and with ``views=False``: a prepared launch reads nothing but data pointers, so the
+#: entry point may hand over its own tensors (the same memory) instead of the layout's views,
+#: which cost a microsecond or more each. ``new_out(q)`` allocates the output: like q, with
+#: contiguous strides. The call's tensors come as ``AttentionTensors``' fields in order, in a
+#: plain tuple (see ``AttentionTensors``): the prepared launch takes them as they are.
+NewOut = Callable[[torch.Tensor], torch.Tensor]
+Bind = Callable[[tuple, AttentionCall, bool, NewOut], tuple[tuple, object]]
+
+#: ``new_out`` in general. Where q's strides are the contiguous ones (a prepared call knows
+#: that from its signature), plain ``torch.empty_like`` allocates the same tensor: 0.13 us
+#: sooner on a decode step (CPU), the memory_format argument being what costs.
+_EMPTY_CONTIGUOUS = functools.partial(torch.empty_like, memory_format=torch.contiguous_format)
+
+
+def _contiguous_strides(x: torch.Tensor) -> bool:
+    """Whether ``x``'s strides are exactly the contiguous ones, size-1 dimensions included
+    (``is_contiguous`` does not look at those)."""
+    step = 1
+    for size, stride in zip(reversed(x.shape), reversed(x.stride()), strict=True):
+        if stride != step:
+            return False
+        step *= max(size, 1)
+    return True
+
+
+#: Where the key counts are among ``AttentionTensors``' fields (the device values a repeated
+#: call checks again).
+_SEQUSED_K = AttentionTensors.__slots__.index("seqused_k")
 
 
 class Route(NamedTuple):
@@ -65,63 +93,74 @@ def explain(call: AttentionCall) -> str:
     return backend.name if reason is None else f"{backend.name} ({reason})"
 
 
-class _Prepared:
-    """A call signature's fast path: bind the new tensors, re-check device values, launch."""
+def _prepared(
+    call: AttentionCall, bind: Bind, launch: PreparedRun, q: torch.Tensor
+) -> call_cache.Prepared:
+    """A call signature's fast path: bind the new tensors, launch from their data pointers.
 
-    __slots__ = ("bind", "call", "check", "launch")
+    A closure rather than an object with ``__call__``: calling it costs 0.04 us less, on
+    every decode step.
+    """
 
-    def __init__(self, call: AttentionCall, bind: Bind, launch: PreparedRun) -> None:
-        self.call, self.bind, self.launch = call, bind, launch
-        # Device-value checks only where they may run: not with CUDA checks switched off.
-        checked = call.key_lengths and device_values_checked(call.device)
-        self.check = check_device_values if checked else None
+    new_out = torch.empty_like if _contiguous_strides(q) else _EMPTY_CONTIGUOUS
 
-    def __call__(self, tensors: tuple) -> object | None:
-        t, result = self.bind(tensors, self.call, False)
-        if self.check is not None:
-            self.check(self.call, t)
-        return result if self.launch(t) else None
+    def prepared(tensors: tuple) -> object | None:
+        fields, result = bind(tensors, call, False, new_out)
+        return result if launch(*fields) else None
+
+    def checked(tensors: tuple) -> object | None:  # key counts checked on every call
+        fields, result = bind(tensors, call, False, new_out)
+        check_device_values(call, fields[_SEQUSED_K])
+        return result if launch(*fields) else None
+
+    # Device-value checks only where they may run: not with CUDA checks switched off.
+    return checked if call.key_lengths and device_values_checked(call.device) else prepared
 
 
 def attend(
     tensors: tuple,
     static: tuple,
-    check: Callable[..., AttentionCall],
-    arguments: tuple,
+    window: object,
+    check: Callable[[tuple, tuple, object, Backend | None], AttentionCall],
     bind: Bind,
+    backend: Backend | None = None,
     *,
     keep: bool = True,
-    backend: Backend | None = None,
 ) -> object:
     """Run one entry point's call (the sequence in the module docstring).
 
     ``tensors``: the entry point's tensor arguments (None for absent ones), in a fixed order
-    that ``bind`` reads; ``static``: its name and other arguments (with the tensors' layouts,
-    the call's signature); ``check(*arguments)``: validates all the entry point's arguments
-    and describes the call (raising on bad input; a module-level function and a tuple, not a
-    closure: a closure over the entry point's locals costs every call a cell per local, about
-    half a microsecond on a decode step); ``keep``: remember the prepared call for the
-    signature (not for calls whose checks read device values on every call anyway);
-    ``backend``: run there instead of on the active backend.
+    that ``bind`` reads; ``static``: its name and its other arguments but the window;
+    ``window``: its window_size (these three, with the tensors' layouts, are the call's
+    signature); ``check(tensors, static, window, backend)``: validates all the entry point's
+    arguments and describes the call (raising on bad input; a module-level function that
+    unpacks them, not a closure: a closure over the entry point's locals costs every call a
+    cell per local, about half a microsecond on a decode step); ``backend``: run there
+    instead of on the active backend; ``keep``: remember the prepared call for the signature
+    (not for calls whose checks read device values on every call anyway).
 
     A call that casts its inputs (float32 to the kernels' half precision) is not kept: which
     half dtype it takes depends on the values.
     """
     key = None
     if keep:
-        key = call_cache.signature(backend or discovered_backend(), tensors, static)
-    prepared = call_cache.lookup(key)
-    if prepared is not None:
-        result = prepared(tensors)
-        if result is not None:
-            return result
-    call = check(*arguments)
-    t, result = bind(tensors, call, True)
+        key, prepared = call_cache.find(
+            discovered_backend() if backend is None else backend, tensors, static, window
+        )
+        if prepared is not None:
+            result = prepared(tensors)
+            if result is not None:
+                return result
+    call = check(tensors, static, window, backend)
+    fields, result = bind(tensors, call, True, _EMPTY_CONTIGUOUS)
+    t = AttentionTensors(*fields)
     runner = route(call, backend).backend
     launch = runner.prepare(call, t)
-    if launch is None or not launch(t):
+    if launch is None or not launch(*fields):
         runner.run(call, t)
     if call_cache.needs_preparing(key):
         casts = call.dtype != tensors[0].dtype
-        call_cache.remember(key, None if launch is None or casts else _Prepared(call, bind, launch))
+        call_cache.remember(
+            key, None if launch is None or casts else _prepared(call, bind, launch, tensors[0])
+        )
     return result

@@ -17,7 +17,7 @@ import torch
 from . import dispatch, ops
 from .api import batched_decode_attention
 from .backends.base import Backend
-from .call import NO_WINDOW, AttentionCall, AttentionTensors
+from .call import NO_WINDOW, AttentionCall
 from .validation import (
     Options,
     check_cast_dtype,
@@ -107,13 +107,16 @@ def attention_fwd(
     Returns:
         A tensor in q's layout and dtype.
     """
-    options = Options(scale, is_causal, window_size, softcap, alibi_slopes, sinks, False)
     if backend is None and torch.compiler.is_compiling():
+        options = Options(scale, is_causal, window_size, softcap, alibi_slopes, sinks)
         return torch.ops.forge_flash.attention_fwd(
             q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal,
             ops.CAST_NAMES.get(cast_dtype, cast_dtype), *ops.option_args(options),
         )  # fmt: skip
-    return _flat_attention(q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options, backend)
+    return _flat_attention(
+        q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype, window_size,
+        softcap, alibi_slopes, sinks, backend,
+    )  # fmt: skip
 
 
 def multi_head_attention(
@@ -134,50 +137,53 @@ def multi_head_attention(
 ) -> torch.Tensor:
     """The design note's backend trait call: ``attention_fwd`` on the active backend (the
     same implementation, its own op name under ``torch.compile``)."""
-    options = Options(scale, is_causal, window_size, softcap, alibi_slopes, sinks, False)
     if torch.compiler.is_compiling():
+        options = Options(scale, is_causal, window_size, softcap, alibi_slopes, sinks)
         return torch.ops.forge_flash.multi_head_attention(
             q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal,
             ops.CAST_NAMES.get(cast_dtype, cast_dtype), *ops.option_args(options),
         )  # fmt: skip
-    return _flat_attention(q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options, None)
+    return _flat_attention(
+        q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype, window_size,
+        softcap, alibi_slopes, sinks, None,
+    )  # fmt: skip
 
 
 def _flat_attention(
-    q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options: Options, backend
-) -> torch.Tensor:
-    static = ("flat", options.softmax_scale, options.causal, options.window_size, options.softcap,
-              num_heads, num_kv_heads, head_dim, cast_dtype)  # fmt: skip
-    arguments = (q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options, backend)
+    q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal, cast_dtype, window_size,
+    softcap, alibi_slopes, sinks, backend,
+) -> torch.Tensor:  # fmt: skip
+    static = ("flat", scale, is_causal, softcap, num_heads, num_kv_heads, head_dim, cast_dtype)
     out = dispatch.attend(
-        (q, k, v, options.alibi_slopes, options.sinks), static, _check_flat, arguments,
-        _bind_flat, backend=backend,
-    )  # fmt: skip
+        (q, k, v, alibi_slopes, sinks), static, window_size, _check_flat, _bind_flat, backend
+    )
     return out if out.dtype == q.dtype else out.to(q.dtype)
 
 
-def _check_flat(
-    q, k, v, num_heads, num_kv_heads, head_dim, cast_dtype, options: Options, backend
-) -> AttentionCall:
+def _check_flat(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
+    q, k, v, alibi_slopes, sinks = tensors
+    _, scale, is_causal, softcap, num_heads, num_kv_heads, head_dim, cast_dtype = static
     call = check_flat(q, k, v, num_heads, num_kv_heads, head_dim)
+    options = Options(scale, is_causal, window_size, softcap, alibi_slopes, sinks)
     call = with_options(call, options, q, scale_name="scale", causal_name="is_causal")
     return kernel_cast(call, check_cast_dtype(cast_dtype), (q, k, v), backend)
 
 
 def _bind_flat(
-    tensors: tuple, call: AttentionCall, views: bool
-) -> tuple[AttentionTensors, torch.Tensor]:
+    tensors: tuple, call: AttentionCall, views: bool, new_out: dispatch.NewOut
+) -> tuple[tuple, torch.Tensor]:
     q, k, v, alibi_slopes, sinks = tensors
     if call.dtype != q.dtype:  # float32 cast for the kernels (see kernel_cast)
         q, k, v = q.to(call.dtype), k.to(call.dtype), v.to(call.dtype)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    out = new_out(q)
     parts = [q, k, v, out]
     if views:  # the per-head layout (b, s, h, d) of the same memory
         parts = [x.unflatten(-1, (n, call.head_dim)) for x, n in ((q, call.num_heads),
                  (k, call.num_heads_k), (v, call.num_heads_k), (out, call.num_heads))]  # fmt: skip
         if q.dim() == 2:  # unbatched: a batch of one
             parts = [x.unsqueeze(0) for x in parts]
-    return AttentionTensors(*parts, alibi_slopes=alibi_slopes, sinks=sinks), out
+    # AttentionTensors' fields in order (see dispatch.Bind)
+    return (*parts, None, None, None, None, None, alibi_slopes, sinks), out
 
 
 def _flat_op(name: str):
@@ -200,12 +206,10 @@ def _flat_op(name: str):
         alibi_slopes: torch.Tensor | None = None,
         sinks: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        options = Options(
-            scale, is_causal, (window_left, window_right), softcap, alibi_slopes, sinks, False
-        )
         return _flat_attention(
-            q, k, v, num_heads, num_kv_heads, head_dim, ops.CAST_DTYPES.get(cast_dtype, cast_dtype),
-            options, None,
+            q, k, v, num_heads, num_kv_heads, head_dim, scale, is_causal,
+            ops.CAST_DTYPES.get(cast_dtype, cast_dtype), (window_left, window_right), softcap,
+            alibi_slopes, sinks, None,
         )  # fmt: skip
 
     op = torch.library.custom_op(f"forge_flash::{name}", implementation, mutates_args=())

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from .call import NO_WINDOW, AttentionCall, AttentionTensors
+from .call import NO_WINDOW, AttentionCall
 
 #: The public API's head_dim limit, the same on every backend (the kernels' own limits come from
 #: the plugin: ``_C.limits()``, read by ``backends.cuda``).
@@ -584,8 +584,9 @@ def with_options(
     )
 
 
-def check_device_values(call: AttentionCall, t: AttentionTensors) -> None:
+def check_device_values(call: AttentionCall, seqused_k: torch.Tensor | None) -> None:
     """The checks of device *values* that a repeated call must run again (its signature
-    fixes everything else): per-sequence key counts within the cache."""
-    if t.seqused_k is not None and call.layout == "dense":
-        check_cache_seqlens_values(t.seqused_k, call.seqlen_k)
+    fixes everything else): per-sequence key counts (``AttentionTensors.seqused_k``) within
+    the cache."""
+    if seqused_k is not None and call.layout == "dense":
+        check_cache_seqlens_values(seqused_k, call.seqlen_k)

@@ -21,11 +21,20 @@ class PreparedRun(Protocol):
     """``Backend.run`` of one call with everything but the data pointers worked out.
 
     Called with tensors of the signature it was prepared for (types, shapes, strides, dtypes,
-    devices), it reads nothing from them but their data pointers. Returns False, having done
-    nothing, when those pointers do not suit it (the caller then takes ``Backend.run``).
+    devices), given positionally in the order of ``AttentionTensors``' fields (trailing
+    absent ones may be left out; ``AttentionTensors.fields``), it reads nothing from them but
+    their data pointers. Returns False, having done nothing, when those pointers do not suit
+    it (the caller then takes ``Backend.run``).
     """
 
-    def __call__(self, t: AttentionTensors) -> bool: ...
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        *optional: torch.Tensor | None,
+    ) -> bool: ...
 
 
 class Backend(ABC):
