@@ -175,6 +175,8 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
   p.features = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f || p.alibi_slopes != nullptr ||
                p.sinks != nullptr || p.block_table != nullptr || p.kv_batch_idx != nullptr || p.k_start != nullptr ||
                !(scale > 0.f);
+  p.score_mods = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f ||
+                 p.alibi_slopes != nullptr || p.sinks != nullptr || !(scale > 0.f);
   const float log2e = static_cast<float>(M_LOG2E);
   // Only a softcap or a scale <= 0 (whose -inf masks the scale would turn to +inf) needs
   // every score turned into a base-2 logit before the mask (score_mod); the other variants

@@ -26,8 +26,11 @@
 
 namespace forge_flash {
 
-// kFeat: the variant kernel (see fwd_kernel.cuh).
-template <typename T, typename Cfg, bool kFeat>
+// kFeat: the variant kernel (see fwd_kernel.cuh); kScoreMods: with its score program (window,
+// softcap, ALiBi, sinks), or (false) the plain one over K/V addressed the variants' ways (paged,
+// indexed, left-padded): a paged decode step then pays nothing for score variants it does not
+// use (the variant kernel cost one sequence of 4k keys 11.8 us, the plain one 10.3, H200).
+template <typename T, typename Cfg, bool kFeat, bool kScoreMods = kFeat>
 __global__ void __launch_bounds__(Cfg::kNThreads)
     decode_kernel(const __grid_constant__ FwdParams p, const int num_m_blocks) {
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kWarps = Cfg::kNWarps;
@@ -109,7 +112,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     float acc_s[1][kBlockN / 8][4];
     qk_scores<T, 1, kBlockN, kHeadDim>(acc_s, q_frag, k_frag);
     const int n0 = n_block * kBlockN;
-    scores_to_logits<kFeat>(acc_s[0], p, w, n0, lane / 4, lane, tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM));
+    scores_to_logits<kScoreMods>(acc_s[0], p, w, n0, lane / 4, lane,
+                                 tile_needs_mask<kScoreMods>(p, w, n0, kBlockN, kBlockM));
 
     cp_async_wait<0>();
     __syncwarp();                   // V[n] landed; the warp is done reading K[n]
@@ -161,7 +165,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
       acc.z = fmaf(weight, x.z, acc.z), acc.w = fmaf(weight, x.w, acc.w);
     }
     float keep = 1.f;  // a sink joins only the row's last merge (no splits after this one)
-    if (kFeat && p.sinks != nullptr && p.num_splits == 1 && w.m0 + row < w.rows)
+    if (kScoreMods && p.sinks != nullptr && p.num_splits == 1 && w.m0 + row < w.rows)
       keep = join_sink(p.sinks[row_target(p, w, row).head], mx, sum);
     const float inv = sum != 0.f ? keep / sum : 0.f;
     acc = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);

@@ -219,6 +219,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   p.pack_gqa = p.group > 1 && packed_rows <= kernels.prefill.block_m;
   const int64_t rows = p.pack_gqa ? packed_rows : p.seqlen_q;
   plan->kernel = rows <= kernels.decode.block_m ? kernels.decode : kernels.prefill;
+  const bool decode = plan->kernel.kernel == kernels.decode.kernel;
+  if (decode && !p.score_mods && kernels.decode_kv.kernel != nullptr) plan->kernel = kernels.decode_kv;
 
   DeviceFacts facts{};
   if ((*cuda_error = device_facts(plan->kernel, &facts)) != cudaSuccess) return "device query failed";
@@ -243,8 +245,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // GPU holds every tile's cluster at once: in two waves of clusters a batched decode ran 5-12%
   // slower than on the combine kernel (H100, docs/benchmarks.md).
   p.cluster_combine = false;
-  if (p.num_splits > 1 && plan->kernel.kernel == kernels.decode.kernel && facts.cc_major == 9 && facts.sm90_code &&
-      sm90_enabled()) {
+  if (p.num_splits > 1 && decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled()) {
     ClusterCapacity capacity{};
     if ((*cuda_error = cluster_capacity(plan->kernel, &capacity)) != cudaSuccess) return "device query failed";
     int max_splits = kMaxClusterSplits;

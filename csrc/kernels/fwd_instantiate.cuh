@@ -33,13 +33,23 @@ KernelInfo sm90_kernel_info() {
   }
 }
 
+// Variant tables only: the decode kernel with plain scores over paged or indexed K/V.
+template <typename T, typename Decode, bool kFeat>
+KernelInfo decode_kv_kernel_info() {
+  if constexpr (kFeat)
+    return kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, true, false>));
+  else
+    return {nullptr, 0, 0, 0, 0, 1};
+}
+
 template <typename T, int kHeadDim, bool kFeat>
 FwdKernels fwd_kernels() {
   using Prefill = PrefillConfig<kHeadDim>;
   using Decode = DecodeConfig<kHeadDim>;
   return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, kFeat>)),
           kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, kFeat>)),
-          sm90_kernel_info<T, kHeadDim, false, kFeat>(), sm90_kernel_info<T, kHeadDim, true, kFeat>()};
+          sm90_kernel_info<T, kHeadDim, false, kFeat>(), sm90_kernel_info<T, kHeadDim, true, kFeat>(),
+          decode_kv_kernel_info<T, Decode, kFeat>()};
 }
 
 }  // namespace forge_flash

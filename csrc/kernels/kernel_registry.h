@@ -24,6 +24,7 @@ struct FwdKernels {
   KernelInfo decode;           // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
   KernelInfo sm90;             // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
   KernelInfo sm90_persistent;  // the same, persistent: for short K/V (few tiles per query block)
+  KernelInfo decode_kv;        // variant tables: decode_kernel with plain scores over paged/indexed K/V
 };
 
 // The kernels of one (dtype, head dim): plain (kFeat = false) or the variant kernels (window,

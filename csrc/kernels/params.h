@@ -48,6 +48,10 @@ struct FwdParams {
   // Variants (fwd_common.cuh): the kernels compiled with them run when `features` is set (any
   // of these, paged or indexed K/V, or a scale <= 0).
   bool features;
+  // Whether scores need the variant score program (a window, softcap, ALiBi, sinks or a scale
+  // <= 0); without it a variant call only addresses K/V differently (paged, indexed, left-padded),
+  // which the decode kernel has an instance for (FwdKernels::decode_kv).
+  bool score_mods;
   int window_left, window_right;  // keys around the aligned diagonal, -1 unbounded (causal: right 0)
   float softcap;                  // 0 = off
   float score_scale;              // score_mod: scale / softcap, scale * log2(e), or 1 (none)
