@@ -2,7 +2,7 @@
 // the kernels: launch_merge_states (and flash_api.cpp's kernel entry points, linked for
 // ff_last_error) are stubs that record whether they were reached. Every invalid call must
 // return FF_ERROR_INVALID_ARGUMENT with a message naming the argument and launch nothing.
-// Run by tests/c_api/test_merge_c_api.py.
+// Run by tests/c_api/test_c_api_validation.py.
 #include <cstdint>
 #include <cstdio>
 #include <functional>

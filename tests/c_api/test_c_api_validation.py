@@ -1,4 +1,4 @@
-"""Builds and runs the host-only C API validation test (no GPU, no kernels needed).
+"""Builds and runs the host-only C API validation tests (no GPU, no kernels needed).
 
 The C API must refuse bad sizes, strides, pointers and flags by itself, whatever the Python
 layer already checked. Needs a C++ compiler and the CUDA toolkit's headers and static cudart;
@@ -28,19 +28,31 @@ def _missing() -> str | None:
     return None
 
 
+# Each host-only test program, with the C API sources it checks (flash_api.cpp also for the
+# others: it holds ff_last_error). Every entry point must refuse bad input by itself.
+PROGRAMS = {
+    "flash_attn": ["validation_test.cpp", "flash_api.cpp"],
+    "merge_states": ["merge_validation_test.cpp", "merge_api.cpp", "flash_api.cpp"],
+    "append_kv": ["append_validation_test.cpp", "append_api.cpp", "flash_api.cpp"],
+}
+
+
 @pytest.mark.skipif(_missing() is not None, reason=f"C API test not buildable: {_missing()}")
-def test_c_api_refuses_invalid_arguments(tmp_path):
-    exe = tmp_path / "validation_test"
+@pytest.mark.parametrize("entry", PROGRAMS)
+def test_c_api_refuses_invalid_arguments(entry, tmp_path):
+    program, *sources = PROGRAMS[entry]
+    exe = tmp_path / program.removesuffix(".cpp")
     build = [
         "g++", "-std=c++17", "-O1", "-Wall", "-Werror",
         f"-I{ROOT / 'csrc' / 'include'}", f"-I{CUDA_HOME / 'include'}",
-        str(ROOT / "tests" / "c_api" / "validation_test.cpp"),
-        str(ROOT / "csrc" / "api" / "flash_api.cpp"),
+        str(ROOT / "tests" / "c_api" / program),
+        *(str(ROOT / "csrc" / "api" / source) for source in sources),
         f"-L{CUDA_HOME / 'lib64'}", "-lcudart_static", "-ldl", "-lpthread", "-lrt",
         "-o", str(exe),
     ]  # fmt: skip
-    subprocess.run(build, check=True, capture_output=True, text=True)
+    built = subprocess.run(build, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert result.returncode == 0 and not failures, result.stdout + result.stderr
-    assert "0 failed" in result.stdout
+    assert " 0 failed" in result.stdout
