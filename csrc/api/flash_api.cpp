@@ -172,11 +172,9 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
     for (p.page_shift = 0; (1 << p.page_shift) < o.page_size;) ++p.page_shift;
   p.kv_batch_idx = o.kv_batch_idx, p.kv_batch_rows = o.kv_batch_rows;
   p.k_start = o.k_start;
-  p.features = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f || p.alibi_slopes != nullptr ||
-               p.sinks != nullptr || p.block_table != nullptr || p.kv_batch_idx != nullptr || p.k_start != nullptr ||
-               !(scale > 0.f);
   p.score_mods = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f ||
                  p.alibi_slopes != nullptr || p.sinks != nullptr || !(scale > 0.f);
+  p.features = p.score_mods || p.block_table != nullptr || p.kv_batch_idx != nullptr || p.k_start != nullptr;
   const float log2e = static_cast<float>(M_LOG2E);
   // Only a softcap or a scale <= 0 (whose -inf masks the scale would turn to +inf) needs
   // every score turned into a base-2 logit before the mask (score_mod); the other variants
