@@ -1,7 +1,7 @@
 """GPU time that appending one token per sequence adds to a decode step of
 ``flash_attn_with_kvcache`` (issue 15's budget: at most 2 us), replayed from CUDA graphs:
 
-    python tools/kvcache_append_cost.py [TAG]
+    python tools/kvcache_append_cost.py [TAG] [--copies N]
 
 For each shape (32 query heads over 8 KV heads of 128, bf16, 4096 cached keys; contiguous and
 paged caches of 16-key pages; with and without rotary; batch 1, 8 and 64) it prints the step
@@ -11,10 +11,15 @@ it), their difference, that difference with the attention launched plainly, the 
 the torch ops (the path the kernel replaced, for comparison), and the append (with the rotary
 of q and k) timed alone, fused and on the torch ops. Needs the kernel plugin: it says so and
 stops where the fused append does not run.
+
+``--copies N`` captures N consecutive decode steps in one graph (default 1): each step's share
+of a replay, the steady state of a decode loop, without the replay's own start-up in every
+figure (with one step per replay, that start-up's jitter is about +-2 us).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from contextlib import contextmanager
 
@@ -79,7 +84,11 @@ def _torch_ops_append():
 
 
 def main() -> None:
-    tag = sys.argv[1] if len(sys.argv) > 1 else "forge_flash"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tag", nargs="?", default="forge_flash")
+    parser.add_argument("--copies", type=int, default=1, help="decode steps per graph replay")
+    args = parser.parse_args()
+    tag, copies = args.tag, args.copies
     device = torch.device("cuda")
     if forge_flash.active_backend().name != "cuda":
         sys.exit("kvcache_append_cost: the kernel plugin is not in use here")
@@ -125,17 +134,18 @@ def main() -> None:
                         return apply_rotary(c["q"], cos, sin, positions, True)
                     return None
 
-                base = time_graph(attention_only, device, copies=1) * 1e6
-                step = time_graph(with_append, device, copies=1) * 1e6
-                alone = time_graph(fused_alone, device, copies=1) * 1e6
+                base = time_graph(attention_only, device, copies=copies) * 1e6
+                step = time_graph(with_append, device, copies=copies) * 1e6
+                alone = time_graph(fused_alone, device, copies=copies) * 1e6
                 with _attention_launched_plainly():
-                    plain = time_graph(with_append, device, copies=1) * 1e6
+                    plain = time_graph(with_append, device, copies=copies) * 1e6
                 with _torch_ops_append():
-                    torch_step = time_graph(with_append, device, copies=1) * 1e6
-                torch_only = time_graph(torch_alone, device, copies=1) * 1e6
+                    torch_step = time_graph(with_append, device, copies=copies) * 1e6
+                torch_only = time_graph(torch_alone, device, copies=copies) * 1e6
                 layout = f"paged{PAGE}" if paged else "contiguous"
                 print(
-                    f"{tag} {layout} b{batch} rotary={int(rotary)}: attention {base:.1f} us, "
+                    f"{tag} {layout} b{batch} steps/replay={copies} rotary={int(rotary)}: "
+                    f"attention {base:.1f} us, "
                     f"with fused append {step:.1f} us, added {step - base:.1f} us "
                     f"(fused append alone {alone:.1f} us; without the programmatic launch "
                     f"added {plain - base:.1f} us); torch ops: with append "
