@@ -137,6 +137,10 @@ Check check_append(const ff_append_kv_args* args) {
 }
 
 }  // namespace
+
+// For flash_api.cpp's fused step: why the append's arguments are invalid, or "".
+std::string append_args_error(const ff_append_kv_args* args) { return check_append(args).message; }
+
 }  // namespace forge_flash
 
 extern "C" ff_status ff_append_kv(const ff_append_kv_args* args, cudaStream_t stream) {

@@ -11,9 +11,13 @@
 #include <limits>
 #include <string>
 
+#include "../kernels/append_kv.h"
 #include "../kernels/dispatch.h"
 
 namespace forge_flash {
+
+std::string append_args_error(const ff_append_kv_args* args);  // append_api.cpp
+
 namespace {
 
 thread_local std::string g_last_error;
@@ -213,6 +217,13 @@ Failure run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, si
     if (cuda_error != cudaSuccess) return fail(FF_ERROR_CUDA, "%s: %s", why, cudaGetErrorString(cuda_error));
     return fail(FF_ERROR_INVALID_ARGUMENT, "%s", why);
   }
+  // The decode kernel patches the new keys into its warps' first tiles: they must lie in the
+  // sequence's last two tiles (decode_kernel.cuh).
+  if (p.seqlen_new > 0 && (!plan.decode || p.seqlen_new > plan.kernel.block_n))
+    return fail(FF_ERROR_UNSUPPORTED,
+                "the K/V append does not fuse: the attention does not run on the decode kernel, or seqlen_new (%d) "
+                "exceeds its K/V tile",
+                p.seqlen_new);
   const size_t have = workspace == nullptr ? 0 : *workspace_bytes;
   if (plan.workspace_bytes > have) {
     *workspace_bytes = plan.workspace_bytes;
@@ -227,7 +238,9 @@ Failure run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, si
   return ok();
 }
 
-Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+// Checks a uniform-batch call and fills p; `empty`: nothing to compute or write.
+Failure check_fwd(const ff_fwd_args* a, size_t* workspace_bytes, FwdParams& p, bool& empty) {
+  empty = false;
   if (a == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "args is NULL");
   if (workspace_bytes == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "workspace_bytes is NULL");
   if (a->batch_size < 0 || a->seqlen_q < 0 || a->seqlen_k < 0)
@@ -240,7 +253,10 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
   if (o.block_table != nullptr && a->seqlen_k > static_cast<int64_t>(o.max_blocks) * o.page_size)
     return fail(FF_ERROR_INVALID_ARGUMENT, "seqlen_k (%d) exceeds the keys a block table row addresses (%d x %d)",
                 a->seqlen_k, o.max_blocks, o.page_size);
-  if (a->batch_size == 0 || a->seqlen_q == 0) return ok();  // nothing to compute or write
+  if (a->batch_size == 0 || a->seqlen_q == 0) {  // nothing to compute or write
+    empty = true;
+    return ok();
+  }
   const bool has_keys = a->seqlen_k > 0;
   // K/V extents: (batch, seqlen_k) rows; a cache batch index's rows; or blocks of page_size rows.
   const int64_t kv_batch = o.block_table != nullptr    ? o.num_blocks
@@ -265,13 +281,92 @@ Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes,
   if ((f = check_aligned4("softmax_lse", a->softmax_lse, false)).status != FF_OK) return f;
   if ((f = check_aligned4("seqused_k", a->seqused_k, false)).status != FF_OK) return f;
 
-  FwdParams p{};
   set_tensors(p, a->q, a->k, a->v, a->out);
   p.lse = a->softmax_lse;
   p.seqused_k = a->seqused_k;
   p.batch = a->batch_size, p.seqlen_q = a->seqlen_q, p.seqlen_k = a->seqlen_k;
   p.num_heads = a->num_heads, p.num_heads_k = a->num_heads_k, p.head_dim = a->head_dim;
   set_score_params(p, a->softmax_scale, a->is_causal != 0, o);
+  return ok();
+}
+
+Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+  FwdParams p{};
+  bool empty = false;
+  const Failure f = check_fwd(a, workspace_bytes, p, empty);
+  if (f.status != FF_OK || empty) return f;
+  return run(p, a->dtype, a->options.programmatic_launch != 0, workspace, workspace_bytes, stream);
+}
+
+// The same memory: one base, and one stride in each dimension that has more than one index (a
+// size-1 dimension's stride never addresses memory, and callers leave it arbitrary).
+bool same_view(const ff_tensor& x, const ff_tensor& y, int64_t batch, int64_t rows, int64_t heads) {
+  return x.data == y.data && (batch <= 1 || x.batch_stride == y.batch_stride) &&
+         (rows <= 1 || x.row_stride == y.row_stride) && (heads <= 1 || x.head_stride == y.head_stride);
+}
+
+// ff_attn_fwd_append: both calls checked, then checked to describe one step, then (where it
+// fuses) the attention's parameters gain the append's (params.h) and run on the decode kernel.
+Failure attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* workspace, size_t* workspace_bytes,
+                        cudaStream_t stream) {
+  FwdParams p{};
+  bool empty = false;
+  Failure f = check_fwd(a, workspace_bytes, p, empty);
+  if (f.status != FF_OK) return f;
+  if (ap == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "append is NULL");
+  const std::string why = append_args_error(ap);
+  if (!why.empty()) return {FF_ERROR_INVALID_ARGUMENT, "append: " + why};
+  const ff_append_kv_args& b = *ap;
+  const ff_attn_options& o = a->options;
+  const bool paged = o.block_table != nullptr;
+  if (b.dtype != a->dtype || b.head_dim != a->head_dim || b.num_heads != a->num_heads ||
+      b.num_heads_k != a->num_heads_k || b.batch_size != a->batch_size || b.seqlen_q != a->seqlen_q)
+    return fail(FF_ERROR_INVALID_ARGUMENT,
+                "append: dtype, head_dim, num_heads, num_heads_k, batch_size and seqlen_q must be the attention's");
+  if (!same_view(b.k_cache, a->k, b.cache_batch, b.cache_seqlen, b.num_heads_k) ||
+      !same_view(b.v_cache, a->v, b.cache_batch, b.cache_seqlen, b.num_heads_k))
+    return fail(FF_ERROR_INVALID_ARGUMENT,
+                "append.k_cache and v_cache must be the attention's k and v (data, strides)");
+  if (a->seqused_k != b.cache_seqlens)
+    return fail(FF_ERROR_INVALID_ARGUMENT,
+                "seqused_k must be append.cache_seqlens (the keys cached before the new ones)");
+  if (b.block_table != o.block_table ||
+      (paged && (b.block_table_stride != o.block_table_stride || b.max_blocks != o.max_blocks ||
+                 b.cache_batch != o.num_blocks || b.cache_seqlen != o.page_size)))
+    return fail(FF_ERROR_INVALID_ARGUMENT,
+                "append: the block table (pointer, stride, max_blocks) and cache extents (num_blocks, page_size) must "
+                "be the attention's");
+  if (!paged && (b.cache_batch_idx != o.kv_batch_idx || b.cache_seqlen != a->seqlen_k ||
+                 (o.kv_batch_idx != nullptr && b.cache_batch != o.kv_batch_rows)))
+    return fail(FF_ERROR_INVALID_ARGUMENT,
+                "append: cache_batch_idx, cache_seqlen and cache_batch must be the attention's kv_batch_idx, seqlen_k "
+                "and kv_batch_rows");
+  if (b.q.data != nullptr || b.q_out.data != nullptr || b.seqlens_out != nullptr)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "append.q, q_out and seqlens_out must be NULL (q is rotated as it is read)");
+
+  // Where the step does not fuse, the caller makes the two calls.
+  if (empty || b.seqlen_new < 1 || b.seqlen_new > a->seqlen_k)
+    return fail(FF_ERROR_UNSUPPORTED, "the K/V append does not fuse: no query, or seqlen_new (%d) not in [1, seqlen_k]",
+                b.seqlen_new);
+  if (o.k_start != nullptr) return fail(FF_ERROR_UNSUPPORTED, "the K/V append does not fuse with left padding");
+  // Every new key must lie in some query's band (the kernel visits only those tiles): true
+  // when the queries sit on the new keys (seqlen_new <= seqlen_q) or no left edge cuts them.
+  if (o.has_window && o.window_left >= 0 && b.seqlen_new > a->seqlen_q)
+    return fail(FF_ERROR_UNSUPPORTED,
+                "the K/V append does not fuse: a left window edge with more new keys than queries");
+  if (!append_vectorisable(b) || !aligned_for_vectors(a->q))
+    return fail(FF_ERROR_UNSUPPORTED, "the K/V append does not fuse: k, v, the caches or q lack 16-byte accesses");
+
+  p.seqlen_new = b.seqlen_new;
+  p.k_new = b.k.data, p.v_new = b.v.data;
+  p.k_new_batch_stride = b.k.batch_stride, p.k_new_row_stride = b.k.row_stride, p.k_new_head_stride = b.k.head_stride;
+  p.v_new_batch_stride = b.v.batch_stride, p.v_new_row_stride = b.v.row_stride, p.v_new_head_stride = b.v.head_stride;
+  const bool rotary = b.rotary_cos.data != nullptr;
+  p.rotary = {
+      b.rotary_cos, b.rotary_sin,        b.rotary_dtype, rotary ? b.rotary_dim : 0, rotary ? b.rotary_dim / 2 : 0,
+      b.seqlen_ro,  b.rotary_interleaved};
+  p.rotary_query_per_token = b.query_per_token != 0;
+  p.features = true;  // the variant instances carry the append (decode_kv without score variants)
   return run(p, a->dtype, o.programmatic_launch != 0, workspace, workspace_bytes, stream);
 }
 
@@ -340,6 +435,11 @@ extern "C" {
 
 ff_status ff_attn_fwd(const ff_fwd_args* args, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
   return forge_flash::report(forge_flash::attn_fwd(args, workspace, workspace_bytes, stream));
+}
+
+ff_status ff_attn_fwd_append(const ff_fwd_args* attn, const ff_append_kv_args* append, void* workspace,
+                             size_t* workspace_bytes, cudaStream_t stream) {
+  return forge_flash::report(forge_flash::attn_fwd_append(attn, append, workspace, workspace_bytes, stream));
 }
 
 ff_status ff_attn_varlen_fwd(const ff_varlen_fwd_args* args, void* workspace, size_t* workspace_bytes,

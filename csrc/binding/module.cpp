@@ -112,6 +112,8 @@ size_t invoke(Fn fn, const Args& args, uintptr_t workspace, size_t workspace_byt
   }
 }
 
+class AppendKvCall;
+
 // A call of one entry point with its sizes, strides and flags bound. The adapter makes one
 // per call signature and then passes only data pointers, workspace and stream: ten or twelve
 // integers to convert per call instead of thirty-odd.
@@ -149,6 +151,15 @@ class FwdCall {
     a.options.k_start = reinterpret_cast<const int32_t*>(k_start);
     return invoke(ff_attn_fwd, a, workspace, workspace_bytes, device, stream);
   }
+
+  // A decode step with the K/V append fused (ff_attn_fwd_append): this call over the caches
+  // (k_cache, v_cache as k, v; cache_seqlens as seqused_k) and `append`'s new k/v and rotary
+  // tables. Returns 0 when launched, the workspace bytes needed, or -1 where the step does not
+  // fuse (nothing launched: make the two calls).
+  int64_t run_append(const AppendKvCall& append, uintptr_t q, uintptr_t k_cache, uintptr_t v_cache, uintptr_t out,
+                     uintptr_t lse, uintptr_t cache_seqlens, uintptr_t alibi, uintptr_t sinks, uintptr_t block_table,
+                     uintptr_t kv_batch_idx, uintptr_t k, uintptr_t v, uintptr_t rotary_cos, uintptr_t rotary_sin,
+                     uintptr_t workspace, size_t workspace_bytes, int device, uintptr_t stream) const;
 
  private:
   ff_fwd_args args_{};
@@ -255,9 +266,41 @@ class AppendKvCall {
     invoke(no_workspace, a, 0, 0, device, stream);
   }
 
+  const ff_append_kv_args& args() const { return args_; }
+
  private:
   ff_append_kv_args args_{};
 };
+
+int64_t FwdCall::run_append(const AppendKvCall& append, uintptr_t q, uintptr_t k_cache, uintptr_t v_cache,
+                            uintptr_t out, uintptr_t lse, uintptr_t cache_seqlens, uintptr_t alibi, uintptr_t sinks,
+                            uintptr_t block_table, uintptr_t kv_batch_idx, uintptr_t k, uintptr_t v,
+                            uintptr_t rotary_cos, uintptr_t rotary_sin, uintptr_t workspace, size_t workspace_bytes,
+                            int device, uintptr_t stream) const {
+  ff_fwd_args a = args_;
+  set_data(a, q, k_cache, v_cache, out, lse);
+  a.seqused_k = reinterpret_cast<const int32_t*>(cache_seqlens);
+  set_option_data(a, alibi, sinks, block_table);
+  a.options.kv_batch_idx = reinterpret_cast<const int32_t*>(kv_batch_idx);
+  ff_append_kv_args b = append.args();
+  b.k.data = reinterpret_cast<void*>(k), b.v.data = reinterpret_cast<void*>(v);
+  b.k_cache.data = reinterpret_cast<void*>(k_cache), b.v_cache.data = reinterpret_cast<void*>(v_cache);
+  b.q.data = b.q_out.data = nullptr;  // q is the attention's, rotated as the kernel reads it
+  b.num_heads = a.num_heads, b.seqlen_q = a.seqlen_q;
+  b.cache_seqlens = a.seqused_k, b.seqlens_out = nullptr;
+  b.cache_batch_idx = a.options.kv_batch_idx, b.block_table = a.options.block_table;
+  b.rotary_cos.data = reinterpret_cast<const void*>(rotary_cos);
+  b.rotary_sin.data = reinterpret_cast<const void*>(rotary_sin);
+  bool declined = false;  // FF_ERROR_UNSUPPORTED: the step does not fuse, nothing launched
+  const size_t bytes = invoke(
+      [&](const ff_fwd_args* args, void* ws, size_t* need, cudaStream_t s) {
+        const ff_status status = ff_attn_fwd_append(args, &b, ws, need, s);
+        declined = status == FF_ERROR_UNSUPPORTED;
+        return declined ? FF_OK : status;
+      },
+      a, workspace, workspace_bytes, device, stream);
+  return declined ? -1 : static_cast<int64_t>(bytes);
+}
 
 std::vector<int> parse_archs(const char* list) {  // "80,90" -> {80, 90}
   std::vector<int> archs;
@@ -280,7 +323,8 @@ PYBIND11_MODULE(_C, m) {
                       "for 0 or the workspace bytes needed.")
       .def(py::init<const Strides&, int, int, int, int, int, int, float, bool, int, const OptionFields&>())
       .def("__call__", &FwdCall::operator())
-      .def("run", &FwdCall::run);
+      .def("run", &FwdCall::run)
+      .def("run_append", &FwdCall::run_append);
   py::class_<VarlenFwdCall>(m, "VarlenFwdCall",
                             "Variable-length attention forward with sizes, strides, flags and option fields bound; "
                             "call .run(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_k, alibi, sinks, "

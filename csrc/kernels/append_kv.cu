@@ -63,7 +63,7 @@ cudaError_t launch_append_kv(const ff_append_kv_args& args, cudaStream_t stream)
   const AppendParams p = append::make_append_params(args);
   const unsigned ctas = static_cast<unsigned>((threads + kAppendThreads - 1) / kAppendThreads);
   const bool programmatic = args.programmatic_launch != 0;
-  const bool vec = append::vectorisable(p.a);
+  const bool vec = append_vectorisable(p.a);
   if (args.dtype == FF_DTYPE_FLOAT16)
     return vec ? launch<half, true>(p, ctas, programmatic, stream) : launch<half, false>(p, ctas, programmatic, stream);
   return vec ? launch<__nv_bfloat16, true>(p, ctas, programmatic, stream)

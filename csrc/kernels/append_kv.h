@@ -33,6 +33,22 @@ inline int64_t append_kv_threads(const ff_append_kv_args& a) {
   return a.seqlens_out != nullptr && threads < a.batch_size ? a.batch_size : threads;
 }
 
+inline bool aligned_for_vectors(const ff_tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data) % 16 == 0 && t.batch_stride % kAppendUnit == 0 &&
+         t.row_stride % kAppendUnit == 0 && t.head_stride % kAppendUnit == 0;
+}
+
+// 16-byte accesses: whole units of aligned rows, and (GPT-NeoX rotary) partners a whole unit
+// away.
+inline bool append_vectorisable(const ff_append_kv_args& a) {
+  if (a.head_dim % kAppendUnit != 0) return false;
+  if (a.rotary_cos.data != nullptr && !a.rotary_interleaved && (a.rotary_dim / 2) % kAppendUnit != 0) return false;
+  if (!aligned_for_vectors(a.k) || !aligned_for_vectors(a.v) || !aligned_for_vectors(a.k_cache) ||
+      !aligned_for_vectors(a.v_cache))
+    return false;
+  return !append_rotates_q(a) || (aligned_for_vectors(a.q) && aligned_for_vectors(a.q_out));
+}
+
 cudaError_t launch_append_kv(const ff_append_kv_args& args, cudaStream_t stream);
 
 }  // namespace forge_flash

@@ -10,60 +10,25 @@
 
 #include "append_kv.h"
 #include "grid_dependency.cuh"
+#include "rotary.cuh"
 
 namespace forge_flash {
 namespace append {  // the kernel's own helpers, apart from the forward kernels' names
+
+using namespace rotary;
+static_assert(kAppendUnit == kUnitElems, "a thread's features are one rotary unit");
 
 struct AppendParams {
   ff_append_kv_args a;
   uint32_t units;       // units of kAppendUnit features per row
   uint32_t kv_threads;  // threads of the k/v rows (the q rows' threads follow)
   uint32_t threads;     // threads with a row unit
-  int half;             // rotary_dim / 2; 0 without rotary
+  RotaryTables rotary;  // half = 0 without rotary
   int64_t capacity;     // keys a sequence can hold: cache_seqlen, or max_blocks * page_size
 };
 
-union Unit {
-  uint4 vector;
-  uint16_t e[kAppendUnit];
-};
-
-template <typename T>
-__device__ __forceinline__ float to_float(uint16_t raw);
-template <>
-__device__ __forceinline__ float to_float<half>(uint16_t raw) {
-  return __half2float(__ushort_as_half(raw));
-}
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(uint16_t raw) {
-  return __bfloat162float(__ushort_as_bfloat16(raw));
-}
-
-template <typename T>
-__device__ __forceinline__ uint16_t to_raw(float x);
-template <>
-__device__ __forceinline__ uint16_t to_raw<half>(float x) {
-  return __half_as_ushort(__float2half_rn(x));
-}
-template <>
-__device__ __forceinline__ uint16_t to_raw<__nv_bfloat16>(float x) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-}
-
-__device__ __forceinline__ int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : x > hi ? hi : x; }
-
 __device__ __forceinline__ const uint16_t* row_of(const ff_tensor& t, int64_t b, int64_t s, int64_t h) {
   return static_cast<const uint16_t*>(t.data) + b * t.batch_stride + s * t.row_stride + h * t.head_stride;
-}
-
-template <bool kVec>
-__device__ __forceinline__ void load_unit(const uint16_t* row, int e0, int head_dim, Unit& x) {
-  if constexpr (kVec) {
-    x.vector = *reinterpret_cast<const uint4*>(row + e0);
-  } else {
-#pragma unroll
-    for (int j = 0; j < kAppendUnit; ++j) x.e[j] = e0 + j < head_dim ? row[e0 + j] : 0;
-  }
 }
 
 template <bool kVec>
@@ -76,74 +41,6 @@ __device__ __forceinline__ void store_unit(const ff_tensor& t, int64_t b, int64_
 #pragma unroll
     for (int j = 0; j < kAppendUnit; ++j)
       if (e0 + j < head_dim) row[e0 + j] = x.e[j];
-  }
-}
-
-// Entry (row, col) of a rotary table, in float32 (the dtype is uniform across the grid).
-__device__ __forceinline__ float table_value(const ff_rotary_table& t, ff_merge_dtype dtype, int64_t row, int col) {
-  const int64_t i = row * t.row_stride + col * t.col_stride;
-  switch (dtype) {
-    case FF_MERGE_FLOAT32:
-      return static_cast<const float*>(t.data)[i];
-    case FF_MERGE_FLOAT16:
-      return __half2float(static_cast<const __half*>(t.data)[i]);
-    default:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(t.data)[i]);
-  }
-}
-
-// (x0, x1) rotated by the angle whose cosine and sine are c, s: apply_rotary's arithmetic.
-__device__ __forceinline__ float rotated_first(float x0, float x1, float c, float s) {
-  return __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-}
-__device__ __forceinline__ float rotated_second(float x0, float x1, float c, float s) {
-  return __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
-}
-
-// Rotates the unit x of features [e0, e0 + 8) of `row` at `position` (rotary rows clamped).
-template <typename T, bool kVec>
-__device__ __forceinline__ void rotate_unit(const AppendParams& p, const uint16_t* row, int e0, int64_t position,
-                                            Unit& x) {
-  const ff_append_kv_args& a = p.a;
-  if (p.half == 0 || e0 >= a.rotary_dim) return;
-  const int64_t r = clamp64(position, 0, a.seqlen_ro - 1);
-  if (a.rotary_interleaved) {
-#pragma unroll
-    for (int j = 0; j < kAppendUnit; j += 2) {
-      const int e = e0 + j;  // even; rotary_dim is even, so e + 1 rotates with it
-      if (e < a.rotary_dim) {
-        const float c = table_value(a.rotary_cos, a.rotary_dtype, r, e / 2);
-        const float s = table_value(a.rotary_sin, a.rotary_dtype, r, e / 2);
-        const float x0 = to_float<T>(x.e[j]), x1 = to_float<T>(x.e[j + 1]);
-        x.e[j] = to_raw<T>(rotated_first(x0, x1, c, s));
-        x.e[j + 1] = to_raw<T>(rotated_second(x0, x1, c, s));
-      }
-    }
-    return;
-  }
-  // GPT-NeoX halves: feature e pairs with e + half (first half) or e - half (second half).
-  const int half = p.half;
-  Unit partner;
-  if constexpr (kVec) {  // half is a multiple of 8 here: the unit lies in one half
-    load_unit<true>(row, e0 < half ? e0 + half : e0 - half, a.head_dim, partner);
-  } else {
-#pragma unroll
-    for (int j = 0; j < kAppendUnit; ++j) {
-      const int e = e0 + j;
-      partner.e[j] = e < a.rotary_dim ? row[e < half ? e + half : e - half] : 0;
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kAppendUnit; ++j) {
-    const int e = e0 + j;
-    if (e < a.rotary_dim) {
-      const bool first = e < half;
-      const int col = first ? e : e - half;
-      const float c = table_value(a.rotary_cos, a.rotary_dtype, r, col);
-      const float s = table_value(a.rotary_sin, a.rotary_dtype, r, col);
-      const float own = to_float<T>(x.e[j]), other = to_float<T>(partner.e[j]);
-      x.e[j] = to_raw<T>(first ? rotated_first(own, other, c, s) : rotated_second(other, own, c, s));
-    }
   }
 }
 
@@ -171,7 +68,7 @@ __global__ void __launch_bounds__(kAppendThreads) append_kv_kernel(const __grid_
     const uint16_t* q_row = row_of(a.q, b, i, h);
     Unit x;
     load_unit<kVec>(q_row, e0, a.head_dim, x);
-    rotate_unit<T, kVec>(p, q_row, e0, cached + (a.query_per_token ? i : 0), x);
+    rotate_unit<T, kVec>(p.rotary, q_row, e0, a.head_dim, cached + (a.query_per_token ? i : 0), x);
     store_unit<kVec>(a.q_out, b, i, h, e0, a.head_dim, x);
     return;
   }
@@ -180,7 +77,7 @@ __global__ void __launch_bounds__(kAppendThreads) append_kv_kernel(const __grid_
   load_unit<kVec>(k_row, e0, a.head_dim, k);
   load_unit<kVec>(row_of(a.v, b, i, h), e0, a.head_dim, v);
   const int64_t position = cached + i;
-  rotate_unit<T, kVec>(p, k_row, e0, position, k);
+  rotate_unit<T, kVec>(p.rotary, k_row, e0, a.head_dim, position, k);
   int64_t dst_batch, dst_row;
   if (a.block_table != nullptr) {
     const int64_t slot = clamp64(position, 0, p.capacity - 1);
@@ -195,22 +92,6 @@ __global__ void __launch_bounds__(kAppendThreads) append_kv_kernel(const __grid_
   store_unit<kVec>(a.v_cache, dst_batch, dst_row, h, e0, a.head_dim, v);
 }
 
-inline bool aligned_for_vectors(const ff_tensor& t) {
-  return reinterpret_cast<uintptr_t>(t.data) % 16 == 0 && t.batch_stride % kAppendUnit == 0 &&
-         t.row_stride % kAppendUnit == 0 && t.head_stride % kAppendUnit == 0;
-}
-
-// 16-byte accesses: whole units of aligned rows, and (GPT-NeoX rotary) partners a whole unit
-// away.
-inline bool vectorisable(const ff_append_kv_args& a) {
-  if (a.head_dim % kAppendUnit != 0) return false;
-  if (a.rotary_cos.data != nullptr && !a.rotary_interleaved && (a.rotary_dim / 2) % kAppendUnit != 0) return false;
-  if (!aligned_for_vectors(a.k) || !aligned_for_vectors(a.v) || !aligned_for_vectors(a.k_cache) ||
-      !aligned_for_vectors(a.v_cache))
-    return false;
-  return !append_rotates_q(a) || (aligned_for_vectors(a.q) && aligned_for_vectors(a.q_out));
-}
-
 // The kernel's parameters for a call the C API has checked (append_kv_threads(args) > 0).
 inline AppendParams make_append_params(const ff_append_kv_args& args) {
   AppendParams p{};
@@ -222,7 +103,7 @@ inline AppendParams make_append_params(const ff_append_kv_args& args) {
   const int64_t q_rows =
       append_rotates_q(args) ? static_cast<int64_t>(args.batch_size) * args.seqlen_q * args.num_heads : 0;
   p.threads = p.kv_threads + static_cast<uint32_t>(q_rows) * p.units;
-  p.half = args.rotary_cos.data != nullptr ? args.rotary_dim / 2 : 0;
+  p.rotary = rotary_tables(args);
   p.capacity =
       args.block_table != nullptr ? static_cast<int64_t>(args.max_blocks) * args.cache_seqlen : args.cache_seqlen;
   return p;

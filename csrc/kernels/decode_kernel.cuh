@@ -18,6 +18,7 @@
 // fewer splits fill the GPU, which matters where a cluster holds at most 16 of them.
 #pragma once
 
+#include "fused_append.cuh"
 #include "fwd_common.cuh"
 #include "grid_dependency.cuh"
 #include "sm90/cluster_combine.cuh"
@@ -80,9 +81,16 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 #pragma unroll
   for (int j = 0; j < kNTilesO; ++j) acc_o[0][j][0] = acc_o[0][j][1] = acc_o[0][j][2] = acc_o[0][j][3] = 0.f;
 
+  // A fused K/V append (fused_append.cuh; variant instances only): the last seqlen_new keys
+  // are new; with rotary tables q is rotated on its way in (through registers, after the K/V
+  // copies are issued).
+  const bool appends = kFeat && p.seqlen_new > 0;
+  const int first_new_key = w.seq.seqlen_k - p.seqlen_new;
+  const bool rotates_q = appends && p.rotary.half > 0;
+
   // Prologue: Q and this warp's first K and V all in flight at once.
   const int first = w.n_end - 1 - warp;
-  if (tid < kQThreads) load_q_tile<T, kBlockM, kQThreads / kPitchChunks>(p, w, sQ_addr, q_copy, offset);
+  if (tid < kQThreads && !rotates_q) load_q_tile<T, kBlockM, kQThreads / kPitchChunks>(p, w, sQ_addr, q_copy, offset);
   cp_async_commit();
   if (paged) {
     pages = load_pages(first);
@@ -93,11 +101,35 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     cp_async_commit();
     load_v(first);
     cp_async_commit();
-    cp_async_wait<1>();  // Q and K landed; V may still be in flight
-  } else {
-    cp_async_wait<0>();
   }
+  // This warp's first tiles hold the new keys (below): their units load under the copies.
+  const bool patches = appends && first >= w.n_begin && (first + 1) * kBlockN > first_new_key;
+  NewKeyUnits new_key{};
+  if (patches && kv_copy.chunk_ok) {
+    const int i = new_keys_in_tile(p, first * kBlockN, kBlockN, first_new_key).lo + kv_copy.row0;
+    if (i < p.seqlen_new) new_key = load_new_key<T>(p, w, i, kv_copy.chunk * 8);
+  }
+  if (rotates_q && tid < kQThreads)
+    load_q_tile_rotated<T, kBlockM, kQThreads / kPitchChunks>(p, w, reinterpret_cast<unsigned char*>(sQ), q_copy,
+                                                              offset, first_new_key);
+  if (first >= w.n_begin)
+    cp_async_wait<1>();  // Q and K landed; V may still be in flight
+  else
+    cp_async_wait<0>();
   __syncthreads();  // every thread's share of Q
+  // The new keys lie in the sequence's last two tiles at most (the C API fuses seqlen_new <=
+  // kBlockN), which are first tiles of their splits' warps: a warp patches them into its first
+  // K and V tiles here, once both landed, and the loop below (and its registers) knows nothing
+  // of the append. One CTA per KV head stores them into the cache.
+  if (patches) {
+    cp_async_wait<0>();
+    __syncwarp();
+    const bool stores = p.pack_gqa || w.cta_head % p.group == 0;
+    patch_new_keys<T, kBlockN, 32 / kPitchChunks>(p, w, reinterpret_cast<unsigned char*>(sK),
+                                                  reinterpret_cast<unsigned char*>(sV), first * kBlockN, first_new_key,
+                                                  stores, kv_copy, offset, new_key);
+    __syncwarp();
+  }
 
   const auto q_frag = q_lane<kPitch>(sQ_addr, 0, lane);
   const auto k_frag = k_lane<kPitch>(sK_addr, lane);

@@ -220,6 +220,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int64_t rows = p.pack_gqa ? packed_rows : p.seqlen_q;
   plan->kernel = rows <= kernels.decode.block_m ? kernels.decode : kernels.prefill;
   const bool decode = plan->kernel.kernel == kernels.decode.kernel;
+  plan->decode = decode;
   if (decode && !p.score_mods && kernels.decode_kv.kernel != nullptr) plan->kernel = kernels.decode_kv;
 
   DeviceFacts facts{};

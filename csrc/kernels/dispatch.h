@@ -22,6 +22,7 @@ struct FwdPlan {
   // `programmatic` (ff_attn_options::programmatic_launch).
   bool programmatic_capable;
   bool programmatic;
+  bool decode;  // the decode kernel (the only one that takes a fused K/V append)
 };
 
 // The head dimension whose kernels serve `head_dim` (a multiple of 8 <= 256).

@@ -47,7 +47,10 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
     e.seqlen_q = min(q1 - q0, p.seqlen_q);
     e.seqlen_k = min(k1 - k0, p.seqlen_k);
   }
-  if (p.seqused_k != nullptr) e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);
+  if (kFeat && p.seqlen_new > 0)  // a fused append: the cached keys, then the new ones (C API: capacity >= seqlen_new)
+    e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k - p.seqlen_new) + p.seqlen_new;
+  else if (p.seqused_k != nullptr)
+    e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);
   if (kFeat && p.k_start != nullptr) {  // left padding: the sequence's keys are rows [start, seqlen_k)
     const int start = clamp_int(p.k_start[b], 0, e.seqlen_k);
     e.k_start += start;

@@ -9,7 +9,18 @@
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 
+#include "forge_flash/flash_api.h"
+
 namespace forge_flash {
+
+// Rotary tables of one call (rotary.cuh): cos/sin (seqlen_ro, dim / 2) of `dtype`; half = dim / 2,
+// 0 for none; pairs (2j, 2j + 1) when interleaved, else (j, j + half).
+struct RotaryTables {
+  ff_rotary_table cos, sin;
+  ff_merge_dtype dtype;
+  int dim, half, seqlen_ro;
+  int interleaved;
+};
 
 struct FwdParams {
   const void* q;
@@ -69,6 +80,21 @@ struct FwdParams {
   const int32_t* kv_batch_idx;  // sequence b reads k/v batch row kv_batch_idx[b]
   int kv_batch_rows;
   const int32_t* k_start;  // sequence b's keys start at k_start[b] (left padding)
+
+  // The fused K/V append of a decode step (ff_attn_fwd_append; decode kernel, variant
+  // addressing): the sequence's last seqlen_new keys are the new ones, k_new/v_new (batch,
+  // seqlen_new, heads_k, head_dim): the warps whose tiles hold them read them from there
+  // (rotated, for k), and one CTA per KV head stores them into the cache (k/v) at
+  // seqused_k[b] + i, where seqused_k counts the keys cached before them. With rotary tables
+  // q is rotated as it is loaded (at seqused_k[b] + its token when query_per_token, else at
+  // seqused_k[b]).
+  int seqlen_new;  // 0: no fused append
+  const void* k_new;
+  const void* v_new;
+  int64_t k_new_batch_stride, k_new_row_stride, k_new_head_stride;
+  int64_t v_new_batch_stride, v_new_row_stride, v_new_head_stride;
+  RotaryTables rotary;
+  bool rotary_query_per_token;
 
   // Split-KV: each split writes its normalised partial O (fp32) and LSE here; the combine
   // kernel merges them. Indexed [split][row], a row being the LSE index of the output.

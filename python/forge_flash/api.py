@@ -415,6 +415,33 @@ def cache_attention(
     return dispatch.attend(tensors, static, window_size, _check_cache, _bind_cache)
 
 
+def cache_attention_call(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    *,
+    cache_batch_idx: torch.Tensor | None,
+    block_table: torch.Tensor | None,
+    softmax_scale: float | None,
+    causal: bool,
+    window_size: tuple[int, int],
+    softcap: float,
+    alibi_slopes: torch.Tensor | None,
+    sinks: torch.Tensor | None,
+    return_lse: bool,
+) -> AttentionCall:
+    """The validated description of ``cache_attention``'s call with these arguments (no left
+    padding): what a backend that fuses the K/V append into the attention binds
+    (``Backend.attend_appending``)."""
+    tensors = (
+        q, k_cache, v_cache, cache_seqlens, cache_batch_idx, None, block_table, alibi_slopes,
+        sinks,
+    )  # fmt: skip
+    static = ("cache", softmax_scale, causal, softcap, return_lse, False)
+    return _check_cache(tensors, static, window_size, None)
+
+
 def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
     q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, *rest = tensors
     block_table, alibi_slopes, sinks = rest

@@ -110,3 +110,19 @@ class AttentionTensors:
     def fields(self) -> tuple:
         """The fields in order, as a repeated call passes them (see the class docstring)."""
         return tuple(getattr(self, name) for name in self.__slots__)
+
+
+@dataclass(slots=True)
+class NewKeys:
+    """The new keys/values of a decode step (``flash_attn_with_kvcache``) for a backend that
+    appends them inside the attention (``Backend.attend_appending``): k/v ``(batch,
+    seqlen_new, heads_k, head_dim)``, written into the caches at ``cache_seqlens[b] + i``
+    (rotated with the tables, as ``kvcache_append.append_kv`` does) and attended with them; q
+    rotated as ``kvcache_append.query_positions`` says."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    rotary_cos: torch.Tensor | None
+    rotary_sin: torch.Tensor | None
+    rotary_interleaved: bool
+    query_per_token: bool

@@ -4,7 +4,8 @@ One call per decoding step: (a) the new keys/values are rotated and appended to 
 place (``forge_flash.kvcache_append``: one kernel launch on the plugin, torch ops elsewhere;
 device-side indices only), then (b) the queries attend over each sequence's cached keys plus
 the new ones (``forge_flash.api.cache_attention``; after the kernel, launched so that its start
-overlaps the append's tail).
+overlaps the append's tail). Where the backend fuses the two (``Backend.attend_appending``: the
+plugin's decode kernel, ``ff_attn_fwd_append``), the step is one launch that waits for nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import torch
 
 from . import api
+from .call import NewKeys
+from .discovery import active_backend
 from .kvcache_append import append_step
 from .kvcache_checks import check_with_kvcache
 
@@ -110,6 +113,22 @@ def flash_attn_with_kvcache(
         rows = cache_batch_idx.to(torch.int64).clamp(0, max(block_table.shape[0] - 1, 0))
         block_table, cache_batch_idx = block_table.index_select(0, rows), None
     seqlens, fused = cache_seqlens, False
+    if k is not None and v is not None and cache_leftpad is None:
+        # One launch where the backend fuses the append into the attention.
+        new = NewKeys(k, v, rotary_cos, rotary_sin, rotary_interleaved, plan.query_per_token)
+        options = (softmax_scale, causal, tuple(window_size), softcap, return_softmax_lse)
+        result = active_backend().attend_appending(
+            lambda: api.cache_attention_call(
+                q, k_cache, v_cache, cache_seqlens, cache_batch_idx=cache_batch_idx,
+                block_table=block_table, softmax_scale=softmax_scale, causal=causal,
+                window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+                sinks=sinks, return_lse=return_softmax_lse,
+            ),
+            q, k_cache, v_cache, cache_seqlens, new, cache_batch_idx=cache_batch_idx,
+            block_table=block_table, alibi_slopes=alibi_slopes, sinks=sinks, options=options,
+        )  # fmt: skip
+        if result is not None:
+            return result
     if k is not None and v is not None:  # rotary comes only with them (checked)
         q, seqlens, fused = append_step(
             q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,

@@ -31,7 +31,7 @@ cudaError_t launch_append_kv(const ff_append_kv_args& args, cudaStream_t) {
   const int64_t threads = append_kv_threads(args);
   if (threads == 0) return cudaSuccess;
   const append::AppendParams p = append::make_append_params(args);
-  const bool vec = append::vectorisable(p.a);
+  const bool vec = append_vectorisable(p.a);
   const unsigned ctas = static_cast<unsigned>((threads + kAppendThreads - 1) / kAppendThreads);
   for (unsigned cta = 0; cta < ctas; ++cta) {
     for (unsigned lane = 0; lane < kAppendThreads; ++lane) {

@@ -29,10 +29,16 @@ def _missing() -> str | None:
 
 
 # Each host-only test program, with the C API sources it checks (flash_api.cpp also for the
-# others: it holds ff_last_error). Every entry point must refuse bad input by itself.
+# others: it holds ff_last_error; append_api.cpp for flash_api.cpp's fused decode step). Every
+# entry point must refuse bad input by itself.
 PROGRAMS = {
-    "flash_attn": ["validation_test.cpp", "flash_api.cpp"],
-    "merge_states": ["merge_validation_test.cpp", "merge_api.cpp", "flash_api.cpp"],
+    "flash_attn": ["validation_test.cpp", "flash_api.cpp", "append_api.cpp"],
+    "merge_states": [
+        "merge_validation_test.cpp",
+        "merge_api.cpp",
+        "flash_api.cpp",
+        "append_api.cpp",
+    ],
     "append_kv": ["append_validation_test.cpp", "append_api.cpp", "flash_api.cpp"],
 }
 

@@ -9,12 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "../../csrc/kernels/append_kv.h"
 #include "../../csrc/kernels/dispatch.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
 static int g_plans = 0, g_launches = 0;
 static size_t g_workspace_needed = 0;
+static bool g_decode = true;  // whether the stub plan runs the decode kernel (fused appends)
 int routed_head_dim(int head_dim) { return head_dim <= 256 ? (head_dim + 31) / 32 * 32 : 0; }
 const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
   ++g_plans;
@@ -22,9 +24,15 @@ const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
   p.num_splits = 1;
   *plan = FwdPlan{};
   plan->workspace_bytes = g_workspace_needed;
+  plan->decode = g_decode;
+  plan->kernel.block_n = 32;
   return nullptr;
 }
 cudaError_t launch_fwd(FwdParams&, DType, const FwdPlan&, void*, cudaStream_t) {
+  ++g_launches;
+  return cudaSuccess;
+}
+cudaError_t launch_append_kv(const ff_append_kv_args&, cudaStream_t) {  // append_api.cpp's, not called here
   ++g_launches;
   return cudaSuccess;
 }
@@ -61,6 +69,26 @@ ff_varlen_fwd_args valid_varlen() {
   return a;
 }
 
+// A decode step (one query token) over valid_fwd's k/v as caches of 32 keys, with one new
+// key per sequence: the attention and the append of ff_attn_fwd_append.
+ff_fwd_args decode_fwd() {
+  ff_fwd_args a = valid_fwd();
+  a.seqlen_q = 1;
+  a.seqused_k = reinterpret_cast<const int32_t*>(at(8192));
+  return a;
+}
+ff_append_kv_args append_for(const ff_fwd_args& a) {
+  ff_append_kv_args b{};
+  b.k = {at(40960), 2 * 64, 2 * 64, 64};
+  b.v = {at(43008), 2 * 64, 2 * 64, 64};
+  b.k_cache = a.k, b.v_cache = a.v;
+  b.cache_seqlens = a.seqused_k;
+  b.cache_batch = 2, b.cache_seqlen = 32;
+  b.batch_size = 2, b.seqlen_new = 1, b.seqlen_q = 1, b.num_heads = 4, b.num_heads_k = 2, b.head_dim = 64;
+  b.dtype = a.dtype;
+  return b;
+}
+
 struct Case {
   const char* name;
   std::function<ff_status()> call;
@@ -73,6 +101,16 @@ ff_status fwd(std::function<void(ff_fwd_args&)> edit) {
   edit(a);
   size_t bytes = 0;
   return ff_attn_fwd(&a, nullptr, &bytes, nullptr);
+}
+ff_status fused(std::function<void(ff_fwd_args&, ff_append_kv_args&)> edit, bool decode = true) {
+  ff_fwd_args a = decode_fwd();
+  ff_append_kv_args b = append_for(a);
+  edit(a, b);
+  size_t bytes = 0;
+  forge_flash::g_decode = decode;
+  const ff_status status = ff_attn_fwd_append(&a, &b, nullptr, &bytes, nullptr);
+  forge_flash::g_decode = true;
+  return status;
 }
 ff_status varlen(std::function<void(ff_varlen_fwd_args&)> edit) {
   ff_varlen_fwd_args a = valid_varlen();
@@ -89,6 +127,62 @@ int main() {
   std::vector<Case> cases = {
       {"valid fwd", [] { return fwd([](ff_fwd_args&) {}); }, FF_OK, ""},
       {"valid varlen", [] { return varlen([](ff_varlen_fwd_args&) {}); }, FF_OK, ""},
+      // ff_attn_fwd_append: both calls checked, and checked to describe one decode step.
+      {"fused step", [] { return fused([](ff_fwd_args&, ff_append_kv_args&) {}); }, FF_OK, ""},
+      {"fused step without append",
+       [] {
+         ff_fwd_args a = decode_fwd();
+         size_t b = 0;
+         return ff_attn_fwd_append(&a, nullptr, nullptr, &b, nullptr);
+       },
+       bad, "append is NULL"},
+      {"fused step, invalid append",
+       [] { return fused([](ff_fwd_args&, ff_append_kv_args& b) { b.seqlen_new = -1; }); }, bad, "append: batch_size"},
+      {"fused step, other caches",
+       [] { return fused([](ff_fwd_args&, ff_append_kv_args& b) { b.k_cache.data = at(3072); }); }, bad, "k_cache"},
+      {"fused step, other lengths",
+       [] { return fused([](ff_fwd_args& a, ff_append_kv_args&) { a.seqused_k = nullptr; }); }, bad,
+       "seqused_k must be append.cache_seqlens"},
+      {"fused step, other heads", [] { return fused([](ff_fwd_args&, ff_append_kv_args& b) { b.num_heads = 2; }); },
+       bad, "num_heads"},
+      {"fused step, q_out given",
+       [] {
+         return fused([](ff_fwd_args&, ff_append_kv_args& b) {
+           b.q = {at(0), 4 * 64, 4 * 64, 64};
+           b.q_out = {at(45056), 4 * 64, 4 * 64, 64};
+           b.rotary_cos = {at(47104), 32, 1}, b.rotary_sin = {at(49152), 32, 1};
+           b.rotary_dim = 64, b.seqlen_ro = 8;
+         });
+       },
+       bad, "q_out"},
+      {"fused step, other block table",
+       [] {
+         return fused([](ff_fwd_args&, ff_append_kv_args& b) {
+           b.cache_batch_idx = reinterpret_cast<const int32_t*>(at(8448));
+         });
+       },
+       bad, "cache_batch_idx"},
+      {"fused step, not the decode kernel", [] { return fused([](ff_fwd_args&, ff_append_kv_args&) {}, false); },
+       FF_ERROR_UNSUPPORTED, "does not fuse"},
+      {"fused step, too many new keys",
+       [] {
+         return fused([](ff_fwd_args&, ff_append_kv_args& b) {
+           b.seqlen_new = 33;
+           b.k.row_stride = b.v.row_stride = 2 * 64;
+           b.k.batch_stride = b.v.batch_stride = 0;
+         });
+       },
+       FF_ERROR_UNSUPPORTED, "does not fuse"},
+      {"fused step, left padding",
+       [] {
+         return fused([](ff_fwd_args& a, ff_append_kv_args&) {
+           a.options.k_start = reinterpret_cast<const int32_t*>(at(8320));
+         });
+       },
+       FF_ERROR_UNSUPPORTED, "left padding"},
+      {"fused step, unaligned new keys",
+       [] { return fused([](ff_fwd_args&, ff_append_kv_args& b) { b.k.data = at(40962); }); }, FF_ERROR_UNSUPPORTED,
+       "16-byte"},
       {"null args",
        [] {
          size_t b = 0;

@@ -1,7 +1,8 @@
 """flash_attn_with_kvcache on the kernels: paged vs contiguous caches for every page-size class,
 ragged lengths on page boundaries, append + rotary + cache_batch_idx + cache_leftpad against
-the float64 reference, out-of-range block ids refused, and a decode step with append captured
-in a CUDA graph.
+the float64 reference, the decode step whose append runs inside the attention kernel (the
+caches bit for bit as the append kernel writes them), out-of-range block ids refused, and a
+decode step with append captured in a CUDA graph.
 
 Tolerance: issue 3's rule (helpers.kernels.assert_close_to_reference): at most twice PyTorch's
 own error on the same 16-bit inputs (SDPA on each sequence's gathered keys), plus 1e-5.
@@ -14,10 +15,12 @@ import pytest
 import torch
 
 import forge_flash
+from forge_flash.backends.cuda import CudaBackend
 
 from helpers.kernels import assert_close_to_reference, kernel_backend, torch_attention
 from helpers.kvcache_reference import (
     cache_case,
+    cache_slot,
     randn,
     random_block_table,
     reference_append,
@@ -142,6 +145,75 @@ def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):
     _check(
         out, lse, q_rotated.cuda(), k_cache, v_cache, [n + seqlen_new for n in case.lengths],
         case.pads, causal=True, cache_rows=case.rows, block_table=case.table_rows,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("rotary", ["none", "interleaved", "neox"])
+@pytest.mark.parametrize(
+    "layout,seqlen_new",
+    [(layout, n) for layout in ("contiguous", "paged-1", "paged-16", "paged-64") for n in (1, 3)]
+    + [("paged-16", 8)],  # a contiguous case_cache holds at most 3 new keys
+)
+def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, monkeypatch):
+    """A decode step whose 4 query heads per KV head and new tokens fit one decode tile (1 or
+    3 tokens: 4 or 12 rows) appends inside the attention kernel (ff_attn_fwd_append), without
+    the append kernel; 8 tokens (32 rows) take the append kernel, then the attention. Either
+    way the caches hold the bits the append kernel writes (the two-launch step on copies of
+    the caches) and the output and LSE match the float64 reference over the rotated q and the
+    new keys. Slots past each sequence hold NaN (cache_case): reading one would show."""
+    dtype = torch.bfloat16
+    gen = torch.Generator().manual_seed(seqlen_new * 7 + len(layout) + len(rotary))
+    case = cache_case(layout, dtype, seqlen_new, gen, heads_k=HEADS_K, head_dim=HEAD_DIM)
+    k_cache, v_cache = case.k_cache.clone(), case.v_cache.clone()
+    page = int(layout.split("-")[1]) if case.table is not None else 0
+    for b, pad in enumerate(case.pads):  # no left padding here: those slots become keys
+        for t in range(pad):
+            slot = cache_slot(b, t, case.rows, case.table_rows, page)
+            k_cache[slot] = randn(gen, HEADS_K, HEAD_DIM, dtype=dtype)
+            v_cache[slot] = randn(gen, HEADS_K, HEAD_DIM, dtype=dtype)
+    batch = len(case.lengths)
+    q = randn(gen, batch, seqlen_new, HEADS, HEAD_DIM, dtype=dtype).cuda()
+    k = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    v = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    cos = sin = None
+    if rotary != "none":
+        cos, sin = (x.cuda() for x in rotary_tables(gen, case.capacity, 64, dtype))
+    table = None if case.table is None else case.table.cuda()
+
+    def step(k_cache, v_cache):
+        return forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, rotary_cos=cos, rotary_sin=sin,
+            cache_seqlens=_index(case.lengths), cache_batch_idx=_index(case.rows),
+            block_table=table, causal=True, rotary_interleaved=rotary == "interleaved",
+            return_softmax_lse=True,
+        )  # fmt: skip
+
+    appends = []
+    append_kv = CudaBackend.append_kv
+    monkeypatch.setattr(
+        CudaBackend, "append_kv", lambda *a, **kw: appends.append(1) or append_kv(*a, **kw)
+    )
+    two_launch = (k_cache.cuda(), v_cache.cuda())
+    fused = (k_cache.cuda(), v_cache.cuda())
+    with kernel_backend():
+        with monkeypatch.context() as unfused:
+            unfused.setattr(CudaBackend, "attend_appending", lambda *a, **kw: None)
+            step(*two_launch)
+        assert appends == [1]
+        out, lse = step(*fused)
+    assert appends == ([1, 1] if seqlen_new == 8 else [1]), "the fused step ran the append kernel"
+    bitwise = {"rtol": 0, "atol": 0, "equal_nan": True}
+    torch.testing.assert_close(fused[0].cpu(), two_launch[0].cpu(), **bitwise)
+    torch.testing.assert_close(fused[1].cpu(), two_launch[1].cpu(), **bitwise)
+    positions = [[n + i for i in range(seqlen_new)] for n in case.lengths]
+    q_rotated = q.cpu()
+    if cos is not None:
+        q_rotated = reference_rotary(
+            q.cpu(), cos.cpu(), sin.cpu(), positions, rotary == "interleaved"
+        ).to(dtype)
+    _check(
+        out, lse, q_rotated.cuda(), fused[0], fused[1], [n + seqlen_new for n in case.lengths],
+        [0] * batch, causal=True, cache_rows=case.rows, block_table=case.table_rows,
     )  # fmt: skip
 
 

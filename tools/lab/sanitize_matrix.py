@@ -9,7 +9,9 @@ and 128), split-KV + combine kernel, split-KV merged in a thread-block cluster (
 GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
 (batched decode), strided views; the variant kernels (window, softcap, ALiBi, sinks, any
 scale, paged K/V, a cache batch index, left padding) and the Hopper head dims 96/192/256; the
-K/V append kernel (16-byte and scalar paths) with the attention launched programmatically.
+K/V append fused into the decode kernel (paged and indexed caches, rotary both ways), and the
+append kernel (16-byte and scalar paths) with the attention launched programmatically behind it
+(a step of 8 tokens: 32 rows per KV head do not fit a decode tile).
 """
 
 from __future__ import annotations
@@ -104,18 +106,20 @@ def main() -> None:
         rand(4, 3, 8, 128), cache_k, cache_v, lens, cache_batch_idx=index, causal=True,
         cache_leftpad=torch.tensor([0, 0, 0, 100], dtype=torch.int32, device="cuda"),
     )  # fmt: skip
-    # The K/V append kernel (then the attention launched programmatically behind it): paged and
-    # indexed contiguous caches, rotary both ways (16-byte path), and views no 16-byte access
-    # fits (scalar path: head_dim 40, odd offsets, GPT-NeoX pairs 12 apart).
+    # Decode steps of 2 tokens (8 rows per KV head) append inside the decode kernel: paged and
+    # indexed contiguous caches, rotary both ways. 8 tokens take the K/V append kernel (then the
+    # attention launched programmatically behind it), as do views no 16-byte access fits
+    # (scalar path: head_dim 40, odd offsets, GPT-NeoX pairs 12 apart).
     angles = torch.rand(1024, 64, device="cuda", dtype=torch.float64) * 6.28
     cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
     grown = torch.tensor([990, 1, 0, 500], dtype=torch.int32, device="cuda")
-    for page, interleaved in ((16, True), (7, False)):
+    for page, interleaved, tokens in ((16, True, 2), (7, False, 2), (16, True, 8)):
         blocks = -(-1000 // page)
         table = torch.randperm(4 * blocks, device="cuda", dtype=torch.int32).view(4, blocks)
         k_pages, v_pages = rand(4 * blocks, page, 2, 128), rand(4 * blocks, page, 2, 128)
         forge_flash.flash_attn_with_kvcache(
-            rand(4, 2, 8, 128), k_pages, v_pages, rand(4, 2, 2, 128), rand(4, 2, 2, 128),
+            rand(4, tokens, 8, 128), k_pages, v_pages, rand(4, tokens, 2, 128),
+            rand(4, tokens, 2, 128),
             rotary_cos=cos, rotary_sin=sin, cache_seqlens=grown, block_table=table,
             causal=True, rotary_interleaved=interleaved,
         )  # fmt: skip

@@ -216,6 +216,26 @@ typedef struct {
 
 ff_status ff_append_kv(const ff_append_kv_args* args, cudaStream_t stream);
 
+// ---- A decode step with its K/V append fused into the attention (one launch) ----
+// ff_attn_fwd_append(attn, append) computes what ff_append_kv(append) followed by
+// ff_attn_fwd(attn) would, where attn's k/v are the caches and attn.seqused_k the keys cached
+// before the new ones, with the q rotation done as the attention loads q: new key i of sequence
+// b is stored at cache_seqlens[b] + i (rotated), sequence b attends to cache_seqlens[b] +
+// seqlen_new keys, and attn.q is read rotated as ff_append_kv would have written q_out. The
+// attention kernel takes the new keys from append.k/v itself, so nothing waits for another
+// grid. The two describe one step:
+//  * append.k_cache / v_cache are attn.k / v (same data and strides); attn.seqused_k is
+//    append.cache_seqlens; the paging (block_table, its stride and width, num_blocks =
+//    cache_batch, page_size = cache_seqlen) or cache_batch_idx = kv_batch_idx is the same;
+//  * dtype, head_dim, num_heads, num_heads_k, batch_size and seqlen_q are the same;
+//  * append.q, q_out and seqlens_out are NULL.
+// Both are checked as the two entry points check them. Where the step does not fuse (the
+// attention does not run on the decode kernel: more than 16 query rows per KV head, or left
+// padding (k_start), or layouts without 16-byte accesses, or nothing to attend), it returns
+// FF_ERROR_UNSUPPORTED and launches nothing, so that the caller makes the two calls.
+ff_status ff_attn_fwd_append(const ff_fwd_args* attn, const ff_append_kv_args* append, void* workspace,
+                             size_t* workspace_bytes, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

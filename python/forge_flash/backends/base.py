@@ -10,11 +10,12 @@ gives output 0 and LSE -inf, or the sink's logit with sinks).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 import torch
 
-from ..call import AttentionCall, AttentionTensors
+from ..call import AttentionCall, AttentionTensors, NewKeys
 
 
 class PreparedRun(Protocol):
@@ -93,6 +94,31 @@ class Backend(ABC):
         returns ``(q rotated into a new tensor, or None without rotary; int32 cache_seqlens +
         seqlen_new)``. Returns None, having done nothing, when this backend does not take the
         call (the default: the caller then takes the torch ops)."""
+        return None
+
+    def attend_appending(
+        self,
+        describe: Callable[[], AttentionCall],
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        cache_seqlens: torch.Tensor,
+        new: NewKeys,
+        *,
+        cache_batch_idx: torch.Tensor | None,
+        block_table: torch.Tensor | None,
+        alibi_slopes: torch.Tensor | None,
+        sinks: torch.Tensor | None,
+        options: tuple,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+        """A whole ``flash_attn_with_kvcache`` step (arguments validated by ``kvcache_checks``)
+        with the append of ``new`` fused into the attention: the caches written as
+        ``append_kv`` writes them, and the result of ``api.cache_attention`` over the keys
+        cached before (``cache_seqlens``) plus the new ones, with q rotated.
+        ``describe()`` gives the attention's ``AttentionCall`` (built once per layout);
+        ``options`` (hashable) holds the static options it was built from. Returns None,
+        having done nothing, when this backend does not fuse the step (the default: the caller
+        then appends, then attends)."""
         return None
 
     def __repr__(self) -> str:

@@ -124,6 +124,11 @@ class _Launch:
         self._known = self._sizes.get(key, 0)
         self._stream_of = backend._stream_of
 
+    @property
+    def key(self) -> tuple:
+        """(the binding's call type, its static arguments): what this launch was bound from."""
+        return self._key
+
     def run(self, *pointers: int) -> None:
         # A method, not __call__: a call through an instance's __call__ costs 0.04 us more.
         index, stream = self._index, self._stream_of(self._index)
@@ -233,6 +238,7 @@ class CudaBackend(Backend):
         self._stream_of = _raw_stream_getter()
         self._workspace_bytes: dict[tuple, int] = {}  # plan -> split-KV workspace size
         self._append_calls: dict[tuple, object] = {}  # layout -> bound _C.AppendKvCall
+        self._fused_steps: dict[tuple, list | None] = {}  # layout -> attend_appending's entry
 
     # -- which calls go to the kernels -------------------------------------------------------
 
@@ -486,15 +492,13 @@ class CudaBackend(Backend):
             )  # fmt: skip
         if entry is None:
             return None
-        bound, (k_span, v_span, k_cache_span, v_cache_span) = entry
+        bound, spans = entry
         # The kernel reads the new keys while it writes the caches: apart, or the torch ops.
         k_ptr, v_ptr, k_cache_ptr, v_cache_ptr = (
             k.data_ptr(), v.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr()
         )  # fmt: skip
-        for source, source_span in ((k_ptr, k_span), (v_ptr, v_span)):
-            for cache, cache_span in ((k_cache_ptr, k_cache_span), (v_cache_ptr, v_cache_span)):
-                if source < cache + cache_span and cache < source + source_span:
-                    return None
+        if not _apart((k_ptr, v_ptr), (k_cache_ptr, v_cache_ptr), spans):
+            return None
         q_out = None if q_in is None else torch.empty_like(q_in, memory_format=_CONTIGUOUS)
         seqlens_out = torch.empty(k.shape[0], dtype=torch.int32, device=k.device)
         index = k.device.index or 0
@@ -558,6 +562,113 @@ class CudaBackend(Backend):
             True,  # programmatic: the kernel waits for its predecessor before touching memory
         )  # fmt: skip
         return bound_type(*static), tuple(_span_bytes(x) for x in (k, v, k_cache, v_cache))
+
+    # -- a decode step with its K/V append fused (flash_attn_with_kvcache) --------------------
+
+    def attend_appending(
+        self, describe, q, k_cache, v_cache, cache_seqlens, new, *, cache_batch_idx,
+        block_table, alibi_slopes, sinks, options,
+    ):  # fmt: skip
+        k, v, cos, sin = new.k, new.v, new.rotary_cos, new.rotary_sin
+        # Everything the bound calls depend on (validation has checked the rest).
+        layout = (
+            options, q.shape, q.stride(), q.dtype, q.device, k_cache.shape, k_cache.stride(),
+            v_cache.stride(), k.shape, k.stride(), v.stride(), cache_seqlens.stride(),
+            None if cache_batch_idx is None else cache_batch_idx.stride(),
+            None if block_table is None else (block_table.shape, block_table.stride()),
+            None if alibi_slopes is None else (alibi_slopes.shape, alibi_slopes.stride()),
+            sinks is None,
+            None if cos is None else (cos.shape, cos.stride(), cos.dtype, sin.stride(), sin.dtype),
+            new.rotary_interleaved, new.query_per_token,
+        )  # fmt: skip
+        entry = self._fused_steps.get(layout, _NOT_PLANNED)
+        if entry is _NOT_PLANNED:
+            if len(self._fused_steps) >= _WORKSPACE_CACHE_ENTRIES:
+                self._fused_steps.clear()
+            entry = self._fused_steps[layout] = self._fused_entry(
+                describe, q, k_cache, v_cache, cache_seqlens, new, cache_batch_idx, block_table,
+                alibi_slopes, sinks,
+            )  # fmt: skip
+        if entry is None:
+            return None
+        fwd, append, spans, return_lse = entry[:4]
+        pointers = (
+            q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k.data_ptr(), v.data_ptr()
+        )  # fmt: skip
+        if (pointers[0] | pointers[1] | pointers[2] | pointers[3] | pointers[4]) & 15:
+            return None  # bound for 16-byte aligned bases
+        if not _apart(pointers[3:], pointers[1:3], spans):
+            return None  # the kernel reads the new keys while it writes the caches
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        lse = _cache_lse(q) if return_lse else None
+        index = q.device.index or 0
+        stream = self._stream_of(index)
+        args = (
+            append, pointers[0], pointers[1], pointers[2], out.data_ptr(), _ptr(lse),
+            cache_seqlens.data_ptr(), _ptr(alibi_slopes), _ptr(sinks), _ptr(block_table),
+            _ptr(cache_batch_idx), pointers[3], pointers[4], _ptr(cos), _ptr(sin),
+        )  # fmt: skip
+        known = entry[4]
+        workspace = torch.empty(known, dtype=torch.uint8, device=q.device) if known else None
+        needed = fwd.run_append(*args, _ptr(workspace), known, index, stream)
+        if needed > 0:  # split-KV partials: the size is remembered for the next step
+            entry[4] = needed
+            workspace = torch.empty(needed, dtype=torch.uint8, device=q.device)
+            needed = fwd.run_append(*args, workspace.data_ptr(), entry[4], index, stream)
+        if needed < 0:  # the step does not fuse (the C API launched nothing): never again
+            self._fused_steps[layout] = None
+            return None
+        if needed:
+            raise RuntimeError(f"forge_flash_cu13 asked for {needed} more workspace bytes")
+        return out if lse is None else (out, lse)
+
+    def _fused_entry(
+        self, describe, q, k_cache, v_cache, cache_seqlens, new, cache_batch_idx, block_table,
+        alibi_slopes, sinks,
+    ) -> list | None:  # fmt: skip
+        """For one layout: [the attention's bound _C.FwdCall, the append's bound
+        _C.AppendKvCall, the byte spans of k, v and the caches, return_lse, known workspace
+        bytes], or None where the kernels do not take the step as it is."""
+        if not hasattr(getattr(self.binding, "FwdCall", None), "run_append"):
+            return None  # a plugin (or test fake) without the fused step
+        call = describe()
+        if self.unsupported(call) is not None or call.layout != "dense" or call.k_start:
+            return None
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        lse = _cache_lse(q) if call.return_lse else None
+        tensors = AttentionTensors(
+            q=q, k=k_cache, v=v_cache, out=out, lse=lse, seqused_k=cache_seqlens,
+            block_table=block_table, alibi_slopes=alibi_slopes, sinks=sinks,
+            kv_batch_idx=cache_batch_idx,
+        )  # fmt: skip
+        prepared = self.prepare(call, tensors)
+        if prepared is None:
+            return None
+        append = self._append_entry(
+            k_cache, v_cache, new.k, new.v, cache_seqlens, cache_batch_idx, block_table,
+            new.rotary_cos, new.rotary_sin, new.rotary_interleaved, None, new.query_per_token,
+        )  # fmt: skip
+        if append is None:
+            return None
+        fwd_type, static = prepared.key  # the attention's bound call, with the option fields
+        return [fwd_type(*static), append[0], append[1], call.return_lse, 0]
+
+
+_NOT_PLANNED = object()
+
+
+def _cache_lse(q: torch.Tensor) -> torch.Tensor:
+    """The float32 LSE of a cache attention over q (batch, seqlen_q, heads, head_dim)."""
+    return torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device=q.device)
+
+
+def _apart(sources: tuple, caches: tuple, spans: tuple) -> bool:
+    """Whether the byte ranges of k and v (``sources``) miss those of both caches."""
+    for source, source_span in zip(sources, spans[:2], strict=True):
+        for cache, cache_span in zip(caches, spans[2:], strict=True):
+            if source < cache + cache_span and cache < source + source_span:
+                return False
+    return True
 
 
 def _row_strides(x: torch.Tensor | None) -> tuple[int, int, int]:
