@@ -31,7 +31,8 @@ namespace forge_flash {
 // softcap, ALiBi, sinks), or (false) the plain one over K/V addressed the variants' ways (paged,
 // indexed, left-padded): a paged decode step then pays nothing for score variants it does not
 // use (the variant kernel cost one sequence of 4k keys 11.8 us, the plain one 10.3, H200).
-template <typename T, typename Cfg, bool kFeat, bool kScoreMods = kFeat>
+// kAppend: with the fused K/V append of a decode step (fused_append.cuh, FwdParams::seqlen_new).
+template <typename T, typename Cfg, bool kFeat, bool kScoreMods = kFeat, bool kAppend = false>
 __global__ void __launch_bounds__(Cfg::kNThreads)
     decode_kernel(const __grid_constant__ FwdParams p, const int num_m_blocks) {
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kWarps = Cfg::kNWarps;
@@ -84,7 +85,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   // A fused K/V append (fused_append.cuh; variant instances only): the last seqlen_new keys
   // are new; with rotary tables q is rotated on its way in (through registers, after the K/V
   // copies are issued).
-  const bool appends = kFeat && p.seqlen_new > 0;
+  const bool appends = kAppend && p.seqlen_new > 0;
   const int first_new_key = w.seq.seqlen_k - p.seqlen_new;
   const bool rotates_q = appends && p.rotary.half > 0;
 

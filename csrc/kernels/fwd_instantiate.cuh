@@ -33,11 +33,12 @@ KernelInfo sm90_kernel_info() {
   }
 }
 
-// Variant tables only: the decode kernel with plain scores over paged or indexed K/V.
-template <typename T, typename Decode, bool kFeat>
-KernelInfo decode_kv_kernel_info() {
+// Variant tables only: the decode kernel with the variants' K/V addressing, with plain scores
+// (kScoreMods false) or the variant score program, and with the fused K/V append or not.
+template <typename T, typename Decode, bool kFeat, bool kScoreMods, bool kAppend>
+KernelInfo decode_variant_info() {
   if constexpr (kFeat)
-    return kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, true, false>));
+    return kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, true, kScoreMods, kAppend>));
   else
     return {nullptr, 0, 0, 0, 0, 1};
 }
@@ -48,8 +49,11 @@ FwdKernels fwd_kernels() {
   using Decode = DecodeConfig<kHeadDim>;
   return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, kFeat>)),
           kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, kFeat>)),
-          sm90_kernel_info<T, kHeadDim, false, kFeat>(), sm90_kernel_info<T, kHeadDim, true, kFeat>(),
-          decode_kv_kernel_info<T, Decode, kFeat>()};
+          sm90_kernel_info<T, kHeadDim, false, kFeat>(),
+          sm90_kernel_info<T, kHeadDim, true, kFeat>(),
+          decode_variant_info<T, Decode, kFeat, false, false>(),
+          decode_variant_info<T, Decode, kFeat, false, true>(),
+          decode_variant_info<T, Decode, kFeat, true, true>()};
 }
 
 }  // namespace forge_flash

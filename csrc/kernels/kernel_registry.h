@@ -20,11 +20,13 @@ struct KernelInfo {
 };
 
 struct FwdKernels {
-  KernelInfo prefill;          // many query rows
-  KernelInfo decode;           // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
-  KernelInfo sm90;             // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
-  KernelInfo sm90_persistent;  // the same, persistent: for short K/V (few tiles per query block)
-  KernelInfo decode_kv;        // variant tables: decode_kernel with plain scores over paged/indexed K/V
+  KernelInfo prefill;             // many query rows
+  KernelInfo decode;              // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
+  KernelInfo sm90;                // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
+  KernelInfo sm90_persistent;     // the same, persistent: for short K/V (few tiles per query block)
+  KernelInfo decode_kv;           // variant tables: decode_kernel with plain scores over paged/indexed K/V
+  KernelInfo decode_append;       // variant tables: decode_kv with the fused K/V append (fused_append.cuh)
+  KernelInfo decode_append_mods;  // variant tables: the variant decode kernel with the fused K/V append
 };
 
 // The kernels of one (dtype, head dim): plain (kFeat = false) or the variant kernels (window,
