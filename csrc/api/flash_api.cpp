@@ -354,6 +354,13 @@ Failure attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void*
   if (o.has_window && o.window_left >= 0 && b.seqlen_new > a->seqlen_q)
     return fail(FF_ERROR_UNSUPPORTED,
                 "the K/V append does not fuse: a left window edge with more new keys than queries");
+  // Measured on the H200 (docs/benchmarks.md, 2026-12-01): with rotary tables a contiguous
+  // cache's step is faster as two launches (the append kernel rotates q once; fused, every CTA
+  // of a sequence rotates its q after the length's round trip): 1.7-2.5 us added against
+  // 2.8-3.9; a paged cache's is faster fused (3.0-4.2 against 3.9-6.6).
+  if (b.rotary_cos.data != nullptr && !paged)
+    return fail(FF_ERROR_UNSUPPORTED,
+                "the K/V append does not fuse: rotary over a contiguous cache (two launches are faster)");
   if (!append_vectorisable(b) || !aligned_for_vectors(a->q))
     return fail(FF_ERROR_UNSUPPORTED, "the K/V append does not fuse: k, v, the caches or q lack 16-byte accesses");
 

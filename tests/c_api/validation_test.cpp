@@ -180,6 +180,14 @@ int main() {
          });
        },
        FF_ERROR_UNSUPPORTED, "left padding"},
+      {"fused step, rotary over a contiguous cache",
+       [] {
+         return fused([](ff_fwd_args&, ff_append_kv_args& b) {
+           b.rotary_cos = {at(47104), 32, 1}, b.rotary_sin = {at(49152), 32, 1};
+           b.rotary_dim = 64, b.seqlen_ro = 8, b.rotary_dtype = FF_MERGE_BFLOAT16;
+         });
+       },
+       FF_ERROR_UNSUPPORTED, "rotary over a contiguous cache"},
       {"fused step, unaligned new keys",
        [] { return fused([](ff_fwd_args&, ff_append_kv_args& b) { b.k.data = at(40962); }); }, FF_ERROR_UNSUPPORTED,
        "16-byte"},

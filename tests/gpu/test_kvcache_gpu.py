@@ -157,7 +157,8 @@ def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):
 def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, monkeypatch):
     """A decode step whose 4 query heads per KV head and new tokens fit one decode tile (1 or
     3 tokens: 4 or 12 rows) appends inside the attention kernel (ff_attn_fwd_append), without
-    the append kernel; 8 tokens (32 rows) take the append kernel, then the attention. Either
+    the append kernel; 8 tokens (32 rows) take the append kernel, then the attention, as does
+    rotary over a contiguous cache (declined: two launches are faster there). Either
     way the caches hold the bits the append kernel writes (the two-launch step on copies of
     the caches) and the output and LSE match the float64 reference over the rotated q and the
     new keys. Slots past each sequence hold NaN (cache_case): reading one would show."""
@@ -201,7 +202,10 @@ def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, mo
             step(*two_launch)
         assert appends == [1]
         out, lse = step(*fused)
-    assert appends == ([1, 1] if seqlen_new == 8 else [1]), "the fused step ran the append kernel"
+    # Two launches: 8 tokens (32 rows) and rotary over a contiguous cache (faster so, the C API
+    # declines it); the rest is one launch.
+    two = seqlen_new == 8 or (rotary != "none" and layout == "contiguous")
+    assert appends == ([1, 1] if two else [1]), "the append kernel ran (or not) where it should not"
     bitwise = {"rtol": 0, "atol": 0, "equal_nan": True}
     torch.testing.assert_close(fused[0].cpu(), two_launch[0].cpu(), **bitwise)
     torch.testing.assert_close(fused[1].cpu(), two_launch[1].cpu(), **bitwise)
