@@ -4,8 +4,10 @@ The adapter (``CudaBackend.append_kv``) is pointed at CPU memory with a pointer-
 the binding (``helpers.fake_plugin.FakeBinding.AppendKvCall``): the fake writes the caches, the
 rotated queries and the new lengths through the pointers and strides it receives, so a wrong
 pointer, stride, size or flag shows as a wrong cache or output against the float64 reference.
-These tests also check which calls stay on the torch ops, and that the attention after the
-fused append is launched programmatically while every other call is not.
+These tests also check which calls stay on the torch ops, that the attention after the
+fused append is launched programmatically while every other call is not, and which decode steps
+run as one call of the binding with the append inside the attention (``FwdCall.run_append``,
+faked by ``FakeBinding.fwd_append`` with the C API's rules for declining).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def _index(values):
 
 def _entries(binding, entry):
     return [c for c in binding.calls if c["entry"] == entry]
+
+
+def _appends(binding):
+    """The calls that carried an append: the append kernel's, or the fused step's."""
+    return [c for c in binding.calls if c["entry"] in ("append_kv", "fwd_append")]
 
 
 def _step(case, gen, dtype, *, seqlen_new=2, rotary_dim=16, interleaved=True, causal=True):
@@ -141,7 +148,7 @@ def test_strided_views_reach_the_kernel_as_they_are(binding, gen):
         cache_seqlens=_index(case.lengths), block_table=case.table, causal=True,
         rotary_interleaved=False,
     )  # fmt: skip
-    (append,) = _entries(binding, "append_kv")
+    (append,) = _appends(binding)
     assert append["strides"][:6] == (*k.stride()[:3], *v.stride()[:3])
     assert append["rotary_strides"] == (*cos.stride(), *sin.stride())
     assert append["table_stride"] == case.table.stride(0)
@@ -164,7 +171,7 @@ def test_size_one_dimensions_pass_zero_strides(binding, gen):
     )
     v = randn(gen, 1, 1, HEADS_K, HEAD_DIM, dtype=dtype)
     forge_flash.flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=_index([3]))
-    (append,) = _entries(binding, "append_kv")
+    (append,) = _appends(binding)
     assert append["strides"][:3] == (0, 0, HEAD_DIM)
     assert append["sizes"] == (1, 1, 0, 0, HEADS_K, HEAD_DIM, 1, 8, 0)
     assert torch.equal(k_cache[0, 3], k[0, 0]) and torch.equal(v_cache[0, 3], v[0, 0])
@@ -224,3 +231,71 @@ def test_without_new_keys_nothing_is_appended_or_programmatic(binding, gen):
     assert not _entries(binding, "append_kv")
     (attention,) = _entries(binding, "fwd")
     assert attention["options"][9] is False
+
+
+def _unpadded(case, gen):
+    """``case`` without left padding, and finite everywhere: the fake's attention over a whole
+    cache (no key starts) masks the slots past each sequence but would still multiply their
+    NaN values by 0. (The GPU tests keep the NaN: there a read of such a slot would show.)"""
+
+    def finite(cache):
+        return torch.where(cache.isnan(), randn(gen, *cache.shape, dtype=cache.dtype), cache)
+
+    return case._replace(
+        pads=[0] * len(case.pads), k_cache=finite(case.k_cache), v_cache=finite(case.v_cache)
+    )
+
+
+@pytest.mark.parametrize(
+    "layout,rotary", [("contiguous", "none"), ("paged-16", "interleaved"), ("paged-1", "neox")]
+)
+def test_a_decode_step_is_one_call_with_the_append_inside(binding, layout, rotary, gen):
+    """No left padding, 2 tokens of 2 query heads per KV head (4 rows): the step is one
+    FwdCall.run_append, given the caches, the lengths before the append and the new keys, and
+    the caches and output are the reference's."""
+    dtype = torch.float16
+    case = _unpadded(cache_case(layout, dtype, 2, gen, heads_k=HEADS_K, head_dim=HEAD_DIM), gen)
+    interleaved = rotary == "interleaved"
+    q, k, v, tables = _step(case, gen, dtype, rotary_dim=0 if rotary == "none" else 16)
+    k_cache, v_cache = case.k_cache.clone(), case.v_cache.clone()
+    seqlens = _index(case.lengths)
+    out, lse = forge_flash.flash_attn_with_kvcache(
+        q, k_cache, v_cache, k, v, rotary_cos=tables[0], rotary_sin=tables[1],
+        cache_seqlens=seqlens, cache_batch_idx=_index(case.rows), block_table=case.table,
+        causal=True, rotary_interleaved=interleaved, return_softmax_lse=True,
+    )  # fmt: skip
+    assert not _entries(binding, "append_kv") and not _entries(binding, "fwd")
+    (step,) = _entries(binding, "fwd_append")
+    assert (step["q"], step["k"], step["v"]) == (q.data_ptr(), k.data_ptr(), v.data_ptr())
+    assert (step["k_cache"], step["v_cache"]) == (k_cache.data_ptr(), v_cache.data_ptr())
+    assert step["cache_seqlens"] == seqlens.data_ptr()
+    assert step["block_table"] == (0 if case.table is None else case.table.data_ptr())
+    expected_k, expected_v, written, expected_out, expected_lse = _expected(
+        case, q, k, v, tables, interleaved=interleaved, causal=True
+    )
+    assert_close_to_reference(out, expected_out, dtype)
+    assert_lse_close(lse, expected_lse)
+    assert_close_to_reference(k_cache[written], expected_k[written], dtype, "appended keys")
+    torch.testing.assert_close(v_cache.double(), expected_v, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("decline", ["rotary over a contiguous cache", "32 rows per KV head"])
+def test_a_declined_step_takes_two_launches_and_is_not_asked_again(binding, decline, gen):
+    dtype = torch.float16
+    tokens = 16 if decline == "32 rows per KV head" else 1
+    layout = "contiguous" if decline.startswith("rotary") else "paged-16"
+    case = cache_case(layout, dtype, tokens, gen, heads_k=HEADS_K, head_dim=HEAD_DIM)
+    case = _unpadded(case, gen)
+    q, k, v, tables = _step(case, gen, dtype, seqlen_new=tokens, rotary_dim=16)
+    expected = _expected(case, q, k, v, tables, interleaved=True, causal=True)
+    for attempt in range(2):
+        k_cache, v_cache = case.k_cache.clone(), case.v_cache.clone()
+        out = forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, rotary_cos=tables[0], rotary_sin=tables[1],
+            cache_seqlens=_index(case.lengths), cache_batch_idx=_index(case.rows),
+            block_table=case.table, causal=True,
+        )  # fmt: skip
+        assert len(_entries(binding, "fwd_append")) == 1, "a declined layout is remembered"
+        assert len(_entries(binding, "append_kv")) == attempt + 1
+        assert_close_to_reference(out, expected[3], dtype)
+        torch.testing.assert_close(v_cache.double(), expected[1], rtol=0, atol=0, equal_nan=True)

@@ -192,8 +192,60 @@ class FakeBinding:
             return self.fwd(q, k, v, out, lse, seqused_k, *static, workspace, workspace_bytes,
                             device, stream, **pointers)  # fmt: skip
 
+        def run_append(append, q, k_cache, v_cache, out, lse, cache_seqlens, alibi, sinks,
+                       block_table, kv_batch_idx, k, v, rotary_cos, rotary_sin, workspace,
+                       workspace_bytes, device, stream):  # fmt: skip
+            return self.fwd_append(
+                static, append.static, q, k_cache, v_cache, out, lse, cache_seqlens,
+                dict(alibi=alibi, sinks=sinks, block_table=block_table,
+                     kv_batch_idx=kv_batch_idx),
+                dict(k=k, v=v, rotary_cos=rotary_cos, rotary_sin=rotary_sin), workspace,
+                workspace_bytes, device, stream,
+            )  # fmt: skip
+
         call.run = run
+        call.run_append = run_append
         return call
+
+    def fwd_append(self, static, append, q, k_cache, v_cache, out, lse, cache_seqlens, options,
+                   new, workspace, workspace_bytes, device, stream):  # fmt: skip
+        """ff_attn_fwd_append: declines (-1, nothing written) where the C API does (the decode
+        kernel takes at most 16 rows per KV head and new keys of one tile of 32; rotary over a
+        contiguous cache goes to two launches), else the append's reference, then the
+        attention's over the grown lengths with q rotated as the append kernel rotates it."""
+        strides, batch, seqlen_q, _, num_heads, num_heads_k, head_dim = static[:7]
+        self.calls.append(dict(entry="fwd_append", q=q, k_cache=k_cache, v_cache=v_cache, out=out,
+                               lse=lse, cache_seqlens=cache_seqlens, attention_static=static,
+                               **append, **options, **new))  # fmt: skip
+        group = num_heads // num_heads_k
+        rows = seqlen_q * group if group > 1 and seqlen_q * group <= 128 else seqlen_q
+        rotary = append["rotary"][0] > 0
+        if rows > 16 or append["sizes"][1] > 32 or (rotary and not options["block_table"]):
+            return -1
+        needed = self._workspace(workspace, workspace_bytes)
+        if needed:
+            return needed
+        element = _DTYPES[static[9]]
+        q_rotated = torch.empty((batch, seqlen_q, num_heads, head_dim), dtype=element)
+        grown = torch.empty(batch, dtype=torch.int32)
+        # The append kernel's own reference, told about q (the bound call was made without).
+        sizes = list(append["sizes"])
+        sizes[2], sizes[3] = seqlen_q, num_heads
+        q_strides = (*strides[0:3], *q_rotated.stride()[:3])
+        step = dict(append, sizes=tuple(sizes), strides=(*append["strides"][:12], *q_strides))
+        pointers = dict(new, k_cache=k_cache, v_cache=v_cache, q=q if rotary else 0,
+                        q_out=q_rotated.data_ptr() if rotary else 0, cache_seqlens=cache_seqlens,
+                        seqlens_out=grown.data_ptr(), cache_batch_idx=options["kv_batch_idx"],
+                        block_table=options["block_table"])  # fmt: skip
+        self._append(step, pointers)
+        attended = q_rotated.data_ptr() if rotary else q
+        q_strides = q_rotated.stride()[:3] if rotary else tuple(strides[0:3])
+        calls = len(self.calls)
+        result = self.fwd(attended, k_cache, v_cache, out, lse, grown.data_ptr(),
+                          (*q_strides, *strides[3:]), *static[1:], workspace, workspace_bytes,
+                          device, stream, **options)  # fmt: skip
+        del self.calls[calls:]  # one recorded call: the fused step
+        return result
 
     def VarlenFwdCall(self, *static):
         def run(q, k, v, out, lse, cu_q, cu_k, seqused_k, alibi, sinks, block_table, workspace,
@@ -224,6 +276,7 @@ class FakeBinding:
             self.calls.append(dict(entry="append_kv", **static, **pointers))
             self._append(static, pointers)
 
+        call.static = static  # what FwdCall.run_append reads of it
         return call
 
     @staticmethod

@@ -629,8 +629,6 @@ class CudaBackend(Backend):
         """For one layout: [the attention's bound _C.FwdCall, the append's bound
         _C.AppendKvCall, the byte spans of k, v and the caches, return_lse, known workspace
         bytes], or None where the kernels do not take the step as it is."""
-        if not hasattr(getattr(self.binding, "FwdCall", None), "run_append"):
-            return None  # a plugin (or test fake) without the fused step
         call = describe()
         if self.unsupported(call) is not None or call.layout != "dense" or call.k_start:
             return None
@@ -651,7 +649,10 @@ class CudaBackend(Backend):
         if append is None:
             return None
         fwd_type, static = prepared.key  # the attention's bound call, with the option fields
-        return [fwd_type(*static), append[0], append[1], call.return_lse, 0]
+        fwd = fwd_type(*static)
+        if not hasattr(fwd, "run_append"):
+            return None  # a plugin (or test fake) without the fused step
+        return [fwd, append[0], append[1], call.return_lse, 0]
 
 
 _NOT_PLANNED = object()
