@@ -221,6 +221,64 @@ def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, mo
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "paged-16"])
+def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
+    """Thousands of cached keys: the decode step splits its keys over CTAs (split-KV, merged in
+    a cluster or by the combine kernel), and the new key lands in the last split's first tile,
+    or (2048 + 1 keys) alone in the last tile. The fused step writes the caches the append kernel
+    writes and attends as the two launches do, against the float64 reference too."""
+    dtype, page = torch.bfloat16, 16
+    gen = torch.Generator().manual_seed(23)
+    lengths, capacity = [4000, 2048, 130], 4096
+    batch = len(lengths)
+    if layout == "contiguous":
+        k_cache = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
+        table = None
+    else:
+        blocks = capacity // page
+        table = random_block_table(gen, batch, blocks, batch * blocks)
+        k_cache = randn(gen, batch * blocks, page, HEADS_K, HEAD_DIM, dtype=dtype)
+    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
+    q = randn(gen, batch, 1, HEADS, HEAD_DIM, dtype=dtype).cuda()
+    k = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    v = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
+    table_gpu = None if table is None else table.cuda()
+
+    def step(k_cache, v_cache):
+        return forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, rotary_cos=cos if table is not None else None,
+            rotary_sin=sin if table is not None else None, cache_seqlens=_index(lengths),
+            block_table=table_gpu, causal=True, return_softmax_lse=True,
+        )  # fmt: skip
+
+    appends = []
+    append_kv = CudaBackend.append_kv
+    monkeypatch.setattr(
+        CudaBackend, "append_kv", lambda *a, **kw: appends.append(1) or append_kv(*a, **kw)
+    )
+    two_launch, fused = (k_cache.cuda(), v_cache.cuda()), (k_cache.cuda(), v_cache.cuda())
+    with kernel_backend():
+        with monkeypatch.context() as unfused:
+            unfused.setattr(CudaBackend, "attend_appending", lambda *a, **kw: None)
+            expected_out, expected_lse = step(*two_launch)
+        out, lse = step(*fused)
+    assert appends == [1], "the fused step ran the append kernel"
+    bitwise = {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(fused[0], two_launch[0], **bitwise)
+    torch.testing.assert_close(fused[1], two_launch[1], **bitwise)
+    torch.testing.assert_close(out, expected_out, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(lse, expected_lse, atol=1e-3, rtol=1e-4)
+    q_rotated = q.cpu()
+    if table is not None:
+        positions = [[n] for n in lengths]
+        q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, True).to(dtype)
+    _check(
+        out, lse, q_rotated.cuda(), fused[0], fused[1], [n + 1 for n in lengths], [0] * batch,
+        causal=True, block_table=None if table is None else table.tolist(),
+    )  # fmt: skip
+
+
 def test_out_of_range_block_id_is_refused_before_any_write():
     gen = torch.Generator().manual_seed(9)
     k_cache = randn(gen, 6, 16, HEADS_K, HEAD_DIM, dtype=torch.float16).cuda()
