@@ -28,6 +28,7 @@ import torch
 import forge_flash
 from forge_flash.backends.cuda import CudaBackend
 from forge_flash.benchmark import time_graph
+from forge_flash.call import NewKeys
 from forge_flash.kvcache_append import append_kv, append_step, apply_rotary, query_positions
 
 HEADS, KV_HEADS, HEAD_DIM, CACHE_LEN, PAGE = 32, 8, 128, 4096, 16
@@ -115,10 +116,10 @@ def main() -> None:
                     )  # fmt: skip
 
                 def fused_alone(_: int, c=c, cos=cos, sin=sin) -> object:
+                    new = NewKeys(c["k"], c["v"], cos, sin, True, True)
                     q, _, fused = append_step(
-                        c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"], c["seqlens"],
-                        cache_batch_idx=None, block_table=c["table"], rotary_cos=cos,
-                        rotary_sin=sin, rotary_interleaved=True, query_per_token=True,
+                        c["q"], c["k_cache"], c["v_cache"], c["seqlens"], new,
+                        cache_batch_idx=None, block_table=c["table"],
                     )  # fmt: skip
                     if not fused:
                         sys.exit("kvcache_append_cost: the fused append did not run")

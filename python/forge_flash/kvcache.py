@@ -113,9 +113,11 @@ def flash_attn_with_kvcache(
         rows = cache_batch_idx.to(torch.int64).clamp(0, max(block_table.shape[0] - 1, 0))
         block_table, cache_batch_idx = block_table.index_select(0, rows), None
     seqlens, fused = cache_seqlens, False
-    if k is not None and v is not None and cache_leftpad is None:
-        # One launch where the backend fuses the append into the attention.
+    new = None  # rotary comes only with k and v (checked)
+    if k is not None and v is not None:
         new = NewKeys(k, v, rotary_cos, rotary_sin, rotary_interleaved, plan.query_per_token)
+    if new is not None and cache_leftpad is None:
+        # One launch where the backend fuses the append into the attention.
         options = (softmax_scale, causal, tuple(window_size), softcap, return_softmax_lse)
         result = active_backend().attend_appending(
             lambda: api.cache_attention_call(
@@ -129,11 +131,10 @@ def flash_attn_with_kvcache(
         )  # fmt: skip
         if result is not None:
             return result
-    if k is not None and v is not None:  # rotary comes only with them (checked)
+    if new is not None:
         q, seqlens, fused = append_step(
-            q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
-            block_table=block_table, rotary_cos=rotary_cos, rotary_sin=rotary_sin,
-            rotary_interleaved=rotary_interleaved, query_per_token=plan.query_per_token,
+            q, k_cache, v_cache, cache_seqlens, new, cache_batch_idx=cache_batch_idx,
+            block_table=block_table,
         )  # fmt: skip
     return api.cache_attention(
         q, k_cache, v_cache, seqlens, cache_batch_idx=cache_batch_idx,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from .call import NewKeys
 from .discovery import active_backend
 
 
@@ -124,38 +125,33 @@ def append_step(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
     cache_seqlens: torch.Tensor,
+    new: NewKeys,
     *,
     cache_batch_idx: torch.Tensor | None,
     block_table: torch.Tensor | None,
-    rotary_cos: torch.Tensor | None,
-    rotary_sin: torch.Tensor | None,
-    rotary_interleaved: bool,
-    query_per_token: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``append_kv``, and with rotary tables the queries rotated at ``query_positions``.
+    """``append_kv`` of ``new``, and with its rotary tables the queries rotated at
+    ``query_positions``.
 
     Returns the queries to attend with (a rotated copy with rotary, else ``q``), the int32 key
     counts after the append (``cache_seqlens + seqlen_new``) and whether the backend's fused
     kernel ran (then the attention may launch programmatically behind it).
     """
     fused = active_backend().append_kv(
-        k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
-        block_table=block_table, rotary_cos=rotary_cos, rotary_sin=rotary_sin,
-        rotary_interleaved=rotary_interleaved, q=q, query_per_token=query_per_token,
+        k_cache, v_cache, cache_seqlens, new, cache_batch_idx=cache_batch_idx,
+        block_table=block_table, q=q,
     )  # fmt: skip
     if fused is not None:
         rotated, seqlens = fused
         return (q if rotated is None else rotated), seqlens, True
+    cos, sin, interleaved = new.rotary_cos, new.rotary_sin, new.rotary_interleaved
     append_kv(
-        k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx=cache_batch_idx,
-        block_table=block_table, rotary_cos=rotary_cos, rotary_sin=rotary_sin,
-        rotary_interleaved=rotary_interleaved,
+        k_cache, v_cache, new.k, new.v, cache_seqlens, cache_batch_idx=cache_batch_idx,
+        block_table=block_table, rotary_cos=cos, rotary_sin=sin, rotary_interleaved=interleaved,
     )  # fmt: skip
-    seqlens = cache_seqlens + k.shape[1]  # int32: the keys attended, new ones included
-    if rotary_cos is not None and rotary_sin is not None:
-        positions = query_positions(cache_seqlens, q.shape[1], query_per_token)
-        q = apply_rotary(q, rotary_cos, rotary_sin, positions, rotary_interleaved)
+    seqlens = cache_seqlens + new.k.shape[1]  # int32: the keys attended, new ones included
+    if cos is not None and sin is not None:
+        positions = query_positions(cache_seqlens, q.shape[1], new.query_per_token)
+        q = apply_rotary(q, cos, sin, positions, interleaved)
     return q, seqlens, False

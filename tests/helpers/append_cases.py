@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from forge_flash.call import NewKeys
 from forge_flash.kvcache_append import append_kv, append_step, apply_rotary, query_positions
 
 from .kvcache_reference import (
@@ -63,10 +64,10 @@ def _torch_ops(
 
 def _fused(q, k_cache, v_cache, k, v, seqlens, *, rows, table, cos, sin, interleaved, per_token):
     """The fused kernel on the caches (in place): (rotated q, new lengths); asserts it ran."""
+    new = NewKeys(k, v, cos, sin, interleaved, per_token)
     q_out, lengths, fused = append_step(
-        q, k_cache, v_cache, k, v, seqlens, cache_batch_idx=rows, block_table=table,
-        rotary_cos=cos, rotary_sin=sin, rotary_interleaved=interleaved, query_per_token=per_token,
-    )  # fmt: skip
+        q, k_cache, v_cache, seqlens, new, cache_batch_idx=rows, block_table=table
+    )
     assert fused, "the append kernel must have run"
     return q_out, lengths
 

@@ -22,6 +22,7 @@ import torch
 
 os.environ.setdefault("FORGE_FLASH_BACKEND", "cuda")
 import forge_flash
+from forge_flash.call import NewKeys
 
 
 def rand(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -130,11 +131,11 @@ def main() -> None:
     )  # fmt: skip
     wide = rand(3, 2, 2, 83)
     table = torch.randperm(11, device="cuda", dtype=torch.int32)[:9].view(3, 3)
+    new = NewKeys(wide[..., 1:41], wide[..., 42:82], cos[:15, :12], sin[:15, :12], False, True)
     forge_flash.kvcache_append.append_step(
-        rand(3, 2, 4, 41)[..., 1:], rand(11, 5, 2, 40), rand(11, 5, 2, 40), wide[..., 1:41],
-        wide[..., 42:82], torch.tensor([0, 4, 13], dtype=torch.int32, device="cuda"),
-        cache_batch_idx=None, block_table=table, rotary_cos=cos[:15, :12],
-        rotary_sin=sin[:15, :12], rotary_interleaved=False, query_per_token=True,
+        rand(3, 2, 4, 41)[..., 1:], rand(11, 5, 2, 40), rand(11, 5, 2, 40),
+        torch.tensor([0, 4, 13], dtype=torch.int32, device="cuda"), new, cache_batch_idx=None,
+        block_table=table,
     )  # fmt: skip
     torch.cuda.synchronize()
     print("sanitize matrix done")

@@ -76,24 +76,19 @@ class Backend(ABC):
         self,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
         cache_seqlens: torch.Tensor,
+        new: NewKeys,
         *,
         cache_batch_idx: torch.Tensor | None,
         block_table: torch.Tensor | None,
-        rotary_cos: torch.Tensor | None,
-        rotary_sin: torch.Tensor | None,
-        rotary_interleaved: bool,
-        q: torch.Tensor | None,
-        query_per_token: bool,
+        q: torch.Tensor,
     ) -> tuple[torch.Tensor | None, torch.Tensor] | None:
         """The K/V append of ``flash_attn_with_kvcache`` in one step (the semantics of
-        ``forge_flash.kvcache_append``, arguments validated by ``kvcache_checks``): writes k/v
-        into the caches at ``cache_seqlens[b] + i``, rotated when the tables are given, and
-        returns ``(q rotated into a new tensor, or None without rotary; int32 cache_seqlens +
-        seqlen_new)``. Returns None, having done nothing, when this backend does not take the
-        call (the default: the caller then takes the torch ops)."""
+        ``forge_flash.kvcache_append``, arguments validated by ``kvcache_checks``): writes
+        ``new``'s k/v into the caches at ``cache_seqlens[b] + i``, rotated when it has tables,
+        and returns ``(q rotated into a new tensor, or None without rotary; int32
+        cache_seqlens + seqlen_new)``. Returns None, having done nothing, when this backend
+        does not take the call (the default: the caller then takes the torch ops)."""
         return None
 
     def attend_appending(

@@ -21,13 +21,14 @@ handle and the device ordinal (docs/architecture.md, "The binding"). This adapte
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 from types import ModuleType
 
 import torch
 
-from ..call import AttentionCall, AttentionTensors
+from ..call import AttentionCall, AttentionTensors, NewKeys
 from .base import Backend, PreparedRun
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -129,7 +130,8 @@ class _Launch:
         """(the binding's call type, its static arguments): what this launch was bound from."""
         return self._key
 
-    def run(self, *pointers: int) -> None:
+    def run(self, *pointers: int) -> bool:
+        """The call; False where the binding declined it (a negative answer: nothing ran)."""
         # A method, not __call__: a call through an instance's __call__ costs 0.04 us more.
         index, stream = self._index, self._stream_of(self._index)
         known = self._known
@@ -138,8 +140,9 @@ class _Launch:
             needed = self._call(*pointers, workspace.data_ptr(), known, index, stream)
         else:
             needed = self._call(*pointers, 0, 0, index, stream)
-        if needed:
+        if needed > 0:
             self._grow(pointers, needed, index, stream)
+        return needed >= 0
 
     def _grow(self, pointers: tuple, needed: int, index: int, stream: int) -> None:
         """The call again with the ``needed`` workspace bytes it asked for (remembered)."""
@@ -455,18 +458,15 @@ class CudaBackend(Backend):
         self,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
         cache_seqlens: torch.Tensor,
+        new: NewKeys,
         *,
         cache_batch_idx: torch.Tensor | None,
         block_table: torch.Tensor | None,
-        rotary_cos: torch.Tensor | None,
-        rotary_sin: torch.Tensor | None,
-        rotary_interleaved: bool,
-        q: torch.Tensor | None,
-        query_per_token: bool,
+        q: torch.Tensor,
     ) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+        k, v, rotary_cos, rotary_sin = new.k, new.v, new.rotary_cos, new.rotary_sin
+        rotary_interleaved, query_per_token = new.rotary_interleaved, new.query_per_token
         rotary = rotary_cos is not None
         q_in = q if rotary else None
         # The layout: everything the kernel's bound call and its eligibility depend on (read
@@ -487,9 +487,8 @@ class CudaBackend(Backend):
             if len(self._append_calls) >= _WORKSPACE_CACHE_ENTRIES:
                 self._append_calls.clear()
             entry = self._append_calls[layout] = self._append_entry(
-                k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
-                rotary_sin, rotary_interleaved, q_in, query_per_token,
-            )  # fmt: skip
+                k_cache, v_cache, cache_seqlens, new, cache_batch_idx, block_table, q_in
+            )
         if entry is None:
             return None
         bound, spans = entry
@@ -510,12 +509,12 @@ class CudaBackend(Backend):
         return q_out, seqlens_out
 
     def _append_entry(
-        self, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, block_table, rotary_cos,
-        rotary_sin, rotary_interleaved, q_in, query_per_token,
-    ) -> tuple[object, tuple[int, int, int, int]] | None:  # fmt: skip
+        self, k_cache, v_cache, cache_seqlens, new, cache_batch_idx, block_table, q_in
+    ) -> tuple[object, tuple[int, int, int, int]] | None:
         """For one layout: the bound ``_C.AppendKvCall`` and the byte spans of k, v, k_cache
         and v_cache (for the per-call overlap check), or None when the kernel does not
         take the layout (validated by ``kvcache_checks``; the torch ops take every one)."""
+        k, v, rotary_cos, rotary_sin = new.k, new.v, new.rotary_cos, new.rotary_sin
         bound_type = getattr(self.binding, "AppendKvCall", None)  # absent from older fakes
         if bound_type is None or k.device.type != self.device_type:
             return None
@@ -556,7 +555,7 @@ class CudaBackend(Backend):
             ),
             (
                 2 * rotary_cos.shape[1], rotary_cos.shape[0], _MERGE_DTYPE_CODES[rotary_cos.dtype],
-                int(rotary_interleaved), int(query_per_token),
+                int(new.rotary_interleaved), int(new.query_per_token),
             ) if rotary else (0, 0, 0, 0, 0),
             self.limits.dtype_codes[k.dtype],
             True,  # programmatic: the kernel waits for its predecessor before touching memory
@@ -591,44 +590,33 @@ class CudaBackend(Backend):
             )  # fmt: skip
         if entry is None:
             return None
-        fwd, append, spans, return_lse = entry[:4]
+        launch, spans, return_lse = entry
         pointers = (
             q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k.data_ptr(), v.data_ptr()
         )  # fmt: skip
         if (pointers[0] | pointers[1] | pointers[2] | pointers[3] | pointers[4]) & 15:
-            return None  # bound for 16-byte aligned bases
+            return None  # bound for 16-byte aligned bases (the C API's vectors need them)
         if not _apart(pointers[3:], pointers[1:3], spans):
             return None  # the kernel reads the new keys while it writes the caches
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = _cache_lse(q) if return_lse else None
-        index = q.device.index or 0
-        stream = self._stream_of(index)
-        args = (
-            append, pointers[0], pointers[1], pointers[2], out.data_ptr(), _ptr(lse),
+        if not launch.run(
+            pointers[0], pointers[1], pointers[2], out.data_ptr(), _ptr(lse),
             cache_seqlens.data_ptr(), _ptr(alibi_slopes), _ptr(sinks), _ptr(block_table),
             _ptr(cache_batch_idx), pointers[3], pointers[4], _ptr(cos), _ptr(sin),
-        )  # fmt: skip
-        known = entry[4]
-        workspace = torch.empty(known, dtype=torch.uint8, device=q.device) if known else None
-        needed = fwd.run_append(*args, _ptr(workspace), known, index, stream)
-        if needed > 0:  # split-KV partials: the size is remembered for the next step
-            entry[4] = needed
-            workspace = torch.empty(needed, dtype=torch.uint8, device=q.device)
-            needed = fwd.run_append(*args, workspace.data_ptr(), entry[4], index, stream)
-        if needed < 0:  # the step does not fuse (the C API launched nothing): never again
-            self._fused_steps[layout] = None
+        ):  # fmt: skip
+            self._fused_steps[layout] = None  # the step does not fuse (nothing ran): never again
             return None
-        if needed:
-            raise RuntimeError(f"forge_flash_cu13 asked for {needed} more workspace bytes")
         return out if lse is None else (out, lse)
 
     def _fused_entry(
         self, describe, q, k_cache, v_cache, cache_seqlens, new, cache_batch_idx, block_table,
         alibi_slopes, sinks,
-    ) -> list | None:  # fmt: skip
-        """For one layout: [the attention's bound _C.FwdCall, the append's bound
-        _C.AppendKvCall, the byte spans of k, v and the caches, return_lse, known workspace
-        bytes], or None where the kernels do not take the step as it is."""
+    ) -> tuple[_Launch, tuple[int, int, int, int], bool] | None:  # fmt: skip
+        """For one layout: the launch of the attention's bound ``_C.FwdCall.run_append`` with
+        the append's bound ``_C.AppendKvCall`` (the workspace protocol as for every launch),
+        the byte spans of k, v and the caches, and return_lse; or None where the kernels do
+        not take the step as it is."""
         call = describe()
         if self.unsupported(call) is not None or call.layout != "dense" or call.k_start:
             return None
@@ -643,16 +631,18 @@ class CudaBackend(Backend):
         if prepared is None:
             return None
         append = self._append_entry(
-            k_cache, v_cache, new.k, new.v, cache_seqlens, cache_batch_idx, block_table,
-            new.rotary_cos, new.rotary_sin, new.rotary_interleaved, None, new.query_per_token,
-        )  # fmt: skip
+            k_cache, v_cache, cache_seqlens, new, cache_batch_idx, block_table, None
+        )
         if append is None:
             return None
         fwd_type, static = prepared.key  # the attention's bound call, with the option fields
         fwd = fwd_type(*static)
         if not hasattr(fwd, "run_append"):
             return None  # a plugin (or test fake) without the fused step
-        return [fwd, append[0], append[1], call.return_lse, 0]
+        bound, spans = append
+        key = (fwd_type, static, "append")  # a plan (splits, workspace) of its own
+        launch = _Launch(self, functools.partial(fwd.run_append, bound), key, call.device)
+        return launch, spans, call.return_lse
 
 
 _NOT_PLANNED = object()
