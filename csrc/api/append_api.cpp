@@ -72,6 +72,9 @@ Check check_sizes(const ff_append_kv_args& a) {
   return {};
 }
 
+}  // namespace
+
+// Every argument of ff_append_kv (also checked by flash_api.cpp's fused decode step).
 Check check_append(const ff_append_kv_args* args) {
   if (args == nullptr) return fail("args is NULL");
   const ff_append_kv_args& a = *args;
@@ -135,11 +138,6 @@ Check check_append(const ff_append_kv_args* args) {
   }
   return {};
 }
-
-}  // namespace
-
-// For flash_api.cpp's fused step: why the append's arguments are invalid, or "".
-std::string append_args_error(const ff_append_kv_args* args) { return check_append(args).message; }
 
 }  // namespace forge_flash
 

@@ -13,37 +13,34 @@
 
 #include "../kernels/append_kv.h"
 #include "../kernels/dispatch.h"
+#include "view_checks.h"
 
 namespace forge_flash {
 
-std::string append_args_error(const ff_append_kv_args* args);  // append_api.cpp
+Check check_append(const ff_append_kv_args* args);  // append_api.cpp
 
 namespace {
 
 thread_local std::string g_last_error;
 
-// A failed check: the status and a message naming the argument, the value and the rule.
-struct Failure {
-  ff_status status;
-  std::string message;
-};
-
+// A failed check (view_checks.h's Check) of any status: the message names the argument, the
+// value and the rule.
 template <typename... Args>
-Failure fail(ff_status status, const char* fmt, Args... args) {
+Check fail(ff_status status, const char* fmt, Args... args) {
   char buf[512];
   std::snprintf(buf, sizeof(buf), fmt, args...);
   return {status, buf};
 }
 
-Failure ok() { return {FF_OK, {}}; }
+Check ok() { return {}; }
 
-ff_status report(const Failure& f) {
+ff_status report(const Check& f) {
   g_last_error = f.message;
   return f.status;
 }
 
-Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_t rows, int64_t heads, int head_dim,
-                     bool has_batch_dim) {
+Check check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_t rows, int64_t heads, int head_dim,
+                   bool has_batch_dim) {
   const int64_t strides[] = {has_batch_dim ? t.batch_stride : 0, t.row_stride, t.head_stride};
   const int64_t extents[] = {batch, rows, heads};
   const char* dims[] = {"batch_stride", "row_stride", "head_stride"};
@@ -68,27 +65,19 @@ Failure check_tensor(const char* name, const ff_tensor& t, int64_t batch, int64_
   return ok();
 }
 
-// Two threads must never write one output element: sorted by stride, each dimension must
-// step past everything the smaller dimensions span (true of every strided torch view).
-Failure check_no_overlap(const char* name, const ff_tensor& t, int64_t batch, int64_t rows, int64_t heads, int head_dim,
-                         bool has_batch_dim) {
-  struct Dim {
-    int64_t stride, extent;
-  } dims[] = {
-      {has_batch_dim ? t.batch_stride : 0, has_batch_dim ? batch : 1}, {t.row_stride, rows}, {t.head_stride, heads}};
-  std::sort(std::begin(dims), std::end(dims), [](const Dim& a, const Dim& b) { return a.stride < b.stride; });
-  int64_t span = head_dim;  // elements covered by the dimensions so far
-  for (const Dim& d : dims) {
-    if (d.extent <= 1) continue;
-    if (d.stride < span)
-      return fail(FF_ERROR_INVALID_ARGUMENT, "%s: strides make output elements overlap (stride %lld < span %lld)", name,
-                  static_cast<long long>(d.stride), static_cast<long long>(span));
-    span = d.stride * (d.extent - 1) + span;
-  }
-  return ok();
+// Two threads must never write one output element (view_checks.h's rule, on `out`).
+Check check_no_overlap(const char* name, const ff_tensor& t, int64_t batch, int64_t rows, int64_t heads, int head_dim,
+                       bool has_batch_dim) {
+  const View out{name,
+                 t.data,
+                 2,
+                 4,
+                 {has_batch_dim ? batch : 1, rows, heads, head_dim},
+                 {has_batch_dim ? t.batch_stride : 0, t.row_stride, t.head_stride, 1}};
+  return check_no_self_overlap(out);
 }
 
-Failure check_common(int num_heads, int num_heads_k, int head_dim, float scale, ff_dtype dtype) {
+Check check_common(int num_heads, int num_heads_k, int head_dim, float scale, ff_dtype dtype) {
   if (num_heads < 1 || num_heads_k < 1)
     return fail(FF_ERROR_INVALID_ARGUMENT, "num_heads (%d) and num_heads_k (%d) must be >= 1", num_heads, num_heads_k);
   if (num_heads % num_heads_k != 0)
@@ -104,7 +93,7 @@ Failure check_common(int num_heads, int num_heads_k, int head_dim, float scale, 
   return ok();
 }
 
-Failure check_aligned4(const char* name, const void* ptr, bool required) {
+Check check_aligned4(const char* name, const void* ptr, bool required) {
   if (ptr == nullptr) return required ? fail(FF_ERROR_INVALID_ARGUMENT, "%s is NULL", name) : ok();
   if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "%s must be 4-byte aligned (got %p)", name, ptr);
@@ -112,7 +101,7 @@ Failure check_aligned4(const char* name, const void* ptr, bool required) {
 }
 
 // Why the current GPU cannot run the kernels (asked only after a launch setup failed).
-Failure unsupported_device(cudaError_t err) {
+Check unsupported_device(cudaError_t err) {
   int device = 0, major = 0, minor = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -125,14 +114,14 @@ Failure unsupported_device(cudaError_t err) {
 
 // The variant options: each value's range; device arrays only for alignment (the kernels
 // read them and clamp every index they hold).
-Failure check_options(const ff_attn_options& o, bool varlen) {
+Check check_options(const ff_attn_options& o, bool varlen) {
   if (o.has_window && (o.window_left < -1 || o.window_right < -1))
     return fail(FF_ERROR_INVALID_ARGUMENT, "window edges must be >= -1 (-1 = unbounded), got (%d, %d)", o.window_left,
                 o.window_right);
   if (!std::isfinite(o.softcap) || o.softcap < 0.f)
     return fail(FF_ERROR_INVALID_ARGUMENT, "softcap must be finite and >= 0 (0 = off), got %g",
                 static_cast<double>(o.softcap));
-  Failure f = check_aligned4("alibi_slopes", o.alibi_slopes, false);
+  Check f = check_aligned4("alibi_slopes", o.alibi_slopes, false);
   if (f.status == FF_OK) f = check_aligned4("sinks", o.sinks, false);
   if (f.status == FF_OK) f = check_aligned4("block_table", o.block_table, false);
   if (f.status == FF_OK) f = check_aligned4("kv_batch_idx", o.kv_batch_idx, false);
@@ -205,8 +194,8 @@ void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_
 }
 
 // Plan, honour the workspace protocol, launch.
-Failure run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size_t* workspace_bytes,
-            cudaStream_t stream) {
+Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size_t* workspace_bytes,
+          cudaStream_t stream) {
   const DType dt = dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
   FwdPlan plan{};
   cudaError_t cuda_error = cudaSuccess;
@@ -239,14 +228,14 @@ Failure run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, si
 }
 
 // Checks a uniform-batch call and fills p; `empty`: nothing to compute or write.
-Failure check_fwd(const ff_fwd_args* a, size_t* workspace_bytes, FwdParams& p, bool& empty) {
+Check check_fwd(const ff_fwd_args* a, size_t* workspace_bytes, FwdParams& p, bool& empty) {
   empty = false;
   if (a == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "args is NULL");
   if (workspace_bytes == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "workspace_bytes is NULL");
   if (a->batch_size < 0 || a->seqlen_q < 0 || a->seqlen_k < 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "batch_size (%d), seqlen_q (%d) and seqlen_k (%d) must be >= 0",
                 a->batch_size, a->seqlen_q, a->seqlen_k);
-  Failure f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
+  Check f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
   if (f.status != FF_OK) return f;
   if ((f = check_options(a->options, false)).status != FF_OK) return f;
   const ff_attn_options& o = a->options;
@@ -290,10 +279,10 @@ Failure check_fwd(const ff_fwd_args* a, size_t* workspace_bytes, FwdParams& p, b
   return ok();
 }
 
-Failure attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+Check attn_fwd(const ff_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
   FwdParams p{};
   bool empty = false;
-  const Failure f = check_fwd(a, workspace_bytes, p, empty);
+  const Check f = check_fwd(a, workspace_bytes, p, empty);
   if (f.status != FF_OK || empty) return f;
   return run(p, a->dtype, a->options.programmatic_launch != 0, workspace, workspace_bytes, stream);
 }
@@ -307,15 +296,14 @@ bool same_view(const ff_tensor& x, const ff_tensor& y, int64_t batch, int64_t ro
 
 // ff_attn_fwd_append: both calls checked, then checked to describe one step, then (where it
 // fuses) the attention's parameters gain the append's (params.h) and run on the decode kernel.
-Failure attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* workspace, size_t* workspace_bytes,
-                        cudaStream_t stream) {
+Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* workspace, size_t* workspace_bytes,
+                      cudaStream_t stream) {
   FwdParams p{};
   bool empty = false;
-  Failure f = check_fwd(a, workspace_bytes, p, empty);
+  Check f = check_fwd(a, workspace_bytes, p, empty);
   if (f.status != FF_OK) return f;
   if (ap == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "append is NULL");
-  const std::string why = append_args_error(ap);
-  if (!why.empty()) return {FF_ERROR_INVALID_ARGUMENT, "append: " + why};
+  if (const Check c = check_append(ap); c.failed()) return {c.status, "append: " + c.message};
   const ff_append_kv_args& b = *ap;
   const ff_attn_options& o = a->options;
   const bool paged = o.block_table != nullptr;
@@ -377,7 +365,7 @@ Failure attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void*
   return run(p, a->dtype, o.programmatic_launch != 0, workspace, workspace_bytes, stream);
 }
 
-Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
+Check attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* workspace_bytes, cudaStream_t stream) {
   if (a == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "args is NULL");
   if (workspace_bytes == nullptr) return fail(FF_ERROR_INVALID_ARGUMENT, "workspace_bytes is NULL");
   if (a->batch_size < 0 || a->max_seqlen_q < 0 || a->max_seqlen_k < 0 || a->total_q < 0 || a->total_k < 0)
@@ -385,7 +373,7 @@ Failure attn_varlen_fwd(const ff_varlen_fwd_args* a, void* workspace, size_t* wo
                 "batch_size (%d), max_seqlen_q (%d), max_seqlen_k (%d), total_q (%d) and total_k (%d) must be >= 0",
                 a->batch_size, a->max_seqlen_q, a->max_seqlen_k, a->total_q, a->total_k);
   if (a->batch_size == INT32_MAX) return fail(FF_ERROR_INVALID_ARGUMENT, "batch_size is too large");
-  Failure f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
+  Check f = check_common(a->num_heads, a->num_heads_k, a->head_dim, a->softmax_scale, a->dtype);
   if (f.status != FF_OK) return f;
   if ((f = check_options(a->options, true)).status != FF_OK) return f;
   const ff_attn_options& o = a->options;

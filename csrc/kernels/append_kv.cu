@@ -48,10 +48,8 @@ cudaError_t launch(const AppendParams& p, unsigned ctas, bool programmatic, cuda
   const void* kernel = reinterpret_cast<const void*>(&append_kv_kernel<T, kVec>);
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(ctas), config.blockDim = dim3(kAppendThreads), config.stream = stream;
-  cudaLaunchAttribute attribute[1]{};
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  if (programmatic && programmatic_capable(kernel)) config.attrs = attribute, config.numAttrs = 1;
+  cudaLaunchAttribute attribute = programmatic_launch_attribute();
+  if (programmatic && programmatic_capable(kernel)) config.attrs = &attribute, config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, append_kv_kernel<T, kVec>, p);
 }
 

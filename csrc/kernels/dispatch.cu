@@ -9,6 +9,7 @@
 
 #include "combine_kernel.cuh"
 #include "dispatch.h"
+#include "grid_dependency.cuh"
 #include "sm90/cluster_combine.cuh"
 
 namespace forge_flash {
@@ -139,8 +140,7 @@ struct ClusterAttributes {
   void apply(cudaLaunchConfig_t& config, bool programmatic) {
     config.attrs = attrs, config.numAttrs = 2;
     if (programmatic) {  // see launch_fwd
-      attrs[2].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attrs[2].val.programmaticStreamSerializationAllowed = 1;
+      attrs[2] = programmatic_launch_attribute();
       config.numAttrs = 3;
     }
   }
@@ -327,9 +327,7 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
     cudaLaunchConfig_t config{};
     config.gridDim = plan.grid, config.blockDim = dim3(plan.kernel.threads);
     config.dynamicSmemBytes = plan.kernel.smem_bytes, config.stream = stream;
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute attribute = programmatic_launch_attribute();
     config.attrs = &attribute, config.numAttrs = 1;
     err = cudaLaunchKernelExC(&config, plan.kernel.kernel, args);
   } else {

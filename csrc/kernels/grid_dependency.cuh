@@ -7,7 +7,17 @@
 // dispatcher never asks for such a launch.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 namespace forge_flash {
+
+// The launch attribute that makes a launch programmatic (host side: dispatch.cu, append_kv.cu).
+inline cudaLaunchAttribute programmatic_launch_attribute() {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  return attribute;
+}
 
 __device__ __forceinline__ void wait_for_previous_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
