@@ -11,6 +11,7 @@
 
 #include "../../csrc/kernels/append_kv.h"
 #include "../../csrc/kernels/dispatch.h"
+#include "case_runner.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
@@ -69,13 +70,6 @@ void make_paged(ff_append_kv_args& a) {  // 4 blocks of 8 keys, 2 per sequence
   a.block_table = ints_at(kInts + 128);
   a.block_table_stride = 2, a.max_blocks = 2;
 }
-
-struct Case {
-  const char* name;
-  std::function<ff_status()> call;
-  ff_status expect;
-  const char* message;  // substring of ff_last_error(); "" for success
-};
 
 }  // namespace
 
@@ -192,17 +186,7 @@ int main() {
        "q_out: strides make elements overlap"},
   };
   int passed = 0, failed = 0;
-  for (const Case& c : cases) {
-    const int launches_before = g_launches;
-    const ff_status got = c.call();
-    const std::string message = ff_last_error();
-    bool ok = got == c.expect && message.find(c.message) != std::string::npos;
-    if (c.expect != FF_OK && g_launches != launches_before) ok = false;  // refused calls launch nothing
-    if (c.expect == FF_OK && (!message.empty() || g_launches != launches_before + 1)) ok = false;
-    std::printf("%s %s (status %d, message \"%s\")\n", ok ? "PASS" : "FAIL", c.name, static_cast<int>(got),
-                message.c_str());
-    ok ? ++passed : ++failed;
-  }
+  run_cases(cases, g_launches, true, passed, failed);
   // Nothing to write: no launch, no error, pointers unread.
   const int launches_before = g_launches;
   const bool ok = append([](A a) {

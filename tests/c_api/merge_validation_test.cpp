@@ -12,6 +12,7 @@
 #include "../../csrc/kernels/append_kv.h"
 #include "../../csrc/kernels/dispatch.h"
 #include "../../csrc/kernels/merge_states.h"
+#include "case_runner.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
@@ -56,13 +57,6 @@ ff_status merge(std::function<void(ff_merge_args&)> edit) {
   edit(a);
   return ff_merge_states(&a, nullptr);
 }
-
-struct Case {
-  const char* name;
-  std::function<ff_status()> call;
-  ff_status expect;
-  const char* message;  // substring of ff_last_error(); "" for success
-};
 
 }  // namespace
 
@@ -138,17 +132,7 @@ int main() {
        FF_OK, ""},
   };
   int passed = 0, failed = 0;
-  for (const Case& c : cases) {
-    const int launches_before = g_launches;
-    const ff_status got = c.call();
-    const std::string message = ff_last_error();
-    bool ok = got == c.expect && message.find(c.message) != std::string::npos;
-    if (c.expect != FF_OK && g_launches != launches_before) ok = false;  // refused calls launch nothing
-    if (c.expect == FF_OK && (!message.empty() || g_launches != launches_before + 1)) ok = false;
-    std::printf("%s %s (status %d, message \"%s\")\n", ok ? "PASS" : "FAIL", c.name, static_cast<int>(got),
-                message.c_str());
-    ok ? ++passed : ++failed;
-  }
+  run_cases(cases, g_launches, true, passed, failed);
   // Nothing to merge: no launch, no error.
   const int launches_before = g_launches;
   const bool ok =

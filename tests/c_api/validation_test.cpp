@@ -11,6 +11,7 @@
 
 #include "../../csrc/kernels/append_kv.h"
 #include "../../csrc/kernels/dispatch.h"
+#include "case_runner.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
@@ -88,13 +89,6 @@ ff_append_kv_args append_for(const ff_fwd_args& a) {
   b.dtype = a.dtype;
   return b;
 }
-
-struct Case {
-  const char* name;
-  std::function<ff_status()> call;
-  ff_status expect;
-  const char* message;  // substring of ff_last_error(); "" for success
-};
 
 ff_status fwd(std::function<void(ff_fwd_args&)> edit) {
   ff_fwd_args a = valid_fwd();
@@ -314,17 +308,7 @@ int main() {
        "overlap"},
   };
   int passed = 0, failed = 0;
-  for (const Case& c : cases) {
-    const int launches_before = g_launches;
-    const ff_status got = c.call();
-    const std::string message = ff_last_error();
-    bool ok = got == c.expect && message.find(c.message) != std::string::npos;
-    if (c.expect != FF_OK && g_launches != launches_before) ok = false;  // refused calls launch nothing
-    if (c.expect == FF_OK && !message.empty()) ok = false;
-    std::printf("%s %s (status %d, message \"%s\")\n", ok ? "PASS" : "FAIL", c.name, static_cast<int>(got),
-                message.c_str());
-    ok ? ++passed : ++failed;
-  }
+  run_cases(cases, g_launches, false, passed, failed);
 
   // Workspace protocol: too little -> FF_WORKSPACE_REQUIRED with the size, nothing launched;
   // enough (and 256-byte aligned) -> launched.
