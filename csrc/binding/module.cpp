@@ -250,6 +250,19 @@ class AppendKvCall {
   void operator()(uintptr_t k, uintptr_t v, uintptr_t k_cache, uintptr_t v_cache, uintptr_t q, uintptr_t q_out,
                   uintptr_t cache_seqlens, uintptr_t seqlens_out, uintptr_t cache_batch_idx, uintptr_t block_table,
                   uintptr_t rotary_cos, uintptr_t rotary_sin, int device, uintptr_t stream) const {
+    const ff_append_kv_args a = with_data(k, v, k_cache, v_cache, q, q_out, cache_seqlens, seqlens_out, cache_batch_idx,
+                                          block_table, rotary_cos, rotary_sin);
+    const auto no_workspace = [](const ff_append_kv_args* args, void*, size_t*, cudaStream_t s) {
+      return ff_append_kv(args, s);
+    };
+    invoke(no_workspace, a, 0, 0, device, stream);
+  }
+
+  // The bound arguments with this call's data pointers (0 for absent ones).
+  ff_append_kv_args with_data(uintptr_t k, uintptr_t v, uintptr_t k_cache, uintptr_t v_cache, uintptr_t q,
+                              uintptr_t q_out, uintptr_t cache_seqlens, uintptr_t seqlens_out,
+                              uintptr_t cache_batch_idx, uintptr_t block_table, uintptr_t rotary_cos,
+                              uintptr_t rotary_sin) const {
     ff_append_kv_args a = args_;
     a.k.data = reinterpret_cast<void*>(k), a.v.data = reinterpret_cast<void*>(v);
     a.k_cache.data = reinterpret_cast<void*>(k_cache), a.v_cache.data = reinterpret_cast<void*>(v_cache);
@@ -260,13 +273,8 @@ class AppendKvCall {
     a.block_table = reinterpret_cast<const int32_t*>(block_table);
     a.rotary_cos.data = reinterpret_cast<const void*>(rotary_cos);
     a.rotary_sin.data = reinterpret_cast<const void*>(rotary_sin);
-    const auto no_workspace = [](const ff_append_kv_args* args, void*, size_t*, cudaStream_t s) {
-      return ff_append_kv(args, s);
-    };
-    invoke(no_workspace, a, 0, 0, device, stream);
+    return a;
   }
-
-  const ff_append_kv_args& args() const { return args_; }
 
  private:
   ff_append_kv_args args_{};
@@ -282,15 +290,10 @@ int64_t FwdCall::run_append(const AppendKvCall& append, uintptr_t q, uintptr_t k
   a.seqused_k = reinterpret_cast<const int32_t*>(cache_seqlens);
   set_option_data(a, alibi, sinks, block_table);
   a.options.kv_batch_idx = reinterpret_cast<const int32_t*>(kv_batch_idx);
-  ff_append_kv_args b = append.args();
-  b.k.data = reinterpret_cast<void*>(k), b.v.data = reinterpret_cast<void*>(v);
-  b.k_cache.data = reinterpret_cast<void*>(k_cache), b.v_cache.data = reinterpret_cast<void*>(v_cache);
-  b.q.data = b.q_out.data = nullptr;  // q is the attention's, rotated as the kernel reads it
+  // No q, q_out or seqlens_out: q is the attention's, rotated as the kernel reads it.
+  ff_append_kv_args b = append.with_data(k, v, k_cache, v_cache, 0, 0, cache_seqlens, 0, kv_batch_idx, block_table,
+                                         rotary_cos, rotary_sin);
   b.num_heads = a.num_heads, b.seqlen_q = a.seqlen_q;
-  b.cache_seqlens = a.seqused_k, b.seqlens_out = nullptr;
-  b.cache_batch_idx = a.options.kv_batch_idx, b.block_table = a.options.block_table;
-  b.rotary_cos.data = reinterpret_cast<const void*>(rotary_cos);
-  b.rotary_sin.data = reinterpret_cast<const void*>(rotary_sin);
   bool declined = false;  // FF_ERROR_UNSUPPORTED: the step does not fuse, nothing launched
   const size_t bytes = invoke(
       [&](const ff_fwd_args* args, void* ws, size_t* need, cudaStream_t s) {
