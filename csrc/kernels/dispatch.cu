@@ -11,6 +11,7 @@
 #include "dispatch.h"
 #include "grid_dependency.cuh"
 #include "sm90/cluster_combine.cuh"
+#include "tma_maps.h"
 
 namespace forge_flash {
 namespace {
@@ -322,6 +323,8 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
     p.partial_lse =
         reinterpret_cast<float*>(static_cast<char*>(workspace) + align_up(partials * p.head_dim * sizeof(float), 256));
   }
+  if (plan.kernel.tma_swizzle > 0)
+    set_tma_maps(p, dtype == DType::kBFloat16, plan.kernel.tma_swizzle, plan.kernel.block_m, plan.kernel.block_n);
   cudaError_t err;
   if (programmatic) {
     cudaLaunchConfig_t config{};

@@ -27,7 +27,9 @@ KernelInfo sm90_kernel_info() {
   if constexpr (kSm90HeadDim != 0) {
     using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent>;
     static_assert(kSm90HeadDim == kHeadDim || Cfg::kPadsHeadDim, "a smaller head_dim needs zero-filled columns");
-    return kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, kFeat>));
+    KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, kFeat>));
+    info.tma_swizzle = Cfg::kSwizzle;
+    return info;
   } else {
     return {nullptr, 0, 0, 0, 0, 1};
   }

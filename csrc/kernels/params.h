@@ -22,6 +22,12 @@ struct RotaryTables {
   int interleaved;
 };
 
+// A TMA tensor map (CUtensorMap: 128 opaque bytes, 64-byte aligned), kept opaque here so that
+// this header needs no driver API header; tma_maps.cu encodes them.
+struct alignas(64) TmaDescriptor {
+  unsigned char bytes[128];
+};
+
 struct FwdParams {
   const void* q;
   const void* k;
@@ -103,6 +109,12 @@ struct FwdParams {
   float* partial_o;      // [num_splits][num_rows][head_dim]
   float* partial_lse;    // [num_splits][num_rows]
   int64_t num_rows;      // batch * heads * seqlen_q, or heads * total_q for varlen
+
+  // The Hopper kernel's tile loads through TMA (sm90/fwd_kernel_sm90.cuh): set by launch_fwd
+  // (tma_maps.h) where Q, K and V are dense strided tensors whose rows the kernel reads from 0 to
+  // seqlen (no varlen, paging, left padding or per-sequence key counts), else the copies.
+  bool tma;
+  TmaDescriptor tma_q, tma_k, tma_v;  // (head_dim, heads, seqlen, batch), one column block per box
 };
 
 }  // namespace forge_flash

@@ -5,7 +5,8 @@
 
 Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and split-KV), the
 Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64
-and 128), split-KV + combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
+and 128; its tiles loaded through TMA for dense Q/K/V, strided views included, and by cp.async
+for varlen), split-KV + combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
 GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
 (batched decode), strided views; the variant kernels (window, softcap, ALiBi, sinks, any
 scale, paged K/V, a cache batch index, left padding) and the Hopper head dims 96/192/256; the

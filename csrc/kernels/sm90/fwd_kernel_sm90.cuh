@@ -1,8 +1,9 @@
 // Hopper (sm_90a) forward kernel, warp-specialised with pingpong consumers.
 //
 //   CTA = 3 warpgroups, 128 query rows, K/V tiles of kBlockN keys in a ring of kStages.
-//   warpgroup 0, producer:   Q, then K/V tiles last to first into the ring (cp.async);
-//                            a stage's `full` mbarrier completes when its copies land,
+//   warpgroup 0, producer:   Q, then K/V tiles last to first into the ring (TMA from one
+//                            thread, or cp.async where TMA cannot address the call);
+//                            a stage's `full` mbarrier completes when its bytes land,
 //                            its `empty` mbarrier when both consumers are done with it
 //                            (Q's space likewise, for the persistent launch's next tile).
 //   warpgroups 1-2, consumers, 64 query rows each, one program:
@@ -25,9 +26,10 @@
 // With 2 stages (head_dim 192, 256, whose tiles fill shared memory) K and V of a stage have
 // separate barriers, so that K[i] is refilled once S = Q K[i]^T has run (Sm90Config::kSplitKV).
 //
-// Tiles use the 128-byte-swizzle layout of sm90/wgmma.cuh (64-byte at head_dim 96). cp.async
-// writes are generic-proxy writes; a consumer waits on the stage's `full` barrier and then
-// fences the proxies before wgmma (async proxy) reads the tile.
+// Tiles use the 128-byte-swizzle layout of sm90/wgmma.cuh (64-byte at head_dim 96), which is
+// also TMA's swizzled box layout, one column block per box. cp.async writes are generic-proxy
+// writes (TMA's are async-proxy, like wgmma's reads); a consumer waits on the stage's `full`
+// barrier and then fences the proxies before wgmma reads the tile.
 #pragma once
 
 #include "../fwd_common.cuh"
@@ -169,14 +171,17 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // i / kStages; the j-th Q tile in barrier phase j.
   auto kv_tiles = [](const CtaWork& w) { return w.m0 < w.rows ? max(w.n_end - w.n_begin, 0) : 0; };
   const int tid = threadIdx.x;
+  // TMA: one producer thread loads each tile (launch_fwd sets p.tma).
+  const bool tma = p.tma;
   if (tid == 0) {
-    sm90::mbar_init(bar_q_full, Cfg::kCopyThreads);
+    const int copiers = tma ? 1 : Cfg::kCopyThreads;  // arrivals that fill a stage
+    sm90::mbar_init(bar_q_full, copiers);
     sm90::mbar_init(bar_q_empty, kConsumers / 32);  // one arrival per consumer warp
     for (int s = 0; s < kStages; ++s) {
-      sm90::mbar_init(bar_k_full(s), Cfg::kCopyThreads);
+      sm90::mbar_init(bar_k_full(s), copiers);
       sm90::mbar_init(bar_v_empty(s), kConsumers / 32);
       if (Cfg::kSplitKV) {
-        sm90::mbar_init(bar_v_full(s), Cfg::kCopyThreads);
+        sm90::mbar_init(bar_v_full(s), copiers);
         sm90::mbar_init(bar_k_empty(s), kConsumers / 32);
       }
     }
@@ -187,39 +192,83 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // ================================ producer ================================
   if (tid < Cfg::kProducerThreads) {
     sm90::shrink_registers<Cfg::kProducerRegs>();
+    // TMA (FwdParams::tma): one thread loads each tile as whole column blocks (kSwizzle bytes
+    // of every row: the box TMA swizzles into the layout wgmma reads); rows past the tensor's
+    // end arrive as zeros, and the `full` barriers complete on the bytes, so one arrival (with
+    // the byte count) fills a stage. Without the copies' address arithmetic and 16-byte
+    // instructions (32 per thread per K/V tile at head_dim 128) in the producer warps, the
+    // consumers get the SMs' issue slots: 3-10% more TFLOP/s at head_dim 64-128 from 2k tokens
+    // and up to 22-35% causal at head_dim 256 on the H200 (docs/benchmarks.md, 2026-12-01).
+    // Otherwise each of kCopyThreads threads copies a 16-byte chunk column of the tile.
+    // The stage program, for either way of loading: load_q(w) fills Q's barrier, load_k and
+    // load_v (w, stage, n0) fill the stage's (with kSplitKV, K and V have barriers of their own).
+    auto produce = [&](auto&& load_q, auto&& load_k, auto&& load_v) {
+      int it = 0, q_loads = 0;
+      for_each_work_tile([&](const CtaWork& w) {
+        const int n_tiles = kv_tiles(w);
+        if (n_tiles == 0) return;
+        if (q_loads > 0) sm90::mbar_wait(bar_q_empty, (q_loads - 1) & 1);
+        load_q(w);
+        ++q_loads;
+        for (int i = 0; i < n_tiles; ++i, ++it) {
+          const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
+          if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
+          load_k(w, stage, n0);
+          if (Cfg::kSplitKV && it >= kStages) sm90::mbar_wait(bar_v_empty(stage), (it / kStages - 1) & 1);
+          load_v(w, stage, n0);
+        }
+      });
+    };
+    if (tma) {
+      if (tid != 0) return;
+      constexpr int kBlocks = kHeadDim * 2 / kSwizzle;
+      auto tile = [&](const TmaDescriptor& map, uint32_t dst, int rows, int head, int row, int b, uint32_t bar) {
+#pragma unroll
+        for (int c = 0; c < kBlocks; ++c)
+          sm90::tma_load_4d(dst + c * rows * kSwizzle, &map, bar, c * (kSwizzle / 2), head, row, b);
+      };
+      produce(
+          [&](const CtaWork& w) {
+            sm90::mbar_arrive_expect_tx(bar_q_full, Cfg::kQBytes);
+            tile(p.tma_q, sQ, kBlockM, w.cta_head, w.m0, w.b, bar_q_full);
+          },
+          [&](const CtaWork& w, int stage, int n0) {  // K, and V's bytes too where they share the barrier
+            sm90::mbar_arrive_expect_tx(bar_k_full(stage), Cfg::kSplitKV ? Cfg::kKVBytes : 2 * Cfg::kKVBytes);
+            tile(p.tma_k, sK(stage), kBlockN, w.kv_head, n0, w.kv_b, bar_k_full(stage));
+          },
+          [&](const CtaWork& w, int stage, int n0) {
+            if (Cfg::kSplitKV) sm90::mbar_arrive_expect_tx(bar_v_full(stage), Cfg::kKVBytes);
+            tile(p.tma_v, sV(stage), kBlockN, w.kv_head, n0, w.kv_b, bar_v_full(stage));
+          });
+      return;
+    }
     if (tid >= Cfg::kCopyThreads) return;
     constexpr int kRowStep = Cfg::kCopyRowStep;
     TileCopyLane copy{tid / kChunks, tid % kChunks, !Cfg::kPadsHeadDim || tid % kChunks < p.head_dim / 8};
     const auto q_off = [](int row, int chunk) { return sm90::tile_offset(kBlockM, row, chunk, kSwizzle); };
     const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk, kSwizzle); };
-    int it = 0, q_loads = 0;
-    for_each_work_tile([&](const CtaWork& w) {
-      const int n_tiles = kv_tiles(w);
-      if (n_tiles == 0) return;
-      // Above head_dim 128 the copy loops are long (28-32 rows per thread) and the compiler
-      // would keep each row's address terms live across the work-tile loop (spills at 56
-      // registers); an opaque copy lane makes it recompute them per tile.
-      if constexpr (Cfg::kPersistent && kHeadDim > 128) asm volatile("" : "+r"(copy.row0), "+r"(copy.chunk));
-      if (q_loads > 0) sm90::mbar_wait(bar_q_empty, (q_loads - 1) & 1);
-      load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
-      sm90::mbar_arrive_after_cp_async(bar_q_full);
-      ++q_loads;
-      const T* k_ptr = k_base<T, kFeat>(p, w);
-      const T* v_ptr = v_base<T, kFeat>(p, w);
-      for (int i = 0; i < n_tiles; ++i, ++it) {
-        const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
-        if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
-        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sK(stage), k_ptr, p.k_batch_stride, p.k_row_stride, n0, copy,
-                                             kv_off);
-        if (Cfg::kSplitKV) {
-          sm90::mbar_arrive_after_cp_async(bar_k_full(stage));
-          if (it >= kStages) sm90::mbar_wait(bar_v_empty(stage), (it / kStages - 1) & 1);
-        }
-        load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sV(stage), v_ptr, p.v_batch_stride, p.v_row_stride, n0, copy,
-                                             kv_off);
-        sm90::mbar_arrive_after_cp_async(bar_v_full(stage));
-      }
-    });
+    const T *k_ptr = nullptr, *v_ptr = nullptr;  // the work tile's first K and V rows
+    produce(
+        [&](const CtaWork& w) {
+          // Above head_dim 128 the copy loops are long (28-32 rows per thread) and the compiler
+          // would keep each row's address terms live across the work-tile loop (spills at 56
+          // registers); an opaque copy lane makes it recompute them per tile.
+          if constexpr (Cfg::kPersistent && kHeadDim > 128) asm volatile("" : "+r"(copy.row0), "+r"(copy.chunk));
+          load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
+          sm90::mbar_arrive_after_cp_async(bar_q_full);
+          k_ptr = k_base<T, kFeat>(p, w);
+          v_ptr = v_base<T, kFeat>(p, w);
+        },
+        [&](const CtaWork& w, int stage, int n0) {
+          load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sK(stage), k_ptr, p.k_batch_stride, p.k_row_stride, n0, copy,
+                                               kv_off);
+          if (Cfg::kSplitKV) sm90::mbar_arrive_after_cp_async(bar_k_full(stage));
+        },
+        [&](const CtaWork& w, int stage, int n0) {
+          load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sV(stage), v_ptr, p.v_batch_stride, p.v_row_stride, n0, copy,
+                                               kv_off);
+          sm90::mbar_arrive_after_cp_async(bar_v_full(stage));
+        });
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return;
   }

@@ -60,6 +60,25 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
   }
 }
 
+// ---- TMA (cp.async.bulk.tensor): one thread copies a whole box of a tensor, described by a
+// tensor map (tma_maps.cu), into shared memory, applying the swizzle the map names; the bytes
+// complete a transaction count on an mbarrier. The producer first arrives on the barrier and
+// announces the bytes of the phase (expect_tx), so the phase completes once they have landed.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+// `map` is the generic address of a tensor map in kernel parameter space (a __grid_constant__
+// FwdParams member); coordinates innermost first, in elements.
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2,
+                                            int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
+      "%5}], [%6];\n" ::"r"(dst),
+      "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+
 // ---- Named barriers (ids 1-15; 0 is __syncthreads). `threads` counts every thread that
 // takes part, arriving or waiting; a multiple of the warp size.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
