@@ -288,6 +288,13 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
         grid_x = std::min<int64_t>(grid_x, static_cast<int64_t>(hopper_facts.sm_count) * hopper_facts.ctas_per_sm);
     }
   }
+  // Softcap bounds every base-2 logit to +-softcap_log2 (ALiBi's bias would not be bounded).
+  // A fixed offset in place of the running maximum then keeps 2^(logit - offset) within
+  // [2^-120, 2^32]: normal in fp32 and bf16 (not fp16, whose P holds 2^-14..2^15), and far
+  // from overflowing O's fp32 sums. That holds while softcap_log2 <= 76 (softcap <= 52.7).
+  p.bounded_logits = plan->kernel.kernel == kernels.sm90.kernel && p.softcap > 0.f && p.alibi_slopes == nullptr &&
+                     dtype == DType::kBFloat16 && p.softcap_log2 <= 76.f;
+  p.logit_offset = std::min(p.softcap_log2, 120.f - p.softcap_log2);
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                          : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
   plan->programmatic_capable = facts.cc_major >= 9 && (facts.sm90_code || plan->kernel.kernel == hopper.kernel);

@@ -441,6 +441,10 @@ __device__ __forceinline__ void mask_band(float (&s)[kNT][4], const FwdParams& p
   }
 }
 
+// The softcap's tanh(scale * s / softcap) of one score, before its factor softcap * log2(e)
+// (score_mod multiplies by it; softmax_bounded folds it into its exponent).
+__device__ __forceinline__ float softcap_tanh(float s, const FwdParams& p) { return tanh_approx(s * p.score_scale); }
+
 // The score transform: softcap * tanh(scale * s / softcap) or scale * s as base-2 logits (or s
 // left raw: score_scale 1), minus the ALiBi slope times the key's distance from the row's
 // diagonal, in the same units (alibi_scale). tanh.approx is one special-function instruction
@@ -452,7 +456,7 @@ __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[j][e] = p.softcap_log2 * tanh_approx(s[j][e] * p.score_scale);
+      for (int e = 0; e < 4; ++e) s[j][e] = p.softcap_log2 * softcap_tanh(s[j][e], p);
   } else if (p.score_scale != 1.f) {  // 1: the softmax scales (windows, sinks, paged K/V)
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
@@ -520,6 +524,31 @@ __device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max
         sum += x;
       }
     row_sum[hi] = row_sum[hi] * correction[hi] + sum;
+  }
+}
+
+// The softmax of bounded logits (FwdParams::bounded_logits: softcap, no ALiBi, bf16 P). `t`
+// holds softcap_tanh of each score, -inf where masked; the base-2 logit is
+// softcap_log2 * t, and P = 2^(logit - offset) with the fixed offset: no running maximum, so no
+// max reduction before the exponentials, no correction and no rescale of O. The row's
+// maximum stays `offset` (finish_rows' LSE). Of the softcap's extra work per score (a tanh on
+// the special-function unit beside the exp2), this takes back the max and the rescale: 4-5%
+// of a softcapped call at head_dim 128, 8k tokens on the H200 (docs/benchmarks.md).
+template <int kNT>
+__device__ __forceinline__ void softmax_bounded(float (&t)[kNT][4], float (&row_sum)[2], float softcap_log2,
+                                                float offset) {
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float& x = t[j][hi * 2 + e];
+        x = exp2_approx(fmaf(x, softcap_log2, -offset));
+        sum += x;
+      }
+    row_sum[hi] += sum;
   }
 }
 

@@ -77,6 +77,11 @@ struct FwdParams {
   int64_t alibi_batch_stride;
   float alibi_scale;   // slope factor into the units of score_mod's scores: log2(e), or 1 / scale (raw)
   const float* sinks;  // (heads,) float32: a logit per head in every row's denominator
+  // Bounded logits (plan_fwd; the Hopper kernel's plain launch, up to head_dim 192): a softcap
+  // keeps every base-2 logit within +-softcap_log2, so with bf16 P and no ALiBi the softmax may
+  // subtract this fixed offset instead of a running maximum (fwd_common.cuh, softmax_bounded).
+  bool bounded_logits;
+  float logit_offset;
 
   // K/V addressing beyond strided dense rows.
   const int32_t* block_table;  // paged: (batch, max_blocks); k/v batch strides step one block

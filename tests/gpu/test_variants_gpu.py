@@ -173,6 +173,22 @@ def test_softcap_on_large_logits(softcap, head_dim):
     _check(q * 6, k * 6, v, causal=True, softcap=softcap, window_size=(512, 0))
 
 
+@pytest.mark.parametrize("softcap", [10.0, 50.0, 52.0, 60.0])
+def test_softcap_logits_at_both_ends_of_their_range(softcap):
+    # With bf16 the Hopper kernel offsets softcapped logits by a constant instead of a running
+    # maximum (up to softcap 52.7; 60 takes the running maximum). Half of the rows score every
+    # key near -softcap (their P lie near the bottom of the offset range), half near +softcap
+    # (the top), where P reaches 2^24 before the normalisation.
+    q, k, v = rand_qkv(1, 256, 1500, 8, 8, 128, torch.bfloat16)
+    direction = torch.randn(128, device="cuda", dtype=torch.bfloat16) * 4
+    sign = torch.ones(256, 1, 1, device="cuda", dtype=torch.bfloat16)
+    sign[::2] = -1
+    q = q * 0.3 + sign * direction
+    k = k * 0.3 + direction
+    _check(q, k, v, causal=False, softcap=softcap)
+    _check(q, k, v, causal=True, softcap=softcap, sinks=sink_logits(8, 7))
+
+
 # -- varlen ------------------------------------------------------------------------------------
 
 

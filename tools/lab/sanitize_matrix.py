@@ -90,6 +90,7 @@ def main() -> None:
         forge_flash.flash_attn_fwd(q, k, v, causal=True)
         q, k, v = rand(1, 1100, 4, d), rand(1, 1100, 4, d), rand(1, 1100, 4, d)
         forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(100, 0))
+        forge_flash.flash_attn_fwd(q, k, v, causal=True, softcap=30.0)  # bounded logits (bf16)
     # Paged K/V (page 16 and an odd 7), decode and chunked prefill, and a cache batch index.
     for page in (16, 7):
         blocks = -(-1000 // page)

@@ -338,12 +338,26 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     const int n_tiles = kv_tiles(w);
 #pragma unroll
     for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
-    row_max[0] = row_max[1] = -INFINITY;
+    // Bounded logits (softcap): a fixed offset stands for the row maximum (softmax_bounded).
+    // Not where the variant consumers have no registers to spare for a second softmax: the
+    // persistent kernel, head_dim 256 (24-60 bytes of spills).
+    const bool bounded = kFeat && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
+    row_max[0] = row_max[1] = bounded ? p.logit_offset : -INFINITY;
     row_sum[0] = row_sum[1] = 0.f;
     auto softmax = [&](int i, float (&correction)[2]) {
       const int n0 = (w.n_end - 1 - i) * kBlockN;
-      scores_to_logits<kFeat>(acc_s, p, w, n0, tile_row, lane, tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM));
-      softmax_step(acc_s, row_max, row_sum, p.scale_log2, correction);
+      const bool needs_mask = tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM);
+      if (bounded) {
+#pragma unroll
+        for (int j = 0; j < kNTilesS; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc_s[j][e] = softcap_tanh(acc_s[j][e], p);
+        if (needs_mask) mask_band(acc_s, p, w, n0, tile_row, lane);
+        softmax_bounded(acc_s, row_sum, p.softcap_log2, p.logit_offset);
+      } else {
+        scores_to_logits<kFeat>(acc_s, p, w, n0, tile_row, lane, needs_mask);
+        softmax_step(acc_s, row_max, row_sum, p.scale_log2, correction);
+      }
       if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty);  // last Q K^T ran: Q may be replaced
     };
 
@@ -376,7 +390,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         sm90::fence_operand(o_flat);
         sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
         release(bar_v_empty((it + i - 1) % kStages));
-        rescale_rows(acc_o, correction);
+        if (!bounded) rescale_rows(acc_o, correction);
         sm90::acc_to_a<T>(s_flat, p_frag);
       }
       wait_v(it + n_tiles - 1);
