@@ -494,6 +494,23 @@ __device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdPa
   }
 }
 
+// S -> P = exp2(S * scale - offset) for one of a thread's two rows (`hi`) of an m16 slice;
+// returns the row's sum of P over this thread's columns. Both softmax forms share it: the
+// online one with the running maximum as the offset, the bounded one with a fixed offset.
+template <int kNT>
+__device__ __forceinline__ float exponentiate_row(float (&s)[kNT][4], int hi, float scale, float offset) {
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNT; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float& x = s[j][hi * 2 + e];
+      x = exp2_approx(fmaf(x, scale, -offset));
+      sum += x;
+    }
+  return sum;
+}
+
 // One step of the online softmax for an m16 slice: new running max, S -> P =
 // exp2(S * scale * log2(e) - max), the running sum rescaled, and the factor the O rows must
 // be rescaled by (left to the caller, whose O may still be an in-flight wgmma accumulator).
@@ -514,16 +531,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max
     const float max_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
     correction[hi] = exp2_approx(row_max[hi] * scale_log2 - max_scaled);
     row_max[hi] = mx;
-    float sum = 0.f;
-#pragma unroll
-    for (int j = 0; j < kNT; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float& x = s[j][hi * 2 + e];
-        x = exp2_approx(fmaf(x, scale_log2, -max_scaled));
-        sum += x;
-      }
-    row_sum[hi] = row_sum[hi] * correction[hi] + sum;
+    row_sum[hi] = row_sum[hi] * correction[hi] + exponentiate_row(s, hi, scale_log2, max_scaled);
   }
 }
 
@@ -538,18 +546,7 @@ template <int kNT>
 __device__ __forceinline__ void softmax_bounded(float (&t)[kNT][4], float (&row_sum)[2], float softcap_log2,
                                                 float offset) {
 #pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    float sum = 0.f;
-#pragma unroll
-    for (int j = 0; j < kNT; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float& x = t[j][hi * 2 + e];
-        x = exp2_approx(fmaf(x, softcap_log2, -offset));
-        sum += x;
-      }
-    row_sum[hi] += sum;
-  }
+  for (int hi = 0; hi < 2; ++hi) row_sum[hi] += exponentiate_row(t, hi, softcap_log2, offset);
 }
 
 template <int kNO>
