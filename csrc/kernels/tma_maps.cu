@@ -78,9 +78,13 @@ bool find_or_encode(TmaDescriptor* map, const MapShape& s, const void* data) {
     CachedMap& c = cached[i];
     if (!(c.shape == s)) continue;
     if (c.data != data) {
-      if (driver().replace_address == nullptr ||
-          driver().replace_address(reinterpret_cast<CUtensorMap*>(&c.map), const_cast<void*>(data)) != CUDA_SUCCESS)
-        break;  // encode it anew below
+      const bool moved =
+          driver().replace_address != nullptr &&
+          driver().replace_address(reinterpret_cast<CUtensorMap*>(&c.map), const_cast<void*>(data)) == CUDA_SUCCESS;
+      if (!moved && !encode_new(&c.map, s, data)) {
+        c.shape = MapShape{};  // dims of 0: the slot matches no call until it is reused
+        return false;
+      }
       c.data = data;
     }
     *map = c.map;
