@@ -288,12 +288,26 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
         grid_x = std::min<int64_t>(grid_x, static_cast<int64_t>(hopper_facts.sm_count) * hopper_facts.ctas_per_sm);
     }
   }
+  // TMA: the tensor maps of the chosen Hopper kernel's boxes, where the call's layout lets
+  // them encode. There the plain launch becomes the TMA-only instance (its own tiles, 240
+  // consumer registers); the persistent kernel loads through either.
+  p.tma = false;
+  if (plan->kernel.tma_swizzle > 0) {
+    const bool tma_only = plan->kernel.kernel == kernels.sm90.kernel && kernels.sm90_tma.kernel != nullptr;
+    const KernelInfo& k = tma_only ? kernels.sm90_tma : plan->kernel;
+    if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n) && tma_only) {
+      DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
+      if ((*cuda_error = device_facts(kernels.sm90_tma, &tma_facts)) != cudaSuccess) return "device query failed";
+      plan->kernel = kernels.sm90_tma;
+    }
+  }
   // Softcap bounds every base-2 logit to +-softcap_log2 (ALiBi's bias would not be bounded).
   // A fixed offset in place of the running maximum then keeps 2^(logit - offset) within
   // [2^-120, 2^32]: normal in fp32 and bf16 (not fp16, whose P holds 2^-14..2^15), and far
   // from overflowing O's fp32 sums. That holds while softcap_log2 <= 76 (softcap <= 52.7).
-  p.bounded_logits = plan->kernel.kernel == kernels.sm90.kernel && p.softcap > 0.f && p.alibi_slopes == nullptr &&
-                     dtype == DType::kBFloat16 && p.softcap_log2 <= 76.f;
+  p.bounded_logits = (plan->kernel.kernel == kernels.sm90.kernel || plan->kernel.kernel == kernels.sm90_tma.kernel) &&
+                     p.softcap > 0.f && p.alibi_slopes == nullptr && dtype == DType::kBFloat16 &&
+                     p.softcap_log2 <= 76.f;
   p.logit_offset = std::min(p.softcap_log2, 120.f - p.softcap_log2);
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                          : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
@@ -330,8 +344,6 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
     p.partial_lse =
         reinterpret_cast<float*>(static_cast<char*>(workspace) + align_up(partials * p.head_dim * sizeof(float), 256));
   }
-  if (plan.kernel.tma_swizzle > 0)
-    set_tma_maps(p, dtype == DType::kBFloat16, plan.kernel.tma_swizzle, plan.kernel.block_m, plan.kernel.block_n);
   cudaError_t err;
   if (programmatic) {
     cudaLaunchConfig_t config{};

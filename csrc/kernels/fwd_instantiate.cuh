@@ -21,14 +21,15 @@ constexpr int sm90_head_dim(int head_dim) {
   return head_dim == 160 ? 192 : head_dim == 224 ? 256 : head_dim >= 64 ? head_dim : 0;
 }
 
-template <typename T, int kHeadDim, bool kPersistent, bool kFeat>
+template <typename T, int kHeadDim, bool kPersistent, bool kFeat, bool kTmaOnly = false>
 KernelInfo sm90_kernel_info() {
   constexpr int kSm90HeadDim = sm90_head_dim(kHeadDim);
   if constexpr (kSm90HeadDim != 0) {
-    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent>;
+    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent, kTmaOnly, kFeat>;
     static_assert(kSm90HeadDim == kHeadDim || Cfg::kPadsHeadDim, "a smaller head_dim needs zero-filled columns");
     KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, kFeat>));
     info.tma_swizzle = Cfg::kSwizzle;
+    info.tma_only = kTmaOnly;
     return info;
   } else {
     return {nullptr, 0, 0, 0, 0, 1};
@@ -53,6 +54,7 @@ FwdKernels fwd_kernels() {
           kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, kFeat>)),
           sm90_kernel_info<T, kHeadDim, false, kFeat>(),
           sm90_kernel_info<T, kHeadDim, true, kFeat>(),
+          sm90_kernel_info<T, kHeadDim, false, kFeat, true>(),
           decode_variant_info<T, Decode, kFeat, false, false>(),
           decode_variant_info<T, Decode, kFeat, false, true>(),
           decode_variant_info<T, Decode, kFeat, true, true>()};

@@ -123,12 +123,12 @@ bool encode(TmaDescriptor* map, const void* data, bool bf16, int head_dim, int h
 
 }  // namespace
 
-void set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n) {
+bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n) {
   p.tma = false;
-  if (swizzle != 64 && swizzle != 128) return;
+  if (swizzle != 64 && swizzle != 128) return false;
   if (p.cu_seqlens_q != nullptr || p.cu_seqlens_k != nullptr || p.seqused_k != nullptr || p.block_table != nullptr ||
       p.k_start != nullptr || p.pack_gqa || p.seqlen_new > 0 || driver().encode == nullptr)
-    return;
+    return false;
   const int64_t q_strides[3] = {p.q_head_stride, p.q_row_stride, p.q_batch_stride};
   const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};
   const int64_t v_strides[3] = {p.v_head_stride, p.v_row_stride, p.v_batch_stride};
@@ -137,6 +137,7 @@ void set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n
   p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, p.seqlen_q, p.batch, q_strides, swizzle, block_m) &&
           encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.seqlen_k, kv_batch, k_strides, swizzle, block_n) &&
           encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.seqlen_k, kv_batch, v_strides, swizzle, block_n);
+  return p.tma;
 }
 
 }  // namespace forge_flash

@@ -11,6 +11,6 @@ namespace forge_flash {
 // per-sequence key counts (the kernel reads rows past a sequence's keys and counts on zeros
 // there), packed GQA rows, a fused append, or addresses and strides TMA cannot take (16-byte
 // multiples). The tile copies then serve the call, as they serve every other GPU.
-void set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n);
+bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n);  // returns p.tma
 
 }  // namespace forge_flash

@@ -47,7 +47,7 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
   return step;
 }
 
-template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;        // 2 consumer warpgroups x 64 rows
@@ -55,6 +55,9 @@ struct Sm90Config {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
   static constexpr bool kPersistent = kPersistent_;
+  // TMA-only instance (launch_fwd runs it where the call's maps encode): its producer is one
+  // thread issuing TMA loads, which needs 24 registers, so the consumers get 240.
+  static constexpr bool kTmaOnly = kTmaOnly_;
   static constexpr int kProducerThreads = 128;
   static constexpr int kConsumerThreads = 256;
   static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
@@ -63,7 +66,7 @@ struct Sm90Config {
   // share spills its address arithmetic at head_dim 128, and the persistent producer's tile
   // loop needs 72 there. Above head_dim 128 the consumers need all 224 (O alone is 96-128),
   // and the persistent producer fits 56 by recomputing its row addresses per work tile.
-  static constexpr int kProducerRegs = (kPersistent && kHeadDim <= 128) ? 72 : 56;
+  static constexpr int kProducerRegs = kTmaOnly ? 24 : (kPersistent && kHeadDim <= 128) ? 72 : 56;
   static constexpr int kConsumerRegs = (168 * 3 - kProducerRegs) / 2;
   static_assert(kHeadDim % 32 == 0 && kHeadDim >= 64 && kHeadDim <= 256, "wgmma tiles: head_dim 64..256, 32k");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "keys: whole k16 slices of P V, wgmma N <= 256");
@@ -111,14 +114,17 @@ struct Sm90Config {
 //   192: 112 keys, 2 stages (217 KB), O 96 + S 56 + P 28 registers.
 //   256:  80 keys, 2 stages (225 KB), O 128 + S 40 + P 20 registers.
 //   256 persistent: 64 keys (193 KB): its tile loop's state needs the 12 registers of 16 keys.
-template <int kHeadDim, bool kPersistent>
+//   TMA-only (240 consumer registers), plain scores: 128: 176 keys, 2 stages (209 KB), O 64 +
+//   S 88 + P 44 (the variant score program spills 376 bytes there: it keeps 128 keys).
+template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
 struct Sm90Tiles {
-  static constexpr int kBlockN = kHeadDim == 256 ? (kPersistent ? 64 : 80) : kHeadDim == 192 ? 112 : 128;
-  static constexpr int kStages = kHeadDim == 64 || kHeadDim == 96 ? 4 : kHeadDim == 128 ? 3 : 2;
+  static constexpr bool kWide = kTmaOnly && !kFeat && kHeadDim == 128;
+  static constexpr int kBlockN = kHeadDim == 256 ? (kPersistent ? 64 : 80) : kHeadDim == 192 ? 112 : kWide ? 176 : 128;
+  static constexpr int kStages = kHeadDim == 64 || kHeadDim == 96 ? 4 : kHeadDim == 128 && !kWide ? 3 : 2;
 };
-template <int kHeadDim, bool kPersistent>
-using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent>::kBlockN,
-                                     Sm90Tiles<kHeadDim, kPersistent>::kStages, kPersistent>;
+template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
+using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kBlockN,
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kStages, kPersistent, kTmaOnly>;
 
 // kFeat: the variant kernel (fwd_common.cuh's score program); the plain kernel compiles none of it.
 template <typename T, typename Cfg, bool kFeat>
@@ -172,7 +178,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto kv_tiles = [](const CtaWork& w) { return w.m0 < w.rows ? max(w.n_end - w.n_begin, 0) : 0; };
   const int tid = threadIdx.x;
   // TMA: one producer thread loads each tile (launch_fwd sets p.tma).
-  const bool tma = p.tma;
+  const bool tma = Cfg::kTmaOnly || p.tma;
   if (tid == 0) {
     const int copiers = tma ? 1 : Cfg::kCopyThreads;  // arrivals that fill a stage
     sm90::mbar_init(bar_q_full, copiers);
@@ -242,6 +248,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
           });
       return;
     }
+    if constexpr (Cfg::kTmaOnly) return;
     if (tid >= Cfg::kCopyThreads) return;
     constexpr int kRowStep = Cfg::kCopyRowStep;
     TileCopyLane copy{tid / kChunks, tid % kChunks, !Cfg::kPadsHeadDim || tid % kChunks < p.head_dim / 8};
