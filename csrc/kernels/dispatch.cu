@@ -289,8 +289,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     }
   }
   // TMA: the tensor maps of the chosen Hopper kernel's boxes, where the call's layout lets
-  // them encode. There the plain launch becomes the TMA-only instance (its own tiles, 240
-  // consumer registers); the persistent kernel loads through either.
+  // them encode. There the plain launch becomes the TMA-only instance (its own tiles and
+  // consumer registers: sm90/fwd_kernel_sm90.cuh, Sm90Tiles); the persistent kernel loads
+  // through either.
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
     const bool tma_only = plan->kernel.kernel == kernels.sm90.kernel && kernels.sm90_tma.kernel != nullptr;
@@ -298,7 +299,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n) && tma_only) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(kernels.sm90_tma, &tma_facts)) != cudaSuccess) return "device query failed";
-      plan->kernel = kernels.sm90_tma;
+      plan->kernel = kernels.sm90_tma;  // its query blocks may be taller (head_dim 64: 192 rows)
+      plan->num_m_blocks = static_cast<int>((rows + k.block_m - 1) / k.block_m);
+      grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
     }
   }
   // Softcap bounds every base-2 logit to +-softcap_log2 (ALiBi's bias would not be bounded).

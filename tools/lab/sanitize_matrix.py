@@ -5,8 +5,9 @@
 
 Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and split-KV), the
 Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64
-and 128; its tiles loaded through TMA for dense Q/K/V, strided views included, and by cp.async
-for varlen), split-KV + combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
+and 128; its tiles loaded through TMA for dense Q/K/V, strided views included, where the plain
+launch is the TMA-only instance with its own tiles, and by cp.async for varlen), split-KV +
+combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
 GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
 (batched decode), strided views; the variant kernels (window, softcap, ALiBi, sinks, any
 scale, paged K/V, a cache batch index, left padding) and the Hopper head dims 96/192/256; the
@@ -36,7 +37,9 @@ def main() -> None:
         (8, 256, 256, 16, 16, 128, True),  # Hopper persistent: 256 work tiles
         (8, 200, 333, 16, 4, 128, False),  # Hopper persistent, tails
         (4, 300, 300, 32, 8, 64, False),  # Hopper persistent, head_dim 64
-        (1, 1100, 1100, 4, 4, 64, True),  # Hopper plain (more than 1024 keys)
+        (1, 1100, 1100, 4, 4, 64, True),  # Hopper plain (more than 1024 keys): TMA-only,
+        (2, 1300, 1300, 4, 2, 64, False),  # 3 consumer warpgroups at head_dim 64, tails, GQA
+        (1, 1300, 1300, 4, 2, 128, False),  # TMA-only, 176-key tiles at head_dim 128
         (2, 70, 130, 4, 2, 64, True),  # SM80 prefill, split-KV (small grid)
         (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV (Hopper: cluster)
         (1, 1, 70000, 8, 2, 128, False),  # decode split-KV + combine kernel

@@ -1,12 +1,13 @@
 // Hopper (sm_90a) forward kernel, warp-specialised with pingpong consumers.
 //
-//   CTA = 3 warpgroups, 128 query rows, K/V tiles of kBlockN keys in a ring of kStages.
+//   CTA = a producer warpgroup and kConsumerWGs = 2 consumer warpgroups (3 in the TMA-only
+//   head_dim 64 instance), 64 query rows each; K/V tiles of kBlockN keys in a ring of kStages.
 //   warpgroup 0, producer:   Q, then K/V tiles last to first into the ring (TMA from one
 //                            thread, or cp.async where TMA cannot address the call);
 //                            a stage's `full` mbarrier completes when its bytes land,
-//                            its `empty` mbarrier when both consumers are done with it
+//                            its `empty` mbarrier when every consumer is done with it
 //                            (Q's space likewise, for the persistent launch's next tile).
-//   warpgroups 1-2, consumers, 64 query rows each, one program:
+//   warpgroups 1.., consumers, one program:
 //     S = Q K[0]^T; softmax
 //     for each next tile i:
 //       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores)
@@ -17,9 +18,9 @@
 // Why: at head_dim 64 the exponentials of one tile cost about as much as its two matrix
 // products, so a kernel whose warpgroups compute in lockstep leaves the tensor cores idle
 // during every softmax (this kernel's predecessor did: 20-30% slower on the H100,
-// docs/benchmarks.md). Here the two consumers take turns ("pingpong",
-// ordered by two named barriers): one issues its matrix products while the other runs its
-// softmax, so the tensor cores see one consumer's work during the other's exponentials. The
+// docs/benchmarks.md). Here the consumers take turns ("pingpong", in a ring ordered by one
+// named barrier each): one issues its matrix products while the others run their softmax,
+// so the tensor cores see one consumer's work during another's exponentials. The
 // producer warpgroup keeps the copies (and their address arithmetic) off the consumers'
 // instruction stream, and hands its registers to them (setmaxnreg).
 //
@@ -47,27 +48,31 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
   return step;
 }
 
-template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;        // 2 consumer warpgroups x 64 rows
+  static constexpr int kConsumerWGs = kConsumerWGs_;  // consumer warpgroups, 64 query rows each
+  static constexpr int kBlockM = 64 * kConsumerWGs;
   static constexpr int kKvTilesPerStep = 1;  // K/V tiles a CTA works on at once (KernelInfo)
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
   static constexpr bool kPersistent = kPersistent_;
-  // TMA-only instance (launch_fwd runs it where the call's maps encode): its producer is one
-  // thread issuing TMA loads, which needs 24 registers, so the consumers get 240.
+  // TMA-only instance (plan_fwd runs it where the call's maps encode): its producer is one
+  // thread issuing TMA loads, which needs 24 registers, so the consumers get 240 (160 each
+  // with three consumer warpgroups).
   static constexpr bool kTmaOnly = kTmaOnly_;
   static constexpr int kProducerThreads = 128;
-  static constexpr int kConsumerThreads = 256;
+  static constexpr int kConsumerThreads = 128 * kConsumerWGs;
   static constexpr int kNThreads = kProducerThreads + kConsumerThreads;
-  // 65536 registers / 384 threads = 168 each at launch; the producer gives most of its share
-  // to the consumers: 56 * 128 + 224 * 256 = 168 * 384. Multiples of 8; a smaller producer
+  static constexpr int kLaunchRegs = 65536 / kNThreads / 8 * 8;  // per thread at launch
+  // 65536 registers / 384 threads = 168 each at launch (128 with three consumers); the
+  // producer gives most of its share to the consumers: 56 * 128 + 224 * 256 = 168 * 384
+  // (24 * 128 + 160 * 384 <= 128 * 512 with three). Multiples of 8; a smaller producer
   // share spills its address arithmetic at head_dim 128, and the persistent producer's tile
   // loop needs 72 there. Above head_dim 128 the consumers need all 224 (O alone is 96-128),
   // and the persistent producer fits 56 by recomputing its row addresses per work tile.
   static constexpr int kProducerRegs = kTmaOnly ? 24 : (kPersistent && kHeadDim <= 128) ? 72 : 56;
-  static constexpr int kConsumerRegs = (168 * 3 - kProducerRegs) / 2;
+  static constexpr int kConsumerRegs = (kLaunchRegs * (kConsumerWGs + 1) - kProducerRegs) / kConsumerWGs / 8 * 8;
   static_assert(kHeadDim % 32 == 0 && kHeadDim >= 64 && kHeadDim <= 256, "wgmma tiles: head_dim 64..256, 32k");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "keys: whole k16 slices of P V, wgmma N <= 256");
   // Tile layout (sm90/wgmma.cuh): 128B swizzle, or 64B where head_dim is not a multiple of 64.
@@ -114,17 +119,29 @@ struct Sm90Config {
 //   192: 112 keys, 2 stages (217 KB), O 96 + S 56 + P 28 registers.
 //   256:  80 keys, 2 stages (225 KB), O 128 + S 40 + P 20 registers.
 //   256 persistent: 64 keys (193 KB): its tile loop's state needs the 12 registers of 16 keys.
-//   TMA-only (240 consumer registers), plain scores: 128: 176 keys, 2 stages (209 KB), O 64 +
-//   S 88 + P 44 (the variant score program spills 376 bytes there: it keeps 128 keys).
+// The TMA-only instance (plain launch; its producer is one thread) has 24 producer registers,
+// so its consumers get more; with plain scores it takes larger tiles:
+//   64:  3 consumer warpgroups (192 query rows, 160 registers each: O 32 + S 64 + P 32),
+//        128 keys, 4 stages (153 KB). A third consumer is a third instruction stream for the
+//        SM's schedulers while the other two wait on their exponentials or matrix products:
+//        +12-17% at 2k-16k tokens on the H200 (docs/benchmarks.md, 2026-12-01 night). Not at
+//        head_dim 96/128, whose O, S and P do not fit 160 registers (100-240 bytes of spills).
+//   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
+//        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
 template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
 struct Sm90Tiles {
-  static constexpr bool kWide = kTmaOnly && !kFeat && kHeadDim == 128;
-  static constexpr int kBlockN = kHeadDim == 256 ? (kPersistent ? 64 : 80) : kHeadDim == 192 ? 112 : kWide ? 176 : 128;
-  static constexpr int kStages = kHeadDim == 64 || kHeadDim == 96 ? 4 : kHeadDim == 128 && !kWide ? 3 : 2;
+  static constexpr bool kWide = kTmaOnly && !kFeat;  // the larger tiles above
+  static constexpr int kConsumerWGs = kWide && kHeadDim == 64 ? 3 : 2;
+  static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
+                                 : kHeadDim == 192          ? 112
+                                 : kWide && kHeadDim == 128 ? 176
+                                                            : 128;
+  static constexpr int kStages = kHeadDim == 64 || kHeadDim == 96 ? 4 : kHeadDim == 128 && kBlockN == 128 ? 3 : 2;
 };
 template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
 using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kBlockN,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kStages, kPersistent, kTmaOnly>;
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kStages, kPersistent, kTmaOnly,
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kConsumerWGs>;
 
 // kFeat: the variant kernel (fwd_common.cuh's score program); the plain kernel compiles none of it.
 template <typename T, typename Cfg, bool kFeat>
@@ -139,8 +156,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;
   constexpr int kChunks = Cfg::kChunks, kSwizzle = Cfg::kSwizzle;
   constexpr int kConsumers = Cfg::kConsumerThreads;
-  // Named barriers: "consumer c may issue" (kBarTurn0 + c), both consumers (epilogue).
-  constexpr int kBarTurn0 = 1, kBarConsumers = 3;
+  // Named barriers: "consumer c may issue" (kBarTurn0 + c), all consumers (epilogue).
+  constexpr int kWGs = Cfg::kConsumerWGs, kBarTurn0 = 1, kBarConsumers = kBarTurn0 + kWGs;
 
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -333,11 +350,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto release_k = [&](int it) {  // S = Q K[it]^T has run (split barriers; else freed with V)
     if (Cfg::kSplitKV) release(bar_k_empty(it % kStages));
   };
-  // Turns: a consumer issues only after the other one has issued. Consumer 1 arrives once
-  // ahead so that consumer 0 goes first; consumer 0 takes that arrival back at the end.
-  auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, kConsumers); };
-  auto turn_end = [&] { sm90::named_barrier_arrive(kBarTurn0 + 1 - consumer, kConsumers); };
-  if (consumer == 1) turn_end();
+  // Turns, in a ring: a consumer issues only after the one before it has issued (each turn
+  // barrier: that one's 128 arrivals and this one's 128). The last consumer arrives once
+  // ahead so that consumer 0 goes first; consumer 0 takes that arrival back at the end. Every
+  // consumer takes as many turns (they walk the same K/V tiles), so the ring never skips.
+  auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, 256); };
+  auto turn_end = [&] { sm90::named_barrier_arrive(kBarTurn0 + (consumer + 1) % kWGs, 256); };
+  if (consumer == kWGs - 1) turn_end();
 
   int it = 0, q_uses = 0;
   for_each_work_tile([&](const CtaWork& w) {
@@ -424,7 +443,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // Plain: stage the tile in Q's space (head_dim 96: and past it, in the K/V ring, whose
     // tiles have all been consumed) for 16-byte coalesced stores.
     T* staging = reinterpret_cast<T*>(smem);
-    sm90::named_barrier_sync(kBarConsumers, kConsumers);  // both consumers are done reading Q, K, V
+    sm90::named_barrier_sync(kBarConsumers, kConsumers);  // every consumer is done reading Q, K, V
     stage_output<T, Cfg::kOutputPitch>(staging, acc_o, tile_row, lane);
     sm90::named_barrier_sync(kBarConsumers, kConsumers);
     store_output<T, Cfg::kOutputPitch, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
