@@ -126,6 +126,8 @@ struct Sm90Config {
 //        SM's schedulers while the other two wait on their exponentials or matrix products:
 //        +12-17% at 2k-16k tokens on the H200 (docs/benchmarks.md, 2026-12-01 night). Not at
 //        head_dim 96/128, whose O, S and P do not fit 160 registers (100-240 bytes of spills).
+//   96:  192 keys, 2 stages (169 KB), O 48 + S 96 + P 48 of 240 registers: +1-5% at 4k-8k
+//        tokens (three consumers with 80-key tiles: +3% non-causal, -6% causal).
 //   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
 template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
@@ -134,9 +136,10 @@ struct Sm90Tiles {
   static constexpr int kConsumerWGs = kWide && kHeadDim == 64 ? 3 : 2;
   static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
                                  : kHeadDim == 192          ? 112
+                                 : kWide && kHeadDim == 96  ? 192
                                  : kWide && kHeadDim == 128 ? 176
                                                             : 128;
-  static constexpr int kStages = kHeadDim == 64 || kHeadDim == 96 ? 4 : kHeadDim == 128 && kBlockN == 128 ? 3 : 2;
+  static constexpr int kStages = kBlockN > 128 || kHeadDim > 128 ? 2 : kHeadDim == 128 ? 3 : 4;
 };
 template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
 using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kBlockN,
