@@ -31,7 +31,8 @@ constexpr int kClusterMaxKeysPerSplit = 4096;
 // which balances causal work and keeps the resident CTAs on few heads (L2 reuse); static
 // persistent schedules measured up to 24% slower there (causal, head_dim 128). Counted in keys,
 // not tiles: a tile's start-up grows with head_dim as its work per key does, while the larger
-// head dims use shorter tiles (64-112 keys).
+// head dims use shorter tiles (64-112 keys). Above head_dim 192, calls whose tensors TMA can
+// address take the TMA-only instance instead (plan_fwd's TMA step says why).
 constexpr int kPersistentMaxKeys = 1024;
 
 template <bool kFeat>
@@ -291,10 +292,16 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // TMA: the tensor maps of the chosen Hopper kernel's boxes, where the call's layout lets
   // them encode. There the plain launch becomes the TMA-only instance (its own tiles and
   // consumer registers: sm90/fwd_kernel_sm90.cuh, Sm90Tiles); the persistent kernel loads
-  // through either.
+  // through either, except above head_dim 192: there the TMA-only instance (80-key tiles,
+  // 240 consumer registers) beats the persistent one (64 keys, 224) also over short K/V,
+  // by 14% non-causal and 40% causal at 1k tokens of head_dim 256 (H200,
+  // docs/bench-raw/2026-12-01c-h200-persistent-vs-tma-only-ab.txt; at head_dim 64-128 the
+  // persistent kernel stays 2-30% ahead there; 192 was not measured).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
-    const bool tma_only = plan->kernel.kernel == kernels.sm90.kernel && kernels.sm90_tma.kernel != nullptr;
+    const bool tma_only = kernels.sm90_tma.kernel != nullptr &&
+                          (plan->kernel.kernel == kernels.sm90.kernel ||
+                           (plan->kernel.kernel == kernels.sm90_persistent.kernel && p.head_dim > 192));
     const KernelInfo& k = tma_only ? kernels.sm90_tma : plan->kernel;
     if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n) && tma_only) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
