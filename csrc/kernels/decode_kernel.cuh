@@ -27,12 +27,11 @@
 
 namespace forge_flash {
 
-// kFeat: the variant kernel (see fwd_kernel.cuh); kScoreMods: with its score program (window,
-// softcap, ALiBi, sinks), or (false) the plain one over K/V addressed the variants' ways (paged,
-// indexed, left-padded): a paged decode step then pays nothing for score variants it does not
+// P: the kernel's policies (policies.h). A decode step over a paged or indexed cache with plain
+// scores takes IndexedKV, not AllVariants: it then pays nothing for score variants it does not
 // use (the variant kernel cost one sequence of 4k keys 11.8 us, the plain one 10.3, H200).
 // kAppend: with the fused K/V append of a decode step (fused_append.cuh, FwdParams::seqlen_new).
-template <typename T, typename Cfg, bool kFeat, bool kScoreMods = kFeat, bool kAppend = false>
+template <typename T, typename Cfg, class P, bool kAppend = false>
 __global__ void __launch_bounds__(Cfg::kNThreads)
     decode_kernel(const __grid_constant__ FwdParams p, const int num_m_blocks) {
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kWarps = Cfg::kNWarps;
@@ -46,10 +45,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   T* sK = sQ + Cfg::kSmemQElems + warp * 2 * Cfg::kSmemKVElems;  // this warp's K and V tiles
   T* sV = sK + Cfg::kSmemKVElems;
 
-  const CtaWork w = cta_work<kFeat>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x, kWarps);
+  const CtaWork w = cta_work<P>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x, kWarps);
   if (w.m0 >= w.rows) return;  // an empty sequence of a varlen batch (its whole cluster returns)
-  const T* k_ptr = k_base<T, kFeat>(p, w);
-  const T* v_ptr = v_base<T, kFeat>(p, w);
+  const T* k_ptr = k_base<T, P>(p, w);
+  const T* v_ptr = v_base<T, P>(p, w);
 
   // Copies into swizzled rows of kPitch elements (see warp_mma.cuh). Q: the first kQThreads
   // threads; K/V: each warp its own tiles, so a warp waits only for its own loads.
@@ -63,7 +62,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
   // Paged K/V: `pages` holds the block-table entries of the tile being loaded, `next_pages`
   // those of the warp's next tile, loaded a step ahead (load_kv_tile_paged_warp).
-  const bool paged = kFeat && p.block_table != nullptr;
+  const bool paged = P::kIndexedKV && p.block_table != nullptr;
   int pages = 0, next_pages = 0;
   auto load_tile = [&](uint32_t dst, const T* base, int64_t block_stride, int64_t row_stride, int n_block) {
     constexpr int kRowStep = 32 / kPitchChunks;
@@ -145,8 +144,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     float acc_s[1][kBlockN / 8][4];
     qk_scores<T, 1, kBlockN, kHeadDim>(acc_s, q_frag, k_frag);
     const int n0 = n_block * kBlockN;
-    scores_to_logits<kScoreMods>(acc_s[0], p, w, n0, lane / 4, lane,
-                                 tile_needs_mask<kScoreMods>(p, w, n0, kBlockN, kBlockM));
+    scores_to_logits<P>(acc_s[0], p, w, n0, lane / 4, lane, tile_needs_mask<P>(p, w, n0, kBlockN, kBlockM));
 
     cp_async_wait<0>();
     __syncwarp();                   // V[n] landed; the warp is done reading K[n]
@@ -198,7 +196,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
       acc.z = fmaf(weight, x.z, acc.z), acc.w = fmaf(weight, x.w, acc.w);
     }
     float keep = 1.f;  // a sink joins only the row's last merge (no splits after this one)
-    if (kScoreMods && p.sinks != nullptr && p.num_splits == 1 && w.m0 + row < w.rows)
+    if (P::kSinks && p.sinks != nullptr && p.num_splits == 1 && w.m0 + row < w.rows)
       keep = join_sink(p.sinks[row_target(p, w, row).head], mx, sum);
     const float inv = sum != 0.f ? keep / sum : 0.f;
     acc = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);

@@ -35,11 +35,12 @@ constexpr int kClusterMaxKeysPerSplit = 4096;
 // address take the TMA-only instance instead (plan_fwd's TMA step says why).
 constexpr int kPersistentMaxKeys = 1024;
 
-template <bool kFeat>
+template <bool kVariantTable>
 FwdKernels kernels_for(DType dtype, int routed) {
-#define FORGE_FLASH_CASE(D) \
-  case D:                   \
-    return dtype == DType::kFloat16 ? fwd_kernels<half, D, kFeat>() : fwd_kernels<__nv_bfloat16, D, kFeat>();
+#define FORGE_FLASH_CASE(D)                                                 \
+  case D:                                                                   \
+    return dtype == DType::kFloat16 ? fwd_kernels<half, D, kVariantTable>() \
+                                    : fwd_kernels<__nv_bfloat16, D, kVariantTable>();
   switch (routed) { FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_CASE) }
 #undef FORGE_FLASH_CASE
   return {};

@@ -113,8 +113,8 @@ __device__ __forceinline__ void patch_new_keys(const FwdParams& p, const CtaWork
                                                unsigned char* v_tile, int n0, int first_new_key, bool stores,
                                                TileCopyLane lane, Offset offset, const NewKeyUnits& first) {
   if (!lane.chunk_ok) return;  // chunks past head_dim stay zero
-  const T* k_cache = k_base<T, true>(p, w);
-  const T* v_cache = v_base<T, true>(p, w);
+  const T* k_cache = k_base<T, IndexedKV>(p, w);
+  const T* v_cache = v_base<T, IndexedKV>(p, w);
   const int e0 = lane.chunk * 8;
   const NewKeySpan span = new_keys_in_tile(p, n0, kRows, first_new_key);
   for (int i = span.lo + lane.row0; i < span.hi; i += kRowStep) {

@@ -12,6 +12,7 @@
 
 #include "lse_merge.cuh"
 #include "params.h"
+#include "policies.h"
 #include "ptx.cuh"
 
 namespace forge_flash {
@@ -30,12 +31,13 @@ struct SeqExtent {
   int64_t q_start, k_start;  // first row in the packed (varlen) tensors, else 0
 };
 
-// kFeat: the variant kernels, whose K/V may be paged (cu_seqlens_k then only counts keys) or
-// start late (left padding). Plain kernels compile neither.
-template <bool kFeat>
+// K/V addressing: with P::kIndexedKV the keys may be paged (cu_seqlens_k then only counts
+// keys), start late (left padding) or end with a fused append's new keys. Other instances
+// compile none of it.
+template <class P>
 __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) {
   SeqExtent e{p.seqlen_q, p.seqlen_k, 0, 0};
-  const bool paged = kFeat && p.block_table != nullptr;
+  const bool paged = P::kIndexedKV && p.block_table != nullptr;
   if (p.cu_seqlens_q != nullptr) {
     const int q0 = clamp_int(p.cu_seqlens_q[b], 0, p.total_q);
     const int q1 = clamp_int(p.cu_seqlens_q[b + 1], q0, p.total_q);
@@ -47,11 +49,12 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
     e.seqlen_q = min(q1 - q0, p.seqlen_q);
     e.seqlen_k = min(k1 - k0, p.seqlen_k);
   }
-  if (kFeat && p.seqlen_new > 0)  // a fused append: the cached keys, then the new ones (C API: capacity >= seqlen_new)
+  if (P::kIndexedKV &&
+      p.seqlen_new > 0)  // a fused append: the cached keys, then the new ones (C API: capacity >= seqlen_new)
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k - p.seqlen_new) + p.seqlen_new;
   else if (p.seqused_k != nullptr)
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);
-  if (kFeat && p.k_start != nullptr) {  // left padding: the sequence's keys are rows [start, seqlen_k)
+  if (P::kIndexedKV && p.k_start != nullptr) {  // left padding: the sequence's keys are rows [start, seqlen_k)
     const int start = clamp_int(p.k_start[b], 0, e.seqlen_k);
     e.k_start += start;
     e.seqlen_k -= start;
@@ -76,7 +79,7 @@ constexpr int kCausalHeadGroup = 8;
 // `tile` numbers the work tiles, in launch order: blockIdx.x for a CTA per tile. A kernel that
 // works on `tiles_per_step` K/V tiles at once (one per warp: the decode kernel) gets splits of
 // whole steps.
-template <bool kFeat>
+template <class P>
 __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n, int tile,
                                             int tiles_per_step = 1) {
   CtaWork w;
@@ -97,11 +100,11 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
     bh = tile / num_m_blocks;
   }
   w.b = bh / heads_per_cta;
-  w.kv_b = kFeat && p.kv_batch_idx != nullptr ? clamp_int(p.kv_batch_idx[w.b], 0, p.kv_batch_rows - 1) : w.b;
+  w.kv_b = P::kIndexedKV && p.kv_batch_idx != nullptr ? clamp_int(p.kv_batch_idx[w.b], 0, p.kv_batch_rows - 1) : w.b;
   w.cta_head = bh % heads_per_cta;
   w.group = p.pack_gqa ? p.group : 1;
   w.kv_head = p.pack_gqa ? w.cta_head : w.cta_head / p.group;
-  w.seq = sequence_extent<kFeat>(p, w.b);
+  w.seq = sequence_extent<P>(p, w.b);
   w.rows = w.seq.seqlen_q * w.group;
   w.m0 = m_block * block_m;
   w.diag = w.seq.seqlen_k - w.seq.seqlen_q;
@@ -110,7 +113,7 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   const int n_blocks = ceil_div(w.seq.seqlen_k, block_n);
   w.n_end = n_blocks;
   w.n_begin = 0;
-  if constexpr (kFeat) {
+  if constexpr (P::kBand) {
     // The window's band: tiles wholly left of the first row's band or right of the last row's
     // are never visited (a sliding window costs what its band holds, not seqlen_k), and the
     // splits divide the band.
@@ -161,16 +164,16 @@ __device__ __forceinline__ const T* q_rows_base(const FwdParams& p, const CtaWor
 }
 // The first key row of this work tile's sequence and KV head. Paged K/V has no such row (each
 // key is found through the block table, load_kv_tile): there it is the head's offset alone.
-template <typename T, bool kFeat>
+template <typename T, class P>
 __device__ __forceinline__ const T* k_base(const FwdParams& p, const CtaWork& w) {
   const T* k = static_cast<const T*>(p.k) + w.kv_head * p.k_head_stride;
-  if (kFeat && p.block_table != nullptr) return k;
+  if (P::kIndexedKV && p.block_table != nullptr) return k;
   return k + w.kv_b * p.k_batch_stride + w.seq.k_start * p.k_row_stride;
 }
-template <typename T, bool kFeat>
+template <typename T, class P>
 __device__ __forceinline__ const T* v_base(const FwdParams& p, const CtaWork& w) {
   const T* v = static_cast<const T*>(p.v) + w.kv_head * p.v_head_stride;
-  if (kFeat && p.block_table != nullptr) return v;
+  if (P::kIndexedKV && p.block_table != nullptr) return v;
   return v + w.kv_b * p.v_batch_stride + w.seq.k_start * p.v_row_stride;
 }
 
@@ -212,7 +215,7 @@ __device__ __forceinline__ void load_kv_tile(uint32_t dst, const T* base, int64_
   }
 }
 
-// Paged K/V (variant kernels): key t of the sequence is row t % page_size of block
+// Paged K/V (P::kIndexedKV): key t of the sequence is row t % page_size of block
 // block_table[b][t / page_size], `base` the KV head's offset. Block ids and table columns are
 // clamped, so a bad table can never address outside the cache.
 //
@@ -351,13 +354,13 @@ __device__ __forceinline__ void load_kv_tile_paged_warp(const FwdParams& p, cons
   }
 }
 
-// A K or V tile of this work tile: strided rows, or (variant kernels) rows through the block
-// table. Plain kernels compile only the strided copy.
-template <typename T, int kRows, int kRowStep, bool kFeat, class Offset>
+// A K or V tile of this work tile: strided rows, or (P::kIndexedKV) rows through the block
+// table. Other instances compile only the strided copy.
+template <typename T, int kRows, int kRowStep, class P, class Offset>
 __device__ __forceinline__ void load_kv(const FwdParams& p, const CtaWork& w, uint32_t dst, const T* base,
                                         int64_t block_stride, int64_t row_stride, int n0, TileCopyLane lane,
                                         Offset offset) {
-  if constexpr (kFeat) {
+  if constexpr (P::kIndexedKV) {
     if (p.block_table != nullptr) {
       load_kv_tile_paged<T, kRows, kRowStep>(p, w, dst, base, block_stride, row_stride, n0, lane, offset);
       return;
@@ -389,13 +392,13 @@ __device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams&
   }
 }
 
-// ---- The variant kernels' score program (kFeat) ----------------------------------------------
-// Plain kernels keep raw scores: the mask writes -inf and softmax_step folds the scale into its
-// exp2. Variant kernels with a softcap or a scale <= 0 first turn every score into a base-2
-// logit (score_mod: the softcap, then the ALiBi bias, each as FlashAttention defines them),
-// then mask by the window; the softmax then runs with scale_log2 = 1 and the LSE with
-// lse_scale = ln 2. The other variants keep raw scores (ALiBi's bias divided by the scale) and
-// scale in the exp2, as plain kernels do (FwdParams::score_scale = 1).
+// ---- The band mask (P::kBand) and the score transform (P::kScoreMods) ------------------------
+// Without P::kScoreMods scores stay raw: the mask writes -inf and softmax_step folds the scale
+// into its exp2. With it, a call with a softcap or a scale <= 0 first turns every score into a
+// base-2 logit (score_mod: the softcap, then the ALiBi bias, each as FlashAttention defines
+// them), then masks by the window; the softmax then runs with scale_log2 = 1 and the LSE with
+// lse_scale = ln 2. Other calls keep raw scores (ALiBi's bias divided by the scale) and scale
+// in the exp2 (FwdParams::score_scale = 1).
 
 // The window's keys for one tile row: [lo, hi] (the causal diagonal is window_right = 0).
 struct KeyBand {
@@ -410,10 +413,10 @@ __device__ __forceinline__ KeyBand key_band(const FwdParams& p, const CtaWork& w
 }
 
 // Whether a K/V tile needs the element mask: it crosses the sequence end or some row's band edge.
-template <bool kFeat>
+template <class P>
 __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n,
                                                 int block_m) {
-  if constexpr (!kFeat) {
+  if constexpr (!P::kBand) {
     return tile_needs_mask(p, w, n0, block_n);
   } else {
     if (n0 + block_n > w.seq.seqlen_k) return true;
@@ -424,7 +427,7 @@ __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWor
   }
 }
 
-// -inf for the keys outside each of this thread's two rows' bands (variant kernels).
+// -inf for the keys outside each of this thread's two rows' bands (P::kBand).
 template <int kNT>
 __device__ __forceinline__ void mask_band(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
                                           int tile_row, int lane) {
@@ -481,17 +484,17 @@ __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p
   }
 }
 
-// The score program of one K/V tile for an m16 slice: score_mod (variant kernels), then the
-// mask where the tile needs one.
-template <bool kFeat, int kNT>
+// The score program of one K/V tile for an m16 slice: the score transform, then the mask
+// where the tile needs one.
+template <class P, int kNT>
 __device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
                                                  int tile_row, int lane, bool needs_mask) {
-  if constexpr (kFeat) {
-    score_mod(s, p, w, n0, tile_row, lane);
-    if (needs_mask) mask_band(s, p, w, n0, tile_row, lane);
-  } else {
-    if (needs_mask) mask_scores(s, p, w, n0, tile_row, lane);
-  }
+  if constexpr (P::kScoreMods) score_mod(s, p, w, n0, tile_row, lane);
+  if (!needs_mask) return;
+  if constexpr (P::kBand)
+    mask_band(s, p, w, n0, tile_row, lane);
+  else
+    mask_scores(s, p, w, n0, tile_row, lane);
 }
 
 // S -> P = exp2(S * scale - offset) for one of a thread's two rows (`hi`) of an m16 slice;
@@ -593,8 +596,8 @@ __device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&ro
   }
 }
 
-// The sink logits of this thread's two rows, for finish_rows (variant kernels with sinks, on a
-// row's last merge), or nullptr.
+// The sink logits of this thread's two rows, for finish_rows (P::kSinks instances, on a row's
+// last merge), or nullptr.
 __device__ __forceinline__ const float* row_sinks(const FwdParams& p, const CtaWork& w, int tile_row,
                                                   float (&buffer)[2]) {
   if (p.sinks == nullptr) return nullptr;

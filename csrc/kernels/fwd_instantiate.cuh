@@ -21,13 +21,13 @@ constexpr int sm90_head_dim(int head_dim) {
   return head_dim == 160 ? 192 : head_dim == 224 ? 256 : head_dim >= 64 ? head_dim : 0;
 }
 
-template <typename T, int kHeadDim, bool kPersistent, bool kFeat, bool kTmaOnly = false>
+template <typename T, int kHeadDim, class P, bool kPersistent, bool kTmaOnly = false>
 KernelInfo sm90_kernel_info() {
   constexpr int kSm90HeadDim = sm90_head_dim(kHeadDim);
   if constexpr (kSm90HeadDim != 0) {
-    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent, kTmaOnly, kFeat>;
+    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent, kTmaOnly, P>;
     static_assert(kSm90HeadDim == kHeadDim || Cfg::kPadsHeadDim, "a smaller head_dim needs zero-filled columns");
-    KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, kFeat>));
+    KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, P>));
     info.tma_swizzle = Cfg::kSwizzle;
     info.tma_only = kTmaOnly;
     return info;
@@ -36,28 +36,28 @@ KernelInfo sm90_kernel_info() {
   }
 }
 
-// Variant tables only: the decode kernel with the variants' K/V addressing, with plain scores
-// (kScoreMods false) or the variant score program, and with the fused K/V append or not.
-template <typename T, typename Decode, bool kFeat, bool kScoreMods, bool kAppend>
+// Variant tables only: the decode kernel with policies P, with the fused K/V append or not.
+template <typename T, typename Decode, bool kVariantTable, class P, bool kAppend>
 KernelInfo decode_variant_info() {
-  if constexpr (kFeat)
-    return kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, true, kScoreMods, kAppend>));
+  if constexpr (kVariantTable)
+    return kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, P, kAppend>));
   else
     return {nullptr, 0, 0, 0, 0, 1};
 }
 
-template <typename T, int kHeadDim, bool kFeat>
+template <typename T, int kHeadDim, bool kVariantTable>
 FwdKernels fwd_kernels() {
   using Prefill = PrefillConfig<kHeadDim>;
   using Decode = DecodeConfig<kHeadDim>;
-  return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, kFeat>)),
-          kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, kFeat>)),
-          sm90_kernel_info<T, kHeadDim, false, kFeat>(),
-          sm90_kernel_info<T, kHeadDim, true, kFeat>(),
-          sm90_kernel_info<T, kHeadDim, false, kFeat, true>(),
-          decode_variant_info<T, Decode, kFeat, false, false>(),
-          decode_variant_info<T, Decode, kFeat, false, true>(),
-          decode_variant_info<T, Decode, kFeat, true, true>()};
+  using P = TablePolicies<kVariantTable>;
+  return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, P>)),
+          kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, P>)),
+          sm90_kernel_info<T, kHeadDim, P, false>(),
+          sm90_kernel_info<T, kHeadDim, P, true>(),
+          sm90_kernel_info<T, kHeadDim, P, false, true>(),
+          decode_variant_info<T, Decode, kVariantTable, IndexedKV, false>(),
+          decode_variant_info<T, Decode, kVariantTable, IndexedKV, true>(),
+          decode_variant_info<T, Decode, kVariantTable, AllVariants, true>()};
 }
 
 }  // namespace forge_flash

@@ -4,7 +4,7 @@
 //   load Q tile, K[last], V[last]                              (cp.async, swizzled smem)
 //   for each K/V tile, last to first:
 //     wait K; issue V load       S = Q K^T      (ldmatrix + mma.m16n8k16, fp32 accum)
-//     (variant kernel: score_mod), mask (only tiles that cross the sequence end or a band edge)
+//     (score transform: P::kScoreMods), mask (only tiles that cross the sequence end or a band edge)
 //     wait V; issue next K load  online softmax (exp2, running max/sum per row)
 //                                O += P V       (P stays in registers; V via ldmatrix.trans)
 //   normalise O, write it through smem with 16-byte stores, write LSE
@@ -22,9 +22,8 @@
 
 namespace forge_flash {
 
-// kFeat: the variant kernel (fwd_common.cuh's score program: window, softcap, ALiBi, sinks, paged
-// or indexed K/V, any scale); the plain kernel compiles none of it.
-template <typename T, typename Cfg, bool kFeat>
+// P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
+template <typename T, typename Cfg, class P>
 __global__ void __launch_bounds__(Cfg::kNThreads)
     fwd_kernel(const __grid_constant__ FwdParams p, const int num_m_blocks) {
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN;
@@ -40,10 +39,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   T* sV = sK + Cfg::kSmemKVElems;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const CtaWork w = cta_work<kFeat>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x);
+  const CtaWork w = cta_work<P>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x);
   if (w.m0 >= w.rows) return;  // a shorter sequence of a varlen batch
-  const T* k_ptr = k_base<T, kFeat>(p, w);
-  const T* v_ptr = v_base<T, kFeat>(p, w);
+  const T* k_ptr = k_base<T, P>(p, w);
+  const T* v_ptr = v_base<T, P>(p, w);
 
   // Tile copies into rows of kPitch elements, XOR-swizzled (chunk c of row r at c ^ r % 8)
   // so that ldmatrix reads are free of bank conflicts. The pitch's padding chunks (routed
@@ -55,12 +54,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const auto offset = [](int row, int chunk) { return static_cast<uint32_t>(staging_offset<kPitch>(row, chunk) * 2); };
   const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
   auto load_k = [&](int n_block) {
-    load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride, n_block * kBlockN,
-                                         copy, offset);
+    load_kv<T, kBlockN, kRowStep, P>(p, w, sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride, n_block * kBlockN, copy,
+                                     offset);
   };
   auto load_v = [&](int n_block) {
-    load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride, n_block * kBlockN,
-                                         copy, offset);
+    load_kv<T, kBlockN, kRowStep, P>(p, w, sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride, n_block * kBlockN, copy,
+                                     offset);
   };
 
   float acc_o[kMTiles][kNTilesO][4];
@@ -101,10 +100,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
       float acc_s[kMTiles][kNTilesS][4];
       qk_scores<T, kMTiles, kBlockN, Cfg::kHeadDim>(acc_s, q_frag, k_frag);
       const int n0 = n_block * kBlockN;
-      const bool needs_mask = tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM);
+      const bool needs_mask = tile_needs_mask<P>(p, w, n0, kBlockN, kBlockM);
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
-        scores_to_logits<kFeat>(acc_s[mt], p, w, n0, warp_row0 + mt * 16 + lane / 4, lane, needs_mask);
+        scores_to_logits<P>(acc_s[mt], p, w, n0, warp_row0 + mt * 16 + lane / 4, lane, needs_mask);
 
       cp_async_wait<0>();
       __syncthreads();  // V[n] landed; every warp is done reading K[n]
@@ -126,7 +125,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   for (int mt = 0; mt < kMTiles; ++mt) {
     float sink_buffer[2];  // a split's partial leaves the sink to the combine kernel
     const float* sinks =
-        kFeat && p.num_splits == 1 ? row_sinks(p, w, warp_row0 + mt * 16 + lane / 4, sink_buffer) : nullptr;
+        P::kSinks && p.num_splits == 1 ? row_sinks(p, w, warp_row0 + mt * 16 + lane / 4, sink_buffer) : nullptr;
     finish_rows(acc_o[mt], row_max[mt], row_sum[mt], p.lse_scale, lse[mt], sinks);
   }
   if (p.num_splits > 1) {

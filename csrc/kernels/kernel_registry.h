@@ -33,9 +33,10 @@ struct FwdKernels {
   KernelInfo decode_append_mods;  // variant tables: the variant decode kernel with the fused K/V append
 };
 
-// The kernels of one (dtype, head dim): plain (kFeat = false) or the variant kernels (window,
-// softcap, ALiBi, sinks, paged or indexed K/V, any scale; fwd_common.cuh).
-template <typename T, int kHeadDim, bool kFeat>
+// The kernels of one (dtype, head dim): the plain table (Plain policies) or the variant table
+// (AllVariants: window, softcap, ALiBi, sinks, paged or indexed K/V, any scale; and IndexedKV
+// for decode steps; policies.h).
+template <typename T, int kHeadDim, bool kVariantTable>
 FwdKernels fwd_kernels();
 
 // The head dimensions with their own kernels (forge_flash/limits.h); others round up.

@@ -130,9 +130,9 @@ struct Sm90Config {
 //        tokens (three consumers with 80-key tiles: +3% non-causal, -6% causal).
 //   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
-template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
+template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
 struct Sm90Tiles {
-  static constexpr bool kWide = kTmaOnly && !kFeat;  // the larger tiles above
+  static constexpr bool kWide = kTmaOnly && !P::kAny;  // the larger tiles above
   static constexpr int kConsumerWGs = kWide && kHeadDim == 64 ? 3 : 2;
   static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
                                  : kHeadDim == 192          ? 112
@@ -141,13 +141,13 @@ struct Sm90Tiles {
                                                             : 128;
   static constexpr int kStages = kBlockN > 128 || kHeadDim > 128 ? 2 : kHeadDim == 128 ? 3 : 4;
 };
-template <int kHeadDim, bool kPersistent, bool kTmaOnly = false, bool kFeat = true>
-using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kBlockN,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kStages, kPersistent, kTmaOnly,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, kFeat>::kConsumerWGs>;
+template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
+using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kBlockN,
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kStages, kPersistent, kTmaOnly,
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kConsumerWGs>;
 
-// kFeat: the variant kernel (fwd_common.cuh's score program); the plain kernel compiles none of it.
-template <typename T, typename Cfg, bool kFeat>
+// P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
+template <typename T, typename Cfg, class P>
 __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdParams p, const int num_m_blocks) {
 #ifndef FORGE_FLASH_SM90A_ENABLED
@@ -187,9 +187,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto for_each_work_tile = [&](auto&& body) {
     if constexpr (Cfg::kPersistent) {
       for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
-        body(cta_work<kFeat>(p, num_m_blocks, kBlockM, kBlockN, tile));
+        body(cta_work<P>(p, num_m_blocks, kBlockM, kBlockN, tile));
     } else {
-      body(cta_work<kFeat>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
+      body(cta_work<P>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
     }
   };
   // K/V tiles a work tile walks: n_end - 1 down to n_begin (masked tiles first). Counted over
@@ -283,17 +283,15 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
           if constexpr (Cfg::kPersistent && kHeadDim > 128) asm volatile("" : "+r"(copy.row0), "+r"(copy.chunk));
           load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
           sm90::mbar_arrive_after_cp_async(bar_q_full);
-          k_ptr = k_base<T, kFeat>(p, w);
-          v_ptr = v_base<T, kFeat>(p, w);
+          k_ptr = k_base<T, P>(p, w);
+          v_ptr = v_base<T, P>(p, w);
         },
         [&](const CtaWork& w, int stage, int n0) {
-          load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sK(stage), k_ptr, p.k_batch_stride, p.k_row_stride, n0, copy,
-                                               kv_off);
+          load_kv<T, kBlockN, kRowStep, P>(p, w, sK(stage), k_ptr, p.k_batch_stride, p.k_row_stride, n0, copy, kv_off);
           if (Cfg::kSplitKV) sm90::mbar_arrive_after_cp_async(bar_k_full(stage));
         },
         [&](const CtaWork& w, int stage, int n0) {
-          load_kv<T, kBlockN, kRowStep, kFeat>(p, w, sV(stage), v_ptr, p.v_batch_stride, p.v_row_stride, n0, copy,
-                                               kv_off);
+          load_kv<T, kBlockN, kRowStep, P>(p, w, sV(stage), v_ptr, p.v_batch_stride, p.v_row_stride, n0, copy, kv_off);
           sm90::mbar_arrive_after_cp_async(bar_v_full(stage));
         });
     asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -370,12 +368,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // Bounded logits (softcap): a fixed offset stands for the row maximum (softmax_bounded).
     // Not where the variant consumers have no registers to spare for a second softmax: the
     // persistent kernel, head_dim 256 (24-60 bytes of spills).
-    const bool bounded = kFeat && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
+    const bool bounded = P::kScoreMods && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
     row_max[0] = row_max[1] = bounded ? p.logit_offset : -INFINITY;
     row_sum[0] = row_sum[1] = 0.f;
     auto softmax = [&](int i, float (&correction)[2]) {
       const int n0 = (w.n_end - 1 - i) * kBlockN;
-      const bool needs_mask = tile_needs_mask<kFeat>(p, w, n0, kBlockN, kBlockM);
+      const bool needs_mask = tile_needs_mask<P>(p, w, n0, kBlockN, kBlockM);
       if (bounded) {
 #pragma unroll
         for (int j = 0; j < kNTilesS; ++j)
@@ -384,7 +382,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         if (needs_mask) mask_band(acc_s, p, w, n0, tile_row, lane);
         softmax_bounded(acc_s, row_sum, p.softcap_log2, p.logit_offset);
       } else {
-        scores_to_logits<kFeat>(acc_s, p, w, n0, tile_row, lane, needs_mask);
+        scores_to_logits<P>(acc_s, p, w, n0, tile_row, lane, needs_mask);
         softmax_step(acc_s, row_max, row_sum, p.scale_log2, correction);
       }
       if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty);  // last Q K^T ran: Q may be replaced
@@ -437,7 +435,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // ---- epilogue (the dispatcher runs this kernel only without split-KV: O is final) ----
     float lse[2];
     float sink_buffer[2];
-    finish_rows(acc_o, row_max, row_sum, p.lse_scale, lse, kFeat ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
+    finish_rows(acc_o, row_max, row_sum, p.lse_scale, lse,
+                P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
     store_lse(p, w, lse, tile_row, lane);
     if (Cfg::kPersistent) {  // Q's space already holds the next tile: store from registers
       store_output_rows<T>(p, w, acc_o, tile_row, lane);

@@ -1,0 +1,47 @@
+// The compile-time policies a forward kernel instance is built from. Every kernel (SM80
+// prefill, decode, the Hopper wgmma kernel) takes one `Policies` type and asks it with
+// `if constexpr`, so an instance compiles only the code of the policies it holds and a call
+// pays nothing for a variant it does not use. The mainloops stay one program each; the
+// policies decide what happens at their named points (fwd_common.cuh):
+//
+//   K/V addressing  where a sequence's keys are (sequence_extent, k_base, load_kv):
+//                   strided rows and varlen offsets; with kIndexedKV also paged blocks
+//                   through a block table, a cache batch index, left padding and the lengths
+//                   of a fused append.
+//   mask            which K/V tiles a query block visits and which scores it masks
+//                   (cta_work, tile_needs_mask, scores_to_logits): the causal diagonal
+//                   (bottom-right) and the sequence end; with kBand the sliding window's band
+//                   (causal is its right edge at 0), whose outside tiles are never visited.
+//   score transform what a score becomes before the softmax (score_mod): the scale, folded
+//                   into the exponent; with kScoreMods also softcap, ALiBi and any scale, as
+//                   base-2 logits.
+//   sinks           with kSinks, a per-head sink logit joins each row's softmax denominator
+//                   once (finish_rows, the split merges).
+//
+// The host picks an instance by what a call uses (dispatch.cu): the plain tables hold Plain
+// instances, the variant tables AllVariants and, for decode steps over paged or indexed
+// caches with plain scores, IndexedKV.
+#pragma once
+
+#include <type_traits>
+
+namespace forge_flash {
+
+template <bool kIndexedKV_, bool kBand_, bool kScoreMods_, bool kSinks_>
+struct Policies {
+  static constexpr bool kIndexedKV = kIndexedKV_;
+  static constexpr bool kBand = kBand_;
+  static constexpr bool kScoreMods = kScoreMods_;
+  static constexpr bool kSinks = kSinks_;
+  static constexpr bool kAny = kIndexedKV || kBand || kScoreMods || kSinks;
+};
+
+using Plain = Policies<false, false, false, false>;
+using IndexedKV = Policies<true, false, false, false>;
+using AllVariants = Policies<true, true, true, true>;
+
+// The policies of a kernel table: plain, or the variant table's full set.
+template <bool kVariantTable>
+using TablePolicies = typename std::conditional<kVariantTable, AllVariants, Plain>::type;
+
+}  // namespace forge_flash
