@@ -1,8 +1,8 @@
 // What the forward kernels receive: one struct shared by the uniform and varlen paths. The C
 // API (csrc/api/flash_api.cpp) checks the caller's arguments and fills the tensors, strides,
 // sizes, flags and scales; the dispatcher (csrc/kernels/dispatch.cu) fills the rest: plan_fwd
-// the GQA packing, the split count, the in-cluster merge and the row count, launch_fwd the
-// split-KV workspace pointers.
+// the GQA packing, the split count, the in-cluster merge, the row count and the TMA maps,
+// launch_fwd the split-KV workspace pointers.
 // Device-side values (cu_seqlens, seqused_k) are not checked on the host: the kernels clamp them.
 #pragma once
 
@@ -115,9 +115,10 @@ struct FwdParams {
   float* partial_lse;    // [num_splits][num_rows]
   int64_t num_rows;      // batch * heads * seqlen_q, or heads * total_q for varlen
 
-  // The Hopper kernel's tile loads through TMA (sm90/fwd_kernel_sm90.cuh): set by launch_fwd
+  // The Hopper kernel's tile loads through TMA (sm90/fwd_kernel_sm90.cuh): set by plan_fwd
   // (tma_maps.h) where Q, K and V are dense strided tensors whose rows the kernel reads from 0 to
-  // seqlen (no varlen, paging, left padding or per-sequence key counts), else the copies.
+  // seqlen (no varlen, paging, left padding or per-sequence key counts), else the copies. The
+  // TMA-only instance runs only where they are set.
   bool tma;
   TmaDescriptor tma_q, tma_k, tma_v;  // (head_dim, heads, seqlen, batch), one column block per box
 };

@@ -120,7 +120,7 @@ struct Sm90Config {
 //   256:  80 keys, 2 stages (225 KB), O 128 + S 40 + P 20 registers.
 //   256 persistent: 64 keys (193 KB): its tile loop's state needs the 12 registers of 16 keys.
 // The TMA-only instance (plain launch; its producer is one thread) has 24 producer registers,
-// so its consumers get more; with plain scores it takes larger tiles:
+// so its consumers get more; with plain scores (Plain policies) it takes larger tiles:
 //   64:  3 consumer warpgroups (192 query rows, 160 registers each: O 32 + S 64 + P 32),
 //        128 keys, 4 stages (153 KB). A third consumer is a third instruction stream for the
 //        SM's schedulers while the other two wait on their exponentials or matrix products:
@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // i / kStages; the j-th Q tile in barrier phase j.
   auto kv_tiles = [](const CtaWork& w) { return w.m0 < w.rows ? max(w.n_end - w.n_begin, 0) : 0; };
   const int tid = threadIdx.x;
-  // TMA: one producer thread loads each tile (launch_fwd sets p.tma).
+  // TMA: one producer thread loads each tile (plan_fwd sets p.tma; the TMA-only instance runs
+  // only where it did).
   const bool tma = Cfg::kTmaOnly || p.tma;
   if (tid == 0) {
     const int copiers = tma ? 1 : Cfg::kCopyThreads;  // arrivals that fill a stage
