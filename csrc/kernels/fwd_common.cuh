@@ -49,8 +49,8 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
     e.seqlen_q = min(q1 - q0, p.seqlen_q);
     e.seqlen_k = min(k1 - k0, p.seqlen_k);
   }
-  if (P::kIndexedKV &&
-      p.seqlen_new > 0)  // a fused append: the cached keys, then the new ones (C API: capacity >= seqlen_new)
+  // A fused append: the cached keys, then the new ones (C API: capacity >= seqlen_new).
+  if (P::kIndexedKV && p.seqlen_new > 0)
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k - p.seqlen_new) + p.seqlen_new;
   else if (p.seqused_k != nullptr)
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);
@@ -484,17 +484,23 @@ __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p
   }
 }
 
+// The policies' mask of one K/V tile for an m16 slice (a tile that needs one).
+template <class P, int kNT>
+__device__ __forceinline__ void mask_tile(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
+                                          int tile_row, int lane) {
+  if constexpr (P::kBand)
+    mask_band(s, p, w, n0, tile_row, lane);
+  else
+    mask_scores(s, p, w, n0, tile_row, lane);
+}
+
 // The score program of one K/V tile for an m16 slice: the score transform, then the mask
 // where the tile needs one.
 template <class P, int kNT>
 __device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
                                                  int tile_row, int lane, bool needs_mask) {
   if constexpr (P::kScoreMods) score_mod(s, p, w, n0, tile_row, lane);
-  if (!needs_mask) return;
-  if constexpr (P::kBand)
-    mask_band(s, p, w, n0, tile_row, lane);
-  else
-    mask_scores(s, p, w, n0, tile_row, lane);
+  if (needs_mask) mask_tile<P>(s, p, w, n0, tile_row, lane);
 }
 
 // S -> P = exp2(S * scale - offset) for one of a thread's two rows (`hi`) of an m16 slice;

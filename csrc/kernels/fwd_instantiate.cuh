@@ -29,7 +29,6 @@ KernelInfo sm90_kernel_info() {
     static_assert(kSm90HeadDim == kHeadDim || Cfg::kPadsHeadDim, "a smaller head_dim needs zero-filled columns");
     KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, P>));
     info.tma_swizzle = Cfg::kSwizzle;
-    info.tma_only = kTmaOnly;
     return info;
   } else {
     return {nullptr, 0, 0, 0, 0, 1};

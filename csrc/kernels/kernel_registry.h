@@ -19,7 +19,6 @@ struct KernelInfo {
   const void* kernel;
   int block_m, block_n, threads, smem_bytes, kv_tiles_per_step;
   int tma_swizzle = 0;
-  bool tma_only = false;  // loads through TMA alone: runs only where the call's maps encode
 };
 
 struct FwdKernels {
@@ -27,7 +26,7 @@ struct FwdKernels {
   KernelInfo decode;              // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
   KernelInfo sm90;                // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
   KernelInfo sm90_persistent;     // the same, persistent: for short K/V (few tiles per query block)
-  KernelInfo sm90_tma;            // sm90 as a TMA-only instance (its own tiles; 240 consumer registers)
+  KernelInfo sm90_tma;            // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)
   KernelInfo decode_kv;           // variant tables: decode_kernel with plain scores over paged/indexed K/V
   KernelInfo decode_append;       // variant tables: decode_kv with the fused K/V append (fused_append.cuh)
   KernelInfo decode_append_mods;  // variant tables: the variant decode kernel with the fused K/V append

@@ -380,7 +380,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         for (int j = 0; j < kNTilesS; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc_s[j][e] = softcap_tanh(acc_s[j][e], p);
-        if (needs_mask) mask_band(acc_s, p, w, n0, tile_row, lane);
+        if (needs_mask) mask_tile<P>(acc_s, p, w, n0, tile_row, lane);
         softmax_bounded(acc_s, row_sum, p.softcap_log2, p.logit_offset);
       } else {
         scores_to_logits<P>(acc_s, p, w, n0, tile_row, lane, needs_mask);
