@@ -298,16 +298,22 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // by 14% non-causal and 40% causal at 1k tokens of head_dim 256 (H200,
   // docs/bench-raw/2026-12-01c-h200-persistent-vs-tma-only-ab.txt; at head_dim 64-128 the
   // persistent kernel stays 2-30% ahead there; 192 was not measured).
+  // A variant call whose only variants are a sliding window and/or sinks (plain scores, K/V
+  // by batch row) takes the BandSinks instance: the plain score program and the plain
+  // instance's wider tiles (policies.h; the measurements at Sm90Tiles).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
-    const bool tma_only = kernels.sm90_tma.kernel != nullptr &&
-                          (plan->kernel.kernel == kernels.sm90.kernel ||
-                           (plan->kernel.kernel == kernels.sm90_persistent.kernel && p.head_dim > 192));
-    const KernelInfo& k = tma_only ? kernels.sm90_tma : plan->kernel;
+    const bool band_sinks = kernels.sm90_tma_band_sinks.kernel != nullptr && p.softcap == 0.f &&
+                            p.alibi_slopes == nullptr && p.scale > 0.f && p.kv_batch_idx == nullptr;
+    const KernelInfo& tma_kernel = band_sinks ? kernels.sm90_tma_band_sinks : kernels.sm90_tma;
+    const bool tma_only =
+        tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.kernel ||
+                                         (plan->kernel.kernel == kernels.sm90_persistent.kernel && p.head_dim > 192));
+    const KernelInfo& k = tma_only ? tma_kernel : plan->kernel;
     if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n) && tma_only) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
-      if ((*cuda_error = device_facts(kernels.sm90_tma, &tma_facts)) != cudaSuccess) return "device query failed";
-      plan->kernel = kernels.sm90_tma;  // its query blocks may be taller (head_dim 64: 192 rows)
+      if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";
+      plan->kernel = k;  // its query blocks may be taller (head_dim 64: 192 rows)
       plan->num_m_blocks = static_cast<int>((rows + k.block_m - 1) / k.block_m);
       grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
     }

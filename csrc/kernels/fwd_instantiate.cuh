@@ -35,6 +35,15 @@ KernelInfo sm90_kernel_info() {
   }
 }
 
+// Variant tables only: the TMA-only Hopper kernel with BandSinks policies.
+template <typename T, int kHeadDim, bool kVariantTable>
+KernelInfo sm90_band_sinks_info() {
+  if constexpr (kVariantTable)
+    return sm90_kernel_info<T, kHeadDim, BandSinks, false, true>();
+  else
+    return {nullptr, 0, 0, 0, 0, 1};
+}
+
 // Variant tables only: the decode kernel with policies P, with the fused K/V append or not.
 template <typename T, typename Decode, bool kVariantTable, class P, bool kAppend>
 KernelInfo decode_variant_info() {
@@ -56,7 +65,8 @@ FwdKernels fwd_kernels() {
           sm90_kernel_info<T, kHeadDim, P, false, true>(),
           decode_variant_info<T, Decode, kVariantTable, IndexedKV, false>(),
           decode_variant_info<T, Decode, kVariantTable, IndexedKV, true>(),
-          decode_variant_info<T, Decode, kVariantTable, AllVariants, true>()};
+          decode_variant_info<T, Decode, kVariantTable, AllVariants, true>(),
+          sm90_band_sinks_info<T, kHeadDim, kVariantTable>()};
 }
 
 }  // namespace forge_flash

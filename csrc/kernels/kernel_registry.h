@@ -22,14 +22,15 @@ struct KernelInfo {
 };
 
 struct FwdKernels {
-  KernelInfo prefill;             // many query rows
-  KernelInfo decode;              // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
-  KernelInfo sm90;                // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
-  KernelInfo sm90_persistent;     // the same, persistent: for short K/V (few tiles per query block)
-  KernelInfo sm90_tma;            // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)
-  KernelInfo decode_kv;           // variant tables: decode_kernel with plain scores over paged/indexed K/V
-  KernelInfo decode_append;       // variant tables: decode_kv with the fused K/V append (fused_append.cuh)
-  KernelInfo decode_append_mods;  // variant tables: the variant decode kernel with the fused K/V append
+  KernelInfo prefill;              // many query rows
+  KernelInfo decode;               // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
+  KernelInfo sm90;                 // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
+  KernelInfo sm90_persistent;      // the same, persistent: for short K/V (few tiles per query block)
+  KernelInfo sm90_tma;             // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)
+  KernelInfo decode_kv;            // variant tables: decode_kernel with plain scores over paged/indexed K/V
+  KernelInfo decode_append;        // variant tables: decode_kv with the fused K/V append (fused_append.cuh)
+  KernelInfo decode_append_mods;   // variant tables: the variant decode kernel with the fused K/V append
+  KernelInfo sm90_tma_band_sinks;  // variant tables: sm90_tma with BandSinks policies (window, sinks; dense K/V)
 };
 
 // The kernels of one (dtype, head dim): the plain table (Plain policies) or the variant table

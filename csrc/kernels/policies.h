@@ -19,8 +19,9 @@
 //                   once (finish_rows, the split merges).
 //
 // The host picks an instance by what a call uses (dispatch.cu): the plain tables hold Plain
-// instances, the variant tables AllVariants and, for decode steps over paged or indexed
-// caches with plain scores, IndexedKV.
+// instances, the variant tables AllVariants, IndexedKV for decode steps over paged or indexed
+// caches with plain scores, and BandSinks for a Hopper prefill whose only variants are a
+// sliding window and/or sinks over dense K/V (it takes the plain kernel's wider tiles).
 #pragma once
 
 #include <type_traits>
@@ -38,6 +39,7 @@ struct Policies {
 
 using Plain = Policies<false, false, false, false>;
 using IndexedKV = Policies<true, false, false, false>;
+using BandSinks = Policies<false, true, false, true>;
 using AllVariants = Policies<true, true, true, true>;
 
 // The policies of a kernel table: plain, or the variant table's full set.

@@ -140,6 +140,31 @@ def test_uneven_lengths(variant, seqlen_q, seqlen_k, causal):
     _check(q, k, v, causal=causal, **options)
 
 
+# Windows over more than 1024 dense keys take the Hopper TMA-only instances, whose K/V tiles
+# end where each query block's band ends (keys below 0 zero-filled and masked): every kind of
+# band, offsets of either sign (rows that see no key), lengths off the tile grid.
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(1500, 2601), (2601, 1500), (2345, 2345)])
+@pytest.mark.parametrize(
+    "window,causal,extra",
+    [
+        ((300, 77), False, {}),
+        ((1000, -1), False, {}),
+        ((-1, 150), False, {}),
+        ((700, 0), True, {}),
+        ((0, 0), False, {}),
+        ((500, 0), True, {"softcap": 20.0}),
+        ((400, 30), False, {"sinks": True}),
+    ],
+)
+def test_windows_on_the_tma_path(window, causal, extra, seqlen_q, seqlen_k, head_dim):
+    q, k, v = rand_qkv(1, seqlen_q, seqlen_k, 8, 2, head_dim, torch.bfloat16)
+    options = dict(extra, window_size=window)
+    if options.pop("sinks", False):
+        options["sinks"] = sink_logits(8, _band(seqlen_k, window))
+    _check(q, k, v, causal=causal, **options)
+
+
 def test_windows_that_leave_rows_without_keys():
     # Offset -400: rows below 400 - 64 see no key under window (128, 64): output 0, LSE -inf;
     # with sinks the LSE is the sink.

@@ -10,7 +10,8 @@ launch is the TMA-only instance with its own tiles, and by cp.async for varlen),
 combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
 GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
 (batched decode), strided views; the variant kernels (window, softcap, ALiBi, sinks, any
-scale, paged K/V, a cache batch index, left padding) and the Hopper head dims 96/192/256; the
+scale, paged K/V, a cache batch index, left padding; windows and sinks alone over dense K/V
+in the instance of their own) and the Hopper head dims 96/192/256; the
 K/V append fused into the decode kernel (paged and indexed caches, rotary both ways), and the
 append kernel (16-byte and scalar paths) with the attention launched programmatically behind it
 (a step of 8 tokens: 32 rows per KV head do not fit a decode tile).
@@ -94,6 +95,11 @@ def main() -> None:
         q, k, v = rand(1, 1100, 4, d), rand(1, 1100, 4, d), rand(1, 1100, 4, d)
         forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(100, 0))
         forge_flash.flash_attn_fwd(q, k, v, causal=True, softcap=30.0)  # bounded logits (bf16)
+    # Windows and sinks over dense K/V (TMA-only BandSinks instance, the plain instance's tiles).
+    for d in (64, 128):
+        q, k, v = rand(2, 1300, 4, d), rand(2, 1300, 2, d), rand(2, 1300, 2, d)
+        forge_flash.flash_attn_fwd(q, k, v, window_size=(300, 40), sinks=torch.randn(4, **f32))
+        forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(500, 0))
     # Paged K/V (page 16 and an odd 7), decode and chunked prefill, and a cache batch index.
     for page in (16, 7):
         blocks = -(-1000 // page)

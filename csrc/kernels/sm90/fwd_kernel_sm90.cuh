@@ -130,9 +130,16 @@ struct Sm90Config {
 //        tokens (three consumers with 80-key tiles: +3% non-causal, -6% causal).
 //   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
+// BandSinks (a window and/or sinks, plain scores) takes these tiles too. Its band mask and sink
+// epilogue spill 20-24 bytes at head_dim 64 and 128, outside the unmasked tiles' path (in the
+// SASS: the masked-tile branch and the epilogue); with it a 4096-key window over 32k causal
+// tokens ran 3.68-3.70x -> 3.73-3.84x faster than the causal call, sinks 0.87-0.95x -> 0.95-1.1x
+// of plain attention (H200, 2026-12-01, tools/lab/bench_variants.py).
 template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
 struct Sm90Tiles {
-  static constexpr bool kWide = kTmaOnly && !P::kAny;  // the larger tiles above
+  // The larger tiles above: plain scores over dense K/V (a window's band mask and the sinks,
+  // which only the row's end reads, fit too).
+  static constexpr bool kWide = kTmaOnly && !P::kIndexedKV && !P::kScoreMods;
   static constexpr int kConsumerWGs = kWide && kHeadDim == 64 ? 3 : 2;
   static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
                                  : kHeadDim == 192          ? 112
@@ -159,6 +166,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;
   constexpr int kChunks = Cfg::kChunks, kSwizzle = Cfg::kSwizzle;
   constexpr int kConsumers = Cfg::kConsumerThreads;
+  // How wgmma descriptors are built (see issue_qk): by adds above head_dim 128, except in the
+  // persistent variant kernels (40 bytes of spills at head_dim 192).
+  constexpr bool kDescByAdd = kHeadDim > 128 && !(Cfg::kPersistent && P::kAny);
   // Named barriers: "consumer c may issue" (kBarTurn0 + c), all consumers (epilogue).
   constexpr int kWGs = Cfg::kConsumerWGs, kBarTurn0 = 1, kBarConsumers = kBarTurn0 + kWGs;
 
@@ -187,9 +197,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto for_each_work_tile = [&](auto&& body) {
     if constexpr (Cfg::kPersistent) {
       for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
-        body(cta_work<P>(p, num_m_blocks, kBlockM, kBlockN, tile));
+        body(cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, tile));
     } else {
-      body(cta_work<P>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
+      body(cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
     }
   };
   // K/V tiles a work tile walks: n_end - 1 down to n_begin (masked tiles first). Counted over
@@ -238,7 +248,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         load_q(w);
         ++q_loads;
         for (int i = 0; i < n_tiles; ++i, ++it) {
-          const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN;
+          const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
           if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
           load_k(w, stage, n0);
           if (Cfg::kSplitKV && it >= kStages) sm90::mbar_wait(bar_v_empty(stage), (it / kStages - 1) & 1);
@@ -319,18 +329,22 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     uint32_t q_tile = sQ_rows;
     // Q's descriptors do not change from tile to tile, so the compiler keeps all of them (2
     // registers per k16 slice) live across the loop; above head_dim 128 that spills the
-    // consumers. An opaque copy of the address makes it rebuild each one next to its wgmma.
+    // consumers. An opaque copy of the address makes it rebuild them each tile, and there
+    // each slice's descriptor is one add from the tile's (kDescByAdd): +2-5% at head_dim
+    // 256 on the H200 (2026-12-01). At head_dim 128 the same change (with Q opaque, else it
+    // spills) measured 1% slower, at 64 and 96 within 1-3%.
     if constexpr (kHeadDim > 128) asm volatile("" : "+r"(q_tile));
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
-      sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle>(q_tile, kk),
-                        sm90::desc_kmajor<kBlockN, kSwizzle>(sK(it % kStages), kk), kk > 0);
+      sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle, kDescByAdd>(q_tile, kk),
+                        sm90::desc_kmajor<kBlockN, kSwizzle, kDescByAdd>(sK(it % kStages), kk), kk > 0);
     sm90::wgmma_commit();
   };
   auto issue_pv = [&](int it) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
-      sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN, kSwizzle>(sV(it % kStages), kk), true);
+      sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN, kSwizzle, kDescByAdd>(sV(it % kStages), kk),
+                        true);
     sm90::wgmma_commit();
   };
   // Waits until K of tile `it` has landed, and V of tile `it_v` (split barriers only: V
@@ -373,7 +387,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     row_max[0] = row_max[1] = bounded ? p.logit_offset : -INFINITY;
     row_sum[0] = row_sum[1] = 0.f;
     auto softmax = [&](int i, float (&correction)[2]) {
-      const int n0 = (w.n_end - 1 - i) * kBlockN;
+      const int n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
       const bool needs_mask = tile_needs_mask<P>(p, w, n0, kBlockN, kBlockM);
       if (bounded) {
 #pragma unroll

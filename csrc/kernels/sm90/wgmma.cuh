@@ -147,26 +147,43 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t smem_byte_addr, uint32_t 
   return desc;
 }
 
+// A descriptor `bytes` further into shared memory. The start address field is its low 14
+// bits (address >> 4), and every shared address of a CTA is below 2^18 (228 KB), so the
+// field never carries: one 32-bit add of a constant instead of a descriptor built anew
+// (shift, mask, or and moves: 8-10 instructions before each wgmma).
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  const uint32_t lo = static_cast<uint32_t>(desc) + (bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
+}
+
+// The slice descriptors below are either built whole for each slice (kByAdd = false) or
+// built once per tile and advanced by one add per slice (kByAdd = true). Same values; which
+// compiles to the faster loop depends on the tile (see the Hopper kernel's issue_qk).
+
 // K-major operand, k16 slice kk (head_dim columns [16 kk, 16 kk + 16)) of a [kRows][head_dim]
 // tile at shared byte address `tile` (1024-aligned): Q as A (kRows = 64) or K as B
 // (kRows = keys) of S = Q K^T. Instruction: imm-trans = 0 for this operand. A column-block
 // row holds kSwizzle / 32 slices of 32 bytes.
-template <int kRows, int kSwizzle = kSwizzleRowBytes>
+template <int kRows, int kSwizzle = kSwizzleRowBytes, bool kByAdd = false>
 __device__ __forceinline__ uint64_t desc_kmajor(uint32_t tile, int kk) {
   static_assert(kRows % 8 == 0, "whole swizzle atoms");
   constexpr int kSlices = kSwizzle / 32;
-  const uint32_t start = tile + (kk / kSlices) * kRows * kSwizzle + (kk % kSlices) * 32;
-  return make_desc<kSwizzle>(start, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle);
+  const uint32_t offset = (kk / kSlices) * kRows * kSwizzle + (kk % kSlices) * 32;
+  if constexpr (kByAdd)
+    return desc_advance(make_desc<kSwizzle>(tile, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle), offset);
+  return make_desc<kSwizzle>(tile + offset, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle);
 }
 
 // MN-major B operand, k16 slice kk (keys [16 kk, 16 kk + 16)) of V stored as a
 // [kRows = keys][head_dim] tile at shared byte address `tile` (1024-aligned), for
 // O += P V with imm-trans-b = 1. LBO steps from one column block of head_dim to the next.
-template <int kRows, int kSwizzle = kSwizzleRowBytes>
+template <int kRows, int kSwizzle = kSwizzleRowBytes, bool kByAdd = false>
 __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
   static_assert(kRows % 16 == 0, "whole k16 slices of keys");
-  const uint32_t start = tile + kk * 16 * kSwizzle;
-  return make_desc<kSwizzle>(start, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle);
+  const uint32_t offset = kk * 16 * kSwizzle;
+  if constexpr (kByAdd)
+    return desc_advance(make_desc<kSwizzle>(tile, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle), offset);
+  return make_desc<kSwizzle>(tile + offset, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle);
 }
 
 // ---------------------------------------------------------------------------------------
