@@ -166,9 +166,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;
   constexpr int kChunks = Cfg::kChunks, kSwizzle = Cfg::kSwizzle;
   constexpr int kConsumers = Cfg::kConsumerThreads;
-  // How wgmma descriptors are built (see issue_qk): by adds above head_dim 128, except in the
-  // persistent variant kernels (40 bytes of spills at head_dim 192).
-  constexpr bool kDescByAdd = kHeadDim > 128 && !(Cfg::kPersistent && P::kAny);
+  // How wgmma descriptors are built (see issue_qk): by adds at head_dim 96 and above 128,
+  // except in the persistent variant kernels (40 bytes of spills at head_dim 192).
+  constexpr bool kDescByAdd = (kHeadDim > 128 || kHeadDim == 96) && !(Cfg::kPersistent && P::kAny);
   // Named barriers: "consumer c may issue" (kBarTurn0 + c), all consumers (epilogue).
   constexpr int kWGs = Cfg::kConsumerWGs, kBarTurn0 = 1, kBarConsumers = kBarTurn0 + kWGs;
 
@@ -331,9 +331,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // registers per k16 slice) live across the loop; above head_dim 128 that spills the
     // consumers. An opaque copy of the address makes it rebuild them each tile, and there
     // each slice's descriptor is one add from the tile's (kDescByAdd): +2-5% at head_dim
-    // 256 on the H200 (2026-12-01). At head_dim 128 the same change (with Q opaque, else it
-    // spills) measured 1% slower, at 64 and 96 within 1-3%.
-    if constexpr (kHeadDim > 128) asm volatile("" : "+r"(q_tile));
+    // 256 and +0-2% at 96 on the H200 (2026-12-01, docs/bench-raw/2026-12-01e-h200-ab-rounds.txt).
+    // At head_dim 128 the same change (with Q opaque, else it spills) measured 1% slower, at
+    // 64 level.
+    if constexpr (kHeadDim > 128 || kDescByAdd) asm volatile("" : "+r"(q_tile));
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
       sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle, kDescByAdd>(q_tile, kk),
