@@ -54,6 +54,14 @@ int64_t visible_keys(const FwdParams& p, int64_t rows) {
   return std::min<int64_t>(p.seqlen_k, p.window_left + queries + right);
 }
 
+// Whether the BandSinks instance (policies.h) serves a variant call: plain scores (no softcap,
+// ALiBi or scale <= 0; a window and sinks need none) and K/V by batch row (no paged, indexed or
+// left-padded cache, no fused append).
+bool band_sinks_serves(const FwdParams& p) {
+  return p.softcap == 0.f && p.alibi_slopes == nullptr && p.scale > 0.f && p.block_table == nullptr &&
+         p.kv_batch_idx == nullptr && p.k_start == nullptr && p.seqlen_new == 0;
+}
+
 struct DeviceFacts {
   int sm_count;
   int cc_major;     // compute capability
@@ -298,13 +306,12 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // by 14% non-causal and 40% causal at 1k tokens of head_dim 256 (H200,
   // docs/bench-raw/2026-12-01c-h200-persistent-vs-tma-only-ab.txt; at head_dim 64-128 the
   // persistent kernel stays 2-30% ahead there; 192 was not measured).
-  // A variant call whose only variants are a sliding window and/or sinks (plain scores, K/V
-  // by batch row) takes the BandSinks instance: the plain score program and the plain
-  // instance's wider tiles (policies.h; the measurements at Sm90Tiles).
+  // A variant call whose only variants are a sliding window and/or sinks takes the BandSinks
+  // instance (band_sinks_serves): the plain score program and the plain instance's wider tiles
+  // (the measurements at Sm90Tiles).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
-    const bool band_sinks = kernels.sm90_tma_band_sinks.kernel != nullptr && p.softcap == 0.f &&
-                            p.alibi_slopes == nullptr && p.scale > 0.f && p.kv_batch_idx == nullptr;
+    const bool band_sinks = kernels.sm90_tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const KernelInfo& tma_kernel = band_sinks ? kernels.sm90_tma_band_sinks : kernels.sm90_tma;
     const bool tma_only =
         tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.kernel ||

@@ -111,7 +111,9 @@ def main() -> None:
     lengths = torch.full((1,), 131072, dtype=torch.int32, device="cuda")
 
     def decode_ms(**options) -> float:
-        step = lambda i: ff.batched_decode_attention(q, cache, cache, lengths, **options)  # noqa: E731
+        def step(i: int) -> torch.Tensor:
+            return ff.batched_decode_attention(q, cache, cache, lengths, **options)
+
         return time_graph(step, torch.device("cuda"), copies=8) * 1e3
 
     full = decode_ms()

@@ -156,9 +156,14 @@ __device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) 
   return (desc & 0xFFFFFFFF00000000ull) | lo;
 }
 
-// The slice descriptors below are either built whole for each slice (kByAdd = false) or
-// built once per tile and advanced by one add per slice (kByAdd = true). Same values; which
-// compiles to the faster loop depends on the tile (see the Hopper kernel's issue_qk).
+// The descriptor of a slice `offset` bytes into a tile: built whole (kByAdd = false) or as the
+// tile's descriptor advanced by one add (kByAdd = true). Same value; which compiles to the
+// faster loop depends on the tile (see the Hopper kernel's issue_qk).
+template <int kSwizzle, bool kByAdd>
+__device__ __forceinline__ uint64_t slice_desc(uint32_t tile, uint32_t offset, uint32_t lbo, uint32_t sbo) {
+  if constexpr (kByAdd) return desc_advance(make_desc<kSwizzle>(tile, lbo, sbo), offset);
+  return make_desc<kSwizzle>(tile + offset, lbo, sbo);
+}
 
 // K-major operand, k16 slice kk (head_dim columns [16 kk, 16 kk + 16)) of a [kRows][head_dim]
 // tile at shared byte address `tile` (1024-aligned): Q as A (kRows = 64) or K as B
@@ -169,9 +174,7 @@ __device__ __forceinline__ uint64_t desc_kmajor(uint32_t tile, int kk) {
   static_assert(kRows % 8 == 0, "whole swizzle atoms");
   constexpr int kSlices = kSwizzle / 32;
   const uint32_t offset = (kk / kSlices) * kRows * kSwizzle + (kk % kSlices) * 32;
-  if constexpr (kByAdd)
-    return desc_advance(make_desc<kSwizzle>(tile, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle), offset);
-  return make_desc<kSwizzle>(tile + offset, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle);
+  return slice_desc<kSwizzle, kByAdd>(tile, offset, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle);
 }
 
 // MN-major B operand, k16 slice kk (keys [16 kk, 16 kk + 16)) of V stored as a
@@ -180,10 +183,7 @@ __device__ __forceinline__ uint64_t desc_kmajor(uint32_t tile, int kk) {
 template <int kRows, int kSwizzle = kSwizzleRowBytes, bool kByAdd = false>
 __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
   static_assert(kRows % 16 == 0, "whole k16 slices of keys");
-  const uint32_t offset = kk * 16 * kSwizzle;
-  if constexpr (kByAdd)
-    return desc_advance(make_desc<kSwizzle>(tile, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle), offset);
-  return make_desc<kSwizzle>(tile + offset, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle);
+  return slice_desc<kSwizzle, kByAdd>(tile, kk * 16 * kSwizzle, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle);
 }
 
 // ---------------------------------------------------------------------------------------
