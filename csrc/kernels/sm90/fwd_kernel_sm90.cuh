@@ -133,7 +133,7 @@ struct Sm90Config {
 // BandSinks (a window and/or sinks, plain scores) takes these tiles too. Its band mask and sink
 // epilogue spill 20-24 bytes at head_dim 64 and 128, outside the unmasked tiles' path (in the
 // SASS: the masked-tile branch and the epilogue); with it a 4096-key window over 32k causal
-// tokens ran 3.68-3.70x -> 3.73-3.84x faster than the causal call, sinks 0.87-0.95x -> 0.95-1.1x
+// tokens ran 3.68-3.70x -> 3.73-3.84x faster than the causal call, sinks 0.87-0.95x -> 0.93-1.12x
 // of plain attention (H200, 2026-12-01, tools/lab/bench_variants.py).
 template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
 struct Sm90Tiles {
