@@ -131,6 +131,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     __syncwarp();
   }
 
+  const ScoreRows rows = score_rows<P>(p, w, lane / 4);
   const auto q_frag = q_lane<kPitch>(sQ_addr, 0, lane);
   const auto k_frag = k_lane<kPitch>(sK_addr, lane);
   const auto v_frag = v_lane<kPitch>(sV_addr, lane);
@@ -143,8 +144,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     }
     float acc_s[1][kBlockN / 8][4];
     qk_scores<T, 1, kBlockN, kHeadDim>(acc_s, q_frag, k_frag);
-    const int n0 = n_block * kBlockN;
-    scores_to_logits<P>(acc_s[0], p, w, n0, lane / 4, lane, tile_needs_mask<P>(p, w, n0, kBlockN, kBlockM));
+    float bias[2];
+    scores_to_logits<P>(acc_s[0], p, w, tile_facts<P>(p, w, n_block * kBlockN, kBlockN, kBlockM), rows, lane / 4, lane,
+                        bias);
 
     cp_async_wait<0>();
     __syncwarp();                   // V[n] landed; the warp is done reading K[n]
@@ -154,7 +156,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
       cp_async_commit();
     }
     if (paged) next_pages = load_pages(n_block - 2 * kWarps);  // lands during this tile's math
-    online_softmax(acc_s[0], acc_o[0], row_max, row_sum, p.scale_log2);
+    online_softmax<P::kScoreMods>(acc_s[0], acc_o[0], row_max, row_sum, p.scale_log2, bias);
     pv_accumulate<T, 1, kBlockN, kHeadDim>(acc_o, acc_s, v_frag);
   }
 

@@ -460,13 +460,63 @@ __device__ __forceinline__ void mask_band(float (&s)[kNT][4], const FwdParams& p
 // (score_mod multiplies by it; softmax_bounded folds it into its exponent).
 __device__ __forceinline__ float softcap_tanh(float s, const FwdParams& p) { return tanh_approx(s * p.score_scale); }
 
+// The score transform's constants of this thread's two rows of an m16 slice (tile_row and
+// tile_row + 8), read once per work tile: ALiBi's slope in score_mod's units and the row's
+// diagonal key. Rows past the sequence take row 0's (their results are never stored).
+struct ScoreRows {
+  float slope[2];
+  int pos[2];
+};
+template <class P>
+__device__ __forceinline__ ScoreRows score_rows(const FwdParams& p, const CtaWork& w, int tile_row) {
+  ScoreRows r{};
+  if constexpr (P::kScoreMods) {
+    if (p.alibi_slopes != nullptr) {
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        const int row = tile_row + 8 * hi;
+        const RowTarget t = row_target(p, w, w.m0 + row < w.rows ? row : 0);
+        r.slope[hi] = p.alibi_slopes[w.b * p.alibi_batch_stride + t.head] * p.alibi_scale;
+        r.pos[hi] = t.q_pos + w.diag;
+      }
+    }
+  }
+  return r;
+}
+
+// What the score program of one K/V tile of keys [n0, n0 + block_n) needs to know for the
+// query block's rows (tile_facts): whether it needs the element mask, and whether every key lies
+// on one side of every row's diagonal key (side -1: at or before it, +1: at or after it, 0:
+// neither), where ALiBi's distance |pos - key| is linear in the key. Computed for the whole
+// block, so the choice is uniform across the warps.
+struct TileFacts {
+  int n0;
+  bool needs_mask;
+  int side;
+};
+template <class P>
+__device__ __forceinline__ TileFacts tile_facts(const FwdParams& p, const CtaWork& w, int n0, int block_n,
+                                                int block_m) {
+  TileFacts t{n0, tile_needs_mask<P>(p, w, n0, block_n, block_m), 0};
+  if constexpr (P::kScoreMods) {
+    if (p.alibi_slopes != nullptr) {
+      const int first_pos = w.m0 / w.group + w.diag;
+      const int last_pos = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
+      t.side = n0 + block_n - 1 <= first_pos ? -1 : n0 >= last_pos ? 1 : 0;
+    }
+  }
+  return t;
+}
+
 // The score transform: softcap * tanh(scale * s / softcap) or scale * s as base-2 logits (or s
 // left raw: score_scale 1), minus the ALiBi slope times the key's distance from the row's
 // diagonal, in the same units (alibi_scale). tanh.approx is one special-function instruction
-// (relative error 2^-11, below the 16-bit P it feeds).
+// (relative error 2^-11, below the 16-bit P it feeds). The logit of a score is s + bias[hi]:
+// ALiBi leaves the part of its bias that is the same for all of a row's keys in a tile to
+// the softmax (softmax_step<true>); otherwise bias is 0.
 template <int kNT>
-__device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
-                                          int tile_row, int lane) {
+__device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p, const TileFacts& tile,
+                                          const ScoreRows& rows, int lane, float (&bias)[2]) {
   if (p.softcap > 0.f) {
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
@@ -481,18 +531,27 @@ __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p
   if (p.alibi_slopes == nullptr) return;
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
-    const int row = tile_row + 8 * hi;
-    const RowTarget t = row_target(p, w, w.m0 + row < w.rows ? row : 0);
-    const float slope = p.alibi_slopes[w.b * p.alibi_batch_stride + t.head] * p.alibi_scale;
-    // The distance in float, from one conversion per row: |pos - key| = |d0 - 8 j - e| with
-    // d0 = pos - (n0 + 2 (lane % 4)), so each score costs a subtract and a multiply-add (an
-    // int-to-float conversion per score ran at the special-function rate: ALiBi was 30%
-    // slower than plain attention at head_dim 128 on the H200, 2026-11-30).
-    const float d0 = static_cast<float>(t.q_pos + w.diag - (n0 + (lane % 4) * 2));
+    const float slope = rows.slope[hi];
+    // The distance in float, from one conversion per row: |pos - key| = |d0 - c| with
+    // d0 = pos - (n0 + 2 (lane % 4)) and the column's constant c = 8 j + e (an int-to-float
+    // conversion per score ran at the special-function rate: ALiBi was 30% slower than plain
+    // attention at head_dim 128 on the H200, 2026-11-30).
+    const float d0 = static_cast<float>(rows.pos[hi] - (tile.n0 + (lane % 4) * 2));
+    if (tile.side != 0) {
+      // All keys on one side: -slope |d0 - c| = step * c - step * d0 with step = -side * slope,
+      // one multiply-add by an immediate per score; -step * d0 goes to the softmax.
+      const float step = tile.side < 0 ? slope : -slope;
 #pragma unroll
-    for (int j = 0; j < kNT; ++j)
+      for (int j = 0; j < kNT; ++j)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) s[j][hi * 2 + e] -= slope * fabsf(d0 - static_cast<float>(j * 8 + e));
+        for (int e = 0; e < 2; ++e) s[j][hi * 2 + e] = fmaf(step, static_cast<float>(j * 8 + e), s[j][hi * 2 + e]);
+      bias[hi] = -step * d0;
+    } else {
+#pragma unroll
+      for (int j = 0; j < kNT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) s[j][hi * 2 + e] -= slope * fabsf(d0 - static_cast<float>(j * 8 + e));
+    }
   }
 }
 
@@ -507,12 +566,14 @@ __device__ __forceinline__ void mask_tile(float (&s)[kNT][4], const FwdParams& p
 }
 
 // The score program of one K/V tile for an m16 slice: the score transform, then the mask
-// where the tile needs one.
+// where the tile needs one. The logits are s + bias[hi] (score_mod; 0 without P::kScoreMods).
 template <class P, int kNT>
-__device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
-                                                 int tile_row, int lane, bool needs_mask) {
-  if constexpr (P::kScoreMods) score_mod(s, p, w, n0, tile_row, lane);
-  if (needs_mask) mask_tile<P>(s, p, w, n0, tile_row, lane);
+__device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w,
+                                                 const TileFacts& tile, const ScoreRows& rows, int tile_row, int lane,
+                                                 float (&bias)[2]) {
+  bias[0] = bias[1] = 0.f;
+  if constexpr (P::kScoreMods) score_mod(s, p, tile, rows, lane, bias);
+  if (tile.needs_mask) mask_tile<P>(s, p, w, tile.n0, tile_row, lane);
 }
 
 // S -> P = exp2(S * scale - offset) for one of a thread's two rows (`hi`) of an m16 slice;
@@ -536,23 +597,26 @@ __device__ __forceinline__ float exponentiate_row(float (&s)[kNT][4], int hi, fl
 // exp2(S * scale * log2(e) - max), the running sum rescaled, and the factor the O rows must
 // be rescaled by (left to the caller, whose O may still be an in-flight wgmma accumulator).
 // The row sum stays per thread until the end (the 4 lanes of a row are added once, in
-// finish_rows).
-template <int kNT>
+// finish_rows). kBias: each row's logits are s + bias[hi] (scores_to_logits), and the running
+// max holds logits, so the bias costs an add per row, not per score.
+template <bool kBias, int kNT>
 __device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max)[2], float (&row_sum)[2],
-                                             float scale_log2, float (&correction)[2]) {
+                                             float scale_log2, float (&correction)[2], const float (&bias)[2]) {
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
-    float mx = row_max[hi];
+    float mx = kBias ? -INFINITY : row_max[hi];
 #pragma unroll
     for (int j = 0; j < kNT; ++j) mx = fmaxf(mx, fmaxf(s[j][hi * 2], s[j][hi * 2 + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a row
+    if constexpr (kBias) mx = fmaxf(row_max[hi], mx + bias[hi]);  // this thread's largest logit
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));          // the 4 lanes of a row
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
     // every exponent -inf (p = 0) rather than NaN.
     const float max_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
     correction[hi] = exp2_approx(row_max[hi] * scale_log2 - max_scaled);
     row_max[hi] = mx;
-    row_sum[hi] = row_sum[hi] * correction[hi] + exponentiate_row(s, hi, scale_log2, max_scaled);
+    const float offset = kBias ? max_scaled - bias[hi] * scale_log2 : max_scaled;
+    row_sum[hi] = row_sum[hi] * correction[hi] + exponentiate_row(s, hi, scale_log2, offset);
   }
 }
 
@@ -581,11 +645,11 @@ __device__ __forceinline__ void rescale_rows(float (&o)[kNO][4], const float (&c
     }
 }
 
-template <int kNT, int kNO>
+template <bool kBias = false, int kNT, int kNO>
 __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kNO][4], float (&row_max)[2],
-                                               float (&row_sum)[2], float scale_log2) {
+                                               float (&row_sum)[2], float scale_log2, const float (&bias)[2]) {
   float correction[2];
-  softmax_step(s, row_max, row_sum, scale_log2, correction);
+  softmax_step<kBias>(s, row_max, row_sum, scale_log2, correction, bias);
   rescale_rows(o, correction);
 }
 

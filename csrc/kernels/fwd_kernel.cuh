@@ -73,6 +73,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   }
 
   const int warp_row0 = warp * kMTiles * 16;
+  ScoreRows rows[kMTiles];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) rows[mt] = score_rows<P>(p, w, warp_row0 + mt * 16 + lane / 4);
   const auto q_frag = q_lane<kPitch>(sQ_addr, warp_row0, lane);
   const auto k_frag = k_lane<kPitch>(sK_addr, lane);
   const auto v_frag = v_lane<kPitch>(sV_addr, lane);
@@ -99,11 +102,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 
       float acc_s[kMTiles][kNTilesS][4];
       qk_scores<T, kMTiles, kBlockN, Cfg::kHeadDim>(acc_s, q_frag, k_frag);
-      const int n0 = n_block * kBlockN;
-      const bool needs_mask = tile_needs_mask<P>(p, w, n0, kBlockN, kBlockM);
+      const TileFacts tile = tile_facts<P>(p, w, n_block * kBlockN, kBlockN, kBlockM);
+      float bias[kMTiles][2];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
-        scores_to_logits<P>(acc_s[mt], p, w, n0, warp_row0 + mt * 16 + lane / 4, lane, needs_mask);
+        scores_to_logits<P>(acc_s[mt], p, w, tile, rows[mt], warp_row0 + mt * 16 + lane / 4, lane, bias[mt]);
 
       cp_async_wait<0>();
       __syncthreads();  // V[n] landed; every warp is done reading K[n]
@@ -113,7 +116,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
       }
 
 #pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) online_softmax(acc_s[mt], acc_o[mt], row_max[mt], row_sum[mt], p.scale_log2);
+      for (int mt = 0; mt < kMTiles; ++mt)
+        online_softmax<P::kScoreMods>(acc_s[mt], acc_o[mt], row_max[mt], row_sum[mt], p.scale_log2, bias[mt]);
 
       pv_accumulate<T, kMTiles, kBlockN, Cfg::kHeadDim>(acc_o, acc_s, v_frag);
     }

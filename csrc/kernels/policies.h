@@ -9,7 +9,7 @@
 //                   through a block table, a cache batch index, left padding and the lengths
 //                   of a fused append.
 //   mask            which K/V tiles a query block visits and which scores it masks
-//                   (cta_work, tile_needs_mask, scores_to_logits): the causal diagonal
+//                   (cta_work, tile_facts, scores_to_logits): the causal diagonal
 //                   (bottom-right) and the sequence end; with kBand the sliding window's band
 //                   (causal is its right edge at 0), whose outside tiles are never visited.
 //   score transform what a score becomes before the softmax (score_mod): the scale, folded

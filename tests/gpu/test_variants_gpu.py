@@ -140,6 +140,30 @@ def test_uneven_lengths(variant, seqlen_q, seqlen_k, causal):
     _check(q, k, v, causal=causal, **options)
 
 
+# ALiBi over K/V tiles that lie wholly before or after every row's diagonal key takes a
+# per-key multiply-add and leaves the row's part of the bias to the softmax (score_mod): slopes
+# small enough that every tile on either side carries weight, query offsets of either sign,
+# packed GQA rows, lengths off the tile grid, on every kernel path (SM80-style, Hopper plain and
+# persistent launches, the decode kernel's one-query rows).
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize(
+    "seqlen_q,seqlen_k,causal",
+    [
+        (1500, 2601, False),
+        (2601, 1500, False),
+        (2345, 2345, True),
+        (900, 900, False),
+        (1, 3000, False),
+    ],
+)
+def test_alibi_on_either_side_of_the_diagonal(seqlen_q, seqlen_k, causal, head_dim):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 2, head_dim, torch.bfloat16)
+    slopes = torch.linspace(1e-3, 2e-2, 8, device="cuda") * torch.tensor(
+        [[1.0], [0.5]], device="cuda"
+    )
+    _check(q, k, v, causal=causal, alibi_slopes=slopes)
+
+
 # Windows over more than 1024 dense keys take the Hopper TMA-only instances, whose K/V tiles
 # end where each query block's band ends (keys below 0 zero-filled and masked): every kind of
 # band, offsets of either sign (rows that see no key), lengths off the tile grid.

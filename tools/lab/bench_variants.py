@@ -1,6 +1,6 @@
 """The variants' costs on a GPU (issue 14's speed targets), beside FA4 where it has them.
 
-    python tools/lab/bench_variants.py [--json PATH]
+    python tools/lab/bench_variants.py [--json PATH] [--parts window scores gemma decode]
 
 Rows (bf16, one process, CUDA-event medians of fresh-input calls):
 * sliding window 4096 over 32k causal tokens against full causal attention (target >= 4x);
@@ -57,6 +57,10 @@ def fa4():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
+    parts = ("window", "scores", "gemma", "decode")
+    parser.add_argument(
+        "--parts", nargs="+", choices=parts, default=parts, help="which rows (default: all)"
+    )
     args = parser.parse_args()
     rows = []
 
@@ -70,56 +74,65 @@ def main() -> None:
         q, k, v = qkv_set
         return gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, **options))
 
-    long = qkv(1, 32768, 32768, 16, 16, 128)
-    full = attend(long, causal=True)
-    row("causal 32k, hd128 (base)", full)
-    row("causal 32k, window 4096", attend(long, causal=True, window_size=(4096, 0)), full,
-        "target >= 4x")  # fmt: skip
-    del long
+    if "window" in args.parts:
+        long = qkv(1, 32768, 32768, 16, 16, 128)
+        full = attend(long, causal=True)
+        row("causal 32k, hd128 (base)", full)
+        row("causal 32k, window 4096", attend(long, causal=True, window_size=(4096, 0)), full,
+            "target >= 4x")  # fmt: skip
+        del long
 
-    slopes = torch.rand(16, device="cuda") * 0.1
-    sinks = torch.randn(16, device="cuda")
-    variants = {"softcap 50": {"softcap": 50.0}, "alibi": {"alibi_slopes": slopes},
-                "sinks": {"sinks": sinks}}  # fmt: skip
-    medium = qkv(2, 8192, 8192, 16, 16, 128)
-    for causal in (False, True):
-        base = attend(medium, causal=causal)
-        tag = "causal" if causal else "non-causal"
-        row(f"hd128 8k {tag} plain (base)", base)
-        for name, options in variants.items():
-            row(f"hd128 8k {tag} {name}", attend(medium, causal=causal, **options), base,
-                "target >= 0.91x")  # fmt: skip
-    del medium
+    if "scores" in args.parts:
+        slopes = torch.rand(16, device="cuda") * 0.1
+        sinks = torch.randn(16, device="cuda")
+        variants = {"softcap 50": {"softcap": 50.0}, "alibi": {"alibi_slopes": slopes},
+                    "sinks": {"sinks": sinks}}  # fmt: skip
+        medium = qkv(2, 8192, 8192, 16, 16, 128)
+        for causal in (False, True):
+            base = attend(medium, causal=causal)
+            tag = "causal" if causal else "non-causal"
+            row(f"hd128 8k {tag} plain (base)", base)
+            for name, options in variants.items():
+                row(f"hd128 8k {tag} {name}", attend(medium, causal=causal, **options), base,
+                    "target >= 0.91x")  # fmt: skip
+        del medium
 
-    wide = qkv(2, 8192, 8192, 8, 8, 256)
-    gemma = {"causal": True, "window_size": (4096, 0), "softcap": 50.0}
-    ours = attend(wide, **gemma)
-    row("Gemma-2-like hd256 8k causal window 4096 softcap 50", ours)
-    flash = fa4()
-    if flash is not None:
-        try:
-            ms = gpu_ms(lambda wide=wide: flash(*wide, **gemma))
-            row("  same call on FA4", ms, None, f"forge-flash / FA4 speed {ms / ours:.2f}")
-        except Exception as exc:  # a contender that cannot run this call is n/a
-            row("  same call on FA4", float("nan"), None, f"n/a: {type(exc).__name__}: {exc}"[:90])
-    del wide
+    if "gemma" in args.parts:
+        wide = qkv(2, 8192, 8192, 8, 8, 256)
+        gemma = {"causal": True, "window_size": (4096, 0), "softcap": 50.0}
+        ours = attend(wide, **gemma)
+        row("Gemma-2-like hd256 8k causal window 4096 softcap 50", ours)
+        flash = fa4()
+        if flash is not None:
+            try:
+                ms = gpu_ms(lambda wide=wide: flash(*wide, **gemma))
+                row("  same call on FA4", ms, None, f"forge-flash / FA4 speed {ms / ours:.2f}")
+            except Exception as exc:  # a contender that cannot run this call is n/a
+                row(
+                    "  same call on FA4",
+                    float("nan"),
+                    None,
+                    f"n/a: {type(exc).__name__}: {exc}"[:90],
+                )
+        del wide
 
-    # Decode steps take tens of microseconds, so events around one Python call would time the
-    # host: these are GPU times of calls replayed from a CUDA graph.
-    q = torch.randn(1, 32, 128, device="cuda", dtype=torch.bfloat16)
-    cache = torch.randn(1, 131072, 8, 128, device="cuda", dtype=torch.bfloat16)
-    lengths = torch.full((1,), 131072, dtype=torch.int32, device="cuda")
+    if "decode" in args.parts:
+        # Decode steps take tens of microseconds, so events around one Python call would time the
+        # host: these are GPU times of calls replayed from a CUDA graph.
+        q = torch.randn(1, 32, 128, device="cuda", dtype=torch.bfloat16)
+        cache = torch.randn(1, 131072, 8, 128, device="cuda", dtype=torch.bfloat16)
+        lengths = torch.full((1,), 131072, dtype=torch.int32, device="cuda")
 
-    def decode_ms(**options) -> float:
-        def step(i: int) -> torch.Tensor:
-            return ff.batched_decode_attention(q, cache, cache, lengths, **options)
+        def decode_ms(**options) -> float:
+            def step(i: int) -> torch.Tensor:
+                return ff.batched_decode_attention(q, cache, cache, lengths, **options)
 
-        return time_graph(step, torch.device("cuda"), copies=8) * 1e3
+            return time_graph(step, torch.device("cuda"), copies=8) * 1e3
 
-    full = decode_ms()
-    row("decode 1 query over 128k keys (base; GPU time)", full)
-    row("decode 1 query, window 4096 over 128k", decode_ms(window_size=(4096, 0)), full,
-        "reads ~1/32 of the keys")  # fmt: skip
+        full = decode_ms()
+        row("decode 1 query over 128k keys (base; GPU time)", full)
+        row("decode 1 query, window 4096 over 128k", decode_ms(window_size=(4096, 0)), full,
+            "reads ~1/32 of the keys")  # fmt: skip
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -7,9 +7,11 @@ Compute, which then reports what bounds each kernel (speed of light, occupancy, 
 
 Rows (benchmark shapes, bf16): decode over 4k keys (32/8 heads of 128), and prefill at head_dim
 128 over 16k tokens, not causal; with ``--short``, the short and causal prefill rows furthest
-below cuDNN instead (16k tokens in sequences of 512 and 2048, causal, head_dim 64 and 128).
-Contenders: forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as
-``python -m forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
+below cuDNN instead (16k tokens in sequences of 512 and 2048, causal, head_dim 64 and 128);
+with ``--variants``, forge_flash alone on issue 14's score-variant rows (head_dim 128, 8k tokens,
+not causal: plain, softcap 50, ALiBi, sinks), to see what each variant adds. Contenders:
+forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as ``python -m
+forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
 (cudaProfilerStart/Stop), so each profiled kernel is a steady-state call on inputs that are not
 in L2.
 """
@@ -20,6 +22,7 @@ import argparse
 
 import torch
 
+import forge_flash as ff
 from forge_flash.benchmark import Shape, contenders, make_inputs
 
 ROWS = [
@@ -36,8 +39,12 @@ SHORT_ROWS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="the short and causal prefill rows")
+    parser.add_argument("--variants", action="store_true", help="issue 14's score-variant rows")
     args = parser.parse_args()
     device = torch.device("cuda")
+    if args.variants:
+        profile_variants()
+        return
     for shape in SHORT_ROWS if args.short else ROWS:
         inputs = make_inputs(shape, device)
         for name, contender in contenders(shape, inputs, device).items():
@@ -52,6 +59,28 @@ def main() -> None:
                 torch.cuda.synchronize()
                 torch.cuda.profiler.stop()
             print(f"profiled {name}: {shape.label()}", flush=True)
+
+
+def profile_variants() -> None:
+    def make(heads: int) -> torch.Tensor:
+        return torch.randn(2, 8192, heads, 128, device="cuda", dtype=torch.bfloat16)
+
+    q, k, v = make(16), make(16), make(16)
+    options = {
+        "plain": {},
+        "softcap 50": {"softcap": 50.0},
+        "alibi": {"alibi_slopes": torch.rand(16, device="cuda") * 0.1},
+        "sinks": {"sinks": torch.randn(16, device="cuda")},
+    }
+    for name, kwargs in options.items():
+        for _ in range(3):
+            ff.flash_attn_fwd(q, k, v, **kwargs)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        ff.flash_attn_fwd(q, k, v, **kwargs)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        print(f"profiled forge_flash {name}: hd128 8k non-causal", flush=True)
 
 
 if __name__ == "__main__":

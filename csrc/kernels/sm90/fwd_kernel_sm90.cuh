@@ -387,19 +387,20 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     const bool bounded = P::kScoreMods && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
     row_max[0] = row_max[1] = bounded ? p.logit_offset : -INFINITY;
     row_sum[0] = row_sum[1] = 0.f;
+    const ScoreRows rows = score_rows<P>(p, w, tile_row);
     auto softmax = [&](int i, float (&correction)[2]) {
-      const int n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
-      const bool needs_mask = tile_needs_mask<P>(p, w, n0, kBlockN, kBlockM);
+      const TileFacts tile = tile_facts<P>(p, w, (w.n_end - 1 - i) * kBlockN + w.key0, kBlockN, kBlockM);
       if (bounded) {
 #pragma unroll
         for (int j = 0; j < kNTilesS; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc_s[j][e] = softcap_tanh(acc_s[j][e], p);
-        if (needs_mask) mask_tile<P>(acc_s, p, w, n0, tile_row, lane);
+        if (tile.needs_mask) mask_tile<P>(acc_s, p, w, tile.n0, tile_row, lane);
         softmax_bounded(acc_s, row_sum, p.softcap_log2, p.logit_offset);
       } else {
-        scores_to_logits<P>(acc_s, p, w, n0, tile_row, lane, needs_mask);
-        softmax_step(acc_s, row_max, row_sum, p.scale_log2, correction);
+        float bias[2];
+        scores_to_logits<P>(acc_s, p, w, tile, rows, tile_row, lane, bias);
+        softmax_step<P::kScoreMods>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
       }
       if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty);  // last Q K^T ran: Q may be replaced
     };
