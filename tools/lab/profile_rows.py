@@ -9,9 +9,10 @@ Rows (benchmark shapes, bf16): decode over 4k keys (32/8 heads of 128), and pref
 128 over 16k tokens, not causal; with ``--short``, the short and causal prefill rows furthest
 below cuDNN instead (16k tokens in sequences of 512 and 2048, causal, head_dim 64 and 128);
 with ``--variants``, forge_flash alone on issue 14's score-variant rows (head_dim 128, 8k tokens,
-not causal: plain, softcap 50, ALiBi, sinks), to see what each variant adds. Contenders:
-forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as ``python -m
-forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
+not causal: plain, softcap 50, ALiBi, sinks), to see what each variant adds; with
+``--long-decode``, one-query decode over 32k and 128k keys (where K/V streaming decides).
+Contenders: forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as
+``python -m forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
 (cudaProfilerStart/Stop), so each profiled kernel is a steady-state call on inputs that are not
 in L2.
 """
@@ -29,6 +30,10 @@ ROWS = [
     Shape("decode", 1, 32, 8, 1, 4096, 128, False, "bf16"),
     Shape("prefill", 1, 16, 16, 16384, 16384, 128, False, "bf16"),
 ]
+LONG_DECODE_ROWS = [
+    Shape("decode", 1, 32, 8, 1, 131072, 128, False, "bf16"),
+    Shape("decode", 1, 32, 8, 1, 32768, 128, False, "bf16"),
+]
 SHORT_ROWS = [
     Shape("prefill", 32, 32, 32, 512, 512, 64, True, "bf16"),
     Shape("prefill", 32, 16, 16, 512, 512, 128, True, "bf16"),
@@ -40,12 +45,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="the short and causal prefill rows")
     parser.add_argument("--variants", action="store_true", help="issue 14's score-variant rows")
+    parser.add_argument(
+        "--long-decode", action="store_true", help="one-query decode over 32k and 128k keys"
+    )
     args = parser.parse_args()
     device = torch.device("cuda")
     if args.variants:
         profile_variants()
         return
-    for shape in SHORT_ROWS if args.short else ROWS:
+    rows = SHORT_ROWS if args.short else LONG_DECODE_ROWS if args.long_decode else ROWS
+    for shape in rows:
         inputs = make_inputs(shape, device)
         for name, contender in contenders(shape, inputs, device).items():
             if contender is None or name == "naive_loop":
