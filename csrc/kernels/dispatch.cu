@@ -20,10 +20,14 @@ namespace {
 constexpr int kHeadDims[] = {FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_LIST)};
 #undef FORGE_FLASH_LIST
 // Capping a decode call's splits to fit one cluster is taken while each split keeps at most
-// this many keys (64k keys over 16 splits); longer caches keep more splits and the combine
-// kernel. Measured on the H100 (docs/benchmarks.md): 4096 rather than 2048 took 4% off 64k
-// keys; with one-warp decode tiles, 512 instead of 2048 had cost 3-7% at 16k-32k keys.
-constexpr int kClusterMaxKeysPerSplit = 4096;
+// this many keys (16k keys over 16 splits); longer caches keep more splits and the combine
+// kernel. A cluster of 16 splits puts one CTA per SM, too few K/V loads in flight past 16k
+// keys; since the combine kernel issues all its loads at once, more splits and the combine
+// kernel win there: 1024 rather than 4096 took 2% off 32k keys and 3-4% off 64k, and cost
+// 1-8% at 4k-16k where the cap would have applied (H200, 2026-12-01,
+// docs/bench-raw/2026-12-01f-h200-cluster-keys-ab.txt). (On the H100 with the older combine
+// kernel, 4096 had beaten 2048 by 4% at 64k keys.)
+constexpr int kClusterMaxKeysPerSplit = 1024;
 // Hopper prefill over at most this many keys (8 K/V tiles of the head_dim 64/128 kernels) runs
 // on the persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue)
 // weighs most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at

@@ -177,7 +177,7 @@ def test_split_kv_on_and_off_agree(causal):
 def test_decode_split_kv(seqlen_k, heads, head_dim, dtype):
     # One query over a cache splits its KV range over CTAs, and each CTA's range over its
     # warps. On Hopper the splits of a tile merge inside their thread-block cluster while they
-    # fit one (16 splits, or 4096 keys each), and in the combine kernel beyond; elsewhere
+    # fit one (16 splits, or 1024 keys each), and in the combine kernel beyond; elsewhere
     # always in the combine kernel.
     _check(*rand_qkv(1, 1, seqlen_k, *heads, head_dim, dtype), False)
 
@@ -185,11 +185,12 @@ def test_decode_split_kv(seqlen_k, heads, head_dim, dtype):
 def test_hopper_decode_merges_splits_without_workspace():
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the in-cluster combine is Hopper-only")
-    short = rand_qkv(1, 1, 32768, 32, 8, 128, torch.bfloat16)
+    short = rand_qkv(1, 1, 16384, 32, 8, 128, torch.bfloat16)
     assert workspace_bytes_needed(*short, causal=False) == 0, "expected the in-cluster combine"
-    # One KV head wants more than 16 splits; at 128k keys 16 would hold more than 4096 keys each.
-    long = rand_qkv(1, 1, 131072, 8, 1, 128, torch.bfloat16)
-    assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
+    # One KV head wants more than 16 splits; at 32k keys 16 would hold more than 1024 keys each.
+    for keys in (32768, 131072):
+        long = rand_qkv(1, 1, keys, 8, 1, 128, torch.bfloat16)
+        assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
 
 
 def test_hopper_decode_clusters_only_in_one_wave():
