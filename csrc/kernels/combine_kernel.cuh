@@ -25,6 +25,9 @@ constexpr int kCombineThreads = 128;
 constexpr int kMaxSplits = 128;
 static_assert(kMaxSplits <= kCombineThreads, "one LSE per thread");
 
+// Thread (group g, column quad c) of a row's CTA sums splits g, g + groups, ... of 4 columns.
+__host__ __device__ constexpr int combine_groups(int head_dim) { return kCombineThreads / (head_dim / 4); }
+
 // kChunk: partials per thread in flight at once. launch_fwd takes the short chunk where it
 // covers every split (few splits over many rows: batched decode), the long one otherwise.
 constexpr int kCombineShortChunk = 4, kCombineLongChunk = 16;
@@ -39,7 +42,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   const int64_t row = blockIdx.x;
   const int splits = p.num_splits;
   const int quads = p.head_dim / 4;
-  const int groups = kCombineThreads / quads;  // >= 2: head_dim <= 256
+  const int groups = combine_groups(p.head_dim);  // >= 2: head_dim <= 256
   const int c = tid % quads, g = tid / quads;
   const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
 

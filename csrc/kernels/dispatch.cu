@@ -386,8 +386,7 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
   }
   if (err != cudaSuccess || p.num_splits == 1) return err;
   const dim3 grid(static_cast<unsigned>(p.num_rows));
-  const int groups = kCombineThreads / (p.head_dim / 4);  // combine_kernel's split groups
-  const bool short_chunk = p.num_splits <= kCombineShortChunk * groups;
+  const bool short_chunk = p.num_splits <= kCombineShortChunk * combine_groups(p.head_dim);
   if (dtype == DType::kFloat16)
     (short_chunk ? combine_kernel<half, kCombineShortChunk>
                  : combine_kernel<half, kCombineLongChunk>)<<<grid, kCombineThreads, 0, stream>>>(p);

@@ -424,6 +424,14 @@ __device__ __forceinline__ KeyBand key_band(const FwdParams& p, const CtaWork& w
   return band;
 }
 
+// The diagonal keys of a query block's first and last rows (of block_m tile rows).
+struct BlockDiagonals {
+  int first, last;
+};
+__device__ __forceinline__ BlockDiagonals block_diagonals(const CtaWork& w, int block_m) {
+  return {w.m0 / w.group + w.diag, (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag};
+}
+
 // Whether a K/V tile needs the element mask: it crosses the sequence end or some row's band edge.
 template <class P>
 __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n,
@@ -432,10 +440,9 @@ __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWor
     return tile_needs_mask(p, w, n0, block_n);
   } else {
     if (n0 + block_n > w.seq.seqlen_k || n0 < 0) return true;  // past the end, or before key 0 (anchored)
-    const int first_pos = w.m0 / w.group + w.diag;
-    const int last_pos = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
-    return (p.window_right >= 0 && n0 + block_n - 1 > first_pos + p.window_right) ||
-           (p.window_left >= 0 && n0 < last_pos - p.window_left);
+    const BlockDiagonals d = block_diagonals(w, block_m);
+    return (p.window_right >= 0 && n0 + block_n - 1 > d.first + p.window_right) ||
+           (p.window_left >= 0 && n0 < d.last - p.window_left);
   }
 }
 
@@ -500,9 +507,8 @@ __device__ __forceinline__ TileFacts tile_facts(const FwdParams& p, const CtaWor
   TileFacts t{n0, tile_needs_mask<P>(p, w, n0, block_n, block_m), 0};
   if constexpr (P::kScoreMods) {
     if (p.alibi_slopes != nullptr) {
-      const int first_pos = w.m0 / w.group + w.diag;
-      const int last_pos = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
-      t.side = n0 + block_n - 1 <= first_pos ? -1 : n0 >= last_pos ? 1 : 0;
+      const BlockDiagonals d = block_diagonals(w, block_m);
+      t.side = n0 + block_n - 1 <= d.first ? -1 : n0 >= d.last ? 1 : 0;
     }
   }
   return t;
@@ -645,7 +651,7 @@ __device__ __forceinline__ void rescale_rows(float (&o)[kNO][4], const float (&c
     }
 }
 
-template <bool kBias = false, int kNT, int kNO>
+template <bool kBias, int kNT, int kNO>
 __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kNO][4], float (&row_max)[2],
                                                float (&row_sum)[2], float scale_log2, const float (&bias)[2]) {
   float correction[2];
