@@ -356,10 +356,7 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   p.k_new = b.k.data, p.v_new = b.v.data;
   p.k_new_batch_stride = b.k.batch_stride, p.k_new_row_stride = b.k.row_stride, p.k_new_head_stride = b.k.head_stride;
   p.v_new_batch_stride = b.v.batch_stride, p.v_new_row_stride = b.v.row_stride, p.v_new_head_stride = b.v.head_stride;
-  const bool rotary = b.rotary_cos.data != nullptr;
-  p.rotary = {
-      b.rotary_cos, b.rotary_sin,        b.rotary_dtype, rotary ? b.rotary_dim : 0, rotary ? b.rotary_dim / 2 : 0,
-      b.seqlen_ro,  b.rotary_interleaved};
+  p.rotary = rotary_tables(b);
   p.rotary_query_per_token = b.query_per_token != 0;
   p.features = true;  // the variant instances carry the append (decode_kv without score variants)
   return run(p, a->dtype, o.programmatic_launch != 0, workspace, workspace_bytes, stream);

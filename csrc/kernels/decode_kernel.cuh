@@ -60,21 +60,24 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const TileCopyLane kv_copy{lane / kPitchChunks, lane % kPitchChunks, lane % kPitchChunks < head_chunks};
   const auto offset = [](int row, int chunk) { return static_cast<uint32_t>(staging_offset<kPitch>(row, chunk) * 2); };
   const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
-  // Paged K/V: `pages` holds the block-table entries of the tile being loaded, `next_pages`
-  // those of the warp's next tile, loaded a step ahead (load_kv_tile_paged_warp).
+  // Paged K/V: `pages` holds the block-table entry this lane needs for the tile being loaded,
+  // `next_pages` that of the warp's next tile, loaded a step ahead (load_kv_tile_paged_warp).
+  constexpr int kRowStep = 32 / kPitchChunks;
   const bool paged = P::kIndexedKV && p.block_table != nullptr;
+  const PagedWarpCopy page_copy = paged_warp_copy<kBlockN / kRowStep>(p, w, kv_copy);
   int pages = 0, next_pages = 0;
   auto load_tile = [&](uint32_t dst, const T* base, int64_t block_stride, int64_t row_stride, int n_block) {
-    constexpr int kRowStep = 32 / kPitchChunks;
     if (paged)
       load_kv_tile_paged_warp<T, kBlockN, kRowStep>(p, w, dst, base, block_stride, row_stride, n_block * kBlockN,
-                                                    kv_copy, offset, pages);
+                                                    kv_copy, offset, page_copy, pages);
     else
       load_kv_tile<T, kBlockN, kRowStep>(dst, base, row_stride, n_block * kBlockN, w.seq.seqlen_k, kv_copy, offset);
   };
   auto load_k = [&](int n_block) { load_tile(sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride, n_block); };
   auto load_v = [&](int n_block) { load_tile(sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride, n_block); };
-  auto load_pages = [&](int n_block) { return n_block >= w.n_begin ? tile_pages(p, w, n_block * kBlockN, lane) : 0; };
+  auto load_pages = [&](int n_block) {
+    return n_block >= w.n_begin ? lane_pages(p, w, n_block * kBlockN, lane, page_copy) : 0;
+  };
 
   float acc_o[1][kNTilesO][4];
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
@@ -82,15 +85,18 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   for (int j = 0; j < kNTilesO; ++j) acc_o[0][j][0] = acc_o[0][j][1] = acc_o[0][j][2] = acc_o[0][j][3] = 0.f;
 
   // A fused K/V append (fused_append.cuh; variant instances only): the last seqlen_new keys
-  // are new; with rotary tables q is rotated on its way in (through registers, after the K/V
-  // copies are issued).
+  // are new; with rotary tables q is rotated on its way in (loaded into registers first, then
+  // the K/V copies issued, then rotated into shared memory).
   const bool appends = kAppend && p.seqlen_new > 0;
   const int first_new_key = w.seq.seqlen_k - p.seqlen_new;
   const bool rotates_q = appends && p.rotary.half > 0;
 
   // Prologue: Q and this warp's first K and V all in flight at once.
   const int first = w.n_end - 1 - warp;
+  RotatedQTile<T, kBlockM, kQThreads / kPitchChunks> q_rotated;
   if (tid < kQThreads && !rotates_q) load_q_tile<T, kBlockM, kQThreads / kPitchChunks>(p, w, sQ_addr, q_copy, offset);
+  if constexpr (kAppend)
+    if (tid < kQThreads && rotates_q) q_rotated.load(p, w, q_copy, first_new_key);
   cp_async_commit();
   if (paged) {
     pages = load_pages(first);
@@ -107,11 +113,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   NewKeyUnits new_key{};
   if (patches && kv_copy.chunk_ok) {
     const int i = new_keys_in_tile(p, first * kBlockN, kBlockN, first_new_key).lo + kv_copy.row0;
-    if (i < p.seqlen_new) new_key = load_new_key<T>(p, w, i, kv_copy.chunk * 8);
+    if (i < p.seqlen_new) new_key = load_new_key<T>(p, w, i, kv_copy.chunk * 8, first_new_key);
   }
-  if (rotates_q && tid < kQThreads)
-    load_q_tile_rotated<T, kBlockM, kQThreads / kPitchChunks>(p, w, reinterpret_cast<unsigned char*>(sQ), q_copy,
-                                                              offset, first_new_key);
+  if constexpr (kAppend)
+    if (rotates_q && tid < kQThreads) q_rotated.store(p, reinterpret_cast<unsigned char*>(sQ), q_copy, offset);
   if (first >= w.n_begin)
     cp_async_wait<1>();  // Q and K landed; V may still be in flight
   else

@@ -24,41 +24,51 @@
 
 namespace forge_flash {
 
-// The Q tile of a fused append with rotary tables: each row rotated at its position (the
-// first new key's, plus the query's token when query_per_token). `smem` is the tile's generic
-// address; rows and chunks past the tile's end are zero, as load_q_tile's copies leave them.
-// Every global load (q, GPT-NeoX partners, then the tables) is issued before the first shared
-// store: a store through a generic pointer may alias them, so interleaved they would take one
-// memory round trip per row.
-template <typename T, int kRows, int kRowStep, class Offset>
-__device__ __forceinline__ void load_q_tile_rotated(const FwdParams& p, const CtaWork& w, unsigned char* smem,
-                                                    TileCopyLane lane, Offset offset, int first_new_key) {
-  constexpr int kIters = kRows / kRowStep;
-  const T* base = q_rows_base<T>(p, w);
-  const int e0 = lane.chunk * 8;
+// A thread's share of the Q tile of a fused append with rotary tables: each row rotated at its
+// position (the first new key's, plus the query's token when query_per_token), in two steps.
+// `load` issues every global load (q, GPT-NeoX partners, the tables' angles) and the kernel
+// issues it before its first K/V copies, so q and the angles arrive with, not after, the first
+// tiles; `store` rotates and writes the rows to the tile's generic shared address, rows and
+// chunks past the tile's end zero, as load_q_tile's copies leave them. (No shared store comes
+// between the loads: through a generic pointer it may alias them, and interleaved they would
+// take a memory round trip per row.)
+template <typename T, int kRows, int kRowStep>
+struct RotatedQTile {
+  static constexpr int kIters = kRows / kRowStep;
   rotary::Unit x[kIters], partner[kIters];
-  int64_t position[kIters];
+  rotary::Angles angles[kIters];
+  bool here[kIters];
+
+  __device__ __forceinline__ void load(const FwdParams& p, const CtaWork& w, TileCopyLane lane, int first_new_key) {
+    const T* base = q_rows_base<T>(p, w);
+    const int e0 = lane.chunk * 8;
 #pragma unroll
-  for (int it = 0; it < kIters; ++it) {
-    const int row = lane.row0 + it * kRowStep;
-    x[it] = partner[it] = rotary::Unit{};
-    position[it] = -1;  // no row here: stays zero
-    if (lane.chunk_ok && w.m0 + row < w.rows) {
-      const RowTarget t = row_target(p, w, row);
-      const uint16_t* src =
-          reinterpret_cast<const uint16_t*>(base + t.q_pos * p.q_row_stride + t.head * p.q_head_stride);
-      rotary::load_unit<true>(src, e0, p.head_dim, x[it]);
-      partner[it] = rotary::rotary_partner<true>(p.rotary, src, e0, p.head_dim);
-      position[it] = first_new_key + (p.rotary_query_per_token ? t.q_pos : 0);
+    for (int it = 0; it < kIters; ++it) {
+      const int row = lane.row0 + it * kRowStep;
+      x[it] = partner[it] = rotary::Unit{};
+      here[it] = lane.chunk_ok && w.m0 + row < w.rows;  // else the row stays zero
+      if (here[it]) {
+        const RowTarget t = row_target(p, w, row);
+        const uint16_t* src =
+            reinterpret_cast<const uint16_t*>(base + t.q_pos * p.q_row_stride + t.head * p.q_head_stride);
+        rotary::load_unit<true>(src, e0, p.head_dim, x[it]);
+        partner[it] = rotary::rotary_partner<true>(p.rotary, src, e0, p.head_dim);
+        angles[it] = rotary::load_angles<false>(p.rotary, e0, first_new_key + (p.rotary_query_per_token ? t.q_pos : 0));
+      }
     }
   }
+
+  template <class Offset>
+  __device__ __forceinline__ void store(const FwdParams& p, unsigned char* smem, TileCopyLane lane, Offset offset) {
+    const int e0 = lane.chunk * 8;
 #pragma unroll
-  for (int it = 0; it < kIters; ++it)
-    if (position[it] >= 0) rotary::rotate_loaded_unit<T>(p.rotary, e0, position[it], partner[it], x[it]);
+    for (int it = 0; it < kIters; ++it)
+      if (here[it]) rotary::rotate_unit_by<T>(p.rotary, e0, angles[it], partner[it], x[it]);
 #pragma unroll
-  for (int it = 0; it < kIters; ++it)
-    *reinterpret_cast<uint4*>(smem + offset(lane.row0 + it * kRowStep, lane.chunk)) = x[it].vector;
-}
+    for (int it = 0; it < kIters; ++it)
+      *reinterpret_cast<uint4*>(smem + offset(lane.row0 + it * kRowStep, lane.chunk)) = x[it].vector;
+  }
+};
 
 // The address of key `key` (the sequence's numbering) of the cache `base` (k_base / v_base):
 // strided rows, or through the block table (id clamped into the cache).
@@ -72,15 +82,18 @@ __device__ __forceinline__ T* cache_key_row(const FwdParams& p, const CtaWork& w
                         static_cast<int64_t>(key - column * p.page_size) * row_stride);
 }
 
-// One lane's share of one new key: its k (with the GPT-NeoX partner unit, for the rotation) and
-// v units. Loaded before the tiles they go into land (load_new_key), so that the patch after
-// the landing waits for no memory.
+// One lane's share of one new key: its k (with the GPT-NeoX partner unit and the angles, for the
+// rotation) and v units. Loaded before the tiles they go into land (load_new_key), so that the
+// patch after the landing waits for no memory.
 struct NewKeyUnits {
   rotary::Unit k, k_partner, v;
+  rotary::Angles angles;
 };
 
+// New key i (cache position first_new_key + i).
 template <typename T>
-__device__ __forceinline__ NewKeyUnits load_new_key(const FwdParams& p, const CtaWork& w, int i, int e0) {
+__device__ __forceinline__ NewKeyUnits load_new_key(const FwdParams& p, const CtaWork& w, int i, int e0,
+                                                    int first_new_key) {
   const uint16_t* k_row =
       reinterpret_cast<const uint16_t*>(static_cast<const T*>(p.k_new) + w.b * p.k_new_batch_stride +
                                         i * p.k_new_row_stride + w.kv_head * p.k_new_head_stride);
@@ -91,6 +104,7 @@ __device__ __forceinline__ NewKeyUnits load_new_key(const FwdParams& p, const Ct
   rotary::load_unit<true>(k_row, e0, p.head_dim, u.k);
   rotary::load_unit<true>(v_row, e0, p.head_dim, u.v);
   u.k_partner = rotary::rotary_partner<true>(p.rotary, k_row, e0, p.head_dim);
+  u.angles = rotary::load_angles<false>(p.rotary, e0, first_new_key + i);
   return u;
 }
 
@@ -119,8 +133,8 @@ __device__ __forceinline__ void patch_new_keys(const FwdParams& p, const CtaWork
   const NewKeySpan span = new_keys_in_tile(p, n0, kRows, first_new_key);
   for (int i = span.lo + lane.row0; i < span.hi; i += kRowStep) {
     const int key = first_new_key + i;
-    NewKeyUnits u = i == span.lo + lane.row0 ? first : load_new_key<T>(p, w, i, e0);
-    rotary::rotate_loaded_unit<T>(p.rotary, e0, key, u.k_partner, u.k);
+    NewKeyUnits u = i == span.lo + lane.row0 ? first : load_new_key<T>(p, w, i, e0, first_new_key);
+    rotary::rotate_unit_by<T>(p.rotary, e0, u.angles, u.k_partner, u.k);
     *reinterpret_cast<uint4*>(k_tile + offset(key - n0, lane.chunk)) = u.k.vector;
     *reinterpret_cast<uint4*>(v_tile + offset(key - n0, lane.chunk)) = u.v.vector;
     if (stores) {

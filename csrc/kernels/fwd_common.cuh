@@ -283,86 +283,97 @@ __device__ __forceinline__ void load_kv_tile_paged(const FwdParams& p, const Cta
   }
 }
 
-// Paged K/V for a warp that copies its tiles alone (the decode kernel). A tile of kRows <= 32
-// keys spans at most 32 pages, so lane i holds the block id of the tile's i-th page
-// (`tile_pages`), loaded a K/V step before the copies that need it, and each row's id comes
-// from a shuffle: one table load per lane and tile, for K and V, off the copies' critical
-// path. (With the ids loaded next to the copies, the table round trip delayed every tile:
-// paged decode of one 32k-key sequence took 1.6x the contiguous time on the H200,
-// 2026-11-30, though the same warps kept up at batch 8.)
+// Paged K/V for a warp that copies its tiles alone (the decode kernel). Its lanes copy blocks
+// of kIters consecutive rows (lane row group g: rows g * kIters .. + kIters - 1, one 16-byte
+// column chunk each), not every kRowStep-th row as load_kv_tile does, so that with pages of at
+// least kIters keys a lane's rows lie in one page. Three ways, chosen per tile, none with a
+// branch per row:
+//
+//   one page per lane (power-of-two pages >= kIters keys, blocks not shifted off their
+//   alignment by left padding: pages of 16-256 at head_dim 128): the lane loads its own
+//   block id (`lane_pages`) and its rows then step like a contiguous cache's;
+//   pages of one key: lane j holds the block id of the tile's key j and each row takes its
+//   own by shuffle, with no page arithmetic;
+//   any other page size: lane i holds the block id of the tile's i-th page (a tile of <= 32
+//   keys spans at most 32 pages), each row takes its own by shuffle and steps a (page, row)
+//   pair.
+//
+// Each way one table load per lane and tile, a K/V step ahead, off the copies' critical path
+// (with the ids loaded next to the copies, the table round trip delayed every tile: one
+// 32k-key sequence took 1.6x the contiguous time on the H200, 2026-11-30). Before these three
+// loops, run-length variants (a page test, a shuffle and an address per run of rows, five
+// unrolled copies of each K and V load) made the paged kernel's SASS 5x the contiguous one's,
+// and it executed 17-28% more instructions; at one warp per scheduler (one sequence), or in the
+// tail of a batch of 64, its time followed: 1.11-1.17x the contiguous kernel with pages of 16
+// (H200, 2026-12-01).
 __device__ __forceinline__ int first_page(const FwdParams& p, int cache_key) {
   return p.page_shift >= 0 ? cache_key >> p.page_shift : cache_key / p.page_size;
 }
-__device__ __forceinline__ int tile_pages(const FwdParams& p, const CtaWork& w, int n0, int lane) {
+struct PagedWarpCopy {
+  bool one_page;  // the same for every lane of the CTA
+  int row0;       // the lane's first row in the tile: its row group times kIters
+};
+template <int kIters>
+__device__ __forceinline__ PagedWarpCopy paged_warp_copy(const FwdParams& p, const CtaWork& w, TileCopyLane lane) {
+  static_assert((kIters & (kIters - 1)) == 0, "blocks of a power-of-two row count");
+  const bool one_page = p.page_shift >= 0 && p.page_size >= kIters && (w.seq.k_start & (kIters - 1)) == 0;
+  return {one_page, lane.row0 * kIters};
+}
+// The block id `lane` holds for the tile of keys [n0, n0 + 32 at most): its rows' page, or the
+// tile's lane-th page. Columns and ids are clamped here, once per tile, so no copy can address
+// outside the table or the cache.
+__device__ __forceinline__ int lane_pages(const FwdParams& p, const CtaWork& w, int n0, int lane, PagedWarpCopy c) {
   const int32_t* table = p.block_table + w.b * p.block_table_stride;
-  const int column = first_page(p, n0 + static_cast<int>(w.seq.k_start)) + lane;
-  return __ldg(table + min(column, p.max_blocks - 1));
+  const int tile_key = n0 + static_cast<int>(w.seq.k_start);  // the cache's numbering
+  const int column = c.one_page ? first_page(p, tile_key + c.row0) : first_page(p, tile_key) + lane;
+  return clamp_int(__ldg(table + min(column, p.max_blocks - 1)), 0, p.num_blocks - 1);
 }
 template <typename T, int kRows, int kRowStep, class Offset>
 __device__ __forceinline__ void load_kv_tile_paged_warp(const FwdParams& p, const CtaWork& w, uint32_t dst,
                                                         const T* base, int64_t block_stride, int64_t row_stride, int n0,
-                                                        TileCopyLane lane, Offset offset, int pages) {
+                                                        TileCopyLane lane, Offset offset, PagedWarpCopy c, int pages) {
   static_assert(kRows <= 32, "a tile's pages fit the warp's lanes");
   constexpr int kIters = kRows / kRowStep;
-  const int start = static_cast<int>(w.seq.k_start);
-  const int page = p.page_size;
-  const int tile_key = n0 + start;  // the tile's first key in the cache's numbering
-  const int tile_column = first_page(p, tile_key);
+  const int tile_key = n0 + static_cast<int>(w.seq.k_start);
+  const int key0 = tile_key + c.row0;  // the lane's first key
+  const int rows_left = w.seq.seqlen_k - n0 - c.row0;
+  // Byte addresses from unsigned 32-bit ids and rows (both >= 0): one wide multiply-add each,
+  // where signed element offsets took a sign extension, three multiplies and a shift per row.
+  const char* chunk_base = reinterpret_cast<const char*>(base + lane.chunk * 8);
+  const uint64_t block_bytes = static_cast<uint64_t>(block_stride) * sizeof(T);
+  const uint64_t row_bytes = static_cast<uint64_t>(row_stride) * sizeof(T);
   auto page_row = [&](int block, int row) {
-    return base + clamp_int(block, 0, p.num_blocks - 1) * block_stride + row * row_stride + lane.chunk * 8;
+    return reinterpret_cast<const T*>(chunk_base + static_cast<uint32_t>(block) * block_bytes +
+                                      static_cast<uint32_t>(row) * row_bytes);
   };
-  // Power-of-two pages whose boundaries fall on the same copy iterations for every lane (a
-  // tile inside one page, or tiles that start on a page boundary): runs of kRun copies on one
-  // page, the source stepping kRowStep rows at a time as in a contiguous cache and rebuilt from
-  // a block id only where a run begins, with no branch per row (kRun is a compile-time choice
-  // of the page size). Each row's own address and page test cost 1.85-2.6x the contiguous
-  // kernel's instructions, and one 32k-key sequence (1 warp per scheduler, issue-bound) 1.5x
-  // its time (H200, 2026-11-30).
-  auto runs = [&](auto run) {
-    constexpr int kRun = decltype(run)::value;
-    const T* src = base;
+  if (c.one_page) {
+    const T* src = page_row(pages, key0 & (p.page_size - 1));
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
-      const int key = tile_key + lane.row0 + it * kRowStep;
-      if (it % kRun == 0)
-        src = page_row(__shfl_sync(0xffffffffu, pages, (key >> p.page_shift) - tile_column), key & (page - 1));
-      else
-        src += kRowStep * row_stride;
-      const int r = lane.row0 + it * kRowStep;
-      const bool ok = lane.chunk_ok && n0 + r < w.seq.seqlen_k;
-      cp_async_16(dst + offset(r, lane.chunk), ok ? src : base, ok);
+      const bool ok = lane.chunk_ok && it < rows_left;
+      cp_async_16(dst + offset(c.row0 + it, lane.chunk), ok ? src : base, ok);
+      src += row_stride;
     }
-  };
-  if (p.page_shift >= 0) {
-    const int in_page = tile_key & (page - 1);
-    if (page >= kRows ? in_page + kRows <= page : in_page == 0) {
-      const int run = page >= kRows ? kIters : max(page / kRowStep, 1);
-      if (run == kIters) return runs(IntConstant<kIters>{});
-      if constexpr (kIters % 8 == 0 && kIters > 8)
-        if (run == 8) return runs(IntConstant<8>{});
-      if constexpr (kIters % 4 == 0 && kIters > 4)
-        if (run == 4) return runs(IntConstant<4>{});
-      if constexpr (kIters % 2 == 0 && kIters > 2)
-        if (run == 2) return runs(IntConstant<2>{});
-      if (run == 1) return runs(IntConstant<1>{});
-    }
+    return;
   }
-  // Any other page size or alignment: each row's page and row from a running (page, row) pair.
-  const int first = tile_key + lane.row0;
-  int column = first_page(p, first);
-  int row = first - column * page;
-  const int step_columns = p.page_shift >= 0 ? kRowStep >> p.page_shift : kRowStep / page;
-  const int step_rows = kRowStep - step_columns * page;
-  // Unrolled by 4, not fully: fully, the decode kernel's registers rose from 166 to 206 (two
-  // CTAs per SM instead of three).
-#pragma unroll 4
+  if (p.page_size == 1) {  // a page per key: lane j holds the block of the tile's key j
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int block = __shfl_sync(0xffffffffu, pages, c.row0 + it);
+      const bool ok = lane.chunk_ok && it < rows_left;
+      cp_async_16(dst + offset(c.row0 + it, lane.chunk), ok ? page_row(block, 0) : base, ok);
+    }
+    return;
+  }
+  const int tile_column = first_page(p, tile_key);
+  int column = first_page(p, key0);
+  int row = key0 - column * p.page_size;
+#pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int block = __shfl_sync(0xffffffffu, pages, column - tile_column);
-    const int r = lane.row0 + it * kRowStep;
-    const bool ok = lane.chunk_ok && n0 + r < w.seq.seqlen_k;
-    cp_async_16(dst + offset(r, lane.chunk), ok ? page_row(block, row) : base, ok);
-    row += step_rows, column += step_columns;
-    if (row >= page) row -= page, ++column;
+    const bool ok = lane.chunk_ok && it < rows_left;
+    cp_async_16(dst + offset(c.row0 + it, lane.chunk), ok ? page_row(block, row) : base, ok);
+    if (++row == p.page_size) row = 0, ++column;
   }
 }
 

@@ -14,13 +14,30 @@
 namespace forge_flash {
 
 // Rotary tables of one call (rotary.cuh): cos/sin (seqlen_ro, dim / 2) of `dtype`; half = dim / 2,
-// 0 for none; pairs (2j, 2j + 1) when interleaved, else (j, j + half).
+// 0 for none; pairs (2j, 2j + 1) when interleaved, else (j, j + half). `vectors`: every unit's
+// angles come in vector loads (rotary.cuh load_angles): both tables' rows contiguous and 16-byte
+// aligned, and dim a multiple of 16, so that a unit of 8 features lies wholly inside the rotated
+// span (for GPT-NeoX pairs, inside one half).
 struct RotaryTables {
   ff_rotary_table cos, sin;
   ff_merge_dtype dtype;
   int dim, half, seqlen_ro;
   int interleaved;
+  int vectors;
 };
+
+// The tables of an append's arguments (the append kernel and the decode kernel's fused append).
+inline RotaryTables rotary_tables(const ff_append_kv_args& a) {
+  if (a.rotary_cos.data == nullptr)
+    return {a.rotary_cos, a.rotary_sin, a.rotary_dtype, 0, 0, a.seqlen_ro, a.rotary_interleaved, 0};
+  const int64_t bytes = a.rotary_dtype == FF_MERGE_FLOAT32 ? 4 : 2;
+  auto aligned_rows = [&](const ff_rotary_table& t) {
+    return t.col_stride == 1 && (t.row_stride * bytes) % 16 == 0 && reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
+  };
+  const bool vectors = a.rotary_dim % 16 == 0 && aligned_rows(a.rotary_cos) && aligned_rows(a.rotary_sin);
+  return {a.rotary_cos,     a.rotary_sin, a.rotary_dtype,       a.rotary_dim,
+          a.rotary_dim / 2, a.seqlen_ro,  a.rotary_interleaved, vectors ? 1 : 0};
+}
 
 // A TMA tensor map (CUtensorMap: 128 opaque bytes, 64-byte aligned), kept opaque here so that
 // this header needs no driver API header; tma_maps.cu encodes them.

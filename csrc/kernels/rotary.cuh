@@ -22,12 +22,6 @@ union Unit {
   uint16_t e[kUnitElems];
 };
 
-inline RotaryTables rotary_tables(const ff_append_kv_args& a) {
-  const bool on = a.rotary_cos.data != nullptr;
-  return {a.rotary_cos, a.rotary_sin,        a.rotary_dtype, on ? a.rotary_dim : 0, on ? a.rotary_dim / 2 : 0,
-          a.seqlen_ro,  a.rotary_interleaved};
-}
-
 template <typename T>
 __device__ __forceinline__ float to_float(uint16_t raw);
 template <>
@@ -62,17 +56,108 @@ __device__ __forceinline__ void load_unit(const uint16_t* row, int e0, int head_
   }
 }
 
-// Entry (row, col) of a rotary table, in float32 (the dtype is uniform across the grid).
-__device__ __forceinline__ float table_value(const ff_rotary_table& t, ff_merge_dtype dtype, int64_t row, int col) {
-  const int64_t i = row * t.row_stride + col * t.col_stride;
-  switch (dtype) {
-    case FF_MERGE_FLOAT32:
-      return static_cast<const float*>(t.data)[i];
-    case FF_MERGE_FLOAT16:
-      return __half2float(static_cast<const __half*>(t.data)[i]);
-    default:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(t.data)[i]);
+// The cosines and sines of a unit's 8 features (feature j's pair angle in c[j], s[j]), read
+// before any rotation uses them: the rotations of a decode step's q and new keys wait for one
+// table round trip, issued with their own loads, instead of one after those landed. (H200, one
+// token's fused step over pages of 16 keys, batch 1 / 8 / 64: 3.1 / 3.5 / 5.7 us added with
+// the round trips in series, 2.3 / 1.6 / 2.8 us without; docs/benchmarks.md.)
+struct Angles {
+  float c[kUnitElems], s[kUnitElems];
+};
+
+// Table column of feature e: interleaved pairs (2i, 2i + 1) share column i; GPT-NeoX halves
+// pair e with e + half.
+__device__ __forceinline__ int table_column(const RotaryTables& t, int e) {
+  return t.interleaved ? e / 2 : e < t.half ? e : e - t.half;
+}
+
+template <typename S>
+__device__ __forceinline__ float table_float(S v) {
+  return static_cast<float>(v);
+}
+template <>
+__device__ __forceinline__ float table_float<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float table_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+// kCols consecutive table entries from a 16-byte aligned row (kCols * sizeof(S) a multiple of 8):
+// 16-bit entries in one 16- or 8-byte load, float32 ones in 16-byte loads.
+template <typename S, int kCols>
+__device__ __forceinline__ void load_columns(const S* src, float (&v)[kCols]) {
+  if constexpr (sizeof(S) == 4) {
+#pragma unroll
+    for (int i = 0; i < kCols; i += 4) {
+      const float4 f = *reinterpret_cast<const float4*>(src + i);
+      v[i] = f.x, v[i + 1] = f.y, v[i + 2] = f.z, v[i + 3] = f.w;
+    }
+  } else {
+    static_assert(kCols == 8 || kCols == 4, "one 16- or 8-byte load");
+    union {
+      uint4 wide;
+      uint2 narrow;
+      uint16_t e[8];
+    } raw;
+    if constexpr (kCols == 8)
+      raw.wide = *reinterpret_cast<const uint4*>(src);
+    else
+      raw.narrow = *reinterpret_cast<const uint2*>(src);
+#pragma unroll
+    for (int i = 0; i < kCols; ++i) v[i] = to_float<S>(raw.e[i]);
   }
+}
+
+template <typename S, bool kVectors>
+__device__ __forceinline__ void load_angles_as(const RotaryTables& t, int e0, int64_t r, Angles& a) {
+  const S* cos = static_cast<const S*>(t.cos.data) + r * t.cos.row_stride;
+  const S* sin = static_cast<const S*>(t.sin.data) + r * t.sin.row_stride;
+  if (kVectors && t.vectors) {  // the unit's columns are consecutive: 8 (GPT-NeoX) or 4 pairs' (interleaved)
+    const int col0 = table_column(t, e0);
+    if (t.interleaved) {
+      float c[4], s[4];
+      load_columns<S, 4>(cos + col0, c);
+      load_columns<S, 4>(sin + col0, s);
+#pragma unroll
+      for (int j = 0; j < kUnitElems; ++j) a.c[j] = c[j / 2], a.s[j] = s[j / 2];
+    } else {
+      load_columns<S, 8>(cos + col0, a.c);
+      load_columns<S, 8>(sin + col0, a.s);
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kUnitElems; ++j) {
+    const int e = e0 + j, col = table_column(t, e);
+    a.c[j] = e < t.dim ? table_float(cos[col * t.cos.col_stride]) : 0.f;
+    a.s[j] = e < t.dim ? table_float(sin[col * t.sin.col_stride]) : 0.f;
+  }
+}
+
+// The angles of features [e0, e0 + 8) at `position` (rotary rows clamped into the tables);
+// zeros where nothing rotates. kVectors: vector loads where RotaryTables::vectors allows. The
+// append kernel takes them (a one-token step 0.1-0.2 us shorter on the H200); the decode
+// kernel's fused append does not: there they made paged steps 0.5-1.2 us slower at batch 8 and
+// 64, with or without rotary, at the same registers, for 0.3 us gained at batch 1 (2026-12-01,
+// docs/benchmarks.md; not understood, so left out).
+template <bool kVectors>
+__device__ __forceinline__ Angles load_angles(const RotaryTables& t, int e0, int64_t position) {
+  Angles a{};
+  if (t.half == 0 || e0 >= t.dim) return a;
+  const int64_t r = clamp64(position, 0, t.seqlen_ro - 1);
+  switch (t.dtype) {  // uniform across the grid
+    case FF_MERGE_FLOAT32:
+      load_angles_as<float, kVectors>(t, e0, r, a);
+      break;
+    case FF_MERGE_FLOAT16:
+      load_angles_as<__half, kVectors>(t, e0, r, a);
+      break;
+    default:
+      load_angles_as<__nv_bfloat16, kVectors>(t, e0, r, a);
+  }
+  return a;
 }
 
 // (x0, x1) rotated by the angle whose cosine and sine are c, s: apply_rotary's arithmetic.
@@ -102,42 +187,30 @@ __device__ __forceinline__ Unit neox_partner(const RotaryTables& t, const uint16
   return partner;
 }
 
-// Rotates x (features [e0, e0 + 8)) with its GPT-NeoX partner at table row r.
+// Rotates the unit x of features [e0, e0 + 8) by its angles, its GPT-NeoX partner unit given
+// (unused for interleaved pairs).
 template <typename T>
-__device__ __forceinline__ void rotate_neox_unit(const RotaryTables& t, int e0, int64_t r, const Unit& partner,
-                                                 Unit& x) {
-  const int half = t.half;
-#pragma unroll
-  for (int j = 0; j < kUnitElems; ++j) {
-    const int e = e0 + j;
-    if (e < t.dim) {
-      const bool first = e < half;
-      const int col = first ? e : e - half;
-      const float c = table_value(t.cos, t.dtype, r, col);
-      const float s = table_value(t.sin, t.dtype, r, col);
-      const float own = to_float<T>(x.e[j]), other = to_float<T>(partner.e[j]);
-      x.e[j] = to_raw<T>(first ? rotated_first(own, other, c, s) : rotated_second(other, own, c, s));
-    }
-  }
-}
-
-// Rotates the unit x of features [e0, e0 + 8) at `position` (rotary rows clamped), its GPT-NeoX
-// partner unit given (unused for interleaved pairs).
-template <typename T>
-__device__ __forceinline__ void rotate_loaded_unit(const RotaryTables& t, int e0, int64_t position, const Unit& partner,
-                                                   Unit& x) {
+__device__ __forceinline__ void rotate_unit_by(const RotaryTables& t, int e0, const Angles& a, const Unit& partner,
+                                               Unit& x) {
   if (t.half == 0 || e0 >= t.dim) return;
-  const int64_t r = clamp64(position, 0, t.seqlen_ro - 1);
-  if (!t.interleaved) return rotate_neox_unit<T>(t, e0, r, partner, x);
+  if (!t.interleaved) {
+#pragma unroll
+    for (int j = 0; j < kUnitElems; ++j) {
+      const int e = e0 + j;
+      if (e < t.dim) {
+        const float own = to_float<T>(x.e[j]), other = to_float<T>(partner.e[j]);
+        x.e[j] = to_raw<T>(e < t.half ? rotated_first(own, other, a.c[j], a.s[j])
+                                      : rotated_second(other, own, a.c[j], a.s[j]));
+      }
+    }
+    return;
+  }
 #pragma unroll
   for (int j = 0; j < kUnitElems; j += 2) {
-    const int e = e0 + j;  // even; rotary_dim is even, so e + 1 rotates with it
-    if (e < t.dim) {
-      const float c = table_value(t.cos, t.dtype, r, e / 2);
-      const float s = table_value(t.sin, t.dtype, r, e / 2);
+    if (e0 + j < t.dim) {  // e0 + j is even and rotary_dim is even, so e0 + j + 1 rotates with it
       const float x0 = to_float<T>(x.e[j]), x1 = to_float<T>(x.e[j + 1]);
-      x.e[j] = to_raw<T>(rotated_first(x0, x1, c, s));
-      x.e[j + 1] = to_raw<T>(rotated_second(x0, x1, c, s));
+      x.e[j] = to_raw<T>(rotated_first(x0, x1, a.c[j], a.s[j]));
+      x.e[j + 1] = to_raw<T>(rotated_second(x0, x1, a.c[j], a.s[j]));
     }
   }
 }
@@ -155,7 +228,7 @@ __device__ __forceinline__ Unit rotary_partner(const RotaryTables& t, const uint
 template <typename T, bool kVec>
 __device__ __forceinline__ void rotate_unit(const RotaryTables& t, const uint16_t* row, int e0, int head_dim,
                                             int64_t position, Unit& x) {
-  rotate_loaded_unit<T>(t, e0, position, rotary_partner<kVec>(t, row, e0, head_dim), x);
+  rotate_unit_by<T>(t, e0, load_angles<true>(t, e0, position), rotary_partner<kVec>(t, row, e0, head_dim), x);
 }
 
 }  // namespace rotary

@@ -17,7 +17,12 @@ import torch
 import forge_flash
 from forge_flash.backends.cuda import CudaBackend
 
-from helpers.kernels import assert_close_to_reference, kernel_backend, torch_attention
+from helpers.kernels import (
+    assert_close_to_reference,
+    kernel_backend,
+    torch_attention,
+    torch_variant_attention,
+)
 from helpers.kvcache_reference import (
     cache_case,
     cache_slot,
@@ -37,26 +42,37 @@ def _index(values, device="cuda"):
     return None if values is None else torch.tensor(values, dtype=torch.int32, device=device)
 
 
-def _torch_yardstick(q, k_cache, v_cache, key_ends, key_starts, *, causal, **where):
-    """PyTorch SDPA per sequence on the gathered 16-bit keys: the error yardstick."""
+def _torch_yardstick(q, k_cache, v_cache, key_ends, key_starts, *, causal, variants=None, **where):
+    """PyTorch per sequence on the gathered 16-bit keys (SDPA, or its precision model for the
+    score variants): the error yardstick."""
     outs = []
     for b, end in enumerate(key_ends):
         keys = sequence_keys(k_cache, b, key_starts[b], end, **where)
         values = sequence_keys(v_cache, b, key_starts[b], end, **where)
         if keys.shape[0] == 0:  # SDPA over no key: our convention is 0
             outs.append(torch.zeros_like(q[b : b + 1]))
-            continue
-        outs.append(torch_attention(q[b : b + 1], keys[None], values[None], causal=causal))
+        elif variants:
+            one = {**variants}
+            if one.get("alibi_slopes") is not None and one["alibi_slopes"].dim() == 2:
+                one["alibi_slopes"] = one["alibi_slopes"][b : b + 1]
+            pair = (keys[None], values[None])
+            outs.append(torch_variant_attention(q[b : b + 1], *pair, causal=causal, **one))
+        else:
+            outs.append(torch_attention(q[b : b + 1], keys[None], values[None], causal=causal))
     return torch.cat(outs)
 
 
-def _check(out, lse, q, k_cache, v_cache, key_ends, key_starts, *, causal, **where):
+def _check(out, lse, q, k_cache, v_cache, key_ends, key_starts, *, causal, variants=None, **where):
     """out/lse of a call against the float64 reference (computed on the CPU copies)."""
+    variants = variants or {}
+    cpu_variants = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in variants.items()}
     expected_out, expected_lse = reference_cache_attention(
         q.cpu(), k_cache.cpu(), v_cache.cpu(), key_ends, key_starts=key_starts, causal=causal,
-        **where,
+        **where, **cpu_variants,
     )  # fmt: skip
-    yardstick = _torch_yardstick(q, k_cache, v_cache, key_ends, key_starts, causal=causal, **where)
+    yardstick = _torch_yardstick(
+        q, k_cache, v_cache, key_ends, key_starts, causal=causal, variants=variants, **where
+    )
     assert_close_to_reference(out.cpu(), expected_out, yardstick.cpu())
     finite = torch.isfinite(expected_lse)
     assert torch.equal(torch.isfinite(lse.cpu()), finite), "rows that see no key: LSE -inf"
@@ -103,6 +119,48 @@ def test_paged_equals_contiguous_on_the_kernels(page_size, seqlen_q):
     starts = [0] * batch
     _check(*dense, q, dense_k, dense_v, lengths, starts, causal=True)
     _check(*paged, q, paged_k, paged_v, lengths, starts, causal=True, block_table=table.tolist())
+
+
+def _variant_options(variant, gen):
+    if variant == "window":
+        return {"window_size": (300, 0)}
+    if variant == "softcap":
+        return {"softcap": 20.0}
+    if variant == "alibi":
+        return {"alibi_slopes": (torch.rand(HEADS, generator=gen) * 0.05).cuda()}
+    if variant == "sinks":
+        return {"sinks": (torch.randn(HEADS, generator=gen) * 2).cuda()}
+    return {}
+
+
+@pytest.mark.parametrize("variant", ["plain", "window", "softcap", "alibi", "sinks"])
+@pytest.mark.parametrize("page_size", [1, 16, 64])
+@pytest.mark.parametrize("head_dim", [64, 96, 128, 256])
+def test_paged_decode_at_every_head_dim_with_each_variant(head_dim, page_size, variant):
+    """Batched decode (GQA) over paged caches long enough to split their keys, at every head
+    dim's decode tile (the paged copies' two ways: a lane's rows on one page, or a shuffle per
+    row for pages of 1), with each score variant, against the float64 reference. Ragged
+    lengths, one on a page boundary."""
+    gen = torch.Generator().manual_seed(head_dim * 1000 + page_size * 10 + len(variant))
+    dtype = torch.bfloat16
+    lengths = [3 * 1024 + 5, 1, 2048, 700]
+    batch = len(lengths)
+    max_blocks = -(-max(lengths) // page_size) + 1
+    num_blocks = batch * max_blocks + 2
+    table = random_block_table(gen, batch, max_blocks, num_blocks)
+    k_cache = randn(gen, num_blocks, page_size, HEADS_K, head_dim, dtype=dtype).cuda()
+    v_cache = randn(gen, num_blocks, page_size, HEADS_K, head_dim, dtype=dtype).cuda()
+    q = randn(gen, batch, 1, HEADS, head_dim, dtype=dtype).cuda()
+    variants = _variant_options(variant, gen)
+    with kernel_backend():
+        out, lse = forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, cache_seqlens=_index(lengths), block_table=table.cuda(),
+            causal=True, return_softmax_lse=True, **variants,
+        )  # fmt: skip
+    _check(
+        out, lse, q, k_cache, v_cache, lengths, [0] * batch, causal=True, variants=variants,
+        block_table=table.tolist(),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)

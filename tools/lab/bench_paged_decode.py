@@ -1,10 +1,12 @@
 """Paged against contiguous KV caches in batched decode (issue 15's speed rows), GPU time from
 CUDA-graph replays:
 
-    python tools/lab/bench_paged_decode.py [--json PATH]
+    python tools/lab/bench_paged_decode.py [--batches 1 8 64] [--keys ...] [--json PATH] [--profile]
 
 One new token per sequence, 32 query heads over 8 KV heads of 128, bf16; caches of 4k, 32k and
-128k keys per sequence, batch 1 and 8; pages of 1, 16 and 64 keys in a shuffled block table.
+128k keys per sequence, batch 1, 8 and 64; pages of 1, 16 and 64 keys in a shuffled block table.
+``--profile`` times nothing: it runs each step once between cudaProfilerStart/Stop (after
+warm-up calls), for ``ncu --profile-from-start off``.
 Each row prints the paged step's time over the contiguous one (issue 15's target: within 5%
 for pages of 16 and 64, within 30% for pages of 1).
 """
@@ -40,16 +42,38 @@ def _step(batch: int, keys: int, page: int | None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--keys", type=int, nargs="+", default=[4096, 32768, 131072])
+    parser.add_argument("--pages", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument(
+        "--profile", action="store_true", help="one profiled call per step, no timing"
+    )
     args = parser.parse_args()
+    if args.profile:
+        for batch in args.batches:
+            for keys in args.keys:
+                for page in [None, *args.pages]:
+                    step = _step(batch, keys, page)
+                    for i in range(3):
+                        step(i)
+                    torch.cuda.synchronize()
+                    torch.cuda.profiler.start()
+                    step(3)
+                    torch.cuda.synchronize()
+                    torch.cuda.profiler.stop()
+                    print(f"profiled batch {batch} keys {keys} page {page}", flush=True)
+                    del step
+                    torch.cuda.empty_cache()
+        return
     rows = []
-    pages = " ".join(f"{f'page {page}':>14}" for page in (1, 16, 64))
+    pages = " ".join(f"{f'page {page}':>14}" for page in args.pages)
     print(f"{'batch':>5} {'keys':>7} {'contiguous us':>14} {pages}")
-    for batch in (1, 8):
-        for keys in (4096, 32768, 131072):
+    for batch in args.batches:
+        for keys in args.keys:
             base = time_graph(_step(batch, keys, None), torch.device("cuda"), copies=4) * 1e6
             row = {"batch": batch, "keys": keys, "contiguous_us": base}
             shown = []
-            for page in (1, 16, 64):
+            for page in args.pages:
                 us = time_graph(_step(batch, keys, page), torch.device("cuda"), copies=4) * 1e6
                 row[f"page{page}_us"] = us
                 shown.append(f"{us:7.1f} ({us / base:4.2f}x)")
