@@ -286,7 +286,7 @@ __device__ __forceinline__ void load_kv_tile_paged(const FwdParams& p, const Cta
 // Paged K/V for a warp that copies its tiles alone (the decode kernel). Its lanes copy blocks
 // of kIters consecutive rows (lane row group g: rows g * kIters .. + kIters - 1, one 16-byte
 // column chunk each), not every kRowStep-th row as load_kv_tile does, so that with pages of at
-// least kIters keys a lane's rows lie in one page. Three ways, chosen per tile, none with a
+// least kIters keys a lane's rows lie in one page. Three ways, chosen per CTA, none with a
 // branch per row:
 //
 //   one page per lane (power-of-two pages >= kIters keys, blocks not shifted off their
