@@ -28,15 +28,14 @@ struct RotaryTables {
 
 // The tables of an append's arguments (the append kernel and the decode kernel's fused append).
 inline RotaryTables rotary_tables(const ff_append_kv_args& a) {
-  if (a.rotary_cos.data == nullptr)
-    return {a.rotary_cos, a.rotary_sin, a.rotary_dtype, 0, 0, a.seqlen_ro, a.rotary_interleaved, 0};
+  const bool on = a.rotary_cos.data != nullptr;
   const int64_t bytes = a.rotary_dtype == FF_MERGE_FLOAT32 ? 4 : 2;
   auto aligned_rows = [&](const ff_rotary_table& t) {
     return t.col_stride == 1 && (t.row_stride * bytes) % 16 == 0 && reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
   };
-  const bool vectors = a.rotary_dim % 16 == 0 && aligned_rows(a.rotary_cos) && aligned_rows(a.rotary_sin);
-  return {a.rotary_cos,     a.rotary_sin, a.rotary_dtype,       a.rotary_dim,
-          a.rotary_dim / 2, a.seqlen_ro,  a.rotary_interleaved, vectors ? 1 : 0};
+  const bool vectors = on && a.rotary_dim % 16 == 0 && aligned_rows(a.rotary_cos) && aligned_rows(a.rotary_sin);
+  return {a.rotary_cos, a.rotary_sin,         a.rotary_dtype, on ? a.rotary_dim : 0, on ? a.rotary_dim / 2 : 0,
+          a.seqlen_ro,  a.rotary_interleaved, vectors ? 1 : 0};
 }
 
 // A TMA tensor map (CUtensorMap: 128 opaque bytes, 64-byte aligned), kept opaque here so that

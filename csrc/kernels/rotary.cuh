@@ -71,17 +71,13 @@ __device__ __forceinline__ int table_column(const RotaryTables& t, int e) {
   return t.interleaved ? e / 2 : e < t.half ? e : e - t.half;
 }
 
+// A table entry in float32: float32 as it is, 16-bit entries through to_float, as q and k.
 template <typename S>
-__device__ __forceinline__ float table_float(S v) {
-  return static_cast<float>(v);
-}
-template <>
-__device__ __forceinline__ float table_float<__half>(__half v) {
-  return __half2float(v);
-}
-template <>
-__device__ __forceinline__ float table_float<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
+__device__ __forceinline__ float table_entry(const S* at) {
+  if constexpr (sizeof(S) == 4)
+    return *at;
+  else
+    return to_float<S>(*reinterpret_cast<const uint16_t*>(at));
 }
 
 // kCols consecutive table entries from a 16-byte aligned row (kCols * sizeof(S) a multiple of 8):
@@ -131,8 +127,8 @@ __device__ __forceinline__ void load_angles_as(const RotaryTables& t, int e0, in
 #pragma unroll
   for (int j = 0; j < kUnitElems; ++j) {
     const int e = e0 + j, col = table_column(t, e);
-    a.c[j] = e < t.dim ? table_float(cos[col * t.cos.col_stride]) : 0.f;
-    a.s[j] = e < t.dim ? table_float(sin[col * t.sin.col_stride]) : 0.f;
+    a.c[j] = e < t.dim ? table_entry(cos + col * t.cos.col_stride) : 0.f;
+    a.s[j] = e < t.dim ? table_entry(sin + col * t.sin.col_stride) : 0.f;
   }
 }
 
