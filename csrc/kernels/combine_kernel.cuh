@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "fwd_common.cuh"
+#include "grid_dependency.cuh"
 #include "params.h"
 
 namespace forge_flash {
@@ -34,6 +35,9 @@ constexpr int kCombineShortChunk = 4, kCombineLongChunk = 16;
 
 template <typename T, int kChunk>
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ FwdParams p) {
+  // Launched programmatically on Hopper (launch_fwd): its CTAs are placed while the split
+  // kernel still runs and wait here until its partials are complete and visible.
+  wait_for_previous_grid();
   constexpr int kWarps = kCombineThreads / 32;
   __shared__ float weights[kMaxSplits];
   __shared__ float warp_max[kWarps], warp_sum[kWarps];

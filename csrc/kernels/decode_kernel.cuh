@@ -39,6 +39,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   constexpr int kNTilesO = kHeadDim / 8;
 
   wait_for_previous_grid();  // a programmatic launch (after the K/V append) starts early
+  allow_next_grid_launch();  // the split-KV combine kernel, launched programmatically, may start
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   T* sQ = reinterpret_cast<T*>(smem_raw);

@@ -351,6 +351,13 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   return nullptr;
 }
 
+// The split-KV combine kernel of a dtype, with the chunk launch_fwd picks.
+template <typename T>
+const void* combine_kernel_for(bool short_chunk) {
+  return short_chunk ? reinterpret_cast<const void*>(&combine_kernel<T, kCombineShortChunk>)
+                     : reinterpret_cast<const void*>(&combine_kernel<T, kCombineLongChunk>);
+}
+
 cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* workspace, cudaStream_t stream) {
   int num_m_blocks = plan.num_m_blocks;
   void* args[] = {&p, &num_m_blocks};
@@ -385,15 +392,18 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
                            stream);
   }
   if (err != cudaSuccess || p.num_splits == 1) return err;
-  const dim3 grid(static_cast<unsigned>(p.num_rows));
+  // The combine kernel: programmatic where the GPU has it, so that its launch and CTA placement
+  // overlap the split kernel's tail (the decode kernel lets it launch once all its CTAs run).
   const bool short_chunk = p.num_splits <= kCombineShortChunk * combine_groups(p.head_dim);
-  if (dtype == DType::kFloat16)
-    (short_chunk ? combine_kernel<half, kCombineShortChunk>
-                 : combine_kernel<half, kCombineLongChunk>)<<<grid, kCombineThreads, 0, stream>>>(p);
-  else
-    (short_chunk ? combine_kernel<__nv_bfloat16, kCombineShortChunk>
-                 : combine_kernel<__nv_bfloat16, kCombineLongChunk>)<<<grid, kCombineThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  const void* combine =
+      dtype == DType::kFloat16 ? combine_kernel_for<half>(short_chunk) : combine_kernel_for<__nv_bfloat16>(short_chunk);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(p.num_rows)), config.blockDim = dim3(kCombineThreads);
+  config.stream = stream;
+  cudaLaunchAttribute attribute = programmatic_launch_attribute();
+  if (plan.programmatic_capable) config.attrs = &attribute, config.numAttrs = 1;
+  void* combine_args[] = {&p};
+  return cudaLaunchKernelExC(&config, combine, combine_args);
 }
 
 }  // namespace forge_flash

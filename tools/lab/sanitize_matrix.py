@@ -4,17 +4,18 @@
     compute-sanitizer --tool racecheck python tools/lab/sanitize_matrix.py
 
 Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and split-KV), the
-Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64
-and 128; its tiles loaded through TMA for dense Q/K/V, strided views included, where the plain
-launch is the TMA-only instance with its own tiles, and by cp.async for varlen), split-KV +
-combine kernel, split-KV merged in a thread-block cluster (Hopper decode),
-GQA packing, routed head dims, causal tails, varlen with an empty sequence, KV-cache lengths
-(batched decode), strided views; the variant kernels (window, softcap, ALiBi, sinks, any
-scale, paged K/V, a cache batch index, left padding; windows and sinks alone over dense K/V
-in the instance of their own) and the Hopper head dims 96/192/256; the
-K/V append fused into the decode kernel (paged and indexed caches, rotary both ways), and the
-append kernel (16-byte and scalar paths) with the attention launched programmatically behind it
-(a step of 8 tokens: 32 rows per KV head do not fit a decode tile).
+Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64,
+96 (two Q buffers, deferred epilogues) and 128, tiles whose rows see no key among them; its
+tiles loaded through TMA for dense Q/K/V, strided views included, where the plain launch is the
+TMA-only instance with its own tiles, and by cp.async for varlen), split-KV + combine kernel
+(launched programmatically behind the split kernel on Hopper), split-KV merged in a thread-block
+cluster (Hopper decode), GQA packing, routed head dims, causal tails, varlen with an empty
+sequence, KV-cache lengths (batched decode), strided views; the variant kernels (window,
+softcap, ALiBi, sinks, any scale, paged K/V, a cache batch index, left padding; windows and
+sinks alone over dense K/V in the instance of their own) and the Hopper head dims 96/192/256;
+the K/V append fused into the decode kernel (paged and indexed caches, rotary both ways), and
+the append kernel (16-byte and scalar paths) with the attention launched programmatically behind
+it (a step of 8 tokens: 32 rows per KV head do not fit a decode tile).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
         (8, 256, 256, 16, 16, 128, True),  # Hopper persistent: 256 work tiles
         (8, 200, 333, 16, 4, 128, False),  # Hopper persistent, tails
         (4, 300, 300, 32, 8, 64, False),  # Hopper persistent, head_dim 64
+        (4, 700, 333, 16, 4, 96, True),  # persistent at 96: two Q buffers, deferred epilogues,
+        (4, 700, 333, 16, 4, 64, True),  # work tiles whose rows see no key among the others
         (1, 1100, 1100, 4, 4, 64, True),  # Hopper plain (more than 1024 keys): TMA-only,
         (2, 1300, 1300, 4, 2, 64, False),  # 3 consumer warpgroups at head_dim 64, tails, GQA
         (1, 1300, 1300, 4, 2, 128, False),  # TMA-only, 176-key tiles at head_dim 128

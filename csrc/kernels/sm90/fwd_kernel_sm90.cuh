@@ -6,14 +6,16 @@
 //                            thread, or cp.async where TMA cannot address the call);
 //                            a stage's `full` mbarrier completes when its bytes land,
 //                            its `empty` mbarrier when every consumer is done with it
-//                            (Q's space likewise, for the persistent launch's next tile).
-//   warpgroups 1.., consumers, one program:
-//     S = Q K[0]^T; softmax
+//                            (Q's space likewise, for the persistent launch's next tile;
+//                            at head_dim 96 it has two Q buffers: Sm90Tiles::kQBuffers).
+//   warpgroups 1.., consumers, one program per work tile:
+//     S = Q K[0]^T; softmax                                   (persistent at head_dim 96: the
+//                                                             last tile's epilogue beside it)
 //     for each next tile i:
 //       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores)
 //       wait S;   mask, softmax -> P                          (while O += P V runs)
 //       wait O;   release tile i-1; rescale O
-//     my turn:    O += P V[last]
+//     my turn:    O += P V[last]; epilogue
 //
 // Why: at head_dim 64 the exponentials of one tile cost about as much as its two matrix
 // products, so a kernel whose warpgroups compute in lockstep leaves the tensor cores idle
@@ -48,7 +50,8 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
   return step;
 }
 
-template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2,
+          int kQBuffers_ = 1>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kConsumerWGs = kConsumerWGs_;  // consumer warpgroups, 64 query rows each
@@ -99,9 +102,15 @@ struct Sm90Config {
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;
   static_assert(kQBytes % 1024 == 0 && kKVBytes % 1024 == 0, "every tile starts on a swizzle atom");
-  static constexpr int kTileBytes = kQBytes + kStages * 2 * kKVBytes;
-  // Q full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full, K empty].
-  static constexpr int kBarrierBytes = 8 * (2 + (kSplitKV ? 4 : 2) * kStages);
+  // Q buffers (persistent kernel: Sm90Tiles::kQBuffers). With two, the producer loads the next
+  // work tile's Q, and then its K/V, while the consumers still run Q K^T on this one's; with
+  // one, those loads start after this tile's last Q K^T.
+  static constexpr int kQBuffers = kQBuffers_;
+  static_assert(kQBuffers == 1 || (kPersistent && kQBuffers == 2), "a second Q buffer serves a next work tile");
+  static constexpr int kTileBytes = kQBuffers * kQBytes + kStages * 2 * kKVBytes;
+  // Per Q buffer full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full,
+  // K empty].
+  static constexpr int kBarrierBytes = 8 * (2 * kQBuffers + (kSplitKV ? 4 : 2) * kStages);
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
   static constexpr int kSmemBytes = kTileBytes + kBarrierBytes + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory a Hopper CTA may have");
@@ -115,7 +124,8 @@ struct Sm90Config {
 // Per head_dim: kBlockN keys per K/V tile, stages. Registers per consumer thread: O head_dim / 2,
 // S kBlockN / 2, P kBlockN / 4 (+ softmax state, addresses) within kConsumerRegs.
 //   64:  128 keys, 4 stages (145 KB).      128: 128 keys, 3 stages (226 KB of the 227 KB).
-//   96:  128 keys, 4 stages (217 KB; 64B swizzle), O 48 + S 64 + P 32 registers.
+//   96:  128 keys, 4 stages (217 KB; 64B swizzle), O 48 + S 64 + P 32 registers; persistent,
+//        plain scores: 3 stages and two Q buffers (192 KB, Sm90Tiles::kQBuffers).
 //   192: 112 keys, 2 stages (217 KB), O 96 + S 56 + P 28 registers.
 //   256:  80 keys, 2 stages (225 KB), O 128 + S 40 + P 20 registers.
 //   256 persistent: 64 keys (193 KB): its tile loop's state needs the 12 registers of 16 keys.
@@ -146,12 +156,20 @@ struct Sm90Tiles {
                                  : kWide && kHeadDim == 96  ? 192
                                  : kWide && kHeadDim == 128 ? 176
                                                             : 128;
-  static constexpr int kStages = kBlockN > 128 || kHeadDim > 128 ? 2 : kHeadDim == 128 ? 3 : 4;
+  // Q buffers of the persistent kernel: at head_dim 96, plain scores, it trades a K/V stage for
+  // a second one (3 stages, 192 KB), so the next work tile's loads need not wait for this one's
+  // last Q K^T: +2-3% at 1k tokens. Not at 64 (level, -0.3-0.8%) nor at 128, which has room for
+  // a second Q buffer only beside 2 stages of 128 keys (-2-3% non-causal) or 3 of 96 keys
+  // (-12-17%) (H200, 2026-12-01, docs/bench-raw/2026-12-01h-h200-double-q-ab.txt). The variant
+  // instances were not measured with it.
+  static constexpr int kQBuffers = kPersistent && kHeadDim == 96 && !P::kAny ? 2 : 1;
+  static constexpr int kStages = kBlockN > 128 || kHeadDim > 128 ? 2 : kHeadDim == 128 || kQBuffers == 2 ? 3 : 4;
 };
 template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
 using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kBlockN,
                                      Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kStages, kPersistent, kTmaOnly,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kConsumerWGs>;
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kConsumerWGs,
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kQBuffers>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
 template <typename T, typename Cfg, class P>
@@ -175,19 +193,23 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
   unsigned char* smem = smem_raw + (smem_base - smem_addr(smem_raw));
-  const uint32_t sQ = smem_base;
-  auto sK = [&](int stage) { return sQ + Cfg::kQBytes + stage * 2 * Cfg::kKVBytes; };
+  constexpr int kQBuffers = Cfg::kQBuffers;
+  auto sQ = [&](int buffer) { return smem_base + buffer * Cfg::kQBytes; };
+  auto sK = [&](int stage) { return sQ(kQBuffers) + stage * 2 * Cfg::kKVBytes; };
   auto sV = [&](int stage) { return sK(stage) + Cfg::kKVBytes; };
-  const uint32_t bar_q_full = smem_base + Cfg::kTileBytes, bar_q_empty = bar_q_full + 8;
-  // Per stage: "K landed" / "V done with"; with kSplitKV also "V landed" / "K done with",
-  // else those are the same two barriers (the stage's K and V land and free together).
-  auto bar_k_full = [&](int stage) { return bar_q_full + 8 * (2 + stage); };
-  auto bar_v_empty = [&](int stage) { return bar_q_full + 8 * (2 + kStages + stage); };
+  // Per Q buffer: "Q landed" / "Q done with". Per stage: "K landed" / "V done with"; with
+  // kSplitKV also "V landed" / "K done with", else those are the same two barriers (the
+  // stage's K and V land and free together).
+  const uint32_t bars = smem_base + Cfg::kTileBytes, stage_bars = bars + 16 * kQBuffers;
+  auto bar_q_full = [&](int buffer) { return bars + 16 * buffer; };
+  auto bar_q_empty = [&](int buffer) { return bars + 16 * buffer + 8; };
+  auto bar_k_full = [&](int stage) { return stage_bars + 8 * stage; };
+  auto bar_v_empty = [&](int stage) { return stage_bars + 8 * (kStages + stage); };
   auto bar_v_full = [&](int stage) {
-    return Cfg::kSplitKV ? bar_q_full + 8 * (2 + 2 * kStages + stage) : bar_k_full(stage);
+    return Cfg::kSplitKV ? stage_bars + 8 * (2 * kStages + stage) : bar_k_full(stage);
   };
   auto bar_k_empty = [&](int stage) {
-    return Cfg::kSplitKV ? bar_q_full + 8 * (2 + 3 * kStages + stage) : bar_v_empty(stage);
+    return Cfg::kSplitKV ? stage_bars + 8 * (3 * kStages + stage) : bar_v_empty(stage);
   };
 
   // Work tiles. Plain launch: one per CTA. Persistent: a CTA per SM takes tiles blockIdx.x,
@@ -204,7 +226,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   };
   // K/V tiles a work tile walks: n_end - 1 down to n_begin (masked tiles first). Counted over
   // all of a CTA's work tiles, the i-th K/V tile sits in stage i % kStages, barrier phase
-  // i / kStages; the j-th Q tile in barrier phase j.
+  // i / kStages; the j-th Q tile in buffer j % kQBuffers, barrier phase j / kQBuffers.
   auto kv_tiles = [](const CtaWork& w) { return w.m0 < w.rows ? max(w.n_end - w.n_begin, 0) : 0; };
   const int tid = threadIdx.x;
   // TMA: one producer thread loads each tile (plan_fwd sets p.tma; the TMA-only instance runs
@@ -212,8 +234,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   const bool tma = Cfg::kTmaOnly || p.tma;
   if (tid == 0) {
     const int copiers = tma ? 1 : Cfg::kCopyThreads;  // arrivals that fill a stage
-    sm90::mbar_init(bar_q_full, copiers);
-    sm90::mbar_init(bar_q_empty, kConsumers / 32);  // one arrival per consumer warp
+    for (int b = 0; b < kQBuffers; ++b) {
+      sm90::mbar_init(bar_q_full(b), copiers);
+      sm90::mbar_init(bar_q_empty(b), kConsumers / 32);  // one arrival per consumer warp
+    }
     for (int s = 0; s < kStages; ++s) {
       sm90::mbar_init(bar_k_full(s), copiers);
       sm90::mbar_init(bar_v_empty(s), kConsumers / 32);
@@ -237,15 +261,17 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // consumers get the SMs' issue slots: 3-10% more TFLOP/s at head_dim 64-128 from 2k tokens
     // and up to 22-35% causal at head_dim 256 on the H200 (docs/benchmarks.md, 2026-12-01).
     // Otherwise each of kCopyThreads threads copies a 16-byte chunk column of the tile.
-    // The stage program, for either way of loading: load_q(w) fills Q's barrier, load_k and
-    // load_v (w, stage, n0) fill the stage's (with kSplitKV, K and V have barriers of their own).
+    // The stage program, for either way of loading: load_q(w, buffer) fills the Q buffer's
+    // barrier, load_k and load_v (w, stage, n0) fill the stage's (with kSplitKV, K and V have
+    // barriers of their own).
     auto produce = [&](auto&& load_q, auto&& load_k, auto&& load_v) {
       int it = 0, q_loads = 0;
       for_each_work_tile([&](const CtaWork& w) {
         const int n_tiles = kv_tiles(w);
         if (n_tiles == 0) return;
-        if (q_loads > 0) sm90::mbar_wait(bar_q_empty, (q_loads - 1) & 1);
-        load_q(w);
+        const int buffer = q_loads % kQBuffers;
+        if (q_loads >= kQBuffers) sm90::mbar_wait(bar_q_empty(buffer), (q_loads / kQBuffers - 1) & 1);
+        load_q(w, buffer);
         ++q_loads;
         for (int i = 0; i < n_tiles; ++i, ++it) {
           const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
@@ -265,9 +291,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
           sm90::tma_load_4d(dst + c * rows * kSwizzle, &map, bar, c * (kSwizzle / 2), head, row, b);
       };
       produce(
-          [&](const CtaWork& w) {
-            sm90::mbar_arrive_expect_tx(bar_q_full, Cfg::kQBytes);
-            tile(p.tma_q, sQ, kBlockM, w.cta_head, w.m0, w.b, bar_q_full);
+          [&](const CtaWork& w, int buffer) {
+            sm90::mbar_arrive_expect_tx(bar_q_full(buffer), Cfg::kQBytes);
+            tile(p.tma_q, sQ(buffer), kBlockM, w.cta_head, w.m0, w.b, bar_q_full(buffer));
           },
           [&](const CtaWork& w, int stage, int n0) {  // K, and V's bytes too where they share the barrier
             sm90::mbar_arrive_expect_tx(bar_k_full(stage), Cfg::kSplitKV ? Cfg::kKVBytes : 2 * Cfg::kKVBytes);
@@ -287,13 +313,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     const auto kv_off = [](int row, int chunk) { return sm90::tile_offset(kBlockN, row, chunk, kSwizzle); };
     const T *k_ptr = nullptr, *v_ptr = nullptr;  // the work tile's first K and V rows
     produce(
-        [&](const CtaWork& w) {
+        [&](const CtaWork& w, int buffer) {
           // Above head_dim 128 the copy loops are long (28-32 rows per thread) and the compiler
           // would keep each row's address terms live across the work-tile loop (spills at 56
           // registers); an opaque copy lane makes it recompute them per tile.
           if constexpr (Cfg::kPersistent && kHeadDim > 128) asm volatile("" : "+r"(copy.row0), "+r"(copy.chunk));
-          load_q_tile<T, kBlockM, kRowStep>(p, w, sQ, copy, q_off);
-          sm90::mbar_arrive_after_cp_async(bar_q_full);
+          load_q_tile<T, kBlockM, kRowStep>(p, w, sQ(buffer), copy, q_off);
+          sm90::mbar_arrive_after_cp_async(bar_q_full(buffer));
           k_ptr = k_base<T, P>(p, w);
           v_ptr = v_base<T, P>(p, w);
         },
@@ -313,8 +339,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   sm90::grow_registers<Cfg::kConsumerRegs>();
   const int ctid = tid - Cfg::kProducerThreads;  // 0..255
   const int consumer = ctid / 128, lane = tid % 32;
-  const int tile_row = (ctid / 32) * 16 + lane / 4;  // this thread's first row (and +8)
-  const uint32_t sQ_rows = sQ + consumer * 64 * kSwizzle;
+  const int tile_row = (ctid / 32) * 16 + lane / 4;     // this thread's first row (and +8)
+  uint32_t sQ_rows = sQ(0) + consumer * 64 * kSwizzle;  // this consumer's Q rows in the work tile's buffer
 
   float acc_o[kNTilesO][4];
   float row_max[2], row_sum[2];
@@ -375,18 +401,50 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto turn_end = [&] { sm90::named_barrier_arrive(kBarTurn0 + (consumer + 1) % kWGs, 256); };
   if (consumer == kWGs - 1) turn_end();
 
+  // The epilogue of a work tile: O /= l, the LSE, and (persistent kernel) O from registers to
+  // global memory; the plain kernel stages O in shared memory below.
+  auto finish_and_store = [&](const CtaWork& w) {
+    float lse[2];
+    float sink_buffer[2];
+    finish_rows(acc_o, row_max, row_sum, p.lse_scale, lse,
+                P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
+    store_lse(p, w, lse, tile_row, lane);
+    if (Cfg::kPersistent) store_output_rows<T>(p, w, acc_o, tile_row, lane);
+  };
+  // Persistent kernel at head_dim 96, plain scores: a work tile's epilogue waits until the next
+  // tile's first S = Q K^T is issued and runs beside it. The consumers take turns on the tensor
+  // cores, so an epilogue between two turns holds up the other consumer too. With the two Q
+  // buffers: +2-3% non-causal, +6-7% causal at 1k tokens (+2.5%, +3% with the buffers alone). At
+  // head_dim 64 it lost 2.5-4%; above 96 one tile's O and the next one's S do not fit the
+  // registers together (744 bytes of spills at 128). H200, 2026-12-01,
+  // docs/bench-raw/2026-12-01h-h200-deferred-epilogue-ab.txt.
+  constexpr bool kDeferEpilogue = Cfg::kPersistent && !P::kAny && kHeadDim == 96;
+  CtaWork pending{};
+  bool has_pending = false;
+  auto flush_pending = [&] {
+    if (kDeferEpilogue && has_pending) finish_and_store(pending);
+    has_pending = false;
+  };
+  auto start_rows = [&](bool bounded) {
+#pragma unroll
+    for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
+    row_max[0] = row_max[1] = bounded ? p.logit_offset : -INFINITY;
+    row_sum[0] = row_sum[1] = 0.f;
+  };
+
   int it = 0, q_uses = 0;
   for_each_work_tile([&](const CtaWork& w) {
     if (w.m0 >= w.rows) return;
     const int n_tiles = kv_tiles(w);
-#pragma unroll
-    for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
+    const int q_buffer = q_uses % kQBuffers;  // the producer loads no Q for a tile without K/V
     // Bounded logits (softcap): a fixed offset stands for the row maximum (softmax_bounded).
     // Not where the variant consumers have no registers to spare for a second softmax: the
     // persistent kernel, head_dim 256 (24-60 bytes of spills).
     const bool bounded = P::kScoreMods && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
-    row_max[0] = row_max[1] = bounded ? p.logit_offset : -INFINITY;
-    row_sum[0] = row_sum[1] = 0.f;
+    if (!kDeferEpilogue || n_tiles == 0) {
+      flush_pending();
+      start_rows(bounded);
+    }
     const ScoreRows rows = score_rows<P>(p, w, tile_row);
     auto softmax = [&](int i, float (&correction)[2]) {
       const TileFacts tile = tile_facts<P>(p, w, (w.n_end - 1 - i) * kBlockN + w.key0, kBlockN, kBlockM);
@@ -402,17 +460,22 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         scores_to_logits<P>(acc_s, p, w, tile, rows, tile_row, lane, bias);
         softmax_step<P::kScoreMods>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
       }
-      if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty);  // last Q K^T ran: Q may be replaced
+      if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty(q_buffer));  // last Q K^T ran: Q may be replaced
     };
 
     if (n_tiles > 0) {
-      sm90::mbar_wait(bar_q_full, q_uses++ & 1);
+      sm90::mbar_wait(bar_q_full(q_buffer), (q_uses++ / kQBuffers) & 1);
+      sQ_rows = sQ(q_buffer) + consumer * 64 * kSwizzle;
       float correction[2];
       wait_kv(it, -1);
       turn_begin();
       sm90::wgmma_fence();
       issue_qk(it);
       turn_end();
+      if constexpr (kDeferEpilogue) {  // the previous tile's epilogue, beside this Q K^T
+        flush_pending();
+        start_rows(bounded);
+      }
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
       release_k(it);
@@ -450,15 +513,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     }
 
     // ---- epilogue (the dispatcher runs this kernel only without split-KV: O is final) ----
-    float lse[2];
-    float sink_buffer[2];
-    finish_rows(acc_o, row_max, row_sum, p.lse_scale, lse,
-                P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
-    store_lse(p, w, lse, tile_row, lane);
-    if (Cfg::kPersistent) {  // Q's space already holds the next tile: store from registers
-      store_output_rows<T>(p, w, acc_o, tile_row, lane);
+    if (kDeferEpilogue && n_tiles > 0) {
+      pending = w;
+      has_pending = true;
       return;
     }
+    finish_and_store(w);
+    if (Cfg::kPersistent) return;  // Q's space may hold the next tile already: stored from registers
     // Plain: stage the tile in Q's space (head_dim 96: and past it, in the K/V ring, whose
     // tiles have all been consumed) for 16-byte coalesced stores.
     T* staging = reinterpret_cast<T*>(smem);
@@ -467,6 +528,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     sm90::named_barrier_sync(kBarConsumers, kConsumers);
     store_output<T, Cfg::kOutputPitch, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
   });
+  flush_pending();  // the last work tile's epilogue
   if (consumer == 0) turn_begin();
 #endif
 }
