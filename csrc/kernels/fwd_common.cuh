@@ -737,22 +737,47 @@ __device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, 
   }
 }
 
-// The output straight from registers: a quad of lanes writes 16 contiguous bytes of a row.
-// For kernels that cannot wait for a staging barrier (the persistent Hopper kernel).
+// The output straight from registers, for kernels that cannot wait for a staging barrier (the
+// persistent Hopper kernel). In the accumulator layout lane t of a quad holds columns
+// 8 j + 2 t, +1 of its row for every 8-column slice j: stored as they are, every 4-byte store
+// of a warp touches 8 rows and half of each 32-byte sector. So each group of 4 slices is
+// transposed within the quad first (two rounds of shuffles), after which lane t holds all 8
+// columns of slice 4 g + t: one 16-byte store per lane and group, a quarter of the store
+// instructions, whole sectors.
 template <typename T, int kNO>
 __device__ __forceinline__ void store_output_rows(const FwdParams& p, const CtaWork& w, const float (&o)[kNO][4],
                                                   int tile_row, int lane) {
+  static_assert(kNO % 4 == 0, "whole groups of 4 slices: head_dim a multiple of 32");
   T* o_ptr = static_cast<T*>(p.out) + w.b * p.o_batch_stride + w.seq.q_start * p.o_row_stride;
+  const int t = lane % 4;
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
     const int row = tile_row + 8 * hi;
-    if (w.m0 + row >= w.rows) continue;
-    const RowTarget t = row_target(p, w, row);
-    T* dst = o_ptr + t.q_pos * p.o_row_stride + t.head * p.o_head_stride;
+    const bool valid = w.m0 + row < w.rows;  // the quad's row; every lane still shuffles
+    const RowTarget target = row_target(p, w, valid ? row : 0);
+    T* dst = o_ptr + target.q_pos * p.o_row_stride + target.head * p.o_head_stride;
 #pragma unroll
-    for (int j = 0; j < kNO; ++j) {
-      const int col = j * 8 + (lane % 4) * 2;
-      if (col < p.head_dim) *reinterpret_cast<uint32_t*>(dst + col) = pack2<T>(o[j][hi * 2], o[j][hi * 2 + 1]);
+    for (int g = 0; g < kNO / 4; ++g) {
+      uint32_t a[4];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) a[s] = pack2<T>(o[4 * g + s][hi * 2], o[4 * g + s][hi * 2 + 1]);
+      // a[s] of lane t is element (t, s) of the quad's 4x4 matrix; afterwards it is (s, t).
+      // Round 1 swaps (t, s) with (t ^ 1, s ^ 1) where bit 0 of s and t differ, round 2 the
+      // same with bit 1.
+#pragma unroll
+      for (int bit = 1; bit <= 2; bit *= 2)
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          if (s & bit) continue;  // the slot pair (s, s + bit)
+          const bool upper = t & bit;
+          const uint32_t sent = __shfl_xor_sync(0xffffffffu, upper ? a[s] : a[s + bit], bit);
+          if (upper)
+            a[s] = sent;
+          else
+            a[s + bit] = sent;
+        }
+      const int col = (4 * g + t) * 8;
+      if (valid && col < p.head_dim) *reinterpret_cast<uint4*>(dst + col) = make_uint4(a[0], a[1], a[2], a[3]);
     }
   }
 }
