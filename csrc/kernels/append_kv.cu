@@ -46,11 +46,9 @@ bool programmatic_capable(const void* kernel) {
 template <typename T, bool kVec>
 cudaError_t launch(const AppendParams& p, unsigned ctas, bool programmatic, cudaStream_t stream) {
   const void* kernel = reinterpret_cast<const void*>(&append_kv_kernel<T, kVec>);
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(ctas), config.blockDim = dim3(kAppendThreads), config.stream = stream;
-  cudaLaunchAttribute attribute = programmatic_launch_attribute();
-  if (programmatic && programmatic_capable(kernel)) config.attrs = &attribute, config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, append_kv_kernel<T, kVec>, p);
+  void* args[] = {const_cast<AppendParams*>(&p)};
+  return launch_kernel(kernel, dim3(ctas), dim3(kAppendThreads), 0, stream, args,
+                       programmatic && programmatic_capable(kernel));
 }
 
 }  // namespace

@@ -379,31 +379,17 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
     p.partial_lse =
         reinterpret_cast<float*>(static_cast<char*>(workspace) + align_up(partials * p.head_dim * sizeof(float), 256));
   }
-  cudaError_t err;
-  if (programmatic) {
-    cudaLaunchConfig_t config{};
-    config.gridDim = plan.grid, config.blockDim = dim3(plan.kernel.threads);
-    config.dynamicSmemBytes = plan.kernel.smem_bytes, config.stream = stream;
-    cudaLaunchAttribute attribute = programmatic_launch_attribute();
-    config.attrs = &attribute, config.numAttrs = 1;
-    err = cudaLaunchKernelExC(&config, plan.kernel.kernel, args);
-  } else {
-    err = cudaLaunchKernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads), args, plan.kernel.smem_bytes,
-                           stream);
-  }
+  const cudaError_t err = launch_kernel(plan.kernel.kernel, plan.grid, dim3(plan.kernel.threads),
+                                        plan.kernel.smem_bytes, stream, args, programmatic);
   if (err != cudaSuccess || p.num_splits == 1) return err;
   // The combine kernel: programmatic where the GPU has it, so that its launch and CTA placement
   // overlap the split kernel's tail (the decode kernel lets it launch once all its CTAs run).
   const bool short_chunk = p.num_splits <= kCombineShortChunk * combine_groups(p.head_dim);
   const void* combine =
       dtype == DType::kFloat16 ? combine_kernel_for<half>(short_chunk) : combine_kernel_for<__nv_bfloat16>(short_chunk);
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(p.num_rows)), config.blockDim = dim3(kCombineThreads);
-  config.stream = stream;
-  cudaLaunchAttribute attribute = programmatic_launch_attribute();
-  if (plan.programmatic_capable) config.attrs = &attribute, config.numAttrs = 1;
   void* combine_args[] = {&p};
-  return cudaLaunchKernelExC(&config, combine, combine_args);
+  return launch_kernel(combine, dim3(static_cast<unsigned>(p.num_rows)), dim3(kCombineThreads), 0, stream, combine_args,
+                       plan.programmatic_capable);
 }
 
 }  // namespace forge_flash

@@ -19,6 +19,18 @@ inline cudaLaunchAttribute programmatic_launch_attribute() {
   return attribute;
 }
 
+// Launches `kernel` with `args`, programmatically when asked (the caller has checked the GPU
+// and the kernel's code allow it): the one launch configuration the forward, combine and
+// append kernels share.
+inline cudaError_t launch_kernel(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                                 void** args, bool programmatic) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid, config.blockDim = block, config.dynamicSmemBytes = smem_bytes, config.stream = stream;
+  cudaLaunchAttribute attribute = programmatic_launch_attribute();
+  if (programmatic) config.attrs = &attribute, config.numAttrs = 1;
+  return cudaLaunchKernelExC(&config, kernel, args);
+}
+
 __device__ __forceinline__ void wait_for_previous_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");

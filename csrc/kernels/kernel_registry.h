@@ -11,7 +11,7 @@
 namespace forge_flash {
 
 // Launch facts of one kernel instantiation. `kernel` is the host stub of a forward kernel,
-// launched with cudaLaunchKernel(params, num_m_blocks). `kv_tiles_per_step`: the K/V tiles of
+// launched with (params, num_m_blocks) as its arguments. `kv_tiles_per_step`: the K/V tiles of
 // block_n keys one CTA works on at once (its warps' tiles in the decode kernel, else 1);
 // split-KV hands out whole steps. `tma_swizzle`: the Hopper kernel that can load its tiles
 // through TMA, in column blocks of this many bytes (its shared-memory swizzle); 0 for the others.
