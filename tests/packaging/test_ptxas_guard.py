@@ -1,0 +1,55 @@
+"""The kernel library's compiler launcher (cmake/ptxas_advisories.cmake) fails a compile whose
+ptxas serialized wgmma instructions, and otherwise behaves as the compile it runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from dist_helpers import ROOT, plugin_pyproject
+
+GUARD = ROOT / "cmake" / "ptxas_advisories.cmake"
+ADVISORY = (
+    "ptxas info    : (C7520) Potential Performance Loss: wgmma.mma_async instructions are "
+    "serialized due to program dependence on compiler-inserted WG.AR in divergent path"
+)
+CMAKE = shutil.which("cmake")
+needs_cmake = pytest.mark.skipif(CMAKE is None, reason="no cmake on PATH")
+
+
+def _run(script: str) -> subprocess.CompletedProcess:
+    """The guard running `sh -c script` as its compile command."""
+    command = [CMAKE, "-P", str(GUARD), "--", "sh", "-c", script]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+@needs_cmake
+def test_a_compile_whose_ptxas_serialized_wgmma_fails():
+    got = _run(f"echo '{ADVISORY}' >&2")
+    assert got.returncode != 0
+    assert "C7520" in got.stderr  # the advisory itself is passed through
+    assert "serialized wgmma" in got.stderr  # and the guard says why it failed
+
+
+@needs_cmake
+def test_a_clean_compile_passes_with_its_output():
+    got = _run("echo 'ptxas warning : Registers are spilled' >&2; echo built")
+    assert got.returncode == 0, got.stderr
+    assert "Registers are spilled" in got.stderr
+    assert "built" in got.stdout
+
+
+@needs_cmake
+def test_a_failing_compile_still_fails():
+    got = _run("echo 'error: something' >&2; exit 3")
+    assert got.returncode != 0
+    assert "error: something" in got.stderr
+
+
+def test_the_kernel_library_compiles_under_the_guard_and_the_sdist_carries_it():
+    cmake_lists = (ROOT / "CMakeLists.txt").read_text()
+    assert "CUDA_COMPILER_LAUNCHER" in cmake_lists
+    assert "cmake/ptxas_advisories.cmake" in cmake_lists
+    force = plugin_pyproject()["tool"]["scikit-build"]["sdist"]["force-include"]
+    assert force.get("../../cmake") == "cmake"
