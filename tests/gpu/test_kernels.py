@@ -105,7 +105,8 @@ def test_head_dims(seqlen_q, seqlen_k, head_dim, causal, dtype):
 # seqlen_q > seqlen_k leaves rows that see no key); GQA and not. Other GPUs run these shapes on
 # the SM80 kernel, against the same reference. Head_dim 64 and 128 too. The persistent kernel
 # at 96 alternates two Q buffers: here work tiles whose rows see no key (and get no Q) fall
-# between those that do.
+# between those that do. With 100 keys every work tile is a single K/V tile: each tile's
+# first turn follows another tile's epilogue.
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("head_dim", [64, 96, 128, 192, 256])
@@ -118,6 +119,7 @@ def test_head_dims(seqlen_q, seqlen_k, head_dim, causal, dtype):
         (1, 333, 2047, (8, 2)),
         (2, 2047, 333, (4, 4)),
         (3, 129, 77, (6, 3)),
+        (2, 1500, 100, (8, 8)),
     ],
 )
 def test_hopper_head_dims(batch, seqlen_q, seqlen_k, heads, head_dim, causal, dtype):
