@@ -3,8 +3,10 @@ ptxas serialized wgmma instructions, and otherwise behaves as the compile it run
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from dist_helpers import ROOT, plugin_pyproject
@@ -53,3 +55,29 @@ def test_the_kernel_library_compiles_under_the_guard_and_the_sdist_carries_it():
     assert "cmake/ptxas_advisories.cmake" in cmake_lists
     force = plugin_pyproject()["tool"]["scikit-build"]["sdist"]["force-include"]
     assert force.get("../../cmake") == "cmake"
+
+
+# The Hopper kernels themselves, one instance per compile (tools/lab/compile_one_kernel.py):
+# where this machine has an sm_90a-capable nvcc, CI learns of a serialized kernel without
+# building a wheel.
+_spec = importlib.util.spec_from_file_location(
+    "compile_one_kernel", ROOT / "tools/lab/compile_one_kernel.py"
+)
+compile_one_kernel = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compile_one_kernel)
+NVCC = Path("/usr/local/cuda/bin/nvcc")
+
+
+@pytest.mark.skipif(not NVCC.exists(), reason="no nvcc at /usr/local/cuda")
+@pytest.mark.parametrize("persistent,tma_only", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("head_dim", compile_one_kernel.HOPPER_HEAD_DIMS)
+def test_hopper_kernels_keep_their_wgmma_asynchronous(head_dim, persistent, tma_only):
+    unit = compile_one_kernel.unit_source(
+        "sm90", head_dim, persistent, tma_only, "Plain", False, "__nv_bfloat16"
+    )
+    got = compile_one_kernel.compile_one(ROOT, str(NVCC), unit)
+    if not got["ok"] and "Unsupported gpu architecture" in got["log"]:
+        pytest.skip("this nvcc cannot target sm_90a")
+    assert got["ok"], got["log"]
+    assert not got["serialized_wgmma"], got["log"]
+    assert got["registers"] is not None and got["registers"] <= 255

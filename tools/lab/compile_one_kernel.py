@@ -1,0 +1,120 @@
+"""Compile single kernel instances to a cubin and print what ptxas says about each: registers,
+spill bytes, and whether it serialized the kernel's wgmma instructions (advisory C7520, which
+the build refuses: cmake/ptxas_advisories.cmake). A whole translation unit (every kernel of a
+dtype and head dim) takes minutes on two cores; one instance takes seconds, so a register or
+spill question about a kernel change is answered before any wheel is built:
+
+    python tools/lab/compile_one_kernel.py sm90 --head-dim 128 --persistent
+    python tools/lab/compile_one_kernel.py sm90 --head-dim 64 --tma-only --policies BandSinks
+    python tools/lab/compile_one_kernel.py decode --head-dim 128 --policies AllVariants --append
+    python tools/lab/compile_one_kernel.py sm90 --all          # every Hopper instance, plain
+    python tools/lab/compile_one_kernel.py sm90 --all --source /tmp/main-csrc-parent   # a baseline
+
+Needs nvcc (CUDA 12.3+, for sm_90a); ``--nvcc`` names it, default /usr/local/cuda/bin/nvcc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = ("Plain", "IndexedKV", "BandSinks", "AllVariants")
+HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
+
+
+def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, policies: str,
+          append: bool, dtype: str) -> str:  # fmt: skip
+    """The explicit instantiation of one kernel."""
+    if kind == "sm90":
+        flags = f"{str(persistent).lower()}, {str(tma_only).lower()}"
+        config = f"Sm90PrefillConfig<{head_dim}, {flags}, {policies}>"
+        return (
+            '#include "sm90/fwd_kernel_sm90.cuh"\nnamespace forge_flash {\n'
+            f"template __global__ void fwd_kernel_sm90<{dtype}, {config}, {policies}>"
+            "(const __grid_constant__ FwdParams, const int);\n}\n"
+        )
+    return (
+        '#include "decode_kernel.cuh"\nnamespace forge_flash {\n'
+        f"template __global__ void decode_kernel<{dtype}, DecodeConfig<{head_dim}>, {policies}, "
+        f"{str(append).lower()}>(const __grid_constant__ FwdParams, const int);\n}}\n"
+    )
+
+
+def compile_one(source: Path, nvcc: str, unit: str) -> dict:
+    """ptxas's report on one instance: registers, spill bytes, C7520 (serialized wgmma)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cu = Path(tmp) / "one.cu"
+        cu.write_text(unit)
+        command = [
+            nvcc, "-O3", "-DNDEBUG", "-std=c++17", "--generate-code=arch=compute_90a,code=[sm_90a]",
+            "--expt-relaxed-constexpr", "-Xptxas=-v", "-Xptxas=-warn-spills",
+            f"-I{source / 'csrc/include'}", f"-I{source / 'csrc/kernels'}",
+            "-cubin", "-o", str(Path(tmp) / "one.cubin"), str(cu),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    log = done.stdout + done.stderr
+    registers = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    return {
+        "ok": done.returncode == 0,
+        "registers": int(registers.group(1)) if registers else None,
+        "spill_stores": int(spills.group(1)) if spills else 0,
+        "spill_loads": int(spills.group(2)) if spills else 0,
+        "serialized_wgmma": "C7520" in log,
+        "log": log,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=["sm90", "decode"])
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--persistent", action="store_true", help="sm90: the persistent instance")
+    parser.add_argument("--tma-only", action="store_true", help="sm90: the TMA-only instance")
+    parser.add_argument("--policies", choices=POLICIES, default="Plain")
+    parser.add_argument("--append", action="store_true", help="decode: with the fused K/V append")
+    parser.add_argument("--dtype", choices=["__nv_bfloat16", "half"], default="__nv_bfloat16")
+    parser.add_argument("--all", action="store_true",
+                        help="sm90: every head dim x (per tile, persistent, TMA-only)")  # fmt: skip
+    parser.add_argument("--source", type=Path, default=ROOT, help="tree whose csrc/ to compile")
+    parser.add_argument("--nvcc", default="/usr/local/cuda/bin/nvcc")
+    parser.add_argument("--log", action="store_true", help="print ptxas's output too")
+    args = parser.parse_args()
+
+    cases = [(args.head_dim, args.persistent, args.tma_only)]
+    if args.all:
+        cases = [
+            (d, p, t)
+            for d in HOPPER_HEAD_DIMS
+            for p, t in ((False, False), (True, False), (False, True))
+        ]
+    failed = False
+    for head_dim, persistent, tma_only in cases:
+        unit = unit_source(
+            args.kind, head_dim, persistent, tma_only, args.policies, args.append, args.dtype
+        )
+        got = compile_one(args.source, args.nvcc, unit)
+        name = f"{args.kind} d{head_dim} {args.policies}"
+        if args.kind == "sm90":
+            name += " persistent" * persistent + " tma-only" * tma_only
+        elif args.append:
+            name += " append"
+        if not got["ok"]:
+            print(f"{name}: compile failed\n{got['log']}")
+            failed = True
+            continue
+        serialized = ", WGMMA SERIALIZED (C7520)" if got["serialized_wgmma"] else ""
+        spills = f"{got['spill_stores']}/{got['spill_loads']} bytes (stores/loads)"
+        print(f"{name}: {got['registers']} registers, spills {spills}{serialized}")
+        failed |= got["serialized_wgmma"]
+        if args.log:
+            print(got["log"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
