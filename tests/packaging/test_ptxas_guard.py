@@ -65,10 +65,10 @@ _spec = importlib.util.spec_from_file_location(
 )
 compile_one_kernel = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compile_one_kernel)
-NVCC = Path("/usr/local/cuda/bin/nvcc")
+NVCC = Path(compile_one_kernel.DEFAULT_NVCC)
 
 
-@pytest.mark.skipif(not NVCC.exists(), reason="no nvcc at /usr/local/cuda")
+@pytest.mark.skipif(not NVCC.exists(), reason=f"no nvcc at {NVCC}")
 @pytest.mark.parametrize("persistent,tma_only", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("head_dim", compile_one_kernel.HOPPER_HEAD_DIMS)
 def test_hopper_kernels_keep_their_wgmma_asynchronous(head_dim, persistent, tma_only):

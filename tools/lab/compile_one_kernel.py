@@ -23,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ("Plain", "IndexedKV", "BandSinks", "AllVariants")
+# The head dims with Hopper tiles of their own (fwd_instantiate.cuh, sm90_head_dim).
 HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
+DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
 
 
 def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, policies: str,
@@ -81,7 +83,7 @@ def main() -> int:
     parser.add_argument("--all", action="store_true",
                         help="sm90: every head dim x (per tile, persistent, TMA-only)")  # fmt: skip
     parser.add_argument("--source", type=Path, default=ROOT, help="tree whose csrc/ to compile")
-    parser.add_argument("--nvcc", default="/usr/local/cuda/bin/nvcc")
+    parser.add_argument("--nvcc", default=DEFAULT_NVCC)
     parser.add_argument("--log", action="store_true", help="print ptxas's output too")
     args = parser.parse_args()
 
