@@ -193,10 +193,22 @@ void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_
   p.o_batch_stride = o.batch_stride, p.o_row_stride = o.row_stride, p.o_head_stride = o.head_stride;
 }
 
-// Plan, honour the workspace protocol, launch.
+// Plan, honour the workspace protocol, launch. `append_first`: a decode step whose K/V append
+// runs as its own kernel first (attn_fwd_append, p.new_keys_in_cache): it rotates p.q into the
+// workspace's first bytes, and the attention reads q there.
 Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size_t* workspace_bytes,
-          cudaStream_t stream) {
+          cudaStream_t stream, const ff_append_kv_args* append_first = nullptr) {
   const DType dt = dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
+  const ff_tensor q_caller = {const_cast<void*>(p.q), p.q_batch_stride, p.q_row_stride, p.q_head_stride};
+  ff_tensor q_rotated{};  // (batch, seqlen_q, heads, head_dim), contiguous, at the workspace's start
+  size_t q_bytes = 0;
+  if (append_first != nullptr) {
+    const int64_t row = static_cast<int64_t>(p.num_heads) * p.head_dim;
+    q_rotated = {workspace, p.seqlen_q * row, row, p.head_dim};
+    q_bytes = (static_cast<size_t>(p.batch) * p.seqlen_q * row * 2 + 255) / 256 * 256;
+    p.q_batch_stride = q_rotated.batch_stride, p.q_row_stride = q_rotated.row_stride;
+    p.q_head_stride = q_rotated.head_stride;
+  }
   FwdPlan plan{};
   cudaError_t cuda_error = cudaSuccess;
   if (const char* why = plan_fwd(p, dt, &plan, &cuda_error)) {
@@ -207,22 +219,35 @@ Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size
     return fail(FF_ERROR_INVALID_ARGUMENT, "%s", why);
   }
   // The decode kernel patches the new keys into its warps' first tiles: they must lie in the
-  // sequence's last two tiles (decode_kernel.cuh).
-  if (p.seqlen_new > 0 && (!plan.decode || p.seqlen_new > plan.kernel.block_n))
+  // sequence's last two tiles (decode_kernel.cuh). After the append kernel, only the decode
+  // kernel loads cached keys while it runs.
+  if (p.seqlen_new > 0 && (!plan.decode || (append_first == nullptr && p.seqlen_new > plan.kernel.block_n)))
     return fail(FF_ERROR_UNSUPPORTED,
                 "the K/V append does not fuse: the attention does not run on the decode kernel, or seqlen_new (%d) "
                 "exceeds its K/V tile",
                 p.seqlen_new);
+  const size_t needed = q_bytes + plan.workspace_bytes;
   const size_t have = workspace == nullptr ? 0 : *workspace_bytes;
-  if (plan.workspace_bytes > have) {
-    *workspace_bytes = plan.workspace_bytes;
-    return fail(FF_WORKSPACE_REQUIRED, "this call needs %zu bytes of workspace (split-KV partials), got %zu",
-                plan.workspace_bytes, have);
+  if (needed > have) {
+    *workspace_bytes = needed;
+    return fail(FF_WORKSPACE_REQUIRED,
+                "this call needs %zu bytes of workspace (split-KV partials, the rotated q), got %zu", needed, have);
   }
-  if (plan.workspace_bytes > 0 && reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
+  if (needed > 0 && reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
     return fail(FF_ERROR_INVALID_ARGUMENT, "workspace must be 256-byte aligned (got %p)", workspace);
   plan.programmatic = programmatic;
-  const cudaError_t err = launch_fwd(p, dt, plan, workspace, stream);
+  if (append_first != nullptr) {
+    ff_append_kv_args append = *append_first;
+    append.q = q_caller;
+    append.q_out = q_rotated;
+    append.programmatic_launch = 1;  // it waits for its predecessor before touching memory
+    cudaError_t err = launch_append_kv(append, stream);
+    if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "append kernel launch failed: %s", cudaGetErrorString(err));
+    p.q = q_rotated.data;
+    plan.programmatic = true;  // the decode kernel waits for the append where it must
+  }
+  const cudaError_t err =
+      launch_fwd(p, dt, plan, static_cast<char*>(workspace) + (workspace == nullptr ? 0 : q_bytes), stream);
   if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "kernel launch failed: %s", cudaGetErrorString(err));
   return ok();
 }
@@ -342,17 +367,23 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   if (o.has_window && o.window_left >= 0 && b.seqlen_new > a->seqlen_q)
     return fail(FF_ERROR_UNSUPPORTED,
                 "the K/V append does not fuse: a left window edge with more new keys than queries");
-  // Measured on the H200 (docs/benchmarks.md, 2026-12-01): with rotary tables a contiguous
-  // cache's step is faster as two launches (the append kernel rotates q once; fused, every CTA
-  // of a sequence rotates its q after the length's round trip): 1.7-2.5 us added against
-  // 2.8-3.9; a paged cache's is faster fused (3.0-4.2 against 3.9-6.6).
-  if (b.rotary_cos.data != nullptr && !paged)
-    return fail(FF_ERROR_UNSUPPORTED,
-                "the K/V append does not fuse: rotary over a contiguous cache (two launches are faster)");
   if (!append_vectorisable(b) || !aligned_for_vectors(a->q))
     return fail(FF_ERROR_UNSUPPORTED, "the K/V append does not fuse: k, v, the caches or q lack 16-byte accesses");
 
   p.seqlen_new = b.seqlen_new;
+  // With rotary tables over a contiguous cache the step is two launches, made here: the append
+  // kernel rotates q once (into the workspace), and the decode kernel, launched programmatically
+  // behind it, loads the cached keys while the append runs (FwdParams::new_keys_in_cache).
+  // GPU time added to a decode step over 4k cached keys at batch 1 / 8 / 64 (H200,
+  // docs/benchmarks.md, 2026-12-01): 0.2 / 0.3-0.4 / 0.7-1.0 us, against 1.1-1.2 / 1.9-2.1 /
+  // 2.3-3.0 for the two calls from Python and 2.5 / 1.2-1.3 / 3.2-3.4 fused (every CTA of a
+  // sequence rotates its q after the length's round trip). A paged cache's step stays fused
+  // (1.9-2.3 / 0.8-1.4 / 2.6-3.2 us; two launches behind the paged decode instance took 1.2-1.5
+  // / 2.3-3.3 / 2.0-3.3).
+  if (b.rotary_cos.data != nullptr && !paged) {
+    p.new_keys_in_cache = true;  // the plain decode instance where nothing else is asked
+    return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
+  }
   p.k_new = b.k.data, p.v_new = b.v.data;
   p.k_new_batch_stride = b.k.batch_stride, p.k_new_row_stride = b.k.row_stride, p.k_new_head_stride = b.k.head_stride;
   p.v_new_batch_stride = b.v.batch_stride, p.v_new_row_stride = b.v.row_stride, p.v_new_head_stride = b.v.head_stride;

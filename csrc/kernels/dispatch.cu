@@ -239,8 +239,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // The variant tables' decode instances: the fused K/V append compiled in only where a call
   // appends (in the instance every paged call runs, its code, a fifth of the kernel's, took one
   // 4k-key sequence in pages of 16 from 12.1 to 12.8 us on the H200); plain scores where no
-  // score variant.
-  if (decode && p.seqlen_new > 0)
+  // score variant. New keys the append kernel already wrote (new_keys_in_cache) need no append
+  // code.
+  if (decode && p.seqlen_new > 0 && !p.new_keys_in_cache)
     plan->kernel = p.score_mods ? kernels.decode_append_mods : kernels.decode_append;
   else if (decode && !p.score_mods && kernels.decode_kv.kernel != nullptr)
     plan->kernel = kernels.decode_kv;

@@ -32,8 +32,8 @@ struct SeqExtent {
 };
 
 // K/V addressing: with P::kIndexedKV the keys may be paged (cu_seqlens_k then only counts
-// keys), start late (left padding) or end with a fused append's new keys. Other instances
-// compile none of it.
+// keys) or start late (left padding); other instances compile none of it. Any instance's keys
+// may end with a K/V append's new ones (seqlen_new).
 template <class P>
 __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) {
   SeqExtent e{p.seqlen_q, p.seqlen_k, 0, 0};
@@ -49,8 +49,9 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
     e.seqlen_q = min(q1 - q0, p.seqlen_q);
     e.seqlen_k = min(k1 - k0, p.seqlen_k);
   }
-  // A fused append: the cached keys, then the new ones (C API: capacity >= seqlen_new).
-  if (P::kIndexedKV && p.seqlen_new > 0)
+  // A K/V append (fused, or its own kernel just before: new_keys_in_cache, any instance): the
+  // cached keys, then the new ones (C API: capacity >= seqlen_new).
+  if (p.seqlen_new > 0)
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k - p.seqlen_new) + p.seqlen_new;
   else if (p.seqused_k != nullptr)
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);

@@ -116,6 +116,12 @@ struct FwdParams {
   // q is rotated as it is loaded (at seqused_k[b] + its token when query_per_token, else at
   // seqused_k[b]).
   int seqlen_new;  // 0: no fused append
+  // Or the append ran as its own kernel just before this launch (ff_attn_fwd_append's two
+  // launches: rotary over a contiguous cache): the seqlen_new new keys are already in the cache
+  // after seqused_k[b] and q is that kernel's rotated copy. The decode kernel, launched
+  // programmatically behind it, then loads the cached rows before the new ones while the append
+  // runs, and waits for it only before q and the tiles that hold new keys (decode_kernel.cuh).
+  bool new_keys_in_cache;
   const void* k_new;
   const void* v_new;
   int64_t k_new_batch_stride, k_new_row_stride, k_new_head_stride;

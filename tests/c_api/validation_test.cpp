@@ -96,6 +96,10 @@ ff_status fwd(std::function<void(ff_fwd_args&)> edit) {
   size_t bytes = 0;
   return ff_attn_fwd(&a, nullptr, &bytes, nullptr);
 }
+void with_rotary(ff_fwd_args&, ff_append_kv_args& b) {
+  b.rotary_cos = {at(47104), 32, 1}, b.rotary_sin = {at(49152), 32, 1};
+  b.rotary_dim = 64, b.seqlen_ro = 8, b.rotary_dtype = FF_MERGE_BFLOAT16;
+}
 ff_status fused(std::function<void(ff_fwd_args&, ff_append_kv_args&)> edit, bool decode = true) {
   ff_fwd_args a = decode_fwd();
   ff_append_kv_args b = append_for(a);
@@ -174,14 +178,12 @@ int main() {
          });
        },
        FF_ERROR_UNSUPPORTED, "left padding"},
-      {"fused step, rotary over a contiguous cache",
-       [] {
-         return fused([](ff_fwd_args&, ff_append_kv_args& b) {
-           b.rotary_cos = {at(47104), 32, 1}, b.rotary_sin = {at(49152), 32, 1};
-           b.rotary_dim = 64, b.seqlen_ro = 8, b.rotary_dtype = FF_MERGE_BFLOAT16;
-         });
-       },
-       FF_ERROR_UNSUPPORTED, "rotary over a contiguous cache"},
+      // Rotary over a contiguous cache: two launches inside the call, q rotated into the
+      // workspace (the protocol below); not where the attention leaves the decode kernel.
+      {"fused step, rotary over a contiguous cache, no workspace", [] { return fused(with_rotary); },
+       FF_WORKSPACE_REQUIRED, "rotated q"},
+      {"fused step, rotary over a contiguous cache, not the decode kernel", [] { return fused(with_rotary, false); },
+       FF_ERROR_UNSUPPORTED, "does not fuse"},
       {"fused step, unaligned new keys",
        [] { return fused([](ff_fwd_args&, ff_append_kv_args& b) { b.k.data = at(40962); }); }, FF_ERROR_UNSUPPORTED,
        "16-byte"},
@@ -323,6 +325,19 @@ int main() {
   bytes = 4096;
   ok = ok && ff_attn_fwd(&a, at(256), &bytes, nullptr) == FF_OK && g_launches == launches_before + 1;
   std::printf("%s workspace protocol\n", ok ? "PASS" : "FAIL");
+  ok ? ++passed : ++failed;
+
+  // The two-launch step (rotary over a contiguous cache): the rotated q (2 x 1 x 4 x 64
+  // bf16, in 256-byte units) before the split partials; with it, the append, then the attention.
+  ff_fwd_args step = decode_fwd();
+  ff_append_kv_args append = append_for(step);
+  with_rotary(step, append);
+  bytes = 0;
+  const int step_launches = g_launches;
+  ok = ff_attn_fwd_append(&step, &append, nullptr, &bytes, nullptr) == FF_WORKSPACE_REQUIRED && bytes == 1024 + 4096 &&
+       g_launches == step_launches;
+  ok = ok && ff_attn_fwd_append(&step, &append, at(256), &bytes, nullptr) == FF_OK && g_launches == step_launches + 2;
+  std::printf("%s workspace protocol of the two-launch step\n", ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
 
   std::printf("%d passed, %d failed\n", passed, failed);

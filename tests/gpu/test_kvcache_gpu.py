@@ -214,12 +214,13 @@ def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):
 )
 def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, monkeypatch):
     """A decode step whose 4 query heads per KV head and new tokens fit one decode tile (1 or
-    3 tokens: 4 or 12 rows) appends inside the attention kernel (ff_attn_fwd_append), without
-    the append kernel; 8 tokens (32 rows) take the append kernel, then the attention, as does
-    rotary over a contiguous cache (declined: two launches are faster there). Either
-    way the caches hold the bits the append kernel writes (the two-launch step on copies of
-    the caches) and the output and LSE match the float64 reference over the rotated q and the
-    new keys. Slots past each sequence hold NaN (cache_case): reading one would show."""
+    3 tokens: 4 or 12 rows) is one call of ff_attn_fwd_append: the append inside the attention
+    kernel, or with rotary over a contiguous cache the append kernel and then the decode kernel,
+    which loads the cached keys while the append runs (both launched by the C API); 8 tokens
+    (32 rows) take the adapter's two calls. Either way the caches hold the bits the append
+    kernel writes (the adapter's two calls on copies of the caches) and the output and LSE match
+    the float64 reference over the rotated q and the new keys. Slots past each sequence hold
+    NaN (cache_case): reading one would show."""
     dtype = torch.bfloat16
     gen = torch.Generator().manual_seed(seqlen_new * 7 + len(layout) + len(rotary))
     case = cache_case(layout, dtype, seqlen_new, gen, heads_k=HEADS_K, head_dim=HEAD_DIM)
@@ -260,9 +261,8 @@ def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, mo
             step(*two_launch)
         assert appends == [1]
         out, lse = step(*fused)
-    # Two launches: 8 tokens (32 rows) and rotary over a contiguous cache (faster so, the C API
-    # declines it); the rest is one launch.
-    two = seqlen_new == 8 or (rotary != "none" and layout == "contiguous")
+    # The adapter's two calls: 8 tokens (32 rows, declined by the C API); the rest is one call.
+    two = seqlen_new == 8
     assert appends == ([1, 1] if two else [1]), "the append kernel ran (or not) where it should not"
     bitwise = {"rtol": 0, "atol": 0, "equal_nan": True}
     torch.testing.assert_close(fused[0].cpu(), two_launch[0].cpu(), **bitwise)
@@ -279,17 +279,20 @@ def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, mo
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "paged-16"])
+@pytest.mark.parametrize("layout", ["contiguous", "contiguous-rotary", "paged-16"])
 def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     """Thousands of cached keys: the decode step splits its keys over CTAs (split-KV, merged in
     a cluster or by the combine kernel), and the new key lands in the last split's first tile,
-    or (2048 + 1 keys) alone in the last tile. The fused step writes the caches the append kernel
-    writes and attends as the two launches do, against the float64 reference too."""
+    or (2048 + 1 keys) alone in the last tile. The one-call step (the append fused, or with
+    rotary over a contiguous cache the C API's two launches, whose decode kernel loads every
+    other warp's first tile before the append is done) writes the caches the append kernel
+    writes and attends as the adapter's two calls do, against the float64 reference too."""
     dtype, page = torch.bfloat16, 16
     gen = torch.Generator().manual_seed(23)
     lengths, capacity = [4000, 2048, 130], 4096
     batch = len(lengths)
-    if layout == "contiguous":
+    rotary = layout != "contiguous"
+    if layout.startswith("contiguous"):
         k_cache = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
         table = None
     else:
@@ -305,8 +308,8 @@ def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
 
     def step(k_cache, v_cache):
         return forge_flash.flash_attn_with_kvcache(
-            q, k_cache, v_cache, k, v, rotary_cos=cos if table is not None else None,
-            rotary_sin=sin if table is not None else None, cache_seqlens=_index(lengths),
+            q, k_cache, v_cache, k, v, rotary_cos=cos if rotary else None,
+            rotary_sin=sin if rotary else None, cache_seqlens=_index(lengths),
             block_table=table_gpu, causal=True, return_softmax_lse=True,
         )  # fmt: skip
 
@@ -328,7 +331,7 @@ def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     torch.testing.assert_close(out, expected_out, atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(lse, expected_lse, atol=1e-3, rtol=1e-4)
     q_rotated = q.cpu()
-    if table is not None:
+    if rotary:
         positions = [[n] for n in lengths]
         q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, True).to(dtype)
     _check(

@@ -210,9 +210,10 @@ class FakeBinding:
     def fwd_append(self, static, append, q, k_cache, v_cache, out, lse, cache_seqlens, options,
                    new, workspace, workspace_bytes, device, stream):  # fmt: skip
         """ff_attn_fwd_append: declines (-1, nothing written) where the C API does (the decode
-        kernel takes at most 16 rows per KV head and new keys of one tile of 32; rotary over a
-        contiguous cache goes to two launches), else the append's reference, then the
-        attention's over the grown lengths with q rotated as the append kernel rotates it."""
+        kernel takes at most 16 rows per KV head and new keys of one tile of 32), else the
+        append's reference, then the attention's over the grown lengths with q rotated as the
+        append kernel rotates it (the C API makes rotary over a contiguous cache two launches of
+        its own: the same results)."""
         strides, batch, seqlen_q, _, num_heads, num_heads_k, head_dim = static[:7]
         self.calls.append(dict(entry="fwd_append", q=q, k_cache=k_cache, v_cache=v_cache, out=out,
                                lse=lse, cache_seqlens=cache_seqlens, attention_static=static,
@@ -220,7 +221,7 @@ class FakeBinding:
         group = num_heads // num_heads_k
         rows = seqlen_q * group if group > 1 and seqlen_q * group <= 128 else seqlen_q
         rotary = append["rotary"][0] > 0
-        if rows > 16 or append["sizes"][1] > 32 or (rotary and not options["block_table"]):
+        if rows > 16 or append["sizes"][1] > 32:
             return -1
         needed = self._workspace(workspace, workspace_bytes)
         if needed:

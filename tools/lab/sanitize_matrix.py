@@ -138,6 +138,8 @@ def main() -> None:
             rotary_cos=cos, rotary_sin=sin, cache_seqlens=grown, block_table=table,
             causal=True, rotary_interleaved=interleaved,
         )  # fmt: skip
+    # Rotary over a contiguous cache: the C API's two launches, the decode kernel loading the
+    # cached keys before it waits for the append kernel.
     forge_flash.flash_attn_with_kvcache(
         rand(4, 1, 8, 128), cache_k, cache_v, rand(4, 1, 2, 128), rand(4, 1, 2, 128),
         rotary_cos=cos[:, :32], rotary_sin=sin[:, :32], cache_seqlens=grown,
