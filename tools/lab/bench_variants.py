@@ -8,6 +8,8 @@ Rows (bf16, one process, CUDA-event medians of fresh-input calls):
   (target: each at most 10% slower);
 * a Gemma-2-like call (head_dim 256, window 4096, softcap 50, causal, 8k) beside FA4's
   (``window_size``, ``softcap``) where flash_attn.cute imports;
+* where FA4 imports, its own window and softcap rows beside its plain calls (what the same
+  variants cost the peer: its ratios, printed as notes);
 * one-query decode with a window of 4096 over a 128k cache against the full cache (it reads
   only the window's keys), as GPU time from CUDA-graph replays.
 """
@@ -74,12 +76,28 @@ def main() -> None:
         q, k, v = qkv_set
         return gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, **options))
 
+    flash = fa4()
+
+    def peer(name, qkv_set, base_options, options):
+        """FA4's call with ``options`` beside its call with ``base_options`` (n/a rows where
+        it refuses one)."""
+        if flash is None:
+            return
+        try:
+            base = gpu_ms(lambda: flash(*qkv_set, **base_options))
+            ms = gpu_ms(lambda: flash(*qkv_set, **base_options, **options))
+        except Exception as exc:  # a contender that cannot run this call is n/a
+            row(f"  FA4: {name}", float("nan"), None, f"n/a: {type(exc).__name__}: {exc}"[:90])
+            return
+        row(f"  FA4: {name}", ms, base, f"FA4's own base {base:.3f} ms")
+
     if "window" in args.parts:
         long = qkv(1, 32768, 32768, 16, 16, 128)
         full = attend(long, causal=True)
         row("causal 32k, hd128 (base)", full)
         row("causal 32k, window 4096", attend(long, causal=True, window_size=(4096, 0)), full,
             "target >= 4x")  # fmt: skip
+        peer("causal 32k, window 4096", long, {"causal": True}, {"window_size": (4096, 0)})
         del long
 
     if "scores" in args.parts:
@@ -95,6 +113,7 @@ def main() -> None:
             for name, options in variants.items():
                 row(f"hd128 8k {tag} {name}", attend(medium, causal=causal, **options), base,
                     "target >= 0.91x")  # fmt: skip
+            peer(f"hd128 8k {tag} softcap 50", medium, {"causal": causal}, {"softcap": 50.0})
         del medium
 
     if "gemma" in args.parts:
@@ -102,7 +121,6 @@ def main() -> None:
         gemma = {"causal": True, "window_size": (4096, 0), "softcap": 50.0}
         ours = attend(wide, **gemma)
         row("Gemma-2-like hd256 8k causal window 4096 softcap 50", ours)
-        flash = fa4()
         if flash is not None:
             try:
                 ms = gpu_ms(lambda wide=wide: flash(*wide, **gemma))
