@@ -375,11 +375,11 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // kernel rotates q once (into the workspace), and the decode kernel, launched programmatically
   // behind it, loads the cached keys while the append runs (FwdParams::new_keys_in_cache).
   // GPU time added to a decode step over 4k cached keys at batch 1 / 8 / 64 (H200,
-  // docs/benchmarks.md, 2026-12-01): 0.2 / 0.3-0.4 / 0.7-1.0 us, against 1.1-1.2 / 1.9-2.1 /
+  // docs/benchmarks.md, 2026-12-01): 0.2 / 0.2-0.4 / 0.6-1.0 us, against 1.1-1.2 / 1.9-2.1 /
   // 2.3-3.0 for the two calls from Python and 2.5 / 1.2-1.3 / 3.2-3.4 fused (every CTA of a
   // sequence rotates its q after the length's round trip). A paged cache's step stays fused
-  // (1.9-2.3 / 0.8-1.4 / 2.6-3.2 us; two launches behind the paged decode instance took 1.2-1.5
-  // / 2.3-3.3 / 2.0-3.3).
+  // (1.9-2.3 / 0.4-1.4 / 2.6-3.3 us; two launches behind the paged decode instance took 1.2-1.5
+  // / 2.3-3.3 / 2.1-3.3).
   if (b.rotary_cos.data != nullptr && !paged) {
     p.new_keys_in_cache = true;  // the plain decode instance where nothing else is asked
     return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
