@@ -378,8 +378,9 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // docs/benchmarks.md, 2026-12-01): 0.2 / 0.2-0.4 / 0.6-1.0 us, against 1.1-1.2 / 1.9-2.1 /
   // 2.3-3.0 for the two calls from Python and 2.5 / 1.2-1.3 / 3.2-3.4 fused (every CTA of a
   // sequence rotates its q after the length's round trip). A paged cache's step stays fused
-  // (1.9-2.3 / 0.4-1.4 / 2.6-3.3 us; two launches behind the paged decode instance took 1.2-1.5
-  // / 2.3-3.3 / 2.1-3.3).
+  // (2.2-2.3 / 1.2-1.4 / 2.6-3.3 us): two launches behind the paged decode instance, against
+  // the fused step in the same builds, were faster at batch 1 (1.2-1.5 against 1.9-2.1 us) but
+  // slower at 8 (2.3-3.3 against 0.4-0.8).
   if (b.rotary_cos.data != nullptr && !paged) {
     p.new_keys_in_cache = true;  // the plain decode instance where nothing else is asked
     return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
