@@ -1,8 +1,9 @@
 """flash_attn_with_kvcache on the kernels: paged vs contiguous caches for every page-size class,
 ragged lengths on page boundaries, append + rotary + cache_batch_idx + cache_leftpad against
 the float64 reference, the decode step whose append runs inside the attention kernel (the
-caches bit for bit as the append kernel writes them), out-of-range block ids refused, and a
-decode step with append captured in a CUDA graph.
+caches bit for bit as the append kernel writes them), out-of-range block ids refused, a
+decode step with append captured in a CUDA graph, and a decode loop with rotary over a
+contiguous cache (the C API's two launches) replayed from graphs against the adapter's calls.
 
 Tolerance: issue 3's rule (helpers.kernels.assert_close_to_reference): at most twice PyTorch's
 own error on the same 16-bit inputs (SDPA on each sequence's gathered keys), plus 1e-5.
@@ -418,3 +419,75 @@ def test_decode_step_with_append_replays_from_a_cuda_graph():
         causal=True, block_table=table.tolist(),
     )  # fmt: skip
     assert_close_to_reference(graph_out.cpu(), expected_out, yardstick.cpu())
+
+
+def test_rotary_decode_loop_over_a_contiguous_cache_replays_from_a_cuda_graph(monkeypatch):
+    """An engine's decode loop over a contiguous cache with rotary, two steps per CUDA graph:
+    each step is the C API's two launches (the append kernel, then the decode kernel, which
+    reads the lengths and the cached keys before the append kernel is done), then the lengths
+    advanced on the device by a torch kernel, which the next step's append kernel follows.
+    Every replay matches the adapter's two calls on copies of the caches (the attention there
+    reads nothing before the append is done): the caches and lengths bit for bit, the outputs
+    within rounding. A tile read before the append wrote it would hold the slot's old key."""
+    gen = torch.Generator().manual_seed(12)
+    dtype, capacity, replays = torch.bfloat16, 2048, 3
+    lengths = [1500, 37, 1023, 0, 64]
+    batch = len(lengths)
+    k_cache = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    v_cache = torch.randn_like(k_cache)
+    cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
+    seqlens = _index(lengths)
+    qs = [torch.zeros(batch, 1, HEADS, HEAD_DIM, dtype=dtype, device="cuda") for _ in range(2)]
+    ks = [torch.zeros(batch, 1, HEADS_K, HEAD_DIM, dtype=dtype, device="cuda") for _ in range(2)]
+    vs = [torch.zeros_like(k) for k in ks]
+
+    def two_steps(k_cache, v_cache, seqlens):
+        outs = []
+        for q, k, v in zip(qs, ks, vs, strict=True):
+            out = forge_flash.flash_attn_with_kvcache(
+                q, k_cache, v_cache, k, v, rotary_cos=cos, rotary_sin=sin,
+                cache_seqlens=seqlens, causal=True,
+            )  # fmt: skip
+            outs.append(out)
+            seqlens.add_(1)
+        return outs
+
+    adapter_appends = []
+    append_kv = CudaBackend.append_kv
+    monkeypatch.setattr(
+        CudaBackend, "append_kv", lambda *a, **kw: adapter_appends.append(1) or append_kv(*a, **kw)
+    )
+    eager = (k_cache.clone(), v_cache.clone(), seqlens.clone())
+    with kernel_backend():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up on copies, as capture requires
+            two_steps(k_cache.clone(), v_cache.clone(), seqlens.clone())
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            graph_outs = two_steps(k_cache, v_cache, seqlens)
+        assert adapter_appends == [], "the steps are one C call each, not the adapter's two"
+        for replay in range(replays):
+            for x in (*qs, *ks, *vs):
+                x.copy_(torch.randn_like(x))
+            graph.replay()
+            with monkeypatch.context() as unfused:
+                unfused.setattr(CudaBackend, "attend_appending", lambda *a, **kw: None)
+                expected = two_steps(*eager)
+            torch.cuda.synchronize()
+            assert torch.equal(seqlens, eager[2]), f"replay {replay}: lengths"
+            assert torch.equal(k_cache, eager[0]), f"replay {replay}: k_cache"
+            assert torch.equal(v_cache, eager[1]), f"replay {replay}: v_cache"
+            for i, (got, want) in enumerate(zip(graph_outs, expected, strict=True)):
+                torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3, msg=f"step {i}")
+    assert seqlens.tolist() == [n + 2 * replays for n in lengths]
+    # The last step against the float64 reference: rotated q, keys as the caches hold them now.
+    ends = [n + 2 * replays for n in lengths]
+    positions = [[n - 1] for n in ends]
+    q_rotated = reference_rotary(qs[1].cpu(), cos.cpu(), sin.cpu(), positions, True).to(dtype)
+    expected_out, _ = reference_cache_attention(
+        q_rotated, k_cache.cpu(), v_cache.cpu(), ends, causal=True
+    )
+    yardstick = _torch_yardstick(q_rotated.cuda(), k_cache, v_cache, ends, [0] * batch, causal=True)
+    assert_close_to_reference(graph_outs[1].cpu(), expected_out, yardstick.cpu())
