@@ -219,8 +219,9 @@ Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size
     return fail(FF_ERROR_INVALID_ARGUMENT, "%s", why);
   }
   // The decode kernel patches the new keys into its warps' first tiles: they must lie in the
-  // sequence's last two tiles (decode_kernel.cuh). After the append kernel, only the decode
-  // kernel loads cached keys while it runs.
+  // sequence's last two tiles (decode_kernel.cuh). Behind the append kernel any number of new
+  // keys will do; the step is still held to the decode kernel, the one measured that way
+  // (prefill-shaped steps take the caller's two calls).
   if (p.seqlen_new > 0 && (!plan.decode || (append_first == nullptr && p.seqlen_new > plan.kernel.block_n)))
     return fail(FF_ERROR_UNSUPPORTED,
                 "the K/V append does not fuse: the attention does not run on the decode kernel, or seqlen_new (%d) "
