@@ -357,6 +357,21 @@ def test_out_of_range_block_id_is_refused_before_any_write():
     assert torch.equal(k_cache, before[0]) and torch.equal(v_cache, before[1])
 
 
+def _captured(run, *args):
+    """``run(*args)`` captured in a CUDA graph (nothing runs), after a warm-up call on a side
+    stream as capture requires, made on copies of the tensors among ``args`` so that the caches
+    and lengths the graph will advance are left as they were. Returns (graph, run's result)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run(*(x.clone() if isinstance(x, torch.Tensor) else x for x in args))
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        result = run(*args)
+    return graph, result
+
+
 def test_decode_step_with_append_replays_from_a_cuda_graph():
     """A decode step (rotary, append into a paged cache, attention, lengths advanced on the
     device) captured once and replayed: every replay matches the same step run eagerly on a
@@ -384,18 +399,7 @@ def test_decode_step_with_append_replays_from_a_cuda_graph():
 
     eager = (k_cache.clone(), v_cache.clone(), seqlens.clone())
     with kernel_backend():
-        saved = (k_cache.clone(), v_cache.clone(), seqlens.clone())
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up, as capture requires; undone below
-            for _ in range(2):
-                step(q, k, v, k_cache, v_cache, seqlens)
-        torch.cuda.current_stream().wait_stream(side)
-        for live, original in zip((k_cache, v_cache, seqlens), saved, strict=True):
-            live.copy_(original)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            graph_out = step(q, k, v, k_cache, v_cache, seqlens)
+        graph, graph_out = _captured(step, q, k, v, k_cache, v_cache, seqlens)
         for i in range(steps):
             new_q, new_k, new_v = (torch.randn_like(x) for x in (q, k, v))
             for static, new in ((q, new_q), (k, new_k), (v, new_v)):
@@ -459,14 +463,7 @@ def test_rotary_decode_loop_over_a_contiguous_cache_replays_from_a_cuda_graph(mo
     )
     eager = (k_cache.clone(), v_cache.clone(), seqlens.clone())
     with kernel_backend():
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up on copies, as capture requires
-            two_steps(k_cache.clone(), v_cache.clone(), seqlens.clone())
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            graph_outs = two_steps(k_cache, v_cache, seqlens)
+        graph, graph_outs = _captured(two_steps, k_cache, v_cache, seqlens)
         assert adapter_appends == [], "the steps are one C call each, not the adapter's two"
         for replay in range(replays):
             for x in (*qs, *ks, *vs):
