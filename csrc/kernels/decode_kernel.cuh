@@ -171,8 +171,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     float acc_s[1][kBlockN / 8][4];
     qk_scores<T, 1, kBlockN, kHeadDim>(acc_s, q_frag, k_frag);
     float bias[2];
-    scores_to_logits<P>(acc_s[0], p, w, tile_facts<P>(p, w, n_block * kBlockN, kBlockN, kBlockM), rows, lane / 4, lane,
-                        bias);
+    scores_to_logits<P>(acc_s[0], p, w, tile_facts<P>(p, w, n_block * kBlockN, kBlockN), rows, lane / 4, lane, bias);
 
     cp_async_wait<0>();
     __syncwarp();                   // V[n] landed; the warp is done reading K[n]
@@ -182,7 +181,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
       cp_async_commit();
     }
     if (paged) next_pages = load_pages(n_block - 2 * kWarps);  // lands during this tile's math
-    online_softmax<P::kScoreMods>(acc_s[0], acc_o[0], row_max, row_sum, p.scale_log2, bias);
+    online_softmax<P::kAlibi>(acc_s[0], acc_o[0], row_max, row_sum, p.scale_log2, bias);
     pv_accumulate<T, 1, kBlockN, kHeadDim>(acc_o, acc_s, v_frag);
   }
 

@@ -66,6 +66,16 @@ bool band_sinks_serves(const FwdParams& p) {
          p.kv_batch_idx == nullptr && p.k_start == nullptr && p.seqlen_new == 0;
 }
 
+// Whether the AlibiSlice instance (policies.h) serves a variant call: ALiBi over raw scores
+// (no softcap; a scale the kernels keep raw scores for: p.score_scale == 1) and nothing else:
+// no window but the causal diagonal, no sinks, K/V by batch row.
+bool alibi_slice_serves(const FwdParams& p) {
+  const bool no_window = p.window_left < 0 && (p.window_right < 0 || p.is_causal);
+  return p.alibi_slopes != nullptr && p.softcap == 0.f && p.score_scale == 1.f && p.scale > 0.f && no_window &&
+         p.sinks == nullptr && p.block_table == nullptr && p.kv_batch_idx == nullptr && p.k_start == nullptr &&
+         p.seqlen_new == 0;
+}
+
 struct DeviceFacts {
   int sm_count;
   int cc_major;     // compute capability
@@ -312,12 +322,16 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // docs/bench-raw/2026-12-01c-h200-persistent-vs-tma-only-ab.txt; at head_dim 64-128 the
   // persistent kernel stays 2-30% ahead there; 192 was not measured).
   // A variant call whose only variants are a sliding window and/or sinks takes the BandSinks
-  // instance (band_sinks_serves): the plain score program and the plain instance's wider tiles
-  // (the measurements at Sm90Tiles).
+  // instance (band_sinks_serves), one whose only variant is ALiBi the AlibiSlice instance
+  // (alibi_slice_serves): the plain score program (ALiBi's bias from the tensor cores) and the
+  // plain instance's wider tiles (the measurements at Sm90Tiles and sm90/alibi_slice.cuh).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
     const bool band_sinks = kernels.sm90_tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
-    const KernelInfo& tma_kernel = band_sinks ? kernels.sm90_tma_band_sinks : kernels.sm90_tma;
+    const bool alibi_slice = kernels.sm90_tma_alibi.kernel != nullptr && alibi_slice_serves(p);
+    const KernelInfo& tma_kernel = band_sinks    ? kernels.sm90_tma_band_sinks
+                                   : alibi_slice ? kernels.sm90_tma_alibi
+                                                 : kernels.sm90_tma;
     const bool tma_only =
         tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.kernel ||
                                          (plan->kernel.kernel == kernels.sm90_persistent.kernel && p.head_dim > 192));

@@ -71,8 +71,13 @@ struct CtaWork {
   int b, kv_b, cta_head, kv_head, group;  // kv_b: the K/V batch row (a cache batch index)
   int m0, rows;                           // first tile row; rows of this (batch, head)
   int diag;                               // seqlen_k - seqlen_q: bottom-right causal alignment
-  int n_begin, n_end;                     // K/V tiles: tile t holds keys [key0 + t * block_n, + block_n)
-  int key0;                               // 0, or in (-block_n, 0] for tiles anchored at the band's end
+  // The diagonal keys of the query block's first and last rows, once per work tile: the tile
+  // tests of causal, banded and ALiBi calls ask for them at every K/V tile, and each is a
+  // division by the GQA group (about 30 instructions) where it is computed there. Hoisted here,
+  // causal prefill gained 3-10% (H200, 2026-12-02, docs/benchmarks.md).
+  int diag_first, diag_last;
+  int n_begin, n_end;  // K/V tiles: tile t holds keys [key0 + t * block_n, + block_n)
+  int key0;            // 0, or in (-block_n, 0] for tiles anchored at the band's end
 };
 
 // Causal launch order: heads in groups of this many; see cta_work.
@@ -116,6 +121,8 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   w.rows = w.seq.seqlen_q * w.group;
   w.m0 = m_block * block_m;
   w.diag = w.seq.seqlen_k - w.seq.seqlen_q;
+  w.diag_first = w.m0 / w.group + w.diag;
+  w.diag_last = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
 
   // Causal rows stop at their diagonal; a split owns an equal share of the tiles.
   const int n_blocks = ceil_div(w.seq.seqlen_k, block_n);
@@ -126,11 +133,10 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
     // are never visited (a sliding window costs what its band holds, not seqlen_k), and the
     // splits divide the band.
     if (w.m0 < w.rows) {
-      const int first_q = w.m0 / w.group, last_q = (min(w.m0 + block_m, w.rows) - 1) / w.group;
       // The band's keys: [lo, end).
       const int end =
-          p.window_right >= 0 ? min(max(last_q + 1 + w.diag + p.window_right, 0), w.seq.seqlen_k) : w.seq.seqlen_k;
-      const int lo = p.window_left >= 0 ? max(first_q + w.diag - p.window_left, 0) : 0;
+          p.window_right >= 0 ? min(max(w.diag_last + 1 + p.window_right, 0), w.seq.seqlen_k) : w.seq.seqlen_k;
+      const int lo = p.window_left >= 0 ? max(w.diag_first - p.window_left, 0) : 0;
       if (kAnchorBand) w.key0 = end - ceil_div(end, block_n) * block_n;
       w.n_end = ceil_div(end - w.key0, block_n);
       w.n_begin = min(w.n_end, (lo - w.key0) / block_n);
@@ -143,10 +149,7 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
     }
     return w;
   }
-  if (p.is_causal && w.m0 < w.rows) {
-    const int last_q = (min(w.m0 + block_m, w.rows) - 1) / w.group;
-    w.n_end = min(w.n_end, ceil_div(max(last_q + 1 + w.diag, 0), block_n));
-  }
+  if (p.is_causal && w.m0 < w.rows) w.n_end = min(w.n_end, ceil_div(max(w.diag_last + 1, 0), block_n));
   if (p.num_splits > 1) {
     const int per_split = ceil_div(ceil_div(n_blocks, tiles_per_step), p.num_splits) * tiles_per_step;
     w.n_begin = blockIdx.y * per_split;
@@ -396,7 +399,7 @@ __device__ __forceinline__ void load_kv(const FwdParams& p, const CtaWork& w, ui
 // Only tiles that cross the sequence end or the causal diagonal need a mask. Walking the
 // K/V tiles from last to first puts those in the first iterations.
 __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n) {
-  return n0 + block_n > w.seq.seqlen_k || (p.is_causal && n0 + block_n - 1 > w.m0 / w.group + w.diag);
+  return n0 + block_n > w.seq.seqlen_k || (p.is_causal && n0 + block_n - 1 > w.diag_first);
 }
 
 // -inf for keys past the sequence end and keys right of the causal diagonal, for the two
@@ -436,25 +439,15 @@ __device__ __forceinline__ KeyBand key_band(const FwdParams& p, const CtaWork& w
   return band;
 }
 
-// The diagonal keys of a query block's first and last rows (of block_m tile rows).
-struct BlockDiagonals {
-  int first, last;
-};
-__device__ __forceinline__ BlockDiagonals block_diagonals(const CtaWork& w, int block_m) {
-  return {w.m0 / w.group + w.diag, (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag};
-}
-
 // Whether a K/V tile needs the element mask: it crosses the sequence end or some row's band edge.
 template <class P>
-__device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n,
-                                                int block_m) {
+__device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWork& w, int n0, int block_n) {
   if constexpr (!P::kBand) {
     return tile_needs_mask(p, w, n0, block_n);
   } else {
     if (n0 + block_n > w.seq.seqlen_k || n0 < 0) return true;  // past the end, or before key 0 (anchored)
-    const BlockDiagonals d = block_diagonals(w, block_m);
-    return (p.window_right >= 0 && n0 + block_n - 1 > d.first + p.window_right) ||
-           (p.window_left >= 0 && n0 < d.last - p.window_left);
+    return (p.window_right >= 0 && n0 + block_n - 1 > w.diag_first + p.window_right) ||
+           (p.window_left >= 0 && n0 < w.diag_last - p.window_left);
   }
 }
 
@@ -489,7 +482,7 @@ struct ScoreRows {
 template <class P>
 __device__ __forceinline__ ScoreRows score_rows(const FwdParams& p, const CtaWork& w, int tile_row) {
   ScoreRows r{};
-  if constexpr (P::kScoreMods) {
+  if constexpr (P::kAlibi) {
     if (p.alibi_slopes != nullptr) {
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) {
@@ -514,24 +507,70 @@ struct TileFacts {
   int side;
 };
 template <class P>
-__device__ __forceinline__ TileFacts tile_facts(const FwdParams& p, const CtaWork& w, int n0, int block_n,
-                                                int block_m) {
-  TileFacts t{n0, tile_needs_mask<P>(p, w, n0, block_n, block_m), 0};
-  if constexpr (P::kScoreMods) {
-    if (p.alibi_slopes != nullptr) {
-      const BlockDiagonals d = block_diagonals(w, block_m);
-      t.side = n0 + block_n - 1 <= d.first ? -1 : n0 >= d.last ? 1 : 0;
+__device__ __forceinline__ int alibi_side(const FwdParams& p, const CtaWork& w, int n0, int block_n) {
+  if constexpr (P::kAlibi) {
+    if (p.alibi_slopes != nullptr) return n0 + block_n - 1 <= w.diag_first ? -1 : n0 >= w.diag_last ? 1 : 0;
+  }
+  return 0;
+}
+template <class P>
+__device__ __forceinline__ TileFacts tile_facts(const FwdParams& p, const CtaWork& w, int n0, int block_n) {
+  return {n0, tile_needs_mask<P>(p, w, n0, block_n), alibi_side<P>(p, w, n0, block_n)};
+}
+
+// ALiBi's distance per score for row `hi` of a tile whose keys lie on both sides of some row's
+// diagonal key: |pos - key| = |d0 - c| with d0 = pos - (n0 + 2 (lane % 4)) from one conversion
+// per row and the column's constant c = 8 j + e (an int-to-float conversion per score ran at
+// the special-function rate: ALiBi was 30% slower than plain attention at head_dim 128 on the
+// H200, 2026-11-30).
+template <int kNT>
+__device__ __forceinline__ void alibi_row_across(float (&s)[kNT][4], int hi, float slope, float d0) {
+#pragma unroll
+  for (int j = 0; j < kNT; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) s[j][hi * 2 + e] -= slope * fabsf(d0 - static_cast<float>(j * 8 + e));
+}
+__device__ __forceinline__ float alibi_d0(const TileFacts& tile, const ScoreRows& rows, int hi, int lane) {
+  return static_cast<float>(rows.pos[hi] - (tile.n0 + (lane % 4) * 2));
+}
+
+// ALiBi: minus the slope times the key's distance from the row's diagonal, in the units of the
+// scores (alibi_scale). The logit of a score is s + bias[hi]: the part of the bias that is the
+// same for all of a row's keys in a tile is left to the softmax (softmax_step<true>).
+template <int kNT>
+__device__ __forceinline__ void alibi_scores(float (&s)[kNT][4], const TileFacts& tile, const ScoreRows& rows, int lane,
+                                             float (&bias)[2]) {
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const float slope = rows.slope[hi], d0 = alibi_d0(tile, rows, hi, lane);
+    if (tile.side != 0) {
+      // All keys on one side: -slope |d0 - c| = step * c - step * d0 with step = -side * slope,
+      // one multiply-add by an immediate per score; -step * d0 goes to the softmax.
+      const float step = tile.side < 0 ? slope : -slope;
+#pragma unroll
+      for (int j = 0; j < kNT; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) s[j][hi * 2 + e] = fmaf(step, static_cast<float>(j * 8 + e), s[j][hi * 2 + e]);
+      bias[hi] = -step * d0;
+    } else {
+      alibi_row_across(s, hi, slope, d0);
     }
   }
-  return t;
+}
+
+// The same bias where the tensor cores added its per-key part step * (key - n0) to a one-sided
+// tile's scores (P::kAlibiSlice, sm90/alibi_slice.cuh): only the rows' -step * (pos - n0) is left.
+__device__ __forceinline__ void alibi_row_bias(const TileFacts& tile, const ScoreRows& rows, float (&bias)[2]) {
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const float step = tile.side < 0 ? rows.slope[hi] : -rows.slope[hi];
+    bias[hi] = -step * static_cast<float>(rows.pos[hi] - tile.n0);
+  }
 }
 
 // The score transform: softcap * tanh(scale * s / softcap) or scale * s as base-2 logits (or s
-// left raw: score_scale 1), minus the ALiBi slope times the key's distance from the row's
-// diagonal, in the same units (alibi_scale). tanh.approx is one special-function instruction
-// (relative error 2^-11, below the 16-bit P it feeds). The logit of a score is s + bias[hi]:
-// ALiBi leaves the part of its bias that is the same for all of a row's keys in a tile to
-// the softmax (softmax_step<true>); otherwise bias is 0.
+// left raw: score_scale 1), then ALiBi (alibi_scores). tanh.approx is one special-function
+// instruction (relative error 2^-11, below the 16-bit P it feeds). Without ALiBi bias is 0.
 template <int kNT>
 __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p, const TileFacts& tile,
                                           const ScoreRows& rows, int lane, float (&bias)[2]) {
@@ -546,31 +585,7 @@ __device__ __forceinline__ void score_mod(float (&s)[kNT][4], const FwdParams& p
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[j][e] *= p.score_scale;
   }
-  if (p.alibi_slopes == nullptr) return;
-#pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    const float slope = rows.slope[hi];
-    // The distance in float, from one conversion per row: |pos - key| = |d0 - c| with
-    // d0 = pos - (n0 + 2 (lane % 4)) and the column's constant c = 8 j + e (an int-to-float
-    // conversion per score ran at the special-function rate: ALiBi was 30% slower than plain
-    // attention at head_dim 128 on the H200, 2026-11-30).
-    const float d0 = static_cast<float>(rows.pos[hi] - (tile.n0 + (lane % 4) * 2));
-    if (tile.side != 0) {
-      // All keys on one side: -slope |d0 - c| = step * c - step * d0 with step = -side * slope,
-      // one multiply-add by an immediate per score; -step * d0 goes to the softmax.
-      const float step = tile.side < 0 ? slope : -slope;
-#pragma unroll
-      for (int j = 0; j < kNT; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) s[j][hi * 2 + e] = fmaf(step, static_cast<float>(j * 8 + e), s[j][hi * 2 + e]);
-      bias[hi] = -step * d0;
-    } else {
-#pragma unroll
-      for (int j = 0; j < kNT; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) s[j][hi * 2 + e] -= slope * fabsf(d0 - static_cast<float>(j * 8 + e));
-    }
-  }
+  if (p.alibi_slopes != nullptr) alibi_scores(s, tile, rows, lane, bias);
 }
 
 // The policies' mask of one K/V tile for an m16 slice (a tile that needs one).
@@ -584,13 +599,21 @@ __device__ __forceinline__ void mask_tile(float (&s)[kNT][4], const FwdParams& p
 }
 
 // The score program of one K/V tile for an m16 slice: the score transform, then the mask
-// where the tile needs one. The logits are s + bias[hi] (score_mod; 0 without P::kScoreMods).
+// where the tile needs one. The logits are s + bias[hi] (score_mod, the ALiBi slice; else 0).
 template <class P, int kNT>
 __device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w,
                                                  const TileFacts& tile, const ScoreRows& rows, int tile_row, int lane,
                                                  float (&bias)[2]) {
   bias[0] = bias[1] = 0.f;
   if constexpr (P::kScoreMods) score_mod(s, p, tile, rows, lane, bias);
+  if constexpr (P::kAlibiSlice) {
+    if (tile.side != 0) {
+      alibi_row_bias(tile, rows, bias);
+    } else if (p.alibi_slopes != nullptr) {
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) alibi_row_across(s, hi, rows.slope[hi], alibi_d0(tile, rows, hi, lane));
+    }
+  }
   if (tile.needs_mask) mask_tile<P>(s, p, w, tile.n0, tile_row, lane);
 }
 

@@ -35,11 +35,12 @@ KernelInfo sm90_kernel_info() {
   }
 }
 
-// Variant tables only: the TMA-only Hopper kernel with BandSinks policies.
-template <typename T, int kHeadDim, bool kVariantTable>
-KernelInfo sm90_band_sinks_info() {
-  if constexpr (kVariantTable)
-    return sm90_kernel_info<T, kHeadDim, BandSinks, false, true>();
+// Variant tables only: the TMA-only Hopper kernel with policies P (BandSinks, AlibiSlice).
+// AlibiSlice up to head_dim 192: at 256 its key tile does not fit beside the K/V ring.
+template <typename T, int kHeadDim, bool kVariantTable, class P>
+KernelInfo sm90_tma_variant_info() {
+  if constexpr (kVariantTable && (!P::kAlibiSlice || sm90_head_dim(kHeadDim) <= 192))
+    return sm90_kernel_info<T, kHeadDim, P, false, true>();
   else
     return {nullptr, 0, 0, 0, 0, 1};
 }
@@ -66,7 +67,8 @@ FwdKernels fwd_kernels() {
           decode_variant_info<T, Decode, kVariantTable, IndexedKV, false>(),
           decode_variant_info<T, Decode, kVariantTable, IndexedKV, true>(),
           decode_variant_info<T, Decode, kVariantTable, AllVariants, true>(),
-          sm90_band_sinks_info<T, kHeadDim, kVariantTable>()};
+          sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
+          sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiSlice>()};
 }
 
 }  // namespace forge_flash

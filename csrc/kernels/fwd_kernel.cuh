@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 
       float acc_s[kMTiles][kNTilesS][4];
       qk_scores<T, kMTiles, kBlockN, Cfg::kHeadDim>(acc_s, q_frag, k_frag);
-      const TileFacts tile = tile_facts<P>(p, w, n_block * kBlockN, kBlockN, kBlockM);
+      const TileFacts tile = tile_facts<P>(p, w, n_block * kBlockN, kBlockN);
       float bias[kMTiles][2];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
-        online_softmax<P::kScoreMods>(acc_s[mt], acc_o[mt], row_max[mt], row_sum[mt], p.scale_log2, bias[mt]);
+        online_softmax<P::kAlibi>(acc_s[mt], acc_o[mt], row_max[mt], row_sum[mt], p.scale_log2, bias[mt]);
 
       pv_accumulate<T, kMTiles, kBlockN, Cfg::kHeadDim>(acc_o, acc_s, v_frag);
     }

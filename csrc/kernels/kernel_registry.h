@@ -31,6 +31,7 @@ struct FwdKernels {
   KernelInfo decode_append;        // variant tables: decode_kv with the fused K/V append (fused_append.cuh)
   KernelInfo decode_append_mods;   // variant tables: the variant decode kernel with the fused K/V append
   KernelInfo sm90_tma_band_sinks;  // variant tables: sm90_tma with BandSinks policies (window, sinks; dense K/V)
+  KernelInfo sm90_tma_alibi;       // variant tables: sm90_tma with AlibiSlice policies (ALiBi; dense K/V)
 };
 
 // The kernels of one (dtype, head dim): the plain table (Plain policies) or the variant table

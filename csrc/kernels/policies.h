@@ -14,33 +14,40 @@
 //                   (causal is its right edge at 0), whose outside tiles are never visited.
 //   score transform what a score becomes before the softmax (score_mod): the scale, folded
 //                   into the exponent; with kScoreMods also softcap, ALiBi and any scale, as
-//                   base-2 logits.
+//                   base-2 logits. With kAlibiSlice (the Hopper kernel) ALiBi alone over raw
+//                   scores: the tensor cores add the bias's per-key part as one more k16 slice
+//                   of S = Q K^T (sm90/alibi_slice.cuh), so a score costs no extra instruction.
 //   sinks           with kSinks, a per-head sink logit joins each row's softmax denominator
 //                   once (finish_rows, the split merges).
 //
 // The host picks an instance by what a call uses (dispatch.cu): the plain tables hold Plain
 // instances, the variant tables AllVariants, IndexedKV for decode steps over paged or indexed
-// caches with plain scores, and BandSinks for a Hopper prefill whose only variants are a
-// sliding window and/or sinks over dense K/V (it takes the plain kernel's wider tiles).
+// caches with plain scores, BandSinks for a Hopper prefill whose only variants are a sliding
+// window and/or sinks over dense K/V, and AlibiSlice for one whose only variant is ALiBi (both
+// take the plain kernel's wider tiles).
 #pragma once
 
 #include <type_traits>
 
 namespace forge_flash {
 
-template <bool kIndexedKV_, bool kBand_, bool kScoreMods_, bool kSinks_>
+template <bool kIndexedKV_, bool kBand_, bool kScoreMods_, bool kSinks_, bool kAlibiSlice_ = false>
 struct Policies {
   static constexpr bool kIndexedKV = kIndexedKV_;
   static constexpr bool kBand = kBand_;
   static constexpr bool kScoreMods = kScoreMods_;
   static constexpr bool kSinks = kSinks_;
-  static constexpr bool kAny = kIndexedKV || kBand || kScoreMods || kSinks;
+  static constexpr bool kAlibiSlice = kAlibiSlice_;
+  static_assert(!(kAlibiSlice && kScoreMods), "ALiBi by the tensor cores is the score transform of raw scores");
+  static constexpr bool kAlibi = kScoreMods || kAlibiSlice;  // ALiBi slopes may be set
+  static constexpr bool kAny = kIndexedKV || kBand || kScoreMods || kSinks || kAlibiSlice;
 };
 
 using Plain = Policies<false, false, false, false>;
 using IndexedKV = Policies<true, false, false, false>;
 using BandSinks = Policies<false, true, false, true>;
 using AllVariants = Policies<true, true, true, true>;
+using AlibiSlice = Policies<false, false, false, false, true>;
 
 // The policies of a kernel table: plain, or the variant table's full set.
 template <bool kVariantTable>

@@ -164,6 +164,42 @@ def test_alibi_on_either_side_of_the_diagonal(seqlen_q, seqlen_k, causal, head_d
     _check(q, k, v, causal=causal, alibi_slopes=slopes)
 
 
+# ALiBi alone over more than 1024 dense keys takes the Hopper AlibiSlice instance up to head_dim
+# 192 (its bias's per-key part from the tensor cores: sm90/alibi_slice.cuh; diagonal tiles per
+# score): both dtypes (fp16's slope terms), ALiBi's own steep slopes and shallow ones scaled per
+# sequence, offsets of either sign, causal, packed GQA, lengths off the tile grid.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 96, 128, 192])
+@pytest.mark.parametrize(
+    "seqlen_q,seqlen_k,causal",
+    [(1500, 2601, False), (2601, 1500, False), (2345, 2345, True), (1100, 3000, True)],
+)
+@pytest.mark.parametrize("slopes", ["geometric", "shallow-per-sequence"])
+def test_alibi_on_the_tma_path(slopes, seqlen_q, seqlen_k, causal, head_dim, dtype):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 2, head_dim, dtype)
+    if slopes == "geometric":
+        alibi = alibi_slopes(8)
+    else:
+        alibi = torch.linspace(1e-3, 2e-2, 8, device="cuda") * torch.tensor(
+            [[1.0], [0.5]], device="cuda"
+        )
+    _check(q, k, v, causal=causal, alibi_slopes=alibi)
+
+
+def test_a_nan_alibi_slope_reaches_exactly_its_heads_rows():
+    # Over 1024 keys (the tensor-core slice) as over fewer: a NaN slope makes its head NaN.
+    for seqlen in (800, 2500):
+        q, k, v = rand_qkv(1, seqlen, seqlen, 8, 2, 128, torch.bfloat16)
+        slopes = alibi_slopes(8)
+        slopes[5] = float("nan")
+        with assert_runs_on_kernels():
+            got = forge_flash.flash_attn_fwd(q, k, v, causal=True, alibi_slopes=slopes)
+        assert got[:, :, 5].isnan().all(), "NaN in -> NaN out"
+        others = torch.ones(8, dtype=torch.bool)
+        others[5] = False
+        assert not got[:, :, others].isnan().any(), "the NaN reached other heads"
+
+
 # Windows over more than 1024 dense keys take the Hopper TMA-only instances, whose K/V tiles
 # end where each query block's band ends (keys below 0 zero-filled and masked): every kind of
 # band, offsets of either sign (rows that see no key), lengths off the tile grid.

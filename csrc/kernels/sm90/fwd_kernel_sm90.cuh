@@ -37,6 +37,7 @@
 
 #include "../fwd_common.cuh"
 #include "../grid_dependency.cuh"
+#include "alibi_slice.cuh"
 #include "pipeline.cuh"
 #include "wgmma.cuh"
 
@@ -51,7 +52,7 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
 }
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2,
-          int kQBuffers_ = 1>
+          int kQBuffers_ = 1, bool kAlibiSlice_ = false>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kConsumerWGs = kConsumerWGs_;  // consumer warpgroups, 64 query rows each
@@ -108,11 +109,13 @@ struct Sm90Config {
   static constexpr int kQBuffers = kQBuffers_;
   static_assert(kQBuffers == 1 || (kPersistent && kQBuffers == 2), "a second Q buffer serves a next work tile");
   static constexpr int kTileBytes = kQBuffers * kQBytes + kStages * 2 * kKVBytes;
+  // AlibiSlice policies: the ALiBi slice's key tile (sm90/alibi_slice.cuh) after the tiles.
+  static constexpr int kAlibiKeysBytes = kAlibiSlice_ ? sm90::alibi_keys_bytes<kBlockN>() : 0;
   // Per Q buffer full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full,
   // K empty].
   static constexpr int kBarrierBytes = 8 * (2 * kQBuffers + (kSplitKV ? 4 : 2) * kStages);
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
-  static constexpr int kSmemBytes = kTileBytes + kBarrierBytes + 1024;
+  static constexpr int kSmemBytes = kTileBytes + kAlibiKeysBytes + kBarrierBytes + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory a Hopper CTA may have");
   // The plain kernel's epilogue stages O in shared memory (over Q, and past it into the K/V
   // ring, free by then) in rows of a multiple of 64 elements: the staging swizzle XORs the
@@ -140,7 +143,9 @@ struct Sm90Config {
 //        tokens (three consumers with 80-key tiles: +3% non-causal, -6% causal).
 //   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
-// BandSinks (a window and/or sinks, plain scores) takes these tiles too. Its band mask and sink
+// BandSinks (a window and/or sinks, plain scores) and AlibiSlice (ALiBi's bias from the tensor
+// cores, sm90/alibi_slice.cuh; 72 bytes of spills beside the third consumer at head_dim 64)
+// take these tiles too. BandSinks' band mask and sink
 // epilogue spill 20-24 bytes at head_dim 64 and 128, outside the unmasked tiles' path (in the
 // SASS: the masked-tile branch and the epilogue); with it a 4096-key window over 32k causal
 // tokens ran 3.68-3.70x -> 3.73-3.84x faster than the causal call, sinks 0.87-0.95x -> 0.93-1.12x
@@ -169,7 +174,7 @@ template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
 using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kBlockN,
                                      Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kStages, kPersistent, kTmaOnly,
                                      Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kConsumerWGs,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kQBuffers>;
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kQBuffers, P::kAlibiSlice>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
 template <typename T, typename Cfg, class P>
@@ -185,8 +190,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   constexpr int kChunks = Cfg::kChunks, kSwizzle = Cfg::kSwizzle;
   constexpr int kConsumers = Cfg::kConsumerThreads;
   // How wgmma descriptors are built (see issue_qk): by adds at head_dim 96 and above 128,
-  // except in the persistent variant kernels (40 bytes of spills at head_dim 192).
-  constexpr bool kDescByAdd = (kHeadDim > 128 || kHeadDim == 96) && !(Cfg::kPersistent && P::kAny);
+  // except in the persistent variant kernels (40 bytes of spills at head_dim 192), and in the
+  // AlibiSlice instance, whose slice registers otherwise spill Q's descriptors at head_dim 128
+  // (36 bytes, loaded in the mainloop; 0 by adds).
+  constexpr bool kDescByAdd = (kHeadDim > 128 || kHeadDim == 96 || P::kAlibiSlice) && !(Cfg::kPersistent && P::kAny);
   // Named barriers: "consumer c may issue" (kBarTurn0 + c), all consumers (epilogue).
   constexpr int kWGs = Cfg::kConsumerWGs, kBarTurn0 = 1, kBarConsumers = kBarTurn0 + kWGs;
 
@@ -200,7 +207,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // Per Q buffer: "Q landed" / "Q done with". Per stage: "K landed" / "V done with"; with
   // kSplitKV also "V landed" / "K done with", else those are the same two barriers (the
   // stage's K and V land and free together).
-  const uint32_t bars = smem_base + Cfg::kTileBytes, stage_bars = bars + 16 * kQBuffers;
+  const uint32_t alibi_keys = smem_base + Cfg::kTileBytes;  // AlibiSlice: the slice's key tile
+  const uint32_t bars = alibi_keys + Cfg::kAlibiKeysBytes, stage_bars = bars + 16 * kQBuffers;
   auto bar_q_full = [&](int buffer) { return bars + 16 * buffer; };
   auto bar_q_empty = [&](int buffer) { return bars + 16 * buffer + 8; };
   auto bar_k_full = [&](int stage) { return stage_bars + 8 * stage; };
@@ -247,6 +255,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       }
     }
     sm90::mbar_init_fence();
+  }
+  if constexpr (P::kAlibiSlice) {  // read by the consumers' wgmma: through the async proxy
+    sm90::write_alibi_keys<T, kBlockN>(smem + Cfg::kTileBytes, tid, Cfg::kNThreads);
+    sm90::fence_proxy_async_smem();
   }
   __syncthreads();
 
@@ -351,6 +363,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile: the A operand of O += P V
   uint32_t (&p_flat)[kBlockN / 4] = *reinterpret_cast<uint32_t (*)[kBlockN / 4]>(&p_frag[0][0]);
 
+  // AlibiSlice: the A registers of the ALiBi slice of the tile being issued (sm90/alibi_slice.cuh).
+  uint32_t slice_a[4] = {0u, 0u, 0u, 0u};
   auto issue_qk = [&](int it) {
     uint32_t q_tile = sQ_rows;
     // Q's descriptors do not change from tile to tile, so the compiler keeps all of them (2
@@ -365,6 +379,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
       sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle, kDescByAdd>(q_tile, kk),
                         sm90::desc_kmajor<kBlockN, kSwizzle, kDescByAdd>(sK(it % kStages), kk), kk > 0);
+    if constexpr (P::kAlibiSlice)
+      sm90::wgmma_qk_rs<T, false>(s_flat, slice_a, sm90::desc_kmajor<kBlockN, sm90::kAlibiSliceSwizzle>(alibi_keys, 0));
     sm90::wgmma_commit();
   };
   auto issue_pv = [&](int it) {
@@ -446,8 +462,20 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       start_rows(bounded);
     }
     const ScoreRows rows = score_rows<P>(p, w, tile_row);
+    auto tile_n0 = [&](int i) { return (w.n_end - 1 - i) * kBlockN + w.key0; };
+    // Before the turn's wgmma_fence, which orders these register writes before the slice reads them.
+    auto prepare_slice = [&](int i) {
+      if constexpr (P::kAlibiSlice) {
+        // Rebuilt per tile (a dozen instructions) rather than kept: at head_dim 64 (160 registers
+        // per consumer) two registers fewer spill 72 bytes instead of 84.
+        uint32_t a[4];
+        sm90::alibi_slice_a<T>(rows.slope, lane, a);
+        sm90::alibi_slice_for(a, alibi_side<P>(p, w, tile_n0(i), kBlockN), slice_a);
+        sm90::fence_operand(slice_a);  // computed here, not sunk past the fence
+      }
+    };
     auto softmax = [&](int i, float (&correction)[2]) {
-      const TileFacts tile = tile_facts<P>(p, w, (w.n_end - 1 - i) * kBlockN + w.key0, kBlockN, kBlockM);
+      const TileFacts tile = tile_facts<P>(p, w, tile_n0(i), kBlockN);
       if (bounded) {
 #pragma unroll
         for (int j = 0; j < kNTilesS; ++j)
@@ -458,7 +486,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       } else {
         float bias[2];
         scores_to_logits<P>(acc_s, p, w, tile, rows, tile_row, lane, bias);
-        softmax_step<P::kScoreMods>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
+        softmax_step<P::kAlibi>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
       }
       if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty(q_buffer));  // last Q K^T ran: Q may be replaced
     };
@@ -468,6 +496,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sQ_rows = sQ(q_buffer) + consumer * 64 * kSwizzle;
       float correction[2];
       wait_kv(it, -1);
+      prepare_slice(0);
       turn_begin();
       sm90::wgmma_fence();
       issue_qk(it);
@@ -484,6 +513,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
 
       for (int i = 1; i < n_tiles; ++i) {
         wait_kv(it + i, it + i - 1);
+        prepare_slice(i);
         turn_begin();
         sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
         issue_qk(it + i);
@@ -508,6 +538,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
       sm90::fence_operand(p_flat);
+      sm90::fence_operand(slice_a);  // read by the last S = Q K^T, which has retired
       release(bar_v_empty((it + n_tiles - 1) % kStages));
       it += n_tiles;
     }
