@@ -71,7 +71,8 @@ struct CtaWork {
   int b, kv_b, cta_head, kv_head, group;  // kv_b: the K/V batch row (a cache batch index)
   int m0, rows;                           // first tile row; rows of this (batch, head)
   int diag;                               // seqlen_k - seqlen_q: bottom-right causal alignment
-  // The diagonal keys of the query block's first and last rows, once per work tile: the tile
+  // The diagonal keys of the query block's first and last rows, once per work tile (0 where
+  // no causal mask, window or ALiBi asks for them): the tile
   // tests of causal, banded and ALiBi calls ask for them at every K/V tile, and each is a
   // division by the GQA group (about 30 instructions) where it is computed there. Hoisted here,
   // causal prefill gained 3-10% (H200, 2026-12-02, docs/benchmarks.md).
@@ -121,8 +122,14 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   w.rows = w.seq.seqlen_q * w.group;
   w.m0 = m_block * block_m;
   w.diag = w.seq.seqlen_k - w.seq.seqlen_q;
-  w.diag_first = w.m0 / w.group + w.diag;
-  w.diag_last = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
+  // Only where read (causal, a window, ALiBi); measured level with computing them always
+  // (decode at 4k-128k keys, windows, sinks; H200, 2026-12-02).
+  w.diag_first = w.diag_last = 0;
+  if (p.is_causal || (P::kBand && (p.window_left >= 0 || p.window_right >= 0)) ||
+      (P::kAlibi && p.alibi_slopes != nullptr)) {
+    w.diag_first = w.m0 / w.group + w.diag;
+    w.diag_last = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
+  }
 
   // Causal rows stop at their diagonal; a split owns an equal share of the tiles.
   const int n_blocks = ceil_div(w.seq.seqlen_k, block_n);
@@ -497,9 +504,9 @@ __device__ __forceinline__ ScoreRows score_rows(const FwdParams& p, const CtaWor
 }
 
 // What the score program of one K/V tile of keys [n0, n0 + block_n) needs to know for the
-// query block's rows (tile_facts): whether it needs the element mask, and whether every key lies
-// on one side of every row's diagonal key (side -1: at or before it, +1: at or after it, 0:
-// neither), where ALiBi's distance |pos - key| is linear in the key. Computed for the whole
+// query block's rows (tile_facts): whether it needs the element mask, and whether every key a
+// row keeps lies on one side of its diagonal key (side -1: at or before it, +1: at or after it,
+// 0: neither), where ALiBi's distance |pos - key| is linear in the key. Computed for the whole
 // block, so the choice is uniform across the warps.
 struct TileFacts {
   int n0;
@@ -509,7 +516,10 @@ struct TileFacts {
 template <class P>
 __device__ __forceinline__ int alibi_side(const FwdParams& p, const CtaWork& w, int n0, int block_n) {
   if constexpr (P::kAlibi) {
-    if (p.alibi_slopes != nullptr) return n0 + block_n - 1 <= w.diag_first ? -1 : n0 >= w.diag_last ? 1 : 0;
+    // Under the causal mask every key a row keeps lies at or before its diagonal key, so a tile
+    // across the diagonal takes the one-sided bias too; the mask then drops the keys after it.
+    if (p.alibi_slopes != nullptr)
+      return p.is_causal || n0 + block_n - 1 <= w.diag_first ? -1 : n0 >= w.diag_last ? 1 : 0;
   }
   return 0;
 }

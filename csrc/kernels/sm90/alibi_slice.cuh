@@ -1,8 +1,8 @@
 // ALiBi by the tensor cores (the AlibiSlice policies of the Hopper kernel, policies.h).
 //
 // ALiBi adds -slope * |pos - key| to a score, where pos is the row's diagonal key. On a K/V
-// tile whose keys all lie on one side of every row's diagonal (all tiles of a causal call but
-// the diagonal ones; all but the few that cross it without causal) that is
+// tile whose kept keys all lie on one side of every row's diagonal (every tile of a causal call,
+// whose mask drops the keys after it; all but the few that cross it without causal) that is
 //
 //   step * (key - n0)  -  step * (pos - n0),      step = +slope (keys before pos) or -slope,
 //
@@ -13,8 +13,8 @@
 // compute it. The per-row constant goes to the softmax's running maximum and offset once per
 // row (softmax_step<true>), as in the variant kernels. So a one-sided tile costs its scores no
 // instruction at all, where the variant kernels spend a multiply-add per score (and their
-// score program keeps them on narrower tiles). The diagonal tiles keep |pos - key| per score
-// (fwd_common.cuh, alibi_scores).
+// score program keeps them on narrower tiles). Tiles across the diagonal of a non-causal call
+// keep |pos - key| per score (fwd_common.cuh, alibi_row_across).
 //
 //   A (64 x 16, registers): row r: slope_r / 256 as three 16-bit terms hi, mid, lo (their sum
 //     is slope_r / 256 to ~2^-24 relative, so the bias keeps fp32 precision; fp16 terms below
