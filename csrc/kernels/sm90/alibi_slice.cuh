@@ -24,10 +24,11 @@
 //     imm-scale-b (+1 before the diagonal, -1 after it).
 //
 // Measured (H200, bf16, 8k tokens, 2048 hidden, ALiBi against plain attention, non-causal and
-// causal; docs/benchmarks.md, 2026-12-02): head_dim 64 0.64-0.69x -> 0.75-0.81x (this instance
-// also keeps the plain kernel's third consumer), 96 0.73-0.81x -> 0.83-0.96x, 128 0.75-0.81x ->
-// 0.84-0.92x, 192 0.80-0.86x -> 0.82-0.89x, beside the per-tile divisions hoisted out of the
-// tile tests (CtaWork::diag_first) in the same build.
+// causal; docs/benchmarks.md, 2026-12-02): head_dim 64 0.64-0.69x -> 0.75-0.82x (this instance
+// also keeps the plain kernel's third consumer), 96 0.73-0.81x -> 0.83-0.96x, 128 0.75-0.82x ->
+// 0.84-0.88x, 192 0.80-0.87x -> 0.82-0.89x, beside the per-tile divisions hoisted out of the
+// tile tests (CtaWork::diag_first) in the same build; the slice alone, with those divisions
+// in place, measured level at head_dim 128 and 192.
 //
 // The 256 keeps fp16's terms in range: slope / scale up to 1.6e7 before hi overflows.
 // B uses the 32-byte swizzle layout (one k16 slice per 32-byte row: sm90/wgmma.cuh), so it
