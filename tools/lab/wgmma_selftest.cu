@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kThreads, 1) alibi_slice_kernel(const float* s
   sm90::fence_operand(s);
   sm90::fence_operand(slice);
   sm90::wgmma_fence();
-  sm90::wgmma_qk_rs<T, false>(s, slice, sm90::desc_kmajor<kN, sm90::kAlibiSliceSwizzle>(base, 0));
+  sm90::wgmma_qk_rs<T>(s, slice, sm90::desc_kmajor<kN, sm90::kAlibiSliceSwizzle>(base, 0));
   sm90::wgmma_commit();
   sm90::wgmma_wait<0>();
   sm90::fence_operand(s);

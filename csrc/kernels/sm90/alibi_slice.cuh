@@ -20,8 +20,9 @@
 //     is slope_r / 256 to ~2^-24 relative, so the bias keeps fp32 precision; fp16 terms below
 //     its normal range round to 2^-24 steps: at most 2^-25 * 256 * key off), then zeros.
 //   B (kBlockN x 16, shared memory, written once per CTA): key j: j * 256 in the same three
-//     columns (exact in bf16 and fp16 for j < 256), then zeros; its sign is the instruction's
-//     imm-scale-b (+1 before the diagonal, -1 after it).
+//     columns (exact in bf16 and fp16 for j < 256), then zeros.
+//   The tile's side: A as is before the diagonal, its sign bits flipped after it, zero across
+//     it (alibi_slice_for), so one instruction serves every tile.
 //
 // Measured (H200, bf16, 8k tokens, 2048 hidden, ALiBi against plain attention, non-causal and
 // causal; docs/benchmarks.md, 2026-12-02): head_dim 64 0.64-0.69x -> 0.75-0.82x (this instance

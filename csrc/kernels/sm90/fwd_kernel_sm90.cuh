@@ -380,7 +380,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle, kDescByAdd>(q_tile, kk),
                         sm90::desc_kmajor<kBlockN, kSwizzle, kDescByAdd>(sK(it % kStages), kk), kk > 0);
     if constexpr (P::kAlibiSlice)
-      sm90::wgmma_qk_rs<T, false>(s_flat, slice_a, sm90::desc_kmajor<kBlockN, sm90::kAlibiSliceSwizzle>(alibi_keys, 0));
+      sm90::wgmma_qk_rs<T>(s_flat, slice_a, sm90::desc_kmajor<kBlockN, sm90::kAlibiSliceSwizzle>(alibi_keys, 0));
     sm90::wgmma_commit();
   };
   auto issue_pv = [&](int it) {

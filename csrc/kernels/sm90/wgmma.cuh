@@ -340,8 +340,8 @@ __device__ __forceinline__ void fence_operand(uint32_t (&r)[kN]) {
 
 // RS form: A (64x16) from four registers, B from a shared memory descriptor. IA0..IA3 = A
 // registers, IB = desc_b, IS = accumulate flag, TAIL = "imm-scale-a, imm-scale-b,
-// imm-trans-b": "1, 1, 1" for a transposed (MN-major) B (16xN), "1, 1, 0" or "1, -1, 0" for a
-// K-major B (Nx16), taken as is or negated.
+// imm-trans-b": "1, 1, 1" for a transposed (MN-major) B (16xN), "1, 1, 0" for a K-major B
+// (Nx16).
 #define FF_SM90_WGMMA_RS(SHAPE, TYPE, REGS, OPERANDS, IA0, IA1, IA2, IA3, IB, IS, TAIL) \
   asm volatile(                                                                         \
       "{\n"                                                                             \
@@ -365,7 +365,7 @@ struct is_wgmma_16bit
 // Wgmma<N>::rs_tb<T>(d, a, desc_b, acc):      d (+)= A (64x16, four registers a) * B (16xN),
 //   B MN-major from a descriptor (desc_mnmajor; columns past the first column block through
 //   LBO): O += P V.
-// Wgmma<N>::rs_kb<T, kNegB>(d, a, desc_b):    d += A (64x16, four registers a) * (+-B) (Nx16)^T,
+// Wgmma<N>::rs_kb<T>(d, a, desc_b):           d += A (64x16, four registers a) * B (Nx16)^T,
 //   B K-major from a descriptor: the ALiBi slice of S (sm90/alibi_slice.cuh).
 template <int kN>
 struct Wgmma;  // defined below for each N a kernel uses
@@ -401,20 +401,13 @@ struct Wgmma;  // defined below for each N a kernel uses
                        FF_SM90_WGMMA_RS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),      \
                                         "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 1"))             \
     }                                                                                                                 \
-    template <typename T, bool kNegB>                                                                                 \
+    template <typename T>                                                                                             \
     static __device__ __forceinline__ void rs_kb(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b) {        \
       constexpr bool accumulate = true;                                                                               \
-      if constexpr (kNegB) {                                                                                          \
-        FF_SM90_MMA_BODY(FF_SM90_WGMMA_RS("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),   \
-                                          "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, -1, 0"),          \
-                         FF_SM90_WGMMA_RS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),    \
-                                          "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, -1, 0"))          \
-      } else {                                                                                                        \
-        FF_SM90_MMA_BODY(FF_SM90_WGMMA_RS("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),   \
-                                          "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 0"),           \
-                         FF_SM90_WGMMA_RS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),    \
-                                          "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 0"))           \
-      }                                                                                                               \
+      FF_SM90_MMA_BODY(FF_SM90_WGMMA_RS("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),     \
+                                        "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 0"),             \
+                       FF_SM90_WGMMA_RS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),      \
+                                        "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 0"))             \
     }                                                                                                                 \
   };
 
@@ -438,10 +431,10 @@ template <typename T, int kAcc>
 __device__ __forceinline__ void wgmma_pv(float (&d)[kAcc], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
   Wgmma<2 * kAcc>::template rs_tb<T>(d, a, desc_b, accumulate);
 }
-// S += A (+-B)^T, A from registers, B K-major: wgmma_qk_rs<T, neg>(acc_s, a, desc_kmajor<N, 32>(sB, 0))
-template <typename T, bool kNegB, int kAcc>
+// S += A B^T, A from registers, B K-major: wgmma_qk_rs<T>(acc_s, a, desc_kmajor<N, 32>(sB, 0))
+template <typename T, int kAcc>
 __device__ __forceinline__ void wgmma_qk_rs(float (&d)[kAcc], const uint32_t (&a)[4], uint64_t desc_b) {
-  Wgmma<2 * kAcc>::template rs_kb<T, kNegB>(d, a, desc_b);
+  Wgmma<2 * kAcc>::template rs_kb<T>(d, a, desc_b);
 }
 
 #undef FF_SM90_DEFINE_WGMMA
