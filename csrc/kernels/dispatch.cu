@@ -354,6 +354,13 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   p.logit_offset = std::min(p.softcap_log2, 120.f - p.softcap_log2);
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                          : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
+  // The divisors of cta_work and row_target, now that the query blocks are final.
+  p.rows_per_query = FastDiv(p.pack_gqa ? p.group : 1);
+  p.heads_per_kv = FastDiv(p.group);
+  p.cta_heads = FastDiv(static_cast<int>(heads));
+  p.m_blocks = FastDiv(plan->num_m_blocks);
+  p.causal_group_tiles =
+      FastDiv(static_cast<int>(std::min<int64_t>(int64_t{kCausalHeadGroup} * plan->num_m_blocks, INT_MAX)));
   plan->programmatic_capable = facts.cc_major >= 9 && (facts.sm90_code || plan->kernel.kernel == hopper.kernel);
   plan->programmatic = false;
   plan->grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(p.num_splits), 1);

@@ -99,25 +99,28 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   w.key0 = 0;
   const int heads_per_cta = p.pack_gqa ? p.num_heads_k : p.num_heads;
   int m_block, bh;  // query block, (batch, head) index
+  // The divisions are FastDiv's (params.h, fast_div.h): `/` by a runtime value costs ~25
+  // instructions, at the start of every work tile and before a decode CTA's first loads.
   if (p.is_causal) {
     // Causal work grows with the query block. Within a group of heads, the heaviest query
     // blocks of every head launch first, so the longest CTAs start early and the last wave
     // is short; the CTAs resident together read the K/V of few heads, which stay in L2.
     const int bh_total = p.batch * heads_per_cta;
-    const int group_ctas = kCausalHeadGroup * num_m_blocks;
-    const int group = tile / group_ctas, r = tile % group_ctas;
+    const int group = p.causal_group_tiles.div(tile), r = p.causal_group_tiles.mod(tile, group);
     const int heads_in_group = min(kCausalHeadGroup, bh_total - group * kCausalHeadGroup);
-    m_block = num_m_blocks - 1 - r / heads_in_group;
-    bh = group * kCausalHeadGroup + r % heads_in_group;
+    // Every group but the last holds kCausalHeadGroup heads: a shift.
+    const int m_rev = heads_in_group == kCausalHeadGroup ? r / kCausalHeadGroup : r / heads_in_group;
+    m_block = num_m_blocks - 1 - m_rev;
+    bh = group * kCausalHeadGroup + (r - m_rev * heads_in_group);
   } else {
-    m_block = tile % num_m_blocks;
-    bh = tile / num_m_blocks;
+    bh = p.m_blocks.div(tile);
+    m_block = p.m_blocks.mod(tile, bh);
   }
-  w.b = bh / heads_per_cta;
+  w.b = p.cta_heads.div(bh);
   w.kv_b = P::kIndexedKV && p.kv_batch_idx != nullptr ? clamp_int(p.kv_batch_idx[w.b], 0, p.kv_batch_rows - 1) : w.b;
-  w.cta_head = bh % heads_per_cta;
+  w.cta_head = p.cta_heads.mod(bh, w.b);
   w.group = p.pack_gqa ? p.group : 1;
-  w.kv_head = p.pack_gqa ? w.cta_head : w.cta_head / p.group;
+  w.kv_head = p.pack_gqa ? w.cta_head : p.heads_per_kv.div(w.cta_head);
   w.seq = sequence_extent<P>(p, w.b);
   w.rows = w.seq.seqlen_q * w.group;
   w.m0 = m_block * block_m;
@@ -127,8 +130,8 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   w.diag_first = w.diag_last = 0;
   if (p.is_causal || (P::kBand && (p.window_left >= 0 || p.window_right >= 0)) ||
       (P::kAlibi && p.alibi_slopes != nullptr)) {
-    w.diag_first = w.m0 / w.group + w.diag;
-    w.diag_last = (min(w.m0 + block_m, w.rows) - 1) / w.group + w.diag;
+    w.diag_first = p.rows_per_query.div(w.m0) + w.diag;
+    w.diag_last = p.rows_per_query.div(max(min(w.m0 + block_m, w.rows) - 1, 0)) + w.diag;
   }
 
   // Causal rows stop at their diagonal; a split owns an equal share of the tiles.
@@ -171,8 +174,8 @@ struct RowTarget {
 };
 
 __device__ __forceinline__ RowTarget row_target(const FwdParams& p, const CtaWork& w, int tile_row) {
-  const int r = w.m0 + tile_row;
-  return {r / w.group, p.pack_gqa ? w.cta_head * w.group + r % w.group : w.cta_head};
+  const int r = w.m0 + tile_row, q = p.rows_per_query.div(r);
+  return {q, p.pack_gqa ? w.cta_head * w.group + p.rows_per_query.mod(r, q) : w.cta_head};
 }
 
 // Index of a row in the LSE layout (also the row index of the split-KV partials).
@@ -417,7 +420,7 @@ __device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams&
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
     int key_limit = w.seq.seqlen_k;  // keys >= key_limit are masked
-    if (p.is_causal) key_limit = min(key_limit, (w.m0 + tile_row + 8 * hi) / w.group + w.diag + 1);
+    if (p.is_causal) key_limit = min(key_limit, p.rows_per_query.div(w.m0 + tile_row + 8 * hi) + w.diag + 1);
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
 #pragma unroll
@@ -439,7 +442,7 @@ struct KeyBand {
   int lo, hi;
 };
 __device__ __forceinline__ KeyBand key_band(const FwdParams& p, const CtaWork& w, int tile_row) {
-  const int pos = (w.m0 + tile_row) / w.group + w.diag;  // the row's diagonal key
+  const int pos = p.rows_per_query.div(w.m0 + tile_row) + w.diag;  // the row's diagonal key
   KeyBand band{0, w.seq.seqlen_k - 1};
   if (p.window_left >= 0) band.lo = max(band.lo, pos - p.window_left);
   if (p.window_right >= 0) band.hi = min(band.hi, pos + p.window_right);

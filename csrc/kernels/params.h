@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 
+#include "fast_div.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
@@ -67,6 +68,10 @@ struct FwdParams {
   int num_heads, num_heads_k, head_dim;
   int group;      // num_heads / num_heads_k
   bool pack_gqa;  // fold the `group` query heads of one KV head into the tile's rows
+  // Divisions by these launch-fixed values (plan_fwd; fast_div.h): tile rows per query position
+  // (`group` when packed, else 1), query heads per KV head (`group`), the heads of a batch row's
+  // work tiles, query blocks per head, and a causal launch's work tiles per group of heads.
+  FastDiv rows_per_query, heads_per_kv, cta_heads, m_blocks, causal_group_tiles;
   bool is_causal;
 
   // Scores and the softmax. Plain kernels keep raw scores and fold the scale into the exp2:
