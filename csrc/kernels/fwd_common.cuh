@@ -71,11 +71,11 @@ struct CtaWork {
   int b, kv_b, cta_head, kv_head, group;  // kv_b: the K/V batch row (a cache batch index)
   int m0, rows;                           // first tile row; rows of this (batch, head)
   int diag;                               // seqlen_k - seqlen_q: bottom-right causal alignment
-  // The diagonal keys of the query block's first and last rows, once per work tile (0 where
-  // no causal mask, window or ALiBi asks for them): the tile
-  // tests of causal, banded and ALiBi calls ask for them at every K/V tile, and each is a
-  // division by the GQA group (about 30 instructions) where it is computed there. Hoisted here,
-  // causal prefill gained 3-10% (H200, 2026-12-02, docs/benchmarks.md).
+  // The diagonal keys of the query block's first and last rows, once per work tile (0 where no
+  // causal mask, window or ALiBi reads them). The tile tests of causal, banded and ALiBi calls
+  // read them at every K/V tile, where each had cost a division by the GQA group (about 30
+  // instructions); hoisted here, causal prefill gained 3-10% (H200, 2026-12-02,
+  // docs/benchmarks.md).
   int diag_first, diag_last;
   int n_begin, n_end;  // K/V tiles: tile t holds keys [key0 + t * block_n, + block_n)
   int key0;            // 0, or in (-block_n, 0] for tiles anchored at the band's end
