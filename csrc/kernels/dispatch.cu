@@ -58,12 +58,16 @@ int64_t visible_keys(const FwdParams& p, int64_t rows) {
   return std::min<int64_t>(p.seqlen_k, p.window_left + queries + right);
 }
 
+// K/V by batch row: no paged, indexed or left-padded cache, no fused append (the TMA-only
+// variant instances address K/V as the plain kernel does).
+bool kv_by_batch_row(const FwdParams& p) {
+  return p.block_table == nullptr && p.kv_batch_idx == nullptr && p.k_start == nullptr && p.seqlen_new == 0;
+}
+
 // Whether the BandSinks instance (policies.h) serves a variant call: plain scores (no softcap,
-// ALiBi or scale <= 0; a window and sinks need none) and K/V by batch row (no paged, indexed or
-// left-padded cache, no fused append).
+// ALiBi or scale <= 0; a window and sinks need none) and K/V by batch row.
 bool band_sinks_serves(const FwdParams& p) {
-  return p.softcap == 0.f && p.alibi_slopes == nullptr && p.scale > 0.f && p.block_table == nullptr &&
-         p.kv_batch_idx == nullptr && p.k_start == nullptr && p.seqlen_new == 0;
+  return p.softcap == 0.f && p.alibi_slopes == nullptr && p.scale > 0.f && kv_by_batch_row(p);
 }
 
 // Whether the AlibiSlice instance (policies.h) serves a variant call: ALiBi over raw scores
@@ -72,8 +76,7 @@ bool band_sinks_serves(const FwdParams& p) {
 bool alibi_slice_serves(const FwdParams& p) {
   const bool no_window = p.window_left < 0 && (p.window_right < 0 || p.is_causal);
   return p.alibi_slopes != nullptr && p.softcap == 0.f && p.score_scale == 1.f && p.scale > 0.f && no_window &&
-         p.sinks == nullptr && p.block_table == nullptr && p.kv_batch_idx == nullptr && p.k_start == nullptr &&
-         p.seqlen_new == 0;
+         p.sinks == nullptr && kv_by_batch_row(p);
 }
 
 struct DeviceFacts {

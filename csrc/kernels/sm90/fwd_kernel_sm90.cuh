@@ -144,7 +144,7 @@ struct Sm90Config {
 //   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
 // BandSinks (a window and/or sinks, plain scores) and AlibiSlice (ALiBi's bias from the tensor
-// cores, sm90/alibi_slice.cuh; 72 bytes of spills beside the third consumer at head_dim 64)
+// cores, sm90/alibi_slice.cuh; 64 bytes of spills beside the third consumer at head_dim 64)
 // take these tiles too. BandSinks' band mask and sink
 // epilogue spill 20-24 bytes at head_dim 64 and 128, outside the unmasked tiles' path (in the
 // SASS: the masked-tile branch and the epilogue); with it a 4096-key window over 32k causal
@@ -467,7 +467,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     auto prepare_slice = [&](int i) {
       if constexpr (P::kAlibiSlice) {
         // Rebuilt per tile (a dozen instructions) rather than kept: at head_dim 64 (160 registers
-        // per consumer) two registers fewer spill 72 bytes instead of 84.
+        // per consumer) the two registers fewer spilled 72 bytes instead of 84 (before FastDiv).
         uint32_t a[4];
         sm90::alibi_slice_a<T>(rows.slope, lane, a);
         sm90::alibi_slice_for(a, alibi_side<P>(p, w, tile_n0(i), kBlockN), slice_a);
