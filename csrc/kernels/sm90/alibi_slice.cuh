@@ -40,6 +40,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "../ptx.cuh"
 #include "wgmma.cuh"
 
 namespace forge_flash {
@@ -51,19 +52,6 @@ constexpr float kAlibiKeyScale = 256.f;
 template <int kBlockN>
 constexpr int alibi_keys_bytes() {
   return kBlockN * kAlibiSliceSwizzle;
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t pack_pair(float lo_col, float hi_col) {
-  uint16_t a, b;
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    a = __bfloat16_as_ushort(__float2bfloat16_rn(lo_col));
-    b = __bfloat16_as_ushort(__float2bfloat16_rn(hi_col));
-  } else {
-    a = __half_as_ushort(__float2half_rn(lo_col));
-    b = __half_as_ushort(__float2half_rn(hi_col));
-  }
-  return static_cast<uint32_t>(a) | (static_cast<uint32_t>(b) << 16);
 }
 
 template <typename T>
@@ -81,7 +69,7 @@ template <typename T, int kBlockN>
 __device__ __forceinline__ void write_alibi_keys(unsigned char* tile, int t, int threads) {
   for (int j = t; j < kBlockN; j += threads) {
     const float key = static_cast<float>(j) * kAlibiKeyScale;
-    const uint32_t k01 = pack_pair<T>(key, key), k2 = pack_pair<T>(key, 0.f);
+    const uint32_t k01 = pack2<T>(key, key), k2 = pack2<T>(key, 0.f);
     // Chunk 0 holds columns 0-7, chunk 1 columns 8-15 (zeros), swizzled as tile_offset says.
     const uint4 data{k01, k2, 0u, 0u}, zeros{0u, 0u, 0u, 0u};
     *reinterpret_cast<uint4*>(tile + tile_offset(kBlockN, j, 0, kAlibiSliceSwizzle)) = data;
@@ -98,7 +86,7 @@ __device__ __forceinline__ void alibi_slice_a(const float (&slope)[2], int lane,
   for (int hi = 0; hi < 2; ++hi) {
     const float x = slope[hi] / kAlibiKeyScale;
     const float h = round_to<T>(x), m = round_to<T>(x - h), l = x - h - m;
-    a[hi] = lane % 4 == 0 ? pack_pair<T>(h, m) : lane % 4 == 1 ? pack_pair<T>(l, 0.f) : 0u;
+    a[hi] = lane % 4 == 0 ? pack2<T>(h, m) : lane % 4 == 1 ? pack2<T>(l, 0.f) : 0u;
   }
   a[2] = a[3] = 0u;
 }
