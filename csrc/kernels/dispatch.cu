@@ -20,14 +20,17 @@ namespace {
 constexpr int kHeadDims[] = {FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_LIST)};
 #undef FORGE_FLASH_LIST
 // Capping a decode call's splits to fit one cluster is taken while each split keeps at most
-// this many keys (16k keys over 16 splits); longer caches keep more splits and the combine
-// kernel. A cluster of 16 splits puts one CTA per SM, too few K/V loads in flight past 16k
-// keys; since the combine kernel issues all its loads at once, more splits and the combine
-// kernel win there: 1024 rather than 4096 took 2% off 32k keys and 3-4% off 64k, and cost
-// 1-8% at 4k-16k where the cap would have applied (H200, 2026-12-01,
-// docs/bench-raw/2026-12-01f-h200-cluster-keys-ab.txt). (On the H100 with the older combine
-// kernel, 4096 had beaten 2048 by 4% at 64k keys.)
-constexpr int kClusterMaxKeysPerSplit = 1024;
+// this many keys (8k keys over 16 splits); longer caches keep more splits and the combine
+// kernel. A cluster of 16 splits puts one CTA per SM, too few K/V loads in flight for long
+// splits; since the combine kernel issues all its loads at once, more splits and the combine
+// kernel win there: 1024 rather than 4096 took 2% off 32k keys and 3-4% off 64k (H200,
+// 2026-12-01, docs/bench-raw/2026-12-01f-h200-cluster-keys-ab.txt), and 512 rather than 1024
+// (with hopper_decode_splits' 33 splits behind it) took 1-3% off 16k keys
+// (docs/bench-raw/2026-12-02f-h200-decode-splits.txt).
+constexpr int kClusterMaxKeysPerSplit = 512;
+// Clusters of at most this many splits are taken at any grid size (batch 8 and 16 of 8 KV
+// heads: level with or 1% ahead of the combine kernel, H200, 2026-12-02).
+constexpr int kSmallCluster = 4;
 // Hopper prefill over at most this many keys (8 K/V tiles of the head_dim 64/128 kernels) runs
 // on the persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue)
 // weighs most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at
@@ -148,6 +151,18 @@ int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   for (int s = 1; s <= max_splits; ++s)
     if (distinct(s) && efficiency(s) >= 0.85 * best) return s;
   return 1;
+}
+
+// Hopper decode grids smaller than the GPU (batch * KV heads below the SM count): splits up to
+// two CTAs per SM, where choose_num_splits fills all three a decode CTA may have. Measured on
+// the H200 (2026-12-02, docs/bench-raw/2026-12-02f-h200-decode-splits.txt; 8 KV heads), two
+// per SM beat three and one and a half at batch 1-16: one sequence of 32k-128k keys 2-3%
+// faster, batch 2-4 at 8k-64k keys 3-5%, batch 8-16 1%. Whole steps per split, none left empty.
+int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
+  const int64_t target = 2 * static_cast<int64_t>(d.sm_count) / ctas;
+  const int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(target, std::min(kMaxSplits, n_steps))));
+  const int per_split = (n_steps + splits - 1) / splits;
+  return (n_steps + per_split - 1) / per_split;
 }
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -275,14 +290,19 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
                        (keys < p.seqlen_k ? 1 : 0);  // a band may straddle one more tile
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
-  p.num_splits = choose_num_splits(ctas, n_steps, facts);
+  const bool hopper_decode = decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled();
+  p.num_splits = hopper_decode && ctas < facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
+                                                        : choose_num_splits(ctas, n_steps, facts);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),
   // one launch and no workspace. Clusters hold at most 16 splits; past that, capping the split
   // count is worth it only while each split keeps few keys (short caches). And only while the
   // GPU holds every tile's cluster at once: in two waves of clusters a batched decode ran 5-12%
-  // slower than on the combine kernel (H100, docs/benchmarks.md).
+  // slower than on the combine kernel (H100, docs/benchmarks.md). Clusters of more than 4 splits
+  // also only while the grid keeps one CTA per SM: at two per SM (batch 2, 4 of 8 KV heads) the
+  // combine kernel beat clusters of 16 and 8 by 4-7% at 8k-64k keys (H200, 2026-12-02,
+  // docs/bench-raw/2026-12-02f-h200-decode-splits.txt).
   p.cluster_combine = false;
-  if (p.num_splits > 1 && decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled()) {
+  if (p.num_splits > 1 && hopper_decode) {
     ClusterCapacity capacity{};
     if ((*cuda_error = cluster_capacity(plan->kernel, &capacity)) != cudaSuccess) return "device query failed";
     int max_splits = kMaxClusterSplits;
@@ -290,8 +310,10 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const int capped = std::max(std::min(p.num_splits, max_splits), 1);
     const int per_split = (n_steps + capped - 1) / capped;
     const int splits = (n_steps + per_split - 1) / per_split;  // no split left without tiles
-    if (splits > 1 && ctas <= capacity.active[splits] &&
-        (p.num_splits <= max_splits || static_cast<int64_t>(per_split) * step_keys <= kClusterMaxKeysPerSplit)) {
+    const bool small_cluster = p.num_splits <= kSmallCluster;
+    const bool one_per_sm =
+        ctas * splits <= facts.sm_count && static_cast<int64_t>(per_split) * step_keys <= kClusterMaxKeysPerSplit;
+    if (splits > 1 && ctas <= capacity.active[splits] && (small_cluster || one_per_sm)) {
       p.num_splits = splits;
       p.cluster_combine = true;
     }

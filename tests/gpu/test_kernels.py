@@ -181,17 +181,20 @@ def test_split_kv_on_and_off_agree(causal):
 def test_decode_split_kv(seqlen_k, heads, head_dim, dtype):
     # One query over a cache splits its KV range over CTAs, and each CTA's range over its
     # warps. On Hopper the splits of a tile merge inside their thread-block cluster while they
-    # fit one (16 splits, or 1024 keys each), and in the combine kernel beyond; elsewhere
-    # always in the combine kernel.
+    # fit one (at most 4 splits, or 16 of at most 512 keys each at one CTA per SM), and in the
+    # combine kernel beyond; elsewhere always in the combine kernel.
     _check(*rand_qkv(1, 1, seqlen_k, *heads, head_dim, dtype), False)
 
 
 def test_hopper_decode_merges_splits_without_workspace():
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the in-cluster combine is Hopper-only")
-    short = rand_qkv(1, 1, 16384, 32, 8, 128, torch.bfloat16)
+    short = rand_qkv(1, 1, 8192, 32, 8, 128, torch.bfloat16)
     assert workspace_bytes_needed(*short, causal=False) == 0, "expected the in-cluster combine"
-    # One KV head wants more than 16 splits; at 32k keys 16 would hold more than 1024 keys each.
+    # 8 KV heads at 16k keys: 16 splits would hold 1024 keys each (more than 512). One KV head
+    # wants far more than 16 splits.
+    long = rand_qkv(1, 1, 16384, 32, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
     for keys in (32768, 131072):
         long = rand_qkv(1, 1, keys, 8, 1, 128, torch.bfloat16)
         assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"

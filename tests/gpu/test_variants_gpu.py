@@ -339,7 +339,7 @@ def test_varlen(variant, causal, dtype):
 # -- decode ------------------------------------------------------------------------------------
 
 
-# One query over a long cache: split-KV (Hopper: cluster merge up to 16 splits of 4096 keys,
+# One query over a long cache: split-KV (Hopper: cluster merge up to 16 splits of 512 keys,
 # the combine kernel beyond). The sinks are sized to take 10-80% of each row's weight, so a
 # sink counted once per split instead of once per row fails the LSE check.
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
