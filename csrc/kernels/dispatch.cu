@@ -153,11 +153,13 @@ int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   return 1;
 }
 
-// Hopper decode grids smaller than the GPU (batch * KV heads below the SM count): splits up to
-// two CTAs per SM, where choose_num_splits fills all three a decode CTA may have. Measured on
-// the H200 (2026-12-02, docs/bench-raw/2026-12-02f-h200-decode-splits.txt; 8 KV heads), two
-// per SM beat three and one and a half at batch 1-16: one sequence of 32k-128k keys 2-3%
-// faster, batch 2-4 at 8k-64k keys 3-5%, batch 8-16 1%. Whole steps per split, none left empty.
+// Hopper decode grids of fewer than two CTAs per SM (batch * KV heads): splits up to two CTAs
+// per SM, where choose_num_splits fills all three a decode CTA may have. Measured on the H200
+// (2026-12-02, docs/bench-raw/2026-12-02f-h200-decode-splits.txt, ...-full-grid.txt; 8 KV
+// heads), two per SM beat three and one and a half at batch 1-16: one sequence of 32k-128k keys
+// 2-3% faster, batch 2-4 at 8k-64k keys 3-5%, batch 8-16 1%; and at batch 32 (256 CTAs) one
+// split beat choose_num_splits' three by 5% at 4k keys and 3% at 16k. Whole steps per split,
+// none left empty.
 int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   const int64_t target = 2 * static_cast<int64_t>(d.sm_count) / ctas;
   const int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(target, std::min(kMaxSplits, n_steps))));
@@ -291,8 +293,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
   const bool hopper_decode = decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled();
-  p.num_splits = hopper_decode && ctas < facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
-                                                        : choose_num_splits(ctas, n_steps, facts);
+  p.num_splits = hopper_decode && ctas < 2 * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
+                                                            : choose_num_splits(ctas, n_steps, facts);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),
   // one launch and no workspace. Clusters hold at most 16 splits; past that, capping the split
   // count is worth it only while each split keeps few keys (short caches). And only while the
