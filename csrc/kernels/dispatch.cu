@@ -28,8 +28,9 @@ constexpr int kHeadDims[] = {FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_LIST)};
 // (with hopper_decode_splits' 33 splits behind it) took 1-3% off 16k keys
 // (docs/bench-raw/2026-12-02f-h200-decode-splits.txt).
 constexpr int kClusterMaxKeysPerSplit = 512;
-// Clusters of at most this many splits are taken at any grid size (batch 8 and 16 of 8 KV
-// heads: level with or 1% ahead of the combine kernel, H200, 2026-12-02).
+// Clusters of at most this many splits are taken whatever the grid's CTAs per SM, as long as the
+// GPU holds all of them at once (batch 8 and 16 of 8 KV heads, two CTAs per SM: level with or 1%
+// ahead of the combine kernel, H200, 2026-12-02).
 constexpr int kSmallCluster = 4;
 // Hopper prefill over at most this many keys (8 K/V tiles of the head_dim 64/128 kernels) runs
 // on the persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue)
