@@ -40,6 +40,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "../ptx.cuh"
 #include "wgmma.cuh"
 
@@ -93,7 +95,7 @@ __device__ __forceinline__ void alibi_slice_a(const float (&slope)[2], int lane,
 
 // The slice of one K/V tile: A as it is before every row's diagonal (side -1), negated after it
 // (+1: sign bits flipped; its zero columns turn -0), zero across it (0: those tiles keep the
-// per-score distance, fwd_common.cuh alibi_scores_across). One instruction, whatever the side:
+// per-score distance, fwd_common.cuh alibi_row_across). One instruction, whatever the side:
 // as two instructions under a branch (imm-scale-b -1 for the other side) ptxas closed the
 // commit group with an extra empty wgmma.
 __device__ __forceinline__ void alibi_slice_for(const uint32_t (&a)[4], int side, uint32_t (&out)[4]) {

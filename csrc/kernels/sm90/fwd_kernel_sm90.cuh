@@ -145,11 +145,11 @@ struct Sm90Config {
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
 // BandSinks (a window and/or sinks, plain scores) and AlibiSlice (ALiBi's bias from the tensor
 // cores, sm90/alibi_slice.cuh; 64 bytes of spills beside the third consumer at head_dim 64)
-// take these tiles too. BandSinks' band mask and sink
-// epilogue spill 20-24 bytes at head_dim 64 and 128, outside the unmasked tiles' path (in the
-// SASS: the masked-tile branch and the epilogue); with it a 4096-key window over 32k causal
-// tokens ran 3.68-3.70x -> 3.73-3.84x faster than the causal call, sinks 0.87-0.95x -> 0.93-1.12x
-// of plain attention (H200, 2026-12-01, tools/lab/bench_variants.py).
+// take these tiles too. BandSinks' band mask and sink epilogue spill 20-24 bytes at head_dim 64
+// and 128, outside the unmasked tiles' path (in the SASS: the masked-tile branch and the
+// epilogue); with it a 4096-key window over 32k causal tokens ran 3.68-3.70x -> 3.73-3.84x
+// faster than the causal call, sinks 0.87-0.95x -> 0.93-1.12x of plain attention (H200,
+// 2026-12-01, tools/lab/bench_variants.py).
 template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
 struct Sm90Tiles {
   // The larger tiles above: plain scores over dense K/V (a window's band mask and the sinks,
