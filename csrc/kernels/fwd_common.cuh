@@ -653,9 +653,18 @@ __device__ __forceinline__ float exponentiate_row(float (&s)[kNT][4], int hi, fl
 // The row sum stays per thread until the end (the 4 lanes of a row are added once, in
 // finish_rows). kBias: each row's logits are s + bias[hi] (scores_to_logits), and the running
 // max holds logits, so the bias costs an add per row, not per score.
-template <bool kBias, int kNT>
-__device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max)[2], float (&row_sum)[2],
+//
+// kLazyMax: the running max rises only when a tile's maximum exceeds it by more than
+// kLazyMaxSlack (base 2), so P stays below 2^8 (bf16 and fp16 hold it; O's and the sum's fp32
+// too) and after a row's first tiles its max rarely moves. Returns whether any row of the warp
+// moved, i.e. whether O needs its rescale (the warp skips it otherwise; the row sums' factor is
+// then exactly 1). The LSE is exact either way: max * scale + log(sum) with the sum taken
+// against the max actually used. The idea is FlashAttention-4's rescale threshold.
+constexpr float kLazyMaxSlack = 8.f;
+template <bool kBias, bool kLazyMax = false, int kNT>
+__device__ __forceinline__ bool softmax_step(float (&s)[kNT][4], float (&row_max)[2], float (&row_sum)[2],
                                              float scale_log2, float (&correction)[2], const float (&bias)[2]) {
+  bool moved = false;
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
     float mx = kBias ? -INFINITY : row_max[hi];
@@ -664,6 +673,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max
     if constexpr (kBias) mx = fmaxf(row_max[hi], mx + bias[hi]);  // this thread's largest logit
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));          // the 4 lanes of a row
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // Keeps the old max unless the new one is more than the slack above it (a row at -inf
+    // takes any finite max; one that stays -inf keeps it).
+    if constexpr (kLazyMax)
+      if (!(mx * scale_log2 > row_max[hi] * scale_log2 + kLazyMaxSlack)) mx = row_max[hi];
+    moved |= mx != row_max[hi];
     // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
     // every exponent -inf (p = 0) rather than NaN.
     const float max_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
@@ -672,6 +686,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[kNT][4], float (&row_max
     const float offset = kBias ? max_scaled - bias[hi] * scale_log2 : max_scaled;
     row_sum[hi] = row_sum[hi] * correction[hi] + exponentiate_row(s, hi, scale_log2, offset);
   }
+  return kLazyMax ? __any_sync(0xffffffffu, moved) : true;
 }
 
 // The softmax of bounded logits (FwdParams::bounded_logits: softcap, no ALiBi, bf16 P). `t`

@@ -12,9 +12,11 @@
 //     S = Q K[0]^T; softmax                                   (persistent at head_dim 96: the
 //                                                             last tile's epilogue beside it)
 //     for each next tile i:
-//       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores)
+//       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores; O rescaled
+//                                                             between them: kRescaleInTurn)
 //       wait S;   mask, softmax -> P                          (while O += P V runs)
-//       wait O;   release tile i-1; rescale O
+//       wait O;   release tile i-1; rescale O                 (the other instances; above
+//                                                             head_dim 128 only if a max rose)
 //     my turn:    O += P V[last]; epilogue
 //
 // Why: at head_dim 64 the exponentials of one tile cost about as much as its two matrix
@@ -435,6 +437,25 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // registers together (744 bytes of spills at 128). H200, 2026-12-01,
   // docs/bench-raw/2026-12-01h-h200-deferred-epilogue-ab.txt.
   constexpr bool kDeferEpilogue = Cfg::kPersistent && !P::kAny && kHeadDim == 96;
+  // The lazy running max (softmax_step) where O's rescale is a large part of a tile's softmax:
+  // above head_dim 128, in the TMA-only instance (the long K/V; at 256, every length). A
+  // thread's O holds head_dim / 2 values and its S kBlockN / 2, so a rescale costs a
+  // multiply per O value against 40 scores at 256 (80-key tiles), 56 at 192, 88 at 128.
+  // Measured on the H200 (2026-12-02, docs/benchmarks.md): head_dim 256 +4-7% at 4k-8k
+  // tokens, +0-11% at 1k, 192 +1-3%; at 64-128 the warp's vote and branch cost more than the
+  // skipped multiplies save: 2-5% slower from 2k tokens.
+  constexpr bool kLazyMax = Cfg::kTmaOnly && kHeadDim > 128;
+  // Where O is rescaled (by the last softmax's correction): in the consumer's turn, between
+  // issuing S = Q K^T and O += P V, where its multiplies run while the tensor cores compute
+  // Q K^T; otherwise after the wait for the previous P V, on the way to the next turn. In the
+  // turn: the TMA-only instances of plain scores (and of ALiBi's slice) up to head_dim 128.
+  // Not around a run-time branch (the lazy max's, a softcap's bounded logits): a matrix
+  // product would be in flight across it, and ptxas serializes them. H200, 2026-12-02
+  // (docs/benchmarks.md): level to +2.5% at head_dim 64-128 from 4k tokens, ALiBi at head_dim
+  // 128, 8k tokens 0.91-0.93x -> 0.93-0.97x of plain attention's speed; in the persistent
+  // kernel (short K/V) 1-1.5% slower, and with a window's band (BandSinks) a 4096-key window
+  // over 32k causal tokens took 1.77-1.98 ms against 1.70-1.76.
+  constexpr bool kRescaleInTurn = Cfg::kTmaOnly && !kLazyMax && !P::kScoreMods && !P::kBand;
   CtaWork pending{};
   bool has_pending = false;
   auto flush_pending = [&] {
@@ -474,8 +495,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         sm90::fence_operand(slice_a);  // computed here, not sunk past the fence
       }
     };
+    // Returns whether O needs its rescale (kLazyMax: not when no row of the warp moved its max).
     auto softmax = [&](int i, float (&correction)[2]) {
       const TileFacts tile = tile_facts<P>(p, w, tile_n0(i), kBlockN);
+      bool rescale = false;
       if (bounded) {
 #pragma unroll
         for (int j = 0; j < kNTilesS; ++j)
@@ -486,9 +509,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       } else {
         float bias[2];
         scores_to_logits<P>(acc_s, p, w, tile, rows, tile_row, lane, bias);
-        softmax_step<P::kAlibi>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
+        rescale = softmax_step<P::kAlibi, kLazyMax>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
       }
       if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty(q_buffer));  // last Q K^T ran: Q may be replaced
+      return rescale;
     };
 
     if (n_tiles > 0) {
@@ -508,7 +532,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
       release_k(it);
-      softmax(0, correction);  // O is still zero: nothing to rescale
+      softmax(0, correction);  // O is still zero: rescaled in the turn, it stays zero
       sm90::acc_to_a<T>(s_flat, p_frag);
 
       for (int i = 1; i < n_tiles; ++i) {
@@ -517,21 +541,26 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         turn_begin();
         sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
         issue_qk(it + i);
+        if constexpr (kRescaleInTurn) {
+          rescale_rows(acc_o, correction);
+          sm90::wgmma_fence();  // the rescaled O before the MMA that adds to it
+        }
         issue_pv(it + i - 1);
         turn_end();
         sm90::wgmma_wait<1>();  // S of tile i; O += P V still running
         sm90::fence_operand(s_flat);
         release_k(it + i);
-        softmax(i, correction);
+        const bool rescale = softmax(i, correction);
         sm90::wgmma_wait<0>();
         sm90::fence_operand(o_flat);
         sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
         release(bar_v_empty((it + i - 1) % kStages));
-        if (!bounded) rescale_rows(acc_o, correction);
+        if (!kRescaleInTurn && (kLazyMax ? rescale : !bounded)) rescale_rows(acc_o, correction);
         sm90::acc_to_a<T>(s_flat, p_frag);
       }
       wait_v(it + n_tiles - 1);
       turn_begin();
+      if constexpr (kRescaleInTurn) rescale_rows(acc_o, correction);  // one K/V tile: O = 0, the factor 0
       sm90::wgmma_fence();
       issue_pv(it + n_tiles - 1);
       turn_end();
