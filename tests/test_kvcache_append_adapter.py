@@ -306,3 +306,32 @@ def test_a_declined_step_takes_two_launches_and_is_not_asked_again(binding, gen)
         assert len(_entries(binding, "append_kv")) == attempt + 1
         assert_close_to_reference(out, expected[3], dtype)
         torch.testing.assert_close(v_cache.double(), expected[1], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("splits", [0, 1, 5])
+@pytest.mark.parametrize("new_keys", [False, True])
+def test_num_splits_is_bound_with_the_attention(binding, splits, new_keys, gen):
+    """FlashAttention's ``num_splits`` reaches the attention's bound options (the C API's
+    ``ff_attn_options.num_splits``, the last field), on the fused step as on the attention
+    alone, and the answer stays the reference's."""
+    dtype = torch.float16
+    case = _unpadded(cache_case("paged-16", dtype, 1, gen, heads_k=HEADS_K, head_dim=HEAD_DIM), gen)
+    q, k, v, tables = _step(case, gen, dtype, seqlen_new=1, rotary_dim=0)
+    k_cache, v_cache = case.k_cache.clone(), case.v_cache.clone()
+    new = (k, v) if new_keys else ()
+    out = forge_flash.flash_attn_with_kvcache(
+        q, k_cache, v_cache, *new, cache_seqlens=_index(case.lengths), block_table=case.table,
+        causal=True, num_splits=splits,
+    )  # fmt: skip
+    if new_keys:
+        (step,) = _entries(binding, "fwd_append")
+        options = step["attention_static"][-1]
+        expected = _expected(case, q, k, v, tables, interleaved=True, causal=True)[3]
+    else:
+        (attention,) = _entries(binding, "fwd")
+        options = attention["options"]
+        expected, _ = reference_cache_attention(
+            q, case.k_cache, case.v_cache, case.lengths, block_table=case.table_rows, causal=True
+        )
+    assert options[10] == splits
+    assert_close_to_reference(out, expected, dtype)

@@ -143,6 +143,8 @@ Check check_options(const ff_attn_options& o, bool varlen) {
     return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_rows must be >= 1 with kv_batch_idx, got %d", o.kv_batch_rows);
   if (varlen && (o.kv_batch_idx != nullptr || o.k_start != nullptr))
     return fail(FF_ERROR_INVALID_ARGUMENT, "kv_batch_idx and k_start apply to the uniform-batch entry point only");
+  if (o.num_splits < 0)
+    return fail(FF_ERROR_INVALID_ARGUMENT, "num_splits must be >= 0 (0 = chosen by the library), got %d", o.num_splits);
   return ok();
 }
 
@@ -165,6 +167,7 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
     for (p.page_shift = 0; (1 << p.page_shift) < o.page_size;) ++p.page_shift;
   p.kv_batch_idx = o.kv_batch_idx, p.kv_batch_rows = o.kv_batch_rows;
   p.k_start = o.k_start;
+  p.requested_splits = o.num_splits;
   p.score_mods = p.window_left >= 0 || (p.window_right >= 0 && !causal) || p.softcap > 0.f ||
                  p.alibi_slopes != nullptr || p.sinks != nullptr || !(scale > 0.f);
   p.features = p.score_mods || p.block_table != nullptr || p.kv_batch_idx != nullptr || p.k_start != nullptr;

@@ -23,9 +23,9 @@ namespace {
 
 using Strides = std::array<int64_t, 12>;  // q(b,s,h) k(b,s,h) v(b,s,h) out(b,s,h)
 // The option fields bound with a call: window_left, window_right, softcap, alibi_batch_stride,
-// page_size, num_blocks, block_table_stride, max_blocks, kv_batch_rows, programmatic_launch (the
-// adapter's order).
-using OptionFields = std::tuple<int, int, float, int64_t, int, int, int64_t, int, int, bool>;
+// page_size, num_blocks, block_table_stride, max_blocks, kv_batch_rows, programmatic_launch,
+// num_splits (the adapter's order).
+using OptionFields = std::tuple<int, int, float, int64_t, int, int, int64_t, int, int, bool, int>;
 
 ff_attn_options to_options(const OptionFields& f) {
   ff_attn_options o{};
@@ -37,6 +37,7 @@ ff_attn_options to_options(const OptionFields& f) {
   o.block_table_stride = std::get<6>(f), o.max_blocks = std::get<7>(f);
   o.kv_batch_rows = std::get<8>(f);
   o.programmatic_launch = std::get<9>(f);
+  o.num_splits = std::get<10>(f);
   return o;
 }
 

@@ -23,7 +23,7 @@
 namespace forge_flash {
 
 constexpr int kCombineThreads = 128;
-constexpr int kMaxSplits = 128;
+constexpr int kMaxSplits = FF_MAX_SPLITS;
 static_assert(kMaxSplits <= kCombineThreads, "one LSE per thread");
 
 // Thread (group g, column quad c) of a row's CTA sums splits g, g + groups, ... of 4 columns.

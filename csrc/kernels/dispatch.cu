@@ -154,6 +154,14 @@ int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   return 1;
 }
 
+// `splits` parts of n_steps steps, capped at kMaxSplits and one step each, as cta_work hands
+// them out (ceil(n_steps / splits) steps per split): fewer where the last ones would be empty.
+int whole_step_splits(int64_t splits, int n_steps) {
+  const int capped = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(splits, std::min(kMaxSplits, n_steps))));
+  const int per_split = (n_steps + capped - 1) / capped;
+  return per_split > 0 ? (n_steps + per_split - 1) / per_split : 1;
+}
+
 // Hopper decode grids of fewer than two CTAs per SM (batch * KV heads): splits up to two CTAs
 // per SM, where choose_num_splits fills all three a decode CTA may have. Measured on the H200
 // (2026-12-02, docs/bench-raw/2026-12-02f-h200-decode-splits.txt, ...-full-grid.txt; 8 KV
@@ -162,10 +170,7 @@ int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
 // split beat choose_num_splits' three by 5% at 4k keys and 3% at 16k. Whole steps per split,
 // none left empty.
 int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
-  const int64_t target = 2 * static_cast<int64_t>(d.sm_count) / ctas;
-  const int splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(target, std::min(kMaxSplits, n_steps))));
-  const int per_split = (n_steps + splits - 1) / splits;
-  return (n_steps + per_split - 1) / per_split;
+  return whole_step_splits(2 * static_cast<int64_t>(d.sm_count) / ctas, n_steps);
 }
 
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -296,6 +301,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const bool hopper_decode = decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled();
   p.num_splits = hopper_decode && ctas < 2 * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
                                                             : choose_num_splits(ctas, n_steps, facts);
+  // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.
+  if (p.requested_splits > 0) p.num_splits = whole_step_splits(p.requested_splits, n_steps);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),
   // one launch and no workspace. Clusters hold at most 16 splits; past that, capping the split
   // count is worth it only while each split keeps few keys (short caches). And only while the
@@ -316,7 +323,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const bool small_cluster = p.num_splits <= kSmallCluster;
     const bool one_per_sm =
         ctas * splits <= facts.sm_count && static_cast<int64_t>(per_split) * step_keys <= kClusterMaxKeysPerSplit;
-    if (splits > 1 && ctas <= capacity.active[splits] && (small_cluster || one_per_sm)) {
+    const bool keeps_count = p.requested_splits == 0 || splits == p.num_splits;  // a caller's count stays
+    if (splits > 1 && keeps_count && ctas <= capacity.active[splits] && (small_cluster || one_per_sm)) {
       p.num_splits = splits;
       p.cluster_combine = true;
     }

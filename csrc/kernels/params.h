@@ -137,6 +137,7 @@ struct FwdParams {
   // Split-KV: each split writes its normalised partial O (fp32) and LSE here; the combine
   // kernel merges them. Indexed [split][row], a row being the LSE index of the output.
   int num_splits;
+  int requested_splits;  // ff_attn_options::num_splits: 0 = plan_fwd chooses
   bool cluster_combine;  // Hopper decode: the splits of a tile are one cluster and merge there
   float* partial_o;      // [num_splits][num_rows][head_dim]
   float* partial_lse;    // [num_splits][num_rows]

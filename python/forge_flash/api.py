@@ -46,6 +46,7 @@ from .validation import (
     Options,
     check_decode,
     check_fwd,
+    check_num_splits,
     check_varlen,
     with_options,
 )
@@ -384,6 +385,7 @@ def cache_attention(
     sinks: torch.Tensor | None = None,
     return_lse: bool = False,
     programmatic_launch: bool = False,
+    num_splits: int = 0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Queries of several tokens per sequence against KV caches (what
     ``flash_attn_with_kvcache`` runs after appending).
@@ -401,6 +403,9 @@ def cache_attention(
         programmatic_launch: let the kernels' launch overlap the previous kernel's tail
             (``AttentionCall.programmatic_launch``; ``flash_attn_with_kvcache`` sets it after
             the fused append). Timing only.
+        num_splits: split-KV parts of each sequence's keys: 0 (default) lets the kernels
+            choose, n >= 1 asks for n (1: no split; fewer where the keys are short). Timing
+            only: the answer is the same up to rounding (``AttentionCall.num_splits``).
         the rest: as for ``flash_attn_fwd``.
 
     Returns:
@@ -411,7 +416,7 @@ def cache_attention(
         q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, block_table,
         alibi_slopes, sinks,
     )  # fmt: skip
-    static = ("cache", softmax_scale, causal, softcap, return_lse, programmatic_launch)
+    static = ("cache", softmax_scale, causal, softcap, return_lse, programmatic_launch, num_splits)
     return dispatch.attend(tensors, static, window_size, _check_cache, _bind_cache)
 
 
@@ -430,6 +435,7 @@ def cache_attention_call(
     alibi_slopes: torch.Tensor | None,
     sinks: torch.Tensor | None,
     return_lse: bool,
+    num_splits: int = 0,
 ) -> AttentionCall:
     """The validated description of ``cache_attention``'s call with these arguments (no left
     padding): what a backend that fuses the K/V append into the attention binds
@@ -438,14 +444,14 @@ def cache_attention_call(
         q, k_cache, v_cache, cache_seqlens, cache_batch_idx, None, block_table, alibi_slopes,
         sinks,
     )  # fmt: skip
-    static = ("cache", softmax_scale, causal, softcap, return_lse, False)
+    static = ("cache", softmax_scale, causal, softcap, return_lse, False, num_splits)
     return _check_cache(tensors, static, window_size, None)
 
 
 def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:
     q, k_cache, v_cache, cache_seqlens, cache_batch_idx, cache_leftpad, *rest = tensors
     block_table, alibi_slopes, sinks = rest
-    _, scale, causal, softcap, return_lse, programmatic_launch = static
+    _, scale, causal, softcap, return_lse, programmatic_launch, num_splits = static
     options = Options(scale, causal, window_size, softcap, alibi_slopes, sinks, return_lse)
     if block_table is not None and cache_batch_idx is not None:
         raise ValueError(
@@ -458,7 +464,10 @@ def _check_cache(tensors: tuple, static: tuple, window_size, backend) -> Attenti
         kv_batch_idx=cache_batch_idx, k_start=cache_leftpad,
     )  # fmt: skip
     call = with_options(call, options, q)
-    return replace(call, programmatic_launch=True) if programmatic_launch else call
+    num_splits = check_num_splits(num_splits)
+    if programmatic_launch or num_splits:
+        call = replace(call, programmatic_launch=programmatic_launch, num_splits=num_splits)
+    return call
 
 
 def _bind_cache(

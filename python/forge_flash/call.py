@@ -64,6 +64,10 @@ class AttentionCall:
     #: dependent launch; they wait for it before touching memory): set after the fused K/V
     #: append, whose tail the attention's launch then overlaps. Timing only: results are equal.
     programmatic_launch: bool = False
+    #: Split-KV parts per query block's keys: 0 lets the kernels' dispatcher choose; n >= 1
+    #: asks for n (1: none), fewer where the keys are short (FlashAttention's ``num_splits``).
+    #: Timing only: results are equal up to rounding.
+    num_splits: int = 0
 
     @property
     def group(self) -> int:

@@ -87,7 +87,9 @@ def flash_attn_with_kvcache(
         softcap: > 0 caps the scores: ``softcap * tanh(score / softcap)``.
         rotary_interleaved: pairs (0, 1), (2, 3), ... when True, else (j, j + rotary_dim / 2).
         alibi_slopes: optional float32 (num_heads,) or (batch, num_heads).
-        num_splits: a hint for split-KV (0 = heuristic); accepted, the dispatcher decides.
+        num_splits: split-KV parts of each sequence's keys, as FlashAttention's: 0 lets the
+            kernels choose, 1 splits nothing, n > 1 asks for n (fewer where the keys are
+            short). Timing only: the answer is the same up to rounding.
         return_softmax_lse: also return the float32 LSE, (batch, num_heads, seqlen_q).
         sinks: optional float32 (num_heads,): a per-head logit joining every row's softmax.
 
@@ -118,13 +120,15 @@ def flash_attn_with_kvcache(
         new = NewKeys(k, v, rotary_cos, rotary_sin, rotary_interleaved, plan.query_per_token)
     if new is not None and cache_leftpad is None:
         # One launch where the backend fuses the append into the attention.
-        options = (softmax_scale, causal, tuple(window_size), softcap, return_softmax_lse)
+        options = (
+            softmax_scale, causal, tuple(window_size), softcap, return_softmax_lse, num_splits
+        )  # fmt: skip
         result = active_backend().attend_appending(
             lambda: api.cache_attention_call(
                 q, k_cache, v_cache, cache_seqlens, cache_batch_idx=cache_batch_idx,
                 block_table=block_table, softmax_scale=softmax_scale, causal=causal,
                 window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
-                sinks=sinks, return_lse=return_softmax_lse,
+                sinks=sinks, return_lse=return_softmax_lse, num_splits=num_splits,
             ),
             q, k_cache, v_cache, cache_seqlens, new, cache_batch_idx=cache_batch_idx,
             block_table=block_table, alibi_slopes=alibi_slopes, sinks=sinks, options=options,
@@ -141,4 +145,5 @@ def flash_attn_with_kvcache(
         cache_leftpad=cache_leftpad, block_table=block_table, softmax_scale=softmax_scale,
         causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
         sinks=sinks, return_lse=return_softmax_lse, programmatic_launch=fused,
+        num_splits=num_splits,
     )  # fmt: skip

@@ -23,6 +23,7 @@ from .validation import (
     check_index_tensor,
     check_int,
     check_like,
+    check_num_splits,
     check_softcap,
     check_tensor,
     check_window,
@@ -106,7 +107,7 @@ def check_with_kvcache(
         check_head_vector("alibi_slopes", alibi_slopes, shapes, q)
     if sinks is not None:
         check_head_vector("sinks", sinks, {(num_heads,): "head"}, q)
-    check_int("num_splits", num_splits, 0)
+    check_num_splits(num_splits)
     check_flag("return_softmax_lse", return_softmax_lse)
     # FlashAttention-2 drops window edges that reach past the cache before it decides whether
     # the attention is local; the query positions follow that decision.

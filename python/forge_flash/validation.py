@@ -134,6 +134,13 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return number
 
 
+def check_num_splits(value: object) -> int:
+    """``num_splits`` (FlashAttention's): 0 lets the kernels choose, n >= 1 asks for n split-KV
+    parts. Counts past what the kernels take run at their most (the C API caps them), so any
+    larger int is kept at a C int's range."""
+    return min(check_int("num_splits", value, 0), 2**31 - 1)
+
+
 def check_index_tensor(name: str, x: object, length: int | None, q: torch.Tensor) -> torch.Tensor:
     """A 1-D int32 tensor on q's device (``cu_seqlens``, ``cache_seqlens``)."""
     if not isinstance(x, torch.Tensor):

@@ -222,6 +222,8 @@ int main() {
       {"negative softcap", [] { return fwd([](ff_fwd_args& a) { a.options.softcap = -1.f; }); }, bad, "softcap"},
       {"nan softcap", [] { return fwd([](ff_fwd_args& a) { a.options.softcap = __builtin_nanf(""); }); }, bad,
        "softcap"},
+      {"negative num_splits", [] { return fwd([](ff_fwd_args& a) { a.options.num_splits = -1; }); }, bad, "num_splits"},
+      {"num_splits 7", [] { return fwd([](ff_fwd_args& a) { a.options.num_splits = 7; }); }, FF_OK, ""},
       {"misaligned alibi_slopes",
        [] { return fwd([](ff_fwd_args& a) { a.options.alibi_slopes = reinterpret_cast<const float*>(at(2)); }); }, bad,
        "alibi_slopes"},

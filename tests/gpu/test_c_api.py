@@ -46,7 +46,7 @@ def _call(*tensors, **overrides):
     args.update(overrides)
     static = ("strides", "batch", "seqlen_q", "seqlen_k", "num_heads", "num_heads_k",
               "head_dim", "softmax_scale", "causal", "dtype")  # fmt: skip
-    options = args.pop("options", (-1, -1, 0.0, 0, 0, 0, 0, 0, b, False))
+    options = args.pop("options", (-1, -1, 0.0, 0, 0, 0, 0, 0, b, False, 0))
     call = _C.FwdCall(*(args.pop(name) for name in static), options)
     return call(*args.values())  # q, k, v, out, lse, seqused_k, workspace, ..., stream
 
@@ -70,8 +70,9 @@ def tensors():
         (dict(softmax_scale=float("inf")), "softmax_scale"),
         (dict(q=0), "q.data"),
         (dict(lse=6), "softmax_lse"),
-        (dict(options=(-2, 0, 0.0, 0, 0, 0, 0, 0, 2, False)), "window"),
-        (dict(options=(-1, -1, -3.0, 0, 0, 0, 0, 0, 2, False)), "softcap"),
+        (dict(options=(-2, 0, 0.0, 0, 0, 0, 0, 0, 2, False, 0)), "window"),
+        (dict(options=(-1, -1, -3.0, 0, 0, 0, 0, 0, 2, False, 0)), "softcap"),
+        (dict(options=(-1, -1, 0.0, 0, 0, 0, 0, 0, 2, False, -1)), "num_splits"),
     ],
 )
 def test_invalid_arguments_are_refused(tensors, override, message):

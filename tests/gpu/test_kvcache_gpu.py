@@ -21,8 +21,10 @@ from forge_flash.backends.cuda import CudaBackend
 from helpers.kernels import (
     assert_close_to_reference,
     kernel_backend,
+    rand_qkv,
     torch_attention,
     torch_variant_attention,
+    workspace_bytes_needed,
 )
 from helpers.kvcache_reference import (
     cache_case,
@@ -339,6 +341,61 @@ def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
         out, lse, q_rotated.cuda(), fused[0], fused[1], [n + 1 for n in lengths], [0] * batch,
         causal=True, block_table=None if table is None else table.tolist(),
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("num_splits", [1, 3, 8, 1000])
+@pytest.mark.parametrize("layout", ["contiguous", "paged-16"])
+def test_num_splits_splits_the_keys_as_asked(layout, num_splits):
+    """FlashAttention's num_splits on a decode step of 3 ragged sequences over 6000 keys (with
+    and without an appended key): the answer is the float64 reference's for every count (1: no
+    split; 1000: the kernels' most), and the step with the new key equals the step over the
+    cache the append wrote."""
+    dtype, page = torch.bfloat16, 16
+    gen = torch.Generator().manual_seed(31 + num_splits)
+    lengths, capacity = [5999, 3000, 17], 6016
+    batch = len(lengths)
+    if layout == "contiguous":
+        k_cache = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
+        table = None
+    else:
+        blocks = capacity // page
+        table = random_block_table(gen, batch, blocks, batch * blocks)
+        k_cache = randn(gen, batch * blocks, page, HEADS_K, HEAD_DIM, dtype=dtype)
+    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
+    q = randn(gen, batch, 1, HEADS, HEAD_DIM, dtype=dtype).cuda()
+    k = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    v = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    table_gpu = None if table is None else table.cuda()
+    caches = (k_cache.cuda(), v_cache.cuda())
+    with kernel_backend():
+        appended = forge_flash.flash_attn_with_kvcache(
+            q, *caches, k, v, cache_seqlens=_index(lengths), block_table=table_gpu,
+            causal=True, num_splits=num_splits, return_softmax_lse=True,
+        )  # fmt: skip
+        grown = [n + 1 for n in lengths]
+        cached = forge_flash.flash_attn_with_kvcache(
+            q, *caches, cache_seqlens=_index(grown), block_table=table_gpu, causal=True,
+            num_splits=num_splits, return_softmax_lse=True,
+        )  # fmt: skip
+    where = {} if table is None else {"block_table": table.tolist()}
+    for out, lse in (appended, cached):
+        _check(out, lse, q, *caches, grown, [0] * batch, causal=True, **where)
+    torch.testing.assert_close(appended[0], cached[0], atol=2e-3, rtol=2e-3)
+
+
+def test_num_splits_sets_the_split_count():
+    """The C API's num_splits as the plan sees it: a one-query decode of 16k keys over 8 KV
+    heads takes n splits merged by the combine kernel (workspace: n partial rows of head_dim
+    float32 and an LSE each, for 32 query rows) or none (1), capped at the kernels' 128."""
+    q, k, v = rand_qkv(1, 1, 16384, 32, 8, 128, torch.bfloat16)
+
+    def workspace(splits):
+        partials = splits * 32
+        return -(-partials * 128 * 4 // 256) * 256 + partials * 4
+
+    assert workspace_bytes_needed(q, k, v, causal=False, num_splits=1) == 0
+    for asked, splits in ((8, 8), (16, 16), (1000, 128)):
+        assert workspace_bytes_needed(q, k, v, causal=False, num_splits=asked) == workspace(splits)
 
 
 def test_out_of_range_block_id_is_refused_before_any_write():

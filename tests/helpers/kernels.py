@@ -165,9 +165,10 @@ def kernel_backend(name: str = "cuda"):
         discovery.reset()
 
 
-def workspace_bytes_needed(q, k, v, *, causal):
-    """Ask the plugin how much split-KV workspace this call needs (0: one pass, no split).
-    A call that needs none launches, so it gets a real output buffer."""
+def workspace_bytes_needed(q, k, v, *, causal, num_splits=0):
+    """Ask the plugin how much split-KV workspace this call needs (0: one pass, no split, or
+    splits merged in a cluster); ``num_splits`` as the C API's option. A call that needs none
+    launches, so it gets a real output buffer."""
     from forge_flash.discovery import plugin_binding
 
     _C = plugin_binding()  # forge_flash_cu13._C or forge_flash_cu12._C, the one in use
@@ -178,7 +179,8 @@ def workspace_bytes_needed(q, k, v, *, causal):
         strides += [t.stride(0), t.stride(1), t.stride(2)]
     b, sq, h, d = q.shape
     dtype = 0 if q.dtype == torch.float16 else 1
-    no_options = (-1, -1, 0.0, 0, 0, 0, 0, 0, b, False)  # window, softcap, ALiBi, paging, rows, PDL
+    # window, softcap, ALiBi, paging, rows, PDL, splits
+    no_options = (-1, -1, 0.0, 0, 0, 0, 0, 0, b, False, num_splits)
     call = _C.FwdCall(
         strides, b, sq, k.shape[1], h, k.shape[2], d, 1 / math.sqrt(d), causal, dtype, no_options
     )

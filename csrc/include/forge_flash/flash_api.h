@@ -84,6 +84,10 @@ typedef struct {
   // access, so this changes timing only: after ff_append_kv, the attention's launch and start
   // overlap the append's tail.
   int programmatic_launch;
+  // Split-KV: 0 = the dispatcher chooses; n >= 1 = split each query block's keys into n parts
+  // (1 = no split), fewer where the keys hold fewer of the kernel's K/V steps or n exceeds
+  // FF_MAX_SPLITS (FlashAttention's num_splits). The answer is the same up to rounding.
+  int num_splits;
 } ff_attn_options;
 
 typedef struct {

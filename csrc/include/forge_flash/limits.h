@@ -14,6 +14,7 @@ enum {
   FF_HEAD_DIM_MULTIPLE = 8,  // 16-byte chunks of 16-bit elements: the tile copies' unit
   FF_ALIGNMENT_BYTES = 16,   // base pointers of q, k, v, out
   FF_STRIDE_MULTIPLE = 8,    // strides of q, k, v, out in elements (16 bytes)
+  FF_MAX_SPLITS = 128,       // split-KV parts of a query block's keys (the combine kernel's)
 };
 
 #endif  // FORGE_FLASH_LIMITS_H_

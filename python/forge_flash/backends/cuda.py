@@ -302,7 +302,8 @@ class CudaBackend(Backend):
     # -- calls ------------------------------------------------------------------------------
 
     def _options(self, call: AttentionCall, t: AttentionTensors) -> tuple:
-        """The option fields of a bound call: window, softcap, ALiBi batch stride, paging."""
+        """The option fields of a bound call: window, softcap, ALiBi batch stride, paging, the
+        programmatic launch and the split count."""
         alibi_batch_stride = t.alibi_slopes.stride(0) if call.alibi == "batch_head" else 0
         table_stride = max_blocks = 0
         if t.block_table is not None:
@@ -310,7 +311,7 @@ class CudaBackend(Backend):
         return (
             call.window[0], call.window[1], call.softcap, alibi_batch_stride,
             call.page_size, call.num_blocks, table_stride, max_blocks,
-            call.kv_batch_rows or call.batch, call.programmatic_launch,
+            call.kv_batch_rows or call.batch, call.programmatic_launch, call.num_splits,
         )  # fmt: skip
 
     def _bind(self, call: AttentionCall, t: AttentionTensors) -> PreparedRun | None:
@@ -320,7 +321,7 @@ class CudaBackend(Backend):
         if None in layouts:
             return None
         with_options = not call.plain or not call.softmax_scale > 0 or call.page_size > 0
-        with_options = with_options or call.kv_batch_index or call.k_start
+        with_options = with_options or call.kv_batch_index or call.k_start or call.num_splits
         dtype = self.limits.dtype_codes[call.dtype]
         options = self._options(call, t)
         if call.layout == "varlen":
