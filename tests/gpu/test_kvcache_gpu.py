@@ -348,8 +348,8 @@ def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
 def test_num_splits_splits_the_keys_as_asked(layout, num_splits):
     """FlashAttention's num_splits on a decode step of 3 ragged sequences over 6000 keys (with
     and without an appended key): the answer is the float64 reference's for every count (1: no
-    split; 1000: the kernels' most), and the step with the new key equals the step over the
-    cache the append wrote."""
+    split; 1000: the kernels' most), and the step with the new key agrees with the step over
+    the cache the append wrote."""
     dtype, page = torch.bfloat16, 16
     gen = torch.Generator().manual_seed(31 + num_splits)
     lengths, capacity = [5999, 3000, 17], 6016
