@@ -317,9 +317,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     if ((*cuda_error = cluster_capacity(plan->kernel, &capacity)) != cudaSuccess) return "device query failed";
     int max_splits = kMaxClusterSplits;
     while (max_splits > 0 && capacity.active[max_splits] == 0) --max_splits;
-    const int capped = std::max(std::min(p.num_splits, max_splits), 1);
-    const int per_split = (n_steps + capped - 1) / capped;
-    const int splits = (n_steps + per_split - 1) / per_split;  // no split left without tiles
+    const int splits = whole_step_splits(std::min(p.num_splits, max_splits), n_steps);
+    const int per_split = (n_steps + splits - 1) / splits;  // steps per split
     const bool small_cluster = p.num_splits <= kSmallCluster;
     const bool one_per_sm =
         ctas * splits <= facts.sm_count && static_cast<int64_t>(per_split) * step_keys <= kClusterMaxKeysPerSplit;
