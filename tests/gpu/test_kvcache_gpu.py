@@ -282,6 +282,24 @@ def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, mo
     )  # fmt: skip
 
 
+def _decode_step_inputs(gen, paged, batch, capacity, dtype, page=16):
+    """One decode step's inputs over caches of ``capacity`` keys per sequence: the k/v caches
+    (CPU; contiguous, or in pages of ``page`` keys with a random block table, else table None),
+    and q and one new key/value per sequence on the GPU."""
+    if paged:
+        blocks = capacity // page
+        table = random_block_table(gen, batch, blocks, batch * blocks)
+        k_cache = randn(gen, batch * blocks, page, HEADS_K, HEAD_DIM, dtype=dtype)
+    else:
+        k_cache = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
+        table = None
+    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
+    q = randn(gen, batch, 1, HEADS, HEAD_DIM, dtype=dtype).cuda()
+    k = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    v = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    return k_cache, v_cache, table, q, k, v
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "contiguous-rotary", "paged-16"])
 def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     """Thousands of cached keys: the decode step splits its keys over CTAs (split-KV, merged in
@@ -290,22 +308,13 @@ def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     rotary over a contiguous cache the C API's two launches, whose decode kernel loads every
     other warp's first tile before the append is done) writes the caches the append kernel
     writes and attends as the adapter's two calls do, against the float64 reference too."""
-    dtype, page = torch.bfloat16, 16
+    dtype = torch.bfloat16
     gen = torch.Generator().manual_seed(23)
     lengths, capacity = [4000, 2048, 130], 4096
     batch = len(lengths)
     rotary = layout != "contiguous"
-    if layout.startswith("contiguous"):
-        k_cache = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
-        table = None
-    else:
-        blocks = capacity // page
-        table = random_block_table(gen, batch, blocks, batch * blocks)
-        k_cache = randn(gen, batch * blocks, page, HEADS_K, HEAD_DIM, dtype=dtype)
-    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
-    q = randn(gen, batch, 1, HEADS, HEAD_DIM, dtype=dtype).cuda()
-    k = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
-    v = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    paged = not layout.startswith("contiguous")
+    k_cache, v_cache, table, q, k, v = _decode_step_inputs(gen, paged, batch, capacity, dtype)
     cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
     table_gpu = None if table is None else table.cuda()
 
@@ -350,21 +359,12 @@ def test_num_splits_splits_the_keys_as_asked(layout, num_splits):
     and without an appended key): the answer is the float64 reference's for every count (1: no
     split; 1000: the kernels' most), and the step with the new key agrees with the step over
     the cache the append wrote."""
-    dtype, page = torch.bfloat16, 16
+    dtype = torch.bfloat16
     gen = torch.Generator().manual_seed(31 + num_splits)
     lengths, capacity = [5999, 3000, 17], 6016
     batch = len(lengths)
-    if layout == "contiguous":
-        k_cache = randn(gen, batch, capacity, HEADS_K, HEAD_DIM, dtype=dtype)
-        table = None
-    else:
-        blocks = capacity // page
-        table = random_block_table(gen, batch, blocks, batch * blocks)
-        k_cache = randn(gen, batch * blocks, page, HEADS_K, HEAD_DIM, dtype=dtype)
-    v_cache = randn(gen, *k_cache.shape, dtype=dtype)
-    q = randn(gen, batch, 1, HEADS, HEAD_DIM, dtype=dtype).cuda()
-    k = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
-    v = randn(gen, batch, 1, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
+    paged = layout != "contiguous"
+    k_cache, v_cache, table, q, k, v = _decode_step_inputs(gen, paged, batch, capacity, dtype)
     table_gpu = None if table is None else table.cuda()
     caches = (k_cache.cuda(), v_cache.cuda())
     with kernel_backend():
