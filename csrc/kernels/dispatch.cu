@@ -173,6 +173,26 @@ int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   return whole_step_splits(2 * static_cast<int64_t>(d.sm_count) / ctas, n_steps);
 }
 
+// Hopper decode grids of two CTAs per SM and more run in waves of the CTAs the GPU holds at
+// once (three per SM here). Where a second or third wave is at most 70% full, its CTAs stream
+// long K/V after the others have finished, with fewer bytes in flight than the GPU needs: over
+// caches of at least 8192 keys, 4 splits per tile then cut the tail. Measured on the H200
+// (2026-12-02, docs/bench-raw/2026-12-02p-h200-full-grid-splits.txt; 8 KV heads of 128, one
+// query, against one split): batch 64 (1.29 waves) 4.5% faster at 8k keys, 6% at 16k, 7% at
+// 32k (3-6 splits within 1% of each other; at 4k keys every count within 1%); batch 128 at
+// 16k keys (2.59 waves) 3% faster; batch 96 at 8k (1.94 waves) and batch 128 at 4k keys one
+// split stays best (70% lies between the last waves measured to gain, 29% and 59% full, and the
+// one that did not, 94%). Elsewhere choose_num_splits.
+constexpr int kTailSplitMinKeys = 8192;
+constexpr int kTailSplits = 4;
+int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, const DeviceFacts& d) {
+  const double waves = static_cast<double>(ctas) / (static_cast<double>(d.sm_count) * d.ctas_per_sm);
+  const double last_wave = waves - std::floor(waves);  // the last wave's share of a full one
+  if (keys >= kTailSplitMinKeys && waves > 1 && waves < 3 && last_wave > 0 && last_wave <= 0.7)
+    return whole_step_splits(kTailSplits, n_steps);
+  return choose_num_splits(ctas, n_steps, d);
+}
+
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 // The launch attributes of a decode launch whose splits form one cluster per tile (grid.y =
@@ -299,8 +319,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
   const bool hopper_decode = decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled();
-  p.num_splits = hopper_decode && ctas < 2 * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
-                                                            : choose_num_splits(ctas, n_steps, facts);
+  p.num_splits = !hopper_decode              ? choose_num_splits(ctas, n_steps, facts)
+                 : ctas < 2 * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
+                                             : hopper_full_grid_splits(ctas, n_steps, keys, facts);
   // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.
   if (p.requested_splits > 0) p.num_splits = whole_step_splits(p.requested_splits, n_steps);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),

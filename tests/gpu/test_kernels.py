@@ -214,6 +214,35 @@ def test_hopper_decode_clusters_only_in_one_wave():
     _check(*few, False)
 
 
+def test_hopper_decode_splits_a_short_last_wave():
+    """Hopper decode grids larger than the GPU holds at once (three decode CTAs per SM at
+    head_dim 128) split each tile's keys 4 ways where the last wave is at most 70% full and the
+    cache holds at least 8192 keys (dispatch.cu, hopper_full_grid_splits): the plan's workspace
+    is that of 4 splits and the answer matches the reference. A fuller last wave, or a cache of
+    4096 keys, keeps one pass."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the rule is Hopper's")
+    capacity = 3 * torch.cuda.get_device_properties(0).multi_processor_count
+
+    def batch_for(waves):  # sequences of 8 heads: one CTA per (sequence, head)
+        return math.ceil(waves * capacity / 8)
+
+    def workspace(batch, splits):  # per split and query row: head_dim float32 and an LSE
+        partials = splits * batch * 8
+        return -(-partials * 128 * 4 // 256) * 256 + partials * 4
+
+    short_tail = batch_for(1.3)
+    q, k, v = rand_qkv(short_tail, 1, 8192, 8, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(q, k, v, causal=False) == workspace(short_tail, 4)
+    _check(q, k, v, False)
+    del q, k, v
+    full_tail = rand_qkv(batch_for(1.9), 1, 8192, 8, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*full_tail, causal=False) == 0, "a full last wave: one pass"
+    del full_tail
+    short_cache = rand_qkv(short_tail, 1, 4096, 8, 8, 128, torch.bfloat16)
+    assert workspace_bytes_needed(*short_cache, causal=False) == 0, "4096 keys: one pass"
+
+
 # Hopper: in-cluster combine, either; combine kernel.
 @pytest.mark.parametrize("seqlen_k,heads", [(4096, (32, 8)), (131072, (32, 8)), (131072, (8, 1))])
 def test_split_kv_is_deterministic(seqlen_k, heads):
