@@ -28,6 +28,15 @@ HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
 DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
 
 
+def kernel_nvcc_flags(source: Path) -> list[str]:
+    """The plugin build's nvcc flags for every kernel (cmake/kernel_nvcc_flags.txt), the
+    source tree's, or this tree's for a tree that predates the file."""
+    flags = source / "cmake" / "kernel_nvcc_flags.txt"
+    if not flags.exists():
+        flags = ROOT / "cmake" / "kernel_nvcc_flags.txt"
+    return [line.strip() for line in flags.read_text().splitlines() if line.startswith("-")]
+
+
 def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, policies: str,
           append: bool, dtype: str) -> str:  # fmt: skip
     """The explicit instantiation of one kernel."""
@@ -51,9 +60,11 @@ def compile_one(source: Path, nvcc: str, unit: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cu = Path(tmp) / "one.cu"
         cu.write_text(unit)
+        # The build's flags (a Release build adds -DNDEBUG, CMAKE_CUDA_STANDARD -std=c++17),
+        # and ptxas's report.
         command = [
-            nvcc, "-O3", "-DNDEBUG", "-std=c++17", "--generate-code=arch=compute_90a,code=[sm_90a]",
-            "--expt-relaxed-constexpr", "-Xptxas=-v", "-Xptxas=-warn-spills",
+            nvcc, *kernel_nvcc_flags(source), "-DNDEBUG", "-std=c++17",
+            "--generate-code=arch=compute_90a,code=[sm_90a]", "-Xptxas=-v",
             f"-I{source / 'csrc/include'}", f"-I{source / 'csrc/kernels'}",
             "-cubin", "-o", str(Path(tmp) / "one.cubin"), str(cu),
         ]  # fmt: skip
