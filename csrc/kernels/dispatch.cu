@@ -174,21 +174,23 @@ int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
 }
 
 // Hopper decode grids of two CTAs per SM and more run in waves of the CTAs the GPU holds at
-// once (three per SM here). Where a second or third wave is at most 70% full, its CTAs stream
-// long K/V after the others have finished, with fewer bytes in flight than the GPU needs: over
-// caches of at least 8192 keys, 4 splits per tile then cut the tail. Measured on the H200
-// (2026-12-02, docs/bench-raw/2026-12-02p-h200-full-grid-splits.txt; 8 KV heads of 128, one
-// query, against one split): batch 64 (1.29 waves) 4.5% faster at 8k keys, 6% at 16k, 7% at
-// 32k (3-6 splits within 1% of each other; at 4k keys every count within 1%); batch 128 at
-// 16k keys (2.59 waves) 3% faster; batch 96 at 8k (1.94 waves) and batch 128 at 4k keys one
-// split stays best (70% lies between the last waves measured to gain, 29% and 59% full, and the
-// one that did not, 94%). Elsewhere choose_num_splits.
+// once (three per SM at head_dim 128). Where the last of up to four waves is at most 70% full,
+// its CTAs stream long K/V after the others have finished, with fewer bytes in flight than the
+// GPU needs: over caches of at least 8192 keys, 4 splits per tile then cut the tail. Measured on
+// the H200 (2026-12-02, docs/bench-raw/2026-12-02p-h200-full-grid-splits.txt,
+// 2026-12-02q-h200-final-splits-more-waves.txt; 8 KV heads of 128, one query, against one
+// split): batch 64 (1.29 waves) 4.5% faster at 8k keys, 6% at 16k, 7% at 32k (3-6 splits
+// within 1% of each other; at 4k keys every count within 1%); at 16k keys batch 128 (2.59
+// waves) 3% faster, batch 160 (3.23) 4%, batch 176 (3.56) 1.5%; batch 96 at 8k (1.94 waves)
+// and batch 128 at 4k keys one split stays best (70% lies between the last waves measured to
+// gain, 23-59% full, and the one that did not, 94%), and from 4.5 waves (batch 224 and 256 at
+// 8k keys) 4 splits lose 1.4-2.4%. Elsewhere choose_num_splits.
 constexpr int kTailSplitMinKeys = 8192;
 constexpr int kTailSplits = 4;
 int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, const DeviceFacts& d) {
   const double waves = static_cast<double>(ctas) / (static_cast<double>(d.sm_count) * d.ctas_per_sm);
   const double last_wave = waves - std::floor(waves);  // the last wave's share of a full one
-  if (keys >= kTailSplitMinKeys && waves > 1 && waves < 3 && last_wave > 0 && last_wave <= 0.7)
+  if (keys >= kTailSplitMinKeys && waves > 1 && waves < 4 && last_wave > 0 && last_wave <= 0.7)
     return whole_step_splits(kTailSplits, n_steps);
   return choose_num_splits(ctas, n_steps, d);
 }

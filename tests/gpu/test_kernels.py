@@ -216,10 +216,10 @@ def test_hopper_decode_clusters_only_in_one_wave():
 
 def test_hopper_decode_splits_a_short_last_wave():
     """Hopper decode grids larger than the GPU holds at once (three decode CTAs per SM at
-    head_dim 128) split each tile's keys 4 ways where the last wave is at most 70% full and the
-    cache holds at least 8192 keys (dispatch.cu, hopper_full_grid_splits): the plan's workspace
-    is that of 4 splits and the answer matches the reference. A fuller last wave, or a cache of
-    4096 keys, keeps one pass."""
+    head_dim 128) split each tile's keys 4 ways where the last of up to four waves is at most
+    70% full and the cache holds at least 8192 keys (dispatch.cu, hopper_full_grid_splits): the
+    plan's workspace is that of 4 splits and the answer matches the reference. A fuller last
+    wave, a fifth wave, or a cache of 4096 keys keeps one pass."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the rule is Hopper's")
     capacity = 3 * torch.cuda.get_device_properties(0).multi_processor_count
@@ -236,9 +236,12 @@ def test_hopper_decode_splits_a_short_last_wave():
     assert workspace_bytes_needed(q, k, v, causal=False) == workspace(short_tail, 4)
     _check(q, k, v, False)
     del q, k, v
-    full_tail = rand_qkv(batch_for(1.9), 1, 8192, 8, 8, 128, torch.bfloat16)
-    assert workspace_bytes_needed(*full_tail, causal=False) == 0, "a full last wave: one pass"
-    del full_tail
+    # A fourth wave 30% full splits; a 90% full second one, or a fifth wave, keeps one pass.
+    for waves, splits in ((3.3, 4), (1.9, 1), (4.3, 1)):
+        grid = rand_qkv(batch_for(waves), 1, 8192, 8, 8, 128, torch.bfloat16)
+        expected = workspace(batch_for(waves), splits) if splits > 1 else 0
+        assert workspace_bytes_needed(*grid, causal=False) == expected, f"{waves} waves"
+        del grid
     short_cache = rand_qkv(short_tail, 1, 4096, 8, 8, 128, torch.bfloat16)
     assert workspace_bytes_needed(*short_cache, causal=False) == 0, "4096 keys: one pass"
 
