@@ -18,6 +18,7 @@ from helpers.kernels import (
     kernel_backend,
     rand_qkv,
     reference_attention,
+    split_workspace_bytes,
     torch_attention,
     workspace_bytes_needed,
 )
@@ -227,19 +228,15 @@ def test_hopper_decode_splits_a_short_last_wave():
     def batch_for(waves):  # sequences of 8 heads: one CTA per (sequence, head)
         return math.ceil(waves * capacity / 8)
 
-    def workspace(batch, splits):  # per split and query row: head_dim float32 and an LSE
-        partials = splits * batch * 8
-        return -(-partials * 128 * 4 // 256) * 256 + partials * 4
-
     short_tail = batch_for(1.3)
     q, k, v = rand_qkv(short_tail, 1, 8192, 8, 8, 128, torch.bfloat16)
-    assert workspace_bytes_needed(q, k, v, causal=False) == workspace(short_tail, 4)
+    assert workspace_bytes_needed(q, k, v, causal=False) == split_workspace_bytes(short_tail * 8, 4)
     _check(q, k, v, False)
     del q, k, v
     # A fourth wave 30% full splits; a 90% full second one, or a fifth wave, keeps one pass.
     for waves, splits in ((3.3, 4), (1.9, 1), (4.3, 1)):
         grid = rand_qkv(batch_for(waves), 1, 8192, 8, 8, 128, torch.bfloat16)
-        expected = workspace(batch_for(waves), splits) if splits > 1 else 0
+        expected = split_workspace_bytes(batch_for(waves) * 8, splits) if splits > 1 else 0
         assert workspace_bytes_needed(*grid, causal=False) == expected, f"{waves} waves"
         del grid
     short_cache = rand_qkv(short_tail, 1, 4096, 8, 8, 128, torch.bfloat16)

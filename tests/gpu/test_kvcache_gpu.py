@@ -22,6 +22,7 @@ from helpers.kernels import (
     assert_close_to_reference,
     kernel_backend,
     rand_qkv,
+    split_workspace_bytes,
     torch_attention,
     torch_variant_attention,
     workspace_bytes_needed,
@@ -389,13 +390,10 @@ def test_num_splits_sets_the_split_count():
     float32 and an LSE each, for 32 query rows) or none (1), capped at the kernels' 128."""
     q, k, v = rand_qkv(1, 1, 16384, 32, 8, 128, torch.bfloat16)
 
-    def workspace(splits):
-        partials = splits * 32
-        return -(-partials * 128 * 4 // 256) * 256 + partials * 4
-
     assert workspace_bytes_needed(q, k, v, causal=False, num_splits=1) == 0
     for asked, splits in ((8, 8), (16, 16), (1000, 128)):
-        assert workspace_bytes_needed(q, k, v, causal=False, num_splits=asked) == workspace(splits)
+        expected = split_workspace_bytes(32, splits)  # 32 query rows
+        assert workspace_bytes_needed(q, k, v, causal=False, num_splits=asked) == expected
 
 
 def test_out_of_range_block_id_is_refused_before_any_write():

@@ -165,6 +165,14 @@ def kernel_backend(name: str = "cuda"):
         discovery.reset()
 
 
+def split_workspace_bytes(rows: int, splits: int, head_dim: int = 128) -> int:
+    """The split-KV workspace the C API asks for (plan_fwd in dispatch.cu; FwdParams::partial_o,
+    partial_lse): per split and query row a float32 partial O of head_dim, padded to 256 bytes
+    as a whole, then a float32 LSE each."""
+    partials = splits * rows
+    return -(-partials * head_dim * 4 // 256) * 256 + partials * 4
+
+
 def workspace_bytes_needed(q, k, v, *, causal, num_splits=0):
     """Ask the plugin how much split-KV workspace this call needs (0: one pass, no split, or
     splits merged in a cluster); ``num_splits`` as the C API's option. A call that needs none
