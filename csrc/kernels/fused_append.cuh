@@ -53,7 +53,7 @@ struct RotatedQTile {
             reinterpret_cast<const uint16_t*>(base + t.q_pos * p.q_row_stride + t.head * p.q_head_stride);
         rotary::load_unit<true>(src, e0, p.head_dim, x[it]);
         partner[it] = rotary::rotary_partner<true>(p.rotary, src, e0, p.head_dim);
-        angles[it] = rotary::load_angles<false>(p.rotary, e0, first_new_key + (p.rotary_query_per_token ? t.q_pos : 0));
+        angles[it] = rotary::load_angles(p.rotary, e0, first_new_key + (p.rotary_query_per_token ? t.q_pos : 0));
       }
     }
   }
@@ -104,7 +104,7 @@ __device__ __forceinline__ NewKeyUnits load_new_key(const FwdParams& p, const Ct
   rotary::load_unit<true>(k_row, e0, p.head_dim, u.k);
   rotary::load_unit<true>(v_row, e0, p.head_dim, u.v);
   u.k_partner = rotary::rotary_partner<true>(p.rotary, k_row, e0, p.head_dim);
-  u.angles = rotary::load_angles<false>(p.rotary, e0, first_new_key + i);
+  u.angles = rotary::load_angles(p.rotary, e0, first_new_key + i);
   return u;
 }
 

@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "forge_flash/flash_api.h"
 #include "params.h"
@@ -71,15 +72,6 @@ __device__ __forceinline__ int table_column(const RotaryTables& t, int e) {
   return t.interleaved ? e / 2 : e < t.half ? e : e - t.half;
 }
 
-// A table entry in float32: float32 as it is, 16-bit entries through to_float, as q and k.
-template <typename S>
-__device__ __forceinline__ float table_entry(const S* at) {
-  if constexpr (sizeof(S) == 4)
-    return *at;
-  else
-    return to_float<S>(*reinterpret_cast<const uint16_t*>(at));
-}
-
 // kCols consecutive table entries from a 16-byte aligned row (kCols * sizeof(S) a multiple of 8):
 // 16-bit entries in one 16- or 8-byte load, float32 ones in 16-byte loads.
 template <typename S, int kCols>
@@ -106,52 +98,76 @@ __device__ __forceinline__ void load_columns(const S* src, float (&v)[kCols]) {
   }
 }
 
-template <typename S, bool kVectors>
-__device__ __forceinline__ void load_angles_as(const RotaryTables& t, int e0, int64_t r, Angles& a) {
+// The unit's columns as consecutive vectors (RotaryTables::vectors): 8 (GPT-NeoX) or 4 pairs'
+// (interleaved) of each table's row.
+template <typename S>
+__device__ __forceinline__ void load_angle_vectors(const RotaryTables& t, int e0, int64_t r, Angles& a) {
   const S* cos = static_cast<const S*>(t.cos.data) + r * t.cos.row_stride;
   const S* sin = static_cast<const S*>(t.sin.data) + r * t.sin.row_stride;
-  if (kVectors && t.vectors) {  // the unit's columns are consecutive: 8 (GPT-NeoX) or 4 pairs' (interleaved)
-    const int col0 = table_column(t, e0);
-    if (t.interleaved) {
-      float c[4], s[4];
-      load_columns<S, 4>(cos + col0, c);
-      load_columns<S, 4>(sin + col0, s);
+  const int col0 = table_column(t, e0);
+  if (t.interleaved) {
+    float c[4], s[4];
+    load_columns<S, 4>(cos + col0, c);
+    load_columns<S, 4>(sin + col0, s);
 #pragma unroll
-      for (int j = 0; j < kUnitElems; ++j) a.c[j] = c[j / 2], a.s[j] = s[j / 2];
-    } else {
-      load_columns<S, 8>(cos + col0, a.c);
-      load_columns<S, 8>(sin + col0, a.s);
-    }
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < kUnitElems; ++j) {
-    const int e = e0 + j, col = table_column(t, e);
-    a.c[j] = e < t.dim ? table_entry(cos + col * t.cos.col_stride) : 0.f;
-    a.s[j] = e < t.dim ? table_entry(sin + col * t.sin.col_stride) : 0.f;
+    for (int j = 0; j < kUnitElems; ++j) a.c[j] = c[j / 2], a.s[j] = s[j / 2];
+  } else {
+    load_columns<S, 8>(cos + col0, a.c);
+    load_columns<S, 8>(sin + col0, a.s);
   }
 }
 
-// The angles of features [e0, e0 + 8) at `position` (rotary rows clamped into the tables);
-// zeros where nothing rotates. kVectors: vector loads where RotaryTables::vectors allows. The
-// append kernel takes them (a one-token step 0.1-0.2 us shorter on the H200); the decode
-// kernel's fused append does not: there they made paged steps 0.5-1.2 us slower at batch 8 and
-// 64, with or without rotary, at the same registers, for 0.3 us gained at batch 1 (2026-12-01,
-// docs/benchmarks.md; not understood, so left out).
-template <bool kVectors>
+__device__ __forceinline__ float bits_to_float(uint32_t bits) {
+  float f;
+  memcpy(&f, &bits, sizeof f);  // a register move on the GPU; also compiles for the host test
+  return f;
+}
+// One table entry of any dtype, in float32 (exactly: float32 as it is, 16-bit entries widened),
+// by one code path for the three: its low 16 bits, and for float32 its high ones.
+__device__ __forceinline__ float any_table_entry(ff_merge_dtype dtype, const unsigned char* at) {
+  const uint32_t lo = *reinterpret_cast<const uint16_t*>(at);
+  const uint32_t hi = dtype == FF_MERGE_FLOAT32 ? *reinterpret_cast<const uint16_t*>(at + 2) : 0u;
+  const float wide = bits_to_float(lo | hi << 16), bf16 = bits_to_float(lo << 16);
+  const float fp16 = __half2float(__ushort_as_half(static_cast<unsigned short>(lo)));
+  return dtype == FF_MERGE_FLOAT32 ? wide : dtype == FF_MERGE_BFLOAT16 ? bf16 : fp16;
+}
+
+// The cosines and sines of features [e0, e0 + 8) at `position` (rotary rows clamped into the
+// tables); zeros where nothing rotates. Vector loads where RotaryTables::vectors allows, else
+// one scalar path for every dtype.
+//
+// Why this shape: the decode kernel's fused append (fused_append.cuh) inlines these loads at
+// three places, and a decode step of one sequence executes its code once per warp, cold: on
+// the H200 (2026-12-02) the fused step's warps spent 38% of their stall samples waiting for
+// instructions (the plain decode kernel's: 9%). With a scalar path per dtype (three copies of
+// 16 entry loads each) and no vectors there, a paged step with rotary added 2.0-2.9 us to the
+// attention at batch 1-64; with vectors and one scalar path 1.8-2.0 us (and the kernel's SASS
+// 10.7k instructions instead of 14.2k; docs/benchmarks.md).
 __device__ __forceinline__ Angles load_angles(const RotaryTables& t, int e0, int64_t position) {
   Angles a{};
   if (t.half == 0 || e0 >= t.dim) return a;
   const int64_t r = clamp64(position, 0, t.seqlen_ro - 1);
-  switch (t.dtype) {  // uniform across the grid
-    case FF_MERGE_FLOAT32:
-      load_angles_as<float, kVectors>(t, e0, r, a);
-      break;
-    case FF_MERGE_FLOAT16:
-      load_angles_as<__half, kVectors>(t, e0, r, a);
-      break;
-    default:
-      load_angles_as<__nv_bfloat16, kVectors>(t, e0, r, a);
+  if (t.vectors) {
+    switch (t.dtype) {  // uniform across the grid
+      case FF_MERGE_FLOAT32:
+        load_angle_vectors<float>(t, e0, r, a);
+        break;
+      case FF_MERGE_FLOAT16:
+        load_angle_vectors<__half>(t, e0, r, a);
+        break;
+      default:
+        load_angle_vectors<__nv_bfloat16>(t, e0, r, a);
+    }
+    return a;
+  }
+  const int64_t bytes = t.dtype == FF_MERGE_FLOAT32 ? 4 : 2;
+  const unsigned char* cos = static_cast<const unsigned char*>(t.cos.data) + r * t.cos.row_stride * bytes;
+  const unsigned char* sin = static_cast<const unsigned char*>(t.sin.data) + r * t.sin.row_stride * bytes;
+#pragma unroll
+  for (int j = 0; j < kUnitElems; ++j) {
+    const int e = e0 + j, col = table_column(t, e);
+    a.c[j] = e < t.dim ? any_table_entry(t.dtype, cos + col * t.cos.col_stride * bytes) : 0.f;
+    a.s[j] = e < t.dim ? any_table_entry(t.dtype, sin + col * t.sin.col_stride * bytes) : 0.f;
   }
   return a;
 }
@@ -224,7 +240,7 @@ __device__ __forceinline__ Unit rotary_partner(const RotaryTables& t, const uint
 template <typename T, bool kVec>
 __device__ __forceinline__ void rotate_unit(const RotaryTables& t, const uint16_t* row, int e0, int head_dim,
                                             int64_t position, Unit& x) {
-  rotate_unit_by<T>(t, e0, load_angles<true>(t, e0, position), rotary_partner<kVec>(t, row, e0, head_dim), x);
+  rotate_unit_by<T>(t, e0, load_angles(t, e0, position), rotary_partner<kVec>(t, row, e0, head_dim), x);
 }
 
 }  // namespace rotary

@@ -174,13 +174,40 @@ def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):
     tokens with GPT-NeoX rotary for the contiguous one."""
     gen = torch.Generator().manual_seed(len(layout))
     seqlen_new = 3 if layout == "contiguous" else 1
-    interleaved = layout != "contiguous"
+    cos, sin = rotary_tables(gen, _ROTARY_ROWS, 64, dtype)  # rotary_dim 64 < head_dim
+    _check_rotary_step(layout, dtype, seqlen_new, layout != "contiguous", cos, sin, gen)
+
+
+@pytest.mark.parametrize("tables", ["float32", "float16", "strided", "float32-strided"])
+@pytest.mark.parametrize("interleaved", [True, False], ids=["interleaved", "neox"])
+def test_fused_step_reads_rotary_tables_of_any_dtype_and_layout(tables, interleaved):
+    """The fused decode step over pages loads its rotary angles by vectors where the tables
+    allow, else by one scalar path for every table dtype (rotary.cuh): float32 and float16
+    tables beside a bfloat16 cache, and tables whose columns are strided (a view of every other
+    column), rotate q and the new key as the float64 reference does."""
+    gen = torch.Generator().manual_seed(len(tables) * 2 + interleaved)
+    table_dtype = torch.float32 if tables.startswith("float32") else torch.float16
+    cos, sin = rotary_tables(gen, _ROTARY_ROWS, 64, table_dtype)
+    if tables.endswith("strided"):  # the same angles, column stride 2
+        cos, sin = (torch.stack([t, -t], -1).flatten(-2)[:, ::2] for t in (cos, sin))
+    _check_rotary_step("paged-16", torch.bfloat16, 1, interleaved, cos, sin, gen)
+
+
+# Rotary table rows: more than any cache_case capacity plus its new tokens.
+_ROTARY_ROWS = 1024
+
+
+def _check_rotary_step(layout, dtype, seqlen_new, interleaved, cos, sin, gen):
+    """flash_attn_with_kvcache's step on the kernels (k/v appended at cache_seqlens into a
+    cache_case cache with cache_batch_idx and left padding, q and k rotated by cos/sin) against
+    the float64 reference: the written keys within one rounding, every other cache slot bit for
+    bit, the attention by the tolerance rule."""
     case = cache_case(layout, dtype, seqlen_new, gen, heads_k=HEADS_K, head_dim=HEAD_DIM)
+    assert case.capacity + seqlen_new <= _ROTARY_ROWS
     batch = len(case.lengths)
     q = randn(gen, batch, seqlen_new, HEADS, HEAD_DIM, dtype=dtype)
     k = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype)
     v = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype)
-    cos, sin = rotary_tables(gen, case.capacity, 64, dtype)  # rotary_dim 64 < head_dim
     k_cache, v_cache = case.k_cache.cuda(), case.v_cache.cuda()
     table = None if case.table is None else case.table.cuda()
     with kernel_backend():
