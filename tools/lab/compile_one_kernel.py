@@ -9,13 +9,20 @@ spill question about a kernel change is answered before any wheel is built:
     python tools/lab/compile_one_kernel.py decode --head-dim 128 --policies AllVariants --append
     python tools/lab/compile_one_kernel.py sm90 --all          # every Hopper instance, plain
     python tools/lab/compile_one_kernel.py sm90 --all --source /tmp/main-csrc-parent   # a baseline
+    python tools/lab/compile_one_kernel.py decode --policies IndexedKV --sass-size CUOBJDUMP
 
 Needs nvcc (CUDA 12.3+, for sm_90a); ``--nvcc`` names it, default /usr/local/cuda/bin/nvcc.
+``--sass-size`` also counts the instance's SASS instructions with that cuobjdump (and an nvdisasm
+beside it or on PATH: ``pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm``). Code size
+matters where a kernel runs its code cold: a decode step of one sequence executes its prologue
+once per warp, and its warps waited on instruction fetch for 38% of their stall samples while
+the fused append instance was 14k instructions (docs/benchmarks.md, 2026-12-02).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import tempfile
@@ -55,8 +62,19 @@ def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, poli
     )
 
 
-def compile_one(source: Path, nvcc: str, unit: str) -> dict:
-    """ptxas's report on one instance: registers, spill bytes, C7520 (serialized wgmma)."""
+def sass_instructions(cuobjdump: str, cubin: Path) -> int | None:
+    """The SASS instruction count of a cubin (cuobjdump -sass; None if it fails)."""
+    path = f"{Path(cuobjdump).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path}  # nvdisasm beside cuobjdump, else on PATH
+    done = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        return None
+    return len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", done.stdout, flags=re.MULTILINE))
+
+
+def compile_one(source: Path, nvcc: str, unit: str, cuobjdump: str | None = None) -> dict:
+    """ptxas's report on one instance: registers, spill bytes, C7520 (serialized wgmma); with
+    cuobjdump, its SASS instruction count too."""
     with tempfile.TemporaryDirectory() as tmp:
         cu = Path(tmp) / "one.cu"
         cu.write_text(unit)
@@ -69,6 +87,9 @@ def compile_one(source: Path, nvcc: str, unit: str) -> dict:
             "-cubin", "-o", str(Path(tmp) / "one.cubin"), str(cu),
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
+        sass = None
+        if cuobjdump and done.returncode == 0:
+            sass = sass_instructions(cuobjdump, Path(tmp) / "one.cubin")
     log = done.stdout + done.stderr
     registers = re.search(r"Used (\d+) registers", log)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
@@ -78,6 +99,7 @@ def compile_one(source: Path, nvcc: str, unit: str) -> dict:
         "spill_stores": int(spills.group(1)) if spills else 0,
         "spill_loads": int(spills.group(2)) if spills else 0,
         "serialized_wgmma": "C7520" in log,
+        "sass_instructions": sass,
         "log": log,
     }
 
@@ -96,6 +118,7 @@ def main() -> int:
     parser.add_argument("--source", type=Path, default=ROOT, help="tree whose csrc/ to compile")
     parser.add_argument("--nvcc", default=DEFAULT_NVCC)
     parser.add_argument("--log", action="store_true", help="print ptxas's output too")
+    parser.add_argument("--sass-size", metavar="CUOBJDUMP", help="count SASS instructions with it")
     args = parser.parse_args()
 
     cases = [(args.head_dim, args.persistent, args.tma_only)]
@@ -110,7 +133,7 @@ def main() -> int:
         unit = unit_source(
             args.kind, head_dim, persistent, tma_only, args.policies, args.append, args.dtype
         )
-        got = compile_one(args.source, args.nvcc, unit)
+        got = compile_one(args.source, args.nvcc, unit, args.sass_size)
         name = f"{args.kind} d{head_dim} {args.policies}"
         if args.kind == "sm90":
             name += " persistent" * persistent + " tma-only" * tma_only
@@ -122,7 +145,9 @@ def main() -> int:
             continue
         serialized = ", WGMMA SERIALIZED (C7520)" if got["serialized_wgmma"] else ""
         spills = f"{got['spill_stores']}/{got['spill_loads']} bytes (stores/loads)"
-        print(f"{name}: {got['registers']} registers, spills {spills}{serialized}")
+        count = got["sass_instructions"]
+        sass = "" if count is None else f", {count} SASS instructions"
+        print(f"{name}: {got['registers']} registers, spills {spills}{serialized}{sass}")
         failed |= got["serialized_wgmma"]
         if args.log:
             print(got["log"])
