@@ -174,40 +174,13 @@ def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):
     tokens with GPT-NeoX rotary for the contiguous one."""
     gen = torch.Generator().manual_seed(len(layout))
     seqlen_new = 3 if layout == "contiguous" else 1
-    cos, sin = rotary_tables(gen, _ROTARY_ROWS, 64, dtype)  # rotary_dim 64 < head_dim
-    _check_rotary_step(layout, dtype, seqlen_new, layout != "contiguous", cos, sin, gen)
-
-
-@pytest.mark.parametrize("tables", ["float32", "float16", "strided", "float32-strided"])
-@pytest.mark.parametrize("interleaved", [True, False], ids=["interleaved", "neox"])
-def test_fused_step_reads_rotary_tables_of_any_dtype_and_layout(tables, interleaved):
-    """The fused decode step over pages loads its rotary angles by vectors where the tables
-    allow, else by one scalar path for every table dtype (rotary.cuh): float32 and float16
-    tables beside a bfloat16 cache, and tables whose columns are strided (a view of every other
-    column), rotate q and the new key as the float64 reference does."""
-    gen = torch.Generator().manual_seed(len(tables) * 2 + interleaved)
-    table_dtype = torch.float32 if tables.startswith("float32") else torch.float16
-    cos, sin = rotary_tables(gen, _ROTARY_ROWS, 64, table_dtype)
-    if tables.endswith("strided"):  # the same angles, column stride 2
-        cos, sin = (torch.stack([t, -t], -1).flatten(-2)[:, ::2] for t in (cos, sin))
-    _check_rotary_step("paged-16", torch.bfloat16, 1, interleaved, cos, sin, gen)
-
-
-# Rotary table rows: more than any cache_case capacity plus its new tokens.
-_ROTARY_ROWS = 1024
-
-
-def _check_rotary_step(layout, dtype, seqlen_new, interleaved, cos, sin, gen):
-    """flash_attn_with_kvcache's step on the kernels (k/v appended at cache_seqlens into a
-    cache_case cache with cache_batch_idx and left padding, q and k rotated by cos/sin) against
-    the float64 reference: the written keys within one rounding, every other cache slot bit for
-    bit, the attention by the tolerance rule."""
+    interleaved = layout != "contiguous"
     case = cache_case(layout, dtype, seqlen_new, gen, heads_k=HEADS_K, head_dim=HEAD_DIM)
-    assert case.capacity + seqlen_new <= _ROTARY_ROWS
     batch = len(case.lengths)
     q = randn(gen, batch, seqlen_new, HEADS, HEAD_DIM, dtype=dtype)
     k = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype)
     v = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype)
+    cos, sin = rotary_tables(gen, case.capacity, 64, dtype)  # rotary_dim 64 < head_dim
     k_cache, v_cache = case.k_cache.cuda(), case.v_cache.cuda()
     table = None if case.table is None else case.table.cuda()
     with kernel_backend():
@@ -237,7 +210,26 @@ def _check_rotary_step(layout, dtype, seqlen_new, interleaved, cos, sin, gen):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("rotary", ["none", "interleaved", "neox"])
+# Rotary tables of a decode step: none, or pairs (interleaved / GPT-NeoX halves) with tables of
+# the cache's dtype, of another dtype, and column-strided (the fused append's angles come by
+# vectors where the tables allow, else by one scalar path for every dtype: rotary.cuh).
+ROTARY_STEPS = ["none", "interleaved", "neox", "interleaved-float32", "neox-float16-strided"]
+
+
+def _step_tables(rotary, gen, rows, dtype):
+    """cos, sin (rows, 32) on the GPU for a ROTARY_STEPS entry, or (None, None)."""
+    if rotary == "none":
+        return None, None
+    _, *options = rotary.split("-")
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    table_dtype = dtypes.get(options[0], dtype) if options else dtype
+    cos, sin = rotary_tables(gen, rows, 64, table_dtype)
+    if "strided" in options:  # the same angles, every other column of a wider GPU tensor
+        return tuple(torch.stack([t, -t], -1).flatten(-2).cuda()[:, ::2] for t in (cos, sin))
+    return cos.cuda(), sin.cuda()
+
+
+@pytest.mark.parametrize("rotary", ROTARY_STEPS)
 @pytest.mark.parametrize(
     "layout,seqlen_new",
     [(layout, n) for layout in ("contiguous", "paged-1", "paged-16", "paged-64") for n in (1, 3)]
@@ -266,16 +258,15 @@ def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, mo
     q = randn(gen, batch, seqlen_new, HEADS, HEAD_DIM, dtype=dtype).cuda()
     k = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
     v = randn(gen, batch, seqlen_new, HEADS_K, HEAD_DIM, dtype=dtype).cuda()
-    cos = sin = None
-    if rotary != "none":
-        cos, sin = (x.cuda() for x in rotary_tables(gen, case.capacity, 64, dtype))
+    cos, sin = _step_tables(rotary, gen, case.capacity, dtype)
+    interleaved = rotary.startswith("interleaved")
     table = None if case.table is None else case.table.cuda()
 
     def step(k_cache, v_cache):
         return forge_flash.flash_attn_with_kvcache(
             q, k_cache, v_cache, k, v, rotary_cos=cos, rotary_sin=sin,
             cache_seqlens=_index(case.lengths), cache_batch_idx=_index(case.rows),
-            block_table=table, causal=True, rotary_interleaved=rotary == "interleaved",
+            block_table=table, causal=True, rotary_interleaved=interleaved,
             return_softmax_lse=True,
         )  # fmt: skip
 
@@ -301,9 +292,9 @@ def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, mo
     positions = [[n + i for i in range(seqlen_new)] for n in case.lengths]
     q_rotated = q.cpu()
     if cos is not None:
-        q_rotated = reference_rotary(
-            q.cpu(), cos.cpu(), sin.cpu(), positions, rotary == "interleaved"
-        ).to(dtype)
+        q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, interleaved).to(
+            dtype
+        )
     _check(
         out, lse, q_rotated.cuda(), fused[0], fused[1], [n + seqlen_new for n in case.lengths],
         [0] * batch, causal=True, cache_rows=case.rows, block_table=case.table_rows,
