@@ -141,8 +141,8 @@ __device__ __forceinline__ float any_table_entry(ff_merge_dtype dtype, const uns
 // the H200 (2026-12-02) the fused step's warps spent 38% of their stall samples waiting for
 // instructions (the plain decode kernel's: 9%). With a scalar path per dtype (three copies of
 // 16 entry loads each) and no vectors there, a paged step with rotary added 2.0-2.9 us to the
-// attention at batch 1-64; with vectors and one scalar path 1.8-2.0 us (and the kernel's SASS
-// 10.7k instructions instead of 14.2k; docs/benchmarks.md).
+// attention at batch 1-64; with vectors and one scalar path 1.7-2.2 us over two calls (and the
+// kernel's SASS 10.7k instructions instead of 14.2k; docs/benchmarks.md).
 __device__ __forceinline__ Angles load_angles(const RotaryTables& t, int e0, int64_t position) {
   Angles a{};
   if (t.half == 0 || e0 >= t.dim) return a;
