@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     next_pages = load_pages(first - kWarps);
   }
   if (first >= w.n_begin && !first_early) {
-    if (P::kIndexedKV && !kAppend && paged && page_copy.one_page) {
+    if (!kAppend && paged && page_copy.one_page) {
       // The usual pages (16-256 keys at head_dim 128), their copy alone: a decode step of one
       // sequence runs this prologue once per warp, cold, and the other ways' code laid out
       // between its instructions cost it fetches. One sequence of 4k keys, pages of 16: 10.7 ->
