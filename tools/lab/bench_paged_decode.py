@@ -2,6 +2,7 @@
 CUDA-graph replays:
 
     python tools/lab/bench_paged_decode.py [--batches 1 8 64] [--keys ...] [--json PATH] [--profile]
+    python tools/lab/bench_paged_decode.py --breakdown [--rounds 3]
 
 One new token per sequence, 32 query heads over 8 KV heads of 128, bf16; caches of 4k, 32k and
 128k keys per sequence, batch 1, 8 and 64; pages of 1, 16 and 64 keys in a shuffled block table.
@@ -9,6 +10,19 @@ One new token per sequence, 32 query heads over 8 KV heads of 128, bf16; caches 
 warm-up calls), for ``ncu --profile-from-start off``.
 Each row prints the paged step's time over the contiguous one (issue 15's target: within 5%
 for pages of 16 and 64, within 30% for pages of 1).
+
+``--breakdown [--rounds 3]`` times one step over the same keys reached in different ways,
+through ``flash_attn_with_kvcache``, min-max over the rounds, and names the kernel each ran:
+
+    contig          a (batch, keys, 8, 128) cache: the plain decode instance
+    contig+idx      the same with cache_batch_idx = arange(batch): IndexedKV, strided rows
+    contig+pad      the same with cache_leftpad = 0: IndexedKV with a start per sequence
+    perm-N, ident-N pages of N keys through a shuffled / an identity block table: ident-N
+                    minus contig+idx is the block table's round trip, perm-N minus ident-N
+                    what scattered pages cost (address translation, DRAM placement)
+
+Measured on the H200 (docs/benchmarks.md, 2026-12-02): at batch 1 over 4k keys the table's
+round trip costs 0.6-0.7 us of 9.9; at batch 64 shuffled pages of 16 cost 3%.
 """
 
 from __future__ import annotations
@@ -24,19 +38,78 @@ from forge_flash.benchmark import time_graph
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 
 
-def _step(batch: int, keys: int, page: int | None):
+def _caches(batch: int, keys: int, page: int | None, shuffled: bool = True):
+    """K, V and block table (None for a contiguous cache) holding `keys` keys per sequence."""
     dev, dtype = torch.device("cuda"), torch.bfloat16
-    q = torch.randn(batch, HEADS, HEAD_DIM, device=dev, dtype=dtype)
-    lengths = torch.full((batch,), keys, dtype=torch.int32, device=dev)
     if page is None:
         k = torch.randn(batch, keys, KV_HEADS, HEAD_DIM, device=dev, dtype=dtype)
-        v = torch.randn_like(k)
-        return lambda i: ff.batched_decode_attention(q, k, v, lengths)
+        return k, torch.randn_like(k), None
     blocks = -(-keys // page)
-    table = torch.randperm(batch * blocks, device=dev).to(torch.int32).view(batch, blocks)
+    ids = torch.randperm if shuffled else torch.arange
+    table = ids(batch * blocks, device=dev).to(torch.int32).view(batch, blocks)
     k = torch.randn(batch * blocks, page, KV_HEADS, HEAD_DIM, device=dev, dtype=dtype)
-    v = torch.randn_like(k)
+    return k, torch.randn_like(k), table
+
+
+def _lengths(batch: int, keys: int) -> torch.Tensor:
+    return torch.full((batch,), keys, dtype=torch.int32, device="cuda")
+
+
+def _step(batch: int, keys: int, page: int | None):
+    q = torch.randn(batch, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    k, v, table = _caches(batch, keys, page)
+    lengths = _lengths(batch, keys)
     return lambda i: ff.batched_decode_attention(q, k, v, lengths, block_table=table)
+
+
+BREAKDOWN_WAYS = ("contig", "contig+idx", "contig+pad", "perm-16", "ident-16", "perm-64",
+                  "ident-256", "ident-4096")  # fmt: skip
+BREAKDOWN_SHAPES = ((1, 4096), (1, 32768), (8, 4096), (64, 4096))
+
+
+def _way_step(batch: int, keys: int, way: str):
+    q = torch.randn(batch, 1, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    extra = {}
+    if way.startswith("contig"):
+        k, v, _ = _caches(batch, keys, None)
+        if way == "contig+idx":
+            extra["cache_batch_idx"] = torch.arange(batch, device="cuda", dtype=torch.int32)
+        if way == "contig+pad":
+            extra["cache_leftpad"] = torch.zeros(batch, device="cuda", dtype=torch.int32)
+    else:
+        order, page = way.split("-")
+        k, v, extra["block_table"] = _caches(batch, keys, int(page), shuffled=order == "perm")
+    lengths = _lengths(batch, keys)
+    return lambda i: ff.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths, **extra)
+
+
+def _kernel_name(step) -> str:
+    step(0)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step(0)
+        torch.cuda.synchronize()
+    names = [e.key for e in prof.key_averages() if "decode_kernel" in e.key]
+    return names[0].split("(")[0] if names else "?"
+
+
+def breakdown(rounds: int) -> None:
+    times: dict[tuple[int, int, str], list[float]] = {}
+    for _ in range(rounds):
+        for batch, keys in BREAKDOWN_SHAPES:
+            for way in BREAKDOWN_WAYS:
+                if way == "ident-4096" and keys % 4096:
+                    continue
+                seconds = time_graph(_way_step(batch, keys, way), torch.device("cuda"), copies=4)
+                times.setdefault((batch, keys, way), []).append(seconds * 1e6)
+            torch.cuda.empty_cache()
+    print(f"{'batch':>5} {'keys':>6} " + " ".join(f"{way:>14}" for way in BREAKDOWN_WAYS))
+    for batch, keys in BREAKDOWN_SHAPES:
+        cells = [times.get((batch, keys, way)) for way in BREAKDOWN_WAYS]
+        shown = [f"{min(c):6.2f}-{max(c):5.2f}" if c else "-" for c in cells]
+        print(f"{batch:>5} {keys:>6} " + " ".join(f"{s:>14}" for s in shown))
+    for way in BREAKDOWN_WAYS:
+        print(f"{way}: {_kernel_name(_way_step(1, 4096, way))}")
 
 
 def main() -> None:
@@ -48,7 +121,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="one profiled call per step, no timing"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="the same keys reached different ways"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--breakdown's rounds")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args.rounds)
+        return
     if args.profile:
         for batch in args.batches:
             for keys in args.keys:
