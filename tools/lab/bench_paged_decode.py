@@ -18,11 +18,13 @@ through ``flash_attn_with_kvcache``, min-max over the rounds, and names the kern
     contig+idx      the same with cache_batch_idx = arange(batch): IndexedKV, strided rows
     contig+pad      the same with cache_leftpad = 0: IndexedKV with a start per sequence
     perm-N, ident-N pages of N keys through a shuffled / an identity block table: ident-N
-                    minus contig+idx is the block table's round trip, perm-N minus ident-N
-                    what scattered pages cost (address translation, DRAM placement)
+                    minus contig+idx is what the paged way costs over the strided one in the
+                    same kernel, perm-N minus ident-N what scattered pages cost (address
+                    translation, DRAM placement)
 
-Measured on the H200 (docs/benchmarks.md, 2026-12-02): at batch 1 over 4k keys the table's
-round trip costs 0.6-0.7 us of 9.9; at batch 64 shuffled pages of 16 cost 3%.
+Measured on the H200 (docs/benchmarks.md, 2026-12-02): at batch 1 over 4k keys the paged way
+costs 0.5-0.7 us of 9.9, and not through the block table's load alone (with that load issued
+beside the length's, the gap stayed); at batch 64 shuffled pages of 16 cost 3%.
 """
 
 from __future__ import annotations
