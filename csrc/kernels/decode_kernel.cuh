@@ -70,13 +70,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   // Paged K/V: `pages` holds the block-table entry this lane needs for the tile being loaded,
   // `next_pages` that of the warp's next tile, loaded a step ahead (load_kv_tile_paged_warp).
   constexpr int kRowStep = 32 / kPitchChunks;
-  const bool paged = P::kIndexedKV && p.block_table != nullptr;
-  const PagedWarpCopy page_copy = paged_warp_copy<kBlockN / kRowStep>(p, w, kv_copy);
+  const bool paged = P::kIndexedKV && (P::kPagesOnly || p.block_table != nullptr);
+  static_assert(kBlockN / kRowStep == Cfg::kLaneRows, "the lane rows PagedKV's dispatch assumes");
+  const PagedWarpCopy page_copy = paged_warp_copy<kBlockN / kRowStep, P::kPagesOnly>(p, w, kv_copy);
   int pages = 0, next_pages = 0;
   auto load_tile = [&](uint32_t dst, const T* base, int64_t block_stride, int64_t row_stride, int n_block) {
     if (paged)
-      load_kv_tile_paged_warp<T, kBlockN, kRowStep>(p, w, dst, base, block_stride, row_stride, n_block * kBlockN,
-                                                    kv_copy, offset, page_copy, pages);
+      load_kv_tile_paged_warp<T, kBlockN, kRowStep, P::kPagesOnly>(
+          p, w, dst, base, block_stride, row_stride, n_block * kBlockN, kv_copy, offset, page_copy, pages);
     else
       load_kv_tile<T, kBlockN, kRowStep>(dst, base, row_stride, n_block * kBlockN, w.seq.seqlen_k, kv_copy, offset);
   };
@@ -122,7 +123,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     next_pages = load_pages(first - kWarps);
   }
   if (first >= w.n_begin && !first_early) {
-    if (!kAppend && paged && page_copy.one_page) {
+    if (!kAppend && !P::kPagesOnly && paged && page_copy.one_page) {
       // The usual pages (16-256 keys at head_dim 128), their copy alone: a decode step of one
       // sequence runs this prologue once per warp, cold, and the other ways' code laid out
       // between its instructions cost it fetches. One sequence of 4k keys, pages of 16: 10.7 ->

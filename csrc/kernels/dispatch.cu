@@ -299,8 +299,22 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // 4k-key sequence in pages of 16 from 12.1 to 12.8 us on the H200); plain scores where no
   // score variant. New keys the append kernel already wrote (new_keys_in_cache) need no append
   // code.
+  // A paged decode step whose pages hold each copying lane's rows whole (power-of-two pages
+  // of at least min_page_size keys, no left padding: pages of 16-256 at head_dim 128) takes
+  // the PagedKV instance, which compiles that copy alone (2952 SASS instructions at head_dim
+  // 128, IndexedKV 6696): IndexedKV chooses among the paged copies, strided rows and left
+  // padding at each tile. One sequence of 4k keys in pages of 16 took 10.5-10.6 -> 10.2-10.3
+  // us (contiguous 9.8-9.9), batch 64 in ordered pages 257.3 -> 254.9 (contiguous 255.0; H200,
+  // 2026-12-02, docs/benchmarks.md). The fused append steps stay on IndexedKV's: a PagedKV
+  // instance of them (28 bytes of spills) took 0.8 us off one sequence's rotary step but
+  // added 1.4 us at batch 64.
+  const KernelInfo& paged = kernels.decode_paged;
+  const bool whole_pages = paged.kernel != nullptr && p.block_table != nullptr && p.k_start == nullptr &&
+                           p.page_shift >= 0 && p.page_size >= paged.min_page_size;
   if (decode && p.seqlen_new > 0 && !p.new_keys_in_cache)
     plan->kernel = p.score_mods ? kernels.decode_append_mods : kernels.decode_append;
+  else if (decode && !p.score_mods && whole_pages)
+    plan->kernel = paged;
   else if (decode && !p.score_mods && kernels.decode_kv.kernel != nullptr)
     plan->kernel = kernels.decode_kv;
 

@@ -55,7 +55,8 @@ __device__ __forceinline__ SeqExtent sequence_extent(const FwdParams& p, int b) 
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k - p.seqlen_new) + p.seqlen_new;
   else if (p.seqused_k != nullptr)
     e.seqlen_k = clamp_int(p.seqused_k[b], 0, e.seqlen_k);
-  if (P::kIndexedKV && p.k_start != nullptr) {  // left padding: the sequence's keys are rows [start, seqlen_k)
+  // Left padding: the sequence's keys are rows [start, seqlen_k).
+  if (P::kIndexedKV && !P::kPagesOnly && p.k_start != nullptr) {
     const int start = clamp_int(p.k_start[b], 0, e.seqlen_k);
     e.k_start += start;
     e.seqlen_k -= start;
@@ -117,7 +118,9 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
     m_block = p.m_blocks.mod(tile, bh);
   }
   w.b = p.cta_heads.div(bh);
-  w.kv_b = P::kIndexedKV && p.kv_batch_idx != nullptr ? clamp_int(p.kv_batch_idx[w.b], 0, p.kv_batch_rows - 1) : w.b;
+  w.kv_b = P::kIndexedKV && !P::kPagesOnly && p.kv_batch_idx != nullptr
+               ? clamp_int(p.kv_batch_idx[w.b], 0, p.kv_batch_rows - 1)
+               : w.b;
   w.cta_head = p.cta_heads.mod(bh, w.b);
   w.group = p.pack_gqa ? p.group : 1;
   w.kv_head = p.pack_gqa ? w.cta_head : p.heads_per_kv.div(w.cta_head);
@@ -327,10 +330,11 @@ struct PagedWarpCopy {
   bool one_page;  // the same for every lane of the CTA
   int row0;       // the lane's first row in the tile: its row group times kIters
 };
-template <int kIters>
+// kOnePage: the caller's instance runs only where that holds (P::kPagesOnly).
+template <int kIters, bool kOnePage = false>
 __device__ __forceinline__ PagedWarpCopy paged_warp_copy(const FwdParams& p, const CtaWork& w, TileCopyLane lane) {
   static_assert((kIters & (kIters - 1)) == 0, "blocks of a power-of-two row count");
-  const bool one_page = p.page_shift >= 0 && p.page_size >= kIters && (w.seq.k_start & (kIters - 1)) == 0;
+  const bool one_page = kOnePage || (p.page_shift >= 0 && p.page_size >= kIters && (w.seq.k_start & (kIters - 1)) == 0);
   return {one_page, lane.row0 * kIters};
 }
 // The block id `lane` holds for the tile of keys [n0, n0 + 32 at most): its rows' page, or the

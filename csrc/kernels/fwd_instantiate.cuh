@@ -54,6 +54,13 @@ KernelInfo decode_variant_info() {
     return {nullptr, 0, 0, 0, 0, 1};
 }
 
+template <typename T, typename Decode, bool kVariantTable>
+KernelInfo decode_paged_info() {
+  KernelInfo info = decode_variant_info<T, Decode, kVariantTable, PagedKV, false>();
+  info.min_page_size = Decode::kLaneRows;
+  return info;
+}
+
 template <typename T, int kHeadDim, bool kVariantTable>
 FwdKernels fwd_kernels() {
   using Prefill = PrefillConfig<kHeadDim>;
@@ -65,6 +72,7 @@ FwdKernels fwd_kernels() {
           sm90_kernel_info<T, kHeadDim, P, true>(),
           sm90_kernel_info<T, kHeadDim, P, false, true>(),
           decode_variant_info<T, Decode, kVariantTable, IndexedKV, false>(),
+          decode_paged_info<T, Decode, kVariantTable>(),
           decode_variant_info<T, Decode, kVariantTable, IndexedKV, true>(),
           decode_variant_info<T, Decode, kVariantTable, AllVariants, true>(),
           sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),

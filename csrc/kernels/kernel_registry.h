@@ -19,6 +19,8 @@ struct KernelInfo {
   const void* kernel;
   int block_m, block_n, threads, smem_bytes, kv_tiles_per_step;
   int tma_swizzle = 0;
+  // decode_paged: the least page size it takes (a power of two); 0 for the others.
+  int min_page_size = 0;
 };
 
 struct FwdKernels {
@@ -28,6 +30,7 @@ struct FwdKernels {
   KernelInfo sm90_persistent;      // the same, persistent: for short K/V (few tiles per query block)
   KernelInfo sm90_tma;             // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)
   KernelInfo decode_kv;            // variant tables: decode_kernel with plain scores over paged/indexed K/V
+  KernelInfo decode_paged;         // variant tables: decode_kv's PagedKV instance (pages whole to each lane)
   KernelInfo decode_append;        // variant tables: decode_kv with the fused K/V append (fused_append.cuh)
   KernelInfo decode_append_mods;   // variant tables: the variant decode kernel with the fused K/V append
   KernelInfo sm90_tma_band_sinks;  // variant tables: sm90_tma with BandSinks policies (window, sinks; dense K/V)

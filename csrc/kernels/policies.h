@@ -7,7 +7,8 @@
 //   K/V addressing  where a sequence's keys are (sequence_extent, k_base, load_kv):
 //                   strided rows and varlen offsets; with kIndexedKV also paged blocks
 //                   through a block table, a cache batch index, left padding and the lengths
-//                   of a fused append.
+//                   of a fused append; with kPagesOnly (decode) only paged blocks whose pages
+//                   hold each copying lane's rows whole (PagedKV).
 //   mask            which K/V tiles a query block visits and which scores it masks
 //                   (cta_work, tile_facts, scores_to_logits): the causal diagonal
 //                   (bottom-right) and the sequence end; with kBand the sliding window's band
@@ -22,18 +23,21 @@
 //
 // The host picks an instance by what a call uses (dispatch.cu): the plain tables hold Plain
 // instances, the variant tables AllVariants, IndexedKV for decode steps over paged or indexed
-// caches with plain scores, BandSinks for a Hopper prefill whose only variants are a sliding
-// window and/or sinks over dense K/V, and AlibiSlice for one whose only variant is ALiBi (both
-// take the plain kernel's wider tiles).
+// caches with plain scores (PagedKV where every lane's rows lie in one page), BandSinks for a
+// Hopper prefill whose only variants are a sliding window and/or sinks over dense K/V, and
+// AlibiSlice for one whose only variant is ALiBi (both take the plain kernel's wider tiles).
 #pragma once
 
 #include <type_traits>
 
 namespace forge_flash {
 
-template <bool kIndexedKV_, bool kBand_, bool kScoreMods_, bool kSinks_, bool kAlibiSlice_ = false>
+template <bool kIndexedKV_, bool kBand_, bool kScoreMods_, bool kSinks_, bool kAlibiSlice_ = false,
+          bool kPagesOnly_ = false>
 struct Policies {
   static constexpr bool kIndexedKV = kIndexedKV_;
+  static constexpr bool kPagesOnly = kPagesOnly_;
+  static_assert(!kPagesOnly || kIndexedKV, "whole pages are one kind of indexed K/V");
   static constexpr bool kBand = kBand_;
   static constexpr bool kScoreMods = kScoreMods_;
   static constexpr bool kSinks = kSinks_;
@@ -45,6 +49,9 @@ struct Policies {
 
 using Plain = Policies<false, false, false, false>;
 using IndexedKV = Policies<true, false, false, false>;
+// A block table of power-of-two pages of at least DecodeTileConfig::kLaneRows keys, no left
+// padding: each copying lane's rows in one page (dispatch.cu says why it is an instance).
+using PagedKV = Policies<true, false, false, false, false, true>;
 using BandSinks = Policies<false, true, false, true>;
 using AllVariants = Policies<true, true, true, true>;
 using AlibiSlice = Policies<false, false, false, false, true>;

@@ -59,6 +59,10 @@ struct DecodeTileConfig {
 
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kRowPitch = row_pitch(kHeadDim);
+  // A warp copies its K/V tile as 32 / (kRowPitch / 8) groups of lanes, each one 16-byte chunk
+  // column of kLaneRows consecutive rows (load_kv_tile_paged_warp): pages of at least that
+  // many keys hold a lane's rows whole.
+  static constexpr int kLaneRows = kBlockN / (32 / (kRowPitch / 8));
   static constexpr int kSmemQElems = kBlockM * kRowPitch;
   static constexpr int kSmemKVElems = kBlockN * kRowPitch;  // one warp's K (or V) tile
   // The merge reuses the Q and K/V buffers: each warp's fp32 partial O (rows padded by 8

@@ -167,6 +167,50 @@ def test_paged_decode_at_every_head_dim_with_each_variant(head_dim, page_size, v
     )  # fmt: skip
 
 
+# The decode instance for paged caches whose pages hold each copying lane's rows whole (PagedKV,
+# policies.h), as its name demangles; the other paged calls run IndexedKV.
+WHOLE_PAGE_INSTANCE = "Policies<true, false, false, false, false, true>"
+
+
+@pytest.mark.parametrize(
+    "head_dim,page_size,leftpad,whole_pages",
+    [
+        (64, 4, False, False), (64, 8, False, True), (128, 8, False, False),
+        (128, 12, False, False), (128, 16, False, True), (128, 16, True, False),
+        (256, 16, False, True),
+    ],
+)  # fmt: skip
+def test_paged_decode_runs_its_whole_page_instance_where_a_lanes_rows_fit_a_page(
+    head_dim, page_size, leftpad, whole_pages
+):
+    """Power-of-two pages of at least a decode lane's rows (8 keys at head_dim 64, 16 at 128
+    and 256) without left padding run the PagedKV instance, which compiles that copy alone;
+    smaller or odd pages and left padding run IndexedKV. Either way the step matches the
+    float64 reference: ragged lengths long enough to split, one ending on a page boundary, an
+    empty one."""
+    gen = torch.Generator().manual_seed(head_dim * 100 + page_size * 2 + leftpad)
+    lengths = [2 * 1024 + 3, 4 * page_size, 0, 300]
+    pads = [5, 0, 0, 17] if leftpad else [0] * len(lengths)
+    batch = len(lengths)
+    max_blocks = -(-max(lengths) // page_size) + 1
+    num_blocks = batch * max_blocks + 2
+    table = random_block_table(gen, batch, max_blocks, num_blocks)
+    k_cache = randn(gen, num_blocks, page_size, HEADS_K, head_dim, dtype=torch.bfloat16).cuda()
+    v_cache = randn(gen, num_blocks, page_size, HEADS_K, head_dim, dtype=torch.bfloat16).cuda()
+    q = randn(gen, batch, 1, HEADS, head_dim, dtype=torch.bfloat16).cuda()
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with kernel_backend(), torch.profiler.profile(activities=activities) as profile:
+        out, lse = forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, cache_seqlens=_index(lengths), block_table=table.cuda(),
+            cache_leftpad=_index(pads) if leftpad else None, return_softmax_lse=True,
+        )  # fmt: skip
+        torch.cuda.synchronize()
+    decode_kernels = [e.key for e in profile.key_averages() if "decode_kernel" in e.key]
+    assert len(decode_kernels) == 1, decode_kernels
+    assert (WHOLE_PAGE_INSTANCE in decode_kernels[0]) == whole_pages, decode_kernels[0]
+    _check(out, lse, q, k_cache, v_cache, lengths, pads, causal=False, block_table=table.tolist())
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "paged-7", "paged-16", "paged-256"])
 def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):

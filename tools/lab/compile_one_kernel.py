@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ("Plain", "IndexedKV", "BandSinks", "AlibiSlice", "AllVariants")
+POLICIES = ("Plain", "IndexedKV", "PagedKV", "BandSinks", "AlibiSlice", "AllVariants")
 # The head dims with Hopper tiles of their own (fwd_instantiate.cuh, sm90_head_dim).
 HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
 DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
