@@ -1,9 +1,10 @@
 """flash_attn_with_kvcache on the kernels: paged vs contiguous caches for every page-size class,
-ragged lengths on page boundaries, append + rotary + cache_batch_idx + cache_leftpad against
-the float64 reference, the decode step whose append runs inside the attention kernel (the
-caches bit for bit as the append kernel writes them), out-of-range block ids refused, a
-decode step with append captured in a CUDA graph, and a decode loop with rotary over a
-contiguous cache (the C API's two launches) replayed from graphs against the adapter's calls.
+ragged lengths on page boundaries, the decode instance a paged step runs (PagedKV or IndexedKV),
+append + rotary + cache_batch_idx + cache_leftpad against the float64 reference, the decode step
+whose append runs inside the attention kernel (the caches bit for bit as the append kernel
+writes them), out-of-range block ids refused, a decode step with append captured in a CUDA
+graph, and a decode loop with rotary over a contiguous cache (the C API's two launches)
+replayed from graphs against the adapter's calls.
 
 Tolerance: issue 3's rule (helpers.kernels.assert_close_to_reference): at most twice PyTorch's
 own error on the same 16-bit inputs (SDPA on each sequence's gathered keys), plus 1e-5.
