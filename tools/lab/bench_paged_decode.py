@@ -23,7 +23,7 @@ through ``flash_attn_with_kvcache``, min-max over the rounds, and names the kern
                     translation, DRAM placement)
 
 Measured on the H200 (docs/benchmarks.md, 2026-12-02): at batch 1 over 4k keys pages of 16-4096
-keys cost 0.3-0.5 us of 9.9 on their own instance (PagedKV; 0.5-0.7 on IndexedKV, and not through
+keys cost 0.3-0.6 us of 9.9 on their own instance (PagedKV; 0.5-0.9 on IndexedKV, and not through
 the block table's load: with that load issued beside the length's, the gap stayed); at batch 64
 ordered pages cost nothing, shuffled pages of 16 3%.
 """
