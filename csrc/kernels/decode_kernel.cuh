@@ -76,8 +76,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   int pages = 0, next_pages = 0;
   auto load_tile = [&](uint32_t dst, const T* base, int64_t block_stride, int64_t row_stride, int n_block) {
     if (paged)
-      load_kv_tile_paged_warp<T, kBlockN, kRowStep, P::kPagesOnly>(
-          p, w, dst, base, block_stride, row_stride, n_block * kBlockN, kv_copy, offset, page_copy, pages);
+      load_kv_tile_paged_warp<T, kBlockN, kRowStep>(p, w, dst, base, block_stride, row_stride, n_block * kBlockN,
+                                                    kv_copy, offset, page_copy, pages);
     else
       load_kv_tile<T, kBlockN, kRowStep>(dst, base, row_stride, n_block * kBlockN, w.seq.seqlen_k, kv_copy, offset);
   };
@@ -123,24 +123,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     next_pages = load_pages(first - kWarps);
   }
   if (first >= w.n_begin && !first_early) {
-    if (!kAppend && !P::kPagesOnly && paged && page_copy.one_page) {
-      // The usual pages (16-256 keys at head_dim 128), their copy alone: a decode step of one
-      // sequence runs this prologue once per warp, cold, and the other ways' code laid out
-      // between its instructions cost it fetches. One sequence of 4k keys, pages of 16: 10.7 ->
-      // 10.5-10.6 us (contiguous 9.9; H200, 2026-12-02). Not in fused append instances: with
-      // it their rotary steps at batch 1 and 8 lost 0.2-0.6 us.
-      load_kv_tile_paged_warp<T, kBlockN, kRowStep, true>(p, w, sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride,
-                                                          first * kBlockN, kv_copy, offset, page_copy, pages);
-      cp_async_commit();
-      load_kv_tile_paged_warp<T, kBlockN, kRowStep, true>(p, w, sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride,
-                                                          first * kBlockN, kv_copy, offset, page_copy, pages);
-      cp_async_commit();
-    } else {
-      load_k(first);
-      cp_async_commit();
-      load_v(first);
-      cp_async_commit();
-    }
+    load_k(first);
+    cp_async_commit();
+    load_v(first);
+    cp_async_commit();
   }
   // This warp's first tiles hold the new keys (below): their units load under the copies.
   const bool patches = appends && first >= w.n_begin && (first + 1) * kBlockN > first_new_key;

@@ -302,7 +302,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // A paged decode step whose pages hold each copying lane's rows whole (power-of-two pages
   // of at least min_page_size keys, no left padding: pages of 16-256 at head_dim 128) takes
   // the PagedKV instance, which compiles that copy alone (2952 SASS instructions at head_dim
-  // 128, IndexedKV 6696): IndexedKV chooses among the paged copies, strided rows and left
+  // 128, IndexedKV 6392): IndexedKV chooses among the paged copies, strided rows and left
   // padding at each tile. One sequence of 4k keys in pages of 16 took 10.5-10.6 -> 10.2-10.3
   // us (contiguous 9.8-9.9), batch 64 in ordered pages 257.3 -> 254.9 (contiguous 255.0; H200,
   // 2026-12-02, docs/benchmarks.md). The fused append steps stay on IndexedKV's: a PagedKV

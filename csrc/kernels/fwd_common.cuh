@@ -346,8 +346,7 @@ __device__ __forceinline__ int lane_pages(const FwdParams& p, const CtaWork& w, 
   const int column = c.one_page ? first_page(p, tile_key + c.row0) : first_page(p, tile_key) + lane;
   return clamp_int(__ldg(table + min(column, p.max_blocks - 1)), 0, p.num_blocks - 1);
 }
-// kOnePageOnly: the caller knows c.one_page, and only that way is compiled.
-template <typename T, int kRows, int kRowStep, bool kOnePageOnly = false, class Offset>
+template <typename T, int kRows, int kRowStep, class Offset>
 __device__ __forceinline__ void load_kv_tile_paged_warp(const FwdParams& p, const CtaWork& w, uint32_t dst,
                                                         const T* base, int64_t block_stride, int64_t row_stride, int n0,
                                                         TileCopyLane lane, Offset offset, PagedWarpCopy c, int pages) {
@@ -365,7 +364,7 @@ __device__ __forceinline__ void load_kv_tile_paged_warp(const FwdParams& p, cons
     return reinterpret_cast<const T*>(chunk_base + static_cast<uint32_t>(block) * block_bytes +
                                       static_cast<uint32_t>(row) * row_bytes);
   };
-  if (kOnePageOnly || c.one_page) {
+  if (c.one_page) {
     const T* src = page_row(pages, key0 & (p.page_size - 1));
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
