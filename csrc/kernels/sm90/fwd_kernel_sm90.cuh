@@ -7,7 +7,7 @@
 //                            a stage's `full` mbarrier completes when its bytes land,
 //                            its `empty` mbarrier when every consumer is done with it
 //                            (Q's space likewise, for the persistent launch's next tile;
-//                            at head_dim 96 it has two Q buffers: Sm90Tiles::kQBuffers).
+//                            at head_dim 64 and 96 it has two Q buffers: Sm90Tiles::kQBuffers).
 //   warpgroups 1.., consumers, one program per work tile:
 //     S = Q K[0]^T; softmax                                   (persistent at head_dim 96: the
 //                                                             last tile's epilogue beside it)
@@ -54,7 +54,7 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
 }
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2,
-          int kQBuffers_ = 1, bool kAlibiSlice_ = false>
+          int kQBuffers_ = 1, bool kAlibiSlice_ = false, int kLagTurns_ = 0>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kConsumerWGs = kConsumerWGs_;  // consumer warpgroups, 64 query rows each
@@ -110,6 +110,10 @@ struct Sm90Config {
   // one, those loads start after this tile's last Q K^T.
   static constexpr int kQBuffers = kQBuffers_;
   static_assert(kQBuffers == 1 || (kPersistent && kQBuffers == 2), "a second Q buffer serves a next work tile");
+  // Turns the last consumer runs behind the first (Sm90Tiles::kLagTurns); 0: in step.
+  static constexpr int kLagTurns = kLagTurns_;
+  static_assert(kLagTurns == 0 || (kPersistent && kQBuffers == 2 && kConsumerWGs == 2 && kStages >= kLagTurns + 3),
+                "a lagging consumer reads the previous work tile's Q and holds kLagTurns more K/V stages");
   static constexpr int kTileBytes = kQBuffers * kQBytes + kStages * 2 * kKVBytes;
   // AlibiSlice policies: the ALiBi slice's key tile (sm90/alibi_slice.cuh) after the tiles.
   static constexpr int kAlibiKeysBytes = kAlibiSlice_ ? sm90::alibi_keys_bytes<kBlockN>() : 0;
@@ -128,7 +132,9 @@ struct Sm90Config {
 
 // Per head_dim: kBlockN keys per K/V tile, stages. Registers per consumer thread: O head_dim / 2,
 // S kBlockN / 2, P kBlockN / 4 (+ softmax state, addresses) within kConsumerRegs.
-//   64:  128 keys, 4 stages (145 KB).      128: 128 keys, 3 stages (226 KB of the 227 KB).
+//   64:  128 keys, 4 stages (145 KB); persistent, plain scores: 5 stages and two Q buffers
+//        (193 KB, for the lagged turns: Sm90Tiles::kLagTurns).
+//   128: 128 keys, 3 stages (226 KB of the 227 KB).
 //   96:  128 keys, 4 stages (217 KB; 64B swizzle), O 48 + S 64 + P 32 registers; persistent,
 //        plain scores: 3 stages and two Q buffers (192 KB, Sm90Tiles::kQBuffers).
 //   192: 112 keys, 2 stages (217 KB), O 96 + S 56 + P 28 registers.
@@ -165,18 +171,32 @@ struct Sm90Tiles {
                                                             : 128;
   // Q buffers of the persistent kernel: at head_dim 96, plain scores, it trades a K/V stage for
   // a second one (3 stages, 192 KB), so the next work tile's loads need not wait for this one's
-  // last Q K^T: +2-3% at 1k tokens. Not at 64 (level, -0.3-0.8%) nor at 128, which has room for
+  // last Q K^T: +2-3% at 1k tokens. At 64 alone level (-0.3-0.8%; it serves the lagged turns
+  // below), not at 128, which has room for
   // a second Q buffer only beside 2 stages of 128 keys (-2-3% non-causal) or 3 of 96 keys
   // (-12-17%) (H200, 2026-12-01, docs/bench-raw/2026-12-01h-h200-double-q-ab.txt). The variant
   // instances were not measured with it.
-  static constexpr int kQBuffers = kPersistent && kHeadDim == 96 && !P::kAny ? 2 : 1;
-  static constexpr int kStages = kBlockN > 128 || kHeadDim > 128 ? 2 : kHeadDim == 128 || kQBuffers == 2 ? 3 : 4;
+  // Lagged turns (persistent kernel, head_dim 64, plain scores): the second consumer runs
+  // kLagTurns turns behind the first, so that their work tiles' edges (a turn of P V alone, then
+  // one of Q K^T alone, whose softmax has only the other consumer's turn to hide behind) no
+  // longer fall together. It takes a second Q buffer (the first consumer starts the next work
+  // tile while the second still reads this one's Q) and kLagTurns more K/V stages. H200,
+  // 2026-12-02 (docs/benchmarks.md, 14:15-15:10): non-causal 512-1k tokens +3.3-4.1% (bf16 and
+  // fp16); causal calls take no lag (lagged: -3-4%), and the five stages and second Q buffer
+  // cost them 0-1.7%. Lagged at 128 too, whose ring then holds 64-key tiles only: -19%.
+  static constexpr int kLagTurns = kPersistent && kHeadDim == 64 && !P::kAny ? 2 : 0;
+  static constexpr int kQBuffers = kPersistent && (kHeadDim == 96 || kLagTurns > 0) && !P::kAny ? 2 : 1;
+  static constexpr int kStages = kLagTurns > 0                       ? kLagTurns + 3
+                                 : kBlockN > 128 || kHeadDim > 128   ? 2
+                                 : kHeadDim == 128 || kQBuffers == 2 ? 3
+                                                                     : 4;
 };
 template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
 using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kBlockN,
                                      Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kStages, kPersistent, kTmaOnly,
                                      Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kConsumerWGs,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kQBuffers, P::kAlibiSlice>;
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kQBuffers, P::kAlibiSlice,
+                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kLagTurns>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
 template <typename T, typename Cfg, class P>
@@ -418,6 +438,16 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, 256); };
   auto turn_end = [&] { sm90::named_barrier_arrive(kBarTurn0 + (consumer + 1) % kWGs, 256); };
   if (consumer == kWGs - 1) turn_end();
+  // Lagged turns (Sm90Tiles::kLagTurns): the last consumer passes its first kLagTurns turns,
+  // the first its last ones; both then take as many turns as before. Not in causal calls.
+  const int lag_turns = p.is_causal ? 0 : Cfg::kLagTurns;
+  auto pass_turns = [&] {
+    for (int t = 0; t < lag_turns; ++t) {
+      turn_begin();
+      turn_end();
+    }
+  };
+  if (Cfg::kLagTurns > 0 && consumer == kWGs - 1) pass_turns();
 
   // The epilogue of a work tile: O /= l, the LSE, and (persistent kernel) O from registers to
   // global memory; the plain kernel stages O in shared memory below.
@@ -589,6 +619,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     store_output<T, Cfg::kOutputPitch, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
   });
   flush_pending();  // the last work tile's epilogue
+  if (Cfg::kLagTurns > 0 && consumer == 0) pass_turns();
   if (consumer == 0) turn_begin();
 #endif
 }
