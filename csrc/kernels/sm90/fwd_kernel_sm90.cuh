@@ -181,9 +181,10 @@ struct Sm90Tiles {
   // one of Q K^T alone, whose softmax has only the other consumer's turn to hide behind) no
   // longer fall together. It takes a second Q buffer (the first consumer starts the next work
   // tile while the second still reads this one's Q) and kLagTurns more K/V stages. H200,
-  // 2026-12-02 (docs/benchmarks.md, 14:15-15:10): non-causal 512-1k tokens +3.3-4.1% (bf16 and
-  // fp16); causal calls take no lag (lagged: -3-4%), and the five stages and second Q buffer
-  // cost them 0-1.7%. Lagged at 128 too, whose ring then holds 64-key tiles only: -19%.
+  // 2026-12-02 (docs/benchmarks.md, 14:15-15:30): non-causal 512-1k tokens +3.3-4.1% (bf16 and
+  // fp16); causal calls lag by one turn (by two: -3-4%; by none, beside the five stages and the
+  // second Q buffer: -0-1.7%). Three turns, six stages: -3.5% at 512 tokens. Lagged at 128 too,
+  // whose ring then holds 64-key tiles only: -19%.
   static constexpr int kLagTurns = kPersistent && kHeadDim == 64 && !P::kAny ? 2 : 0;
   static constexpr int kQBuffers = kPersistent && (kHeadDim == 96 || kLagTurns > 0) && !P::kAny ? 2 : 1;
   static constexpr int kStages = kLagTurns > 0                       ? kLagTurns + 3
@@ -438,9 +439,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, 256); };
   auto turn_end = [&] { sm90::named_barrier_arrive(kBarTurn0 + (consumer + 1) % kWGs, 256); };
   if (consumer == kWGs - 1) turn_end();
-  // Lagged turns (Sm90Tiles::kLagTurns): the last consumer passes its first kLagTurns turns,
-  // the first its last ones; both then take as many turns as before. Not in causal calls.
-  const int lag_turns = p.is_causal ? 0 : Cfg::kLagTurns;
+  // Lagged turns (Sm90Tiles::kLagTurns): the last consumer passes its first lag_turns turns,
+  // the first its last ones; both then take as many turns as before. Causal calls lag by one
+  // turn: their work tiles hold 1-8 K/V tiles, a lag of two lost 3-4% there, one gained 0-3%.
+  const int lag_turns = p.is_causal ? 1 : Cfg::kLagTurns;
   auto pass_turns = [&] {
     for (int t = 0; t < lag_turns; ++t) {
       turn_begin();
