@@ -110,9 +110,16 @@ struct Sm90Config {
   // one, those loads start after this tile's last Q K^T.
   static constexpr int kQBuffers = kQBuffers_;
   static_assert(kQBuffers == 1 || (kPersistent && kQBuffers == 2), "a second Q buffer serves a next work tile");
-  // Turns the last consumer runs behind the first (Sm90Tiles::kLagTurns); 0: in step.
+  // Turns the last consumer runs behind the first, at most (Sm90Tiles::kLagTurns); 0: in step.
+  // Why these bounds never wait in a circle: the first consumer starts work tile j + 2, whose Q
+  // goes into tile j's buffer, at least three turns after its last Q K^T of tile j (tile j's
+  // last P V, then two or more turns of tile j + 1), and the second frees that buffer kLagTurns
+  // turns after it: kLagTurns <= 3. K/V tile i refills the stage of tile i - kStages, which the
+  // second consumer frees (after its P V) kLagTurns + 1 turns after the first's Q K^T of that
+  // tile: kStages >= kLagTurns + 2, and one more to load ahead.
   static constexpr int kLagTurns = kLagTurns_;
-  static_assert(kLagTurns == 0 || (kPersistent && kQBuffers == 2 && kConsumerWGs == 2 && kStages >= kLagTurns + 3),
+  static_assert(kLagTurns == 0 ||
+                    (kPersistent && kQBuffers == 2 && kConsumerWGs == 2 && kLagTurns <= 3 && kStages >= kLagTurns + 3),
                 "a lagging consumer reads the previous work tile's Q and holds kLagTurns more K/V stages");
   static constexpr int kTileBytes = kQBuffers * kQBytes + kStages * 2 * kKVBytes;
   // AlibiSlice policies: the ALiBi slice's key tile (sm90/alibi_slice.cuh) after the tiles.
@@ -172,10 +179,10 @@ struct Sm90Tiles {
   // Q buffers of the persistent kernel: at head_dim 96, plain scores, it trades a K/V stage for
   // a second one (3 stages, 192 KB), so the next work tile's loads need not wait for this one's
   // last Q K^T: +2-3% at 1k tokens. At 64 alone level (-0.3-0.8%; it serves the lagged turns
-  // below), not at 128, which has room for
-  // a second Q buffer only beside 2 stages of 128 keys (-2-3% non-causal) or 3 of 96 keys
-  // (-12-17%) (H200, 2026-12-01, docs/bench-raw/2026-12-01h-h200-double-q-ab.txt). The variant
-  // instances were not measured with it.
+  // below); not at 128, which has room for a second Q buffer only beside 2 stages of 128 keys
+  // (-2-3% non-causal) or 3 of 96 keys (-12-17%) (H200, 2026-12-01,
+  // docs/bench-raw/2026-12-01h-h200-double-q-ab.txt). The variant instances were not measured
+  // with it.
   // Lagged turns (persistent kernel, head_dim 64, plain scores): the second consumer runs
   // kLagTurns turns behind the first, so that their work tiles' edges (a turn of P V alone, then
   // one of Q K^T alone, whose softmax has only the other consumer's turn to hide behind) no
