@@ -6,10 +6,11 @@ rounds shows up as disagreement between a build's two rounds:
     python tools/lab/prefill_rows_ab.py TAG            # head_dim 64, 128 at 512-2048 tokens
     python tools/lab/prefill_rows_ab.py TAG 64:512,64:1024 --fp16
 
-A row is the benchmark's prefill shape (`python -m forge_flash bench`): 16k tokens as batch x
-seqlen, 2048 // head_dim heads, causal and not. Timing: CUDA events around 30 back-to-back calls
-cycling through 4 input copies (so that K/V are not all L2-resident), best of 3; TFLOP/s as
-`bench` counts them (4 * batch * heads * seqlen^2 * head_dim, halved for causal). Last column:
+A row is the benchmark's prefill shape and FLOP count (`forge_flash.benchmark.prefill_shapes`:
+16k tokens as batch x seqlen, 2048 // head_dim heads, causal and not). Timing: CUDA events
+around 30 back-to-back calls cycling through 4 input copies (so that K/V are not all
+L2-resident), best of 3: throughput of a stream of calls, where `bench` takes the median of
+single calls. Last column:
 the largest error of our output against float32 SDPA math on two sequences and heads, a guard
 against timing a wrong kernel. `bench` (rotated inputs, all contenders) stays the reference for
 published tables; this script is for relative figures of two builds.
@@ -23,6 +24,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import forge_flash
+from forge_flash.benchmark import DTYPES, Shape, prefill_shapes
 
 
 def best_ms(fn, inputs: list, iters: int = 30, rounds: int = 3) -> float:
@@ -41,13 +43,10 @@ def best_ms(fn, inputs: list, iters: int = 30, rounds: int = 3) -> float:
     return best
 
 
-def row(tag: str, dtype: torch.dtype, head_dim: int, seqlen: int, causal: bool) -> str:
-    batch, heads = 16384 // seqlen, 2048 // head_dim
-    copies = [
-        [torch.randn(batch, seqlen, heads, head_dim, device="cuda", dtype=dtype) for _ in range(3)]
-        for _ in range(4)
-    ]
-    flops = 4 * batch * heads * seqlen * seqlen * head_dim / (2 if causal else 1)
+def row(tag: str, shape: Shape) -> str:
+    dtype, causal = DTYPES[shape.dtype], shape.causal
+    size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
+    copies = [[torch.randn(size, device="cuda", dtype=dtype) for _ in range(3)] for _ in range(4)]
     ours = best_ms(lambda q, k, v: forge_flash.flash_attn_fwd(q, k, v, causal=causal), copies)
     transposed = [[t.transpose(1, 2) for t in c] for c in copies]
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -59,9 +58,9 @@ def row(tag: str, dtype: torch.dtype, head_dim: int, seqlen: int, causal: bool) 
     err = (got - sdpa(*few, is_causal=causal).transpose(1, 2)).abs().max().item()
     kind = "causal" if causal else "full  "
     return (
-        f"{tag:5s} {str(dtype)[6:]:8s} d{head_dim:<3d} s{seqlen:<5d} {kind} ours "
-        f"{flops / ours / 1e9:6.1f} cudnn {flops / cudnn / 1e9:6.1f} ratio {cudnn / ours:5.3f} "
-        f"err {err:.1e}"
+        f"{tag:5s} {str(dtype)[6:]:8s} d{shape.head_dim:<3d} s{shape.seqlen_q:<5d} {kind} ours "
+        f"{shape.flops / ours / 1e9:6.1f} cudnn {shape.flops / cudnn / 1e9:6.1f} "
+        f"ratio {cudnn / ours:5.3f} err {err:.1e}"
     )
 
 
@@ -72,12 +71,12 @@ def main() -> None:
     parser.add_argument("rows", nargs="?", default=default_rows, help="head_dim:seqlen,...")
     parser.add_argument("--fp16", action="store_true", help="float16 rows too (after bfloat16)")
     args = parser.parse_args()
-    shapes = [tuple(int(x) for x in spec.split(":")) for spec in args.rows.split(",")]
-    dtypes = [torch.bfloat16] + ([torch.float16] if args.fp16 else [])
+    dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
-        for head_dim, seqlen in shapes:
-            for causal in (False, True):
-                print(row(args.tag, dtype, head_dim, seqlen, causal), flush=True)
+        for spec in args.rows.split(","):
+            head_dim, seqlen = (int(x) for x in spec.split(":"))
+            for shape in prefill_shapes([seqlen], [head_dim], [dtype]):
+                print(row(args.tag, shape), flush=True)
 
 
 if __name__ == "__main__":
