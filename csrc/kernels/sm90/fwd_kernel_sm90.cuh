@@ -449,14 +449,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // Lagged turns (Sm90Tiles::kLagTurns): the last consumer passes its first lag_turns turns,
   // the first its last ones; both then take as many turns as before. Causal calls lag by one
   // turn: their work tiles hold 1-8 K/V tiles, a lag of two lost 3-4% there, one gained 0-3%.
-  const int lag_turns = p.is_causal ? 1 : Cfg::kLagTurns;
+  const int lag_turns = Cfg::kLagTurns == 0 ? 0 : p.is_causal ? 1 : Cfg::kLagTurns;
   auto pass_turns = [&] {
     for (int t = 0; t < lag_turns; ++t) {
       turn_begin();
       turn_end();
     }
   };
-  if (Cfg::kLagTurns > 0 && consumer == kWGs - 1) pass_turns();
+  if (consumer == kWGs - 1) pass_turns();
 
   // The epilogue of a work tile: O /= l, the LSE, and (persistent kernel) O from registers to
   // global memory; the plain kernel stages O in shared memory below.
@@ -628,7 +628,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     store_output<T, Cfg::kOutputPitch, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
   });
   flush_pending();  // the last work tile's epilogue
-  if (Cfg::kLagTurns > 0 && consumer == 0) pass_turns();
+  if (consumer == 0) pass_turns();
   if (consumer == 0) turn_begin();
 #endif
 }
