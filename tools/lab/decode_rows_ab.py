@@ -1,0 +1,140 @@
+"""Decode rows of forge-flash beside cuDNN in one process, for A/B rounds of kernel builds and
+split-count sweeps.
+
+One query per sequence, 32 query heads over 8 KV heads of 128 (`--head-dim`), full caches of L
+keys, bf16; GPU time of graph replays (`forge_flash.benchmark.time_graph`) over K/V copies
+rotated out of L2, each call once per pass (`--passes`, default 2), best kept. Each build runs
+this in its own venv, the builds alternating (M A M A ...):
+
+    python tools/lab/decode_rows_ab.py TAG                      # the default rows
+    python tools/lab/decode_rows_ab.py TAG 64:4096,16:4096 --splits 1,2,4
+    python tools/lab/decode_rows_ab.py TAG --head-major --kernels
+
+A row prints our time with the dispatcher's split count (`s0`), then with each count of
+`--splits` forced (`flash_attn_with_kvcache(num_splits=...)`), cuDNN's (torch SDPA pinned to
+it, GQA natively, on its (b, h, s, d) layout as `bench` gives it), and ours against cuDNN.
+`--head-major` also times ours on cuDNN's layout (each head's keys contiguous, passed as a
+strided (b, s, h, d) view): whether a gap is the kernel or the layout. `--kernels` prints each
+contender's kernels with their grid, block, registers and shared memory (torch's profiler).
+Last column: the largest error of our output against float32 math on the first sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import torch
+
+import forge_flash
+from forge_flash.benchmark import Shape, contenders, make_inputs, time_graph
+
+HEADS, KV_HEADS = 32, 8
+DEFAULT_ROWS = "1:4096,1:16384,1:131072,8:32768,16:4096,32:4096,64:4096,64:16384,128:4096"
+
+
+def best_us(fn, copies: int) -> float:
+    return min(time_graph(fn, torch.device("cuda"), copies=copies) for _ in range(2)) * 1e6
+
+
+def kernels(fn) -> list[str]:
+    """Each kernel one call of ``fn`` launches: name, grid, block, registers, shared memory."""
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    fn(0)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn(0)
+        torch.cuda.synchronize()
+    with tempfile.NamedTemporaryFile(suffix=".json") as trace:
+        prof.export_chrome_trace(trace.name)
+        with open(trace.name) as f:
+            events = json.load(f)["traceEvents"]
+    lines = []
+    for e in events:
+        if e.get("cat") != "kernel":
+            continue
+        a = e.get("args", {})
+        lines.append(
+            f"    {e['name'][:100]} grid {a.get('grid')} block {a.get('block')} "
+            f"regs {a.get('registers per thread')} smem {a.get('shared memory')} "
+            f"{e.get('dur', 0):.1f} us"
+        )
+    return lines
+
+
+def row(tag: str, batch: int, keys: int, head_dim: int, splits: list[int], args) -> None:
+    shape = Shape("decode", batch, HEADS, KV_HEADS, 1, keys, head_dim, False, "bf16")
+    inputs = make_inputs(shape, torch.device("cuda"))
+    n = len(inputs.ours)
+    # The lengths made once: without them each call would fill a lengths tensor first.
+    lens = torch.full((batch,), keys, dtype=torch.int32, device="cuda")
+
+    def ours(s: int, layout: str = "ours"):
+        sets = inputs.ours
+        if layout == "head-major":  # cuDNN's tensors, as (b, s, h, d) views
+            pairs = zip(inputs.ours, inputs.sdpa, strict=True)
+            sets = [(q, k.transpose(1, 2), v.transpose(1, 2)) for (q, _, _), (_, k, v) in pairs]
+
+        def run(i: int) -> torch.Tensor:
+            q, k, v = sets[i % n]
+            return forge_flash.flash_attn_with_kvcache(q, k, v, cache_seqlens=lens, num_splits=s)
+
+        return run
+
+    calls = {f"s{s}": (ours(s), None) for s in [0, *splits]}
+    if args.head_major:
+        calls["hm"] = (ours(0, "head-major"), None)
+    others = frozenset({"forge_flash", "sdpa_flash", "fa4", "naive_loop"})
+    cudnn = contenders(shape, inputs, torch.device("cuda"), skip=others)["sdpa_cudnn"]
+    if cudnn is not None:
+        calls["cudnn"] = (cudnn.run, cudnn.context)
+    # Every call once per pass, best of the passes: a call measured first after the inputs'
+    # set-up ran up to 10% slow (an idle GPU's clocks), so no call is always first.
+    times = dict.fromkeys(calls, float("inf"))
+    for _ in range(args.passes):
+        for name, (fn, context) in calls.items():
+            with context() if context else contextlib.nullcontext():
+                times[name] = min(times[name], best_us(fn, n))
+    group = HEADS // KV_HEADS
+    q, k, v = (t[:1].float() for t in inputs.ours[0])
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k.repeat_interleave(group, 2))
+    probs = torch.softmax(scores * head_dim**-0.5, dim=-1)
+    want = torch.einsum("bhqk,bkhd->bqhd", probs, v.repeat_interleave(group, 2))
+    err = (ours(0)(0)[:1].float() - want).abs().max().item()
+    gb = 2 * batch * keys * KV_HEADS * head_dim * 2 / 1e9
+    cols = " ".join(f"{name}: {t:7.1f}" for name, t in times.items())
+    ratio = f" vs cudnn {times['cudnn'] / times['s0']:5.3f}x" if "cudnn" in times else ""
+    print(
+        f"{tag:5s} d{head_dim:<3d} b{batch:<4d} {keys // 1024:4d}k {cols} "
+        f"({gb / times['s0'] * 1e3:4.2f} TB/s){ratio} err {err:.1e}",
+        flush=True,
+    )
+    if args.kernels:
+        for name, (fn, context) in calls.items():
+            if name in ("s0", "cudnn"):
+                with context() if context else contextlib.nullcontext():
+                    print(f"  {name}:\n" + "\n".join(kernels(fn)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tag", help="the build's name, printed on each row")
+    parser.add_argument("rows", nargs="?", default=DEFAULT_ROWS, help="batch:keys,...")
+    parser.add_argument("--splits", default="", help="split counts to force, e.g. 1,2,4")
+    parser.add_argument("--head-major", action="store_true", help="ours on cuDNN's layout too")
+    parser.add_argument("--kernels", action="store_true", help="each contender's kernels")
+    parser.add_argument("--head-dim", type=int, default=128, help="64, 96, 128, ...")
+    parser.add_argument("--passes", type=int, default=2, help="timing passes (best kept)")
+    args = parser.parse_args()
+    splits = [int(s) for s in args.splits.split(",") if s]
+    for spec in args.rows.split(","):
+        batch, keys = (int(x) for x in spec.split(":"))
+        row(args.tag, batch, keys, args.head_dim, splits, args)
+
+
+if __name__ == "__main__":
+    main()
