@@ -58,7 +58,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const T* v_ptr = v_base<T, P>(p, w);
 
   // Copies into swizzled rows of kPitch elements (see warp_mma.cuh). Q: the first kQThreads
-  // threads; K/V: each warp its own tiles, so a warp waits only for its own loads.
+  // threads (3 warps at head_dim 128: 6 rows a pass, the third pass 4); K/V: each warp its own
+  // tiles, so a warp waits only for its own loads.
   constexpr int kPitchChunks = kPitch / 8;
   constexpr int kQThreads = kNThreads < kBlockM * kPitchChunks ? kNThreads : kBlockM * kPitchChunks;
   static_assert(kQThreads % kPitchChunks == 0 && 32 % kPitchChunks == 0, "a thread's chunk column is fixed");

@@ -42,6 +42,21 @@ constexpr int kSmallCluster = 4;
 // head dims use shorter tiles (64-112 keys). Above head_dim 192, calls whose tensors TMA can
 // address take the TMA-only instance instead (plan_fwd's TMA step says why).
 constexpr int kPersistentMaxKeys = 1024;
+// Hopper decode grids of at least kFullGridCtasPerSm CTAs per SM (as DecodeConfig's CTAs
+// count them) over at most kFullGridMaxKeys keys run on CTAs of 3 warps (DecodeFullGridConfig)
+// where the head dim has them and they fill their waves better (wave_efficiency, by more than
+// 1%: where the last waves are as full, as at 3.3 waves of 4-warp CTAs, they keep 4): at head_dim
+// 128 an SM holds 4 of those where it holds 3 of 4 warps, so a grid of 512 CTAs (batch 64 of 8
+// KV heads) runs in one wave instead of 1.29; at head_dim 64 it holds 5 where it holds 4.
+// Measured on the H200 (2026-12-02, docs/benchmarks.md; 32/8 heads, one query, GPU time): batch
+// 64 over 4k keys 250.4 -> 241.5 us (cuDNN 239), over 8k 478 -> 472; head_dim 64, batch 82 over
+// 4k keys 175 -> 156 (cuDNN 167). Where they fill their waves worse they lost (head_dim 128,
+// batch 48 over 16k keys, 704 against 715; head_dim 64, batch 64 and 128 over 4k keys, 123 and
+// 240 against 136 and 246), and over 16k-32k keys DecodeConfig's CTAs with a short last wave
+// split 4 ways (hopper_full_grid_splits) stayed 0.6-1.1% ahead (batch 64 over 16k keys 933
+// against 939, over 32k 1842 against 1864; batch 128 over 16k 1856 against 1876).
+constexpr int kFullGridCtasPerSm = 2;
+constexpr int kFullGridMaxKeys = 8192;
 
 template <bool kVariantTable>
 FwdKernels kernels_for(DType dtype, int routed) {
@@ -133,16 +148,20 @@ cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
       out);
 }
 
+// How full a grid of `ctas` keeps its waves of the CTAs the GPU holds at once (d): 1 when its
+// last wave is full.
+double wave_efficiency(int64_t ctas, const DeviceFacts& d) {
+  const double waves = static_cast<double>(ctas) / (static_cast<double>(d.sm_count) * d.ctas_per_sm);
+  return waves / std::ceil(waves);
+}
+
 // Split-KV only when the grid cannot fill the GPU: among split counts that change the
 // steps per split, take the smallest whose wave efficiency is within 85% of the best.
 int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   const int64_t capacity = static_cast<int64_t>(d.sm_count) * d.ctas_per_sm;
   if (n_steps <= 1 || ctas * 5 >= capacity * 4) return 1;
   const int max_splits = std::min<int>(kMaxSplits, n_steps);
-  auto efficiency = [&](int s) {
-    const double waves = static_cast<double>(ctas * s) / capacity;
-    return waves / std::ceil(waves);
-  };
+  auto efficiency = [&](int s) { return wave_efficiency(ctas * s, d); };
   auto distinct = [&](int s) {  // s splits that give a different step count per split
     return s == 1 || (n_steps + s - 1) / s != (n_steps + s - 2) / (s - 1);
   };
@@ -173,18 +192,19 @@ int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   return whole_step_splits(2 * static_cast<int64_t>(d.sm_count) / ctas, n_steps);
 }
 
-// Hopper decode grids of two CTAs per SM and more run in waves of the CTAs the GPU holds at
-// once (three per SM at head_dim 128). Where the last of up to four waves is at most 70% full,
-// its CTAs stream long K/V after the others have finished, with fewer bytes in flight than the
-// GPU needs: over caches of at least 8192 keys, 4 splits per tile then cut the tail. Measured on
-// the H200 (2026-12-02, docs/bench-raw/2026-12-02p-h200-full-grid-splits.txt,
-// 2026-12-02q-h200-final-splits-more-waves.txt; 8 KV heads of 128, one query, against one
-// split): batch 64 (1.29 waves) 4.5% faster at 8k keys, 6% at 16k, 7% at 32k (3-6 splits
-// within 1% of each other; at 4k keys every count within 1%); at 16k keys batch 128 (2.59
-// waves) 3% faster, batch 160 (3.23) 4%, batch 176 (3.56) 1.5%; batch 96 at 8k (1.94 waves)
-// and batch 128 at 4k keys one split stays best (70% lies between the last waves measured to
-// gain, 23-59% full, and the one that did not, 94%), and from 4.5 waves (batch 224 and 256 at
-// 8k keys) 4 splits lose 1.4-2.4%. Elsewhere choose_num_splits.
+// Hopper decode grids of two CTAs per SM and more run in waves of the CTAs the GPU holds at once
+// (three 4-warp CTAs per SM at head_dim 128, four of 3 warps: kFullGridCtasPerSm). Where the last
+// of up to four waves is at most 70% full, its CTAs stream long K/V after the others have
+// finished, with fewer bytes in flight than the GPU needs: over caches of at least 8192 keys, 4
+// splits per tile then cut the tail. Measured on the H200 (2026-12-02,
+// docs/bench-raw/2026-12-02p-h200-full-grid-splits.txt,
+// 2026-12-02q-h200-final-splits-more-waves.txt; 8 KV heads of 128, one query, against one split):
+// batch 64 (1.29 waves) 4.5% faster at 8k keys, 6% at 16k, 7% at 32k (3-6 splits within 1% of each
+// other; at 4k keys every count within 1%); at 16k keys batch 128 (2.59 waves) 3% faster, batch
+// 160 (3.23) 4%, batch 176 (3.56) 1.5%; batch 96 at 8k (1.94 waves) and batch 128 at 4k keys one
+// split stays best (70% lies between the last waves measured to gain, 23-59% full, and the one
+// that did not, 94%), and from 4.5 waves (batch 224 and 256 at 8k keys) 4 splits lose 1.4-2.4%.
+// Elsewhere choose_num_splits.
 constexpr int kTailSplitMinKeys = 8192;
 constexpr int kTailSplits = 4;
 int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, const DeviceFacts& d) {
@@ -271,6 +291,31 @@ bool hopper_runs_head_dim(int head_dim) {
   return head_dim == routed || (routed != 64 && routed != 128);
 }
 
+// The decode instance of a CTA shape's set that serves this call; null where the set has
+// none. The variant tables' instances: the fused K/V append compiled in only where a call
+// appends (in the instance every paged call runs, its code, a fifth of the kernel's, took one
+// 4k-key sequence in pages of 16 from 12.1 to 12.8 us on the H200); plain scores where no
+// score variant. New keys the append kernel already wrote (new_keys_in_cache) need no append
+// code.
+// A paged decode step whose pages hold each copying lane's rows whole (power-of-two pages
+// of at least min_page_size keys, no left padding: pages of 16-256 at head_dim 128) takes
+// the PagedKV instance, which compiles that copy alone (2952 SASS instructions at head_dim
+// 128, IndexedKV 6392): IndexedKV chooses among the paged copies, strided rows and left
+// padding at each tile. One sequence of 4k keys in pages of 16 took 10.5-10.6 -> 10.2-10.3
+// us (contiguous 9.8-9.9), batch 64 in ordered pages 257.3 -> 254.9 (contiguous 255.0; H200,
+// 2026-12-02, docs/benchmarks.md). The fused append steps stay on IndexedKV's: a PagedKV
+// instance of them (28 bytes of spills) took 0.8 us off one sequence's rotary step but
+// added 1.4 us at batch 64.
+const KernelInfo& decode_instance(const DecodeKernels& set, const FwdParams& p) {
+  const KernelInfo& paged = set.paged;
+  const bool whole_pages = paged.kernel != nullptr && p.block_table != nullptr && p.k_start == nullptr &&
+                           p.page_shift >= 0 && p.page_size >= paged.min_page_size;
+  if (p.seqlen_new > 0 && !p.new_keys_in_cache) return p.score_mods ? set.append_mods : set.append;
+  if (!p.score_mods && whole_pages) return paged;
+  if (!p.score_mods && set.kv.kernel != nullptr) return set.kv;
+  return set.plain;
+}
+
 }  // namespace
 
 int routed_head_dim(int head_dim) {
@@ -291,32 +336,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int64_t packed_rows = static_cast<int64_t>(p.seqlen_q) * p.group;
   p.pack_gqa = p.group > 1 && packed_rows <= kernels.prefill.block_m;
   const int64_t rows = p.pack_gqa ? packed_rows : p.seqlen_q;
-  plan->kernel = rows <= kernels.decode.block_m ? kernels.decode : kernels.prefill;
-  const bool decode = plan->kernel.kernel == kernels.decode.kernel;
+  const bool decode = rows <= kernels.decode.plain.block_m;
   plan->decode = decode;
-  // The variant tables' decode instances: the fused K/V append compiled in only where a call
-  // appends (in the instance every paged call runs, its code, a fifth of the kernel's, took one
-  // 4k-key sequence in pages of 16 from 12.1 to 12.8 us on the H200); plain scores where no
-  // score variant. New keys the append kernel already wrote (new_keys_in_cache) need no append
-  // code.
-  // A paged decode step whose pages hold each copying lane's rows whole (power-of-two pages
-  // of at least min_page_size keys, no left padding: pages of 16-256 at head_dim 128) takes
-  // the PagedKV instance, which compiles that copy alone (2952 SASS instructions at head_dim
-  // 128, IndexedKV 6392): IndexedKV chooses among the paged copies, strided rows and left
-  // padding at each tile. One sequence of 4k keys in pages of 16 took 10.5-10.6 -> 10.2-10.3
-  // us (contiguous 9.8-9.9), batch 64 in ordered pages 257.3 -> 254.9 (contiguous 255.0; H200,
-  // 2026-12-02, docs/benchmarks.md). The fused append steps stay on IndexedKV's: a PagedKV
-  // instance of them (28 bytes of spills) took 0.8 us off one sequence's rotary step but
-  // added 1.4 us at batch 64.
-  const KernelInfo& paged = kernels.decode_paged;
-  const bool whole_pages = paged.kernel != nullptr && p.block_table != nullptr && p.k_start == nullptr &&
-                           p.page_shift >= 0 && p.page_size >= paged.min_page_size;
-  if (decode && p.seqlen_new > 0 && !p.new_keys_in_cache)
-    plan->kernel = p.score_mods ? kernels.decode_append_mods : kernels.decode_append;
-  else if (decode && !p.score_mods && whole_pages)
-    plan->kernel = paged;
-  else if (decode && !p.score_mods && kernels.decode_kv.kernel != nullptr)
-    plan->kernel = kernels.decode_kv;
+  plan->kernel = decode ? decode_instance(kernels.decode, p) : kernels.prefill;
 
   DeviceFacts facts{};
   if ((*cuda_error = device_facts(plan->kernel, &facts)) != cudaSuccess) return "device query failed";
@@ -326,15 +348,25 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int64_t ctas = m_blocks * p.batch * heads;
   if (ctas > INT_MAX) return "batch * heads * query blocks exceeds the launch grid (2^31 - 1)";
   plan->num_m_blocks = static_cast<int>(m_blocks);
-
+  const bool hopper_decode = decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled();
   // Splits hand out whole steps of the kernel's kv_tiles_per_step tiles (cta_work), of the
   // keys a query block sees (a window's band: cta_work splits the band, not seqlen_k).
   const int64_t keys = visible_keys(p, std::min<int64_t>(rows, plan->kernel.block_m));
+  if (hopper_decode && ctas >= kFullGridCtasPerSm * facts.sm_count && keys <= kFullGridMaxKeys) {
+    const KernelInfo& full_grid = decode_instance(kernels.decode_full_grid, p);
+    DeviceFacts full_grid_facts{};
+    if (full_grid.kernel != nullptr && (*cuda_error = device_facts(full_grid, &full_grid_facts)) != cudaSuccess)
+      return "device query failed";
+    if (full_grid.kernel != nullptr && wave_efficiency(ctas, full_grid_facts) > 1.01 * wave_efficiency(ctas, facts)) {
+      plan->kernel = full_grid;
+      facts = full_grid_facts;
+    }
+  }
+
   const int n_blocks = static_cast<int>((keys + plan->kernel.block_n - 1) / plan->kernel.block_n) +
                        (keys < p.seqlen_k ? 1 : 0);  // a band may straddle one more tile
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
-  const bool hopper_decode = decode && facts.cc_major == 9 && facts.sm90_code && sm90_enabled();
   p.num_splits = !hopper_decode              ? choose_num_splits(ctas, n_steps, facts)
                  : ctas < 2 * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
                                              : hopper_full_grid_splits(ctas, n_steps, keys, facts);

@@ -34,7 +34,7 @@ namespace forge_flash {
 // take a memory round trip per row.)
 template <typename T, int kRows, int kRowStep>
 struct RotatedQTile {
-  static constexpr int kIters = kRows / kRowStep;
+  static constexpr int kIters = q_copy_passes(kRows, kRowStep);
   rotary::Unit x[kIters], partner[kIters];
   rotary::Angles angles[kIters];
   bool here[kIters];
@@ -46,7 +46,8 @@ struct RotatedQTile {
     for (int it = 0; it < kIters; ++it) {
       const int row = lane.row0 + it * kRowStep;
       x[it] = partner[it] = rotary::Unit{};
-      here[it] = lane.chunk_ok && w.m0 + row < w.rows;  // else the row stays zero
+      // else the row stays zero (and a last pass past the tile stores nothing)
+      here[it] = lane.chunk_ok && q_copy_row_in_tile(kRows, kRowStep, row) && w.m0 + row < w.rows;
       if (here[it]) {
         const RowTarget t = row_target(p, w, row);
         const uint16_t* src =
@@ -66,7 +67,8 @@ struct RotatedQTile {
       if (here[it]) rotary::rotate_unit_by<T>(p.rotary, e0, angles[it], partner[it], x[it]);
 #pragma unroll
     for (int it = 0; it < kIters; ++it)
-      *reinterpret_cast<uint4*>(smem + offset(lane.row0 + it * kRowStep, lane.chunk)) = x[it].vector;
+      if (q_copy_row_in_tile(kRows, kRowStep, lane.row0 + it * kRowStep))
+        *reinterpret_cast<uint4*>(smem + offset(lane.row0 + it * kRowStep, lane.chunk)) = x[it].vector;
   }
 };
 

@@ -215,13 +215,23 @@ struct TileCopyLane {
   bool chunk_ok;
 };
 
+// Passes of kRowStep rows over a Q tile of kRows: the last may overrun it where kRowStep does
+// not divide kRows (a decode CTA of 3 warps copies 6 of 16 rows per pass at head_dim 128), and
+// its lanes past the tile copy nothing (a zero-filling copy there would land in the next
+// buffer). Where kRowStep divides kRows the check folds away.
+constexpr int q_copy_passes(int rows, int row_step) { return (rows + row_step - 1) / row_step; }
+__device__ __forceinline__ constexpr bool q_copy_row_in_tile(int rows, int row_step, int row) {
+  return rows % row_step == 0 || row < rows;
+}
+
 template <typename T, int kRows, int kRowStep, class Offset>
 __device__ __forceinline__ void load_q_tile(const FwdParams& p, const CtaWork& w, uint32_t dst, TileCopyLane lane,
                                             Offset offset) {
   const T* base = q_rows_base<T>(p, w);
 #pragma unroll
-  for (int it = 0; it < kRows / kRowStep; ++it) {
+  for (int it = 0; it < q_copy_passes(kRows, kRowStep); ++it) {
     const int row = lane.row0 + it * kRowStep;
+    if (!q_copy_row_in_tile(kRows, kRowStep, row)) continue;  // a last pass past the tile
     const bool ok = lane.chunk_ok && w.m0 + row < w.rows;
     const RowTarget t = row_target(p, w, ok ? row : 0);
     const T* src = base + t.q_pos * p.q_row_stride + t.head * p.q_head_stride + lane.chunk * 8;

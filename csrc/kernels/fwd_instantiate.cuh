@@ -14,6 +14,8 @@ KernelInfo kernel_info(const void* kernel) {
   return {kernel, Cfg::kBlockM, Cfg::kBlockN, Cfg::kNThreads, Cfg::kSmemBytes, Cfg::kKvTilesPerStep};
 }
 
+constexpr KernelInfo kNoKernel{nullptr, 0, 0, 0, 0, 1};  // a table entry not compiled
+
 // The Hopper kernel a table head dim runs on: its own wgmma tiles (Sm90PrefillConfig) at 64,
 // 96, 128, 192, 256; 160 and 224 on the next one up, which zero-fills the extra columns
 // (Sm90Config::kPadsHeadDim); 32 on none (the SM80 kernel).
@@ -31,7 +33,7 @@ KernelInfo sm90_kernel_info() {
     info.tma_swizzle = Cfg::kSwizzle;
     return info;
   } else {
-    return {nullptr, 0, 0, 0, 0, 1};
+    return kNoKernel;
   }
 }
 
@@ -42,39 +44,51 @@ KernelInfo sm90_tma_variant_info() {
   if constexpr (kVariantTable && (!P::kAlibiSlice || sm90_head_dim(kHeadDim) <= 192))
     return sm90_kernel_info<T, kHeadDim, P, false, true>();
   else
-    return {nullptr, 0, 0, 0, 0, 1};
+    return kNoKernel;
 }
 
-// Variant tables only: the decode kernel with policies P, with the fused K/V append or not.
-template <typename T, typename Decode, bool kVariantTable, class P, bool kAppend>
-KernelInfo decode_variant_info() {
-  if constexpr (kVariantTable)
+// The decode kernel with policies P (with the fused K/V append: kAppend) where kCompiled, else
+// null.
+template <bool kCompiled, typename T, typename Decode, class P, bool kAppend = false>
+KernelInfo decode_info() {
+  if constexpr (kCompiled)
     return kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, P, kAppend>));
   else
-    return {nullptr, 0, 0, 0, 0, 1};
+    return kNoKernel;
 }
 
-template <typename T, typename Decode, bool kVariantTable>
-KernelInfo decode_paged_info() {
-  KernelInfo info = decode_variant_info<T, Decode, kVariantTable, PagedKV, false>();
-  info.min_page_size = Decode::kLaneRows;
-  return info;
+// The decode instances of one CTA shape; the variant tables' own only in those. kFullGrid:
+// DecodeFullGridConfig's CTAs, with plain scores only (the score-variant instances keep
+// DecodeConfig's: not measured at 3 warps).
+template <typename T, typename Decode, bool kVariantTable, bool kFullGrid = false>
+DecodeKernels decode_kernels() {
+  constexpr bool kV = kVariantTable;
+  DecodeKernels d{decode_info<!(kV && kFullGrid), T, Decode, TablePolicies<kV>>(),
+                  decode_info<kV, T, Decode, IndexedKV>(), decode_info<kV, T, Decode, PagedKV>(),
+                  decode_info<kV, T, Decode, IndexedKV, true>(),
+                  decode_info<kV && !kFullGrid, T, Decode, AllVariants, true>()};
+  d.paged.min_page_size = Decode::kLaneRows;
+  return d;
+}
+
+template <typename T, int kHeadDim, bool kVariantTable>
+DecodeKernels full_grid_decode_kernels() {
+  if constexpr (has_full_grid_decode(kHeadDim))
+    return decode_kernels<T, DecodeFullGridConfig<kHeadDim>, kVariantTable, true>();
+  else
+    return {kNoKernel, kNoKernel, kNoKernel, kNoKernel, kNoKernel};
 }
 
 template <typename T, int kHeadDim, bool kVariantTable>
 FwdKernels fwd_kernels() {
   using Prefill = PrefillConfig<kHeadDim>;
-  using Decode = DecodeConfig<kHeadDim>;
   using P = TablePolicies<kVariantTable>;
   return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, P>)),
-          kernel_info<Decode>(reinterpret_cast<const void*>(&decode_kernel<T, Decode, P>)),
+          decode_kernels<T, DecodeConfig<kHeadDim>, kVariantTable>(),
+          full_grid_decode_kernels<T, kHeadDim, kVariantTable>(),
           sm90_kernel_info<T, kHeadDim, P, false>(),
           sm90_kernel_info<T, kHeadDim, P, true>(),
           sm90_kernel_info<T, kHeadDim, P, false, true>(),
-          decode_variant_info<T, Decode, kVariantTable, IndexedKV, false>(),
-          decode_paged_info<T, Decode, kVariantTable>(),
-          decode_variant_info<T, Decode, kVariantTable, IndexedKV, true>(),
-          decode_variant_info<T, Decode, kVariantTable, AllVariants, true>(),
           sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
           sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiSlice>()};
 }

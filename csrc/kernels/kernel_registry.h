@@ -23,16 +23,23 @@ struct KernelInfo {
   int min_page_size = 0;
 };
 
+// The decode kernel's instances of one CTA shape (decode_kernel.cuh, tile_config.h); the
+// variant tables' entries are null in the plain tables.
+struct DecodeKernels {
+  KernelInfo plain;        // the table's policies: decode_kernel
+  KernelInfo kv;           // variant tables: plain scores over paged/indexed K/V
+  KernelInfo paged;        // variant tables: kv's PagedKV instance (pages whole to each lane)
+  KernelInfo append;       // variant tables: kv with the fused K/V append (fused_append.cuh)
+  KernelInfo append_mods;  // variant tables: the variant decode kernel with the fused K/V append
+};
+
 struct FwdKernels {
   KernelInfo prefill;              // many query rows
-  KernelInfo decode;               // at most 16 tile rows (one token, or one GQA group of heads): decode_kernel
+  DecodeKernels decode;            // at most 16 tile rows (one token, or one GQA group of heads): DecodeConfig
+  DecodeKernels decode_full_grid;  // the same in CTAs of 3 warps (DecodeFullGridConfig); null where none
   KernelInfo sm90;                 // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
   KernelInfo sm90_persistent;      // the same, persistent: for short K/V (few tiles per query block)
   KernelInfo sm90_tma;             // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)
-  KernelInfo decode_kv;            // variant tables: decode_kernel with plain scores over paged/indexed K/V
-  KernelInfo decode_paged;         // variant tables: decode_kv's PagedKV instance (pages whole to each lane)
-  KernelInfo decode_append;        // variant tables: decode_kv with the fused K/V append (fused_append.cuh)
-  KernelInfo decode_append_mods;   // variant tables: the variant decode kernel with the fused K/V append
   KernelInfo sm90_tma_band_sinks;  // variant tables: sm90_tma with BandSinks policies (window, sinks; dense K/V)
   KernelInfo sm90_tma_alibi;       // variant tables: sm90_tma with AlibiSlice policies (ALiBi; dense K/V)
 };

@@ -88,7 +88,7 @@ struct FwdParams {
   bool features;
   // Whether scores need the variant score program (a window, softcap, ALiBi, sinks or a scale
   // <= 0); without it a variant call only addresses K/V differently (paged, indexed, left-padded),
-  // which the decode kernel has an instance for (FwdKernels::decode_kv).
+  // which the decode kernel has instances for (DecodeKernels::kv, ::paged).
   bool score_mods;
   int window_left, window_right;  // keys around the aligned diagonal, -1 unbounded (causal: right 0)
   float softcap;                  // 0 = off

@@ -212,6 +212,69 @@ def test_paged_decode_runs_its_whole_page_instance_where_a_lanes_rows_fit_a_page
     _check(out, lse, q, k_cache, v_cache, lengths, pads, causal=False, block_table=table.tolist())
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "cache-rows", "paged-16", "paged-1", "append"])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_decode_grids_that_fill_the_gpu_run_three_warp_ctas(head_dim, layout):
+    """Hopper decode grids of at least two CTAs per SM (sequences x KV heads) that fill their
+    waves better with CTAs of 3 warps (DecodeFullGridConfig, up to head_dim 128: an SM holds 4
+    of them where it holds 3 of 4 warps at head_dim 128, 5 where 4 at 64) run every plain-score
+    decode instance there: contiguous caches, cache rows, whole pages, pages of one key, the
+    fused append. A grid of one such wave takes them; smaller grids and head_dim 256 keep 4
+    warps. Each step against the float64 reference: ragged lengths, an empty sequence, the
+    appended caches bit for bit."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the 3-warp decode CTAs are Hopper's")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    heads, heads_k = 32, 8
+    tile_keys = 32 if head_dim <= 128 else 16
+    one_wave = {64: 5, 128: 4, 256: 4}[head_dim] * sms // heads_k  # of 3-warp CTAs
+    for batch, full_grid in ((one_wave, True), (4, False)):
+        gen = torch.Generator().manual_seed(head_dim + batch + len(layout))
+        lengths = [(97 * b) % 600 + 1 for b in range(batch)]
+        lengths[1] = 0
+        page = int(layout.split("-")[1]) if layout.startswith("paged") else 0
+        rows = table = None
+        if page:
+            max_blocks = -(-max(lengths) // page)
+            table = random_block_table(gen, batch, max_blocks, batch * max_blocks + 1)
+            shape = (batch * max_blocks + 1, page, heads_k, head_dim)
+        else:
+            cache_rows = batch + (layout == "cache-rows")  # a spare row the call must not read
+            shape = (cache_rows, max(lengths) + 1, heads_k, head_dim)
+            if layout == "cache-rows":
+                rows = torch.randperm(cache_rows, generator=gen)[:batch].tolist()
+        k_cache = randn(gen, *shape, dtype=torch.bfloat16).cuda()
+        v_cache = randn(gen, *shape, dtype=torch.bfloat16).cuda()
+        q = randn(gen, batch, 1, heads, head_dim, dtype=torch.bfloat16).cuda()
+        new = None
+        if layout == "append":
+            new = [randn(gen, batch, 1, heads_k, head_dim, dtype=torch.bfloat16) for _ in "kv"]
+            caches = (k_cache.cpu(), v_cache.cpu())
+            expected_k, expected_v, _ = reference_append(*caches, *new, lengths)
+        activities = [torch.profiler.ProfilerActivity.CUDA]
+        with kernel_backend(), torch.profiler.profile(activities=activities) as profile:
+            out, lse = forge_flash.flash_attn_with_kvcache(
+                q, k_cache, v_cache, *([t.cuda() for t in new] if new else []),
+                cache_seqlens=_index(lengths), cache_batch_idx=_index(rows),
+                block_table=None if table is None else table.cuda(), return_softmax_lse=True,
+            )  # fmt: skip
+            torch.cuda.synchronize()
+        names = [e.key for e in profile.key_averages() if "decode_kernel" in e.key]
+        assert len(names) == 1, names
+        warps = 3 if full_grid and head_dim <= 128 else 4
+        assert f"DecodeTileConfig<{head_dim}, {tile_keys}, {warps}>" in names[0], (batch, names[0])
+        ends = lengths
+        if new:
+            bitwise = {"rtol": 0, "atol": 0, "equal_nan": True}
+            torch.testing.assert_close(k_cache.cpu().double(), expected_k, **bitwise)
+            torch.testing.assert_close(v_cache.cpu().double(), expected_v, **bitwise)
+            ends = [n + 1 for n in lengths]
+        where = {"cache_rows": rows} if rows else {}
+        if table is not None:
+            where["block_table"] = table.tolist()
+        _check(out, lse, q, k_cache, v_cache, ends, [0] * batch, causal=False, **where)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "paged-7", "paged-16", "paged-256"])
 def test_append_rotary_batch_idx_leftpad_on_the_kernels(layout, dtype):

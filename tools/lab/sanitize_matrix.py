@@ -15,7 +15,8 @@ softcap, ALiBi, sinks, any scale, paged K/V, a cache batch index, left padding; 
 sinks alone over dense K/V in the instance of their own) and the Hopper head dims 96/192/256;
 the K/V append fused into the decode kernel (paged and indexed caches, rotary both ways), and
 the append kernel (16-byte and scalar paths) with the attention launched programmatically behind
-it (a step of 8 tokens: 32 rows per KV head do not fit a decode tile).
+it (a step of 8 tokens: 32 rows per KV head do not fit a decode tile); Hopper decode grids that
+fill the GPU on CTAs of 3 warps (dense, whole pages, pages of 7, the fused append).
 """
 
 from __future__ import annotations
@@ -157,6 +158,26 @@ def main() -> None:
         rand(3, 2, 4, 41)[..., 1:], rand(11, 5, 2, 40), rand(11, 5, 2, 40),
         torch.tensor([0, 4, 13], dtype=torch.int32, device="cuda"), new, cache_batch_idx=None,
         block_table=table,
+    )  # fmt: skip
+    # Hopper decode grids of one wave of 3-warp CTAs (DecodeFullGridConfig: 4 per SM at
+    # head_dim 128, 5 at 64; 2 KV heads, a CTA each): dense, whole pages of 16, pages of 7
+    # (IndexedKV), the fused append. Ragged lengths, some empty.
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for d, per_sm in ((128, 4), (64, 5)):
+        b = per_sm * sms // 2
+        forge_flash.flash_attn_fwd(rand(b, 1, 8, d), rand(b, 300, 2, d), rand(b, 300, 2, d))
+    b = 4 * sms // 2
+    ragged = torch.randint(0, 300, (b,), dtype=torch.int32, device="cuda")
+    for page in (16, 7):
+        blocks = -(-300 // page)
+        table = torch.randperm(b * blocks, device="cuda", dtype=torch.int32).view(b, blocks)
+        k_pages, v_pages = rand(b * blocks, page, 2, 128), rand(b * blocks, page, 2, 128)
+        forge_flash.batched_decode_attention(
+            rand(b, 8, 128), k_pages, v_pages, ragged, block_table=table
+        )
+    forge_flash.flash_attn_with_kvcache(
+        rand(b, 1, 8, 128), rand(b, 301, 2, 128), rand(b, 301, 2, 128), rand(b, 1, 2, 128),
+        rand(b, 1, 2, 128), cache_seqlens=ragged,
     )  # fmt: skip
     torch.cuda.synchronize()
     print("sanitize matrix done")
