@@ -213,21 +213,22 @@ def test_paged_decode_runs_its_whole_page_instance_where_a_lanes_rows_fit_a_page
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "cache-rows", "paged-16", "paged-1", "append"])
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", [32, 64, 96, 128, 256])
 def test_decode_grids_that_fill_the_gpu_run_three_warp_ctas(head_dim, layout):
     """Hopper decode grids of at least two CTAs per SM (sequences x KV heads) that fill their
-    waves better with CTAs of 3 warps (DecodeFullGridConfig, up to head_dim 128: an SM holds 4
-    of them where it holds 3 of 4 warps at head_dim 128, 5 where 4 at 64) run every plain-score
+    waves better with CTAs of 3 warps (DecodeFullGridConfig at head_dim 64, 96 and 128: an SM
+    holds 4 of them where it holds 3 of 4 warps at 96 and 128, 5 where 4 at 64) run every
+    plain-score
     decode instance there: contiguous caches, cache rows, whole pages, pages of one key, the
-    fused append. A grid of one such wave takes them; smaller grids and head_dim 256 keep 4
-    warps. Each step against the float64 reference: ragged lengths, an empty sequence, the
+    fused append. A grid of one such wave takes them; smaller grids and head_dim 32 and 256
+    keep 4 warps. Each step against the float64 reference: ragged lengths, an empty sequence, the
     appended caches bit for bit."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the 3-warp decode CTAs are Hopper's")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     heads, heads_k = 32, 8
     tile_keys = 32 if head_dim <= 128 else 16
-    one_wave = {64: 5, 128: 4, 256: 4}[head_dim] * sms // heads_k  # of 3-warp CTAs
+    one_wave = {64: 5, 96: 4, 128: 4}.get(head_dim, 4) * sms // heads_k  # of 3-warp CTAs
     for batch, full_grid in ((one_wave, True), (4, False)):
         gen = torch.Generator().manual_seed(head_dim + batch + len(layout))
         lengths = [(97 * b) % 600 + 1 for b in range(batch)]
@@ -261,7 +262,7 @@ def test_decode_grids_that_fill_the_gpu_run_three_warp_ctas(head_dim, layout):
             torch.cuda.synchronize()
         names = [e.key for e in profile.key_averages() if "decode_kernel" in e.key]
         assert len(names) == 1, names
-        warps = 3 if full_grid and head_dim <= 128 else 4
+        warps = 3 if full_grid and head_dim in (64, 96, 128) else 4
         assert f"DecodeTileConfig<{head_dim}, {tile_keys}, {warps}>" in names[0], (batch, names[0])
         ends = lengths
         if new:
