@@ -168,6 +168,18 @@ def test_paged_decode_at_every_head_dim_with_each_variant(head_dim, page_size, v
     )  # fmt: skip
 
 
+def _with_kvcache_on_one_decode_kernel(*args, **kwargs):
+    """``flash_attn_with_kvcache(*args, **kwargs)`` on the kernels under torch's profiler: its
+    result and the name of the one decode kernel instance it ran (policies, CTA shape)."""
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with kernel_backend(), torch.profiler.profile(activities=activities) as profile:
+        result = forge_flash.flash_attn_with_kvcache(*args, **kwargs)
+        torch.cuda.synchronize()
+    names = [e.key for e in profile.key_averages() if "decode_kernel" in e.key]
+    assert len(names) == 1, names
+    return result, names[0]
+
+
 # The decode instance for paged caches whose pages hold each copying lane's rows whole (PagedKV,
 # policies.h), as its name demangles; the other paged calls run IndexedKV.
 WHOLE_PAGE_INSTANCE = "Policies<true, false, false, false, false, true>"
@@ -199,16 +211,11 @@ def test_paged_decode_runs_its_whole_page_instance_where_a_lanes_rows_fit_a_page
     k_cache = randn(gen, num_blocks, page_size, HEADS_K, head_dim, dtype=torch.bfloat16).cuda()
     v_cache = randn(gen, num_blocks, page_size, HEADS_K, head_dim, dtype=torch.bfloat16).cuda()
     q = randn(gen, batch, 1, HEADS, head_dim, dtype=torch.bfloat16).cuda()
-    activities = [torch.profiler.ProfilerActivity.CUDA]
-    with kernel_backend(), torch.profiler.profile(activities=activities) as profile:
-        out, lse = forge_flash.flash_attn_with_kvcache(
-            q, k_cache, v_cache, cache_seqlens=_index(lengths), block_table=table.cuda(),
-            cache_leftpad=_index(pads) if leftpad else None, return_softmax_lse=True,
-        )  # fmt: skip
-        torch.cuda.synchronize()
-    decode_kernels = [e.key for e in profile.key_averages() if "decode_kernel" in e.key]
-    assert len(decode_kernels) == 1, decode_kernels
-    assert (WHOLE_PAGE_INSTANCE in decode_kernels[0]) == whole_pages, decode_kernels[0]
+    (out, lse), name = _with_kvcache_on_one_decode_kernel(
+        q, k_cache, v_cache, cache_seqlens=_index(lengths), block_table=table.cuda(),
+        cache_leftpad=_index(pads) if leftpad else None, return_softmax_lse=True,
+    )  # fmt: skip
+    assert (WHOLE_PAGE_INSTANCE in name) == whole_pages, name
     _check(out, lse, q, k_cache, v_cache, lengths, pads, causal=False, block_table=table.tolist())
 
 
@@ -252,18 +259,13 @@ def test_decode_grids_that_fill_the_gpu_run_three_warp_ctas(head_dim, layout):
             new = [randn(gen, batch, 1, heads_k, head_dim, dtype=torch.bfloat16) for _ in "kv"]
             caches = (k_cache.cpu(), v_cache.cpu())
             expected_k, expected_v, _ = reference_append(*caches, *new, lengths)
-        activities = [torch.profiler.ProfilerActivity.CUDA]
-        with kernel_backend(), torch.profiler.profile(activities=activities) as profile:
-            out, lse = forge_flash.flash_attn_with_kvcache(
-                q, k_cache, v_cache, *([t.cuda() for t in new] if new else []),
-                cache_seqlens=_index(lengths), cache_batch_idx=_index(rows),
-                block_table=None if table is None else table.cuda(), return_softmax_lse=True,
-            )  # fmt: skip
-            torch.cuda.synchronize()
-        names = [e.key for e in profile.key_averages() if "decode_kernel" in e.key]
-        assert len(names) == 1, names
+        (out, lse), name = _with_kvcache_on_one_decode_kernel(
+            q, k_cache, v_cache, *([t.cuda() for t in new] if new else []),
+            cache_seqlens=_index(lengths), cache_batch_idx=_index(rows),
+            block_table=None if table is None else table.cuda(), return_softmax_lse=True,
+        )  # fmt: skip
         warps = 3 if full_grid and head_dim in (64, 96, 128) else 4
-        assert f"DecodeTileConfig<{head_dim}, {tile_keys}, {warps}>" in names[0], (batch, names[0])
+        assert f"DecodeTileConfig<{head_dim}, {tile_keys}, {warps}>" in name, (batch, name)
         ends = lengths
         if new:
             bitwise = {"rtol": 0, "atol": 0, "equal_nan": True}

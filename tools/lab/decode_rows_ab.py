@@ -85,9 +85,9 @@ def row(tag: str, batch: int, keys: int, head_dim: int, splits: list[int], args)
 
         return run
 
-    calls = {f"s{s}": (ours(s), None) for s in [0, *splits]}
+    calls = {f"s{s}": (ours(s), contextlib.nullcontext) for s in [0, *splits]}
     if args.head_major:
-        calls["hm"] = (ours(0, "head-major"), None)
+        calls["hm"] = (ours(0, "head-major"), contextlib.nullcontext)
     others = frozenset({"forge_flash", "sdpa_flash", "fa4", "naive_loop"})
     cudnn = contenders(shape, inputs, torch.device("cuda"), skip=others)["sdpa_cudnn"]
     if cudnn is not None:
@@ -97,7 +97,7 @@ def row(tag: str, batch: int, keys: int, head_dim: int, splits: list[int], args)
     times = dict.fromkeys(calls, float("inf"))
     for _ in range(args.passes):
         for name, (fn, context) in calls.items():
-            with context() if context else contextlib.nullcontext():
+            with context():
                 times[name] = min(times[name], best_us(fn, n))
     group = HEADS // KV_HEADS
     q, k, v = (t[:1].float() for t in inputs.ours[0])
@@ -105,18 +105,17 @@ def row(tag: str, batch: int, keys: int, head_dim: int, splits: list[int], args)
     probs = torch.softmax(scores * head_dim**-0.5, dim=-1)
     want = torch.einsum("bhqk,bkhd->bqhd", probs, v.repeat_interleave(group, 2))
     err = (ours(0)(0)[:1].float() - want).abs().max().item()
-    gb = 2 * batch * keys * KV_HEADS * head_dim * 2 / 1e9
     cols = " ".join(f"{name}: {t:7.1f}" for name, t in times.items())
     ratio = f" vs cudnn {times['cudnn'] / times['s0']:5.3f}x" if "cudnn" in times else ""
     print(
         f"{tag:5s} d{head_dim:<3d} b{batch:<4d} {keys // 1024:4d}k {cols} "
-        f"({gb / times['s0'] * 1e3:4.2f} TB/s){ratio} err {err:.1e}",
+        f"({shape.kv_bytes / times['s0'] / 1e6:4.2f} TB/s){ratio} err {err:.1e}",
         flush=True,
     )
     if args.kernels:
         for name, (fn, context) in calls.items():
             if name in ("s0", "cudnn"):
-                with context() if context else contextlib.nullcontext():
+                with context():
                     print(f"  {name}:\n" + "\n".join(kernels(fn)))
 
 
