@@ -10,6 +10,7 @@ spill question about a kernel change is answered before any wheel is built:
     python tools/lab/compile_one_kernel.py sm90 --all          # every Hopper instance, plain
     python tools/lab/compile_one_kernel.py sm90 --all --source /tmp/main-csrc-parent   # a baseline
     python tools/lab/compile_one_kernel.py decode --policies IndexedKV --sass-size CUOBJDUMP
+    python tools/lab/compile_one_kernel.py decode --decode-config DecodeWideConfig  # 8-warp CTAs
 
 Needs nvcc (CUDA 12.3+, for sm_90a); ``--nvcc`` names it, default /usr/local/cuda/bin/nvcc.
 ``--sass-size`` also counts the instance's SASS instructions with that cuobjdump (and an nvdisasm
@@ -33,6 +34,8 @@ POLICIES = ("Plain", "IndexedKV", "PagedKV", "BandSinks", "AlibiSlice", "AllVari
 # The head dims with Hopper tiles of their own (fwd_instantiate.cuh, sm90_head_dim).
 HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
 DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
+# The decode kernel's CTA shapes (tile_config.h): 4, 3 and 8 warps.
+DECODE_CONFIGS = ("DecodeConfig", "DecodeFullGridConfig", "DecodeWideConfig")
 
 
 def kernel_nvcc_flags(source: Path) -> list[str]:
@@ -45,7 +48,7 @@ def kernel_nvcc_flags(source: Path) -> list[str]:
 
 
 def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, policies: str,
-          append: bool, dtype: str) -> str:  # fmt: skip
+          append: bool, dtype: str, decode_config: str = "DecodeConfig") -> str:  # fmt: skip
     """The explicit instantiation of one kernel."""
     if kind == "sm90":
         flags = f"{str(persistent).lower()}, {str(tma_only).lower()}"
@@ -57,7 +60,7 @@ def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, poli
         )
     return (
         '#include "decode_kernel.cuh"\nnamespace forge_flash {\n'
-        f"template __global__ void decode_kernel<{dtype}, DecodeConfig<{head_dim}>, {policies}, "
+        f"template __global__ void decode_kernel<{dtype}, {decode_config}<{head_dim}>, {policies}, "
         f"{str(append).lower()}>(const __grid_constant__ FwdParams, const int);\n}}\n"
     )
 
@@ -113,6 +116,8 @@ def main() -> int:
     parser.add_argument("--policies", choices=POLICIES, default="Plain")
     parser.add_argument("--append", action="store_true", help="decode: with the fused K/V append")
     parser.add_argument("--dtype", choices=["__nv_bfloat16", "half"], default="__nv_bfloat16")
+    parser.add_argument("--decode-config", choices=DECODE_CONFIGS, default="DecodeConfig",
+                        help="decode: the CTA shape (tile_config.h)")  # fmt: skip
     parser.add_argument("--all", action="store_true",
                         help="sm90: every head dim x (per tile, persistent, TMA-only)")  # fmt: skip
     parser.add_argument("--source", type=Path, default=ROOT, help="tree whose csrc/ to compile")
@@ -131,10 +136,19 @@ def main() -> int:
     failed = False
     for head_dim, persistent, tma_only in cases:
         unit = unit_source(
-            args.kind, head_dim, persistent, tma_only, args.policies, args.append, args.dtype
+            args.kind,
+            head_dim,
+            persistent,
+            tma_only,
+            args.policies,
+            args.append,
+            args.dtype,
+            args.decode_config,
         )
         got = compile_one(args.source, args.nvcc, unit, args.sass_size)
         name = f"{args.kind} d{head_dim} {args.policies}"
+        if args.kind == "decode" and args.decode_config != "DecodeConfig":
+            name += f" {args.decode_config}"
         if args.kind == "sm90":
             name += " persistent" * persistent + " tma-only" * tma_only
         elif args.append:
