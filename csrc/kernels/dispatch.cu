@@ -188,8 +188,32 @@ int whole_step_splits(int64_t splits, int n_steps) {
 // 2-3% faster, batch 2-4 at 8k-64k keys 3-5%, batch 8-16 1%; and at batch 32 (256 CTAs) one
 // split beat choose_num_splits' three by 5% at 4k keys and 3% at 16k. Whole steps per split,
 // none left empty.
+constexpr int kSplitCtasPerSm = 2;
 int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
-  return whole_step_splits(2 * static_cast<int64_t>(d.sm_count) / ctas, n_steps);
+  return whole_step_splits(kSplitCtasPerSm * static_cast<int64_t>(d.sm_count) / ctas, n_steps);
+}
+
+// Hopper decode grids of at most one wave of 8-warp CTAs (DecodeWideConfig) run on those where
+// they keep more K/V tiles in flight than the 4-warp plan: where an SM holds more of their warps
+// than hopper_decode_splits' two 4-warp CTAs (head_dim 64: two 8-warp CTAs per SM), or where
+// the grid has more CTAs than half the SMs: one unsplit wave of one CTA per SM instead of two
+// splits per tile merged in clusters. Measured on the H200 (2026-12-02, docs/benchmarks.md; 32/8
+// heads, one query, GPU time, against the 4-warp plan): head_dim 128 batch 12 and 16 over 4k
+// keys 54 -> 52 and 67.7 -> 65.2 us (cuDNN 52.2, 65.2), over 8k 98 -> 95.5 and 124.5 -> 123.0;
+// head_dim 64 batch 8, 16, 24 and 32 over 4k keys 5-17% faster (batch 24 60.6 -> 51.6, cuDNN
+// 51.4), one sequence of 128k keys 72.0 -> 67.7, batch 2 over 8k keys 15.3 -> 15.6 (the one row
+// that lost). Smaller grids at head_dim 128 keep 4 warps: an 8-warp grid split to one CTA per SM
+// has the warps of the 4-warp plan's two per SM, and one sequence over 4k keys took 11.8 us
+// against 11.0.
+bool takes_wide_decode(int64_t ctas, const DeviceFacts& wide, int wide_warps, int warps) {
+  const int64_t one_wave = static_cast<int64_t>(wide.sm_count) * wide.ctas_per_sm;
+  const bool more_warps = wide.ctas_per_sm * wide_warps > kSplitCtasPerSm * warps;
+  return ctas <= one_wave && (more_warps || 2 * ctas > wide.sm_count);
+}
+
+// The splits of a grid of 8-warp decode CTAs: up to one wave of them, whole steps each.
+int wide_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
+  return whole_step_splits(static_cast<int64_t>(d.sm_count) * d.ctas_per_sm / ctas, n_steps);
 }
 
 // Hopper decode grids of two CTAs per SM and more run in waves of the CTAs the GPU holds at once
@@ -316,6 +340,33 @@ const KernelInfo& decode_instance(const DecodeKernels& set, const FwdParams& p) 
   return set.plain;
 }
 
+// The CTA shape of a Hopper decode grid of `ctas` CTAs over `keys` keys (tile_config.h): 8 warps
+// where takes_wide_decode (not with a caller's split count: the 8-warp steps are twice as long),
+// else 3 warps where kFullGridCtasPerSm and kFullGridMaxKeys say, else the 4-warp `kernel` it
+// gets. `kernel` and `facts` become the chosen instance's; `wide` says whether it has 8 warps.
+// One wave of 8-warp CTAs never holds more than one of 4-warp CTAs, so larger grids skip that
+// query.
+cudaError_t hopper_decode_shape(const FwdKernels& kernels, const FwdParams& p, int64_t ctas, int64_t keys,
+                                KernelInfo* kernel, DeviceFacts* facts, bool* wide) {
+  cudaError_t err = cudaSuccess;
+  DeviceFacts other{};
+  const KernelInfo& wide_kernel = decode_instance(kernels.decode_wide, p);
+  if (wide_kernel.kernel != nullptr && p.requested_splits == 0 &&
+      ctas <= static_cast<int64_t>(facts->sm_count) * facts->ctas_per_sm) {
+    if ((err = device_facts(wide_kernel, &other))) return err;
+    if (takes_wide_decode(ctas, other, wide_kernel.threads / 32, kernel->threads / 32)) {
+      *kernel = wide_kernel, *facts = other, *wide = true;
+      return cudaSuccess;
+    }
+  }
+  const KernelInfo& full_grid = decode_instance(kernels.decode_full_grid, p);
+  if (full_grid.kernel != nullptr && ctas >= kFullGridCtasPerSm * facts->sm_count && keys <= kFullGridMaxKeys) {
+    if ((err = device_facts(full_grid, &other))) return err;
+    if (wave_efficiency(ctas, other) > 1.01 * wave_efficiency(ctas, *facts)) *kernel = full_grid, *facts = other;
+  }
+  return cudaSuccess;
+}
+
 }  // namespace
 
 int routed_head_dim(int head_dim) {
@@ -352,24 +403,19 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // Splits hand out whole steps of the kernel's kv_tiles_per_step tiles (cta_work), of the
   // keys a query block sees (a window's band: cta_work splits the band, not seqlen_k).
   const int64_t keys = visible_keys(p, std::min<int64_t>(rows, plan->kernel.block_m));
-  if (hopper_decode && ctas >= kFullGridCtasPerSm * facts.sm_count && keys <= kFullGridMaxKeys) {
-    const KernelInfo& full_grid = decode_instance(kernels.decode_full_grid, p);
-    DeviceFacts full_grid_facts{};
-    if (full_grid.kernel != nullptr && (*cuda_error = device_facts(full_grid, &full_grid_facts)) != cudaSuccess)
-      return "device query failed";
-    if (full_grid.kernel != nullptr && wave_efficiency(ctas, full_grid_facts) > 1.01 * wave_efficiency(ctas, facts)) {
-      plan->kernel = full_grid;
-      facts = full_grid_facts;
-    }
-  }
+  bool wide = false;
+  if (hopper_decode &&
+      (*cuda_error = hopper_decode_shape(kernels, p, ctas, keys, &plan->kernel, &facts, &wide)) != cudaSuccess)
+    return "device query failed";
 
   const int n_blocks = static_cast<int>((keys + plan->kernel.block_n - 1) / plan->kernel.block_n) +
                        (keys < p.seqlen_k ? 1 : 0);  // a band may straddle one more tile
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
-  p.num_splits = !hopper_decode              ? choose_num_splits(ctas, n_steps, facts)
-                 : ctas < 2 * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
-                                             : hopper_full_grid_splits(ctas, n_steps, keys, facts);
+  p.num_splits = !hopper_decode                            ? choose_num_splits(ctas, n_steps, facts)
+                 : wide                                    ? wide_decode_splits(ctas, n_steps, facts)
+                 : ctas < kSplitCtasPerSm * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
+                                                           : hopper_full_grid_splits(ctas, n_steps, keys, facts);
   // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.
   if (p.requested_splits > 0) p.num_splits = whole_step_splits(p.requested_splits, n_steps);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),

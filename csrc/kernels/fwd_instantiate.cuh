@@ -57,24 +57,25 @@ KernelInfo decode_info() {
     return kNoKernel;
 }
 
-// The decode instances of one CTA shape; the variant tables' own only in those. kFullGrid:
-// DecodeFullGridConfig's CTAs, with plain scores only (the score-variant instances keep
-// DecodeConfig's: not measured at 3 warps).
-template <typename T, typename Decode, bool kVariantTable, bool kFullGrid = false>
+// The decode instances of one CTA shape; the variant tables' own only in those. kPlainScores:
+// those with plain scores only, for the CTA shapes beside DecodeConfig's (DecodeFullGridConfig,
+// DecodeWideConfig; the score-variant instances keep DecodeConfig's: not measured in others).
+template <typename T, typename Decode, bool kVariantTable, bool kPlainScores = false>
 DecodeKernels decode_kernels() {
   constexpr bool kV = kVariantTable;
-  DecodeKernels d{decode_info<!(kV && kFullGrid), T, Decode, TablePolicies<kV>>(),
+  DecodeKernels d{decode_info<!(kV && kPlainScores), T, Decode, TablePolicies<kV>>(),
                   decode_info<kV, T, Decode, IndexedKV>(), decode_info<kV, T, Decode, PagedKV>(),
                   decode_info<kV, T, Decode, IndexedKV, true>(),
-                  decode_info<kV && !kFullGrid, T, Decode, AllVariants, true>()};
+                  decode_info<kV && !kPlainScores, T, Decode, AllVariants, true>()};
   d.paged.min_page_size = Decode::kLaneRows;
   return d;
 }
 
-template <typename T, int kHeadDim, bool kVariantTable>
-DecodeKernels full_grid_decode_kernels() {
-  if constexpr (has_full_grid_decode(kHeadDim))
-    return decode_kernels<T, DecodeFullGridConfig<kHeadDim>, kVariantTable, true>();
+// A CTA shape's plain-score decode instances where the head dim has them (kHas), else none.
+template <bool kHas, typename T, typename Decode, bool kVariantTable>
+DecodeKernels plain_score_decode_kernels() {
+  if constexpr (kHas)
+    return decode_kernels<T, Decode, kVariantTable, true>();
   else
     return {kNoKernel, kNoKernel, kNoKernel, kNoKernel, kNoKernel};
 }
@@ -83,9 +84,12 @@ template <typename T, int kHeadDim, bool kVariantTable>
 FwdKernels fwd_kernels() {
   using Prefill = PrefillConfig<kHeadDim>;
   using P = TablePolicies<kVariantTable>;
+  using FullGrid = DecodeFullGridConfig<kHeadDim>;
+  using Wide = DecodeWideConfig<kHeadDim>;
   return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, P>)),
           decode_kernels<T, DecodeConfig<kHeadDim>, kVariantTable>(),
-          full_grid_decode_kernels<T, kHeadDim, kVariantTable>(),
+          plain_score_decode_kernels<has_full_grid_decode(kHeadDim), T, FullGrid, kVariantTable>(),
+          plain_score_decode_kernels<has_wide_decode(kHeadDim), T, Wide, kVariantTable>(),
           sm90_kernel_info<T, kHeadDim, P, false>(),
           sm90_kernel_info<T, kHeadDim, P, true>(),
           sm90_kernel_info<T, kHeadDim, P, false, true>(),

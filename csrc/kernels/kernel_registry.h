@@ -37,6 +37,7 @@ struct FwdKernels {
   KernelInfo prefill;              // many query rows
   DecodeKernels decode;            // at most 16 tile rows (one token, or one GQA group of heads): DecodeConfig
   DecodeKernels decode_full_grid;  // the same in CTAs of 3 warps (DecodeFullGridConfig); null where none
+  DecodeKernels decode_wide;       // the same in CTAs of 8 warps (DecodeWideConfig); null where none
   KernelInfo sm90;                 // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
   KernelInfo sm90_persistent;      // the same, persistent: for short K/V (few tiles per query block)
   KernelInfo sm90_tma;             // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)

@@ -11,6 +11,8 @@ constexpr int row_pitch(int head_dim) { return head_dim <= 64 ? 64 : head_dim <=
 // The least shared memory a CTA may opt into on a GPU the SM80 kernels run on (SM86 and SM89:
 // 99 KB; A100 163 KB, H100 227 KB).
 constexpr int kSmallestSmemOptin = 99 * 1024;
+// The most a CTA may opt into on SM90 (H100/H200), for tiles only Hopper launches.
+constexpr int kHopperSmemOptin = 227 * 1024;
 
 // kHeadDim: the instantiated head dimension (a multiple of 32); smaller real head
 // dimensions are routed up to it with predicated loads and stores.
@@ -47,7 +49,8 @@ using PrefillConfig = TileConfig<kHeadDim, (kHeadDim <= 128 ? 128 : 64), 64, 4>;
 // keys in its own K and V buffers; the warps' partial results merge in shared memory. The CTA
 // has kNWarps K/V tiles in flight and kNWarps tensor-core quadrants busy, where a single warp
 // had one and one.
-template <int kHeadDim_, int kBlockN_, int kNWarps_>
+// kHopperOnly: tiles only Hopper GPUs launch (dispatch.cu), which may take more shared memory.
+template <int kHeadDim_, int kBlockN_, int kNWarps_, bool kHopperOnly = false>
 struct DecodeTileConfig {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 16;
@@ -71,7 +74,7 @@ struct DecodeTileConfig {
   static constexpr int kMergeBytes = (kNWarps * kBlockM * (kPartialPitch + 1) + kBlockM) * 4;
   static constexpr int kTileBytes = (kSmemQElems + 2 * kNWarps * kSmemKVElems) * 2;
   static constexpr int kSmemBytes = kTileBytes > kMergeBytes ? kTileBytes : kMergeBytes;
-  static_assert(kSmemBytes <= kSmallestSmemOptin, "a CTA fits every SM80+ GPU");
+  static_assert(kSmemBytes <= (kHopperOnly ? kHopperSmemOptin : kSmallestSmemOptin), "a CTA fits its GPUs");
   static constexpr int kKvTilesPerStep = kNWarps;
 };
 
@@ -90,5 +93,12 @@ using DecodeConfig = DecodeTileConfig<kHeadDim, (kHeadDim <= 128 ? 32 : 16), 4>;
 template <int kHeadDim>
 using DecodeFullGridConfig = DecodeTileConfig<kHeadDim, 32, 3>;
 constexpr bool has_full_grid_decode(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
+
+// The same tiles in CTAs of 8 warps, for Hopper decode grids of at most one CTA per SM
+// (dispatch.cu, plan_fwd): 132 KB at head_dim 128, one per SM, with twice the K/V tiles in
+// flight of a 4-warp CTA and two warps per scheduler to hide each other's waits.
+template <int kHeadDim>
+using DecodeWideConfig = DecodeTileConfig<kHeadDim, 32, 8, true>;
+constexpr bool has_wide_decode(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
 }  // namespace forge_flash

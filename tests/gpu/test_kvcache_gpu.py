@@ -219,26 +219,41 @@ def test_paged_decode_runs_its_whole_page_instance_where_a_lanes_rows_fit_a_page
     _check(out, lse, q, k_cache, v_cache, lengths, pads, causal=False, block_table=table.tolist())
 
 
+def _decode_cta_warps(head_dim: int, ctas: int, sms: int) -> int:
+    """The warps of the decode CTAs a Hopper grid of `ctas` plain-score CTAs runs on
+    (dispatch.cu, hopper_decode_shape), for the grids of the test below."""
+    if head_dim not in (64, 96, 128):
+        return 4
+    wide_per_sm = 2 if head_dim == 64 else 1  # 8-warp CTAs an SM holds (registers, shared memory)
+    if ctas <= wide_per_sm * sms and (wide_per_sm * 8 > 2 * 4 or 2 * ctas > sms):
+        return 8
+    return 3 if ctas >= 2 * sms else 4
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "cache-rows", "paged-16", "paged-1", "append"])
 @pytest.mark.parametrize("head_dim", [32, 64, 96, 128, 256])
-def test_decode_grids_that_fill_the_gpu_run_three_warp_ctas(head_dim, layout):
-    """Hopper decode grids of at least two CTAs per SM (sequences x KV heads) that fill their
-    waves better with CTAs of 3 warps (DecodeFullGridConfig at head_dim 64, 96 and 128: an SM
-    holds 4 of them where it holds 3 of 4 warps at 96 and 128, 5 where 4 at 64) run every
-    plain-score
-    decode instance there: contiguous caches, cache rows, whole pages, pages of one key, the
-    fused append. A grid of one such wave takes them; smaller grids and head_dim 32 and 256
-    keep 4 warps. Each step against the float64 reference: ragged lengths, an empty sequence, the
-    appended caches bit for bit."""
+def test_hopper_decode_grids_run_the_cta_shape_that_fills_them(head_dim, layout):
+    """Hopper decode grids (sequences x KV heads) run every plain-score decode instance
+    (contiguous caches, cache rows, whole pages, pages of one key, the fused append) in the
+    CTA shape that fills the GPU best, at head_dim 64, 96 and 128: 3 warps for grids of at least
+    two CTAs per SM that fill their waves better with them (DecodeFullGridConfig: an SM holds 4
+    where it holds 3 of 4 warps at 96 and 128, 5 where 4 at 64); 8 warps (DecodeWideConfig) for
+    grids of one wave of those that hold more warps per SM than two 4-warp CTAs (head_dim 64) or
+    that need no split (more CTAs than half the SMs); 4 warps elsewhere (DecodeConfig), and
+    always at head_dim 32 and 256. Each step against the float64 reference: ragged lengths (long
+    ones in the smaller grids: every warp of a split walks several tiles), an empty sequence,
+    the appended caches bit for bit."""
     if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("the 3-warp decode CTAs are Hopper's")
+        pytest.skip("the decode CTA shapes beside 4 warps are Hopper's")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     heads, heads_k = 32, 8
     tile_keys = 32 if head_dim <= 128 else 16
     one_wave = {64: 5, 96: 4, 128: 4}.get(head_dim, 4) * sms // heads_k  # of 3-warp CTAs
-    for batch, full_grid in ((one_wave, True), (4, False)):
+    grids = [(one_wave, 600), (sms // heads_k + 2, 600), (sms // heads_k, 5000), (4, 5000)]
+    for batch, longest in grids:
+        warps = _decode_cta_warps(head_dim, batch * heads_k, sms)
         gen = torch.Generator().manual_seed(head_dim + batch + len(layout))
-        lengths = [(97 * b) % 600 + 1 for b in range(batch)]
+        lengths = [(97 * b * longest // 600) % longest + 1 for b in range(batch)]
         lengths[1] = 0
         page = int(layout.split("-")[1]) if layout.startswith("paged") else 0
         rows = table = None
@@ -264,8 +279,7 @@ def test_decode_grids_that_fill_the_gpu_run_three_warp_ctas(head_dim, layout):
             cache_seqlens=_index(lengths), cache_batch_idx=_index(rows),
             block_table=None if table is None else table.cuda(), return_softmax_lse=True,
         )  # fmt: skip
-        warps = 3 if full_grid and head_dim in (64, 96, 128) else 4
-        assert f"DecodeTileConfig<{head_dim}, {tile_keys}, {warps}>" in name, (batch, name)
+        assert f"DecodeTileConfig<{head_dim}, {tile_keys}, {warps}," in name, (batch, name)
         ends = lengths
         if new:
             bitwise = {"rtol": 0, "atol": 0, "equal_nan": True}

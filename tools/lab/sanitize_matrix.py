@@ -179,6 +179,27 @@ def main() -> None:
         rand(b, 1, 8, 128), rand(b, 301, 2, 128), rand(b, 301, 2, 128), rand(b, 1, 2, 128),
         rand(b, 1, 2, 128), cache_seqlens=ragged,
     )  # fmt: skip
+    # Hopper decode grids of 8-warp CTAs (DecodeWideConfig): one per SM at head_dim 128 (more
+    # CTAs than half the SMs, no split), a small split grid at head_dim 64 (two per SM); dense,
+    # whole pages of 16, pages of 7 (IndexedKV), the fused append. Ragged lengths over several
+    # tiles per warp, some empty.
+    b = sms // 2
+    for d, batch in ((128, b), (64, 4)):
+        forge_flash.flash_attn_fwd(
+            rand(batch, 1, 8, d), rand(batch, 900, 2, d), rand(batch, 900, 2, d)
+        )
+    ragged = torch.randint(0, 900, (b,), dtype=torch.int32, device="cuda")
+    for page in (16, 7):
+        blocks = -(-900 // page)
+        table = torch.randperm(b * blocks, device="cuda", dtype=torch.int32).view(b, blocks)
+        k_pages, v_pages = rand(b * blocks, page, 2, 128), rand(b * blocks, page, 2, 128)
+        forge_flash.batched_decode_attention(
+            rand(b, 8, 128), k_pages, v_pages, ragged, block_table=table
+        )
+    forge_flash.flash_attn_with_kvcache(
+        rand(b, 1, 8, 128), rand(b, 901, 2, 128), rand(b, 901, 2, 128), rand(b, 1, 2, 128),
+        rand(b, 1, 2, 128), cache_seqlens=ragged,
+    )  # fmt: skip
     torch.cuda.synchronize()
     print("sanitize matrix done")
 
