@@ -204,11 +204,16 @@ int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
 // 51.4), one sequence of 128k keys 72.0 -> 67.7, batch 2 over 8k keys 15.3 -> 15.6 (the one row
 // that lost). Smaller grids at head_dim 128 keep 4 warps: an 8-warp grid split to one CTA per SM
 // has the warps of the 4-warp plan's two per SM, and one sequence over 4k keys took 11.8 us
-// against 11.0.
-bool takes_wide_decode(int64_t ctas, const DeviceFacts& wide, int wide_warps, int warps) {
+// against 11.0. Except paged steps on the IndexedKV instance (`row_pages`: pages of one key, or
+// sizes the PagedKV instance does not take), whose warps look a block id up for every key row:
+// the 8-warp grid gives each warp half the tiles of a split, and one sequence over 4k keys in
+// pages of one key took 10.4 us against 11.9 (over 32k and 128k keys 0.7-1.0 us less, batch 4
+// and 8 level; pages of 16 at one sequence over 4k keys lost 0.2 us there, so whole pages keep
+// the rule above).
+bool takes_wide_decode(int64_t ctas, const DeviceFacts& wide, int wide_warps, int warps, bool row_pages) {
   const int64_t one_wave = static_cast<int64_t>(wide.sm_count) * wide.ctas_per_sm;
   const bool more_warps = wide.ctas_per_sm * wide_warps > kSplitCtasPerSm * warps;
-  return ctas <= one_wave && (more_warps || 2 * ctas > wide.sm_count);
+  return ctas <= one_wave && (more_warps || 2 * ctas > wide.sm_count || row_pages);
 }
 
 // The splits of a grid of 8-warp decode CTAs: up to one wave of them, whole steps each.
@@ -354,7 +359,8 @@ cudaError_t hopper_decode_shape(const FwdKernels& kernels, const FwdParams& p, i
   if (wide_kernel.kernel != nullptr && p.requested_splits == 0 &&
       ctas <= static_cast<int64_t>(facts->sm_count) * facts->ctas_per_sm) {
     if ((err = device_facts(wide_kernel, &other))) return err;
-    if (takes_wide_decode(ctas, other, wide_kernel.threads / 32, kernel->threads / 32)) {
+    const bool row_pages = p.block_table != nullptr && wide_kernel.kernel == kernels.decode_wide.kv.kernel;
+    if (takes_wide_decode(ctas, other, wide_kernel.threads / 32, kernel->threads / 32, row_pages)) {
       *kernel = wide_kernel, *facts = other, *wide = true;
       return cudaSuccess;
     }

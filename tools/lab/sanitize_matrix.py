@@ -200,6 +200,14 @@ def main() -> None:
         rand(b, 1, 8, 128), rand(b, 901, 2, 128), rand(b, 901, 2, 128), rand(b, 1, 2, 128),
         rand(b, 1, 2, 128), cache_seqlens=ragged,
     )  # fmt: skip
+    # Pages of one key at two sequences: 8-warp CTAs, the splits merged in clusters or by the
+    # combine kernel (head_dim 128).
+    lengths = torch.tensor([5000, 4093], dtype=torch.int32, device="cuda")
+    table = torch.randperm(2 * 5000, device="cuda", dtype=torch.int32).view(2, 5000)
+    forge_flash.batched_decode_attention(
+        rand(2, 8, 128), rand(2 * 5000, 1, 2, 128), rand(2 * 5000, 1, 2, 128), lengths,
+        block_table=table,
+    )  # fmt: skip
     torch.cuda.synchronize()
     print("sanitize matrix done")
 
