@@ -94,9 +94,10 @@ template <int kHeadDim>
 using DecodeFullGridConfig = DecodeTileConfig<kHeadDim, 32, 3>;
 constexpr bool has_full_grid_decode(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
-// The same tiles in CTAs of 8 warps, for Hopper decode grids of at most one CTA per SM
-// (dispatch.cu, plan_fwd): 132 KB at head_dim 128, one per SM, with twice the K/V tiles in
-// flight of a 4-warp CTA and two warps per scheduler to hide each other's waits.
+// The same tiles in CTAs of 8 warps, for Hopper decode grids of at most one wave of them
+// (dispatch.cu, takes_wide_decode): 132 KB at head_dim 96 and 128 (one per SM), 66 KB at 64 (two
+// per SM, by registers); twice the K/V tiles in flight of a 4-warp CTA, and two warps per
+// scheduler to hide each other's waits.
 template <int kHeadDim>
 using DecodeWideConfig = DecodeTileConfig<kHeadDim, 32, 8, true>;
 constexpr bool has_wide_decode(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }

@@ -136,15 +136,9 @@ def main() -> int:
     failed = False
     for head_dim, persistent, tma_only in cases:
         unit = unit_source(
-            args.kind,
-            head_dim,
-            persistent,
-            tma_only,
-            args.policies,
-            args.append,
-            args.dtype,
+            args.kind, head_dim, persistent, tma_only, args.policies, args.append, args.dtype,
             args.decode_config,
-        )
+        )  # fmt: skip
         got = compile_one(args.source, args.nvcc, unit, args.sass_size)
         name = f"{args.kind} d{head_dim} {args.policies}"
         if args.kind == "decode" and args.decode_config != "DecodeConfig":
