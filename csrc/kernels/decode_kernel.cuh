@@ -37,6 +37,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kWarps = Cfg::kNWarps;
   constexpr int kNThreads = Cfg::kNThreads, kHeadDim = Cfg::kHeadDim, kPitch = Cfg::kRowPitch;
   constexpr int kNTilesO = kHeadDim / 8;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  if constexpr (Cfg::kHopperOnly) return;  // launched on Hopper only (dispatch.cu): no SM80 code
+#endif
 
   // A programmatic launch starts early, behind the K/V append kernel: it waits for that kernel
   // before it touches memory, or (early_kv, FwdParams::new_keys_in_cache) only before the memory

@@ -50,9 +50,10 @@ using PrefillConfig = TileConfig<kHeadDim, (kHeadDim <= 128 ? 128 : 64), 64, 4>;
 // has kNWarps K/V tiles in flight and kNWarps tensor-core quadrants busy, where a single warp
 // had one and one.
 // kHopperOnly: tiles only Hopper GPUs launch (dispatch.cu), which may take more shared memory.
-template <int kHeadDim_, int kBlockN_, int kNWarps_, bool kHopperOnly = false>
+template <int kHeadDim_, int kBlockN_, int kNWarps_, bool kHopperOnly_ = false>
 struct DecodeTileConfig {
   static constexpr int kHeadDim = kHeadDim_;
+  static constexpr bool kHopperOnly = kHopperOnly_;
   static constexpr int kBlockM = 16;
   static constexpr int kBlockN = kBlockN_;  // keys per warp tile
   static constexpr int kNWarps = kNWarps_;
