@@ -90,9 +90,10 @@ using DecodeConfig = DecodeTileConfig<kHeadDim, (kHeadDim <= 128 ? 32 : 16), 4>;
 // plan_fwd): 53 KB and 96 threads of 160-168 registers at head_dim 128, so an SM holds 4 of
 // them where it holds 3 of DecodeConfig's (shared memory), 12 warps either way; batch 64 over
 // 4k keys (512 CTAs) then runs in one wave instead of 1.29. At head_dim 64, 96 and 128, the
-// ones measured and tested (32-key tiles; not 32, whose occupancy was not).
+// ones measured and tested (32-key tiles; not 32, whose occupancy was not). Hopper-only: no SM80
+// code.
 template <int kHeadDim>
-using DecodeFullGridConfig = DecodeTileConfig<kHeadDim, 32, 3>;
+using DecodeFullGridConfig = DecodeTileConfig<kHeadDim, 32, 3, true>;
 constexpr bool has_full_grid_decode(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
 // The same tiles in CTAs of 8 warps, for Hopper decode grids of at most one wave of them
