@@ -88,8 +88,8 @@ FwdKernels fwd_kernels() {
   using Wide = DecodeWideConfig<kHeadDim>;
   return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, P>)),
           decode_kernels<T, DecodeConfig<kHeadDim>, kVariantTable>(),
-          plain_score_decode_kernels<has_full_grid_decode(kHeadDim), T, FullGrid, kVariantTable>(),
-          plain_score_decode_kernels<has_wide_decode(kHeadDim), T, Wide, kVariantTable>(),
+          plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, FullGrid, kVariantTable>(),
+          plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, Wide, kVariantTable>(),
           sm90_kernel_info<T, kHeadDim, P, false>(),
           sm90_kernel_info<T, kHeadDim, P, true>(),
           sm90_kernel_info<T, kHeadDim, P, false, true>(),

@@ -89,12 +89,9 @@ using DecodeConfig = DecodeTileConfig<kHeadDim, (kHeadDim <= 128 ? 32 : 16), 4>;
 // The same tiles in CTAs of 3 warps, for Hopper decode grids that fill the GPU (dispatch.cu,
 // plan_fwd): 53 KB and 96 threads of 160-168 registers at head_dim 128, so an SM holds 4 of
 // them where it holds 3 of DecodeConfig's (shared memory), 12 warps either way; batch 64 over
-// 4k keys (512 CTAs) then runs in one wave instead of 1.29. At head_dim 64, 96 and 128, the
-// ones measured and tested (32-key tiles; not 32, whose occupancy was not). Hopper-only: no SM80
-// code.
+// 4k keys (512 CTAs) then runs in one wave instead of 1.29. Hopper-only: no SM80 code.
 template <int kHeadDim>
 using DecodeFullGridConfig = DecodeTileConfig<kHeadDim, 32, 3, true>;
-constexpr bool has_full_grid_decode(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
 // The same tiles in CTAs of 8 warps, for Hopper decode grids of at most one wave of them
 // (dispatch.cu, takes_wide_decode): 132 KB at head_dim 96 and 128 (one per SM), 66 KB at 64 (two
@@ -102,6 +99,9 @@ constexpr bool has_full_grid_decode(int head_dim) { return head_dim == 64 || hea
 // scheduler to hide each other's waits.
 template <int kHeadDim>
 using DecodeWideConfig = DecodeTileConfig<kHeadDim, 32, 8, true>;
-constexpr bool has_wide_decode(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
+
+// The head dims compiled in the 3- and 8-warp shapes: 64, 96 and 128, the ones measured and
+// tested (32-key tiles; not 32, whose occupancy was not).
+constexpr bool has_hopper_decode_shapes(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
 }  // namespace forge_flash

@@ -34,6 +34,24 @@ def rand(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     return torch.randn(*shape, device="cuda", dtype=dtype)
 
 
+def paged_and_appended_steps(batch: int, keys: int) -> None:
+    """Decode steps of `batch` sequences of up to `keys` ragged keys over 2 KV heads of 128:
+    whole pages of 16 (PagedKV), pages of 7 (IndexedKV), and a contiguous cache with one new
+    key appended in the attention (the fused append)."""
+    ragged = torch.randint(0, keys, (batch,), dtype=torch.int32, device="cuda")
+    for page in (16, 7):
+        blocks = -(-keys // page)
+        table = torch.randperm(batch * blocks, device="cuda", dtype=torch.int32)
+        k_pages, v_pages = (rand(batch * blocks, page, 2, 128) for _ in "kv")
+        forge_flash.batched_decode_attention(
+            rand(batch, 8, 128), k_pages, v_pages, ragged, block_table=table.view(batch, blocks)
+        )
+    forge_flash.flash_attn_with_kvcache(
+        rand(batch, 1, 8, 128), rand(batch, keys + 1, 2, 128), rand(batch, keys + 1, 2, 128),
+        rand(batch, 1, 2, 128), rand(batch, 1, 2, 128), cache_seqlens=ragged,
+    )  # fmt: skip
+
+
 def main() -> None:
     assert forge_flash.active_backend().name == "cuda"
     fwd_cases = [  # b, sq, sk, h, hk, d, causal
@@ -166,19 +184,7 @@ def main() -> None:
     for d, per_sm in ((128, 4), (64, 5)):
         b = per_sm * sms // 2
         forge_flash.flash_attn_fwd(rand(b, 1, 8, d), rand(b, 300, 2, d), rand(b, 300, 2, d))
-    b = 4 * sms // 2
-    ragged = torch.randint(0, 300, (b,), dtype=torch.int32, device="cuda")
-    for page in (16, 7):
-        blocks = -(-300 // page)
-        table = torch.randperm(b * blocks, device="cuda", dtype=torch.int32).view(b, blocks)
-        k_pages, v_pages = rand(b * blocks, page, 2, 128), rand(b * blocks, page, 2, 128)
-        forge_flash.batched_decode_attention(
-            rand(b, 8, 128), k_pages, v_pages, ragged, block_table=table
-        )
-    forge_flash.flash_attn_with_kvcache(
-        rand(b, 1, 8, 128), rand(b, 301, 2, 128), rand(b, 301, 2, 128), rand(b, 1, 2, 128),
-        rand(b, 1, 2, 128), cache_seqlens=ragged,
-    )  # fmt: skip
+    paged_and_appended_steps(4 * sms // 2, 300)
     # Hopper decode grids of 8-warp CTAs (DecodeWideConfig): one per SM at head_dim 128 (more
     # CTAs than half the SMs, no split), a small split grid at head_dim 64 (two per SM); dense,
     # whole pages of 16, pages of 7 (IndexedKV), the fused append. Ragged lengths over several
@@ -188,18 +194,7 @@ def main() -> None:
         forge_flash.flash_attn_fwd(
             rand(batch, 1, 8, d), rand(batch, 900, 2, d), rand(batch, 900, 2, d)
         )
-    ragged = torch.randint(0, 900, (b,), dtype=torch.int32, device="cuda")
-    for page in (16, 7):
-        blocks = -(-900 // page)
-        table = torch.randperm(b * blocks, device="cuda", dtype=torch.int32).view(b, blocks)
-        k_pages, v_pages = rand(b * blocks, page, 2, 128), rand(b * blocks, page, 2, 128)
-        forge_flash.batched_decode_attention(
-            rand(b, 8, 128), k_pages, v_pages, ragged, block_table=table
-        )
-    forge_flash.flash_attn_with_kvcache(
-        rand(b, 1, 8, 128), rand(b, 901, 2, 128), rand(b, 901, 2, 128), rand(b, 1, 2, 128),
-        rand(b, 1, 2, 128), cache_seqlens=ragged,
-    )  # fmt: skip
+    paged_and_appended_steps(b, 900)
     # Pages of one key at two sequences: 8-warp CTAs, the splits merged in clusters or by the
     # combine kernel (head_dim 128).
     lengths = torch.tensor([5000, 4093], dtype=torch.int32, device="cuda")
