@@ -216,8 +216,29 @@ bool takes_wide_decode(int64_t ctas, const DeviceFacts& wide, int wide_warps, in
   return ctas <= one_wave && (more_warps || 2 * ctas > wide.sm_count || row_pages);
 }
 
-// The splits of a grid of 8-warp decode CTAs: up to one wave of them, whole steps each.
-int wide_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
+// Hopper decode grids of more CTAs than one wave of 8-warp ones (or than half the SMs, where
+// none) and at most kShortWaveCtasPerSm 4-warp CTAs per SM, over at least kShortWaveMinKeys
+// keys, run on CTAs of 3 warps split to fill one wave of those (4 per SM at head_dim 96 and
+// 128: 3 splits from 133 to 165 CTAs). The 4-warp plan leaves most SMs one unsplit CTA, 4 K/V
+// tiles in flight; the split grid keeps 9 per SM, merged in clusters of 3. Measured on the
+// H200 (2026-12-02, docs/benchmarks.md; 32/8 heads, one query, GPU time, against the 4-warp
+// plan): head_dim 128, batch 17 (136 CTAs) over 4k / 16k / 32k keys 75.6 / 278.3 / 550.2 ->
+// 73.7 / 262.6 / 517.8 us (cuDNN 72.3 / 267.6 / 524.9), batch 18 over 8k 148.7 -> 143.8
+// (145.1), batch 20 (160 CTAs) over 16k 313.4 -> 306.1 (315.1), over 4k level; head_dim 96,
+// batch 17 over 4k 69.0 -> 64.0, batch 20 over 16k 280.9 -> 262.8; pages of one key at batch 17
+// over 4k keys 90.4 -> 75.7. Over 1k-2k keys the splits' merge outweighs them (batch 17 and 20
+// over 1k keys 6-8% slower, batch 17 over 2k 1.3%); from batch 24 (192 CTAs, 1.45 per SM) the
+// 4-warp plan's warps fill the SMs (3 splits, two waves: 13-19% slower; 2 splits 0.5-5%).
+constexpr double kShortWaveCtasPerSm = 1.25;
+constexpr int64_t kShortWaveMinKeys = 4096;
+bool takes_short_wave_split(int64_t ctas, int64_t keys, int sm_count) {
+  return 2 * ctas > sm_count && static_cast<double>(ctas) <= kShortWaveCtasPerSm * sm_count &&
+         keys >= kShortWaveMinKeys;
+}
+
+// The splits of a grid that fills one wave of its CTAs (the 8-warp grids, and the 3-warp ones
+// of takes_short_wave_split), whole steps each.
+int one_wave_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
   return whole_step_splits(static_cast<int64_t>(d.sm_count) * d.ctas_per_sm / ctas, n_steps);
 }
 
@@ -346,13 +367,14 @@ const KernelInfo& decode_instance(const DecodeKernels& set, const FwdParams& p) 
 }
 
 // The CTA shape of a Hopper decode grid of `ctas` CTAs over `keys` keys (tile_config.h): 8 warps
-// where takes_wide_decode (not with a caller's split count: the 8-warp steps are twice as long),
-// else 3 warps where kFullGridCtasPerSm and kFullGridMaxKeys say, else the 4-warp `kernel` it
-// gets. `kernel` and `facts` become the chosen instance's; `wide` says whether it has 8 warps.
-// One wave of 8-warp CTAs never holds more than one of 4-warp CTAs, so larger grids skip that
-// query.
+// where takes_wide_decode, 3 warps split to fill one wave where takes_short_wave_split (neither
+// with a caller's split count: their steps differ from the 4-warp ones), 3 warps where
+// kFullGridCtasPerSm and kFullGridMaxKeys say, else the 4-warp `kernel` it gets. `kernel` and
+// `facts` become the chosen instance's; `one_wave` says whether its splits fill one wave of
+// it (one_wave_splits). One wave of 8-warp CTAs never holds more than one of 4-warp CTAs, so
+// larger grids skip that query.
 cudaError_t hopper_decode_shape(const FwdKernels& kernels, const FwdParams& p, int64_t ctas, int64_t keys,
-                                KernelInfo* kernel, DeviceFacts* facts, bool* wide) {
+                                KernelInfo* kernel, DeviceFacts* facts, bool* one_wave) {
   cudaError_t err = cudaSuccess;
   DeviceFacts other{};
   const KernelInfo& wide_kernel = decode_instance(kernels.decode_wide, p);
@@ -361,11 +383,16 @@ cudaError_t hopper_decode_shape(const FwdKernels& kernels, const FwdParams& p, i
     if ((err = device_facts(wide_kernel, &other))) return err;
     const bool row_pages = p.block_table != nullptr && wide_kernel.kernel == kernels.decode_wide.kv.kernel;
     if (takes_wide_decode(ctas, other, wide_kernel.threads / 32, kernel->threads / 32, row_pages)) {
-      *kernel = wide_kernel, *facts = other, *wide = true;
+      *kernel = wide_kernel, *facts = other, *one_wave = true;
       return cudaSuccess;
     }
   }
   const KernelInfo& full_grid = decode_instance(kernels.decode_full_grid, p);
+  if (full_grid.kernel != nullptr && p.requested_splits == 0 && takes_short_wave_split(ctas, keys, facts->sm_count)) {
+    if ((err = device_facts(full_grid, &other))) return err;
+    *kernel = full_grid, *facts = other, *one_wave = true;
+    return cudaSuccess;
+  }
   if (full_grid.kernel != nullptr && ctas >= kFullGridCtasPerSm * facts->sm_count && keys <= kFullGridMaxKeys) {
     if ((err = device_facts(full_grid, &other))) return err;
     if (wave_efficiency(ctas, other) > 1.01 * wave_efficiency(ctas, *facts)) *kernel = full_grid, *facts = other;
@@ -409,9 +436,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // Splits hand out whole steps of the kernel's kv_tiles_per_step tiles (cta_work), of the
   // keys a query block sees (a window's band: cta_work splits the band, not seqlen_k).
   const int64_t keys = visible_keys(p, std::min<int64_t>(rows, plan->kernel.block_m));
-  bool wide = false;
+  bool one_wave = false;
   if (hopper_decode &&
-      (*cuda_error = hopper_decode_shape(kernels, p, ctas, keys, &plan->kernel, &facts, &wide)) != cudaSuccess)
+      (*cuda_error = hopper_decode_shape(kernels, p, ctas, keys, &plan->kernel, &facts, &one_wave)) != cudaSuccess)
     return "device query failed";
 
   const int n_blocks = static_cast<int>((keys + plan->kernel.block_n - 1) / plan->kernel.block_n) +
@@ -419,7 +446,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
   p.num_splits = !hopper_decode                            ? choose_num_splits(ctas, n_steps, facts)
-                 : wide                                    ? wide_decode_splits(ctas, n_steps, facts)
+                 : one_wave                                ? one_wave_splits(ctas, n_steps, facts)
                  : ctas < kSplitCtasPerSm * facts.sm_count ? hopper_decode_splits(ctas, n_steps, facts)
                                                            : hopper_full_grid_splits(ctas, n_steps, keys, facts);
   // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.

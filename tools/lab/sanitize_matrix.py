@@ -16,7 +16,8 @@ sinks alone over dense K/V in the instance of their own) and the Hopper head dim
 the K/V append fused into the decode kernel (paged and indexed caches, rotary both ways), and
 the append kernel (16-byte and scalar paths) with the attention launched programmatically behind
 it (a step of 8 tokens: 32 rows per KV head do not fit a decode tile); Hopper decode grids that
-fill the GPU on CTAs of 3 warps (dense, whole pages, pages of 7, the fused append).
+fill the GPU on CTAs of 3 warps, or a short wave split (dense, whole pages, pages of 7, the
+fused append).
 """
 
 from __future__ import annotations
@@ -195,6 +196,12 @@ def main() -> None:
             rand(batch, 1, 8, d), rand(batch, 900, 2, d), rand(batch, 900, 2, d)
         )
     paged_and_appended_steps(b, 900)
+    # Hopper decode grids just past one wave of 8-warp CTAs at head_dim 128 (a short wave of
+    # 4-warp ones) over 4096 keys or more: 3-warp CTAs split to fill a wave, merged in clusters
+    # of 3; dense, whole pages of 16, pages of 7, the fused append.
+    b = (sms + 4) // 2
+    forge_flash.flash_attn_fwd(rand(b, 1, 8, 128), rand(b, 4200, 2, 128), rand(b, 4200, 2, 128))
+    paged_and_appended_steps(b, 4200)
     # Pages of one key at two sequences: 8-warp CTAs, the splits merged in clusters or by the
     # combine kernel (head_dim 128).
     lengths = torch.tensor([5000, 4093], dtype=torch.int32, device="cuda")
