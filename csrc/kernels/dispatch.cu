@@ -221,10 +221,10 @@ bool takes_wide_decode(int64_t ctas, const DeviceFacts& wide, int wide_warps, in
 // keys, run on CTAs of 3 warps split to fill one wave of those (4 per SM at head_dim 96 and
 // 128: 3 splits from 133 to 165 CTAs). The 4-warp plan leaves most SMs one unsplit CTA, 4 K/V
 // tiles in flight; the split grid keeps 9 per SM, merged in clusters of 3. Measured on the
-// H200 (2026-12-02, docs/benchmarks.md; 32/8 heads, one query, GPU time, against the 4-warp
-// plan): head_dim 128, batch 17 (136 CTAs) over 4k / 16k / 32k keys 75.6 / 278.3 / 550.2 ->
-// 73.7 / 262.6 / 517.8 us (cuDNN 72.3 / 267.6 / 524.9), batch 18 over 8k 148.7 -> 143.8
-// (145.1), batch 20 (160 CTAs) over 16k 313.4 -> 306.1 (315.1), over 4k level; head_dim 96,
+// H200 (2026-12-03, docs/benchmarks.md; 32/8 heads, one query, GPU time, against the 4-warp
+// plan): head_dim 128, batch 17 (136 CTAs) over 4k / 16k keys 74.1 / 272.4 -> 73.0 / 257.3 us
+// (cuDNN 70.9 / 259.7), over 32k 550.2 -> 517.8 (524.9), batch 18 over 8k 146.0 -> 141.0
+// (143.4), batch 20 (160 CTAs) over 16k 306.8 -> 299.3 (306.4), over 4k level; head_dim 96,
 // batch 17 over 4k 69.0 -> 64.0, batch 20 over 16k 280.9 -> 262.8; pages of one key at batch 17
 // over 4k keys 90.4 -> 75.7. Over 1k-2k keys the splits' merge outweighs them (batch 17 and 20
 // over 1k keys 6-8% slower, batch 17 over 2k 1.3%); from batch 24 (192 CTAs, 1.45 per SM) the
