@@ -257,7 +257,7 @@ def _unpadded(case, gen):
 )
 def test_a_decode_step_is_one_call_with_the_append_inside(binding, layout, rotary, gen):
     """No left padding, 2 tokens of 2 query heads per KV head (4 rows): the step is one
-    FwdCall.run_append (rotary over a contiguous cache too: the C API makes its two launches
+    FwdCall.run_append (where the C API makes two launches too: it makes them
     itself), given the caches, the lengths before the append and the new keys, and the caches
     and output are the reference's."""
     dtype = torch.float16

@@ -6,8 +6,8 @@
 For each shape (32 query heads over 8 KV heads of 128, bf16, 4096 cached keys; contiguous and
 paged caches of 16-key pages; with and without rotary; batch 1, 8 and 64) it prints the step
 without new keys (the attention alone over cache_seqlens + 1 keys), the step with k/v
-appended (one ``ff_attn_fwd_append`` call: the append inside the decode kernel, or with rotary
-over a contiguous cache the append kernel and the decode kernel behind it), their difference,
+appended (one ``ff_attn_fwd_append`` call: here, with plain scores over a contiguous cache or
+whole pages, the append kernel and the decode kernel behind it), their difference,
 that difference with the attention launched plainly and the same step with the append on the
 torch ops (both only differ where the adapter makes the step as two calls, the append kernel
 ``ff_append_kv`` and then the attention), and the append kernel (with the rotary of q and k)

@@ -197,15 +197,16 @@ void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_
 }
 
 // Plan, honour the workspace protocol, launch. `append_first`: a decode step whose K/V append
-// runs as its own kernel first (attn_fwd_append, p.new_keys_in_cache): it rotates p.q into the
-// workspace's first bytes, and the attention reads q there.
+// runs as its own kernel first (attn_fwd_append, p.new_keys_in_cache); with rotary tables it
+// rotates p.q into the workspace's first bytes, and the attention reads q there.
 Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size_t* workspace_bytes,
           cudaStream_t stream, const ff_append_kv_args* append_first = nullptr) {
   const DType dt = dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
   const ff_tensor q_caller = {const_cast<void*>(p.q), p.q_batch_stride, p.q_row_stride, p.q_head_stride};
   ff_tensor q_rotated{};  // (batch, seqlen_q, heads, head_dim), contiguous, at the workspace's start
   size_t q_bytes = 0;
-  if (append_first != nullptr) {
+  const bool rotates_q = append_first != nullptr && append_first->rotary_cos.data != nullptr;
+  if (rotates_q) {
     const int64_t row = static_cast<int64_t>(p.num_heads) * p.head_dim;
     q_rotated = {workspace, p.seqlen_q * row, row, p.head_dim};
     q_bytes = (static_cast<size_t>(p.batch) * p.seqlen_q * row * 2 + 255) / 256 * 256;
@@ -242,12 +243,11 @@ Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size
   plan.programmatic = programmatic;
   if (append_first != nullptr) {
     ff_append_kv_args append = *append_first;
-    append.q = q_caller;
-    append.q_out = q_rotated;
+    if (rotates_q) append.q = q_caller, append.q_out = q_rotated;
     append.programmatic_launch = 1;  // it waits for its predecessor before touching memory
     cudaError_t err = launch_append_kv(append, stream);
     if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "append kernel launch failed: %s", cudaGetErrorString(err));
-    p.q = q_rotated.data;
+    if (rotates_q) p.q = q_rotated.data;
     plan.programmatic = true;  // the decode kernel waits for the append where it must
   }
   const cudaError_t err =
@@ -375,18 +375,22 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
     return fail(FF_ERROR_UNSUPPORTED, "the K/V append does not fuse: k, v, the caches or q lack 16-byte accesses");
 
   p.seqlen_new = b.seqlen_new;
-  // With rotary tables over a contiguous cache the step is two launches, made here: the append
-  // kernel rotates q once (into the workspace), and the decode kernel, launched programmatically
-  // behind it, loads the cached keys while the append runs (FwdParams::new_keys_in_cache).
-  // GPU time added to a decode step over 4k cached keys at batch 1 / 8 / 64 (H200,
-  // docs/benchmarks.md, 2026-12-01): 0.2 / 0.2-0.4 / 0.6-1.0 us, against 1.1-1.2 / 1.9-2.1 /
-  // 2.3-3.0 for the two calls from Python and 2.5 / 1.2-1.3 / 3.2-3.4 fused (every CTA of a
-  // sequence rotates its q after the length's round trip). A paged cache's step stays fused
-  // (2.2-2.3 / 1.2-1.4 / 2.6-3.3 us): two launches behind the paged decode instance, against
-  // the fused step in the same builds, were faster at batch 1 (1.2-1.5 against 1.9-2.1 us) but
-  // slower at 8 (2.3-3.3 against 0.4-0.8).
-  if (b.rotary_cos.data != nullptr && !paged) {
-    p.new_keys_in_cache = true;  // the plain decode instance where nothing else is asked
+  // Two launches, made here, where the step's decode instance loads cached keys before it
+  // waits for another grid (early K/V: plain scores over a contiguous cache without cache rows,
+  // or over pages the whole-page instance takes), and with rotary tables over any contiguous
+  // cache: the append kernel (rotating q once, into the workspace, where there are tables), and
+  // the decode kernel launched programmatically behind it, which loads its first tiles of cached
+  // keys while the append runs (FwdParams::new_keys_in_cache). GPU time a token's append adds
+  // to a decode step over 4k cached keys, fused -> two launches (H200, 2026-12-03,
+  // docs/benchmarks.md; batch 1 / 8): pages of 16 with rotary 2.2 / 2.1 -> 0.2 / 0.2-0.3 us,
+  // without 0.6 / 1.5 -> 0.3 / 0.1-0.4, a contiguous cache without rotary 0.5 / 1.7 -> 0.2 /
+  // 0.6-0.7; at batch 64 the paged rotary step itself 133.6-133.8 -> 128.3-128.4 us. Other
+  // steps stay fused: behind their decode instance (IndexedKV or the variant one, which load
+  // nothing early) two launches were slower at batch 8 (2.3-3.3 against 0.4-0.8 us, 2026-12-01).
+  const DType dt = a->dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
+  const bool early_kv_instance = !p.score_mods && (paged ? decode_takes_whole_pages(p, dt) : o.kv_batch_idx == nullptr);
+  if (early_kv_instance || (b.rotary_cos.data != nullptr && !paged)) {
+    p.new_keys_in_cache = true;  // the plain or whole-page decode instance where nothing else is asked
     return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
   }
   p.k_new = b.k.data, p.v_new = b.v.data;

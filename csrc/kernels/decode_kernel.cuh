@@ -43,10 +43,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 
   // A programmatic launch starts early, behind the K/V append kernel: it waits for that kernel
   // before it touches memory, or (early_kv, FwdParams::new_keys_in_cache) only before the memory
-  // that kernel writes: q and the tiles of new keys. Dense K/V instances only: compiled into the
-  // paged one (IndexedKV), these branches cost its decode of one 32k-key sequence 9% (40.5 ->
-  // 44.2 us, pages of 16, H200, 2026-12-01), and a paged step stays fused (faster there).
-  const bool early_kv = !P::kIndexedKV && !kAppend && p.new_keys_in_cache;
+  // that kernel writes: q and the tiles of new keys. Dense K/V and whole-page instances only:
+  // compiled into the general paged one (IndexedKV), these branches cost its decode of one
+  // 32k-key sequence 9% (40.5 -> 44.2 us, pages of 16, H200, 2026-12-01), and its steps stay
+  // fused.
+  const bool early_kv = (!P::kIndexedKV || P::kPagesOnly) && !kAppend && p.new_keys_in_cache;
   if (!early_kv) wait_for_previous_grid();
   allow_next_grid_launch();  // the split-KV combine kernel, launched programmatically, may start
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -109,8 +110,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   // of 1.1-3.0 (batch 1-64, H200, 2026-12-01).
   const int first = w.n_end - 1 - warp;
   const bool first_early = early_kv && first >= w.n_begin && (first + 1) * kBlockN <= first_new_key;
-  if (early_kv) {  // dense K/V: no block ids to load first
+  if (early_kv) {  // the block table and lengths are the caller's: the append writes neither
     if (first_early) {
+      if (paged) pages = load_pages(first);
       load_k(first);
       load_v(first);
       cp_async_commit();
@@ -123,7 +125,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     if (tid < kQThreads && rotates_q) q_rotated.load(p, w, q_copy, first_new_key);
   cp_async_commit();
   if (paged) {
-    pages = load_pages(first);
+    if (!first_early) pages = load_pages(first);
     next_pages = load_pages(first - kWarps);
   }
   if (first >= w.n_begin && !first_early) {

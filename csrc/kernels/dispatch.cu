@@ -353,15 +353,17 @@ bool hopper_runs_head_dim(int head_dim) {
 // 128, IndexedKV 6392): IndexedKV chooses among the paged copies, strided rows and left
 // padding at each tile. One sequence of 4k keys in pages of 16 took 10.5-10.6 -> 10.2-10.3
 // us (contiguous 9.8-9.9), batch 64 in ordered pages 257.3 -> 254.9 (contiguous 255.0; H200,
-// 2026-12-02, docs/benchmarks.md). The fused append steps stay on IndexedKV's: a PagedKV
-// instance of them (28 bytes of spills) took 0.8 us off one sequence's rotary step but
-// added 1.4 us at batch 64.
+// 2026-12-02, docs/benchmarks.md). Its steps with a K/V append run behind the append kernel
+// (ff_attn_fwd_append's two launches, decode_takes_whole_pages); a fused PagedKV append
+// instance (28 bytes of spills) had taken 0.8 us off one sequence's rotary step but added 1.4
+// us at batch 64.
+bool takes_whole_pages(const DecodeKernels& set, const FwdParams& p) {
+  return set.paged.kernel != nullptr && p.block_table != nullptr && p.k_start == nullptr && p.page_shift >= 0 &&
+         p.page_size >= set.paged.min_page_size;
+}
 const KernelInfo& decode_instance(const DecodeKernels& set, const FwdParams& p) {
-  const KernelInfo& paged = set.paged;
-  const bool whole_pages = paged.kernel != nullptr && p.block_table != nullptr && p.k_start == nullptr &&
-                           p.page_shift >= 0 && p.page_size >= paged.min_page_size;
   if (p.seqlen_new > 0 && !p.new_keys_in_cache) return p.score_mods ? set.append_mods : set.append;
-  if (!p.score_mods && whole_pages) return paged;
+  if (!p.score_mods && takes_whole_pages(set, p)) return set.paged;
   if (!p.score_mods && set.kv.kernel != nullptr) return set.kv;
   return set.plain;
 }
@@ -406,6 +408,11 @@ int routed_head_dim(int head_dim) {
   for (int d : kHeadDims)
     if (head_dim <= d) return d;
   return 0;
+}
+
+bool decode_takes_whole_pages(const FwdParams& p, DType dtype) {
+  const int routed = routed_head_dim(p.head_dim);
+  return routed != 0 && !p.score_mods && takes_whole_pages(kernels_for<true>(dtype, routed).decode, p);
 }
 
 const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda_error) {

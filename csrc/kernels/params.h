@@ -122,8 +122,9 @@ struct FwdParams {
   // seqused_k[b]).
   int seqlen_new;  // 0: no fused append
   // Or the append ran as its own kernel just before this launch (ff_attn_fwd_append's two
-  // launches: rotary over a contiguous cache): the seqlen_new new keys are already in the cache
-  // after seqused_k[b] and q is that kernel's rotated copy. The decode kernel, launched
+  // launches: plain scores over a contiguous cache or whole pages, rotary over a contiguous
+  // cache): the seqlen_new new keys are already in the cache after seqused_k[b] and q is, with
+  // rotary tables, that kernel's rotated copy. The decode kernel, launched
   // programmatically behind it, then loads the cached rows before the new ones while the append
   // runs, and waits for it only before q and the tiles that hold new keys (decode_kernel.cuh).
   bool new_keys_in_cache;

@@ -19,6 +19,8 @@ static int g_plans = 0, g_launches = 0;
 static size_t g_workspace_needed = 0;
 static bool g_decode = true;  // whether the stub plan runs the decode kernel (fused appends)
 int routed_head_dim(int head_dim) { return head_dim <= 256 ? (head_dim + 31) / 32 * 32 : 0; }
+// The stub plan's PagedKV instance takes power-of-two pages of at least 16 keys.
+bool decode_takes_whole_pages(const FwdParams& p, DType) { return p.block_table != nullptr && p.page_shift >= 4; }
 const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
   ++g_plans;
   *err = cudaSuccess;
@@ -99,6 +101,20 @@ ff_status fwd(std::function<void(ff_fwd_args&)> edit) {
 void with_rotary(ff_fwd_args&, ff_append_kv_args& b) {
   b.rotary_cos = {at(47104), 32, 1}, b.rotary_sin = {at(49152), 32, 1};
   b.rotary_dim = 64, b.seqlen_ro = 8, b.rotary_dtype = FF_MERGE_BFLOAT16;
+}
+// Rotary over valid_fwd's k/v read as paged caches of `page_size` keys (32 keys a sequence).
+std::function<void(ff_fwd_args&, ff_append_kv_args&)> paged_rotary(int page_size) {
+  return [page_size](ff_fwd_args& a, ff_append_kv_args& b) {
+    with_rotary(a, b);
+    const int columns = 32 / page_size;
+    a.options.block_table = reinterpret_cast<const int32_t*>(at(8448));
+    a.options.page_size = page_size, a.options.num_blocks = 2 * columns, a.options.max_blocks = columns;
+    a.options.block_table_stride = columns;
+    a.k.batch_stride = a.v.batch_stride = page_size * 2 * 64;
+    b.k_cache = a.k, b.v_cache = a.v;
+    b.block_table = a.options.block_table, b.block_table_stride = columns, b.max_blocks = columns;
+    b.cache_batch = 2 * columns, b.cache_seqlen = page_size;
+  };
 }
 ff_status fused(std::function<void(ff_fwd_args&, ff_append_kv_args&)> edit, bool decode = true) {
   ff_fwd_args a = decode_fwd();
@@ -184,6 +200,10 @@ int main() {
        FF_WORKSPACE_REQUIRED, "rotated q"},
       {"fused step, rotary over a contiguous cache, not the decode kernel", [] { return fused(with_rotary, false); },
        FF_ERROR_UNSUPPORTED, "does not fuse"},
+      // Rotary over pages the whole-page instance takes: the same two launches; other pages fuse.
+      {"fused step, rotary over whole pages, no workspace", [] { return fused(paged_rotary(16)); },
+       FF_WORKSPACE_REQUIRED, "rotated q"},
+      {"fused step, rotary over pages of 8", [] { return fused(paged_rotary(8)); }, FF_OK, ""},
       {"fused step, unaligned new keys",
        [] { return fused([](ff_fwd_args&, ff_append_kv_args& b) { b.k.data = at(40962); }); }, FF_ERROR_UNSUPPORTED,
        "16-byte"},

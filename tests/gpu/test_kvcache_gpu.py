@@ -3,7 +3,8 @@ ragged lengths on page boundaries, the decode instance a paged step runs (PagedK
 append + rotary + cache_batch_idx + cache_leftpad against the float64 reference, the decode step
 whose append runs inside the attention kernel (the caches bit for bit as the append kernel
 writes them), out-of-range block ids refused, a decode step with append captured in a CUDA
-graph, and a decode loop with rotary over a contiguous cache (the C API's two launches)
+graph, the steps the C API makes two launches (the append kernel, then a decode instance that
+loads cached keys early), and a decode loop with rotary over a contiguous cache
 replayed from graphs against the adapter's calls.
 
 Tolerance: issue 3's rule (helpers.kernels.assert_close_to_reference): at most twice PyTorch's
@@ -168,16 +169,23 @@ def test_paged_decode_at_every_head_dim_with_each_variant(head_dim, page_size, v
     )  # fmt: skip
 
 
-def _with_kvcache_on_one_decode_kernel(*args, **kwargs):
+def _with_kvcache_kernels(*args, **kwargs):
     """``flash_attn_with_kvcache(*args, **kwargs)`` on the kernels under torch's profiler: its
-    result and the name of the one decode kernel instance it ran (policies, CTA shape)."""
+    result and the names of the GPU kernels it ran."""
     activities = [torch.profiler.ProfilerActivity.CUDA]
     with kernel_backend(), torch.profiler.profile(activities=activities) as profile:
         result = forge_flash.flash_attn_with_kvcache(*args, **kwargs)
         torch.cuda.synchronize()
-    names = [e.key for e in profile.key_averages() if "decode_kernel" in e.key]
-    assert len(names) == 1, names
-    return result, names[0]
+    return result, [e.key for e in profile.key_averages()]
+
+
+def _with_kvcache_on_one_decode_kernel(*args, **kwargs):
+    """``flash_attn_with_kvcache(*args, **kwargs)`` on the kernels: its result and the name of
+    the one decode kernel instance it ran (policies, CTA shape)."""
+    result, names = _with_kvcache_kernels(*args, **kwargs)
+    decode = [name for name in names if "decode_kernel" in name]
+    assert len(decode) == 1, names
+    return result, decode[0]
 
 
 # The decode instance for paged caches whose pages hold each copying lane's rows whole (PagedKV,
@@ -368,8 +376,9 @@ def _step_tables(rotary, gen, rows, dtype):
 def test_decode_step_appends_inside_the_attention(layout, rotary, seqlen_new, monkeypatch):
     """A decode step whose 4 query heads per KV head and new tokens fit one decode tile (1 or
     3 tokens: 4 or 12 rows) is one call of ff_attn_fwd_append: the append inside the attention
-    kernel, or with rotary over a contiguous cache the append kernel and then the decode kernel,
-    which loads the cached keys while the append runs (both launched by the C API); 8 tokens
+    kernel, or (plain scores over a contiguous cache or whole pages, rotary over a contiguous
+    cache) the append kernel and then the decode kernel, which loads the cached keys while the
+    append runs (both launched by the C API); 8 tokens
     (32 rows) take the adapter's two calls. Either way the caches hold the bits the append
     kernel writes (the adapter's two calls on copies of the caches) and the output and LSE match
     the float64 reference over the rotated q and the new keys. Slots past each sequence hold
@@ -449,21 +458,23 @@ def _decode_step_inputs(gen, paged, batch, capacity, dtype, page=16):
     return k_cache, v_cache, table, q, k, v
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "contiguous-rotary", "paged-16"])
-def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
+@pytest.mark.parametrize("layout", ["contiguous", "contiguous-rotary", "paged-16", "paged-8"])
+def test_a_one_call_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     """Thousands of cached keys: the decode step splits its keys over CTAs (split-KV, merged in
     a cluster or by the combine kernel), and the new key lands in the last split's first tile,
-    or (2048 + 1 keys) alone in the last tile. The one-call step (the append fused, or with
-    rotary over a contiguous cache the C API's two launches, whose decode kernel loads every
-    other warp's first tile before the append is done) writes the caches the append kernel
-    writes and attends as the adapter's two calls do, against the float64 reference too."""
+    or (2048 + 1 keys) alone in the last tile. The one-call step (the C API's two launches,
+    whose decode kernel loads every other warp's first tile before the append is done; over
+    pages of 8 keys, too small for the whole-page instance at head_dim 128, the append fused
+    into the decode kernel) writes the caches the append kernel writes and attends as the
+    adapter's two calls do, against the float64 reference too."""
     dtype = torch.bfloat16
     gen = torch.Generator().manual_seed(23)
     lengths, capacity = [4000, 2048, 130], 4096
     batch = len(lengths)
     rotary = layout != "contiguous"
     paged = not layout.startswith("contiguous")
-    k_cache, v_cache, table, q, k, v = _decode_step_inputs(gen, paged, batch, capacity, dtype)
+    page = int(layout.split("-")[1]) if paged else 16
+    k_cache, v_cache, table, q, k, v = _decode_step_inputs(gen, paged, batch, capacity, dtype, page)
     cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
     table_gpu = None if table is None else table.cuda()
 
@@ -498,6 +509,69 @@ def test_a_fused_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     _check(
         out, lse, q_rotated.cuda(), fused[0], fused[1], [n + 1 for n in lengths], [0] * batch,
         causal=True, block_table=None if table is None else table.tolist(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "layout,rotary,behind_the_append_kernel",
+    [
+        ("contiguous", False, True), ("contiguous", True, True), ("paged-16", False, True),
+        ("paged-16", True, True), ("paged-8", False, False), ("paged-8", True, False),
+        ("contiguous-softcap", False, False),
+    ],
+)  # fmt: skip
+def test_a_step_appends_behind_the_append_kernel_where_its_attention_loads_early(
+    layout, rotary, behind_the_append_kernel, monkeypatch
+):
+    """Where a decode step's attention instance loads cached keys before it waits for another
+    grid (plain scores over a contiguous cache, or over pages the whole-page instance takes: 16
+    keys and more at head_dim 128), ff_attn_fwd_append makes the step two launches, the append
+    kernel and then that instance; elsewhere (pages of 8 keys, a softcap without rotary) the
+    append runs inside the attention kernel. Either way the caches are the adapter's two calls'
+    bit for bit and the output the float64 reference's, over two ragged sequences, one of whose
+    new key starts a page."""
+    dtype = torch.bfloat16
+    gen = torch.Generator().manual_seed(43 + len(layout) + rotary)
+    lengths, capacity = [1500, 64], 1536
+    batch = len(lengths)
+    paged = layout.startswith("paged")
+    page = int(layout.split("-")[1]) if paged else 16
+    variants = {"softcap": 30.0} if layout.endswith("softcap") else {}
+    k_cache, v_cache, table, q, k, v = _decode_step_inputs(gen, paged, batch, capacity, dtype, page)
+    cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
+    table_gpu = None if table is None else table.cuda()
+
+    def step(k_cache, v_cache):
+        return forge_flash.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, rotary_cos=cos if rotary else None,
+            rotary_sin=sin if rotary else None, cache_seqlens=_index(lengths),
+            block_table=table_gpu, causal=True, return_softmax_lse=True, **variants,
+        )  # fmt: skip
+
+    adapter, one_call = (k_cache.cuda(), v_cache.cuda()), (k_cache.cuda(), v_cache.cuda())
+    with kernel_backend(), monkeypatch.context() as unfused:
+        unfused.setattr(CudaBackend, "attend_appending", lambda *a, **kw: None)
+        step(*adapter)
+    (out, lse), names = _with_kvcache_kernels(
+        q, *one_call, k, v, rotary_cos=cos if rotary else None, rotary_sin=sin if rotary else None,
+        cache_seqlens=_index(lengths), block_table=table_gpu, causal=True,
+        return_softmax_lse=True, **variants,
+    )  # fmt: skip
+    decode = [name for name in names if "decode_kernel" in name]
+    assert len(decode) == 1, names
+    assert any("append_kv_kernel" in name for name in names) == behind_the_append_kernel, names
+    assert (WHOLE_PAGE_INSTANCE in decode[0]) == (paged and page >= 16), decode
+    bitwise = {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(one_call[0], adapter[0], **bitwise)
+    torch.testing.assert_close(one_call[1], adapter[1], **bitwise)
+    q_rotated = q.cpu()
+    if rotary:
+        positions = [[n] for n in lengths]
+        q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, True).to(dtype)
+    _check(
+        out, lse, q_rotated.cuda(), one_call[0], one_call[1], [n + 1 for n in lengths],
+        [0] * batch, causal=True, variants=variants,
+        block_table=None if table is None else table.tolist(),
     )  # fmt: skip
 
 

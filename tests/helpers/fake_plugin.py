@@ -212,7 +212,7 @@ class FakeBinding:
         """ff_attn_fwd_append: declines (-1, nothing written) where the C API does (the decode
         kernel takes at most 16 rows per KV head and new keys of one tile of 32), else the
         append's reference, then the attention's over the grown lengths with q rotated as the
-        append kernel rotates it (the C API makes rotary over a contiguous cache two launches of
+        append kernel rotates it (the C API makes some steps two launches of
         its own: the same results)."""
         strides, batch, seqlen_q, _, num_heads, num_heads_k, head_dim = static[:7]
         self.calls.append(dict(entry="fwd_append", q=q, k_cache=k_cache, v_cache=v_cache, out=out,

@@ -146,10 +146,11 @@ def main() -> None:
         rand(4, 3, 8, 128), cache_k, cache_v, lens, cache_batch_idx=index, causal=True,
         cache_leftpad=torch.tensor([0, 0, 0, 100], dtype=torch.int32, device="cuda"),
     )  # fmt: skip
-    # Decode steps of 2 tokens (8 rows per KV head) append inside the decode kernel: paged and
-    # indexed contiguous caches, rotary both ways. 8 tokens take the K/V append kernel (then the
-    # attention launched programmatically behind it), as do views no 16-byte access fits
-    # (scalar path: head_dim 40, odd offsets, GPT-NeoX pairs 12 apart).
+    # Decode steps of 2 tokens (8 rows per KV head): over pages of 16 the append kernel, then
+    # the whole-page decode instance loading cached keys before it waits; over pages of 7 the
+    # append inside the decode kernel. 8 tokens take the K/V append kernel (then the attention
+    # launched programmatically behind it), as do views no 16-byte access fits (scalar path:
+    # head_dim 40, odd offsets, GPT-NeoX pairs 12 apart).
     angles = torch.rand(1024, 64, device="cuda", dtype=torch.float64) * 6.28
     cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
     grown = torch.tensor([990, 1, 0, 500], dtype=torch.int32, device="cuda")
@@ -163,8 +164,8 @@ def main() -> None:
             rotary_cos=cos, rotary_sin=sin, cache_seqlens=grown, block_table=table,
             causal=True, rotary_interleaved=interleaved,
         )  # fmt: skip
-    # Rotary over a contiguous cache: the C API's two launches, the decode kernel loading the
-    # cached keys before it waits for the append kernel.
+    # Rotary over a contiguous cache (here with cache rows): the C API's two launches, the
+    # decode kernel waiting for the append kernel first (IndexedKV loads nothing early).
     forge_flash.flash_attn_with_kvcache(
         rand(4, 1, 8, 128), cache_k, cache_v, rand(4, 1, 2, 128), rand(4, 1, 2, 128),
         rotary_cos=cos[:, :32], rotary_sin=sin[:, :32], cache_seqlens=grown,

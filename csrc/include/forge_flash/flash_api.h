@@ -227,9 +227,12 @@ ff_status ff_append_kv(const ff_append_kv_args* args, cudaStream_t stream);
 // b is stored at cache_seqlens[b] + i (rotated), sequence b attends to cache_seqlens[b] +
 // seqlen_new keys, and attn.q is read rotated as ff_append_kv would have written q_out. The
 // attention kernel takes the new keys from append.k/v itself, so nothing waits for another
-// grid; except with rotary tables over a contiguous cache, where the call makes the two
-// launches itself (the append kernel rotates q into the workspace, which then needs room for
-// it; the attention loads the cached keys while the append runs). The two describe one step:
+// grid; except where the attention's instance loads cached keys early (plain scores over a
+// contiguous cache without cache_batch_idx, or over power-of-two pages of at least 8 keys up
+// to head_dim 64, 16 above), and with rotary tables over any contiguous cache: there the call
+// makes the two launches itself (the append kernel, which with rotary tables rotates q into the
+// workspace, which then needs room for it; the attention loads the cached keys while the
+// append runs). The two describe one step:
 //  * append.k_cache / v_cache are attn.k / v (same data and strides); attn.seqused_k is
 //    append.cache_seqlens; the paging (block_table, its stride and width, num_blocks =
 //    cache_batch, page_size = cache_seqlen) or cache_batch_idx = kv_batch_idx is the same;
