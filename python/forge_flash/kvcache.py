@@ -4,8 +4,10 @@ One call per decoding step: (a) the new keys/values are rotated and appended to 
 place (``forge_flash.kvcache_append``: one kernel launch on the plugin, torch ops elsewhere;
 device-side indices only), then (b) the queries attend over each sequence's cached keys plus
 the new ones (``forge_flash.api.cache_attention``; after the kernel, launched so that its start
-overlaps the append's tail). Where the backend fuses the two (``Backend.attend_appending``: the
-plugin's decode kernel, ``ff_attn_fwd_append``), the step is one launch that waits for nothing.
+overlaps the append's tail). Where the backend takes the two as one call
+(``Backend.attend_appending``: the plugin's ``ff_attn_fwd_append``), the step is one launch
+that waits for nothing (the append inside the decode kernel), or two launches the C API makes
+itself where the decode kernel loads the cached keys while the append kernel runs.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def flash_attn_with_kvcache(
     if k is not None and v is not None:
         new = NewKeys(k, v, rotary_cos, rotary_sin, rotary_interleaved, plan.query_per_token)
     if new is not None and cache_leftpad is None:
-        # One launch where the backend fuses the append into the attention.
+        # One call where the backend takes the append with the attention.
         options = (
             softmax_scale, causal, tuple(window_size), softcap, return_softmax_lse, num_splits
         )  # fmt: skip
