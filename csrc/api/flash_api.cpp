@@ -388,8 +388,7 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // steps stay fused: behind their decode instance (IndexedKV or the variant one, which load
   // nothing early) two launches were slower at batch 8 (2.3-3.3 against 0.4-0.8 us, 2026-12-01).
   const DType dt = a->dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
-  const bool early_kv_instance = !p.score_mods && (paged ? decode_takes_whole_pages(p, dt) : o.kv_batch_idx == nullptr);
-  if (early_kv_instance || (b.rotary_cos.data != nullptr && !paged)) {
+  if (decode_loads_cached_keys_early(p, dt) || (b.rotary_cos.data != nullptr && !paged)) {
     p.new_keys_in_cache = true;  // the plain or whole-page decode instance where nothing else is asked
     return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
   }

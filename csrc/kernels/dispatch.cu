@@ -354,7 +354,7 @@ bool hopper_runs_head_dim(int head_dim) {
 // padding at each tile. One sequence of 4k keys in pages of 16 took 10.5-10.6 -> 10.2-10.3
 // us (contiguous 9.8-9.9), batch 64 in ordered pages 257.3 -> 254.9 (contiguous 255.0; H200,
 // 2026-12-02, docs/benchmarks.md). Its steps with a K/V append run behind the append kernel
-// (ff_attn_fwd_append's two launches, decode_takes_whole_pages); a fused PagedKV append
+// (ff_attn_fwd_append's two launches, decode_loads_cached_keys_early); a fused PagedKV append
 // instance (28 bytes of spills) had taken 0.8 us off one sequence's rotary step but added 1.4
 // us at batch 64.
 bool takes_whole_pages(const DecodeKernels& set, const FwdParams& p) {
@@ -410,7 +410,8 @@ int routed_head_dim(int head_dim) {
   return 0;
 }
 
-bool decode_takes_whole_pages(const FwdParams& p, DType dtype) {
+bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype) {
+  if (!p.features) return true;  // the plain tables' instance: dense K/V, plain scores
   const int routed = routed_head_dim(p.head_dim);
   return routed != 0 && !p.score_mods && takes_whole_pages(kernels_for<true>(dtype, routed).decode, p);
 }

@@ -28,11 +28,12 @@ struct FwdPlan {
 // The head dimension whose kernels serve `head_dim` (a multiple of 8 <= 256).
 int routed_head_dim(int head_dim);
 
-// Whether a decode step over p's paged cache runs on the whole-page instance (PagedKV,
-// policies.h): plain scores, power-of-two pages of at least a copying lane's rows, no left
-// padding. Its steps can take a K/V append as the append kernel plus the decode kernel
-// (FwdParams::new_keys_in_cache), as a contiguous cache's do.
-bool decode_takes_whole_pages(const FwdParams& p, DType dtype);
+// Whether the decode instance that serves p behind the K/V append kernel
+// (FwdParams::new_keys_in_cache) loads its first tiles of cached keys before it waits for that
+// kernel (decode_kernel.cuh, early_kv): the plain instance (dense K/V, plain scores) and the
+// whole-page one (PagedKV, policies.h: plain scores, power-of-two pages of at least a copying
+// lane's rows, no left padding). ff_attn_fwd_append makes such steps two launches.
+bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype);
 
 // Completes `p` (pack_gqa, num_splits, num_rows) and fills `plan` for the current device.
 // Returns nullptr on success, else a message (sizes the launch grid cannot express).

@@ -19,8 +19,11 @@ static int g_plans = 0, g_launches = 0;
 static size_t g_workspace_needed = 0;
 static bool g_decode = true;  // whether the stub plan runs the decode kernel (fused appends)
 int routed_head_dim(int head_dim) { return head_dim <= 256 ? (head_dim + 31) / 32 * 32 : 0; }
-// The stub plan's PagedKV instance takes power-of-two pages of at least 16 keys.
-bool decode_takes_whole_pages(const FwdParams& p, DType) { return p.block_table != nullptr && p.page_shift >= 4; }
+// The stub plan's early-loading instances: dense K/V with plain scores, and (PagedKV) plain
+// scores over power-of-two pages of at least 16 keys.
+bool decode_loads_cached_keys_early(const FwdParams& p, DType) {
+  return !p.features || (!p.score_mods && p.block_table != nullptr && p.page_shift >= 4);
+}
 const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
   ++g_plans;
   *err = cudaSuccess;
