@@ -516,12 +516,16 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // instance (band_sinks_serves), one whose only variant is ALiBi the AlibiSlice instance
   // (alibi_slice_serves): the plain score program (ALiBi's bias from the tensor cores) and the
   // plain instance's wider tiles (the measurements at Sm90Tiles and sm90/alibi_slice.cuh).
+  // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
+  // 96: 3 consumers, P through shared memory; Sm90Tiles).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
     const bool band_sinks = kernels.sm90_tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_slice = kernels.sm90_tma_alibi.kernel != nullptr && alibi_slice_serves(p);
+    const bool non_causal = !p.is_causal && kernels.sm90_tma_non_causal.kernel != nullptr;
     const KernelInfo& tma_kernel = band_sinks    ? kernels.sm90_tma_band_sinks
                                    : alibi_slice ? kernels.sm90_tma_alibi
+                                   : non_causal  ? kernels.sm90_tma_non_causal
                                                  : kernels.sm90_tma;
     const bool tma_only =
         tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.kernel ||

@@ -23,11 +23,11 @@ constexpr int sm90_head_dim(int head_dim) {
   return head_dim == 160 ? 192 : head_dim == 224 ? 256 : head_dim >= 64 ? head_dim : 0;
 }
 
-template <typename T, int kHeadDim, class P, bool kPersistent, bool kTmaOnly = false>
+template <typename T, int kHeadDim, class P, bool kPersistent, bool kTmaOnly = false, bool kNonCausal = false>
 KernelInfo sm90_kernel_info() {
   constexpr int kSm90HeadDim = sm90_head_dim(kHeadDim);
   if constexpr (kSm90HeadDim != 0) {
-    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent, kTmaOnly, P>;
+    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent, kTmaOnly, P, kNonCausal>;
     static_assert(kSm90HeadDim == kHeadDim || Cfg::kPadsHeadDim, "a smaller head_dim needs zero-filled columns");
     KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, P>));
     info.tma_swizzle = Cfg::kSwizzle;
@@ -43,6 +43,18 @@ template <typename T, int kHeadDim, bool kVariantTable, class P>
 KernelInfo sm90_tma_variant_info() {
   if constexpr (kVariantTable && (!P::kAlibiSlice || sm90_head_dim(kHeadDim) <= 192))
     return sm90_kernel_info<T, kHeadDim, P, false, true>();
+  else
+    return kNoKernel;
+}
+
+// Plain tables only: the TMA-only Hopper kernel for non-causal calls, where its tiles differ from
+// the instance causal calls run (Sm90Tiles::kPFromSmem: head_dim 96); null elsewhere.
+template <typename T, int kHeadDim, bool kVariantTable>
+KernelInfo sm90_tma_non_causal_info() {
+  constexpr int kSm90HeadDim = sm90_head_dim(kHeadDim);
+  if constexpr (!kVariantTable && kSm90HeadDim != 0 &&
+                Sm90Tiles<(kSm90HeadDim != 0 ? kSm90HeadDim : 64), false, true, Plain, true>::kPFromSmem)
+    return sm90_kernel_info<T, kHeadDim, Plain, false, true, true>();
   else
     return kNoKernel;
 }
@@ -93,6 +105,7 @@ FwdKernels fwd_kernels() {
           sm90_kernel_info<T, kHeadDim, P, false>(),
           sm90_kernel_info<T, kHeadDim, P, true>(),
           sm90_kernel_info<T, kHeadDim, P, false, true>(),
+          sm90_tma_non_causal_info<T, kHeadDim, kVariantTable>(),
           sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
           sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiSlice>()};
 }

@@ -41,6 +41,7 @@ struct FwdKernels {
   KernelInfo sm90;                 // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
   KernelInfo sm90_persistent;      // the same, persistent: for short K/V (few tiles per query block)
   KernelInfo sm90_tma;             // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)
+  KernelInfo sm90_tma_non_causal;  // plain tables: sm90_tma's tiles for non-causal calls, where they differ (96)
   KernelInfo sm90_tma_band_sinks;  // variant tables: sm90_tma with BandSinks policies (window, sinks; dense K/V)
   KernelInfo sm90_tma_alibi;       // variant tables: sm90_tma with AlibiSlice policies (ALiBi; dense K/V)
 };

@@ -130,6 +130,41 @@ def test_hopper_head_dims(batch, seqlen_q, seqlen_k, heads, head_dim, causal, dt
     assert not torch.isnan(out).any(), "every output element must be written"
 
 
+# Head_dim 96 over more keys than the persistent kernel takes, dense Q/K/V: on Hopper a
+# non-causal call runs the TMA-only instance of its own (3 consumer warpgroups, 128-key tiles,
+# P through shared memory: Sm90Tiles::kPFromSmem), a causal one the 2-consumer instance of
+# 192-key tiles; routed head_dim 80 too. Grids of 860+ query blocks (a smaller one may split
+# its keys on the SM80 kernel) over few queries each, so that the float64 reference stays near
+# 1 GB. The instance by its name in torch's profiler (the
+# template arguments of Sm90Config, its last one kPFromSmem), the output against the float64
+# reference on every GPU.
+NON_CAUSAL_96 = "Sm90Config<96, 128, 2, false, true, 3, 1, false, 0, true>"
+CAUSAL_96 = "Sm90Config<96, 192, 2, false, true, 2, 1, false, 0, false>"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "batch,seqlen_q,seqlen_k,heads,head_dim",
+    [(8, 512, 1100, (28, 4), 96), (4, 1100, 1300, (24, 8), 96), (4, 1100, 1200, (28, 4), 80)],
+)
+def test_head_dim_96_non_causal_calls_run_their_own_hopper_instance(
+    batch, seqlen_q, seqlen_k, heads, head_dim, causal, dtype
+):
+    q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, *heads, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        _check(q, k, v, causal, out=out)
+        torch.cuda.synchronize()
+    assert not torch.isnan(out).any(), "every output element must be written"
+    if torch.cuda.get_device_capability() != (9, 0):
+        return  # the SM80 kernel: the output check above is the test
+    names = [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
+    assert len(names) == 1, names
+    assert (CAUSAL_96 if causal else NON_CAUSAL_96) in names[0], names[0]
+
+
 # Head dims between those: Hopper runs them on the next kernel up (72-88 on 96, 136-184 on
 # 192, 200-248 on 256) with the extra columns zero-filled and never stored; 64 and 128 take
 # only their own head_dim (40 and 112 stay on the SM80 kernel there).

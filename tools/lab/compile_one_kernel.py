@@ -6,6 +6,7 @@ spill question about a kernel change is answered before any wheel is built:
 
     python tools/lab/compile_one_kernel.py sm90 --head-dim 128 --persistent
     python tools/lab/compile_one_kernel.py sm90 --head-dim 64 --tma-only --policies BandSinks
+    python tools/lab/compile_one_kernel.py sm90 --head-dim 96 --tma-only --non-causal
     python tools/lab/compile_one_kernel.py decode --head-dim 128 --policies AllVariants --append
     python tools/lab/compile_one_kernel.py sm90 --all          # every Hopper instance, plain
     python tools/lab/compile_one_kernel.py sm90 --all --source /tmp/main-csrc-parent   # a baseline
@@ -48,11 +49,13 @@ def kernel_nvcc_flags(source: Path) -> list[str]:
 
 
 def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, policies: str,
-          append: bool, dtype: str, decode_config: str = "DecodeConfig") -> str:  # fmt: skip
+          append: bool, dtype: str, decode_config: str = "DecodeConfig",
+          non_causal: bool = False) -> str:  # fmt: skip
     """The explicit instantiation of one kernel."""
     if kind == "sm90":
         flags = f"{str(persistent).lower()}, {str(tma_only).lower()}"
-        config = f"Sm90PrefillConfig<{head_dim}, {flags}, {policies}>"
+        non_causal_tiles = ", true" if non_causal else ""  # Sm90Tiles' kNonCausal
+        config = f"Sm90PrefillConfig<{head_dim}, {flags}, {policies}{non_causal_tiles}>"
         return (
             '#include "sm90/fwd_kernel_sm90.cuh"\nnamespace forge_flash {\n'
             f"template __global__ void fwd_kernel_sm90<{dtype}, {config}, {policies}>"
@@ -113,6 +116,8 @@ def main() -> int:
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--persistent", action="store_true", help="sm90: the persistent instance")
     parser.add_argument("--tma-only", action="store_true", help="sm90: the TMA-only instance")
+    parser.add_argument("--non-causal", action="store_true",
+                        help="sm90: the tiles of the non-causal instance")  # fmt: skip
     parser.add_argument("--policies", choices=POLICIES, default="Plain")
     parser.add_argument("--append", action="store_true", help="decode: with the fused K/V append")
     parser.add_argument("--dtype", choices=["__nv_bfloat16", "half"], default="__nv_bfloat16")
@@ -137,7 +142,7 @@ def main() -> int:
     for head_dim, persistent, tma_only in cases:
         unit = unit_source(
             args.kind, head_dim, persistent, tma_only, args.policies, args.append, args.dtype,
-            args.decode_config,
+            args.decode_config, args.non_causal,
         )  # fmt: skip
         got = compile_one(args.source, args.nvcc, unit, args.sass_size)
         name = f"{args.kind} d{head_dim} {args.policies}"
@@ -145,6 +150,7 @@ def main() -> int:
             name += f" {args.decode_config}"
         if args.kind == "sm90":
             name += " persistent" * persistent + " tma-only" * tma_only
+            name += " non-causal" * args.non_causal
         elif args.append:
             name += " append"
         if not got["ok"]:

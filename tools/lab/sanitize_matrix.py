@@ -63,6 +63,7 @@ def main() -> None:
         (4, 700, 333, 16, 4, 64, True),  # work tiles whose rows see no key among the others
         (1, 1100, 1100, 4, 4, 64, True),  # Hopper plain (more than 1024 keys): TMA-only,
         (2, 1300, 1300, 4, 2, 64, False),  # 3 consumer warpgroups at head_dim 64, tails, GQA
+        (2, 1300, 1300, 24, 8, 96, False),  # head_dim 96 non-causal: 3 consumers, P in smem
         (1, 1300, 1300, 4, 2, 128, False),  # TMA-only, 176-key tiles at head_dim 128
         (2, 70, 130, 4, 2, 64, True),  # SM80 prefill, split-KV (small grid)
         (1, 1, 3000, 8, 2, 128, False),  # decode tile, GQA packing, split-KV (Hopper: cluster)

@@ -13,7 +13,10 @@
 //                      64 g on, as a consumer does)              -> global via acc_row/acc_col
 //   -> P = S packed to 16 bits into the RS A registers (acc_to_a)
 //   -> O = P V        (wgmma RS, MN-major V descriptor)     -> global via acc_row/acc_col
-// and compares S with a double-precision Q K^T, and O with a double-precision
+//   -> the same P through shared memory where N is a multiple of 32 (store_a_slice: stmatrix
+//      into each warpgroup's K-major P tile, 128B swizzle), O = P V again by the SS form
+//      (wgmma_pv_ss)                                            -> global, a second O
+// and compares S with a double-precision Q K^T, and both O with a double-precision
 // round16(S_gpu) V (so the O check sees only the P V path, not S's last-bit rounding).
 // Then the ALiBi slice (sm90/alibi_slice.cuh) for every key count of its kernels: the key tile
 // in the 32-byte swizzle written by write_alibi_keys, each row's slope split by alibi_slice_a,
@@ -60,7 +63,7 @@ __device__ void load_tile(uint32_t tile, const T* src) {
 
 template <typename T, int kD, int kN>
 __global__ void __launch_bounds__(kThreads, 1)
-    selftest_kernel(const T* q, const T* k, const T* v, float* s_out, float* o_out) {
+    selftest_kernel(const T* q, const T* k, const T* v, float* s_out, float* o_out, float* o_smem_out) {
   extern __shared__ unsigned char smem_raw[];
   // The swizzle atoms must start 1024-aligned: round the dynamic allocation up.
   const uint32_t base = (ff::smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -114,6 +117,29 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 #pragma unroll
   for (int i = 0; i < kD / 2; ++i) o_out[(row0 + sm90::acc_row(t, i)) * kD + sm90::acc_col(t, i)] = o[i];
+
+  // ---- P through shared memory: this warpgroup's [64][kN] P tile after V; O = P V (SS form).
+  if constexpr (kN % 32 == 0) {
+    constexpr int kPSwizzle = sm90::swizzle_bytes_for(kN);
+    const uint32_t sP = sV + sm90::tile_bytes(kN, kD) + wg * sm90::tile_bytes(64, kN);
+    const int lane = t % 32, lane_row = (t / 32) * 16 + lane % 8 + 8 * ((lane / 8) % 2);
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) sm90::store_a_slice<kN, kPSwizzle>(sP, lane_row, lane / 16, kk, a[kk]);
+    sm90::fence_proxy_async_smem();
+    __syncthreads();  // the warpgroup's rows, written by its four warps
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
+    sm90::fence_operand(o);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk)
+      sm90::wgmma_pv_ss<T>(o, sm90::desc_kmajor<64, kPSwizzle>(sP, kk), sm90::desc_mnmajor<kN, kSwizzle>(sV, kk));
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(o);
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) o_smem_out[(row0 + sm90::acc_row(t, i)) * kD + sm90::acc_col(t, i)] = o[i];
+  }
 }
 
 // The ALiBi slice of one K/V tile of kN keys: S = 7 + side * slope[row] * key.
@@ -200,34 +226,40 @@ bool run_case(std::mt19937& rng) {
   for (auto& x : hv) x = to16<T>(dist(rng));
 
   T *dq, *dk, *dv;
-  float *ds, *dout;
+  float *ds, *dout, *dout_smem;
+  constexpr bool kSmemP = kN % 32 == 0;
   CUDA_CHECK(cudaMalloc(&dq, hq.size() * sizeof(T)));
   CUDA_CHECK(cudaMalloc(&dk, hk.size() * sizeof(T)));
   CUDA_CHECK(cudaMalloc(&dv, hv.size() * sizeof(T)));
   CUDA_CHECK(cudaMalloc(&ds, kM * kN * sizeof(float)));
   CUDA_CHECK(cudaMalloc(&dout, kM * kD * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&dout_smem, kM * kD * sizeof(float)));
   CUDA_CHECK(cudaMemcpy(dq, hq.data(), hq.size() * sizeof(T), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dk, hk.data(), hk.size() * sizeof(T), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dv, hv.data(), hv.size() * sizeof(T), cudaMemcpyHostToDevice));
   // NaN fill: any output element the accumulator layout misses shows up as a failure.
   CUDA_CHECK(cudaMemset(ds, 0xFF, kM * kN * sizeof(float)));
   CUDA_CHECK(cudaMemset(dout, 0xFF, kM * kD * sizeof(float)));
+  CUDA_CHECK(cudaMemset(dout_smem, 0xFF, kM * kD * sizeof(float)));
 
-  const size_t smem = sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) + 1024;
+  const size_t smem =
+      sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) + (kSmemP ? sm90::tile_bytes(kM, kN) : 0) + 1024;
   auto kernel = selftest_kernel<T, kD, kN>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout);
+  kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout, dout_smem);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
 
-  std::vector<float> hs(kM * kN), ho(kM * kD);
+  std::vector<float> hs(kM * kN), ho(kM * kD), ho_smem(kM * kD);
   CUDA_CHECK(cudaMemcpy(hs.data(), ds, hs.size() * sizeof(float), cudaMemcpyDeviceToHost));
   CUDA_CHECK(cudaMemcpy(ho.data(), dout, ho.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(ho_smem.data(), dout_smem, ho_smem.size() * sizeof(float), cudaMemcpyDeviceToHost));
   CUDA_CHECK(cudaFree(dq));
   CUDA_CHECK(cudaFree(dk));
   CUDA_CHECK(cudaFree(dv));
   CUDA_CHECK(cudaFree(ds));
   CUDA_CHECK(cudaFree(dout));
+  CUDA_CHECK(cudaFree(dout_smem));
 
   std::printf("%s D=%3d N=%3d\n", type_name<T>(), kD, kN);
   // S reference: Q K^T in double.
@@ -242,8 +274,9 @@ bool run_case(std::mt19937& rng) {
       }
       cs.add(hs[r * kN + c], ref, scale, r, c, "S");
     }
-  // O reference: round16(S_gpu) V in double (P rounded exactly as acc_to_a rounds it).
-  Check co;
+  // O reference: round16(S_gpu) V in double (P rounded exactly as acc_to_a rounds it); the
+  // same for the O whose P went through shared memory.
+  Check co, co_smem;
   for (int r = 0; r < kM; ++r)
     for (int c = 0; c < kD; ++c) {
       double ref = 0, scale = 0;
@@ -254,10 +287,14 @@ bool run_case(std::mt19937& rng) {
         scale += std::fabs(term);
       }
       co.add(ho[r * kD + c], ref, scale, r, c, "O");
+      if (kSmemP) co_smem.add(ho_smem[r * kD + c], ref, scale, r, c, "O (P in smem)");
     }
-  const bool ok = cs.bad == 0 && co.bad == 0;
+  const bool ok = cs.bad == 0 && co.bad == 0 && co_smem.bad == 0;
   std::printf("  S = Q K^T : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", cs.max_abs, cs.worst_ratio, cs.bad);
   std::printf("  O = P V   : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co.max_abs, co.worst_ratio, co.bad);
+  if (kSmemP)
+    std::printf("  O = P V, P from shared memory: max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co_smem.max_abs,
+                co_smem.worst_ratio, co_smem.bad);
   std::printf("  %s\n", ok ? "PASS" : "FAIL");
   return ok;
 }

@@ -54,7 +54,7 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
 }
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2,
-          int kQBuffers_ = 1, bool kAlibiSlice_ = false, int kLagTurns_ = 0>
+          int kQBuffers_ = 1, bool kAlibiSlice_ = false, int kLagTurns_ = 0, bool kPFromSmem_ = false>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kConsumerWGs = kConsumerWGs_;  // consumer warpgroups, 64 query rows each
@@ -121,7 +121,15 @@ struct Sm90Config {
   static_assert(kLagTurns == 0 ||
                     (kPersistent && kQBuffers == 2 && kConsumerWGs == 2 && kLagTurns <= 3 && kStages >= kLagTurns + 3),
                 "a lagging consumer reads the previous work tile's Q and holds kLagTurns more K/V stages");
-  static constexpr int kTileBytes = kQBuffers * kQBytes + kStages * 2 * kKVBytes;
+  // P through shared memory (Sm90Tiles::kPFromSmem): each consumer writes its P tile (64 rows of
+  // kBlockN keys, the 128B K-major layout of sm90/wgmma.cuh) after the ring, and O += P V reads
+  // it as an SS operand, so P takes no registers.
+  static constexpr bool kPFromSmem = kPFromSmem_;
+  static constexpr int kPSwizzle = sm90::swizzle_bytes_for(kBlockN);  // 128 (64 keys a block)
+  static_assert(!kPFromSmem || kBlockN % 32 == 0, "P's tile: whole column blocks");
+  static constexpr int kPBytes = kPFromSmem ? 64 * kBlockN * 2 : 0;  // one consumer's P tile
+  static constexpr int kRingBytes = kQBuffers * kQBytes + kStages * 2 * kKVBytes;
+  static constexpr int kTileBytes = kRingBytes + kConsumerWGs * kPBytes;
   // AlibiSlice policies: the ALiBi slice's key tile (sm90/alibi_slice.cuh) after the tiles.
   static constexpr int kAlibiKeysBytes = kAlibiSlice_ ? sm90::alibi_keys_bytes<kBlockN>() : 0;
   // Per Q buffer full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full,
@@ -156,6 +164,13 @@ struct Sm90Config {
 //        head_dim 96/128, whose O, S and P do not fit 160 registers (100-240 bytes of spills).
 //   96:  192 keys, 2 stages (169 KB), O 48 + S 96 + P 48 of 240 registers: +1-5% at 4k-8k
 //        tokens (three consumers with 80-key tiles: +3% non-causal, -6% causal).
+//   96, non-causal calls (an instance of their own: FwdKernels::sm90_tma_non_causal): 3
+//        consumers, 128 keys, 2 stages, P through shared memory (kPFromSmem, 181 KB): each
+//        consumer writes P to a 16 KB tile that O += P V reads as an SS operand, so O 48 + S 64
+//        fit 160 registers. Against the tiles above (H200, 2026-12-03, docs/benchmarks.md):
+//        non-causal +2-9% at 2k-16k tokens (bf16, fp16), causal -4.5% to +3% (its taller query
+//        blocks cross the diagonal in more masked tiles), so causal calls keep them. The same
+//        at 64 (160 keys, 3 stages) lost 7-12%, at 128 (3 consumers, 96 keys) 2-8%.
 //   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
 // BandSinks (a window and/or sinks, plain scores) and AlibiSlice (ALiBi's bias from the tensor
@@ -165,14 +180,16 @@ struct Sm90Config {
 // epilogue); with it a 4096-key window over 32k causal tokens ran 3.68-3.70x -> 3.73-3.84x
 // faster than the causal call, sinks 0.87-0.95x -> 0.93-1.12x of plain attention (H200,
 // 2026-12-01, tools/lab/bench_variants.py).
-template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
+template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P, bool kNonCausal = false>
 struct Sm90Tiles {
   // The larger tiles above: plain scores over dense K/V (a window's band mask and the sinks,
   // which only the row's end reads, fit too).
   static constexpr bool kWide = kTmaOnly && !P::kIndexedKV && !P::kScoreMods;
-  static constexpr int kConsumerWGs = kWide && kHeadDim == 64 ? 3 : 2;
+  static constexpr bool kPFromSmem = kWide && kNonCausal && kHeadDim == 96;
+  static constexpr int kConsumerWGs = kWide && (kHeadDim == 64 || kPFromSmem) ? 3 : 2;
   static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
                                  : kHeadDim == 192          ? 112
+                                 : kPFromSmem               ? 128
                                  : kWide && kHeadDim == 96  ? 192
                                  : kWide && kHeadDim == 128 ? 176
                                                             : 128;
@@ -194,17 +211,18 @@ struct Sm90Tiles {
   // whose ring then holds 64-key tiles only: -19%.
   static constexpr int kLagTurns = kPersistent && kHeadDim == 64 && !P::kAny ? 2 : 0;
   static constexpr int kQBuffers = kPersistent && (kHeadDim == 96 || kLagTurns > 0) && !P::kAny ? 2 : 1;
-  static constexpr int kStages = kLagTurns > 0                       ? kLagTurns + 3
-                                 : kBlockN > 128 || kHeadDim > 128   ? 2
-                                 : kHeadDim == 128 || kQBuffers == 2 ? 3
-                                                                     : 4;
+  static constexpr int kStages = kLagTurns > 0                                   ? kLagTurns + 3
+                                 : kPFromSmem || kBlockN > 128 || kHeadDim > 128 ? 2
+                                 : kHeadDim == 128 || kQBuffers == 2             ? 3
+                                                                                 : 4;
 };
-template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P>
-using Sm90PrefillConfig = Sm90Config<kHeadDim, Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kBlockN,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kStages, kPersistent, kTmaOnly,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kConsumerWGs,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kQBuffers, P::kAlibiSlice,
-                                     Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P>::kLagTurns>;
+// kNonCausal: the tiles of an instance for calls without the causal mask (the mask itself stays
+// a run-time flag: such an instance still computes causal calls correctly).
+template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P, bool kNonCausal = false,
+          class Tiles = Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P, kNonCausal>>
+using Sm90PrefillConfig =
+    Sm90Config<kHeadDim, Tiles::kBlockN, Tiles::kStages, kPersistent, kTmaOnly, Tiles::kConsumerWGs, Tiles::kQBuffers,
+               P::kAlibiSlice, Tiles::kLagTurns, Tiles::kPFromSmem>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
 template <typename T, typename Cfg, class P>
@@ -390,8 +408,31 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   float (&o_flat)[kNTilesO * 4] = *reinterpret_cast<float (*)[kNTilesO * 4]>(&acc_o[0][0]);
   float acc_s[kNTilesS][4];
   float (&s_flat)[kNTilesS * 4] = *reinterpret_cast<float (*)[kNTilesS * 4]>(&acc_s[0][0]);
-  uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile: the A operand of O += P V
-  uint32_t (&p_flat)[kBlockN / 4] = *reinterpret_cast<uint32_t (*)[kBlockN / 4]>(&p_frag[0][0]);
+  // P of the previous tile, the A operand of O += P V: in registers, or (Cfg::kPFromSmem) in
+  // this consumer's P tile after the K/V ring, which store_p writes and issue_pv reads.
+  constexpr bool kPFromSmem = Cfg::kPFromSmem;
+  uint32_t p_frag[kPFromSmem ? 1 : kBlockN / 16][4];
+  uint32_t (&p_flat)[kPFromSmem ? 4 : kBlockN / 4] =
+      *reinterpret_cast<uint32_t (*)[kPFromSmem ? 4 : kBlockN / 4]>(&p_frag[0][0]);
+  const uint32_t sP = smem_base + Cfg::kRingBytes + consumer * Cfg::kPBytes;
+  const int p_lane_row = ((ctid / 32) % 4) * 16 + lane % 8 + 8 * ((lane / 8) % 2);
+  // P of the tile just computed into its A operand. Through shared memory, every thread's writes
+  // reach wgmma's async proxy (fence), and the next turn's barrier, whose bar.sync holds all 128
+  // threads of this consumer, orders them before its O += P V. The previous P V has retired
+  // (wgmma_wait<0>) before this overwrites its P.
+  auto store_p = [&] {
+    if constexpr (kPFromSmem) {
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        uint32_t a[4];
+        sm90::acc_slice_to_a<T>(s_flat, kk, a);
+        sm90::store_a_slice<kBlockN, Cfg::kPSwizzle>(sP, p_lane_row, lane / 16, kk, a);
+      }
+      sm90::fence_proxy_async_smem();
+    } else {
+      sm90::acc_to_a<T>(s_flat, p_frag);
+    }
+  };
 
   // AlibiSlice: the A registers of the ALiBi slice of the tile being issued (sm90/alibi_slice.cuh).
   uint32_t slice_a[4] = {0u, 0u, 0u, 0u};
@@ -415,9 +456,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   };
   auto issue_pv = [&](int it) {
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
-      sm90::wgmma_pv<T>(o_flat, p_frag[kk], sm90::desc_mnmajor<kBlockN, kSwizzle, kDescByAdd>(sV(it % kStages), kk),
-                        true);
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const uint64_t v_desc = sm90::desc_mnmajor<kBlockN, kSwizzle, kDescByAdd>(sV(it % kStages), kk);
+      if constexpr (kPFromSmem)
+        sm90::wgmma_pv_ss<T>(o_flat, sm90::desc_kmajor<64, Cfg::kPSwizzle>(sP, kk), v_desc);
+      else
+        sm90::wgmma_pv<T>(o_flat, p_frag[kPFromSmem ? 0 : kk], v_desc, true);
+    }
     sm90::wgmma_commit();
   };
   // Waits until K of tile `it` has landed, and V of tile `it_v` (split barriers only: V
@@ -572,7 +617,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::fence_operand(s_flat);
       release_k(it);
       softmax(0, correction);  // O is still zero: rescaled in the turn, it stays zero
-      sm90::acc_to_a<T>(s_flat, p_frag);
+      store_p();
 
       for (int i = 1; i < n_tiles; ++i) {
         wait_kv(it + i, it + i - 1);
@@ -592,10 +637,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         const bool rescale = softmax(i, correction);
         sm90::wgmma_wait<0>();
         sm90::fence_operand(o_flat);
-        sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
+        if constexpr (!kPFromSmem) sm90::fence_operand(p_flat);  // P stayed live (read by the MMA) until here
         release(bar_v_empty((it + i - 1) % kStages));
         if (!kRescaleInTurn && (kLazyMax ? rescale : !bounded)) rescale_rows(acc_o, correction);
-        sm90::acc_to_a<T>(s_flat, p_frag);
+        store_p();
       }
       wait_v(it + n_tiles - 1);
       turn_begin();
@@ -605,7 +650,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       turn_end();
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
-      sm90::fence_operand(p_flat);
+      if constexpr (!kPFromSmem) sm90::fence_operand(p_flat);
       sm90::fence_operand(slice_a);  // read by the last S = Q K^T, which has retired
       release(bar_v_empty((it + n_tiles - 1) % kStages));
       it += n_tiles;

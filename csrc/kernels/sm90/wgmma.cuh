@@ -212,6 +212,28 @@ __device__ __forceinline__ void acc_to_a(const float (&s)[kAcc], uint32_t (&a)[k
   for (int kk = 0; kk < kAcc / 8; ++kk) acc_slice_to_a<T>(s, kk, a[kk]);
 }
 
+// The same A operand through shared memory (P V with P as an SS operand, where a consumer has
+// no registers to keep P): slice kk of a K-major [64][kCols] tile in the layout above (128B
+// swizzle, or 64B), the warpgroup's 64 rows. One stmatrix.x4 per slice and warp: its four 8x8
+// matrices are the four A registers (rows r / r + 8, columns 0-7 / 8-15 of the slice), and lane
+// l gives the address of row l % 8 of matrix l / 8, whose 8 elements are one 16-byte chunk of
+// the tile (tile_offset's chunk 2 kk + l / 16). The swizzle puts the eight rows of a matrix in
+// distinct banks. `lane_row` is (t / 32) * 16 + l % 8 + 8 * ((l / 8) % 2) and `lane_half` l / 16,
+// for warpgroup thread t, lane l.
+template <int kCols, int kSwizzle>
+__device__ __forceinline__ void store_a_slice(uint32_t tile, int lane_row, int lane_half, int kk,
+                                              const uint32_t (&a)[4]) {
+  static_assert(kCols % (kSwizzle / 2) == 0, "whole column blocks");
+  const uint32_t addr = tile + tile_offset(64, lane_row, 2 * kk + lane_half, kSwizzle);
+#ifdef FORGE_FLASH_SM90A_ENABLED
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a[0]), "r"(a[1]),
+               "r"(a[2]), "r"(a[3])
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
 // ---------------------------------------------------------------------------------------
 // Fences and groups
 // ---------------------------------------------------------------------------------------
@@ -323,19 +345,20 @@ __device__ __forceinline__ void fence_operand(uint32_t (&r)[kN]) {
   FF_SM90_O15(d), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), \
       "+f"(d[127])
 
-// S = A B^T form: A (64x16) and B (Nx16) both K-major from shared memory descriptors
-// (imm-trans-a = imm-trans-b = 0), scale-a = scale-b = 1. Operand numbers after the
-// accumulators: IA = desc_a, IB = desc_b, IS = accumulate flag.
-#define FF_SM90_WGMMA_SS(SHAPE, TYPE, REGS, OPERANDS, IA, IB, IS)                          \
-  asm volatile(                                                                            \
-      "{\n"                                                                                \
-      ".reg .pred p;\n"                                                                    \
-      "setp.ne.b32 p, " IS                                                                 \
-      ", 0;\n"                                                                             \
-      "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " REGS ", " IA ", " IB \
-      ", p, 1, 1, 0, 0;\n"                                                                 \
-      "}\n"                                                                                \
-      : OPERANDS                                                                           \
+// SS form: A (64x16, K-major) and B from shared memory descriptors, scale-a = scale-b = 1.
+// Operand numbers after the accumulators: IA = desc_a, IB = desc_b, IS = accumulate flag;
+// TAIL = "imm-trans-a, imm-trans-b": "0, 0" for a K-major B (Nx16: S = A B^T), "0, 1" for an
+// MN-major B (16xN: O += P V with P from shared memory).
+#define FF_SM90_WGMMA_SS(SHAPE, TYPE, REGS, OPERANDS, IA, IB, IS, TAIL)                                       \
+  asm volatile(                                                                                               \
+      "{\n"                                                                                                   \
+      ".reg .pred p;\n"                                                                                       \
+      "setp.ne.b32 p, " IS                                                                                    \
+      ", 0;\n"                                                                                                \
+      "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " " REGS ", " IA ", " IB ", p, 1, 1, " TAIL \
+      ";\n"                                                                                                   \
+      "}\n"                                                                                                   \
+      : OPERANDS                                                                                              \
       : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)))
 
 // RS form: A (64x16) from four registers, B from a shared memory descriptor. IA0..IA3 = A
@@ -362,6 +385,8 @@ struct is_wgmma_16bit
 
 // Wgmma<N>::ss<T>(d, desc_a, desc_b, acc):    d (64xN fp32, N/2 regs) (+)= A (64x16) * B (Nx16)^T,
 //   both K-major from descriptors (desc_kmajor): S = Q K^T.
+// Wgmma<N>::ss_tb<T>(d, desc_a, desc_b, acc): d (+)= A (64x16, K-major from a descriptor) * B (16xN),
+//   B MN-major as in rs_tb: O += P V with P from shared memory (store_a_slice).
 // Wgmma<N>::rs_tb<T>(d, a, desc_b, acc):      d (+)= A (64x16, four registers a) * B (16xN),
 //   B MN-major from a descriptor (desc_mnmajor; columns past the first column block through
 //   LBO): O += P V.
@@ -389,9 +414,17 @@ struct Wgmma;  // defined below for each N a kernel uses
     template <typename T>                                                                                             \
     static __device__ __forceinline__ void ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool accumulate) { \
       FF_SM90_MMA_BODY(FF_SM90_WGMMA_SS("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),     \
-                                        "%" #I0, "%" #I1, "%" #I2),                                                   \
+                                        "%" #I0, "%" #I1, "%" #I2, "0, 0"),                                           \
                        FF_SM90_WGMMA_SS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),      \
-                                        "%" #I0, "%" #I1, "%" #I2))                                                   \
+                                        "%" #I0, "%" #I1, "%" #I2, "0, 0"))                                           \
+    }                                                                                                                 \
+    template <typename T>                                                                                             \
+    static __device__ __forceinline__ void ss_tb(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,                 \
+                                                 bool accumulate) {                                                   \
+      FF_SM90_MMA_BODY(FF_SM90_WGMMA_SS("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),     \
+                                        "%" #I0, "%" #I1, "%" #I2, "0, 1"),                                           \
+                       FF_SM90_WGMMA_SS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),      \
+                                        "%" #I0, "%" #I1, "%" #I2, "0, 1"))                                           \
     }                                                                                                                 \
     template <typename T>                                                                                             \
     static __device__ __forceinline__ void rs_tb(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,          \
@@ -430,6 +463,11 @@ __device__ __forceinline__ void wgmma_qk(float (&d)[kAcc], uint64_t desc_a, uint
 template <typename T, int kAcc>
 __device__ __forceinline__ void wgmma_pv(float (&d)[kAcc], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
   Wgmma<2 * kAcc>::template rs_tb<T>(d, a, desc_b, accumulate);
+}
+// O += P V slice, P from shared memory: wgmma_pv_ss<T>(acc_o, desc_kmajor<64>(sP, kk), desc_mnmajor<N>(sV, kk))
+template <typename T, int kAcc>
+__device__ __forceinline__ void wgmma_pv_ss(float (&d)[kAcc], uint64_t desc_a, uint64_t desc_b) {
+  Wgmma<2 * kAcc>::template ss_tb<T>(d, desc_a, desc_b, true);
 }
 // S += A B^T, A from registers, B K-major: wgmma_qk_rs<T>(acc_s, a, desc_kmajor<N, 32>(sB, 0))
 template <typename T, int kAcc>
