@@ -51,9 +51,7 @@ KernelInfo sm90_tma_variant_info() {
 // the instance causal calls run (Sm90Tiles::kPFromSmem: head_dim 96); null elsewhere.
 template <typename T, int kHeadDim, bool kVariantTable>
 KernelInfo sm90_tma_non_causal_info() {
-  constexpr int kSm90HeadDim = sm90_head_dim(kHeadDim);
-  if constexpr (!kVariantTable && kSm90HeadDim != 0 &&
-                Sm90Tiles<(kSm90HeadDim != 0 ? kSm90HeadDim : 64), false, true, Plain, true>::kPFromSmem)
+  if constexpr (!kVariantTable && Sm90Tiles<sm90_head_dim(kHeadDim), false, true, Plain, true>::kPFromSmem)
     return sm90_kernel_info<T, kHeadDim, Plain, false, true, true>();
   else
     return kNoKernel;

@@ -461,7 +461,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       if constexpr (kPFromSmem)
         sm90::wgmma_pv_ss<T>(o_flat, sm90::desc_kmajor<64, Cfg::kPSwizzle>(sP, kk), v_desc);
       else
-        sm90::wgmma_pv<T>(o_flat, p_frag[kPFromSmem ? 0 : kk], v_desc, true);
+        sm90::wgmma_pv<T>(o_flat, p_frag[kk], v_desc, true);
     }
     sm90::wgmma_commit();
   };
