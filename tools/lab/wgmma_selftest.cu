@@ -101,24 +101,28 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int i = 0; i < kN / 2; ++i) s_out[(row0 + sm90::acc_row(t, i)) * kN + sm90::acc_col(t, i)] = s[i];
 
-  // ---- P = S as 16-bit A registers; O = P V (accumulating onto zeros).
+  // ---- O = P V onto zeros, one k16 slice per issue(kk), stored to `dst` by acc_row/acc_col.
+  float o[kD / 2];
+  auto p_v = [&](float* dst, auto&& issue) {
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
+    sm90::fence_operand(o);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) issue(kk);
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(o);
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) dst[(row0 + sm90::acc_row(t, i)) * kD + sm90::acc_col(t, i)] = o[i];
+  };
+
+  // P = S as 16-bit A registers (RS form).
   uint32_t a[kN / 16][4];
   sm90::acc_to_a<T>(s, a);
-  float o[kD / 2];
-#pragma unroll
-  for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
-  sm90::fence_operand(o);
-  sm90::wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < kN / 16; ++kk) sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN, kSwizzle>(sV, kk), true);
-  sm90::wgmma_commit();
-  sm90::wgmma_wait<0>();
-  sm90::fence_operand(o);
+  p_v(o_out, [&](int kk) { sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN, kSwizzle>(sV, kk), true); });
 
-#pragma unroll
-  for (int i = 0; i < kD / 2; ++i) o_out[(row0 + sm90::acc_row(t, i)) * kD + sm90::acc_col(t, i)] = o[i];
-
-  // ---- P through shared memory: this warpgroup's [64][kN] P tile after V; O = P V (SS form).
+  // P through shared memory: this warpgroup's [64][kN] P tile after V (SS form).
   if constexpr (kN % 32 == 0) {
     constexpr int kPSwizzle = sm90::swizzle_bytes_for(kN);
     const uint32_t sP = sV + sm90::tile_bytes(kN, kD) + wg * sm90::tile_bytes(64, kN);
@@ -127,18 +131,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kk = 0; kk < kN / 16; ++kk) sm90::store_a_slice<kN, kPSwizzle>(sP, lane_row, lane / 16, kk, a[kk]);
     sm90::fence_proxy_async_smem();
     __syncthreads();  // the warpgroup's rows, written by its four warps
-#pragma unroll
-    for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
-    sm90::fence_operand(o);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kN / 16; ++kk)
+    p_v(o_smem_out, [&](int kk) {
       sm90::wgmma_pv_ss<T>(o, sm90::desc_kmajor<64, kPSwizzle>(sP, kk), sm90::desc_mnmajor<kN, kSwizzle>(sV, kk));
-    sm90::wgmma_commit();
-    sm90::wgmma_wait<0>();
-    sm90::fence_operand(o);
-#pragma unroll
-    for (int i = 0; i < kD / 2; ++i) o_smem_out[(row0 + sm90::acc_row(t, i)) * kD + sm90::acc_col(t, i)] = o[i];
+    });
   }
 }
 
