@@ -458,6 +458,38 @@ def _decode_step_inputs(gen, paged, batch, capacity, dtype, page=16):
     return k_cache, v_cache, table, q, k, v
 
 
+def _one_call_step_inputs(gen, layout, lengths, capacity, rotary, dtype, variants=None):
+    """A decode step with one new key per sequence over a cache of ``layout`` ("contiguous...",
+    or "paged-<page size>"): the caches and block table (CPU; the table None where contiguous),
+    q, the rotary tables (GPU), and flash_attn_with_kvcache's other arguments."""
+    paged = layout.startswith("paged")
+    page = int(layout.split("-")[1]) if paged else 16
+    k_cache, v_cache, table, q, k, v = _decode_step_inputs(
+        gen, paged, len(lengths), capacity, dtype, page
+    )
+    cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
+    kwargs = dict(
+        k=k, v=v, rotary_cos=cos if rotary else None, rotary_sin=sin if rotary else None,
+        cache_seqlens=_index(lengths), block_table=None if table is None else table.cuda(),
+        causal=True, return_softmax_lse=True, **(variants or {}),
+    )  # fmt: skip
+    return k_cache, v_cache, table, q, cos, sin, kwargs
+
+
+def _check_one_call_step(out, lse, q, cos, sin, caches, lengths, rotary, table, variants=None):
+    """A decode step's out/lse (one new key per sequence, appended at ``lengths``) against the
+    float64 reference over the caches it wrote and q rotated as the step rotates it."""
+    q_rotated = q.cpu()
+    if rotary:
+        positions = [[n] for n in lengths]
+        q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, True).to(q.dtype)
+    _check(
+        out, lse, q_rotated.cuda(), caches[0], caches[1], [n + 1 for n in lengths],
+        [0] * len(lengths), causal=True, variants=variants,
+        block_table=None if table is None else table.tolist(),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "contiguous-rotary", "paged-16", "paged-8"])
 def test_a_one_call_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     """Thousands of cached keys: the decode step splits its keys over CTAs (split-KV, merged in
@@ -467,23 +499,15 @@ def test_a_one_call_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     pages of 8 keys, too small for the whole-page instance at head_dim 128, the append fused
     into the decode kernel) writes the caches the append kernel writes and attends as the
     adapter's two calls do, against the float64 reference too."""
-    dtype = torch.bfloat16
     gen = torch.Generator().manual_seed(23)
     lengths, capacity = [4000, 2048, 130], 4096
-    batch = len(lengths)
     rotary = layout != "contiguous"
-    paged = not layout.startswith("contiguous")
-    page = int(layout.split("-")[1]) if paged else 16
-    k_cache, v_cache, table, q, k, v = _decode_step_inputs(gen, paged, batch, capacity, dtype, page)
-    cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
-    table_gpu = None if table is None else table.cuda()
+    k_cache, v_cache, table, q, cos, sin, kwargs = _one_call_step_inputs(
+        gen, layout, lengths, capacity, rotary, torch.bfloat16
+    )
 
     def step(k_cache, v_cache):
-        return forge_flash.flash_attn_with_kvcache(
-            q, k_cache, v_cache, k, v, rotary_cos=cos if rotary else None,
-            rotary_sin=sin if rotary else None, cache_seqlens=_index(lengths),
-            block_table=table_gpu, causal=True, return_softmax_lse=True,
-        )  # fmt: skip
+        return forge_flash.flash_attn_with_kvcache(q, k_cache, v_cache, **kwargs)
 
     appends = []
     append_kv = CudaBackend.append_kv
@@ -502,14 +526,7 @@ def test_a_one_call_step_over_a_long_cache_splits_its_keys(layout, monkeypatch):
     torch.testing.assert_close(fused[1], two_launch[1], **bitwise)
     torch.testing.assert_close(out, expected_out, atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(lse, expected_lse, atol=1e-3, rtol=1e-4)
-    q_rotated = q.cpu()
-    if rotary:
-        positions = [[n] for n in lengths]
-        q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, True).to(dtype)
-    _check(
-        out, lse, q_rotated.cuda(), fused[0], fused[1], [n + 1 for n in lengths], [0] * batch,
-        causal=True, block_table=None if table is None else table.tolist(),
-    )  # fmt: skip
+    _check_one_call_step(out, lse, q, cos, sin, fused, lengths, rotary, table)
 
 
 @pytest.mark.parametrize(
@@ -530,33 +547,20 @@ def test_a_step_appends_behind_the_append_kernel_where_its_attention_loads_early
     append runs inside the attention kernel. Either way the caches are the adapter's two calls'
     bit for bit and the output the float64 reference's, over two ragged sequences, one of whose
     new key starts a page."""
-    dtype = torch.bfloat16
     gen = torch.Generator().manual_seed(43 + len(layout) + rotary)
     lengths, capacity = [1500, 64], 1536
-    batch = len(lengths)
     paged = layout.startswith("paged")
     page = int(layout.split("-")[1]) if paged else 16
     variants = {"softcap": 30.0} if layout.endswith("softcap") else {}
-    k_cache, v_cache, table, q, k, v = _decode_step_inputs(gen, paged, batch, capacity, dtype, page)
-    cos, sin = (x.cuda() for x in rotary_tables(gen, capacity, HEAD_DIM, dtype))
-    table_gpu = None if table is None else table.cuda()
-
-    def step(k_cache, v_cache):
-        return forge_flash.flash_attn_with_kvcache(
-            q, k_cache, v_cache, k, v, rotary_cos=cos if rotary else None,
-            rotary_sin=sin if rotary else None, cache_seqlens=_index(lengths),
-            block_table=table_gpu, causal=True, return_softmax_lse=True, **variants,
-        )  # fmt: skip
+    k_cache, v_cache, table, q, cos, sin, kwargs = _one_call_step_inputs(
+        gen, layout, lengths, capacity, rotary, torch.bfloat16, variants
+    )
 
     adapter, one_call = (k_cache.cuda(), v_cache.cuda()), (k_cache.cuda(), v_cache.cuda())
     with kernel_backend(), monkeypatch.context() as unfused:
         unfused.setattr(CudaBackend, "attend_appending", lambda *a, **kw: None)
-        step(*adapter)
-    (out, lse), names = _with_kvcache_kernels(
-        q, *one_call, k, v, rotary_cos=cos if rotary else None, rotary_sin=sin if rotary else None,
-        cache_seqlens=_index(lengths), block_table=table_gpu, causal=True,
-        return_softmax_lse=True, **variants,
-    )  # fmt: skip
+        forge_flash.flash_attn_with_kvcache(q, *adapter, **kwargs)
+    (out, lse), names = _with_kvcache_kernels(q, *one_call, **kwargs)
     decode = [name for name in names if "decode_kernel" in name]
     assert len(decode) == 1, names
     assert any("append_kv_kernel" in name for name in names) == behind_the_append_kernel, names
@@ -564,15 +568,7 @@ def test_a_step_appends_behind_the_append_kernel_where_its_attention_loads_early
     bitwise = {"rtol": 0, "atol": 0}
     torch.testing.assert_close(one_call[0], adapter[0], **bitwise)
     torch.testing.assert_close(one_call[1], adapter[1], **bitwise)
-    q_rotated = q.cpu()
-    if rotary:
-        positions = [[n] for n in lengths]
-        q_rotated = reference_rotary(q.cpu(), cos.cpu(), sin.cpu(), positions, True).to(dtype)
-    _check(
-        out, lse, q_rotated.cuda(), one_call[0], one_call[1], [n + 1 for n in lengths],
-        [0] * batch, causal=True, variants=variants,
-        block_table=None if table is None else table.tolist(),
-    )  # fmt: skip
+    _check_one_call_step(out, lse, q, cos, sin, one_call, lengths, rotary, table, variants)
 
 
 @pytest.mark.parametrize("num_splits", [1, 3, 8, 1000])
