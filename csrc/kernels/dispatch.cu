@@ -59,14 +59,24 @@ constexpr int kFullGridCtasPerSm = 2;
 constexpr int kFullGridMaxKeys = 8192;
 
 template <bool kVariantTable>
-FwdKernels kernels_for(DType dtype, int routed) {
+FwdKernels table_for(DType dtype, int head_dim) {
 #define FORGE_FLASH_CASE(D)                                                 \
   case D:                                                                   \
     return dtype == DType::kFloat16 ? fwd_kernels<half, D, kVariantTable>() \
                                     : fwd_kernels<__nv_bfloat16, D, kVariantTable>();
-  switch (routed) { FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_CASE) }
+  switch (head_dim) { FORGE_FLASH_FOR_EACH_HEAD_DIM(FORGE_FLASH_CASE) }
 #undef FORGE_FLASH_CASE
   return {};
+}
+
+// The kernels of a routed head dim: its table, with the Hopper instances of the table whose
+// tiles it runs on (160 and 224: 192's and 256's, sm90_head_dim in kernel_registry.h).
+template <bool kVariantTable>
+FwdKernels kernels_for(DType dtype, int routed) {
+  FwdKernels kernels = table_for<kVariantTable>(dtype, routed);
+  const int hopper = sm90_head_dim(routed);
+  if (hopper != routed && hopper != 0) kernels.sm90 = table_for<kVariantTable>(dtype, hopper).sm90;
+  return kernels;
 }
 
 // Keys one query block of `rows` tile rows can see: all of seqlen_k, or its window's band.
@@ -335,7 +345,7 @@ bool sm90_enabled() {
 // Whether the Hopper kernel of head_dim's table entry computes it: the kernels of 64 and 128
 // only their own head_dim; those of 96, 192 and 256 (also the entries 160 and 224) any smaller
 // one too, zero-filling the extra columns (Sm90Config::kPadsHeadDim, sm90_head_dim in
-// fwd_instantiate.cuh).
+// kernel_registry.h).
 bool hopper_runs_head_dim(int head_dim) {
   const int routed = routed_head_dim(head_dim);
   return head_dim == routed || (routed != 64 && routed != 128);
@@ -488,8 +498,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // wgmma kernel, persistent when the keys a query block sees are few (and a persistent
   // variant exists).
   const bool short_kv =
-      kernels.sm90_persistent.kernel != nullptr && visible_keys(p, kernels.sm90.block_m) <= kPersistentMaxKeys;
-  const KernelInfo& hopper = short_kv ? kernels.sm90_persistent : kernels.sm90;
+      kernels.sm90.persistent.kernel != nullptr && visible_keys(p, kernels.sm90.plain.block_m) <= kPersistentMaxKeys;
+  const KernelInfo& hopper = short_kv ? kernels.sm90.persistent : kernels.sm90.plain;
   int64_t grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
   if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
       hopper_runs_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
@@ -500,7 +510,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       plan->kernel = hopper;
       plan->num_m_blocks = static_cast<int>(hopper_m_blocks);
       grid_x = hopper_m_blocks * p.batch * heads;
-      if (hopper.kernel == kernels.sm90_persistent.kernel)
+      if (hopper.kernel == kernels.sm90.persistent.kernel)
         grid_x = std::min<int64_t>(grid_x, static_cast<int64_t>(hopper_facts.sm_count) * hopper_facts.ctas_per_sm);
     }
   }
@@ -520,16 +530,16 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // 96: 3 consumers, P through shared memory; Sm90Tiles).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
-    const bool band_sinks = kernels.sm90_tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
-    const bool alibi_slice = kernels.sm90_tma_alibi.kernel != nullptr && alibi_slice_serves(p);
-    const bool non_causal = !p.is_causal && kernels.sm90_tma_non_causal.kernel != nullptr;
-    const KernelInfo& tma_kernel = band_sinks    ? kernels.sm90_tma_band_sinks
-                                   : alibi_slice ? kernels.sm90_tma_alibi
-                                   : non_causal  ? kernels.sm90_tma_non_causal
-                                                 : kernels.sm90_tma;
+    const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
+    const bool alibi_slice = kernels.sm90.tma_alibi.kernel != nullptr && alibi_slice_serves(p);
+    const bool non_causal = !p.is_causal && kernels.sm90.tma_non_causal.kernel != nullptr;
+    const KernelInfo& tma_kernel = band_sinks    ? kernels.sm90.tma_band_sinks
+                                   : alibi_slice ? kernels.sm90.tma_alibi
+                                   : non_causal  ? kernels.sm90.tma_non_causal
+                                                 : kernels.sm90.tma;
     const bool tma_only =
-        tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.kernel ||
-                                         (plan->kernel.kernel == kernels.sm90_persistent.kernel && p.head_dim > 192));
+        tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
+                                         (plan->kernel.kernel == kernels.sm90.persistent.kernel && p.head_dim > 192));
     const KernelInfo& k = tma_only ? tma_kernel : plan->kernel;
     if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n) && tma_only) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
@@ -543,9 +553,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // A fixed offset in place of the running maximum then keeps 2^(logit - offset) within
   // [2^-120, 2^32]: normal in fp32 and bf16 (not fp16, whose P holds 2^-14..2^15), and far
   // from overflowing O's fp32 sums. That holds while softcap_log2 <= 76 (softcap <= 52.7).
-  p.bounded_logits = (plan->kernel.kernel == kernels.sm90.kernel || plan->kernel.kernel == kernels.sm90_tma.kernel) &&
-                     p.softcap > 0.f && p.alibi_slopes == nullptr && dtype == DType::kBFloat16 &&
-                     p.softcap_log2 <= 76.f;
+  p.bounded_logits =
+      (plan->kernel.kernel == kernels.sm90.plain.kernel || plan->kernel.kernel == kernels.sm90.tma.kernel) &&
+      p.softcap > 0.f && p.alibi_slopes == nullptr && dtype == DType::kBFloat16 && p.softcap_log2 <= 76.f;
   p.logit_offset = std::min(p.softcap_log2, 120.f - p.softcap_log2);
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                          : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;

@@ -16,19 +16,13 @@ KernelInfo kernel_info(const void* kernel) {
 
 constexpr KernelInfo kNoKernel{nullptr, 0, 0, 0, 0, 1};  // a table entry not compiled
 
-// The Hopper kernel a table head dim runs on: its own wgmma tiles (Sm90PrefillConfig) at 64,
-// 96, 128, 192, 256; 160 and 224 on the next one up, which zero-fills the extra columns
-// (Sm90Config::kPadsHeadDim); 32 on none (the SM80 kernel).
-constexpr int sm90_head_dim(int head_dim) {
-  return head_dim == 160 ? 192 : head_dim == 224 ? 256 : head_dim >= 64 ? head_dim : 0;
-}
-
+// The Hopper kernel of a table whose head dim has Hopper tiles of its own (sm90_head_dim in
+// kernel_registry.h); null in the others. The tables of 192 and 256 also serve 160 and 224.
 template <typename T, int kHeadDim, class P, bool kPersistent, bool kTmaOnly = false, bool kNonCausal = false>
 KernelInfo sm90_kernel_info() {
-  constexpr int kSm90HeadDim = sm90_head_dim(kHeadDim);
-  if constexpr (kSm90HeadDim != 0) {
-    using Cfg = Sm90PrefillConfig<kSm90HeadDim, kPersistent, kTmaOnly, P, kNonCausal>;
-    static_assert(kSm90HeadDim == kHeadDim || Cfg::kPadsHeadDim, "a smaller head_dim needs zero-filled columns");
+  if constexpr (sm90_head_dim(kHeadDim) == kHeadDim) {
+    using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent, kTmaOnly, P, kNonCausal>;
+    static_assert(kHeadDim == 64 || kHeadDim == 128 || Cfg::kPadsHeadDim, "smaller head dims need zero-filled columns");
     KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, P>));
     info.tma_swizzle = Cfg::kSwizzle;
     return info;
@@ -41,7 +35,7 @@ KernelInfo sm90_kernel_info() {
 // AlibiSlice up to head_dim 192: at 256 its key tile does not fit beside the K/V ring.
 template <typename T, int kHeadDim, bool kVariantTable, class P>
 KernelInfo sm90_tma_variant_info() {
-  if constexpr (kVariantTable && (!P::kAlibiSlice || sm90_head_dim(kHeadDim) <= 192))
+  if constexpr (kVariantTable && (!P::kAlibiSlice || kHeadDim <= 192))
     return sm90_kernel_info<T, kHeadDim, P, false, true>();
   else
     return kNoKernel;
@@ -51,10 +45,11 @@ KernelInfo sm90_tma_variant_info() {
 // the instance causal calls run (Sm90Tiles::kPFromSmem: head_dim 96); null elsewhere.
 template <typename T, int kHeadDim, bool kVariantTable>
 KernelInfo sm90_tma_non_causal_info() {
-  if constexpr (!kVariantTable && Sm90Tiles<sm90_head_dim(kHeadDim), false, true, Plain, true>::kPFromSmem)
-    return sm90_kernel_info<T, kHeadDim, Plain, false, true, true>();
-  else
-    return kNoKernel;
+  if constexpr (!kVariantTable && sm90_head_dim(kHeadDim) == kHeadDim) {
+    if constexpr (Sm90Tiles<kHeadDim, false, true, Plain, true>::kPFromSmem)
+      return sm90_kernel_info<T, kHeadDim, Plain, false, true, true>();
+  }
+  return kNoKernel;
 }
 
 // The decode kernel with policies P (with the fused K/V append: kAppend) where kCompiled, else
@@ -100,12 +95,10 @@ FwdKernels fwd_kernels() {
           decode_kernels<T, DecodeConfig<kHeadDim>, kVariantTable>(),
           plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, FullGrid, kVariantTable>(),
           plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, Wide, kVariantTable>(),
-          sm90_kernel_info<T, kHeadDim, P, false>(),
-          sm90_kernel_info<T, kHeadDim, P, true>(),
-          sm90_kernel_info<T, kHeadDim, P, false, true>(),
-          sm90_tma_non_causal_info<T, kHeadDim, kVariantTable>(),
-          sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
-          sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiSlice>()};
+          {sm90_kernel_info<T, kHeadDim, P, false>(), sm90_kernel_info<T, kHeadDim, P, true>(),
+           sm90_kernel_info<T, kHeadDim, P, false, true>(), sm90_tma_non_causal_info<T, kHeadDim, kVariantTable>(),
+           sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
+           sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiSlice>()}};
 }
 
 }  // namespace forge_flash

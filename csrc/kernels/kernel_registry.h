@@ -33,17 +33,32 @@ struct DecodeKernels {
   KernelInfo append_mods;  // variant tables: the variant decode kernel with the fused K/V append
 };
 
+// The Hopper warp-specialised wgmma prefill instances of one table (sm90/fwd_kernel_sm90.cuh).
+struct HopperKernels {
+  KernelInfo plain;           // head_dim >= 64; else null
+  KernelInfo persistent;      // the same, persistent: for short K/V (few tiles per query block)
+  KernelInfo tma;             // plain as a TMA-only instance (its own tiles and register split: Sm90Tiles)
+  KernelInfo tma_non_causal;  // plain tables: tma's tiles for non-causal calls, where they differ (96)
+  KernelInfo tma_band_sinks;  // variant tables: tma with BandSinks policies (window, sinks; dense K/V)
+  KernelInfo tma_alibi;       // variant tables: tma with AlibiSlice policies (ALiBi; dense K/V)
+};
+
+// The head dim whose Hopper tiles a table head dim runs on: its own at 64, 96, 128, 192 and
+// 256; 160 and 224 the next one up's, which zero-fill the extra columns (Sm90Config::kPadsHeadDim);
+// 32 none (the SM80 kernel). The 160 and 224 tables hold no Hopper instances of their own:
+// dispatch's kernels_for gives them those of the 192 and 256 tables, so each Hopper instance is
+// compiled once (the copies had taken a third of the 160 and 224 units' compile time:
+// docs/building.md, 2026-12-03).
+constexpr int sm90_head_dim(int head_dim) {
+  return head_dim == 160 ? 192 : head_dim == 224 ? 256 : head_dim >= 64 ? head_dim : 0;
+}
+
 struct FwdKernels {
   KernelInfo prefill;              // many query rows
   DecodeKernels decode;            // at most 16 tile rows (one token, or one GQA group of heads): DecodeConfig
   DecodeKernels decode_full_grid;  // the same in CTAs of 3 warps (DecodeFullGridConfig); null where none
   DecodeKernels decode_wide;       // the same in CTAs of 8 warps (DecodeWideConfig); null where none
-  KernelInfo sm90;                 // Hopper warp-specialised wgmma prefill (head_dim >= 64; else null)
-  KernelInfo sm90_persistent;      // the same, persistent: for short K/V (few tiles per query block)
-  KernelInfo sm90_tma;             // sm90 as a TMA-only instance (its own tiles and register split: Sm90Tiles)
-  KernelInfo sm90_tma_non_causal;  // plain tables: sm90_tma's tiles for non-causal calls, where they differ (96)
-  KernelInfo sm90_tma_band_sinks;  // variant tables: sm90_tma with BandSinks policies (window, sinks; dense K/V)
-  KernelInfo sm90_tma_alibi;       // variant tables: sm90_tma with AlibiSlice policies (ALiBi; dense K/V)
+  HopperKernels sm90;              // null in the 160 and 224 tables (sm90_head_dim)
 };
 
 // The kernels of one (dtype, head dim): the plain table (Plain policies) or the variant table

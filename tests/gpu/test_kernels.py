@@ -39,6 +39,15 @@ def _check(q, k, v, causal, *, scale=None, out=None):
     return got
 
 
+def _hopper_kernels_launched(call) -> list[str]:
+    """Names of the Hopper prefill kernels (fwd_kernel_sm90 instances) that call() launched, as
+    torch's profiler shows them (with their template arguments)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        call()
+        torch.cuda.synchronize()
+    return [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
+
+
 # The design note's matrix: seq_len 1, 32, 128, 2048; head_dim 64, 128; GQA 32/8.
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
@@ -153,14 +162,10 @@ def test_head_dim_96_non_causal_calls_run_their_own_hopper_instance(
 ):
     q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, *heads, head_dim, dtype)
     out = torch.full_like(q, float("nan"))
-    activities = [torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=activities) as profile:
-        _check(q, k, v, causal, out=out)
-        torch.cuda.synchronize()
+    names = _hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
     assert not torch.isnan(out).any(), "every output element must be written"
     if torch.cuda.get_device_capability() != (9, 0):
         return  # the SM80 kernel: the output check above is the test
-    names = [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
     assert len(names) == 1, names
     assert (CAUSAL_96 if causal else NON_CAUSAL_96) in names[0], names[0]
 
@@ -179,6 +184,31 @@ def test_hopper_padded_head_dims(batch, seqlen_q, seqlen_k, heads, head_dim, cau
     out = torch.full_like(q, float("nan"))
     _check(q, k, v, causal, out=out)
     assert not torch.isnan(out).any(), "every output element must be written"
+
+
+# Which Hopper instance those head dims run on, by its name in torch's profiler (the first
+# template argument of Sm90Config: its head_dim; none: the SM80 kernel). The 160 and 224 tables
+# hold no Hopper instances of their own: dispatch takes those of 192 and 256
+# (kernel_registry.h, sm90_head_dim). A grid that fills the GPU, so that no call splits its keys
+# (split calls stay on the SM80 kernel); the output against the float64 reference on every GPU.
+HOPPER_TILES_ABOVE = {40: None, 72: 96, 80: 96, 112: None, 136: 192, 160: 192, 224: 256, 248: 256}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", sorted(HOPPER_TILES_ABOVE))
+def test_padded_head_dims_run_the_hopper_instance_above(head_dim, causal, dtype):
+    q, k, v = rand_qkv(4, 1100, 1100, 16, 4, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    names = _hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
+    assert not torch.isnan(out).any(), "every output element must be written"
+    if torch.cuda.get_device_capability() != (9, 0):
+        return  # the SM80 kernel: the output check above is the test
+    tiles = HOPPER_TILES_ABOVE[head_dim]
+    if tiles is None:
+        assert names == [], names
+    else:
+        assert len(names) == 1 and f"Sm90Config<{tiles}," in names[0], names
 
 
 @pytest.mark.parametrize("scale", [0.05, 1.0])

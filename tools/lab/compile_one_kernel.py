@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ("Plain", "IndexedKV", "PagedKV", "BandSinks", "AlibiSlice", "AllVariants")
-# The head dims with Hopper tiles of their own (fwd_instantiate.cuh, sm90_head_dim).
+# The head dims with Hopper tiles of their own (kernel_registry.h, sm90_head_dim).
 HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
 DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
 # The decode kernel's CTA shapes (tile_config.h): 4, 3 and 8 warps.

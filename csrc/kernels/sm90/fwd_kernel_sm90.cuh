@@ -164,7 +164,7 @@ struct Sm90Config {
 //        head_dim 96/128, whose O, S and P do not fit 160 registers (100-240 bytes of spills).
 //   96:  192 keys, 2 stages (169 KB), O 48 + S 96 + P 48 of 240 registers: +1-5% at 4k-8k
 //        tokens (three consumers with 80-key tiles: +3% non-causal, -6% causal).
-//   96, non-causal calls (an instance of their own: FwdKernels::sm90_tma_non_causal): 3
+//   96, non-causal calls (an instance of their own: HopperKernels::tma_non_causal): 3
 //        consumers, 128 keys, 2 stages, P through shared memory (kPFromSmem, 181 KB): each
 //        consumer writes P to a 16 KB tile that O += P V reads as an SS operand, so O 48 + S 64
 //        fit 160 registers. Against the tiles above (H200, 2026-12-03, docs/benchmarks.md):
