@@ -6,13 +6,14 @@
 For each shape (32 query heads over 8 KV heads of 128, bf16, 4096 cached keys; contiguous and
 paged caches of 16-key pages; with and without rotary; batch 1, 8 and 64) it prints the step
 without new keys (the attention alone over cache_seqlens + 1 keys), the step with k/v
-appended (one ``ff_attn_fwd_append`` call: here, with plain scores over a contiguous cache or
-whole pages, the append kernel and the decode kernel behind it), their difference,
-that difference with the attention launched plainly and the same step with the append on the
-torch ops (both only differ where the adapter makes the step as two calls, the append kernel
-``ff_append_kv`` and then the attention), and the append kernel (with the rotary of q and k)
-timed alone, and the torch ops alone. Needs the kernel plugin: it says so and stops where the
-append kernel does not run.
+appended as ``flash_attn_with_kvcache`` takes it (one ``ff_attn_fwd_append`` call where the
+plugin takes the step as one: the append inside the decode kernel, or the append kernel and
+the decode kernel behind it, launched by the C API) and their difference; the append kernel
+(with the rotary of q and k) timed alone; the same step as the adapter's two calls (the append
+kernel ``ff_append_kv``, then the attention, launched programmatically and plainly: what the
+overlap of its launch with the append's tail is worth); and the step with the append on torch
+ops (the plugin's append and one-call step both declined), with those ops timed alone. Needs
+the kernel plugin: it says so and stops where the append kernel does not run.
 
 ``--copies N`` captures N consecutive decode steps in one graph (default 1): each step's share
 of a replay, the steady state of a decode loop, without the replay's own start-up in every
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import contextmanager
+from unittest import mock
 
 import torch
 
@@ -66,29 +68,36 @@ def _case(batch: int, paged: bool, device: torch.device) -> dict:
     }
 
 
+def _declined(*_args, **_kwargs) -> None:
+    return None  # a backend entry point that does not take the call
+
+
 @contextmanager
-def _attention_launched_plainly():
-    """The fused append, the attention after it launched without programmatic dependent launch
-    (what the overlap of its launch with the append's tail is worth)."""
-    original = forge_flash.api.cache_attention
-    forge_flash.api.cache_attention = lambda *args, **kwargs: original(
-        *args, **{**kwargs, "programmatic_launch": False}
-    )
-    try:
+def _two_calls(*, programmatic: bool):
+    """The step as the adapter's two calls: the plugin does not take it as one call, so the
+    append kernel runs and then the attention, launched programmatically or not."""
+    attention = forge_flash.api.cache_attention
+
+    def launched(*args, **kwargs):
+        kwargs["programmatic_launch"] = programmatic and kwargs.get("programmatic_launch", False)
+        return attention(*args, **kwargs)
+
+    with (
+        mock.patch.object(CudaBackend, "attend_appending", _declined),
+        mock.patch.object(forge_flash.api, "cache_attention", launched),
+    ):
         yield
-    finally:
-        forge_flash.api.cache_attention = original
 
 
 @contextmanager
 def _torch_ops_append():
-    """flash_attn_with_kvcache on the torch ops: the plugin's fused append declines."""
-    fused = CudaBackend.append_kv
-    CudaBackend.append_kv = lambda *args, **kwargs: None
-    try:
+    """flash_attn_with_kvcache with the append on torch ops: the plugin takes neither the step as
+    one call nor the append."""
+    with (
+        mock.patch.object(CudaBackend, "attend_appending", _declined),
+        mock.patch.object(CudaBackend, "append_kv", _declined),
+    ):
         yield
-    finally:
-        CudaBackend.append_kv = fused
 
 
 def main() -> None:
@@ -150,19 +159,22 @@ def main() -> None:
                     base = min(base, time_graph(attention_only, device, copies=copies) * 1e6)
                     step = min(step, time_graph(with_append, device, copies=copies) * 1e6)
                 alone = time_graph(fused_alone, device, copies=copies) * 1e6
-                with _attention_launched_plainly():
-                    plain = time_graph(with_append, device, copies=copies) * 1e6
+                two_calls = {}
+                for programmatic in (True, False):
+                    with _two_calls(programmatic=programmatic):
+                        two_calls[programmatic] = time_graph(with_append, device, copies=copies)
                 with _torch_ops_append():
                     torch_step = time_graph(with_append, device, copies=copies) * 1e6
                 torch_only = time_graph(torch_alone, device, copies=copies) * 1e6
+                chained, plain = (two_calls[flag] * 1e6 - base for flag in (True, False))
                 layout = f"paged{PAGE}" if paged else "contiguous"
                 print(
                     f"{tag} {layout} b{batch} steps/replay={copies} rounds={args.rounds} "
                     f"rotary={int(rotary)}: "
                     f"attention {base:.1f} us, "
                     f"with fused append {step:.1f} us, added {step - base:.1f} us "
-                    f"(fused append alone {alone:.1f} us; without the programmatic launch "
-                    f"added {plain - base:.1f} us); torch ops: with append "
+                    f"(fused append alone {alone:.1f} us; as two calls added {chained:.1f} us, "
+                    f"without the programmatic launch {plain:.1f} us); torch ops: with append "
                     f"{torch_step:.1f} us, added {torch_step - base:.1f} us (alone "
                     f"{torch_only:.1f} us)",
                     flush=True,
