@@ -38,7 +38,8 @@ def rand(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
 def paged_and_appended_steps(batch: int, keys: int) -> None:
     """Decode steps of `batch` sequences of up to `keys` ragged keys over 2 KV heads of 128:
     whole pages of 16 (PagedKV), pages of 7 (IndexedKV), and a contiguous cache with one new
-    key appended in the attention (the fused append)."""
+    key appended (the C API's two launches: the append kernel, then the decode kernel loading its
+    first cached tiles before it waits for it)."""
     ragged = torch.randint(0, keys, (batch,), dtype=torch.int32, device="cuda")
     for page in (16, 7):
         blocks = -(-keys // page)
