@@ -91,12 +91,14 @@ def sequence_keys(
     cache_rows: list[int] | None = None,
     block_table: list[list[int]] | None = None,
 ) -> torch.Tensor:
-    """Keys [start, end) of sequence b, (end - start, heads_k, head_dim), token by token."""
+    """Keys [start, end) of sequence b, (end - start, heads_k, head_dim): each key's slot by
+    the address rule, token by token, then one gather."""
     page = cache.shape[1]
-    rows = [cache[cache_slot(b, t, cache_rows, block_table, page)] for t in range(start, end)]
-    if not rows:
+    slots = [cache_slot(b, t, cache_rows, block_table, page) for t in range(start, end)]
+    if not slots:
         return cache.new_zeros((0, *cache.shape[2:]))
-    return torch.stack(rows)
+    index = torch.tensor(slots, dtype=torch.long, device=cache.device)
+    return cache[index[:, 0], index[:, 1]]
 
 
 def reference_cache_attention(

@@ -98,10 +98,12 @@ def reference_attention(
     group = heads // heads_k
     # Computed where the inputs live (the GPU tests' references would take minutes on a CPU).
     device = q.device
-    q64 = q.double()
-    k64 = k.double().repeat_interleave(group, dim=2)
-    v64 = v.double().repeat_interleave(group, dim=2)
-    scores = torch.einsum("bqhd,bkhd->bhqk", q64, k64) * scale
+    # Query head h = kv * group + g: q viewed as (b, sq, heads_k, group, d) meets its KV head
+    # without copying K/V once per query head (that copy was half of a long cache's reference).
+    q64 = q.double().reshape(batch, seqlen_q, heads_k, group, head_dim)
+    k64, v64 = k.double(), v.double()
+    scores = torch.einsum("bqkgd,bskd->bkgqs", q64, k64).reshape(batch, heads, seqlen_q, seqlen_k)
+    scores = scores * scale
     if softcap > 0:
         scores = softcap * torch.tanh(scores / softcap)
     lengths = key_lengths if key_lengths is not None else [seqlen_k] * batch
@@ -121,7 +123,8 @@ def reference_attention(
     lse = torch.logsumexp(logits, dim=-1)
     finite_lse = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
     probs = torch.exp(scores - finite_lse.unsqueeze(-1)) * visible
-    out = torch.einsum("bhqk,bkhd->bqhd", probs, v64)
+    probs = probs.reshape(batch, heads_k, group, seqlen_q, seqlen_k)
+    out = torch.einsum("bkgqs,bskd->bqkgd", probs, v64).reshape(batch, seqlen_q, heads, head_dim)
     return out, lse
 
 
