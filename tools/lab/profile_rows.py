@@ -14,7 +14,8 @@ not causal: plain, softcap 50, ALiBi, sinks), to see what each variant adds; wit
 Contenders: forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as
 ``python -m forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
 (cudaProfilerStart/Stop), so each profiled kernel is a steady-state call on inputs that are not
-in L2.
+in L2. Nsight Compute's source-level sections (SourceCounters, ``--import-source``) need a
+plugin compiled with line info: ``FORGE_FLASH_LINEINFO=ON pip install ./python/plugin``.
 """
 
 from __future__ import annotations
