@@ -444,7 +444,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // each slice's descriptor is one add from the tile's (kDescByAdd): +2-5% at head_dim
     // 256 and +0-2% at 96 on the H200 (2026-12-01, docs/bench-raw/2026-12-01e-h200-ab-rounds.txt).
     // At head_dim 128 the same change (with Q opaque, else it spills) measured 1% slower, at
-    // 64 level.
+    // 64 level (20-34 fewer instructions per K/V tile; 2026-12-03,
+    // docs/bench-raw/2026-12-03e-h200-desc-by-add-64-prefill-ab.txt).
     if constexpr (kHeadDim > 128 || kDescByAdd) asm volatile("" : "+r"(q_tile));
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
