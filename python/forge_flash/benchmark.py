@@ -362,17 +362,14 @@ def time_call(
     return statistics.median(samples)
 
 
-def time_graph(
+def capture_calls(
     fn: Callable[[int], object], device: torch.device, *, copies: int, min_calls: int = 1
-) -> float:
-    """Median seconds per call of the calls captured in one CUDA graph and replayed: GPU time
-    without the host's launch overhead. ``copies`` calls (fn(0) .. fn(copies - 1), one per
-    input set), or ``min_calls`` cycling through them where that is more, so that a replay's
-    start-up is a smaller part of a call's figure. `bench` asks for MIN_GRAPH_CALLS: its sets
-    are few only where each is at least _ROTATION_BYTES (make_inputs), more than the L2
-    holds, so a call over the same set again reads it from memory again."""
+) -> tuple[torch.cuda.CUDAGraph, int]:
+    """One CUDA graph of ``copies`` calls (fn(0) .. fn(copies - 1), one per input set), or of
+    ``min_calls`` cycling through them where that is more, replayed once; and its call count.
+    Each set is called once first, outside the capture (plans, allocator, caches)."""
     calls = max(copies, min_calls)
-    for i in range(copies):  # warm up outside the capture: plans, allocator, caches
+    for i in range(copies):
         fn(i)
     torch.cuda.synchronize(device)
     graph = torch.cuda.CUDAGraph()
@@ -380,6 +377,19 @@ def time_graph(
         for i in range(calls):
             fn(i % copies)
     graph.replay()
+    return graph, calls
+
+
+def time_graph(
+    fn: Callable[[int], object], device: torch.device, *, copies: int, min_calls: int = 1
+) -> float:
+    """Median seconds per call of the calls captured in one CUDA graph and replayed
+    (capture_calls): GPU time without the host's launch overhead. Replaying at least
+    ``min_calls`` makes a replay's start-up a smaller part of a call's figure. `bench` asks for
+    MIN_GRAPH_CALLS: its sets are few only where each is at least _ROTATION_BYTES
+    (make_inputs), more than the L2 holds, so a call over the same set again reads it from
+    memory again."""
+    graph, calls = capture_calls(fn, device, copies=copies, min_calls=min_calls)
     events = [
         (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
         for _ in range(20)

@@ -39,26 +39,30 @@ def best_us(fn, copies: int) -> float:
     return min(times) * 1e6
 
 
-def kernels(fn) -> list[str]:
-    """Each kernel one call of ``fn`` launches: name, grid, block, registers, shared memory."""
+def kernel_events(run) -> list[dict]:
+    """The kernels ``run()`` launches, in start order: torch profiler trace events (name, ts and
+    dur in us, args: grid, block, registers, shared memory)."""
     import json
     import tempfile
 
     from torch.profiler import ProfilerActivity, profile
 
-    fn(0)
-    torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn(0)
+        run()
         torch.cuda.synchronize()
     with tempfile.NamedTemporaryFile(suffix=".json") as trace:
         prof.export_chrome_trace(trace.name)
         with open(trace.name) as f:
             events = json.load(f)["traceEvents"]
+    return sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
+
+
+def kernels(fn) -> list[str]:
+    """Each kernel one call of ``fn`` launches: name, grid, block, registers, shared memory."""
+    fn(0)
+    torch.cuda.synchronize()
     lines = []
-    for e in events:
-        if e.get("cat") != "kernel":
-            continue
+    for e in kernel_events(lambda: fn(0)):
         a = e.get("args", {})
         lines.append(
             f"    {e['name'][:100]} grid {a.get('grid')} block {a.get('block')} "

@@ -18,42 +18,21 @@ across tools.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
 
 import torch
+from decode_rows_ab import kernel_events  # this folder's: the profiler's kernel records
 
-from forge_flash.benchmark import Shape, contenders, make_inputs
+from forge_flash.benchmark import Shape, capture_calls, contenders, make_inputs
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 
 
 def kernel_records(fn, copies: int, calls: int, replays: int) -> list[list[dict]]:
     """The kernels of each replay's calls, in start order: one list per replay."""
-    from torch.profiler import ProfilerActivity, profile
-
-    for i in range(copies):
-        fn(i)
+    graph, _ = capture_calls(fn, torch.device("cuda"), copies=copies, min_calls=calls)
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fn(i % copies)
-    graph.replay()
-    torch.cuda.synchronize()
-    replay_kernels = []
-    for _ in range(replays):
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            graph.replay()
-            torch.cuda.synchronize()
-        with tempfile.NamedTemporaryFile(suffix=".json") as trace:
-            prof.export_chrome_trace(trace.name)
-            with open(trace.name) as f:
-                events = json.load(f)["traceEvents"]
-        kernels = [e for e in events if e.get("cat") == "kernel"]
-        replay_kernels.append(sorted(kernels, key=lambda e: e["ts"]))
-    return replay_kernels
+    return [kernel_events(graph.replay) for _ in range(replays)]
 
 
 def summarise(name: str, replays: list[list[dict]], calls: int) -> str:
