@@ -219,11 +219,21 @@ int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
 // the 8-warp grid gives each warp half the tiles of a split, and one sequence over 4k keys in
 // pages of one key took 10.4 us against 11.9 (over 32k and 128k keys 0.7-1.0 us less, batch 4
 // and 8 level; pages of 16 at one sequence over 4k keys lost 0.2 us there, so whole pages keep
-// the rule above).
-bool takes_wide_decode(int64_t ctas, const DeviceFacts& wide, int wide_warps, int warps, bool row_pages) {
+// the rule above). And grids of at most one CTA per kWideMinSplits SMs over at least
+// kWideMinKeys keys (one and two sequences of 8 KV heads): split to one 8-warp CTA per SM (8 or
+// more splits, merged by the combine kernel) they beat the 4-warp plan's two per SM. H200,
+// 2026-12-03 (docs/benchmarks.md), head_dim 128, us: one sequence over 8k keys 16.0 -> 15.5, 16k
+// 23.7 -> 23.5, 32k 38.5 -> 38.0, 128k 126.4 -> 125.9; two over 32k 67.5 -> 67.2, over 128k
+// 243.5 -> 242.7 (over 8k 25.3 -> 25.4); head_dim 96, one over 8k 14.3 -> 13.5. Over 4k keys
+// they lost 6% (11.1 -> 11.8), and batch 4 over 16k (4 splits, in clusters of 4 one-per-SM CTAs)
+// 10% (66.7 -> 73.8), hence the bounds.
+constexpr int64_t kWideMinKeys = 8192;
+constexpr int kWideMinSplits = 8;
+bool takes_wide_decode(int64_t ctas, int64_t keys, const DeviceFacts& wide, int wide_warps, int warps, bool row_pages) {
   const int64_t one_wave = static_cast<int64_t>(wide.sm_count) * wide.ctas_per_sm;
   const bool more_warps = wide.ctas_per_sm * wide_warps > kSplitCtasPerSm * warps;
-  return ctas <= one_wave && (more_warps || 2 * ctas > wide.sm_count || row_pages);
+  const bool long_split = keys >= kWideMinKeys && ctas * kWideMinSplits <= one_wave;
+  return ctas <= one_wave && (more_warps || 2 * ctas > wide.sm_count || row_pages || long_split);
 }
 
 // Hopper decode grids of more CTAs than one wave of 8-warp ones (or than half the SMs, where
@@ -394,7 +404,7 @@ cudaError_t hopper_decode_shape(const FwdKernels& kernels, const FwdParams& p, i
       ctas <= static_cast<int64_t>(facts->sm_count) * facts->ctas_per_sm) {
     if ((err = device_facts(wide_kernel, &other))) return err;
     const bool row_pages = p.block_table != nullptr && wide_kernel.kernel == kernels.decode_wide.kv.kernel;
-    if (takes_wide_decode(ctas, other, wide_kernel.threads / 32, kernel->threads / 32, row_pages)) {
+    if (takes_wide_decode(ctas, keys, other, wide_kernel.threads / 32, kernel->threads / 32, row_pages)) {
       *kernel = wide_kernel, *facts = other, *one_wave = true;
       return cudaSuccess;
     }

@@ -255,12 +255,15 @@ def test_decode_split_kv(seqlen_k, heads, head_dim, dtype):
 def test_hopper_decode_merges_splits_without_workspace():
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the in-cluster combine is Hopper-only")
-    short = rand_qkv(1, 1, 8192, 32, 8, 128, torch.bfloat16)
+    # One sequence of 8 KV heads over 4k keys: 16 splits of 256 keys, one CTA per SM.
+    short = rand_qkv(1, 1, 4096, 32, 8, 128, torch.bfloat16)
     assert workspace_bytes_needed(*short, causal=False) == 0, "expected the in-cluster combine"
-    # 8 KV heads at 16k keys: 16 splits would hold 1024 keys each (more than 512). One KV head
-    # wants far more than 16 splits.
-    long = rand_qkv(1, 1, 16384, 32, 8, 128, torch.bfloat16)
-    assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
+    # From 8k keys one or two sequences split 8-warp CTAs to one per SM, merged by the combine
+    # kernel (dispatch.cu, kWideMinKeys); at 16k keys 16 splits would hold 1024 keys each (more
+    # than 512). One KV head wants far more than 16 splits.
+    for keys in (8192, 16384):
+        long = rand_qkv(1, 1, keys, 32, 8, 128, torch.bfloat16)
+        assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"
     for keys in (32768, 131072):
         long = rand_qkv(1, 1, keys, 8, 1, 128, torch.bfloat16)
         assert workspace_bytes_needed(*long, causal=False) > 0, "expected the combine kernel"

@@ -234,7 +234,9 @@ def _decode_cta_warps(head_dim: int, ctas: int, sms: int, row_pages: bool, keys:
     if head_dim not in (64, 96, 128):
         return 4
     wide_per_sm = 2 if head_dim == 64 else 1  # 8-warp CTAs an SM holds (registers, shared memory)
-    if ctas <= wide_per_sm * sms and (wide_per_sm * 8 > 2 * 4 or 2 * ctas > sms or row_pages):
+    long_split = keys >= 8192 and ctas * 8 <= wide_per_sm * sms  # kWideMinKeys, kWideMinSplits
+    more = wide_per_sm * 8 > 2 * 4 or 2 * ctas > sms or row_pages or long_split
+    if ctas <= wide_per_sm * sms and more:
         return 8
     if 2 * ctas > sms and ctas <= 1.25 * sms and keys >= 4096:  # a short wave: 3 warps, split
         return 3
@@ -250,10 +252,11 @@ def test_hopper_decode_grids_run_the_cta_shape_that_fills_them(head_dim, layout)
     two CTAs per SM that fill their waves better with them (DecodeFullGridConfig: an SM holds 4
     where it holds 3 of 4 warps at 96 and 128, 5 where 4 at 64); 8 warps (DecodeWideConfig) for
     grids of one wave of those that hold more warps per SM than two 4-warp CTAs (head_dim 64),
-    that need no split (more CTAs than half the SMs) or that look a block id up per key (pages
-    of one key); 3 warps split to fill a wave for grids past one wave of 8-warp CTAs and short
-    of 1.25 CTAs per SM over 4096 keys or more (batch 18 at 96 and 128: clusters of 3 splits);
-    4 warps elsewhere (DecodeConfig), and always at head_dim 32 and 256. Each step against the
+    that need no split (more CTAs than half the SMs), that split caches of 8192 keys or more
+    (batch 2: 9600 keys and none) or that look a block id up per key (pages of one key); 3
+    warps split to fill a wave for grids past one wave of 8-warp CTAs and short of 1.25 CTAs
+    per SM over 4096 keys or more (batch 18 at 96 and 128: clusters of 3 splits); 4 warps
+    elsewhere (DecodeConfig), and always at head_dim 32 and 256. Each step against the
     float64 reference: ragged lengths (long ones in the smaller grids: every warp of a split
     walks several tiles), an empty sequence, the appended caches bit for bit."""
     if torch.cuda.get_device_capability()[0] != 9:
@@ -263,11 +266,14 @@ def test_hopper_decode_grids_run_the_cta_shape_that_fills_them(head_dim, layout)
     tile_keys = 32 if head_dim <= 128 else 16
     one_wave = {64: 5, 96: 4, 128: 4}.get(head_dim, 4) * sms // heads_k  # of 3-warp CTAs
     grids = [(one_wave, 600), (sms // heads_k + 2, 4800), (sms // heads_k, 5000), (4, 5000)]
+    grids.append((2, 9600))  # one long sequence: split 8-warp CTAs at 96 and 128 (kWideMinKeys)
     for batch, longest in grids:
         warps = _decode_cta_warps(head_dim, batch * heads_k, sms, layout == "paged-1", longest)
         gen = torch.Generator().manual_seed(head_dim + batch + len(layout))
         lengths = [(97 * b * longest // 600) % longest + 1 for b in range(batch)]
         lengths[1] = 0
+        if batch == 2:
+            lengths[0] = longest
         page = int(layout.split("-")[1]) if layout.startswith("paged") else 0
         rows = table = None
         if page:
