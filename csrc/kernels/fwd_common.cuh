@@ -678,7 +678,9 @@ __device__ __forceinline__ float exponentiate_row(float (&s)[kNT][4], int hi, fl
 // then exactly 1). The LSE is exact either way: max * scale + log(sum) with the sum taken
 // against the max actually used. The idea is FlashAttention-4's rescale threshold.
 constexpr float kLazyMaxSlack = 8.f;
-template <bool kBias, bool kLazyMax = false, int kNT>
+// kSumElsewhere: the caller sums P elsewhere (the Hopper kernel's kSumByMma: the tensor cores,
+// beside O), so row_sum is left alone and the exponentials' adds are not compiled.
+template <bool kBias, bool kLazyMax = false, bool kSumElsewhere = false, int kNT>
 __device__ __forceinline__ bool softmax_step(float (&s)[kNT][4], float (&row_max)[2], float (&row_sum)[2],
                                              float scale_log2, float (&correction)[2], const float (&bias)[2]) {
   bool moved = false;
@@ -701,7 +703,8 @@ __device__ __forceinline__ bool softmax_step(float (&s)[kNT][4], float (&row_max
     correction[hi] = exp2_approx(row_max[hi] * scale_log2 - max_scaled);
     row_max[hi] = mx;
     const float offset = kBias ? max_scaled - bias[hi] * scale_log2 : max_scaled;
-    row_sum[hi] = row_sum[hi] * correction[hi] + exponentiate_row(s, hi, scale_log2, offset);
+    const float sum = exponentiate_row(s, hi, scale_log2, offset);
+    if constexpr (!kSumElsewhere) row_sum[hi] = row_sum[hi] * correction[hi] + sum;
   }
   return kLazyMax ? __any_sync(0xffffffffu, moved) : true;
 }

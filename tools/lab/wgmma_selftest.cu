@@ -62,8 +62,8 @@ __device__ void load_tile(uint32_t tile, const T* src) {
 }
 
 template <typename T, int kD, int kN>
-__global__ void __launch_bounds__(kThreads, 1)
-    selftest_kernel(const T* q, const T* k, const T* v, float* s_out, float* o_out, float* o_smem_out) {
+__global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const T* k, const T* v, float* s_out,
+                                                               float* o_out, float* o_smem_out, float* o_sum_out) {
   extern __shared__ unsigned char smem_raw[];
   // The swizzle atoms must start 1024-aligned: round the dynamic allocation up.
   const uint32_t base = (ff::smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -74,6 +74,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   load_tile<T, kM, kD>(sQ, q);
   load_tile<T, kN, kD>(sK, k);
   load_tile<T, kN, kD>(sV, v);
+  // head_dim 64: 16 rows of ones after the tiles, V's extra columns in O += P V with N = 72
+  // (sm90::desc_mnmajor_ones).
+  const uint32_t ones = sV + sm90::tile_bytes(kN, kD) + (kN % 32 == 0 ? sm90::tile_bytes(kM, kN) : 0);
+  if constexpr (kD == 64) {
+    uint32_t* words = reinterpret_cast<uint32_t*>(smem_raw + (ones - ff::smem_addr(smem_raw)));
+    const uint32_t one = std::is_same<T, half>::value ? 0x3C003C00u : 0x3F803F80u;
+    for (int i = threadIdx.x; i < 16 * sm90::kSwizzleRowBytes / 4; i += kThreads) words[i] = one;
+  }
   ff::cp_async_commit();
   ff::cp_async_wait<0>();
   sm90::fence_proxy_async_smem();  // cp.async writes -> visible to the async proxy
@@ -134,6 +142,22 @@ __global__ void __launch_bounds__(kThreads, 1)
     p_v(o_smem_out, [&](int kk) {
       sm90::wgmma_pv_ss<T>(o, sm90::desc_kmajor<64, kPSwizzle>(sP, kk), sm90::desc_mnmajor<kN, kSwizzle>(sV, kk));
     });
+  }
+
+  // O and each row's sum of P at once (head_dim 64): the last 8 of N = 72 columns read the ones.
+  if constexpr (kD == 64) {
+    float o72[36];
+#pragma unroll
+    for (int i = 0; i < 36; ++i) o72[i] = 0.f;
+    sm90::fence_operand(o72);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) sm90::wgmma_pv<T>(o72, a[kk], sm90::desc_mnmajor_ones(sV, ones, kk), true);
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(o72);
+#pragma unroll
+    for (int i = 0; i < 36; ++i) o_sum_out[(row0 + sm90::acc_row(t, i)) * 72 + sm90::acc_col(t, i)] = o72[i];
   }
 }
 
@@ -221,7 +245,7 @@ bool run_case(std::mt19937& rng) {
   for (auto& x : hv) x = to16<T>(dist(rng));
 
   T *dq, *dk, *dv;
-  float *ds, *dout, *dout_smem;
+  float *ds, *dout, *dout_smem, *dsum;
   constexpr bool kSmemP = kN % 32 == 0;
   CUDA_CHECK(cudaMalloc(&dq, hq.size() * sizeof(T)));
   CUDA_CHECK(cudaMalloc(&dk, hk.size() * sizeof(T)));
@@ -229,6 +253,7 @@ bool run_case(std::mt19937& rng) {
   CUDA_CHECK(cudaMalloc(&ds, kM * kN * sizeof(float)));
   CUDA_CHECK(cudaMalloc(&dout, kM * kD * sizeof(float)));
   CUDA_CHECK(cudaMalloc(&dout_smem, kM * kD * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&dsum, kM * 72 * sizeof(float)));
   CUDA_CHECK(cudaMemcpy(dq, hq.data(), hq.size() * sizeof(T), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dk, hk.data(), hk.size() * sizeof(T), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dv, hv.data(), hv.size() * sizeof(T), cudaMemcpyHostToDevice));
@@ -236,25 +261,28 @@ bool run_case(std::mt19937& rng) {
   CUDA_CHECK(cudaMemset(ds, 0xFF, kM * kN * sizeof(float)));
   CUDA_CHECK(cudaMemset(dout, 0xFF, kM * kD * sizeof(float)));
   CUDA_CHECK(cudaMemset(dout_smem, 0xFF, kM * kD * sizeof(float)));
+  CUDA_CHECK(cudaMemset(dsum, 0xFF, kM * 72 * sizeof(float)));
 
-  const size_t smem =
-      sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) + (kSmemP ? sm90::tile_bytes(kM, kN) : 0) + 1024;
+  const size_t smem = sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) +
+                      (kSmemP ? sm90::tile_bytes(kM, kN) : 0) + 1024 + (kD == 64 ? 16 * sm90::kSwizzleRowBytes : 0);
   auto kernel = selftest_kernel<T, kD, kN>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout, dout_smem);
+  kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout, dout_smem, dsum);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
 
-  std::vector<float> hs(kM * kN), ho(kM * kD), ho_smem(kM * kD);
+  std::vector<float> hs(kM * kN), ho(kM * kD), ho_smem(kM * kD), hsum(kM * 72);
   CUDA_CHECK(cudaMemcpy(hs.data(), ds, hs.size() * sizeof(float), cudaMemcpyDeviceToHost));
   CUDA_CHECK(cudaMemcpy(ho.data(), dout, ho.size() * sizeof(float), cudaMemcpyDeviceToHost));
   CUDA_CHECK(cudaMemcpy(ho_smem.data(), dout_smem, ho_smem.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(hsum.data(), dsum, hsum.size() * sizeof(float), cudaMemcpyDeviceToHost));
   CUDA_CHECK(cudaFree(dq));
   CUDA_CHECK(cudaFree(dk));
   CUDA_CHECK(cudaFree(dv));
   CUDA_CHECK(cudaFree(ds));
   CUDA_CHECK(cudaFree(dout));
   CUDA_CHECK(cudaFree(dout_smem));
+  CUDA_CHECK(cudaFree(dsum));
 
   std::printf("%s D=%3d N=%3d\n", type_name<T>(), kD, kN);
   // S reference: Q K^T in double.
@@ -271,8 +299,17 @@ bool run_case(std::mt19937& rng) {
     }
   // O reference: round16(S_gpu) V in double (P rounded exactly as acc_to_a rounds it); the
   // same for the O whose P went through shared memory.
-  Check co, co_smem;
-  for (int r = 0; r < kM; ++r)
+  Check co, co_smem, co_sum;
+  for (int r = 0; r < kM; ++r) {
+    if (kD == 64) {  // the row sums of P: columns 64-71 of the N = 72 product
+      double sum = 0, scale = 0;
+      for (int j = 0; j < kN; ++j) {
+        const double p = from16(to16<T>(hs[r * kN + j]));
+        sum += p;
+        scale += std::fabs(p);
+      }
+      for (int c = 64; c < 72; ++c) co_sum.add(hsum[r * 72 + c], sum, scale, r, c, "row sum of P");
+    }
     for (int c = 0; c < kD; ++c) {
       double ref = 0, scale = 0;
       for (int j = 0; j < kN; ++j) {
@@ -283,13 +320,18 @@ bool run_case(std::mt19937& rng) {
       }
       co.add(ho[r * kD + c], ref, scale, r, c, "O");
       if (kSmemP) co_smem.add(ho_smem[r * kD + c], ref, scale, r, c, "O (P in smem)");
+      if (kD == 64) co_sum.add(hsum[r * 72 + c], ref, scale, r, c, "O beside the row sums");
     }
-  const bool ok = cs.bad == 0 && co.bad == 0 && co_smem.bad == 0;
+  }
+  const bool ok = cs.bad == 0 && co.bad == 0 && co_smem.bad == 0 && co_sum.bad == 0;
   std::printf("  S = Q K^T : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", cs.max_abs, cs.worst_ratio, cs.bad);
   std::printf("  O = P V   : max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co.max_abs, co.worst_ratio, co.bad);
   if (kSmemP)
     std::printf("  O = P V, P from shared memory: max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co_smem.max_abs,
                 co_smem.worst_ratio, co_smem.bad);
+  if (kD == 64)
+    std::printf("  O = P V and row sums (N = 72, ones): max abs err %.3e (worst err/tol %.3f, %ld bad)\n",
+                co_sum.max_abs, co_sum.worst_ratio, co_sum.bad);
   std::printf("  %s\n", ok ? "PASS" : "FAIL");
   return ok;
 }

@@ -54,7 +54,8 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
 }
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2,
-          int kQBuffers_ = 1, bool kAlibiSlice_ = false, int kLagTurns_ = 0, bool kPFromSmem_ = false>
+          int kQBuffers_ = 1, bool kAlibiSlice_ = false, int kLagTurns_ = 0, bool kPFromSmem_ = false,
+          bool kSumByMma_ = false>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kConsumerWGs = kConsumerWGs_;  // consumer warpgroups, 64 query rows each
@@ -132,11 +133,17 @@ struct Sm90Config {
   static constexpr int kTileBytes = kRingBytes + kConsumerWGs * kPBytes;
   // AlibiSlice policies: the ALiBi slice's key tile (sm90/alibi_slice.cuh) after the tiles.
   static constexpr int kAlibiKeysBytes = kAlibiSlice_ ? sm90::alibi_keys_bytes<kBlockN>() : 0;
+  // Row sums by the tensor cores (Sm90Tiles::kSumByMma): O += P V runs with N = head_dim + 8,
+  // whose last 8 columns read 16 rows of ones (sm90::desc_mnmajor_ones) after the tiles.
+  static constexpr bool kSumByMma = kSumByMma_;
+  static_assert(!kSumByMma || (kHeadDim == 64 && !kAlibiSlice_ && !kPFromSmem_),
+                "V in one column block, then the ones");
+  static constexpr int kOnesBytes = kSumByMma ? 16 * sm90::kSwizzleRowBytes : 0;
   // Per Q buffer full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full,
   // K empty].
   static constexpr int kBarrierBytes = 8 * (2 * kQBuffers + (kSplitKV ? 4 : 2) * kStages);
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
-  static constexpr int kSmemBytes = kTileBytes + kAlibiKeysBytes + kBarrierBytes + 1024;
+  static constexpr int kSmemBytes = kTileBytes + kAlibiKeysBytes + kOnesBytes + kBarrierBytes + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory a Hopper CTA may have");
   // The plain kernel's epilogue stages O in shared memory (over Q, and past it into the K/V
   // ring, free by then) in rows of a multiple of 64 elements: the staging swizzle XORs the
@@ -186,6 +193,13 @@ struct Sm90Tiles {
   // which only the row's end reads, fit too).
   static constexpr bool kWide = kTmaOnly && !P::kIndexedKV && !P::kScoreMods;
   static constexpr bool kPFromSmem = kWide && kNonCausal && kHeadDim == 96;
+  // Row sums by the tensor cores in the persistent kernel at head_dim 64, plain scores: O += P V
+  // with 8 more columns, of ones (Sm90Config::kSumByMma), adds up each row's P, and the softmax
+  // drops its adds (64 of a K/V tile's ~500 instructions per thread, where the softmax is bound
+  // by issue slots) for 12.5% more P V work. H200, 2026-12-03 (docs/benchmarks.md): non-causal
+  // 512 and 1k tokens +5-6%, causal +0.5-2.5%; in the TMA-only instance (2k tokens and up;
+  // 24 bytes of spills beside its third consumer) 1-5% slower.
+  static constexpr bool kSumByMma = kPersistent && kHeadDim == 64 && !P::kAny;
   static constexpr int kConsumerWGs = kWide && (kHeadDim == 64 || kPFromSmem) ? 3 : 2;
   static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
                                  : kHeadDim == 192          ? 112
@@ -222,7 +236,7 @@ template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P, bool kNonCausa
           class Tiles = Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P, kNonCausal>>
 using Sm90PrefillConfig =
     Sm90Config<kHeadDim, Tiles::kBlockN, Tiles::kStages, kPersistent, kTmaOnly, Tiles::kConsumerWGs, Tiles::kQBuffers,
-               P::kAlibiSlice, Tiles::kLagTurns, Tiles::kPFromSmem>;
+               P::kAlibiSlice, Tiles::kLagTurns, Tiles::kPFromSmem, Tiles::kSumByMma>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
 template <typename T, typename Cfg, class P>
@@ -256,7 +270,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // kSplitKV also "V landed" / "K done with", else those are the same two barriers (the
   // stage's K and V land and free together).
   const uint32_t alibi_keys = smem_base + Cfg::kTileBytes;  // AlibiSlice: the slice's key tile
-  const uint32_t bars = alibi_keys + Cfg::kAlibiKeysBytes, stage_bars = bars + 16 * kQBuffers;
+  const uint32_t ones = alibi_keys + Cfg::kAlibiKeysBytes;  // kSumByMma: V's extra columns
+  const uint32_t bars = ones + Cfg::kOnesBytes, stage_bars = bars + 16 * kQBuffers;
   auto bar_q_full = [&](int buffer) { return bars + 16 * buffer; };
   auto bar_q_empty = [&](int buffer) { return bars + 16 * buffer + 8; };
   auto bar_k_full = [&](int stage) { return stage_bars + 8 * stage; };
@@ -306,6 +321,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   }
   if constexpr (P::kAlibiSlice) {  // read by the consumers' wgmma: through the async proxy
     sm90::write_alibi_keys<T, kBlockN>(smem + Cfg::kTileBytes, tid, Cfg::kNThreads);
+    sm90::fence_proxy_async_smem();
+  }
+  if constexpr (Cfg::kSumByMma) {  // likewise: 1.0 in both 16-bit types' bits, 4 bytes a store
+    const uint32_t one = std::is_same<T, half>::value ? 0x3C003C00u : 0x3F803F80u;
+    uint32_t* words = reinterpret_cast<uint32_t*>(smem + Cfg::kTileBytes + Cfg::kAlibiKeysBytes);
+    for (int i = tid; i < Cfg::kOnesBytes / 4; i += Cfg::kNThreads) words[i] = one;
     sm90::fence_proxy_async_smem();
   }
   __syncthreads();
@@ -402,10 +423,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   const int tile_row = (ctid / 32) * 16 + lane / 4;     // this thread's first row (and +8)
   uint32_t sQ_rows = sQ(0) + consumer * 64 * kSwizzle;  // this consumer's Q rows in the work tile's buffer
 
-  float acc_o[kNTilesO][4];
+  // O, and with kSumByMma one more n8 tile: the row sums of P, rescaled with O (its 4 values are
+  // the row sums of this thread's two rows, each twice).
+  constexpr int kNTilesAcc = kNTilesO + (Cfg::kSumByMma ? 1 : 0);
+  float acc_o[kNTilesAcc][4];
   float row_max[2], row_sum[2];
   // wgmma takes accumulators as flat register arrays; same registers, same order.
-  float (&o_flat)[kNTilesO * 4] = *reinterpret_cast<float (*)[kNTilesO * 4]>(&acc_o[0][0]);
+  float (&o_flat)[kNTilesAcc * 4] = *reinterpret_cast<float (*)[kNTilesAcc * 4]>(&acc_o[0][0]);
+  float (&o_tiles)[kNTilesO][4] = *reinterpret_cast<float (*)[kNTilesO][4]>(&acc_o[0][0]);
   float acc_s[kNTilesS][4];
   float (&s_flat)[kNTilesS * 4] = *reinterpret_cast<float (*)[kNTilesS * 4]>(&acc_s[0][0]);
   // P of the previous tile, the A operand of O += P V: in registers, or (Cfg::kPFromSmem) in
@@ -458,7 +483,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto issue_pv = [&](int it) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t v_desc = sm90::desc_mnmajor<kBlockN, kSwizzle, kDescByAdd>(sV(it % kStages), kk);
+      const uint64_t v_desc = Cfg::kSumByMma ? sm90::desc_mnmajor_ones(sV(it % kStages), ones, kk)
+                                             : sm90::desc_mnmajor<kBlockN, kSwizzle, kDescByAdd>(sV(it % kStages), kk);
       if constexpr (kPFromSmem)
         sm90::wgmma_pv_ss<T>(o_flat, sm90::desc_kmajor<64, Cfg::kPSwizzle>(sP, kk), v_desc);
       else
@@ -509,10 +535,16 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto finish_and_store = [&](const CtaWork& w) {
     float lse[2];
     float sink_buffer[2];
-    finish_rows(acc_o, row_max, row_sum, p.lse_scale, lse,
+    // kSumByMma: each of a row's 4 lanes holds the row's whole sum, and finish_rows adds the 4
+    // lanes' parts: a quarter each (exact in binary) adds back up to the sum exactly.
+    if constexpr (Cfg::kSumByMma) {
+      row_sum[0] = 0.25f * acc_o[kNTilesO][0];
+      row_sum[1] = 0.25f * acc_o[kNTilesO][2];
+    }
+    finish_rows(o_tiles, row_max, row_sum, p.lse_scale, lse,
                 P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
     store_lse(p, w, lse, tile_row, lane);
-    if (Cfg::kPersistent) store_output_rows<T>(p, w, acc_o, tile_row, lane);
+    if (Cfg::kPersistent) store_output_rows<T>(p, w, o_tiles, tile_row, lane);
   };
   // Persistent kernel at head_dim 96, plain scores: a work tile's epilogue waits until the next
   // tile's first S = Q K^T is issued and runs beside it. The consumers take turns on the tensor
@@ -549,7 +581,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   };
   auto start_rows = [&](bool bounded) {
 #pragma unroll
-    for (int j = 0; j < kNTilesO; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
+    for (int j = 0; j < kNTilesAcc; ++j) acc_o[j][0] = acc_o[j][1] = acc_o[j][2] = acc_o[j][3] = 0.f;
     row_max[0] = row_max[1] = bounded ? p.logit_offset : -INFINITY;
     row_sum[0] = row_sum[1] = 0.f;
   };
@@ -594,7 +626,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       } else {
         float bias[2];
         scores_to_logits<P>(acc_s, p, w, tile, rows, tile_row, lane, bias);
-        rescale = softmax_step<P::kAlibi, kLazyMax>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
+        rescale =
+            softmax_step<P::kAlibi, kLazyMax, Cfg::kSumByMma>(acc_s, row_max, row_sum, p.scale_log2, correction, bias);
       }
       if (Cfg::kPersistent && i == n_tiles - 1) release(bar_q_empty(q_buffer));  // last Q K^T ran: Q may be replaced
       return rescale;
@@ -669,7 +702,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // tiles have all been consumed) for 16-byte coalesced stores.
     T* staging = reinterpret_cast<T*>(smem);
     sm90::named_barrier_sync(kBarConsumers, kConsumers);  // every consumer is done reading Q, K, V
-    stage_output<T, Cfg::kOutputPitch>(staging, acc_o, tile_row, lane);
+    stage_output<T, Cfg::kOutputPitch>(staging, o_tiles, tile_row, lane);
     sm90::named_barrier_sync(kBarConsumers, kConsumers);
     store_output<T, Cfg::kOutputPitch, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
   });

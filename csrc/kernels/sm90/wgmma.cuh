@@ -190,6 +190,20 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
   return slice_desc<kSwizzle, kByAdd>(tile, kk * 16 * kSwizzle, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle);
 }
 
+// The same B with 8 more columns, all ones, for O += P V at head_dim 64 with N = 72: the
+// accumulator's last n8 tile then holds each row's sum of P (the row sum of the softmax, summed
+// by the tensor cores instead of the softmax's adds). V fills the first column block; the
+// second, which LBO reaches from each slice's start, is `ones`: 16 rows of 128 bytes of ones
+// (every k16 slice reads the same 2 KB, so LBO shrinks by a slice's bytes from slice to slice).
+// One add per slice from the tile's descriptor, like desc_advance: the start address field
+// grows by a slice and the LBO field, bits 16-29 of the same word, falls by one.
+__device__ __forceinline__ uint64_t desc_mnmajor_ones(uint32_t tile, uint32_t ones, int kk) {
+  constexpr uint32_t kSlice = 16 * kSwizzleRowBytes >> 4;  // a k16 slice of keys, in 16-byte units
+  const uint64_t desc = make_desc<kSwizzleRowBytes>(tile, ones - tile, kSwizzleAtomBytes);
+  const uint32_t lo = static_cast<uint32_t>(desc) + kk * kSlice - ((kk * kSlice) << 16);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
+}
+
 // ---------------------------------------------------------------------------------------
 // Register layouts
 // ---------------------------------------------------------------------------------------
@@ -297,6 +311,7 @@ __device__ __forceinline__ void fence_operand(uint32_t (&r)[kN]) {
 #define FF_SM90_R2 FF_SM90_R1 ", %8, %9, %10, %11, %12, %13, %14, %15"
 #define FF_SM90_R3 FF_SM90_R2 ", %16, %17, %18, %19, %20, %21, %22, %23"
 #define FF_SM90_R4 FF_SM90_R3 ", %24, %25, %26, %27, %28, %29, %30, %31"
+#define FF_SM90_R4H FF_SM90_R4 ", %32, %33, %34, %35"
 #define FF_SM90_R5 FF_SM90_R4 ", %32, %33, %34, %35, %36, %37, %38, %39"
 #define FF_SM90_R6 FF_SM90_R5 ", %40, %41, %42, %43, %44, %45, %46, %47"
 #define FF_SM90_R7 FF_SM90_R6 ", %48, %49, %50, %51, %52, %53, %54, %55"
@@ -316,6 +331,7 @@ __device__ __forceinline__ void fence_operand(uint32_t (&r)[kN]) {
   FF_SM90_O2(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
 #define FF_SM90_O4(d) \
   FF_SM90_O3(d), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define FF_SM90_O4H(d) FF_SM90_O4(d), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
 #define FF_SM90_O5(d) \
   FF_SM90_O4(d), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
 #define FF_SM90_O6(d) \
@@ -407,7 +423,8 @@ struct Wgmma;  // defined below for each N a kernel uses
 #define FF_SM90_MMA_BODY(BF16_STMT, F16_STMT) __trap();
 #endif
 
-// N, GROUPS = N / 16, then the operand numbers N/2 .. N/2 + 5 (decimal literals).
+// N, GROUPS = N / 16 (4H: four and a half, the 36 registers of N = 72), then the operand
+// numbers N/2 .. N/2 + 5 (decimal literals).
 #define FF_SM90_DEFINE_WGMMA(N, GROUPS, I0, I1, I2, I3, I4, I5)                                                       \
   template <>                                                                                                         \
   struct Wgmma<N> {                                                                                                   \
@@ -445,6 +462,7 @@ struct Wgmma;  // defined below for each N a kernel uses
   };
 
 FF_SM90_DEFINE_WGMMA(64, 4, 32, 33, 34, 35, 36, 37)
+FF_SM90_DEFINE_WGMMA(72, 4H, 36, 37, 38, 39, 40, 41)
 FF_SM90_DEFINE_WGMMA(80, 5, 40, 41, 42, 43, 44, 45)
 FF_SM90_DEFINE_WGMMA(96, 6, 48, 49, 50, 51, 52, 53)
 FF_SM90_DEFINE_WGMMA(112, 7, 56, 57, 58, 59, 60, 61)
@@ -487,6 +505,8 @@ __device__ __forceinline__ void wgmma_qk_rs(float (&d)[kAcc], const uint32_t (&a
 #undef FF_SM90_O3
 #undef FF_SM90_R4
 #undef FF_SM90_O4
+#undef FF_SM90_R4H
+#undef FF_SM90_O4H
 #undef FF_SM90_R5
 #undef FF_SM90_O5
 #undef FF_SM90_R6
