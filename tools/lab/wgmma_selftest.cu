@@ -77,11 +77,8 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
   // head_dim 64: 16 rows of ones after the tiles, V's extra columns in O += P V with N = 72
   // (sm90::desc_mnmajor_ones).
   const uint32_t ones = sV + sm90::tile_bytes(kN, kD) + (kN % 32 == 0 ? sm90::tile_bytes(kM, kN) : 0);
-  if constexpr (kD == 64) {
-    uint32_t* words = reinterpret_cast<uint32_t*>(smem_raw + (ones - ff::smem_addr(smem_raw)));
-    const uint32_t one = std::is_same<T, half>::value ? 0x3C003C00u : 0x3F803F80u;
-    for (int i = threadIdx.x; i < 16 * sm90::kSwizzleRowBytes / 4; i += kThreads) words[i] = one;
-  }
+  if constexpr (kD == 64)
+    sm90::fill_ones<T>(smem_raw + (ones - ff::smem_addr(smem_raw)), 16 * sm90::kSwizzleRowBytes, threadIdx.x, kThreads);
   ff::cp_async_commit();
   ff::cp_async_wait<0>();
   sm90::fence_proxy_async_smem();  // cp.async writes -> visible to the async proxy

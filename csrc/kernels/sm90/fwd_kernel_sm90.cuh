@@ -323,10 +323,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     sm90::write_alibi_keys<T, kBlockN>(smem + Cfg::kTileBytes, tid, Cfg::kNThreads);
     sm90::fence_proxy_async_smem();
   }
-  if constexpr (Cfg::kSumByMma) {  // likewise: 1.0 in both 16-bit types' bits, 4 bytes a store
-    const uint32_t one = std::is_same<T, half>::value ? 0x3C003C00u : 0x3F803F80u;
-    uint32_t* words = reinterpret_cast<uint32_t*>(smem + Cfg::kTileBytes + Cfg::kAlibiKeysBytes);
-    for (int i = tid; i < Cfg::kOnesBytes / 4; i += Cfg::kNThreads) words[i] = one;
+  if constexpr (Cfg::kSumByMma) {  // likewise
+    sm90::fill_ones<T>(smem + Cfg::kTileBytes + Cfg::kAlibiKeysBytes, Cfg::kOnesBytes, tid, Cfg::kNThreads);
     sm90::fence_proxy_async_smem();
   }
   __syncthreads();

@@ -204,6 +204,16 @@ __device__ __forceinline__ uint64_t desc_mnmajor_ones(uint32_t tile, uint32_t on
   return (desc & 0xFFFFFFFF00000000ull) | lo;
 }
 
+// The ones desc_mnmajor_ones reads: `bytes` of 16-bit 1.0 at `smem`, written by `threads` threads
+// (thread `tid` of them). Generic-proxy writes: each writer runs fence_proxy_async_smem() and a
+// barrier follows before any wgmma reads them.
+template <typename T>
+__device__ __forceinline__ void fill_ones(unsigned char* smem, int bytes, int tid, int threads) {
+  const uint32_t one = std::is_same<T, half>::value ? 0x3C003C00u : 0x3F803F80u;  // two 16-bit 1.0s
+  uint32_t* words = reinterpret_cast<uint32_t*>(smem);
+  for (int i = tid; i < bytes / 4; i += threads) words[i] = one;
+}
+
 // ---------------------------------------------------------------------------------------
 // Register layouts
 // ---------------------------------------------------------------------------------------
