@@ -746,14 +746,18 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kN
 // score makes l NaN, and the row NaN: bad data is never turned into 0. With `sinks` (variant
 // kernels, base-2 running max) each row's head's sink joins its denominator; only the last
 // merge of a row may add it (split partials and a decode CTA's warps leave it out).
-template <int kNO>
+// kSumsWhole: each of a row's 4 lanes already holds the whole row sum (the Hopper kernel's
+// kSumByMma), so the 4 lanes' parts are not added.
+template <bool kSumsWhole = false, int kNO>
 __device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2], const float (&row_sum)[2],
                                             float scale, float (&lse)[2], const float* sinks = nullptr) {
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
     float l = row_sum[hi];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if constexpr (!kSumsWhole) {
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+    }
     float mx = row_max[hi] * scale, keep = 1.f;  // natural log from here
     if (sinks != nullptr) keep = join_sink(sinks[hi], mx, l);
     const bool empty = l == 0.f;

@@ -533,14 +533,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto finish_and_store = [&](const CtaWork& w) {
     float lse[2];
     float sink_buffer[2];
-    // kSumByMma: each of a row's 4 lanes holds the row's whole sum, and finish_rows adds the 4
-    // lanes' parts: a quarter each (exact in binary) adds back up to the sum exactly.
+    // kSumByMma: each of a row's 4 lanes holds the row's whole sum, in the extra n8 tile.
     if constexpr (Cfg::kSumByMma) {
-      row_sum[0] = 0.25f * acc_o[kNTilesO][0];
-      row_sum[1] = 0.25f * acc_o[kNTilesO][2];
+      row_sum[0] = acc_o[kNTilesO][0];
+      row_sum[1] = acc_o[kNTilesO][2];
     }
-    finish_rows(o_tiles, row_max, row_sum, p.lse_scale, lse,
-                P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
+    finish_rows<Cfg::kSumByMma>(o_tiles, row_max, row_sum, p.lse_scale, lse,
+                                P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
     store_lse(p, w, lse, tile_row, lane);
     if (Cfg::kPersistent) store_output_rows<T>(p, w, o_tiles, tile_row, lane);
   };
