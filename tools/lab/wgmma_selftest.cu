@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
   // (sm90::desc_mnmajor_ones).
   const uint32_t ones = sV + sm90::tile_bytes(kN, kD) + (kN % 32 == 0 ? sm90::tile_bytes(kM, kN) : 0);
   if constexpr (kD == 64)
-    sm90::fill_ones<T>(smem_raw + (ones - ff::smem_addr(smem_raw)), 16 * sm90::kSwizzleRowBytes, threadIdx.x, kThreads);
+    sm90::fill_ones<T>(smem_raw + (ones - ff::smem_addr(smem_raw)), sm90::kOnesBytes, threadIdx.x, kThreads);
   ff::cp_async_commit();
   ff::cp_async_wait<0>();
   sm90::fence_proxy_async_smem();  // cp.async writes -> visible to the async proxy
@@ -261,7 +261,7 @@ bool run_case(std::mt19937& rng) {
   CUDA_CHECK(cudaMemset(dsum, 0xFF, kM * 72 * sizeof(float)));
 
   const size_t smem = sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) +
-                      (kSmemP ? sm90::tile_bytes(kM, kN) : 0) + 1024 + (kD == 64 ? 16 * sm90::kSwizzleRowBytes : 0);
+                      (kSmemP ? sm90::tile_bytes(kM, kN) : 0) + 1024 + (kD == 64 ? sm90::kOnesBytes : 0);
   auto kernel = selftest_kernel<T, kD, kN>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout, dout_smem, dsum);

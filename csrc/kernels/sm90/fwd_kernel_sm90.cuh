@@ -138,7 +138,7 @@ struct Sm90Config {
   static constexpr bool kSumByMma = kSumByMma_;
   static_assert(!kSumByMma || (kHeadDim == 64 && !kAlibiSlice_ && !kPFromSmem_),
                 "V in one column block, then the ones");
-  static constexpr int kOnesBytes = kSumByMma ? 16 * sm90::kSwizzleRowBytes : 0;
+  static constexpr int kOnesBytes = kSumByMma ? sm90::kOnesBytes : 0;
   // Per Q buffer full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full,
   // K empty].
   static constexpr int kBarrierBytes = 8 * (2 * kQBuffers + (kSplitKV ? 4 : 2) * kStages);

@@ -197,8 +197,9 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
 // (every k16 slice reads the same 2 KB, so LBO shrinks by a slice's bytes from slice to slice).
 // One add per slice from the tile's descriptor, like desc_advance: the start address field
 // grows by a slice and the LBO field, bits 16-29 of the same word, falls by one.
+constexpr int kOnesBytes = 16 * kSwizzleRowBytes;  // the ones it reads: one k16 slice, 2 KB
 __device__ __forceinline__ uint64_t desc_mnmajor_ones(uint32_t tile, uint32_t ones, int kk) {
-  constexpr uint32_t kSlice = 16 * kSwizzleRowBytes >> 4;  // a k16 slice of keys, in 16-byte units
+  constexpr uint32_t kSlice = kOnesBytes >> 4;  // a k16 slice of keys, in 16-byte units
   const uint64_t desc = make_desc<kSwizzleRowBytes>(tile, ones - tile, kSwizzleAtomBytes);
   const uint32_t lo = static_cast<uint32_t>(desc) + kk * kSlice - ((kk * kSlice) << 16);
   return (desc & 0xFFFFFFFF00000000ull) | lo;
