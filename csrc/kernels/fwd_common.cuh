@@ -747,7 +747,8 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kN
 // kernels, base-2 running max) each row's head's sink joins its denominator; only the last
 // merge of a row may add it (split partials and a decode CTA's warps leave it out).
 // kSumsWhole: each of a row's 4 lanes already holds the whole row sum (the Hopper kernel's
-// kSumByMma), so the 4 lanes' parts are not added.
+// kSumByMma), so the 4 lanes' parts are not added. The log is the special-function unit's, as
+// in lse_merge.cuh: this runs once per work tile, in its epilogue.
 template <bool kSumsWhole = false, int kNO>
 __device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2], const float (&row_sum)[2],
                                             float scale, float (&lse)[2], const float* sinks = nullptr) {
@@ -762,7 +763,7 @@ __device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&ro
     if (sinks != nullptr) keep = join_sink(sinks[hi], mx, l);
     const bool empty = l == 0.f;
     const float inv = empty ? 0.f : keep / l;
-    lse[hi] = empty ? -INFINITY : mx + logf(l);
+    lse[hi] = empty ? -INFINITY : mx + __logf(l);
 #pragma unroll
     for (int j = 0; j < kNO; ++j) {
       o[j][hi * 2] *= inv;

@@ -304,6 +304,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // only where it did).
   const bool tma = Cfg::kTmaOnly || p.tma;
   if (tid == 0) {
+    if (tma) {  // the maps into the SM's descriptor cache while the barriers are set up
+      sm90::prefetch_tma_map(&p.tma_q);
+      sm90::prefetch_tma_map(&p.tma_k);
+      sm90::prefetch_tma_map(&p.tma_v);
+    }
     const int copiers = tma ? 1 : Cfg::kCopyThreads;  // arrivals that fill a stage
     for (int b = 0; b < kQBuffers; ++b) {
       sm90::mbar_init(bar_q_full(b), copiers);

@@ -68,6 +68,13 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
   asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
                : "memory");
 }
+// Fetches a tensor map into the SM's descriptor cache before the first load that reads it, so
+// that a CTA's first tiles (Q, K[0], on its critical path) do not also wait for the map. What
+// CUTLASS-style kernels do; on the H200 its effect was inside the A/B spread (docs/benchmarks.md,
+// 2026-12-03).
+__device__ __forceinline__ void prefetch_tma_map(const void* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(map) : "memory");
+}
 // `map` is the generic address of a tensor map in kernel parameter space (a __grid_constant__
 // FwdParams member); coordinates innermost first, in elements.
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2,
