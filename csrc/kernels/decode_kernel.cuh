@@ -7,7 +7,7 @@
 //     wait K; issue V load       S = Q K^T                (warp_mma.cuh)
 //     mask (tiles that cross the sequence end or the causal diagonal)
 //     wait V; issue next K load  online softmax, O += P V
-//   the W warps' normalised partials (O, LSE) merged in shared memory, in warp order, then
+//   the W warps' partials (O, row max and sum) merged in shared memory, in warp order, then
 //     one split:                 O and LSE to global memory
 //     splits + combine kernel:   this split's partial to the workspace
 //     Hopper, splits in cluster: merged across the cluster (sm90/cluster_combine.cuh)
@@ -192,13 +192,22 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     pv_accumulate<T, 1, kBlockN, kHeadDim>(acc_o, acc_s, v_frag);
   }
 
-  // ---- merge the warps' partials (a warp that saw no key has LSE -inf: weight 0) ----
-  float lse[2];
-  finish_rows(acc_o[0], row_max, row_sum, p.lse_scale, lse);  // the sink joins in the last merge
+  // ---- merge the warps' partials (a warp that saw no key has max -inf: weight 0) ----
+  // Each warp leaves its O unnormalised, with its rows' max (natural log) and sum; every row's
+  // merge factors (the warps' weights over the merged sum, the sink joined where this is the
+  // row's last merge) are computed once, by one thread per row, and the merge of each column
+  // quad is then a weighted sum. The merge is the tail of every decode CTA, run once no load is
+  // left to hide it, so each of its instructions adds to the step. Against normalising each
+  // warp's rows and weighing every quad again (231 -> 127 instructions per pass of the loop
+  // below; 160 -> 135 registers, set by this tail): one sequence over 4k keys 10.6 -> 10.2 us,
+  // batch 4 over 4k 22.9-23.0 -> 22.5, pages of 16 over 4k keys 9.9 -> 9.3 (H200, 2026-12-03,
+  // docs/benchmarks.md).
   constexpr int kPartialPitch = Cfg::kPartialPitch;
   float* part_o = reinterpret_cast<float*>(smem_raw);           // [kWarps][kBlockM][kPartialPitch]
-  float* part_lse = part_o + kWarps * kBlockM * kPartialPitch;  // [kWarps][kBlockM]
-  float* merged_lse_rows = part_lse + kWarps * kBlockM;         // [kBlockM]
+  float* part_max = part_o + kWarps * kBlockM * kPartialPitch;  // [kWarps][kBlockM]
+  float* part_sum = part_max + kWarps * kBlockM;                // [kWarps][kBlockM]
+  float* factors = part_sum + kWarps * kBlockM;                 // [kWarps][kBlockM]
+  float* merged_lse_rows = factors + kWarps * kBlockM;          // [kBlockM]
   __syncthreads();  // every warp is done with Q and its K/V tiles: the partials go there
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
@@ -207,7 +216,33 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 #pragma unroll
     for (int j = 0; j < kNTilesO; ++j)
       *reinterpret_cast<float2*>(dst + j * 8) = make_float2(acc_o[0][j][hi * 2], acc_o[0][j][hi * 2 + 1]);
-    if (lane % 4 == 0) part_lse[warp * kBlockM + row] = lse[hi];
+    float l = row_sum[hi];  // this lane's part of the row's sum: the row's 4 lanes add theirs
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (lane % 4 == 0) {
+      part_max[warp * kBlockM + row] = row_max[hi] * p.lse_scale;  // -inf where no key
+      part_sum[warp * kBlockM + row] = l;
+    }
+  }
+  __syncthreads();
+  if (tid < kBlockM) {  // row tid's factors: O = sum_s exp(m_s - mx) O_s / sum_s exp(m_s - mx) l_s
+    const int row = tid;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int s = 0; s < kWarps; ++s) mx = fmaxf(mx, part_max[s * kBlockM + row]);
+    float weight[kWarps], sum = 0.f;
+#pragma unroll
+    for (int s = 0; s < kWarps; ++s) {
+      weight[s] = merge_weight(part_max[s * kBlockM + row], mx);
+      sum += weight[s] * part_sum[s * kBlockM + row];
+    }
+    float keep = 1.f;  // a sink joins only the row's last merge (no splits after this one)
+    if (P::kSinks && p.sinks != nullptr && p.num_splits == 1 && w.m0 + row < w.rows)
+      keep = join_sink(p.sinks[row_target(p, w, row).head], mx, sum);
+    const float inv = sum != 0.f ? keep / sum : 0.f;  // a NaN sum stays NaN
+#pragma unroll
+    for (int s = 0; s < kWarps; ++s) factors[s * kBlockM + row] = weight[s] * inv;
+    merged_lse_rows[row] = merged_lse(mx, sum);
   }
   __syncthreads();
 
@@ -215,31 +250,20 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   constexpr int kQuads = kHeadDim / 4;
   for (int i = tid; i < kBlockM * kQuads; i += kNThreads) {
     const int row = i / kQuads, c = i % kQuads;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int s = 0; s < kWarps; ++s) mx = fmaxf(mx, part_lse[s * kBlockM + row]);
-    float sum = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int s = 0; s < kWarps; ++s) {
-      const float weight = merge_weight(part_lse[s * kBlockM + row], mx);
-      if (weight == 0.f) continue;  // a warp that saw no key
-      sum += weight;
+      const float f = factors[s * kBlockM + row];
+      if (f == 0.f) continue;  // a warp that saw no key (or an empty row)
       const float4 x = *reinterpret_cast<const float4*>(part_o + (s * kBlockM + row) * kPartialPitch + c * 4);
-      acc.x = fmaf(weight, x.x, acc.x), acc.y = fmaf(weight, x.y, acc.y);
-      acc.z = fmaf(weight, x.z, acc.z), acc.w = fmaf(weight, x.w, acc.w);
+      acc.x = fmaf(f, x.x, acc.x), acc.y = fmaf(f, x.y, acc.y);
+      acc.z = fmaf(f, x.z, acc.z), acc.w = fmaf(f, x.w, acc.w);
     }
-    float keep = 1.f;  // a sink joins only the row's last merge (no splits after this one)
-    if (P::kSinks && p.sinks != nullptr && p.num_splits == 1 && w.m0 + row < w.rows)
-      keep = join_sink(p.sinks[row_target(p, w, row).head], mx, sum);
-    const float inv = sum != 0.f ? keep / sum : 0.f;
-    acc = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-    const float row_lse = merged_lse(mx, sum);
+    const float row_lse = merged_lse_rows[row];
 
     if (p.cluster_combine) {  // into warp 0's slot: only this thread reads or writes (row, c)
       *reinterpret_cast<float4*>(part_o + row * kPartialPitch + c * 4) = acc;
-      if (c == 0) merged_lse_rows[row] = row_lse;
-      continue;
+      continue;  // merged_lse_rows holds the row's LSE
     }
     if (w.m0 + row >= w.rows || c * 4 >= p.head_dim) continue;
     const RowTarget t = row_target(p, w, row);

@@ -70,9 +70,9 @@ struct DecodeTileConfig {
   static constexpr int kSmemQElems = kBlockM * kRowPitch;
   static constexpr int kSmemKVElems = kBlockN * kRowPitch;  // one warp's K (or V) tile
   // The merge reuses the Q and K/V buffers: each warp's fp32 partial O (rows padded by 8
-  // floats against bank conflicts) and LSE, and the merged LSE.
+  // floats against bank conflicts), its rows' max, sum and merge factor, and the merged LSE.
   static constexpr int kPartialPitch = kHeadDim + 8;
-  static constexpr int kMergeBytes = (kNWarps * kBlockM * (kPartialPitch + 1) + kBlockM) * 4;
+  static constexpr int kMergeBytes = (kNWarps * kBlockM * (kPartialPitch + 3) + kBlockM) * 4;
   static constexpr int kTileBytes = (kSmemQElems + 2 * kNWarps * kSmemKVElems) * 2;
   static constexpr int kSmemBytes = kTileBytes > kMergeBytes ? kTileBytes : kMergeBytes;
   static_assert(kSmemBytes <= (kHopperOnly ? kHopperSmemOptin : kSmallestSmemOptin), "a CTA fits its GPUs");
