@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   T* out = static_cast<T*>(p.out) + out_offset + c * 4;
   out[0] = static_cast<T>(acc.x * inv), out[1] = static_cast<T>(acc.y * inv);
   out[2] = static_cast<T>(acc.z * inv), out[3] = static_cast<T>(acc.w * inv);
-  if (p.lse != nullptr && tid == 0) p.lse[row] = empty ? -INFINITY : mx + __logf(sum);
+  if (p.lse != nullptr && tid == 0) p.lse[row] = merged_lse(mx, sum);
 }
 
 }  // namespace forge_flash

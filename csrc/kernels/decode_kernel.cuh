@@ -216,9 +216,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 #pragma unroll
     for (int j = 0; j < kNTilesO; ++j)
       *reinterpret_cast<float2*>(dst + j * 8) = make_float2(acc_o[0][j][hi * 2], acc_o[0][j][hi * 2 + 1]);
-    float l = row_sum[hi];  // this lane's part of the row's sum: the row's 4 lanes add theirs
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float l = quad_sum(row_sum[hi]);
     if (lane % 4 == 0) {
       part_max[warp * kBlockM + row] = row_max[hi] * p.lse_scale;  // -inf where no key
       part_sum[warp * kBlockM + row] = l;

@@ -742,6 +742,12 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&o)[kN
   rescale_rows(o, correction);
 }
 
+// A row's sum from its 4 lanes' parts: an m16n8 accumulator spreads each row over a quad.
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
 // O /= l and LSE = max * scale + log(l); a row that saw no key gets O = 0, LSE = -inf. A NaN
 // score makes l NaN, and the row NaN: bad data is never turned into 0. With `sinks` (variant
 // kernels, base-2 running max) each row's head's sink joins its denominator; only the last
@@ -754,11 +760,7 @@ __device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&ro
                                             float scale, float (&lse)[2], const float* sinks = nullptr) {
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
-    float l = row_sum[hi];
-    if constexpr (!kSumsWhole) {
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-    }
+    float l = kSumsWhole ? row_sum[hi] : quad_sum(row_sum[hi]);
     float mx = row_max[hi] * scale, keep = 1.f;  // natural log from here
     if (sinks != nullptr) keep = join_sink(sinks[hi], mx, l);
     const bool empty = l == 0.f;
