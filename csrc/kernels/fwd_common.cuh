@@ -429,20 +429,71 @@ __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWor
   return n0 + block_n > w.seq.seqlen_k || (p.is_causal && n0 + block_n - 1 > w.diag_first);
 }
 
+// -inf for the scores of row `hi` whose keys lie outside [lo, end). A thread holds keys
+// first + 8 j + e (e = 0, 1) of each row of an m16 slice, first = n0 + 2 (lane % 4).
+//
+// On sm_90 as bits: in the order b = 2 j + e the offsets 8 j + e rise, so the kept keys are the
+// bits from columns_below(lo - first) to columns_below(end - first), and ptxas moves 7 bits at
+// once into predicates (R2P). A score then costs one FSEL, not an add, a compare and the FSEL:
+// the masked path of a 128-key tile is 43-52 SASS instructions shorter in the Hopper instances
+// (sm_90a, CUDA 13.0), and the AllVariants TMA-only instance at head_dim 128 drops its 72 bytes
+// of spills (7 reloads per K/V tile). Elsewhere a compare per score: on sm_80 the SM80 kernel,
+// at 255 registers, spilled a K/V address for the counts (24 bytes, a reload per K/V tile), and
+// the decode kernel's 32-key tiles (kNT 4) gain little while the bits cost its 3-warp paged
+// instance at head_dim 64 two registers (127 -> 129: 4 CTAs per SM instead of 5). Measured on
+// the H200 (2026-12-03, docs/benchmarks.md): causal head_dim 64 at 512-1k tokens +1-2%, a
+// gpt-oss-like window of 128 with sinks 4-5% less time, the window of 4096 over 32k tokens
+// 1% less; unmasked rows level. The BandSinks instance at head_dim 64 (160 registers) now
+// reloads 3 spilled values per K/V tile; its window call is faster all the same.
+__device__ __forceinline__ int columns_below(int offset) {
+  offset = max(offset, 0);
+  return 2 * (offset >> 3) + min(offset & 7, 2);
+}
+template <int kNT>
+__device__ __forceinline__ void keep_keys(float (&s)[kNT][4], int hi, int first, int lo, int end) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr bool kBits = kNT >= 8;
+#else
+  constexpr bool kBits = false;
+#endif
+  if constexpr (kBits) {
+    constexpr int kWords = (2 * kNT + 31) / 32;
+    const int begin = columns_below(lo - first), stop = columns_below(end - first);
+    uint32_t keep[kWords];
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) {  // the high word of (0 : ~0) << min(n, 32): the first n bits
+      const auto prefix = [&](int n) {
+        return __funnelshift_lc(0xffffffffu, 0u, static_cast<unsigned>(max(n - 32 * i, 0)));
+      };
+      keep[i] = prefix(stop) & ~prefix(begin);
+    }
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int b = 2 * j + e;
+        if (!((keep[b / 32] >> (b % 32)) & 1u)) s[j][hi * 2 + e] = -INFINITY;
+      }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kNT; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        if (first + 8 * j + e < lo || first + 8 * j + e >= end) s[j][hi * 2 + e] = -INFINITY;
+  }
+}
+
 // -inf for keys past the sequence end and keys right of the causal diagonal, for the two
 // rows (tile_row, tile_row + 8) this thread holds of an m16 slice.
 template <int kNT>
 __device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
                                             int tile_row, int lane) {
+  const int first_key = n0 + (lane % 4) * 2;
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
     int key_limit = w.seq.seqlen_k;  // keys >= key_limit are masked
     if (p.is_causal) key_limit = min(key_limit, p.rows_per_query.div(w.m0 + tile_row + 8 * hi) + w.diag + 1);
-#pragma unroll
-    for (int j = 0; j < kNT; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        if (n0 + j * 8 + (lane % 4) * 2 + e >= key_limit) s[j][hi * 2 + e] = -INFINITY;
+    keep_keys(s, hi, first_key, first_key, key_limit);  // no key below the first
   }
 }
 
@@ -482,16 +533,11 @@ __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWor
 template <int kNT>
 __device__ __forceinline__ void mask_band(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w, int n0,
                                           int tile_row, int lane) {
+  const int first_key = n0 + (lane % 4) * 2;
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
     const KeyBand band = key_band(p, w, tile_row + 8 * hi);
-#pragma unroll
-    for (int j = 0; j < kNT; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int key = n0 + j * 8 + (lane % 4) * 2 + e;
-        if (key < band.lo || key > band.hi) s[j][hi * 2 + e] = -INFINITY;
-      }
+    keep_keys(s, hi, first_key, band.lo, band.hi + 1);
   }
 }
 

@@ -1,6 +1,6 @@
 """The variants' costs on a GPU (issue 14's speed targets), beside FA4 where it has them.
 
-    python tools/lab/bench_variants.py [--json PATH] [--parts window scores gemma decode]
+    python tools/lab/bench_variants.py [--json PATH] [--parts window scores gemma decode gpt-oss]
 
 Rows (bf16, one process, CUDA-event medians of fresh-input calls):
 * sliding window 4096 over 32k causal tokens against full causal attention (target >= 4x);
@@ -11,7 +11,9 @@ Rows (bf16, one process, CUDA-event medians of fresh-input calls):
 * where FA4 imports, its own window and softcap rows beside its plain calls (what the same
   variants cost the peer: its ratios, printed as notes);
 * one-query decode with a window of 4096 over a 128k cache against the full cache (it reads
-  only the window's keys), as GPU time from CUDA-graph replays.
+  only the window's keys), as GPU time from CUDA-graph replays;
+* a gpt-oss-like layer (head_dim 64, 64 query / 8 KV heads, 8k causal tokens): sinks over the
+  whole sequence and sinks with a window of 128, beside plain causal attention.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def fa4():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
-    parts = ("window", "scores", "gemma", "decode")
+    parts = ("window", "scores", "gemma", "decode", "gpt-oss")
     parser.add_argument(
         "--parts", nargs="+", choices=parts, default=parts, help="which rows (default: all)"
     )
@@ -133,6 +135,16 @@ def main() -> None:
                     f"n/a: {type(exc).__name__}: {exc}"[:90],
                 )
         del wide
+
+    if "gpt-oss" in args.parts:
+        layer = qkv(2, 8192, 8192, 64, 8, 64)
+        sinks = torch.randn(64, device="cuda")
+        base = attend(layer, causal=True)
+        row("gpt-oss-like hd64 8k causal plain (base)", base)
+        row("gpt-oss-like hd64 8k causal sinks", attend(layer, causal=True, sinks=sinks), base)
+        row("gpt-oss-like hd64 8k causal sinks, window 128",
+            attend(layer, causal=True, sinks=sinks, window_size=(128, 0)), base)  # fmt: skip
+        del layer
 
     if "decode" in args.parts:
         # Decode steps take tens of microseconds, so events around one Python call would time the
