@@ -1,0 +1,58 @@
+"""tools/lab/ncu_stalls.py reads Nsight Compute's source-page CSV: kernel blocks found, stall
+samples summed and shared out by reason and by opcode, predicated instructions named by their
+opcode. A synthetic two-kernel file stands in for a profile (no GPU, no Nsight Compute)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "lab" / "ncu_stalls.py"
+spec = importlib.util.spec_from_file_location("ncu_stalls", SCRIPT)
+ncu_stalls = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ncu_stalls)
+
+HEADER = (
+    '"Address","Source","Warp Stall Sampling (All Samples)","stall_wait","stall_mio",'
+    '"stall_barrier","stall_wait (Not Issued)"\n'
+)
+
+
+def block(name: str, rows: list[tuple[str, str, int, int, int, int]]) -> str:
+    lines = [f'"Kernel Name","{name}"\n', HEADER]
+    for address, source, total, wait, mio, barrier in rows:
+        lines.append(f'"{address}","{source}","{total:,}","{wait}","{mio}","{barrier}","0"\n')
+    return "".join(lines)
+
+
+def test_kernels_and_shares(tmp_path, capsys):
+    path = tmp_path / "src.csv"
+    path.write_text(
+        block("k_softcap", [
+            ("0x10", "MUFU.TANH R1, R2", 3000, 2000, 1000, 0),
+            ("0x20", "@!P0 FFMA R3, R1, R4, R5", 500, 500, 0, 0),
+            ("0x30", "WARPGROUP.DEPBAR.LE gsb0, 0x1", 500, 0, 0, 500),
+        ])
+        + block("k_plain", [("0x10", "MUFU.EX2 R1, R2", 7, 7, 0, 0)])
+    )  # fmt: skip
+    found = ncu_stalls.kernels(str(path))
+    assert [(name, len(rows)) for name, rows in found] == [("k_softcap", 3), ("k_plain", 1)]
+
+    ncu_stalls.report(found[0][1], top=2)
+    out = capsys.readouterr().out
+    assert "4000 samples" in out
+    # 2500 of 4000 samples are waits, 1000 MIO, 500 barrier; MUFU holds 3000 of them.
+    assert "wait                62.5%" in out
+    assert "mio                 25.0%" in out
+    assert "MUFU        75.0%" in out
+    # the guarded FFMA counts as an FFMA, not as "@!P0"
+    assert "FFMA        12.5%" in out
+    top = out.split("instructions with the most samples:")[1]
+    assert top.index("MUFU.TANH") < top.index("FFMA")  # most samples first
+    assert "WARPGROUP" not in top  # only the top 2
+
+
+def test_number_reads_thousands_and_blanks():
+    assert ncu_stalls.number("1,234") == 1234.0
+    assert ncu_stalls.number("") == 0.0
+    assert ncu_stalls.opcode("@!P0  BRA 0x7f57") == "BRA"

@@ -1,0 +1,110 @@
+"""Where a kernel's warps wait, from Nsight Compute's per-instruction stall samples: the share of
+samples per stall reason, per SASS opcode, and the instructions that hold the most.
+
+On the GPU machine, profile with the SourceCounters section and print the source page as CSV:
+
+    ncu --clock-control none --profile-from-start off --section SourceCounters \\
+        -o prof python tools/lab/profile_rows.py --variants
+    ncu -i prof.ncu-rep --page source --csv --print-source sass > src.csv
+
+then, anywhere (no GPU, no Nsight Compute):
+
+    python tools/lab/ncu_stalls.py src.csv            # the kernels in the file, numbered
+    python tools/lab/ncu_stalls.py src.csv 3 --top 30 # kernel 3: reasons, opcodes, top 30
+
+A stall sampled at an instruction is the reason its warp could not issue that instruction: at a
+MUFU, "mio" is the special-function queue being full and "wait" a fixed-latency dependency (the
+FFMA that feeds it); at WARPGROUP.DEPBAR, "barrier" is a consumer waiting for its own wgmma, the
+sign of a kernel the tensor cores pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import io
+
+SAMPLES = "Warp Stall Sampling (All Samples)"
+
+
+def kernels(path: str) -> list[tuple[str, list[dict[str, str]]]]:
+    """The (kernel name, rows) of each kernel block of a source-page CSV."""
+    blocks: list[tuple[str, list[str]]] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith('"Kernel Name"'):
+                blocks.append((next(csv.reader([line]))[1], []))
+            elif blocks:
+                blocks[-1][1].append(line)
+    parsed = []
+    for name, lines in blocks:
+        reader = csv.DictReader(io.StringIO("".join(lines)))
+        parsed.append((name, [row for row in reader if row.get("Address")]))
+    return parsed
+
+
+def number(text: str | None) -> float:
+    try:
+        return float((text or "").replace(",", ""))
+    except ValueError:
+        return 0.0
+
+
+def opcode(source: str) -> str:
+    words = source.split()
+    if words and words[0].startswith("@"):  # a predicate guard
+        words = words[1:]
+    return words[0].split(".")[0] if words else ""
+
+
+def report(rows: list[dict[str, str]], top: int) -> None:
+    reasons = [k for k in rows[0] if k.startswith("stall_") and "(Not" not in k]
+    total = sum(number(r[SAMPLES]) for r in rows) or 1.0
+
+    def share(value: float) -> str:
+        return f"{100 * value / total:5.1f}%"
+
+    by_reason = collections.Counter({k: sum(number(r[k]) for r in rows) for k in reasons})
+    print(f"{int(total)} samples; by reason:")
+    for reason, value in by_reason.most_common(10):
+        print(f"  {reason[6:]:<18} {share(value)}")
+    by_op: collections.Counter[str] = collections.Counter()
+    op_reasons: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for r in rows:
+        op = opcode(r["Source"])
+        by_op[op] += number(r[SAMPLES])
+        for k in reasons:
+            op_reasons[op][k[6:]] += number(r[k])
+    print("by opcode (its three largest reasons):")
+    for op, value in by_op.most_common(15):
+        parts = ", ".join(f"{k} {share(v)}" for k, v in op_reasons[op].most_common(3))
+        print(f"  {op:<10} {share(value)}  {parts}")
+    print(f"the {top} instructions with the most samples:")
+    for r in sorted(rows, key=lambda r: -number(r[SAMPLES]))[:top]:
+        parts = sorted(((number(r[k]), k[6:]) for k in reasons), reverse=True)[:2]
+        why = ", ".join(f"{k} {int(v)}" for v, k in parts if v > 0)
+        source = r["Source"].strip()[:58]
+        print(f"  {r['Address'][-6:]:>6} {share(number(r[SAMPLES]))} {source:<58} {why}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csv", help="ncu --page source --csv --print-source sass output")
+    parser.add_argument(
+        "kernel", nargs="?", type=int, help="which kernel block (default: list them)"
+    )
+    parser.add_argument("--top", type=int, default=20, help="instructions to list")
+    args = parser.parse_args()
+    found = kernels(args.csv)
+    if args.kernel is None:
+        for i, (name, rows) in enumerate(found):
+            print(f"{i}: {len(rows)} instructions, {name[:150]}")
+        return
+    name, rows = found[args.kernel]
+    print(name[:200])
+    report(rows, args.top)
+
+
+if __name__ == "__main__":
+    main()
