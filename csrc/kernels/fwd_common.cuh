@@ -696,6 +696,11 @@ __device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdPa
 // S -> P = exp2(S * scale - offset) for one of a thread's two rows (`hi`) of an m16 slice;
 // returns the row's sum of P over this thread's columns. Both softmax forms share it: the
 // online one with the running maximum as the offset, the bounded one with a fixed offset.
+// Every exp2 stays on the special-function unit. Moving some of them to the FMA pipe (a cubic
+// for 2^f plus the exponent bits, FlashAttention-4's trick) was built five times and lost
+// each time, at head_dim 64 and in the softcap's bounded softmax alike: a softmax here is paced
+// by its warp's chain of latencies, not by that unit's throughput (docs/benchmarks.md, "Tried
+// and lost", and the 2026-12-04 Nsight Compute stalls).
 template <int kNT>
 __device__ __forceinline__ float exponentiate_row(float (&s)[kNT][4], int hi, float scale, float offset) {
   float sum = 0.f;
