@@ -56,3 +56,15 @@ def test_number_reads_thousands_and_blanks():
     assert ncu_stalls.number("1,234") == 1234.0
     assert ncu_stalls.number("") == 0.0
     assert ncu_stalls.opcode("@!P0  BRA 0x7f57") == "BRA"
+
+
+def test_listing_numbers_the_kernels(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "src.csv"
+    path.write_text(
+        block("k_a", [("0x10", "FFMA R1, R2, R3, R4", 1200, 1200, 0, 0)])
+        + block("k_b", [("0x10", "MUFU.EX2 R1, R2", 7, 7, 0, 0), ("0x20", "EXIT", 3, 3, 0, 0)])
+    )
+    monkeypatch.setattr("sys.argv", ["ncu_stalls.py", str(path)])
+    ncu_stalls.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["0: 1 instructions, 1200 samples, k_a", "1: 2 instructions, 10 samples, k_b"]

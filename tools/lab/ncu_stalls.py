@@ -12,6 +12,9 @@ then, anywhere (no GPU, no Nsight Compute):
     python tools/lab/ncu_stalls.py src.csv            # the kernels in the file, numbered
     python tools/lab/ncu_stalls.py src.csv 3 --top 30 # kernel 3: reasons, opcodes, top 30
 
+(Nsight Compute 2025.3 printed each profiled kernel's block twice: the numbered list shows the
+pairs by their sample counts.)
+
 A stall sampled at an instruction is the reason its warp could not issue that instruction: at a
 MUFU, "mio" is the special-function queue being full and "wait" a fixed-latency dependency (the
 FFMA that feeds it); at WARPGROUP.DEPBAR, "barrier" is a consumer waiting for its own wgmma, the
@@ -99,7 +102,8 @@ def main() -> None:
     found = kernels(args.csv)
     if args.kernel is None:
         for i, (name, rows) in enumerate(found):
-            print(f"{i}: {len(rows)} instructions, {name[:150]}")
+            samples = int(sum(number(r.get(SAMPLES)) for r in rows))
+            print(f"{i}: {len(rows)} instructions, {samples} samples, {name[:140]}")
         return
     name, rows = found[args.kernel]
     print(name[:200])
