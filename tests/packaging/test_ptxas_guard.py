@@ -81,3 +81,22 @@ def test_hopper_kernels_keep_their_wgmma_asynchronous(head_dim, persistent, tma_
     assert got["ok"], got["log"]
     assert not got["serialized_wgmma"], got["log"]
     assert got["registers"] is not None and got["registers"] <= 255
+
+
+# compile_one_kernel.py --same-as: two builds' SASS compared without the address column,
+# encodings or spacing.
+LISTING = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;                 /* 0x00000a00ff017b82 */
+                                                                          /* 0x000fe20000000800 */
+        /*0010*/              @!P0 BRA 0x1a50 ;                           /* 0x0000000000007947 */
+        /*0020*/                   FFMA R3,  R1, R4, -R5 ;                /* 0x0000000401037223 */
+"""
+
+
+def test_normalized_sass_keeps_the_code_not_its_layout():
+    got = compile_one_kernel.normalized_sass(LISTING)
+    assert got == ["LDC R1, c[0x0][0x28]", "@!P0 BRA 0x1a50", "FFMA R3, R1, R4, -R5"]
+    relisted = LISTING.replace("/*0010*/", "/*0c10*/").replace("0x0000000000007947", "0x0")
+    assert compile_one_kernel.normalized_sass(relisted) == got  # address column, encoding
+    for change in (("R3,  R1", "R7,  R1"), ("0x28]", "0x2c]"), ("0x1a50", "0x1a60")):
+        assert compile_one_kernel.normalized_sass(LISTING.replace(*change)) != got

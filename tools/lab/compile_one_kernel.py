@@ -12,13 +12,17 @@ spill question about a kernel change is answered before any wheel is built:
     python tools/lab/compile_one_kernel.py sm90 --all --source /tmp/main-csrc-parent   # a baseline
     python tools/lab/compile_one_kernel.py decode --policies IndexedKV --sass-size CUOBJDUMP
     python tools/lab/compile_one_kernel.py decode --decode-config DecodeWideConfig  # 8-warp CTAs
+    python tools/lab/compile_one_kernel.py sm90 --all --sass-size CUOBJDUMP --same-as /tmp/main-tree
 
 Needs nvcc (CUDA 12.3+, for sm_90a); ``--nvcc`` names it, default /usr/local/cuda/bin/nvcc.
 ``--sass-size`` also counts the instance's SASS instructions with that cuobjdump (and an nvdisasm
 beside it or on PATH: ``pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm``). Code size
 matters where a kernel runs its code cold: a decode step of one sequence executes its prologue
 once per warp, and its warps waited on instruction fetch for 38% of their stall samples while
-the fused append instance was 14k instructions (docs/benchmarks.md, 2026-12-02).
+the fused append instance was 14k instructions (docs/benchmarks.md, 2026-12-02). ``--same-as
+TREE`` (with ``--sass-size``) compiles each instance from TREE too and says whether the two
+give the same instructions (addresses and encodings aside): a comment or refactor that keeps
+every instance's SASS needs no GPU run; one that moves registers does.
 """
 
 from __future__ import annotations
@@ -68,19 +72,31 @@ def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, poli
     )
 
 
-def sass_instructions(cuobjdump: str, cubin: Path) -> int | None:
-    """The SASS instruction count of a cubin (cuobjdump -sass; None if it fails)."""
+def normalized_sass(disassembly: str) -> list[str]:
+    """The instructions of a cuobjdump -sass listing, one string each, without the address
+    column, the encodings and the spacing: two builds compare equal when they hold the same
+    code. (Branch targets are offsets in the function, so the same code has the same ones.)"""
+    instructions = []
+    for line in disassembly.splitlines():
+        found = re.match(r"\s+/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", line)
+        if found:
+            instructions.append(" ".join(found.group(1).split()))
+    return instructions
+
+
+def sass_listing(cuobjdump: str, cubin: Path) -> list[str] | None:
+    """The normalised SASS of a cubin (cuobjdump -sass; None if it fails)."""
     path = f"{Path(cuobjdump).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "PATH": path}  # nvdisasm beside cuobjdump, else on PATH
     done = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return None
-    return len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", done.stdout, flags=re.MULTILINE))
+    return normalized_sass(done.stdout)
 
 
 def compile_one(source: Path, nvcc: str, unit: str, cuobjdump: str | None = None) -> dict:
     """ptxas's report on one instance: registers, spill bytes, C7520 (serialized wgmma); with
-    cuobjdump, its SASS instruction count too."""
+    cuobjdump, its normalised SASS too."""
     with tempfile.TemporaryDirectory() as tmp:
         cu = Path(tmp) / "one.cu"
         cu.write_text(unit)
@@ -95,7 +111,7 @@ def compile_one(source: Path, nvcc: str, unit: str, cuobjdump: str | None = None
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         sass = None
         if cuobjdump and done.returncode == 0:
-            sass = sass_instructions(cuobjdump, Path(tmp) / "one.cubin")
+            sass = sass_listing(cuobjdump, Path(tmp) / "one.cubin")
     log = done.stdout + done.stderr
     registers = re.search(r"Used (\d+) registers", log)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
@@ -105,7 +121,7 @@ def compile_one(source: Path, nvcc: str, unit: str, cuobjdump: str | None = None
         "spill_stores": int(spills.group(1)) if spills else 0,
         "spill_loads": int(spills.group(2)) if spills else 0,
         "serialized_wgmma": "C7520" in log,
-        "sass_instructions": sass,
+        "sass": sass,
         "log": log,
     }
 
@@ -129,7 +145,11 @@ def main() -> int:
     parser.add_argument("--nvcc", default=DEFAULT_NVCC)
     parser.add_argument("--log", action="store_true", help="print ptxas's output too")
     parser.add_argument("--sass-size", metavar="CUOBJDUMP", help="count SASS instructions with it")
+    parser.add_argument("--same-as", type=Path, metavar="TREE",
+                        help="with --sass-size: whether TREE gives the same SASS")  # fmt: skip
     args = parser.parse_args()
+    if args.same_as and not args.sass_size:
+        parser.error("--same-as needs --sass-size CUOBJDUMP (the disassembler)")
 
     cases = [(args.head_dim, args.persistent, args.tma_only)]
     if args.all:
@@ -159,8 +179,15 @@ def main() -> int:
             continue
         serialized = ", WGMMA SERIALIZED (C7520)" if got["serialized_wgmma"] else ""
         spills = f"{got['spill_stores']}/{got['spill_loads']} bytes (stores/loads)"
-        count = got["sass_instructions"]
-        sass = "" if count is None else f", {count} SASS instructions"
+        sass = "" if got["sass"] is None else f", {len(got['sass'])} SASS instructions"
+        if args.same_as and got["sass"] is not None:
+            theirs = compile_one(args.same_as, args.nvcc, unit, args.sass_size)["sass"]
+            if theirs is None:
+                sass += f"; {args.same_as} did not compile"
+            elif theirs == got["sass"]:
+                sass += f"; the same SASS as {args.same_as}"
+            else:
+                sass += f"; SASS differs from {args.same_as} ({len(theirs)} instructions there)"
         print(f"{name}: {got['registers']} registers, spills {spills}{serialized}{sass}")
         failed |= got["serialized_wgmma"]
         if args.log:
