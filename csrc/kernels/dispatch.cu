@@ -40,9 +40,9 @@ constexpr int kSmallCluster = 4;
 // persistent schedules measured up to 24% slower there (causal, head_dim 128), and persistent
 // TMA-only instances lost on long K/V and on sliding windows three times (docs/benchmarks.md,
 // "Tried and lost"; a 4096-key window over 32k tokens ran 3.58x faster than full causal
-// attention against 3.9-4.0x, 2026-12-04). Counted in keys,
-// not tiles: a tile's start-up grows with head_dim as its work per key does, while the larger
-// head dims use shorter tiles (64-112 keys). Above head_dim 192, calls whose tensors TMA can
+// attention against 3.9-4.0x, 2026-12-04). Counted in keys, not tiles: a tile's start-up grows
+// with head_dim as its work per key does, while the larger head dims use shorter tiles (64-112
+// keys). Above head_dim 192, calls whose tensors TMA can
 // address take the TMA-only instance instead (plan_fwd's TMA step says why).
 constexpr int kPersistentMaxKeys = 1024;
 // Hopper decode grids of at least kFullGridCtasPerSm CTAs per SM (as DecodeConfig's CTAs
