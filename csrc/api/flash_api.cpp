@@ -247,7 +247,7 @@ Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size
     append.programmatic_launch = 1;  // it waits for its predecessor before touching memory
     cudaError_t err = launch_append_kv(append, stream);
     if (err != cudaSuccess) return fail(FF_ERROR_CUDA, "append kernel launch failed: %s", cudaGetErrorString(err));
-    if (rotates_q) p.q = q_rotated.data;
+    if (rotates_q) p.q = q_rotated.data, p.q_from_append = true;
     plan.programmatic = true;  // the decode kernel waits for the append where it must
   }
   const cudaError_t err =

@@ -3,7 +3,8 @@
 // keys, not the rows:
 //
 //   load Q (the whole CTA)
-//   warp w walks every W-th K/V tile of the CTA's range, from its w-th last, in its own buffers:
+//   warp w walks every W-th K/V tile of the CTA's range, from its w-th (dense K/V) or its
+//   w-th last (paged K/V, the fused append), in its own buffers:
 //     wait K; issue V load       S = Q K^T                (warp_mma.cuh)
 //     mask (tiles that cross the sequence end or the causal diagonal)
 //     wait V; issue next K load  online softmax, O += P V
@@ -43,10 +44,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 
   // A programmatic launch starts early, behind the K/V append kernel: it waits for that kernel
   // before it touches memory, or (early_kv, FwdParams::new_keys_in_cache) only before the memory
-  // that kernel writes: q and the tiles of new keys. Dense K/V and whole-page instances only:
-  // compiled into the general paged one (IndexedKV), these branches cost its decode of one
-  // 32k-key sequence 9% (40.5 -> 44.2 us, pages of 16, H200, 2026-12-01), and its steps stay
-  // fused.
+  // that kernel writes: the tiles of new keys (and q, where it rotated q). Dense K/V and
+  // whole-page instances only: compiled into the general paged one (IndexedKV), these branches
+  // cost its decode of one 32k-key sequence 9% (40.5 -> 44.2 us, pages of 16, H200,
+  // 2026-12-01), and its steps stay fused.
   const bool early_kv = (!P::kIndexedKV || P::kPagesOnly) && !kAppend && p.new_keys_in_cache;
   if (!early_kv) wait_for_previous_grid();
   allow_next_grid_launch();  // the split-KV combine kernel, launched programmatically, may start
@@ -88,8 +89,17 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   };
   auto load_k = [&](int n_block) { load_tile(sK_addr, k_ptr, p.k_batch_stride, p.k_row_stride, n_block); };
   auto load_v = [&](int n_block) { load_tile(sV_addr, v_ptr, p.v_batch_stride, p.v_row_stride, n_block); };
+  // The walk: a warp takes every kWarps-th tile of the CTA's range. The dense instances walk
+  // forward, so behind the append kernel the tiles of new keys come last and a warp waits for
+  // that kernel just before loading one, having run its cached tiles meanwhile. The paged ones
+  // walk from the end, as before: walking forward took the head_dim 64 whole-page instance of
+  // 3 warps from 127 to 130-132 registers, and an SM from 5 of its CTAs to 4 (ptxas, CUDA
+  // 13.0). So do the fused append instances, whose new keys then lie in their warps' first tiles.
+  constexpr bool kForward = !kAppend && !P::kIndexedKV;
+  constexpr int kStep = kForward ? kWarps : -kWarps;
+  const auto walks = [&](int n_block) { return kForward ? n_block < w.n_end : n_block >= w.n_begin; };
   auto load_pages = [&](int n_block) {
-    return n_block >= w.n_begin ? lane_pages(p, w, n_block * kBlockN, lane, page_copy) : 0;
+    return walks(n_block) ? lane_pages(p, w, n_block * kBlockN, lane, page_copy) : 0;
   };
 
   float acc_o[1][kNTilesO][4];
@@ -103,39 +113,49 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const bool appends = kAppend && p.seqlen_new > 0;
   const int first_new_key = w.seq.seqlen_k - p.seqlen_new;
   const bool rotates_q = appends && p.rotary.half > 0;
+  // Behind the append kernel a warp waits for it before the first tile it loads that holds new
+  // keys: the first tile at or after wait_tile (INT_MAX once it has waited, or where it need not).
+  int wait_tile = early_kv ? first_new_key / kBlockN : INT_MAX;
+  const auto wait_before = [&](int n_block) {
+    if (n_block >= wait_tile) {
+      wait_for_previous_grid();
+      wait_tile = INT_MAX;
+    }
+  };
 
   // Prologue: Q and this warp's first K and V all in flight at once. Behind the append kernel
-  // (early_kv) a first tile of cached keys loads before the wait, while that kernel runs: a
-  // decode step with rotary over 4k cached keys then adds 0.2-1.0 us to the attention instead
-  // of 1.1-3.0 (batch 1-64, H200, 2026-12-01).
-  const int first = w.n_end - 1 - warp;
-  const bool first_early = early_kv && first >= w.n_begin && (first + 1) * kBlockN <= first_new_key;
-  if (early_kv) {  // the block table and lengths are the caller's: the append writes neither
-    if (first_early) {
-      if (paged) pages = load_pages(first);
+  // (early_kv) the block table and the lengths are the caller's, and q too unless that kernel
+  // rotated it (FwdParams::q_from_append): only q's copy and a first tile of new keys wait.
+  // Where q is the append kernel's, or a paged instance's warps walk from the end (their first
+  // tiles hold the new keys), this warp's first K and V go first, then the wait, then q; else
+  // q first. (One call site for each copy instead: 12 bytes of spills at head_dim 96, 8 warps.)
+  const int first = kForward ? w.n_begin + warp : w.n_end - 1 - warp;
+  const bool q_last = early_kv && (p.q_from_append || !kForward);
+  auto load_first_kv = [&] {
+    if (paged) {
+      pages = load_pages(first);
+      next_pages = load_pages(first + kStep);
+    }
+    if (walks(first)) {
+      wait_before(first);
       load_k(first);
+      cp_async_commit();
       load_v(first);
       cp_async_commit();
     }
-    wait_for_previous_grid();
+  };
+  if (q_last) {
+    load_first_kv();
+    wait_before(INT_MAX - 1);
   }
   RotatedQTile<T, kBlockM, kQThreads / kPitchChunks> q_rotated;
   if (tid < kQThreads && !rotates_q) load_q_tile<T, kBlockM, kQThreads / kPitchChunks>(p, w, sQ_addr, q_copy, offset);
   if constexpr (kAppend)
     if (tid < kQThreads && rotates_q) q_rotated.load(p, w, q_copy, first_new_key);
   cp_async_commit();
-  if (paged) {
-    if (!first_early) pages = load_pages(first);
-    next_pages = load_pages(first - kWarps);
-  }
-  if (first >= w.n_begin && !first_early) {
-    load_k(first);
-    cp_async_commit();
-    load_v(first);
-    cp_async_commit();
-  }
+  if (!q_last) load_first_kv();
   // This warp's first tiles hold the new keys (below): their units load under the copies.
-  const bool patches = appends && first >= w.n_begin && (first + 1) * kBlockN > first_new_key;
+  const bool patches = appends && walks(first) && (first + 1) * kBlockN > first_new_key;
   NewKeyUnits new_key{};
   if (patches && kv_copy.chunk_ok) {
     const int i = new_keys_in_tile(p, first * kBlockN, kBlockN, first_new_key).lo + kv_copy.row0;
@@ -143,9 +163,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   }
   if constexpr (kAppend)
     if (rotates_q && tid < kQThreads) q_rotated.store(p, reinterpret_cast<unsigned char*>(sQ), q_copy, offset);
-  // Q and K landed, V may still be in flight; or all of them, where an early first tile's group
-  // precedes Q's.
-  if (first >= w.n_begin && !first_early)
+  // Q and K landed, V may still be in flight; or all of them, where Q's group is the last.
+  if (walks(first) && !q_last)
     cp_async_wait<1>();
   else
     cp_async_wait<0>();
@@ -168,7 +187,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const auto q_frag = q_lane<kPitch>(sQ_addr, 0, lane);
   const auto k_frag = k_lane<kPitch>(sK_addr, lane);
   const auto v_frag = v_lane<kPitch>(sV_addr, lane);
-  for (int n_block = first; n_block >= w.n_begin; n_block -= kWarps) {
+  for (int n_block = first; walks(n_block); n_block += kStep) {
     if (n_block != first) {
       cp_async_wait<0>();
       __syncwarp();  // K[n] landed for the whole warp; its lanes are done with the previous V
@@ -183,11 +202,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     cp_async_wait<0>();
     __syncwarp();                   // V[n] landed; the warp is done reading K[n]
     if (paged) pages = next_pages;  // the next tile's, for its K now and its V next turn
-    if (n_block - kWarps >= w.n_begin) {
-      load_k(n_block - kWarps);  // overlaps the softmax and P V
+    if (walks(n_block + kStep)) {
+      if constexpr (kForward) wait_before(n_block + kStep);  // the others waited in the prologue
+      load_k(n_block + kStep);                               // overlaps the softmax and P V
       cp_async_commit();
     }
-    if (paged) next_pages = load_pages(n_block - 2 * kWarps);  // lands during this tile's math
+    if (paged) next_pages = load_pages(n_block + 2 * kStep);  // lands during this tile's math
     online_softmax<P::kAlibi>(acc_s[0], acc_o[0], row_max, row_sum, p.scale_log2, bias);
     pv_accumulate<T, 1, kBlockN, kHeadDim>(acc_o, acc_s, v_frag);
   }
@@ -283,6 +303,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
     combine_splits_in_cluster<T, kHeadDim, kPartialPitch>(p, w, smem_addr(part_o), smem_addr(merged_lse_rows), warp,
                                                           kWarps, lane);
 #endif
+  // A warp whose tiles held no new key has not waited: it does so before its grid completes,
+  // so that this grid's completion still implies the append kernel's for the kernels after it.
+  if constexpr (kForward)
+    if (wait_tile != INT_MAX) wait_for_previous_grid();
 }
 
 }  // namespace forge_flash

@@ -128,6 +128,9 @@ struct FwdParams {
   // programmatically behind it, then loads the cached rows before the new ones while the append
   // runs, and waits for it only before q and the tiles that hold new keys (decode_kernel.cuh).
   bool new_keys_in_cache;
+  // With new_keys_in_cache: whether q is that kernel's output (its rotated copy, rotary tables);
+  // else q is the caller's and the decode kernel loads it before waiting for that kernel.
+  bool q_from_append;
   const void* k_new;
   const void* v_new;
   int64_t k_new_batch_stride, k_new_row_stride, k_new_head_stride;

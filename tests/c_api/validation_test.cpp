@@ -34,8 +34,10 @@ const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
   plan->kernel.block_n = 32;
   return nullptr;
 }
-cudaError_t launch_fwd(FwdParams&, DType, const FwdPlan&, void*, cudaStream_t) {
+FwdParams g_last_fwd{};  // what the last launch_fwd was given
+cudaError_t launch_fwd(FwdParams& p, DType, const FwdPlan&, void*, cudaStream_t) {
   ++g_launches;
+  g_last_fwd = p;
   return cudaSuccess;
 }
 cudaError_t launch_append_kv(const ff_append_kv_args&, cudaStream_t) {  // append_api.cpp's, not called here
@@ -363,6 +365,19 @@ int main() {
        g_launches == step_launches;
   ok = ok && ff_attn_fwd_append(&step, &append, at(256), &bytes, nullptr) == FF_OK && g_launches == step_launches + 2;
   std::printf("%s workspace protocol of the two-launch step\n", ok ? "PASS" : "FAIL");
+  ok ? ++passed : ++failed;
+
+  // The q a two-launch step's attention reads: with rotary tables the append kernel's rotated
+  // copy at the workspace's start (q_from_append: the decode kernel waits for that kernel before
+  // loading it), without them the caller's (loaded before the wait).
+  const forge_flash::FwdParams& last = forge_flash::g_last_fwd;
+  ok = last.new_keys_in_cache && last.q_from_append && last.q == at(256);
+  ff_fwd_args plain_step = decode_fwd();
+  ff_append_kv_args plain_append = append_for(plain_step);
+  bytes = 4096;
+  ok = ok && ff_attn_fwd_append(&plain_step, &plain_append, at(256), &bytes, nullptr) == FF_OK &&
+       last.new_keys_in_cache && !last.q_from_append && last.q == plain_step.q.data;
+  std::printf("%s the q a two-launch step's attention reads\n", ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
 
   std::printf("%d passed, %d failed\n", passed, failed);
