@@ -128,7 +128,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   // rotated it (FwdParams::q_from_append): only q's copy and a first tile of new keys wait.
   // Where q is the append kernel's, or a paged instance's warps walk from the end (their first
   // tiles hold the new keys), this warp's first K and V go first, then the wait, then q; else
-  // q first. (One call site for each copy instead: 12 bytes of spills at head_dim 96, 8 warps.)
+  // q first. The K/V copy is inlined at both places: with the q copy at both instead (the
+  // paged copy is the longer one), ptxas spilled 12 bytes at head_dim 96, 8 warps.
   const int first = kForward ? w.n_begin + warp : w.n_end - 1 - warp;
   const bool q_last = early_kv && (p.q_from_append || !kForward);
   auto load_first_kv = [&] {
