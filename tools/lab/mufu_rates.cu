@@ -1,0 +1,100 @@
+// Issue rates of the special-function (MUFU) instructions a softmax uses, per SM and clock:
+// tanh.approx.f32 (the softcap), ex2.approx.ftz.f32 (every softmax), rcp.approx.ftz.f32 (after an
+// FADD, which runs on the FMA pipe), with FFMA as the yardstick. Each thread runs 8 independent chains of one
+// instruction, with 32 warps per SM, so the unit's throughput, not a chain's latency, sets the time. Whether the
+// softcap's tanh costs as much as an exp2 decides how far a softcapped call can come to plain attention at head_dim
+// 128, where the exp2s alone take half the special-function unit's time of a tile (docs/benchmarks.md, "What bounds the
+// softcap").
+//
+//   nvcc -O3 -arch=sm_90a -o mufu_rates tools/lab/mufu_rates.cu && ./mufu_rates
+#include <cuda_runtime.h>
+
+#include <cstdio>
+
+namespace {
+
+constexpr int kChains = 8, kIters = 4096, kThreads = 256, kBlocksPerSm = 4;
+
+enum class Op { kTanh, kEx2, kRcp, kFfma };
+
+template <Op kOp>
+__device__ __forceinline__ float step(float x) {
+  float y;
+  if constexpr (kOp == Op::kTanh) {
+    asm volatile("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  } else if constexpr (kOp == Op::kEx2) {  // 2^-x: stays in (0.5, 1]
+    asm volatile("{ .reg .f32 t; neg.f32 t, %1; ex2.approx.ftz.f32 %0, t; }" : "=f"(y) : "f"(x));
+  } else if constexpr (kOp == Op::kRcp) {  // 1 / (1 + x): rcp(rcp(x)) is folded away by ptxas
+    asm volatile("{ .reg .f32 t; add.f32 t, %1, 0f3F800000; rcp.approx.ftz.f32 %0, t; }" : "=f"(y) : "f"(x));
+  } else {
+    asm volatile("fma.rn.f32 %0, %1, %1, %2;" : "=f"(y) : "f"(x), "f"(-0.5f));
+  }
+  return y;
+}
+
+// Each chain stays in a range where the instruction neither overflows nor reaches a fixed point
+// the hardware could shortcut: tanh of values below 1, 2^-x and 1 / (1 + x) of values in (0, 1].
+template <Op kOp>
+__global__ void chains(float* out, float seed) {
+  float x[kChains];
+#pragma unroll
+  for (int c = 0; c < kChains; ++c) x[c] = seed + 0.01f * c + 1e-6f * threadIdx.x;
+  for (int i = 0; i < kIters; ++i)
+#pragma unroll
+    for (int c = 0; c < kChains; ++c) x[c] = step<kOp>(x[c]);
+  float sum = 0.f;
+#pragma unroll
+  for (int c = 0; c < kChains; ++c) sum += x[c];
+  if (sum == 12345.f) out[blockIdx.x * blockDim.x + threadIdx.x] = sum;  // keeps the chains live
+}
+
+bool check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) std::printf("%s: %s\n", what, cudaGetErrorString(e));
+  return e == cudaSuccess;
+}
+
+template <Op kOp>
+bool measure(const char* name, int sms, int clock_khz, float* out) {
+  const int blocks = sms * kBlocksPerSm;
+  chains<kOp><<<blocks, kThreads>>>(out, 0.5f);  // warm-up
+  if (!check(cudaDeviceSynchronize(), name)) return false;
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  float best_ms = 1e30f;
+  for (int r = 0; r < 5; ++r) {
+    cudaEventRecord(start);
+    chains<kOp><<<blocks, kThreads>>>(out, 0.5f);
+    cudaEventRecord(stop);
+    if (!check(cudaEventSynchronize(stop), name)) return false;
+    float ms = 0.f;
+    cudaEventElapsedTime(&ms, start, stop);
+    best_ms = ms < best_ms ? ms : best_ms;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  const double per_sm = static_cast<double>(kBlocksPerSm) * kThreads * kIters * kChains;
+  const double clocks = best_ms * 1e-3 * clock_khz * 1e3;  // at the reported clock (boost)
+  std::printf("%-22s %8.3f ms  %6.2f results per SM per clock (at %d MHz)\n", name, best_ms, per_sm / clocks,
+              clock_khz / 1000);
+  return true;
+}
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop{};
+  if (!check(cudaGetDeviceProperties(&prop, 0), "device")) return 1;
+  int clock_khz = 0;
+  cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0);
+  std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  float* out = nullptr;
+  if (!check(cudaMalloc(&out, sizeof(float) * prop.multiProcessorCount * kBlocksPerSm * kThreads), "malloc")) return 1;
+  const int sms = prop.multiProcessorCount;
+  const bool ok = measure<Op::kFfma>("fma.rn.f32", sms, clock_khz, out) &&
+                  measure<Op::kEx2>("ex2.approx.ftz.f32", sms, clock_khz, out) &&
+                  measure<Op::kTanh>("tanh.approx.f32", sms, clock_khz, out) &&
+                  measure<Op::kRcp>("rcp.approx.ftz.f32", sms, clock_khz, out);
+  cudaFree(out);
+  return ok ? 0 : 1;
+}
