@@ -126,7 +126,8 @@ struct FwdParams {
   // cache): the seqlen_new new keys are already in the cache after seqused_k[b] and q is, with
   // rotary tables, that kernel's rotated copy. The decode kernel, launched
   // programmatically behind it, then loads the cached rows before the new ones while the append
-  // runs, and waits for it only before q and the tiles that hold new keys (decode_kernel.cuh).
+  // runs, and waits for it only before the tiles that hold new keys, and before q where that
+  // kernel rotated q (q_from_append; decode_kernel.cuh).
   bool new_keys_in_cache;
   // With new_keys_in_cache: whether q is that kernel's output (its rotated copy, rotary tables);
   // else q is the caller's and the decode kernel loads it before waiting for that kernel.
