@@ -1,10 +1,10 @@
 // Issue rates of the special-function (MUFU) instructions a softmax uses, per SM and clock:
-// tanh.approx.f32 (the softcap), ex2.approx.ftz.f32 (every softmax), rcp.approx.ftz.f32 (after an
-// FADD, which runs on the FMA pipe), with FFMA as the yardstick. Each thread runs 8 independent chains of one
-// instruction, with 32 warps per SM, so the unit's throughput, not a chain's latency, sets the time. Whether the
-// softcap's tanh costs as much as an exp2 decides how far a softcapped call can come to plain attention at head_dim
-// 128, where the exp2s alone take half the special-function unit's time of a tile (docs/benchmarks.md, "What bounds the
-// softcap").
+// tanh.approx.f32 (the softcap), ex2.approx.ftz.f32 (every softmax) and rcp.approx.ftz.f32 (after
+// an FADD, which runs on the FMA pipe), with FFMA as the yardstick. Each thread runs 8
+// independent chains of one instruction, with 32 warps per SM, so the unit's throughput, not a
+// chain's latency, sets the time. Whether the softcap's tanh costs as much as an exp2 decides how
+// close a softcapped call can come to plain attention at head_dim 128, where the exp2s alone take
+// half the special-function unit's time of a tile (docs/benchmarks.md, "What bounds the softcap").
 //
 //   nvcc -O3 -arch=sm_90a -o mufu_rates tools/lab/mufu_rates.cu && ./mufu_rates
 #include <cuda_runtime.h>
