@@ -19,6 +19,19 @@ the kernel plugin: it says so and stops where the append kernel does not run.
 of a replay, the steady state of a decode loop, without the replay's own start-up in every
 figure (with one step per replay, that start-up's jitter is about +-2 us).
 
+``--projection`` models the kernel an engine runs before each step: q, k and v are views of one
+``(batch, 1, heads + 2 * kv_heads, head_dim)`` buffer, as a fused QKV projection leaves them, and
+every step of both graphs (the attention alone and the step with the append) first writes that
+buffer with one plain (not programmatic) torch kernel. Back to back, without it, each attention
+call of the baseline is launched programmatically behind the previous one and starts as that
+one's CTAs retire; a loop of an engine never has two attention calls in a row, and its append
+kernel waits for the projection, not for the previous step's attention.
+
+``--draws D`` measures each shape over D draws of the ragged lengths (seeds 0 to D-1) and
+prints the median of what the append added: at batch 64 the longest sequence sets the step's
+time, and where its CTA runs (beside which others, how late) moved the difference by several us
+between draws. ``--batches`` picks the batch sizes; ``--step-only`` skips the other timings.
+
 ``--rounds R`` times the attention alone and the step with the append R times each, in turn,
 and keeps each one's least time (default 1). At batch 64 the attention alone moved by up to
 7 us between processes (H200, 2026-12-03), more than the budget: alternating rounds let both
@@ -28,6 +41,7 @@ figures see the same state of the machine.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from contextlib import contextmanager
 from unittest import mock
@@ -44,7 +58,9 @@ HEADS, KV_HEADS, HEAD_DIM, CACHE_LEN, PAGE = 32, 8, 128, 4096, 16
 BATCHES = (1, 8, 64)
 
 
-def _case(batch: int, paged: bool, device: torch.device) -> dict:
+def step_case(batch: int, paged: bool, device: torch.device, projection: bool = False) -> dict:
+    """One shape's tensors; with ``projection``, q, k and v are views of one buffer ``qkv``
+    that ``qkv_source`` overwrites before each step."""
     dtype = torch.bfloat16
     blocks = CACHE_LEN // PAGE
     if paged:
@@ -54,10 +70,16 @@ def _case(batch: int, paged: bool, device: torch.device) -> dict:
     else:
         shape, table = (batch, CACHE_LEN, KV_HEADS, HEAD_DIM), None
     angles = torch.rand(CACHE_LEN, HEAD_DIM // 2, device=device, dtype=torch.float64) * 6.28
+    qkv = torch.randn(batch, 1, HEADS + 2 * KV_HEADS, HEAD_DIM, device=device, dtype=dtype)
+    q, k, v = qkv.split([HEADS, KV_HEADS, KV_HEADS], dim=2)
+    if not projection:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return {
-        "q": torch.randn(batch, 1, HEADS, HEAD_DIM, device=device, dtype=dtype),
-        "k": torch.randn(batch, 1, KV_HEADS, HEAD_DIM, device=device, dtype=dtype),
-        "v": torch.randn(batch, 1, KV_HEADS, HEAD_DIM, device=device, dtype=dtype),
+        "q": q,
+        "k": k,
+        "v": v,
+        "qkv": qkv if projection else None,
+        "qkv_source": torch.randn_like(qkv) if projection else None,
         "k_cache": torch.randn(shape, device=device, dtype=dtype),
         "v_cache": torch.randn(shape, device=device, dtype=dtype),
         "table": table,
@@ -105,80 +127,120 @@ def main() -> None:
     parser.add_argument("tag", nargs="?", default="forge_flash")
     parser.add_argument("--copies", type=int, default=1, help="decode steps per graph replay")
     parser.add_argument("--rounds", type=int, default=1, help="timings of base and step, in turn")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=list(BATCHES), help="batch sizes (1 8 64)"
+    )
+    parser.add_argument(
+        "--draws", type=int, default=1, help="draws of the ragged lengths per shape (seeds 0..)"
+    )
+    parser.add_argument(
+        "--step-only", action="store_true", help="time only the attention alone and the step"
+    )
+    parser.add_argument(
+        "--projection", action="store_true",
+        help="a plain kernel writes q, k and v (views of one buffer) before every step",
+    )  # fmt: skip
     args = parser.parse_args()
-    tag, copies = args.tag, args.copies
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    tag = args.tag
+    if args.rounds < 1 or args.draws < 1:
+        parser.error(f"--rounds and --draws must be at least 1, got {args.rounds}, {args.draws}")
     device = torch.device("cuda")
     if forge_flash.active_backend().name != "cuda":
         sys.exit("kvcache_append_cost: the kernel plugin is not in use here")
-    torch.manual_seed(0)
-    for paged in (False, True):
-        for rotary in (False, True):
-            for batch in BATCHES:
-                c = _case(batch, paged, device)
-                grown = c["seqlens"] + 1
-                tables = {"rotary_cos": c["cos"], "rotary_sin": c["sin"]} if rotary else {}
-                cos, sin = (c["cos"], c["sin"]) if rotary else (None, None)
-
-                def attention_only(_: int, c=c, grown=grown) -> object:
-                    return forge_flash.flash_attn_with_kvcache(
-                        c["q"], c["k_cache"], c["v_cache"], cache_seqlens=grown,
-                        block_table=c["table"], causal=True,
-                    )  # fmt: skip
-
-                def with_append(_: int, c=c, tables=tables) -> object:
-                    return forge_flash.flash_attn_with_kvcache(
-                        c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"],
-                        cache_seqlens=c["seqlens"], block_table=c["table"], causal=True,
-                        **tables,
-                    )  # fmt: skip
-
-                def fused_alone(_: int, c=c, cos=cos, sin=sin) -> object:
-                    new = NewKeys(c["k"], c["v"], cos, sin, True, True)
-                    q, _, fused = append_step(
-                        c["q"], c["k_cache"], c["v_cache"], c["seqlens"], new,
-                        cache_batch_idx=None, block_table=c["table"],
-                    )  # fmt: skip
-                    if not fused:
-                        sys.exit("kvcache_append_cost: the fused append did not run")
-                    return q
-
-                def torch_alone(_: int, c=c, cos=cos, sin=sin) -> object:
-                    append_kv(
-                        c["k_cache"], c["v_cache"], c["k"], c["v"], c["seqlens"],
-                        block_table=c["table"], rotary_cos=cos, rotary_sin=sin,
-                    )  # fmt: skip
-                    if cos is not None:
-                        positions = query_positions(c["seqlens"], 1, True)
-                        return apply_rotary(c["q"], cos, sin, positions, True)
-                    return None
-
-                base = step = float("inf")
-                for _ in range(args.rounds):
-                    base = min(base, time_graph(attention_only, device, copies=copies) * 1e6)
-                    step = min(step, time_graph(with_append, device, copies=copies) * 1e6)
-                alone = time_graph(fused_alone, device, copies=copies) * 1e6
-                two_calls = {}
-                for programmatic in (True, False):
-                    with _two_calls(programmatic=programmatic):
-                        two_calls[programmatic] = time_graph(with_append, device, copies=copies)
-                with _torch_ops_append():
-                    torch_step = time_graph(with_append, device, copies=copies) * 1e6
-                torch_only = time_graph(torch_alone, device, copies=copies) * 1e6
-                chained, plain = (two_calls[flag] * 1e6 - base for flag in (True, False))
+    layouts = [(paged, rotary) for paged in (False, True) for rotary in (False, True)]
+    for paged, rotary in layouts:
+        for batch in args.batches:
+            added = []
+            for draw in range(args.draws):
+                torch.manual_seed(draw)  # each build of an A/B sees the same lengths
+                line, step_added = measure_case(batch, paged, rotary, args, device)
+                added.append(step_added)
+                print(f"{tag} {line}", flush=True)
+            if args.draws > 1:
                 layout = f"paged{PAGE}" if paged else "contiguous"
                 print(
-                    f"{tag} {layout} b{batch} steps/replay={copies} rounds={args.rounds} "
-                    f"rotary={int(rotary)}: "
-                    f"attention {base:.1f} us, "
-                    f"with fused append {step:.1f} us, added {step - base:.1f} us "
-                    f"(fused append alone {alone:.1f} us; as two calls added {chained:.1f} us, "
-                    f"without the programmatic launch {plain:.1f} us); torch ops: with append "
-                    f"{torch_step:.1f} us, added {torch_step - base:.1f} us (alone "
-                    f"{torch_only:.1f} us)",
+                    f"{tag} {layout} b{batch} rotary={int(rotary)} over {args.draws} draws of "
+                    f"lengths: added median {statistics.median(added):.1f} us "
+                    f"({min(added):.1f} to {max(added):.1f})",
                     flush=True,
                 )
+
+
+def measure_case(
+    batch: int, paged: bool, rotary: bool, args: argparse.Namespace, device: torch.device
+) -> tuple[str, float]:
+    """One shape's figures (the line to print) and the GPU time its append adds (us)."""
+    copies = args.copies
+    c = step_case(batch, paged, device, args.projection)
+    grown = c["seqlens"] + 1
+    tables = {"rotary_cos": c["cos"], "rotary_sin": c["sin"]} if rotary else {}
+    cos, sin = (c["cos"], c["sin"]) if rotary else (None, None)
+
+    def project() -> None:
+        if c["qkv"] is not None:
+            c["qkv"].copy_(c["qkv_source"])
+
+    def attention_only(_: int) -> object:
+        project()
+        return forge_flash.flash_attn_with_kvcache(
+            c["q"], c["k_cache"], c["v_cache"], cache_seqlens=grown, block_table=c["table"],
+            causal=True,
+        )  # fmt: skip
+
+    def with_append(_: int) -> object:
+        project()
+        return forge_flash.flash_attn_with_kvcache(
+            c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"], cache_seqlens=c["seqlens"],
+            block_table=c["table"], causal=True, **tables,
+        )  # fmt: skip
+
+    def fused_alone(_: int) -> object:
+        new = NewKeys(c["k"], c["v"], cos, sin, True, True)
+        q, _, fused = append_step(
+            c["q"], c["k_cache"], c["v_cache"], c["seqlens"], new, cache_batch_idx=None,
+            block_table=c["table"],
+        )  # fmt: skip
+        if not fused:
+            sys.exit("kvcache_append_cost: the fused append did not run")
+        return q
+
+    def torch_alone(_: int) -> object:
+        append_kv(
+            c["k_cache"], c["v_cache"], c["k"], c["v"], c["seqlens"], block_table=c["table"],
+            rotary_cos=cos, rotary_sin=sin,
+        )  # fmt: skip
+        if cos is not None:
+            positions = query_positions(c["seqlens"], 1, True)
+            return apply_rotary(c["q"], cos, sin, positions, True)
+        return None
+
+    base = step = float("inf")
+    for _ in range(args.rounds):
+        base = min(base, time_graph(attention_only, device, copies=copies) * 1e6)
+        step = min(step, time_graph(with_append, device, copies=copies) * 1e6)
+    layout = f"paged{PAGE}" if paged else "contiguous"
+    line = (
+        f"{layout} b{batch} steps/replay={copies} rounds={args.rounds} "
+        f"{'projection ' if args.projection else ''}rotary={int(rotary)}: "
+        f"attention {base:.1f} us, with fused append {step:.1f} us, added {step - base:.1f} us"
+    )
+    if args.step_only:
+        return line, step - base
+    alone = time_graph(fused_alone, device, copies=copies) * 1e6
+    two_calls = {}
+    for programmatic in (True, False):
+        with _two_calls(programmatic=programmatic):
+            two_calls[programmatic] = time_graph(with_append, device, copies=copies)
+    with _torch_ops_append():
+        torch_step = time_graph(with_append, device, copies=copies) * 1e6
+    torch_only = time_graph(torch_alone, device, copies=copies) * 1e6
+    chained, plain = (two_calls[flag] * 1e6 - base for flag in (True, False))
+    line += (
+        f" (fused append alone {alone:.1f} us; as two calls added {chained:.1f} us, "
+        f"without the programmatic launch {plain:.1f} us); torch ops: with append "
+        f"{torch_step:.1f} us, added {torch_step - base:.1f} us (alone {torch_only:.1f} us)"
+    )
+    return line, step - base
 
 
 if __name__ == "__main__":

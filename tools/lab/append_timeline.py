@@ -2,14 +2,15 @@
 steps (the append kernel and the decode kernel launched programmatically behind it) beside the
 attention alone, from the profiler's kernel records of CUDA-graph replays:
 
-    python tools/lab/append_timeline.py [--batches 64] [--calls 8] [--rotary]
+    python tools/lab/append_timeline.py [--batches 64] [--calls 8] [--rotary] [--projection]
 
 The shapes of tools/kvcache_append_cost.py (32 query heads over 8 KV heads of 128, bf16,
 4096-key contiguous caches with ragged lengths, one new token per sequence). For each batch it
 prints decode_timeline.py's summary of both graphs (period per step, each kernel's median span:
 a programmatic launch's span starts early and includes its waits), then one step's kernels with
 their start and end relative to the step's first kernel: how far the decode kernel's start
-trails the append kernel's, and its end the append's end.
+trails the append kernel's, and its end the append's end. ``--projection``: a plain kernel
+writes q, k and v before every step, as kvcache_append_cost.py's option does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from decode_timeline import kernel_records, summarise  # this folder's
 import forge_flash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: the append-cost shapes
-from kvcache_append_cost import _case
+from kvcache_append_cost import step_case
 
 
 def step_offsets(replays: list[list[dict]], calls: int) -> list[str]:
@@ -54,25 +55,33 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=8, help="steps per captured graph")
     parser.add_argument("--replays", type=int, default=3)
     parser.add_argument("--rotary", action="store_true", help="rotary tables over all 128 features")
+    parser.add_argument("--projection", action="store_true", help="q, k, v written per step")
     args = parser.parse_args()
     device = torch.device("cuda")
     for batch in (int(b) for b in args.batches.split(",")):
-        c = _case(batch, False, device)
+        c = step_case(batch, False, device, args.projection)
         tables = {"rotary_cos": c["cos"], "rotary_sin": c["sin"]} if args.rotary else {}
         grown = c["seqlens"] + 1
 
+        def project(c=c) -> None:
+            if c["qkv"] is not None:
+                c["qkv"].copy_(c["qkv_source"])
+
         def alone(_: int, c=c, grown=grown) -> object:
+            project()
             return forge_flash.flash_attn_with_kvcache(
                 c["q"], c["k_cache"], c["v_cache"], cache_seqlens=grown, causal=True
             )
 
         def step(_: int, c=c, tables=tables) -> object:
+            project()
             return forge_flash.flash_attn_with_kvcache(
                 c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"], cache_seqlens=c["seqlens"],
                 causal=True, **tables,
             )  # fmt: skip
 
-        print(f"batch {batch}, contiguous, rotary={int(args.rotary)}")
+        flags = f"rotary={int(args.rotary)}, projection={int(args.projection)}"
+        print(f"batch {batch}, contiguous, {flags}")
         for name, fn in (("attention alone", alone), ("step with the append", step)):
             replays = kernel_records(fn, 1, args.calls, args.replays)
             print(summarise(name, replays, args.calls))
