@@ -113,14 +113,16 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   const bool appends = kAppend && p.seqlen_new > 0;
   const int first_new_key = w.seq.seqlen_k - p.seqlen_new;
   const bool rotates_q = appends && p.rotary.half > 0;
-  // Behind the append kernel a warp waits for it before the first tile it loads that holds new
-  // keys: the first tile at or after wait_tile (INT_MAX once it has waited, or where it need not).
+  // Behind the append kernel a warp waits for it once (wait_for_append): before the first tile it
+  // loads that holds new keys (wait_before: the tiles from wait_tile on), or where it must for
+  // another reason. wait_tile is INT_MAX once the warp has waited, or where it need not wait.
   int wait_tile = early_kv ? first_new_key / kBlockN : INT_MAX;
+  const auto wait_for_append = [&] {
+    if (wait_tile != INT_MAX) wait_for_previous_grid();
+    wait_tile = INT_MAX;
+  };
   const auto wait_before = [&](int n_block) {
-    if (n_block >= wait_tile) {
-      wait_for_previous_grid();
-      wait_tile = INT_MAX;
-    }
+    if (n_block >= wait_tile) wait_for_append();
   };
 
   // Prologue: Q and this warp's first K and V all in flight at once. Behind the append kernel
@@ -147,7 +149,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   };
   if (q_last) {
     load_first_kv();
-    wait_before(INT_MAX - 1);
+    wait_for_append();
   }
   RotatedQTile<T, kBlockM, kQThreads / kPitchChunks> q_rotated;
   if (tid < kQThreads && !rotates_q) load_q_tile<T, kBlockM, kQThreads / kPitchChunks>(p, w, sQ_addr, q_copy, offset);
@@ -306,8 +308,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
 #endif
   // A warp whose tiles held no new key has not waited: it does so before its grid completes,
   // so that this grid's completion still implies the append kernel's for the kernels after it.
-  if constexpr (kForward)
-    if (wait_tile != INT_MAX) wait_for_previous_grid();
+  if constexpr (kForward) wait_for_append();
 }
 
 }  // namespace forge_flash
