@@ -90,6 +90,13 @@ def step_case(batch: int, paged: bool, device: torch.device, projection: bool = 
     }
 
 
+def project(case: dict) -> None:
+    """The projection kernel of a ``step_case(..., projection=True)``: one plain torch kernel
+    writes q, k and v (views of ``qkv``); nothing without ``projection``."""
+    if case["qkv"] is not None:
+        case["qkv"].copy_(case["qkv_source"])
+
+
 def _declined(*_args, **_kwargs) -> None:
     return None  # a backend entry point that does not take the call
 
@@ -176,19 +183,15 @@ def measure_case(
     tables = {"rotary_cos": c["cos"], "rotary_sin": c["sin"]} if rotary else {}
     cos, sin = (c["cos"], c["sin"]) if rotary else (None, None)
 
-    def project() -> None:
-        if c["qkv"] is not None:
-            c["qkv"].copy_(c["qkv_source"])
-
     def attention_only(_: int) -> object:
-        project()
+        project(c)
         return forge_flash.flash_attn_with_kvcache(
             c["q"], c["k_cache"], c["v_cache"], cache_seqlens=grown, block_table=c["table"],
             causal=True,
         )  # fmt: skip
 
     def with_append(_: int) -> object:
-        project()
+        project(c)
         return forge_flash.flash_attn_with_kvcache(
             c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"], cache_seqlens=c["seqlens"],
             block_table=c["table"], causal=True, **tables,

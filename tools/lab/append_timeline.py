@@ -26,7 +26,7 @@ from decode_timeline import kernel_records, summarise  # this folder's
 import forge_flash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: the append-cost shapes
-from kvcache_append_cost import step_case
+from kvcache_append_cost import project, step_case
 
 
 def step_offsets(replays: list[list[dict]], calls: int) -> list[str]:
@@ -63,18 +63,14 @@ def main() -> None:
         tables = {"rotary_cos": c["cos"], "rotary_sin": c["sin"]} if args.rotary else {}
         grown = c["seqlens"] + 1
 
-        def project(c=c) -> None:
-            if c["qkv"] is not None:
-                c["qkv"].copy_(c["qkv_source"])
-
         def alone(_: int, c=c, grown=grown) -> object:
-            project()
+            project(c)
             return forge_flash.flash_attn_with_kvcache(
                 c["q"], c["k_cache"], c["v_cache"], cache_seqlens=grown, causal=True
             )
 
         def step(_: int, c=c, tables=tables) -> object:
-            project()
+            project(c)
             return forge_flash.flash_attn_with_kvcache(
                 c["q"], c["k_cache"], c["v_cache"], c["k"], c["v"], cache_seqlens=c["seqlens"],
                 causal=True, **tables,
