@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from decode_timeline import kernel_records, summarise  # this folder's
+from decode_timeline import call_groups, kernel_records, summarise, unsplit  # this folder's
 
 import forge_flash
 
@@ -31,12 +31,14 @@ from kvcache_append_cost import project, step_case
 
 def step_offsets(replays: list[list[dict]], calls: int) -> list[str]:
     """Each kernel of a step: median start and end (us) relative to the step's first kernel."""
-    per_call = len(replays[0]) // calls
+    split = call_groups(replays, calls)
+    if split is None:
+        return [unsplit("steps", replays, calls)]
+    per_call = len(split[0][0])
     starts: list[list[float]] = [[] for _ in range(per_call)]
     ends: list[list[float]] = [[] for _ in range(per_call)]
-    for kernels in replays:
-        for i in range(calls):
-            group = kernels[i * per_call : (i + 1) * per_call]
+    for groups in split:
+        for group in groups:
             t0 = group[0]["ts"]
             for j, k in enumerate(group):
                 starts[j].append(k["ts"] - t0)

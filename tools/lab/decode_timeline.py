@@ -35,15 +35,28 @@ def kernel_records(fn, copies: int, calls: int, replays: int) -> list[list[dict]
     return [kernel_events(graph.replay) for _ in range(replays)]
 
 
-def summarise(name: str, replays: list[list[dict]], calls: int) -> str:
+def call_groups(replays: list[list[dict]], calls: int) -> list[list[list[dict]]] | None:
+    """Each replay's kernels split into its ``calls`` calls (the same kernels per call), or None
+    where the counts do not split evenly."""
     per_call = len(replays[0]) // calls
     if per_call == 0 or any(len(r) != per_call * calls for r in replays):
-        counts = [len(r) for r in replays]
-        return f"  {name}: kernel counts {counts} do not split into {calls} calls"
+        return None
+    return [[r[i * per_call : (i + 1) * per_call] for i in range(calls)] for r in replays]
+
+
+def unsplit(name: str, replays: list[list[dict]], calls: int) -> str:
+    """The line that says the replays' kernels do not split into calls."""
+    return f"  {name}: kernel counts {[len(r) for r in replays]} do not split into {calls} calls"
+
+
+def summarise(name: str, replays: list[list[dict]], calls: int) -> str:
+    split = call_groups(replays, calls)
+    if split is None:
+        return unsplit(name, replays, calls)
+    per_call = len(split[0][0])
     periods, tails, gaps = [], [], []
     spans: list[list[float]] = [[] for _ in range(per_call)]
-    for kernels in replays:
-        groups = [kernels[i * per_call : (i + 1) * per_call] for i in range(calls)]
+    for groups in split:
         for i, group in enumerate(groups):
             for j, k in enumerate(group):
                 spans[j].append(k["dur"])
