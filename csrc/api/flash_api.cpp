@@ -387,8 +387,15 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // 0.6-0.7; at batch 64 the paged rotary step itself 133.6-133.8 -> 128.3-128.4 us. Other
   // steps stay fused: behind their decode instance (IndexedKV or the variant one, which load
   // nothing early) two launches were slower at batch 8 (2.3-3.3 against 0.4-0.8 us, 2026-12-01).
+  // So does one token over a contiguous cache where the decode grid fills the GPU: there the
+  // append kernel's round trips queue behind the decode's reads, and the chain of two kernels
+  // cost more than the fused instance's patch. us added at batch 64 over 4k keys, medians of
+  // four draws of ragged lengths, two launches -> fused: 2.0-3.0 -> 1.4-2.2 (rotary or not);
+  // at batch 1-32, and over pages at any batch, the two launches were as fast or faster (H200,
+  // 2026-12-04, docs/benchmarks.md).
   const DType dt = a->dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
-  if (decode_loads_cached_keys_early(p, dt) || (b.rotary_cos.data != nullptr && !paged)) {
+  const bool fused_full_grid = !paged && b.seqlen_new == 1 && decode_grid_fills_gpu(p);
+  if (!fused_full_grid && (decode_loads_cached_keys_early(p, dt) || (b.rotary_cos.data != nullptr && !paged))) {
     p.new_keys_in_cache = true;  // the plain or whole-page decode instance where nothing else is asked
     return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
   }

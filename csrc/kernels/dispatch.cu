@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -437,6 +438,19 @@ bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype) {
   if (!p.features) return true;  // the plain tables' instance: dense K/V, plain scores
   const int routed = routed_head_dim(p.head_dim);
   return routed != 0 && !p.score_mods && takes_whole_pages(kernels_for<true>(dtype, routed).decode, p);
+}
+
+bool decode_grid_fills_gpu(const FwdParams& p) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> sm_counts[kMaxDevices];  // 0: not asked yet
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;
+  int sms = sm_counts[device].load(std::memory_order_relaxed);
+  if (sms == 0) {
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) return false;
+    sm_counts[device].store(sms, std::memory_order_relaxed);
+  }
+  return static_cast<int64_t>(p.batch) * p.num_heads_k >= static_cast<int64_t>(kFullGridCtasPerSm) * sms;
 }
 
 const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda_error) {

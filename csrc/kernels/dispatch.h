@@ -35,6 +35,12 @@ int routed_head_dim(int head_dim);
 // lane's rows, no left padding). ff_attn_fwd_append makes such steps two launches.
 bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype);
 
+// Whether a decode step of p would fill the current GPU: at least kFullGridCtasPerSm CTAs per
+// SM (batch x KV heads, before splits; the 3-warp full-grid CTAs' threshold). There a token's
+// K/V append over a contiguous cache costs less inside the decode kernel's launch than as a
+// kernel of its own before it (ff_attn_fwd_append). False where the device cannot be asked.
+bool decode_grid_fills_gpu(const FwdParams& p);
+
 // Completes `p` (pack_gqa, num_splits, num_rows) and fills `plan` for the current device.
 // Returns nullptr on success, else a message (sizes the launch grid cannot express).
 // CUDA errors from querying the device go to *cuda_error.

@@ -24,6 +24,8 @@ int routed_head_dim(int head_dim) { return head_dim <= 256 ? (head_dim + 31) / 3
 bool decode_loads_cached_keys_early(const FwdParams& p, DType) {
   return !p.features || (!p.score_mods && p.block_table != nullptr && p.page_shift >= 4);
 }
+static bool g_fills_gpu = false;  // what the stub says of the decode grid (decode_grid_fills_gpu)
+bool decode_grid_fills_gpu(const FwdParams&) { return g_fills_gpu; }
 const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
   ++g_plans;
   *err = cudaSuccess;
@@ -378,6 +380,40 @@ int main() {
   ok = ok && ff_attn_fwd_append(&plain_step, &plain_append, at(256), &bytes, nullptr) == FF_OK &&
        last.new_keys_in_cache && !last.q_from_append && last.q == plain_step.q.data;
   std::printf("%s the q a two-launch step's attention reads\n", ok ? "PASS" : "FAIL");
+  ok ? ++passed : ++failed;
+
+  // Where the decode grid fills the GPU, one new token over a contiguous cache fuses into the
+  // decode kernel's launch (one launch, the append's k/v in FwdParams), rotary or not; pages,
+  // and two new tokens, keep the two launches.
+  forge_flash::g_fills_gpu = true;
+  const auto launches_of = [&](ff_fwd_args s, ff_append_kv_args b) {
+    const int before = g_launches;
+    size_t have = 8192;
+    const bool done = ff_attn_fwd_append(&s, &b, at(256), &have, nullptr) == FF_OK;
+    return done ? g_launches - before : -1;
+  };
+  ff_fwd_args full = decode_fwd();
+  ff_append_kv_args full_append = append_for(full);
+  ok = launches_of(full, full_append) == 1 && last.seqlen_new == 1 && !last.new_keys_in_cache &&
+       last.k_new == full_append.k.data;
+  ff_fwd_args full_rotary = decode_fwd();
+  ff_append_kv_args full_rotary_append = append_for(full_rotary);
+  with_rotary(full_rotary, full_rotary_append);
+  ok = ok && launches_of(full_rotary, full_rotary_append) == 1 && !last.new_keys_in_cache && last.rotary.half > 0 &&
+       last.q == full_rotary.q.data;
+  ff_fwd_args full_paged = decode_fwd();
+  ff_append_kv_args full_paged_append = append_for(full_paged);
+  paged_rotary(16)(full_paged, full_paged_append);
+  ok = ok && launches_of(full_paged, full_paged_append) == 2 && last.new_keys_in_cache;
+  ff_fwd_args two_tokens = decode_fwd();
+  two_tokens.seqlen_q = 2;
+  two_tokens.seqlen_k = 32;
+  ff_append_kv_args two_tokens_append = append_for(two_tokens);
+  two_tokens_append.seqlen_new = 2, two_tokens_append.seqlen_q = 2;
+  ok = ok && launches_of(two_tokens, two_tokens_append) == 2 && last.new_keys_in_cache;
+  forge_flash::g_fills_gpu = false;
+  std::printf("%s one new token over a contiguous cache fuses where the decode grid fills the GPU\n",
+              ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
 
   std::printf("%d passed, %d failed\n", passed, failed);
