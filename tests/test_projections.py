@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import forge_flash as ff
-from forge_flash import projections as layers
+from forge_flash import projections
 from forge_flash.backends.naive import NAIVE, NaiveBackend
 
 from helpers.reference import reference_attention
@@ -118,10 +118,10 @@ def test_float32_beyond_float16_range_uses_bfloat16_and_stays_finite():
 
 def test_naive_backend_keeps_float32():
     q, k, v = _flat(1, 4, 4, 2, 2, 16)
-    call = layers.check_flat(q, k, v, 2, 2, 16)
-    assert layers.kernel_cast(call, torch.float16, (q, k, v), NAIVE) is call
-    half = layers.check_flat(q.half(), k.half(), v.half(), 2, 2, 16)
-    assert layers.kernel_cast(half, torch.float16, (q, k, v), _KernelLike()) is half
+    call = projections.check_flat(q, k, v, 2, 2, 16)
+    assert projections.kernel_cast(call, torch.float16, (q, k, v), NAIVE) is call
+    half = projections.check_flat(q.half(), k.half(), v.half(), 2, 2, 16)
+    assert projections.kernel_cast(half, torch.float16, (q, k, v), _KernelLike()) is half
 
 
 def test_routing_rule():
@@ -133,13 +133,13 @@ def test_routing_rule():
 
 def _spy(monkeypatch, name):
     calls = []
-    original = getattr(layers, name)
+    original = getattr(projections, name)
 
     def spy(*args, **kwargs):
         calls.append(name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(layers, name, spy)
+    monkeypatch.setattr(projections, name, spy)
     return calls
 
 
