@@ -5,6 +5,7 @@ rounds shows up as disagreement between a build's two rounds:
 
     python tools/lab/prefill_rows_ab.py TAG            # head_dim 64, 128 at 512-2048 tokens
     python tools/lab/prefill_rows_ab.py TAG 64:512,64:1024 --fp16
+    python tools/lab/prefill_rows_ab.py TAG 64:512 --more-batches 2   # the last round's cost
 
 A row is the benchmark's prefill shape and FLOP count (`forge_flash.benchmark.prefill_shapes`:
 16k tokens as batch x seqlen, 2048 // head_dim heads, causal and not). Timing: CUDA events
@@ -14,11 +15,18 @@ single calls. Last column:
 the largest error of our output against float32 SDPA math on two sequences and heads, a guard
 against timing a wrong kernel. `bench` (rotated inputs, all contenders) stays the reference for
 published tables; this script is for relative figures of two builds.
+
+`--more-batches N` also runs each row with 1..N more sequences. A row's query blocks of 128 rows
+(`blocks` per SM on the printed row) run in rounds of one per SM: 16k tokens of head_dim 64 at
+512 tokens are 4096 blocks, 31.03 per SM on 132 SMs, so four SMs run a 32nd round alone, and one
+more sequence (32.00 per SM) costs no more rounds. Where our TFLOP/s rise with the batch and
+cuDNN's stay level, that partial last round is what the row loses.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -57,8 +65,11 @@ def row(tag: str, shape: Shape) -> str:
     few = [t[:2, :, :2].transpose(1, 2).float() for t in (q, k, v)]
     err = (got - sdpa(*few, is_causal=causal).transpose(1, 2)).abs().max().item()
     kind = "causal" if causal else "full  "
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    blocks = shape.batch * shape.heads * -(-shape.seqlen_q // 128) / sms
     return (
-        f"{tag:5s} {str(dtype)[6:]:8s} d{shape.head_dim:<3d} s{shape.seqlen_q:<5d} {kind} ours "
+        f"{tag:5s} {str(dtype)[6:]:8s} d{shape.head_dim:<3d} s{shape.seqlen_q:<5d} "
+        f"b{shape.batch:<3d} blocks {blocks:5.2f}/SM {kind} ours "
         f"{shape.flops / ours / 1e9:6.1f} cudnn {shape.flops / cudnn / 1e9:6.1f} "
         f"ratio {cudnn / ours:5.3f} err {err:.1e}"
     )
@@ -70,13 +81,17 @@ def main() -> None:
     default_rows = "64:512,64:1024,64:2048,128:512,128:1024,128:2048"
     parser.add_argument("rows", nargs="?", default=default_rows, help="head_dim:seqlen,...")
     parser.add_argument("--fp16", action="store_true", help="float16 rows too (after bfloat16)")
+    parser.add_argument("--more-batches", type=int, default=0, metavar="N",
+                        help="each row again with 1..N more sequences")  # fmt: skip
     args = parser.parse_args()
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
         for spec in args.rows.split(","):
             head_dim, seqlen = (int(x) for x in spec.split(":"))
             for shape in prefill_shapes([seqlen], [head_dim], [dtype]):
-                print(row(args.tag, shape), flush=True)
+                for more in range(args.more_batches + 1):
+                    grown = dataclasses.replace(shape, batch=shape.batch + more)
+                    print(row(args.tag, grown), flush=True)
 
 
 if __name__ == "__main__":
