@@ -1,6 +1,10 @@
 // Issue rates of the special-function (MUFU) instructions a softmax uses, per SM and clock:
 // tanh.approx.f32 (the softcap), ex2.approx.ftz.f32 (every softmax) and rcp.approx.ftz.f32 (after
-// an FADD, which runs on the FMA pipe), with FFMA as the yardstick. Each thread runs 8
+// an FADD, which runs on the FMA pipe), with FFMA as the yardstick; and P's conversion to 16 bits,
+// cvt.rn.bf16x2.f32 (F2FP, two values packed; unpacked again by a shift on the integer pipe),
+// alone and one per exp2: the CUDA guide's table gives "other type conversions" 16 results per SM
+// per clock, the special-function unit's rate, so whether the two share a unit decides whether
+// P's conversion adds to the exponentials' time. Each thread runs 8
 // independent chains of one instruction, with 32 warps per SM, so the unit's throughput, not a
 // chain's latency, sets the time. Whether the softcap's tanh costs as much as an exp2 decides how
 // close a softcapped call can come to plain attention at head_dim 128, where the exp2s alone take
@@ -15,7 +19,7 @@ namespace {
 
 constexpr int kChains = 8, kIters = 4096, kThreads = 256, kBlocksPerSm = 4;
 
-enum class Op { kTanh, kEx2, kRcp, kFfma };
+enum class Op { kTanh, kEx2, kRcp, kFfma, kCvt, kEx2Cvt };
 
 template <Op kOp>
 __device__ __forceinline__ float step(float x) {
@@ -26,6 +30,13 @@ __device__ __forceinline__ float step(float x) {
     asm volatile("{ .reg .f32 t; neg.f32 t, %1; ex2.approx.ftz.f32 %0, t; }" : "=f"(y) : "f"(x));
   } else if constexpr (kOp == Op::kRcp) {  // 1 / (1 + x): rcp(rcp(x)) is folded away by ptxas
     asm volatile("{ .reg .f32 t; add.f32 t, %1, 0f3F800000; rcp.approx.ftz.f32 %0, t; }" : "=f"(y) : "f"(x));
+  } else if constexpr (kOp == Op::kCvt || kOp == Op::kEx2Cvt) {  // [2^-x,] to bf16 and back
+    float t = x;
+    if constexpr (kOp == Op::kEx2Cvt)
+      asm volatile("{ .reg .f32 u; neg.f32 u, %1; ex2.approx.ftz.f32 %0, u; }" : "=f"(t) : "f"(x));
+    unsigned packed;
+    asm volatile("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(t), "f"(t));
+    y = __uint_as_float(packed << 16);
   } else {
     asm volatile("fma.rn.f32 %0, %1, %1, %2;" : "=f"(y) : "f"(x), "f"(-0.5f));
   }
@@ -94,7 +105,9 @@ int main() {
   const bool ok = measure<Op::kFfma>("fma.rn.f32", sms, clock_khz, out) &&
                   measure<Op::kEx2>("ex2.approx.ftz.f32", sms, clock_khz, out) &&
                   measure<Op::kTanh>("tanh.approx.f32", sms, clock_khz, out) &&
-                  measure<Op::kRcp>("rcp.approx.ftz.f32", sms, clock_khz, out);
+                  measure<Op::kRcp>("rcp.approx.ftz.f32", sms, clock_khz, out) &&
+                  measure<Op::kCvt>("cvt.rn.bf16x2.f32", sms, clock_khz, out) &&
+                  measure<Op::kEx2Cvt>("ex2 + cvt.bf16x2 (steps)", sms, clock_khz, out);
   cudaFree(out);
   return ok ? 0 : 1;
 }
