@@ -387,15 +387,24 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // 0.6-0.7; at batch 64 the paged rotary step itself 133.6-133.8 -> 128.3-128.4 us. Other
   // steps stay fused: behind their decode instance (IndexedKV or the variant one, which load
   // nothing early) two launches were slower at batch 8 (2.3-3.3 against 0.4-0.8 us, 2026-12-01).
-  // So does one token over a contiguous cache where the decode grid fills the GPU: there the
-  // append kernel's round trips queue behind the decode's reads, and the chain of two kernels
-  // cost more than the fused instance's patch. us added at batch 64 over 4k keys, medians of
-  // four draws of ragged lengths, two launches -> fused: 2.0-3.0 -> 1.4-2.2 (rotary or not);
-  // at batch 1-32, and over pages at any batch, the two launches were as fast or faster (H200,
-  // 2026-12-04, docs/benchmarks.md).
+  // So does one token over a contiguous cache whose decode grid fits one wave of the GPU, but
+  // not beside the append kernel's CTAs (append_pushes_decode_wave): behind that kernel some
+  // decode CTAs would wait for its CTAs to retire, a short second wave, where the fused
+  // instance runs in one. us added, two launches -> fused (H200, 2026-12-04; medians of 3-4
+  // draws of ragged lengths over 4k keys, two rounds; docs/benchmarks.md): batch 64 (512 CTAs
+  // in 528 slots; 32 append CTAs, 160 with rotary), behind a projection kernel, 0.1-2.0 ->
+  // 1.6-2.0 without rotary (the spread over draws -7.3 to 5.4 -> 1.3 to 2.5), 1.9-2.9 -> 2.0-2.2
+  // with it. Where the grid fits beside the append (batch 1-48) or takes more waves anyway
+  // (batch 96, 128) the two launches were as fast or faster: batch 96 / 128, back to back and
+  // behind a projection, 0.0-1.9 / 0.7-2.6 against 1.2-2.8 / 2.4-3.4 fused. One row was mixed:
+  // batch 48 with rotary (384 CTAs, 120 append CTAs, 144 free slots) 0.8 / -1.7 -> 1.7 / 2.4
+  // back to back but 4.3 / 3.4 -> 1.4 / 2.1 behind a projection; the rule keeps two launches.
+  // Over pages the two launches were as fast or faster at every batch.
   const DType dt = a->dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
-  const bool fused_full_grid = !paged && b.seqlen_new == 1 && decode_grid_fills_gpu(p);
-  if (!fused_full_grid && (decode_loads_cached_keys_early(p, dt) || (b.rotary_cos.data != nullptr && !paged))) {
+  const bool rotary = b.rotary_cos.data != nullptr;
+  const bool fuses_one_wave =
+      !paged && b.seqlen_new == 1 && append_pushes_decode_wave(p, dt, append_kv_ctas(b, rotary));
+  if (!fuses_one_wave && (decode_loads_cached_keys_early(p, dt) || (rotary && !paged))) {
     p.new_keys_in_cache = true;  // the plain or whole-page decode instance where nothing else is asked
     return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
   }

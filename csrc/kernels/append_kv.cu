@@ -54,10 +54,9 @@ cudaError_t launch(const AppendParams& p, unsigned ctas, bool programmatic, cuda
 }  // namespace
 
 cudaError_t launch_append_kv(const ff_append_kv_args& args, cudaStream_t stream) {
-  const int64_t threads = append_kv_threads(args);
-  if (threads == 0) return cudaSuccess;
+  const unsigned ctas = static_cast<unsigned>(append_kv_ctas(args, append_rotates_q(args)));
+  if (ctas == 0) return cudaSuccess;
   const AppendParams p = append::make_append_params(args);
-  const unsigned ctas = static_cast<unsigned>((threads + kAppendThreads - 1) / kAppendThreads);
   const bool programmatic = args.programmatic_launch != 0;
   const bool vec = append_vectorisable(p.a);
   if (args.dtype == FF_DTYPE_FLOAT16)

@@ -21,16 +21,22 @@ inline bool append_rotates_q(const ff_append_kv_args& a) {
 }
 
 // Threads of the append's grid: one per unit of 8 features of each k/v row (its k and its v)
-// and of each rotated q row, and at least one per sequence when seqlens_out is written. The C
-// API refuses calls above INT32_MAX (the kernel indexes threads in 32 bits).
-inline int64_t append_kv_threads(const ff_append_kv_args& a) {
+// and of each rotated q row (`rotates_q`: append_rotates_q of the launched arguments), and at
+// least one per sequence when seqlens_out is written. The C API refuses calls above INT32_MAX
+// (the kernel indexes threads in 32 bits).
+inline int64_t append_kv_threads(const ff_append_kv_args& a, bool rotates_q) {
   const int64_t units = (static_cast<int64_t>(a.head_dim) + kAppendUnit - 1) / kAppendUnit;
   const int64_t kv_rows = saturating_mul(saturating_mul(a.batch_size, a.seqlen_new), a.num_heads_k);
-  const int64_t q_rows =
-      append_rotates_q(a) ? saturating_mul(saturating_mul(a.batch_size, a.seqlen_q), a.num_heads) : 0;
+  const int64_t q_rows = rotates_q ? saturating_mul(saturating_mul(a.batch_size, a.seqlen_q), a.num_heads) : 0;
   const int64_t rows = kv_rows > INT64_MAX - q_rows ? INT64_MAX : kv_rows + q_rows;
   const int64_t threads = saturating_mul(rows, units);
   return a.seqlens_out != nullptr && threads < a.batch_size ? a.batch_size : threads;
+}
+inline int64_t append_kv_threads(const ff_append_kv_args& a) { return append_kv_threads(a, append_rotates_q(a)); }
+
+// CTAs of the append's grid (kAppendThreads threads each).
+inline int64_t append_kv_ctas(const ff_append_kv_args& a, bool rotates_q) {
+  return (append_kv_threads(a, rotates_q) + kAppendThreads - 1) / kAppendThreads;
 }
 
 inline bool aligned_for_vectors(const ff_tensor& t) {

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -440,17 +439,14 @@ bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype) {
   return routed != 0 && !p.score_mods && takes_whole_pages(kernels_for<true>(dtype, routed).decode, p);
 }
 
-bool decode_grid_fills_gpu(const FwdParams& p) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> sm_counts[kMaxDevices];  // 0: not asked yet
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;
-  int sms = sm_counts[device].load(std::memory_order_relaxed);
-  if (sms == 0) {
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) return false;
-    sm_counts[device].store(sms, std::memory_order_relaxed);
-  }
-  return static_cast<int64_t>(p.batch) * p.num_heads_k >= static_cast<int64_t>(kFullGridCtasPerSm) * sms;
+bool append_pushes_decode_wave(const FwdParams& p, DType dtype, int64_t append_ctas) {
+  FwdParams behind = p;
+  behind.new_keys_in_cache = true;  // the instance and grid of the step behind the append kernel
+  FwdPlan plan{};
+  cudaError_t err = cudaSuccess;
+  if (plan_fwd(behind, dtype, &plan, &err) != nullptr || !plan.decode) return false;
+  const int64_t ctas = static_cast<int64_t>(plan.grid.x) * plan.grid.y * plan.grid.z;
+  return append_pushes_wave(ctas, plan.resident_ctas, append_ctas);
 }
 
 const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda_error) {
@@ -485,6 +481,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (hopper_decode &&
       (*cuda_error = hopper_decode_shape(kernels, p, ctas, keys, &plan->kernel, &facts, &one_wave)) != cudaSuccess)
     return "device query failed";
+  plan->resident_ctas = static_cast<int64_t>(facts.sm_count) * facts.ctas_per_sm;
 
   const int n_blocks = static_cast<int>((keys + plan->kernel.block_n - 1) / plan->kernel.block_n) +
                        (keys < p.seqlen_k ? 1 : 0);  // a band may straddle one more tile

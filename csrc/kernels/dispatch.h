@@ -23,6 +23,8 @@ struct FwdPlan {
   bool programmatic_capable;
   bool programmatic;
   bool decode;  // the decode kernel (the only one that takes a fused K/V append)
+  // Decode plans: the CTAs of the planned kernel the GPU holds at once (its CTAs per SM x SMs).
+  int64_t resident_ctas;
 };
 
 // The head dimension whose kernels serve `head_dim` (a multiple of 8 <= 256).
@@ -35,11 +37,20 @@ int routed_head_dim(int head_dim);
 // lane's rows, no left padding). ff_attn_fwd_append makes such steps two launches.
 bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype);
 
-// Whether a decode step of p would fill the current GPU: at least kFullGridCtasPerSm CTAs per
-// SM (batch x KV heads, before splits; the 3-warp full-grid CTAs' threshold). There a token's
-// K/V append over a contiguous cache costs less inside the decode kernel's launch than as a
-// kernel of its own before it (ff_attn_fwd_append). False where the device cannot be asked.
-bool decode_grid_fills_gpu(const FwdParams& p);
+// Whether a decode step of p behind the K/V append kernel (FwdParams::new_keys_in_cache, as
+// ff_attn_fwd_append's two launches run it) plans a grid that runs in one wave on the current
+// GPU, but not in one wave beside the append kernel's `append_ctas` CTAs (append_pushes_wave).
+// There the step costs less as one launch, the append inside the decode kernel (the fused
+// instance). False where the device cannot be asked or the step is not a decode step.
+bool append_pushes_decode_wave(const FwdParams& p, DType dtype, int64_t append_ctas);
+
+// The arithmetic of append_pushes_decode_wave: a grid of `ctas` CTAs that fits the
+// `resident` CTAs the GPU holds at once, whose free slots are fewer than the append's CTAs
+// (each holds at least one decode CTA's slot while it runs), so that some decode CTAs start
+// only as append CTAs retire: a second, short wave.
+inline bool append_pushes_wave(int64_t ctas, int64_t resident, int64_t append_ctas) {
+  return ctas <= resident && resident - ctas < append_ctas;
+}
 
 // Completes `p` (pack_gqa, num_splits, num_rows) and fills `plan` for the current device.
 // Returns nullptr on success, else a message (sizes the launch grid cannot express).

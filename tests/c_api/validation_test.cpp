@@ -24,8 +24,12 @@ int routed_head_dim(int head_dim) { return head_dim <= 256 ? (head_dim + 31) / 3
 bool decode_loads_cached_keys_early(const FwdParams& p, DType) {
   return !p.features || (!p.score_mods && p.block_table != nullptr && p.page_shift >= 4);
 }
-static bool g_fills_gpu = false;  // what the stub says of the decode grid (decode_grid_fills_gpu)
-bool decode_grid_fills_gpu(const FwdParams&) { return g_fills_gpu; }
+static bool g_pushes_wave = false;  // what the stub says of the decode grid (append_pushes_decode_wave)
+static int64_t g_append_ctas = -1;  // the append CTAs it was asked about
+bool append_pushes_decode_wave(const FwdParams&, DType, int64_t append_ctas) {
+  g_append_ctas = append_ctas;
+  return g_pushes_wave;
+}
 const char* plan_fwd(FwdParams& p, DType, FwdPlan* plan, cudaError_t* err) {
   ++g_plans;
   *err = cudaSuccess;
@@ -382,10 +386,12 @@ int main() {
   std::printf("%s the q a two-launch step's attention reads\n", ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
 
-  // Where the decode grid fills the GPU, one new token over a contiguous cache fuses into the
-  // decode kernel's launch (one launch, the append's k/v in FwdParams), rotary or not; pages,
-  // and two new tokens, keep the two launches.
-  forge_flash::g_fills_gpu = true;
+  // Where the append kernel's CTAs would push part of a one-wave decode grid into a second wave,
+  // one new token over a contiguous cache fuses into the decode kernel's launch (one launch, the
+  // append's k/v in FwdParams), rotary or not; pages, and two new tokens, keep the two launches.
+  // The append CTAs asked about are those the two-launch step would launch: k/v rows, and q's
+  // rows where there are rotary tables.
+  forge_flash::g_pushes_wave = true;
   const auto launches_of = [&](ff_fwd_args s, ff_append_kv_args b) {
     const int before = g_launches;
     size_t have = 8192;
@@ -395,12 +401,14 @@ int main() {
   ff_fwd_args full = decode_fwd();
   ff_append_kv_args full_append = append_for(full);
   ok = launches_of(full, full_append) == 1 && last.seqlen_new == 1 && !last.new_keys_in_cache &&
-       last.k_new == full_append.k.data;
+       last.k_new == full_append.k.data &&
+       forge_flash::g_append_ctas == forge_flash::append_kv_ctas(full_append, false);
   ff_fwd_args full_rotary = decode_fwd();
   ff_append_kv_args full_rotary_append = append_for(full_rotary);
   with_rotary(full_rotary, full_rotary_append);
   ok = ok && launches_of(full_rotary, full_rotary_append) == 1 && !last.new_keys_in_cache && last.rotary.half > 0 &&
-       last.q == full_rotary.q.data;
+       last.q == full_rotary.q.data &&
+       forge_flash::g_append_ctas == forge_flash::append_kv_ctas(full_rotary_append, true);
   ff_fwd_args full_paged = decode_fwd();
   ff_append_kv_args full_paged_append = append_for(full_paged);
   paged_rotary(16)(full_paged, full_paged_append);
@@ -411,8 +419,32 @@ int main() {
   ff_append_kv_args two_tokens_append = append_for(two_tokens);
   two_tokens_append.seqlen_new = 2, two_tokens_append.seqlen_q = 2;
   ok = ok && launches_of(two_tokens, two_tokens_append) == 2 && last.new_keys_in_cache;
-  forge_flash::g_fills_gpu = false;
-  std::printf("%s one new token over a contiguous cache fuses where the decode grid fills the GPU\n",
+  forge_flash::g_pushes_wave = false;
+  ok = ok && launches_of(full, full_append) == 2 && last.new_keys_in_cache;  // a grid the append leaves whole
+  std::printf(
+      "%s one new token over a contiguous cache fuses where the append would push the decode into a second wave\n",
+      ok ? "PASS" : "FAIL");
+  ok ? ++passed : ++failed;
+
+  // The rule's arithmetic and its inputs, at a step of batch 64 over 8 KV heads of 128 (32 query
+  // heads) on 132 SMs of four 3-warp decode CTAs each (528 slots): the append kernel covers
+  // 64 x 8 k/v rows of 16 units (8192 threads: 32 CTAs of 256), and with rotary 64 x 32 q rows
+  // too (40960: 160 CTAs). 512 decode CTAs leave 16 slots: fewer than either, so both fuse;
+  // batch 48 (384 CTAs, 144 free) leaves room for its 24 or 120; batch 96 (768) takes two
+  // waves anyway.
+  ff_append_kv_args b64{};
+  b64.batch_size = 64, b64.seqlen_new = 1, b64.seqlen_q = 1, b64.num_heads = 32, b64.num_heads_k = 8;
+  b64.head_dim = 128;
+  ff_append_kv_args b48 = b64;
+  b48.batch_size = 48;
+  using forge_flash::append_kv_ctas;
+  using forge_flash::append_pushes_wave;
+  ok = append_kv_ctas(b64, false) == 32 && append_kv_ctas(b64, true) == 160 && append_kv_ctas(b48, false) == 24 &&
+       append_kv_ctas(b48, true) == 120;
+  ok = ok && append_pushes_wave(512, 528, 32) && append_pushes_wave(512, 528, 160) &&
+       !append_pushes_wave(384, 528, 24) && !append_pushes_wave(384, 528, 120) && !append_pushes_wave(768, 528, 160) &&
+       !append_pushes_wave(512, 528, 16) && append_pushes_wave(528, 528, 1);
+  std::printf("%s the append CTAs a step launches, and when they push a one-wave decode grid into a second\n",
               ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
 

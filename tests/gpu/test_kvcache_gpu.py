@@ -4,8 +4,9 @@ append + rotary + cache_batch_idx + cache_leftpad against the float64 reference,
 whose append runs inside the attention kernel (the caches bit for bit as the append kernel
 writes them), out-of-range block ids refused, a decode step with append captured in a CUDA
 graph, the steps the C API makes two launches (the append kernel, then a decode instance that
-loads cached keys early, except over a contiguous cache where the decode grid fills the GPU), and
-a decode loop with rotary over a contiguous cache replayed from graphs against the adapter's calls.
+loads cached keys early, except over a contiguous cache where the append kernel would push a
+one-wave decode grid into a second wave), and a decode loop with rotary over a contiguous cache
+replayed from graphs against the adapter's calls.
 
 Tolerance: issue 3's rule (helpers.kernels.assert_close_to_reference): at most twice PyTorch's
 own error on the same 16-bit inputs (SDPA on each sequence's gathered keys), plus 1e-5.
@@ -577,19 +578,25 @@ def test_a_step_appends_behind_the_append_kernel_where_its_attention_loads_early
     _check_one_call_step(out, lse, q, cos, sin, one_call, lengths, rotary, table, variants)
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "paged-16"])
-def test_a_step_whose_decode_grid_fills_the_gpu_fuses_its_append_over_a_contiguous_cache(
-    layout, monkeypatch
+@pytest.mark.parametrize(
+    "layout,waves", [("contiguous", "one"), ("paged-16", "one"), ("contiguous", "two")]
+)
+def test_a_step_appends_inside_its_decode_launch_where_the_append_kernel_would_push_a_wave(
+    layout, waves, monkeypatch
 ):
-    """256 ragged sequences over 2 KV heads: 512 decode CTAs, at least two per SM on any GPU of
-    up to 256 SMs, so the step's decode grid fills the GPU (dispatch.h, decode_grid_fills_gpu).
-    There one new token over a contiguous cache appends inside the decode kernel's launch (the
-    fused instance), and over pages of 16 behind the append kernel, as at smaller batches.
-    Lengths include a full cache (the new key its last row), an empty one and a page's last row.
-    Either way the caches are the adapter's two calls' bit for bit and the output the float64
-    reference's."""
-    gen = torch.Generator().manual_seed(71 + len(layout))
-    batch, capacity = 256, 512
+    """Ragged sequences over 2 KV heads of 128 on a Hopper GPU of S SMs, whose decode grids run
+    on 3-warp CTAs, four per SM (tile_config.h). 2S - 4 sequences make 4S - 8 decode CTAs: one
+    wave with 8 slots free, fewer than the append kernel's CTAs (one per 8 sequences), so over
+    a contiguous cache the append runs inside the decode kernel's launch (the fused instance;
+    dispatch.h, append_pushes_decode_wave), and over pages of 16 behind the append kernel. 4S
+    sequences take two waves anyway, and keep the two launches. Lengths include a full cache
+    (the new key its last row), an empty one and a page's last row. Either way the caches are
+    the adapter's two calls' bit for bit and the output the float64 reference's."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the 3-warp decode CTAs of this grid are Hopper's")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    gen = torch.Generator().manual_seed(71 + len(layout) + len(waves))
+    batch, capacity = (2 * sms - 4 if waves == "one" else 4 * sms), 512
     lengths = torch.randint(1, capacity - 1, (batch,), generator=gen).tolist()
     lengths[:3] = [capacity - 1, 0, 15]
     k_cache, v_cache, table, q, cos, sin, kwargs = _one_call_step_inputs(
@@ -601,8 +608,8 @@ def test_a_step_whose_decode_grid_fills_the_gpu_fuses_its_append_over_a_contiguo
         forge_flash.flash_attn_with_kvcache(q, *adapter, **kwargs)
     (out, lse), names = _with_kvcache_kernels(q, *one_call, **kwargs)
     assert sum("decode_kernel" in name for name in names) == 1, names
-    behind_the_append_kernel = layout != "contiguous"
-    assert any("append_kv_kernel" in name for name in names) == behind_the_append_kernel, names
+    fused = layout == "contiguous" and waves == "one"
+    assert any("append_kv_kernel" in name for name in names) != fused, names
     bitwise = {"rtol": 0, "atol": 0}
     torch.testing.assert_close(one_call[0], adapter[0], **bitwise)
     torch.testing.assert_close(one_call[1], adapter[1], **bitwise)
