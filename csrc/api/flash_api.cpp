@@ -402,9 +402,11 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // Over pages the two launches were as fast or faster at every batch.
   const DType dt = a->dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
   const bool rotary = b.rotary_cos.data != nullptr;
-  const bool fuses_one_wave =
-      !paged && b.seqlen_new == 1 && append_pushes_decode_wave(p, dt, append_kv_ctas(b, rotary));
-  if (!fuses_one_wave && (decode_loads_cached_keys_early(p, dt) || (rotary && !paged))) {
+  const bool two_launches = decode_loads_cached_keys_early(p, dt) || (rotary && !paged);
+  // The exception plans the step once more: asked only of the steps it may take from two launches.
+  const bool stays_fused =
+      two_launches && !paged && b.seqlen_new == 1 && append_pushes_decode_wave(p, dt, append_kv_ctas(b, rotary));
+  if (two_launches && !stays_fused) {
     p.new_keys_in_cache = true;  // the plain or whole-page decode instance where nothing else is asked
     return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
   }
