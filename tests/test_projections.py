@@ -10,7 +10,7 @@ import forge_flash as ff
 from forge_flash import projections
 from forge_flash.backends.naive import NAIVE, NaiveBackend
 
-from helpers.reference import reference_attention
+from helpers.reference import reference_flat
 from helpers.tolerance import assert_close_to_reference
 
 
@@ -23,21 +23,6 @@ def _flat(batch, seqlen_q, seqlen_k, heads, kv_heads, head_dim, dtype=torch.floa
     return q, k, v
 
 
-def _per_head_reference(q, k, v, heads, kv_heads, head_dim, causal, scale=None):
-    unbatched = q.dim() == 2
-    if unbatched:
-        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
-    out, _ = reference_attention(
-        q.unflatten(-1, (heads, head_dim)),
-        k.unflatten(-1, (kv_heads, head_dim)),
-        v.unflatten(-1, (kv_heads, head_dim)),
-        causal=causal,
-        scale=scale,
-    )
-    out = out.flatten(-2)
-    return out[0] if unbatched else out
-
-
 @pytest.mark.parametrize("entry", [ff.attention_fwd, ff.multi_head_attention])
 @pytest.mark.parametrize("batch", [None, 1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -46,14 +31,14 @@ def test_flat_projections_match_the_reference(entry, batch, dtype, causal):
     q, k, v = _flat(batch, 19, 23, 8, 2, 32, dtype)
     out = entry(q, k, v, 8, 2, 32, 0.2, causal)
     assert out.shape == q.shape and out.dtype == q.dtype
-    expected = _per_head_reference(q, k, v, 8, 2, 32, causal, scale=0.2)
+    expected = reference_flat(q, k, v, 8, 2, 32, causal=causal, scale=0.2)
     assert_close_to_reference(out, expected, dtype)
 
 
 def test_default_scale_and_keyword_arguments():
     q, k, v = _flat(2, 5, 5, 4, 4, 16)
     out = ff.attention_fwd(q, k, v, num_heads=4, num_kv_heads=4, head_dim=16, is_causal=True)
-    assert_close_to_reference(out, _per_head_reference(q, k, v, 4, 4, 16, True), torch.float32)
+    assert_close_to_reference(out, reference_flat(q, k, v, 4, 4, 16, causal=True), torch.float32)
 
 
 def test_multi_head_attention_goes_through_the_active_backend(monkeypatch, fresh_discovery):
@@ -70,7 +55,7 @@ def test_multi_head_attention_goes_through_the_active_backend(monkeypatch, fresh
     q, k, v = _flat(2, 7, 9, 6, 3, 8)
     out = ff.multi_head_attention(q, k, v, 6, 3, 8, None, True)
     assert calls == [((2, 7, 6, 8), (2, 9, 3, 8), True)]
-    expected = _per_head_reference(q, k, v, 6, 3, 8, True)
+    expected = reference_flat(q, k, v, 6, 3, 8, causal=True)
     assert_close_to_reference(out, expected, torch.float32)
 
 
@@ -112,7 +97,7 @@ def test_float32_beyond_float16_range_uses_bfloat16_and_stays_finite():
     out = ff.attention_fwd(q, k, v, 2, 2, 16, None, False, backend=backend)
     assert backend.dtypes == [torch.bfloat16]
     assert torch.isfinite(out).all()
-    expected = _per_head_reference(q, k, v, 2, 2, 16, False)
+    expected = reference_flat(q, k, v, 2, 2, 16, causal=False)
     assert_close_to_reference(out / 1e6, expected / 1e6, torch.bfloat16)
 
 
@@ -152,8 +137,8 @@ def test_decoder_attention_sends_batched_decode_to_the_decode_path(monkeypatch):
     assert decode_calls == ["batched_decode_attention"] and mha_calls == []
     assert out.shape == q.shape
     for b, length in enumerate(lengths.tolist()):
-        expected = _per_head_reference(q[b : b + 1], k[b : b + 1, :length], v[b : b + 1, :length],
-                                       8, 2, 16, True)  # fmt: skip
+        expected = reference_flat(q[b : b + 1], k[b : b + 1, :length], v[b : b + 1, :length],
+                                  8, 2, 16, causal=True)  # fmt: skip
         if length == 0:
             expected = torch.zeros_like(expected)
         assert_close_to_reference(out[b : b + 1], expected, torch.float32)
@@ -162,7 +147,7 @@ def test_decoder_attention_sends_batched_decode_to_the_decode_path(monkeypatch):
 def test_decoder_attention_full_caches_by_default(monkeypatch):
     q, k, v = _flat(2, 1, 7, 4, 1, 8)
     out = ff.decoder_attention(q, k, v, 4, 1, 8)
-    assert_close_to_reference(out, _per_head_reference(q, k, v, 4, 1, 8, True), torch.float32)
+    assert_close_to_reference(out, reference_flat(q, k, v, 4, 1, 8, causal=True), torch.float32)
 
 
 @pytest.mark.parametrize("seqlen_q", [1, 17])
@@ -175,7 +160,7 @@ def test_decoder_attention_sends_single_sequence_and_prefill_to_multi_head_atten
     q, k, v = _flat(batch, seqlen_q, 20, 4, 2, 16)
     out = ff.decoder_attention(q, k, v, 4, 2, 16)
     assert mha_calls == ["multi_head_attention"] and decode_calls == []
-    assert_close_to_reference(out, _per_head_reference(q, k, v, 4, 2, 16, True), torch.float32)
+    assert_close_to_reference(out, reference_flat(q, k, v, 4, 2, 16, causal=True), torch.float32)
 
 
 def test_decoder_attention_with_cache_lengths_takes_batched_decode_even_for_one(monkeypatch):
@@ -184,7 +169,7 @@ def test_decoder_attention_with_cache_lengths_takes_batched_decode_even_for_one(
     lengths = torch.tensor([6], dtype=torch.int32)
     out = ff.decoder_attention(q, k, v, 4, 2, 16, cache_seqlens=lengths)
     assert decode_calls == ["batched_decode_attention"]
-    expected = _per_head_reference(q, k[:, :6], v[:, :6], 4, 2, 16, True)
+    expected = reference_flat(q, k[:, :6], v[:, :6], 4, 2, 16, causal=True)
     assert_close_to_reference(out, expected, torch.float32)
 
 

@@ -15,7 +15,7 @@ import torch
 
 import forge_flash as ff
 
-from helpers.reference import reference_attention, reference_varlen
+from helpers.reference import reference_attention, reference_flat, reference_varlen
 from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
 BATCH, HEADS, HEADS_K, HEAD_DIM = 2, 4, 2, 16
@@ -431,20 +431,6 @@ def test_batched_decode(variant, dtype):
         torch.testing.assert_close(out[b], alone[0, 0], atol=1e-5, rtol=1e-5)
 
 
-def _flat_reference(q, k, v, heads, kv_heads, head_dim, **options):
-    unbatched = q.dim() == 2
-    if unbatched:
-        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
-    out, _ = reference_attention(
-        q.unflatten(-1, (heads, head_dim)),
-        k.unflatten(-1, (kv_heads, head_dim)),
-        v.unflatten(-1, (kv_heads, head_dim)),
-        **options,
-    )
-    out = out.flatten(-2)
-    return out[0] if unbatched else out
-
-
 def _flat(lead, seqlen_q, seqlen_k, dtype=torch.float32, seed=13):
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(*lead, seqlen_q, HEADS * HEAD_DIM, generator=gen).to(dtype)
@@ -465,7 +451,7 @@ def test_flat_projection_calls(entry, variant, causal, batched):
         options["alibi_slopes"] = options["alibi_slopes"][0]  # one sequence: (num_heads,)
     out = getattr(ff, entry)(q, k, v, HEADS, HEADS_K, HEAD_DIM, 0.3, causal, **options)
     assert out.shape == q.shape
-    expected = _flat_reference(
+    expected = reference_flat(
         q, k, v, HEADS, HEADS_K, HEAD_DIM, scale=0.3, causal=causal, **options
     )
     assert_close_to_reference(out, expected, q.dtype)
@@ -477,7 +463,7 @@ def test_decoder_attention_prefill_and_decode(variant):
     # Prefill (causal by default): multi_head_attention.
     q, k, v = _flat((BATCH,), 6, 6)
     out = ff.decoder_attention(q, k, v, HEADS, HEADS_K, HEAD_DIM, **options)
-    expected = _flat_reference(q, k, v, HEADS, HEADS_K, HEAD_DIM, causal=True, **options)
+    expected = reference_flat(q, k, v, HEADS, HEADS_K, HEAD_DIM, causal=True, **options)
     assert_close_to_reference(out, expected, q.dtype, "prefill")
     # Decode over a cache: batched decode; row b's query aligned with its cache_seqlens[b]-th key.
     q, k, v = _flat((BATCH,), 1, 10, seed=14)

@@ -128,6 +128,31 @@ def reference_attention(
     return out, lse
 
 
+def reference_flat(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    **options,
+) -> torch.Tensor:
+    """reference_attention on flat projections, (batch, seqlen, heads * head_dim) or unbatched
+    (seqlen, heads * head_dim), as the model-layer calls take them; the output in that layout
+    (float64). ``options`` are reference_attention's (causal, scale, variants)."""
+    unbatched = q.dim() == 2
+    if unbatched:
+        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+    out, _ = reference_attention(
+        q.unflatten(-1, (heads, head_dim)),
+        k.unflatten(-1, (kv_heads, head_dim)),
+        v.unflatten(-1, (kv_heads, head_dim)),
+        **options,
+    )
+    out = out.flatten(-2)
+    return out[0] if unbatched else out
+
+
 def reference_varlen(
     q: torch.Tensor,
     k: torch.Tensor,
