@@ -196,11 +196,26 @@ void set_tensors(FwdParams& p, const ff_tensor& q, const ff_tensor& k, const ff_
   p.o_batch_stride = o.batch_stride, p.o_row_stride = o.row_stride, p.o_head_stride = o.head_stride;
 }
 
+// plan_fwd for the current device, its failures as the C API's statuses.
+Check plan_call(FwdParams& p, DType dt, FwdPlan* plan) {
+  cudaError_t cuda_error = cudaSuccess;
+  if (const char* why = plan_fwd(p, dt, plan, &cuda_error)) {
+    if (cuda_error == cudaErrorNoKernelImageForDevice || cuda_error == cudaErrorInvalidDeviceFunction ||
+        cuda_error == cudaErrorUnsupportedPtxVersion)
+      return unsupported_device(cuda_error);
+    if (cuda_error != cudaSuccess) return fail(FF_ERROR_CUDA, "%s: %s", why, cudaGetErrorString(cuda_error));
+    return fail(FF_ERROR_INVALID_ARGUMENT, "%s", why);
+  }
+  return ok();
+}
+
 // Plan, honour the workspace protocol, launch. `append_first`: a decode step whose K/V append
 // runs as its own kernel first (attn_fwd_append, p.new_keys_in_cache); with rotary tables it
-// rotates p.q into the workspace's first bytes, and the attention reads q there.
+// rotates p.q into the workspace's first bytes, and the attention reads q there. `planned`:
+// p's plan where the caller made it (attn_fwd_append, choosing between one launch and two);
+// a decode plan does not read q's strides, which the rotated q changes.
 Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size_t* workspace_bytes,
-          cudaStream_t stream, const ff_append_kv_args* append_first = nullptr) {
+          cudaStream_t stream, const ff_append_kv_args* append_first = nullptr, const FwdPlan* planned = nullptr) {
   const DType dt = dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
   const ff_tensor q_caller = {const_cast<void*>(p.q), p.q_batch_stride, p.q_row_stride, p.q_head_stride};
   ff_tensor q_rotated{};  // (batch, seqlen_q, heads, head_dim), contiguous, at the workspace's start
@@ -214,14 +229,10 @@ Check run(FwdParams& p, ff_dtype dtype, bool programmatic, void* workspace, size
     p.q_head_stride = q_rotated.head_stride;
   }
   FwdPlan plan{};
-  cudaError_t cuda_error = cudaSuccess;
-  if (const char* why = plan_fwd(p, dt, &plan, &cuda_error)) {
-    if (cuda_error == cudaErrorNoKernelImageForDevice || cuda_error == cudaErrorInvalidDeviceFunction ||
-        cuda_error == cudaErrorUnsupportedPtxVersion)
-      return unsupported_device(cuda_error);
-    if (cuda_error != cudaSuccess) return fail(FF_ERROR_CUDA, "%s: %s", why, cudaGetErrorString(cuda_error));
-    return fail(FF_ERROR_INVALID_ARGUMENT, "%s", why);
-  }
+  if (planned != nullptr)
+    plan = *planned;
+  else if (const Check c = plan_call(p, dt, &plan); c.failed())
+    return c;
   // The decode kernel patches the new keys into its warps' first tiles: they must lie in the
   // sequence's last two tiles (decode_kernel.cuh). Behind the append kernel any number of new
   // keys will do; the step is still held to the decode kernel, the one measured that way
@@ -403,12 +414,15 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   const DType dt = a->dtype == FF_DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16;
   const bool rotary = b.rotary_cos.data != nullptr;
   const bool two_launches = decode_loads_cached_keys_early(p, dt) || (rotary && !paged);
-  // The exception plans the step once more: asked only of the steps it may take from two launches.
-  const bool stays_fused =
-      two_launches && !paged && b.seqlen_new == 1 && append_pushes_decode_wave(p, dt, append_kv_ctas(b, rotary));
-  if (two_launches && !stays_fused) {
-    p.new_keys_in_cache = true;  // the plain or whole-page decode instance where nothing else is asked
-    return run(p, a->dtype, true, workspace, workspace_bytes, stream, &b);
+  if (two_launches) {
+    // The plan of the step behind the append kernel decides the exception, and runs it if not.
+    FwdParams behind = p;
+    behind.new_keys_in_cache = true;  // the plain or whole-page decode instance where nothing else is asked
+    FwdPlan plan{};
+    if (const Check c = plan_call(behind, dt, &plan); c.failed()) return c;
+    const bool stays_fused =
+        !paged && b.seqlen_new == 1 && plan.decode && append_pushes_decode_wave(plan, append_kv_ctas(b, rotary));
+    if (!stays_fused) return run(behind, a->dtype, true, workspace, workspace_bytes, stream, &b, &plan);
   }
   p.k_new = b.k.data, p.v_new = b.v.data;
   p.k_new_batch_stride = b.k.batch_stride, p.k_new_row_stride = b.k.row_stride, p.k_new_head_stride = b.k.head_stride;

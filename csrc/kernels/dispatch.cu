@@ -439,12 +439,7 @@ bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype) {
   return routed != 0 && !p.score_mods && takes_whole_pages(kernels_for<true>(dtype, routed).decode, p);
 }
 
-bool append_pushes_decode_wave(const FwdParams& p, DType dtype, int64_t append_ctas) {
-  FwdParams behind = p;
-  behind.new_keys_in_cache = true;  // the instance and grid of the step behind the append kernel
-  FwdPlan plan{};
-  cudaError_t err = cudaSuccess;
-  if (plan_fwd(behind, dtype, &plan, &err) != nullptr || !plan.decode) return false;
+bool append_pushes_decode_wave(const FwdPlan& plan, int64_t append_ctas) {
   const int64_t ctas = static_cast<int64_t>(plan.grid.x) * plan.grid.y * plan.grid.z;
   return append_pushes_wave(ctas, plan.resident_ctas, append_ctas);
 }

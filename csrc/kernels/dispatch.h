@@ -37,12 +37,12 @@ int routed_head_dim(int head_dim);
 // lane's rows, no left padding). ff_attn_fwd_append makes such steps two launches.
 bool decode_loads_cached_keys_early(const FwdParams& p, DType dtype);
 
-// Whether a decode step of p behind the K/V append kernel (FwdParams::new_keys_in_cache, as
-// ff_attn_fwd_append's two launches run it) plans a grid that runs in one wave on the current
+// Whether the decode plan of a step behind the K/V append kernel (FwdParams::new_keys_in_cache,
+// as ff_attn_fwd_append's two launches run it) has a grid that runs in one wave on the current
 // GPU, but not in one wave beside the append kernel's `append_ctas` CTAs (append_pushes_wave).
 // There the step costs less as one launch, the append inside the decode kernel (the fused
-// instance). False where the device cannot be asked or the step is not a decode step.
-bool append_pushes_decode_wave(const FwdParams& p, DType dtype, int64_t append_ctas);
+// instance).
+bool append_pushes_decode_wave(const FwdPlan& plan, int64_t append_ctas);
 
 // The arithmetic of append_pushes_decode_wave: a grid of `ctas` CTAs that fits the
 // `resident` CTAs the GPU holds at once, whose free slots are fewer than the append's CTAs

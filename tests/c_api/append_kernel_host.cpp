@@ -48,7 +48,7 @@ cudaError_t launch_append_kv(const ff_append_kv_args& args, cudaStream_t) {
 // The forward attention is not in this build.
 int routed_head_dim(int head_dim) { return head_dim; }
 bool decode_loads_cached_keys_early(const FwdParams&, DType) { return false; }
-bool append_pushes_decode_wave(const FwdParams&, DType, int64_t) { return false; }
+bool append_pushes_decode_wave(const FwdPlan&, int64_t) { return false; }
 const char* plan_fwd(FwdParams&, DType, FwdPlan*, cudaError_t*) { return "no attention in this test build"; }
 cudaError_t launch_fwd(FwdParams&, DType, const FwdPlan&, void*, cudaStream_t) { return cudaErrorNotSupported; }
 

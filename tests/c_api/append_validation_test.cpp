@@ -18,7 +18,7 @@ namespace forge_flash {
 static int g_launches = 0;
 int routed_head_dim(int head_dim) { return head_dim; }
 bool decode_loads_cached_keys_early(const FwdParams&, DType) { return false; }
-bool append_pushes_decode_wave(const FwdParams&, DType, int64_t) { return false; }
+bool append_pushes_decode_wave(const FwdPlan&, int64_t) { return false; }
 const char* plan_fwd(FwdParams&, DType, FwdPlan*, cudaError_t*) { return "not in this test"; }
 cudaError_t launch_fwd(FwdParams&, DType, const FwdPlan&, void*, cudaStream_t) { return cudaSuccess; }
 cudaError_t launch_append_kv(const ff_append_kv_args&, cudaStream_t) {

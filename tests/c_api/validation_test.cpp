@@ -26,7 +26,7 @@ bool decode_loads_cached_keys_early(const FwdParams& p, DType) {
 }
 static bool g_pushes_wave = false;  // what the stub says of the decode grid (append_pushes_decode_wave)
 static int64_t g_append_ctas = -1;  // the append CTAs it was asked about
-bool append_pushes_decode_wave(const FwdParams&, DType, int64_t append_ctas) {
+bool append_pushes_decode_wave(const FwdPlan&, int64_t append_ctas) {
   g_append_ctas = append_ctas;
   return g_pushes_wave;
 }
