@@ -94,6 +94,7 @@ def test_single_sequence_decode_compiles_with_a_symbolic_length():
     assert set(recorder.ops) == {"forge_flash.multi_head_attention"}
 
 
+@pytest.mark.slow
 def test_inductor_compiles_the_model():
     # Inductor's C++ code generation: about 10 s for prefill and decode on the 2-core machine.
     model = TinyDecoder()

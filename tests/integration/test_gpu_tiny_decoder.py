@@ -101,6 +101,7 @@ def test_cuda_graph_of_a_single_sequence(no_tf32):
     torch.testing.assert_close(graphed.logits, eager.logits, atol=STEP_ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_torch_compile_with_inductor_on_the_gpu(no_tf32):
     torch._dynamo.reset()
     model = _model("cuda", torch.float16)
