@@ -5,11 +5,7 @@
 #   tests  pytest tests/gpu tests/integration, which includes tests/gpu/test_tools.py: the
 #          wgmma self-test (built with the machine's nvcc) and tools/lab/sanitize_matrix.py
 #          under compute-sanitizer memcheck, racecheck and synccheck (logs kept in $OUT).
-#          Without arguments, and with pytest-xdist on the machine, the tool tests run in a
-#          pytest process of their own, one worker each, beside a second process that runs the
-#          rest on 12 workers: racecheck alone takes ~300 s on the H200, and in one `-n 16` run
-#          it started wherever xdist's batches put it (the suite took 475 s, 2026-12-04).
-#          Arguments after the step replace the default pytest arguments (one process), e.g.
+#          Arguments after the step replace the default pytest arguments, e.g.
 #          `tests -m "not slow" tests/gpu tests/integration` then `tests tests/gpu/test_tools.py`
 #          to split a long run over two device calls.
 #   bench  python -m forge_flash (main job), then the anchor benchmarks: bf16 prefill
@@ -18,11 +14,9 @@
 #          flash_attn.cute imports in the venv: already on the machine, or installed into the
 #          venv by the script FA4_INSTALL names (it gets the venv's python as its argument;
 #          docs/benchmarks.md says how to get one).
-#   check  tests (no arguments), then bench, in one venv: a kernel change's whole check in
-#          one device call (under its 600 s limit on the H200).
 # EXTRA=cu12 installs 'forge-flash[cu12]' (the CUDA 12 plugin) instead of 'forge-flash[cuda]'.
 # Outputs go to $OUT. Usage, from the repository root:
-#   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench|check [PYTEST ARGS...]
+#   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench [PYTEST ARGS...]
 set -uo pipefail
 wheels=$1
 step=$2
@@ -40,26 +34,15 @@ py=$venv/bin/python
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 cd /tmp && "$py" -m forge_flash info && cd "$repo" || exit 1
 export PYTHONUNBUFFERED=1
-
-run_tests() {
-    local pytest=("$py" -m pytest -q -p no:cacheprovider -rs)
-    if [ $# -gt 0 ] || ! "$py" -c 'import xdist' 2>/dev/null; then
-        [ $# -gt 0 ] || set -- tests/gpu tests/integration
-        FORGE_FLASH_TOOL_LOGS=$out "${pytest[@]}" "$@" 2>&1 | tee "$out/gpu-tests.log" | tail -25
-    else
-        FORGE_FLASH_TOOL_LOGS=$out "${pytest[@]}" -n 4 tests/gpu/test_tools.py \
-            >"$out/gpu-tools-tests.log" 2>&1 &
-        local tools=$!
-        "${pytest[@]}" -n 12 --durations=8 --ignore=tests/gpu/test_tools.py tests/gpu tests/integration \
-            2>&1 | tee "$out/gpu-tests.log" | tail -25
-        wait "$tools"
-        echo "tests/gpu/test_tools.py:"
-        tail -3 "$out/gpu-tools-tests.log"
-    fi
+case $step in
+tests)
+    args=("$@")
+    [ ${#args[@]} -gt 0 ] || args=(tests/gpu tests/integration)
+    FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs "${args[@]}" 2>&1 |
+        tee "$out/gpu-tests.log" | tail -25
     grep -h "SUMMARY" "$out"/sanitizer-*.log 2>/dev/null
-}
-
-run_bench() {
+    ;;
+bench)
     if [ -n "${FA4_INSTALL:-}" ]; then
         bash "$FA4_INSTALL" "$py" 2>&1 | tail -3
     fi
@@ -74,17 +57,9 @@ run_bench() {
     tail -12 "$out/bench-prefill.log"
     "$py" -m forge_flash bench --full --decode --graph --json "$out/bench-decode-graph.json" 2>&1 |
         tee "$out/bench-decode-graph.log" | tail -9
-}
-
-case $step in
-tests) run_tests "$@" ;;
-bench) run_bench ;;
-check)
-    run_tests
-    run_bench
     ;;
 *)
-    echo "gpu_session.sh: unknown step '$step' (tests, bench or check)" >&2
+    echo "gpu_session.sh: unknown step '$step' (tests or bench)" >&2
     exit 2
     ;;
 esac
