@@ -19,6 +19,13 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# Under pytest-xdist (`-n N`) every worker would start torch with a thread per core: on the GPU
+# machine 16 workers x 16 threads on 16 cores, for the float64 references the tests compute on
+# the CPU. The workers share the cores instead (xdist names their count in this variable).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 
 @pytest.fixture
 def fresh_discovery(monkeypatch):
