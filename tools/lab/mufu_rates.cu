@@ -10,6 +10,15 @@
 // close a softcapped call can come to plain attention at head_dim 128, where the exp2s alone take
 // half the special-function unit's time of a tile (docs/benchmarks.md, "What bounds the softcap").
 //
+// The second table runs a softmax's whole per-score program (the softcap's: multiply, tanh,
+// multiply-add, exp2, add; plain attention's: multiply-add, exp2, add) on 64 independent scores
+// per thread, as a consumer thread holds them at head_dim 128, with 1, 2 and 4 warps per
+// scheduler (8 would not fit the registers). In the Hopper kernel one warp per scheduler runs
+// its softmax while the other consumer's matrix products run: if one warp could not keep the
+// special-function unit busy, a softcapped tile would take longer than the units' rates say.
+// H200, 2026-12-04: one warp runs the softcap's program at 7.46 scores per SM per clock (the
+// unit's bound is 8), the plain one at 13.78 (bound 16): it does keep the unit busy.
+//
 //   nvcc -O3 -arch=sm_90a -o mufu_rates tools/lab/mufu_rates.cu && ./mufu_rates
 #include <cuda_runtime.h>
 
@@ -18,8 +27,9 @@
 namespace {
 
 constexpr int kChains = 8, kIters = 4096, kThreads = 256, kBlocksPerSm = 4;
+constexpr int kScores = 64, kScoreIters = 512;  // the second table: scores per thread, rounds
 
-enum class Op { kTanh, kEx2, kRcp, kFfma, kCvt, kEx2Cvt };
+enum class Op { kTanh, kEx2, kRcp, kFfma, kCvt, kEx2Cvt, kSoftcapScore, kPlainScore };
 
 template <Op kOp>
 __device__ __forceinline__ float step(float x) {
@@ -59,6 +69,36 @@ __global__ void chains(float* out, float seed) {
   if (sum == 12345.f) out[blockIdx.x * blockDim.x + threadIdx.x] = sum;  // keeps the chains live
 }
 
+// One score's program, as the kernel's softmax runs it (fwd_common.cuh): the softcap's bounded
+// softmax, p = 2^(c * tanh(s * a) - offset), and plain attention's p = 2^(s * scale - max); each
+// adds p to the row's sum. The constants keep every score in (0.3, 1): no overflow, no shortcut.
+template <Op kOp>
+__device__ __forceinline__ float score_program(float s, float& sum) {
+  float p;
+  if constexpr (kOp == Op::kSoftcapScore) {
+    float t;
+    asm volatile("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(s * 0.75f));
+    asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(p) : "f"(fmaf(t, 1.5f, -1.2f)));
+  } else {
+    asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(p) : "f"(fmaf(s, 0.9f, -1.1f)));
+  }
+  sum += p;
+  return p;
+}
+
+// kScores independent scores per thread, each through kScoreIters rounds of the program, in
+// the order the softmax issues them: every score of a round before the next round.
+template <Op kOp>
+__global__ void score_rounds(float* out, float seed) {
+  float s[kScores], sum = 0.f;
+#pragma unroll
+  for (int c = 0; c < kScores; ++c) s[c] = seed + 0.004f * c + 1e-6f * threadIdx.x;
+  for (int i = 0; i < kScoreIters; ++i)
+#pragma unroll
+    for (int c = 0; c < kScores; ++c) s[c] = score_program<kOp>(s[c], sum);
+  if (sum == 12345.f) out[blockIdx.x * blockDim.x + threadIdx.x] = sum;  // keeps the scores live
+}
+
 bool check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) std::printf("%s: %s\n", what, cudaGetErrorString(e));
   return e == cudaSuccess;
@@ -68,7 +108,7 @@ template <Op kOp>
 bool measure(const char* name, int sms, int clock_khz, float* out) {
   const int blocks = sms * kBlocksPerSm;
   chains<kOp><<<blocks, kThreads>>>(out, 0.5f);  // warm-up
-  if (!check(cudaDeviceSynchronize(), name)) return false;
+  if (!check(cudaGetLastError(), name) || !check(cudaDeviceSynchronize(), name)) return false;
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
@@ -91,6 +131,35 @@ bool measure(const char* name, int sms, int clock_khz, float* out) {
   return true;
 }
 
+// Scores per SM per clock of one score program with `warps` warps per scheduler (one CTA of
+// 4 * warps warps per SM, as many CTAs as SMs).
+template <Op kOp>
+bool measure_scores(const char* name, int warps, int sms, int clock_khz, float* out) {
+  const int threads = 128 * warps;
+  score_rounds<kOp><<<sms, threads>>>(out, 0.5f);  // warm-up
+  if (!check(cudaGetLastError(), name) || !check(cudaDeviceSynchronize(), name)) return false;
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  float best_ms = 1e30f;
+  for (int r = 0; r < 5; ++r) {
+    cudaEventRecord(start);
+    score_rounds<kOp><<<sms, threads>>>(out, 0.5f);
+    cudaEventRecord(stop);
+    if (!check(cudaEventSynchronize(stop), name)) return false;
+    float ms = 0.f;
+    cudaEventElapsedTime(&ms, start, stop);
+    best_ms = ms < best_ms ? ms : best_ms;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  const double per_sm = static_cast<double>(threads) * kScoreIters * kScores;
+  const double clocks = best_ms * 1e-3 * clock_khz * 1e3;
+  std::printf("%-16s %d warp(s) per scheduler %8.3f ms  %6.2f scores per SM per clock\n", name, warps, best_ms,
+              per_sm / clocks);
+  return true;
+}
+
 }  // namespace
 
 int main() {
@@ -108,6 +177,13 @@ int main() {
                   measure<Op::kRcp>("rcp.approx.ftz.f32", sms, clock_khz, out) &&
                   measure<Op::kCvt>("cvt.rn.bf16x2.f32", sms, clock_khz, out) &&
                   measure<Op::kEx2Cvt>("ex2 + cvt.bf16x2 (steps)", sms, clock_khz, out);
+  // Two special-function results per softcapped score, one per plain one: at 16 a clock the
+  // unit's bounds are 8 and 16 scores per SM per clock.
+  std::printf("\nA softmax's per-score program, %d scores per thread (bounds: softcap 8, plain 16)\n", kScores);
+  bool scores_ok = ok;
+  for (int warps : {1, 2, 4})
+    scores_ok = scores_ok && measure_scores<Op::kSoftcapScore>("softcap score", warps, sms, clock_khz, out) &&
+                measure_scores<Op::kPlainScore>("plain score", warps, sms, clock_khz, out);
   cudaFree(out);
-  return ok ? 0 : 1;
+  return scores_ok ? 0 : 1;
 }
