@@ -34,7 +34,7 @@
 // Tiles use the 128-byte-swizzle layout of sm90/wgmma.cuh (64-byte at head_dim 96), which is
 // also TMA's swizzled box layout, one column block per box. cp.async writes are generic-proxy
 // writes (TMA's are async-proxy, like wgmma's reads); a consumer waits on the stage's `full`
-// barrier and then fences the proxies before wgmma reads the tile.
+// barrier and, for a tile cp.async wrote, then fences the proxies before wgmma reads it.
 #pragma once
 
 #include "../fwd_common.cuh"
@@ -495,17 +495,32 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     }
     sm90::wgmma_commit();
   };
+  // cp.async's writes are generic-proxy writes, which wgmma's async-proxy reads see only after a
+  // proxy fence (MEMBAR.ALL.CTA and FENCE.VIEW.ASYNC.S in the SASS, once per K/V tile in every
+  // consumer thread). TMA writes through the async proxy, and its mbarrier completes only once
+  // the bytes have landed, so a TMA-fed tile needs no fence. Dropped on the H200 (2026-12-04,
+  // docs/benchmarks.md): the persistent kernel at head_dim 64, 512 and 1k tokens, +6-9%
+  // non-causal, +1% causal; the TMA-only instances level to +3% (head_dim 256 at 8k tokens; a
+  // 4096-key window over 32k causal tokens 1.80 -> 1.75 ms). The persistent instances above
+  // head_dim 64 keep it: there its run-time branch measured 1-3% slower at 512-1k tokens (head_dim
+  // 128, bf16 and fp16, every round of three), the fence kept level with main.
+  auto fence_copied_tile = [&] {
+    if constexpr (Cfg::kPersistent && kHeadDim > 64)
+      sm90::fence_proxy_async_smem();
+    else if (!tma)
+      sm90::fence_proxy_async_smem();
+  };
   // Waits until K of tile `it` has landed, and V of tile `it_v` (split barriers only: V
   // otherwise lands with its K, which was waited for a tile earlier); it_v < 0: no V.
   auto wait_kv = [&](int it, int it_v) {
     sm90::mbar_wait(bar_k_full(it % kStages), (it / kStages) & 1);
     if (Cfg::kSplitKV && it_v >= 0) sm90::mbar_wait(bar_v_full(it_v % kStages), (it_v / kStages) & 1);
-    sm90::fence_proxy_async_smem();  // the landed cp.async writes, to wgmma's async proxy
+    fence_copied_tile();
   };
   auto wait_v = [&](int it_v) {  // before the last O += P V of a work tile
     if (Cfg::kSplitKV) {
       sm90::mbar_wait(bar_v_full(it_v % kStages), (it_v / kStages) & 1);
-      sm90::fence_proxy_async_smem();
+      fence_copied_tile();
     }
   };
   auto release = [&](uint32_t bar) {

@@ -82,7 +82,8 @@
 // ---- Ordering rules the helpers do not enforce -----------------------------------------
 //  * cp.async (and st.shared) writes are generic-proxy writes; wgmma reads through the
 //    async proxy. After cp_async_wait, every writing thread runs fence_proxy_async_smem()
-//    and then the CTA barrier, before any wgmma reads the tile.
+//    and then the CTA barrier, before any wgmma reads the tile. TMA's writes are async-proxy
+//    writes: waiting on the tile's mbarrier is enough.
 //  * wgmma_fence() before the first wgmma of a batch whenever the accumulators or the
 //    A registers were written by ordinary instructions (zeroing, rescaling, acc_to_a).
 //  * The accumulators and A registers must not be touched between issue and the
