@@ -68,3 +68,37 @@ def test_listing_numbers_the_kernels(tmp_path, capsys, monkeypatch):
     ncu_stalls.main()
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["0: 1 instructions, 1200 samples, k_a", "1: 2 instructions, 10 samples, k_b"]
+
+
+def test_mix_counts_instructions_executed_per_opcode_side_by_side(tmp_path, capsys, monkeypatch):
+    header = '"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed"\n'
+
+    def executed(name: str, rows: list[tuple[str, str, int]]) -> str:
+        lines = [f'"Kernel Name","{name}"\n', header]
+        lines += [f'"{a}","{src}","0","{n:,}"\n' for a, src, n in rows]
+        return "".join(lines)
+
+    path = tmp_path / "src.csv"
+    path.write_text(
+        executed("ours", [
+            ("0x10", "SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR10+0x34020], R0", 3_000_000),
+            ("0x20", "@!P0 BRA 0x10", 3_000_000),
+            ("0x30", "MUFU.EX2 R1, R2", 2_000_000),
+            ("0x40", "MUFU.EX2 R3, R4", 500_000),
+        ])
+        + executed("theirs", [
+            ("0x10", "MUFU.EX2 R1, R2", 2_500_000),
+            ("0x20", "HGMMA.64x128x16 R1", 100_000),
+        ])
+    )  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["ncu_stalls.py", str(path), "--mix", "0", "1"])
+    ncu_stalls.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["[0] ours", "[1] theirs"]
+    table = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    # ours' opcodes first, by its own counts (the guarded branch is a BRA), then theirs' others
+    assert [line.split()[0] for line in lines[3:]] == ["SYNCS", "BRA", "MUFU", "HGMMA", "total"]
+    assert table["MUFU"] == ["2.5", "2.5"]  # both of ours' exp2s summed
+    assert table["SYNCS"] == ["3.0", "0.0"]
+    assert table["HGMMA"] == ["0.0", "0.1"]
+    assert table["total"] == ["8.5", "2.6"]

@@ -11,9 +11,16 @@ then, anywhere (no GPU, no Nsight Compute):
 
     python tools/lab/ncu_stalls.py src.csv            # the kernels in the file, numbered
     python tools/lab/ncu_stalls.py src.csv 3 --top 30 # kernel 3: reasons, opcodes, top 30
+    python tools/lab/ncu_stalls.py src.csv --mix 1 3  # instructions executed per opcode
 
 (Nsight Compute 2025.3 printed each profiled kernel's block twice: the numbered list shows the
 pairs by their sample counts.)
+
+`--mix` compares kernels by what they execute rather than where they wait: warp-level
+instructions executed per opcode (the source page's "Instructions Executed"), largest first by the
+first kernel named. Ours against FA4's head_dim 128 kernel showed alike softmax instructions and
+the difference in a producer's spinning wait and the wgmma descriptors (docs/benchmarks.md,
+2026-12-04 16:10).
 
 A stall sampled at an instruction is the reason its warp could not issue that instruction: at a
 MUFU, "mio" is the special-function queue being full and "wait" a fixed-latency dependency (the
@@ -29,6 +36,7 @@ import csv
 import io
 
 SAMPLES = "Warp Stall Sampling (All Samples)"
+EXECUTED = "Instructions Executed"
 
 
 def kernels(path: str) -> list[tuple[str, list[dict[str, str]]]]:
@@ -91,15 +99,40 @@ def report(rows: list[dict[str, str]], top: int) -> None:
         print(f"  {r['Address'][-6:]:>6} {share(number(r[SAMPLES]))} {source:<58} {why}")
 
 
+def mix(found: list[tuple[str, list[dict[str, str]]]], top: int) -> None:
+    """Warp-level instructions executed per opcode of each kernel given, in millions, side by
+    side; opcodes ordered by the first kernel's count, then the others' own."""
+    counts = []
+    for _, rows in found:
+        by_op: collections.Counter[str] = collections.Counter()
+        for r in rows:
+            by_op[opcode(r["Source"])] += number(r.get(EXECUTED))
+        counts.append(by_op)
+    for i, (name, _) in enumerate(found):
+        print(f"[{i}] {name[:100]}")
+    order = [op for op, _ in counts[0].most_common()]
+    order += [op for c in counts[1:] for op, _ in c.most_common() if op not in order]
+    print(f"{'opcode':<10}" + "".join(f"{f'[{i}] M':>12}" for i in range(len(found))))
+    for op in order[:top]:
+        print(f"{op:<10}" + "".join(f"{c[op] / 1e6:12.1f}" for c in counts))
+    print(f"{'total':<10}" + "".join(f"{sum(c.values()) / 1e6:12.1f}" for c in counts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", help="ncu --page source --csv --print-source sass output")
     parser.add_argument(
         "kernel", nargs="?", type=int, help="which kernel block (default: list them)"
     )
-    parser.add_argument("--top", type=int, default=20, help="instructions to list")
+    parser.add_argument("--top", type=int, default=20, help="instructions (--mix: opcodes) to list")
+    parser.add_argument(
+        "--mix", type=int, nargs="+", metavar="K", help="instructions per opcode of kernels K"
+    )
     args = parser.parse_args()
     found = kernels(args.csv)
+    if args.mix:
+        mix([found[k] for k in args.mix], args.top)
+        return
     if args.kernel is None:
         for i, (name, rows) in enumerate(found):
             samples = int(sum(number(r.get(SAMPLES)) for r in rows))
