@@ -14,6 +14,11 @@
 #          flash_attn.cute imports in the venv: already on the machine, or installed into the
 #          venv by the script FA4_INSTALL names (it gets the venv's python as its argument;
 #          docs/benchmarks.md says how to get one).
+#   check  a kernel change's whole check in one device call: tests (its arguments as for
+#          tests), then bench, then tools/lab/bench_variants.py (variants.json); every log is
+#          then packed into $OUT/logs.tgz, so that what comes back (at most 8 files from a
+#          device call) is the three JSONs and the archive. 414 s on the H200 with
+#          `check -n 16 tests/gpu tests/integration` (docs/benchmarks.md, 2026-12-04 16:47).
 # EXTRA=cu12 installs 'forge-flash[cu12]' (the CUDA 12 plugin) instead of 'forge-flash[cuda]'.
 # Outputs go to $OUT. Usage, from the repository root:
 #   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench [PYTEST ARGS...]
@@ -34,15 +39,14 @@ py=$venv/bin/python
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 cd /tmp && "$py" -m forge_flash info && cd "$repo" || exit 1
 export PYTHONUNBUFFERED=1
-case $step in
-tests)
-    args=("$@")
+run_tests() {
+    local args=("$@")
     [ ${#args[@]} -gt 0 ] || args=(tests/gpu tests/integration)
     FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs "${args[@]}" 2>&1 |
         tee "$out/gpu-tests.log" | tail -25
     grep -h "SUMMARY" "$out"/sanitizer-*.log 2>/dev/null
-    ;;
-bench)
+}
+run_bench() {
     if [ -n "${FA4_INSTALL:-}" ]; then
         bash "$FA4_INSTALL" "$py" 2>&1 | tail -3
     fi
@@ -57,9 +61,28 @@ bench)
     tail -12 "$out/bench-prefill.log"
     "$py" -m forge_flash bench --full --decode --graph --json "$out/bench-decode-graph.json" 2>&1 |
         tee "$out/bench-decode-graph.log" | tail -9
+}
+case $step in
+tests)
+    run_tests "$@"
+    ;;
+bench)
+    run_bench
+    ;;
+check)
+    start=$SECONDS
+    run_tests "$@"
+    echo "gpu_session.sh: tests done at $((SECONDS - start)) s"
+    run_bench
+    echo "gpu_session.sh: bench done at $((SECONDS - start)) s"
+    "$py" tools/lab/bench_variants.py --json "$out/variants.json" >"$out/variants.log" 2>&1
+    grep -v -i "warn\|exe_args" "$out/variants.log" | tail -24
+    echo "gpu_session.sh: variants done at $((SECONDS - start)) s"
+    (cd "$out" && find . -maxdepth 1 -type f ! -name '*.json' ! -name logs.tgz -printf '%f\n' |
+        tar czf logs.tgz -T - --remove-files)
     ;;
 *)
-    echo "gpu_session.sh: unknown step '$step' (tests or bench)" >&2
+    echo "gpu_session.sh: unknown step '$step' (tests, bench or check)" >&2
     exit 2
     ;;
 esac
