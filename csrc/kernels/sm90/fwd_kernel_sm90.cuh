@@ -505,10 +505,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // head_dim 64 keep it: there its run-time branch measured 1-3% slower at 512-1k tokens (head_dim
   // 128, bf16 and fp16, every round of three), the fence kept level with main.
   auto fence_copied_tile = [&] {
-    if constexpr (Cfg::kPersistent && kHeadDim > 64)
-      sm90::fence_proxy_async_smem();
-    else if (!tma)
-      sm90::fence_proxy_async_smem();
+    if (!tma || (Cfg::kPersistent && kHeadDim > 64)) sm90::fence_proxy_async_smem();
   };
   // Waits until K of tile `it` has landed, and V of tile `it_v` (split barriers only: V
   // otherwise lands with its K, which was waited for a tile earlier); it_v < 0: no V.
