@@ -104,26 +104,36 @@ bool check(cudaError_t e, const char* what) {
   return e == cudaSuccess;
 }
 
-template <Op kOp>
-bool measure(const char* name, int sms, int clock_khz, float* out) {
-  const int blocks = sms * kBlocksPerSm;
-  chains<kOp><<<blocks, kThreads>>>(out, 0.5f);  // warm-up
+// The best of five timed launches after a warm-up one, in ms (through *best_ms); false after a
+// CUDA error, which it prints.
+template <typename Launch>
+bool best_launch_ms(const char* name, Launch launch, float* best_ms) {
+  launch();  // warm-up
   if (!check(cudaGetLastError(), name) || !check(cudaDeviceSynchronize(), name)) return false;
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
-  float best_ms = 1e30f;
-  for (int r = 0; r < 5; ++r) {
+  *best_ms = 1e30f;
+  bool ok = true;
+  for (int r = 0; r < 5 && ok; ++r) {
     cudaEventRecord(start);
-    chains<kOp><<<blocks, kThreads>>>(out, 0.5f);
+    launch();
     cudaEventRecord(stop);
-    if (!check(cudaEventSynchronize(stop), name)) return false;
+    ok = check(cudaEventSynchronize(stop), name);
     float ms = 0.f;
     cudaEventElapsedTime(&ms, start, stop);
-    best_ms = ms < best_ms ? ms : best_ms;
+    *best_ms = ms < *best_ms ? ms : *best_ms;
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  return ok;
+}
+
+template <Op kOp>
+bool measure(const char* name, int sms, int clock_khz, float* out) {
+  const int blocks = sms * kBlocksPerSm;
+  float best_ms = 0.f;
+  if (!best_launch_ms(name, [&] { chains<kOp><<<blocks, kThreads>>>(out, 0.5f); }, &best_ms)) return false;
   const double per_sm = static_cast<double>(kBlocksPerSm) * kThreads * kIters * kChains;
   const double clocks = best_ms * 1e-3 * clock_khz * 1e3;  // at the reported clock (boost)
   std::printf("%-22s %8.3f ms  %6.2f results per SM per clock (at %d MHz)\n", name, best_ms, per_sm / clocks,
@@ -136,23 +146,8 @@ bool measure(const char* name, int sms, int clock_khz, float* out) {
 template <Op kOp>
 bool measure_scores(const char* name, int warps, int sms, int clock_khz, float* out) {
   const int threads = 128 * warps;
-  score_rounds<kOp><<<sms, threads>>>(out, 0.5f);  // warm-up
-  if (!check(cudaGetLastError(), name) || !check(cudaDeviceSynchronize(), name)) return false;
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  float best_ms = 1e30f;
-  for (int r = 0; r < 5; ++r) {
-    cudaEventRecord(start);
-    score_rounds<kOp><<<sms, threads>>>(out, 0.5f);
-    cudaEventRecord(stop);
-    if (!check(cudaEventSynchronize(stop), name)) return false;
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, start, stop);
-    best_ms = ms < best_ms ? ms : best_ms;
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  float best_ms = 0.f;
+  if (!best_launch_ms(name, [&] { score_rounds<kOp><<<sms, threads>>>(out, 0.5f); }, &best_ms)) return false;
   const double per_sm = static_cast<double>(threads) * kScoreIters * kScores;
   const double clocks = best_ms * 1e-3 * clock_khz * 1e3;
   std::printf("%-16s %d warp(s) per scheduler %8.3f ms  %6.2f scores per SM per clock\n", name, warps, best_ms,
