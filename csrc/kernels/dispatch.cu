@@ -102,10 +102,10 @@ bool band_sinks_serves(const FwdParams& p) {
   return p.softcap == 0.f && p.alibi_slopes == nullptr && p.scale > 0.f && kv_by_batch_row(p);
 }
 
-// Whether the AlibiSlice instance (policies.h) serves a variant call: ALiBi over raw scores
+// Whether the AlibiOnly instance (policies.h) serves a variant call: ALiBi over raw scores
 // (no softcap; a scale the kernels keep raw scores for: p.score_scale == 1) and nothing else:
 // no window but the causal diagonal, no sinks, K/V by batch row.
-bool alibi_slice_serves(const FwdParams& p) {
+bool alibi_only_serves(const FwdParams& p) {
   const bool no_window = p.window_left < 0 && (p.window_right < 0 || p.is_causal);
   return p.alibi_slopes != nullptr && p.softcap == 0.f && p.score_scale == 1.f && p.scale > 0.f && no_window &&
          p.sinks == nullptr && kv_by_batch_row(p);
@@ -542,20 +542,20 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // docs/bench-raw/2026-12-01c-h200-persistent-vs-tma-only-ab.txt; at head_dim 64-128 the
   // persistent kernel stays 2-30% ahead there; 192 was not measured).
   // A variant call whose only variants are a sliding window and/or sinks takes the BandSinks
-  // instance (band_sinks_serves), one whose only variant is ALiBi the AlibiSlice instance
-  // (alibi_slice_serves): the plain score program (ALiBi's bias from the tensor cores) and the
-  // plain instance's wider tiles (the measurements at Sm90Tiles and sm90/alibi_slice.cuh).
+  // instance (band_sinks_serves), one whose only variant is ALiBi the AlibiOnly instance
+  // (alibi_only_serves): the plain score program (plus ALiBi's multiply-add per score) and the
+  // plain instance's wider tiles (the measurements at Sm90Tiles and in docs/benchmarks.md).
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
-    const bool alibi_slice = kernels.sm90.tma_alibi.kernel != nullptr && alibi_slice_serves(p);
+    const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);
     const bool non_causal = !p.is_causal && kernels.sm90.tma_non_causal.kernel != nullptr;
-    const KernelInfo& tma_kernel = band_sinks    ? kernels.sm90.tma_band_sinks
-                                   : alibi_slice ? kernels.sm90.tma_alibi
-                                   : non_causal  ? kernels.sm90.tma_non_causal
-                                                 : kernels.sm90.tma;
+    const KernelInfo& tma_kernel = band_sinks   ? kernels.sm90.tma_band_sinks
+                                   : alibi_only ? kernels.sm90.tma_alibi
+                                   : non_causal ? kernels.sm90.tma_non_causal
+                                                : kernels.sm90.tma;
     const bool tma_only =
         tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
                                          (plan->kernel.kernel == kernels.sm90.persistent.kernel && p.head_dim > 192));

@@ -634,16 +634,6 @@ __device__ __forceinline__ void alibi_scores(float (&s)[kNT][4], const TileFacts
   }
 }
 
-// The same bias where the tensor cores added its per-key part step * (key - n0) to a one-sided
-// tile's scores (P::kAlibiSlice, sm90/alibi_slice.cuh): only the rows' -step * (pos - n0) is left.
-__device__ __forceinline__ void alibi_row_bias(const TileFacts& tile, const ScoreRows& rows, float (&bias)[2]) {
-#pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    const float step = tile.side < 0 ? rows.slope[hi] : -rows.slope[hi];
-    bias[hi] = -step * static_cast<float>(rows.pos[hi] - tile.n0);
-  }
-}
-
 // The score transform: softcap * tanh(scale * s / softcap) or scale * s as base-2 logits (or s
 // left raw: score_scale 1), then ALiBi (alibi_scores). tanh.approx is one special-function
 // instruction (relative error 2^-11, below the 16-bit P it feeds). Without ALiBi bias is 0.
@@ -675,20 +665,15 @@ __device__ __forceinline__ void mask_tile(float (&s)[kNT][4], const FwdParams& p
 }
 
 // The score program of one K/V tile for an m16 slice: the score transform, then the mask
-// where the tile needs one. The logits are s + bias[hi] (score_mod, the ALiBi slice; else 0).
+// where the tile needs one. The logits are s + bias[hi] (score_mod, ALiBi alone; else 0).
 template <class P, int kNT>
 __device__ __forceinline__ void scores_to_logits(float (&s)[kNT][4], const FwdParams& p, const CtaWork& w,
                                                  const TileFacts& tile, const ScoreRows& rows, int tile_row, int lane,
                                                  float (&bias)[2]) {
   bias[0] = bias[1] = 0.f;
   if constexpr (P::kScoreMods) score_mod(s, p, tile, rows, lane, bias);
-  if constexpr (P::kAlibiSlice) {
-    if (tile.side != 0) {
-      alibi_row_bias(tile, rows, bias);
-    } else if (p.alibi_slopes != nullptr) {
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) alibi_row_across(s, hi, rows.slope[hi], alibi_d0(tile, rows, hi, lane));
-    }
+  if constexpr (P::kAlibiOnly) {
+    if (p.alibi_slopes != nullptr) alibi_scores(s, tile, rows, lane, bias);
   }
   if (tile.needs_mask) mask_tile<P>(s, p, w, tile.n0, tile_row, lane);
 }

@@ -40,7 +40,7 @@ struct HopperKernels {
   KernelInfo tma;             // plain as a TMA-only instance (its own tiles and register split: Sm90Tiles)
   KernelInfo tma_non_causal;  // plain tables: tma's tiles for non-causal calls, where they differ (96)
   KernelInfo tma_band_sinks;  // variant tables: tma with BandSinks policies (window, sinks; dense K/V)
-  KernelInfo tma_alibi;       // variant tables: tma with AlibiSlice policies (ALiBi; dense K/V)
+  KernelInfo tma_alibi;       // variant tables: tma with AlibiOnly policies (ALiBi; dense K/V)
 };
 
 // The head dim whose Hopper tiles a table head dim runs on: its own at 64, 96, 128, 192 and

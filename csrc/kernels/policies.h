@@ -15,9 +15,9 @@
 //                   (causal is its right edge at 0), whose outside tiles are never visited.
 //   score transform what a score becomes before the softmax (score_mod): the scale, folded
 //                   into the exponent; with kScoreMods also softcap, ALiBi and any scale, as
-//                   base-2 logits. With kAlibiSlice (the Hopper kernel) ALiBi alone over raw
-//                   scores: the tensor cores add the bias's per-key part as one more k16 slice
-//                   of S = Q K^T (sm90/alibi_slice.cuh), so a score costs no extra instruction.
+//                   base-2 logits. With kAlibiOnly (the Hopper kernel) ALiBi alone over raw
+//                   scores: one multiply-add per score on a tile whose keys lie on one side of
+//                   every row's diagonal (alibi_scores), and the plain kernel's wider tiles.
 //   sinks           with kSinks, a per-head sink logit joins each row's softmax denominator
 //                   once (finish_rows, the split merges).
 //
@@ -25,14 +25,14 @@
 // instances, the variant tables AllVariants, IndexedKV for decode steps over paged or indexed
 // caches with plain scores (PagedKV where every lane's rows lie in one page), BandSinks for a
 // Hopper prefill whose only variants are a sliding window and/or sinks over dense K/V, and
-// AlibiSlice for one whose only variant is ALiBi (both take the plain kernel's wider tiles).
+// AlibiOnly for one whose only variant is ALiBi (both take the plain kernel's wider tiles).
 #pragma once
 
 #include <type_traits>
 
 namespace forge_flash {
 
-template <bool kIndexedKV_, bool kBand_, bool kScoreMods_, bool kSinks_, bool kAlibiSlice_ = false,
+template <bool kIndexedKV_, bool kBand_, bool kScoreMods_, bool kSinks_, bool kAlibiOnly_ = false,
           bool kPagesOnly_ = false>
 struct Policies {
   static constexpr bool kIndexedKV = kIndexedKV_;
@@ -41,10 +41,10 @@ struct Policies {
   static constexpr bool kBand = kBand_;
   static constexpr bool kScoreMods = kScoreMods_;
   static constexpr bool kSinks = kSinks_;
-  static constexpr bool kAlibiSlice = kAlibiSlice_;
-  static_assert(!(kAlibiSlice && kScoreMods), "ALiBi by the tensor cores is the score transform of raw scores");
-  static constexpr bool kAlibi = kScoreMods || kAlibiSlice;  // ALiBi slopes may be set
-  static constexpr bool kAny = kIndexedKV || kBand || kScoreMods || kSinks || kAlibiSlice;
+  static constexpr bool kAlibiOnly = kAlibiOnly_;
+  static_assert(!(kAlibiOnly && kScoreMods), "ALiBi alone is the score transform of raw scores");
+  static constexpr bool kAlibi = kScoreMods || kAlibiOnly;  // ALiBi slopes may be set
+  static constexpr bool kAny = kIndexedKV || kBand || kScoreMods || kSinks || kAlibiOnly;
 };
 
 using Plain = Policies<false, false, false, false>;
@@ -54,7 +54,7 @@ using IndexedKV = Policies<true, false, false, false>;
 using PagedKV = Policies<true, false, false, false, false, true>;
 using BandSinks = Policies<false, true, false, true>;
 using AllVariants = Policies<true, true, true, true>;
-using AlibiSlice = Policies<false, false, false, false, true>;
+using AlibiOnly = Policies<false, false, false, false, true>;
 
 // The policies of a kernel table: plain, or the variant table's full set.
 template <bool kVariantTable>

@@ -164,10 +164,10 @@ def test_alibi_on_either_side_of_the_diagonal(seqlen_q, seqlen_k, causal, head_d
     _check(q, k, v, causal=causal, alibi_slopes=slopes)
 
 
-# ALiBi alone over more than 1024 dense keys takes the Hopper AlibiSlice instance up to head_dim
-# 192 (its bias's per-key part from the tensor cores: sm90/alibi_slice.cuh; diagonal tiles per
-# score): both dtypes (fp16's slope terms), ALiBi's own steep slopes and shallow ones scaled per
-# sequence, offsets of either sign, causal, packed GQA, lengths off the tile grid.
+# ALiBi alone over more than 1024 dense keys takes the Hopper AlibiOnly instance up to head_dim
+# 192 (a multiply-add per score on one-sided tiles, the distance per score on tiles across the
+# diagonal): both dtypes, ALiBi's own steep slopes and shallow ones scaled per sequence, offsets
+# of either sign, causal, packed GQA, lengths off the tile grid.
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("head_dim", [64, 96, 128, 192])
 @pytest.mark.parametrize(

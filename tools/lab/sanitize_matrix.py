@@ -125,7 +125,7 @@ def main() -> None:
         q, k, v = rand(2, 1300, 4, d), rand(2, 1300, 2, d), rand(2, 1300, 2, d)
         forge_flash.flash_attn_fwd(q, k, v, window_size=(300, 40), sinks=torch.randn(4, **f32))
         forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(500, 0))
-    # ALiBi alone over dense K/V (TMA-only AlibiSlice instance: its key tile beside the ring).
+    # ALiBi alone over dense K/V (TMA-only AlibiOnly instance).
     for d in (64, 96, 128, 192):
         q, k, v = rand(2, 1300, 4, d), rand(2, 1300, 2, d), rand(2, 1300, 2, d)
         forge_flash.flash_attn_fwd(q, k, v, alibi_slopes=torch.rand(4, **f32))

@@ -18,10 +18,6 @@
 //      (wgmma_pv_ss)                                            -> global, a second O
 // and compares S with a double-precision Q K^T, and both O with a double-precision
 // round16(S_gpu) V (so the O check sees only the P V path, not S's last-bit rounding).
-// Then the ALiBi slice (sm90/alibi_slice.cuh) for every key count of its kernels: the key tile
-// in the 32-byte swizzle written by write_alibi_keys, each row's slope split by alibi_slice_a,
-// the side applied by alibi_slice_for, S += A (+-B)^T by the RS form with a K-major B
-// (wgmma_qk_rs) onto S = 7, against 7 + side * slope * key in double.
 // Exits non-zero on any failure.
 #include <cuda_runtime.h>
 
@@ -32,7 +28,6 @@
 #include <random>
 #include <vector>
 
-#include "../../csrc/kernels/sm90/alibi_slice.cuh"
 #include "../../csrc/kernels/sm90/wgmma.cuh"
 
 #define CUDA_CHECK(expr)                                                                                   \
@@ -156,37 +151,6 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
 #pragma unroll
     for (int i = 0; i < 36; ++i) o_sum_out[(row0 + sm90::acc_row(t, i)) * 72 + sm90::acc_col(t, i)] = o72[i];
   }
-}
-
-// The ALiBi slice of one K/V tile of kN keys: S = 7 + side * slope[row] * key.
-template <typename T, int kN>
-__global__ void __launch_bounds__(kThreads, 1) alibi_slice_kernel(const float* slopes, int side, float* s_out) {
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t base = (ff::smem_addr(smem_raw) + 1023u) & ~1023u;
-  unsigned char* keys = smem_raw + (base - ff::smem_addr(smem_raw));
-  sm90::write_alibi_keys<T, kN>(keys, threadIdx.x, kThreads);
-  sm90::fence_proxy_async_smem();
-  __syncthreads();
-
-  const int t = threadIdx.x % 128, wg = threadIdx.x / 128, row0 = 64 * wg;
-  const int r = row0 + sm90::acc_row(t, 0);  // this thread's rows r and r + 8
-  const float slope[2] = {slopes[r], slopes[r + 8]};
-  uint32_t a[4], slice[4];
-  sm90::alibi_slice_a<T>(slope, t % 32, a);
-  sm90::alibi_slice_for(a, side, slice);
-  float s[kN / 2];
-#pragma unroll
-  for (int i = 0; i < kN / 2; ++i) s[i] = 7.f;
-  sm90::fence_operand(s);
-  sm90::fence_operand(slice);
-  sm90::wgmma_fence();
-  sm90::wgmma_qk_rs<T>(s, slice, sm90::desc_kmajor<kN, sm90::kAlibiSliceSwizzle>(base, 0));
-  sm90::wgmma_commit();
-  sm90::wgmma_wait<0>();
-  sm90::fence_operand(s);
-  sm90::fence_operand(slice);
-#pragma unroll
-  for (int i = 0; i < kN / 2; ++i) s_out[(row0 + sm90::acc_row(t, i)) * kN + sm90::acc_col(t, i)] = s[i];
 }
 
 // ---- host side ---------------------------------------------------------------------------
@@ -333,52 +297,7 @@ bool run_case(std::mt19937& rng) {
   return ok;
 }
 
-// The ALiBi slice for kN keys, each side, with slopes from 1e-7 to 1e4 (fp16: its terms in range
-// only through the slice's 1/256) and of either sign: relative error 1e-6 of slope * key (fp16:
-// plus its subnormal step times the key's B value).
-template <typename T, int kN>
-bool run_alibi_case(std::mt19937& rng) {
-  std::uniform_real_distribution<float> exponent(-7.f, 4.f);
-  std::vector<float> slopes(kM);
-  for (int r = 0; r < kM; ++r) slopes[r] = (r % 3 == 0 ? -1.f : 1.f) * std::pow(10.f, exponent(rng));
-  float *dslopes, *ds;
-  CUDA_CHECK(cudaMalloc(&dslopes, kM * sizeof(float)));
-  CUDA_CHECK(cudaMalloc(&ds, kM * kN * sizeof(float)));
-  CUDA_CHECK(cudaMemcpy(dslopes, slopes.data(), kM * sizeof(float), cudaMemcpyHostToDevice));
-  const size_t smem = sm90::alibi_keys_bytes<kN>() + 1024;
-  auto kernel = alibi_slice_kernel<T, kN>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  bool ok = true;
-  for (int side : {-1, 0, 1}) {
-    CUDA_CHECK(cudaMemset(ds, 0xFF, kM * kN * sizeof(float)));
-    kernel<<<1, kThreads, smem>>>(dslopes, side, ds);
-    CUDA_CHECK(cudaGetLastError());
-    CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<float> hs(kM * kN);
-    CUDA_CHECK(cudaMemcpy(hs.data(), ds, hs.size() * sizeof(float), cudaMemcpyDeviceToHost));
-    long bad = 0;
-    double worst = 0.0;
-    for (int r = 0; r < kM; ++r)
-      for (int j = 0; j < kN; ++j) {
-        const double bias = side == 0 ? 0.0 : -double(side) * double(slopes[r]) * j;
-        // fp16's smallest step 2^-24 bounds the last term's rounding below its normal range.
-        const double floor16 = std::is_same<T, half>::value ? std::ldexp(1.0, -24) * sm90::kAlibiKeyScale * j : 0.0;
-        const double err = std::fabs(hs[r * kN + j] - (7.0 + bias)), tol = 1e-6 * std::fabs(bias) + 1e-6 + floor16;
-        worst = std::max(worst, std::isnan(err) ? INFINITY : err / tol);
-        if (!(err <= tol) && bad++ < 4)
-          std::printf("    side %d S[%d][%d]: got %.9g, want %.9g\n", side, r, j, hs[r * kN + j], 7.0 + bias);
-      }
-    std::printf("%s ALiBi slice N=%3d side %+d: worst err/tol %.3f, %ld bad\n", type_name<T>(), kN, side, worst, bad);
-    ok &= bad == 0;
-  }
-  CUDA_CHECK(cudaFree(dslopes));
-  CUDA_CHECK(cudaFree(ds));
-  std::printf("  %s\n", ok ? "PASS" : "FAIL");
-  return ok;
-}
-
-// Every (head_dim, keys) pair the Hopper kernel's tiles use, plus a 64-key tile per head_dim;
-// the ALiBi slice at the key counts of the AlibiSlice instances (Sm90Tiles: 128, 192, 176, 112).
+// Every (head_dim, keys) pair the Hopper kernel's tiles use, plus a 64-key tile per head_dim.
 template <typename T>
 bool run_type(std::mt19937& rng) {
   bool ok = run_case<T, 64, 64>(rng);
@@ -391,10 +310,6 @@ bool run_type(std::mt19937& rng) {
   ok &= run_case<T, 192, 112>(rng);
   ok &= run_case<T, 256, 64>(rng);
   ok &= run_case<T, 256, 80>(rng);
-  ok &= run_alibi_case<T, 112>(rng);
-  ok &= run_alibi_case<T, 128>(rng);
-  ok &= run_alibi_case<T, 176>(rng);
-  ok &= run_alibi_case<T, 192>(rng);
   return ok;
 }
 
@@ -417,17 +332,6 @@ bool check_layout_function() {
           if (off != (canonical ^ (((canonical >> 7) & uint32_t(per_block - 1)) << 4))) ok = false;
         }
     }
-  // The ALiBi slice's key tile: 16 columns in the 32-byte swizzle (bit 4 XOR bit 7).
-  for (int rows : {112, 128, 176, 192}) {
-    std::vector<int> seen(rows * 2, 0);
-    for (int r = 0; r < rows; ++r)
-      for (int c = 0; c < 2; ++c) {
-        const uint32_t off = sm90::tile_offset(rows, r, c, sm90::kAlibiSliceSwizzle);
-        if (off % 16 != 0 || off / 16 >= seen.size() || seen[off / 16]++) ok = false;
-        const uint32_t canonical = uint32_t(r * 32 + c * 16);
-        if (off != (canonical ^ (((canonical >> 7) & 1u) << 4))) ok = false;
-      }
-  }
   // head_dim 64: identical to the SM80 kernel's row * 64 + ((chunk ^ (row % 8)) * 8) elements.
   // head_dim 128: differs from its row * 128 + ((chunk ^ (row % 8)) * 8).
   bool same64 = true, same128 = true;

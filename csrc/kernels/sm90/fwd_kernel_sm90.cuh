@@ -39,7 +39,6 @@
 
 #include "../fwd_common.cuh"
 #include "../grid_dependency.cuh"
-#include "alibi_slice.cuh"
 #include "pipeline.cuh"
 #include "wgmma.cuh"
 
@@ -54,8 +53,7 @@ constexpr int sm90_copy_row_step(int chunks, int threads) {
 }
 
 template <int kHeadDim_, int kBlockN_, int kStages_, bool kPersistent_, bool kTmaOnly_ = false, int kConsumerWGs_ = 2,
-          int kQBuffers_ = 1, bool kAlibiSlice_ = false, int kLagTurns_ = 0, bool kPFromSmem_ = false,
-          bool kSumByMma_ = false>
+          int kQBuffers_ = 1, int kLagTurns_ = 0, bool kPFromSmem_ = false, bool kSumByMma_ = false>
 struct Sm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kConsumerWGs = kConsumerWGs_;  // consumer warpgroups, 64 query rows each
@@ -131,19 +129,16 @@ struct Sm90Config {
   static constexpr int kPBytes = kPFromSmem ? 64 * kBlockN * 2 : 0;  // one consumer's P tile
   static constexpr int kRingBytes = kQBuffers * kQBytes + kStages * 2 * kKVBytes;
   static constexpr int kTileBytes = kRingBytes + kConsumerWGs * kPBytes;
-  // AlibiSlice policies: the ALiBi slice's key tile (sm90/alibi_slice.cuh) after the tiles.
-  static constexpr int kAlibiKeysBytes = kAlibiSlice_ ? sm90::alibi_keys_bytes<kBlockN>() : 0;
   // Row sums by the tensor cores (Sm90Tiles::kSumByMma): O += P V runs with N = head_dim + 8,
   // whose last 8 columns read 16 rows of ones (sm90::desc_mnmajor_ones) after the tiles.
   static constexpr bool kSumByMma = kSumByMma_;
-  static_assert(!kSumByMma || (kHeadDim == 64 && !kAlibiSlice_ && !kPFromSmem_),
-                "V in one column block, then the ones");
+  static_assert(!kSumByMma || (kHeadDim == 64 && !kPFromSmem_), "V in one column block, then the ones");
   static constexpr int kOnesBytes = kSumByMma ? sm90::kOnesBytes : 0;
   // Per Q buffer full, empty; per stage K (or K and V) full, V (or K and V) empty [, V full,
   // K empty].
   static constexpr int kBarrierBytes = 8 * (2 * kQBuffers + (kSplitKV ? 4 : 2) * kStages);
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
-  static constexpr int kSmemBytes = kTileBytes + kAlibiKeysBytes + kOnesBytes + kBarrierBytes + 1024;
+  static constexpr int kSmemBytes = kTileBytes + kOnesBytes + kBarrierBytes + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory a Hopper CTA may have");
   // The plain kernel's epilogue stages O in shared memory (over Q, and past it into the K/V
   // ring, free by then) in rows of a multiple of 64 elements: the staging swizzle XORs the
@@ -180,9 +175,9 @@ struct Sm90Config {
 //        at 64 (160 keys, 3 stages) lost 7-12%, at 128 (3 consumers, 96 keys) 2-8%.
 //   128: 176 keys, 2 stages (209 KB), O 64 + S 88 + P 44 of 240 registers: +2-5% from 2k
 //        tokens (the variant score program spills 376 bytes there: it keeps 128 keys).
-// BandSinks (a window and/or sinks, plain scores) and AlibiSlice (ALiBi's bias from the tensor
-// cores, sm90/alibi_slice.cuh; 64 bytes of spills beside the third consumer at head_dim 64)
-// take these tiles too. BandSinks' band mask and sink epilogue spill 20-24 bytes at head_dim 64
+// BandSinks (a window and/or sinks, plain scores) and AlibiOnly (ALiBi alone: a multiply-add
+// per score, policies.h; 52 bytes of spills beside the third consumer at head_dim 64) take
+// these tiles too. BandSinks' band mask and sink epilogue spill 20-24 bytes at head_dim 64
 // and 128, outside the unmasked tiles' path (in the SASS: the masked-tile branch and the
 // epilogue); with it a 4096-key window over 32k causal tokens ran 3.68-3.70x -> 3.73-3.84x
 // faster than the causal call, sinks 0.87-0.95x -> 0.93-1.12x of plain attention (H200,
@@ -236,7 +231,7 @@ template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P, bool kNonCausa
           class Tiles = Sm90Tiles<kHeadDim, kPersistent, kTmaOnly, P, kNonCausal>>
 using Sm90PrefillConfig =
     Sm90Config<kHeadDim, Tiles::kBlockN, Tiles::kStages, kPersistent, kTmaOnly, Tiles::kConsumerWGs, Tiles::kQBuffers,
-               P::kAlibiSlice, Tiles::kLagTurns, Tiles::kPFromSmem, Tiles::kSumByMma>;
+               Tiles::kLagTurns, Tiles::kPFromSmem, Tiles::kSumByMma>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
 template <typename T, typename Cfg, class P>
@@ -253,9 +248,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   constexpr int kConsumers = Cfg::kConsumerThreads;
   // How wgmma descriptors are built (see issue_qk): by adds at head_dim 96 and above 128,
   // except in the persistent variant kernels (40 bytes of spills at head_dim 192), and in the
-  // AlibiSlice instance, whose slice registers otherwise spill Q's descriptors at head_dim 128
-  // (36 bytes, loaded in the mainloop; 0 by adds).
-  constexpr bool kDescByAdd = (kHeadDim > 128 || kHeadDim == 96 || P::kAlibiSlice) && !(Cfg::kPersistent && P::kAny);
+  // AlibiOnly instance, where they were by adds when it was measured (2026-12-04: that instance
+  // then held ALiBi's bias as one more k16 slice of Q K^T, whose registers spilled Q's
+  // descriptors otherwise; the multiply-add per score that replaced the slice was measured so).
+  constexpr bool kDescByAdd = (kHeadDim > 128 || kHeadDim == 96 || P::kAlibiOnly) && !(Cfg::kPersistent && P::kAny);
   // Named barriers: "consumer c may issue" (kBarTurn0 + c), all consumers (epilogue).
   constexpr int kWGs = Cfg::kConsumerWGs, kBarTurn0 = 1, kBarConsumers = kBarTurn0 + kWGs;
 
@@ -269,8 +265,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // Per Q buffer: "Q landed" / "Q done with". Per stage: "K landed" / "V done with"; with
   // kSplitKV also "V landed" / "K done with", else those are the same two barriers (the
   // stage's K and V land and free together).
-  const uint32_t alibi_keys = smem_base + Cfg::kTileBytes;  // AlibiSlice: the slice's key tile
-  const uint32_t ones = alibi_keys + Cfg::kAlibiKeysBytes;  // kSumByMma: V's extra columns
+  const uint32_t ones = smem_base + Cfg::kTileBytes;  // kSumByMma: V's extra columns
   const uint32_t bars = ones + Cfg::kOnesBytes, stage_bars = bars + 16 * kQBuffers;
   auto bar_q_full = [&](int buffer) { return bars + 16 * buffer; };
   auto bar_q_empty = [&](int buffer) { return bars + 16 * buffer + 8; };
@@ -324,12 +319,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     }
     sm90::mbar_init_fence();
   }
-  if constexpr (P::kAlibiSlice) {  // read by the consumers' wgmma: through the async proxy
-    sm90::write_alibi_keys<T, kBlockN>(smem + Cfg::kTileBytes, tid, Cfg::kNThreads);
-    sm90::fence_proxy_async_smem();
-  }
-  if constexpr (Cfg::kSumByMma) {  // likewise
-    sm90::fill_ones<T>(smem + Cfg::kTileBytes + Cfg::kAlibiKeysBytes, Cfg::kOnesBytes, tid, Cfg::kNThreads);
+  if constexpr (Cfg::kSumByMma) {  // read by the consumers' wgmma: through the async proxy
+    sm90::fill_ones<T>(smem + Cfg::kTileBytes, Cfg::kOnesBytes, tid, Cfg::kNThreads);
     sm90::fence_proxy_async_smem();
   }
   __syncthreads();
@@ -462,8 +453,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     }
   };
 
-  // AlibiSlice: the A registers of the ALiBi slice of the tile being issued (sm90/alibi_slice.cuh).
-  uint32_t slice_a[4] = {0u, 0u, 0u, 0u};
   auto issue_qk = [&](int it) {
     uint32_t q_tile = sQ_rows;
     // Q's descriptors do not change from tile to tile, so the compiler keeps all of them (2
@@ -479,8 +468,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
       sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle, kDescByAdd>(q_tile, kk),
                         sm90::desc_kmajor<kBlockN, kSwizzle, kDescByAdd>(sK(it % kStages), kk), kk > 0);
-    if constexpr (P::kAlibiSlice)
-      sm90::wgmma_qk_rs<T>(s_flat, slice_a, sm90::desc_kmajor<kBlockN, sm90::kAlibiSliceSwizzle>(alibi_keys, 0));
     sm90::wgmma_commit();
   };
   auto issue_pv = [&](int it) {
@@ -579,7 +566,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // Where O is rescaled (by the last softmax's correction): in the consumer's turn, between
   // issuing S = Q K^T and O += P V, where its multiplies run while the tensor cores compute
   // Q K^T; otherwise after the wait for the previous P V, on the way to the next turn. In the
-  // turn: the TMA-only instances of plain scores (and of ALiBi's slice) up to head_dim 128.
+  // turn: the TMA-only instances of plain scores (and of ALiBi alone) up to head_dim 128.
   // Not around a run-time branch (the lazy max's, a softcap's bounded logits): a matrix
   // product would be in flight across it, and ptxas serializes them. H200, 2026-12-02
   // (docs/benchmarks.md): level to +2.5% at head_dim 64-128 from 4k tokens, ALiBi at head_dim
@@ -615,17 +602,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     }
     const ScoreRows rows = score_rows<P>(p, w, tile_row);
     auto tile_n0 = [&](int i) { return (w.n_end - 1 - i) * kBlockN + w.key0; };
-    // Before the turn's wgmma_fence, which orders these register writes before the slice reads them.
-    auto prepare_slice = [&](int i) {
-      if constexpr (P::kAlibiSlice) {
-        // Rebuilt per tile (a dozen instructions) rather than kept: at head_dim 64 (160 registers
-        // per consumer) the two registers fewer spilled 72 bytes instead of 84 (before FastDiv).
-        uint32_t a[4];
-        sm90::alibi_slice_a<T>(rows.slope, lane, a);
-        sm90::alibi_slice_for(a, alibi_side<P>(p, w, tile_n0(i), kBlockN), slice_a);
-        sm90::fence_operand(slice_a);  // computed here, not sunk past the fence
-      }
-    };
     // Returns whether O needs its rescale (kLazyMax: not when no row of the warp moved its max).
     auto softmax = [&](int i, float (&correction)[2]) {
       const TileFacts tile = tile_facts<P>(p, w, tile_n0(i), kBlockN);
@@ -652,7 +628,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sQ_rows = sQ(q_buffer) + consumer * 64 * kSwizzle;
       float correction[2];
       wait_kv(it, -1);
-      prepare_slice(0);
       turn_begin();
       sm90::wgmma_fence();
       issue_qk(it);
@@ -669,7 +644,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
 
       for (int i = 1; i < n_tiles; ++i) {
         wait_kv(it + i, it + i - 1);
-        prepare_slice(i);
         turn_begin();
         sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
         issue_qk(it + i);
@@ -699,7 +673,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
       if constexpr (!kPFromSmem) sm90::fence_operand(p_flat);
-      sm90::fence_operand(slice_a);  // read by the last S = Q K^T, which has retired
       release(bar_v_empty((it + n_tiles - 1) % kStages));
       it += n_tiles;
     }

@@ -58,10 +58,6 @@
 // (K-major: start = tile + (kk / 2) * rows * 64 + (kk % 2) * 32, SBO = 512; MN-major:
 // start = tile + kk * 16 * 64, SBO = 512, LBO = rows * 64 from one 32-column block to the
 // next).
-// The 32B layout (swizzle mode 3; the ALiBi slice's key tile, sm90/alibi_slice.cuh): 16-column
-// blocks of 32-byte rows, one k16 slice per row, 8 rows = one 256-byte atom, the hardware
-// XORing address bit 4 with bit 7 (chunk ^ (row / 4) % 2); K-major: start = tile + kk * rows *
-// 32, SBO = 256. tile_offset and desc_kmajor take all three widths.
 //
 // ---- Register layouts (thread t = threadIdx.x % 128 of the warpgroup, warp w = t / 32,
 // lane l = t % 32) -------------------------------------------------------------------------
@@ -143,12 +139,12 @@ __host__ __device__ constexpr uint32_t tile_bytes(int rows, int head_dim) {
 //   bits 62-63  swizzle: 0 none, 1 = 128B, 2 = 64B, 3 = 32B
 template <int kSwizzle = kSwizzleRowBytes>
 __device__ __forceinline__ uint64_t make_desc(uint32_t smem_byte_addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
-  static_assert(kSwizzle == 128 || kSwizzle == 64 || kSwizzle == 32, "128-, 64- or 32-byte swizzle");
+  static_assert(kSwizzle == 128 || kSwizzle == 64, "128- or 64-byte swizzle");
   uint64_t desc = 0;
   desc |= static_cast<uint64_t>((smem_byte_addr >> 4) & 0x3FFFu);
   desc |= static_cast<uint64_t>((lbo_bytes >> 4) & 0x3FFFu) << 16;
   desc |= static_cast<uint64_t>((sbo_bytes >> 4) & 0x3FFFu) << 32;
-  desc |= static_cast<uint64_t>(kSwizzle == 128 ? 1 : kSwizzle == 64 ? 2 : 3) << 62;
+  desc |= static_cast<uint64_t>(kSwizzle == 128 ? 1 : 2) << 62;
   return desc;
 }
 
@@ -391,8 +387,7 @@ __device__ __forceinline__ void fence_operand(uint32_t (&r)[kN]) {
 
 // RS form: A (64x16) from four registers, B from a shared memory descriptor. IA0..IA3 = A
 // registers, IB = desc_b, IS = accumulate flag, TAIL = "imm-scale-a, imm-scale-b,
-// imm-trans-b": "1, 1, 1" for a transposed (MN-major) B (16xN), "1, 1, 0" for a K-major B
-// (Nx16).
+// imm-trans-b": "1, 1, 1" for a transposed (MN-major) B (16xN).
 #define FF_SM90_WGMMA_RS(SHAPE, TYPE, REGS, OPERANDS, IA0, IA1, IA2, IA3, IB, IS, TAIL) \
   asm volatile(                                                                         \
       "{\n"                                                                             \
@@ -418,8 +413,6 @@ struct is_wgmma_16bit
 // Wgmma<N>::rs_tb<T>(d, a, desc_b, acc):      d (+)= A (64x16, four registers a) * B (16xN),
 //   B MN-major from a descriptor (desc_mnmajor; columns past the first column block through
 //   LBO): O += P V.
-// Wgmma<N>::rs_kb<T>(d, a, desc_b):           d += A (64x16, four registers a) * B (Nx16)^T,
-//   B K-major from a descriptor: the ALiBi slice of S (sm90/alibi_slice.cuh).
 template <int kN>
 struct Wgmma;  // defined below for each N a kernel uses
 
@@ -463,14 +456,6 @@ struct Wgmma;  // defined below for each N a kernel uses
                        FF_SM90_WGMMA_RS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),      \
                                         "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 1"))             \
     }                                                                                                                 \
-    template <typename T>                                                                                             \
-    static __device__ __forceinline__ void rs_kb(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b) {        \
-      constexpr bool accumulate = true;                                                                               \
-      FF_SM90_MMA_BODY(FF_SM90_WGMMA_RS("m64n" #N "k16", "bf16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),     \
-                                        "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 0"),             \
-                       FF_SM90_WGMMA_RS("m64n" #N "k16", "f16", "{" FF_SM90_R##GROUPS "}", FF_SM90_O##GROUPS(d),      \
-                                        "%" #I0, "%" #I1, "%" #I2, "%" #I3, "%" #I4, "%" #I5, "1, 1, 0"))             \
-    }                                                                                                                 \
   };
 
 FF_SM90_DEFINE_WGMMA(64, 4, 32, 33, 34, 35, 36, 37)
@@ -498,11 +483,6 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[kAcc], const uint32_t (&a)[4
 template <typename T, int kAcc>
 __device__ __forceinline__ void wgmma_pv_ss(float (&d)[kAcc], uint64_t desc_a, uint64_t desc_b) {
   Wgmma<2 * kAcc>::template ss_tb<T>(d, desc_a, desc_b, true);
-}
-// S += A B^T, A from registers, B K-major: wgmma_qk_rs<T>(acc_s, a, desc_kmajor<N, 32>(sB, 0))
-template <typename T, int kAcc>
-__device__ __forceinline__ void wgmma_qk_rs(float (&d)[kAcc], const uint32_t (&a)[4], uint64_t desc_b) {
-  Wgmma<2 * kAcc>::template rs_kb<T>(d, a, desc_b);
 }
 
 #undef FF_SM90_DEFINE_WGMMA
