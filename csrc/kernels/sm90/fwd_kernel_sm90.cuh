@@ -14,10 +14,16 @@
 //     for each next tile i:
 //       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores; O rescaled
 //                                                             between them: kRescaleInTurn)
-//       wait S;   mask, softmax -> P                          (while O += P V runs)
+//       wait S;   mask, softmax -> P                          (the source's order; see below)
 //       wait O;   release tile i-1; rescale O                 (the other instances; above
 //                                                             head_dim 128 only if a max rose)
 //     my turn:    O += P V[last]; epilogue
+//
+// In the SASS of every instance ptxas moves the "wait O" up to before the softmax's
+// exponentials (and interleaves P's conversion with them), so a consumer's softmax does not run
+// beside its own O += P V; it runs beside the other consumers' matrix products. Keeping the
+// softmax before that wait (a one-trip loop around it, which ptxas does not hoist the wait
+// into) measured 6% slower over the prefill rows (H200, 2026-12-04, docs/benchmarks.md).
 //
 // Why: at head_dim 64 the exponentials of one tile cost about as much as its two matrix
 // products, so a kernel whose warpgroups compute in lockstep leaves the tensor cores idle
