@@ -393,7 +393,7 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // the decode kernel launched programmatically behind it, which loads its first tiles of cached
   // keys while the append runs (FwdParams::new_keys_in_cache). GPU time a token's append adds
   // to a decode step over 4k cached keys, fused -> two launches (H200, 2026-12-03,
-  // docs/benchmarks.md; batch 1 / 8): pages of 16 with rotary 2.2 / 2.1 -> 0.2 / 0.2-0.3 us,
+  // docs/bench-history/2026-12-03.md; batch 1 / 8): pages of 16 with rotary 2.2 / 2.1 -> 0.2 / 0.2-0.3 us,
   // without 0.6 / 1.5 -> 0.3 / 0.1-0.4, a contiguous cache without rotary 0.5 / 1.7 -> 0.2 /
   // 0.6-0.7; at batch 64 the paged rotary step itself 133.6-133.8 -> 128.3-128.4 us. Other
   // steps stay fused: behind their decode instance (IndexedKV or the variant one, which load
@@ -402,7 +402,7 @@ Check attn_fwd_append(const ff_fwd_args* a, const ff_append_kv_args* ap, void* w
   // not beside the append kernel's CTAs (append_pushes_decode_wave): behind that kernel some
   // decode CTAs would wait for its CTAs to retire, a short second wave, where the fused
   // instance runs in one. us added, two launches -> fused (H200, 2026-12-04; medians of 3-4
-  // draws of ragged lengths over 4k keys, two rounds; docs/benchmarks.md): batch 64 (512 CTAs
+  // draws of ragged lengths over 4k keys, two rounds; docs/bench-history/2026-12-04.md): batch 64 (512 CTAs
   // in 528 slots; 32 append CTAs, 160 with rotary), behind a projection kernel, 0.1-2.0 ->
   // 1.6-2.0 without rotary (the spread over draws -7.3 to 5.4 -> 1.3 to 2.5), 1.9-2.9 -> 2.0-2.2
   // with it. Where the grid fits beside the append (batch 1-48) or takes more waves anyway

@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads)
   // warp's rows and weighing every quad again (231 -> 127 instructions per pass of the loop
   // below; 160 -> 135 registers, set by this tail): one sequence over 4k keys 10.6 -> 10.2 us,
   // batch 4 over 4k 22.9-23.0 -> 22.5, pages of 16 over 4k keys 9.9 -> 9.3 (H200, 2026-12-03,
-  // docs/benchmarks.md).
+  // docs/bench-history/2026-12-03.md).
   constexpr int kPartialPitch = Cfg::kPartialPitch;
   float* part_o = reinterpret_cast<float*>(smem_raw);           // [kWarps][kBlockM][kPartialPitch]
   float* part_max = part_o + kWarps * kBlockM * kPartialPitch;  // [kWarps][kBlockM]

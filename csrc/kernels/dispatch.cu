@@ -51,7 +51,7 @@ constexpr int kPersistentMaxKeys = 1024;
 // 1%: where the last waves are as full, as at 3.3 waves of 4-warp CTAs, they keep 4): at head_dim
 // 128 an SM holds 4 of those where it holds 3 of 4 warps, so a grid of 512 CTAs (batch 64 of 8
 // KV heads) runs in one wave instead of 1.29; at head_dim 64 it holds 5 where it holds 4.
-// Measured on the H200 (2026-12-02, docs/benchmarks.md; 32/8 heads, one query, GPU time): batch
+// Measured on the H200 (2026-12-02, docs/bench-history/2026-12-02.md; 32/8 heads, one query, GPU time): batch
 // 64 over 4k keys 250.4 -> 241.5 us (cuDNN 239), over 8k 478 -> 472; head_dim 64, batch 82 over
 // 4k keys 175 -> 156 (cuDNN 167). Where they fill their waves worse they lost (head_dim 128,
 // batch 48 over 16k keys, 704 against 715; head_dim 64, batch 64 and 128 over 4k keys, 123 and
@@ -210,7 +210,7 @@ int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
 // they keep more K/V tiles in flight than the 4-warp plan: where an SM holds more of their warps
 // than hopper_decode_splits' two 4-warp CTAs (head_dim 64: two 8-warp CTAs per SM), or where
 // the grid has more CTAs than half the SMs: one unsplit wave of one CTA per SM instead of two
-// splits per tile merged in clusters. Measured on the H200 (2026-12-02, docs/benchmarks.md; 32/8
+// splits per tile merged in clusters. Measured on the H200 (2026-12-02, docs/bench-history/2026-12-02.md; 32/8
 // heads, one query, GPU time, against the 4-warp plan): head_dim 128 batch 12 and 16 over 4k
 // keys 54 -> 52 and 67.7 -> 65.2 us (cuDNN 52.2, 65.2), over 8k 98 -> 95.5 and 124.5 -> 123.0;
 // head_dim 64 batch 8, 16, 24 and 32 over 4k keys 5-17% faster (batch 24 60.6 -> 51.6, cuDNN
@@ -225,7 +225,7 @@ int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
 // the rule above). And grids of at most one CTA per kWideMinSplits SMs over at least
 // kWideMinKeys keys (one and two sequences of 8 KV heads): split to one 8-warp CTA per SM (8 or
 // more splits, merged by the combine kernel) they beat the 4-warp plan's two per SM. H200,
-// 2026-12-03 (docs/benchmarks.md), head_dim 128, us: one sequence over 8k keys 16.0 -> 15.5, 16k
+// 2026-12-03 (docs/bench-history/2026-12-03.md), head_dim 128, us: one sequence over 8k keys 16.0 -> 15.5, 16k
 // 23.7 -> 23.5, 32k 38.5 -> 38.0, 128k 126.4 -> 125.9; two over 32k 67.5 -> 67.2, over 128k
 // 243.5 -> 242.7 (over 8k 25.3 -> 25.4); head_dim 96, one over 8k 14.3 -> 13.5. Over 4k keys
 // they lost 6% (11.1 -> 11.8), and batch 4 over 16k (4 splits, in clusters of 4 one-per-SM CTAs)
@@ -244,7 +244,7 @@ bool takes_wide_decode(int64_t ctas, int64_t keys, const DeviceFacts& wide, int 
 // keys, run on CTAs of 3 warps split to fill one wave of those (4 per SM at head_dim 96 and
 // 128: 3 splits from 133 to 165 CTAs). The 4-warp plan leaves most SMs one unsplit CTA, 4 K/V
 // tiles in flight; the split grid keeps 9 per SM, merged in clusters of 3. Measured on the
-// H200 (2026-12-03, docs/benchmarks.md; 32/8 heads, one query, GPU time, against the 4-warp
+// H200 (2026-12-03 00:24, in docs/bench-history/2026-12-02.md; 32/8 heads, one query, GPU time, against the 4-warp
 // plan): head_dim 128, batch 17 (136 CTAs) over 4k / 16k keys 74.1 / 272.4 -> 73.0 / 257.3 us
 // (cuDNN 70.9 / 259.7), over 32k 550.2 -> 517.8 (524.9), batch 18 over 8k 146.0 -> 141.0
 // (143.4), batch 20 (160 CTAs) over 16k 306.8 -> 299.3 (306.4), over 4k level; head_dim 96,
@@ -376,7 +376,7 @@ bool hopper_runs_head_dim(int head_dim) {
 // 128, IndexedKV 6392): IndexedKV chooses among the paged copies, strided rows and left
 // padding at each tile. One sequence of 4k keys in pages of 16 took 10.5-10.6 -> 10.2-10.3
 // us (contiguous 9.8-9.9), batch 64 in ordered pages 257.3 -> 254.9 (contiguous 255.0; H200,
-// 2026-12-02, docs/benchmarks.md). Its steps with a K/V append run behind the append kernel
+// 2026-12-02, docs/bench-history/2026-12-02.md). Its steps with a K/V append run behind the append kernel
 // (ff_attn_fwd_append's two launches, decode_loads_cached_keys_early); a fused PagedKV append
 // instance (28 bytes of spills) had taken 0.8 us off one sequence's rotary step but added 1.4
 // us at batch 64.

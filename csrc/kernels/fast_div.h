@@ -4,7 +4,7 @@
 // every work tile and in every epilogue; `/` by a runtime int compiles to about 25 instructions
 // (a reciprocal on the special-function unit and its corrections), this to 3: 34 of them in
 // the persistent head_dim-64 kernel, 12 left. Measured against `/` (H200, 2026-12-02,
-// docs/benchmarks.md): prefill beside cuDNN +3.1% geomean over the benchmark's 36 rows, the
+// docs/bench-history/2026-12-02.md): prefill beside cuDNN +3.1% geomean over the benchmark's 36 rows, the
 // short causal ones most (head_dim 64 at 512 tokens +14%, 1k +9%); one-query decode 5% faster at
 // 4k keys, 4-5% at 8k (the divisions stood before its first loads).
 //

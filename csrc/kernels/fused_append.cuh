@@ -4,7 +4,7 @@
 // cache_seqlens[b], rotate q and the new keys, then attend over the cache". As two launches
 // (append_kv_kernel.cuh, then the attention) the attention waits for the append's whole grid:
 // its chain of dependent loads (the length, the block id, the write) and its completion added
-// 1.6-6.6 us per step on the H200 at batch 1-64 (docs/benchmarks.md), where issue 15 allows 2.
+// 1.6-6.6 us per step on the H200 at batch 1-64 (docs/bench-history/2026-12-01.md), where issue 15 allows 2.
 // Here the attention needs nothing from another grid:
 //
 //   q:        rotated as it is loaded (registers -> shared memory), every CTA its own tile;

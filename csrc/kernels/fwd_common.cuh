@@ -76,7 +76,7 @@ struct CtaWork {
   // causal mask, window or ALiBi reads them). The tile tests of causal, banded and ALiBi calls
   // read them at every K/V tile, where each had cost a division by the GQA group (about 30
   // instructions); hoisted here, causal prefill gained 3-10% (H200, 2026-12-02,
-  // docs/benchmarks.md).
+  // docs/bench-history/2026-12-02.md).
   int diag_first, diag_last;
   int n_begin, n_end;  // K/V tiles: tile t holds keys [key0 + t * block_n, + block_n)
   int key0;            // 0, or in (-block_n, 0] for tiles anchored at the band's end
@@ -441,7 +441,7 @@ __device__ __forceinline__ bool tile_needs_mask(const FwdParams& p, const CtaWor
 // at 255 registers, spilled a K/V address for the counts (24 bytes, a reload per K/V tile), and
 // the decode kernel's 32-key tiles (kNT 4) gain little while the bits cost its 3-warp paged
 // instance at head_dim 64 two registers (127 -> 129: 4 CTAs per SM instead of 5). Measured on
-// the H200 (2026-12-03, docs/benchmarks.md): causal head_dim 64 at 512-1k tokens +1-2%, a
+// the H200 (2026-12-03, docs/bench-history/2026-12-03.md): causal head_dim 64 at 512-1k tokens +1-2%, a
 // gpt-oss-like window of 128 with sinks 4-5% less time, the window of 4096 over 32k tokens
 // 1% less; unmasked rows level. The BandSinks instance at head_dim 64 (160 registers) now
 // reloads 3 spilled values per K/V tile; its window call is faster all the same.
@@ -751,7 +751,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[kNT][4], float (&row_max
 // max reduction before the exponentials, no correction and no rescale of O. The row's
 // maximum stays `offset` (finish_rows' LSE). Of the softcap's extra work per score (a tanh on
 // the special-function unit beside the exp2), this takes back the max and the rescale: 4-5%
-// of a softcapped call at head_dim 128, 8k tokens on the H200 (docs/benchmarks.md).
+// of a softcapped call at head_dim 128, 8k tokens on the H200 (docs/bench-history/2026-12-01.md).
 template <int kNT>
 __device__ __forceinline__ void softmax_bounded(float (&t)[kNT][4], float (&row_sum)[2], float softcap_log2,
                                                 float offset) {

@@ -17,7 +17,7 @@
 // instructions. These merges run in the tail of a decode CTA and in the combine kernel, after
 // the last load, where nothing hides their instructions: the accurate forms had cost 0.5-0.6 us
 // of every short decode step (one sequence over 4k keys 11.1 -> 10.4-10.5 us, batch 4 over 4k
-// 23.5 -> 22.8-22.9; H200, 2026-12-03, docs/benchmarks.md).
+// 23.5 -> 22.8-22.9; H200, 2026-12-03, docs/bench-history/2026-12-03.md).
 #pragma once
 
 #include <math.h>

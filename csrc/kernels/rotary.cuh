@@ -61,7 +61,7 @@ __device__ __forceinline__ void load_unit(const uint16_t* row, int e0, int head_
 // before any rotation uses them: the rotations of a decode step's q and new keys wait for one
 // table round trip, issued with their own loads, instead of one after those landed. (H200, one
 // token's fused step over pages of 16 keys, batch 1 / 8 / 64: 3.1 / 3.5 / 5.7 us added with
-// the round trips in series, 2.3 / 1.6 / 2.8 us without; docs/benchmarks.md.)
+// the round trips in series, 2.3 / 1.6 / 2.8 us without; docs/bench-history/2026-12-01.md.)
 struct Angles {
   float c[kUnitElems], s[kUnitElems];
 };
@@ -142,7 +142,7 @@ __device__ __forceinline__ float any_table_entry(ff_merge_dtype dtype, const uns
 // instructions (the plain decode kernel's: 9%). With a scalar path per dtype (three copies of
 // 16 entry loads each) and no vectors there, a paged step with rotary added 2.0-2.9 us to the
 // attention at batch 1-64; with vectors and one scalar path 1.7-2.2 us over two calls (and the
-// kernel's SASS 10.7k instructions instead of 14.2k; docs/benchmarks.md).
+// kernel's SASS 10.7k instructions instead of 14.2k; docs/bench-history/2026-12-02.md).
 __device__ __forceinline__ Angles load_angles(const RotaryTables& t, int e0, int64_t position) {
   Angles a{};
   if (t.half == 0 || e0 >= t.dim) return a;

@@ -22,7 +22,7 @@ through ``flash_attn_with_kvcache``, min-max over the rounds, and names the kern
                     same kernel, perm-N minus ident-N what scattered pages cost (address
                     translation, DRAM placement)
 
-Measured on the H200 (docs/benchmarks.md, 2026-12-02): at batch 1 over 4k keys pages of 16-4096
+Measured on the H200 (docs/bench-history/2026-12-02.md): at batch 1 over 4k keys pages of 16-4096
 keys cost 0.3-0.6 us of 9.9 on their own instance (PagedKV; 0.5-0.9 on IndexedKV, and not through
 the block table's load: with that load issued beside the length's, the gap stayed); at batch 64
 ordered pages cost nothing, shuffled pages of 16 3%.

@@ -19,7 +19,7 @@ Needs nvcc (CUDA 12.3+, for sm_90a); ``--nvcc`` names it, default /usr/local/cud
 beside it or on PATH: ``pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm``). Code size
 matters where a kernel runs its code cold: a decode step of one sequence executes its prologue
 once per warp, and its warps waited on instruction fetch for 38% of their stall samples while
-the fused append instance was 14k instructions (docs/benchmarks.md, 2026-12-02). ``--same-as
+the fused append instance was 14k instructions (docs/bench-history/2026-12-02.md). ``--same-as
 TREE`` (with ``--sass-size``) compiles each instance from TREE too and says whether the two
 give the same instructions (addresses and encodings aside): a comment or refactor that keeps
 every instance's SASS needs no GPU run; one that moves registers does.

@@ -19,8 +19,8 @@
 #          then packed into $OUT/logs.tgz, so that what comes back (at most 8 files from a
 #          device call) is the three JSONs and the archive. The same sequence, run as the
 #          tests and bench steps and the variants one after the other before this step existed,
-#          took 414 s on the H200 with `-n 16 tests/gpu tests/integration` (docs/benchmarks.md,
-#          2026-12-04 16:47).
+#          took 414 s on the H200 with `-n 16 tests/gpu tests/integration`
+#          (docs/bench-history/2026-12-04.md, 16:47).
 # EXTRA=cu12 installs 'forge-flash[cu12]' (the CUDA 12 plugin) instead of 'forge-flash[cuda]'.
 # Outputs go to $OUT. Usage, from the repository root:
 #   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench|check [PYTEST ARGS...]

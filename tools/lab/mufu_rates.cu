@@ -8,7 +8,7 @@
 // independent chains of one instruction, with 32 warps per SM, so the unit's throughput, not a
 // chain's latency, sets the time. Whether the softcap's tanh costs as much as an exp2 decides how
 // close a softcapped call can come to plain attention at head_dim 128, where the exp2s alone take
-// half the special-function unit's time of a tile (docs/benchmarks.md, "What bounds the softcap").
+// half the special-function unit's time of a tile (docs/bench-history/2026-12-04.md, "What bounds the softcap").
 //
 // The second table runs a softmax's whole per-score program (the softcap's: multiply, tanh,
 // multiply-add, exp2, add; plain attention's: multiply-add, exp2, add) on 64 independent scores

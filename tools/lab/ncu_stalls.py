@@ -19,8 +19,8 @@ pairs by their sample counts.)
 `--mix` compares kernels by what they execute rather than where they wait: warp-level
 instructions executed per opcode (the source page's "Instructions Executed"), largest first by the
 first kernel named. Ours against FA4's head_dim 128 kernel showed alike softmax instructions and
-the difference in a producer's spinning wait and the wgmma descriptors (docs/benchmarks.md,
-2026-12-04 16:10).
+the difference in a producer's spinning wait and the wgmma descriptors
+(docs/bench-history/2026-12-04.md, 16:10).
 
 A stall sampled at an instruction is the reason its warp could not issue that instruction: at a
 MUFU, "mio" is the special-function queue being full and "wait" a fixed-latency dependency (the

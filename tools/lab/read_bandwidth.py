@@ -9,9 +9,9 @@ anchor decode row) with a Triton kernel that streams its share of the buffer and
 per program, in a few block shapes, and with torch.sum; prints each one's time and TB/s (bytes
 read once). Triton comes with torch's CUDA wheels; without it only torch.sum runs.
 
-Measured on the H200 (2026-12-02/03, docs/benchmarks.md; two calls): 4.13-4.53 TB/s for the
-Triton reads by block shape (the best shape 4.46 and 4.53), 4.05-4.11 for torch.sum, against the
-4.8 TB/s of the datasheet.
+Measured on the H200 (2026-12-02/03, docs/bench-history/2026-12-02.md; two calls): 4.13-4.53
+TB/s for the Triton reads by block shape (the best shape 4.46 and 4.53), 4.05-4.11 for
+torch.sum, against the 4.8 TB/s of the datasheet.
 """
 
 from __future__ import annotations

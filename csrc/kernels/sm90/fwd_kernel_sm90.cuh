@@ -168,14 +168,14 @@ struct Sm90Config {
 //   64:  3 consumer warpgroups (192 query rows, 160 registers each: O 32 + S 64 + P 32),
 //        128 keys, 4 stages (153 KB). A third consumer is a third instruction stream for the
 //        SM's schedulers while the other two wait on their exponentials or matrix products:
-//        +12-17% at 2k-16k tokens on the H200 (docs/benchmarks.md, 2026-12-01 night). Not at
+//        +12-17% at 2k-16k tokens on the H200 (docs/bench-history/2026-12-01.md, night). Not at
 //        head_dim 96/128, whose O, S and P do not fit 160 registers (100-240 bytes of spills).
 //   96:  192 keys, 2 stages (169 KB), O 48 + S 96 + P 48 of 240 registers: +1-5% at 4k-8k
 //        tokens (three consumers with 80-key tiles: +3% non-causal, -6% causal).
 //   96, non-causal calls (an instance of their own: HopperKernels::tma_non_causal): 3
 //        consumers, 128 keys, 2 stages, P through shared memory (kPFromSmem, 181 KB): each
 //        consumer writes P to a 16 KB tile that O += P V reads as an SS operand, so O 48 + S 64
-//        fit 160 registers. Against the tiles above (H200, 2026-12-03, docs/benchmarks.md):
+//        fit 160 registers. Against the tiles above (H200, 2026-12-03, docs/bench-history/2026-12-03.md):
 //        non-causal +2-9% at 2k-16k tokens (bf16, fp16), causal -4.5% to +3% (its taller query
 //        blocks cross the diagonal in more masked tiles), so causal calls keep them. The same
 //        at 64 (160 keys, 3 stages) lost 7-12%, at 128 (3 consumers, 96 keys) 2-8%.
@@ -197,7 +197,7 @@ struct Sm90Tiles {
   // Row sums by the tensor cores in the persistent kernel at head_dim 64, plain scores: O += P V
   // with 8 more columns, of ones (Sm90Config::kSumByMma), adds up each row's P, and the softmax
   // drops its adds (64 of a K/V tile's ~500 instructions per thread, where the softmax is bound
-  // by issue slots) for 12.5% more P V work. H200, 2026-12-03 (docs/benchmarks.md): non-causal
+  // by issue slots) for 12.5% more P V work. H200, 2026-12-03 (docs/bench-history/2026-12-03.md): non-causal
   // 512 and 1k tokens +5-6%, causal +0.5-2.5%; in the TMA-only instance (2k tokens and up;
   // 24 bytes of spills beside its third consumer) 1-5% slower.
   static constexpr bool kSumByMma = kPersistent && kHeadDim == 64 && !P::kAny;
@@ -220,7 +220,7 @@ struct Sm90Tiles {
   // one of Q K^T alone, whose softmax has only the other consumer's turn to hide behind) no
   // longer fall together. It takes a second Q buffer (the first consumer starts the next work
   // tile while the second still reads this one's Q) and kLagTurns more K/V stages. H200,
-  // 2026-12-02 (docs/benchmarks.md, 14:15-15:30): non-causal 512-1k tokens +3.3-4.1% (bf16 and
+  // 2026-12-02 (docs/bench-history/2026-12-02.md, 14:15-15:30): non-causal 512-1k tokens +3.3-4.1% (bf16 and
   // fp16); causal calls lag by one turn (by two: -3-4%; by none, beside the five stages and the
   // second Q buffer: -0-1.7%). Three turns, six stages: -3.5% at 512 tokens. Lagged at 128 too,
   // whose ring then holds 64-key tiles only: -19%.
@@ -340,7 +340,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // the byte count) fills a stage. Without the copies' address arithmetic and 16-byte
     // instructions (32 per thread per K/V tile at head_dim 128) in the producer warps, the
     // consumers get the SMs' issue slots: 3-10% more TFLOP/s at head_dim 64-128 from 2k tokens
-    // and up to 22-35% causal at head_dim 256 on the H200 (docs/benchmarks.md, 2026-12-01).
+    // and up to 22-35% causal at head_dim 256 on the H200 (docs/bench-history/2026-12-01.md).
     // Otherwise each of kCopyThreads threads copies a 16-byte chunk column of the tile.
     // The stage program, for either way of loading: load_q(w, buffer) fills the Q buffer's
     // barrier, load_k and load_v (w, stage, n0) fill the stage's (with kSplitKV, K and V have
@@ -492,7 +492,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // proxy fence (MEMBAR.ALL.CTA and FENCE.VIEW.ASYNC.S in the SASS, once per K/V tile in every
   // consumer thread). TMA writes through the async proxy, and its mbarrier completes only once
   // the bytes have landed, so a TMA-fed tile needs no fence. Dropped on the H200 (2026-12-04,
-  // docs/benchmarks.md): the persistent kernel at head_dim 64, 512 and 1k tokens, +6-9%
+  // docs/bench-history/2026-12-04.md): the persistent kernel at head_dim 64, 512 and 1k tokens, +6-9%
   // non-causal, +1% causal; the TMA-only instances level to +3% (head_dim 256 at 8k tokens; a
   // 4096-key window over 32k causal tokens 1.80 -> 1.75 ms). The persistent instances above
   // head_dim 64 keep it: there its run-time branch measured 1-3% slower at 512-1k tokens (head_dim
@@ -565,7 +565,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // above head_dim 128, in the TMA-only instance (the long K/V; at 256, every length). A
   // thread's O holds head_dim / 2 values and its S kBlockN / 2, so a rescale costs a
   // multiply per O value against 40 scores at 256 (80-key tiles), 56 at 192, 88 at 128.
-  // Measured on the H200 (2026-12-02, docs/benchmarks.md): head_dim 256 +4-7% at 4k-8k
+  // Measured on the H200 (2026-12-02, docs/bench-history/2026-12-02.md): head_dim 256 +4-7% at 4k-8k
   // tokens, +0-11% at 1k, 192 +1-3%; at 64-128 the warp's vote and branch cost more than the
   // skipped multiplies save: 2-5% slower from 2k tokens.
   constexpr bool kLazyMax = Cfg::kTmaOnly && kHeadDim > 128;
@@ -575,7 +575,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // turn: the TMA-only instances of plain scores (and of ALiBi alone) up to head_dim 128.
   // Not around a run-time branch (the lazy max's, a softcap's bounded logits): a matrix
   // product would be in flight across it, and ptxas serializes them. H200, 2026-12-02
-  // (docs/benchmarks.md): level to +2.5% at head_dim 64-128 from 4k tokens, ALiBi at head_dim
+  // (docs/bench-history/2026-12-02.md): level to +2.5% at head_dim 64-128 from 4k tokens, ALiBi at head_dim
   // 128, 8k tokens 0.91-0.93x -> 0.93-0.97x of plain attention's speed; in the persistent
   // kernel (short K/V) 1-1.5% slower, and with a window's band (BandSinks) a 4096-key window
   // over 32k causal tokens took 1.77-1.98 ms against 1.70-1.76.

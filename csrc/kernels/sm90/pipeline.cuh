@@ -70,7 +70,7 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
 }
 // Fetches a tensor map into the SM's descriptor cache before the first load that reads it, so
 // that a CTA's first tiles (Q, K[0], on its critical path) do not also wait for the map. What
-// CUTLASS-style kernels do; on the H200 its effect was inside the A/B spread (docs/benchmarks.md,
+// CUTLASS-style kernels do; on the H200 its effect was inside the A/B spread (docs/bench-history/2026-12-03.md,
 // 2026-12-03).
 __device__ __forceinline__ void prefetch_tma_map(const void* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(map) : "memory");
