@@ -784,30 +784,41 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// O /= l and LSE = max * scale + log(l); a row that saw no key gets O = 0, LSE = -inf. A NaN
+// What a work tile's two rows of this thread end with: the factor O is multiplied by (1 / l, 0
+// for a row that saw no key) and the LSE = max * scale + log(l) (-inf for such a row). A NaN
 // score makes l NaN, and the row NaN: bad data is never turned into 0. With `sinks` (variant
 // kernels, base-2 running max) each row's head's sink joins its denominator; only the last
 // merge of a row may add it (split partials and a decode CTA's warps leave it out).
 // kSumsWhole: each of a row's 4 lanes already holds the whole row sum (the Hopper kernel's
 // kSumByMma), so the 4 lanes' parts are not added. The log is the special-function unit's, as
-// in lse_merge.cuh: this runs once per work tile, in its epilogue.
-template <bool kSumsWhole = false, int kNO>
-__device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2], const float (&row_sum)[2],
-                                            float scale, float (&lse)[2], const float* sinks = nullptr) {
+// in lse_merge.cuh: this runs once per work tile, in its epilogue. It reads no O, so a kernel
+// may run it while its last O += P V is still in flight (the persistent Hopper kernel).
+struct RowEnds {
+  float inv[2], lse[2];
+};
+template <bool kSumsWhole = false>
+__device__ __forceinline__ RowEnds row_ends(const float (&row_max)[2], const float (&row_sum)[2], float scale,
+                                            const float* sinks = nullptr) {
+  RowEnds e;
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
     float l = kSumsWhole ? row_sum[hi] : quad_sum(row_sum[hi]);
     float mx = row_max[hi] * scale, keep = 1.f;  // natural log from here
     if (sinks != nullptr) keep = join_sink(sinks[hi], mx, l);
     const bool empty = l == 0.f;
-    const float inv = empty ? 0.f : keep / l;
-    lse[hi] = empty ? -INFINITY : mx + __logf(l);
-#pragma unroll
-    for (int j = 0; j < kNO; ++j) {
-      o[j][hi * 2] *= inv;
-      o[j][hi * 2 + 1] *= inv;
-    }
+    e.inv[hi] = empty ? 0.f : keep / l;
+    e.lse[hi] = empty ? -INFINITY : mx + __logf(l);
   }
+  return e;
+}
+
+// O /= l and the LSE (row_ends).
+template <bool kSumsWhole = false, int kNO>
+__device__ __forceinline__ void finish_rows(float (&o)[kNO][4], const float (&row_max)[2], const float (&row_sum)[2],
+                                            float scale, float (&lse)[2], const float* sinks = nullptr) {
+  const RowEnds e = row_ends<kSumsWhole>(row_max, row_sum, scale, sinks);
+  rescale_rows(o, e.inv);
+  lse[0] = e.lse[0], lse[1] = e.lse[1];
 }
 
 // The sink logits of this thread's two rows, for finish_rows (P::kSinks instances, on a row's
@@ -852,6 +863,38 @@ __device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, 
   }
 }
 
+// Where this thread's two rows of a work tile's output go (row `tile_row` and + 8), and whether
+// each is a row of the sequence: work that reads no O, which the persistent Hopper kernel does
+// while its last O += P V is in flight.
+template <typename T>
+struct OutputRows {
+  T* dst[2];
+  bool valid[2];
+};
+template <typename T>
+__device__ __forceinline__ OutputRows<T> output_rows(const FwdParams& p, const CtaWork& w, int tile_row) {
+  OutputRows<T> rows;
+  T* o_ptr = static_cast<T*>(p.out) + w.b * p.o_batch_stride + w.seq.q_start * p.o_row_stride;
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = tile_row + 8 * hi;
+    rows.valid[hi] = w.m0 + row < w.rows;  // the quad's row; every lane still shuffles
+    const RowTarget target = row_target(p, w, rows.valid[hi] ? row : 0);
+    rows.dst[hi] = o_ptr + target.q_pos * p.o_row_stride + target.head * p.o_head_stride;
+  }
+  return rows;
+}
+
+// This thread's part of two output rows as 16-bit pairs: packed[j][hi] holds columns 8 j + 2 t
+// and + 1 of row hi (the accumulator layout, lane t of a quad), the form store_packed_rows takes.
+template <typename T, int kNO>
+__device__ __forceinline__ void pack_rows(const float (&o)[kNO][4], uint32_t (&packed)[kNO][2]) {
+#pragma unroll
+  for (int j = 0; j < kNO; ++j)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) packed[j][hi] = pack2<T>(o[j][hi * 2], o[j][hi * 2 + 1]);
+}
+
 // The output straight from registers, for kernels that cannot wait for a staging barrier (the
 // persistent Hopper kernel). In the accumulator layout lane t of a quad holds columns
 // 8 j + 2 t, +1 of its row for every 8-column slice j: stored as they are, every 4-byte store
@@ -860,22 +903,17 @@ __device__ __forceinline__ void store_lse(const FwdParams& p, const CtaWork& w, 
 // columns of slice 4 g + t: one 16-byte store per lane and group, a quarter of the store
 // instructions, whole sectors.
 template <typename T, int kNO>
-__device__ __forceinline__ void store_output_rows(const FwdParams& p, const CtaWork& w, const float (&o)[kNO][4],
-                                                  int tile_row, int lane) {
+__device__ __forceinline__ void store_packed_rows(const OutputRows<T>& rows, const uint32_t (&packed)[kNO][2],
+                                                  int head_dim, int lane) {
   static_assert(kNO % 4 == 0, "whole groups of 4 slices: head_dim a multiple of 32");
-  T* o_ptr = static_cast<T*>(p.out) + w.b * p.o_batch_stride + w.seq.q_start * p.o_row_stride;
   const int t = lane % 4;
 #pragma unroll
   for (int hi = 0; hi < 2; ++hi) {
-    const int row = tile_row + 8 * hi;
-    const bool valid = w.m0 + row < w.rows;  // the quad's row; every lane still shuffles
-    const RowTarget target = row_target(p, w, valid ? row : 0);
-    T* dst = o_ptr + target.q_pos * p.o_row_stride + target.head * p.o_head_stride;
 #pragma unroll
     for (int g = 0; g < kNO / 4; ++g) {
       uint32_t a[4];
 #pragma unroll
-      for (int s = 0; s < 4; ++s) a[s] = pack2<T>(o[4 * g + s][hi * 2], o[4 * g + s][hi * 2 + 1]);
+      for (int s = 0; s < 4; ++s) a[s] = packed[4 * g + s][hi];
       // a[s] of lane t is element (t, s) of the quad's 4x4 matrix; afterwards it is (s, t).
       // Round 1 swaps (t, s) with (t ^ 1, s ^ 1) where bit 0 of s and t differ, round 2 the
       // same with bit 1.
@@ -892,9 +930,17 @@ __device__ __forceinline__ void store_output_rows(const FwdParams& p, const CtaW
             a[s + bit] = sent;
         }
       const int col = (4 * g + t) * 8;
-      if (valid && col < p.head_dim) *reinterpret_cast<uint4*>(dst + col) = make_uint4(a[0], a[1], a[2], a[3]);
+      if (rows.valid[hi] && col < head_dim)
+        *reinterpret_cast<uint4*>(rows.dst[hi] + col) = make_uint4(a[0], a[1], a[2], a[3]);
     }
   }
+}
+template <typename T, int kNO>
+__device__ __forceinline__ void store_output_rows(const OutputRows<T>& rows, const float (&o)[kNO][4], int head_dim,
+                                                  int lane) {
+  uint32_t packed[kNO][2];
+  pack_rows<T>(o, packed);
+  store_packed_rows<T>(rows, packed, head_dim, lane);
 }
 
 // The output goes through shared memory so that global stores are 16 bytes wide and

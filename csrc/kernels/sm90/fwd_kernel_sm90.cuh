@@ -9,15 +9,17 @@
 //                            (Q's space likewise, for the persistent launch's next tile;
 //                            at head_dim 64 and 96 it has two Q buffers: Sm90Tiles::kQBuffers).
 //   warpgroups 1.., consumers, one program per work tile:
-//     S = Q K[0]^T; softmax                                   (persistent at head_dim 96: the
-//                                                             last tile's epilogue beside it)
+//     S = Q K[0]^T; softmax                                   (persistent below head_dim 256:
+//                                                             the last tile's stores beside it)
 //     for each next tile i:
 //       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores; O rescaled
 //                                                             between them: kRescaleInTurn)
 //       wait S;   mask, softmax -> P                          (the source's order; see below)
 //       wait O;   release tile i-1; rescale O                 (the other instances; above
 //                                                             head_dim 128 only if a max rose)
-//     my turn:    O += P V[last]; epilogue
+//     my turn:    O += P V[last]; epilogue                  (persistent below head_dim 256:
+//                                                             its parts that read no O, and
+//                                                             the next CtaWork, beside P V)
 //
 // In the SASS of every instance ptxas moves the "wait O" up to before the softmax's
 // exponentials (and interleaves P's conversion with them), so a consumer's softmax does not run
@@ -539,28 +541,42 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   if (consumer == kWGs - 1) pass_turns();
 
   // The epilogue of a work tile: O /= l, the LSE, and (persistent kernel) O from registers to
-  // global memory; the plain kernel stages O in shared memory below.
-  auto finish_and_store = [&](const CtaWork& w) {
-    float lse[2];
+  // global memory; the plain kernel stages O in shared memory below. Its parts that read no O
+  // (ends: the rows' 1 / l and LSE, and the LSE's store; the output rows' addresses) are
+  // separate, for the persistent kernel's early epilogue (kEarlyEpilogue below).
+  auto ends_and_lse = [&](const CtaWork& w) {
     float sink_buffer[2];
     // kSumByMma: each of a row's 4 lanes holds the row's whole sum, in the extra n8 tile.
     if constexpr (Cfg::kSumByMma) {
       row_sum[0] = acc_o[kNTilesO][0];
       row_sum[1] = acc_o[kNTilesO][2];
     }
-    finish_rows<Cfg::kSumByMma>(o_tiles, row_max, row_sum, p.lse_scale, lse,
-                                P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
-    store_lse(p, w, lse, tile_row, lane);
-    if (Cfg::kPersistent) store_output_rows<T>(p, w, o_tiles, tile_row, lane);
+    const RowEnds e = row_ends<Cfg::kSumByMma>(row_max, row_sum, p.lse_scale,
+                                               P::kSinks ? row_sinks(p, w, tile_row, sink_buffer) : nullptr);
+    store_lse(p, w, e.lse, tile_row, lane);
+    return e;
   };
-  // Persistent kernel at head_dim 96, plain scores: a work tile's epilogue waits until the next
-  // tile's first S = Q K^T is issued and runs beside it. The consumers take turns on the tensor
-  // cores, so an epilogue between two turns holds up the other consumer too. With the two Q
-  // buffers: +2-3% non-causal, +6-7% causal at 1k tokens (+2.5%, +3% with the buffers alone). At
-  // head_dim 64 it lost 2.5-4%; above 96 one tile's O and the next one's S do not fit the
-  // registers together (744 bytes of spills at 128). H200, 2026-12-01,
-  // docs/bench-raw/2026-12-01h-h200-deferred-epilogue-ab.txt.
-  constexpr bool kDeferEpilogue = Cfg::kPersistent && !P::kAny && kHeadDim == 96;
+  auto finish_and_store = [&](const CtaWork& w) {
+    const RowEnds e = ends_and_lse(w);
+    rescale_rows(o_tiles, e.inv);
+    if (Cfg::kPersistent) store_output_rows<T>(output_rows<T>(p, w, tile_row), o_tiles, p.head_dim, lane);
+  };
+  // Persistent kernel below head_dim 256: the early epilogue. Between a consumer's last
+  // O += P V and its next work tile's first S = Q K^T the tensor cores see only the other
+  // consumer's last P V, and the turns hold that one back too. Traced with clock64 stamps on the
+  // H200 (head_dim 128, 512 tokens; docs/benchmarks.md, 2026-12-04 19:33): of a work tile's
+  // ~15,100 cycles, 2,100 went to the epilogue and 630-810 to the next tile's CtaWork
+  // (cta_work), all after the last P V had retired, while the next Q had landed already. So the
+  // epilogue is cut in three: what reads no O runs while that P V is in flight (the rows' ends
+  // and the LSE's store, except with kSumByMma, whose row sums come out of it; the output rows'
+  // addresses; the next work tile's CtaWork), O /= l and its conversion to 16 bits after it,
+  // and its shuffles and stores once the next tile's first Q K^T is issued, beside it
+  // (pending_o: head_dim / 4 registers; a whole fp32 O beside the next S spilled 744 bytes at
+  // 128, 2026-12-01). Against the epilogue after the last P V (H200, 2026-12-04 19:50, three
+  // rounds): head_dim 64 and 128 at 512-1k tokens +0.6-3.1%, 96 +2.7% non-causal and -1.5%
+  // causal (where a fp32 O had waited for the next Q K^T since 2026-12-01), 256 -0.3-0.7%, so
+  // not there.
+  constexpr bool kEarlyEpilogue = Cfg::kPersistent && kHeadDim < 256;
   // The lazy running max (softmax_step) where O's rescale is a large part of a tile's softmax:
   // above head_dim 128, in the TMA-only instance (the long K/V; at 256, every length). A
   // thread's O holds head_dim / 2 values and its S kBlockN / 2, so a rescale costs a
@@ -580,11 +596,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // kernel (short K/V) 1-1.5% slower, and with a window's band (BandSinks) a 4096-key window
   // over 32k causal tokens took 1.77-1.98 ms against 1.70-1.76.
   constexpr bool kRescaleInTurn = Cfg::kTmaOnly && !kLazyMax && !P::kScoreMods && !P::kBand;
-  CtaWork pending{};
+  uint32_t pending_o[kEarlyEpilogue ? kNTilesO : 1][2];  // the last work tile's O, 16-bit, not yet stored
+  OutputRows<T> pending_rows;
   bool has_pending = false;
   auto flush_pending = [&] {
-    if (kDeferEpilogue && has_pending) finish_and_store(pending);
-    has_pending = false;
+    if constexpr (kEarlyEpilogue) {
+      if (has_pending) store_packed_rows<T>(pending_rows, pending_o, p.head_dim, lane);
+      has_pending = false;
+    }
   };
   auto start_rows = [&](bool bounded) {
 #pragma unroll
@@ -593,8 +612,32 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     row_sum[0] = row_sum[1] = 0.f;
   };
 
+  // The consumers' walk over their work tiles: for_each_work_tile's, except that the persistent
+  // kernel's body is handed `ahead`, which computes the next work tile's CtaWork (kEarlyEpilogue:
+  // beside the last P V); the walk computes it where the body did not.
+  auto for_each_consumer_tile = [&](auto&& body) {
+    if constexpr (kEarlyEpilogue) {
+      const int step = static_cast<int>(gridDim.x);
+      CtaWork w = cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x);
+      for (int tile = blockIdx.x; tile < num_tiles; tile += step) {
+        CtaWork next = w;
+        bool next_known = false;
+        auto ahead = [&] {
+          if (tile + step < num_tiles)
+            next = cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, tile + step);
+          next_known = true;
+        };
+        body(w, ahead);
+        if (!next_known) ahead();
+        w = next;
+      }
+    } else {
+      for_each_work_tile([&](const CtaWork& w) { body(w, [] {}); });
+    }
+  };
+
   int it = 0, q_uses = 0;
-  for_each_work_tile([&](const CtaWork& w) {
+  for_each_consumer_tile([&](const CtaWork& w, auto&& ahead) {
     if (w.m0 >= w.rows) return;
     const int n_tiles = kv_tiles(w);
     const int q_buffer = q_uses % kQBuffers;  // the producer loads no Q for a tile without K/V
@@ -602,10 +645,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // Not where the variant consumers have no registers to spare for a second softmax: the
     // persistent kernel, head_dim 256 (24-60 bytes of spills).
     const bool bounded = P::kScoreMods && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
-    if (!kDeferEpilogue || n_tiles == 0) {
-      flush_pending();
-      start_rows(bounded);
-    }
+    if (n_tiles == 0) flush_pending();  // else beside the tile's first Q K^T
+    start_rows(bounded);
     const ScoreRows rows = score_rows<P>(p, w, tile_row);
     auto tile_n0 = [&](int i) { return (w.n_end - 1 - i) * kBlockN + w.key0; };
     // Returns whether O needs its rescale (kLazyMax: not when no row of the warp moved its max).
@@ -629,6 +670,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       return rescale;
     };
 
+    RowEnds ends;  // kEarlyEpilogue: worked out beside the last P V
+    OutputRows<T> out_rows;
     if (n_tiles > 0) {
       sm90::mbar_wait(bar_q_full(q_buffer), (q_uses++ / kQBuffers) & 1);
       sQ_rows = sQ(q_buffer) + consumer * 64 * kSwizzle;
@@ -638,10 +681,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_fence();
       issue_qk(it);
       turn_end();
-      if constexpr (kDeferEpilogue) {  // the previous tile's epilogue, beside this Q K^T
-        flush_pending();
-        start_rows(bounded);
-      }
+      flush_pending();  // the previous work tile's stores, beside this Q K^T
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
       release_k(it);
@@ -676,19 +716,27 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_fence();
       issue_pv(it + n_tiles - 1);
       turn_end();
+      if constexpr (kEarlyEpilogue) {  // beside the last P V: the epilogue's parts that read no O
+        if constexpr (!Cfg::kSumByMma) ends = ends_and_lse(w);
+        out_rows = output_rows<T>(p, w, tile_row);
+        ahead();
+      }
       sm90::wgmma_wait<0>();
       sm90::fence_operand(o_flat);
       if constexpr (!kPFromSmem) sm90::fence_operand(p_flat);
       release(bar_v_empty((it + n_tiles - 1) % kStages));
       it += n_tiles;
+      if constexpr (kEarlyEpilogue) {
+        if constexpr (Cfg::kSumByMma) ends = ends_and_lse(w);
+        rescale_rows(o_tiles, ends.inv);
+        pack_rows<T>(o_tiles, pending_o);
+        pending_rows = out_rows;
+        has_pending = true;
+        return;
+      }
     }
 
     // ---- epilogue (the dispatcher runs this kernel only without split-KV: O is final) ----
-    if (kDeferEpilogue && n_tiles > 0) {
-      pending = w;
-      has_pending = true;
-      return;
-    }
     finish_and_store(w);
     if (Cfg::kPersistent) return;  // Q's space may hold the next tile already: stored from registers
     // Plain: stage the tile in Q's space (head_dim 96: and past it, in the K/V ring, whose
