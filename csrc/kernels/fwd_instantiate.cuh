@@ -33,7 +33,7 @@ KernelInfo sm90_kernel_info() {
 
 // Variant tables only: the TMA-only Hopper kernel with policies P (BandSinks, AlibiOnly).
 // AlibiOnly up to head_dim 192. At 256 it measured level with the variant table's own TMA-only
-// instance, whose tiles are the same there (H200, 2026-12-04, docs/benchmarks.md), so ALiBi runs
+// instance, whose tiles are the same there (H200, 2026-12-04, docs/bench-history/2026-12-04.md), so ALiBi runs
 // on that one and the table holds one instance fewer.
 template <typename T, int kHeadDim, bool kVariantTable, class P>
 KernelInfo sm90_tma_variant_info() {

@@ -25,7 +25,7 @@
 // exponentials (and interleaves P's conversion with them), so a consumer's softmax does not run
 // beside its own O += P V; it runs beside the other consumers' matrix products. Keeping the
 // softmax before that wait (a one-trip loop around it, which ptxas does not hoist the wait
-// into) measured 6% slower over the prefill rows (H200, 2026-12-04, docs/benchmarks.md).
+// into) measured 6% slower over the prefill rows (H200, 2026-12-04, docs/bench-history/2026-12-04.md).
 //
 // Why: at head_dim 64 the exponentials of one tile cost about as much as its two matrix
 // products, so a kernel whose warpgroups compute in lockstep leaves the tensor cores idle
