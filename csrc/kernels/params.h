@@ -83,7 +83,7 @@ struct FwdParams {
   float scale_log2;  // what softmax_step multiplies scores by
   float lse_scale;   // what finish_rows multiplies the running max by (natural-log LSE)
 
-  // Variants (fwd_common.cuh): the kernels compiled with them run when `features` is set (any
+  // Variants (score_program.cuh): the kernels compiled with them run when `features` is set (any
   // of these, paged or indexed K/V, or a scale <= 0).
   bool features;
   // Whether scores need the variant score program (a window, softcap, ALiBi, sinks or a scale
@@ -100,7 +100,7 @@ struct FwdParams {
   const float* sinks;  // (heads,) float32: a logit per head in every row's denominator
   // Bounded logits (plan_fwd; the Hopper kernel's plain launch, up to head_dim 192): a softcap
   // keeps every base-2 logit within +-softcap_log2, so with bf16 P and no ALiBi the softmax may
-  // subtract this fixed offset instead of a running maximum (fwd_common.cuh, softmax_bounded).
+  // subtract this fixed offset instead of a running maximum (softmax.cuh, softmax_bounded).
   bool bounded_logits;
   float logit_offset;
 

@@ -2,7 +2,8 @@
 // prefill, decode, the Hopper wgmma kernel) takes one `Policies` type and asks it with
 // `if constexpr`, so an instance compiles only the code of the policies it holds and a call
 // pays nothing for a variant it does not use. The mainloops stay one program each; the
-// policies decide what happens at their named points (fwd_common.cuh):
+// policies decide what happens at their named points (cta_work.cuh, tile_copies.cuh,
+// score_program.cuh):
 //
 //   K/V addressing  where a sequence's keys are (sequence_extent, k_base, load_kv):
 //                   strided rows and varlen offsets; with kIndexedKV also paged blocks

@@ -6,8 +6,8 @@
 # and a table of forge_flash vs torch flash TFLOP/s (prefill) or us (decode) per variant.
 #
 #   OUT=/tmp/ab bash tools/lab/ab_variants.sh WHEEL_DIR "bench args" \
-#       'g1|csrc/kernels/fwd_common.cuh|s/kCausalHeadGroup = [0-9]*;/kCausalHeadGroup = 1;/' \
-#       'g8|csrc/kernels/fwd_common.cuh|s/kCausalHeadGroup = [0-9]*;/kCausalHeadGroup = 8;/'
+#       'g1|csrc/kernels/cta_work.cuh|s/kCausalHeadGroup = [0-9]*;/kCausalHeadGroup = 1;/' \
+#       'g8|csrc/kernels/cta_work.cuh|s/kCausalHeadGroup = [0-9]*;/kCausalHeadGroup = 8;/'
 #
 # A variant is 'name|file|sed expression' (repeat '|file|expr' pairs for more edits). Needs
 # the machine's nvcc, cmake, ninja, pybind11 and scikit-build-core (no network).

@@ -69,7 +69,7 @@ __global__ void chains(float* out, float seed) {
   if (sum == 12345.f) out[blockIdx.x * blockDim.x + threadIdx.x] = sum;  // keeps the chains live
 }
 
-// One score's program, as the kernel's softmax runs it (fwd_common.cuh): the softcap's bounded
+// One score's program, as the kernel's softmax runs it (softmax.cuh): the softcap's bounded
 // softmax, p = 2^(c * tanh(s * a) - offset), and plain attention's p = 2^(s * scale - max); each
 // adds p to the row's sum. The constants keep every score in (0.3, 1): no overflow, no shortcut.
 template <Op kOp>
