@@ -548,6 +548,10 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles).
   p.tma = false;
+#ifdef FORGE_FLASH_TRACE  // a diagnostic build (trace.cuh): the stamps' buffer, a device address
+  if (const char* buffer = std::getenv("FORGE_FLASH_TRACE_BUFFER"))
+    p.trace = reinterpret_cast<unsigned long long*>(std::strtoull(buffer, nullptr, 10));
+#endif
   if (plan->kernel.tma_swizzle > 0) {
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);

@@ -153,6 +153,10 @@ struct FwdParams {
   // seqlen (no varlen, paging, left padding or per-sequence key counts), else the copies. The
   // TMA-only instance runs only where they are set.
   bool tma;
+  // Timeline stamps of a FORGE_FLASH_TRACE build (trace.cuh); null, and never read, elsewhere.
+  // Here it takes the padding before the maps' 64-byte alignment: the other kernels' parameter
+  // layout, and so their SASS, stay the same.
+  unsigned long long* trace;
   TmaDescriptor tma_q, tma_k, tma_v;  // (head_dim, heads, seqlen, batch), one column block per box
 };
 

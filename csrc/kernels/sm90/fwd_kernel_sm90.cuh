@@ -47,6 +47,7 @@
 
 #include "../fwd_common.cuh"
 #include "../grid_dependency.cuh"
+#include "../trace.cuh"
 #include "pipeline.cuh"
 #include "wgmma.cuh"
 
@@ -349,16 +350,20 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // barriers of their own).
     auto produce = [&](auto&& load_q, auto&& load_k, auto&& load_v) {
       int it = 0, q_loads = 0;
+      FORGE_FLASH_TRACE_CODE(int visited = 0;)  // trace.cuh: the work tiles' index in this CTA
       for_each_work_tile([&](const CtaWork& w) {
+        FORGE_FLASH_TRACE_CODE(const int traced = visited++;)
         const int n_tiles = kv_tiles(w);
         if (n_tiles == 0) return;
         const int buffer = q_loads % kQBuffers;
         if (q_loads >= kQBuffers) sm90::mbar_wait(bar_q_empty(buffer), (q_loads / kQBuffers - 1) & 1);
+        FORGE_FLASH_TRACE_CODE(if (tid == 0) trace_stamp(p, traced, kTraceQIssued);)
         load_q(w, buffer);
         ++q_loads;
         for (int i = 0; i < n_tiles; ++i, ++it) {
           const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
           if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
+          FORGE_FLASH_TRACE_CODE(if (tid == 0 && i == 0) trace_stamp(p, traced, kTraceK0Issued);)
           load_k(w, stage, n0);
           if (Cfg::kSplitKV && it >= kStages) sm90::mbar_wait(bar_v_empty(stage), (it / kStages - 1) & 1);
           load_v(w, stage, n0);
@@ -637,7 +642,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   };
 
   int it = 0, q_uses = 0;
+  // trace.cuh: one thread of each consumer stamps its events of the work tile `traced`.
+  FORGE_FLASH_TRACE_CODE(int visited = 0; auto stamp = [&, stamper = ctid % 128 == 0](int traced, int event) {
+    if (stamper) trace_stamp(p, traced, kTraceConsumer + 6 * consumer + event);
+  };)
   for_each_consumer_tile([&](const CtaWork& w, auto&& ahead) {
+    FORGE_FLASH_TRACE_CODE(const int traced = visited++; if (ctid == 0) trace_stamp(p, traced, kTraceBodyTop);)
     if (w.m0 >= w.rows) return;
     const int n_tiles = kv_tiles(w);
     const int q_buffer = q_uses % kQBuffers;  // the producer loads no Q for a tile without K/V
@@ -673,17 +683,22 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     RowEnds ends;  // kEarlyEpilogue: worked out beside the last P V
     OutputRows<T> out_rows;
     if (n_tiles > 0) {
+      FORGE_FLASH_TRACE_CODE(if (ctid == 0) trace_stamp(p, traced, kTraceBeforeQWait);)
       sm90::mbar_wait(bar_q_full(q_buffer), (q_uses++ / kQBuffers) & 1);
+      FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceQLanded);)
       sQ_rows = sQ(q_buffer) + consumer * 64 * kSwizzle;
       float correction[2];
       wait_kv(it, -1);
+      FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceK0Landed);)
       turn_begin();
+      FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceTurn);)
       sm90::wgmma_fence();
       issue_qk(it);
       turn_end();
       flush_pending();  // the previous work tile's stores, beside this Q K^T
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
+      FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceS0);)
       release_k(it);
       softmax(0, correction);  // O is still zero: rescaled in the turn, it stays zero
       store_p();
@@ -725,6 +740,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::fence_operand(o_flat);
       if constexpr (!kPFromSmem) sm90::fence_operand(p_flat);
       release(bar_v_empty((it + n_tiles - 1) % kStages));
+      FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceLastPV);)
       it += n_tiles;
       if constexpr (kEarlyEpilogue) {
         if constexpr (Cfg::kSumByMma) ends = ends_and_lse(w);
@@ -732,12 +748,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         pack_rows<T>(o_tiles, pending_o);
         pending_rows = out_rows;
         has_pending = true;
+        FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceEpilogue);)
         return;
       }
     }
 
     // ---- epilogue (the dispatcher runs this kernel only without split-KV: O is final) ----
     finish_and_store(w);
+    FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceEpilogue);)
     if (Cfg::kPersistent) return;  // Q's space may hold the next tile already: stored from registers
     // Plain: stage the tile in Q's space (head_dim 96: and past it, in the K/V ring, whose
     // tiles have all been consumed) for 16-byte coalesced stores.

@@ -1,0 +1,110 @@
+"""Where the persistent Hopper kernel's work tiles spend their cycles, from its timeline stamps.
+
+Needs a plugin built with the stamps (never the wheels'):
+
+    FORGE_FLASH_TRACE=ON FORGE_FLASH_CUDA_ARCHS=90a-real pip install ./python/plugin
+    python tools/lab/trace_rows.py 128:512:n,128:512:c,64:512:n
+
+A row is head_dim:seqlen:(n)on-causal or (c)ausal at the benchmark's prefill shape (16k tokens,
+2048 // head_dim heads, bf16). For each row one steady-state call runs with
+FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes the SM's clock64 at events of
+every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them), and this prints the medians,
+over every CTA's work tiles after its first, of the phases between them, in SM cycles, for
+consumer warpgroup 0. Only the persistent launch (keys up to 1024) walks several work tiles per
+CTA; longer rows print nothing. On 2026-12-04 (docs/benchmarks.md) it showed the epilogue and
+the next work tile's CtaWork, not the loads, between two short work tiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from collections.abc import Sequence
+
+TILES, SLOTS = 32, 16  # trace.cuh: kTraceTiles, kTraceSlots
+Q_ISSUED, CONSUMER, BODY_TOP, BEFORE_Q_WAIT = 0, 2, 14, 15
+Q_LANDED, K0_LANDED, TURN, S0, LAST_PV, EPILOGUE = range(6)
+
+# (name, slot it ends at, slot it starts at, True where the start is the previous work tile's)
+PHASES = [
+    ("next CtaWork (epilogue -> body)", BODY_TOP, CONSUMER + EPILOGUE, True),
+    ("body -> Q wait", BEFORE_Q_WAIT, BODY_TOP, False),
+    ("Q wait", CONSUMER + Q_LANDED, BEFORE_Q_WAIT, False),
+    ("K[0] wait", CONSUMER + K0_LANDED, CONSUMER + Q_LANDED, False),
+    ("turn", CONSUMER + TURN, CONSUMER + K0_LANDED, False),
+    ("S[0] after the turn", CONSUMER + S0, CONSUMER + TURN, False),
+    ("the loop (S[0] -> last P V)", CONSUMER + LAST_PV, CONSUMER + S0, False),
+    ("epilogue", CONSUMER + EPILOGUE, CONSUMER + LAST_PV, False),
+    ("tile period", CONSUMER + EPILOGUE, CONSUMER + EPILOGUE, True),
+    ("Q issued -> landed", CONSUMER + Q_LANDED, Q_ISSUED, False),
+]
+
+
+Stamps = Sequence[Sequence[Sequence[int]]]  # [CTA][work tile][slot]
+
+
+def phases(stamps: Stamps) -> dict[str, list[int]]:
+    """The phases of every CTA's work tiles after its first, from stamps indexed [CTA][work
+    tile][slot] (0: not stamped); a tile gives a phase only where both its stamps exist."""
+    out: dict[str, list[int]] = {name: [] for name, *_ in PHASES}
+    for cta in stamps:
+        for tile in range(1, len(cta)):
+            now, before = cta[tile], cta[tile - 1]
+            for name, end, start, previous in PHASES:
+                first = before[start] if previous else now[start]
+                if now[end] and first:
+                    out[name].append(int(now[end]) - int(first))
+    return out
+
+
+def summary(stamps: Stamps) -> list[str]:
+    """One line per phase: its median and mean in cycles, and how many work tiles gave it."""
+    return [
+        f"  {name:32s} median {statistics.median(v):8.0f}  mean {statistics.fmean(v):8.0f}"
+        f"  ({len(v)} tiles)"
+        for name, v in phases(stamps).items()
+        if v
+    ]
+
+
+def trace_row(spec: str, ctas: int = 4096) -> list[str]:
+    import torch
+
+    import forge_flash
+    from forge_flash.benchmark import prefill_shapes
+
+    head_dim, seqlen, kind = spec.split(":")
+    causal = kind == "c"
+    shape = prefill_shapes([int(seqlen)], [int(head_dim)], ["bf16"])[0]
+    size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
+    copies = [[torch.randn(size, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+              for _ in range(4)]  # fmt: skip
+    for i in range(6):  # steady state, on inputs that are not all in L2
+        forge_flash.flash_attn_fwd(*copies[i % 4], causal=causal)
+    buffer = torch.zeros(ctas * TILES * SLOTS, dtype=torch.int64, device="cuda")
+    torch.cuda.synchronize()
+    os.environ["FORGE_FLASH_TRACE_BUFFER"] = str(buffer.data_ptr())
+    try:
+        forge_flash.flash_attn_fwd(*copies[1], causal=causal)
+        torch.cuda.synchronize()
+    finally:
+        del os.environ["FORGE_FLASH_TRACE_BUFFER"]
+    stamps = buffer.view(ctas, TILES, SLOTS).cpu().tolist()
+    stamped = [cta for cta in stamps if cta[0][CONSUMER + Q_LANDED] != 0]
+    head = f"== d{head_dim} s{seqlen} {'causal' if causal else 'non-causal'}: {len(stamped)} CTAs"
+    if not len(stamped):
+        head += " stamped (not a FORGE_FLASH_TRACE build, or not the persistent launch)"
+    return [head, *summary(stamped)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", help="head_dim:seqlen:n|c,...")
+    args = parser.parse_args()
+    for spec in args.rows.split(","):
+        print("\n".join(trace_row(spec)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
