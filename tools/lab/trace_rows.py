@@ -22,7 +22,7 @@ import os
 import statistics
 from collections.abc import Sequence
 
-TILES, SLOTS = 32, 16  # trace.cuh: kTraceTiles, kTraceSlots
+CTAS, TILES, SLOTS = 4096, 32, 16  # trace.cuh: kTraceCtas, kTraceTiles, kTraceSlots
 Q_ISSUED, CONSUMER, BODY_TOP, BEFORE_Q_WAIT = 0, 2, 14, 15
 Q_LANDED, K0_LANDED, TURN, S0, LAST_PV, EPILOGUE = range(6)
 
@@ -68,7 +68,7 @@ def summary(stamps: Stamps) -> list[str]:
     ]
 
 
-def trace_row(spec: str, ctas: int = 4096) -> list[str]:
+def trace_row(spec: str) -> list[str]:
     import torch
 
     import forge_flash
@@ -82,7 +82,7 @@ def trace_row(spec: str, ctas: int = 4096) -> list[str]:
               for _ in range(4)]  # fmt: skip
     for i in range(6):  # steady state, on inputs that are not all in L2
         forge_flash.flash_attn_fwd(*copies[i % 4], causal=causal)
-    buffer = torch.zeros(ctas * TILES * SLOTS, dtype=torch.int64, device="cuda")
+    buffer = torch.zeros(CTAS * TILES * SLOTS, dtype=torch.int64, device="cuda")
     torch.cuda.synchronize()
     os.environ["FORGE_FLASH_TRACE_BUFFER"] = str(buffer.data_ptr())
     try:
@@ -90,7 +90,7 @@ def trace_row(spec: str, ctas: int = 4096) -> list[str]:
         torch.cuda.synchronize()
     finally:
         del os.environ["FORGE_FLASH_TRACE_BUFFER"]
-    stamps = buffer.view(ctas, TILES, SLOTS).cpu().tolist()
+    stamps = buffer.view(CTAS, TILES, SLOTS).cpu().tolist()
     stamped = [cta for cta in stamps if cta[0][CONSUMER + Q_LANDED] != 0]
     head = f"== d{head_dim} s{seqlen} {'causal' if causal else 'non-causal'}: {len(stamped)} CTAs"
     if not len(stamped):
