@@ -548,10 +548,6 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles).
   p.tma = false;
-#ifdef FORGE_FLASH_TRACE  // a diagnostic build (trace.cuh): the stamps' buffer, a device address
-  if (const char* buffer = std::getenv("FORGE_FLASH_TRACE_BUFFER"))
-    p.trace = reinterpret_cast<unsigned long long*>(std::strtoull(buffer, nullptr, 10));
-#endif
   if (plan->kernel.tma_swizzle > 0) {
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);
@@ -589,6 +585,10 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   p.m_blocks = FastDiv(plan->num_m_blocks);
   p.causal_group_tiles =
       FastDiv(static_cast<int>(std::min<int64_t>(int64_t{kCausalHeadGroup} * plan->num_m_blocks, INT_MAX)));
+#ifdef FORGE_FLASH_TRACE  // a diagnostic build (trace.cuh): the stamps' buffer, a device address
+  if (const char* buffer = std::getenv("FORGE_FLASH_TRACE_BUFFER"))
+    p.trace = reinterpret_cast<unsigned long long*>(std::strtoull(buffer, nullptr, 10));
+#endif
   plan->programmatic_capable = facts.cc_major >= 9 && (facts.sm90_code || plan->kernel.kernel == hopper.kernel);
   plan->programmatic = false;
   plan->grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(p.num_splits), 1);
