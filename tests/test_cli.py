@@ -282,6 +282,44 @@ def test_benchmark_skip_leaves_contenders_out(tmp_path, monkeypatch):
     assert backends == ["forge_flash", "sdpa"]
 
 
+def test_median_rows_take_each_rows_median_time():
+    def timed(ms, tflops):
+        return benchmark.Row("prefill", "forge_flash", "bf16", 1, 2, 2, 8, 8, 32, False, ms,
+                             tflops, None if ms is None else 2.0 / ms)  # fmt: skip
+
+    passes = [
+        [timed(1.0, 6.0), timed(None, None), timed(4.0, 1.0)],
+        [timed(3.0, 2.0), timed(None, None), timed(None, None)],
+        [timed(2.0, 3.0), timed(None, None), timed(2.0, 2.0)],
+    ]
+    first, never, some = benchmark.median_rows(passes)
+    # Times 1, 3, 2 -> 2; the throughput of the 1 ms pass (6) scaled to 2 ms: 3.
+    assert (first.ms, first.tflops, first.gbps) == pytest.approx((2.0, 3.0, 1.0))
+    assert never.ms is None and never.tflops is None
+    # Only the passes that timed the row: 4 and 2 -> 3.
+    assert (some.ms, some.tflops) == pytest.approx((3.0, 4.0 / 3.0))
+    with pytest.raises(ValueError):
+        benchmark.median_rows([passes[0], passes[1][:2]])
+
+
+def test_benchmark_passes_report_median_rows(tmp_path, monkeypatch, capsys):
+    tiny = [benchmark.Shape("prefill", 1, 2, 2, 32, 32, 32, False, "bf16")]
+    monkeypatch.setattr(benchmark, "select_shapes", lambda args, device: tiny)
+    path = tmp_path / "bench.json"
+    argv = ["--device", "cpu", "--passes", "3", "--skip", "naive_loop", "--json", str(path)]
+    benchmark.main(argv)
+    data = json.loads(path.read_text())
+    assert len(data["passes"]) == 3
+    for i, row in enumerate(data["rows"]):
+        times = sorted(p[i]["ms"] for p in data["passes"])
+        assert row["backend"] == data["passes"][0][i]["backend"]
+        assert row["ms"] == pytest.approx(times[1])
+    text = capsys.readouterr().out
+    assert "pass 3 of 3" in text and "median of 3 passes" in text
+    assert benchmark.main(["--device", "cpu", "--passes", "0"]) == 2
+    assert "--passes takes a count of at least 1, got 0" in capsys.readouterr().err
+
+
 def test_every_contender_computes_attention():
     shape = benchmark.Shape("prefill", 1, 4, 2, 16, 16, 32, True, "bf16")
     inputs = benchmark.make_inputs(shape, torch.device("cpu"))

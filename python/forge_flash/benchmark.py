@@ -11,6 +11,9 @@ Timing: CUDA events around each call (wall clock on the CPU), warm-up first, the
 many repeats, fresh random inputs rotated over enough copies that K/V do not stay in L2.
 Back-to-back eager calls include the host's launch overhead wherever it exceeds the GPU time
 (small decode calls); ``--graph`` replays the calls from a CUDA graph to time the GPU alone.
+``--passes N`` measures every shape in N passes over the shapes and reports each row's median
+time, with the target metric of every pass beside it: the passes' spread is how far one run's
+figure can drift (up to 5% on unchanged kernels between runs on the H200, 2026-12-04).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -480,6 +483,28 @@ def format_shape(shape: Shape, rows: list[Row]) -> str:
     return f"{shape.label():<44} " + " | ".join(parts)
 
 
+def median_rows(passes: list[list[Row]]) -> list[Row]:
+    """Each row's median time over passes of the same shapes and contenders (in the same order),
+    its throughput rescaled to that time; None where no pass timed it."""
+    merged = []
+    for rows in zip(*passes, strict=True):
+        timed = [r for r in rows if r.ms is not None]
+        if not timed:
+            merged.append(rows[0])
+            continue
+        ms = statistics.median(r.ms for r in timed)
+        one = timed[0]
+        merged.append(
+            replace(
+                one,
+                ms=ms,
+                tflops=None if one.tflops is None else one.tflops * one.ms / ms,
+                gbps=None if one.gbps is None else one.gbps * one.ms / ms,
+            )
+        )
+    return merged
+
+
 def _by_shape(rows: list[Row]) -> dict[tuple, list[Row]]:
     shapes: dict[tuple, list[Row]] = {}
     for row in rows:
@@ -562,6 +587,13 @@ def build_parser(prog: str = "python -m forge_flash bench") -> argparse.Argument
         "--device", choices=["cuda", "cpu"], help="default: cuda when torch sees a GPU"
     )
     parser.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure every shape N times, in N passes over the shapes; report median times",
+    )
+    parser.add_argument(
         "--skip",
         action="append",
         default=[],
@@ -573,6 +605,8 @@ def build_parser(prog: str = "python -m forge_flash bench") -> argparse.Argument
 
 def usage_problem(args: argparse.Namespace) -> str | None:
     """Why these options cannot run on this machine, in one line; None when they can."""
+    if args.passes < 1:
+        return f"--passes takes a count of at least 1, got {args.passes}"
     if args.graph and args.device == "cpu":
         return "--graph replays CUDA graphs: it needs the GPU, not --device cpu"
     if (args.device == "cuda" or args.graph) and not torch.cuda.is_available():
@@ -595,23 +629,41 @@ def run(args: argparse.Namespace) -> list[Row]:
     print("benchmark: " + ", ".join(f"{k} {v}" for k, v in env.items()))
     print("ratios: the contender's time / forge_flash's (above 1: forge_flash is faster)")
     torch.manual_seed(int(time.time()))  # fresh inputs every run
-    rows: list[Row] = []
-    for shape in select_shapes(args, device):
-        shape_rows = measure(
-            shape,
-            device,
-            budget_s=budget_s,
-            naive_flops_cap=naive_flops_cap,
-            graph=args.graph,
-            skip=frozenset(args.skip),
-        )
-        print(format_shape(shape, shape_rows), flush=True)
-        rows += shape_rows
+    shapes = select_shapes(args, device)
+    passes: list[list[Row]] = []
+    for number in range(1, args.passes + 1):
+        if args.passes > 1:
+            print(f"pass {number} of {args.passes}")
+        rows: list[Row] = []
+        for shape in shapes:
+            shape_rows = measure(
+                shape,
+                device,
+                budget_s=budget_s,
+                naive_flops_cap=naive_flops_cap,
+                graph=args.graph,
+                skip=frozenset(args.skip),
+            )
+            print(format_shape(shape, shape_rows), flush=True)
+            rows += shape_rows
+        passes.append(rows)
+    rows = median_rows(passes)
+    if args.passes > 1:
+        print(f"\nmedian of {args.passes} passes (each pass's forge_flash / {_TARGET_LABEL} last)")
+        for shape, shape_rows, *each in zip(
+            shapes, *(list(_by_shape(r).values()) for r in [rows, *passes]), strict=True
+        ):
+            ratios = [target_ratio(p) for p in each]
+            spread = " / ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
+            print(f"{format_shape(shape, shape_rows)} | passes {spread}")
     print()
     print(summary(rows))
     if args.json:
+        data = {"env": env, "rows": [asdict(r) for r in rows]}
+        if args.passes > 1:
+            data["passes"] = [[asdict(r) for r in p] for p in passes]
         with open(args.json, "w") as f:
-            json.dump({"env": env, "rows": [asdict(r) for r in rows]}, f, indent=1)
+            json.dump(data, f, indent=1)
         print(f"wrote {args.json}")
     return rows
 
