@@ -647,7 +647,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             print(format_shape(shape, shape_rows), flush=True)
             rows += shape_rows
         passes.append(rows)
-    rows = median_rows(passes)
+    rows = median_rows(passes) if args.passes > 1 else passes[0]
     if args.passes > 1:
         print(f"\nmedian of {args.passes} passes (each pass's forge_flash / {_TARGET_LABEL} last)")
         for shape, shape_rows, *each in zip(

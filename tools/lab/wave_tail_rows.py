@@ -26,8 +26,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import forge_flash
 
 # Real models' prefill calls with few rounds (132 SMs): 28 heads (Qwen2-7B) x 2k tokens is 448
-# query blocks, 3.4 rounds; 40 heads (Llama-2-13B) x 4k 9.7; Gemma-2-9B's 16 heads of 256 x 2k
-# 1.9; one 8k sequence of 32 heads of 64 11.0 (192-row blocks); 48 heads of 128 x 3k 9.1.
+# query blocks, 3.39 rounds; 40 heads (Llama-2-13B) x 4k 9.70; Gemma-2-9B's 16 heads of 256 x
+# 2k 1.94; one 8k sequence of 32 heads of 64 10.42 (192-row blocks); 48 heads of 128 x 3k 8.73;
+# and the benchmark's 16 heads of 128 x 16k, 15.52.
 DEFAULT = "1x2048x28x128,1x4096x40x128,1x2048x16x256,1x8192x32x64,1x3072x48x128,1x16384x16x128"
 
 
