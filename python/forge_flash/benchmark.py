@@ -650,10 +650,9 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows = median_rows(passes) if args.passes > 1 else passes[0]
     if args.passes > 1:
         print(f"\nmedian of {args.passes} passes (each pass's forge_flash / {_TARGET_LABEL} last)")
-        for shape, shape_rows, *each in zip(
-            shapes, *(list(_by_shape(r).values()) for r in [rows, *passes]), strict=True
-        ):
-            ratios = [target_ratio(p) for p in each]
+        per_pass = [list(_by_shape(p).values()) for p in passes]
+        for i, (shape, shape_rows) in enumerate(zip(shapes, _by_shape(rows).values(), strict=True)):
+            ratios = [target_ratio(p[i]) for p in per_pass]
             spread = " / ".join("n/a" if r is None else f"{r:.2f}" for r in ratios)
             print(f"{format_shape(shape, shape_rows)} | passes {spread}")
     print()

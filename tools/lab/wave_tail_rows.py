@@ -21,6 +21,7 @@ import functools
 import math
 
 import torch
+from prefill_rows_ab import best_ms  # tools/lab, beside this script
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import forge_flash
@@ -30,22 +31,6 @@ import forge_flash
 # 2k 1.94; one 8k sequence of 32 heads of 64 10.42 (192-row blocks); 48 heads of 128 x 3k 8.73;
 # and the benchmark's 16 heads of 128 x 16k, 15.52.
 DEFAULT = "1x2048x28x128,1x4096x40x128,1x2048x16x256,1x8192x32x64,1x3072x48x128,1x16384x16x128"
-
-
-def best_ms(fn, inputs, iters: int = 20, rounds: int = 3) -> float:
-    for args in inputs[:2]:
-        fn(*args)
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for i in range(iters):
-            fn(*inputs[i % len(inputs)])
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) / iters)
-    return best
 
 
 def main() -> None:
@@ -63,11 +48,12 @@ def main() -> None:
             tuple(torch.randn(b, s, h, d, device="cuda", dtype=dtype) for _ in "qkv")
             for _ in range(3)
         ]
-        ours = best_ms(functools.partial(forge_flash.flash_attn_fwd, causal=causal), inputs)
+        attention = functools.partial(forge_flash.flash_attn_fwd, causal=causal)
+        ours = best_ms(attention, inputs, iters=20)
         t = [tuple(x.transpose(1, 2) for x in qkv) for qkv in inputs]
         sdpa = torch.nn.functional.scaled_dot_product_attention
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            cudnn = best_ms(functools.partial(sdpa, is_causal=causal), t)
+            cudnn = best_ms(functools.partial(sdpa, is_causal=causal), t, iters=20)
         q, k, v = inputs[0]
         got = forge_flash.flash_attn_fwd(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], causal=causal)
         with sdpa_kernel(SDPBackend.MATH):
