@@ -40,10 +40,7 @@ build() {  # variant spec
         --no-build-isolation --no-deps python/plugin -w "$dir/wheels") >"$dir.build.log" 2>&1 ||
         { tail -20 "$dir.build.log"; return 1; }
     cp "$wheels"/forge_flash-*.whl "$dir/wheels/"
-    python3 -m venv --without-pip "$dir-venv"
-    python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
-        >"$("$dir-venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/machine_site.pth"
-    python3 -m pip --python "$dir-venv/bin/python" install -q --no-index --find-links "$dir/wheels" 'forge-flash[cuda]'
+    bash "$repo/tools/lab/wheel_venv.sh" "$dir-venv" "$dir/wheels"
 }
 
 for spec in "$@"; do

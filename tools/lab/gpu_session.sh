@@ -32,11 +32,7 @@ out=${OUT:-/tmp/ff-out}
 mkdir -p "$out"
 repo=$PWD
 venv=/tmp/ff-venv
-rm -rf "$venv"
-python3 -m venv --without-pip "$venv"
-python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
-    >"$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/machine_site.pth"
-python3 -m pip --python "$venv/bin/python" install -q --no-index --find-links "$wheels" "forge-flash[${EXTRA:-cuda}]" || exit 1
+bash "$repo/tools/lab/wheel_venv.sh" "$venv" "$wheels" "${EXTRA:-cuda}" || exit 1
 py=$venv/bin/python
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 cd /tmp && "$py" -m forge_flash info && cd "$repo" || exit 1
