@@ -259,7 +259,7 @@ def test_hopper_decode_merges_splits_without_workspace():
     short = rand_qkv(1, 1, 4096, 32, 8, 128, torch.bfloat16)
     assert workspace_bytes_needed(*short, causal=False) == 0, "expected the in-cluster combine"
     # From 8k keys one or two sequences split 8-warp CTAs to one per SM, merged by the combine
-    # kernel (dispatch.cu, kWideMinKeys); at 16k keys 16 splits would hold 1024 keys each (more
+    # kernel (split_plan.h, kWideMinKeys); at 16k keys 16 splits would hold 1024 keys each (more
     # than 512). One KV head wants far more than 16 splits.
     for keys in (8192, 16384):
         long = rand_qkv(1, 1, keys, 32, 8, 128, torch.bfloat16)
@@ -286,7 +286,7 @@ def test_hopper_decode_clusters_only_in_one_wave():
 def test_hopper_decode_splits_a_short_last_wave():
     """Hopper decode grids larger than the GPU holds at once (three 4-warp decode CTAs per SM at
     head_dim 128) split each tile's keys 4 ways where the last of up to four waves is at most
-    70% full and the cache holds at least 8192 keys (dispatch.cu, hopper_full_grid_splits): the
+    70% full and the cache holds at least 8192 keys (split_plan.h, hopper_full_grid_splits): the
     plan's workspace is that of 4 splits and the answer matches the reference. A fuller last
     wave, a fifth wave, or a cache of 4096 keys keeps one pass; and 1.3 waves run as one of
     3-warp CTAs (four per SM: DecodeFullGridConfig, which fills its waves better there), also

@@ -1,0 +1,163 @@
+// How plan_fwd cuts a grid's keys into splits (split-KV): the rules and the few facts of the
+// device they read, host arithmetic only, so that tests/c_api/split_plan_test.cpp checks them
+// with g++ alone. dispatch.cu measures the facts (device_facts) and picks the decode CTA shape
+// (hopper_decode_shape) before asking grid_splits.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "forge_flash/limits.h"
+
+namespace forge_flash {
+
+// What the split rules, and plan_fwd's other choices, know of a kernel on a device.
+struct DeviceFacts {
+  int sm_count;
+  int cc_major;     // compute capability
+  int ctas_per_sm;  // occupancy of this kernel on this device
+  bool sm90_code;   // the kernel runs as sm_90 code here (not JIT-compiled from older PTX)
+};
+
+// How full a grid of `ctas` keeps its waves of the CTAs the GPU holds at once (d): 1 when its
+// last wave is full.
+inline double wave_efficiency(int64_t ctas, const DeviceFacts& d) {
+  const double waves = static_cast<double>(ctas) / (static_cast<double>(d.sm_count) * d.ctas_per_sm);
+  return waves / std::ceil(waves);
+}
+
+// Split-KV only when the grid cannot fill the GPU: among split counts that change the
+// steps per split, take the smallest whose wave efficiency is within 85% of the best.
+inline int choose_num_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
+  const int64_t capacity = static_cast<int64_t>(d.sm_count) * d.ctas_per_sm;
+  if (n_steps <= 1 || ctas * 5 >= capacity * 4) return 1;
+  const int max_splits = std::min<int>(FF_MAX_SPLITS, n_steps);
+  auto efficiency = [&](int s) { return wave_efficiency(ctas * s, d); };
+  auto distinct = [&](int s) {  // s splits that give a different step count per split
+    return s == 1 || (n_steps + s - 1) / s != (n_steps + s - 2) / (s - 1);
+  };
+  double best = 0;
+  for (int s = 1; s <= max_splits; ++s)
+    if (distinct(s)) best = std::max(best, efficiency(s));
+  for (int s = 1; s <= max_splits; ++s)
+    if (distinct(s) && efficiency(s) >= 0.85 * best) return s;
+  return 1;
+}
+
+// `splits` parts of n_steps steps, capped at FF_MAX_SPLITS and one step each, as cta_work hands
+// them out (ceil(n_steps / splits) steps per split): fewer where the last ones would be empty.
+inline int whole_step_splits(int64_t splits, int n_steps) {
+  const int capped =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(splits, std::min<int>(FF_MAX_SPLITS, n_steps))));
+  const int per_split = (n_steps + capped - 1) / capped;
+  return per_split > 0 ? (n_steps + per_split - 1) / per_split : 1;
+}
+
+// Hopper decode grids of fewer than two CTAs per SM (batch * KV heads): splits up to two CTAs
+// per SM, where choose_num_splits fills all three a decode CTA may have. Measured on the H200
+// (2026-12-02, docs/bench-raw/2026-12-02f-h200-decode-splits.txt, ...-full-grid.txt; 8 KV
+// heads), two per SM beat three and one and a half at batch 1-16: one sequence of 32k-128k keys
+// 2-3% faster, batch 2-4 at 8k-64k keys 3-5%, batch 8-16 1%; and at batch 32 (256 CTAs) one
+// split beat choose_num_splits' three by 5% at 4k keys and 3% at 16k. Whole steps per split,
+// none left empty.
+constexpr int kSplitCtasPerSm = 2;
+inline int hopper_decode_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
+  return whole_step_splits(kSplitCtasPerSm * static_cast<int64_t>(d.sm_count) / ctas, n_steps);
+}
+
+// Hopper decode grids of at most one wave of 8-warp CTAs (DecodeWideConfig) run on those where
+// they keep more K/V tiles in flight than the 4-warp plan: where an SM holds more of their warps
+// than hopper_decode_splits' two 4-warp CTAs (head_dim 64: two 8-warp CTAs per SM), or where
+// the grid has more CTAs than half the SMs: one unsplit wave of one CTA per SM instead of two
+// splits per tile merged in clusters. Measured on the H200 (2026-12-02, docs/bench-history/2026-12-02.md; 32/8
+// heads, one query, GPU time, against the 4-warp plan): head_dim 128 batch 12 and 16 over 4k
+// keys 54 -> 52 and 67.7 -> 65.2 us (cuDNN 52.2, 65.2), over 8k 98 -> 95.5 and 124.5 -> 123.0;
+// head_dim 64 batch 8, 16, 24 and 32 over 4k keys 5-17% faster (batch 24 60.6 -> 51.6, cuDNN
+// 51.4), one sequence of 128k keys 72.0 -> 67.7, batch 2 over 8k keys 15.3 -> 15.6 (the one row
+// that lost). Smaller grids at head_dim 128 keep 4 warps: an 8-warp grid split to one CTA per SM
+// has the warps of the 4-warp plan's two per SM, and one sequence over 4k keys took 11.8 us
+// against 11.0. Except paged steps on the IndexedKV instance (`row_pages`: pages of one key, or
+// sizes the PagedKV instance does not take), whose warps look a block id up for every key row:
+// the 8-warp grid gives each warp half the tiles of a split, and one sequence over 4k keys in
+// pages of one key took 10.4 us against 11.9 (over 32k and 128k keys 0.7-1.0 us less, batch 4
+// and 8 level; pages of 16 at one sequence over 4k keys lost 0.2 us there, so whole pages keep
+// the rule above). And grids of at most one CTA per kWideMinSplits SMs over at least
+// kWideMinKeys keys (one and two sequences of 8 KV heads): split to one 8-warp CTA per SM (8 or
+// more splits, merged by the combine kernel) they beat the 4-warp plan's two per SM. H200,
+// 2026-12-03 (docs/bench-history/2026-12-03.md), head_dim 128, us: one sequence over 8k keys 16.0 -> 15.5, 16k
+// 23.7 -> 23.5, 32k 38.5 -> 38.0, 128k 126.4 -> 125.9; two over 32k 67.5 -> 67.2, over 128k
+// 243.5 -> 242.7 (over 8k 25.3 -> 25.4); head_dim 96, one over 8k 14.3 -> 13.5. Over 4k keys
+// they lost 6% (11.1 -> 11.8), and batch 4 over 16k (4 splits, in clusters of 4 one-per-SM CTAs)
+// 10% (66.7 -> 73.8), hence the bounds.
+constexpr int64_t kWideMinKeys = 8192;
+constexpr int kWideMinSplits = 8;
+inline bool takes_wide_decode(int64_t ctas, int64_t keys, const DeviceFacts& wide, int wide_warps, int warps,
+                              bool row_pages) {
+  const int64_t one_wave = static_cast<int64_t>(wide.sm_count) * wide.ctas_per_sm;
+  const bool more_warps = wide.ctas_per_sm * wide_warps > kSplitCtasPerSm * warps;
+  const bool long_split = keys >= kWideMinKeys && ctas * kWideMinSplits <= one_wave;
+  return ctas <= one_wave && (more_warps || 2 * ctas > wide.sm_count || row_pages || long_split);
+}
+
+// Hopper decode grids of more CTAs than one wave of 8-warp ones (or than half the SMs, where
+// none) and at most kShortWaveCtasPerSm 4-warp CTAs per SM, over at least kShortWaveMinKeys
+// keys, run on CTAs of 3 warps split to fill one wave of those (4 per SM at head_dim 96 and
+// 128: 3 splits from 133 to 165 CTAs). The 4-warp plan leaves most SMs one unsplit CTA, 4 K/V
+// tiles in flight; the split grid keeps 9 per SM, merged in clusters of 3. Measured on the
+// H200 (2026-12-03 00:24, in docs/bench-history/2026-12-02.md; 32/8 heads, one query, GPU time, against the 4-warp
+// plan): head_dim 128, batch 17 (136 CTAs) over 4k / 16k keys 74.1 / 272.4 -> 73.0 / 257.3 us
+// (cuDNN 70.9 / 259.7), over 32k 550.2 -> 517.8 (524.9), batch 18 over 8k 146.0 -> 141.0
+// (143.4), batch 20 (160 CTAs) over 16k 306.8 -> 299.3 (306.4), over 4k level; head_dim 96,
+// batch 17 over 4k 69.0 -> 64.0, batch 20 over 16k 280.9 -> 262.8; pages of one key at batch 17
+// over 4k keys 90.4 -> 75.7. Over 1k-2k keys the splits' merge outweighs them (batch 17 and 20
+// over 1k keys 6-8% slower, batch 17 over 2k 1.3%); from batch 24 (192 CTAs, 1.45 per SM) the
+// 4-warp plan's warps fill the SMs (3 splits, two waves: 13-19% slower; 2 splits 0.5-5%).
+constexpr double kShortWaveCtasPerSm = 1.25;
+constexpr int64_t kShortWaveMinKeys = 4096;
+inline bool takes_short_wave_split(int64_t ctas, int64_t keys, int sm_count) {
+  return 2 * ctas > sm_count && static_cast<double>(ctas) <= kShortWaveCtasPerSm * sm_count &&
+         keys >= kShortWaveMinKeys;
+}
+
+// The splits of a grid that fills one wave of its CTAs (the 8-warp grids, and the 3-warp ones
+// of takes_short_wave_split), whole steps each.
+inline int one_wave_splits(int64_t ctas, int n_steps, const DeviceFacts& d) {
+  return whole_step_splits(static_cast<int64_t>(d.sm_count) * d.ctas_per_sm / ctas, n_steps);
+}
+
+// Hopper decode grids of two CTAs per SM and more run in waves of the CTAs the GPU holds at once
+// (three 4-warp CTAs per SM at head_dim 128, four of 3 warps: kFullGridCtasPerSm). Where the last
+// of up to four waves is at most 70% full, its CTAs stream long K/V after the others have
+// finished, with fewer bytes in flight than the GPU needs: over caches of at least 8192 keys, 4
+// splits per tile then cut the tail. Measured on the H200 (2026-12-02,
+// docs/bench-raw/2026-12-02p-h200-full-grid-splits.txt,
+// 2026-12-02q-h200-final-splits-more-waves.txt; 8 KV heads of 128, one query, against one split):
+// batch 64 (1.29 waves) 4.5% faster at 8k keys, 6% at 16k, 7% at 32k (3-6 splits within 1% of each
+// other; at 4k keys every count within 1%); at 16k keys batch 128 (2.59 waves) 3% faster, batch
+// 160 (3.23) 4%, batch 176 (3.56) 1.5%; batch 96 at 8k (1.94 waves) and batch 128 at 4k keys one
+// split stays best (70% lies between the last waves measured to gain, 23-59% full, and the one
+// that did not, 94%), and from 4.5 waves (batch 224 and 256 at 8k keys) 4 splits lose 1.4-2.4%.
+// Elsewhere choose_num_splits.
+constexpr int kLastWaveSplitMinKeys = 8192;
+constexpr int kLastWaveSplits = 4;
+inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, const DeviceFacts& d) {
+  const double waves = static_cast<double>(ctas) / (static_cast<double>(d.sm_count) * d.ctas_per_sm);
+  const double last_wave = waves - std::floor(waves);  // the last wave's share of a full one
+  if (keys >= kLastWaveSplitMinKeys && waves > 1 && waves < 4 && last_wave > 0 && last_wave <= 0.7)
+    return whole_step_splits(kLastWaveSplits, n_steps);
+  return choose_num_splits(ctas, n_steps, d);
+}
+
+// The split count of a grid of `ctas` CTAs whose query blocks each see n_steps steps (keys
+// keys): Hopper decode grids by the rules above for their shape (one_wave: the 8-warp grids
+// and the 3-warp ones of takes_short_wave_split), every other grid by choose_num_splits.
+inline int grid_splits(int64_t ctas, int n_steps, int64_t keys, const DeviceFacts& d, bool hopper_decode,
+                       bool one_wave) {
+  if (!hopper_decode) return choose_num_splits(ctas, n_steps, d);
+  if (one_wave) return one_wave_splits(ctas, n_steps, d);
+  if (ctas < kSplitCtasPerSm * d.sm_count) return hopper_decode_splits(ctas, n_steps, d);
+  return hopper_full_grid_splits(ctas, n_steps, keys, d);
+}
+
+}  // namespace forge_flash

@@ -1,0 +1,115 @@
+// The split rules of plan_fwd (csrc/kernels/split_plan.h) on the host, over every grid of up to
+// 1200 CTAs and 300 steps on GPUs of 66, 108 and 132 SMs holding 1-4 CTAs each:
+//   - what cta_work hands out: ceil(n_steps / splits) steps per split, none left empty;
+//   - each rule's bound: at most FF_MAX_SPLITS and one step a split; Hopper decode grids of
+//     fewer than two CTAs per SM split to at most two per SM, one-wave grids to at most one wave,
+//     a grid that fills 80% of a wave not at all;
+//   - choose_num_splits keeps a wave efficiency within 85% of the best split count's;
+//   - the decisions the rules' comments record as measured on the H200 (132 SMs).
+// Prints the first failures and exits non-zero on any. Run by tests/c_api/test_split_plan.py.
+#include "../../csrc/kernels/split_plan.h"
+
+#include <cstdio>
+
+using forge_flash::DeviceFacts;
+
+namespace {
+
+int failures = 0;
+void fail(const char* what, long a, long b, long c) {
+  if (failures++ < 10) std::printf("FAIL %s (%ld, %ld, %ld)\n", what, a, b, c);
+}
+
+// cta_work's hand-out: split i of `splits` walks steps [i * per, min(n, (i + 1) * per)).
+bool every_split_has_steps(int splits, int n) {
+  const int per = (n + splits - 1) / splits;
+  for (int i = 0; i < splits; ++i)
+    if (i * per >= n) return false;
+  return true;
+}
+
+// The splits a rule may return for n_steps steps: 1, or whole steps each and none empty.
+void check_bounds(const char* rule, int splits, long ctas, int n_steps) {
+  if (splits < 1 || splits > FF_MAX_SPLITS || (splits > 1 && splits > n_steps))
+    fail(rule, ctas, n_steps, splits);
+  else if (n_steps > 0 && !every_split_has_steps(splits, n_steps))
+    fail("an empty split", ctas, n_steps, splits);
+}
+
+// The share of its last wave a grid fills, as wave_efficiency reckons it, computed here anew.
+double efficiency(long ctas, const DeviceFacts& d) {
+  const long capacity = static_cast<long>(d.sm_count) * d.ctas_per_sm;
+  const long waves = (ctas + capacity - 1) / capacity;
+  return static_cast<double>(ctas) / static_cast<double>(waves * capacity);
+}
+
+}  // namespace
+
+int main() {
+  using namespace forge_flash;
+  for (int n = 1; n <= 300; ++n)
+    for (int s = 1; s <= 200; ++s) {
+      const int got = whole_step_splits(s, n);
+      check_bounds("whole_step_splits", got, s, n);
+      if (got > s) fail("whole_step_splits: more than asked", s, n, got);
+    }
+
+  long grids = 0;
+  for (int sms : {66, 108, 132})
+    for (int per_sm = 1; per_sm <= 4; ++per_sm) {
+      const DeviceFacts d{sms, 9, per_sm, true};
+      const long capacity = static_cast<long>(sms) * per_sm;
+      for (long ctas = 1; ctas <= 1200; ++ctas)
+        for (int n_steps = 1; n_steps <= 300; n_steps += (n_steps < 40 ? 1 : 7)) {
+          ++grids;
+          const int general = choose_num_splits(ctas, n_steps, d);
+          check_bounds("choose_num_splits", general, ctas, n_steps);
+          if (ctas * 5 >= capacity * 4 && general != 1) fail("a full grid split", ctas, n_steps, general);
+          // Within 85% of the best efficiency over the counts that leave no split empty.
+          double best = 0;
+          for (int s = 1; s <= std::min<int>(FF_MAX_SPLITS, n_steps); ++s)
+            if (every_split_has_steps(s, n_steps)) best = std::max(best, efficiency(ctas * s, d));
+          if (n_steps > 1 && ctas * 5 < capacity * 4 && efficiency(ctas * general, d) < 0.85 * best - 1e-12)
+            fail("choose_num_splits below 85% of the best", ctas, n_steps, general);
+
+          const long keys = static_cast<long>(n_steps) * 64;
+          const int decode = grid_splits(ctas, n_steps, keys, d, true, false);
+          check_bounds("grid_splits (decode)", decode, ctas, n_steps);
+          if (ctas < 2L * sms && ctas * decode > 2L * sms) fail("more than two CTAs per SM", ctas, n_steps, decode);
+          const int wave = grid_splits(ctas, n_steps, keys, d, true, true);
+          check_bounds("grid_splits (one wave)", wave, ctas, n_steps);
+          if (ctas <= capacity && ctas * wave > capacity) fail("more than one wave", ctas, n_steps, wave);
+          if (grid_splits(ctas, n_steps, keys, d, false, false) != general)
+            fail("grid_splits is not choose_num_splits off Hopper decode", ctas, n_steps, general);
+        }
+    }
+
+  // The decisions the comments record (H200: 132 SMs; head_dim 128 decode, 8 KV heads: three
+  // 4-warp CTAs per SM; here a step is 64 keys).
+  const DeviceFacts h200{132, 9, 3, true};
+  const struct {
+    long batch;
+    long keys;
+    int splits;
+    const char* what;
+  } decode_rows[] = {
+      {64, 8192, 4, "batch 64 (1.29 waves) over 8k keys: 4 splits"},
+      {64, 32768, 4, "batch 64 over 32k keys: 4 splits"},
+      {128, 16384, 4, "batch 128 (2.59 waves) over 16k keys: 4 splits"},
+      {96, 8192, 1, "batch 96 (1.94 waves) over 8k keys: one split"},
+      {128, 4096, 1, "batch 128 over 4k keys: one split"},
+      {224, 8192, 1, "batch 224 (4.5 waves) over 8k keys: one split"},
+      {32, 16384, 1, "batch 32 (256 CTAs): one split, at most two CTAs per SM"},
+      {1, 131072, 33, "one sequence over 128k keys: up to two CTAs per SM, 33 splits"},
+  };
+  for (const auto& r : decode_rows) {
+    const int n_steps = static_cast<int>(r.keys / 64);
+    const int got = grid_splits(r.batch * 8, n_steps, r.keys, h200, true, false);
+    if (got != r.splits) {
+      std::printf("FAIL %s: got %d\n", r.what, got);
+      ++failures;
+    }
+  }
+  std::printf("%ld grids: %s\n", grids, failures ? "FAILED" : "all hold");
+  return failures ? 1 : 0;
+}
