@@ -26,6 +26,7 @@ done
 }
 out=${OUT:?set OUT}
 mkdir -p "$out"
+rm -f "$out"/ab-*.txt "$out/table.txt"  # a run's rows only: the scripts append
 lab=$(dirname "$(realpath "$0")")
 venvs=${AB_VENVS:-/tmp}
 for spec in "${builds[@]}"; do
