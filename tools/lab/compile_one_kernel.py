@@ -13,6 +13,8 @@ spill question about a kernel change is answered before any wheel is built:
     python tools/lab/compile_one_kernel.py decode --policies IndexedKV --sass-size CUOBJDUMP
     python tools/lab/compile_one_kernel.py decode --decode-config DecodeWideConfig  # 8-warp CTAs
     python tools/lab/compile_one_kernel.py sm90 --all --sass-size CUOBJDUMP --same-as /tmp/main-tree
+    python tools/lab/compile_one_kernel.py sm90 --tma-only --sass-size CUOBJDUMP --loop-mix \
+        --same-as /tmp/main-tree
 
 Needs nvcc (CUDA 12.3+, for sm_90a); ``--nvcc`` names it, default /usr/local/cuda/bin/nvcc.
 ``--sass-size`` also counts the instance's SASS instructions with that cuobjdump (and an nvdisasm
@@ -22,7 +24,9 @@ once per warp, and its warps waited on instruction fetch for 38% of their stall 
 the fused append instance was 14k instructions (docs/bench-history/2026-12-02.md). ``--same-as
 TREE`` (with ``--sass-size``) compiles each instance from TREE too and says whether the two
 give the same instructions (addresses and encodings aside): a comment or refactor that keeps
-every instance's SASS needs no GPU run; one that moves registers does.
+every instance's SASS needs no GPU run; one that moves registers does. ``--loop-mix`` prints the
+K/V loop's operations (the loop with the most wgmma instructions: what a K/V tile costs in
+instructions issued), and with ``--same-as`` how TREE's loop differs, operation by operation.
 """
 
 from __future__ import annotations
@@ -72,26 +76,77 @@ def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, poli
     )
 
 
+def addressed_sass(disassembly: str) -> list[tuple[int, str]]:
+    """The instructions of a cuobjdump -sass listing with their addresses (offsets in the
+    function), each without the encodings and the spacing."""
+    instructions = []
+    for line in disassembly.splitlines():
+        found = re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)
+        if found:
+            instructions.append((int(found.group(1), 16), " ".join(found.group(2).split())))
+    return instructions
+
+
 def normalized_sass(disassembly: str) -> list[str]:
     """The instructions of a cuobjdump -sass listing, one string each, without the address
     column, the encodings and the spacing: two builds compare equal when they hold the same
     code. (Branch targets are offsets in the function, so the same code has the same ones.)"""
-    instructions = []
-    for line in disassembly.splitlines():
-        found = re.match(r"\s+/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", line)
-        if found:
-            instructions.append(" ".join(found.group(1).split()))
-    return instructions
+    return [instruction for _, instruction in addressed_sass(disassembly)]
 
 
-def sass_listing(cuobjdump: str, cubin: Path) -> list[str] | None:
-    """The normalised SASS of a cubin (cuobjdump -sass; None if it fails)."""
+def kv_loop(instructions: list[tuple[int, str]]) -> list[str]:
+    """The body of the kernel's K/V loop, from the target of a predicated branch back (a loop's
+    latch; the mbarrier retry stubs at the function's end jump back unpredicated) to that
+    branch: the shortest such loop that issues both matrix products, Q K^T (HGMMA) and P V
+    (HGMMA on V, .tnspB); empty where none does. In a Hopper instance that is the consumers'
+    loop over K/V tiles (a persistent instance's work-tile loop holds it, and is longer), each of
+    whose instructions a consumer warp issues once per K/V tile."""
+    best: list[str] = []
+    for address, instruction in instructions:
+        branch = re.match(r"@!?U?P\w+\s+BRA(?:\.\S+)?\s+(?:\S+,\s*)?0x([0-9a-f]+)$", instruction)
+        if branch is None or int(branch.group(1), 16) >= address:
+            continue
+        start = int(branch.group(1), 16)
+        body = [text for at, text in instructions if start <= at <= address]
+        products = [text for text in body if _opcode(text) == "HGMMA"]
+        pv = sum("tnspB" in text for text in products)
+        if 0 < pv < len(products) and (not best or len(body) < len(best)):
+            best = body
+    return best
+
+
+def _opcode(instruction: str) -> str:
+    """An instruction's operation without its predicate and modifiers (MUFU keeps its
+    function: MUFU.EX2, MUFU.TANH)."""
+    words = instruction.split()
+    op = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
+    parts = op.split(".")
+    return ".".join(parts[:2]) if parts[0] == "MUFU" else parts[0]
+
+
+def opcode_mix(instructions: list[str]) -> dict[str, int]:
+    """How many of each operation, most first."""
+    counts: dict[str, int] = {}
+    for instruction in instructions:
+        op = _opcode(instruction)
+        counts[op] = counts.get(op, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def mix_difference(ours: dict[str, int], theirs: dict[str, int]) -> str:
+    """ours - theirs per operation, as "+2 IMAD, -1 MOV" (empty where the counts agree)."""
+    changes = [(op, ours.get(op, 0) - theirs.get(op, 0)) for op in sorted({*ours, *theirs})]
+    return ", ".join(f"{delta:+d} {op}" for op, delta in changes if delta)
+
+
+def sass_listing(cuobjdump: str, cubin: Path) -> list[tuple[int, str]] | None:
+    """The SASS of a cubin with addresses (cuobjdump -sass; None if it fails)."""
     path = f"{Path(cuobjdump).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "PATH": path}  # nvdisasm beside cuobjdump, else on PATH
     done = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return None
-    return normalized_sass(done.stdout)
+    return addressed_sass(done.stdout)
 
 
 def compile_one(source: Path, nvcc: str, unit: str, cuobjdump: str | None = None) -> dict:
@@ -109,9 +164,9 @@ def compile_one(source: Path, nvcc: str, unit: str, cuobjdump: str | None = None
             "-cubin", "-o", str(Path(tmp) / "one.cubin"), str(cu),
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
-        sass = None
+        addressed = None
         if cuobjdump and done.returncode == 0:
-            sass = sass_listing(cuobjdump, Path(tmp) / "one.cubin")
+            addressed = sass_listing(cuobjdump, Path(tmp) / "one.cubin")
     log = done.stdout + done.stderr
     registers = re.search(r"Used (\d+) registers", log)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
@@ -121,7 +176,8 @@ def compile_one(source: Path, nvcc: str, unit: str, cuobjdump: str | None = None
         "spill_stores": int(spills.group(1)) if spills else 0,
         "spill_loads": int(spills.group(2)) if spills else 0,
         "serialized_wgmma": "C7520" in log,
-        "sass": sass,
+        "sass": None if addressed is None else [text for _, text in addressed],
+        "kv_loop": None if addressed is None else kv_loop(addressed),
         "log": log,
     }
 
@@ -147,9 +203,11 @@ def main() -> int:
     parser.add_argument("--sass-size", metavar="CUOBJDUMP", help="count SASS instructions with it")
     parser.add_argument("--same-as", type=Path, metavar="TREE",
                         help="with --sass-size: whether TREE gives the same SASS")  # fmt: skip
+    parser.add_argument("--loop-mix", action="store_true",
+                        help="with --sass-size: the K/V loop's operations")  # fmt: skip
     args = parser.parse_args()
-    if args.same_as and not args.sass_size:
-        parser.error("--same-as needs --sass-size CUOBJDUMP (the disassembler)")
+    if (args.same_as or args.loop_mix) and not args.sass_size:
+        parser.error("--same-as and --loop-mix need --sass-size CUOBJDUMP (the disassembler)")
 
     cases = [(args.head_dim, args.persistent, args.tma_only)]
     if args.all:
@@ -180,15 +238,30 @@ def main() -> int:
         serialized = ", WGMMA SERIALIZED (C7520)" if got["serialized_wgmma"] else ""
         spills = f"{got['spill_stores']}/{got['spill_loads']} bytes (stores/loads)"
         sass = "" if got["sass"] is None else f", {len(got['sass'])} SASS instructions"
+        theirs = None
         if args.same_as and got["sass"] is not None:
-            theirs = compile_one(args.same_as, args.nvcc, unit, args.sass_size)["sass"]
-            if theirs is None:
+            theirs = compile_one(args.same_as, args.nvcc, unit, args.sass_size)
+            if theirs["sass"] is None:
                 sass += f"; {args.same_as} did not compile"
-            elif theirs == got["sass"]:
+                theirs = None
+            elif theirs["sass"] == got["sass"]:
                 sass += f"; the same SASS as {args.same_as}"
             else:
-                sass += f"; SASS differs from {args.same_as} ({len(theirs)} instructions there)"
+                there = len(theirs["sass"])
+                sass += f"; SASS differs from {args.same_as} ({there} instructions there)"
         print(f"{name}: {got['registers']} registers, spills {spills}{serialized}{sass}")
+        if args.loop_mix and got["kv_loop"] is not None:
+            loop = got["kv_loop"]
+            mix = ", ".join(f"{count} {op}" for op, count in opcode_mix(loop).items())
+            print(f"  K/V loop: {len(loop)} instructions: {mix}")
+            if theirs is not None:
+                if theirs["kv_loop"] == loop:
+                    print(f"  K/V loop: the same as {args.same_as}'s")
+                else:
+                    difference = mix_difference(opcode_mix(loop), opcode_mix(theirs["kv_loop"]))
+                    difference = difference or "the same operations, other operands or order"
+                    there = f"{args.same_as}'s ({len(theirs['kv_loop'])} instructions)"
+                    print(f"  K/V loop against {there}: {difference}")
         failed |= got["serialized_wgmma"]
         if args.log:
             print(got["log"])
