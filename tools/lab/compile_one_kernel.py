@@ -25,8 +25,9 @@ the fused append instance was 14k instructions (docs/bench-history/2026-12-02.md
 TREE`` (with ``--sass-size``) compiles each instance from TREE too and says whether the two
 give the same instructions (addresses and encodings aside): a comment or refactor that keeps
 every instance's SASS needs no GPU run; one that moves registers does. ``--loop-mix`` prints the
-K/V loop's operations (the loop with the most wgmma instructions: what a K/V tile costs in
-instructions issued), and with ``--same-as`` how TREE's loop differs, operation by operation.
+K/V loop's operations (the consumers' loop over K/V tiles, counted in the code: both sides of
+each branch in it, such as a masked tile's path, count), and with ``--same-as`` how TREE's loop
+differs, operation by operation.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def kv_loop(instructions: list[tuple[int, str]]) -> list[str]:
     latch; the mbarrier retry stubs at the function's end jump back unpredicated) to that
     branch: the shortest such loop that issues both matrix products, Q K^T (HGMMA) and P V
     (HGMMA on V, .tnspB); empty where none does. In a Hopper instance that is the consumers'
-    loop over K/V tiles (a persistent instance's work-tile loop holds it, and is longer), each of
-    whose instructions a consumer warp issues once per K/V tile."""
+    loop over K/V tiles (a persistent instance's work-tile loop holds it, and is longer); its
+    instructions as written, both sides of every branch in it."""
     best: list[str] = []
     for address, instruction in instructions:
         branch = re.match(r"@!?U?P\w+\s+BRA(?:\.\S+)?\s+(?:\S+,\s*)?0x([0-9a-f]+)$", instruction)
