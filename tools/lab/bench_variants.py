@@ -109,8 +109,8 @@ def main() -> None:
         variants = {"softcap 50": {"softcap": 50.0}, "alibi": {"alibi_slopes": slopes},
                     "sinks": {"sinks": sinks}}  # fmt: skip
         medium = qkv(2, 8192, 8192, 16, 16, 128)
-        # The same call with q and k 8x larger: scores of std 8 and more, past softcap 50
-        # somewhere in every K/V tile of every warp (the random ones above lie far within it).
+        # The same call with q and k 8x larger: scores (scale * q.k) of std 64, past softcap 50
+        # in every warp's K/V tile (the random ones above, of std 1, lie far within it).
         large = (medium[0] * 8, medium[1] * 8, medium[2])
         for causal in (False, True):
             base = attend(medium, causal=causal)
