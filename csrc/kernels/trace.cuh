@@ -12,6 +12,7 @@
 
 namespace forge_flash {
 
+// tools/lab/trace_rows.py reads the numbers below from this file (header_numbers).
 constexpr int kTraceCtas = 4096;  // CTAs stamped (the first ones): the buffer holds this many
 constexpr int kTraceTiles = 32;   // work tiles per CTA stamped (the first ones)
 constexpr int kTraceSlots = 16;   // events per work tile

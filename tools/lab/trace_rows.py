@@ -19,12 +19,33 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 
-CTAS, TILES, SLOTS = 4096, 32, 16  # trace.cuh: kTraceCtas, kTraceTiles, kTraceSlots
-Q_ISSUED, CONSUMER, BODY_TOP, BEFORE_Q_WAIT = 0, 2, 14, 15
-Q_LANDED, K0_LANDED, TURN, S0, LAST_PV, EPILOGUE = range(6)
+TRACE_HEADER = Path(__file__).resolve().parents[2] / "csrc" / "kernels" / "trace.cuh"
+
+
+def header_numbers(text: str) -> dict[str, int]:
+    """The stamp buffer's layout as trace.cuh writes it, the one place it is written: its
+    `constexpr int kName = N;`, the TraceSlot enum's `kName = N` and the TraceConsumerEvent
+    enum's members, numbered in order."""
+    numbers = {name: int(n) for name, n in re.findall(r"constexpr int (k\w+) = (\d+);", text)}
+    numbers.update({name: int(n) for name, n in re.findall(r"\b(kTrace\w+) = (\d+),", text)})
+    events = re.search(r"enum TraceConsumerEvent : int \{([^}]*)\}", text)
+    if events is None:
+        raise ValueError(f"no TraceConsumerEvent enum in {TRACE_HEADER}")
+    numbers.update({name.strip(): i for i, name in enumerate(events.group(1).split(","))})
+    return numbers
+
+
+_N = header_numbers(TRACE_HEADER.read_text())
+CTAS, TILES, SLOTS = _N["kTraceCtas"], _N["kTraceTiles"], _N["kTraceSlots"]
+Q_ISSUED, CONSUMER = _N["kTraceQIssued"], _N["kTraceConsumer"]
+BODY_TOP, BEFORE_Q_WAIT = _N["kTraceBodyTop"], _N["kTraceBeforeQWait"]
+Q_LANDED, K0_LANDED, TURN = _N["kTraceQLanded"], _N["kTraceK0Landed"], _N["kTraceTurn"]
+S0, LAST_PV, EPILOGUE = _N["kTraceS0"], _N["kTraceLastPV"], _N["kTraceEpilogue"]
 
 # (name, slot it ends at, slot it starts at, True where the start is the previous work tile's)
 PHASES = [
