@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from host_program import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 
 
