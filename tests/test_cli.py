@@ -141,9 +141,15 @@ def test_hdim_selects_one_head_dim(head_dim):
     assert {s.heads for s in quick} == {2048 // head_dim}
 
 
-def _row(backend, ms, *, seqlen=1024, kind="prefill"):
-    return benchmark.Row(kind, backend, "bf16", 1, 16, 16, seqlen, seqlen, 128, False, ms,
+def _row(backend, ms, *, seqlen=1024, kind="prefill", dtype="bf16"):
+    return benchmark.Row(kind, backend, dtype, 1, 16, 16, seqlen, seqlen, 128, False, ms,
                          None if ms is None else 1.0, None)  # fmt: skip
+
+
+def _summary_table(rows):
+    """{(contender, kind, dtype): [geomean, min, max]} from summary()'s lines."""
+    lines = benchmark.summary(rows).splitlines()[1:]
+    return {tuple(line.rsplit(None, 5)[:3]): line.split()[-3:] for line in lines}
 
 
 def test_summary_against_the_faster_of_cudnn_and_fa4():
@@ -164,19 +170,29 @@ def test_summary_against_the_faster_of_cudnn_and_fa4():
     assert benchmark.target_ratio(rows[4:8]) == pytest.approx(0.5)
     assert benchmark.target_ratio(rows[8:11]) == pytest.approx(1.25)
     assert benchmark.target_ratio(rows[11:]) is None
-    table = {
-        tuple(line.rsplit(None, 4)[:2]): line.split()[-3:]
-        for line in benchmark.summary(rows).splitlines()[1:]
-    }
+    table = _summary_table(rows)
     # geomean of 0.8, 0.5, 1.25 = 0.5 ** (1/3) = 0.794; min 0.5, max 1.25
-    assert table[("max(sdpa_cudnn, fa4)", "prefill")] == ["0.79x", "0.50x", "1.25x"]
+    assert table[("max(sdpa_cudnn, fa4)", "prefill", "bf16")] == ["0.79x", "0.50x", "1.25x"]
     # per contender: cuDNN 0.8 and 0.5 (sqrt(0.4) = 0.632); flash 2.0, 1.5 and 2.0
-    assert table[("sdpa_cudnn", "prefill")] == ["0.63x", "0.50x", "0.80x"]
+    assert table[("sdpa_cudnn", "prefill", "bf16")] == ["0.63x", "0.50x", "0.80x"]
     flash = (2.0 * 1.5 * 2.0) ** (1 / 3)
-    assert table[("sdpa_flash", "prefill")] == [f"{flash:.2f}x", "1.50x", "2.00x"]
-    assert table[("fa4", "prefill")] == ["1.06x", "0.90x", "1.25x"]  # sqrt(0.9 * 1.25) = 1.061
+    assert table[("sdpa_flash", "prefill", "bf16")] == [f"{flash:.2f}x", "1.50x", "2.00x"]
+    assert table[("fa4", "prefill", "bf16")] == ["1.06x", "0.90x", "1.25x"]  # sqrt(0.9 * 1.25)
     line = benchmark.format_shape(benchmark.prefill_shapes([1024], [128], ["bf16"])[0], rows[:4])
     assert line.endswith("forge_flash / max(sdpa_cudnn, fa4) 0.80")
+
+
+def test_summary_keeps_each_dtype_apart():
+    # the same shape in both dtypes: bf16 at 0.8 of cuDNN, fp16 at 1.25; one geomean over both
+    # would read 1.0 and hide the bf16 shortfall
+    rows = [
+        _row("forge_flash", 2.0), _row("sdpa_cudnn", 1.6),
+        _row("forge_flash", 1.0, dtype="fp16"), _row("sdpa_cudnn", 1.25, dtype="fp16"),
+    ]  # fmt: skip
+    table = _summary_table(rows)
+    assert table[("max(sdpa_cudnn, fa4)", "prefill", "bf16")] == ["0.80x", "0.80x", "0.80x"]
+    assert table[("max(sdpa_cudnn, fa4)", "prefill", "fp16")] == ["1.25x", "1.25x", "1.25x"]
+    assert len(table) == 4  # cuDNN and the target, once per dtype
 
 
 @pytest.fixture

@@ -514,25 +514,28 @@ def _by_shape(rows: list[Row]) -> dict[tuple, list[Row]]:
 
 def summary(rows: list[Row]) -> str:
     """Speed-up of forge_flash over each contender, and over the faster of TARGET_RIVALS on
-    each row: geometric mean, min and max per kind of shape."""
+    each row: geometric mean, min and max per kind of shape and dtype (the targets are per
+    dtype: a geomean over both would let one hide the other)."""
     lines = [
-        f"{'speed-up of forge_flash over':<30} {'kind':<8} {'geomean':>8} {'min':>8} {'max':>8}"
+        f"{'speed-up of forge_flash over':<30} {'kind':<8} {'dtype':<5} "
+        f"{'geomean':>8} {'min':>8} {'max':>8}"
     ]
-    groups: dict[tuple[str, str], list[float]] = {}
+    groups: dict[tuple[str, str, str], list[float]] = {}
     for shape_rows in _by_shape(rows).values():
         ours = next((r for r in shape_rows if r.backend == "forge_flash"), None)
         if ours is None or not ours.ms:
             continue
         for row in shape_rows:
             if row.backend != "forge_flash" and row.ms is not None:
-                groups.setdefault((row.backend, row.kind), []).append(row.ms / ours.ms)
+                groups.setdefault((row.backend, row.kind, row.dtype), []).append(row.ms / ours.ms)
         ratio = target_ratio(shape_rows)
         if ratio is not None:
-            groups.setdefault((_TARGET_LABEL, ours.kind), []).append(ratio)
-    for (backend, kind), ratios in sorted(groups.items()):
+            groups.setdefault((_TARGET_LABEL, ours.kind, ours.dtype), []).append(ratio)
+    for (backend, kind, dtype), ratios in sorted(groups.items()):
         geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         lines.append(
-            f"{backend:<30} {kind:<8} {geomean:>7.2f}x {min(ratios):>7.2f}x {max(ratios):>7.2f}x"
+            f"{backend:<30} {kind:<8} {dtype:<5} "
+            f"{geomean:>7.2f}x {min(ratios):>7.2f}x {max(ratios):>7.2f}x"
         )
     return "\n".join(lines)
 
