@@ -47,6 +47,18 @@ def test_each_scripts_row_is_read(line, tag, key, value, higher):
     assert ab_table.parse_row(line) == ab_table.Row(tag, key, value, higher)
 
 
+def test_bench_variants_rows_are_read():
+    # bench_variants.py's own formatting, with and without a ratio and a note
+    spec = importlib.util.spec_from_file_location("bench_variants", LAB / "bench_variants.py")
+    bench_variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_variants)
+    name = "hd128 8k causal softcap 50, scores past it"
+    line = bench_variants.format_row("SP", name, 1.237, 0.95, "q, k x8")
+    assert ab_table.parse_row(line) == ab_table.Row("SP", name, 1.237, False)
+    base = bench_variants.format_row("M", "causal 32k, hd128 (base)", 7.221, None, "")
+    assert ab_table.parse_row(base) == ab_table.Row("M", "causal 32k, hd128 (base)", 7.221, False)
+
+
 @pytest.mark.parametrize(
     "line",
     [

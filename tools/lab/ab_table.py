@@ -5,9 +5,9 @@ alternating with the others' (M A M A ...: tools/lab/ab_wheels.sh runs them so):
     python tools/lab/ab_table.py --base M decode.txt
 
 A row is one line of prefill_rows_ab.py or wave_tail_rows.py (`ours <TFLOP/s>`: higher is
-faster), decode_rows_ab.py (`s0: <us>`) or band_rows.py (`<ms> ms`): lower is faster), whose
-first word is the build's tag; its key is the text between the tag and that value, so every
-build's runs of a shape line up. Other lines (warnings, logs) are passed over.
+faster), decode_rows_ab.py (`s0: <us>`), band_rows.py or bench_variants.py (`<ms> ms`): lower
+is faster), whose first word is the build's tag; its key is the text between the tag and that
+value, so every build's runs of a shape line up. Other lines (warnings, logs) are passed over.
 
 Per row, each build's values in the order run, and its speed against the base: the ratio of
 the means of their runs, turned so that above 1 is faster than the base whatever the unit; then

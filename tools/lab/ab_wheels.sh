@@ -9,8 +9,9 @@
 #
 # A script is a tools/lab script and its arguments after the tag (the build's name, which it
 # prints first on each row: prefill_rows_ab.py, wave_tail_rows.py, decode_rows_ab.py,
-# band_rows.py). Outputs: $OUT/ab-<script's index>.txt, and the table in $OUT/table.txt; the
-# venvs: $AB_VENVS/ab-venv-<name> (default /tmp, outside $OUT, which comes back from the GPU).
+# band_rows.py, bench_variants.py). Outputs: $OUT/ab-<script's index>.txt, and the table in
+# $OUT/table.txt; the venvs: $AB_VENVS/ab-venv-<name> (default /tmp, outside $OUT, which comes
+# back from the GPU).
 set -uo pipefail
 rounds=$1
 shift

@@ -1,6 +1,9 @@
 """The variants' costs on a GPU (issue 14's speed targets), beside FA4 where it has them.
 
-    python tools/lab/bench_variants.py [--json PATH] [--parts window scores gemma decode gpt-oss]
+    python tools/lab/bench_variants.py [TAG] [--json PATH] [--parts window scores gemma ...]
+
+TAG, a build's name, is printed first on each row, so that tools/lab/ab_wheels.sh can run the
+rows of several builds in alternating rounds and tools/lab/ab_table.py line them up.
 
 Rows (bf16, one process, CUDA-event medians of fresh-input calls):
 * sliding window 4096 over 32k causal tokens against full causal attention (target >= 4x);
@@ -59,8 +62,16 @@ def fa4():
     return flash_attn_func
 
 
+def format_row(tag: str, name: str, ms: float, ratio: float | None, note: str) -> str:
+    """One printed row: the build's tag (if any), the row's name, its time, its speed-up over
+    the row's base and a note."""
+    shown = "" if ratio is None else f"  {ratio:5.2f}x vs base"
+    return f"{tag + ' ' if tag else ''}{name:<58} {ms:9.3f} ms{shown}  {note}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tag", nargs="?", default="", help="a build's name, first on each row")
     parser.add_argument("--json")
     parts = ("window", "scores", "gemma", "decode", "gpt-oss")
     parser.add_argument(
@@ -72,8 +83,7 @@ def main() -> None:
     def row(name, ms, base_ms=None, note=""):
         ratio = None if base_ms is None else base_ms / ms
         rows.append({"row": name, "ms": ms, "speedup_vs_base": ratio, "note": note})
-        shown = "" if ratio is None else f"  {ratio:5.2f}x vs base"
-        print(f"{name:<58} {ms:9.3f} ms{shown}  {note}", flush=True)
+        print(format_row(args.tag, name, ms, ratio, note), flush=True)
 
     def attend(qkv_set, **options):
         q, k, v = qkv_set
