@@ -410,13 +410,16 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // (alibi_only_serves): the plain score program (plus ALiBi's multiply-add per score) and the
   // plain instance's wider tiles (the measurements at Sm90Tiles and in docs/benchmarks.md).
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
-  // 96: 3 consumers, P through shared memory; Sm90Tiles).
+  // 96: 3 consumers, P through shared memory; Sm90Tiles). A varlen call of the plain table takes
+  // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), where the maps encode.
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
+    const bool packed = p.cu_seqlens_q != nullptr;
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);
     const bool non_causal = !p.is_causal && kernels.sm90.tma_non_causal.kernel != nullptr;
-    const KernelInfo& tma_kernel = band_sinks   ? kernels.sm90.tma_band_sinks
+    const KernelInfo& tma_kernel = packed       ? kernels.sm90.tma_packed
+                                   : band_sinks ? kernels.sm90.tma_band_sinks
                                    : alibi_only ? kernels.sm90.tma_alibi
                                    : non_causal ? kernels.sm90.tma_non_causal
                                                 : kernels.sm90.tma;
@@ -424,7 +427,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
         tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
                                          (plan->kernel.kernel == kernels.sm90.persistent.kernel && p.head_dim > 192));
     const KernelInfo& k = tma_only ? tma_kernel : plan->kernel;
-    if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n) && tma_only) {
+    if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n, packed && tma_only) &&
+        tma_only) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";
       plan->kernel = k;  // its query blocks may be taller (head_dim 64: 192 rows)

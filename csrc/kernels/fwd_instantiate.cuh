@@ -18,12 +18,13 @@ constexpr KernelInfo kNoKernel{nullptr, 0, 0, 0, 0, 1};  // a table entry not co
 
 // The Hopper kernel of a table whose head dim has Hopper tiles of its own (sm90_head_dim in
 // kernel_registry.h); null in the others. The tables of 192 and 256 also serve 160 and 224.
-template <typename T, int kHeadDim, class P, bool kPersistent, bool kTmaOnly = false, bool kNonCausal = false>
+template <typename T, int kHeadDim, class P, bool kPersistent, bool kTmaOnly = false, bool kNonCausal = false,
+          bool kPackedSeqs = false>
 KernelInfo sm90_kernel_info() {
   if constexpr (sm90_head_dim(kHeadDim) == kHeadDim) {
     using Cfg = Sm90PrefillConfig<kHeadDim, kPersistent, kTmaOnly, P, kNonCausal>;
     static_assert(kHeadDim == 64 || kHeadDim == 128 || Cfg::kPadsHeadDim, "smaller head dims need zero-filled columns");
-    KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, P>));
+    KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, P, kPackedSeqs>));
     info.tma_swizzle = Cfg::kSwizzle;
     return info;
   } else {
@@ -52,6 +53,16 @@ KernelInfo sm90_tma_non_causal_info() {
       return sm90_kernel_info<T, kHeadDim, Plain, false, true, true>();
   }
   return kNoKernel;
+}
+
+// Plain tables only: the TMA-only instance's kPackedSeqs twin, for varlen calls (the sequences
+// packed along one dimension); null in the variant tables.
+template <typename T, int kHeadDim, bool kVariantTable>
+KernelInfo sm90_tma_packed_info() {
+  if constexpr (!kVariantTable)
+    return sm90_kernel_info<T, kHeadDim, Plain, false, true, false, true>();
+  else
+    return kNoKernel;
 }
 
 // The decode kernel with policies P (with the fused K/V append: kAppend) where kCompiled, else
@@ -100,7 +111,8 @@ FwdKernels fwd_kernels() {
           {sm90_kernel_info<T, kHeadDim, P, false>(), sm90_kernel_info<T, kHeadDim, P, true>(),
            sm90_kernel_info<T, kHeadDim, P, false, true>(), sm90_tma_non_causal_info<T, kHeadDim, kVariantTable>(),
            sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
-           sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiOnly>()}};
+           sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiOnly>(),
+           sm90_tma_packed_info<T, kHeadDim, kVariantTable>()}};
 }
 
 }  // namespace forge_flash

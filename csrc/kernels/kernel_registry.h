@@ -41,6 +41,7 @@ struct HopperKernels {
   KernelInfo tma_non_causal;  // plain tables: tma's tiles for non-causal calls, where they differ (96)
   KernelInfo tma_band_sinks;  // variant tables: tma with BandSinks policies (window, sinks; dense K/V)
   KernelInfo tma_alibi;       // variant tables: tma with AlibiOnly policies (ALiBi; dense K/V)
+  KernelInfo tma_packed;      // plain tables: tma over packed (varlen) sequences, kPackedSeqs
 };
 
 // The head dim whose Hopper tiles a table head dim runs on: its own at 64, 96, 128, 192 and

@@ -123,20 +123,28 @@ bool encode(TmaDescriptor* map, const void* data, bool bf16, int head_dim, int h
 
 }  // namespace
 
-bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n) {
+bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n, bool packed) {
   p.tma = false;
   if (swizzle != 64 && swizzle != 128) return false;
-  if (p.cu_seqlens_q != nullptr || p.cu_seqlens_k != nullptr || p.seqused_k != nullptr || p.block_table != nullptr ||
-      p.k_start != nullptr || p.pack_gqa || p.seqlen_new > 0 || driver().encode == nullptr)
+  const bool varlen = p.cu_seqlens_q != nullptr || p.cu_seqlens_k != nullptr;
+  if (varlen != packed ||
+      (packed && (p.cu_seqlens_q == nullptr || p.cu_seqlens_k == nullptr || p.kv_batch_idx != nullptr)))
+    return false;
+  if (p.seqused_k != nullptr || p.block_table != nullptr || p.k_start != nullptr || p.pack_gqa || p.seqlen_new > 0 ||
+      driver().encode == nullptr)
     return false;
   const int64_t q_strides[3] = {p.q_head_stride, p.q_row_stride, p.q_batch_stride};
   const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};
   const int64_t v_strides[3] = {p.v_head_stride, p.v_row_stride, p.v_batch_stride};
   // K/V batch rows: a call with kv_batch_idx reads rows of a cache with kv_batch_rows of them.
-  const int kv_batch = p.kv_batch_idx != nullptr ? p.kv_batch_rows : p.batch;
-  p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, p.seqlen_q, p.batch, q_strides, swizzle, block_m) &&
-          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.seqlen_k, kv_batch, k_strides, swizzle, block_n) &&
-          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.seqlen_k, kv_batch, v_strides, swizzle, block_n);
+  // Packed: one batch of every sequence's rows.
+  const int kv_batch = packed ? 1 : p.kv_batch_idx != nullptr ? p.kv_batch_rows : p.batch;
+  const int q_rows = packed ? p.total_q : p.seqlen_q;
+  const int k_rows = packed ? p.total_k : p.seqlen_k;
+  const int q_batch = packed ? 1 : p.batch;
+  p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, q_rows, q_batch, q_strides, swizzle, block_m) &&
+          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, block_n) &&
+          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, block_n);
   return p.tma;
 }
 

@@ -7,10 +7,12 @@ namespace forge_flash {
 
 // Encodes p.tma_q/k/v for boxes of `swizzle` bytes (one column block of the kernel's
 // shared-memory layout) by block_m query rows or block_n key rows, and sets p.tma; or leaves
-// p.tma false where the call's layout does not qualify: varlen, paged, left-padded or
-// per-sequence key counts (the kernel reads rows past a sequence's keys and counts on zeros
-// there), packed GQA rows, a fused append, or addresses and strides TMA cannot take (16-byte
-// multiples). The tile copies then serve the call, as they serve every other GPU.
-bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n);  // returns p.tma
+// p.tma false where the call's layout does not qualify: paged, left-padded or per-sequence key
+// counts (the kernel reads rows past a sequence's keys and counts on zeros there), varlen
+// unless `packed`, packed GQA rows, a fused append, or addresses and strides TMA cannot take
+// (16-byte multiples). The tile copies then serve the call, as they serve every other GPU.
+// `packed` (a varlen call, for the kPackedSeqs kernel only, which zeroes what it reads past a
+// sequence): the maps cover the packed tensors, total_q and total_k rows in one "batch".
+bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n, bool packed = false);
 
 }  // namespace forge_flash

@@ -59,7 +59,7 @@ def kernel_nvcc_flags(source: Path) -> list[str]:
 
 def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, policies: str,
           append: bool, dtype: str, decode_config: str = "DecodeConfig",
-          non_causal: bool = False) -> str:  # fmt: skip
+          non_causal: bool = False, packed: bool = False) -> str:  # fmt: skip
     """The explicit instantiation of one kernel."""
     if kind == "sm90":
         flags = f"{str(persistent).lower()}, {str(tma_only).lower()}"
@@ -67,7 +67,8 @@ def unit_source(kind: str, head_dim: int, persistent: bool, tma_only: bool, poli
         config = f"Sm90PrefillConfig<{head_dim}, {flags}, {policies}{non_causal_tiles}>"
         return (
             '#include "sm90/fwd_kernel_sm90.cuh"\nnamespace forge_flash {\n'
-            f"template __global__ void fwd_kernel_sm90<{dtype}, {config}, {policies}>"
+            f"template __global__ void fwd_kernel_sm90<{dtype}, {config}, {policies}"
+            f"{', true' * packed}>"
             "(const __grid_constant__ FwdParams, const int);\n}\n"
         )
     return (
@@ -191,6 +192,8 @@ def main() -> int:
     parser.add_argument("--tma-only", action="store_true", help="sm90: the TMA-only instance")
     parser.add_argument("--non-causal", action="store_true",
                         help="sm90: the tiles of the non-causal instance")  # fmt: skip
+    parser.add_argument("--packed", action="store_true",
+                        help="sm90: the kPackedSeqs twin (varlen; with --tma-only)")  # fmt: skip
     parser.add_argument("--policies", choices=POLICIES, default="Plain")
     parser.add_argument("--append", action="store_true", help="decode: with the fused K/V append")
     parser.add_argument("--dtype", choices=["__nv_bfloat16", "half"], default="__nv_bfloat16")
@@ -221,7 +224,7 @@ def main() -> int:
     for head_dim, persistent, tma_only in cases:
         unit = unit_source(
             args.kind, head_dim, persistent, tma_only, args.policies, args.append, args.dtype,
-            args.decode_config, args.non_causal,
+            args.decode_config, args.non_causal, args.packed,
         )  # fmt: skip
         got = compile_one(args.source, args.nvcc, unit, args.sass_size)
         name = f"{args.kind} d{head_dim} {args.policies}"
@@ -229,7 +232,7 @@ def main() -> int:
             name += f" {args.decode_config}"
         if args.kind == "sm90":
             name += " persistent" * persistent + " tma-only" * tma_only
-            name += " non-causal" * args.non_causal
+            name += " non-causal" * args.non_causal + " packed" * args.packed
         elif args.append:
             name += " append"
         if not got["ok"]:

@@ -7,17 +7,18 @@ Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and s
 Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64,
 96 (two Q buffers, deferred epilogues) and 128, tiles whose rows see no key among them; its
 tiles loaded through TMA for dense Q/K/V, strided views included, where the plain launch is the
-TMA-only instance with its own tiles, and by cp.async for varlen), split-KV + combine kernel
-(launched programmatically behind the split kernel on Hopper), split-KV merged in a thread-block
-cluster (Hopper decode), GQA packing, routed head dims, causal tails, varlen with an empty
-sequence, KV-cache lengths (batched decode), strided views; the variant kernels (window,
-softcap, ALiBi, sinks, any scale, paged K/V, a cache batch index, left padding; windows and
-sinks alone over dense K/V in the instance of their own) and the Hopper head dims 96/192/256;
-the K/V append fused into the decode kernel (paged and indexed caches, rotary both ways), and
-the append kernel (16-byte and scalar paths) with the attention launched programmatically behind
-it (a step of 8 tokens: 32 rows per KV head do not fit a decode tile); Hopper decode grids that
-fill the GPU on CTAs of 3 warps, or a short wave split (dense, whole pages, pages of 7, the
-fused append).
+TMA-only instance with its own tiles; varlen by cp.async, and past 1024 keys by TMA over the
+packed tensors in that instance's kPackedSeqs twin, which zeroes V rows past a sequence),
+split-KV + combine kernel (launched programmatically behind the split kernel on Hopper),
+split-KV merged in a thread-block cluster (Hopper decode), GQA packing, routed head dims, causal
+tails, varlen with an empty sequence, KV-cache lengths (batched decode), strided views; the
+variant kernels (window, softcap, ALiBi, sinks, any scale, paged K/V, a cache batch index, left
+padding; windows and sinks alone over dense K/V in the instance of their own) and the Hopper
+head dims 96/192/256; the K/V append fused into the decode kernel (paged and indexed caches,
+rotary both ways), and the append kernel (16-byte and scalar paths) with the attention launched
+programmatically behind it (a step of 8 tokens: 32 rows per KV head do not fit a decode tile);
+Hopper decode grids that fill the GPU on CTAs of 3 warps, or a short wave split (dense, whole
+pages, pages of 7, the fused append).
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ def main() -> None:
     forge_flash.flash_attn_varlen_fwd(
         q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), causal=True, return_lse=True
     )
+    # Past 1024 keys: the packed twin (sequences that end inside a K/V tile, an empty one).
+    for d, causal in ((128, False), (64, True), (256, False)):
+        lens = [1100, 0, 1500, 1025]
+        cu = torch.tensor(
+            [0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
+        )
+        q, k, v = (rand(sum(lens), 8, d) for _ in range(3))
+        forge_flash.flash_attn_varlen_fwd(q, k, v, cu, cu, max(lens), max(lens), causal=causal)
 
     cache_k, cache_v = rand(4, 1000, 2, 128), rand(4, 1000, 2, 128)
     lens = torch.tensor([1000, 1, 0, 517], dtype=torch.int32, device="cuda")

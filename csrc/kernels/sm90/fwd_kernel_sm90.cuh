@@ -20,6 +20,8 @@
 //     my turn:    O += P V[last]; epilogue                  (persistent below head_dim 256:
 //                                                             its parts that read no O, and
 //                                                             the next CtaWork, beside P V)
+//   Packed sequences (varlen, kPackedSeqs): while S = Q K[0]^T runs, the consumers zero the rows
+//   of V[0] past the sequence's keys, which the map's box read from the next sequence.
 //
 // In the SASS of every instance ptxas moves the "wait O" up to before the softmax's
 // exponentials (and interleaves P's conversion with them), so a consumer's softmax does not run
@@ -243,7 +245,10 @@ using Sm90PrefillConfig =
                Tiles::kLagTurns, Tiles::kPFromSmem, Tiles::kSumByMma>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
-template <typename T, typename Cfg, class P>
+// kPackedSeqs: the TMA-only plain launch over varlen calls (tma_maps.cu, set_tma_maps: the maps
+// then cover the packed tensors, one "batch" of total_q / total_k rows, and a sequence's rows
+// start at its q_start / k_start).
+template <typename T, typename Cfg, class P, bool kPackedSeqs = false>
 __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdParams p, const int num_m_blocks) {
 #ifndef FORGE_FLASH_SM90A_ENABLED
@@ -378,18 +383,26 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         for (int c = 0; c < kBlocks; ++c)
           sm90::tma_load_4d(dst + c * rows * kSwizzle, &map, bar, c * (kSwizzle / 2), head, row, b);
       };
+      // The maps' (row, batch) of a work tile's first Q row and of its key n0 (kPackedSeqs: rows
+      // of the packed tensors, whose row counts are ints).
+      const auto q_row = [](const CtaWork& w) { return w.m0 + (kPackedSeqs ? static_cast<int>(w.seq.q_start) : 0); };
+      const auto k_row = [](const CtaWork& w, int n0) {
+        return n0 + (kPackedSeqs ? static_cast<int>(w.seq.k_start) : 0);
+      };
+      const auto q_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.b; };
+      const auto kv_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.kv_b; };
       produce(
           [&](const CtaWork& w, int buffer) {
             sm90::mbar_arrive_expect_tx(bar_q_full(buffer), Cfg::kQBytes);
-            tile(p.tma_q, sQ(buffer), kBlockM, w.cta_head, w.m0, w.b, bar_q_full(buffer));
+            tile(p.tma_q, sQ(buffer), kBlockM, w.cta_head, q_row(w), q_batch(w), bar_q_full(buffer));
           },
           [&](const CtaWork& w, int stage, int n0) {  // K, and V's bytes too where they share the barrier
             sm90::mbar_arrive_expect_tx(bar_k_full(stage), Cfg::kSplitKV ? Cfg::kKVBytes : 2 * Cfg::kKVBytes);
-            tile(p.tma_k, sK(stage), kBlockN, w.kv_head, n0, w.kv_b, bar_k_full(stage));
+            tile(p.tma_k, sK(stage), kBlockN, w.kv_head, k_row(w, n0), kv_batch(w), bar_k_full(stage));
           },
           [&](const CtaWork& w, int stage, int n0) {
             if (Cfg::kSplitKV) sm90::mbar_arrive_expect_tx(bar_v_full(stage), Cfg::kKVBytes);
-            tile(p.tma_v, sV(stage), kBlockN, w.kv_head, n0, w.kv_b, bar_v_full(stage));
+            tile(p.tma_v, sV(stage), kBlockN, w.kv_head, k_row(w, n0), kv_batch(w), bar_v_full(stage));
           });
       return;
     }
@@ -526,6 +539,31 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto release_k = [&](int it) {  // S = Q K[it]^T has run (split barriers; else freed with V)
     if (Cfg::kSplitKV) release(bar_k_empty(it % kStages));
   };
+  // Packed sequences (kPackedSeqs): the first K/V tile a work tile walks may reach past the
+  // sequence's keys into the next sequence's rows (the maps cover the packed tensors, not one
+  // sequence; past the tensor's end TMA fills zeros). Their scores are masked (-inf by a select,
+  // score_program.cuh), but O += P V would still multiply those V rows by P = 0, and an inf or
+  // NaN there would leak into this sequence's rows. So the consumers zero those rows of the V
+  // tile in shared memory once it has landed, each thread a share, while S = Q K[0]^T runs, and
+  // each consumer waits for every share before its first P V: the barrier is bar_q_empty(0),
+  // which the plain launch (one work tile, one Q load) uses for nothing else, and whose count
+  // is one arrival per consumer warp. The stores are generic-proxy writes that wgmma reads
+  // through the async proxy: each thread fences before its warp's arrival.
+  auto zero_v_rows = [&](int it, int from) {
+    static_assert(!kPackedSeqs || (Cfg::kTmaOnly && !Cfg::kPersistent), "the plain TMA-only launch");
+    if (Cfg::kSplitKV) sm90::mbar_wait(bar_v_full(it % kStages), (it / kStages) & 1);
+    constexpr int kColumnBlocks = kHeadDim * 2 / kSwizzle, kRowChunks = kSwizzle / 16;
+    const int chunks = (kBlockN - from) * kRowChunks;  // per column block: its rows are contiguous
+    unsigned char* tile = smem + (sV(it % kStages) - smem_base);
+    for (int i = ctid; i < kColumnBlocks * chunks; i += kConsumers) {
+      const int block = i / chunks;
+      *reinterpret_cast<uint4*>(tile + block * kBlockN * kSwizzle + from * kSwizzle + (i - block * chunks) * 16) =
+          make_uint4(0u, 0u, 0u, 0u);
+    }
+    sm90::fence_proxy_async_smem();
+    __syncwarp();
+    release(bar_q_empty(0));
+  };
   // Turns, in a ring: a consumer issues only after the one before it has issued (each turn
   // barrier: that one's 128 arrivals and this one's 128). The last consumer arrives once
   // ahead so that consumer 0 goes first; consumer 0 takes that arrival back at the end. Every
@@ -659,6 +697,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     start_rows(bounded);
     const ScoreRows rows = score_rows<P>(p, w, tile_row);
     auto tile_n0 = [&](int i) { return (w.n_end - 1 - i) * kBlockN + w.key0; };
+    // kPackedSeqs: the rows of the first K/V tile within the sequence (zero_v_rows zeroes the rest).
+    const int v0_rows = kPackedSeqs && n_tiles > 0 ? w.seq.seqlen_k - tile_n0(0) : kBlockN;
     // Returns whether O needs its rescale (kLazyMax: not when no row of the warp moved its max).
     auto softmax = [&](int i, float (&correction)[2]) {
       const TileFacts tile = tile_facts<P>(p, w, tile_n0(i), kBlockN);
@@ -695,6 +735,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       sm90::wgmma_fence();
       issue_qk(it);
       turn_end();
+      if (kPackedSeqs && v0_rows < kBlockN) zero_v_rows(it, v0_rows);  // beside this Q K^T
       flush_pending();  // the previous work tile's stores, beside this Q K^T
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
@@ -702,6 +743,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       release_k(it);
       softmax(0, correction);  // O is still zero: rescaled in the turn, it stays zero
       store_p();
+      if (kPackedSeqs && v0_rows < kBlockN) sm90::mbar_wait(bar_q_empty(0), 0);  // V[0] zeroed past the keys
 
       for (int i = 1; i < n_tiles; ++i) {
         wait_kv(it + i, it + i - 1);
