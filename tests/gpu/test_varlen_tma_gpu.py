@@ -113,7 +113,7 @@ def _sm90_kernels(call) -> list[str]:
 
 def test_the_packed_twin_runs():
     # The TMA-only instance's tiles (176 keys at head_dim 128; the cp.async instance's are 128),
-    # and not the dense calls' TMA-only kernel itself (the twin has one template argument more).
+    # and not a dense call's TMA-only kernel itself (the twin has one template argument more).
     q, k, v, cu_q, cu_k = _packed(LENGTHS, 8, 8, 128, torch.bfloat16)
     varlen = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
     dense_q, dense_k, dense_v = (
@@ -121,6 +121,6 @@ def test_the_packed_twin_runs():
     )
     with kernel_backend():
         dense = _sm90_kernels(lambda: forge_flash.flash_attn_fwd(dense_q, dense_k, dense_v))
-    assert len(varlen) == 1 and len(dense) == 1, (varlen, dense)
-    assert "Sm90Config<128, 176" in varlen[0] and "Sm90Config<128, 176" in dense[0], (varlen, dense)
-    assert varlen[0] != dense[0]
+    assert len(varlen) == 1 and "Sm90Config<128, 176" in varlen[0], varlen
+    assert any("Sm90Config<128, 176" in name for name in dense), dense
+    assert varlen[0] not in dense, (varlen, dense)
