@@ -114,6 +114,33 @@ def test_nan_in_every_entry_point(backend):
         assert _nan_rows(out)[1, 0, 0] and _nan_rows(out).sum() == 1, entry.__name__
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_naive_path_poisons_exactly_the_rows_whose_query_holds_a_nan(dtype):
+    # SDPA's CPU kernel returns 0 for a NaN query row; the naive path writes the NaN back,
+    # testing q's sum first (no NaN in it: no row to poison) and its rows only where the sum is
+    # NaN, which infinities of both signs can also make it.
+    from forge_flash.backends.naive import _poison_nan_query_rows
+
+    q = torch.randn(2, 5, 3, 8).to(dtype)
+    for poison in ([], [(0, 1, 2)], [(1, 4, 0), (0, 0, 1)]):
+        holds = q.clone()
+        for b, i, h in poison:
+            holds[b, i, h, 3] = NAN
+        out = torch.zeros_like(holds)
+        _poison_nan_query_rows(holds, out, 0)
+        assert torch.equal(_nan_rows(out), holds.isnan().any(dim=-1))
+    infinite = q.clone()
+    infinite[0, 1, 0, 2], infinite[1, 2, 1, 5] = float("inf"), float("-inf")  # a NaN sum
+    out = torch.zeros_like(infinite)
+    _poison_nan_query_rows(infinite, out, 0)
+    assert not out.isnan().any()
+    later = q.clone()
+    later[0, 0, 0, 0] = NAN  # before first_row: not this call's to poison
+    out = torch.zeros_like(later)
+    _poison_nan_query_rows(later, out, 1)
+    assert not out.isnan().any()
+
+
 def test_a_row_that_sees_no_key_stays_zero_even_with_a_nan_query(backend):
     dtype = backend
     q, k, v = _qkv(1, 5, 3, 2, 2, 16, dtype)  # causal: rows 0 and 1 see no key

@@ -5,8 +5,9 @@ issue 13's "varlen and GQA keep their speed", measured in one process:
     python tools/lab/varlen_rows.py TAG --fp16     # float16 rows too
 
 A varlen row packs one fixed draw of mixed lengths (`mixed_lengths`: 64 to 4096 tokens, 16k in
-all, as an engine's prefill batch) into one `flash_attn_varlen_fwd` call, 2048 // head_dim
-heads, timed (`ours`) without the call's read-back of cu_seqlens (as under
+all, as an engine's prefill batch; and a draw of 64 to 1024, where the keys of every sequence
+fit the persistent kernel's short-K/V launch) into one `flash_attn_varlen_fwd` call, 2048 //
+head_dim heads, timed (`ours`) without the call's read-back of cu_seqlens (as under
 FORGE_FLASH_CHECK_DEVICE_VALUES=0), which synchronises the host with the GPU on every call.
 Beside it, in TFLOP/s of the useful work (each sequence's own attention; causal halved):
 - `synced`: the same call with its default checks, read-back included (what a caller who keeps
@@ -103,9 +104,9 @@ def format_row(
     return f"{tag:5s} {kind:6s} {shape} ours {ours:6.1f} {beside} ratio {ratio:5.3f}{guard}"
 
 
-def varlen_row(tag: str, dtype_name: str, head_dim: int, causal: bool) -> str:
+def varlen_row(tag: str, dtype_name: str, head_dim: int, causal: bool, high: int = 4096) -> str:
     dtype, heads = DTYPES[dtype_name], 2048 // head_dim
-    lengths = mixed_lengths()
+    lengths = mixed_lengths(high=high)
     total, longest, count = sum(lengths), max(lengths), len(lengths)
     mean = total // count
     cu = cu_seqlens(lengths, "cuda")
@@ -162,9 +163,10 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true", help="float16 rows too (after bfloat16)")
     args = parser.parse_args()
     for dtype in ["bf16"] + (["fp16"] if args.fp16 else []):
-        for head_dim in (64, 128):
-            for causal in (False, True):
-                print(varlen_row(args.tag, dtype, head_dim, causal), flush=True)
+        for high in (4096, 1024):
+            for head_dim in (64, 128):
+                for causal in (False, True):
+                    print(varlen_row(args.tag, dtype, head_dim, causal, high), flush=True)
         for head_dim, heads, heads_k in ((128, 32, 8), (64, 64, 8)):
             for causal in (False, True):
                 print(gqa_row(args.tag, dtype, head_dim, heads, heads_k, causal), flush=True)

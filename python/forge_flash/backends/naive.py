@@ -202,8 +202,17 @@ def _sdpa_fwd(
 def _poison_nan_query_rows(q: torch.Tensor, out: torch.Tensor, first_row: int) -> None:
     """SDPA's fused CPU kernel returns 0, not NaN, for a query row holding a NaN (its running
     max skips NaN). Every row from ``first_row`` on sees at least one key here, so a NaN in its
-    query reaches its output: put it there. One pass over q, no host sync."""
-    rows = q[:, first_row:].isnan().any(dim=-1, keepdim=True)
+    query reaches its output: put it there. One pass over q, no host sync.
+
+    On the CPU, where reading a value back costs nothing, q's sum first: a NaN anywhere makes it
+    NaN, so a sum that is not NaN means no row holds one, and the row-by-row test (a boolean
+    tensor the size of q) is skipped: a bf16 call of 4 x 256 tokens of 16 heads of 64 took
+    2.73 ms instead of 4.10 (2 cores, docs/benchmarks.md, 2026-12-05). Infinities of both
+    signs can make the sum NaN too; then the rows are tested as before."""
+    part = q[:, first_row:]
+    if part.device.type == "cpu" and not bool(part.sum().isnan()):
+        return
+    rows = part.isnan().any(dim=-1, keepdim=True)
     out[:, first_row:].masked_fill_(rows, float("nan"))
 
 
