@@ -22,10 +22,9 @@ reasonable speed rather than as a textbook formula:
   never read.
 * The variants (sliding window, softcap, ALiBi, sinks), a zero or negative scale, per-sequence
   key starts (left padding), a cache batch index and paged caches take the explicit path
-  (but for the CPU's fused op above): it is the definition of their semantics on every device
-  (docs: ``forge_flash.call``). Paged and
-  batch-indexed caches are first gathered into a dense copy (the naive path's cost is its
-  arithmetic; the kernels read pages in place).
+  (but for the CPU's fused op above): it is the definition of their semantics on every
+  device (docs: ``forge_flash.call``). Paged and batch-indexed caches are first gathered into
+  a dense copy (the naive path's cost is its arithmetic; the kernels read pages in place).
 * A query row that sees no key (causal with ``seqlen_q > seqlen_k``, an empty KV sequence, a
   cache length of 0, a window that holds no key) gives output 0 and LSE -inf (the sink's
   logit with sinks), never NaN; a NaN in q, k or v gives NaN in every row that sees it.
@@ -293,7 +292,7 @@ def _masked_sdpa_fwd(call: AttentionCall, t: AttentionTensors) -> None:
     square_causal = call.window == (-1, 0) and seqlen_q == seqlen_k
     block_rows = max(1, MASK_BLOCK_ELEMENTS // max(seqlen_k, 1))
     if square_causal:
-        block_rows = seqlen_q
+        block_rows = max(1, seqlen_q)
     elif call.window[0] >= 0:
         block_rows = min(block_rows, max(128, call.window[0]))
     for r0, r1 in _row_blocks(0, seqlen_q, block_rows):
