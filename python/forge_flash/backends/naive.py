@@ -207,18 +207,22 @@ def _sdpa_fwd(
     _poison_nan_query_rows(q, out, first_row)
 
 
+def _may_hold_nan(x: torch.Tensor) -> bool:
+    """False only where ``x`` surely holds no NaN: on the CPU, where reading its sum back costs
+    nothing and a NaN anywhere makes that sum NaN (infinities of both signs can too: then
+    True). Elsewhere True, with no host sync: the caller tests the rows."""
+    return x.device.type != "cpu" or bool(x.sum().isnan())
+
+
 def _poison_nan_query_rows(q: torch.Tensor, out: torch.Tensor, first_row: int) -> None:
     """SDPA's fused CPU kernel returns 0, not NaN, for a query row holding a NaN (its running
     max skips NaN). Every row from ``first_row`` on sees at least one key here, so a NaN in its
-    query reaches its output: put it there. One pass over q, no host sync.
-
-    On the CPU, where reading a value back costs nothing, q's sum first: a NaN anywhere makes it
-    NaN, so a sum that is not NaN means no row holds one, and the row-by-row test (a boolean
-    tensor the size of q) is skipped: a bf16 call of 4 x 256 tokens of 16 heads of 64 took
-    2.73 ms instead of 4.10 (2 cores, docs/benchmarks.md, 2026-12-05). Infinities of both
-    signs can make the sum NaN too; then the rows are tested as before."""
+    query reaches its output: put it there. One pass over q, no host sync; on the CPU the row
+    test (a boolean tensor the size of q) only where ``_may_hold_nan``: a bf16 call of 4 x 256
+    tokens of 16 heads of 64 took 2.73 ms instead of 4.10 (2 cores, docs/benchmarks.md,
+    2026-12-05)."""
     part = q[:, first_row:]
-    if part.device.type == "cpu" and not bool(part.sum().isnan()):
+    if not _may_hold_nan(part):
         return
     rows = part.isnan().any(dim=-1, keepdim=True)
     out[:, first_row:].masked_fill_(rows, float("nan"))
@@ -285,6 +289,7 @@ def _masked_sdpa_fwd(call: AttentionCall, t: AttentionTensors) -> None:
     lse_groups = None if lse is None else lse.unflatten(1, (num_heads_k, group))
     sinks = None if t.sinks is None else t.sinks.to(torch.float32).view(1, num_heads_k, group, 1)
     keys = _KeyRange(call, batch, seqlen_q, seqlen_k, None, None, q.device)
+    q_may_hold_nan = _may_hold_nan(q)  # else no row test (a boolean tensor the size of q)
     # Square causal calls without a window: the op's own causal mask, which skips the tiles
     # above the diagonal, over every row at once. Else a mask a block of rows at a time; with a
     # left window edge, blocks of about the window's rows, so that each sees about two windows
@@ -318,15 +323,18 @@ def _masked_sdpa_fwd(call: AttentionCall, t: AttentionTensors) -> None:
                 block_lse = torch.zeros(batch, num_heads_k, n)
             # (batch, heads_k, n): rows that see no key, and NaN query rows that see one.
             block_lse = block_lse.masked_fill(~sees, float("-inf"))
-            nan_rows = rows.isnan().any(dim=-1).transpose(1, 2) & sees
-            block_lse = block_lse.masked_fill(nan_rows, float("nan"))
+            nan_rows = None
+            if q_may_hold_nan:
+                nan_rows = rows.isnan().any(dim=-1).transpose(1, 2) & sees
+                block_lse = block_lse.masked_fill(nan_rows, float("nan"))
             block = block.masked_fill((~sees).view(1, 1, n, 1), 0.0)
             if sinks is not None:
                 joined = torch.logaddexp(block_lse, sinks[:, :, g].expand_as(block_lse))
                 block = block.float() * torch.exp(block_lse - joined).unsqueeze(-1)  # one rounding
                 block = block.masked_fill((~sees).view(1, 1, n, 1), 0.0)  # exp(-inf - sink) is 0
                 block_lse = joined
-            block = block.masked_fill(nan_rows.unsqueeze(-1), float("nan"))
+            if nan_rows is not None:
+                block = block.masked_fill(nan_rows.unsqueeze(-1), float("nan"))
             out_groups[:, r0:r1, :, g].copy_(block.transpose(1, 2))
             if lse_groups is not None:
                 lse_groups[:, :, g, r0:r1].copy_(block_lse)
