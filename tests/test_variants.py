@@ -98,6 +98,41 @@ def test_variant_matches_the_reference(variant, seqlen_q, seqlen_k, causal):
     assert_close_to_reference(plain, expected_out, q.dtype, "out without lse")
 
 
+# On the CPU the naive path runs these on torch's fused CPU op (the window as a 0 / -inf mask,
+# the sink and the LSE from its logsumexp); the explicit float32 scores, the definition on every
+# device, serve where that op is missing and for softcap and ALiBi.
+FUSED_OP_VARIANTS = [None, "window-both", "window-left", "window-right", "window-zero", "sinks",
+                     "window+sinks"]  # fmt: skip
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", SHAPES)
+@pytest.mark.parametrize("variant", FUSED_OP_VARIANTS)
+def test_the_naive_paths_two_ways_give_the_reference(
+    monkeypatch, variant, seqlen_q, seqlen_k, causal
+):
+    from forge_flash.backends import naive
+
+    fused = naive._cpu_flash_op()
+    if fused is None:
+        pytest.skip("this torch has no fused CPU attention op with masks and logsumexp")
+    q, k, v = _qkv(BATCH, seqlen_q, seqlen_k, seed=seqlen_k)
+    options = {} if variant is None else VARIANTS[variant](BATCH, HEADS)
+    expected_out, expected_lse = _reference(q, k, v, causal=causal, **options)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return fused(*args, **kwargs)
+
+    for way in (lambda: counted, lambda: None):  # the fused op, then the explicit scores
+        monkeypatch.setattr(naive, "_cpu_flash_op", way)
+        out, lse = ff.flash_attn_fwd(q, k, v, causal=causal, return_lse=True, **options)
+        assert_close_to_reference(out, expected_out, q.dtype)
+        assert_lse_close(lse, expected_lse)
+    assert calls, "the fused op did not serve the call"
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_changes_the_answer(variant):
     """The inputs above are such that each option matters (else the tests could not fail)."""

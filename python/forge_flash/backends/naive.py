@@ -15,15 +15,16 @@ reasonable speed rather than as a textbook formula:
   reads each KV head once; square and long causal calls run SDPA once per group member.
 * With an LSE (or per-sequence key counts off the CPU, which stay on the device) it computes
   the scores itself in float32, a block of query rows at a time so the score block stays
-  under ``SCORE_BLOCK_BYTES``.
+  under ``SCORE_BLOCK_BYTES``; on the CPU, windows, sinks and the LSE run on the op SDPA runs
+  there instead (``_masked_sdpa_fwd``: a 0 / -inf mask and the op's logsumexp), 6-15x faster.
 * Per-sequence key counts on the CPU cost nothing to read: each sequence attends to its own
   slice of the cache, so slots past its length (which may hold anything, NaN included) are
   never read.
 * The variants (sliding window, softcap, ALiBi, sinks), a zero or negative scale, per-sequence
-  key starts (left padding), a cache batch index and paged caches take the explicit path: it
-  is the definition of their semantics on every device (docs: ``forge_flash.call``). Paged and
-  batch-indexed caches are first gathered into a dense copy (the naive path's cost is its
-  arithmetic; the kernels read pages in place).
+  key starts (left padding), a cache batch index and paged caches take the explicit path
+  (but for the CPU's fused op above): it is the definition of their semantics on every
+  device (docs: ``forge_flash.call``). Paged and batch-indexed caches are first gathered into
+  a dense copy (the naive path's cost is its arithmetic; the kernels read pages in place).
 * A query row that sees no key (causal with ``seqlen_q > seqlen_k``, an empty KV sequence, a
   cache length of 0, a window that holds no key) gives output 0 and LSE -inf (the sink's
   logit with sinks), never NaN; a NaN in q, k or v gives NaN in every row that sees it.
@@ -31,8 +32,9 @@ reasonable speed rather than as a textbook formula:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import torch
@@ -44,6 +46,9 @@ from .base import Backend
 
 #: Largest float32 score block the explicit path materialises at once.
 SCORE_BLOCK_BYTES = 128 * 2**20
+#: Scores this far below their row's maximum would give float32 exp a subnormal result (the
+#: smallest normal float32 is e^-87.34): the explicit path makes them exactly 0 (_explicit_fwd).
+_SUBNORMAL_EXP = -87.0
 #: Largest boolean mask (elements) the SDPA path builds at once.
 MASK_BLOCK_ELEMENTS = 32 * 2**20
 #: Causal calls with fewer query rows than this fold a GQA group into one SDPA call's rows
@@ -140,6 +145,9 @@ def _dense_fwd(
         if first_row < seqlen_q:
             _sdpa_fwd(q, k, v, out, first_row, call.softmax_scale, call.causal)
         return
+    if _masked_sdpa_serves(call, t) and key_len is None and k_start is None:
+        _masked_sdpa_fwd(call, t)
+        return
     _explicit_fwd(call, t, key_len, k_start)
 
 
@@ -199,21 +207,137 @@ def _sdpa_fwd(
     _poison_nan_query_rows(q, out, first_row)
 
 
+def _may_hold_nan(x: torch.Tensor) -> bool:
+    """False only where ``x`` surely holds no NaN: on the CPU, where reading its sum back costs
+    nothing and a NaN anywhere makes that sum NaN (infinities of both signs can too: then
+    True). Elsewhere True, with no host sync: the caller tests the rows."""
+    return x.device.type != "cpu" or bool(x.sum().isnan())
+
+
 def _poison_nan_query_rows(q: torch.Tensor, out: torch.Tensor, first_row: int) -> None:
     """SDPA's fused CPU kernel returns 0, not NaN, for a query row holding a NaN (its running
     max skips NaN). Every row from ``first_row`` on sees at least one key here, so a NaN in its
-    query reaches its output: put it there. One pass over q, no host sync.
-
-    On the CPU, where reading a value back costs nothing, q's sum first: a NaN anywhere makes it
-    NaN, so a sum that is not NaN means no row holds one, and the row-by-row test (a boolean
-    tensor the size of q) is skipped: a bf16 call of 4 x 256 tokens of 16 heads of 64 took
-    2.73 ms instead of 4.10 (2 cores, docs/benchmarks.md, 2026-12-05). Infinities of both
-    signs can make the sum NaN too; then the rows are tested as before."""
+    query reaches its output: put it there. One pass over q, no host sync; on the CPU the row
+    test (a boolean tensor the size of q) only where ``_may_hold_nan``: a bf16 call of 4 x 256
+    tokens of 16 heads of 64 took 2.73 ms instead of 4.10 (2 cores, docs/benchmarks.md,
+    2026-12-05)."""
     part = q[:, first_row:]
-    if part.device.type == "cpu" and not bool(part.sum().isnan()):
+    if not _may_hold_nan(part):
         return
     rows = part.isnan().any(dim=-1, keepdim=True)
     out[:, first_row:].masked_fill_(rows, float("nan"))
+
+
+@functools.cache
+def _cpu_flash_op() -> Callable | None:
+    """torch's fused CPU attention with each row's logsumexp, taking an additive mask of the
+    query's dtype (``aten::_scaled_dot_product_flash_attention_for_cpu``, what SDPA runs on the
+    CPU), where this torch has it in that form: a private op, so checked once on a tiny call
+    against the definition. None: the explicit path serves (``_masked_sdpa_serves``)."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, rows, 4, generator=gen) for rows in (3, 5, 5))
+    mask = torch.zeros(3, 5).masked_fill_(torch.rand(3, 5, generator=gen) < 0.4, float("-inf"))
+    mask[:, 0] = 0.0  # every row sees a key
+    scores = (q.double() @ k.double().transpose(-1, -2)) * 0.7 + mask.double()
+    want_out, want_lse = torch.softmax(scores, dim=-1) @ v.double(), torch.logsumexp(scores, -1)
+    try:
+        op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out, lse = op(q, k, v, 0.0, False, attn_mask=mask, scale=0.7)
+        ok = torch.allclose(out.double(), want_out, atol=1e-5) and torch.allclose(
+            lse.double(), want_lse, atol=1e-5
+        )
+    except (AttributeError, RuntimeError, TypeError, ValueError, IndexError):
+        return None
+    return op if ok else None
+
+
+def _masked_sdpa_serves(call: AttentionCall, t: AttentionTensors) -> bool:
+    """Whether the fused CPU op computes this call (``_masked_sdpa_fwd``): scores left as they
+    are (no softcap; ALiBi's bias would have to be a mask in the inputs' dtype, which bf16 and
+    fp16 cannot hold exactly), a window only as a 0 / -inf mask, sinks and the LSE from the op's
+    logsumexp. On the CPU only: there the explicit path's float32 score blocks took 6-15x
+    longer (bf16, 2 cores: 1k tokens of 16 heads of 64, causal with the LSE, 111.8 ms against
+    8.5; with a window of 256, 130.5 against 8.5; docs/benchmarks.md, 2026-12-05). And only
+    with every key finite (its sum is: one pass, no copy): the op adds the mask to the scores,
+    and a NaN or inf key's score plus -inf is NaN in rows that do not see it, where the
+    explicit path's select keeps them clean."""
+    return (
+        t.q.device.type == "cpu"
+        and call.softcap == 0.0
+        and call.alibi is None
+        and call.softmax_scale > 0
+        and _cpu_flash_op() is not None
+        and bool(torch.isfinite(t.k.sum()))
+    )
+
+
+def _masked_sdpa_fwd(call: AttentionCall, t: AttentionTensors) -> None:
+    """The fused CPU op, a block of query rows and a query head of each group at a time, the
+    window (and the causal diagonal) as an additive 0 / -inf mask. Its logsumexp gives the LSE,
+    and the sink (joined once per row: out * exp(lse - lse'), lse' = logaddexp(lse, sink)). A
+    row that sees no key gets output 0 and LSE -inf (the sink's logit with sinks); a NaN query
+    row that sees a key gets NaN (the op's running max skips it)."""
+    q, k, v, out, lse = t.q, t.k, t.v, t.out, t.lse
+    batch, seqlen_q, num_heads, head_dim = q.shape
+    seqlen_k, num_heads_k = k.shape[1], k.shape[2]
+    group = num_heads // num_heads_k
+    dtype = _sdpa_dtype(q)
+    op = _cpu_flash_op()
+    kt, vt = k.transpose(1, 2).to(dtype), v.transpose(1, 2).to(dtype)
+    q_groups = q.unflatten(2, (num_heads_k, group))
+    out_groups = out.unflatten(2, (num_heads_k, group))
+    lse_groups = None if lse is None else lse.unflatten(1, (num_heads_k, group))
+    sinks = None if t.sinks is None else t.sinks.to(torch.float32).view(1, num_heads_k, group, 1)
+    keys = _KeyRange(call, batch, seqlen_q, seqlen_k, None, None, q.device)
+    q_may_hold_nan = _may_hold_nan(q)  # else no row test (a boolean tensor the size of q)
+    # Square causal calls without a window: the op's own causal mask, which skips the tiles
+    # above the diagonal, over every row at once. Else a mask a block of rows at a time; with a
+    # left window edge, blocks of about the window's rows, so that each sees about two windows
+    # of keys (keys.span), not all of them.
+    square_causal = call.window == (-1, 0) and seqlen_q == seqlen_k
+    block_rows = max(1, MASK_BLOCK_ELEMENTS // max(seqlen_k, 1))
+    if square_causal:
+        block_rows = max(1, seqlen_q)
+    elif call.window[0] >= 0:
+        block_rows = min(block_rows, max(128, call.window[0]))
+    for r0, r1 in _row_blocks(0, seqlen_q, block_rows):
+        n = r1 - r0
+        lo, hi = keys.span(r0, r1)
+        visible = None if square_causal else keys.visible(r0, r1, lo, hi)
+        if visible is not None:  # the same for every sequence here (no per-sequence keys)
+            visible = visible.expand(-1, 1, 1, n, hi - lo)[0, 0, 0]
+        sees = torch.full((n,), hi > lo) if visible is None else visible.any(dim=-1)
+        mask = None
+        if visible is not None and hi > lo:
+            mask = torch.zeros(n, hi - lo, dtype=dtype).masked_fill_(~visible, float("-inf"))
+        for g in range(group):
+            rows = q_groups[:, r0:r1, :, g]  # (batch, n, heads_k, head_dim)
+            if hi > lo:
+                block, block_lse = op(
+                    rows.transpose(1, 2).to(dtype), kt[:, :, lo:hi], vt[:, :, lo:hi], 0.0,
+                    square_causal, attn_mask=mask, scale=call.softmax_scale,
+                )  # fmt: skip
+                block_lse = block_lse.to(torch.float32)
+            else:  # no key in the block's reach
+                block = torch.zeros(batch, num_heads_k, n, head_dim, dtype=dtype)
+                block_lse = torch.zeros(batch, num_heads_k, n)
+            # (batch, heads_k, n): rows that see no key, and NaN query rows that see one.
+            block_lse = block_lse.masked_fill(~sees, float("-inf"))
+            nan_rows = None
+            if q_may_hold_nan:
+                nan_rows = rows.isnan().any(dim=-1).transpose(1, 2) & sees
+                block_lse = block_lse.masked_fill(nan_rows, float("nan"))
+            block = block.masked_fill((~sees).view(1, 1, n, 1), 0.0)
+            if sinks is not None:
+                joined = torch.logaddexp(block_lse, sinks[:, :, g].expand_as(block_lse))
+                block = block.float() * torch.exp(block_lse - joined).unsqueeze(-1)  # one rounding
+                block = block.masked_fill((~sees).view(1, 1, n, 1), 0.0)  # exp(-inf - sink) is 0
+                block_lse = joined
+            if nan_rows is not None:
+                block = block.masked_fill(nan_rows.unsqueeze(-1), float("nan"))
+            out_groups[:, r0:r1, :, g].copy_(block.transpose(1, 2))
+            if lse_groups is not None:
+                lse_groups[:, :, g, r0:r1].copy_(block_lse)
 
 
 def _explicit_fwd(
@@ -262,16 +386,32 @@ def _explicit_fwd(
         visible = keys.visible(r0, r1, lo, hi)
         if visible is not None:
             scores.masked_fill_(~visible, float("-inf"))
-        block_lse = torch.logsumexp(scores, dim=-1)  # (batch, heads_k, group, n)
+        # Each row's scores less its maximum (NaN stays NaN); a row that sees nothing has
+        # maximum -inf, and subtracting 0 keeps its exp(-inf) = 0, not NaN.
+        top = (
+            scores.amax(dim=-1, keepdim=True)
+            if hi > lo
+            else scores.new_full((*scores.shape[:-1], 1), -math.inf)
+        )
+        shift = torch.where(torch.isneginf(top), 0.0, top)
+        scores = scores.sub_(shift)
+        # Terms whose exp would be subnormal (below e^-87, against the row's 1): exactly 0.
+        # They change no float32 sum, and x86 takes 15x longer for such an exp and over 100x
+        # for a matrix product that reads them (2 cores, bf16, 1k tokens of 16 heads of 64:
+        # ALiBi 219 -> 120 ms, softcap 50 107 -> 90, with the single exp below; docs/benchmarks.md).
+        scores = scores.masked_fill_(scores < _SUBNORMAL_EXP, float("-inf"))
+        probs = torch.exp_(scores)
+        shift = shift.squeeze(-1)  # (batch, heads_k, group, n)
+        block_lse = shift + torch.log(probs.sum(dim=-1))  # -inf for a row that sees nothing
         if sinks is not None:  # the sink joins each row's denominator once
             block_lse = torch.logaddexp(block_lse, sinks.expand_as(block_lse))
-        # A row that sees nothing has lse -inf; subtracting 0 keeps exp(-inf) = 0, not NaN.
-        shift = torch.where(torch.isneginf(block_lse), 0.0, block_lse)
-        probs = torch.exp_(scores.sub_(shift.unsqueeze(-1)))
+        # 1 / the denominator; 0 for a row that sees nothing (its P V is 0: 0, not 0 * inf)
+        weight = torch.where(torch.isneginf(block_lse), 0.0, torch.exp(shift - block_lse))
         block_out = torch.matmul(
             probs.view(batch, num_heads_k, group * n, hi - lo), vt[:, :, lo:hi]
         )
-        block_out = block_out.view(batch, num_heads_k, group, n, head_dim).permute(0, 3, 1, 2, 4)
+        block_out = block_out.view(batch, num_heads_k, group, n, head_dim) * weight.unsqueeze(-1)
+        block_out = block_out.permute(0, 3, 1, 2, 4)
         out_groups[:, r0:r1].copy_(block_out)
         if lse_groups is not None:
             lse_groups[:, :, :, r0:r1].copy_(block_lse)
