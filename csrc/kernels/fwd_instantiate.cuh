@@ -55,11 +55,16 @@ KernelInfo sm90_tma_non_causal_info() {
   return kNoKernel;
 }
 
-// Plain tables only: the TMA-only instance's kPackedSeqs twin, for varlen calls (the sequences
-// packed along one dimension); null in the variant tables.
+// Plain tables of head_dim 64 and 128 only: the TMA-only instance's kPackedSeqs twin, for
+// varlen calls (the sequences packed along one dimension); null elsewhere, where varlen calls
+// keep the cp.async copies. Why only there (H200, 2026-12-05, docs/benchmarks.md): at 64 and 128
+// the twin measured +8-22% over the cp.async path on a packed batch of long mixed lengths and
+// passed every GPU test; at 192 and 256 two tolerance tests of non-causal calls failed (bf16 at
+// 192: 3.0e-3 against 2 x PyTorch's 9.4e-4; fp16 at 256, many short sequences: 7.8e-4 against
+// 2 x 3.1e-4; the same values in four runs), with the cause not found, and 96 was not timed.
 template <typename T, int kHeadDim, bool kVariantTable>
 KernelInfo sm90_tma_packed_info() {
-  if constexpr (!kVariantTable)
+  if constexpr (!kVariantTable && (kHeadDim == 64 || kHeadDim == 128))
     return sm90_kernel_info<T, kHeadDim, Plain, false, true, false, true>();
   else
     return kNoKernel;

@@ -2,10 +2,14 @@
 its maps cover the packed tensors, so a sequence's last K/V tile reads the next sequence's rows,
 which the kernel masks (K) and zeroes in shared memory (V). Checked against the float64
 reference per sequence, with NaN and inf in the neighbouring sequences' rows (they must not reach
-a sequence that does not see them), and by the profiler: the twin is what runs.
+a sequence that does not see them), and by the profiler: the twin is what runs at head_dim 64
+and 128, the only head dims it serves (fwd_instantiate.cuh, sm90_tma_packed_info, says why);
+the others keep the cp.async copies, checked here against the same reference.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -124,3 +128,14 @@ def test_the_packed_twin_runs():
     assert len(varlen) == 1 and "Sm90Config<128, 176" in varlen[0], varlen
     assert any("Sm90Config<128, 176" in name for name in dense), dense
     assert varlen[0] not in dense, (varlen, dense)
+
+
+@pytest.mark.parametrize("head_dim", [96, 192, 256])
+def test_other_head_dims_keep_the_copies(head_dim):
+    # Sm90Config<head_dim, block_n, stages, persistent, tma_only, ...>: no TMA-only instance
+    # (nor its twin) runs a varlen call at these head dims.
+    q, k, v, cu_q, cu_k = _packed(LENGTHS, 8, 8, head_dim, torch.bfloat16)
+    names = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
+    assert names, "a Hopper kernel runs the call"
+    for name in names:
+        assert re.search(r"Sm90Config<\d+, \d+, \d+, (true|false), false", name), name
