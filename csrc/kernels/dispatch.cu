@@ -411,7 +411,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // plain instance's wider tiles (the measurements at Sm90Tiles and in docs/benchmarks.md).
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles). A varlen call of the plain table takes
-  // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), where the maps encode.
+  // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), where the maps encode
+  // and the table has one (head_dim 64 and 128: fwd_instantiate.cuh, sm90_tma_packed_info).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
     const bool packed = p.cu_seqlens_q != nullptr;
