@@ -104,17 +104,26 @@ def torch_variant_attention(
     visible = visible_keys(
         seqlen_q, seqlen_k, lengths, causal=causal, window_size=window_size, device=q.device
     )
-    qt = q.transpose(1, 2)
-    kt = k.transpose(1, 2).repeat_interleave(heads // heads_k, dim=1)
-    vt = v.transpose(1, 2).repeat_interleave(heads // heads_k, dim=1)
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
     if softcap == 0 and alibi_slopes is None and sinks is None:
+        group = heads // heads_k
         out = torch.nn.functional.scaled_dot_product_attention(
-            qt, kt, vt, attn_mask=visible, scale=scale
+            qt,
+            kt.repeat_interleave(group, dim=1),
+            vt.repeat_interleave(group, dim=1),
+            attn_mask=visible,
+            scale=scale,
         )
         return out.transpose(1, 2).nan_to_num(0.0)
     # Products of 16-bit values summed exactly, then rounded once: float32 accumulation at its
-    # best, whatever the TF32 setting.
-    scores = torch.matmul(qt.double(), kt.double().transpose(-1, -2)).float() * scale
+    # best, whatever the TF32 setting. The query heads that share a KV head multiply it as one
+    # group of rows (heads = heads_k x group, each KV head's group consecutive), so K is never
+    # repeated per query head: in float64 that copy alone took 4.3 GB for a split-KV decode test
+    # of 70,000 keys at head_dim 256, and ran out of memory beside 15 other test workers.
+    rows_per_kv_head = (heads // heads_k) * seqlen_q
+    grouped_q = qt.reshape(batch, heads_k, rows_per_kv_head, head_dim)
+    scores = torch.matmul(grouped_q.double(), kt.double().transpose(-1, -2)).float()
+    scores = scores.view(batch, heads, seqlen_q, seqlen_k) * scale
     if softcap > 0:
         scores = softcap * torch.tanh(scores / softcap)
     if alibi_slopes is not None:
@@ -128,7 +137,8 @@ def torch_variant_attention(
     probs = torch.softmax(scores, dim=-1)
     if sinks is not None:
         probs = probs[..., :-1]
-    out = torch.matmul(probs.to(q.dtype), vt)
+    probs = probs.to(q.dtype).reshape(batch, heads_k, rows_per_kv_head, seqlen_k)
+    out = torch.matmul(probs, vt).view(batch, heads, seqlen_q, head_dim)
     return out.transpose(1, 2).nan_to_num(0.0)
 
 
