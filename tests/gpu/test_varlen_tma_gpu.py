@@ -94,13 +94,14 @@ def test_gqa_packed_sequences(causal):
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
 def test_a_neighbours_nan_or_inf_stays_in_its_sequence(head_dim, bad):
     # Sequence 0's last K/V tile (1500 keys: not a multiple of the tiles' 128-192 keys) reads
-    # the first rows of sequence 2 (sequence 1 is empty). A NaN or inf in those K and V rows
-    # must leave sequence 0 exactly as without it, and reach sequence 2's rows that see it.
+    # the first rows of sequence 1 (whose queries are none). A NaN or inf in those K and V rows
+    # must leave sequence 0 exactly as without it; in sequence 2's first rows, it must reach
+    # every row of sequence 2 (non-causal: each sees them).
     q, k, v, cu_q, cu_k = _packed(LENGTHS, 8, 8, head_dim, torch.bfloat16)
     clean, _ = _run(q, k, v, cu_q, cu_k, False)
-    start = int(cu_k[2])
-    k[start : start + 3, :, 1] = bad
-    v[start : start + 3, :, 2] = bad
+    for start in (int(cu_k[1]), int(cu_k[2])):
+        k[start : start + 3, :, 1] = bad
+        v[start : start + 3, :, 2] = bad
     got, _ = _run(q, k, v, cu_q, cu_k, False)
     first = slice(0, int(cu_q[1]))
     assert torch.equal(got[first], clean[first]), "sequence 0 changed with its neighbour's values"
