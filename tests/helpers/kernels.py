@@ -105,8 +105,8 @@ def torch_variant_attention(
         seqlen_q, seqlen_k, lengths, causal=causal, window_size=window_size, device=q.device
     )
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    group = heads // heads_k
     if softcap == 0 and alibi_slopes is None and sinks is None:
-        group = heads // heads_k
         out = torch.nn.functional.scaled_dot_product_attention(
             qt,
             kt.repeat_interleave(group, dim=1),
@@ -120,7 +120,7 @@ def torch_variant_attention(
     # group of rows (heads = heads_k x group, each KV head's group consecutive), so K is never
     # repeated per query head: in float64 that copy alone took 4.3 GB for a split-KV decode test
     # of 70,000 keys at head_dim 256, and ran out of memory beside 15 other test workers.
-    rows_per_kv_head = (heads // heads_k) * seqlen_q
+    rows_per_kv_head = group * seqlen_q
     grouped_q = qt.reshape(batch, heads_k, rows_per_kv_head, head_dim)
     scores = torch.matmul(grouped_q.double(), kt.double().transpose(-1, -2)).float()
     scores = scores.view(batch, heads, seqlen_q, seqlen_k) * scale
