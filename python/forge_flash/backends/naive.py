@@ -330,8 +330,10 @@ def _masked_sdpa_fwd(call: AttentionCall, t: AttentionTensors) -> None:
             block = block.masked_fill((~sees).view(1, 1, n, 1), 0.0)
             if sinks is not None:
                 joined = torch.logaddexp(block_lse, sinks[:, :, g].expand_as(block_lse))
-                # A row that sees no key: its 0 times exp(-inf - sink) = 0 stays 0.
                 block = block.float() * torch.exp(block_lse - joined).unsqueeze(-1)  # one rounding
+                # Again for the rows that see no key: with a sink of -inf (no sink) their factor
+                # is exp(-inf - -inf) = NaN, and 0 times it NaN.
+                block = block.masked_fill((~sees).view(1, 1, n, 1), 0.0)
                 block_lse = joined
             if nan_rows is not None:
                 block = block.masked_fill(nan_rows.unsqueeze(-1), float("nan"))
