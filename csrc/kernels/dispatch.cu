@@ -411,8 +411,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // plain instance's wider tiles (the measurements at Sm90Tiles and in docs/benchmarks.md).
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles). A varlen call of the plain table takes
-  // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), where the maps encode
-  // and the table has one (head_dim 64 and 128: fwd_instantiate.cuh, sm90_tma_packed_info).
+  // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), and one planned on
+  // the persistent kernel that one's twin, where the maps encode and the table has them (head_dim
+  // 64 and 128: fwd_instantiate.cuh, sm90_packed_info).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
     const bool packed = p.cu_seqlens_q != nullptr;
@@ -427,12 +428,19 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const bool tma_only =
         tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
                                          (plan->kernel.kernel == kernels.sm90.persistent.kernel && p.head_dim > 192));
-    const KernelInfo& k = tma_only ? tma_kernel : plan->kernel;
-    if (set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n, packed && tma_only) &&
-        tma_only) {
+    // A varlen call planned on the persistent kernel takes its kPackedSeqs twin (the same tiles,
+    // blocks and grid, loading through maps over the packed tensors) where the table has one.
+    const bool persistent_packed = packed && !tma_only && plan->kernel.kernel == kernels.sm90.persistent.kernel &&
+                                   kernels.sm90.persistent_packed.kernel != nullptr;
+    const KernelInfo& k = tma_only ? tma_kernel : persistent_packed ? kernels.sm90.persistent_packed : plan->kernel;
+    const bool maps = set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n,
+                                   packed && (tma_only || persistent_packed));
+    if (maps && (tma_only || persistent_packed)) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";
-      plan->kernel = k;  // its query blocks may be taller (head_dim 64: 192 rows)
+      plan->kernel = k;
+    }
+    if (maps && tma_only) {  // its query blocks may be taller (head_dim 64: 192 rows)
       plan->num_m_blocks = static_cast<int>((rows + k.block_m - 1) / k.block_m);
       grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
     }

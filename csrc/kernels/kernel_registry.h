@@ -35,13 +35,14 @@ struct DecodeKernels {
 
 // The Hopper warp-specialised wgmma prefill instances of one table (sm90/fwd_kernel_sm90.cuh).
 struct HopperKernels {
-  KernelInfo plain;           // head_dim >= 64; else null
-  KernelInfo persistent;      // the same, persistent: for short K/V (few tiles per query block)
-  KernelInfo tma;             // plain as a TMA-only instance (its own tiles and register split: Sm90Tiles)
-  KernelInfo tma_non_causal;  // plain tables: tma's tiles for non-causal calls, where they differ (96)
-  KernelInfo tma_band_sinks;  // variant tables: tma with BandSinks policies (window, sinks; dense K/V)
-  KernelInfo tma_alibi;       // variant tables: tma with AlibiOnly policies (ALiBi; dense K/V)
-  KernelInfo tma_packed;      // plain tables: tma over packed (varlen) sequences, kPackedSeqs
+  KernelInfo plain;              // head_dim >= 64; else null
+  KernelInfo persistent;         // the same, persistent: for short K/V (few tiles per query block)
+  KernelInfo tma;                // plain as a TMA-only instance (its own tiles and register split: Sm90Tiles)
+  KernelInfo tma_non_causal;     // plain tables: tma's tiles for non-causal calls, where they differ (96)
+  KernelInfo tma_band_sinks;     // variant tables: tma with BandSinks policies (window, sinks; dense K/V)
+  KernelInfo tma_alibi;          // variant tables: tma with AlibiOnly policies (ALiBi; dense K/V)
+  KernelInfo tma_packed;         // plain tables: tma over packed (varlen) sequences, kPackedSeqs
+  KernelInfo persistent_packed;  // plain tables: persistent over packed (varlen) sequences, TMA-fed
 };
 
 // The head dim whose Hopper tiles a table head dim runs on: its own at 64, 96, 128, 192 and

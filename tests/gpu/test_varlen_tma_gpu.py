@@ -1,10 +1,12 @@
-"""Varlen prefill through TMA (the TMA-only instance's kPackedSeqs twin, sm90/fwd_kernel_sm90.cuh):
-its maps cover the packed tensors, so a sequence's last K/V tile reads the next sequence's rows,
-which the kernel masks (K) and zeroes in shared memory (V). Checked against the float64
-reference per sequence, with NaN and inf in the neighbouring sequences' rows (they must not reach
-a sequence that does not see them), and by the profiler: the twin is what runs at head_dim 64
-and 128, the only head dims it serves (fwd_instantiate.cuh, sm90_tma_packed_info, says why);
-the others keep the cp.async copies, checked here against the same reference.
+"""Varlen prefill through TMA (the kPackedSeqs twins of the TMA-only and the persistent
+instances, sm90/fwd_kernel_sm90.cuh): their maps cover the packed tensors, so a sequence's last
+K/V tile reads the next sequence's rows, which the kernel masks (K) and zeroes in shared memory
+(V). Checked against the float64 reference per sequence, in the plain launch (sequences past
+1024 keys) and the persistent one (all within 1024), with NaN and inf in the neighbouring
+sequences' rows (they must not reach a sequence that does not see them), and by the profiler:
+the twins are what run at head_dim 64 and 128, the only head dims they serve
+(fwd_instantiate.cuh, sm90_packed_info, says why); the others keep the cp.async copies, checked
+here against the same reference.
 """
 
 from __future__ import annotations
@@ -72,32 +74,39 @@ def _check_each_sequence(q, k, v, cu_q, cu_k, got, lse, causal):
 # the next one; an empty sequence and seqlen_q != seqlen_k both ways (the causal diagonal per
 # sequence); the last sequence ends at the tensor's end (TMA's own zero fill).
 LENGTHS = [(1500, 1500), (0, 1100), (1025, 3000), (2047, 1300), (700, 2049), (1111, 1111)]
+# Every sequence within the persistent kernel's 1024 keys (the persistent launch, where its twin
+# runs): a work tile's first K/V tile reads into the next sequence, and the CTA's next work tile
+# may be another sequence's, so the zeroed V rows of one work tile must not linger into the next.
+SHORT = [(300, 301), (0, 17), (129, 500), (1000, 700), (64, 1000), (77, 77), (1, 130), (250, 1024)]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("head_dim", [64, 96, 128, 192, 256, 80])
-def test_packed_sequences_match_the_reference(head_dim, causal, dtype):
-    q, k, v, cu_q, cu_k = _packed(LENGTHS, 8, 8, head_dim, dtype)
+@pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
+def test_packed_sequences_match_the_reference(lengths, head_dim, causal, dtype):
+    q, k, v, cu_q, cu_k = _packed(lengths, 8, 8, head_dim, dtype)
     got, lse = _run(q, k, v, cu_q, cu_k, causal)
     _check_each_sequence(q, k, v, cu_q, cu_k, got, lse, causal)
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_gqa_packed_sequences(causal):
-    q, k, v, cu_q, cu_k = _packed(LENGTHS, 16, 4, 128, torch.bfloat16)
+@pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
+def test_gqa_packed_sequences(lengths, causal):
+    q, k, v, cu_q, cu_k = _packed(lengths, 16, 4, 128, torch.bfloat16)
     got, lse = _run(q, k, v, cu_q, cu_k, causal)
     _check_each_sequence(q, k, v, cu_q, cu_k, got, lse, causal)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
-def test_a_neighbours_nan_or_inf_stays_in_its_sequence(head_dim, bad):
-    # Sequence 0's last K/V tile (1500 keys: not a multiple of the tiles' 128-192 keys) reads
-    # the first rows of sequence 1 (whose queries are none). A NaN or inf in those K and V rows
-    # must leave sequence 0 exactly as without it; in sequence 2's first rows, it must reach
+@pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
+def test_a_neighbours_nan_or_inf_stays_in_its_sequence(lengths, head_dim, bad):
+    # Sequence 0's last K/V tile (1500 or 301 keys: not a multiple of the tiles' 64-192 keys)
+    # reads the first rows of sequence 1 (whose queries are none). A NaN or inf in those K and V
+    # rows must leave sequence 0 exactly as without it; in sequence 2's first rows, it must reach
     # every row of sequence 2 (non-causal: each sees them).
-    q, k, v, cu_q, cu_k = _packed(LENGTHS, 8, 8, head_dim, torch.bfloat16)
+    q, k, v, cu_q, cu_k = _packed(lengths, 8, 8, head_dim, torch.bfloat16)
     clean, _ = _run(q, k, v, cu_q, cu_k, False)
     for start in (int(cu_k[1]), int(cu_k[2])):
         k[start : start + 3, :, 1] = bad
@@ -116,6 +125,12 @@ def _sm90_kernels(call) -> list[str]:
     return [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
 
 
+def _is_twin(name: str) -> bool:
+    """fwd_kernel_sm90<T, Cfg, P, kPackedSeqs>(...): whether the last template argument is true."""
+    assert ">(" in name, name  # the demangled signature this reads
+    return name.split(">(")[0].rstrip().endswith("true")
+
+
 def test_the_packed_twin_runs():
     # The TMA-only instance's tiles (176 keys at head_dim 128; the cp.async instance's are 128),
     # and not a dense call's TMA-only kernel itself (the twin has one template argument more).
@@ -129,14 +144,34 @@ def test_the_packed_twin_runs():
     assert len(varlen) == 1 and "Sm90Config<128, 176" in varlen[0], varlen
     assert any("Sm90Config<128, 176" in name for name in dense), dense
     assert varlen[0] not in dense, (varlen, dense)
+    assert _is_twin(varlen[0]) and not any(_is_twin(name) for name in dense), (varlen, dense)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_the_persistent_twin_runs(head_dim):
+    # Sm90Config<head_dim, block_n, stages, persistent = true, tma_only = false, ...>, with the
+    # twin's template argument; a dense call of short sequences runs the same tiles without it.
+    q, k, v, cu_q, cu_k = _packed(SHORT, 8, 8, head_dim, torch.bfloat16)
+    varlen = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
+    assert len(varlen) == 1, varlen
+    assert re.search(rf"Sm90Config<{head_dim}, \d+, \d+, true, false", varlen[0]), varlen
+    assert _is_twin(varlen[0]), varlen
+    dense_q, dense_k, dense_v = (
+        torch.randn(8, 512, 8, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3)
+    )
+    with kernel_backend():
+        dense = _sm90_kernels(lambda: forge_flash.flash_attn_fwd(dense_q, dense_k, dense_v))
+    assert dense and not any(_is_twin(name) for name in dense), dense
 
 
 @pytest.mark.parametrize("head_dim", [96, 192, 256])
-def test_other_head_dims_keep_the_copies(head_dim):
-    # Sm90Config<head_dim, block_n, stages, persistent, tma_only, ...>: no TMA-only instance
-    # (nor its twin) runs a varlen call at these head dims.
-    q, k, v, cu_q, cu_k = _packed(LENGTHS, 8, 8, head_dim, torch.bfloat16)
+@pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
+def test_other_head_dims_keep_the_copies(lengths, head_dim):
+    # Sm90Config<head_dim, block_n, stages, persistent, tma_only, ...>: neither a TMA-only
+    # instance nor a twin runs a varlen call at these head dims.
+    q, k, v, cu_q, cu_k = _packed(lengths, 8, 8, head_dim, torch.bfloat16)
     names = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
     assert names, "a Hopper kernel runs the call"
     for name in names:
         assert re.search(r"Sm90Config<\d+, \d+, \d+, (true|false), false", name), name
+        assert not _is_twin(name), name

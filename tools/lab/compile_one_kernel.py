@@ -193,7 +193,7 @@ def main() -> int:
     parser.add_argument("--non-causal", action="store_true",
                         help="sm90: the tiles of the non-causal instance")  # fmt: skip
     parser.add_argument("--packed", action="store_true",
-                        help="sm90: the kPackedSeqs twin (varlen; with --tma-only)")  # fmt: skip
+                        help="sm90: the kPackedSeqs twin (--tma-only or --persistent)")  # fmt: skip
     parser.add_argument("--policies", choices=POLICIES, default="Plain")
     parser.add_argument("--append", action="store_true", help="decode: with the fused K/V append")
     parser.add_argument("--dtype", choices=["__nv_bfloat16", "half"], default="__nv_bfloat16")

@@ -7,8 +7,9 @@ Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and s
 Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64,
 96 (two Q buffers, deferred epilogues) and 128, tiles whose rows see no key among them; its
 tiles loaded through TMA for dense Q/K/V, strided views included, where the plain launch is the
-TMA-only instance with its own tiles; varlen by cp.async, and past 1024 keys by TMA over the
-packed tensors in that instance's kPackedSeqs twin, which zeroes V rows past a sequence),
+TMA-only instance with its own tiles; varlen at head_dim 64 and 128 by TMA over the packed
+tensors in the kPackedSeqs twins of that instance (past 1024 keys) and of the persistent one,
+which zero V rows past a sequence, else by cp.async),
 split-KV + combine kernel (launched programmatically behind the split kernel on Hopper),
 split-KV merged in a thread-block cluster (Hopper decode), GQA packing, routed head dims, causal
 tails, varlen with an empty sequence, KV-cache lengths (batched decode), strided views; the
@@ -94,9 +95,15 @@ def main() -> None:
     forge_flash.flash_attn_varlen_fwd(
         q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), causal=True, return_lse=True
     )
-    # Past 1024 keys: the packed twin (sequences that end inside a K/V tile, an empty one).
-    for d, causal in ((128, False), (64, True), (128, True)):
-        lens = [1100, 0, 1300]
+    # Past 1024 keys: the TMA-only instance's packed twin; within them, the persistent one's
+    # (sequences that end inside a K/V tile, an empty one).
+    for d, causal, lens in (
+        (128, False, [1100, 0, 1300]),
+        (64, True, [1100, 0, 1300]),
+        (128, True, [1100, 0, 1300]),
+        (64, False, [300, 0, 129, 1000, 77]),
+        (128, True, [300, 0, 129, 1000, 77]),
+    ):
         cu = torch.tensor(
             [0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
         )

@@ -245,9 +245,9 @@ using Sm90PrefillConfig =
                Tiles::kLagTurns, Tiles::kPFromSmem, Tiles::kSumByMma>;
 
 // P: the kernel's policies (policies.h: K/V addressing, mask, score transform, sinks).
-// kPackedSeqs: the TMA-only plain launch over varlen calls (tma_maps.cu, set_tma_maps: the maps
-// then cover the packed tensors, one "batch" of total_q / total_k rows, and a sequence's rows
-// start at its q_start / k_start).
+// kPackedSeqs: the TMA-only plain launch or the persistent launch over varlen calls, always
+// loading through TMA (tma_maps.cu, set_tma_maps: the maps then cover the packed tensors, one
+// "batch" of total_q / total_k rows, and a sequence's rows start at its q_start / k_start).
 template <typename T, typename Cfg, class P, bool kPackedSeqs = false>
 __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdParams p, const int num_m_blocks) {
@@ -309,9 +309,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // i / kStages; the j-th Q tile in buffer j % kQBuffers, barrier phase j / kQBuffers.
   auto kv_tiles = [](const CtaWork& w) { return w.m0 < w.rows ? max(w.n_end - w.n_begin, 0) : 0; };
   const int tid = threadIdx.x;
-  // TMA: one producer thread loads each tile (plan_fwd sets p.tma; the TMA-only instance runs
-  // only where it did).
-  const bool tma = Cfg::kTmaOnly || p.tma;
+  // TMA: one producer thread loads each tile (plan_fwd sets p.tma; the TMA-only instance and the
+  // packed twins run only where it did).
+  const bool tma = Cfg::kTmaOnly || kPackedSeqs || p.tma;
   if (tid == 0) {
     if (tma) {  // the maps into the SM's descriptor cache while the barriers are set up
       sm90::prefetch_tma_map(&p.tma_q);
@@ -543,26 +543,26 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // sequence's keys into the next sequence's rows (the maps cover the packed tensors, not one
   // sequence; past the tensor's end TMA fills zeros). Their scores are masked (-inf by a select,
   // score_program.cuh), but O += P V would still multiply those V rows by P = 0, and an inf or
-  // NaN there would leak into this sequence's rows. So the consumers zero those rows of the V
-  // tile in shared memory once it has landed, each thread a share, while S = Q K[0]^T runs, and
-  // each consumer waits for every share before its first P V: the barrier is bar_q_empty(0),
-  // which the plain launch (one work tile, one Q load) uses for nothing else, and whose count
-  // is one arrival per consumer warp. The stores are generic-proxy writes that wgmma reads
-  // through the async proxy: each thread fences before its warp's arrival.
+  // NaN there would leak into this sequence's rows. So each consumer zeroes those rows of the V
+  // tile in shared memory once it has landed, while its S = Q K[0]^T runs: all of them, with its
+  // own 128 threads, so that no consumer waits for another (the persistent kernel's lagged turns
+  // keep the second consumer turns behind the first). Where both write, they write the same
+  // zeros, so a consumer whose P V already reads the rows reads zeros either way. The stores are
+  // generic-proxy writes that wgmma reads through the async proxy: each thread fences, and the
+  // consumer's next turn barrier (turn_begin: a bar.sync of its 128 threads, before its first
+  // P V) orders every thread's stores before that wgmma, as for P through shared memory.
   auto zero_v_rows = [&](int it, int from) {
-    static_assert(!kPackedSeqs || (Cfg::kTmaOnly && !Cfg::kPersistent), "the plain TMA-only launch");
+    static_assert(!kPackedSeqs || Cfg::kTmaOnly || Cfg::kPersistent, "a TMA-fed launch of packed sequences");
     if (Cfg::kSplitKV) sm90::mbar_wait(bar_v_full(it % kStages), (it / kStages) & 1);
     constexpr int kColumnBlocks = kHeadDim * 2 / kSwizzle, kRowChunks = kSwizzle / 16;
     const int chunks = (kBlockN - from) * kRowChunks;  // per column block: its rows are contiguous
     unsigned char* tile = smem + (sV(it % kStages) - smem_base);
-    for (int i = ctid; i < kColumnBlocks * chunks; i += kConsumers) {
+    for (int i = ctid % 128; i < kColumnBlocks * chunks; i += 128) {
       const int block = i / chunks;
       *reinterpret_cast<uint4*>(tile + block * kBlockN * kSwizzle + from * kSwizzle + (i - block * chunks) * 16) =
           make_uint4(0u, 0u, 0u, 0u);
     }
     sm90::fence_proxy_async_smem();
-    __syncwarp();
-    release(bar_q_empty(0));
   };
   // Turns, in a ring: a consumer issues only after the one before it has issued (each turn
   // barrier: that one's 128 arrivals and this one's 128). The last consumer arrives once
@@ -743,7 +743,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       release_k(it);
       softmax(0, correction);  // O is still zero: rescaled in the turn, it stays zero
       store_p();
-      if (kPackedSeqs && v0_rows < kBlockN) sm90::mbar_wait(bar_q_empty(0), 0);  // V[0] zeroed past the keys
 
       for (int i = 1; i < n_tiles; ++i) {
         wait_kv(it + i, it + i - 1);
