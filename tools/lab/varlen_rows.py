@@ -3,6 +3,7 @@ issue 13's "varlen and GQA keep their speed", measured in one process:
 
     python tools/lab/varlen_rows.py TAG            # bf16, head_dim 64 and 128, causal and not
     python tools/lab/varlen_rows.py TAG --fp16     # float16 rows too
+    python tools/lab/varlen_rows.py TAG --head-dims 96,192,256   # other head dims, no GQA rows
 
 A varlen row packs one fixed draw of mixed lengths (`mixed_lengths`: 64 to 4096 tokens, 16k in
 all, as an engine's prefill batch; and a draw of 64 to 1024, where the keys of every sequence
@@ -161,13 +162,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tag", help="the build's name, printed on each row")
     parser.add_argument("--fp16", action="store_true", help="float16 rows too (after bfloat16)")
+    parser.add_argument(
+        "--head-dims",
+        default="64,128",
+        help="the varlen rows' head dims, comma-separated; the GQA rows' (64, 128) where listed",
+    )
     args = parser.parse_args()
+    head_dims = [int(d) for d in args.head_dims.split(",")]
     for dtype in ["bf16"] + (["fp16"] if args.fp16 else []):
         for high in (4096, 1024):
-            for head_dim in (64, 128):
+            for head_dim in head_dims:
                 for causal in (False, True):
                     print(varlen_row(args.tag, dtype, head_dim, causal, high), flush=True)
         for head_dim, heads, heads_k in ((128, 32, 8), (64, 64, 8)):
+            if head_dim not in head_dims:
+                continue
             for causal in (False, True):
                 print(gqa_row(args.tag, dtype, head_dim, heads, heads_k, causal), flush=True)
 
