@@ -1,0 +1,143 @@
+"""A model of how evenly the persistent Hopper kernel's CTAs share a varlen batch's work tiles,
+for three orders of the tiles and two ways of dealing them out (no GPU: arithmetic on the
+lengths alone):
+
+    python tools/lab/varlen_schedule_model.py            # varlen_rows.py's short draw
+    python tools/lab/varlen_schedule_model.py --sweep    # 1,080 draws within 1024 tokens
+
+A work tile is one query block of `block_m` rows of one (sequence, head); non-causal it walks all
+of its sequence's K/V tiles, so it costs ceil(L / block_n) K/V tiles plus a fixed start-up
+(`--overhead`, in K/V tiles), and a query block past its sequence's end costs only its
+bookkeeping (`--empty`). The kernel ends when its most loaded CTA does, so its efficiency is the
+mean CTA load over the largest. Dealing:
+- `static`: CTA c of G takes tiles c, c + G, c + 2G, ... (main's persistent kernel);
+- `dynamic`: each CTA takes the next tile in order when it finishes one (a tile counter in
+  global memory; not built).
+Orders:
+- `batch-head`: (sequence, head)-major, query blocks inner: main's order (cta_work.cuh);
+- `height`: query block height-major, the highest first, (sequence, head) inner: branch
+  `varlen-lpt-persistent`'s order for persistent launches;
+- `sorted`: the sequences' tiles longest sequence first, no empty blocks (a schedule sorted on
+  the device; not built).
+The same tokens in equal lengths (the dense call varlen_rows.py compares with) are printed
+beside them.
+
+Checked against the H200 (2026-12-05, docs/benchmarks.md, 47 sequences of 67-984 tokens,
+non-causal): the model predicts static `height` / static `batch-head` = 1.22 at head_dim 64 and
+1.13 at 128; measured 1.153 and 1.125, with main's varlen / equal-lengths ratio at 0.67-0.68 and
+0.75-0.78 (the model: 0.69 / 0.98 and 0.65 / 0.95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import statistics
+
+from varlen_rows import mixed_lengths  # this directory's fixed draws of lengths
+
+# The persistent instances' tiles (sm90/fwd_kernel_sm90.cuh, Sm90Tiles): head_dim 64 and 128
+# run 128 query rows against 128-key K/V tiles; 2048 // head_dim heads as in varlen_rows.py.
+SHAPES = ((64, 32, 128, 128), (128, 16, 128, 128))
+ORDERS = ("batch-head", "height", "sorted")
+DEALINGS = ("static", "dynamic")
+
+
+def tile_costs(
+    lengths: list[int],
+    heads: int,
+    block_m: int,
+    block_n: int,
+    order: str,
+    overhead: float = 0.5,
+    empty: float = 0.05,
+) -> list[float]:
+    """The work tiles' costs in launch order."""
+    if order == "sorted":
+        costs: list[float] = []
+        for length in sorted(lengths, reverse=True):
+            blocks = math.ceil(length / block_m) * heads
+            costs += [math.ceil(length / block_n) + overhead] * blocks
+        return costs
+    blocks = max(math.ceil(length / block_m) for length in lengths)
+    pairs = len(lengths) * heads
+    costs = []
+    for tile in range(blocks * pairs):
+        if order == "batch-head":
+            pair, block = divmod(tile, blocks)
+        else:
+            level, pair = divmod(tile, pairs)
+            block = blocks - 1 - level
+        length = lengths[pair // heads]
+        costs.append(empty if block * block_m >= length else math.ceil(length / block_n) + overhead)
+    return costs
+
+
+def efficiency(costs: list[float], ctas: int, dealing: str = "static") -> float:
+    """Mean CTA load over the largest."""
+    if dealing == "static":
+        loads = [sum(costs[c::ctas]) for c in range(ctas)]
+    else:
+        loads = [0.0] * ctas  # a heap: the CTA that finishes first takes the next tile
+        for cost in costs:
+            heapq.heapreplace(loads, loads[0] + cost)
+    return sum(costs) / ctas / max(loads)
+
+
+def one_draw(args: argparse.Namespace) -> None:
+    lengths = mixed_lengths(high=args.high)
+    equal = [round(sum(lengths) / len(lengths))] * len(lengths)
+    print(f"{len(lengths)} sequences of {min(lengths)}-{max(lengths)} tokens, {args.ctas} CTAs")
+    for head_dim, heads, block_m, block_n in SHAPES:
+        row = [f"head_dim {head_dim}:"]
+        for dealing in DEALINGS:
+            for order in ORDERS:
+                costs = tile_costs(
+                    lengths, heads, block_m, block_n, order, args.overhead, args.empty
+                )
+                row.append(f"{dealing} {order} {efficiency(costs, args.ctas, dealing):.2f}")
+        costs = tile_costs(equal, heads, block_m, block_n, "batch-head", args.overhead, args.empty)
+        row.append(f"| equal lengths {efficiency(costs, args.ctas):.2f}")
+        print("  ".join(row))
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Draws of 40 seeds x shortest 16/64/256 x 4k/16k/64k tokens x 32/16/8 heads, all within
+    1024 tokens (the persistent launch's keys), at head_dim 64's tiles; each way against main's."""
+    runs: dict[str, list[float]] = {f"{d} {o}": [] for d in DEALINGS for o in ORDERS}
+    for seed in range(40):
+        for low in (16, 64, 256):
+            for total in (4096, 16384, 65536):
+                lengths = mixed_lengths(total=total, low=low, high=1024, seed=seed)
+                for heads in (32, 16, 8):
+                    for order in ORDERS:
+                        costs = tile_costs(
+                            lengths, heads, 128, 128, order, args.overhead, args.empty
+                        )
+                        for dealing in DEALINGS:
+                            runs[f"{dealing} {order}"].append(efficiency(costs, args.ctas, dealing))
+    main_runs = runs["static batch-head"]
+    print(f"{len(main_runs)} draws; efficiency, and speed against main's static batch-head order")
+    for name, effs in runs.items():
+        ratios = sorted(e / m for e, m in zip(effs, main_runs, strict=True))
+        print(
+            f"{name:19s} efficiency median {statistics.median(effs):.2f} min {min(effs):.2f} | "
+            f"against main: min {ratios[0]:.2f} median {statistics.median(ratios):.2f}, "
+            f"{sum(r < 0.99 for r in ratios)} draws slower by more than 1%"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--high", type=int, default=1024, help="the draw's longest length")
+    parser.add_argument("--ctas", type=int, default=132, help="the persistent grid (H200: 132)")
+    parser.add_argument("--overhead", type=float, default=0.5, help="a tile's start-up, K/V tiles")
+    parser.add_argument("--empty", type=float, default=0.05, help="an empty tile's cost, K/V tiles")
+    parser.add_argument("--sweep", action="store_true", help="many draws, summarised")
+    args = parser.parse_args()
+    (sweep if args.sweep else one_draw)(args)
+
+
+if __name__ == "__main__":
+    main()
