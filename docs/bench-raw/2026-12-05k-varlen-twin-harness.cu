@@ -1,13 +1,13 @@
-// Session 51 (2026-12-05): session 50's harness (2026-12-05h-varlen-twin-harness.cu) brought up
-// to the kernel's present signature (fwd_kernel_sm90<T, Cfg, P, kPackedSeqs>) and run on an H200
-// (results: 2026-12-05k-h200-varlen-twin-harness.txt). Added: each sequence's values come from
-// its own seed, so a fifth argument of 1 launches every sequence alone on the same values, and
-// the first run prints each sequence's worst error. It launches the packed twin of the TMA-only
-// instance against an fp32 GPU reference (NON-CAUSAL only: case 4's causal numbers mean
-// nothing), counts outputs that differ bit for bit from the first run, and can poison a 200-row
-// gap after each sequence (third argument 1: V = +inf, a zeroing miss gives NaN; 2: K = 3,
-// V = 100, a mask miss gives errors far above 1e-2). Arguments: case (0: hd192 bf16; 1: hd256
-// fp16, 40 short sequences, GQA 16/4; 2: hd256 bf16; 3: hd192 fp16; 4: hd192 bf16 causal; 5:
+// Session 51 (2026-12-05): session 50's harness (written by a review of the twin, compiled, never
+// run; this file replaces it) brought up to the kernel's present signature (fwd_kernel_sm90<T, Cfg,
+// P, kPackedSeqs>) and run on an H200 (results: 2026-12-05k-h200-varlen-twin-harness.txt). Added:
+// each sequence's values come from its own seed, so a fourth argument of 1 launches every sequence
+// alone on the same values, and the first run prints each sequence's worst error. It launches the
+// packed twin of the TMA-only instance against an fp32 GPU reference (NON-CAUSAL only: case 4's
+// causal numbers mean nothing), counts outputs that differ bit for bit from the first run, and can
+// poison a 200-row gap after each sequence (third argument 1: V = +inf, a zeroing miss gives NaN;
+// 2: K = 3, V = 100, a mask miss gives errors far above 1e-2). Arguments: case (0: hd192 bf16; 1:
+// hd256 fp16, 40 short sequences, GQA 16/4; 2: hd256 bf16; 3: hd192 fp16; 4: hd192 bf16 causal; 5:
 // hd128 bf16), runs, poison, alone. Built from the repository root with
 //   nvcc -std=c++17 $(grep '^-' cmake/kernel_nvcc_flags.txt) -gencode=arch=compute_90a,code=sm_90a \
 //     -Icsrc/kernels -Icsrc/include harness.cu csrc/kernels/tma_maps.cu -o harness
