@@ -54,11 +54,14 @@ def tile_costs(
     empty: float = 0.05,
 ) -> list[float]:
     """The work tiles' costs in launch order."""
+
+    def cost(length: int) -> float:  # a query block of a sequence: all of its K/V tiles
+        return math.ceil(length / block_n) + overhead
+
     if order == "sorted":
         costs: list[float] = []
         for length in sorted(lengths, reverse=True):
-            blocks = math.ceil(length / block_m) * heads
-            costs += [math.ceil(length / block_n) + overhead] * blocks
+            costs += [cost(length)] * (math.ceil(length / block_m) * heads)
         return costs
     blocks = max(math.ceil(length / block_m) for length in lengths)
     pairs = len(lengths) * heads
@@ -70,7 +73,7 @@ def tile_costs(
             level, pair = divmod(tile, pairs)
             block = blocks - 1 - level
         length = lengths[pair // heads]
-        costs.append(empty if block * block_m >= length else math.ceil(length / block_n) + overhead)
+        costs.append(empty if block * block_m >= length else cost(length))
     return costs
 
 
