@@ -4,12 +4,16 @@ issue 13's "varlen and GQA keep their speed", measured in one process:
     python tools/lab/varlen_rows.py TAG            # bf16, head_dim 64 and 128, causal and not
     python tools/lab/varlen_rows.py TAG --fp16     # float16 rows too
     python tools/lab/varlen_rows.py TAG --head-dims 96,192,256   # other head dims, no GQA rows
+    python tools/lab/varlen_rows.py TAG --short-draws 5:4096,21:8192  # more draws within 1024
 
 A varlen row packs one fixed draw of mixed lengths (`mixed_lengths`: 64 to 4096 tokens, 16k in
 all, as an engine's prefill batch; and a draw of 64 to 1024, where the keys of every sequence
-fit the persistent kernel's short-K/V launch) into one `flash_attn_varlen_fwd` call, 2048 //
-head_dim heads, timed (`ours`) without the call's read-back of cu_seqlens (as under
-FORGE_FLASH_CHECK_DEVICE_VALUES=0), which synchronises the host with the GPU on every call.
+fit the persistent kernel's short-K/V launch; `--short-draws` adds more of those, SEED:TOKENS
+each, such as batches of fewer (sequence, head) pairs than the GPU has SMs, where
+tools/lab/varlen_schedule_model.py finds the ways of dealing work tiles differ most) into one
+`flash_attn_varlen_fwd` call, 2048 // head_dim heads, timed (`ours`) without the call's
+read-back of cu_seqlens (as under FORGE_FLASH_CHECK_DEVICE_VALUES=0), which synchronises the
+host with the GPU on every call.
 Beside it, in TFLOP/s of the useful work (each sequence's own attention; causal halved):
 - `synced`: the same call with its default checks, read-back included (what a caller who keeps
   them pays; the calls cannot queue up behind each other);
@@ -105,9 +109,16 @@ def format_row(
     return f"{tag:5s} {kind:6s} {shape} ours {ours:6.1f} {beside} ratio {ratio:5.3f}{guard}"
 
 
-def varlen_row(tag: str, dtype_name: str, head_dim: int, causal: bool, high: int = 4096) -> str:
+def varlen_row(
+    tag: str, dtype_name: str, head_dim: int, causal: bool, high: int = 4096, draw: str = ""
+) -> str:
+    """One varlen row: the default draw of lengths up to ``high``, or ``draw`` = SEED:TOKENS."""
     dtype, heads = DTYPES[dtype_name], 2048 // head_dim
-    lengths = mixed_lengths(high=high)
+    if draw:
+        seed, tokens = (int(x) for x in draw.split(":"))
+        lengths = mixed_lengths(total=tokens, high=high, seed=seed)
+    else:
+        lengths = mixed_lengths(high=high)
     total, longest, count = sum(lengths), max(lengths), len(lengths)
     mean = total // count
     cu = cu_seqlens(lengths, "cuda")
@@ -145,6 +156,8 @@ def varlen_row(tag: str, dtype_name: str, head_dim: int, causal: bool, high: int
     err = (ours_call(q, k, v)[:first, :2].float() - want.transpose(0, 1)).abs().max().item()
     kind = "causal" if causal else "full  "
     shape = f"{dtype_name} d{head_dim:<3d} {kind} {count} seqs {min(lengths)}-{longest}"
+    if draw:
+        shape += f" draw {draw}"
     return format_row(tag, "varlen", shape, ours, beside, ours / dense, err)
 
 
@@ -167,13 +180,25 @@ def main() -> None:
         default="64,128",
         help="the varlen rows' head dims, comma-separated; the GQA rows' (64, 128) where listed",
     )
+    parser.add_argument(
+        "--short-draws",
+        default="",
+        help="more draws of lengths within 1024, SEED:TOKENS, comma-separated (e.g. 5:4096)",
+    )
+    parser.add_argument(
+        "--short-only",
+        action="store_true",
+        help="only the draws within 1024 tokens (the persistent launch's)",
+    )
     args = parser.parse_args()
     head_dims = [int(d) for d in args.head_dims.split(",")]
+    draws = [(4096, "")] * (not args.short_only) + [(1024, "")]
+    draws += [(1024, d) for d in args.short_draws.split(",") if d]
     for dtype in ["bf16"] + (["fp16"] if args.fp16 else []):
-        for high in (4096, 1024):
+        for high, draw in draws:
             for head_dim in head_dims:
                 for causal in (False, True):
-                    print(varlen_row(args.tag, dtype, head_dim, causal, high), flush=True)
+                    print(varlen_row(args.tag, dtype, head_dim, causal, high, draw), flush=True)
         for head_dim, heads, heads_k in ((128, 32, 8), (64, 64, 8)):
             if head_dim not in head_dims:
                 continue
