@@ -12,7 +12,7 @@ bookkeeping (`--empty`). The kernel ends when its most loaded CTA does, so its e
 mean CTA load over the largest. Dealing:
 - `static`: CTA c of G takes tiles c, c + G, c + 2G, ... (main's persistent kernel);
 - `dynamic`: each CTA takes the next tile in order when it finishes one (a tile counter in
-  global memory; not built).
+  global memory: sm90/work_queue.cuh, main's persistent varlen launches since 2026-12-05).
 Orders:
 - `batch-head`: (sequence, head)-major, query blocks inner: main's order (cta_work.cuh);
 - `height`: query block height-major, the highest first, (sequence, head) inner: branch
@@ -25,7 +25,9 @@ beside them.
 Checked against the H200 (2026-12-05, docs/benchmarks.md, 47 sequences of 67-984 tokens,
 non-causal): the model predicts static `height` / static `batch-head` = 1.22 at head_dim 64 and
 1.13 at 128; measured 1.153 and 1.125, with main's varlen / equal-lengths ratio at 0.67-0.68 and
-0.75-0.78 (the model: 0.69 / 0.98 and 0.65 / 0.95).
+0.75-0.78 (the model: 0.69 / 0.98 and 0.65 / 0.95). On that draw the model put the dynamic dealing
+at 1.43x the static one at head_dim 64 and 1.52x at 128; built, it measured 1.41x and 1.42x
+(non-causal; docs/bench-raw/2026-12-05m-h200-dynamic-tiles-ab.txt).
 """
 
 from __future__ import annotations
