@@ -12,7 +12,7 @@ bookkeeping (`--empty`). The kernel ends when its most loaded CTA does, so its e
 mean CTA load over the largest. Dealing:
 - `static`: CTA c of G takes tiles c, c + G, c + 2G, ... (main's persistent kernel);
 - `dynamic`: each CTA takes the next tile in order when it finishes one (a tile counter in
-  global memory: sm90/work_queue.cuh, main's persistent varlen launches since 2026-12-05).
+  global memory: sm90/work_queue.cuh on branch `dynamic-tiles`, 2026-12-05).
 Orders:
 - `batch-head`: (sequence, head)-major, query blocks inner: main's order (cta_work.cuh);
 - `height`: query block height-major, the highest first, (sequence, head) inner: branch
