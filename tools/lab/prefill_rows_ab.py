@@ -6,6 +6,7 @@ rounds shows up as disagreement between a build's two rounds:
     python tools/lab/prefill_rows_ab.py TAG            # head_dim 64, 128 at 512-2048 tokens
     python tools/lab/prefill_rows_ab.py TAG 64:512,64:1024 --fp16
     python tools/lab/prefill_rows_ab.py TAG 64:512 --more-batches 2   # the last round's cost
+    python tools/lab/prefill_rows_ab.py TAG 128:1024,128:2048 --batch 1 --heads 8   # one sequence
 
 A row is the benchmark's prefill shape and FLOP count (`forge_flash.benchmark.prefill_shapes`:
 16k tokens as batch x seqlen, 2048 // head_dim heads, causal and not). Timing: CUDA events
@@ -83,12 +84,22 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true", help="float16 rows too (after bfloat16)")
     parser.add_argument("--more-batches", type=int, default=0, metavar="N",
                         help="each row again with 1..N more sequences")  # fmt: skip
+    parser.add_argument(
+        "--batch", type=int, default=0, help="sequences per row (default 16k tokens)"
+    )
+    parser.add_argument(
+        "--heads", type=int, default=0, help="heads per row (default 2048 // head_dim)"
+    )
     args = parser.parse_args()
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
         for spec in args.rows.split(","):
             head_dim, seqlen = (int(x) for x in spec.split(":"))
             for shape in prefill_shapes([seqlen], [head_dim], [dtype]):
+                if args.batch:
+                    shape = dataclasses.replace(shape, batch=args.batch)
+                if args.heads:
+                    shape = dataclasses.replace(shape, heads=args.heads, heads_k=args.heads)
                 for more in range(args.more_batches + 1):
                     grown = dataclasses.replace(shape, batch=shape.batch + more)
                     print(row(args.tag, grown), flush=True)
