@@ -18,32 +18,12 @@ import torch
 
 import forge_flash
 
-from helpers.kernels import (
-    assert_close_to_reference,
-    kernel_backend,
-    reference_attention,
-    torch_attention,
-)
+from helpers.kernels import assert_each_sequence_close, kernel_backend, packed_qkv
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
     reason="the TMA-fed Hopper kernels run on SM90 only",
 )
-
-
-def _packed(lengths: list[tuple[int, int]], heads: int, heads_k: int, head_dim: int, dtype):
-    """q (total_q, heads, d), k and v (total_k, heads_k, d) and their cu_seqlens."""
-    seq_q, seq_k = [a for a, _ in lengths], [b for _, b in lengths]
-
-    def offsets(seq: list[int]) -> torch.Tensor:
-        return torch.tensor(
-            [0, *torch.tensor(seq).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
-        )
-
-    q = torch.randn(sum(seq_q), heads, head_dim, device="cuda", dtype=dtype)
-    k = torch.randn(sum(seq_k), heads_k, head_dim, device="cuda", dtype=dtype)
-    v = torch.randn(sum(seq_k), heads_k, head_dim, device="cuda", dtype=dtype)
-    return q, k, v, offsets(seq_q), offsets(seq_k)
 
 
 def _run(q, k, v, cu_q, cu_k, causal):
@@ -55,18 +35,6 @@ def _run(q, k, v, cu_q, cu_k, causal):
             q, k, v, cu_q, cu_k, max(seq_q), max(seq_k), causal=causal, out=out, return_lse=True
         )
     return got, lse
-
-
-def _check_each_sequence(q, k, v, cu_q, cu_k, got, lse, causal):
-    for i in range(cu_q.numel() - 1):
-        qs, ks = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
-        one = [x[s].unsqueeze(0) for x, s in ((q, qs), (k, ks), (v, ks))]
-        ref, ref_lse = reference_attention(*one, causal=causal)
-        assert_close_to_reference(got[qs].unsqueeze(0), ref, torch_attention(*one, causal=causal))
-        expect, seen = ref_lse[0], lse[:, qs]
-        finite = torch.isfinite(expect)
-        assert torch.equal(torch.isfinite(seen), finite)
-        torch.testing.assert_close(seen[finite], expect[finite].float(), atol=2e-3, rtol=1e-3)
 
 
 # Lengths past the persistent kernel's 1024 keys (the plain launch, where the twin runs), most
@@ -85,17 +53,17 @@ SHORT = [(300, 301), (0, 17), (129, 500), (1000, 700), (64, 1000), (77, 77), (1,
 @pytest.mark.parametrize("head_dim", [64, 96, 128, 192, 256, 80])
 @pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
 def test_packed_sequences_match_the_reference(lengths, head_dim, causal, dtype):
-    q, k, v, cu_q, cu_k = _packed(lengths, 8, 8, head_dim, dtype)
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, dtype)
     got, lse = _run(q, k, v, cu_q, cu_k, causal)
-    _check_each_sequence(q, k, v, cu_q, cu_k, got, lse, causal)
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
 def test_gqa_packed_sequences(lengths, causal):
-    q, k, v, cu_q, cu_k = _packed(lengths, 16, 4, 128, torch.bfloat16)
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 16, 4, 128, torch.bfloat16)
     got, lse = _run(q, k, v, cu_q, cu_k, causal)
-    _check_each_sequence(q, k, v, cu_q, cu_k, got, lse, causal)
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -106,7 +74,7 @@ def test_a_neighbours_nan_or_inf_stays_in_its_sequence(lengths, head_dim, bad):
     # reads the first rows of sequence 1 (whose queries are none). A NaN or inf in those K and V
     # rows must leave sequence 0 exactly as without it; in sequence 2's first rows, it must reach
     # every row of sequence 2 (non-causal: each sees them).
-    q, k, v, cu_q, cu_k = _packed(lengths, 8, 8, head_dim, torch.bfloat16)
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
     clean, _ = _run(q, k, v, cu_q, cu_k, False)
     for start in (int(cu_k[1]), int(cu_k[2])):
         k[start : start + 3, :, 1] = bad
@@ -134,7 +102,7 @@ def _is_twin(name: str) -> bool:
 def test_the_packed_twin_runs():
     # The TMA-only instance's tiles (176 keys at head_dim 128; the cp.async instance's are 128),
     # and not a dense call's TMA-only kernel itself (the twin has one template argument more).
-    q, k, v, cu_q, cu_k = _packed(LENGTHS, 8, 8, 128, torch.bfloat16)
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, 128, torch.bfloat16)
     varlen = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
     dense_q, dense_k, dense_v = (
         torch.randn(2, 2048, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3)
@@ -151,7 +119,7 @@ def test_the_packed_twin_runs():
 def test_the_persistent_twin_runs(head_dim):
     # Sm90Config<head_dim, block_n, stages, persistent = true, tma_only = false, ...>, with the
     # twin's template argument; a dense call of short sequences runs the same tiles without it.
-    q, k, v, cu_q, cu_k = _packed(SHORT, 8, 8, head_dim, torch.bfloat16)
+    q, k, v, cu_q, cu_k = packed_qkv(SHORT, 8, 8, head_dim, torch.bfloat16)
     varlen = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
     assert len(varlen) == 1, varlen
     assert re.search(rf"Sm90Config<{head_dim}, \d+, \d+, true, false", varlen[0]), varlen
@@ -169,7 +137,7 @@ def test_the_persistent_twin_runs(head_dim):
 def test_other_head_dims_keep_the_copies(lengths, head_dim):
     # Sm90Config<head_dim, block_n, stages, persistent, tma_only, ...>: neither a TMA-only
     # instance nor a twin runs a varlen call at these head dims.
-    q, k, v, cu_q, cu_k = _packed(lengths, 8, 8, head_dim, torch.bfloat16)
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
     names = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
     assert names, "a Hopper kernel runs the call"
     for name in names:

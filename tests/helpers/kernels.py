@@ -24,8 +24,10 @@ from .reference import (
 
 __all__ = [
     "assert_close_to_reference",
+    "assert_each_sequence_close",
     "assert_runs_on_kernels",
     "kernel_backend",
+    "packed_qkv",
     "rand_qkv",
     "reference_attention",
     "torch_attention",
@@ -43,6 +45,22 @@ def rand_qkv(batch, seqlen_q, seqlen_k, heads, heads_k, head_dim, dtype):
     k = torch.randn(batch, seqlen_k, heads_k, head_dim, device="cuda", dtype=dtype)
     v = torch.randn(batch, seqlen_k, heads_k, head_dim, device="cuda", dtype=dtype)
     return q, k, v
+
+
+def packed_qkv(lengths, heads, heads_k, head_dim, dtype):
+    """A varlen batch of (seqlen_q, seqlen_k) pairs: fresh random q (total_q, heads, head_dim),
+    k and v (total_k, heads_k, head_dim) and their int32 cu_seqlens."""
+    seq_q, seq_k = [a for a, _ in lengths], [b for _, b in lengths]
+
+    def offsets(seq):
+        return torch.tensor(
+            [0, *torch.tensor(seq).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
+        )
+
+    q = torch.randn(sum(seq_q), heads, head_dim, device="cuda", dtype=dtype)
+    k = torch.randn(sum(seq_k), heads_k, head_dim, device="cuda", dtype=dtype)
+    v = torch.randn(sum(seq_k), heads_k, head_dim, device="cuda", dtype=dtype)
+    return q, k, v, offsets(seq_q), offsets(seq_k)
 
 
 def _bottom_right_mask(seqlen_q, seqlen_k, device):
@@ -156,6 +174,21 @@ def assert_close_to_reference(got, ref, torch_out):
     assert ours <= 2 * theirs + 1e-5, f"max error {ours:.3e} > 2 x torch's {theirs:.3e} + 1e-5"
     worst = (err / ref.abs().clamp(min=1.0)).max().item()
     assert worst <= 1e-2, f"error {worst:.3e} (relative where |out| > 1) exceeds 1e-2"
+
+
+def assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal):
+    """A varlen call's output and LSE (heads, total_q), sequence by sequence, against the float64
+    reference of that sequence alone (assert_close_to_reference's bar; rows that see no key
+    have LSE -inf)."""
+    for i in range(cu_q.numel() - 1):
+        qs, ks = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
+        one = [x[s].unsqueeze(0) for x, s in ((q, qs), (k, ks), (v, ks))]
+        ref, ref_lse = reference_attention(*one, causal=causal)
+        assert_close_to_reference(got[qs].unsqueeze(0), ref, torch_attention(*one, causal=causal))
+        expect, seen = ref_lse[0], lse[:, qs]
+        finite = torch.isfinite(expect)
+        assert torch.equal(torch.isfinite(seen), finite)
+        torch.testing.assert_close(seen[finite], expect[finite].float(), atol=2e-3, rtol=1e-3)
 
 
 @contextlib.contextmanager
