@@ -1,5 +1,5 @@
 """tools/lab/varlen_schedule_model.py: the work tiles' costs in each order, and how evenly the
-two ways of dealing them out load the CTAs, against loads worked out by hand."""
+three ways of dealing them out load the CTAs, against loads worked out by hand."""
 
 from __future__ import annotations
 
@@ -46,3 +46,15 @@ def test_static_and_dynamic_dealing_load_the_ctas_as_worked_out_by_hand():
     assert model.efficiency(costs, 2, "dynamic") == pytest.approx(1.0)
     assert model.efficiency([2.0] * 6, 3, "static") == pytest.approx(1.0)
     assert model.efficiency([5.0, 1.0, 1.0], 3, "dynamic") == pytest.approx(7 / 3 / 5)
+
+
+def test_claiming_a_tile_ahead_loads_the_ctas_as_worked_out_by_hand():
+    # 2 CTAs: CTA 0 starts the 3 and claims tile 2 (a 1), CTA 1 starts tile 1 and claims tile 3;
+    # CTA 1 is done at 2, CTA 0 at 3 + 1 = 4: mean 3 over 4, where claiming when free gives 1.0.
+    assert model.efficiency([3.0, 1.0, 1.0, 1.0], 2, "ahead") == pytest.approx(0.75)
+    # Equal tiles: as even as claiming when free; fewer tiles than CTAs: each its own.
+    for ctas in (1, 3, 4):
+        assert model.efficiency([2.0] * 7, ctas, "ahead") == pytest.approx(
+            model.efficiency([2.0] * 7, ctas, "dynamic")
+        )
+    assert model.efficiency([5.0, 1.0], 3, "ahead") == pytest.approx(6 / 3 / 5)

@@ -1,5 +1,5 @@
 """A model of how evenly the persistent Hopper kernel's CTAs share a varlen batch's work tiles,
-for three orders of the tiles and two ways of dealing them out (no GPU: arithmetic on the
+for three orders of the tiles and three ways of dealing them out (no GPU: arithmetic on the
 lengths alone):
 
     python tools/lab/varlen_schedule_model.py            # varlen_rows.py's short draw
@@ -12,7 +12,9 @@ bookkeeping (`--empty`). The kernel ends when its most loaded CTA does, so its e
 mean CTA load over the largest. Dealing:
 - `static`: CTA c of G takes tiles c, c + G, c + 2G, ... (main's persistent kernel);
 - `dynamic`: each CTA takes the next tile in order when it finishes one (a tile counter in
-  global memory: sm90/work_queue.cuh on branch `dynamic-tiles`, 2026-12-05).
+  global memory: sm90/work_queue.cuh on branch `dynamic-tiles`, 2026-12-05);
+- `ahead`: each CTA claims its next tile when it starts one (the counter read a tile early, so
+  that the read's latency hides under a tile's work; not built).
 Orders:
 - `batch-head`: (sequence, head)-major, query blocks inner: main's order (cta_work.cuh);
 - `height`: query block height-major, the highest first, (sequence, head) inner: branch
@@ -43,7 +45,7 @@ from varlen_rows import mixed_lengths  # this directory's fixed draws of lengths
 # run 128 query rows against 128-key K/V tiles; 2048 // head_dim heads as in varlen_rows.py.
 SHAPES = ((64, 32, 128, 128), (128, 16, 128, 128))
 ORDERS = ("batch-head", "height", "sorted")
-DEALINGS = ("static", "dynamic")
+DEALINGS = ("static", "dynamic", "ahead")
 
 
 def tile_costs(
@@ -83,11 +85,30 @@ def efficiency(costs: list[float], ctas: int, dealing: str = "static") -> float:
     """Mean CTA load over the largest."""
     if dealing == "static":
         loads = [sum(costs[c::ctas]) for c in range(ctas)]
-    else:
+    elif dealing == "dynamic":
         loads = [0.0] * ctas  # a heap: the CTA that finishes first takes the next tile
         for cost in costs:
             heapq.heapreplace(loads, loads[0] + cost)
+    else:
+        return sum(costs) / ctas / _claimed_ahead_end(costs, ctas)
     return sum(costs) / ctas / max(loads)
+
+
+def _claimed_ahead_end(costs: list[float], ctas: int) -> float:
+    """When the last CTA finishes if CTA c starts tile c and each CTA claims the next tile in
+    order as it starts one (at the start, in CTA order): a heap of (finish, CTA, claimed)."""
+    tiles = iter(costs)
+    # range first: zip stops at the last CTA without drawing one more tile
+    running = [[cost, c, None] for c, cost in zip(range(ctas), tiles, strict=False)]
+    for entry in running:
+        entry[2] = next(tiles, None)
+    heapq.heapify(running)
+    end = 0.0
+    while running:
+        end, c, claimed = heapq.heappop(running)
+        if claimed is not None:
+            heapq.heappush(running, [end + claimed, c, next(tiles, None)])
+    return end
 
 
 def one_draw(args: argparse.Namespace) -> None:
