@@ -82,16 +82,17 @@ def tile_costs(
 
 
 def efficiency(costs: list[float], ctas: int, dealing: str = "static") -> float:
-    """Mean CTA load over the largest."""
+    """Mean CTA load over the largest (the kernel's end: when its last CTA finishes)."""
     if dealing == "static":
-        loads = [sum(costs[c::ctas]) for c in range(ctas)]
+        end = max(sum(costs[c::ctas]) for c in range(ctas))
     elif dealing == "dynamic":
         loads = [0.0] * ctas  # a heap: the CTA that finishes first takes the next tile
         for cost in costs:
             heapq.heapreplace(loads, loads[0] + cost)
+        end = max(loads)
     else:
-        return sum(costs) / ctas / _claimed_ahead_end(costs, ctas)
-    return sum(costs) / ctas / max(loads)
+        end = _claimed_ahead_end(costs, ctas)
+    return sum(costs) / ctas / end
 
 
 def _claimed_ahead_end(costs: list[float], ctas: int) -> float:
