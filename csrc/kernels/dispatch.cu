@@ -399,7 +399,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   }
   // TMA: the tensor maps of the chosen Hopper kernel's boxes, where the call's layout lets
   // them encode. There the plain launch becomes the TMA-only instance (its own tiles and
-  // consumer registers: sm90/fwd_kernel_sm90.cuh, Sm90Tiles); the persistent kernel loads
+  // consumer registers: sm90/tile_config.cuh, Sm90Tiles); the persistent kernel loads
   // through either, except above head_dim 192: there the TMA-only instance (80-key tiles,
   // 240 consumer registers) beats the persistent one (64 keys, 224) also over short K/V,
   // by 14% non-causal and 40% causal at 1k tokens of head_dim 256 (H200,

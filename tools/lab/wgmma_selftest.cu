@@ -5,7 +5,7 @@
 //        tools/lab/wgmma_selftest.cu -o /tmp/wgmma_selftest && /tmp/wgmma_selftest
 //
 // For bf16 and fp16 and every (head_dim D, keys N) tile of the Hopper kernel (Sm90Tiles in
-// sm90/fwd_kernel_sm90.cuh: D 64, 128 with N 64, 128; D 96 with N 64, 128; D 192 with N 64,
+// sm90/tile_config.cuh: D 64, 128 with N 64, 128; D 96 with N 64, 128; D 192 with N 64,
 // 112; D 256 with N 64, 80), two warpgroups as in the kernel (64 query rows each):
 //   random Q (128 x D), K (N x D), V (N x D) in global memory
 //   -> shared memory with 16-byte cp.async at sm90::tile_offset (128B swizzle; 64B at D 96)
