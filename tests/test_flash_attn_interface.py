@@ -79,7 +79,7 @@ def test_signature_is_flash_attention_2s(name):
     positional = [(p.name, p.default) for p in parameters if p.kind != p.KEYWORD_ONLY]
     assert positional == FA2_SIGNATURES[name]
     extra = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
-    assert extra == (["sinks"] if name == "flash_attn_with_kvcache" else [])
+    assert extra == ["sinks"]  # forge-flash's one extension, keyword-only
 
 
 def test_module_exports_the_seven_functions():
@@ -295,6 +295,12 @@ VARIANTS = {
         "alibi_slopes": torch.rand(2, 4, generator=torch.Generator().manual_seed(2)),
         "causal": True,
     },
+    "sinks": {"sinks": torch.tensor([0.5, -1.0, 2.0, 0.0])},
+    "window-sinks-causal": {  # gpt-oss: a sliding window and sinks
+        "window_size": (5, -1),
+        "sinks": torch.tensor([1.5, 0.25, -0.5, 3.0]),
+        "causal": True,
+    },
 }
 
 
@@ -315,6 +321,33 @@ def test_variants_match_reference(variant, gen):
     packed = [x.flatten(0, 1) for x in (q, k, v)]
     varlen = flash_attn.flash_attn_varlen_func(
         *packed, cu_q, cu_k, max(lengths), 31, causal=causal, **options
+    )
+    assert_close_to_reference(varlen.view(q.shape), expected_out, torch.float32, "varlen")
+    # The packed-K/V functions forward every option too.
+    kv = flash_attn.flash_attn_kvpacked_func(
+        q, torch.stack([k, v], dim=2), causal=causal, **options
+    )
+    assert_close_to_reference(kv, expected_out, torch.float32, "kvpacked")
+    varlen_kv = flash_attn.flash_attn_varlen_kvpacked_func(
+        packed[0], torch.stack(packed[1:], dim=1), cu_q, cu_k, 19, 31, causal=causal, **options
+    )
+    assert_close_to_reference(
+        varlen_kv.view(q.shape), expected_out, torch.float32, "varlen kvpacked"
+    )
+
+
+@pytest.mark.parametrize("variant", ["sinks", "window-sinks-causal"])
+def test_qkvpacked_functions_forward_the_sinks(variant, gen):
+    options = dict(VARIANTS[variant])
+    causal = options.pop("causal", False)
+    q, k, v = _qkv(gen, 2, 23, 23, 4, 4, 32, torch.float32)
+    expected_out, _ = reference_attention(q, k, v, causal=causal, **options)
+    qkv = torch.stack([q, k, v], dim=2)
+    out = flash_attn.flash_attn_qkvpacked_func(qkv, causal=causal, **options)
+    assert_close_to_reference(out, expected_out, torch.float32)
+    cu = torch.tensor([0, 23, 46], dtype=torch.int32)
+    varlen = flash_attn.flash_attn_varlen_qkvpacked_func(
+        qkv.flatten(0, 1), cu, 23, causal=causal, **options
     )
     assert_close_to_reference(varlen.view(q.shape), expected_out, torch.float32, "varlen")
 

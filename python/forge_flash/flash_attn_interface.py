@@ -15,6 +15,10 @@ What differs: forge-flash computes the forward pass only.
 * ``return_attn_probs=True`` returns ``(out, softmax_lse, S_dmask)`` where ``S_dmask`` is an
   empty tensor, shape (0,), of q's dtype: exactly what FlashAttention-2 returns whenever
   ``dropout_p == 0`` (it fills that tensor only under dropout, for its own tests).
+* An extension: every function also takes a keyword-only ``sinks``, float32 (nheads,), a
+  logit per query head that joins every row's softmax denominator once (gpt-oss's attention
+  sinks; ``forge_flash.flash_attn_fwd`` defines it). FlashAttention-2 has no such argument, so
+  code written for it never passes one.
 
 Conventions are FlashAttention-2's and forge-flash's alike: causal and window masks aligned
 bottom-right, query i sees key j iff ``i + sk - sq - left <= j <= i + sk - sq + right``;
@@ -61,6 +65,8 @@ def flash_attn_func(
     alibi_slopes: torch.Tensor | None = None,
     deterministic: bool = False,
     return_attn_probs: bool = False,
+    *,
+    sinks: torch.Tensor | None = None,
 ) -> Result:
     """Attention over equal-length sequences.
 
@@ -72,7 +78,7 @@ def flash_attn_func(
     _check_training_options(dropout_p, deterministic, return_attn_probs)
     result = api.flash_attn_fwd(
         q, k, v, softmax_scale=softmax_scale, causal=causal, return_lse=return_attn_probs,
-        **_active_options(window_size, softcap, alibi_slopes),
+        **_active_options(window_size, softcap, alibi_slopes, sinks),
     )  # fmt: skip
     return _fa2_result(result, q, return_attn_probs)
 
@@ -87,12 +93,14 @@ def flash_attn_qkvpacked_func(
     alibi_slopes: torch.Tensor | None = None,
     deterministic: bool = False,
     return_attn_probs: bool = False,
+    *,
+    sinks: torch.Tensor | None = None,
 ) -> Result:
     """``flash_attn_func`` on qkv (batch, seqlen, 3, nheads, headdim), split without copying."""
     q, k, v = _unpack("qkv", qkv, 5, 3, "(batch, seqlen, 3, nheads, headdim)")
     return flash_attn_func(
         q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-        deterministic, return_attn_probs,
+        deterministic, return_attn_probs, sinks=sinks,
     )  # fmt: skip
 
 
@@ -107,13 +115,15 @@ def flash_attn_kvpacked_func(
     alibi_slopes: torch.Tensor | None = None,
     deterministic: bool = False,
     return_attn_probs: bool = False,
+    *,
+    sinks: torch.Tensor | None = None,
 ) -> Result:
     """``flash_attn_func`` with kv (batch, seqlen_k, 2, nheads_k, headdim), split without
     copying."""
     k, v = _unpack("kv", kv, 5, 2, "(batch, seqlen_k, 2, nheads_k, headdim)")
     return flash_attn_func(
         q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-        deterministic, return_attn_probs,
+        deterministic, return_attn_probs, sinks=sinks,
     )  # fmt: skip
 
 
@@ -134,6 +144,8 @@ def flash_attn_varlen_func(
     deterministic: bool = False,
     return_attn_probs: bool = False,
     block_table: torch.Tensor | None = None,
+    *,
+    sinks: torch.Tensor | None = None,
 ) -> Result:
     """Attention over sequences packed along one dimension.
 
@@ -144,7 +156,7 @@ def flash_attn_varlen_func(
     ``(out, softmax_lse (nheads, total_q), S_dmask (empty))`` with ``return_attn_probs``.
     """
     _check_training_options(dropout_p, deterministic, return_attn_probs)
-    options = _active_options(window_size, softcap, alibi_slopes)
+    options = _active_options(window_size, softcap, alibi_slopes, sinks)
     if block_table is not None:
         options["block_table"] = block_table
     result = api.flash_attn_varlen_fwd(
@@ -166,6 +178,8 @@ def flash_attn_varlen_qkvpacked_func(
     alibi_slopes: torch.Tensor | None = None,
     deterministic: bool = False,
     return_attn_probs: bool = False,
+    *,
+    sinks: torch.Tensor | None = None,
 ) -> Result:
     """``flash_attn_varlen_func`` on qkv (total, 3, nheads, headdim): queries and keys share
     ``cu_seqlens`` and ``max_seqlen``."""
@@ -173,6 +187,7 @@ def flash_attn_varlen_qkvpacked_func(
     return flash_attn_varlen_func(
         q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p, softmax_scale,
         causal, window_size, softcap, alibi_slopes, deterministic, return_attn_probs,
+        sinks=sinks,
     )  # fmt: skip
 
 
@@ -191,6 +206,8 @@ def flash_attn_varlen_kvpacked_func(
     alibi_slopes: torch.Tensor | None = None,
     deterministic: bool = False,
     return_attn_probs: bool = False,
+    *,
+    sinks: torch.Tensor | None = None,
 ) -> Result:
     """``flash_attn_varlen_func`` with kv (total_k, 2, nheads_k, headdim), split without
     copying."""
@@ -198,7 +215,7 @@ def flash_attn_varlen_kvpacked_func(
     return flash_attn_varlen_func(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
         softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
-        return_attn_probs,
+        return_attn_probs, sinks=sinks,
     )  # fmt: skip
 
 
@@ -220,10 +237,10 @@ def _check_training_options(dropout_p: object, deterministic: object, attn_probs
 
 
 def _active_options(
-    window_size: object, softcap: object, alibi_slopes: object
+    window_size: object, softcap: object, alibi_slopes: object, sinks: object
 ) -> dict[str, object]:
     """The variant options that are switched on; off values are left to the entry point's
-    defaults (which mean the same: no window, no softcap, no ALiBi)."""
+    defaults (which mean the same: no window, no softcap, no ALiBi, no sinks)."""
     options: dict[str, object] = {}
     if not (isinstance(window_size, (tuple, list)) and tuple(window_size) == (-1, -1)):
         options["window_size"] = window_size
@@ -231,6 +248,8 @@ def _active_options(
         options["softcap"] = softcap
     if alibi_slopes is not None:
         options["alibi_slopes"] = alibi_slopes
+    if sinks is not None:
+        options["sinks"] = sinks
     return options
 
 
