@@ -114,11 +114,82 @@ def test_nan_in_every_entry_point(backend):
         assert _nan_rows(out)[1, 0, 0] and _nan_rows(out).sum() == 1, entry.__name__
 
 
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(3, 1), (4, 6), (6, 4)])
+def test_a_row_whose_every_key_is_nan_comes_back_nan(
+    backend, seqlen_q, seqlen_k, causal, return_lse
+):
+    # Every score of such a row is NaN. SDPA's CPU kernel, whose running max skips NaN, gave
+    # those rows 0 (the naive path without an LSE; found by a fuzz of the entry points).
+    dtype = backend
+    q, k, v = _qkv(2, seqlen_q, seqlen_k, 4, 2, 16, dtype, seed=4)
+    k[1, :, 1, 3] = NAN  # every key of batch 1's KV head 1: query heads 2 and 3
+    result = ff.flash_attn_fwd(q, k, v, causal=causal, return_lse=return_lse)
+    out = result[0] if return_lse else result
+    expected, _ = reference_attention(q, k, v, causal=causal)
+    sees_a_key = (
+        torch.arange(seqlen_q) + seqlen_k - seqlen_q >= 0
+        if causal
+        else torch.ones(seqlen_q, dtype=torch.bool)
+    )
+    nan = torch.zeros(2, seqlen_q, 4, dtype=torch.bool)
+    nan[1, :, 2:] = sees_a_key.unsqueeze(-1)
+    assert torch.equal(_nan_rows(out), nan)
+    assert torch.equal(_nan_rows(expected), nan)  # the reference agrees
+    assert_close_to_reference(out[~nan], expected[~nan], dtype)
+
+
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("seqlen_q,seqlen_k", [(4, 6), (6, 6), (2, 9)])
+def test_the_naive_path_keeps_a_nan_key_out_of_the_rows_its_mask_hides_it_from(
+    seqlen_q, seqlen_k, return_lse
+):
+    # Causal: the last key is seen by the last row only. An additive 0 / -inf mask gives its NaN
+    # score NaN in the other rows too (NaN + -inf); the naive path masks by a select there.
+    # (A NaN in V is another matter: 0 * NaN in P V reaches those rows on every path, the
+    # reference's included.)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        q, k, v = _qkv(1, seqlen_q, seqlen_k, 4, 2, 16, dtype, seed=5)
+        k[0, -1, 0, 2] = NAN  # KV head 0: query heads 0 and 1
+        result = ff.flash_attn_fwd(q, k, v, causal=True, return_lse=return_lse)
+        out = result[0] if return_lse else result
+        expected, _ = reference_attention(q, k, v, causal=True)
+        nan = torch.zeros(1, seqlen_q, 4, dtype=torch.bool)
+        nan[0, -1, :2] = True
+        assert torch.equal(_nan_rows(out), nan), dtype
+        assert_close_to_reference(out[~nan], expected[~nan], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_the_naive_path_finds_exactly_the_rows_all_zero_or_holding_a_nan(dtype):
+    from forge_flash.backends.naive import _rows_all_zero_or_nan
+
+    out = torch.randn(2, 5, 3, 8).to(dtype)
+    assert not _rows_all_zero_or_nan(out)
+    for value in (float("inf"), float("-inf"), 1e-30, -1e-30):  # not doubts: not 0, not NaN
+        odd = out.clone()
+        odd[1, 2, 0, 3] = value
+        assert not _rows_all_zero_or_nan(odd), value
+    for row in (torch.zeros(8), -torch.zeros(8), torch.tensor([0.0, -0.0] * 4)):
+        zero = out.clone()
+        zero[0, 4, 2] = row
+        assert _rows_all_zero_or_nan(zero)
+    for sign in (1.0, -1.0):  # a NaN with either sign bit
+        nan = out.clone()
+        nan[1, 0, 1, 7] = sign * NAN
+        assert _rows_all_zero_or_nan(nan), sign
+    strided = torch.randn(2, 5, 8, 3).to(dtype).transpose(-1, -2)  # rows not contiguous
+    assert not _rows_all_zero_or_nan(strided)
+    strided[0, 0, 1] = 0
+    assert _rows_all_zero_or_nan(strided)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_naive_path_poisons_exactly_the_rows_whose_query_holds_a_nan(dtype):
-    # SDPA's CPU kernel returns 0 for a NaN query row; the naive path writes the NaN back,
-    # testing q's sum first (no NaN in it: no row to poison) and its rows only where the sum is
-    # NaN, which infinities of both signs can also make it.
+    # Off the CPU the naive path cannot read a check back without waiting for the device, so
+    # it writes NaN into the output rows of NaN query rows (SDPA's CPU kernel returned 0 there;
+    # other devices' kernels are not trusted to do better). Its logic, on CPU tensors.
     from forge_flash.backends.naive import _poison_nan_query_rows
 
     q = torch.randn(2, 5, 3, 8).to(dtype)
@@ -130,7 +201,7 @@ def test_the_naive_path_poisons_exactly_the_rows_whose_query_holds_a_nan(dtype):
         _poison_nan_query_rows(holds, out, 0)
         assert torch.equal(_nan_rows(out), holds.isnan().any(dim=-1))
     infinite = q.clone()
-    infinite[0, 1, 0, 2], infinite[1, 2, 1, 5] = float("inf"), float("-inf")  # a NaN sum
+    infinite[0, 1, 0, 2], infinite[1, 2, 1, 5] = float("inf"), float("-inf")  # no NaN
     out = torch.zeros_like(infinite)
     _poison_nan_query_rows(infinite, out, 0)
     assert not out.isnan().any()

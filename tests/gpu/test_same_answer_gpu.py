@@ -92,3 +92,31 @@ def test_nan_in_batched_decode_and_varlen():
         )
     assert _nan_rows(out)[2, 5] and _nan_rows(out).sum() == 1
     assert _nan_rows(packed)[2, 5] and _nan_rows(packed).sum() == 1
+
+
+@pytest.mark.parametrize("backend", ["cuda", "naive"])
+@pytest.mark.parametrize("return_lse", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seqlen_q,seqlen_k,head_dim", [(3, 1, 128), (40, 300, 64), (300, 40, 128)])
+def test_a_row_whose_every_key_is_nan_comes_back_nan(
+    seqlen_q, seqlen_k, head_dim, causal, return_lse, backend
+):
+    # Every score of such a row is NaN: a running max that skips NaN must not turn the row
+    # into one that sees no key (0). SDPA's CPU kernel did (tests/test_same_answer.py); here
+    # the kernels and the naive path on the GPU (SDPA's CUDA kernels without an LSE).
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 2, head_dim, torch.bfloat16)
+    k[1, :, 1, 3] = NAN  # every key of batch 1's KV head 1: query heads 4-7
+    with kernel_backend(backend):
+        result = ff.flash_attn_fwd(q, k, v, causal=causal, return_lse=return_lse)
+    out = result[0] if return_lse else result
+    rows = torch.arange(seqlen_q, device="cuda")
+    sees_a_key = (
+        rows + seqlen_k - seqlen_q >= 0 if causal else torch.ones_like(rows, dtype=torch.bool)
+    )
+    expected = torch.zeros(2, seqlen_q, 8, dtype=torch.bool, device="cuda")
+    expected[1, :, 4:] = sees_a_key.unsqueeze(-1)
+    assert torch.equal(_nan_rows(out), expected)
+    ref, _ = reference_attention(q, k, v, causal=causal)
+    assert_close_to_reference(
+        out[~expected], ref[~expected], torch_attention(q, k, v, causal=causal)[~expected]
+    )

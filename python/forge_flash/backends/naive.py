@@ -144,6 +144,10 @@ def _dense_fwd(
         out[:, :first_row].zero_()
         if first_row < seqlen_q:
             _sdpa_fwd(q, k, v, out, first_row, call.softmax_scale, call.causal)
+            if q.device.type != "cpu":
+                _poison_nan_query_rows(q, out, first_row)
+            elif _sdpa_answer_in_doubt(q, k, out[:, first_row:]):
+                _explicit_fwd(call, t, None, None)
         return
     if _masked_sdpa_serves(call, t) and key_len is None and k_start is None:
         _masked_sdpa_fwd(call, t)
@@ -184,7 +188,6 @@ def _sdpa_fwd(
         out_groups[:, first_row:].copy_(
             block.view(batch, num_heads_k, group, rows, head_dim).permute(0, 3, 1, 2, 4)
         )
-        _poison_nan_query_rows(q, out, first_row)
         return
     square_causal = offset == 0
     # Only a mask needs blocking: SDPA's fused kernels bound their own memory.
@@ -204,27 +207,71 @@ def _sdpa_fwd(
                 scale=scale,
             )
             out_groups[:, r0:r1, :, g].copy_(block.transpose(1, 2))
-    _poison_nan_query_rows(q, out, first_row)
+
+
+#: Per float dtype: the integer type of its bits, the mask of all bits but the sign, and the
+#: bits of inf (a NaN's magnitude bits lie above inf's).
+_FLOAT_BITS = {
+    torch.float16: (torch.int16, 0x7FFF, 0x7C00),
+    torch.bfloat16: (torch.int16, 0x7FFF, 0x7F80),
+    torch.float32: (torch.int32, 0x7FFFFFFF, 0x7F800000),
+}
+
+
+def _sdpa_answer_in_doubt(q: torch.Tensor, k: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether SDPA's fused CPU kernel may have answered some rows of ``out`` wrongly, which
+    only a NaN or inf in q or k can cause (its running max skips NaN scores): a row whose every
+    score is NaN comes back 0, not NaN (a NaN query row; a row that sees one key, a NaN one),
+    and with an explicit mask a NaN score at a key the row does not see (NaN + -inf) makes that
+    row NaN. The caller then runs the explicit path, which masks scores by a select.
+
+    Tested the cheaper way: q's and K's sums (finite: no doubt), or, where K is long against
+    the output (decode), the output's rows exactly (``_rows_all_zero_or_nan``, about 4.5x a
+    sum's time per element). On 2 cores, 2026-12-05: a finiteness check of K alone cost 11-19%
+    of a decode call over 4k-32k keys; the output's rows, 0.7 ms for 512 tokens of 32 heads of
+    128 in bf16 (a 6.5 ms call), where the sums take 0.2."""
+    if q.numel() + k.numel() <= 4 * out.numel():
+        return not bool(torch.isfinite(q.sum() + k.sum()))
+    return _rows_all_zero_or_nan(out)
+
+
+#: Per float dtype: the integer type of its bits, the mask of all bits but the sign, and the
+#: bits of inf (a NaN's magnitude bits lie above inf's).
+_FLOAT_BITS = {
+    torch.float16: (torch.int16, 0x7FFF, 0x7C00),
+    torch.bfloat16: (torch.int16, 0x7FFF, 0x7F80),
+    torch.float32: (torch.int32, 0x7FFFFFFF, 0x7F800000),
+}
+
+
+def _rows_all_zero_or_nan(out: torch.Tensor) -> bool:
+    """Whether a row of ``out`` (its last dimension) is all zero or holds a NaN: exactly, from
+    each row's largest magnitude as integer bits (0: all zero; above inf's: a NaN), in one pass
+    (testing each element as a float for NaN and for 0 took 6x longer; a row sum's exact zeros
+    are not rare enough in bf16)."""
+    if out.dtype not in _FLOAT_BITS:  # the same test in floats
+        return bool((out.isnan().any(dim=-1) | (out == 0).all(dim=-1)).any())
+    int_dtype, magnitude, inf = _FLOAT_BITS[out.dtype]
+    largest = (out.view(int_dtype) & magnitude).amax(dim=-1)
+    return bool(((largest == 0) | (largest > inf)).any())
 
 
 def _may_hold_nan(x: torch.Tensor) -> bool:
     """False only where ``x`` surely holds no NaN: on the CPU, where reading its sum back costs
     nothing and a NaN anywhere makes that sum NaN (infinities of both signs can too: then
-    True). Elsewhere True, with no host sync: the caller tests the rows."""
+    True). Elsewhere True, with no host sync: the caller tests the rows. The row test (a
+    boolean tensor the size of q) only where this is True: a bf16 call of 4 x 256 tokens of 16
+    heads of 64 took 2.73 ms instead of 4.10 (2 cores, docs/benchmarks.md, 2026-12-05)."""
     return x.device.type != "cpu" or bool(x.sum().isnan())
 
 
 def _poison_nan_query_rows(q: torch.Tensor, out: torch.Tensor, first_row: int) -> None:
-    """SDPA's fused CPU kernel returns 0, not NaN, for a query row holding a NaN (its running
-    max skips NaN). Every row from ``first_row`` on sees at least one key here, so a NaN in its
-    query reaches its output: put it there. One pass over q, no host sync; on the CPU the row
-    test (a boolean tensor the size of q) only where ``_may_hold_nan``: a bf16 call of 4 x 256
-    tokens of 16 heads of 64 took 2.73 ms instead of 4.10 (2 cores, docs/benchmarks.md,
-    2026-12-05)."""
-    part = q[:, first_row:]
-    if not _may_hold_nan(part):
-        return
-    rows = part.isnan().any(dim=-1, keepdim=True)
+    """Off the CPU, where reading a check back would wait for the device: SDPA's fused CPU
+    kernel returns 0, not NaN, for a query row holding a NaN (``_sdpa_answer_in_doubt``), and
+    other devices' kernels are not trusted to do better. Every row from ``first_row`` on sees
+    at least one key here, so a NaN in its query reaches its output: put it there. One pass
+    over q, no host sync."""
+    rows = q[:, first_row:].isnan().any(dim=-1, keepdim=True)
     out[:, first_row:].masked_fill_(rows, float("nan"))
 
 
