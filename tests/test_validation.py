@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import forge_flash as ff
 
+from helpers.fake_plugin import CpuCudaBackend, FakeBinding
 from helpers.reference import reference_attention
 from helpers.tolerance import OUT_TOLERANCE, assert_close_to_reference, assert_lse_close
 
@@ -330,3 +331,58 @@ def test_inputs_are_checked_before_the_backend_is_chosen(monkeypatch, fresh_disc
     args["q"] = args["q"][0]
     with pytest.raises(ValueError, match=r"^q must have 4 dimensions"):
         ff.flash_attn_fwd(**args)
+
+
+# -- paged varlen: every key of a sequence must lie in its row of the block table -------------
+
+
+def _paged_varlen(lengths_q, lengths_k, page_size, max_blocks, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    heads, heads_k, dim, num_blocks = 4, 2, 16, 12
+    k_cache = torch.randn(num_blocks, page_size, heads_k, dim, generator=gen)
+    v_cache = torch.randn(num_blocks, page_size, heads_k, dim, generator=gen)
+    table = torch.randperm(num_blocks, generator=gen)[: len(lengths_k) * max_blocks]
+    table = table.view(len(lengths_k), max_blocks).to(torch.int32)
+    q = torch.randn(sum(lengths_q), heads, dim, generator=gen)
+    cu_q = torch.tensor([0, *torch.tensor(lengths_q).cumsum(0).tolist()], dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(lengths_k).cumsum(0).tolist()], dtype=torch.int32)
+    return q, k_cache, v_cache, cu_q, cu_k, table
+
+
+@pytest.mark.parametrize("max_blocks", [1, 2, 3])
+def test_paged_varlen_refuses_a_sequence_longer_than_its_block_table_row(max_blocks):
+    # 7 keys in pages of 2 need 4 blocks: a narrower table would leave keys unaddressed (the
+    # naive path raised IndexError; the kernels would clamp the sequence, a silent wrong answer).
+    q, k, v, cu_q, cu_k, table = _paged_varlen([2, 3], [3, 7], 2, max_blocks)
+    with pytest.raises(ValueError, match=r"^block_table must address every key.* has 7 keys"):
+        ff.flash_attn_varlen_fwd(q, k, v, cu_q, cu_k, 3, 7, block_table=table, causal=True)
+
+
+@pytest.mark.parametrize("backend", ["naive", "adapter"])
+def test_paged_varlen_uses_the_keys_seqused_k_leaves_within_cu_seqlens_k(
+    backend, monkeypatch, fresh_discovery
+):
+    # seqused_k[b] limits sequence b to its first keys, never beyond cu_seqlens_k's count (the
+    # kernels' rule, cta_work.cuh; the naive path and the fake binding once read seqused_k
+    # alone over a paged cache), and with it a table row need only hold the keys used.
+    dtype = torch.float32
+    if backend == "adapter":  # the CUDA adapter over the pointer-level fake binding
+        monkeypatch.setattr("forge_flash.discovery._active", CpuCudaBackend(FakeBinding()))
+        dtype = torch.float16
+    lengths_q, lengths_k, used = [2, 3], [3, 7], [4, 4]  # sequence 0 uses 3 keys, 1 uses 4
+    q, k, v, cu_q, cu_k, table = _paged_varlen(lengths_q, lengths_k, 2, 2, seed=1)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    seqused = torch.tensor(used, dtype=torch.int32)
+    out, lse = ff.flash_attn_varlen_fwd(
+        q, k, v, cu_q, cu_k, 3, 7, seqused_k=seqused, block_table=table, causal=True,
+        return_lse=True,
+    )  # fmt: skip
+    keys = [min(u, n) for u, n in zip(used, lengths_k, strict=True)]
+    q0 = 0
+    for b, (n_q, n_k) in enumerate(zip(lengths_q, keys, strict=True)):
+        rows = [table[b, t // 2] for t in range(n_k)], [t % 2 for t in range(n_k)]
+        one = (q[q0 : q0 + n_q].unsqueeze(0), k[rows].unsqueeze(0), v[rows].unsqueeze(0))
+        expected, expected_lse = reference_attention(*one, causal=True)
+        assert_close_to_reference(out[q0 : q0 + n_q], expected[0], dtype)
+        assert_lse_close(lse[:, q0 : q0 + n_q], expected_lse[0])
+        q0 += n_q

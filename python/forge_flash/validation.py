@@ -174,10 +174,11 @@ def device_values_readable(x: torch.Tensor) -> bool:
 
 def check_cu_seqlens_values(
     name: str, cu_seqlens: torch.Tensor, total: int, total_name: str, max_name: str, max_seqlen: int
-) -> None:
-    """0 first, non-decreasing, ``total`` last, and no sequence longer than ``max_seqlen``."""
+) -> int | None:
+    """0 first, non-decreasing, ``total`` last, and no sequence longer than ``max_seqlen``.
+    Returns the longest sequence's length, or None where the values may not be read."""
     if not device_values_readable(cu_seqlens):
-        return
+        return None
     bounds = cu_seqlens.tolist()
     if bounds[0] != 0:
         raise ValueError(f"{name} must start at 0; got {name}[0] = {bounds[0]}")
@@ -200,6 +201,7 @@ def check_cu_seqlens_values(
             f"{max_name} must be at least the longest sequence in {name} ({longest}); "
             f"got {max_seqlen}"
         )
+    return longest
 
 
 def check_fwd(q: object, k: object, v: object, out: object) -> AttentionCall:
@@ -322,10 +324,20 @@ def check_varlen(
     page_size = num_blocks = 0
     if paged:
         page_size, num_blocks = k.shape[1], k.shape[0]
-        _, capacity = check_block_table(block_table, batch, num_blocks, page_size, q)
+        max_blocks, capacity = check_block_table(block_table, batch, num_blocks, page_size, q)
         # cu_seqlens_k counts the keys of each sequence (its last entry is no tensor's size).
         total_k = _last_value(cu_k)
-        check_cu_seqlens_values("cu_seqlens_k", cu_k, total_k, "total_k", "max_seqlen_k", max_k)
+        longest = check_cu_seqlens_values(
+            "cu_seqlens_k", cu_k, total_k, "total_k", "max_seqlen_k", max_k
+        )
+        # Each sequence's keys must lie in its row of the table (with seqused_k, the keys it
+        # uses, checked below against the same capacity).
+        if seqused_k is None and longest is not None and longest > capacity:
+            raise ValueError(
+                f"block_table must address every key: a sequence of cu_seqlens_k has {longest} "
+                f"keys, but block_table's rows of {max_blocks} blocks of page_size {page_size} "
+                f"hold {capacity}"
+            )
         max_k = min(max_k, capacity)
     else:
         total_k = k.shape[0]

@@ -466,7 +466,8 @@ class FakeBinding:
         kwargs = self._option_kwargs(options, causal, num_heads, batch, alibi, sinks)
         for b in range(batch):
             q0, q1, k0, k1 = bounds_q[b], bounds_q[b + 1], bounds_k[b], bounds_k[b + 1]
-            n = k1 - k0 if used is None else (used[b] if page_size else min(used[b], k1 - k0))
+            # The kernels' rule (cta_work.cuh, sequence_extent): seqused_k within the count.
+            n = k1 - k0 if used is None else min(used[b], k1 - k0)
             if page_size:
                 rows = table[b].repeat_interleave(page_size)[:n]
                 ks, vs = (

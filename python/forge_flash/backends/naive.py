@@ -546,9 +546,10 @@ def naive_varlen_fwd(call: AttentionCall, t: AttentionTensors) -> None:
         if q1 == q0:
             continue
         length = k1 - k0 if used is None else max(0, min(used[b], k1 - k0))
-        if call.page_size and used is not None:  # cu_seqlens_k counts keys, not tensor rows
-            length = max(0, used[b])
         if call.page_size:
+            # Keys past the table's row are clamped away, as the kernels do, where validation
+            # could not read the lengths (it refuses them otherwise).
+            length = min(length, t.block_table.shape[1] * call.page_size)
             table = t.block_table[b].to(torch.int64).clamp(0, call.num_blocks - 1)
             keys = torch.arange(length, device=t.q.device)
             rows = table[keys // call.page_size], keys % call.page_size
