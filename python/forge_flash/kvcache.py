@@ -83,6 +83,9 @@ def flash_attn_with_kvcache(
             ``b`` are padding and never attended (with paged caches too: an extension).
         block_table: optional int32 (batch, max_blocks_per_seq) (rows selected by
             ``cache_batch_idx`` when given): the paged cache's block ids, in [0, num_blocks).
+            Rows may share blocks (a common prefix), read by all of them; a new key written
+            into a slot another sequence of the same call reads may or may not be seen by it
+            (the append and the attention of different sequences are not ordered).
         softmax_scale: default ``head_dim ** -0.5``.
         causal: bottom-right causal mask.
         window_size: (left, right) sliding window, -1 = unbounded.
