@@ -277,6 +277,32 @@ def test_a_window_reaching_every_key_is_no_window(shape, extra_left, extra_right
     _assert_same_answer(windowed, windowed_lse, plain, plain_lse)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [(6, 4), (2**31 - 1, 2**31 - 1), (2**40, 2**40)])
+def test_a_window_wider_than_the_call_is_described_and_passed_on_as_none(
+    window, causal, monkeypatch, fresh_discovery
+):
+    # 4 queries over 6 keys: left >= 6 or right >= 4 reaches past every key, so the call is
+    # plain (the plain kernels run it) and no edge beyond int32 reaches the plugin; the
+    # adapter over the fake binding shows what the binding receives.
+    from forge_flash import dispatch
+    from forge_flash.validation import Options, check_fwd, with_options
+
+    from helpers.fake_plugin import CpuCudaBackend, FakeBinding
+
+    q, k, v = (torch.randn(2, n, 4, HEAD_DIM, dtype=torch.float16) for n in (4, 6, 6))
+    call = with_options(check_fwd(q, k, v, None), Options(None, causal, window), q)
+    assert call.window == ((-1, 0) if causal else (-1, -1)) and call.plain
+    binding = FakeBinding()
+    monkeypatch.setattr("forge_flash.discovery._active", CpuCudaBackend(binding))
+    out = ff.flash_attn_fwd(q, k, v, causal=causal, window_size=window)
+    (launch,) = binding.calls
+    assert launch["options"][:2] == ((-1, 0) if causal else (-1, -1))
+    assert dispatch.explain(call) == "cuda"  # the kernels, no fallback
+    expected, _ = reference_attention(q, k, v, causal=causal)
+    assert_close_to_reference(out, expected, q.dtype)
+
+
 @given(shapes())
 def test_a_huge_softcap_is_no_softcap(shape):
     # 1e6 * tanh(x / 1e6) differs from x by about x**3 / 3e12: far below any rounding here.

@@ -544,6 +544,19 @@ def check_window(window_size: object, causal: bool) -> tuple[int, int]:
     return (left, 0) if causal else (left, right)
 
 
+def _widest_window(window: tuple[int, int], call: AttentionCall) -> tuple[int, int]:
+    """The window with an edge that reaches past every key unbounded (-1): a left edge of at
+    least the call's longest key sequence, or a right one of at least its longest query
+    sequence, masks nothing. So a model's window wider than its sequence runs the plain
+    kernels, and no edge beyond int32 (which Python allows) reaches the plugin."""
+    left, right = window
+    if left >= call.seqlen_k:
+        left = -1
+    if right >= max(call.seqlen_q, 1):
+        right = -1
+    return left, right
+
+
 def check_softcap(softcap: object) -> float:
     """0 (off) or a positive finite number, kept as the float32 the kernels see."""
     if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
@@ -595,7 +608,7 @@ def with_options(
         call,
         softmax_scale=resolve_scale(scale_name, options.softmax_scale, call.head_dim),
         causal=causal,
-        window=check_window(options.window_size, causal),
+        window=_widest_window(check_window(options.window_size, causal), call),
         softcap=check_softcap(options.softcap),
         alibi=alibi,
         sinks=options.sinks is not None,
