@@ -157,6 +157,12 @@ void set_score_params(FwdParams& p, float scale, bool causal, const ff_attn_opti
   p.window_left = o.has_window ? o.window_left : -1;
   p.window_right = o.has_window ? o.window_right : -1;
   if (causal) p.window_right = 0;
+  // An edge as wide as the call's keys (left) or queries (right) masks nothing: no sequence
+  // has more than p.seqlen_k keys or p.seqlen_q queries (sequence_extent clamps them there).
+  // Such an edge is unbounded (-1) here, so the kernels' int sums of row positions and edges
+  // cannot overflow (an edge near INT_MAX would wrap and mask every key).
+  if (p.window_left >= p.seqlen_k) p.window_left = -1;
+  if (!causal && p.window_right >= std::max(p.seqlen_q, 1)) p.window_right = -1;
   p.softcap = o.softcap;
   p.alibi_slopes = o.alibi_slopes, p.alibi_batch_stride = o.alibi_batch_stride;
   p.sinks = o.sinks;

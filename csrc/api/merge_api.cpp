@@ -53,10 +53,13 @@ Check check_merge(const ff_merge_args* a) {
     return fail("batch_size (%d), seqlen (%d) and num_heads (%d) must be >= 0", a->batch_size, a->seqlen, a->num_heads);
   if (a->head_dim < 1) return fail("head_dim must be >= 1, got %d", a->head_dim);
   if (!valid_dtype(a->out_dtype)) return fail("out_dtype must be an ff_merge_dtype, got %d", a->out_dtype);
-  const int64_t rows = static_cast<int64_t>(a->batch_size) * a->seqlen * a->num_heads;
-  if (rows == 0) return {};  // nothing to read or write
-  if ((rows + kMergeRowsPerCta - 1) / kMergeRowsPerCta > INT32_MAX)
-    return fail("batch_size * seqlen * num_heads (%lld) is too large for one launch", static_cast<long long>(rows));
+  if (a->batch_size == 0 || a->seqlen == 0 || a->num_heads == 0) return {};  // nothing to read or write
+  // Two factors below 2^31 fit int64; the third may not (found by tests/c_api/extremes.h).
+  const int64_t per_head = static_cast<int64_t>(a->batch_size) * a->seqlen;
+  if (per_head > INT64_MAX / a->num_heads ||
+      (per_head * a->num_heads + kMergeRowsPerCta - 1) / kMergeRowsPerCta > INT32_MAX)
+    return fail("batch_size * seqlen * num_heads (%d x %d x %d) is too large for one launch", a->batch_size, a->seqlen,
+                a->num_heads);
 
   const View out = out_view("out", a->out, a->out_dtype, *a);
   const View out_lse = lse_view("out_lse", a->out_lse, *a);
@@ -85,7 +88,7 @@ Check check_merge(const ff_merge_args* a) {
 extern "C" ff_status ff_merge_states(const ff_merge_args* args, cudaStream_t stream) {
   using namespace forge_flash;
   Check c = check_merge(args);
-  if (!c.failed() && static_cast<int64_t>(args->batch_size) * args->seqlen * args->num_heads > 0) {
+  if (!c.failed() && args->batch_size > 0 && args->seqlen > 0 && args->num_heads > 0) {
     const cudaError_t err = launch_merge_states(*args, stream);
     if (err != cudaSuccess) {
       char buf[256];

@@ -12,6 +12,7 @@
 #include "../../csrc/kernels/append_kv.h"
 #include "../../csrc/kernels/dispatch.h"
 #include "case_runner.h"
+#include "extremes.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
@@ -71,6 +72,41 @@ void make_paged(ff_append_kv_args& a) {  // 4 blocks of 8 keys, 2 per sequence
   a.v_cache = {at(kVCache), 8 * 2 * 64, 2 * 64, 64};
   a.block_table = ints_at(kInts + 128);
   a.block_table_stride = 2, a.max_blocks = 2;
+}
+
+std::vector<Field<ff_append_kv_args>> append_fields() {  // for sweep_extremes (extremes.h)
+  using A = ff_append_kv_args;
+  return {FF_TENSOR_FIELDS(A, k, at(0)),
+          FF_TENSOR_FIELDS(A, v, at(0)),
+          FF_TENSOR_FIELDS(A, k_cache, at(0)),
+          FF_TENSOR_FIELDS(A, v_cache, at(0)),
+          FF_TENSOR_FIELDS(A, q, at(0)),
+          FF_TENSOR_FIELDS(A, q_out, at(0)),
+          FF_POINTER_FIELD(A, cache_seqlens, at(0)),
+          FF_POINTER_FIELD(A, seqlens_out, at(0)),
+          FF_POINTER_FIELD(A, cache_batch_idx, ints_at(kInts + 128)),
+          FF_POINTER_FIELD(A, block_table, ints_at(kInts + 192)),
+          FF_INT64_FIELD(A, block_table_stride),
+          FF_INT_FIELD(A, max_blocks),
+          FF_INT_FIELD(A, cache_batch),
+          FF_INT_FIELD(A, cache_seqlen),
+          FF_POINTER_FIELD(A, rotary_cos.data, at(0)),
+          FF_INT64_FIELD(A, rotary_cos.row_stride),
+          FF_INT64_FIELD(A, rotary_cos.col_stride),
+          FF_POINTER_FIELD(A, rotary_sin.data, at(0)),
+          FF_INT_FIELD(A, rotary_dtype),
+          FF_INT_FIELD(A, rotary_dim),
+          FF_INT_FIELD(A, seqlen_ro),
+          FF_INT_FIELD(A, rotary_interleaved),
+          FF_INT_FIELD(A, query_per_token),
+          FF_INT_FIELD(A, batch_size),
+          FF_INT_FIELD(A, seqlen_new),
+          FF_INT_FIELD(A, seqlen_q),
+          FF_INT_FIELD(A, num_heads),
+          FF_INT_FIELD(A, num_heads_k),
+          FF_INT_FIELD(A, head_dim),
+          FF_INT_FIELD(A, dtype),
+          FF_INT_FIELD(A, programmatic_launch)};
 }
 
 }  // namespace
@@ -198,6 +234,9 @@ int main() {
                   g_launches == launches_before;
   std::printf("%s empty batch launches nothing\n", ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
+  sweep_extremes<ff_append_kv_args>(
+      "ff_append_kv", valid(), append_fields(), [](const ff_append_kv_args& a) { return ff_append_kv(&a, nullptr); },
+      g_launches, true, passed, failed);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

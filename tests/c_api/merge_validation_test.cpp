@@ -13,6 +13,7 @@
 #include "../../csrc/kernels/dispatch.h"
 #include "../../csrc/kernels/merge_states.h"
 #include "case_runner.h"
+#include "extremes.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
@@ -58,6 +59,28 @@ ff_status merge(std::function<void(ff_merge_args&)> edit) {
   ff_merge_args a = valid();
   edit(a);
   return ff_merge_states(&a, nullptr);
+}
+
+std::vector<Field<ff_merge_args>> merge_fields() {  // for sweep_extremes (extremes.h)
+  using A = ff_merge_args;
+  return {FF_TENSOR_FIELDS(A, parts[0].out, at(0)),
+          FF_INT_FIELD(A, parts[0].dtype),
+          FF_POINTER_FIELD(A, parts[0].lse.data, lse_at(0)),
+          FF_INT64_FIELD(A, parts[0].lse.batch_stride),
+          FF_INT64_FIELD(A, parts[0].lse.head_stride),
+          FF_INT64_FIELD(A, parts[0].lse.row_stride),
+          FF_TENSOR_FIELDS(A, parts[1].out, at(0)),
+          FF_INT_FIELD(A, parts[1].dtype),
+          FF_POINTER_FIELD(A, parts[2].out.data, at(0)),
+          FF_INT_FIELD(A, num_parts),
+          FF_TENSOR_FIELDS(A, out, at(0)),
+          FF_INT_FIELD(A, out_dtype),
+          FF_POINTER_FIELD(A, out_lse.data, lse_at(0)),
+          FF_INT64_FIELD(A, out_lse.row_stride),
+          FF_INT_FIELD(A, batch_size),
+          FF_INT_FIELD(A, seqlen),
+          FF_INT_FIELD(A, num_heads),
+          FF_INT_FIELD(A, head_dim)};
 }
 
 }  // namespace
@@ -141,6 +164,9 @@ int main() {
       merge([](ff_merge_args& a) { a.batch_size = 0, a.out.data = nullptr; }) == FF_OK && g_launches == launches_before;
   std::printf("%s empty batch launches nothing\n", ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
+  sweep_extremes<ff_merge_args>(
+      "ff_merge_states", valid(), merge_fields(), [](const ff_merge_args& a) { return ff_merge_states(&a, nullptr); },
+      g_launches, true, passed, failed);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

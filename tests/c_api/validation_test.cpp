@@ -7,11 +7,13 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../../csrc/kernels/append_kv.h"
 #include "../../csrc/kernels/dispatch.h"
 #include "case_runner.h"
+#include "extremes.h"
 #include "forge_flash/flash_api.h"
 
 namespace forge_flash {
@@ -142,6 +144,107 @@ ff_status varlen(std::function<void(ff_varlen_fwd_args&)> edit) {
   edit(a);
   size_t bytes = 0;
   return ff_attn_varlen_fwd(&a, nullptr, &bytes, nullptr);
+}
+
+// The fields of the attention calls for sweep_extremes (extremes.h); the optional pointers
+// that are NULL in the valid calls point into the buffer's last kilobytes when set.
+#define FF_OPTION_FIELDS(Args)                                                                                   \
+  FF_INT_FIELD(Args, options.has_window), FF_INT_FIELD(Args, options.window_left),                               \
+      FF_INT_FIELD(Args, options.window_right), FF_FLOAT_FIELD(Args, options.softcap),                           \
+      FF_POINTER_FIELD(Args, options.alibi_slopes, at(63488)), FF_INT64_FIELD(Args, options.alibi_batch_stride), \
+      FF_POINTER_FIELD(Args, options.sinks, at(63744)), FF_POINTER_FIELD(Args, options.block_table, at(64000)),  \
+      FF_INT64_FIELD(Args, options.block_table_stride), FF_INT_FIELD(Args, options.max_blocks),                  \
+      FF_INT_FIELD(Args, options.page_size), FF_INT_FIELD(Args, options.num_blocks),                             \
+      FF_POINTER_FIELD(Args, options.kv_batch_idx, at(64256)), FF_INT_FIELD(Args, options.kv_batch_rows),        \
+      FF_POINTER_FIELD(Args, options.k_start, at(64512)), FF_INT_FIELD(Args, options.programmatic_launch),       \
+      FF_INT_FIELD(Args, options.num_splits)
+std::vector<Field<ff_fwd_args>> fwd_fields() {
+  using A = ff_fwd_args;
+  return {FF_TENSOR_FIELDS(A, q, at(0)),
+          FF_TENSOR_FIELDS(A, k, at(0)),
+          FF_TENSOR_FIELDS(A, v, at(0)),
+          FF_TENSOR_FIELDS(A, out, at(0)),
+          FF_POINTER_FIELD(A, softmax_lse, at(62464)),
+          FF_POINTER_FIELD(A, seqused_k, at(62976)),
+          FF_INT_FIELD(A, batch_size),
+          FF_INT_FIELD(A, seqlen_q),
+          FF_INT_FIELD(A, seqlen_k),
+          FF_INT_FIELD(A, num_heads),
+          FF_INT_FIELD(A, num_heads_k),
+          FF_INT_FIELD(A, head_dim),
+          FF_FLOAT_FIELD(A, softmax_scale),
+          FF_INT_FIELD(A, is_causal),
+          FF_INT_FIELD(A, dtype),
+          FF_OPTION_FIELDS(A)};
+}
+std::vector<Field<ff_varlen_fwd_args>> varlen_fields() {
+  using A = ff_varlen_fwd_args;
+  return {FF_TENSOR_FIELDS(A, q, at(0)),
+          FF_TENSOR_FIELDS(A, k, at(0)),
+          FF_TENSOR_FIELDS(A, v, at(0)),
+          FF_TENSOR_FIELDS(A, out, at(0)),
+          FF_POINTER_FIELD(A, softmax_lse, at(62464)),
+          FF_POINTER_FIELD(A, cu_seqlens_q, at(0)),
+          FF_POINTER_FIELD(A, cu_seqlens_k, at(0)),
+          FF_POINTER_FIELD(A, seqused_k, at(62976)),
+          FF_INT_FIELD(A, batch_size),
+          FF_INT_FIELD(A, max_seqlen_q),
+          FF_INT_FIELD(A, max_seqlen_k),
+          FF_INT_FIELD(A, total_q),
+          FF_INT_FIELD(A, total_k),
+          FF_INT_FIELD(A, num_heads),
+          FF_INT_FIELD(A, num_heads_k),
+          FF_INT_FIELD(A, head_dim),
+          FF_FLOAT_FIELD(A, softmax_scale),
+          FF_INT_FIELD(A, is_causal),
+          FF_INT_FIELD(A, dtype),
+          FF_OPTION_FIELDS(A)};
+}
+// A fused decode step: the attention's and the append's arguments together.
+struct FusedStep {
+  ff_fwd_args a;
+  ff_append_kv_args b;
+};
+std::vector<Field<FusedStep>> fused_fields() {
+  using F = FusedStep;
+  return {FF_TENSOR_FIELDS(F, a.q, at(0)),
+          FF_TENSOR_FIELDS(F, a.k, at(0)),
+          FF_POINTER_FIELD(F, a.seqused_k, at(0)),
+          FF_INT_FIELD(F, a.batch_size),
+          FF_INT_FIELD(F, a.seqlen_q),
+          FF_INT_FIELD(F, a.seqlen_k),
+          FF_INT_FIELD(F, a.num_heads),
+          FF_INT_FIELD(F, a.num_heads_k),
+          FF_INT_FIELD(F, a.head_dim),
+          FF_INT_FIELD(F, a.options.page_size),
+          FF_POINTER_FIELD(F, a.options.block_table, at(64000)),
+          FF_TENSOR_FIELDS(F, b.k, at(0)),
+          FF_TENSOR_FIELDS(F, b.v, at(0)),
+          FF_TENSOR_FIELDS(F, b.k_cache, at(0)),
+          FF_TENSOR_FIELDS(F, b.q, at(0)),
+          FF_TENSOR_FIELDS(F, b.q_out, at(0)),
+          FF_POINTER_FIELD(F, b.cache_seqlens, at(0)),
+          FF_POINTER_FIELD(F, b.seqlens_out, at(62976)),
+          FF_POINTER_FIELD(F, b.cache_batch_idx, at(64256)),
+          FF_POINTER_FIELD(F, b.block_table, at(64000)),
+          FF_INT64_FIELD(F, b.block_table_stride),
+          FF_INT_FIELD(F, b.max_blocks),
+          FF_INT_FIELD(F, b.cache_batch),
+          FF_INT_FIELD(F, b.cache_seqlen),
+          FF_POINTER_FIELD(F, b.rotary_cos.data, at(47104)),
+          FF_INT64_FIELD(F, b.rotary_cos.row_stride),
+          FF_INT_FIELD(F, b.rotary_dtype),
+          FF_INT_FIELD(F, b.rotary_dim),
+          FF_INT_FIELD(F, b.seqlen_ro),
+          FF_INT_FIELD(F, b.rotary_interleaved),
+          FF_INT_FIELD(F, b.query_per_token),
+          FF_INT_FIELD(F, b.batch_size),
+          FF_INT_FIELD(F, b.seqlen_new),
+          FF_INT_FIELD(F, b.seqlen_q),
+          FF_INT_FIELD(F, b.num_heads),
+          FF_INT_FIELD(F, b.num_heads_k),
+          FF_INT_FIELD(F, b.head_dim),
+          FF_INT_FIELD(F, b.dtype)};
 }
 
 }  // namespace
@@ -447,6 +550,41 @@ int main() {
   std::printf("%s the append CTAs a step launches, and when they push a one-wave decode grid into a second\n",
               ok ? "PASS" : "FAIL");
   ok ? ++passed : ++failed;
+
+  // Extreme values through every field (extremes.h), with the stubs as for the valid calls.
+  forge_flash::g_workspace_needed = 0, forge_flash::g_decode = true, forge_flash::g_pushes_wave = false;
+
+  // A window edge as wide as the keys (left) or the queries (right) masks nothing: the kernels
+  // get no window (-1), so no edge near INT_MAX enters their int sums of positions and edges.
+  const auto window_of = [&](int left, int right, int causal) {
+    ff_fwd_args w = valid_fwd();  // 64 queries over 32 keys
+    w.options.has_window = 1, w.options.window_left = left, w.options.window_right = right, w.is_causal = causal;
+    size_t none = 0;
+    const bool done = ff_attn_fwd(&w, nullptr, &none, nullptr) == FF_OK;
+    const forge_flash::FwdParams& got = forge_flash::g_last_fwd;
+    return done ? std::make_pair(got.window_left, got.window_right) : std::make_pair(-2, -2);
+  };
+  ok = window_of(INT32_MAX, INT32_MAX, 0) == std::make_pair(-1, -1) && !forge_flash::g_last_fwd.features;
+  ok = ok && window_of(INT32_MAX, 5, 1) == std::make_pair(-1, 0) && !forge_flash::g_last_fwd.features;
+  ok = ok && window_of(32, 64, 0) == std::make_pair(-1, -1) && window_of(31, 63, 0) == std::make_pair(31, 63) &&
+       window_of(7, INT32_MAX, 1) == std::make_pair(7, 0);
+  std::printf("%s window edges past the keys or queries are no edges\n", ok ? "PASS" : "FAIL");
+  ok ? ++passed : ++failed;
+  size_t workspace = 0;
+  sweep_extremes<ff_fwd_args>(
+      "ff_attn_fwd", valid_fwd(), fwd_fields(),
+      [&](const ff_fwd_args& a) { return ff_attn_fwd(&a, nullptr, &workspace, nullptr); }, g_launches, true, passed,
+      failed);
+  sweep_extremes<ff_varlen_fwd_args>(
+      "ff_attn_varlen_fwd", valid_varlen(), varlen_fields(),
+      [&](const ff_varlen_fwd_args& a) { return ff_attn_varlen_fwd(&a, nullptr, &workspace, nullptr); }, g_launches,
+      true, passed, failed);
+  FusedStep fused_step{decode_fwd(), {}};
+  fused_step.b = append_for(fused_step.a);
+  sweep_extremes<FusedStep>(
+      "ff_attn_fwd_append", fused_step, fused_fields(),
+      [&](const FusedStep& f) { return ff_attn_fwd_append(&f.a, &f.b, nullptr, &workspace, nullptr); }, g_launches,
+      true, passed, failed);
 
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

@@ -51,7 +51,11 @@ typedef enum {
   FF_WORKSPACE_REQUIRED = 4,      // nothing launched: *workspace_bytes now says how much is needed
 } ff_status;
 
-typedef enum { FF_DTYPE_FLOAT16 = 0, FF_DTYPE_BFLOAT16 = 1 } ff_dtype;
+// The dtype enums hold one enumerator that is not a dtype, INT32_MIN: with it every int32 is
+// a value the enum may hold, so a bad code from a C caller (or a binding's cast) reaches the
+// API's check, which refuses it, where otherwise reading it in C++ would be undefined
+// behaviour (an enum without it holds only the values its enumerators' bits span).
+typedef enum { FF_DTYPE_FLOAT16 = 0, FF_DTYPE_BFLOAT16 = 1, FF_DTYPE_ANY_INT32_ = INT32_MIN } ff_dtype;
 
 // A 4-D (batch, seqlen, heads, head_dim) view; for varlen tensors batch_stride is ignored.
 typedef struct {
@@ -143,7 +147,12 @@ const char* ff_last_error(void);
 // allocates or synchronises, so it can be captured in a CUDA graph.
 #define FF_MERGE_MAX_PARTS 16
 
-typedef enum { FF_MERGE_FLOAT16 = 0, FF_MERGE_BFLOAT16 = 1, FF_MERGE_FLOAT32 = 2 } ff_merge_dtype;
+typedef enum {
+  FF_MERGE_FLOAT16 = 0,
+  FF_MERGE_BFLOAT16 = 1,
+  FF_MERGE_FLOAT32 = 2,
+  FF_MERGE_ANY_INT32_ = INT32_MIN,  // not a dtype: see ff_dtype
+} ff_merge_dtype;
 
 // A float32 (batch, num_heads, seqlen) view, strides in elements.
 typedef struct {
