@@ -8,6 +8,7 @@ import torch
 import forge_flash as ff
 from forge_flash.backends import naive
 
+from helpers.fake_plugin import CpuCudaBackend, FakeBinding
 from helpers.reference import reference_attention, reference_varlen
 from helpers.tolerance import assert_close_to_reference, assert_lse_close
 
@@ -88,11 +89,20 @@ def test_batched_decode_matches_reference(heads, heads_k, dtype):
     assert torch.equal(plain[0], torch.zeros_like(plain[0]))
 
 
-def test_batched_decode_ignores_cache_entries_past_the_length():
+@pytest.mark.parametrize("backend", ["naive", "adapter"])
+def test_batched_decode_ignores_cache_entries_past_the_length(
+    backend, monkeypatch, fresh_discovery
+):
+    # The adapter: the CUDA adapter over the fake binding, whose float64 reference (like the
+    # kernels, which never load those rows) treats rows past a length as no keys.
+    dtype = torch.float32
+    if backend == "adapter":
+        monkeypatch.setattr("forge_flash.discovery._active", CpuCudaBackend(FakeBinding()))
+        dtype = torch.float16
     gen = torch.Generator().manual_seed(3)
-    q = torch.randn(2, 4, 32, generator=gen)
-    k_cache = torch.randn(2, 10, 2, 32, generator=gen)
-    v_cache = torch.randn(2, 10, 2, 32, generator=gen)
+    q = torch.randn(2, 4, 32, generator=gen).to(dtype)
+    k_cache = torch.randn(2, 10, 2, 32, generator=gen).to(dtype)
+    v_cache = torch.randn(2, 10, 2, 32, generator=gen).to(dtype)
     seqlens = torch.tensor([6, 3], dtype=torch.int32)
     before = ff.batched_decode_attention(q, k_cache, v_cache, seqlens)
     k_cache[0, 6:] = 1e4

@@ -102,6 +102,12 @@ def reference_attention(
     # without copying K/V once per query head (that copy was half of a long cache's reference).
     q64 = q.double().reshape(batch, seqlen_q, heads_k, group, head_dim)
     k64, v64 = k.double(), v.double()
+    if key_lengths is not None:
+        # Rows past a sequence's keys are no keys: whatever they hold (an unwritten cache slot
+        # may hold NaN) must not reach the product with the probabilities as 0 * NaN.
+        v64 = v64.clone()
+        for b, length in enumerate(key_lengths):
+            v64[b, max(length, 0) :] = 0
     scores = torch.einsum("bqkgd,bskd->bkgqs", q64, k64).reshape(batch, heads, seqlen_q, seqlen_k)
     scores = scores * scale
     if softcap > 0:
