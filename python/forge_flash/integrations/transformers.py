@@ -98,7 +98,7 @@ def forge_flash_mask(
     if mask_function is not causal_mask_function:
         window = _sliding_window(
             mask_function, kwargs.get("local_size"), batch_size, _int(q_offset), q_length,
-            kv_offset, end, device,
+            kv_offset, end,
         )  # fmt: skip
     if attention_mask is None:
         if end == kv_length and window is None:
@@ -135,13 +135,15 @@ def _sliding_window(
     q_length: int,
     kv_offset: int,
     end: int,
-    device: Any,
 ) -> int:
     """The window of a sliding-window causal mask function: ``local_size``, once the function
     is seen to give exactly key <= query and key > query - local_size on up to _CHECKED_ROWS
     query rows (the first, the last and rows evenly between) against every key, for every
     sequence. Anything else (no local_size, a chunked or bidirectional mask, packed
-    sequences, an extra mask function) raises ValueError."""
+    sequences, an extra mask function) raises ValueError. Evaluated on CPU index tensors, so
+    a GPU model's step waits for nothing (a mask function that needs device tensors, such as
+    packed sequences' lookup, fails there and is refused too)."""
+    device = "cpu"
     refusal = ValueError(
         "attn_implementation='forge_flash' honours causal attention, with a sliding window "
         "or not, and a padding mask; this model asked for another mask "
