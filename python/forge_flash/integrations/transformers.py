@@ -1,4 +1,4 @@
-"""Hugging Face transformers: ``attn_implementation="forge_flash"`` for Llama-family models.
+"""Hugging Face transformers: ``attn_implementation="forge_flash"`` for causal decoder models.
 
     import forge_flash.integrations.transformers as ff_hf
     ff_hf.register()
