@@ -220,6 +220,36 @@ def test_gemma2_sliding_window_and_softcap_match_eager():
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
 
 
+def _qwen2():
+    return transformers.Qwen2Config(
+        vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+        sliding_window=4, max_window_layers=0, initializer_range=0.1,
+    )  # fmt: skip
+
+
+def _gemma3():
+    return transformers.Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, sliding_window=4,
+        query_pre_attn_scalar=32, initializer_range=0.1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config,model",
+    [(_qwen2, "Qwen2ForCausalLM"), (_gemma3, "Gemma3ForCausalLM")],
+    ids=["qwen2", "gemma3"],
+)
+def test_other_sliding_window_families_match_sdpa(config, model):
+    sdpa, ours = _pair(config(), model=getattr(transformers, model))
+    assert all(t == "sliding_attention" for t in ours.config.layer_types)
+    ids, mask = _left_padded()
+    expected = _forced_logits(sdpa, ids, mask, steps=5)
+    got = _forced_logits(ours, ids, mask, steps=5)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+
+
 def test_a_sliding_window_after_right_padding_matches_sdpa():
     # Right padding, then decoding: transformers' sliding-window cache keeps only the window's
     # columns, so the keys a new token's mask holds are the window's, padding inside them.
