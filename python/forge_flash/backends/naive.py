@@ -209,15 +209,6 @@ def _sdpa_fwd(
             out_groups[:, r0:r1, :, g].copy_(block.transpose(1, 2))
 
 
-#: Per float dtype: the integer type of its bits, the mask of all bits but the sign, and the
-#: bits of inf (a NaN's magnitude bits lie above inf's).
-_FLOAT_BITS = {
-    torch.float16: (torch.int16, 0x7FFF, 0x7C00),
-    torch.bfloat16: (torch.int16, 0x7FFF, 0x7F80),
-    torch.float32: (torch.int32, 0x7FFFFFFF, 0x7F800000),
-}
-
-
 def _sdpa_answer_in_doubt(q: torch.Tensor, k: torch.Tensor, out: torch.Tensor) -> bool:
     """Whether SDPA's fused CPU kernel may have answered some rows of ``out`` wrongly, which
     only a NaN or inf in q or k can cause (its running max skips NaN scores): a row whose every
