@@ -158,47 +158,27 @@ ff_status varlen(std::function<void(ff_varlen_fwd_args&)> edit) {
       FF_POINTER_FIELD(Args, options.kv_batch_idx, at(64256)), FF_INT_FIELD(Args, options.kv_batch_rows),        \
       FF_POINTER_FIELD(Args, options.k_start, at(64512)), FF_INT_FIELD(Args, options.programmatic_launch),       \
       FF_INT_FIELD(Args, options.num_splits)
+// The fields both attention calls have (their tensors, heads, scale, mask and dtype).
+#define FF_ATTENTION_FIELDS(Args)                                                                                   \
+  FF_TENSOR_FIELDS(Args, q, at(0)), FF_TENSOR_FIELDS(Args, k, at(0)), FF_TENSOR_FIELDS(Args, v, at(0)),             \
+      FF_TENSOR_FIELDS(Args, out, at(0)), FF_POINTER_FIELD(Args, softmax_lse, at(62464)),                           \
+      FF_POINTER_FIELD(Args, seqused_k, at(62976)), FF_INT_FIELD(Args, num_heads), FF_INT_FIELD(Args, num_heads_k), \
+      FF_INT_FIELD(Args, head_dim), FF_FLOAT_FIELD(Args, softmax_scale), FF_INT_FIELD(Args, is_causal),             \
+      FF_INT_FIELD(Args, dtype), FF_OPTION_FIELDS(Args)
 std::vector<Field<ff_fwd_args>> fwd_fields() {
   using A = ff_fwd_args;
-  return {FF_TENSOR_FIELDS(A, q, at(0)),
-          FF_TENSOR_FIELDS(A, k, at(0)),
-          FF_TENSOR_FIELDS(A, v, at(0)),
-          FF_TENSOR_FIELDS(A, out, at(0)),
-          FF_POINTER_FIELD(A, softmax_lse, at(62464)),
-          FF_POINTER_FIELD(A, seqused_k, at(62976)),
-          FF_INT_FIELD(A, batch_size),
-          FF_INT_FIELD(A, seqlen_q),
-          FF_INT_FIELD(A, seqlen_k),
-          FF_INT_FIELD(A, num_heads),
-          FF_INT_FIELD(A, num_heads_k),
-          FF_INT_FIELD(A, head_dim),
-          FF_FLOAT_FIELD(A, softmax_scale),
-          FF_INT_FIELD(A, is_causal),
-          FF_INT_FIELD(A, dtype),
-          FF_OPTION_FIELDS(A)};
+  return {FF_ATTENTION_FIELDS(A), FF_INT_FIELD(A, batch_size), FF_INT_FIELD(A, seqlen_q), FF_INT_FIELD(A, seqlen_k)};
 }
 std::vector<Field<ff_varlen_fwd_args>> varlen_fields() {
   using A = ff_varlen_fwd_args;
-  return {FF_TENSOR_FIELDS(A, q, at(0)),
-          FF_TENSOR_FIELDS(A, k, at(0)),
-          FF_TENSOR_FIELDS(A, v, at(0)),
-          FF_TENSOR_FIELDS(A, out, at(0)),
-          FF_POINTER_FIELD(A, softmax_lse, at(62464)),
+  return {FF_ATTENTION_FIELDS(A),
           FF_POINTER_FIELD(A, cu_seqlens_q, at(0)),
           FF_POINTER_FIELD(A, cu_seqlens_k, at(0)),
-          FF_POINTER_FIELD(A, seqused_k, at(62976)),
           FF_INT_FIELD(A, batch_size),
           FF_INT_FIELD(A, max_seqlen_q),
           FF_INT_FIELD(A, max_seqlen_k),
           FF_INT_FIELD(A, total_q),
-          FF_INT_FIELD(A, total_k),
-          FF_INT_FIELD(A, num_heads),
-          FF_INT_FIELD(A, num_heads_k),
-          FF_INT_FIELD(A, head_dim),
-          FF_FLOAT_FIELD(A, softmax_scale),
-          FF_INT_FIELD(A, is_causal),
-          FF_INT_FIELD(A, dtype),
-          FF_OPTION_FIELDS(A)};
+          FF_INT_FIELD(A, total_k)};
 }
 // A fused decode step: the attention's and the append's arguments together.
 struct FusedStep {
