@@ -238,14 +238,11 @@ def _padded_attention(
     zero = torch.zeros(1, dtype=torch.int32, device=q.device)
     cu_q = torch.cat((zero, q_lens.cumsum(0, dtype=torch.int32)))
     cu_k = torch.cat((zero, k_lens.cumsum(0, dtype=torch.int32)))
-    columns = torch.arange(used, device=keys.device)
-    first = torch.where(keys, columns, used).amin(1)
-    last = torch.where(keys, columns, -1).amax(1)
-    gaps = ((last - first + 1 != k_lens) & (k_lens > 0)).any()
-    max_q, max_k, gapped = (
-        int(n) for n in torch.stack((q_lens.max(), k_lens.max(), gaps)).tolist()
-    )
-    if gapped and "window_size" in options:
+    sizes = [q_lens.max(), k_lens.max()]
+    if "window_size" in options:  # whether some sequence's real tokens are split (same read-back)
+        sizes.append(_split_runs(keys, k_lens))
+    max_q, max_k, *split = (int(n) for n in torch.stack(sizes).tolist())
+    if any(split):
         raise ValueError(
             "attn_implementation='forge_flash' takes a sliding window with padding only "
             "before or after each sequence's tokens, not between them (right padding, then "
@@ -261,6 +258,14 @@ def _padded_attention(
     out = q.new_zeros(batch * q_len, heads, head_dim)
     out.index_copy_(0, q_index, packed)
     return out.view(batch, q_len, heads, head_dim)
+
+
+def _split_runs(keys: torch.Tensor, k_lens: torch.Tensor) -> torch.Tensor:
+    """int32 1 where some row of ``keys`` holds its real tokens in more than one run, else 0."""
+    columns = torch.arange(keys.shape[1], device=keys.device)
+    first = torch.where(keys, columns, keys.shape[1]).amin(1)
+    last = torch.where(keys, columns, -1).amax(1)
+    return ((last - first + 1 != k_lens) & (k_lens > 0)).any().to(torch.int32)
 
 
 def _mark_preloaded() -> None:
