@@ -25,6 +25,7 @@ pages, pages of 7, the fused append).
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -56,6 +57,16 @@ def paged_and_appended_steps(batch: int, keys: int) -> None:
     )  # fmt: skip
 
 
+_START = time.monotonic()
+
+
+def step(name: str) -> None:
+    """Waits for the calls so far, then says which come next: under a sanitizer a call that
+    never ends (a kernel that hangs) shows as the last step printed."""
+    torch.cuda.synchronize()
+    print(f"sanitize matrix: {time.monotonic() - _START:7.1f} s, {name}", flush=True)
+
+
 def main() -> None:
     assert forge_flash.active_backend().name == "cuda"
     fwd_cases = [  # b, sq, sk, h, hk, d, causal
@@ -78,14 +89,17 @@ def main() -> None:
         (1, 20, 200, 4, 4, 256, True),
     ]
     for b, sq, sk, h, hk, d, causal in fwd_cases:
+        step(f"prefill/decode b={b} sq={sq} sk={sk} h={h}/{hk} d={d} causal={causal}")
         q, k, v = rand(b, sq, h, d), rand(b, sk, hk, d), rand(b, sk, hk, d)
         forge_flash.flash_attn_fwd(q, k, v, causal=causal, return_lse=True)
+    step("strided views of one projection")
     qkv = rand(2, 100, (8 + 2 * 2) * 64, dtype=torch.float16)  # strided views of one projection
     q = qkv[..., :512].view(2, 100, 8, 64)
     k = qkv[..., 512:640].view(2, 100, 2, 64)
     v = qkv[..., 640:].view(2, 100, 2, 64)
     forge_flash.flash_attn_fwd(q, k, v, causal=True)
 
+    step("varlen, queries shorter than keys")
     lens_q, lens_k = [5, 0, 130], [300, 17, 130]
     cu_q, cu_k = (
         torch.tensor([0, *torch.tensor(x).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
@@ -104,18 +118,21 @@ def main() -> None:
         (64, False, [300, 0, 129, 1000, 77]),
         (128, True, [300, 0, 129, 1000, 77]),
     ):
+        step(f"varlen d={d} causal={causal} lengths={lens}")
         cu = torch.tensor(
             [0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
         )
         q, k, v = (rand(sum(lens), 2, d) for _ in range(3))
         forge_flash.flash_attn_varlen_fwd(q, k, v, cu, cu, max(lens), max(lens), causal=causal)
 
+    step("batched decode over a contiguous cache")
     cache_k, cache_v = rand(4, 1000, 2, 128), rand(4, 1000, 2, 128)
     lens = torch.tensor([1000, 1, 0, 517], dtype=torch.int32, device="cuda")
     forge_flash.batched_decode_attention(rand(4, 8, 128), cache_k, cache_v, lens, return_lse=True)
 
     # The variant kernels: window + softcap, ALiBi, sinks (split-KV: the merges add them), any
     # scale, on the Hopper, SM80 and decode kernels; the new Hopper head dims.
+    step("variants: window + softcap, ALiBi, sinks")
     f32 = {"device": "cuda", "dtype": torch.float32}
     for b, sq, sk, h, hk, d, causal in [
         (2, 300, 300, 8, 2, 128, True),
@@ -136,16 +153,19 @@ def main() -> None:
         q, k, v = rand(1, 1100, 4, d), rand(1, 1100, 4, d), rand(1, 1100, 4, d)
         forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(100, 0))
         forge_flash.flash_attn_fwd(q, k, v, causal=True, softcap=30.0)  # bounded logits (bf16)
+    step("windows and sinks over dense K/V")
     # Windows and sinks over dense K/V (TMA-only BandSinks instance, the plain instance's tiles).
     for d in (64, 128):
         q, k, v = rand(2, 1300, 4, d), rand(2, 1300, 2, d), rand(2, 1300, 2, d)
         forge_flash.flash_attn_fwd(q, k, v, window_size=(300, 40), sinks=torch.randn(4, **f32))
         forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(500, 0))
+    step("ALiBi alone over dense K/V")
     # ALiBi alone over dense K/V (TMA-only AlibiOnly instance).
     for d in (64, 96, 128, 192):
         q, k, v = rand(2, 1300, 4, d), rand(2, 1300, 2, d), rand(2, 1300, 2, d)
         forge_flash.flash_attn_fwd(q, k, v, alibi_slopes=torch.rand(4, **f32))
         forge_flash.flash_attn_fwd(q, k, v, causal=True, alibi_slopes=torch.rand(2, 4, **f32))
+    step("paged K/V")
     # Paged K/V (page 16 and an odd 7), decode and chunked prefill, and a cache batch index.
     for page in (16, 7):
         blocks = -(-1000 // page)
@@ -164,6 +184,7 @@ def main() -> None:
         rand(4, 3, 8, 128), cache_k, cache_v, lens, cache_batch_idx=index, causal=True,
         cache_leftpad=torch.tensor([0, 0, 0, 100], dtype=torch.int32, device="cuda"),
     )  # fmt: skip
+    step("decode steps with the K/V append")
     # Decode steps of 2 tokens (8 rows per KV head): over pages of 16 the append kernel, then
     # the whole-page decode instance loading cached keys before it waits; over pages of 7 the
     # append inside the decode kernel. 8 tokens take the K/V append kernel (then the attention
@@ -182,6 +203,7 @@ def main() -> None:
             rotary_cos=cos, rotary_sin=sin, cache_seqlens=grown, block_table=table,
             causal=True, rotary_interleaved=interleaved,
         )  # fmt: skip
+    step("rotary over a contiguous cache")
     # Rotary over a contiguous cache (here with cache rows): the C API's two launches, the
     # decode kernel waiting for the append kernel first (IndexedKV loads nothing early).
     forge_flash.flash_attn_with_kvcache(
@@ -197,6 +219,7 @@ def main() -> None:
         torch.tensor([0, 4, 13], dtype=torch.int32, device="cuda"), new, cache_batch_idx=None,
         block_table=table,
     )  # fmt: skip
+    step("Hopper decode grids of 3-warp CTAs")
     # Hopper decode grids of one wave of 3-warp CTAs (DecodeFullGridConfig: 4 per SM at
     # head_dim 128, 5 at 64; 2 KV heads, a CTA each): dense, whole pages of 16, pages of 7
     # (IndexedKV), the fused append. Ragged lengths, some empty.
@@ -205,6 +228,7 @@ def main() -> None:
         b = per_sm * sms // 2
         forge_flash.flash_attn_fwd(rand(b, 1, 8, d), rand(b, 300, 2, d), rand(b, 300, 2, d))
     paged_and_appended_steps(4 * sms // 2, 300)
+    step("Hopper decode grids of 8-warp CTAs")
     # Hopper decode grids of 8-warp CTAs (DecodeWideConfig): one per SM at head_dim 128 (more
     # CTAs than half the SMs, no split), a small split grid at head_dim 64 (two per SM); dense,
     # whole pages of 16, pages of 7 (IndexedKV), the fused append. Ragged lengths over several
@@ -215,12 +239,14 @@ def main() -> None:
             rand(batch, 1, 8, d), rand(batch, 900, 2, d), rand(batch, 900, 2, d)
         )
     paged_and_appended_steps(b, 900)
+    step("Hopper decode grids past one wave")
     # Hopper decode grids just past one wave of 8-warp CTAs at head_dim 128 (a short wave of
     # 4-warp ones) over 4096 keys or more: 3-warp CTAs split to fill a wave, merged in clusters
     # of 3; dense, whole pages of 16, pages of 7, the fused append.
     b = (sms + 4) // 2
     forge_flash.flash_attn_fwd(rand(b, 1, 8, 128), rand(b, 4200, 2, 128), rand(b, 4200, 2, 128))
     paged_and_appended_steps(b, 4200)
+    step("pages of one key")
     # Pages of one key at two sequences: 8-warp CTAs, the splits merged in clusters or by the
     # combine kernel (head_dim 128).
     lengths = torch.tensor([5000, 4093], dtype=torch.int32, device="cuda")
@@ -229,7 +255,7 @@ def main() -> None:
         rand(2, 8, 128), rand(2 * 5000, 1, 2, 128), rand(2 * 5000, 1, 2, 128), lengths,
         block_table=table,
     )  # fmt: skip
-    torch.cuda.synchronize()
+    step("done")
     print("sanitize matrix done")
 
 
