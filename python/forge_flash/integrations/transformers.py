@@ -143,7 +143,6 @@ def _sliding_window(
     sequences, an extra mask function) raises ValueError. Evaluated on CPU index tensors, so
     a GPU model's step waits for nothing (a mask function that needs device tensors, such as
     packed sequences' lookup, fails there and is refused too)."""
-    device = "cpu"
     refusal = ValueError(
         "attn_implementation='forge_flash' honours causal attention, with a sliding window "
         "or not, and a padding mask; this model asked for another mask "
@@ -153,17 +152,17 @@ def _sliding_window(
     )
     if isinstance(local_size, bool) or not isinstance(local_size, int) or local_size < 1:
         raise refusal
-    rows = torch.linspace(0, max(q_length - 1, 0), min(q_length, _CHECKED_ROWS), device=device)
+    rows = torch.linspace(0, max(q_length - 1, 0), min(q_length, _CHECKED_ROWS))
     q_idx = (q_offset + rows.round().long()).view(1, 1, -1, 1)
-    kv_idx = (kv_offset + torch.arange(end, device=device)).view(1, 1, 1, -1)
-    batch_idx = torch.arange(batch_size, device=device).view(-1, 1, 1, 1)
-    head_idx = torch.zeros(1, dtype=torch.long, device=device).view(1, 1, 1, 1)
+    kv_idx = (kv_offset + torch.arange(end)).view(1, 1, 1, -1)
+    batch_idx = torch.arange(batch_size).view(-1, 1, 1, 1)
+    head_idx = torch.zeros(1, 1, 1, 1, dtype=torch.long)
     try:
         got = mask_function(batch_idx, head_idx, q_idx, kv_idx)
     except Exception as error:  # a mask function that takes no tensors is no window we know
         raise refusal from error
     want = (kv_idx <= q_idx) & (kv_idx > q_idx - local_size)
-    if not isinstance(got, torch.Tensor) or not bool((got.to(device) == want).all()):
+    if not isinstance(got, torch.Tensor) or not bool((got.cpu() == want).all()):
         raise refusal
     return local_size
 
