@@ -7,7 +7,10 @@
 #          under compute-sanitizer memcheck, racecheck and synccheck (logs kept in $OUT).
 #          Arguments after the step replace the default pytest arguments, e.g.
 #          `tests -m "not slow" tests/gpu tests/integration` then `tests tests/gpu/test_tools.py`
-#          to split a long run over two device calls.
+#          to split a long run over two device calls. The default: `-n W tests/gpu
+#          tests/integration`, W pytest-xdist workers by the GPU's memory (one per 9 GiB, at
+#          most 16): `-n 16` on an 80 GB H100 ran out of device memory, in the suite and in
+#          the sanitizers' matrix beside it (2026-12-05, session 56); 16 fit the H200's 141 GB.
 #   bench  python -m forge_flash (main job), then the anchor benchmarks: prefill (bf16, or
 #          PREFILL_DTYPE; `bench --full --prefill`) and decode from CUDA graphs
 #          (`bench --full --decode --graph`). FA4 joins as a contender wherever
@@ -39,9 +42,19 @@ py=$venv/bin/python
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 cd /tmp && "$py" -m forge_flash info && cd "$repo" || exit 1
 export PYTHONUNBUFFERED=1
+# pytest-xdist workers for the GPU's memory: one per 9 GiB, 1-16.
+gpu_workers() {
+    local mib
+    mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    local workers=$((${mib:-0} / 9216))
+    [ "$workers" -ge 1 ] || workers=1
+    [ "$workers" -le 16 ] || workers=16
+    echo "$workers"
+}
 run_tests() {
     local args=("$@")
-    [ ${#args[@]} -gt 0 ] || args=(tests/gpu tests/integration)
+    [ ${#args[@]} -gt 0 ] || args=(-n "$(gpu_workers)" tests/gpu tests/integration)
+    echo "pytest ${args[*]}"
     FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs "${args[@]}" 2>&1 |
         tee "$out/gpu-tests.log" | tail -25
     grep -h "SUMMARY" "$out"/sanitizer-*.log 2>/dev/null
