@@ -55,8 +55,8 @@ run_tests() {
     local args=("$@")
     [ ${#args[@]} -gt 0 ] || args=(-n "$(gpu_workers)" tests/gpu tests/integration)
     echo "pytest ${args[*]}"
-    FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs "${args[@]}" 2>&1 |
-        tee "$out/gpu-tests.log" | tail -25
+    FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs --durations=15 "${args[@]}" 2>&1 |
+        tee "$out/gpu-tests.log" | tail -45
     grep -h "SUMMARY" "$out"/sanitizer-*.log 2>/dev/null
 }
 run_bench() {
