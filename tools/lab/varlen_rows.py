@@ -26,8 +26,11 @@ A GQA row is a dense call whose query heads share KV heads (Llama-3-8B's 32 over
 128; gpt-oss's 64 over 8 at 64) beside the same call with one KV head per query head (`mha`).
 
 Timing: tools/lab/prefill_rows_ab.py's best_ms (CUDA events around back-to-back calls over 4
-input copies, best of 3). The last column: the largest error of the varlen output's first
-sequence against float32 SDPA math (two heads), a guard against timing a wrong kernel.
+input copies, best of 3); with `--graph` the varlen rows' `ours` comes from graph_ms instead
+(the same calls replayed from a CUDA graph: the GPU's time, where a call of tens of
+microseconds would otherwise time the host too; the row's name ends in "graph"). The last
+column: the largest error of the varlen output's first sequence against float32 SDPA math (two
+heads), a guard against timing a wrong kernel.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import argparse
 import random
 
 import torch
-from prefill_rows_ab import best_ms  # tools/lab, beside this script
+from prefill_rows_ab import best_ms, graph_ms  # tools/lab, beside this script
 
 import forge_flash
 from forge_flash import validation
@@ -110,9 +113,16 @@ def format_row(
 
 
 def varlen_row(
-    tag: str, dtype_name: str, head_dim: int, causal: bool, high: int = 4096, draw: str = ""
+    tag: str,
+    dtype_name: str,
+    head_dim: int,
+    causal: bool,
+    high: int = 4096,
+    draw: str = "",
+    graph: bool = False,
 ) -> str:
-    """One varlen row: the default draw of lengths up to ``high``, or ``draw`` = SEED:TOKENS."""
+    """One varlen row: the default draw of lengths up to ``high``, or ``draw`` = SEED:TOKENS;
+    with ``graph``, `ours` timed from a CUDA graph (graph_ms: the GPU's time alone)."""
     dtype, heads = DTYPES[dtype_name], 2048 // head_dim
     if draw:
         seed, tokens = (int(x) for x in draw.split(":"))
@@ -131,7 +141,7 @@ def varlen_row(
     synced = useful / best_ms(ours_call, copies) / 1e9
     checks, validation._CHECK_DEVICE_VALUES = validation._CHECK_DEVICE_VALUES, False
     try:
-        ours = useful / best_ms(ours_call, copies) / 1e9
+        ours = useful / (graph_ms if graph else best_ms)(ours_call, copies) / 1e9
     finally:
         validation._CHECK_DEVICE_VALUES = checks
     padded = useful / dense_ms(count, longest, heads, heads, head_dim, dtype, causal) / 1e9
@@ -158,6 +168,8 @@ def varlen_row(
     shape = f"{dtype_name} d{head_dim:<3d} {kind} {count} seqs {min(lengths)}-{longest}"
     if draw:
         shape += f" draw {draw}"
+    if graph:
+        shape += " graph"
     return format_row(tag, "varlen", shape, ours, beside, ours / dense, err)
 
 
@@ -190,6 +202,11 @@ def main() -> None:
         action="store_true",
         help="only the draws within 1024 tokens (the persistent launch's)",
     )
+    parser.add_argument(
+        "--graph",
+        action="store_true",
+        help="time the varlen rows' `ours` from a CUDA graph: the GPU's time, not the host's",
+    )
     args = parser.parse_args()
     head_dims = [int(d) for d in args.head_dims.split(",")]
     draws = [(4096, "")] * (not args.short_only) + [(1024, "")]
@@ -198,7 +215,10 @@ def main() -> None:
         for high, draw in draws:
             for head_dim in head_dims:
                 for causal in (False, True):
-                    print(varlen_row(args.tag, dtype, head_dim, causal, high, draw), flush=True)
+                    print(
+                        varlen_row(args.tag, dtype, head_dim, causal, high, draw, args.graph),
+                        flush=True,
+                    )
         for head_dim, heads, heads_k in ((128, 32, 8), (64, 64, 8)):
             if head_dim not in head_dims:
                 continue
