@@ -33,7 +33,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import forge_flash
-from forge_flash.benchmark import DTYPES, Shape, prefill_shapes
+from forge_flash.benchmark import DTYPES, Shape, prefill_shapes, time_graph
 
 
 def best_ms(fn, inputs: list, iters: int = 30, rounds: int = 3) -> float:
@@ -52,34 +52,20 @@ def best_ms(fn, inputs: list, iters: int = 30, rounds: int = 3) -> float:
     return best
 
 
-def graph_ms(fn, inputs: list, iters: int = 30, rounds: int = 3) -> float:
-    """best_ms's calls captured once in a CUDA graph and timed as replays: the GPU's time alone.
-    A call of a few tens of microseconds takes about as long on the host (validation, planning,
-    the launch), so back-to-back eager calls time the host as much as the kernel, and two
-    builds' rounds of such calls differed by up to 65% (H100, 2026-12-05: varlen batches of 2k
-    tokens). The calls must not synchronise with the host (forge-flash: device-value checks off)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capture: plans, workspace sizes, JIT
-        for args in inputs[:2]:
-            fn(*args)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(iters):
-            fn(*inputs[i % len(inputs)])
-    graph.replay()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) / iters)
-    return best
+def graph_ms(fn, inputs: list, iters: int = 30) -> float:
+    """best_ms's calls replayed from one CUDA graph (forge_flash.benchmark.time_graph, `bench
+    --graph`'s timer: median of 20 replays): the GPU's time alone, without the host's part of
+    each call (validation, planning, the launches). Eager rounds of varlen calls of 2k tokens
+    (about 0.1 ms each) differed by up to 1.67x within one build (H100, 2026-12-05), for reasons
+    not known; replays tell whether the GPU's part differs. The calls must not synchronise with
+    the host (forge-flash: device-value checks off)."""
+    seconds = time_graph(
+        lambda i: fn(*inputs[i]),
+        torch.device("cuda"),
+        copies=len(inputs),
+        min_calls=iters,
+    )
+    return seconds * 1e3
 
 
 def row(tag: str, shape: Shape) -> str:

@@ -27,10 +27,10 @@ A GQA row is a dense call whose query heads share KV heads (Llama-3-8B's 32 over
 
 Timing: tools/lab/prefill_rows_ab.py's best_ms (CUDA events around back-to-back calls over 4
 input copies, best of 3); with `--graph` the varlen rows' `ours` comes from graph_ms instead
-(the same calls replayed from a CUDA graph: the GPU's time, where a call of tens of
-microseconds would otherwise time the host too; the row's name ends in "graph"). The last
-column: the largest error of the varlen output's first sequence against float32 SDPA math (two
-heads), a guard against timing a wrong kernel.
+(the same calls replayed from a CUDA graph: the GPU's time without the host's part of each
+call; the row's name ends in "graph"). The last column: the largest error of the varlen
+output's first sequence against float32 SDPA math (two heads), a guard against timing a wrong
+kernel.
 """
 
 from __future__ import annotations
