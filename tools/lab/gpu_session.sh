@@ -11,6 +11,7 @@
 #          tests/integration`, W pytest-xdist workers by the GPU's memory (one per 9 GiB, at
 #          most 16): `-n 16` on an 80 GB H100 ran out of device memory, in the suite and in
 #          the sanitizers' matrix beside it (2026-12-05, session 56); 16 fit the H200's 141 GB.
+#          With pytest-xdist 3.2 or later also `--dist=worksteal` (xdist_dealing says why).
 #   bench  python -m forge_flash (main job), then the anchor benchmarks: prefill (bf16, or
 #          PREFILL_DTYPE; `bench --full --prefill`) and decode from CUDA graphs
 #          (`bench --full --decode --graph`). FA4 joins as a contender wherever
@@ -51,9 +52,17 @@ gpu_workers() {
     [ "$workers" -le 16 ] || workers=16
     echo "$workers"
 }
+# Where pytest-xdist can (3.2 and later), idle workers take the tests still queued on busy
+# ones: the three sanitizer tests run 3-4 minutes on one worker, and with the default dealing
+# its queue of other tests waited behind them (H100, session 57: 1,819 of 1,826 tests done at
+# 290 s, the other workers idle).
+xdist_dealing() {
+    "$py" -c 'import sys, xdist; sys.exit(tuple(map(int, xdist.__version__.split(".")[:2])) < (3, 2))' \
+        2>/dev/null && echo "--dist=worksteal"
+}
 run_tests() {
     local args=("$@")
-    [ ${#args[@]} -gt 0 ] || args=(-n "$(gpu_workers)" tests/gpu tests/integration)
+    [ ${#args[@]} -gt 0 ] || args=(-n "$(gpu_workers)" $(xdist_dealing) tests/gpu tests/integration)
     echo "pytest ${args[*]}"
     FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs --durations=15 "${args[@]}" 2>&1 |
         tee "$out/gpu-tests.log" | tail -45
