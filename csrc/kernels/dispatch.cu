@@ -350,6 +350,22 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const int step_keys = plan->kernel.block_n * plan->kernel.kv_tiles_per_step;
   const int n_steps = (n_blocks + plan->kernel.kv_tiles_per_step - 1) / plan->kernel.kv_tiles_per_step;
   p.num_splits = grid_splits(ctas, n_steps, keys, facts, hopper_decode, one_wave);
+  // Hopper: single-pass prefill at head_dim 64, 96, 128, 192, 256 runs on the warp-specialised
+  // wgmma kernel, persistent when the keys a query block sees are few (and a persistent
+  // variant exists). A grid split for the SM80 kernel stays unsplit where the Hopper grid fills
+  // enough of the GPU (hopper_prefill_unsplit).
+  const bool short_kv =
+      kernels.sm90.persistent.kernel != nullptr && visible_keys(p, kernels.sm90.plain.block_m) <= kPersistentMaxKeys;
+  const KernelInfo& hopper = short_kv ? kernels.sm90.persistent : kernels.sm90.plain;
+  DeviceFacts hopper_facts{};
+  if (plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr && hopper_runs_head_dim(p.head_dim) &&
+      facts.cc_major == 9 && sm90_enabled() && (*cuda_error = device_facts(hopper, &hopper_facts)) != cudaSuccess)
+    return "device query failed";
+  const bool hopper_prefill = hopper_facts.sm90_code;  // queried above only where the Hopper kernel applies
+  const int64_t hopper_m_blocks = hopper_prefill ? (rows + hopper.block_m - 1) / hopper.block_m : 0;
+  const int64_t hopper_ctas = hopper_m_blocks * p.batch * heads;
+  if (hopper_prefill && p.num_splits > 1 && hopper_prefill_unsplit(hopper_ctas, hopper_facts.sm_count))
+    p.num_splits = 1;
   // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.
   if (p.requested_splits > 0) p.num_splits = whole_step_splits(p.requested_splits, n_steps);
   // Hopper decode: the splits of a tile merge inside their cluster (sm90/cluster_combine.cuh),
@@ -377,25 +393,13 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       p.cluster_combine = true;
     }
   }
-  // Hopper: single-pass prefill at head_dim 64, 96, 128, 192, 256 runs on the warp-specialised
-  // wgmma kernel, persistent when the keys a query block sees are few (and a persistent
-  // variant exists).
-  const bool short_kv =
-      kernels.sm90.persistent.kernel != nullptr && visible_keys(p, kernels.sm90.plain.block_m) <= kPersistentMaxKeys;
-  const KernelInfo& hopper = short_kv ? kernels.sm90.persistent : kernels.sm90.plain;
   int64_t grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
-  if (p.num_splits == 1 && plan->kernel.kernel == kernels.prefill.kernel && hopper.kernel != nullptr &&
-      hopper_runs_head_dim(p.head_dim) && facts.cc_major == 9 && sm90_enabled()) {
-    DeviceFacts hopper_facts{};
-    if ((*cuda_error = device_facts(hopper, &hopper_facts)) != cudaSuccess) return "device query failed";
-    const int64_t hopper_m_blocks = (rows + hopper.block_m - 1) / hopper.block_m;
-    if (hopper_facts.sm90_code && hopper_m_blocks * p.batch * heads <= INT_MAX) {
-      plan->kernel = hopper;
-      plan->num_m_blocks = static_cast<int>(hopper_m_blocks);
-      grid_x = hopper_m_blocks * p.batch * heads;
-      if (hopper.kernel == kernels.sm90.persistent.kernel)
-        grid_x = std::min<int64_t>(grid_x, static_cast<int64_t>(hopper_facts.sm_count) * hopper_facts.ctas_per_sm);
-    }
+  if (p.num_splits == 1 && hopper_prefill && hopper_ctas <= INT_MAX) {
+    plan->kernel = hopper;
+    plan->num_m_blocks = static_cast<int>(hopper_m_blocks);
+    grid_x = hopper_ctas;
+    if (hopper.kernel == kernels.sm90.persistent.kernel)
+      grid_x = std::min<int64_t>(grid_x, static_cast<int64_t>(hopper_facts.sm_count) * hopper_facts.ctas_per_sm);
   }
   // TMA: the tensor maps of the chosen Hopper kernel's boxes, where the call's layout lets
   // them encode. There the plain launch becomes the TMA-only instance (its own tiles and

@@ -149,6 +149,19 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
   return choose_num_splits(ctas, n_steps, d);
 }
 
+// A prefill grid that choose_num_splits would split for the SM80 kernel (whose grid counts 2-3
+// CTAs per SM, so a small call leaves most of a wave empty) runs unsplit on the Hopper kernel
+// where the Hopper grid (one CTA per SM) fills at least this share of the SMs: split, it would
+// stay on the SM80 kernel (plan_fwd takes the Hopper kernel for unsplit calls only) and pay the
+// combine kernel too. One sequence of 2k tokens over 8 heads of 128 is 128 Hopper CTAs on 132
+// SMs, which the SM80 kernel ran as 2 splits at 198 TFLOP/s and the Hopper kernel unsplit at
+// 503-544 (H200 and H100, docs/bench-history/2026-12-05.md, sessions 55-57). The bound itself:
+// measured below it and above it in docs/benchmarks.md (session 58).
+constexpr double kHopperUnsplitMinFill = 0.25;
+inline bool hopper_prefill_unsplit(int64_t hopper_ctas, int sm_count) {
+  return static_cast<double>(hopper_ctas) >= kHopperUnsplitMinFill * sm_count;
+}
+
 // The split count of a grid of `ctas` CTAs whose query blocks each see n_steps steps (keys
 // keys): Hopper decode grids by the rules above for their shape (one_wave: the 8-warp grids
 // and the 3-warp ones of takes_short_wave_split), every other grid by choose_num_splits.

@@ -3,7 +3,8 @@
 //   - what cta_work hands out: ceil(n_steps / splits) steps per split, none left empty;
 //   - each rule's bound: at most FF_MAX_SPLITS and one step a split; Hopper decode grids of
 //     fewer than two CTAs per SM split to at most two per SM, one-wave grids to at most one wave,
-//     a grid that fills 80% of a wave not at all;
+//     a grid that fills 80% of a wave not at all; a Hopper prefill grid that fills a quarter of
+//     the SMs stays unsplit (hopper_prefill_unsplit);
 //   - choose_num_splits keeps a wave efficiency within 85% of the best split count's;
 //   - the decisions the rules' comments record as measured on the H200 (132 SMs).
 // Prints the first failures and exits non-zero on any. Run by tests/c_api/test_split_plan.py.
@@ -110,6 +111,20 @@ int main() {
       ++failures;
     }
   }
+  // Hopper prefill grids (one CTA per SM, query blocks of 128 rows, 8 heads) left unsplit: from a
+  // quarter of the SMs on, one sequence of 2k tokens (128 CTAs) to 768 (48) but not 512 (32).
+  for (int sms : {66, 108, 132})
+    for (long ctas = 1; ctas <= 4L * sms; ++ctas)
+      if (hopper_prefill_unsplit(ctas, sms) != (4 * ctas >= sms)) fail("hopper_prefill_unsplit", ctas, sms, 0);
+  const struct {
+    long tokens;
+    bool unsplit;
+  } prefill_rows[] = {{2048, true}, {1024, true}, {768, true}, {512, false}};
+  for (const auto& r : prefill_rows)
+    if (hopper_prefill_unsplit((r.tokens / 128) * 8, 132) != r.unsplit) {
+      std::printf("FAIL one sequence of %ld tokens over 8 heads: unsplit %d\n", r.tokens, !r.unsplit);
+      ++failures;
+    }
   std::printf("%ld grids: %s\n", grids, failures ? "FAILED" : "all hold");
   return failures ? 1 : 0;
 }

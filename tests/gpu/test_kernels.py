@@ -213,6 +213,33 @@ def test_padded_head_dims_run_the_hopper_instance_above(head_dim, causal, dtype)
         assert len(names) == 1 and f"Sm90Config<{tiles}," in names[0], names
 
 
+# Small prefill grids: the SM80 kernel's grid (2-3 CTAs per SM) would split their keys, but on
+# Hopper a grid that fills a quarter of the SMs runs unsplit on the Hopper kernel
+# (split_plan.h, hopper_prefill_unsplit): one sequence over 8 heads, 1k-2k tokens (64-128
+# Hopper CTAs of 128 rows). 512 tokens (32 CTAs, under a quarter of 132 SMs) stays split on
+# the SM80 kernel. Which kernel ran, by torch's profiler and the split workspace; the output
+# against the float64 reference on every GPU.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "seqlen,head_dim,unsplit",
+    [(2048, 128, True), (2048, 64, True), (1024, 128, True), (512, 128, False)],
+)
+def test_small_prefill_grids_run_unsplit_on_hopper(seqlen, head_dim, unsplit, causal, dtype):
+    q, k, v = rand_qkv(1, seqlen, seqlen, 8, 8, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    names = _hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
+    assert not torch.isnan(out).any(), "every output element must be written"
+    props = torch.cuda.get_device_properties(0)
+    if (props.major, props.minor) != (9, 0) or props.multi_processor_count <= 128:
+        return  # the SM80 kernel (or a smaller Hopper part): the output check above is the test
+    workspace = workspace_bytes_needed(q, k, v, causal=causal)
+    if unsplit:
+        assert workspace == 0 and len(names) == 1, (workspace, names)
+    else:
+        assert workspace > 0 and names == [], (workspace, names)
+
+
 @pytest.mark.parametrize("scale", [0.05, 1.0])
 def test_softmax_scale(scale):
     q, k, v = rand_qkv(2, 100, 200, 4, 4, 64, torch.bfloat16)
