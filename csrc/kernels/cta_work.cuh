@@ -9,6 +9,7 @@
 
 #include "params.h"
 #include "policies.h"
+#include "tile_order.h"
 
 namespace forge_flash {
 
@@ -88,7 +89,10 @@ constexpr int kCausalHeadGroup = 8;
 // 25 aligned to 0 (window 4096 over 32k causal tokens: 3.81-3.84x -> 3.94-4.01x faster than
 // the causal call; H200, 2026-12-01). Only for loaders that take a negative first row (TMA
 // zero-fills it); tile_needs_mask masks the keys below 0.
-template <class P, bool kAnchorBand = false>
+// kByHeight: the persistent kernel's walk (tile = blockIdx.x + round * gridDim.x), which may take
+// a causal call's tiles by query block height (p.causal_by_height); other launches compile none
+// of it.
+template <class P, bool kAnchorBand = false, bool kByHeight = false>
 __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks, int block_m, int block_n, int tile,
                                             int tiles_per_step = 1) {
   CtaWork w;
@@ -97,7 +101,21 @@ __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int num_m_blocks
   int m_block, bh;  // query block, (batch, head) index
   // The divisions are FastDiv's (params.h, fast_div.h): `/` by a runtime value costs ~25
   // instructions, at the start of every work tile and before a decode CTA's first loads.
-  if (p.is_causal) {
+  if (kByHeight && p.causal_by_height) {
+    // A persistent CTA takes tiles blockIdx.x, + gridDim.x, ... In the grouped order below, a
+    // round of 132 tiles over groups of 8 heads x 8 query blocks (1k tokens) starts 4 tiles
+    // later in the group's period each round, so most CTAs draw the same heights round after
+    // round: one prompt of 1k tokens over 32 heads keeps its CTAs busy for 0.55 of the call,
+    // counting each tile's K/V tiles (tests/c_api/split_plan_test.cpp; 0.97 here). Here every (batch,
+    // head) pair's heaviest block comes first, then the next height, ..., and every other round
+    // (counted back from the last, so that a partial last round keeps its CTAs' order) walks
+    // the CTAs backwards: a CTA that drew a heavy tile draws a light one next. Every round then
+    // reads every pair's K/V, so plan_fwd asks for it only where those fit in L2.
+    const int i = by_height_index(tile, p.causal_round, p.causal_last_round);
+    const int m_rev = p.causal_pairs.div(i);
+    m_block = num_m_blocks - 1 - m_rev;
+    bh = p.causal_pairs.mod(i, m_rev);
+  } else if (p.is_causal) {
     // Causal work grows with the query block. Within a group of heads, the heaviest query
     // blocks of every head launch first, so the longest CTAs start early and the last wave
     // is short; the CTAs resident together read the K/V of few heads, which stay in L2.

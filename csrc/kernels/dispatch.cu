@@ -150,6 +150,9 @@ cudaError_t device_facts(const KernelInfo& k, DeviceFacts* out) {
         cudaFuncAttributes attributes{};
         if ((err = cudaFuncGetAttributes(&attributes, k.kernel))) return err;
         facts->sm90_code = attributes.ptxVersion >= 90;
+        int l2 = 0;
+        if ((err = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device))) return err;
+        facts->l2_bytes = l2;
         return cudaSuccess;
       },
       out);
@@ -466,6 +469,15 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   p.m_blocks = FastDiv(plan->num_m_blocks);
   p.causal_group_tiles =
       FastDiv(static_cast<int>(std::min<int64_t>(int64_t{kCausalHeadGroup} * plan->num_m_blocks, INT_MAX)));
+  // A dense causal call on the persistent kernel: its tiles by height where orders_causal_tiles_by_height.
+  const int64_t tiles = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
+  const int64_t kv_bytes = int64_t{2} * p.batch * p.num_heads_k * p.seqlen_k * p.head_dim * 2;  // K and V, 2 bytes
+  p.causal_by_height = p.is_causal && p.cu_seqlens_q == nullptr &&
+                       plan->kernel.kernel == kernels.sm90.persistent.kernel &&
+                       orders_causal_tiles_by_height(tiles, grid_x, kv_bytes, hopper_facts);
+  p.causal_round = FastDiv(static_cast<int>(grid_x));
+  p.causal_pairs = FastDiv(static_cast<int>(std::min<int64_t>(p.batch * heads, INT_MAX)));
+  p.causal_last_round = static_cast<int>((tiles - 1) / grid_x);
 #ifdef FORGE_FLASH_TRACE  // a diagnostic build (trace.cuh): the stamps' buffer, a device address
   if (const char* buffer = std::getenv("FORGE_FLASH_TRACE_BUFFER"))
     p.trace = reinterpret_cast<unsigned long long*>(std::strtoull(buffer, nullptr, 10));

@@ -73,6 +73,12 @@ struct FwdParams {
   // work tiles, query blocks per head, and a causal launch's work tiles per group of heads.
   FastDiv rows_per_query, heads_per_kv, cta_heads, m_blocks, causal_group_tiles;
   bool is_causal;
+  // A persistent causal launch whose tiles go by query block height (plan_fwd,
+  // orders_causal_tiles_by_height; cta_work says why): the launch's CTAs (a round of work
+  // tiles), the (batch, head) pairs of one height, and the last round's number.
+  bool causal_by_height;
+  FastDiv causal_round, causal_pairs;
+  int causal_last_round;
 
   // Scores and the softmax. Plain kernels keep raw scores and fold the scale into the exp2:
   // scale_log2 = scale * log2(e), lse_scale = scale. Variant kernels (`features`) with a

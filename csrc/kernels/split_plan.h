@@ -18,6 +18,7 @@ struct DeviceFacts {
   int cc_major;     // compute capability
   int ctas_per_sm;  // occupancy of this kernel on this device
   bool sm90_code;   // the kernel runs as sm_90 code here (not JIT-compiled from older PTX)
+  int64_t l2_bytes = 0;
 };
 
 // How full a grid of `ctas` keeps its waves of the CTAs the GPU holds at once (d): 1 when its
@@ -160,6 +161,14 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 constexpr double kHopperUnsplitMinFill = 0.25;
 inline bool hopper_prefill_unsplit(int64_t hopper_ctas, int sm_count) {
   return static_cast<double>(hopper_ctas) >= kHopperUnsplitMinFill * sm_count;
+}
+
+// A persistent causal launch takes its work tiles by query block height in snake order
+// (cta_work, p.causal_by_height) where it has more tiles than CTAs and the K/V all its CTAs read
+// in a round (every (batch, head) pair's) fit in half the L2; larger calls keep the grouped order,
+// whose resident CTAs read the K/V of few heads.
+inline bool orders_causal_tiles_by_height(int64_t tiles, int64_t ctas, int64_t kv_bytes, const DeviceFacts& d) {
+  return tiles > ctas && 2 * kv_bytes <= d.l2_bytes;
 }
 
 // The split count of a grid of `ctas` CTAs whose query blocks each see n_steps steps (keys

@@ -5,12 +5,18 @@
 //     fewer than two CTAs per SM split to at most two per SM, one-wave grids to at most one wave,
 //     a grid that fills 80% of a wave not at all; a Hopper prefill grid that fills a quarter of
 //     the SMs stays unsplit (hopper_prefill_unsplit);
+//   - the persistent kernel's causal order by height hands out every tile once, more evenly than
+//     the grouped order on the shapes it is for;
 //   - choose_num_splits keeps a wave efficiency within 85% of the best split count's;
 //   - the decisions the rules' comments record as measured on the H200 (132 SMs).
 // Prints the first failures and exits non-zero on any. Run by tests/c_api/test_split_plan.py.
 #include "../../csrc/kernels/split_plan.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
+
+#include "../../csrc/kernels/tile_order.h"
 
 using forge_flash::DeviceFacts;
 
@@ -125,6 +131,52 @@ int main() {
       std::printf("FAIL one sequence of %ld tokens over 8 heads: unsplit %d\n", r.tokens, !r.unsplit);
       ++failures;
     }
+  // The persistent kernel's causal order by height (tile_order.h): every work tile once, for every
+  // grid of 1-300 CTAs and 1-5 rounds.
+  for (int grid = 1; grid <= 300; ++grid)
+    for (int tiles = 1; tiles <= 5 * grid; tiles += (grid > 40 ? 7 : 1)) {
+      const FastDiv rounds(grid);
+      std::vector<int> seen(tiles, 0);
+      for (int t = 0; t < tiles; ++t) {
+        const int i = by_height_index(t, rounds, (tiles - 1) / grid);
+        if (i < 0 || i >= tiles || seen[i]++) fail("by_height_index: not a permutation", grid, tiles, t);
+      }
+    }
+  // How evenly 132 CTAs share causal work tiles (each costs its query block's K/V tiles: height
+  // m_blocks - m_rev) in the grouped order of cta_work and by height: one prompt of 1k tokens
+  // over 32 heads (8 blocks of 128 rows), 512 x 64 heads, 1k x 64, 2k x 16.
+  auto evenness = [](int m_blocks, int pairs, bool by_height) {
+    const int tiles = m_blocks * pairs, grid = std::min(132, tiles);
+    std::vector<long> load(grid, 0);
+    for (int t = 0; t < tiles; ++t) {
+      int m_rev;
+      if (by_height) {
+        m_rev = by_height_index(t, FastDiv(grid), (tiles - 1) / grid) / pairs;
+      } else {  // cta_work's grouped order: groups of 8 heads, heaviest blocks first
+        const int group = t / (8 * m_blocks), r = t % (8 * m_blocks);
+        m_rev = r / std::min(8, pairs - group * 8);
+      }
+      load[t % grid] += m_blocks - m_rev;
+    }
+    long sum = 0, most = 0;
+    for (long l : load) sum += l, most = std::max(most, l);
+    return static_cast<double>(sum) / grid / most;
+  };
+  const struct {
+    int m_blocks, pairs;
+  } causal_rows[] = {{8, 32}, {4, 64}, {8, 64}, {16, 16}};
+  for (const auto& r : causal_rows) {
+    const double grouped = evenness(r.m_blocks, r.pairs, false), by_height = evenness(r.m_blocks, r.pairs, true);
+    std::printf("causal %d blocks x %d heads: grouped %.3f, by height %.3f\n", r.m_blocks, r.pairs, grouped, by_height);
+    if (grouped > 0.65 || by_height < 0.95) fail("by height: not more even", r.m_blocks, r.pairs, 0);
+  }
+  // The rule: more tiles than CTAs and K/V within half the L2 (50 MB on an H100 and H200).
+  const DeviceFacts hopper{132, 9, 1, true, 50 * 1024 * 1024};
+  const long kv_1k_32 = 2L * 32 * 1024 * 128 * 2;  // one prompt of 1k tokens, 32 KV heads of 128
+  if (!orders_causal_tiles_by_height(256, 132, kv_1k_32, hopper)) fail("1k x 32 heads: by height", 256, 132, 0);
+  if (orders_causal_tiles_by_height(128, 128, kv_1k_32, hopper)) fail("one round: by height", 128, 128, 0);
+  if (orders_causal_tiles_by_height(2048, 132, 16 * kv_1k_32 / 2, hopper))
+    fail("16k tokens x 16 heads: by height", 2048, 132, 0);
   std::printf("%ld grids: %s\n", grids, failures ? "FAILED" : "all hold");
   return failures ? 1 : 0;
 }

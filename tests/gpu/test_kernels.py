@@ -240,6 +240,31 @@ def test_small_prefill_grids_run_unsplit_on_hopper(seqlen, head_dim, unsplit, ca
         assert workspace > 0 and names == [], (workspace, names)
 
 
+# Causal calls on the persistent kernel whose K/V fit in half the L2 and that have more work
+# tiles than CTAs take their tiles by query block height in snake order (cta_work,
+# tile_order.h; split_plan.h, orders_causal_tiles_by_height): one prompt of 1k tokens over 32
+# heads, batches of odd lengths, GQA, queries shorter and longer than keys (rows that see no
+# key), every Hopper head dim the persistent kernel serves. Every output row written, each
+# against the float64 reference.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "batch,seqlen_q,seqlen_k,heads,head_dim",
+    [
+        (1, 1024, 1024, (32, 32), 128),
+        (1, 1024, 1024, (32, 8), 64),
+        (4, 1000, 1000, (8, 2), 128),
+        (3, 1000, 1000, (21, 7), 96),
+        (2, 700, 333, (16, 4), 64),
+        (2, 300, 1000, (24, 8), 192),
+    ],
+)
+def test_persistent_causal_tiles_by_height(batch, seqlen_q, seqlen_k, heads, head_dim, dtype):
+    q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, *heads, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    _check(q, k, v, True, out=out)
+    assert not torch.isnan(out).any(), "every output element must be written"
+
+
 @pytest.mark.parametrize("scale", [0.05, 1.0])
 def test_softmax_scale(scale):
     q, k, v = rand_qkv(2, 100, 200, 4, 4, 64, torch.bfloat16)

@@ -5,7 +5,8 @@
 
 Paths: SM80 prefill tiles, decode tiles (keys divided over warps; one pass and split-KV), the
 Hopper wgmma prefill kernel (plain, and persistent with several work tiles per CTA, head_dim 64,
-96 (two Q buffers, deferred epilogues) and 128, tiles whose rows see no key among them; its
+96 (two Q buffers, deferred epilogues) and 128, tiles whose rows see no key among them, causal
+calls whose K/V fit the L2 taking their tiles by query block height, at 192 too; its
 tiles loaded through TMA for dense Q/K/V, strided views included, where the plain launch is the
 TMA-only instance with its own tiles; varlen at head_dim 64 and 128 by TMA over the packed
 tensors in the kPackedSeqs twins of that instance (past 1024 keys) and of the persistent one,
@@ -75,6 +76,7 @@ def main() -> None:
         (4, 300, 300, 32, 8, 64, False),  # Hopper persistent, head_dim 64
         (4, 700, 333, 16, 4, 96, True),  # persistent at 96: two Q buffers, deferred epilogues,
         (4, 700, 333, 16, 4, 64, True),  # work tiles whose rows see no key among the others
+        (1, 1000, 1000, 24, 8, 192, True),  # persistent causal tiles by height at 192, GQA
         (1, 1100, 1100, 4, 4, 64, True),  # Hopper plain (more than 1024 keys): TMA-only,
         (2, 1300, 1300, 4, 2, 64, False),  # 3 consumer warpgroups at head_dim 64, tails, GQA
         (2, 1300, 1300, 24, 8, 96, False),  # head_dim 96 non-causal: 3 consumers, P in smem

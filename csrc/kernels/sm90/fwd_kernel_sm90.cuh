@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto for_each_work_tile = [&](auto&& body) {
     if constexpr (Cfg::kPersistent) {
       for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
-        body(cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, tile));
+        body(cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, tile));
     } else {
       body(cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x));
     }
@@ -473,13 +473,13 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto for_each_consumer_tile = [&](auto&& body) {
     if constexpr (kEarlyEpilogue) {
       const int step = static_cast<int>(gridDim.x);
-      CtaWork w = cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x);
+      CtaWork w = cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x);
       for (int tile = blockIdx.x; tile < num_tiles; tile += step) {
         CtaWork next = w;
         bool next_known = false;
         auto ahead = [&] {
           if (tile + step < num_tiles)
-            next = cta_work<P, Cfg::kTmaOnly>(p, num_m_blocks, kBlockM, kBlockN, tile + step);
+            next = cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, tile + step);
           next_known = true;
         };
         body(w, ahead);
