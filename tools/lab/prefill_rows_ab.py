@@ -7,6 +7,7 @@ rounds shows up as disagreement between a build's two rounds:
     python tools/lab/prefill_rows_ab.py TAG 64:512,64:1024 --fp16
     python tools/lab/prefill_rows_ab.py TAG 64:512 --more-batches 2   # the last round's cost
     python tools/lab/prefill_rows_ab.py TAG 128:1024,128:2048 --batch 1 --heads 8   # one sequence
+    python tools/lab/prefill_rows_ab.py TAG 128:512 --batch 1 --heads 8 --graph     # GPU time
 
 A row is the benchmark's prefill shape and FLOP count (`forge_flash.benchmark.prefill_shapes`:
 16k tokens as batch x seqlen, 2048 // head_dim heads, causal and not). Timing: CUDA events
@@ -68,20 +69,23 @@ def graph_ms(fn, inputs: list, iters: int = 30) -> float:
     return seconds * 1e3
 
 
-def row(tag: str, shape: Shape) -> str:
+def row(tag: str, shape: Shape, graph: bool = False) -> str:
+    """One row; with ``graph`` both timings from CUDA graphs (graph_ms: the GPU's time alone, for
+    calls of tens of microseconds, whose eager rounds differ by up to a fifth)."""
     dtype, causal = DTYPES[shape.dtype], shape.causal
     size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
     copies = [[torch.randn(size, device="cuda", dtype=dtype) for _ in range(3)] for _ in range(4)]
-    ours = best_ms(lambda q, k, v: forge_flash.flash_attn_fwd(q, k, v, causal=causal), copies)
+    timer = graph_ms if graph else best_ms
+    ours = timer(lambda q, k, v: forge_flash.flash_attn_fwd(q, k, v, causal=causal), copies)
     transposed = [[t.transpose(1, 2) for t in c] for c in copies]
     sdpa = torch.nn.functional.scaled_dot_product_attention
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        cudnn = best_ms(lambda q, k, v: sdpa(q, k, v, is_causal=causal), transposed)
+        cudnn = timer(lambda q, k, v: sdpa(q, k, v, is_causal=causal), transposed)
     q, k, v = copies[0]
     got = forge_flash.flash_attn_fwd(q, k, v, causal=causal)[:2, :, :2].float()
     few = [t[:2, :, :2].transpose(1, 2).float() for t in (q, k, v)]
     err = (got - sdpa(*few, is_causal=causal).transpose(1, 2)).abs().max().item()
-    kind = "causal" if causal else "full  "
+    kind = ("causal" if causal else "full  ") + (" graph" if graph else "")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     blocks = shape.batch * shape.heads * -(-shape.seqlen_q // 128) / sms
     return (
@@ -106,6 +110,9 @@ def main() -> None:
     parser.add_argument(
         "--heads", type=int, default=0, help="heads per row (default 2048 // head_dim)"
     )
+    parser.add_argument(
+        "--graph", action="store_true", help="time from CUDA graphs: the GPU's time, not the host's"
+    )
     args = parser.parse_args()
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
@@ -118,7 +125,7 @@ def main() -> None:
                     shape = dataclasses.replace(shape, heads=args.heads, heads_k=args.heads)
                 for more in range(args.more_batches + 1):
                     grown = dataclasses.replace(shape, batch=shape.batch + more)
-                    print(row(args.tag, grown), flush=True)
+                    print(row(args.tag, grown, args.graph), flush=True)
 
 
 if __name__ == "__main__":
