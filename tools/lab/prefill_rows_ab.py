@@ -8,6 +8,7 @@ rounds shows up as disagreement between a build's two rounds:
     python tools/lab/prefill_rows_ab.py TAG 64:512 --more-batches 2   # the last round's cost
     python tools/lab/prefill_rows_ab.py TAG 128:1024,128:2048 --batch 1 --heads 8   # one sequence
     python tools/lab/prefill_rows_ab.py TAG 128:512 --batch 1 --heads 8 --graph     # GPU time
+    python tools/lab/prefill_rows_ab.py TAG 128:1024 --batch 1 --heads 8 --keys 32768  # a chunk
 
 A row is the benchmark's prefill shape and FLOP count (`forge_flash.benchmark.prefill_shapes`:
 16k tokens as batch x seqlen, 2048 // head_dim heads, causal and not). Timing: CUDA events
@@ -73,8 +74,10 @@ def row(tag: str, shape: Shape, graph: bool = False) -> str:
     """One row; with ``graph`` both timings from CUDA graphs (graph_ms: the GPU's time alone, for
     calls of tens of microseconds, whose eager rounds differ by up to a fifth)."""
     dtype, causal = DTYPES[shape.dtype], shape.causal
-    size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
-    copies = [[torch.randn(size, device="cuda", dtype=dtype) for _ in range(3)] for _ in range(4)]
+    q_size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
+    kv_size = (shape.batch, shape.seqlen_k, shape.heads_k, shape.head_dim)
+    sizes = (q_size, kv_size, kv_size)
+    copies = [[torch.randn(size, device="cuda", dtype=dtype) for size in sizes] for _ in range(4)]
     timer = graph_ms if graph else best_ms
     ours = timer(lambda q, k, v: forge_flash.flash_attn_fwd(q, k, v, causal=causal), copies)
     transposed = [[t.transpose(1, 2) for t in c] for c in copies]
@@ -88,8 +91,9 @@ def row(tag: str, shape: Shape, graph: bool = False) -> str:
     kind = ("causal" if causal else "full  ") + (" graph" if graph else "")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     blocks = shape.batch * shape.heads * -(-shape.seqlen_q // 128) / sms
+    keys = f" k{shape.seqlen_k}" if shape.seqlen_k != shape.seqlen_q else ""
     return (
-        f"{tag:5s} {str(dtype)[6:]:8s} d{shape.head_dim:<3d} s{shape.seqlen_q:<5d} "
+        f"{tag:5s} {str(dtype)[6:]:8s} d{shape.head_dim:<3d} s{shape.seqlen_q:<5d}{keys} "
         f"b{shape.batch:<3d} blocks {blocks:5.2f}/SM {kind} ours "
         f"{shape.flops / ours / 1e9:6.1f} cudnn {shape.flops / cudnn / 1e9:6.1f} "
         f"ratio {cudnn / ours:5.3f} err {err:.1e}"
@@ -113,6 +117,13 @@ def main() -> None:
     parser.add_argument(
         "--graph", action="store_true", help="time from CUDA graphs: the GPU's time, not the host's"
     )
+    parser.add_argument(
+        "--keys",
+        type=int,
+        default=0,
+        help="keys per sequence (default seqlen): queries against a longer K/V, as a chunk of a "
+        "prompt against its cache; non-causal rows only (SDPA's causal mask is top-left there)",
+    )
     args = parser.parse_args()
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
@@ -123,6 +134,10 @@ def main() -> None:
                     shape = dataclasses.replace(shape, batch=args.batch)
                 if args.heads:
                     shape = dataclasses.replace(shape, heads=args.heads, heads_k=args.heads)
+                if args.keys:
+                    if shape.causal:
+                        continue
+                    shape = dataclasses.replace(shape, seqlen_k=args.keys)
                 for more in range(args.more_batches + 1):
                     grown = dataclasses.replace(shape, batch=shape.batch + more)
                     print(row(args.tag, grown, args.graph), flush=True)
