@@ -367,7 +367,14 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   const bool hopper_prefill = hopper_facts.sm90_code;  // queried above only where the Hopper kernel applies
   const int64_t hopper_m_blocks = hopper_prefill ? (rows + hopper.block_m - 1) / hopper.block_m : 0;
   const int64_t hopper_ctas = hopper_m_blocks * p.batch * heads;
-  if (hopper_prefill && p.num_splits > 1 && hopper_prefill_unsplit(hopper_ctas, hopper_facts.sm_count))
+  // The plain launch may become a TMA-only instance, whose query blocks may be taller (head_dim
+  // 64, and 96 non-causal: 192 rows): its grid, the smaller, is the one that must fill the GPU.
+  int tallest_m = hopper.block_m;
+  if (!short_kv) tallest_m = std::max(tallest_m, kernels.sm90.tma.block_m);
+  if (!short_kv && !p.is_causal) tallest_m = std::max(tallest_m, kernels.sm90.tma_non_causal.block_m);
+  const int64_t fewest_ctas = hopper_prefill ? (rows + tallest_m - 1) / tallest_m * p.batch * heads : 0;
+  if (hopper_prefill && p.num_splits > 1 &&
+      hopper_prefill_unsplit(fewest_ctas, hopper_facts.sm_count, short_kv, p.head_dim))
     p.num_splits = 1;
   // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.
   if (p.requested_splits > 0) p.num_splits = whole_step_splits(p.requested_splits, n_steps);

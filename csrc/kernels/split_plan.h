@@ -152,15 +152,25 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 
 // A prefill grid that choose_num_splits would split for the SM80 kernel (whose grid counts 2-3
 // CTAs per SM, so a small call leaves most of a wave empty) runs unsplit on the Hopper kernel
-// where the Hopper grid (one CTA per SM) fills at least this share of the SMs: split, it would
-// stay on the SM80 kernel (plan_fwd takes the Hopper kernel for unsplit calls only) and pay the
-// combine kernel too. One sequence of 2k tokens over 8 heads of 128 is 128 Hopper CTAs on 132
-// SMs, which the SM80 kernel ran as 2 splits at 198 TFLOP/s and the Hopper kernel unsplit at
-// 503-544 (H200 and H100, docs/bench-history/2026-12-05.md, sessions 55-57). The bound itself:
-// measured below it and above it in docs/benchmarks.md (session 58).
-constexpr double kHopperUnsplitMinFill = 0.25;
-inline bool hopper_prefill_unsplit(int64_t hopper_ctas, int sm_count) {
-  return static_cast<double>(hopper_ctas) >= kHopperUnsplitMinFill * sm_count;
+// where the Hopper grid (one CTA per SM) fills enough of the SMs: split, it would stay on the
+// SM80 kernel (plan_fwd takes the Hopper kernel for unsplit calls only). How much is enough
+// depends on the keys. Measured on the H100 (2026-12-05, docs/benchmarks.md, session 58; one
+// sequence over 8 heads, GPU time from CUDA graphs, unsplit Hopper against split SM80):
+//   - keys within the persistent kernel's reach (short_kv: at most 1024), where each split of the
+//     SM80 grid holds little work: 1.70-2.00x at a fill of 0.30-0.48 (head_dim 64, 96, 128);
+//   - longer keys, where the split SM80 grid runs at 290-330 TFLOP/s: at head_dim 128 over 4k /
+//     16k / 64k keys 1.01 / 0.84 / 0.83 at a fill of 0.30, 1.17 / 1.01 / 0.97 at 0.36, 1.42 /
+//     1.24 / 1.22 at 0.48, 1.75-2.37 from 0.73; at head_dim 64 (the TMA-only instance's query
+//     blocks of 192 rows) 0.51-0.78 at 0.24 and 0.63-0.92 at 0.36.
+// So a quarter of the SMs for short keys, 0.45 for longer ones, 0.6 at head_dim 64 and below.
+constexpr double kHopperUnsplitShortKeysFill = 0.25;
+constexpr double kHopperUnsplitFill = 0.45;
+constexpr double kHopperUnsplitFillHeadDim64 = 0.6;
+inline bool hopper_prefill_unsplit(int64_t hopper_ctas, int sm_count, bool short_kv, int head_dim) {
+  const double fill = short_kv         ? kHopperUnsplitShortKeysFill
+                      : head_dim <= 64 ? kHopperUnsplitFillHeadDim64
+                                       : kHopperUnsplitFill;
+  return static_cast<double>(hopper_ctas) >= fill * sm_count;
 }
 
 // A persistent causal launch takes its work tiles by query block height in snake order

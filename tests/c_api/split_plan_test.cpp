@@ -3,8 +3,8 @@
 //   - what cta_work hands out: ceil(n_steps / splits) steps per split, none left empty;
 //   - each rule's bound: at most FF_MAX_SPLITS and one step a split; Hopper decode grids of
 //     fewer than two CTAs per SM split to at most two per SM, one-wave grids to at most one wave,
-//     a grid that fills 80% of a wave not at all; a Hopper prefill grid that fills a quarter of
-//     the SMs stays unsplit (hopper_prefill_unsplit);
+//     a grid that fills 80% of a wave not at all; a Hopper prefill grid that fills enough of the
+//     SMs stays unsplit (hopper_prefill_unsplit);
 //   - the persistent kernel's causal order by height hands out every tile once, more evenly than
 //     the grouped order on the shapes it is for;
 //   - choose_num_splits keeps a wave efficiency within 85% of the best split count's;
@@ -117,18 +117,33 @@ int main() {
       ++failures;
     }
   }
-  // Hopper prefill grids (one CTA per SM, query blocks of 128 rows, 8 heads) left unsplit: from a
-  // quarter of the SMs on, one sequence of 2k tokens (128 CTAs) to 768 (48) but not 512 (32).
+  // Hopper prefill grids (one CTA per SM) left unsplit: from a quarter of the SMs over short keys,
+  // 0.45 over longer ones, 0.6 of them at head_dim 64 and below.
   for (int sms : {66, 108, 132})
     for (long ctas = 1; ctas <= 4L * sms; ++ctas)
-      if (hopper_prefill_unsplit(ctas, sms) != (4 * ctas >= sms)) fail("hopper_prefill_unsplit", ctas, sms, 0);
+      for (int head_dim : {64, 96, 128, 256}) {
+        if (hopper_prefill_unsplit(ctas, sms, true, head_dim) != (4 * ctas >= sms))
+          fail("hopper_prefill_unsplit (short keys)", ctas, sms, head_dim);
+        const double need = head_dim <= 64 ? 0.6 : 0.45;
+        if (hopper_prefill_unsplit(ctas, sms, false, head_dim) != (ctas >= need * sms))
+          fail("hopper_prefill_unsplit (long keys)", ctas, sms, head_dim);
+      }
+  // The measured rows (132 SMs, one sequence over 8 heads): query blocks of 128 rows, at 192 for
+  // head_dim 64 over long keys.
   const struct {
-    long tokens;
+    long tokens, rows;
+    bool short_kv;
+    int head_dim;
     bool unsplit;
-  } prefill_rows[] = {{2048, true}, {1024, true}, {768, true}, {512, false}};
+  } prefill_rows[] = {
+      {2048, 128, true, 128, true},  {768, 128, true, 128, true},   {640, 128, true, 64, true},
+      {512, 128, true, 128, false},  {768, 128, false, 128, false}, {1024, 128, false, 128, true},
+      {1024, 192, false, 64, false}, {2048, 192, false, 64, true},
+  };
   for (const auto& r : prefill_rows)
-    if (hopper_prefill_unsplit((r.tokens / 128) * 8, 132) != r.unsplit) {
-      std::printf("FAIL one sequence of %ld tokens over 8 heads: unsplit %d\n", r.tokens, !r.unsplit);
+    if (hopper_prefill_unsplit((r.tokens + r.rows - 1) / r.rows * 8, 132, r.short_kv, r.head_dim) != r.unsplit) {
+      std::printf("FAIL one sequence of %ld tokens over 8 heads of %d (short keys %d): unsplit %d\n", r.tokens,
+                  r.head_dim, r.short_kv, !r.unsplit);
       ++failures;
     }
   // The persistent kernel's causal order by height (tile_order.h): every work tile once, for every

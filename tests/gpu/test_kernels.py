@@ -214,19 +214,30 @@ def test_padded_head_dims_run_the_hopper_instance_above(head_dim, causal, dtype)
 
 
 # Small prefill grids: the SM80 kernel's grid (2-3 CTAs per SM) would split their keys, but on
-# Hopper a grid that fills a quarter of the SMs runs unsplit on the Hopper kernel
-# (split_plan.h, hopper_prefill_unsplit): one sequence over 8 heads, 1k-2k tokens (64-128
-# Hopper CTAs of 128 rows). 512 tokens (32 CTAs, under a quarter of 132 SMs) stays split on
-# the SM80 kernel. Which kernel ran, by torch's profiler and the split workspace; the output
-# against the float64 reference on every GPU.
+# Hopper a grid that fills enough of the SMs runs unsplit on the Hopper kernel (split_plan.h,
+# hopper_prefill_unsplit): a quarter of them over at most 1024 keys, 0.45 over more (0.6 at
+# head_dim 64, whose TMA-only query blocks hold 192 rows). One sequence over 8 heads: 1k-2k
+# tokens, or 768 / 1024 queries over 4096 keys (48 / 64 CTAs of 128 rows); 512 tokens (32 CTAs)
+# and 768 queries over 4096 keys stay split on the SM80 kernel. Which kernel ran, by torch's
+# profiler and the split workspace; the output against the float64 reference on every GPU.
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize(
-    "seqlen,head_dim,unsplit",
-    [(2048, 128, True), (2048, 64, True), (1024, 128, True), (512, 128, False)],
+    "seqlen_q,seqlen_k,head_dim,unsplit",
+    [
+        (2048, 2048, 128, True),
+        (2048, 2048, 64, True),
+        (1024, 1024, 128, True),
+        (512, 512, 128, False),
+        (1024, 4096, 128, True),
+        (768, 4096, 128, False),
+        (1024, 4096, 64, False),
+    ],
 )
-def test_small_prefill_grids_run_unsplit_on_hopper(seqlen, head_dim, unsplit, causal, dtype):
-    q, k, v = rand_qkv(1, seqlen, seqlen, 8, 8, head_dim, dtype)
+def test_small_prefill_grids_run_unsplit_on_hopper(
+    seqlen_q, seqlen_k, head_dim, unsplit, causal, dtype
+):
+    q, k, v = rand_qkv(1, seqlen_q, seqlen_k, 8, 8, head_dim, dtype)
     out = torch.full_like(q, float("nan"))
     names = _hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
     assert not torch.isnan(out).any(), "every output element must be written"
