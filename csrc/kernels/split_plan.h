@@ -158,10 +158,10 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 // sequence over 8 heads, GPU time from CUDA graphs, unsplit Hopper against split SM80):
 //   - keys within the persistent kernel's reach (short_kv: at most 1024), where each split of the
 //     SM80 grid holds little work: 1.70-2.00x at a fill of 0.30-0.48 (head_dim 64, 96, 128);
-//   - longer keys, where the split SM80 grid runs at 290-330 TFLOP/s: at head_dim 128 over 4k /
-//     16k / 64k keys 1.01 / 0.84 / 0.83 at a fill of 0.30, 1.17 / 1.01 / 0.97 at 0.36, 1.42 /
-//     1.24 / 1.22 at 0.48, 1.75-2.37 from 0.73; at head_dim 64 (the TMA-only instance's query
-//     blocks of 192 rows) 0.51-0.78 at 0.24 and 0.63-0.92 at 0.36.
+//   - longer keys (where the split SM80 grid runs at 210-260 TFLOP/s over 4k keys, 290-330 over
+//     16k-64k): at head_dim 128 over 4k / 16k / 64k keys 1.01 / 0.84 / 0.83 at a fill of 0.30,
+//     1.17 / 1.01 / 0.97 at 0.36, 1.42 / 1.24 / 1.22 at 0.48, 1.75-2.37 from 0.73; at head_dim
+//     64 (the TMA-only instance's query blocks of 192 rows) 0.51-0.78 at 0.24, 0.63-0.92 at 0.36.
 // So a quarter of the SMs for short keys, 0.45 for longer ones, 0.6 at head_dim 64 and below.
 constexpr double kHopperUnsplitShortKeysFill = 0.25;
 constexpr double kHopperUnsplitFill = 0.45;
