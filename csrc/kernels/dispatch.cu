@@ -482,9 +482,11 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   p.causal_by_height = p.is_causal && p.cu_seqlens_q == nullptr &&
                        plan->kernel.kernel == kernels.sm90.persistent.kernel &&
                        orders_causal_tiles_by_height(tiles, grid_x, kv_bytes, hopper_facts);
-  p.causal_round = FastDiv(static_cast<int>(grid_x));
-  p.causal_pairs = FastDiv(static_cast<int>(std::min<int64_t>(p.batch * heads, INT_MAX)));
-  p.causal_last_round = static_cast<int>(std::max<int64_t>(tiles - 1, 0) / std::max<int64_t>(grid_x, 1));
+  if (p.causal_by_height) {  // read only then: other calls' plans skip the divisions' set-up
+    p.causal_round = FastDiv(static_cast<int>(grid_x));
+    p.causal_pairs = FastDiv(static_cast<int>(std::min<int64_t>(p.batch * heads, INT_MAX)));
+    p.causal_last_round = static_cast<int>(std::max<int64_t>(tiles - 1, 0) / std::max<int64_t>(grid_x, 1));
+  }
 #ifdef FORGE_FLASH_TRACE  // a diagnostic build (trace.cuh): the stamps' buffer, a device address
   if (const char* buffer = std::getenv("FORGE_FLASH_TRACE_BUFFER"))
     p.trace = reinterpret_cast<unsigned long long*>(std::strtoull(buffer, nullptr, 10));
