@@ -58,3 +58,25 @@ def test_claiming_a_tile_ahead_loads_the_ctas_as_worked_out_by_hand():
             model.efficiency([2.0] * 7, ctas, "dynamic")
         )
     assert model.efficiency([5.0, 1.0], 3, "ahead") == pytest.approx(6 / 3 / 5)
+
+
+def test_causal_tiles_cost_their_keys_to_the_diagonal_in_each_order():
+    # Causal, one head: 300 tokens are 3 query blocks of 128 walking 1, 2, 3 K/V tiles (+ 0.5);
+    # 100 tokens one block of 1 (1.5) and two past its end (0.05 each).
+    e = 0.05
+    costs = {
+        order: model.tile_costs([300, 100], 1, 128, 128, order, 0.5, e, causal=True)
+        for order in model.CAUSAL_ORDERS
+    }
+    assert costs["height"] == [3.5, e, 2.5, e, 1.5, 1.5]
+    assert costs["grouped"] == costs["height"]  # two pairs: one group of cta_work's 8
+    assert costs["sorted"] == [3.5, 2.5, 1.5, 1.5]
+
+
+def test_the_grouped_order_takes_eight_pairs_at_a_time():
+    # 10 sequences of 256 tokens (2 blocks: 1.5 and 2.5 causal), one head: the first group's 8
+    # pairs take their high blocks, then their low ones; then the last 2 pairs, high then low.
+    costs = model.tile_costs([256] * 10, 1, 128, 128, "grouped", 0.5, 0.0, causal=True)
+    assert costs == [2.5] * 8 + [1.5] * 8 + [2.5] * 2 + [1.5] * 2
+    height = model.tile_costs([256] * 10, 1, 128, 128, "height", 0.5, 0.0, causal=True)
+    assert height == [2.5] * 10 + [1.5] * 10

@@ -4,12 +4,14 @@ lengths alone):
 
     python tools/lab/varlen_schedule_model.py            # varlen_rows.py's short draw
     python tools/lab/varlen_schedule_model.py --sweep    # 1,080 draws within 1024 tokens
+    python tools/lab/varlen_schedule_model.py --causal --seed 3 --total 2048   # a tiny causal batch
 
 A work tile is one query block of `block_m` rows of one (sequence, head); non-causal it walks all
 of its sequence's K/V tiles, so it costs ceil(L / block_n) K/V tiles plus a fixed start-up
 (`--overhead`, in K/V tiles), and a query block past its sequence's end costs only its
-bookkeeping (`--empty`). The kernel ends when its most loaded CTA does, so its efficiency is the
-mean CTA load over the largest. Dealing:
+bookkeeping (`--empty`); causal (`--causal`, queries and keys of the same length) it walks the
+K/V tiles up to its last row's diagonal. The kernel ends when its most loaded CTA does, so its
+efficiency is the mean CTA load over the largest. Dealing:
 - `static`: CTA c of G takes tiles c, c + G, c + 2G, ... (main's persistent kernel);
 - `dynamic`: each CTA takes the next tile in order when it finishes one (a tile counter in
   global memory: sm90/work_queue.cuh on branch `dynamic-tiles`, 2026-12-05);
@@ -19,8 +21,10 @@ Orders:
 - `batch-head`: (sequence, head)-major, query blocks inner: main's order (cta_work.cuh);
 - `height`: query block height-major, the highest first, (sequence, head) inner: branch
   `varlen-lpt-persistent`'s order for persistent launches;
-- `sorted`: the sequences' tiles longest sequence first, no empty blocks (a schedule sorted on
-  the device; not built).
+- `grouped`: causal calls' order in cta_work.cuh (main's for them): groups of 8 (sequence,
+  head) pairs, each group's highest query blocks first;
+- `sorted`: the tiles heaviest first, no empty blocks (a schedule sorted on the device; not
+  built).
 The same tokens in equal lengths (the dense call varlen_rows.py compares with) are printed
 beside them.
 
@@ -45,6 +49,8 @@ from varlen_rows import mixed_lengths  # this directory's fixed draws of lengths
 # run 128 query rows against 128-key K/V tiles; 2048 // head_dim heads as in varlen_rows.py.
 SHAPES = ((64, 32, 128, 128), (128, 16, 128, 128))
 ORDERS = ("batch-head", "height", "sorted")
+CAUSAL_ORDERS = ("grouped", "height", "sorted")
+CAUSAL_GROUP = 8  # cta_work.cuh, kCausalHeadGroup
 DEALINGS = ("static", "dynamic", "ahead")
 
 
@@ -56,28 +62,37 @@ def tile_costs(
     order: str,
     overhead: float = 0.5,
     empty: float = 0.05,
+    causal: bool = False,
 ) -> list[float]:
     """The work tiles' costs in launch order."""
 
-    def cost(length: int) -> float:  # a query block of a sequence: all of its K/V tiles
-        return math.ceil(length / block_n) + overhead
+    def cost(
+        length: int, block: int
+    ) -> float:  # its K/V tiles (causal: to its last row's diagonal)
+        keys = min((block + 1) * block_m, length) if causal else length
+        return math.ceil(keys / block_n) + overhead
 
     if order == "sorted":
-        costs: list[float] = []
-        for length in sorted(lengths, reverse=True):
-            costs += [cost(length)] * (math.ceil(length / block_m) * heads)
-        return costs
+        costs = [
+            cost(n, b) for n in lengths for b in range(math.ceil(n / block_m)) for _ in range(heads)
+        ]
+        return sorted(costs, reverse=True)
     blocks = max(math.ceil(length / block_m) for length in lengths)
     pairs = len(lengths) * heads
     costs = []
     for tile in range(blocks * pairs):
         if order == "batch-head":
             pair, block = divmod(tile, blocks)
+        elif order == "grouped":
+            group, rest = divmod(tile, CAUSAL_GROUP * blocks)
+            in_group = min(CAUSAL_GROUP, pairs - group * CAUSAL_GROUP)
+            level, member = divmod(rest, in_group)
+            pair, block = group * CAUSAL_GROUP + member, blocks - 1 - level
         else:
             level, pair = divmod(tile, pairs)
             block = blocks - 1 - level
         length = lengths[pair // heads]
-        costs.append(empty if block * block_m >= length else cost(length))
+        costs.append(empty if block * block_m >= length else cost(length, block))
     return costs
 
 
@@ -113,18 +128,26 @@ def _claimed_ahead_end(costs: list[float], ctas: int) -> float:
 
 
 def one_draw(args: argparse.Namespace) -> None:
-    lengths = mixed_lengths(high=args.high)
+    draw = {"total": args.total} if args.total else {}
+    if args.seed is not None:
+        draw["seed"] = args.seed
+    lengths = mixed_lengths(high=args.high, **draw)
     equal = [round(sum(lengths) / len(lengths))] * len(lengths)
-    print(f"{len(lengths)} sequences of {min(lengths)}-{max(lengths)} tokens, {args.ctas} CTAs")
+    kind = "causal" if args.causal else "non-causal"
+    shortest, longest = min(lengths), max(lengths)
+    print(f"{len(lengths)} sequences of {shortest}-{longest} tokens, {kind}, {args.ctas} CTAs")
+    orders, main_order = (CAUSAL_ORDERS, "grouped") if args.causal else (ORDERS, "batch-head")
     for head_dim, heads, block_m, block_n in SHAPES:
         row = [f"head_dim {head_dim}:"]
         for dealing in DEALINGS:
-            for order in ORDERS:
+            for order in orders:
                 costs = tile_costs(
-                    lengths, heads, block_m, block_n, order, args.overhead, args.empty
+                    lengths, heads, block_m, block_n, order, args.overhead, args.empty, args.causal
                 )
                 row.append(f"{dealing} {order} {efficiency(costs, args.ctas, dealing):.2f}")
-        costs = tile_costs(equal, heads, block_m, block_n, "batch-head", args.overhead, args.empty)
+        costs = tile_costs(
+            equal, heads, block_m, block_n, main_order, args.overhead, args.empty, args.causal
+        )
         row.append(f"| equal lengths {efficiency(costs, args.ctas):.2f}")
         print("  ".join(row))
 
@@ -162,6 +185,9 @@ def main() -> None:
     parser.add_argument("--overhead", type=float, default=0.5, help="a tile's start-up, K/V tiles")
     parser.add_argument("--empty", type=float, default=0.05, help="an empty tile's cost, K/V tiles")
     parser.add_argument("--sweep", action="store_true", help="many draws, summarised")
+    parser.add_argument("--causal", action="store_true", help="causal tiles (one draw)")
+    parser.add_argument("--seed", type=int, default=None, help="the draw's seed (varlen_rows')")
+    parser.add_argument("--total", type=int, default=0, help="the draw's tokens (default 16k)")
     args = parser.parse_args()
     (sweep if args.sweep else one_draw)(args)
 
