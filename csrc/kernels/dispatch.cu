@@ -33,6 +33,9 @@ constexpr int kClusterMaxKeysPerSplit = 512;
 // GPU holds all of them at once (batch 8 and 16 of 8 KV heads, two CTAs per SM: level with or 1%
 // ahead of the combine kernel, H200, 2026-12-02).
 constexpr int kSmallCluster = 4;
+// The workspace of an instance that draws its work tiles: the counter (one int, padded to the
+// workspace's 256-byte alignment).
+constexpr size_t kTileCounterBytes = 256;
 // Hopper prefill over at most this many keys (8 K/V tiles of the head_dim 64/128 kernels) runs
 // on the persistent kernel: there each tile's start-up (Q and first K/V loads, the epilogue)
 // weighs most, and the next tile's loads hide it (H100, docs/benchmarks.md: 0-26% faster at
@@ -494,7 +497,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   plan->programmatic_capable = facts.cc_major >= 9 && (facts.sm90_code || plan->kernel.kernel == hopper.kernel);
   plan->programmatic = false;
   plan->grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(p.num_splits), 1);
-  plan->workspace_bytes = 0;
+  plan->workspace_bytes = plan->kernel.draws_tiles ? kTileCounterBytes : 0;  // never split
   if (p.num_splits > 1 && !p.cluster_combine) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;
     plan->workspace_bytes = align_up(partials * p.head_dim * sizeof(float), 256) + partials * sizeof(float);
@@ -524,6 +527,12 @@ cudaError_t launch_fwd(FwdParams& p, DType dtype, const FwdPlan& plan, void* wor
     ClusterAttributes cluster(p.num_splits);
     cluster.apply(config, programmatic);
     return cudaLaunchKernelExC(&config, plan.kernel.kernel, args);
+  }
+  p.tile_counter = nullptr;
+  if (plan.kernel.draws_tiles) {  // the kernel's walk starts the count at 0
+    p.tile_counter = static_cast<int*>(workspace);
+    const cudaError_t err = cudaMemsetAsync(workspace, 0, sizeof(int), stream);
+    if (err != cudaSuccess) return err;
   }
   if (p.num_splits > 1) {
     const size_t partials = static_cast<size_t>(p.num_splits) * p.num_rows;

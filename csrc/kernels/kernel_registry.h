@@ -21,6 +21,9 @@ struct KernelInfo {
   int tma_swizzle = 0;
   // decode_paged: the least page size it takes (a power of two); 0 for the others.
   int min_page_size = 0;
+  // Draws its work tiles from a counter in the call's workspace (FwdParams::tile_counter,
+  // zeroed by launch_fwd): the persistent Hopper instance over packed sequences.
+  bool draws_tiles = false;
 };
 
 // The decode kernel's instances of one CTA shape (decode_kernel.cuh, tile_config.h); the

@@ -163,6 +163,9 @@ struct FwdParams {
   // Here it takes the padding before the maps' 64-byte alignment: the other kernels' parameter
   // layout, and so their SASS, stay the same.
   unsigned long long* trace;
+  // The work tiles' counter of an instance that draws them (KernelInfo::draws_tiles): in the
+  // workspace, zeroed before each launch (launch_fwd); null for the others. In the same padding.
+  int* tile_counter;
   TmaDescriptor tma_q, tma_k, tma_v;  // (head_dim, heads, seqlen, batch), one column block per box
 };
 

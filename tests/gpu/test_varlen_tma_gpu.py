@@ -132,6 +132,50 @@ def test_the_persistent_twin_runs(head_dim):
     assert dense and not any(_is_twin(name) for name in dense), dense
 
 
+# The persistent twin draws its work tiles from a counter in the call's workspace as its CTAs free
+# up (fwd_kernel_sm90.cuh, kDrawsTiles), skipping query blocks past their sequence's end: many
+# sequences of mixed lengths (empty ones, some without keys, one query), GQA, causal and not; per
+# sequence against the float64 reference, bit for bit the same in a second call (whichever CTA
+# draws a tile computes all of it), and replayed from a CUDA graph, whose captured memset zeroes
+# the counter again at every replay (device-value checks off: they read cu_seqlens back).
+def _mixed_lengths(count, seed):
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 1025, (count, 2), generator=generator).tolist()
+    lengths[3], lengths[10], lengths[17] = (0, 300), (200, 0), (1, 1024)
+    return [tuple(pair) for pair in lengths]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim,heads", [(64, (16, 4)), (128, (8, 8))])
+def test_the_persistent_twin_draws_its_tiles(head_dim, heads, causal, monkeypatch):
+    from forge_flash import validation
+
+    lengths = _mixed_lengths(40, seed=head_dim + causal)
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, *heads, head_dim, torch.bfloat16)
+    got, lse = _run(q, k, v, cu_q, cu_k, causal)
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
+    again, again_lse = _run(q, k, v, cu_q, cu_k, causal)
+    assert torch.equal(again, got) and torch.equal(again_lse, lse)
+
+    monkeypatch.setattr(validation, "_CHECK_DEVICE_VALUES", False)
+    max_q, max_k = max(a for a, _ in lengths), max(b for _, b in lengths)
+    out = torch.full_like(q, float("nan"))
+    with kernel_backend():
+        call = lambda: forge_flash.flash_attn_varlen_fwd(  # noqa: E731
+            q, k, v, cu_q, cu_k, max_q, max_k, causal=causal, out=out
+        )
+        call()  # the workspace's size, learned outside the capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            call()
+    for _ in range(3):
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, got)
+
+
 @pytest.mark.parametrize("head_dim", [96, 192, 256])
 @pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
 def test_other_head_dims_keep_the_copies(lengths, head_dim):

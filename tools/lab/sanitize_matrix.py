@@ -10,7 +10,8 @@ calls whose K/V fit the L2 taking their tiles by query block height, at 192 too;
 tiles loaded through TMA for dense Q/K/V, strided views included, where the plain launch is the
 TMA-only instance with its own tiles; varlen at head_dim 64 and 128 by TMA over the packed
 tensors in the kPackedSeqs twins of that instance (past 1024 keys) and of the persistent one,
-which zero V rows past a sequence, else by cp.async),
+which zero V rows past a sequence and whose CTAs draw their work tiles from a counter, else by
+cp.async),
 split-KV + combine kernel (launched programmatically behind the split kernel on Hopper),
 split-KV merged in a thread-block cluster (Hopper decode), GQA packing, routed head dims, causal
 tails, varlen with an empty sequence, KV-cache lengths (batched decode), strided views; the
@@ -125,6 +126,14 @@ def main() -> None:
             [0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
         )
         q, k, v = (rand(sum(lens), 2, d) for _ in range(3))
+        forge_flash.flash_attn_varlen_fwd(q, k, v, cu, cu, max(lens), max(lens), causal=causal)
+    # The persistent twin with more work tiles than CTAs: each draws its next tiles from the
+    # counter and posts them to its consumers through the shared-memory queue.
+    lens = [300, 0, 129, 1000, 77, 1, 640, 999, 256, 512, 13, 800]
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    for d, causal in ((64, True), (128, False)):
+        step(f"varlen d={d} causal={causal}: tiles drawn from the counter")
+        q, k, v = rand(sum(lens), 8, d), rand(sum(lens), 2, d), rand(sum(lens), 2, d)
         forge_flash.flash_attn_varlen_fwd(q, k, v, cu, cu, max(lens), max(lens), causal=causal)
 
     step("batched decode over a contiguous cache")

@@ -21,7 +21,10 @@
 //                                                             its parts that read no O, and
 //                                                             the next CtaWork, beside P V)
 //   Packed sequences (varlen, kPackedSeqs): while S = Q K[0]^T runs, the consumers zero the rows
-//   of V[0] past the sequence's keys, which the map's box read from the next sequence.
+//   of V[0] past the sequence's keys, which the map's box read from the next sequence. The
+//   persistent twin's producer draws each next work tile from a counter as it gets to it and
+//   posts it to the consumers through shared memory (kDrawsTiles): short sequences' tiles cost
+//   little, so a static stride would leave CTAs idle.
 //
 // In the SASS of every instance ptxas moves the "wait O" up to before the softmax's
 // exponentials (and interleaves P's conversion with them), so a consumer's softmax does not run
@@ -103,13 +106,43 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto bar_k_empty = [&](int stage) {
     return Cfg::kSplitKV ? stage_bars + 8 * (3 * kStages + stage) : bar_v_empty(stage);
   };
+  // kDrawsTiles (the persistent twin over packed sequences): the producer thread draws each next
+  // work tile from a counter in global memory (p.tile_counter) as it gets to it, and posts its
+  // number to the consumers through a ring of two slots after the barriers (kTileQueueBytes):
+  // per slot a "posted" mbarrier (the producer's arrival) and a "read" one (each consumer warp's).
+  constexpr bool kDrawsTiles = kPackedSeqs && Cfg::kPersistent;
+  const uint32_t queue = bars + Cfg::kBarrierBytes;
+  auto bar_tile_posted = [&](int slot) { return queue + 8 * slot; };
+  auto bar_tile_read = [&](int slot) { return queue + 16 + 8 * slot; };
+  volatile int* tile_slots = reinterpret_cast<volatile int*>(smem + (queue + 32 - smem_base));
 
   // Work tiles. Plain launch: one per CTA. Persistent: a CTA per SM takes tiles blockIdx.x,
   // + gridDim.x, ...; its producer loads the next tile's Q and K/V while the consumers finish
   // the current one, which hides each tile's start-up when tiles are short (few K/V tiles).
   const int num_tiles = num_m_blocks * p.batch * (p.pack_gqa ? p.num_heads_k : p.num_heads);
   auto for_each_work_tile = [&](auto&& body) {
-    if constexpr (Cfg::kPersistent) {
+    if constexpr (kDrawsTiles) {
+      // A varlen batch's work tiles cost what their sequence's keys do (nothing past its end), so
+      // a static stride leaves the CTAs that drew short sequences idle. Here a CTA's first tile
+      // is blockIdx.x, each next one the counter's next; tiles past their sequence's end are
+      // skipped (the consumers would compute and store nothing for them); -1 ends the walk.
+      // Run by the producer's one TMA thread.
+      int posts = 0;
+      auto post = [&](int tile) {
+        const int slot = posts & 1;
+        if (posts >= 2) sm90::mbar_wait(bar_tile_read(slot), ((posts >> 1) - 1) & 1);
+        tile_slots[slot] = tile;
+        sm90::mbar_arrive(bar_tile_posted(slot));  // release: the slot's store before the arrival
+        ++posts;
+      };
+      for (int tile = blockIdx.x; tile < num_tiles; tile = gridDim.x + atomicAdd(p.tile_counter, 1)) {
+        const CtaWork w = cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, tile);
+        if (w.m0 >= w.rows) continue;
+        post(tile);
+        body(w);
+      }
+      post(-1);
+    } else if constexpr (Cfg::kPersistent) {
       for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
         body(cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, tile));
     } else {
@@ -141,6 +174,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       if (Cfg::kSplitKV) {
         sm90::mbar_init(bar_v_full(s), copiers);
         sm90::mbar_init(bar_k_empty(s), kConsumers / 32);
+      }
+    }
+    if constexpr (kDrawsTiles) {
+      for (int slot = 0; slot < 2; ++slot) {
+        sm90::mbar_init(bar_tile_posted(slot), 1);
+        sm90::mbar_init(bar_tile_read(slot), kConsumers / 32);  // one arrival per consumer warp
       }
     }
     sm90::mbar_init_fence();
@@ -471,7 +510,42 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // kernel's body is handed `ahead`, which computes the next work tile's CtaWork (kEarlyEpilogue:
   // beside the last P V); the walk computes it where the body did not.
   auto for_each_consumer_tile = [&](auto&& body) {
-    if constexpr (kEarlyEpilogue) {
+    if constexpr (kDrawsTiles) {
+      // The tiles the producer posts (for_each_work_tile). Lane 0 of each consumer warp waits
+      // for a slot, reads it and frees it (its own read ordered before its arrival: the
+      // producer's next store into the slot cannot race it); the warp takes the number from it.
+      int reads = 0;
+      auto take = [&] {
+        const int slot = reads & 1;
+        int tile = 0;
+        if (lane == 0) {
+          sm90::mbar_wait(bar_tile_posted(slot), (reads >> 1) & 1);
+          tile = tile_slots[slot];
+          sm90::mbar_arrive(bar_tile_read(slot));
+        }
+        ++reads;
+        return __shfl_sync(0xffffffffu, tile, 0);
+      };
+      auto work = [&](int tile) {
+        return cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, max(tile, 0));
+      };
+      int tile = take();
+      CtaWork w = work(tile);
+      while (tile >= 0) {
+        int next_tile = -1;
+        CtaWork next = w;
+        bool next_known = false;
+        auto ahead = [&] {
+          next_tile = take();
+          if (next_tile >= 0) next = work(next_tile);
+          next_known = true;
+        };
+        body(w, ahead);
+        if (!next_known) ahead();
+        tile = next_tile;
+        w = next;
+      }
+    } else if constexpr (kEarlyEpilogue) {
       const int step = static_cast<int>(gridDim.x);
       CtaWork w = cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, blockIdx.x);
       for (int tile = blockIdx.x; tile < num_tiles; tile += step) {

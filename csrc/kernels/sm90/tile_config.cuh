@@ -108,6 +108,10 @@ struct Sm90Config {
   // + 1 KB so the tiles can start on a 1024-byte boundary (the swizzle atom).
   static constexpr int kSmemBytes = kTileBytes + kOnesBytes + kBarrierBytes + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory a Hopper CTA may have");
+  // A persistent instance that draws its work tiles (fwd_kernel_sm90.cuh, kDrawsTiles) also keeps
+  // a queue of two tile numbers after the barriers: two "posted" and two "read" mbarriers, two slots.
+  static constexpr int kTileQueueBytes = 48;
+  static_assert(kSmemBytes + kTileQueueBytes <= 227 * 1024, "the queue fits too");
   // The plain kernel's epilogue stages O in shared memory (over Q, and past it into the K/V
   // ring, free by then) in rows of a multiple of 64 elements: the staging swizzle XORs the
   // chunk with row % 8 and must stay inside its row.
