@@ -176,6 +176,19 @@ def test_the_persistent_twin_draws_its_tiles(head_dim, heads, causal, monkeypatc
         assert torch.equal(out, got)
 
 
+# Runs of work tiles without keys (every query block of a sequence of no keys; causal query
+# blocks before their first key), drawn one after another by the head_dim 64 twin, whose second
+# consumer runs turns behind the first: such tiles take turns too, else the first consumer waits
+# for a tile number that the producer cannot post before the second reads older ones, and the
+# second waits for the first's next turn (a hang, found by the tests above).
+@pytest.mark.parametrize("causal", [False, True])
+def test_runs_of_keyless_work_tiles(causal):
+    lengths = [(1000, 0), (1000, 0), (300, 200), (1000, 90), (1000, 0), (129, 129), (1000, 64)]
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 16, 16, 64, torch.bfloat16)
+    got, lse = _run(q, k, v, cu_q, cu_k, causal)
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
+
+
 @pytest.mark.parametrize("head_dim", [96, 192, 256])
 @pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
 def test_other_head_dims_keep_the_copies(lengths, head_dim):

@@ -580,6 +580,18 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // persistent kernel, head_dim 256 (24-60 bytes of spills).
     const bool bounded = P::kScoreMods && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
     if (n_tiles == 0) flush_pending();  // else beside the tile's first Q K^T
+    // kDrawsTiles with lagged turns: a work tile without keys (causal rows before their first
+    // key, a sequence of no keys) takes the two turns of a one-K/V-tile one, in both consumers.
+    // Else a run of them lets the first consumer walk on without turns while the last waits for
+    // its next one; the producer's post two tiles later waits for the last consumer's read of
+    // the tile numbers, and the first waits for that post: a deadlock (it hung the GPU suite's
+    // short causal and empty-sequence calls at head_dim 64). With two turns per tile, the last
+    // consumer stays within one work tile of the first, which the queue's two slots cover.
+    if (kDrawsTiles && n_tiles == 0 && lag_turns > 0)
+      for (int t = 0; t < 2; ++t) {
+        turn_begin();
+        turn_end();
+      }
     start_rows(bounded);
     const ScoreRows rows = score_rows<P>(p, w, tile_row);
     auto tile_n0 = [&](int i) { return (w.n_end - 1 - i) * kBlockN + w.key0; };
