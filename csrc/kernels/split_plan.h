@@ -163,6 +163,10 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 //     1.17 / 1.01 / 0.97 at 0.36, 1.42 / 1.24 / 1.22 at 0.48, 1.75-2.37 from 0.73; at head_dim
 //     64 (the TMA-only instance's query blocks of 192 rows) 0.51-0.78 at 0.24, 0.63-0.92 at 0.36.
 // So a quarter of the SMs for short keys, 0.45 for longer ones, 0.6 at head_dim 64 and below.
+// The same rule at head_dim 192 and 256 (session 59, the same rows): 1.40-3.87x at fills of
+// 0.30-0.48 over short keys, 1.51-2.35x over 4k and 64k keys from 0.48, level (0.99-1.01) where it
+// keeps the split; and on variant calls at head_dim 128 (softcap, window, ALiBi, sinks) and 256
+// (softcap with a window), 768 and 1k tokens: 1.52-2.64x.
 constexpr double kHopperUnsplitShortKeysFill = 0.25;
 constexpr double kHopperUnsplitFill = 0.45;
 constexpr double kHopperUnsplitFillHeadDim64 = 0.6;

@@ -9,6 +9,7 @@ rounds shows up as disagreement between a build's two rounds:
     python tools/lab/prefill_rows_ab.py TAG 128:1024,128:2048 --batch 1 --heads 8   # one sequence
     python tools/lab/prefill_rows_ab.py TAG 128:512 --batch 1 --heads 8 --graph     # GPU time
     python tools/lab/prefill_rows_ab.py TAG 128:1024 --batch 1 --heads 8 --keys 32768  # a chunk
+    python tools/lab/prefill_rows_ab.py TAG 128:768 --batch 1 --heads 8 --graph --softcap 50
 
 A row is the benchmark's prefill shape and FLOP count (`forge_flash.benchmark.prefill_shapes`:
 16k tokens as batch x seqlen, 2048 // head_dim heads, causal and not). Timing: CUDA events
@@ -18,6 +19,11 @@ single calls. Last column:
 the largest error of our output against float32 SDPA math on two sequences and heads, a guard
 against timing a wrong kernel. `bench` (rotated inputs, all contenders) stays the reference for
 published tables; this script is for relative figures of two builds.
+
+`--softcap`, `--window`, `--alibi` and `--sinks` time our call with those variants (issue 14's
+options; random ALiBi slopes and sink logits per head); the cuDNN column stays plain attention
+(cuDNN has none of them), and the error column then compares against forge-flash's naive path,
+which defines the variants' semantics.
 
 `--more-batches N` also runs each row with 1..N more sequences. A row's query blocks of 128 rows
 (`blocks` per SM on the printed row) run in rounds of one per SM: 16k tokens of head_dim 64 at
@@ -30,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import forge_flash
+from forge_flash import discovery
 from forge_flash.benchmark import DTYPES, Shape, prefill_shapes, time_graph
 
 
@@ -70,25 +78,66 @@ def graph_ms(fn, inputs: list, iters: int = 30) -> float:
     return seconds * 1e3
 
 
-def row(tag: str, shape: Shape, graph: bool = False) -> str:
+def variant_options(args: argparse.Namespace, shape: Shape) -> dict:
+    """forge_flash.flash_attn_fwd's variant keywords the command line asked for, for this shape."""
+    options: dict = {}
+    if args.softcap:
+        options["softcap"] = args.softcap
+    if args.window:
+        options["window_size"] = (args.window, 0 if shape.causal else args.window)
+    if args.alibi:
+        options["alibi_slopes"] = torch.rand(shape.heads, device="cuda") * 0.1
+    if args.sinks:
+        options["sinks"] = torch.randn(shape.heads, device="cuda")
+    return options
+
+
+def _naive(fn):
+    """fn() on forge-flash's naive path (FORGE_FLASH_BACKEND=naive), the variants' reference."""
+    previous = os.environ.get("FORGE_FLASH_BACKEND")
+    os.environ["FORGE_FLASH_BACKEND"] = "naive"
+    discovery.reset()
+    try:
+        return fn()
+    finally:
+        if previous is None:
+            os.environ.pop("FORGE_FLASH_BACKEND", None)
+        else:
+            os.environ["FORGE_FLASH_BACKEND"] = previous
+        discovery.reset()
+
+
+def row(tag: str, shape: Shape, graph: bool = False, options: dict | None = None) -> str:
     """One row; with ``graph`` both timings from CUDA graphs (graph_ms: the GPU's time alone, for
-    calls of tens of microseconds, whose eager rounds differ by up to a fifth)."""
+    calls of tens of microseconds, whose eager rounds differ by up to a fifth). ``options``:
+    variant keywords for our call (variant_options); cuDNN's stays plain."""
+    options = options or {}
     dtype, causal = DTYPES[shape.dtype], shape.causal
     q_size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
     kv_size = (shape.batch, shape.seqlen_k, shape.heads_k, shape.head_dim)
     sizes = (q_size, kv_size, kv_size)
     copies = [[torch.randn(size, device="cuda", dtype=dtype) for size in sizes] for _ in range(4)]
     timer = graph_ms if graph else best_ms
-    ours = timer(lambda q, k, v: forge_flash.flash_attn_fwd(q, k, v, causal=causal), copies)
+
+    def call(q, k, v):
+        return forge_flash.flash_attn_fwd(q, k, v, causal=causal, **options)
+
+    ours = timer(call, copies)
     transposed = [[t.transpose(1, 2) for t in c] for c in copies]
     sdpa = torch.nn.functional.scaled_dot_product_attention
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         cudnn = timer(lambda q, k, v: sdpa(q, k, v, is_causal=causal), transposed)
     q, k, v = copies[0]
-    got = forge_flash.flash_attn_fwd(q, k, v, causal=causal)[:2, :, :2].float()
-    few = [t[:2, :, :2].transpose(1, 2).float() for t in (q, k, v)]
-    err = (got - sdpa(*few, is_causal=causal).transpose(1, 2)).abs().max().item()
-    kind = ("causal" if causal else "full  ") + (" graph" if graph else "")
+    got = call(q, k, v)[:2, :, :2].float()
+    if options:
+        ref = _naive(lambda: call(q, k, v))[:2, :, :2]
+    else:
+        few = [t[:2, :, :2].transpose(1, 2).float() for t in (q, k, v)]
+        ref = sdpa(*few, is_causal=causal).transpose(1, 2)
+    err = (got - ref.float()).abs().max().item()
+    named = {"window_size": "window", "alibi_slopes": "alibi"}
+    variants = "".join(f" {named.get(key, key)}" for key in options)
+    kind = ("causal" if causal else "full  ") + variants + (" graph" if graph else "")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     blocks = shape.batch * shape.heads * -(-shape.seqlen_q // 128) / sms
     keys = f" k{shape.seqlen_k}" if shape.seqlen_k != shape.seqlen_q else ""
@@ -124,6 +173,12 @@ def main() -> None:
         help="keys per sequence (default seqlen): queries against a longer K/V, as a chunk of a "
         "prompt against its cache; non-causal rows only (SDPA's causal mask is top-left there)",
     )
+    parser.add_argument("--softcap", type=float, default=0.0, help="our call with this softcap")
+    parser.add_argument(
+        "--window", type=int, default=0, help="our call with a window of this many keys a side"
+    )
+    parser.add_argument("--alibi", action="store_true", help="our call with random ALiBi slopes")
+    parser.add_argument("--sinks", action="store_true", help="our call with random sink logits")
     args = parser.parse_args()
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
@@ -140,7 +195,8 @@ def main() -> None:
                     shape = dataclasses.replace(shape, seqlen_k=args.keys)
                 for more in range(args.more_batches + 1):
                     grown = dataclasses.replace(shape, batch=shape.batch + more)
-                    print(row(args.tag, grown, args.graph), flush=True)
+                    options = variant_options(args, grown)
+                    print(row(args.tag, grown, args.graph, options), flush=True)
 
 
 if __name__ == "__main__":
