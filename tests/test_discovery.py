@@ -202,6 +202,22 @@ def test_forced_cuda_on_a_supported_gpu(plugin_dir, fake_gpu, monkeypatch):
     assert ff.active_backend().name == "cuda"
 
 
+def test_forced_backend_holds_for_the_block_and_restores(plugin_dir, fake_gpu, monkeypatch):
+    install_fake_plugin(plugin_dir)
+    monkeypatch.setenv("FORGE_FLASH_BACKEND", "auto")
+    assert ff.active_backend().name == "cuda"
+    with discovery.forced_backend("naive") as backend:
+        assert backend.name == "naive" and ff.active_backend().name == "naive"
+    assert os.environ["FORGE_FLASH_BACKEND"] == "auto"
+    assert ff.active_backend().name == "cuda"  # discovered again on leaving
+    monkeypatch.delenv("FORGE_FLASH_BACKEND")
+    refused = pytest.raises(ValueError, match="FORGE_FLASH_BACKEND must be one of")
+    with refused, discovery.forced_backend("triton"):
+        pass
+    assert "FORGE_FLASH_BACKEND" not in os.environ  # unset again, also after the error
+    assert ff.active_backend().name == "cuda"
+
+
 def test_unknown_backend_value_is_refused(monkeypatch):
     monkeypatch.setenv("FORGE_FLASH_BACKEND", "triton")
     with pytest.raises(ValueError, match=r"^FORGE_FLASH_BACKEND must be one of auto, naive, cuda"):

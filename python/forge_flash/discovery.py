@@ -16,12 +16,14 @@ saying why when the kernels cannot run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
 import re
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -411,6 +413,25 @@ def reset() -> None:
     with _lock:
         _state = None
         _active = None
+
+
+@contextlib.contextmanager
+def forced_backend(name: str) -> Iterator[Backend]:
+    """The calls inside the block on backend ``name`` (``FORGE_FLASH_BACKEND`` set for the block,
+    discovery run again on entering and on leaving; not thread-safe): for the tests and the lab
+    tools that set the kernels beside the naive path, which defines every option's semantics.
+    Yields the backend; raises as active_backend does when ``name`` cannot run here."""
+    previous = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = name
+    reset()
+    try:
+        yield active_backend()
+    finally:
+        if previous is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = previous
+        reset()
 
 
 def plugin_binding() -> ModuleType | None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 
 import torch
 
-import forge_flash
 from forge_flash import discovery
 
 from .reference import (
@@ -194,18 +192,9 @@ def assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal):
 @contextlib.contextmanager
 def kernel_backend(name: str = "cuda"):
     """Force a backend (FORGE_FLASH_BACKEND) for the calls inside the block."""
-    previous = os.environ.get("FORGE_FLASH_BACKEND")
-    os.environ["FORGE_FLASH_BACKEND"] = name
-    discovery.reset()
-    try:
-        assert forge_flash.active_backend().name == name
+    with discovery.forced_backend(name) as backend:
+        assert backend.name == name
         yield
-    finally:
-        if previous is None:
-            os.environ.pop("FORGE_FLASH_BACKEND", None)
-        else:
-            os.environ["FORGE_FLASH_BACKEND"] = previous
-        discovery.reset()
 
 
 def split_workspace_bytes(rows: int, splits: int, head_dim: int = 128) -> int:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -92,21 +91,6 @@ def variant_options(args: argparse.Namespace, shape: Shape) -> dict:
     return options
 
 
-def _naive(fn):
-    """fn() on forge-flash's naive path (FORGE_FLASH_BACKEND=naive), the variants' reference."""
-    previous = os.environ.get("FORGE_FLASH_BACKEND")
-    os.environ["FORGE_FLASH_BACKEND"] = "naive"
-    discovery.reset()
-    try:
-        return fn()
-    finally:
-        if previous is None:
-            os.environ.pop("FORGE_FLASH_BACKEND", None)
-        else:
-            os.environ["FORGE_FLASH_BACKEND"] = previous
-        discovery.reset()
-
-
 def row(tag: str, shape: Shape, graph: bool = False, options: dict | None = None) -> str:
     """One row; with ``graph`` both timings from CUDA graphs (graph_ms: the GPU's time alone, for
     calls of tens of microseconds, whose eager rounds differ by up to a fifth). ``options``:
@@ -130,7 +114,8 @@ def row(tag: str, shape: Shape, graph: bool = False, options: dict | None = None
     q, k, v = copies[0]
     got = call(q, k, v)[:2, :, :2].float()
     if options:
-        ref = _naive(lambda: call(q, k, v))[:2, :, :2]
+        with discovery.forced_backend("naive"):
+            ref = call(q, k, v)[:2, :, :2]
     else:
         few = [t[:2, :, :2].transpose(1, 2).float() for t in (q, k, v)]
         ref = sdpa(*few, is_causal=causal).transpose(1, 2)
