@@ -25,6 +25,7 @@
 #          tests and bench steps and the variants one after the other before this step existed,
 #          took 414 s on the H200 with `-n 16 tests/gpu tests/integration`
 #          (docs/bench-history/2026-12-04.md, 16:47).
+# TESTS_TIMEOUT=S (tests, check): stop the tests after S seconds and name the unfinished ones.
 # EXTRA=cu12 installs 'forge-flash[cu12]' (the CUDA 12 plugin) instead of 'forge-flash[cuda]'.
 # PREFILL_DTYPE=both (or fp16) times the prefill rows in both dtypes (issue 13 asks bf16 and
 # fp16); default bf16, the anchor table's.
@@ -60,12 +61,22 @@ xdist_dealing() {
     "$py" -c 'import sys, xdist; sys.exit(tuple(map(int, xdist.__version__.split(".")[:2])) < (3, 2))' \
         2>/dev/null && echo "--dist=worksteal"
 }
+# TESTS_TIMEOUT=S stops the tests after S seconds and then names those that started and never
+# finished (tools/lab/unfinished_tests.py; the log is verbose for it): a hung kernel looks like
+# a slow run otherwise (session 59: two tests hung, the other workers idle, until the call's limit).
 run_tests() {
-    local args=("$@")
+    local args=("$@") verbose=() limit=()
     [ ${#args[@]} -gt 0 ] || args=(-n "$(gpu_workers)" $(xdist_dealing) tests/gpu tests/integration)
+    [ -z "${TESTS_TIMEOUT:-}" ] || { verbose=(-v -v) && limit=(timeout "$TESTS_TIMEOUT"); }
     echo "pytest ${args[*]}"
-    FORGE_FLASH_TOOL_LOGS=$out "$py" -m pytest -q -p no:cacheprovider -rs --durations=15 "${args[@]}" 2>&1 |
-        tee "$out/gpu-tests.log" | tail -45
+    FORGE_FLASH_TOOL_LOGS=$out "${limit[@]}" "$py" -m pytest -q "${verbose[@]}" -p no:cacheprovider -rs --durations=15 \
+        "${args[@]}" >"$out/gpu-tests.log" 2>&1
+    local rc=$?
+    grep -v "^tests/.*::" "$out/gpu-tests.log" | grep -v "^\[gw[0-9]*\] \[" | tail -45
+    if [ "$rc" = 124 ]; then
+        echo "gpu_session.sh: the tests were stopped at TESTS_TIMEOUT=${TESTS_TIMEOUT} s"
+        "$py" "$repo/tools/lab/unfinished_tests.py" "$out/gpu-tests.log"
+    fi
     grep -h "SUMMARY" "$out"/sanitizer-*.log 2>/dev/null
 }
 run_bench() {
