@@ -40,6 +40,12 @@ def test_a_finished_run_has_none():
     assert unfinished_tests.unfinished(LOG + "\n".join(ends) + "\n") == []
 
 
+def test_a_run_without_xdist():
+    # Without xdist each outcome ends the line of its node id; the last is still running.
+    lines = ["t/test_x.py::test_fast PASSED    [ 50%]", "t/test_x.py::test_slow "]
+    assert unfinished_tests.unfinished("\n".join(lines)) == ["t/test_x.py::test_slow"]
+
+
 def test_the_command_prints_them(tmp_path):
     log = tmp_path / "gpu-tests.log"
     log.write_text(LOG)

@@ -5,11 +5,12 @@
 A GPU test that hangs (a kernel waiting on a barrier that never completes) does not fail: the
 run goes on with the other workers until a time limit kills it, and its summary line never comes.
 Session 58's varlen tests were cut so at their limit and read as "not all run"; session 59 found
-two of them had hung (docs/bench-history/2026-12-05.md). With pytest-xdist at verbosity 1 or more
+two of them had hung (docs/benchmarks.md, 2026-12-05). With pytest-xdist at verbosity 1 or more
 (`-v`, or `-q -v -v`) the log names each test as a worker starts it (a line of the node id
 alone) and again with its outcome (`[gw3] [ 42%] PASSED tests/...`); a node id with the first
-and not the second was running when the run ended. `gpu_session.sh` prints these when its
-TESTS_TIMEOUT cuts the tests.
+and not the second was running when the run ended. Without xdist a verbose run prints the
+outcome on the node id's own line, so only a test still running ends its line with its id.
+`gpu_session.sh` prints these when its TESTS_TIMEOUT cuts the tests.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import argparse
 import re
 from pathlib import Path
 
-_STARTED = re.compile(r"^(tests/\S+::\S+) ?$", re.MULTILINE)
-_ENDED = re.compile(r"\b(?:PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS) (tests/\S+::\S+)")
+# A node id alone on its line: started (xdist prints the outcome on a line of its own; without
+# xdist it follows on the same line, so only a test still running stays alone).
+_STARTED = re.compile(r"^(\S+\.py::\S+) ?$", re.MULTILINE)
+_ENDED = re.compile(r"\b(?:PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS) (\S+\.py::\S+)")
 
 
 def unfinished(log: str) -> list[str]:
