@@ -10,6 +10,7 @@ rounds shows up as disagreement between a build's two rounds:
     python tools/lab/prefill_rows_ab.py TAG 128:512 --batch 1 --heads 8 --graph     # GPU time
     python tools/lab/prefill_rows_ab.py TAG 128:1024 --batch 1 --heads 8 --keys 32768  # a chunk
     python tools/lab/prefill_rows_ab.py TAG 128:768 --batch 1 --heads 8 --graph --softcap 50
+    python tools/lab/prefill_rows_ab.py TAG 128:768 --batch 1 --heads 8 --graph --page-size 16
 
 A row is the benchmark's prefill shape and FLOP count (`forge_flash.benchmark.prefill_shapes`:
 16k tokens as batch x seqlen, 2048 // head_dim heads, causal and not). Timing: CUDA events
@@ -21,9 +22,10 @@ against timing a wrong kernel. `bench` (rotated inputs, all contenders) stays th
 published tables; this script is for relative figures of two builds.
 
 `--softcap`, `--window`, `--alibi` and `--sinks` time our call with those variants (issue 14's
-options; random ALiBi slopes and sink logits per head); the cuDNN column stays plain attention
-(cuDNN has none of them), and the error column then compares against forge-flash's naive path,
-which defines the variants' semantics.
+options; random ALiBi slopes and sink logits per head), and `--page-size P` times it as chunked
+prefill over a paged cache (flash_attn_varlen_fwd with a block table of random block ids); the
+cuDNN column stays plain attention over contiguous K/V (cuDNN has none of these), and the error
+column then compares against forge-flash's naive path on the dense call.
 
 `--more-batches N` also runs each row with 1..N more sequences. A row's query blocks of 128 rows
 (`blocks` per SM on the printed row) run in rounds of one per SM: 16k tokens of head_dim 64 at
@@ -41,7 +43,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import forge_flash
-from forge_flash import discovery
+from forge_flash import discovery, validation
 from forge_flash.benchmark import DTYPES, Shape, prefill_shapes, time_graph
 
 
@@ -91,10 +93,40 @@ def variant_options(args: argparse.Namespace, shape: Shape) -> dict:
     return options
 
 
-def row(tag: str, shape: Shape, graph: bool = False, options: dict | None = None) -> str:
+def paged_calls(shape: Shape, copies: list, page_size: int, causal: bool, options: dict):
+    """Our call of each copy's Q/K/V as chunked prefill over a paged cache: Q packed, K and V in
+    pages of ``page_size`` keys at random block ids, through flash_attn_varlen_fwd with a block
+    table (the call engines make; issue 15). Returns the call and its inputs, one per copy."""
+    batch, seqlen_q, seqlen_k = shape.batch, shape.seqlen_q, shape.seqlen_k
+    per_seq = -(-seqlen_k // page_size)
+    table = torch.randperm(batch * per_seq, device="cuda").to(torch.int32).view(batch, per_seq)
+    steps = torch.arange(batch + 1, device="cuda", dtype=torch.int32)
+    cu_q, cu_k = steps * seqlen_q, steps * seqlen_k
+
+    def cache_of(x: torch.Tensor) -> torch.Tensor:
+        padded = x.new_zeros(batch, per_seq * page_size, *x.shape[2:])
+        padded[:, :seqlen_k] = x
+        cache = torch.empty_like(padded).view(batch * per_seq, page_size, *x.shape[2:])
+        cache[table.flatten().long()] = padded.view(batch * per_seq, page_size, *x.shape[2:])
+        return cache
+
+    def call(q, k_cache, v_cache):
+        return forge_flash.flash_attn_varlen_fwd(
+            q, k_cache, v_cache, cu_q, cu_k, seqlen_q, seqlen_k,
+            causal=causal, block_table=table, **options,
+        )  # fmt: skip
+
+    inputs = [(q.flatten(0, 1), cache_of(k), cache_of(v)) for q, k, v in copies]
+    return call, inputs
+
+
+def row(
+    tag: str, shape: Shape, graph: bool = False, options: dict | None = None, page_size: int = 0
+) -> str:
     """One row; with ``graph`` both timings from CUDA graphs (graph_ms: the GPU's time alone, for
     calls of tens of microseconds, whose eager rounds differ by up to a fifth). ``options``:
-    variant keywords for our call (variant_options); cuDNN's stays plain."""
+    variant keywords for our call (variant_options); cuDNN's stays plain. ``page_size``: our
+    call over a paged cache (paged_calls)."""
     options = options or {}
     dtype, causal = DTYPES[shape.dtype], shape.causal
     q_size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
@@ -106,14 +138,25 @@ def row(tag: str, shape: Shape, graph: bool = False, options: dict | None = None
     def call(q, k, v):
         return forge_flash.flash_attn_fwd(q, k, v, causal=causal, **options)
 
-    ours = timer(call, copies)
+    if page_size:
+        ours_call, ours_inputs = paged_calls(shape, copies, page_size, causal, options)
+        checks, validation._CHECK_DEVICE_VALUES = validation._CHECK_DEVICE_VALUES, False
+        try:  # the device-value checks read cu_seqlens back: no graph capture with them
+            ours = timer(ours_call, ours_inputs)
+        finally:
+            validation._CHECK_DEVICE_VALUES = checks
+    else:
+        ours_call, ours = call, timer(call, copies)
     transposed = [[t.transpose(1, 2) for t in c] for c in copies]
     sdpa = torch.nn.functional.scaled_dot_product_attention
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         cudnn = timer(lambda q, k, v: sdpa(q, k, v, is_causal=causal), transposed)
     q, k, v = copies[0]
-    got = call(q, k, v)[:2, :, :2].float()
-    if options:
+    if page_size:
+        got = ours_call(*ours_inputs[0]).view(q.shape)[:2, :, :2].float()
+    else:
+        got = call(q, k, v)[:2, :, :2].float()
+    if options or page_size:  # against the naive path's dense call on the same values
         with discovery.forced_backend("naive"):
             ref = call(q, k, v)[:2, :, :2]
     else:
@@ -122,6 +165,7 @@ def row(tag: str, shape: Shape, graph: bool = False, options: dict | None = None
     err = (got - ref.float()).abs().max().item()
     named = {"window_size": "window", "alibi_slopes": "alibi"}
     variants = "".join(f" {named.get(key, key)}" for key in options)
+    variants += f" pages of {page_size}" if page_size else ""
     kind = ("causal" if causal else "full  ") + variants + (" graph" if graph else "")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     blocks = shape.batch * shape.heads * -(-shape.seqlen_q // 128) / sms
@@ -164,6 +208,9 @@ def main() -> None:
     )
     parser.add_argument("--alibi", action="store_true", help="our call with random ALiBi slopes")
     parser.add_argument("--sinks", action="store_true", help="our call with random sink logits")
+    parser.add_argument(
+        "--page-size", type=int, default=0, help="our call over a paged cache of this page size"
+    )
     args = parser.parse_args()
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
@@ -181,7 +228,7 @@ def main() -> None:
                 for more in range(args.more_batches + 1):
                     grown = dataclasses.replace(shape, batch=shape.batch + more)
                     options = variant_options(args, grown)
-                    print(row(args.tag, grown, args.graph, options), flush=True)
+                    print(row(args.tag, grown, args.graph, options, args.page_size), flush=True)
 
 
 if __name__ == "__main__":
