@@ -45,9 +45,9 @@ import statistics
 
 from varlen_rows import mixed_lengths  # this directory's fixed draws of lengths
 
-# The persistent instances' tiles (sm90/tile_config.cuh, Sm90Tiles): head_dim 64 and 128
+# The persistent instances' tiles (sm90/tile_config.cuh, Sm90Tiles): head_dim 64, 96 and 128
 # run 128 query rows against 128-key K/V tiles; 2048 // head_dim heads as in varlen_rows.py.
-SHAPES = ((64, 32, 128, 128), (128, 16, 128, 128))
+SHAPES = ((64, 32, 128, 128), (96, 21, 128, 128), (128, 16, 128, 128))
 ORDERS = ("batch-head", "height", "sorted")
 CAUSAL_ORDERS = ("grouped", "height", "sorted")
 CAUSAL_GROUP = 8  # cta_work.cuh, kCausalHeadGroup
