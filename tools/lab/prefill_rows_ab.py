@@ -37,6 +37,7 @@ cuDNN's stay level, that partial last round is what the row loses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 
 import torch
@@ -77,6 +78,18 @@ def graph_ms(fn, inputs: list, iters: int = 30) -> float:
         min_calls=iters,
     )
     return seconds * 1e3
+
+
+@contextlib.contextmanager
+def device_value_checks_off():
+    """The calls inside without forge-flash's device-value checks (as under
+    FORGE_FLASH_CHECK_DEVICE_VALUES=0): those read cu_seqlens back to the host, which
+    synchronises every varlen call and forbids its capture in a CUDA graph."""
+    checks, validation._CHECK_DEVICE_VALUES = validation._CHECK_DEVICE_VALUES, False
+    try:
+        yield
+    finally:
+        validation._CHECK_DEVICE_VALUES = checks
 
 
 def variant_options(args: argparse.Namespace, shape: Shape) -> dict:
@@ -138,24 +151,17 @@ def row(
     def call(q, k, v):
         return forge_flash.flash_attn_fwd(q, k, v, causal=causal, **options)
 
-    if page_size:
-        ours_call, ours_inputs = paged_calls(shape, copies, page_size, causal, options)
-        checks, validation._CHECK_DEVICE_VALUES = validation._CHECK_DEVICE_VALUES, False
-        try:  # the device-value checks read cu_seqlens back: no graph capture with them
-            ours = timer(ours_call, ours_inputs)
-        finally:
-            validation._CHECK_DEVICE_VALUES = checks
-    else:
-        ours_call, ours = call, timer(call, copies)
+    ours_call, ours_inputs = (
+        paged_calls(shape, copies, page_size, causal, options) if page_size else (call, copies)
+    )
+    with device_value_checks_off():  # a paged call's would read cu_seqlens back
+        ours = timer(ours_call, ours_inputs)
     transposed = [[t.transpose(1, 2) for t in c] for c in copies]
     sdpa = torch.nn.functional.scaled_dot_product_attention
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         cudnn = timer(lambda q, k, v: sdpa(q, k, v, is_causal=causal), transposed)
     q, k, v = copies[0]
-    if page_size:
-        got = ours_call(*ours_inputs[0]).view(q.shape)[:2, :, :2].float()
-    else:
-        got = call(q, k, v)[:2, :, :2].float()
+    got = ours_call(*ours_inputs[0]).view(q.shape)[:2, :, :2].float()
     if options or page_size:  # against the naive path's dense call on the same values
         with discovery.forced_backend("naive"):
             ref = call(q, k, v)[:2, :, :2]

@@ -39,10 +39,9 @@ import argparse
 import random
 
 import torch
-from prefill_rows_ab import best_ms, graph_ms  # tools/lab, beside this script
+from prefill_rows_ab import best_ms, device_value_checks_off, graph_ms  # tools/lab, beside it
 
 import forge_flash
-from forge_flash import validation
 from forge_flash.benchmark import DTYPES
 
 TOTAL_TOKENS = 16384
@@ -139,11 +138,8 @@ def varlen_row(
 
     useful = attention_flops(lengths, heads, head_dim, causal)
     synced = useful / best_ms(ours_call, copies) / 1e9
-    checks, validation._CHECK_DEVICE_VALUES = validation._CHECK_DEVICE_VALUES, False
-    try:
+    with device_value_checks_off():
         ours = useful / (graph_ms if graph else best_ms)(ours_call, copies) / 1e9
-    finally:
-        validation._CHECK_DEVICE_VALUES = checks
     padded = useful / dense_ms(count, longest, heads, heads, head_dim, dtype, causal) / 1e9
     dense_flops = attention_flops([mean] * count, heads, head_dim, causal)
     dense = dense_flops / dense_ms(count, mean, heads, heads, head_dim, dtype, causal) / 1e9

@@ -66,9 +66,8 @@ def tile_costs(
 ) -> list[float]:
     """The work tiles' costs in launch order."""
 
-    def cost(
-        length: int, block: int
-    ) -> float:  # its K/V tiles (causal: to its last row's diagonal)
+    def cost(length: int, block: int) -> float:
+        """A query block's K/V tiles (causal: to its last row's diagonal) and its start-up."""
         keys = min((block + 1) * block_m, length) if causal else length
         return math.ceil(keys / block_n) + overhead
 
