@@ -4,7 +4,7 @@ K/V tile reads the next sequence's rows, which the kernel masks (K) and zeroes i
 (V). Checked against the float64 reference per sequence, in the plain launch (sequences past
 1024 keys) and the persistent one (all within 1024), with NaN and inf in the neighbouring
 sequences' rows (they must not reach a sequence that does not see them), and by the profiler:
-the twins are what run at head_dim 64 and 128, the only head dims they serve
+the twins are what run at head_dim 64, 96 and 128, the only head dims they serve
 (fwd_instantiate.cuh, sm90_packed_info, says why); the others keep the cp.async copies, checked
 here against the same reference.
 """
@@ -67,7 +67,7 @@ def test_gqa_packed_sequences(lengths, causal):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", [64, 96, 128, 256])
 @pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
 def test_a_neighbours_nan_or_inf_stays_in_its_sequence(lengths, head_dim, bad):
     # Sequence 0's last K/V tile (1500 or 301 keys: not a multiple of the tiles' 64-192 keys)
@@ -115,7 +115,19 @@ def test_the_packed_twin_runs():
     assert _is_twin(varlen[0]) and not any(_is_twin(name) for name in dense), (varlen, dense)
 
 
-@pytest.mark.parametrize("head_dim", [64, 128])
+def test_the_packed_twin_runs_at_head_dim_96():
+    # Sm90Config<96, block_n, stages, persistent = false, tma_only = true, ...>, the twin: at 96
+    # the TMA-only twin has the causal tiles (two consumers), also for non-causal calls, where a
+    # dense call takes the three-consumer non-causal instance instead.
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, 96, torch.bfloat16)
+    for causal in (False, True):
+        varlen = _sm90_kernels(lambda c=causal: _run(q, k, v, cu_q, cu_k, c))
+        assert len(varlen) == 1, varlen
+        assert re.search(r"Sm90Config<96, \d+, \d+, false, true", varlen[0]), varlen
+        assert _is_twin(varlen[0]), varlen
+
+
+@pytest.mark.parametrize("head_dim", [64, 96, 128])
 def test_the_persistent_twin_runs(head_dim):
     # Sm90Config<head_dim, block_n, stages, persistent = true, tma_only = false, ...>, with the
     # twin's template argument; a dense call of short sequences runs the same tiles without it.
@@ -146,7 +158,7 @@ def _mixed_lengths(count, seed):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("head_dim,heads", [(64, (16, 4)), (128, (8, 8))])
+@pytest.mark.parametrize("head_dim,heads", [(64, (16, 4)), (96, (12, 12)), (128, (8, 8))])
 def test_the_persistent_twin_draws_its_tiles(head_dim, heads, causal, monkeypatch):
     from forge_flash import validation
 
@@ -189,7 +201,7 @@ def test_runs_of_keyless_work_tiles(causal):
     assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
 
 
-@pytest.mark.parametrize("head_dim", [96, 192, 256])
+@pytest.mark.parametrize("head_dim", [192, 256])
 @pytest.mark.parametrize("lengths", [LENGTHS, SHORT], ids=["plain", "persistent"])
 def test_other_head_dims_keep_the_copies(lengths, head_dim):
     # Sm90Config<head_dim, block_n, stages, persistent, tma_only, ...>: neither a TMA-only

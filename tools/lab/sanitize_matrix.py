@@ -8,7 +8,7 @@ Hopper wgmma prefill kernel (plain, and persistent with several work tiles per C
 96 (two Q buffers, deferred epilogues) and 128, tiles whose rows see no key among them, causal
 calls whose K/V fit the L2 taking their tiles by query block height, at 192 too; its
 tiles loaded through TMA for dense Q/K/V, strided views included, where the plain launch is the
-TMA-only instance with its own tiles; varlen at head_dim 64 and 128 by TMA over the packed
+TMA-only instance with its own tiles; varlen at head_dim 64, 96 and 128 by TMA over the packed
 tensors in the kPackedSeqs twins of that instance (past 1024 keys) and of the persistent one,
 which zero V rows past a sequence and whose CTAs draw their work tiles from a counter, else by
 cp.async),
@@ -120,6 +120,8 @@ def main() -> None:
         (128, True, [1100, 0, 1300]),
         (64, False, [300, 0, 129, 1000, 77]),
         (128, True, [300, 0, 129, 1000, 77]),
+        (96, False, [1100, 0, 1300]),
+        (96, True, [300, 0, 129, 1000, 77]),
     ):
         step(f"varlen d={d} causal={causal} lengths={lens}")
         cu = torch.tensor(
@@ -131,7 +133,7 @@ def main() -> None:
     # counter and posts them to its consumers through the shared-memory queue.
     lens = [300, 0, 129, 1000, 77, 1, 640, 999, 256, 512, 13, 800]
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
-    for d, causal in ((64, True), (128, False)):
+    for d, causal in ((64, True), (96, False), (128, False)):
         step(f"varlen d={d} causal={causal}: tiles drawn from the counter")
         q, k, v = rand(sum(lens), 8, d), rand(sum(lens), 2, d), rand(sum(lens), 2, d)
         forge_flash.flash_attn_varlen_fwd(q, k, v, cu, cu, max(lens), max(lens), causal=causal)
