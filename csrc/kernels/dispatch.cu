@@ -377,7 +377,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (!short_kv && !p.is_causal) tallest_m = std::max(tallest_m, kernels.sm90.tma_non_causal.block_m);
   const int64_t fewest_ctas = hopper_prefill ? (rows + tallest_m - 1) / tallest_m * p.batch * heads : 0;
   if (hopper_prefill && p.num_splits > 1 &&
-      hopper_prefill_unsplit(fewest_ctas, hopper_facts.sm_count, short_kv, p.head_dim))
+      hopper_prefill_unsplit(fewest_ctas, hopper_facts.sm_count, short_kv, p.head_dim, !kv_by_batch_row(p)))
     p.num_splits = 1;
   // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.
   if (p.requested_splits > 0) p.num_splits = whole_step_splits(p.requested_splits, n_steps);

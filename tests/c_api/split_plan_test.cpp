@@ -118,32 +118,40 @@ int main() {
     }
   }
   // Hopper prefill grids (one CTA per SM) left unsplit: from a quarter of the SMs over short keys,
-  // 0.45 over longer ones, 0.6 of them at head_dim 64 and below.
+  // 0.45 over longer ones, 0.6 of them at head_dim 64 and below, 0.7 over longer paged or indexed
+  // keys at every head dim.
   for (int sms : {66, 108, 132})
     for (long ctas = 1; ctas <= 4L * sms; ++ctas)
       for (int head_dim : {64, 96, 128, 256}) {
-        if (hopper_prefill_unsplit(ctas, sms, true, head_dim) != (4 * ctas >= sms))
-          fail("hopper_prefill_unsplit (short keys)", ctas, sms, head_dim);
+        for (bool indexed : {false, true})
+          if (hopper_prefill_unsplit(ctas, sms, true, head_dim, indexed) != (4 * ctas >= sms))
+            fail("hopper_prefill_unsplit (short keys)", ctas, sms, head_dim);
         const double need = head_dim <= 64 ? 0.6 : 0.45;
         if (hopper_prefill_unsplit(ctas, sms, false, head_dim) != (ctas >= need * sms))
           fail("hopper_prefill_unsplit (long keys)", ctas, sms, head_dim);
+        if (hopper_prefill_unsplit(ctas, sms, false, head_dim, true) != (10 * ctas >= 7 * sms))
+          fail("hopper_prefill_unsplit (long paged keys)", ctas, sms, head_dim);
       }
   // The measured rows (132 SMs, one sequence over 8 heads): query blocks of 128 rows, at 192 for
   // head_dim 64 over long keys.
+  // Paged (indexed): 1k / 1.5k queries over 4k keys at head_dim 128, 1.5k at 64 (session 60).
   const struct {
     long tokens, rows;
     bool short_kv;
     int head_dim;
     bool unsplit;
+    bool indexed;
   } prefill_rows[] = {
-      {2048, 128, true, 128, true},  {768, 128, true, 128, true},   {640, 128, true, 64, true},
-      {512, 128, true, 128, false},  {768, 128, false, 128, false}, {1024, 128, false, 128, true},
-      {1024, 192, false, 64, false}, {2048, 192, false, 64, true},
+      {2048, 128, true, 128, true, false},  {768, 128, true, 128, true, false},   {640, 128, true, 64, true, false},
+      {512, 128, true, 128, false, false},  {768, 128, false, 128, false, false}, {1024, 128, false, 128, true, false},
+      {1024, 192, false, 64, false, false}, {2048, 192, false, 64, true, false},  {1024, 128, false, 128, false, true},
+      {1536, 128, false, 128, true, true},  {1536, 128, false, 64, true, true},   {768, 128, true, 128, true, true},
   };
   for (const auto& r : prefill_rows)
-    if (hopper_prefill_unsplit((r.tokens + r.rows - 1) / r.rows * 8, 132, r.short_kv, r.head_dim) != r.unsplit) {
-      std::printf("FAIL one sequence of %ld tokens over 8 heads of %d (short keys %d): unsplit %d\n", r.tokens,
-                  r.head_dim, r.short_kv, !r.unsplit);
+    if (hopper_prefill_unsplit((r.tokens + r.rows - 1) / r.rows * 8, 132, r.short_kv, r.head_dim, r.indexed) !=
+        r.unsplit) {
+      std::printf("FAIL one sequence of %ld tokens over 8 heads of %d (short keys %d, paged %d): unsplit %d\n",
+                  r.tokens, r.head_dim, r.short_kv, r.indexed, !r.unsplit);
       ++failures;
     }
   // The persistent kernel's causal order by height (tile_order.h): every work tile once, for every
