@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -141,6 +142,41 @@ def test_hdim_selects_one_head_dim(head_dim):
     assert {s.heads for s in quick} == {2048 // head_dim}
 
 
+def test_paged_adds_each_prefill_row_over_a_paged_cache():
+    shapes = _selected("--full", "--paged", "16", "--hdim", "128")
+    prefill = [s for s in shapes if s.kind == "prefill"]
+    paged = [s for s in shapes if s.kind == "paged"]
+    assert [s.page_size for s in paged] == [16] * len(prefill) and paged
+    assert [dataclasses.replace(s, kind="prefill", page_size=0) for s in paged] == prefill
+    assert "paged p=16 bf16 b=16 s=1024 h=16 d=128 causal" in {s.label() for s in paged}
+    assert not any(s.kind == "paged" for s in _selected("--full", "--decode", "--paged", "16"))
+    assert not any(s.kind == "paged" for s in _selected("--full"))
+    args = benchmark.build_parser().parse_args(["--paged", "-1"])
+    assert "--paged takes a page size" in benchmark.usage_problem(args)
+
+
+def _paged_shape(**fields):
+    shape = benchmark.Shape("paged", 2, 4, 2, 24, 40, 32, True, "bf16", page_size=16)
+    return dataclasses.replace(shape, **fields)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_paged_contender_runs_our_paged_call(causal):
+    # 40 keys in pages of 16: three pages a sequence, the last one partly filled.
+    shape = _paged_shape(causal=causal)
+    inputs = benchmark.make_inputs(shape, torch.device("cpu"))
+    paged = inputs.paged
+    assert paged.table.shape == (2, 3) and paged.table.dtype == torch.int32
+    assert sorted(paged.table.flatten().tolist()) == list(range(6))
+    found = benchmark.contenders(shape, inputs, torch.device("cpu"))
+    assert list(found) == ["forge_flash", "sdpa", "sdpa_math", "naive_loop"]
+    for i in range(len(inputs.ours)):
+        q, k, v = inputs.ours[i]
+        got = found["forge_flash"].run(i).float().view(q.shape)
+        expected = selfcheck.dense_reference(q, k, v, causal=causal)
+        torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
+
+
 def _row(backend, ms, *, seqlen=1024, kind="prefill", dtype="bf16"):
     return benchmark.Row(kind, backend, dtype, 1, 16, 16, seqlen, seqlen, 128, False, ms,
                          None if ms is None else 1.0, None)  # fmt: skip
@@ -215,9 +251,26 @@ def fake_fa4(monkeypatch):
         out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=True)
         return out.transpose(1, 2), torch.zeros(q.shape[0], q.shape[2], q.shape[1])
 
+    def flash_attn_varlen_func(
+        q, k, v, cu_seqlens_q=None, max_seqlen_q=None, seqused_k=None, page_table=None,
+        causal=False,
+    ):  # fmt: skip
+        # FA4's paged call: packed q, K/V caches (blocks, page, hk, d) read through page_table.
+        calls.append(("varlen", tuple(q.shape), tuple(page_table.shape), causal))
+        batch, keys = page_table.shape[0], int(seqused_k[0])
+        per_seq = k.shape[1] * page_table.shape[1]
+        qb = q.view(batch, -1, *q.shape[1:])
+        kb, vb = (
+            c[page_table.long()].reshape(batch, per_seq, *c.shape[2:])[:, :keys] for c in (k, v)
+        )
+        qt, kt, vt = (t.transpose(1, 2) for t in (qb, kb, vb))
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=True)
+        return out.transpose(1, 2).reshape(q.shape), None
+
     package = types.ModuleType("flash_attn")
     package.cute = types.ModuleType("flash_attn.cute")
     package.cute.flash_attn_func = flash_attn_func
+    package.cute.flash_attn_varlen_func = flash_attn_varlen_func
     benchmark.fa4_function.cache_clear()
     monkeypatch.setitem(sys.modules, "flash_attn", package)
     monkeypatch.setitem(sys.modules, "flash_attn.cute", package.cute)
@@ -251,6 +304,18 @@ def test_fa4_contender_calls_flash_attn_func_on_our_layout(fake_fa4):
     torch.testing.assert_close(found["fa4"].run(0).float(), expected, atol=2e-2, rtol=2e-2)
 
 
+def test_fa4_contender_on_a_paged_shape_calls_its_varlen_function(fake_fa4):
+    # SDPA's is_causal is top-left: the fake's causal answer matches ours only with sq == sk.
+    shape = _paged_shape(seqlen_k=24)
+    inputs = benchmark.make_inputs(shape, torch.device("cpu"))
+    found = benchmark.contenders(shape, inputs, _CUDA)
+    assert fake_fa4 == [("varlen", (48, 4, 32), (2, 2), True)]
+    q, k, v = inputs.ours[0]
+    expected = selfcheck.dense_reference(q, k, v, causal=True)
+    got = found["fa4"].run(0).float().view(q.shape)
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
+
+
 def test_skip_fa4_never_sets_it_up(fake_fa4):
     shape = benchmark.Shape("prefill", 1, 4, 4, 16, 16, 32, False, "bf16")
     inputs = benchmark.make_inputs(shape, torch.device("cpu"))
@@ -264,7 +329,7 @@ def test_fa4_that_cannot_run_a_shape_gives_no_time(monkeypatch, capsys):
         raise NotImplementedError("head_dim 96 not supported")
 
     benchmark.fa4_function.cache_clear()
-    monkeypatch.setattr(benchmark, "fa4_function", lambda: refuses)
+    monkeypatch.setattr(benchmark, "fa4_function", lambda name="flash_attn_func": refuses)
     shape = benchmark.Shape("prefill", 1, 2, 2, 16, 16, 96, False, "bf16")
     inputs = benchmark.make_inputs(shape, torch.device("cpu"))
     assert benchmark.contenders(shape, inputs, _CUDA)["fa4"] is None
@@ -286,6 +351,20 @@ def test_benchmark_run_writes_rows(tmp_path, monkeypatch, capsys):
     assert all(r["ms"] > 0 and r["tflops"] > 0 and r["gbps"] > 0 for r in data["rows"])
     text = capsys.readouterr().out
     assert "prefill bf16 b=2 s=64 h=4 d=32 causal" in text and "speed-up of forge_flash" in text
+
+
+def test_benchmark_run_writes_paged_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "select_shapes", lambda args, device: [_paged_shape()])
+    path = tmp_path / "bench.json"
+    benchmark.main(["--device", "cpu", "--skip", "naive_loop", "--json", str(path)])
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["kind"], r["backend"], r["page_size"]) for r in rows] == [
+        ("paged", "forge_flash", 16), ("paged", "sdpa", 16), ("paged", "sdpa_math", 16)
+    ]  # fmt: skip
+    assert all(r["ms"] > 0 for r in rows)
+    text = capsys.readouterr().out
+    assert "paged p=16 bf16 b=2 s=24 h=4 d=32 causal" in text
+    assert "paged" in text.split("speed-up of forge_flash")[1]
 
 
 def test_benchmark_skip_leaves_contenders_out(tmp_path, monkeypatch):

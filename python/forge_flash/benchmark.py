@@ -7,6 +7,13 @@ report TFLOP/s (4 * b * h * sq * sk * d, halved for causal with sq == sk); decod
 microseconds and GB/s of K/V read (2 * b * sk * hk * d * element size). The summary also gives
 forge_flash against the faster of cuDNN and FA4 on each row (the project's target metric).
 
+``--paged P`` adds each prefill row again as chunked prefill over a paged cache of P keys a page
+(kind ``paged``), the call engines with a block table make: ours through
+``flash_attn_varlen_fwd(..., block_table=)``, FA4 through its varlen call's ``page_table``, both
+at random block ids; SDPA's backends and the loop run the same attention unpaged, so the ratio
+to them is what paging costs beside the best dense call. Our paged call is timed without the
+host's read-back of ``cu_seqlens`` (``validation.device_value_checks_off``), as an engine runs it.
+
 Timing: CUDA events around each call (wall clock on the CPU), warm-up first, the median of
 many repeats, fresh random inputs rotated over enough copies that K/V do not stay in L2.
 Back-to-back eager calls include the host's launch overhead wherever it exceeds the GPU time
@@ -34,8 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from ._version import __version__
-from .api import flash_attn_fwd
+from .api import flash_attn_fwd, flash_attn_varlen_fwd
 from .discovery import active_backend
+from .validation import device_value_checks_off
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _ROTATION_BYTES = 128 * 2**20  # twice the H100's 50 MB L2
@@ -58,7 +66,7 @@ TARGET_RIVALS = ("sdpa_cudnn", "fa4")
 
 @dataclass(frozen=True)
 class Shape:
-    kind: str  # "prefill" or "decode"
+    kind: str  # "prefill", "decode", or "paged" (prefill over a paged cache)
     batch: int
     heads: int
     heads_k: int
@@ -67,6 +75,7 @@ class Shape:
     head_dim: int
     causal: bool
     dtype: str  # a key of DTYPES
+    page_size: int = 0  # keys per page of a "paged" shape's cache
 
     @property
     def flops(self) -> float:
@@ -84,8 +93,9 @@ class Shape:
                 f"decode  {self.dtype} b={self.batch} kv={self.seqlen_k} "
                 f"h={self.heads}/{self.heads_k} d={self.head_dim}"
             )
+        kind = f"paged p={self.page_size}" if self.kind == "paged" else "prefill"
         return (
-            f"prefill {self.dtype} b={self.batch} s={self.seqlen_q} h={self.heads} "
+            f"{kind} {self.dtype} b={self.batch} s={self.seqlen_q} h={self.heads} "
             f"d={self.head_dim}{' causal' if self.causal else ''}"
         )
 
@@ -107,6 +117,7 @@ class Row:
     ms: float | None
     tflops: float | None
     gbps: float | None
+    page_size: int = 0
 
 
 def prefill_shapes(
@@ -155,7 +166,8 @@ def select_shapes(args: argparse.Namespace, device: torch.device) -> list[Shape]
             head_dims = [args.hdim or 64]
             prefill = prefill_shapes([256, 1024], head_dims, dtypes, tokens=1024, hidden=1024)
             decode = decode_shapes([4096, 16384], dtypes)
-    return ([] if args.decode_only else prefill) + ([] if args.prefill_only else decode)
+    paged = [replace(s, kind="paged", page_size=args.paged) for s in prefill] if args.paged else []
+    return ([] if args.decode_only else prefill + paged) + ([] if args.prefill_only else decode)
 
 
 # -- the contenders ---------------------------------------------------------------------------
@@ -170,11 +182,52 @@ class Contender:
 
 
 @dataclass
+class PagedInputs:
+    """A paged shape's copies as chunked prefill over a paged cache: q packed (b * s, h, d), K
+    and V in (blocks, page, hk, d) caches whose pages sit at the block ids of one random table
+    (b, pages per sequence), int32; the sequences' query and key offsets, and key counts."""
+
+    copies: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    table: torch.Tensor
+    cu_seqlens_q: torch.Tensor
+    cu_seqlens_k: torch.Tensor
+    seqused_k: torch.Tensor
+
+
+@dataclass
 class Inputs:
-    """Rotating copies of q/k/v in both layouts: ours (b, s, h, d) and SDPA's (b, h, s, d)."""
+    """Rotating copies of q/k/v in both layouts: ours (b, s, h, d) and SDPA's (b, h, s, d); for
+    a paged shape also the same values over a paged cache."""
 
     ours: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     sdpa: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    paged: PagedInputs | None = None
+
+
+def paged_inputs(
+    shape: Shape, ours: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+) -> PagedInputs:
+    """``ours`` over a paged cache of shape.page_size keys a page (the last page zero-padded)."""
+    batch, page = shape.batch, shape.page_size
+    per_seq = -(-shape.seqlen_k // page)
+    device = ours[0][0].device
+    table = torch.randperm(batch * per_seq, device=device).to(torch.int32).view(batch, per_seq)
+
+    def cache_of(x: torch.Tensor) -> torch.Tensor:
+        padded = x.new_zeros(batch, per_seq * page, *x.shape[2:])
+        padded[:, : shape.seqlen_k] = x
+        cache = torch.empty_like(padded).view(batch * per_seq, page, *x.shape[2:])
+        cache[table.flatten().long()] = padded.view(batch * per_seq, page, *x.shape[2:])
+        return cache
+
+    steps = torch.arange(batch + 1, device=device, dtype=torch.int32)
+    return PagedInputs(
+        copies=[(q.flatten(0, 1), cache_of(k), cache_of(v)) for q, k, v in ours],
+        table=table,
+        cu_seqlens_q=steps * shape.seqlen_q,
+        cu_seqlens_k=steps * shape.seqlen_k,
+        seqused_k=torch.full((batch,), shape.seqlen_k, device=device, dtype=torch.int32),
+    )
 
 
 def make_inputs(shape: Shape, device: torch.device) -> Inputs:
@@ -195,10 +248,22 @@ def make_inputs(shape: Shape, device: torch.device) -> Inputs:
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         ours.append((q, k, v))
         sdpa.append(tuple(t.transpose(1, 2).contiguous() for t in (q, k, v)))
-    return Inputs(ours, sdpa)
+    return Inputs(ours, sdpa, paged_inputs(shape, ours) if shape.kind == "paged" else None)
 
 
 def _ours(shape: Shape, inputs: Inputs) -> Contender:
+    paged = inputs.paged
+    if paged is not None:
+
+        def run_paged(i: int) -> object:
+            q, k_cache, v_cache = paged.copies[i % len(paged.copies)]
+            return flash_attn_varlen_fwd(
+                q, k_cache, v_cache, paged.cu_seqlens_q, paged.cu_seqlens_k, shape.seqlen_q,
+                shape.seqlen_k, causal=shape.causal, block_table=paged.table,
+            )  # fmt: skip
+
+        return Contender(run_paged, device_value_checks_off)
+
     def run(i: int) -> object:
         q, k, v = inputs.ours[i % len(inputs.ours)]
         return flash_attn_fwd(q, k, v, causal=shape.causal)
@@ -244,28 +309,39 @@ def _sdpa(shape: Shape, inputs: Inputs, backend: object | None) -> Contender | N
 
 
 @functools.cache
-def fa4_function() -> Callable | None:
-    """FA4's ``flash_attn.cute.flash_attn_func`` where flash-attn-4 is installed, else None.
+def fa4_function(name: str = "flash_attn_func") -> Callable | None:
+    """FA4's ``flash_attn.cute.<name>`` (``flash_attn_func``, or ``flash_attn_varlen_func`` for
+    paged shapes) where flash-attn-4 is installed, else None.
 
     A benchmark contender only: forge-flash itself never imports it.
     """
     try:
-        from flash_attn.cute import flash_attn_func
+        from flash_attn import cute
     except ImportError:  # not installed, or an install that cannot load here
         return None
-    return flash_attn_func
+    return getattr(cute, name, None)
 
 
 def _fa4(shape: Shape, inputs: Inputs, attention: Callable) -> Contender | None:
-    """FA4 on our layout (b, s, h, d, GQA natively); None if it cannot run this shape.
+    """FA4 on our layout (b, s, h, d, GQA natively), or for a paged shape its varlen call over
+    the paged cache (``attention`` is then flash_attn_varlen_func); None if it cannot run this
+    shape.
 
     Its first call of a configuration JIT-compiles for seconds: that call happens here,
     untimed, so the timers see only compiled calls.
     """
+    paged = inputs.paged
 
     def run(i: int) -> object:
-        q, k, v = inputs.ours[i % len(inputs.ours)]
-        result = attention(q, k, v, causal=shape.causal)
+        if paged is not None:  # flash_attn_varlen_func over the paged cache
+            q, k_cache, v_cache = paged.copies[i % len(paged.copies)]
+            result = attention(
+                q, k_cache, v_cache, cu_seqlens_q=paged.cu_seqlens_q, max_seqlen_q=shape.seqlen_q,
+                seqused_k=paged.seqused_k, page_table=paged.table, causal=shape.causal,
+            )  # fmt: skip
+        else:
+            q, k, v = inputs.ours[i % len(inputs.ours)]
+            result = attention(q, k, v, causal=shape.causal)
         return result[0] if isinstance(result, tuple) else result  # (out, lse) or out
 
     try:
@@ -318,7 +394,9 @@ def contenders(
     if device.type == "cuda":
         makers["sdpa_flash"] = lambda: _sdpa(shape, inputs, SDPBackend.FLASH_ATTENTION)
         makers["sdpa_cudnn"] = lambda: _sdpa(shape, inputs, SDPBackend.CUDNN_ATTENTION)
-        attention = fa4_function()
+        attention = fa4_function(
+            "flash_attn_varlen_func" if shape.kind == "paged" else "flash_attn_func"
+        )
         if attention is not None:
             makers["fa4"] = lambda: _fa4(shape, inputs, attention)
     else:
@@ -436,7 +514,7 @@ def measure(
                 shape.seqlen_q, shape.seqlen_k, shape.head_dim, shape.causal,
                 None if seconds is None else seconds * 1e3,
                 None if seconds is None else shape.flops / seconds / 1e12,
-                None if seconds is None else shape.kv_bytes / seconds / 1e9,
+                None if seconds is None else shape.kv_bytes / seconds / 1e9, shape.page_size,
             )
         )  # fmt: skip
     del inputs
@@ -541,7 +619,18 @@ def summary(rows: list[Row]) -> str:
 
 
 def _key(row: Row) -> tuple:
-    return (row.kind, row.dtype, row.b, row.h, row.hk, row.sq, row.sk, row.d, row.causal)
+    return (
+        row.kind,
+        row.dtype,
+        row.b,
+        row.h,
+        row.hk,
+        row.sq,
+        row.sk,
+        row.d,
+        row.causal,
+        row.page_size,
+    )
 
 
 def environment(device: torch.device) -> dict:
@@ -580,6 +669,13 @@ def build_parser(prog: str = "python -m forge_flash bench") -> argparse.Argument
     parser.add_argument(
         "--hdim", type=int, choices=list(ANCHOR_SEQLENS), help="prefill of this head_dim only"
     )
+    parser.add_argument(
+        "--paged",
+        type=int,
+        default=0,
+        metavar="PAGE",
+        help="each prefill row again over a paged cache of PAGE keys a page (chunked prefill)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every row to PATH as JSON")
     parser.add_argument(
         "--graph",
@@ -610,6 +706,8 @@ def usage_problem(args: argparse.Namespace) -> str | None:
     """Why these options cannot run on this machine, in one line; None when they can."""
     if args.passes < 1:
         return f"--passes takes a count of at least 1, got {args.passes}"
+    if args.paged < 0:
+        return f"--paged takes a page size of at least 1 key, got {args.paged}"
     if args.graph and args.device == "cpu":
         return "--graph replays CUDA graphs: it needs the GPU, not --device cpu"
     if (args.device == "cuda" or args.graph) and not torch.cuda.is_available():

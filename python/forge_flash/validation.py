@@ -13,11 +13,13 @@ write out of bounds, so skipping only loses the error message, not memory safety
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -160,6 +162,20 @@ def device_values_checked(device: torch.device) -> bool:
     """Whether value checks may ever read tensors on ``device`` (not CUDA tensors under
     ``FORGE_FLASH_CHECK_DEVICE_VALUES=0``): a repeated call decides this once."""
     return device.type != "cuda" or _CHECK_DEVICE_VALUES
+
+
+@contextlib.contextmanager
+def device_value_checks_off() -> Iterator[None]:
+    """Calls made inside skip the checks that read device values, as under
+    ``FORGE_FLASH_CHECK_DEVICE_VALUES=0``: for timing calls as an engine makes them (a varlen
+    or paged call's read-back of ``cu_seqlens`` synchronises the host with the GPU and forbids
+    capturing the call in a CUDA graph)."""
+    global _CHECK_DEVICE_VALUES
+    checks, _CHECK_DEVICE_VALUES = _CHECK_DEVICE_VALUES, False
+    try:
+        yield
+    finally:
+        _CHECK_DEVICE_VALUES = checks
 
 
 def device_values_readable(x: torch.Tensor) -> bool:

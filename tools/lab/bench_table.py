@@ -1,7 +1,8 @@
 """Render `python -m forge_flash bench --json` output as the markdown tables of
 docs/benchmarks.md: one row per shape, ours beside each contender present in the file (torch
 SDPA's flash and cuDNN backends, FA4, the naive per-head loop), with ratios (their time / ours:
-above 1, forge_flash is faster) and ours against the faster of cuDNN and FA4.
+above 1, forge_flash is faster) and ours against the faster of cuDNN and FA4; rows of `bench
+--paged` (prefill over a paged cache) in a table of their own.
 
     python tools/lab/bench_table.py RESULTS.json
 """
@@ -19,7 +20,7 @@ TARGET_RIVALS = ("sdpa_cudnn", "fa4")
 def _figure(kind: str, row: dict | None) -> str:
     if row is None or row["ms"] is None:
         return "n/a"
-    if kind == "prefill":
+    if kind != "decode":  # prefill, and prefill over a paged cache ("paged")
         return f"{row['tflops']:.3g}"
     return f"{row['ms'] * 1e3:.1f} ({row['gbps']:.0f})"
 
@@ -38,17 +39,18 @@ def _target(ours: dict, found: dict[str, dict]) -> str:
 def render(rows: list[dict]) -> str:
     by_shape: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for row in rows:
-        key = (row["kind"], row["dtype"], row["d"], row["sq"], row["sk"], row["causal"])
+        page = row.get("page_size", 0)  # files written before paged rows lack it
+        key = (row["kind"], row["dtype"], row["d"], row["sq"], row["sk"], row["causal"], page)
         by_shape[key][row["backend"]] = row
     present = {row["backend"] for row in rows}
     contenders = [c for c in NAMES if c in present]
     target = "fa4" in present  # without FA4 the "ours vs cudnn" column says it already
     lines = []
-    for kind in ("prefill", "decode"):
+    for kind in ("prefill", "paged", "decode"):
         shapes = [k for k in by_shape if k[0] == kind]
         if not shapes:
             continue
-        unit = "TFLOP/s" if kind == "prefill" else "us (GB/s)"
+        unit = "us (GB/s)" if kind == "decode" else "TFLOP/s"
         header = [kind, "causal", f"ours {unit}", *(NAMES[c] for c in contenders)]
         header += [f"ours vs {NAMES[c]}" for c in contenders]
         header += ["ours / max(cudnn, fa4)"] if target else []
@@ -56,8 +58,9 @@ def render(rows: list[dict]) -> str:
         for key in shapes:
             found = by_shape[key]
             ours = found["forge_flash"]
-            _, dtype, d, sq, sk, causal = key
-            shape = f"{dtype} d{d} s{sq}" if kind == "prefill" else f"{dtype} kv {sk}"
+            _, dtype, d, sq, sk, causal, page = key
+            shape = f"{dtype} kv {sk}" if kind == "decode" else f"{dtype} d{d} s{sq}"
+            shape += f" pages of {page}" if kind == "paged" else ""
             cells = [_figure(kind, ours)] + [_figure(kind, found.get(c)) for c in contenders]
             cells += [_ratio(ours, found.get(c)) for c in contenders]
             cells += [_target(ours, found)] if target else []

@@ -28,7 +28,8 @@
 # TESTS_TIMEOUT=S (tests, check): stop the tests after S seconds and name the unfinished ones.
 # EXTRA=cu12 installs 'forge-flash[cu12]' (the CUDA 12 plugin) instead of 'forge-flash[cuda]'.
 # PREFILL_DTYPE=both (or fp16) times the prefill rows in both dtypes (issue 13 asks bf16 and
-# fp16); default bf16, the anchor table's.
+# fp16); default bf16, the anchor table's. PAGED=P (bench, check) adds `bench --paged P`: the
+# bf16 prefill rows again as chunked prefill over a paged cache, ours and FA4's paged calls.
 # Outputs go to $OUT. Usage, from the repository root:
 #   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench|check [PYTEST ARGS...]
 set -uo pipefail
@@ -94,6 +95,11 @@ run_bench() {
     tail -12 "$out/bench-prefill.log"
     "$py" -m forge_flash bench --full --decode --graph --json "$out/bench-decode-graph.json" 2>&1 |
         tee "$out/bench-decode-graph.log" | tail -9
+    if [ -n "${PAGED:-}" ]; then  # the bf16 prefill rows again, and over pages of PAGED keys
+        "$py" -m forge_flash bench --full --prefill --dtype bf16 --paged "$PAGED" \
+            --json "$out/bench-paged.json" >"$out/bench-paged.log" 2>&1
+        tail -8 "$out/bench-paged.log"
+    fi
 }
 case $step in
 tests)
