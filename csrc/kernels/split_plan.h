@@ -163,6 +163,10 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 //     1.17 / 1.01 / 0.97 at 0.36, 1.42 / 1.24 / 1.22 at 0.48, 1.75-2.37 from 0.73; at head_dim
 //     64 (the TMA-only instance's query blocks of 192 rows) 0.51-0.78 at 0.24, 0.63-0.92 at 0.36.
 // So a quarter of the SMs for short keys, 0.45 for longer ones, 0.6 at head_dim 64 and below.
+// The same rule at head_dim 192 and 256 (session 59, the same rows): 1.40-3.87x at fills of
+// 0.30-0.48 over short keys, 1.51-2.35x over 4k and 64k keys from 0.48, level (0.99-1.01) where it
+// keeps the split; and on variant calls at head_dim 128 (softcap, window, ALiBi, sinks) and 256
+// (softcap with a window), 768 and 1k tokens: 1.52-2.64x.
 // K/V through a block table or row indices (paged, indexed or left-padded caches, the IndexedKV
 // instances, whose copies are cp.async, not TMA) over longer keys: 0.7, whatever the head dim.
 // There the unsplit Hopper grid runs far below the dense one (1k queries over 4k keys at head_dim
@@ -172,10 +176,6 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 // at 0.61, 1.07 at 0.73, 1.29 at 0.97; head_dim 96 over 4k 0.71 / 0.92 at 0.48 / 0.61; 256 over
 // 4k 0.81 / 1.07 at 0.48 / 0.61, over 16k 0.79 / 1.12 at 0.48 / 0.73; 64 over 4k 1.30 at 0.73.
 // Over short keys paged calls gain as dense ones do (1.07-1.96x at fills of 0.30-0.48).
-// The same rule at head_dim 192 and 256 (session 59, the same rows): 1.40-3.87x at fills of
-// 0.30-0.48 over short keys, 1.51-2.35x over 4k and 64k keys from 0.48, level (0.99-1.01) where it
-// keeps the split; and on variant calls at head_dim 128 (softcap, window, ALiBi, sinks) and 256
-// (softcap with a window), 768 and 1k tokens: 1.52-2.64x.
 constexpr double kHopperUnsplitShortKeysFill = 0.25;
 constexpr double kHopperUnsplitFill = 0.45;
 constexpr double kHopperUnsplitFillHeadDim64 = 0.6;

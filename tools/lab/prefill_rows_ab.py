@@ -27,6 +27,9 @@ prefill over a paged cache (flash_attn_varlen_fwd with a block table of random b
 cuDNN column stays plain attention over contiguous K/V (cuDNN has none of these), and the error
 column then compares against forge-flash's naive path on the dense call.
 
+The script takes the installed pure wheel's `forge_flash.benchmark` and `validation`: an A/B
+against an older build pairs that build's plugin wheel with today's pure wheel (session 60).
+
 `--more-batches N` also runs each row with 1..N more sequences. A row's query blocks of 128 rows
 (`blocks` per SM on the printed row) run in rounds of one per SM: 16k tokens of head_dim 64 at
 512 tokens are 4096 blocks, 31.03 per SM on 132 SMs, so four SMs run a 32nd round alone, and one
@@ -37,15 +40,15 @@ cuDNN's stay level, that partial last round is what the row loses.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import forge_flash
-from forge_flash import discovery, validation
-from forge_flash.benchmark import DTYPES, Shape, prefill_shapes, time_graph
+from forge_flash import discovery
+from forge_flash.benchmark import DTYPES, Shape, paged_inputs, prefill_shapes, time_graph
+from forge_flash.validation import device_value_checks_off
 
 
 def best_ms(fn, inputs: list, iters: int = 30, rounds: int = 3) -> float:
@@ -80,18 +83,6 @@ def graph_ms(fn, inputs: list, iters: int = 30) -> float:
     return seconds * 1e3
 
 
-@contextlib.contextmanager
-def device_value_checks_off():
-    """The calls inside without forge-flash's device-value checks (as under
-    FORGE_FLASH_CHECK_DEVICE_VALUES=0): those read cu_seqlens back to the host, which
-    synchronises every varlen call and forbids its capture in a CUDA graph."""
-    checks, validation._CHECK_DEVICE_VALUES = validation._CHECK_DEVICE_VALUES, False
-    try:
-        yield
-    finally:
-        validation._CHECK_DEVICE_VALUES = checks
-
-
 def variant_options(args: argparse.Namespace, shape: Shape) -> dict:
     """forge_flash.flash_attn_fwd's variant keywords the command line asked for, for this shape."""
     options: dict = {}
@@ -108,29 +99,18 @@ def variant_options(args: argparse.Namespace, shape: Shape) -> dict:
 
 def paged_calls(shape: Shape, copies: list, page_size: int, causal: bool, options: dict):
     """Our call of each copy's Q/K/V as chunked prefill over a paged cache: Q packed, K and V in
-    pages of ``page_size`` keys at random block ids, through flash_attn_varlen_fwd with a block
-    table (the call engines make; issue 15). Returns the call and its inputs, one per copy."""
-    batch, seqlen_q, seqlen_k = shape.batch, shape.seqlen_q, shape.seqlen_k
-    per_seq = -(-seqlen_k // page_size)
-    table = torch.randperm(batch * per_seq, device="cuda").to(torch.int32).view(batch, per_seq)
-    steps = torch.arange(batch + 1, device="cuda", dtype=torch.int32)
-    cu_q, cu_k = steps * seqlen_q, steps * seqlen_k
-
-    def cache_of(x: torch.Tensor) -> torch.Tensor:
-        padded = x.new_zeros(batch, per_seq * page_size, *x.shape[2:])
-        padded[:, :seqlen_k] = x
-        cache = torch.empty_like(padded).view(batch * per_seq, page_size, *x.shape[2:])
-        cache[table.flatten().long()] = padded.view(batch * per_seq, page_size, *x.shape[2:])
-        return cache
+    pages of ``page_size`` keys at random block ids (`bench --paged`'s inputs,
+    forge_flash.benchmark.paged_inputs), through flash_attn_varlen_fwd with a block table (the
+    call engines make; issue 15). Returns the call and its inputs, one per copy."""
+    paged = paged_inputs(dataclasses.replace(shape, kind="paged", page_size=page_size), copies)
 
     def call(q, k_cache, v_cache):
         return forge_flash.flash_attn_varlen_fwd(
-            q, k_cache, v_cache, cu_q, cu_k, seqlen_q, seqlen_k,
-            causal=causal, block_table=table, **options,
+            q, k_cache, v_cache, paged.cu_seqlens_q, paged.cu_seqlens_k, shape.seqlen_q,
+            shape.seqlen_k, causal=causal, block_table=paged.table, **options,
         )  # fmt: skip
 
-    inputs = [(q.flatten(0, 1), cache_of(k), cache_of(v)) for q, k, v in copies]
-    return call, inputs
+    return call, paged.copies
 
 
 def row(

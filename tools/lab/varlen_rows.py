@@ -39,10 +39,11 @@ import argparse
 import random
 
 import torch
-from prefill_rows_ab import best_ms, device_value_checks_off, graph_ms  # tools/lab, beside it
+from prefill_rows_ab import best_ms, graph_ms  # tools/lab, beside it
 
 import forge_flash
 from forge_flash.benchmark import DTYPES
+from forge_flash.validation import device_value_checks_off
 
 TOTAL_TOKENS = 16384
 
