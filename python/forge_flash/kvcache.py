@@ -8,17 +8,20 @@ overlaps the append's tail). Where the backend takes the two as one call
 (``Backend.attend_appending``: the plugin's ``ff_attn_fwd_append``), the step is one launch
 that waits for nothing (the append inside the decode kernel), or two launches the C API makes
 itself where the decode kernel loads the cached keys while the append kernel runs.
-"""
 
-from __future__ import annotations
+Under ``torch.compile`` the call is one custom op, ``torch.ops.forge_flash.with_kvcache``, that
+declares the caches as written in place (``forge_flash.ops`` says why the entry points are ops;
+this module evaluates its annotations for the op's schema).
+"""
 
 import torch
 
-from . import api
+from . import api, ops
 from .call import NewKeys
 from .discovery import active_backend
 from .kvcache_append import append_step
 from .kvcache_checks import check_with_kvcache
+from .validation import Options, as_int
 
 
 def flash_attn_with_kvcache(
@@ -107,6 +110,12 @@ def flash_attn_with_kvcache(
     does (see ``forge_flash.validation``); every index is clamped, so skipping them never lets
     a write or read go out of bounds.
     """
+    if torch.compiler.is_compiling():  # one opaque op for Dynamo
+        return _with_kvcache_traced(
+            q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx,
+            cache_leftpad, block_table, softmax_scale, causal, window_size, softcap,
+            rotary_interleaved, alibi_slopes, num_splits, return_softmax_lse, sinks,
+        )  # fmt: skip
     plan = check_with_kvcache(
         q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx,
         cache_leftpad, block_table, softmax_scale, causal, window_size, softcap,
@@ -152,3 +161,64 @@ def flash_attn_with_kvcache(
         sinks=sinks, return_lse=return_softmax_lse, programmatic_launch=fused,
         num_splits=num_splits,
     )  # fmt: skip
+
+
+def _with_kvcache_traced(
+    q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx,
+    cache_leftpad, block_table, softmax_scale, causal, window_size, softcap, rotary_interleaved,
+    alibi_slopes, num_splits, return_lse, sinks,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The op call Dynamo records for ``flash_attn_with_kvcache``. An op's argument has one
+    type: ``cache_seqlens`` travels as a tensor or as an int (``cache_seqlens_value``, whose
+    range the op checks when it runs, as for every other value); the window as its two edges."""
+    seqlens_value = None
+    if cache_seqlens is not None and not isinstance(cache_seqlens, torch.Tensor):
+        seqlens_value, cache_seqlens = as_int("cache_seqlens", cache_seqlens), None
+    options = Options(softmax_scale, causal, window_size, softcap, alibi_slopes, sinks)
+    left, right, softcap, alibi_slopes, sinks = ops.option_args(options)
+    result, lse = torch.ops.forge_flash.with_kvcache(
+        q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens, seqlens_value,
+        cache_batch_idx, cache_leftpad, block_table, softmax_scale, causal, left, right, softcap,
+        rotary_interleaved, alibi_slopes, num_splits, return_lse, sinks,
+    )  # fmt: skip
+    return (result, lse) if return_lse else result
+
+
+@ops.custom_op("forge_flash::with_kvcache", mutates_args=("k_cache", "v_cache"))
+def _with_kvcache_op(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: torch.Tensor | None,
+    v: torch.Tensor | None,
+    rotary_cos: torch.Tensor | None,
+    rotary_sin: torch.Tensor | None,
+    cache_seqlens: torch.Tensor | None,
+    cache_seqlens_value: int | None,
+    cache_batch_idx: torch.Tensor | None,
+    cache_leftpad: torch.Tensor | None,
+    block_table: torch.Tensor | None,
+    softmax_scale: float | None,
+    causal: bool,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+    rotary_interleaved: bool,
+    alibi_slopes: torch.Tensor | None,
+    num_splits: int,
+    return_lse: bool,
+    sinks: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    result = flash_attn_with_kvcache(
+        q, k_cache, v_cache, k, v, rotary_cos, rotary_sin,
+        cache_seqlens if cache_seqlens is not None else cache_seqlens_value, cache_batch_idx,
+        cache_leftpad, block_table, softmax_scale, causal, (window_left, window_right), softcap,
+        rotary_interleaved, alibi_slopes, num_splits, return_lse, sinks=sinks,
+    )  # fmt: skip
+    return ops.with_lse(result, return_lse, q)
+
+
+@_with_kvcache_op.register_fake
+def _(q, k_cache, v_cache, *args):
+    return_lse = args[-2]
+    return ops.fake_outputs(q, (q.shape[0], q.shape[2], q.shape[1]), return_lse)

@@ -24,14 +24,16 @@ Semantics, on every backend:
 * ``out`` and ``out_lse`` may be one of the parts (an in-place merge); nothing else the caller
   passed is written. The kernel path never allocates outside torch's caching allocator nor
   synchronises, so it can be captured in a CUDA graph.
-"""
 
-from __future__ import annotations
+Under ``torch.compile`` the merge is one custom op, ``torch.ops.forge_flash.merge_states``
+(``forge_flash.ops`` says why; this module evaluates its annotations for the op's schema).
+"""
 
 from collections.abc import Sequence
 
 import torch
 
+from . import ops
 from .backends.naive import NAIVE
 from .discovery import active_backend
 
@@ -63,6 +65,25 @@ def merge_attention_states(
         ``(out, lse)``: the merged output (by default of the promoted dtype of ``outs``) and
         its float32 LSE.
     """
+    if torch.compiler.is_compiling():  # one opaque op for Dynamo; out= receives a copy
+        merged, merged_lse = torch.ops.forge_flash.merge_states(_listed(outs), _listed(lses))
+        if out is not None:
+            out.copy_(merged)
+        if out_lse is not None:
+            out_lse.copy_(merged_lse)
+        return (merged if out is None else out), (merged_lse if out_lse is None else out_lse)
+    parts, part_lses, out, out_lse = _checked(outs, lses, out, out_lse)
+    # The kernels where the active backend takes these parts, else the naive path.
+    if not active_backend().merge_states(parts, part_lses, out, out_lse):
+        NAIVE.merge_states(parts, part_lses, out, out_lse)
+    return out, out_lse
+
+
+def _checked(
+    outs: object, lses: object, out: torch.Tensor | None, out_lse: torch.Tensor | None
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The parts and their LSEs as lists, checked, and the tensors to write the merge into
+    (``out``/``out_lse``, checked, or new ones)."""
     parts = _check_parts("outs", outs, 4, _OUT_LAYOUT)
     part_lses = _check_parts("lses", lses, 3, _LSE_LAYOUT)
     first = parts[0]
@@ -93,10 +114,26 @@ def merge_attention_states(
         _check_tensor("out_lse", out_lse, 3, _LSE_LAYOUT)
         _check_float32("out_lse", out_lse)
         _check_placed("out_lse", out_lse, lse_shape, first, "outs[0]")
-    # The kernels where the active backend takes these parts, else the naive path.
-    if not active_backend().merge_states(parts, part_lses, out, out_lse):
-        NAIVE.merge_states(parts, part_lses, out, out_lse)
+    return parts, part_lses, out, out_lse
+
+
+@ops.custom_op("forge_flash::merge_states")
+def _merge_states_op(
+    outs: list[torch.Tensor], lses: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return merge_attention_states(outs, lses)
+
+
+@_merge_states_op.register_fake
+def _(outs, lses):
+    _, _, out, out_lse = _checked(outs, lses, None, None)  # the eager checks and allocation
     return out, out_lse
+
+
+def _listed(parts: object) -> object:
+    """Parts as the op takes them: a list (a stacked tensor's views); anything else is left
+    for the eager checks to refuse."""
+    return list(parts.unbind(0)) if isinstance(parts, torch.Tensor) else parts
 
 
 # -- argument checks --------------------------------------------------------------------------

@@ -23,9 +23,10 @@ import torch
 from .validation import Options, check_window
 
 
-def custom_op(name: str):
-    """``torch.library.custom_op`` for a functional (non-mutating) forge_flash op."""
-    return torch.library.custom_op(name, mutates_args=())
+def custom_op(name: str, mutates_args: tuple[str, ...] = ()):
+    """``torch.library.custom_op`` for a forge_flash op: functional, or writing in place into
+    the arguments ``mutates_args`` names (``with_kvcache``'s caches)."""
+    return torch.library.custom_op(name, mutates_args=mutates_args)
 
 
 def option_args(options: Options) -> tuple:

@@ -124,13 +124,18 @@ def resolve_scale(name: str, scale: object, head_dim: int) -> float:
     return rounded
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
+def as_int(name: str, value: object) -> int:
+    """``value`` as an int (not a bool), or TypeError naming ``name``."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int; got {value!r}")
     try:
-        number = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__})") from None
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    number = as_int(name, value)
     if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}; got {number}")
     return number

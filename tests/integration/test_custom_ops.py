@@ -11,8 +11,16 @@ import pytest
 import torch
 
 import forge_flash as ff
+import forge_flash.kvcache
+import forge_flash.merge
 import forge_flash.ops
 
+from helpers.kvcache_reference import (
+    random_block_table,
+    reference_append,
+    reference_cache_attention,
+    rotary_tables,
+)
 from helpers.reference import reference_attention
 
 
@@ -47,10 +55,78 @@ def _samples():
     ]  # fmt: skip
 
 
+def _kvcache_samples():
+    """with_kvcache's op arguments: (q, k_cache, v_cache, k, v, rotary_cos, rotary_sin,
+    cache_seqlens, cache_seqlens_value, cache_batch_idx, cache_leftpad, block_table,
+    softmax_scale, causal, window_left, window_right, softcap, rotary_interleaved,
+    alibi_slopes, num_splits, return_lse, sinks)."""
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 1, 4, 16, generator=gen)
+    k_cache, v_cache = (
+        torch.randn(2, 12, 2, 16, generator=gen),
+        torch.randn(2, 12, 2, 16, generator=gen),
+    )
+    k, v = torch.randn(2, 1, 2, 16, generator=gen), torch.randn(2, 1, 2, 16, generator=gen)
+    lens = torch.tensor([3, 9], dtype=torch.int32)
+    cos, sin = rotary_tables(gen, 16, 8, torch.float32)
+    pages = torch.randn(7, 4, 2, 16, generator=gen), torch.randn(7, 4, 2, 16, generator=gen)
+    table = random_block_table(gen, 2, 3, 7)
+    plain = (None, False, -1, -1, 0.0, True, None, 0)
+    return [
+        (q, k_cache, v_cache, k, v, None, None, lens, None, None, None, None, *plain, True, None),
+        (q, k_cache, v_cache, k, v, cos, sin, lens, None, None, None, None, *plain, False, None),
+        (q, *pages, k, v, None, None, lens, None, None, None, table, 0.3, True, 2, 0, 5.0, False,
+         None, 1, True, torch.randn(4, generator=gen)),
+        (q, k_cache, v_cache, None, None, None, None, None, 7, None, None, None, *plain, True,
+         None),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("case", range(len(_samples())))
 def test_opcheck(case):
     op, args = _samples()[case]
     torch.library.opcheck(op, args)
+
+
+def _merge_parts():
+    """Attention of q over k's first 4 keys and over the other 5: two partial states."""
+    q, k, v = _qkv(2, 5, 9)
+    first = ff.flash_attn_fwd(q, k[:, :4], v[:, :4], return_lse=True)
+    second = ff.flash_attn_fwd(q, k[:, 4:], v[:, 4:], return_lse=True)
+    return (q, k, v), [first[0], second[0]], [first[1], second[1]]
+
+
+def test_opcheck_merge_states():
+    _, outs, lses = _merge_parts()
+    torch.library.opcheck(torch.ops.forge_flash.merge_states, (outs, lses))
+    mixed = [outs[0].bfloat16(), outs[1]]  # the output takes the promoted dtype
+    torch.library.opcheck(torch.ops.forge_flash.merge_states, (mixed, lses))
+
+
+def test_merge_under_compile_is_one_op_and_merges_in_place():
+    (q, k, v), outs, lses = _merge_parts()
+
+    def fn(a, b, lse_a, lse_b):
+        return ff.merge_attention_states([a, b], [lse_a, lse_b], out=a, out_lse=lse_a)
+
+    expected, expected_lse = reference_attention(q, k, v)  # the attention over all 9 keys
+    eager = [x.clone() for x in (*outs, *lses)]
+    fn(*eager)
+    compiled = [x.clone() for x in (*outs, *lses)]
+    (out, lse), targets = _graph_targets(fn, *compiled)
+    assert "forge_flash.merge_states" in targets
+    assert out is compiled[0] and lse is compiled[2]  # out= and out_lse= were written
+    torch.testing.assert_close(out, eager[0], atol=0, rtol=0)
+    torch.testing.assert_close(lse, eager[2], atol=0, rtol=0)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(lse.double(), expected_lse, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", range(len(_kvcache_samples())))
+def test_opcheck_with_kvcache(case):
+    # A mutating op: opcheck also checks that it writes only the arguments its schema names
+    # (k_cache, v_cache) and that the fake implementation matches after the writes.
+    torch.library.opcheck(torch.ops.forge_flash.with_kvcache, _kvcache_samples()[case])
 
 
 def test_ops_compute_what_the_entry_points_compute():
@@ -118,6 +194,85 @@ def test_varlen_under_compile():
     torch.testing.assert_close(lse, expected_lse, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("backend", ["record", "aot_eager"])
+def test_with_kvcache_under_compile_appends_and_attends(backend):
+    # A decoding step as engines compile it: rotary, the append into a paged cache, attention
+    # over cache plus the new token. Dynamo records one op that writes the caches; aot_eager
+    # runs it functionalized, where the writes must still reach the caller's caches.
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(3, 1, 4, 16, generator=gen)
+    k, v = torch.randn(3, 1, 2, 16, generator=gen), torch.randn(3, 1, 2, 16, generator=gen)
+    caches = torch.randn(10, 4, 2, 16, generator=gen), torch.randn(10, 4, 2, 16, generator=gen)
+    table = random_block_table(gen, 3, 3, 10)
+    lens = torch.tensor([0, 5, 11], dtype=torch.int32)
+    cos, sin = rotary_tables(gen, 16, 8, torch.float32)
+
+    def step(q, k_cache, v_cache, k, v):
+        return ff.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, cos, sin, cache_seqlens=lens, block_table=table,
+            causal=True, rotary_interleaved=False, return_softmax_lse=True,
+        )  # fmt: skip
+
+    eager_caches = [c.clone() for c in caches]
+    expected = step(q, *eager_caches, k, v)
+    compiled_caches = [c.clone() for c in caches]
+    if backend == "record":
+        got, targets = _graph_targets(step, q, *compiled_caches, k, v)
+        assert "forge_flash.with_kvcache" in targets
+    else:
+        torch._dynamo.reset()
+        got = torch.compile(step, fullgraph=True, backend="aot_eager")(q, *compiled_caches, k, v)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    for a, b in zip(compiled_caches, eager_caches, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    # And the step itself against the float64 reference: the new keys in place, the output
+    # over each sequence's keys plus its new one (the rotation is the reference's concern in
+    # tests/test_kvcache.py: here without rotary).
+    plain = [c.clone() for c in caches]
+    got_out = torch.compile(
+        lambda q, kc, vc, k, v: ff.flash_attn_with_kvcache(
+            q, kc, vc, k, v, cache_seqlens=lens, block_table=table, causal=True
+        ),
+        fullgraph=True, backend="aot_eager",
+    )(q, *plain, k, v)  # fmt: skip
+    rows = table.tolist()
+    ref_k, ref_v, _ = reference_append(*caches, k, v, lens.tolist(), block_table=rows)
+    ends = [n + 1 for n in lens.tolist()]
+    torch.testing.assert_close(plain[0].double(), ref_k, atol=0, rtol=0)
+    torch.testing.assert_close(plain[1].double(), ref_v, atol=0, rtol=0)
+    ref_out, _ = reference_cache_attention(q, ref_k, ref_v, ends, block_table=rows, causal=True)
+    torch.testing.assert_close(got_out.double(), ref_out, atol=1e-5, rtol=0)
+
+
+def test_with_kvcache_int_lengths_under_compile():
+    # cache_seqlens as an int travels beside the tensors; a negative one raises the eager
+    # error when the graph runs.
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 2, 4, 16, generator=gen)
+    k_cache, v_cache = (
+        torch.randn(2, 9, 2, 16, generator=gen),
+        torch.randn(2, 9, 2, 16, generator=gen),
+    )
+
+    def fn(q, k_cache, v_cache, length):
+        return ff.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=length, causal=True)
+
+    torch._dynamo.reset()
+    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(q, k_cache, v_cache, 6)
+    expected, _ = reference_cache_attention(
+        q, k_cache.double(), v_cache.double(), [6, 6], causal=True
+    )
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match="cache_seqlens must be at least 0"):
+        torch.compile(fn, fullgraph=True, backend="eager")(q, k_cache, v_cache, -1)
+    torch._dynamo.reset()
+    # A wrong type is found while Dynamo traces, which reports the eager TypeError as its own.
+    with pytest.raises(Exception, match=r"cache_seqlens must be an int; got 2\.5"):
+        torch.compile(fn, fullgraph=True, backend="eager")(q, k_cache, v_cache, 2.5)
+
+
 def test_eager_calls_do_not_go_through_the_op(monkeypatch):
     # The op costs ~10 us of dispatch per call; eager calls must not pay it.
     def fail(*args):
@@ -146,4 +301,5 @@ def test_op_annotations_are_evaluated_for_torch_2_4():
     raised ValueError on torch 2.4 (CI's torch resolves strings, so only this catches it)."""
     import __future__
 
-    assert getattr(forge_flash.ops, "annotations", None) is not __future__.annotations
+    for module in (forge_flash.ops, forge_flash.kvcache, forge_flash.merge):
+        assert getattr(module, "annotations", None) is not __future__.annotations, module
