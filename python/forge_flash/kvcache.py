@@ -220,5 +220,5 @@ def _with_kvcache_op(
 
 @_with_kvcache_op.register_fake
 def _(q, k_cache, v_cache, *args):
-    return_lse = args[-2]
+    return_lse = args[-2]  # the schema ends (..., return_lse, sinks)
     return ops.fake_outputs(q, (q.shape[0], q.shape[2], q.shape[1]), return_lse)
