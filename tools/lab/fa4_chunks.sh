@@ -4,7 +4,7 @@
 # (../shared/anchors/fa4/) downloads them into DIR/dl; its first chunk (58 MB) leaves too
 # little room for the tree, and splitting the big wheel as it is took three calls (sessions
 # 55-60). Its two libraries are 237 MB deflated to 92 MB in the wheel; xz -9 of the same wheel
-# stored without compression is 63 MB (2026-12-05, nvidia-cutlass-dsl-libs-cu13 4.8.1). So this
+# stored without compression is 61.4 MB (2026-12-05, nvidia-cutlass-dsl-libs-cu13 4.8.1). So this
 # re-zips the big wheel stored (the same files: pip checks them against its RECORD), xz's it and
 # cuts that into DIR/s1/c1 (50 MB: with the tree, about 59 MB) and DIR/s2 (the rest, the other
 # wheels and install.sh; about 24 MB, room for our wheels). On the GPU machine:
