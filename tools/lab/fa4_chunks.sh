@@ -7,11 +7,11 @@
 # stored without compression is 61.4 MB (2026-12-05, nvidia-cutlass-dsl-libs-cu13 4.8.1). So this
 # re-zips the big wheel stored (the same files: pip checks them against its RECORD), xz's it and
 # cuts that into DIR/s1/c1 (50 MB: with the tree, about 59 MB) and DIR/s2 (the rest, the other
-# wheels and install.sh; about 24 MB, room for our wheels). On the GPU machine:
+# wheels and install.sh; 21 MB, room for our wheels). On the GPU machine:
 #   call with .fa4/s1 carried:  mkdir -p /root/stash && cp .fa4/s1/c1 /root/stash/
 #   call with .fa4/s2 carried:  FA4_INSTALL=.fa4/s2/install.sh bash tools/lab/gpu_session.sh WHEELS bench
 # (the machine must stay warm between them: make the second call at once after the first).
-# xz -9 takes 4-5 minutes on two cores.
+# xz -9 takes 3-5 minutes on two cores.
 set -euo pipefail
 dir=${1:-.fa4}
 big=$(ls "$dir"/dl/nvidia_cutlass_dsl_libs_cu13-*.whl)
