@@ -67,11 +67,7 @@ def merge_attention_states(
     """
     if torch.compiler.is_compiling():  # one opaque op for Dynamo; out= receives a copy
         merged, merged_lse = torch.ops.forge_flash.merge_states(_listed(outs), _listed(lses))
-        if out is not None:
-            out.copy_(merged)
-        if out_lse is not None:
-            out_lse.copy_(merged_lse)
-        return (merged if out is None else out), (merged_lse if out_lse is None else out_lse)
+        return ops.into_out(merged, merged_lse, out, True, out_lse)
     parts, part_lses, out, out_lse = _checked(outs, lses, out, out_lse)
     # The kernels where the active backend takes these parts, else the naive path.
     if not active_backend().merge_states(parts, part_lses, out, out_lse):

@@ -54,13 +54,20 @@ def fake_outputs(
 
 
 def into_out(
-    result: torch.Tensor, lse: torch.Tensor, out: torch.Tensor | None, return_lse: bool
+    result: torch.Tensor,
+    lse: torch.Tensor,
+    out: torch.Tensor | None,
+    return_lse: bool,
+    out_lse: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The public return value from an op's (result, lse): custom ops cannot write into a
-    caller's tensor, so a given ``out`` receives a copy."""
+    caller's tensor, so a given ``out`` (and ``out_lse``) receives a copy."""
     if out is not None:
         out.copy_(result)
         result = out
+    if out_lse is not None:
+        out_lse.copy_(lse)
+        lse = out_lse
     return (result, lse) if return_lse else result
 
 

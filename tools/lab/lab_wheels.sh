@@ -6,8 +6,9 @@
 # wheels). ARCHS: FORGE_FLASH_CUDA_ARCHS, default the release's "80-real;90a-real;80-virtual";
 # "90a-real" halves the build for Hopper-only rounds. KEEP=1 keeps the tree's CMake build folder
 # (python/plugin/build), so a second build of the same tree after a commit recompiles only what
-# changed (a dispatch-only change still recompiles the kernels that include its headers). About
-# 4-6 minutes on two cores from clean. PYTHON names the 3.12 interpreter.
+# changed (a dispatch-only change still recompiles the kernels that include its headers). From
+# clean on two cores, 2026-12-05: 140-152 s with "90a-real", 196 s with the default set (this
+# machine's pace moves 2-3x between hours: docs/building.md). PYTHON names the 3.12 interpreter.
 set -euo pipefail
 out=$(realpath -m "$1")
 src=$(realpath "${2:-$(dirname "$0")/../..}")
