@@ -29,6 +29,7 @@ Under ``torch.compile`` the merge is one custom op, ``torch.ops.forge_flash.merg
 (``forge_flash.ops`` says why; this module evaluates its annotations for the op's schema).
 """
 
+import typing
 from collections.abc import Sequence
 
 import torch
@@ -113,10 +114,12 @@ def _checked(
     return parts, part_lses, out, out_lse
 
 
+# typing.List, not list[...]: torch 2.4's schema inference knows only typing's spelling.
+TensorList = typing.List[torch.Tensor]  # noqa: UP006
+
+
 @ops.custom_op("forge_flash::merge_states")
-def _merge_states_op(
-    outs: list[torch.Tensor], lses: list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge_states_op(outs: TensorList, lses: TensorList) -> tuple[torch.Tensor, torch.Tensor]:
     return merge_attention_states(outs, lses)
 
 
