@@ -7,6 +7,7 @@ torch build, so the device checks run without a GPU.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import forge_flash as ff
+from forge_flash.validation import check_softcap, resolve_scale
 
 from helpers.fake_plugin import CpuCudaBackend, FakeBinding
 from helpers.reference import reference_attention
@@ -386,3 +388,51 @@ def test_paged_varlen_uses_the_keys_seqused_k_leaves_within_cu_seqlens_k(
         assert_close_to_reference(out[q0 : q0 + n_q], expected[0], dtype)
         assert_lse_close(lse[:, q0 : q0 + n_q], expected_lse[0])
         q0 += n_q
+
+
+_FLOAT32_MAX = struct.unpack("f", bytes.fromhex("ffff7f7f"))[0]
+
+
+_FLOAT32_NORMAL = st.floats(2.0**-126, _FLOAT32_MAX)
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.just(0.0), _FLOAT32_NORMAL, _FLOAT32_NORMAL.map(lambda x: -x)))
+def test_scales_and_softcaps_are_the_nearest_float32(value):
+    # What the kernels get (a float32), worked out without struct so that torch.compile can
+    # trace it; the reference is C's double-to-float conversion. (float32's subnormal range
+    # is left out: torch's CPU inductor kernels set flush-to-zero in the process, after which
+    # C's conversion gives 0 there.)
+    nearest = struct.unpack("f", struct.pack("f", value))[0]
+    assert resolve_scale("softmax_scale", value, 64) == nearest
+    assert check_softcap(abs(value)) == abs(nearest)
+
+
+@pytest.mark.parametrize(
+    ("value", "nearest"),
+    [
+        (1 + 2**-24, 1.0),  # a tie between 1 and 1 + 2**-23 goes to the even one, 1
+        (1 + 3 * 2**-24, 1 + 2**-22),  # a tie between 1 + 2**-23 and 1 + 2**-22: even again
+        (1 + 2**-24 + 2**-40, 1 + 2**-23),  # past the tie: up
+        (_FLOAT32_MAX, _FLOAT32_MAX),
+        (2**128 - 2**103 - 2**76, _FLOAT32_MAX),  # just below the tie with 2**128: down
+    ],
+)
+def test_float32_rounding_ties_to_even_and_keeps_the_largest(value, nearest):
+    assert resolve_scale("softmax_scale", value, 64) == nearest
+    assert resolve_scale("softmax_scale", -value, 64) == -nearest
+
+
+@pytest.mark.parametrize("value", [2**128 - 2**103, 2**128, 1e300])
+def test_values_that_round_past_float32_are_refused(value):
+    # 2**128 - 2**103 is the tie between float32's largest and 2**128: it rounds to infinity.
+    with pytest.raises(ValueError, match="softmax_scale must be finite as a float32"):
+        resolve_scale("softmax_scale", value, 64)
+    with pytest.raises(ValueError, match="softcap must be finite as a float32"):
+        check_softcap(value)
+
+
+def test_the_default_scale_is_the_float32_nearest_one_over_root_head_dim():
+    for head_dim in (1, 3, 64, 96, 128, 192, 256, 1000):
+        expected = struct.unpack("f", struct.pack("f", head_dim**-0.5))[0]
+        assert resolve_scale("softmax_scale", None, head_dim) == expected

@@ -272,7 +272,10 @@ def decoder_attention(
             "q must have 3 dimensions (batch, seqlen_q, num_heads * head_dim) for "
             f"decoder_attention; got shape {tuple(q.shape)}"
         )
-    call = with_options(call, options, q, scale_name="scale", causal_name="is_causal")
+    if not torch.compiler.is_compiling():
+        # Traced, the routed op checks the options when the graph runs, with these messages
+        # (and Dynamo before torch 2.5 cannot trace dataclasses.replace, which this uses).
+        call = with_options(call, options, q, scale_name="scale", causal_name="is_causal")
     check_cast_dtype(cast_dtype)
     check_flag("is_causal", is_causal)
     batch, seqlen_q, seqlen_k = q.shape[0], q.shape[1], k.shape[1]

@@ -18,7 +18,6 @@ import math
 import numbers
 import operator
 import os
-import struct
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import NamedTuple
@@ -100,9 +99,24 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _as_float32(value: float) -> float:
-    """The value the kernels see (they take a float32); OverflowError past float32's range."""
-    return struct.unpack("f", struct.pack("f", value))[0]
+    """The value the kernels see (they take a float32): ``value`` rounded to the nearest
+    float32, ties to even, subnormals included; OverflowError where that is infinite.
+
+    Written with ``math`` rather than ``struct.pack("f", ...)``: Dynamo (torch 2.4) cannot
+    trace ``struct``, and the entry points run this while ``torch.compile`` traces them.
+    """
+    if value == 0.0 or not math.isfinite(value):
+        return value
+    mantissa, exponent = math.frexp(value)  # value = mantissa * 2**exponent, 0.5 <= |m| < 1
+    bits = min(24, exponent + 149)  # float32 keeps 24 bits, fewer below 2**-126 (subnormal)
+    rounded = math.ldexp(round(math.ldexp(mantissa, bits)), exponent - bits)  # round(): ties even
+    if abs(rounded) > _FLOAT32_MAX:
+        raise OverflowError(f"{value} is past float32's range")
+    return rounded
 
 
 def resolve_scale(name: str, scale: object, head_dim: int) -> float:
