@@ -239,6 +239,15 @@ def no_flash_attn(monkeypatch):
     benchmark.fa4_function.cache_clear()
 
 
+def _sdpa_bshd(q, k, v, causal):
+    """SDPA on (batch, seqlen, heads, dim) tensors, K/V heads repeated for GQA (SDPA's
+    ``enable_gqa`` needs torch 2.5; the package supports 2.4)."""
+    group = q.shape[2] // k.shape[2]
+    k, v = (t.repeat_interleave(group, 2) for t in (k, v))
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).transpose(1, 2)
+
+
 @pytest.fixture
 def fake_fa4(monkeypatch):
     """A stand-in flash_attn.cute whose flash_attn_func computes attention with SDPA on its
@@ -247,9 +256,8 @@ def fake_fa4(monkeypatch):
 
     def flash_attn_func(q, k, v, causal=False):
         calls.append((tuple(q.shape), causal))
-        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=True)
-        return out.transpose(1, 2), torch.zeros(q.shape[0], q.shape[2], q.shape[1])
+        out = _sdpa_bshd(q, k, v, causal)
+        return out, torch.zeros(q.shape[0], q.shape[2], q.shape[1])
 
     def flash_attn_varlen_func(
         q, k, v, cu_seqlens_q=None, max_seqlen_q=None, seqused_k=None, page_table=None,
@@ -263,9 +271,7 @@ def fake_fa4(monkeypatch):
         kb, vb = (
             c[page_table.long()].reshape(batch, per_seq, *c.shape[2:])[:, :keys] for c in (k, v)
         )
-        qt, kt, vt = (t.transpose(1, 2) for t in (qb, kb, vb))
-        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=True)
-        return out.transpose(1, 2).reshape(q.shape), None
+        return _sdpa_bshd(qb, kb, vb, causal).reshape(q.shape), None
 
     package = types.ModuleType("flash_attn")
     package.cute = types.ModuleType("flash_attn.cute")

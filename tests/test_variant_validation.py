@@ -342,6 +342,12 @@ def _assert_same_answer(out, lse, plain, plain_lse):
     torch.testing.assert_close(lse, plain_lse, atol=1e-5, rtol=1e-5)
 
 
+# Slopes and sinks without subnormals: hypothesis cannot draw them once torch's CPU inductor
+# kernels (built with -ffast-math, tests/integration/test_compile_cpu.py) set flush-to-zero.
+_slope = st.floats(0.0, 2.0, width=32, allow_subnormal=False)
+_sink = st.floats(-5.0, 5.0, width=32, allow_subnormal=False)
+
+
 @st.composite
 def options(draw, batch, heads):
     chosen = {}
@@ -351,14 +357,10 @@ def options(draw, batch, heads):
         chosen["softcap"] = draw(st.floats(0.5, 20.0))
     if draw(st.booleans()):
         shape = (batch, heads) if draw(st.booleans()) else (heads,)
-        values = draw(
-            st.lists(
-                st.floats(0.0, 2.0, width=32), min_size=math.prod(shape), max_size=math.prod(shape)
-            )
-        )
+        values = draw(st.lists(_slope, min_size=math.prod(shape), max_size=math.prod(shape)))
         chosen["alibi_slopes"] = torch.tensor(values, dtype=torch.float32).view(shape)
     if draw(st.booleans()):
-        values = draw(st.lists(st.floats(-5.0, 5.0, width=32), min_size=heads, max_size=heads))
+        values = draw(st.lists(_sink, min_size=heads, max_size=heads))
         chosen["sinks"] = torch.tensor(values, dtype=torch.float32)
     return chosen
 

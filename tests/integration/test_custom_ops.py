@@ -23,6 +23,8 @@ from helpers.kvcache_reference import (
 )
 from helpers.reference import reference_attention
 
+_TORCH = tuple(int(part) for part in torch.__version__.split(".")[:2])
+
 
 def _qkv(batch, seqlen_q, seqlen_k, heads=4, kv_heads=2, dim=16, dtype=torch.float32):
     gen = torch.Generator().manual_seed(0)
@@ -245,6 +247,40 @@ def test_with_kvcache_under_compile_appends_and_attends(backend):
     torch.testing.assert_close(got_out.double(), ref_out, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("paged", [False, True])
+def test_inductor_writes_the_caches_in_place(paged):
+    # A KV cache is most of a serving GPU's memory. Functionalized, the op writes into fresh
+    # caches that are then copied back; inductor's re-inplacing must undo that, so that the
+    # compiled step calls the op on the caller's caches and copies nothing (without that pass
+    # the generated code clones both caches before the op and copies them back after it).
+    from torch._inductor.utils import run_and_get_code
+
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(3, 1, 4, 16, generator=gen)
+    k, v = torch.randn(3, 1, 2, 16, generator=gen), torch.randn(3, 1, 2, 16, generator=gen)
+    shape = (10, 4, 2, 16) if paged else (3, 13, 2, 16)
+    caches = torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen)
+    table = random_block_table(gen, 3, 3, 10) if paged else None
+    lens = torch.tensor([0, 5, 11], dtype=torch.int32)
+
+    def step(q, k_cache, v_cache, k, v):
+        return ff.flash_attn_with_kvcache(
+            q, k_cache, v_cache, k, v, cache_seqlens=lens, block_table=table, causal=True
+        )
+
+    eager_caches = [c.clone() for c in caches]
+    expected = step(q, *eager_caches, k, v)
+    torch._dynamo.reset()
+    compiled_caches = [c.clone() for c in caches]
+    got, sources = run_and_get_code(torch.compile(step, fullgraph=True), q, *compiled_caches, k, v)
+    code = "\n".join(sources)
+    assert "forge_flash.with_kvcache" in code
+    assert "clone" not in code and "copy_" not in code, code
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    for a, b in zip(compiled_caches, eager_caches, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
 def test_with_kvcache_int_lengths_under_compile():
     # cache_seqlens as an int travels beside the tensors; a negative one raises the eager
     # error when the graph runs.
@@ -269,7 +305,14 @@ def test_with_kvcache_int_lengths_under_compile():
         torch.compile(fn, fullgraph=True, backend="eager")(q, k_cache, v_cache, -1)
     torch._dynamo.reset()
     # A wrong type is found while Dynamo traces, which reports the eager TypeError as its own.
-    with pytest.raises(Exception, match=r"cache_seqlens must be an int; got 2\.5"):
+    # Dynamo before torch 2.5 cannot trace a try/except: it stops at operator.index's error,
+    # which names the type but not the argument.
+    message = (
+        r"cache_seqlens must be an int; got 2\.5"
+        if _TORCH >= (2, 5)
+        else "'float' object cannot be interpreted as an integer"
+    )
+    with pytest.raises(Exception, match=message):
         torch.compile(fn, fullgraph=True, backend="eager")(q, k_cache, v_cache, 2.5)
 
 
@@ -293,6 +336,24 @@ def test_bad_input_under_compile_raises_the_eager_error():
     torch._dynamo.reset()
     with pytest.raises(ValueError, match="k must have shape"):
         torch.compile(fn, fullgraph=True, backend="eager")(q, bad_k, v[..., :8])
+
+
+@pytest.mark.parametrize("seqlen_q", [1, 3])  # routed to batched decode / multi-head attention
+def test_decoder_attention_under_compile_checks_its_options_when_the_graph_runs(seqlen_q):
+    # Traced, decoder_attention leaves the options to the op it routes to, which checks them
+    # with the eager messages; a good call gives the eager answer.
+    q, k, v = _qkv(2, seqlen_q, 5)
+    flat = (q.flatten(2), k.flatten(2), v.flatten(2), 4, 2, 16)
+
+    def fn(softcap):
+        return ff.decoder_attention(*flat, softcap=softcap)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(5.0), fn(5.0), atol=0, rtol=0)
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match="softcap must be finite and >= 0"):
+        compiled(-1.0)
 
 
 def test_op_annotations_are_evaluated_for_torch_2_4():
