@@ -281,6 +281,55 @@ def test_inductor_writes_the_caches_in_place(paged):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+class _DecodeStep(torch.nn.Module):
+    """A decoding step whose KV caches are the module's buffers, as engines keep them."""
+
+    def __init__(self, caches):
+        super().__init__()
+        self.register_buffer("k_cache", caches[0].clone())
+        self.register_buffer("v_cache", caches[1].clone())
+
+    def forward(self, q, k, v, lengths):
+        return ff.flash_attn_with_kvcache(
+            q, self.k_cache, self.v_cache, k, v, cache_seqlens=lengths, causal=True
+        )
+
+
+@pytest.mark.parametrize("decomposed", [False, True])
+def test_exported_step_appends_to_the_module_caches(decomposed):
+    # torch.export: the exported program keeps the op (or, decomposed to the inference IR,
+    # declares both caches as buffer mutations); either way its module writes its caches as
+    # the eager module does, step after step.
+    gen = torch.Generator().manual_seed(5)
+    caches = torch.randn(3, 12, 2, 16, generator=gen), torch.randn(3, 12, 2, 16, generator=gen)
+    q = torch.randn(3, 1, 4, 16, generator=gen)
+    k, v = torch.randn(3, 1, 2, 16, generator=gen), torch.randn(3, 1, 2, 16, generator=gen)
+    lengths = torch.tensor([0, 5, 10], dtype=torch.int32)
+    program = torch.export.export(_DecodeStep(caches), (q, k, v, lengths))
+    if decomposed:
+        program = program.run_decompositions()
+        mutated = [
+            s.target
+            for s in program.graph_signature.output_specs
+            if s.kind.name == "BUFFER_MUTATION"
+        ]
+        assert sorted(mutated) == ["k_cache", "v_cache"]
+    exported, eager = program.module(), _DecodeStep(caches)
+    exported.load_state_dict(eager.state_dict())  # the same starting caches, not shared
+    for step in range(2):
+        got, expected = exported(q, k, v, lengths + step), eager(q, k, v, lengths + step)
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
+        for name in ("k_cache", "v_cache"):
+            torch.testing.assert_close(
+                getattr(exported, name), getattr(eager, name), atol=0, rtol=0
+            )
+    # And the eager caches against the reference append of both steps.
+    ref_k, ref_v, _ = reference_append(*caches, k, v, lengths.tolist())
+    ref_k, ref_v, _ = reference_append(ref_k, ref_v, k, v, (lengths + 1).tolist())
+    torch.testing.assert_close(eager.k_cache.double(), ref_k, atol=0, rtol=0)
+    torch.testing.assert_close(eager.v_cache.double(), ref_v, atol=0, rtol=0)
+
+
 def test_with_kvcache_int_lengths_under_compile():
     # cache_seqlens as an int travels beside the tensors; a negative one raises the eager
     # error when the graph runs.
