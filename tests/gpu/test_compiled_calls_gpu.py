@@ -1,7 +1,8 @@
 """The custom ops of the serving calls compiled with inductor on the GPU, against the same eager
 calls on the kernels: a decoding step of ``flash_attn_with_kvcache`` (rotary, the append into a
 paged cache, attention over cache plus the new token: the C API's fused path), whose op writes
-the caches in place (``torch.ops.forge_flash.with_kvcache``), and ``merge_attention_states``
+the caches in place (``torch.ops.forge_flash.with_kvcache``; inductor's code must not copy
+them), and ``merge_attention_states``
 (``torch.ops.forge_flash.merge_states``, the merge kernel). The compiled graph runs the eager
 entry point inside the op, so outputs and caches must match bit for bit; the eager calls
 themselves are checked against float64 references in test_kvcache_gpu.py and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 import forge_flash as ff
 
@@ -51,8 +53,12 @@ def test_compiled_paged_decode_step_matches_eager(page_size):
         torch._dynamo.reset()
         compiled = torch.compile(step, fullgraph=True)
         compiled_caches = [c.clone() for c in caches]
-        got = compiled(q, *compiled_caches, k, v)
+        got, sources = run_and_get_code(compiled, q, *compiled_caches, k, v)
         torch.cuda.synchronize()
+    # Inductor called the op on the caller's caches: no copy of a cache in its code.
+    code = "\n".join(sources)
+    assert "forge_flash.with_kvcache" in code
+    assert "clone" not in code and "copy_" not in code, code
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     for a, b in zip(compiled_caches, eager_caches, strict=True):
