@@ -83,13 +83,14 @@ def _forced_logits(model, ids, mask, steps):
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, use_cache=True)
         logits = [out.logits[mask.bool()]]
-        cache = out.past_key_values
+        # transformers 5 renamed past_key_values to cache (the old name goes in 5.40).
+        name = "cache" if hasattr(out, "cache") else "past_key_values"
         for step in range(steps):
             token = torch.full((ids.shape[0], 1), 5 + step, device=ids.device)
             mask = torch.cat((mask, torch.ones_like(token)), dim=1)
-            out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+            kwargs = {name: getattr(out, name)}
+            out = model(input_ids=token, attention_mask=mask, use_cache=True, **kwargs)
             logits.append(out.logits[:, -1])
-            cache = out.past_key_values
     return torch.cat(logits)
 
 
