@@ -7,6 +7,9 @@ fake implementation predicts the real outputs' shapes, dtypes and strides, that 
 
 from __future__ import annotations
 
+import inspect
+import types
+
 import pytest
 import torch
 
@@ -413,3 +416,16 @@ def test_op_annotations_are_evaluated_for_torch_2_4():
 
     for module in (forge_flash.ops, forge_flash.kvcache, forge_flash.merge):
         assert getattr(module, "annotations", None) is not __future__.annotations, module
+
+
+def test_op_parameters_are_typed_as_torch_2_4_reads_them():
+    """torch 2.4's schema inference knows typing's generics only: an op parameter annotated
+    ``list[torch.Tensor]`` made ``import forge_flash`` raise there (2026-12-05, merge_states),
+    while CI's torch accepts it; ``typing.List[torch.Tensor]`` works on both."""
+    from torch._library.custom_ops import OPDEFS
+
+    ops = {name: op for name, op in OPDEFS.items() if name.startswith("forge_flash::")}
+    assert len(ops) == 7, sorted(ops)
+    for name, op in ops.items():
+        for parameter in inspect.signature(op._init_fn).parameters.values():
+            assert not isinstance(parameter.annotation, types.GenericAlias), (name, parameter)
