@@ -115,11 +115,11 @@ def _checked(
 
 
 # typing.List, not list[...]: torch 2.4's schema inference knows only typing's spelling.
-TensorList = typing.List[torch.Tensor]  # noqa: UP006
+_TensorList = typing.List[torch.Tensor]  # noqa: UP006
 
 
 @ops.custom_op("forge_flash::merge_states")
-def _merge_states_op(outs: TensorList, lses: TensorList) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge_states_op(outs: _TensorList, lses: _TensorList) -> tuple[torch.Tensor, torch.Tensor]:
     return merge_attention_states(outs, lses)
 
 
