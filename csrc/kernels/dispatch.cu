@@ -115,6 +115,17 @@ bool alibi_only_serves(const FwdParams& p) {
          p.sinks == nullptr && kv_by_batch_row(p);
 }
 
+// Whether the paged TMA twin (fwd_instantiate.cuh, sm90_paged_info) serves a variant call: a
+// varlen call over a paged cache whose only variant is the block table: plain scores, no
+// window but the causal diagonal, no sinks, no left padding, cache batch index, per-sequence
+// key counts or fused append (set_paged_tma_maps checks the page size).
+bool paged_tma_serves(const FwdParams& p) {
+  const bool no_window = p.window_left < 0 && (p.window_right < 0 || p.is_causal);
+  return p.block_table != nullptr && p.cu_seqlens_q != nullptr && p.softcap == 0.f && p.alibi_slopes == nullptr &&
+         p.scale > 0.f && no_window && p.sinks == nullptr && p.kv_batch_idx == nullptr && p.k_start == nullptr &&
+         p.seqlen_new == 0 && p.seqused_k == nullptr;
+}
+
 // Once per (kernel, device): `compute(device, &value)` runs on the first call, under a lock so
 // that attribute changes happen once, and its answer is kept. Each call site (each `compute`
 // type) has its own cache. Host-only calls, no sync.
@@ -433,11 +444,13 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // 64, 96 and 128: fwd_instantiate.cuh, sm90_packed_info).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
-    const bool packed = p.cu_seqlens_q != nullptr;
+    const bool paged = kernels.sm90.tma_paged.kernel != nullptr && paged_tma_serves(p);
+    const bool packed = p.cu_seqlens_q != nullptr && !paged;
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);
     const bool non_causal = !p.is_causal && kernels.sm90.tma_non_causal.kernel != nullptr;
-    const KernelInfo& tma_kernel = packed       ? kernels.sm90.tma_packed
+    const KernelInfo& tma_kernel = paged        ? kernels.sm90.tma_paged
+                                   : packed     ? kernels.sm90.tma_packed
                                    : band_sinks ? kernels.sm90.tma_band_sinks
                                    : alibi_only ? kernels.sm90.tma_alibi
                                    : non_causal ? kernels.sm90.tma_non_causal
@@ -450,8 +463,10 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const bool persistent_packed = packed && !tma_only && plan->kernel.kernel == kernels.sm90.persistent.kernel &&
                                    kernels.sm90.persistent_packed.kernel != nullptr;
     const KernelInfo& k = tma_only ? tma_kernel : persistent_packed ? kernels.sm90.persistent_packed : plan->kernel;
-    const bool maps = set_tma_maps(p, dtype == DType::kBFloat16, k.tma_swizzle, k.block_m, k.block_n,
-                                   packed && (tma_only || persistent_packed));
+    const bool bf16 = dtype == DType::kBFloat16;
+    const bool maps =
+        paged ? tma_only && set_paged_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n)
+              : set_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n, packed && (tma_only || persistent_packed));
     if (maps && (tma_only || persistent_packed)) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";

@@ -82,6 +82,22 @@ KernelInfo sm90_packed_info() {
     return kNoKernel;
 }
 
+// Variant tables of head_dim 64, 96 and 128 only: the TMA-only instance's kPackedSeqs twin with
+// PagedKV policies, for varlen calls whose K/V sit in a paged cache (chunked prefill, as engines
+// with a block table call it): Q through a map over the packed rows as the plain twin loads it,
+// each K/V tile as boxes of one page's rows (the page size, up to the tile's 128 keys) through
+// maps over the cache, at the block ids the table gives (sm90/fwd_kernel_sm90.cuh, the
+// producer). The IndexedKV instance it replaces there copies with cp.async, one row's block id
+// at a time: over 4k paged keys its unsplit grid ran 148 TFLOP/s where the dense call's ran 342
+// (H100, 2026-12-05, docs/benchmarks.md). Candidate: not yet run on a GPU.
+template <typename T, int kHeadDim, bool kVariantTable>
+KernelInfo sm90_paged_info() {
+  if constexpr (kVariantTable && (kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128))
+    return sm90_kernel_info<T, kHeadDim, PagedKV, false, true, false, true>();
+  else
+    return kNoKernel;
+}
+
 // The decode kernel with policies P (with the fused K/V append: kAppend) where kCompiled, else
 // null.
 template <bool kCompiled, typename T, typename Decode, class P, bool kAppend = false>
@@ -121,16 +137,16 @@ FwdKernels fwd_kernels() {
   using P = TablePolicies<kVariantTable>;
   using FullGrid = DecodeFullGridConfig<kHeadDim>;
   using Wide = DecodeWideConfig<kHeadDim>;
-  return {
-      kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, P>)),
-      decode_kernels<T, DecodeConfig<kHeadDim>, kVariantTable>(),
-      plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, FullGrid, kVariantTable>(),
-      plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, Wide, kVariantTable>(),
-      {sm90_kernel_info<T, kHeadDim, P, false>(), sm90_kernel_info<T, kHeadDim, P, true>(),
-       sm90_kernel_info<T, kHeadDim, P, false, true>(), sm90_tma_non_causal_info<T, kHeadDim, kVariantTable>(),
-       sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
-       sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiOnly>(),
-       sm90_packed_info<T, kHeadDim, kVariantTable, false>(), sm90_packed_info<T, kHeadDim, kVariantTable, true>()}};
+  return {kernel_info<Prefill>(reinterpret_cast<const void*>(&fwd_kernel<T, Prefill, P>)),
+          decode_kernels<T, DecodeConfig<kHeadDim>, kVariantTable>(),
+          plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, FullGrid, kVariantTable>(),
+          plain_score_decode_kernels<has_hopper_decode_shapes(kHeadDim), T, Wide, kVariantTable>(),
+          {sm90_kernel_info<T, kHeadDim, P, false>(), sm90_kernel_info<T, kHeadDim, P, true>(),
+           sm90_kernel_info<T, kHeadDim, P, false, true>(), sm90_tma_non_causal_info<T, kHeadDim, kVariantTable>(),
+           sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
+           sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiOnly>(),
+           sm90_packed_info<T, kHeadDim, kVariantTable, false>(), sm90_packed_info<T, kHeadDim, kVariantTable, true>(),
+           sm90_paged_info<T, kHeadDim, kVariantTable>()}};
 }
 
 }  // namespace forge_flash

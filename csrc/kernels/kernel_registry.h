@@ -46,6 +46,7 @@ struct HopperKernels {
   KernelInfo tma_alibi;          // variant tables: tma with AlibiOnly policies (ALiBi; dense K/V)
   KernelInfo tma_packed;         // plain tables: tma over packed (varlen) sequences, kPackedSeqs
   KernelInfo persistent_packed;  // plain tables: persistent over packed (varlen) sequences, TMA-fed
+  KernelInfo tma_paged;          // variant tables: tma_packed over a paged cache (PagedKV policies)
 };
 
 // The head dim whose Hopper tiles a table head dim runs on: its own at 64, 96, 128, 192 and

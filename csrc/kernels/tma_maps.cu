@@ -9,6 +9,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -145,6 +146,25 @@ bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n
   p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, q_rows, q_batch, q_strides, swizzle, block_m) &&
           encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, block_n) &&
           encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, block_n);
+  return p.tma;
+}
+
+bool set_paged_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n) {
+  p.tma = false;
+  if (swizzle != 64 && swizzle != 128) return false;
+  if (p.block_table == nullptr || p.cu_seqlens_q == nullptr || p.cu_seqlens_k == nullptr || p.page_shift < 3 ||
+      block_n < 8 || (block_n & (block_n - 1)) != 0)
+    return false;
+  if (p.seqused_k != nullptr || p.k_start != nullptr || p.kv_batch_idx != nullptr || p.pack_gqa || p.seqlen_new > 0 ||
+      driver().encode == nullptr)
+    return false;
+  const int64_t q_strides[3] = {p.q_head_stride, p.q_row_stride, p.q_batch_stride};
+  const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};  // batch: one block
+  const int64_t v_strides[3] = {p.v_head_stride, p.v_row_stride, p.v_batch_stride};
+  const int box = std::min(p.page_size, block_n);
+  p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, p.total_q, 1, q_strides, swizzle, block_m) &&
+          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, k_strides, swizzle, box) &&
+          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, v_strides, swizzle, box);
   return p.tma;
 }
 

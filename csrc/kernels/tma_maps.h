@@ -15,4 +15,12 @@ namespace forge_flash {
 // sequence): the maps cover the packed tensors, total_q and total_k rows in one "batch".
 bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n, bool packed = false);
 
+// The maps of a varlen call over a paged cache, for the PagedKV kPackedSeqs twin: Q as
+// set_tma_maps(packed) encodes it, K and V over the caches as (head_dim, heads_k, page_size,
+// num_blocks) with boxes of min(page_size, block_n) rows, so that a box holds rows of one page.
+// Leaves p.tma false unless the pages are a power of two of at least 8 rows (a box lands on
+// whole swizzle atoms), block_n a power of two, and there is no left padding, per-sequence key
+// count, cache batch index, fused append or packed GQA.
+bool set_paged_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n);
+
 }  // namespace forge_flash

@@ -11,7 +11,8 @@ tiles loaded through TMA for dense Q/K/V, strided views included, where the plai
 TMA-only instance with its own tiles; varlen at head_dim 64, 96 and 128 by TMA over the packed
 tensors in the kPackedSeqs twins of that instance (past 1024 keys) and of the persistent one,
 which zero V rows past a sequence and whose CTAs draw their work tiles from a counter, else by
-cp.async),
+cp.async; varlen over a paged cache past 1024 keys by TMA in the PagedKV twin, pages of 16 and
+256),
 split-KV + combine kernel (launched programmatically behind the split kernel on Hopper),
 split-KV merged in a thread-block cluster (Hopper decode), GQA packing, routed head dims, causal
 tails, varlen with an empty sequence, KV-cache lengths (batched decode), strided views; the
@@ -192,6 +193,23 @@ def main() -> None:
         forge_flash.flash_attn_varlen_fwd(
             rand(26, 8, 128), k_pages, v_pages, cu_q, cu_k, 20, 1000, causal=True, block_table=table
         )
+    # Chunked prefill past 1024 keys over pages of 16 and 256: the TMA-only instance's PagedKV
+    # twin (boxes of one page's rows; the last page's rows past a sequence's keys masked and
+    # zeroed), at head_dim 64, 96 and 128.
+    for d, page in ((128, 16), (64, 256), (96, 16)):
+        step(f"paged varlen through TMA d={d} page={page}")
+        lens_q, lens_k = [700, 0, 1100], [1300, 40, 1100]
+        per_seq = -(-max(lens_k) // page)
+        table = torch.randperm(3 * per_seq, device="cuda", dtype=torch.int32).view(3, per_seq)
+        k_pages, v_pages = rand(3 * per_seq, page, 2, d), rand(3 * per_seq, page, 2, d)
+        cu_q, cu_k = (
+            torch.tensor([0, *torch.tensor(n).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+            for n in (lens_q, lens_k)
+        )
+        forge_flash.flash_attn_varlen_fwd(
+            rand(sum(lens_q), 8, d), k_pages, v_pages, cu_q, cu_k, max(lens_q), max(lens_k),
+            causal=d != 64, block_table=table,
+        )  # fmt: skip
     index = torch.tensor([3, 0, 0, 2], dtype=torch.int32, device="cuda")
     forge_flash.api.cache_attention(
         rand(4, 3, 8, 128), cache_k, cache_v, lens, cache_batch_idx=index, causal=True,

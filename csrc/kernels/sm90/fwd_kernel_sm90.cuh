@@ -242,6 +242,31 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       };
       const auto q_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.b; };
       const auto kv_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.kv_b; };
+      // A paged cache (the PagedKV twin: maps over (head_dim, heads_k, page_size, num_blocks)
+      // with boxes of min(page_size, kBlockN) rows, both powers of two, so a box never crosses
+      // a page): a K/V tile is kBlockN / box boxes, each at its page's block id from the
+      // sequence's row of the block table. A box past the sequence's last key reads no table
+      // entry (the table may end there): it asks for block num_blocks, past the map's end, which
+      // TMA fills with zeros, so every box lands and the stage's byte count holds. Rows of the
+      // last page past the last key are real cache rows: their scores are masked, and the
+      // consumers zero those V rows (zero_v_rows) as for packed sequences.
+      auto kv_tile = [&](const TmaDescriptor& map, uint32_t dst, const CtaWork& w, int n0, uint32_t bar) {
+        if constexpr (P::kIndexedKV && kPackedSeqs) {
+          static_assert(P::kPagesOnly && Cfg::kTmaOnly, "TMA reads whole pages of a block table");
+          const int box = min(p.page_size, kBlockN);
+          const int32_t* table = p.block_table + static_cast<int64_t>(w.b) * p.block_table_stride;
+          for (int r = 0; r < kBlockN; r += box) {
+            const int key = n0 + r;
+            const int block = key < w.seq.seqlen_k ? table[key >> p.page_shift] : p.num_blocks;
+#pragma unroll
+            for (int c = 0; c < kBlocks; ++c)
+              sm90::tma_load_4d(dst + (c * kBlockN + r) * kSwizzle, &map, bar, c * (kSwizzle / 2), w.kv_head,
+                                key & (p.page_size - 1), block);
+          }
+        } else {
+          tile(map, dst, kBlockN, w.kv_head, k_row(w, n0), kv_batch(w), bar);
+        }
+      };
       produce(
           [&](const CtaWork& w, int buffer) {
             sm90::mbar_arrive_expect_tx(bar_q_full(buffer), Cfg::kQBytes);
@@ -249,11 +274,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
           },
           [&](const CtaWork& w, int stage, int n0) {  // K, and V's bytes too where they share the barrier
             sm90::mbar_arrive_expect_tx(bar_k_full(stage), Cfg::kSplitKV ? Cfg::kKVBytes : 2 * Cfg::kKVBytes);
-            tile(p.tma_k, sK(stage), kBlockN, w.kv_head, k_row(w, n0), kv_batch(w), bar_k_full(stage));
+            kv_tile(p.tma_k, sK(stage), w, n0, bar_k_full(stage));
           },
           [&](const CtaWork& w, int stage, int n0) {
             if (Cfg::kSplitKV) sm90::mbar_arrive_expect_tx(bar_v_full(stage), Cfg::kKVBytes);
-            tile(p.tma_v, sV(stage), kBlockN, w.kv_head, k_row(w, n0), kv_batch(w), bar_v_full(stage));
+            kv_tile(p.tma_v, sV(stage), w, n0, bar_v_full(stage));
           });
       return;
     }

@@ -1,0 +1,160 @@
+"""Varlen prefill over a paged cache through TMA (the PagedKV twin of the TMA-only instance,
+fwd_instantiate.cuh, sm90_paged_info): Q through a map over the packed rows, each K/V tile as
+boxes of one page's rows at the block ids of the sequence's row of the block table. Checked
+against the float64 reference per sequence, with pages at random block ids, page sizes below,
+at and above the tile's 128 keys, GQA, empty sequences and seqlen_q != seqlen_k both ways; with
+NaN in the cache rows past each sequence's last key (in its last page, and in the blocks no
+sequence owns, which the table's entries past a sequence's pages name: they must reach no
+output); and by the profiler: the twin is what
+runs at head_dim 64, 96 and 128 (pages of 8 keys and more, powers of two), the cp.async copies
+elsewhere, checked against the same reference.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import forge_flash
+
+from helpers.kernels import assert_each_sequence_close, kernel_backend, packed_qkv
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+    reason="the TMA-fed Hopper kernels run on SM90 only",
+)
+
+# Past the persistent kernel's 1024 keys (the plain launch, where the twin runs): lengths that
+# end inside a page and inside a tile, an empty sequence, queries shorter and longer than keys.
+LENGTHS = [(1500, 1500), (0, 1100), (1025, 3000), (2047, 1300), (700, 2049), (1111, 1111)]
+SPARE_BLOCKS = 7  # blocks no sequence owns, at random ids among the others
+
+
+def paged_cache(k, v, cu_k, page_size, *, fill=0.0):
+    """k and v (total_k, heads_k, d) packed by cu_k, as caches (num_blocks, page_size, heads_k,
+    d) whose pages sit at random block ids, every row no sequence owns set to ``fill``; the
+    block table (batch, max_blocks) int32, its entries past a sequence's pages a block no
+    sequence owns (the checks want every entry a block id)."""
+    lengths = (cu_k[1:] - cu_k[:-1]).tolist()
+    pages = [-(-n // page_size) for n in lengths]
+    num_blocks = sum(pages) + SPARE_BLOCKS
+    ids = torch.randperm(num_blocks, device=k.device).to(torch.int32)
+    spare = int(ids[-1])  # no sequence's: ids[: sum(pages)] are theirs
+    table = torch.full(
+        (len(lengths), max(max(pages), 1)), spare, dtype=torch.int32, device=k.device
+    )
+    caches = []
+    for x in (k, v):
+        cache = x.new_full((num_blocks, page_size, *x.shape[1:]), fill)
+        caches.append(cache)
+    used = 0
+    for b, (n, count) in enumerate(zip(lengths, pages, strict=True)):
+        table[b, :count] = ids[used : used + count]
+        start = int(cu_k[b])
+        for x, cache in zip((k, v), caches, strict=True):
+            rows = x.new_full((count * page_size, *x.shape[1:]), fill)
+            rows[:n] = x[start : start + n]
+            cache[table[b, :count].long()] = rows.view(count, page_size, *x.shape[1:])
+        used += count
+    return caches[0], caches[1], table
+
+
+def _run(q, k_cache, v_cache, table, cu_q, cu_k, causal):
+    seq_q = (cu_q[1:] - cu_q[:-1]).tolist()
+    seq_k = (cu_k[1:] - cu_k[:-1]).tolist()
+    out = torch.full_like(q, float("nan"))  # poisoned: every row the call owns must be written
+    with kernel_backend():
+        return forge_flash.flash_attn_varlen_fwd(
+            q, k_cache, v_cache, cu_q, cu_k, max(seq_q), max(seq_k),
+            causal=causal, block_table=table, out=out, return_lse=True,
+        )  # fmt: skip
+
+
+def _sm90_kernels(call) -> list[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        call()
+        torch.cuda.synchronize()
+    return [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
+
+
+def _is_paged_twin(name: str) -> bool:
+    """fwd_kernel_sm90<T, Cfg, PagedKV policies, kPackedSeqs = true>(...)."""
+    paged = "Policies<true, false, false, false, false, true>" in name
+    return paged and name.split(">(")[0].rstrip().endswith("true")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 96, 128])
+@pytest.mark.parametrize("page_size", [8, 16, 64, 256])
+def test_paged_sequences_match_the_reference(page_size, head_dim, causal, dtype):
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, dtype)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, page_size)
+    got, lse = _run(q, k_cache, v_cache, table, cu_q, cu_k, causal)
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gqa_paged_sequences(causal):
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 16, 4, 128, torch.bfloat16)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
+    got, lse = _run(q, k_cache, v_cache, table, cu_q, cu_k, causal)
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
+
+
+@pytest.mark.parametrize("page_size", [16, 256])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_nan_past_a_sequences_keys_reaches_no_output(head_dim, page_size):
+    # Every cache row no sequence owns holds NaN: the rows after each sequence's last key in its
+    # last page (read with that tile: K masked, V zeroed) and the blocks no sequence owns, which
+    # the table's entries past a sequence's pages name (boxes past the last key look none up).
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, torch.bfloat16)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, page_size, fill=float("nan"))
+    for causal in (False, True):
+        got, lse = _run(q, k_cache, v_cache, table, cu_q, cu_k, causal)
+        assert torch.isfinite(got).all()
+        assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
+
+
+def test_a_nan_in_a_sequences_own_keys_reaches_its_rows():
+    # NaN in, NaN out: a NaN in sequence 0's first key (every row of it sees that key).
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, 128, torch.bfloat16)
+    k[0, :, 3] = float("nan")
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
+    got, _ = _run(q, k_cache, v_cache, table, cu_q, cu_k, True)
+    rows = slice(0, int(cu_q[1]))
+    assert not torch.isfinite(got[rows]).all(dim=-1).any()
+    assert torch.isfinite(got[int(cu_q[2]) :]).all()
+
+
+@pytest.mark.parametrize("head_dim", [64, 96, 128])
+def test_the_paged_twin_runs(head_dim):
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, torch.bfloat16)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
+    names = _sm90_kernels(lambda: _run(q, k_cache, v_cache, table, cu_q, cu_k, False))
+    assert len(names) == 1 and _is_paged_twin(names[0]), names
+    assert re.search(rf"Sm90Config<{head_dim}, 128, \d+, false, true", names[0]), names
+
+
+@pytest.mark.parametrize(
+    "head_dim,page_size,lengths",
+    [
+        (192, 16, LENGTHS),  # no twin at 192: the cp.async copies
+        (128, 4, LENGTHS),  # pages of fewer than 8 rows: a box would not fill a swizzle atom
+        (128, 16, [(300, 301), (129, 500), (77, 77)]),  # within 1024 keys: the persistent kernel
+    ],
+)
+def test_other_paged_calls_keep_the_copies(head_dim, page_size, lengths):
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, page_size)
+    names = []
+
+    def call():
+        names.append(_run(q, k_cache, v_cache, table, cu_q, cu_k, True))
+
+    kernels = _sm90_kernels(call)
+    assert not any(_is_paged_twin(name) for name in kernels), kernels
+    got, lse = names[0]
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, True)
