@@ -227,7 +227,14 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       });
     };
     if (tma) {
-      if (tid != 0) return;
+      // The paged twin's producer is a warp (kPagedTma): its lanes look up a K/V tile's block
+      // ids at once, one round trip to the block table where one thread would make one per
+      // page (pages of 16: eight per tile, for K and again for V), and each lane issues its
+      // page's boxes. Elsewhere one thread issues every load.
+      constexpr bool kPagedTma = P::kIndexedKV && kPackedSeqs;
+      static_assert(!kPagedTma || !kDrawsTiles, "one lane draws work tiles from the counter");
+      if (kPagedTma ? tid >= 32 : tid != 0) return;
+      const bool leader = !kPagedTma || tid == 0;  // arms the barriers, loads Q
       constexpr int kBlocks = kHeadDim * 2 / kSwizzle;
       auto tile = [&](const TmaDescriptor& map, uint32_t dst, int rows, int head, int row, int b, uint32_t bar) {
 #pragma unroll
@@ -244,41 +251,46 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       const auto kv_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.kv_b; };
       // A paged cache (the PagedKV twin: maps over (head_dim, heads_k, page_size, num_blocks)
       // with boxes of min(page_size, kBlockN) rows, both powers of two, so a box never crosses
-      // a page): a K/V tile is kBlockN / box boxes, each at its page's block id from the
-      // sequence's row of the block table. A box past the sequence's last key reads no table
-      // entry (the table may end there): it asks for block num_blocks, past the map's end, which
-      // TMA fills with zeros, so every box lands and the stage's byte count holds. Rows of the
-      // last page past the last key are real cache rows: their scores are masked, and the
-      // consumers zero those V rows (zero_v_rows) as for packed sequences.
-      auto kv_tile = [&](const TmaDescriptor& map, uint32_t dst, const CtaWork& w, int n0, uint32_t bar) {
-        if constexpr (P::kIndexedKV && kPackedSeqs) {
+      // a page): a K/V tile is kBlockN / box boxes, lane i's the i-th, at its page's block id
+      // from the sequence's row of the block table (looked up for K, kept for V). A box past
+      // the sequence's last key reads no table entry (the table may end there): it asks for
+      // block num_blocks, past the map's end, which TMA fills with zeros, so every box lands
+      // and the stage's byte count holds. Rows of the last page past the last key are real
+      // cache rows: their scores are masked, and the consumers zero those V rows (zero_v_rows)
+      // as for packed sequences.
+      int page_block = 0;  // kPagedTma: this lane's box's block id in the tile being loaded
+      auto kv_tile = [&](const TmaDescriptor& map, uint32_t dst, const CtaWork& w, int n0, uint32_t bar, bool look_up) {
+        if constexpr (kPagedTma) {
           static_assert(P::kPagesOnly && Cfg::kTmaOnly, "TMA reads whole pages of a block table");
-          const int box = min(p.page_size, kBlockN);
-          const int32_t* table = p.block_table + static_cast<int64_t>(w.b) * p.block_table_stride;
-          for (int r = 0; r < kBlockN; r += box) {
-            const int key = n0 + r;
-            const int block = key < w.seq.seqlen_k ? table[key >> p.page_shift] : p.num_blocks;
+          const int box = min(p.page_size, kBlockN), r = tid * box, key = n0 + r;
+          if (look_up && r < kBlockN)
+            page_block = key < w.seq.seqlen_k
+                             ? p.block_table[static_cast<int64_t>(w.b) * p.block_table_stride + (key >> p.page_shift)]
+                             : p.num_blocks;
+          __syncwarp();  // the leader's expect_tx before the lanes' bytes
+          if (r < kBlockN)
 #pragma unroll
             for (int c = 0; c < kBlocks; ++c)
               sm90::tma_load_4d(dst + (c * kBlockN + r) * kSwizzle, &map, bar, c * (kSwizzle / 2), w.kv_head,
-                                key & (p.page_size - 1), block);
-          }
+                                key & (p.page_size - 1), page_block);
         } else {
           tile(map, dst, kBlockN, w.kv_head, k_row(w, n0), kv_batch(w), bar);
         }
       };
       produce(
           [&](const CtaWork& w, int buffer) {
+            if (!leader) return;
             sm90::mbar_arrive_expect_tx(bar_q_full(buffer), Cfg::kQBytes);
             tile(p.tma_q, sQ(buffer), kBlockM, w.cta_head, q_row(w), q_batch(w), bar_q_full(buffer));
           },
           [&](const CtaWork& w, int stage, int n0) {  // K, and V's bytes too where they share the barrier
-            sm90::mbar_arrive_expect_tx(bar_k_full(stage), Cfg::kSplitKV ? Cfg::kKVBytes : 2 * Cfg::kKVBytes);
-            kv_tile(p.tma_k, sK(stage), w, n0, bar_k_full(stage));
+            if (leader)
+              sm90::mbar_arrive_expect_tx(bar_k_full(stage), Cfg::kSplitKV ? Cfg::kKVBytes : 2 * Cfg::kKVBytes);
+            kv_tile(p.tma_k, sK(stage), w, n0, bar_k_full(stage), true);
           },
           [&](const CtaWork& w, int stage, int n0) {
-            if (Cfg::kSplitKV) sm90::mbar_arrive_expect_tx(bar_v_full(stage), Cfg::kKVBytes);
-            kv_tile(p.tma_v, sV(stage), w, n0, bar_v_full(stage));
+            if (Cfg::kSplitKV && leader) sm90::mbar_arrive_expect_tx(bar_v_full(stage), Cfg::kKVBytes);
+            kv_tile(p.tma_v, sV(stage), w, n0, bar_v_full(stage), false);
           });
       return;
     }
