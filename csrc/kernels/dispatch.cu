@@ -118,7 +118,7 @@ bool alibi_only_serves(const FwdParams& p) {
 // Whether the paged TMA twin (fwd_instantiate.cuh, sm90_paged_info) serves a variant call: a
 // varlen call over a paged cache whose only variant is the block table: plain scores, no
 // window but the causal diagonal, no sinks, no left padding, cache batch index, per-sequence
-// key counts or fused append (set_paged_tma_maps checks the page size).
+// key counts or fused append (set_tma_maps checks the page size).
 bool paged_tma_serves(const FwdParams& p) {
   const bool no_window = p.window_left < 0 && (p.window_right < 0 || p.is_causal);
   return p.block_table != nullptr && p.cu_seqlens_q != nullptr && p.softcap == 0.f && p.alibi_slopes == nullptr &&
@@ -464,9 +464,11 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
                                    kernels.sm90.persistent_packed.kernel != nullptr;
     const KernelInfo& k = tma_only ? tma_kernel : persistent_packed ? kernels.sm90.persistent_packed : plan->kernel;
     const bool bf16 = dtype == DType::kBFloat16;
-    const bool maps =
-        paged ? tma_only && set_paged_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n)
-              : set_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n, packed && (tma_only || persistent_packed));
+    // A paged call's maps serve the TMA-only twin alone (the persistent kernel copies its pages).
+    const KvMaps kv = paged                                       ? KvMaps::kPaged
+                      : packed && (tma_only || persistent_packed) ? KvMaps::kPacked
+                                                                  : KvMaps::kDense;
+    const bool maps = (!paged || tma_only) && set_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n, kv);
     if (maps && (tma_only || persistent_packed)) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";

@@ -124,47 +124,31 @@ bool encode(TmaDescriptor* map, const void* data, bool bf16, int head_dim, int h
 
 }  // namespace
 
-bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n, bool packed) {
+bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n, KvMaps kv) {
   p.tma = false;
   if (swizzle != 64 && swizzle != 128) return false;
+  const bool packed = kv != KvMaps::kDense, paged = kv == KvMaps::kPaged;  // Q packed in both varlen layouts
   const bool varlen = p.cu_seqlens_q != nullptr || p.cu_seqlens_k != nullptr;
   if (varlen != packed ||
       (packed && (p.cu_seqlens_q == nullptr || p.cu_seqlens_k == nullptr || p.kv_batch_idx != nullptr)))
     return false;
-  if (p.seqused_k != nullptr || p.block_table != nullptr || p.k_start != nullptr || p.pack_gqa || p.seqlen_new > 0 ||
-      driver().encode == nullptr)
+  if (paged != (p.block_table != nullptr) || (paged && (p.page_shift < 3 || (block_n & (block_n - 1)) != 0)))
+    return false;
+  if (p.seqused_k != nullptr || p.k_start != nullptr || p.pack_gqa || p.seqlen_new > 0 || driver().encode == nullptr)
     return false;
   const int64_t q_strides[3] = {p.q_head_stride, p.q_row_stride, p.q_batch_stride};
-  const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};
+  const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};  // kPaged: batch = one block
   const int64_t v_strides[3] = {p.v_head_stride, p.v_row_stride, p.v_batch_stride};
   // K/V batch rows: a call with kv_batch_idx reads rows of a cache with kv_batch_rows of them.
-  // Packed: one batch of every sequence's rows.
-  const int kv_batch = packed ? 1 : p.kv_batch_idx != nullptr ? p.kv_batch_rows : p.batch;
+  // Packed: one batch of every sequence's rows. Paged: a batch row per block of page_size rows.
+  const int kv_batch = paged ? p.num_blocks : packed ? 1 : p.kv_batch_idx != nullptr ? p.kv_batch_rows : p.batch;
   const int q_rows = packed ? p.total_q : p.seqlen_q;
-  const int k_rows = packed ? p.total_k : p.seqlen_k;
+  const int k_rows = paged ? p.page_size : packed ? p.total_k : p.seqlen_k;
   const int q_batch = packed ? 1 : p.batch;
+  const int k_box = paged ? std::min(p.page_size, block_n) : block_n;
   p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, q_rows, q_batch, q_strides, swizzle, block_m) &&
-          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, block_n) &&
-          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, block_n);
-  return p.tma;
-}
-
-bool set_paged_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n) {
-  p.tma = false;
-  if (swizzle != 64 && swizzle != 128) return false;
-  if (p.block_table == nullptr || p.cu_seqlens_q == nullptr || p.cu_seqlens_k == nullptr || p.page_shift < 3 ||
-      block_n < 8 || (block_n & (block_n - 1)) != 0)
-    return false;
-  if (p.seqused_k != nullptr || p.k_start != nullptr || p.kv_batch_idx != nullptr || p.pack_gqa || p.seqlen_new > 0 ||
-      driver().encode == nullptr)
-    return false;
-  const int64_t q_strides[3] = {p.q_head_stride, p.q_row_stride, p.q_batch_stride};
-  const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};  // batch: one block
-  const int64_t v_strides[3] = {p.v_head_stride, p.v_row_stride, p.v_batch_stride};
-  const int box = std::min(p.page_size, block_n);
-  p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, p.total_q, 1, q_strides, swizzle, block_m) &&
-          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, k_strides, swizzle, box) &&
-          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, v_strides, swizzle, box);
+          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, k_box) &&
+          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, k_box);
   return p.tma;
 }
 
