@@ -233,6 +233,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       // page's boxes. Elsewhere one thread issues every load.
       constexpr bool kPagedTma = P::kIndexedKV && kPackedSeqs;
       static_assert(!kPagedTma || !kDrawsTiles, "one lane draws work tiles from the counter");
+      static_assert(!kPagedTma || kBlockN <= 32 * 8, "a lane a box: pages of 8+ keys (set_tma_maps)");
       if (kPagedTma ? tid >= 32 : tid != 0) return;
       const bool leader = !kPagedTma || tid == 0;  // arms the barriers, loads Q
       constexpr int kBlocks = kHeadDim * 2 / kSwizzle;
