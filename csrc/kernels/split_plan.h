@@ -176,6 +176,9 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 // at 0.61, 1.07 at 0.73, 1.29 at 0.97; head_dim 96 over 4k 0.71 / 0.92 at 0.48 / 0.61; 256 over
 // 4k 0.81 / 1.07 at 0.48 / 0.61, over 16k 0.79 / 1.12 at 0.48 / 0.73; 64 over 4k 1.30 at 0.73.
 // Over short keys paged calls gain as dense ones do (1.07-1.96x at fills of 0.30-0.48).
+// These figures predate the PagedKV twin of the TMA-only instance (session 62: chunked prefill
+// over pages of 16 at 1.44-1.72x the cp.async copies' speed, H200), which varlen calls over a
+// paged cache at head_dim 64-128 now run: its fill threshold has not been measured again.
 constexpr double kHopperUnsplitShortKeysFill = 0.25;
 constexpr double kHopperUnsplitFill = 0.45;
 constexpr double kHopperUnsplitFillHeadDim64 = 0.6;
