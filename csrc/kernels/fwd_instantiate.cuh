@@ -89,7 +89,9 @@ KernelInfo sm90_packed_info() {
 // maps over the cache, at the block ids the table gives (sm90/fwd_kernel_sm90.cuh, the
 // producer). The IndexedKV instance it replaces there copies with cp.async, one row's block id
 // at a time: over 4k paged keys its unsplit grid ran 148 TFLOP/s where the dense call's ran 342
-// (H100, 2026-12-05, docs/benchmarks.md). Candidate: not yet run on a GPU.
+// (H100, 2026-12-05, docs/benchmarks.md). The twin, its producer a warp, ran chunked prefill of
+// 16k tokens over pages of 16 at 1.44-1.72x, over pages of 256 at 1.58-1.90x the IndexedKV
+// instance's speed (H200, session 62, docs/benchmarks.md).
 template <typename T, int kHeadDim, bool kVariantTable>
 KernelInfo sm90_paged_info() {
   if constexpr (kVariantTable && (kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128))

@@ -16,6 +16,7 @@ import forge_flash
 from helpers.kernels import (
     assert_close_to_reference,
     assert_each_sequence_close,
+    hopper_kernels_launched,
     kernel_backend,
     packed_qkv,
     rand_qkv,
@@ -39,15 +40,6 @@ def _check(q, k, v, causal, *, scale=None, out=None):
     assert torch.equal(torch.isfinite(lse), finite), "rows that see no key must have LSE -inf"
     torch.testing.assert_close(lse[finite], ref_lse[finite].float(), atol=2e-3, rtol=1e-3)
     return got
-
-
-def _hopper_kernels_launched(call) -> list[str]:
-    """Names of the Hopper prefill kernels (fwd_kernel_sm90 instances) that call() launched, as
-    torch's profiler shows them (with their template arguments)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        call()
-        torch.cuda.synchronize()
-    return [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
 
 
 # The design note's matrix: seq_len 1, 32, 128, 2048; head_dim 64, 128; GQA 32/8.
@@ -164,7 +156,7 @@ def test_head_dim_96_non_causal_calls_run_their_own_hopper_instance(
 ):
     q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, *heads, head_dim, dtype)
     out = torch.full_like(q, float("nan"))
-    names = _hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
+    names = hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
     assert not torch.isnan(out).any(), "every output element must be written"
     if torch.cuda.get_device_capability() != (9, 0):
         return  # the SM80 kernel: the output check above is the test
@@ -202,7 +194,7 @@ HOPPER_TILES_ABOVE = {40: None, 72: 96, 80: 96, 112: None, 136: 192, 160: 192, 2
 def test_padded_head_dims_run_the_hopper_instance_above(head_dim, causal, dtype):
     q, k, v = rand_qkv(4, 1100, 1100, 16, 4, head_dim, dtype)
     out = torch.full_like(q, float("nan"))
-    names = _hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
+    names = hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
     assert not torch.isnan(out).any(), "every output element must be written"
     if torch.cuda.get_device_capability() != (9, 0):
         return  # the SM80 kernel: the output check above is the test
@@ -239,7 +231,7 @@ def test_small_prefill_grids_run_unsplit_on_hopper(
 ):
     q, k, v = rand_qkv(1, seqlen_q, seqlen_k, 8, 8, head_dim, dtype)
     out = torch.full_like(q, float("nan"))
-    names = _hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
+    names = hopper_kernels_launched(lambda: _check(q, k, v, causal, out=out))
     assert not torch.isnan(out).any(), "every output element must be written"
     props = torch.cuda.get_device_properties(0)
     if (props.major, props.minor) != (9, 0) or props.multi_processor_count <= 128:
@@ -281,7 +273,7 @@ def test_small_paged_prefill_grids_stay_split_longer(seqlen_q, unsplit):
                 )
             )
 
-    names = _hopper_kernels_launched(call)
+    names = hopper_kernels_launched(call)
     ref, _ = reference_attention(q, k, v, causal=False)
     assert_close_to_reference(got[0].unsqueeze(0), ref, torch_attention(q, k, v, causal=False))
     props = torch.cuda.get_device_properties(0)

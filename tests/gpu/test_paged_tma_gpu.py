@@ -19,7 +19,13 @@ import torch
 
 import forge_flash
 
-from helpers.kernels import assert_each_sequence_close, kernel_backend, packed_qkv
+from helpers.kernels import (
+    assert_each_sequence_close,
+    hopper_kernels_launched,
+    is_packed_twin,
+    kernel_backend,
+    packed_qkv,
+)
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
@@ -72,17 +78,9 @@ def _run(q, k_cache, v_cache, table, cu_q, cu_k, causal):
         )  # fmt: skip
 
 
-def _sm90_kernels(call) -> list[str]:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        call()
-        torch.cuda.synchronize()
-    return [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
-
-
 def _is_paged_twin(name: str) -> bool:
     """fwd_kernel_sm90<T, Cfg, PagedKV policies, kPackedSeqs = true>(...)."""
-    paged = "Policies<true, false, false, false, false, true>" in name
-    return paged and name.split(">(")[0].rstrip().endswith("true")
+    return "Policies<true, false, false, false, false, true>" in name and is_packed_twin(name)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -133,7 +131,7 @@ def test_a_nan_in_a_sequences_own_keys_reaches_its_rows():
 def test_the_paged_twin_runs(head_dim):
     q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, torch.bfloat16)
     k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
-    names = _sm90_kernels(lambda: _run(q, k_cache, v_cache, table, cu_q, cu_k, False))
+    names = hopper_kernels_launched(lambda: _run(q, k_cache, v_cache, table, cu_q, cu_k, False))
     assert len(names) == 1 and _is_paged_twin(names[0]), names
     assert re.search(rf"Sm90Config<{head_dim}, 128, \d+, false, true", names[0]), names
 
@@ -154,7 +152,7 @@ def test_other_paged_calls_keep_the_copies(head_dim, page_size, lengths):
     def call():
         names.append(_run(q, k_cache, v_cache, table, cu_q, cu_k, True))
 
-    kernels = _sm90_kernels(call)
+    kernels = hopper_kernels_launched(call)
     assert not any(_is_paged_twin(name) for name in kernels), kernels
     got, lse = names[0]
     assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, True)

@@ -18,7 +18,13 @@ import torch
 
 import forge_flash
 
-from helpers.kernels import assert_each_sequence_close, kernel_backend, packed_qkv
+from helpers.kernels import (
+    assert_each_sequence_close,
+    hopper_kernels_launched,
+    is_packed_twin,
+    kernel_backend,
+    packed_qkv,
+)
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
@@ -86,33 +92,23 @@ def test_a_neighbours_nan_or_inf_stays_in_its_sequence(lengths, head_dim, bad):
     assert not torch.isfinite(got[third]).all(dim=-1).any()
 
 
-def _sm90_kernels(call) -> list[str]:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        call()
-        torch.cuda.synchronize()
-    return [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
-
-
-def _is_twin(name: str) -> bool:
-    """fwd_kernel_sm90<T, Cfg, P, kPackedSeqs>(...): whether the last template argument is true."""
-    assert ">(" in name, name  # the demangled signature this reads
-    return name.split(">(")[0].rstrip().endswith("true")
-
-
 def test_the_packed_twin_runs():
     # The TMA-only instance's tiles (176 keys at head_dim 128; the cp.async instance's are 128),
     # and not a dense call's TMA-only kernel itself (the twin has one template argument more).
     q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, 128, torch.bfloat16)
-    varlen = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
+    varlen = hopper_kernels_launched(lambda: _run(q, k, v, cu_q, cu_k, False))
     dense_q, dense_k, dense_v = (
         torch.randn(2, 2048, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3)
     )
     with kernel_backend():
-        dense = _sm90_kernels(lambda: forge_flash.flash_attn_fwd(dense_q, dense_k, dense_v))
+        dense = hopper_kernels_launched(
+            lambda: forge_flash.flash_attn_fwd(dense_q, dense_k, dense_v)
+        )
     assert len(varlen) == 1 and "Sm90Config<128, 176" in varlen[0], varlen
     assert any("Sm90Config<128, 176" in name for name in dense), dense
     assert varlen[0] not in dense, (varlen, dense)
-    assert _is_twin(varlen[0]) and not any(_is_twin(name) for name in dense), (varlen, dense)
+    assert is_packed_twin(varlen[0]), varlen
+    assert not any(is_packed_twin(name) for name in dense), dense
 
 
 def test_the_packed_twin_runs_at_head_dim_96():
@@ -121,10 +117,10 @@ def test_the_packed_twin_runs_at_head_dim_96():
     # dense call takes the three-consumer non-causal instance instead.
     q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, 96, torch.bfloat16)
     for causal in (False, True):
-        varlen = _sm90_kernels(lambda c=causal: _run(q, k, v, cu_q, cu_k, c))
+        varlen = hopper_kernels_launched(lambda c=causal: _run(q, k, v, cu_q, cu_k, c))
         assert len(varlen) == 1, varlen
         assert re.search(r"Sm90Config<96, \d+, \d+, false, true", varlen[0]), varlen
-        assert _is_twin(varlen[0]), varlen
+        assert is_packed_twin(varlen[0]), varlen
 
 
 @pytest.mark.parametrize("head_dim", [64, 96, 128])
@@ -132,16 +128,18 @@ def test_the_persistent_twin_runs(head_dim):
     # Sm90Config<head_dim, block_n, stages, persistent = true, tma_only = false, ...>, with the
     # twin's template argument; a dense call of short sequences runs the same tiles without it.
     q, k, v, cu_q, cu_k = packed_qkv(SHORT, 8, 8, head_dim, torch.bfloat16)
-    varlen = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
+    varlen = hopper_kernels_launched(lambda: _run(q, k, v, cu_q, cu_k, False))
     assert len(varlen) == 1, varlen
     assert re.search(rf"Sm90Config<{head_dim}, \d+, \d+, true, false", varlen[0]), varlen
-    assert _is_twin(varlen[0]), varlen
+    assert is_packed_twin(varlen[0]), varlen
     dense_q, dense_k, dense_v = (
         torch.randn(8, 512, 8, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3)
     )
     with kernel_backend():
-        dense = _sm90_kernels(lambda: forge_flash.flash_attn_fwd(dense_q, dense_k, dense_v))
-    assert dense and not any(_is_twin(name) for name in dense), dense
+        dense = hopper_kernels_launched(
+            lambda: forge_flash.flash_attn_fwd(dense_q, dense_k, dense_v)
+        )
+    assert dense and not any(is_packed_twin(name) for name in dense), dense
 
 
 # The persistent twin draws its work tiles from a counter in the call's workspace as its CTAs free
@@ -207,8 +205,8 @@ def test_other_head_dims_keep_the_copies(lengths, head_dim):
     # Sm90Config<head_dim, block_n, stages, persistent, tma_only, ...>: neither a TMA-only
     # instance nor a twin runs a varlen call at these head dims.
     q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
-    names = _sm90_kernels(lambda: _run(q, k, v, cu_q, cu_k, False))
+    names = hopper_kernels_launched(lambda: _run(q, k, v, cu_q, cu_k, False))
     assert names, "a Hopper kernel runs the call"
     for name in names:
         assert re.search(r"Sm90Config<\d+, \d+, \d+, (true|false), false", name), name
-        assert not _is_twin(name), name
+        assert not is_packed_twin(name), name

@@ -197,6 +197,21 @@ def kernel_backend(name: str = "cuda"):
         yield
 
 
+def hopper_kernels_launched(call) -> list[str]:
+    """Names of the Hopper prefill kernels (fwd_kernel_sm90 instances) that call() launched, as
+    torch's profiler shows them (with their template arguments)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        call()
+        torch.cuda.synchronize()
+    return [e.key for e in profile.key_averages() if "fwd_kernel_sm90" in e.key]
+
+
+def is_packed_twin(name: str) -> bool:
+    """fwd_kernel_sm90<T, Cfg, P, kPackedSeqs>(...): whether the last template argument is true."""
+    assert ">(" in name, name  # the demangled signature this reads
+    return name.split(">(")[0].rstrip().endswith("true")
+
+
 def split_workspace_bytes(rows: int, splits: int, head_dim: int = 128) -> int:
     """The split-KV workspace the C API asks for (plan_fwd in dispatch.cu; FwdParams::partial_o,
     partial_lse): per split and query row a float32 partial O of head_dim, padded to 256 bytes
