@@ -46,7 +46,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import forge_flash
-from forge_flash import discovery
+from forge_flash import api, discovery, dispatch
 from forge_flash.benchmark import DTYPES, Shape, paged_inputs, prefill_shapes, time_graph
 from forge_flash.validation import device_value_checks_off
 
@@ -97,12 +97,19 @@ def variant_options(args: argparse.Namespace, shape: Shape) -> dict:
     return options
 
 
-def paged_calls(shape: Shape, copies: list, page_size: int, causal: bool, options: dict):
+def paged_calls(
+    shape: Shape, copies: list, page_size: int, causal: bool, options: dict, num_splits: int = 0
+):
     """Our call of each copy's Q/K/V as chunked prefill over a paged cache: Q packed, K and V in
     pages of ``page_size`` keys at random block ids (`bench --paged`'s inputs,
     forge_flash.benchmark.paged_inputs), through flash_attn_varlen_fwd with a block table (the
-    call engines make; issue 15). Returns the call and its inputs, one per copy."""
+    call engines make; issue 15). ``num_splits`` > 0: the kernels' split count forced
+    (split_varlen_call). Returns the call and its inputs, one per copy."""
     paged = paged_inputs(dataclasses.replace(shape, kind="paged", page_size=page_size), copies)
+    if num_splits:
+        assert not options, "--num-splits times plain paged calls only"
+        forced = split_varlen_call(num_splits)
+        return lambda q, k, v: forced(q, k, v, paged, shape, causal), paged.copies
 
     def call(q, k_cache, v_cache):
         return forge_flash.flash_attn_varlen_fwd(
@@ -113,8 +120,36 @@ def paged_calls(shape: Shape, copies: list, page_size: int, causal: bool, option
     return call, paged.copies
 
 
+def split_varlen_call(num_splits: int):
+    """flash_attn_varlen_fwd's own path (forge_flash.api's check and bind) with the call's split
+    count set to ``num_splits`` (AttentionCall.num_splits, which the kernels' plan then keeps:
+    1 runs unsplit, n > 1 split in n). The public varlen call has no ``num_splits`` (neither has
+    FlashAttention's); this is how a sweep times a paged grid both ways on one build, to place
+    split_plan.h's fill threshold (hopper_prefill_unsplit). Lab use of private names: it breaks
+    when those change, never silently (the call then raises)."""
+
+    def check(tensors: tuple, static: tuple, window, backend):
+        call = api._check_varlen(tensors, static, window, backend)
+        return dataclasses.replace(call, num_splits=num_splits)
+
+    def call(q, k_cache, v_cache, paged, shape: Shape, causal: bool):
+        tensors = (
+            q, k_cache, v_cache, None, paged.cu_seqlens_q, paged.cu_seqlens_k, None,
+            paged.table, None, None,
+        )  # fmt: skip
+        static = ("varlen", shape.seqlen_q, shape.seqlen_k, None, causal, 0.0, False)
+        return dispatch.attend(tensors, static, (-1, -1), check, api._bind_varlen, keep=False)
+
+    return call
+
+
 def row(
-    tag: str, shape: Shape, graph: bool = False, options: dict | None = None, page_size: int = 0
+    tag: str,
+    shape: Shape,
+    graph: bool = False,
+    options: dict | None = None,
+    page_size: int = 0,
+    num_splits: int = 0,
 ) -> str:
     """One row; with ``graph`` both timings from CUDA graphs (graph_ms: the GPU's time alone, for
     calls of tens of microseconds, whose eager rounds differ by up to a fifth). ``options``:
@@ -132,7 +167,9 @@ def row(
         return forge_flash.flash_attn_fwd(q, k, v, causal=causal, **options)
 
     ours_call, ours_inputs = (
-        paged_calls(shape, copies, page_size, causal, options) if page_size else (call, copies)
+        paged_calls(shape, copies, page_size, causal, options, num_splits)
+        if page_size
+        else (call, copies)
     )
     with device_value_checks_off():  # a paged call's would read cu_seqlens back
         ours = timer(ours_call, ours_inputs)
@@ -197,7 +234,17 @@ def main() -> None:
     parser.add_argument(
         "--page-size", type=int, default=0, help="our call over a paged cache of this page size"
     )
+    parser.add_argument(
+        "--num-splits",
+        type=int,
+        default=0,
+        help="with --page-size: the kernels' split count forced (1: unsplit), to time a paged "
+        "grid split and unsplit on one build (not printed on the row: name it in the tag, so "
+        "that ab_table.py lines the two up)",
+    )
     args = parser.parse_args()
+    if args.num_splits and not args.page_size:
+        parser.error("--num-splits needs --page-size")
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
         for spec in args.rows.split(","):
@@ -214,7 +261,10 @@ def main() -> None:
                 for more in range(args.more_batches + 1):
                     grown = dataclasses.replace(shape, batch=shape.batch + more)
                     options = variant_options(args, grown)
-                    print(row(args.tag, grown, args.graph, options, args.page_size), flush=True)
+                    print(
+                        row(args.tag, grown, args.graph, options, args.page_size, args.num_splits),
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
