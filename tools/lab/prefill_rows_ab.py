@@ -107,7 +107,8 @@ def paged_calls(
     (split_varlen_call). Returns the call and its inputs, one per copy."""
     paged = paged_inputs(dataclasses.replace(shape, kind="paged", page_size=page_size), copies)
     if num_splits:
-        assert not options, "--num-splits times plain paged calls only"
+        if options:
+            raise ValueError(f"num_splits times plain paged calls only; got {list(options)}")
         forced = split_varlen_call(num_splits)
         return lambda q, k, v: forced(q, k, v, paged, shape, causal), paged.copies
 
@@ -245,6 +246,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.num_splits and not args.page_size:
         parser.error("--num-splits needs --page-size")
+    if args.num_splits and (args.softcap or args.window or args.alibi or args.sinks):
+        parser.error("--num-splits times plain paged calls only (no variant options)")
     dtypes = ["bf16"] + (["fp16"] if args.fp16 else [])
     for dtype in dtypes:
         for spec in args.rows.split(","):
