@@ -14,7 +14,7 @@
 #                                         cp -r WHEELS /root/stash/  (then, e.g., the tests step)
 #   call with .fa4/s2 carried:  FA4_INSTALL=.fa4/s2/install.sh bash tools/lab/gpu_session.sh /root/stash/W bench
 # (the machine must stay warm between them: it goes back 30 s after a call ends, so make the
-# second call at once after the first).
+# second call at once after the first). tools/lab/check_with_fa4.sh is those two calls.
 # xz -9 takes 3-5 minutes on two cores.
 set -euo pipefail
 dir=${1:-.fa4}
