@@ -23,7 +23,8 @@ pack() {  # every file but the JSONs into logs.tgz (after copying what the summa
 case ${1:-} in
 1)
     wheels=${2:?check_with_fa4.sh 1 WHEEL_DIR}
-    mkdir -p /root/stash && cp .fa4/s1/c1 /root/stash/ && cp -r "$wheels" /root/stash/wheels || exit 1
+    rm -rf /root/stash/wheels && mkdir -p /root/stash && cp .fa4/s1/c1 /root/stash/ &&
+        cp -r "$wheels" /root/stash/wheels || exit 1
     OUT=$out TESTS_TIMEOUT=${TESTS_TIMEOUT:-250} bash tools/lab/gpu_session.sh /root/stash/wheels tests \
         >"$out/suite.txt" 2>&1
     echo "tests done at $((SECONDS - start)) s"
