@@ -25,12 +25,10 @@ from helpers.kernels import (
     is_packed_twin,
     kernel_backend,
     packed_qkv,
+    sm90_only,
 )
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
-    reason="the TMA-fed Hopper kernels run on SM90 only",
-)
+pytestmark = sm90_only
 
 # Past the persistent kernel's 1024 keys (the plain launch, where the twin runs): lengths that
 # end inside a page and inside a tile, an empty sequence, queries shorter and longer than keys.

@@ -24,12 +24,10 @@ from helpers.kernels import (
     is_packed_twin,
     kernel_backend,
     packed_qkv,
+    sm90_only,
 )
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
-    reason="the TMA-fed Hopper kernels run on SM90 only",
-)
+pytestmark = sm90_only
 
 
 def _run(q, k, v, cu_q, cu_k, causal):

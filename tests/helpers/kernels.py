@@ -8,6 +8,7 @@ import contextlib
 import math
 import sys
 
+import pytest
 import torch
 
 from forge_flash import discovery
@@ -24,14 +25,23 @@ __all__ = [
     "assert_close_to_reference",
     "assert_each_sequence_close",
     "assert_runs_on_kernels",
+    "hopper_kernels_launched",
+    "is_packed_twin",
     "kernel_backend",
     "packed_qkv",
     "rand_qkv",
     "reference_attention",
+    "sm90_only",
     "torch_attention",
     "torch_variant_attention",
     "workspace_bytes_needed",
 ]
+
+#: The mark of test modules about the TMA-fed Hopper kernels: they run on SM90 alone.
+sm90_only = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+    reason="the TMA-fed Hopper kernels run on SM90 only",
+)
 
 #: The naive path's entry points: a kernel-backend call that reaches one of them fell back.
 NAIVE_ENTRY_POINTS = ("naive_fwd", "naive_varlen_fwd")
