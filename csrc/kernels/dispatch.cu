@@ -106,13 +106,15 @@ bool band_sinks_serves(const FwdParams& p) {
   return p.softcap == 0.f && p.alibi_slopes == nullptr && p.scale > 0.f && kv_by_batch_row(p);
 }
 
+// Whether a call's only window is the causal diagonal, if any (the instances without kBand).
+bool no_window_but_causal(const FwdParams& p) { return p.window_left < 0 && (p.window_right < 0 || p.is_causal); }
+
 // Whether the AlibiOnly instance (policies.h) serves a variant call: ALiBi over raw scores
 // (no softcap; a scale the kernels keep raw scores for: p.score_scale == 1) and nothing else:
 // no window but the causal diagonal, no sinks, K/V by batch row.
 bool alibi_only_serves(const FwdParams& p) {
-  const bool no_window = p.window_left < 0 && (p.window_right < 0 || p.is_causal);
-  return p.alibi_slopes != nullptr && p.softcap == 0.f && p.score_scale == 1.f && p.scale > 0.f && no_window &&
-         p.sinks == nullptr && kv_by_batch_row(p);
+  return p.alibi_slopes != nullptr && p.softcap == 0.f && p.score_scale == 1.f && p.scale > 0.f &&
+         no_window_but_causal(p) && p.sinks == nullptr && kv_by_batch_row(p);
 }
 
 // Whether the paged TMA twin (fwd_instantiate.cuh, sm90_paged_info) serves a variant call: a
@@ -120,10 +122,9 @@ bool alibi_only_serves(const FwdParams& p) {
 // window but the causal diagonal, no sinks, no left padding, cache batch index, per-sequence
 // key counts or fused append (set_tma_maps checks the page size).
 bool paged_tma_serves(const FwdParams& p) {
-  const bool no_window = p.window_left < 0 && (p.window_right < 0 || p.is_causal);
   return p.block_table != nullptr && p.cu_seqlens_q != nullptr && p.softcap == 0.f && p.alibi_slopes == nullptr &&
-         p.scale > 0.f && no_window && p.sinks == nullptr && p.kv_batch_idx == nullptr && p.k_start == nullptr &&
-         p.seqlen_new == 0 && p.seqused_k == nullptr;
+         p.scale > 0.f && no_window_but_causal(p) && p.sinks == nullptr && p.kv_batch_idx == nullptr &&
+         p.k_start == nullptr && p.seqlen_new == 0 && p.seqused_k == nullptr;
 }
 
 // Once per (kernel, device): `compute(device, &value)` runs on the first call, under a lock so
