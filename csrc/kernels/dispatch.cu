@@ -388,8 +388,14 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (!short_kv) tallest_m = std::max(tallest_m, kernels.sm90.tma.block_m);
   if (!short_kv && !p.is_causal) tallest_m = std::max(tallest_m, kernels.sm90.tma_non_causal.block_m);
   const int64_t fewest_ctas = hopper_prefill ? (rows + tallest_m - 1) / tallest_m * p.batch * heads : 0;
+  // How the unsplit grid would load K/V: paged calls the PagedKV twin serves through maps over
+  // the pages (a power of two of at least 8 keys: set_tma_maps), other tables' rows by copies.
+  const bool paged_maps = kernels.sm90.tma_paged.kernel != nullptr && paged_tma_serves(p) && p.page_shift >= 3;
+  const KvLoads kv_loads = kv_by_batch_row(p) ? KvLoads::kMaps
+                           : paged_maps       ? KvLoads::kPagedMaps
+                                              : KvLoads::kCopiedRows;
   if (hopper_prefill && p.num_splits > 1 &&
-      hopper_prefill_unsplit(fewest_ctas, hopper_facts.sm_count, short_kv, p.head_dim, !kv_by_batch_row(p)))
+      hopper_prefill_unsplit(fewest_ctas, hopper_facts.sm_count, short_kv, p.head_dim, kv_loads))
     p.num_splits = 1;
   // The caller's count (FlashAttention's num_splits), as whole steps per split, none empty.
   if (p.requested_splits > 0) p.num_splits = whole_step_splits(p.requested_splits, n_steps);

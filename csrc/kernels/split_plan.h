@@ -167,29 +167,50 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 // 0.30-0.48 over short keys, 1.51-2.35x over 4k and 64k keys from 0.48, level (0.99-1.01) where it
 // keeps the split; and on variant calls at head_dim 128 (softcap, window, ALiBi, sinks) and 256
 // (softcap with a window), 768 and 1k tokens: 1.52-2.64x.
-// K/V through a block table or row indices (paged, indexed or left-padded caches, the IndexedKV
-// instances, whose copies are cp.async, not TMA) over longer keys: 0.7, whatever the head dim.
-// There the unsplit Hopper grid runs far below the dense one (1k queries over 4k keys at head_dim
-// 128, pages of 16: 148 TFLOP/s against 342 dense), and the split SM80 grid stays ahead longer
-// (H100, session 60, docs/benchmarks.md; pages of 16 and 64 alike): at head_dim 128 over 4k keys
-// 0.79 at a fill of 0.48, 1.03-1.05 at 0.55-0.67, 1.30 at 0.73; over 16k keys 0.67 at 0.48, 0.88
-// at 0.61, 1.07 at 0.73, 1.29 at 0.97; head_dim 96 over 4k 0.71 / 0.92 at 0.48 / 0.61; 256 over
-// 4k 0.81 / 1.07 at 0.48 / 0.61, over 16k 0.79 / 1.12 at 0.48 / 0.73; 64 over 4k 1.30 at 0.73.
-// Over short keys paged calls gain as dense ones do (1.07-1.96x at fills of 0.30-0.48).
-// These figures predate the PagedKV twin of the TMA-only instance (session 62: chunked prefill
-// over pages of 16 at 1.44-1.72x the cp.async copies' speed, H200), which varlen calls over a
-// paged cache at head_dim 64-128 now run: its fill threshold has not been measured again.
+// K/V read row by row through a block table or row indices (paged, indexed or left-padded
+// caches: the IndexedKV instances, whose copies are cp.async, not TMA) over longer keys: 0.7,
+// whatever the head dim. There the unsplit Hopper grid runs far below the dense one (1k queries
+// over 4k keys at head_dim 128, pages of 16: 148 TFLOP/s against 342 dense), and the split SM80
+// grid stays ahead longer (H100, session 60, docs/benchmarks.md; pages of 16 and 64 alike): at
+// head_dim 128 over 4k keys 0.79 at a fill of 0.48, 1.03-1.05 at 0.55-0.67, 1.30 at 0.73; over
+// 16k keys 0.67 at 0.48, 0.88 at 0.61, 1.07 at 0.73, 1.29 at 0.97; head_dim 96 over 4k 0.71 /
+// 0.92 at 0.48 / 0.61; 256 over 4k 0.81 / 1.07 at 0.48 / 0.61, over 16k 0.79 / 1.12 at 0.48 /
+// 0.73; 64 over 4k 1.30 at 0.73. Over short keys paged calls gain as dense ones do (1.07-1.96x at
+// fills of 0.30-0.48).
+// Paged calls the PagedKV twin loads through maps over the pages (head_dim 64-128, pages a power
+// of two of at least 8 keys: KvLoads::kPagedMaps) gain from lower fills (H100, session 64,
+// docs/benchmarks.md; one sequence over 8 heads, pages of 16, GPU time from CUDA graphs, the
+// unsplit twin against the split SM80 grid): at head_dim 128 over 4k keys 1.20 / 1.48 / 1.87 at
+// 0.36 / 0.48 / 0.61, over 16k keys 1.19 / 1.57 at 0.48 / 0.61; at 96 over 4k keys 0.97 / 1.29 at
+// 0.48 / 0.61, over 16k 0.83 at 0.48. So 0.3 above head_dim 96, 0.55 at 96; 64 keeps 0.7 (its
+// twin was measured only from 0.73, level with the split grid there).
+enum class KvLoads {
+  kMaps,        // dense or packed K/V through tensor maps (or the copies of their rows)
+  kPagedMaps,   // the PagedKV twin: maps over the pages of a cache
+  kCopiedRows,  // the IndexedKV instances: a table's rows, one copy each
+};
 constexpr double kHopperUnsplitShortKeysFill = 0.25;
 constexpr double kHopperUnsplitFill = 0.45;
 constexpr double kHopperUnsplitFillHeadDim64 = 0.6;
-constexpr double kHopperUnsplitFillIndexedKV = 0.7;
+constexpr double kHopperUnsplitFillCopiedRows = 0.7;
+constexpr double kHopperUnsplitFillPagedMaps = 0.3;
+constexpr double kHopperUnsplitFillPagedMapsHeadDim96 = 0.55;
+inline double hopper_unsplit_fill(bool short_kv, int head_dim, KvLoads kv) {
+  if (short_kv) return kHopperUnsplitShortKeysFill;
+  switch (kv) {
+    case KvLoads::kCopiedRows:
+      return kHopperUnsplitFillCopiedRows;
+    case KvLoads::kPagedMaps:
+      return head_dim > 96   ? kHopperUnsplitFillPagedMaps
+             : head_dim > 64 ? kHopperUnsplitFillPagedMapsHeadDim96
+                             : kHopperUnsplitFillCopiedRows;
+    default:
+      return head_dim <= 64 ? kHopperUnsplitFillHeadDim64 : kHopperUnsplitFill;
+  }
+}
 inline bool hopper_prefill_unsplit(int64_t hopper_ctas, int sm_count, bool short_kv, int head_dim,
-                                   bool indexed_kv = false) {
-  const double fill = short_kv         ? kHopperUnsplitShortKeysFill
-                      : indexed_kv     ? kHopperUnsplitFillIndexedKV
-                      : head_dim <= 64 ? kHopperUnsplitFillHeadDim64
-                                       : kHopperUnsplitFill;
-  return static_cast<double>(hopper_ctas) >= fill * sm_count;
+                                   KvLoads kv = KvLoads::kMaps) {
+  return static_cast<double>(hopper_ctas) >= hopper_unsplit_fill(short_kv, head_dim, kv) * sm_count;
 }
 
 // A persistent causal launch takes its work tiles by query block height in snake order

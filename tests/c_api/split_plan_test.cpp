@@ -117,41 +117,51 @@ int main() {
       ++failures;
     }
   }
-  // Hopper prefill grids (one CTA per SM) left unsplit: from a quarter of the SMs over short keys,
-  // 0.45 over longer ones, 0.6 of them at head_dim 64 and below, 0.7 over longer paged or indexed
-  // keys at every head dim.
+  // Hopper prefill grids (one CTA per SM) left unsplit: from a quarter of the SMs over short keys
+  // however K/V load, 0.45 over longer ones, 0.6 of them at head_dim 64 and below; over longer
+  // keys read row by row (paged or indexed caches, copied) 0.7 at every head dim; over longer
+  // keys through maps over pages 0.3 above head_dim 96, 0.55 at 65-96, 0.7 at 64 and below.
+  const KvLoads all_loads[] = {KvLoads::kMaps, KvLoads::kPagedMaps, KvLoads::kCopiedRows};
   for (int sms : {66, 108, 132})
     for (long ctas = 1; ctas <= 4L * sms; ++ctas)
-      for (int head_dim : {64, 96, 128, 256}) {
-        for (bool indexed : {false, true})
-          if (hopper_prefill_unsplit(ctas, sms, true, head_dim, indexed) != (4 * ctas >= sms))
+      for (int head_dim : {64, 80, 96, 128, 256}) {
+        for (KvLoads kv : all_loads)
+          if (hopper_prefill_unsplit(ctas, sms, true, head_dim, kv) != (4 * ctas >= sms))
             fail("hopper_prefill_unsplit (short keys)", ctas, sms, head_dim);
         const double need = head_dim <= 64 ? 0.6 : 0.45;
         if (hopper_prefill_unsplit(ctas, sms, false, head_dim) != (ctas >= need * sms))
           fail("hopper_prefill_unsplit (long keys)", ctas, sms, head_dim);
-        if (hopper_prefill_unsplit(ctas, sms, false, head_dim, true) != (10 * ctas >= 7 * sms))
-          fail("hopper_prefill_unsplit (long paged keys)", ctas, sms, head_dim);
+        if (hopper_prefill_unsplit(ctas, sms, false, head_dim, KvLoads::kCopiedRows) != (10 * ctas >= 7 * sms))
+          fail("hopper_prefill_unsplit (long keys, copied rows)", ctas, sms, head_dim);
+        auto at_least = [&](long num, long den) { return den * ctas >= num * sms; };  // num / den of the SMs
+        const bool paged_unsplit = head_dim > 96 ? at_least(3, 10) : head_dim > 64 ? at_least(11, 20) : at_least(7, 10);
+        if (hopper_prefill_unsplit(ctas, sms, false, head_dim, KvLoads::kPagedMaps) != paged_unsplit)
+          fail("hopper_prefill_unsplit (long keys, paged maps)", ctas, sms, head_dim);
       }
   // The measured rows (132 SMs, one sequence over 8 heads): query blocks of 128 rows, at 192 for
-  // head_dim 64 over long keys.
-  // Paged (indexed): 1k / 1.5k queries over 4k keys at head_dim 128, 1.5k at 64 (session 60).
+  // head_dim 64 over long keys (dense).
+  // Copied rows (paged, IndexedKV): 1k / 1.5k queries over 4k keys at head_dim 128, 1.5k at 64
+  // (session 60). Paged maps (the PagedKV twin, 128 rows): 768-1280 queries over 4k keys at 128
+  // and 96 (session 64).
+  constexpr KvLoads kM = KvLoads::kMaps, kP = KvLoads::kPagedMaps, kC = KvLoads::kCopiedRows;
   const struct {
     long tokens, rows;
     bool short_kv;
     int head_dim;
     bool unsplit;
-    bool indexed;
+    KvLoads kv;
   } prefill_rows[] = {
-      {2048, 128, true, 128, true, false},  {768, 128, true, 128, true, false},   {640, 128, true, 64, true, false},
-      {512, 128, true, 128, false, false},  {768, 128, false, 128, false, false}, {1024, 128, false, 128, true, false},
-      {1024, 192, false, 64, false, false}, {2048, 192, false, 64, true, false},  {1024, 128, false, 128, false, true},
-      {1536, 128, false, 128, true, true},  {1536, 128, false, 64, true, true},   {768, 128, true, 128, true, true},
+      {2048, 128, true, 128, true, kM},  {768, 128, true, 128, true, kM},   {640, 128, true, 64, true, kM},
+      {512, 128, true, 128, false, kM},  {768, 128, false, 128, false, kM}, {1024, 128, false, 128, true, kM},
+      {1024, 192, false, 64, false, kM}, {2048, 192, false, 64, true, kM},  {1024, 128, false, 128, false, kC},
+      {1536, 128, false, 128, true, kC}, {1536, 128, false, 64, true, kC},  {768, 128, true, 128, true, kC},
+      {768, 128, false, 128, true, kP},  {1024, 128, false, 96, false, kP}, {1280, 128, false, 96, true, kP},
+      {1536, 128, false, 64, true, kP},  {256, 128, false, 128, false, kP},
   };
   for (const auto& r : prefill_rows)
-    if (hopper_prefill_unsplit((r.tokens + r.rows - 1) / r.rows * 8, 132, r.short_kv, r.head_dim, r.indexed) !=
-        r.unsplit) {
-      std::printf("FAIL one sequence of %ld tokens over 8 heads of %d (short keys %d, paged %d): unsplit %d\n",
-                  r.tokens, r.head_dim, r.short_kv, r.indexed, !r.unsplit);
+    if (hopper_prefill_unsplit((r.tokens + r.rows - 1) / r.rows * 8, 132, r.short_kv, r.head_dim, r.kv) != r.unsplit) {
+      std::printf("FAIL one sequence of %ld tokens over 8 heads of %d (short keys %d, K/V loads %d): unsplit %d\n",
+                  r.tokens, r.head_dim, r.short_kv, static_cast<int>(r.kv), !r.unsplit);
       ++failures;
     }
   // The persistent kernel's causal order by height (tile_order.h): every work tile once, for every

@@ -244,13 +244,25 @@ def test_small_prefill_grids_run_unsplit_on_hopper(
 
 
 # Paged K/V over longer keys (chunked prefill over a paged cache) stay split on the SM80 kernel
-# below 0.7 of the SMs, whatever the head dim (split_plan.h: unsplit, the IndexedKV instance's
-# copies ran 21% slower than the split grid at 0.48). One sequence over 8 heads of 128, 1024 /
-# 1536 queries over 4096 keys in pages of 16 at random block ids (64 / 96 CTAs of 128 rows),
-# through flash_attn_varlen_fwd with a block table; the output against the float64 reference.
-@pytest.mark.parametrize("seqlen_q,unsplit", [(1024, False), (1536, True)])
-def test_small_paged_prefill_grids_stay_split_longer(seqlen_q, unsplit):
-    seqlen_k, page, heads, head_dim = 4096, 16, 8, 128
+# longer than dense K/V (split_plan.h, hopper_unsplit_fill): below 0.7 of the SMs where the
+# unsplit grid would copy the rows (the IndexedKV instance: pages of 12, no power of two), below
+# 0.3 at head_dim 128 and 0.55 at 96 where the PagedKV twin loads the pages through maps (pages
+# of 16). One sequence over 8 heads, 256-1536 queries over about 4k keys at random block ids
+# (16-96 CTAs of 128 rows), through flash_attn_varlen_fwd with a block table; the output
+# against the float64 reference.
+@pytest.mark.parametrize(
+    "seqlen_q,page,head_dim,unsplit",
+    [
+        (256, 16, 128, False),
+        (768, 16, 128, True),
+        (1024, 16, 96, False),
+        (1280, 16, 96, True),
+        (1024, 12, 128, False),
+        (1536, 12, 128, True),
+    ],
+)
+def test_small_paged_prefill_grids_stay_split_longer(seqlen_q, page, head_dim, unsplit):
+    seqlen_k, heads = 4096 // page * page, 8
     q, k, v = rand_qkv(1, seqlen_q, seqlen_k, heads, heads, head_dim, torch.bfloat16)
     blocks = seqlen_k // page
     table = torch.randperm(blocks, device="cuda").to(torch.int32).view(1, blocks)
