@@ -462,13 +462,16 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
                                    : alibi_only ? kernels.sm90.tma_alibi
                                    : non_causal ? kernels.sm90.tma_non_causal
                                                 : kernels.sm90.tma;
-    const bool tma_only =
-        tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
-                                         (plan->kernel.kernel == kernels.sm90.persistent.kernel && p.head_dim > 192));
+    // A paged call planned on the persistent kernel (short keys) takes the twin too: the
+    // persistent kernel would copy its pages row by row (candidate, session 64: over 512-1k
+    // paged keys those calls ran at 0.42-0.64 of the dense ones on the H100).
+    const bool persistent = plan->kernel.kernel == kernels.sm90.persistent.kernel;
+    const bool tma_only = tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
+                                                           (persistent && (p.head_dim > 192 || paged)));
     // A varlen call planned on the persistent kernel takes its kPackedSeqs twin (the same tiles,
     // blocks and grid, loading through maps over the packed tensors) where the table has one.
-    const bool persistent_packed = packed && !tma_only && plan->kernel.kernel == kernels.sm90.persistent.kernel &&
-                                   kernels.sm90.persistent_packed.kernel != nullptr;
+    const bool persistent_packed =
+        packed && !tma_only && persistent && kernels.sm90.persistent_packed.kernel != nullptr;
     const KernelInfo& k = tma_only ? tma_kernel : persistent_packed ? kernels.sm90.persistent_packed : plan->kernel;
     const bool bf16 = dtype == DType::kBFloat16;
     // A paged call's maps serve the TMA-only twin alone (the persistent kernel copies its pages).

@@ -125,13 +125,27 @@ def test_a_nan_in_a_sequences_own_keys_reaches_its_rows():
     assert torch.isfinite(got[int(cu_q[2]) :]).all()
 
 
-@pytest.mark.parametrize("head_dim", [64, 96, 128])
-def test_the_paged_twin_runs(head_dim):
-    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, torch.bfloat16)
+# Short keys too (within 1024: planned on the persistent kernel, which would copy the pages row by
+# row), causal and not; each sequence against the float64 reference.
+SHORT_LENGTHS = [(300, 301), (129, 500), (0, 64), (77, 77), (1000, 1024)]
+
+
+@pytest.mark.parametrize(
+    "head_dim,lengths,causal",
+    [(64, LENGTHS, False), (96, LENGTHS, True), (128, LENGTHS, False)]
+    + [(d, SHORT_LENGTHS, c) for d in (64, 96, 128) for c in (False, True)],
+)
+def test_the_paged_twin_runs(head_dim, lengths, causal):
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
     k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
-    names = hopper_kernels_launched(lambda: _run(q, k_cache, v_cache, table, cu_q, cu_k, False))
+    results = []
+    names = hopper_kernels_launched(
+        lambda: results.append(_run(q, k_cache, v_cache, table, cu_q, cu_k, causal))
+    )
     assert len(names) == 1 and _is_paged_twin(names[0]), names
     assert re.search(rf"Sm90Config<{head_dim}, 128, \d+, false, true", names[0]), names
+    got, lse = results[0]
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +153,7 @@ def test_the_paged_twin_runs(head_dim):
     [
         (192, 16, LENGTHS),  # no twin at 192: the cp.async copies
         (128, 4, LENGTHS),  # pages of fewer than 8 rows: a box would not fill a swizzle atom
-        (128, 16, [(300, 301), (129, 500), (77, 77)]),  # within 1024 keys: the persistent kernel
+        (128, 4, SHORT_LENGTHS),  # the same within 1024 keys: the persistent kernel's copies
     ],
 )
 def test_other_paged_calls_keep_the_copies(head_dim, page_size, lengths):
