@@ -180,10 +180,11 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 // Paged calls the PagedKV twin loads through maps over the pages (head_dim 64-128, pages a power
 // of two of at least 8 keys: KvLoads::kPagedMaps) gain from lower fills (H100, session 64,
 // docs/benchmarks.md; one sequence over 8 heads, pages of 16, GPU time from CUDA graphs, the
-// unsplit twin against the split SM80 grid): at head_dim 128 over 4k keys 1.20 / 1.48 / 1.87 at
-// 0.36 / 0.48 / 0.61, over 16k keys 1.19 / 1.57 at 0.48 / 0.61; at 96 over 4k keys 0.97 / 1.29 at
-// 0.48 / 0.61, over 16k 0.83 at 0.48. So 0.3 above head_dim 96, 0.55 at 96; 64 keeps 0.7 (its
-// twin was measured only from 0.73, level with the split grid there).
+// unsplit twin against the split SM80 grid): at head_dim 128 over 4k keys 0.92 / 1.04 / 1.19 /
+// 1.48 / 1.87 at 0.24 / 0.30 / 0.36 / 0.48 / 0.61, over 16k keys 0.97 / 1.19 / 1.57 at 0.36 /
+// 0.48 / 0.61; at 96 over 4k 0.97-1.00 / 1.26 / 1.28-1.29 at 0.48 / 0.55 / 0.61, over 16k 0.83
+// / 1.09 at 0.48 / 0.61; at 64 over 4k 1.09 / 1.33 / 1.71 at 0.36 / 0.48 / 0.61, over 16k 1.05
+// at 0.48. So 0.3 above head_dim 96 (over 16k keys 3% lost at 0.36), 0.5 at 96, 0.35 at 64.
 enum class KvLoads {
   kMaps,        // dense or packed K/V through tensor maps (or the copies of their rows)
   kPagedMaps,   // the PagedKV twin: maps over the pages of a cache
@@ -194,7 +195,8 @@ constexpr double kHopperUnsplitFill = 0.45;
 constexpr double kHopperUnsplitFillHeadDim64 = 0.6;
 constexpr double kHopperUnsplitFillCopiedRows = 0.7;
 constexpr double kHopperUnsplitFillPagedMaps = 0.3;
-constexpr double kHopperUnsplitFillPagedMapsHeadDim96 = 0.55;
+constexpr double kHopperUnsplitFillPagedMapsHeadDim96 = 0.5;
+constexpr double kHopperUnsplitFillPagedMapsHeadDim64 = 0.35;
 inline double hopper_unsplit_fill(bool short_kv, int head_dim, KvLoads kv) {
   if (short_kv) return kHopperUnsplitShortKeysFill;
   switch (kv) {
@@ -203,7 +205,7 @@ inline double hopper_unsplit_fill(bool short_kv, int head_dim, KvLoads kv) {
     case KvLoads::kPagedMaps:
       return head_dim > 96   ? kHopperUnsplitFillPagedMaps
              : head_dim > 64 ? kHopperUnsplitFillPagedMapsHeadDim96
-                             : kHopperUnsplitFillCopiedRows;
+                             : kHopperUnsplitFillPagedMapsHeadDim64;
     default:
       return head_dim <= 64 ? kHopperUnsplitFillHeadDim64 : kHopperUnsplitFill;
   }

@@ -120,7 +120,7 @@ int main() {
   // Hopper prefill grids (one CTA per SM) left unsplit: from a quarter of the SMs over short keys
   // however K/V load, 0.45 over longer ones, 0.6 of them at head_dim 64 and below; over longer
   // keys read row by row (paged or indexed caches, copied) 0.7 at every head dim; over longer
-  // keys through maps over pages 0.3 above head_dim 96, 0.55 at 65-96, 0.7 at 64 and below.
+  // keys through maps over pages 0.3 above head_dim 96, 0.5 at 65-96, 0.35 at 64 and below.
   const KvLoads all_loads[] = {KvLoads::kMaps, KvLoads::kPagedMaps, KvLoads::kCopiedRows};
   for (int sms : {66, 108, 132})
     for (long ctas = 1; ctas <= 4L * sms; ++ctas)
@@ -134,7 +134,7 @@ int main() {
         if (hopper_prefill_unsplit(ctas, sms, false, head_dim, KvLoads::kCopiedRows) != (10 * ctas >= 7 * sms))
           fail("hopper_prefill_unsplit (long keys, copied rows)", ctas, sms, head_dim);
         auto at_least = [&](long num, long den) { return den * ctas >= num * sms; };  // num / den of the SMs
-        const bool paged_unsplit = head_dim > 96 ? at_least(3, 10) : head_dim > 64 ? at_least(11, 20) : at_least(7, 10);
+        const bool paged_unsplit = head_dim > 96 ? at_least(3, 10) : head_dim > 64 ? at_least(1, 2) : at_least(7, 20);
         if (hopper_prefill_unsplit(ctas, sms, false, head_dim, KvLoads::kPagedMaps) != paged_unsplit)
           fail("hopper_prefill_unsplit (long keys, paged maps)", ctas, sms, head_dim);
       }

@@ -246,7 +246,7 @@ def test_small_prefill_grids_run_unsplit_on_hopper(
 # Paged K/V over longer keys (chunked prefill over a paged cache) stay split on the SM80 kernel
 # longer than dense K/V (split_plan.h, hopper_unsplit_fill): below 0.7 of the SMs where the
 # unsplit grid would copy the rows (the IndexedKV instance: pages of 12, no power of two), below
-# 0.3 at head_dim 128 and 0.55 at 96 where the PagedKV twin loads the pages through maps (pages
+# 0.3 at head_dim 128 and 0.5 at 96 where the PagedKV twin loads the pages through maps (pages
 # of 16). One sequence over 8 heads, 256-1536 queries over about 4k keys at random block ids
 # (16-96 CTAs of 128 rows), through flash_attn_varlen_fwd with a block table; the output
 # against the float64 reference.
