@@ -463,8 +463,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
                                    : non_causal ? kernels.sm90.tma_non_causal
                                                 : kernels.sm90.tma;
     // A paged call planned on the persistent kernel (short keys) takes the twin too: the
-    // persistent kernel would copy its pages row by row (candidate, session 64: over 512-1k
-    // paged keys those calls ran at 0.42-0.64 of the dense ones on the H100).
+    // persistent kernel would copy its pages row by row. Over 512-1k keys in pages of 16 the
+    // twin ran 1.18-2.03x the persistent kernel's copies (level at head_dim 64, causal, 512
+    // keys; H100, session 64, docs/benchmarks.md).
     const bool persistent = plan->kernel.kernel == kernels.sm90.persistent.kernel;
     const bool tma_only = tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
                                                            (persistent && (p.head_dim > 192 || paged)));
