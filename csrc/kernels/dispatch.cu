@@ -389,11 +389,12 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (!short_kv && !p.is_causal) tallest_m = std::max(tallest_m, kernels.sm90.tma_non_causal.block_m);
   const int64_t fewest_ctas = hopper_prefill ? (rows + tallest_m - 1) / tallest_m * p.batch * heads : 0;
   // How the unsplit grid would load K/V: paged calls the PagedKV twin serves through maps over
-  // the pages (a power of two of at least 8 keys: set_tma_maps), other tables' rows by copies.
-  const bool paged_maps = kernels.sm90.tma_paged.kernel != nullptr && paged_tma_serves(p) && p.page_shift >= 3;
-  const KvLoads kv_loads = kv_by_batch_row(p) ? KvLoads::kMaps
-                           : paged_maps       ? KvLoads::kPagedMaps
-                                              : KvLoads::kCopiedRows;
+  // the pages (a power of two of at least 8 keys, as set_tma_maps takes them), other tables'
+  // rows by copies.
+  const bool paged_twin = kernels.sm90.tma_paged.kernel != nullptr && paged_tma_serves(p);
+  const KvLoads kv_loads = kv_by_batch_row(p)                ? KvLoads::kMaps
+                           : paged_twin && p.page_shift >= 3 ? KvLoads::kPagedMaps
+                                                             : KvLoads::kCopiedRows;
   if (hopper_prefill && p.num_splits > 1 &&
       hopper_prefill_unsplit(fewest_ctas, hopper_facts.sm_count, short_kv, p.head_dim, kv_loads))
     p.num_splits = 1;
@@ -451,12 +452,11 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // 64, 96 and 128: fwd_instantiate.cuh, sm90_packed_info).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
-    const bool paged = kernels.sm90.tma_paged.kernel != nullptr && paged_tma_serves(p);
-    const bool packed = p.cu_seqlens_q != nullptr && !paged;
+    const bool packed = p.cu_seqlens_q != nullptr && !paged_twin;
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);
     const bool non_causal = !p.is_causal && kernels.sm90.tma_non_causal.kernel != nullptr;
-    const KernelInfo& tma_kernel = paged        ? kernels.sm90.tma_paged
+    const KernelInfo& tma_kernel = paged_twin   ? kernels.sm90.tma_paged
                                    : packed     ? kernels.sm90.tma_packed
                                    : band_sinks ? kernels.sm90.tma_band_sinks
                                    : alibi_only ? kernels.sm90.tma_alibi
@@ -468,7 +468,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     // keys; H100, session 64, docs/benchmarks.md).
     const bool persistent = plan->kernel.kernel == kernels.sm90.persistent.kernel;
     const bool tma_only = tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
-                                                           (persistent && (p.head_dim > 192 || paged)));
+                                                           (persistent && (p.head_dim > 192 || paged_twin)));
     // A varlen call planned on the persistent kernel takes its kPackedSeqs twin (the same tiles,
     // blocks and grid, loading through maps over the packed tensors) where the table has one.
     const bool persistent_packed =
@@ -476,10 +476,10 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const KernelInfo& k = tma_only ? tma_kernel : persistent_packed ? kernels.sm90.persistent_packed : plan->kernel;
     const bool bf16 = dtype == DType::kBFloat16;
     // A paged call's maps serve the TMA-only twin alone (the persistent kernel copies its pages).
-    const KvMaps kv = paged                                       ? KvMaps::kPaged
+    const KvMaps kv = paged_twin                                  ? KvMaps::kPaged
                       : packed && (tma_only || persistent_packed) ? KvMaps::kPacked
                                                                   : KvMaps::kDense;
-    const bool maps = (!paged || tma_only) && set_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n, kv);
+    const bool maps = (!paged_twin || tma_only) && set_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n, kv);
     if (maps && (tma_only || persistent_packed)) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";
