@@ -448,8 +448,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles). A varlen call of the plain table takes
   // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), and one planned on
-  // the persistent kernel that one's twin, where the maps encode and the table has them (head_dim
-  // 64, 96 and 128: fwd_instantiate.cuh, sm90_packed_info).
+  // the persistent kernel that one's twin, where the maps encode (every plain table has them:
+  // fwd_instantiate.cuh, sm90_packed_info).
   p.tma = false;
   if (plan->kernel.tma_swizzle > 0) {
     const bool packed = p.cu_seqlens_q != nullptr && !paged_twin;

@@ -59,24 +59,16 @@ KernelInfo sm90_tma_non_causal_info() {
   return kNoKernel;
 }
 
-// Plain tables of head_dim 64, 96 and 128 only: the kPackedSeqs twins of the TMA-only instance
-// (kPersistent false) and of the persistent one (true), for varlen calls (the sequences packed
-// along one dimension); null elsewhere, where varlen calls keep the cp.async copies. Why only
-// there (H200, 2026-12-05, docs/benchmarks.md): at 64 and 128 the TMA-only twin measured +8-22%
-// over the cp.async path on a packed batch of long mixed lengths, the persistent twin -2% to +9%
-// on a batch of short ones (47 sequences of 67-984 tokens: +4-9% at 128 and causal at 64, -2% at
-// 64 non-causal), and both passed every GPU test; at 96 (168 registers, no spills) the TMA-only
-// twin gained 8% on long mixed causal lengths (session 51, measured together with an order that
-// lost elsewhere) and the persistent one draws its tiles as at 64 and 128 (candidate: session 59,
-// not yet measured); at 192 and 256 two tolerance tests of
-// non-causal calls failed (bf16 at 192: 3.0e-3 against 2 x PyTorch's 9.4e-4; fp16 at 256, many
-// short sequences: 7.8e-4 against 2 x 3.1e-4; the same values in four runs). A standalone launch
-// of the twin there gave each sequence the same worst error against an fp32 reference alone as
-// packed, with its neighbours' rows poisoned (inf V; K = 3, V = 100) or not, and run to run: not
-// a leak between sequences, not a race. The cause is not found.
+// Plain tables only: the kPackedSeqs twins of the TMA-only instance (kPersistent false) and of
+// the persistent one (true), for varlen calls (the sequences packed along one dimension). At 64
+// and 128 the TMA-only twin measured +8-22% over the cp.async path on a packed batch of long
+// mixed lengths, the persistent twin -2% to +9% on a batch of short ones (47 sequences of 67-984
+// tokens; H200, 2026-12-05, docs/benchmarks.md); at 96 the TMA-only twin gained 8% on long mixed
+// causal lengths (session 51). At 192 and 256 they keep no lazy running max (kLazyMax in
+// sm90/fwd_kernel_sm90.cuh says why).
 template <typename T, int kHeadDim, bool kVariantTable, bool kPersistent>
 KernelInfo sm90_packed_info() {
-  if constexpr (!kVariantTable && (kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128))
+  if constexpr (!kVariantTable)
     return sm90_kernel_info<T, kHeadDim, Plain, kPersistent, !kPersistent, false, true>();
   else
     return kNoKernel;

@@ -516,7 +516,17 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // Measured on the H200 (2026-12-02, docs/bench-history/2026-12-02.md): head_dim 256 +4-7% at 4k-8k
   // tokens, +0-11% at 1k, 192 +1-3%; at 64-128 the warp's vote and branch cost more than the
   // skipped multiplies save: 2-5% slower from 2k tokens.
-  constexpr bool kLazyMax = Cfg::kTmaOnly && kHeadDim > 128;
+  // It costs accuracy. On the H100 (session 65, tools/lab/lazy_max_probe.py, docs/benchmarks.md)
+  // the TMA-only instance's largest error on sequences of 700-3000 keys was up to 1.96x
+  // PyTorch's with it (dense calls, and the packed twin built with it: mostly the same numbers),
+  // up to 1.26x in the packed twin without it; on shorter packed sequences it crossed the tests' 2x (2.13x at
+  // head_dim 256, 301 keys). The explanation that fits: with the exact max a row's largest P is
+  // 2^0, exact in 16 bits; with a stale one the largest P are any value up to 2^8, rounded for
+  // P V while the row sum adds them unrounded, and where a few keys carry most of a row's
+  // weight that rounding does not average out. So not in the kPackedSeqs twins, whose calls
+  // run this instance over sequences of any length (a dense call over few keys has a small
+  // grid, which splits on the SM80 kernel).
+  constexpr bool kLazyMax = Cfg::kTmaOnly && kHeadDim > 128 && !kPackedSeqs;
   // Where O is rescaled (by the last softmax's correction): in the consumer's turn, between
   // issuing S = Q K^T and O += P V, where its multiplies run while the tensor cores compute
   // Q K^T; otherwise after the wait for the previous P V, on the way to the next turn. In the
