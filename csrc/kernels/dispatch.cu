@@ -389,12 +389,13 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   if (!short_kv && !p.is_causal) tallest_m = std::max(tallest_m, kernels.sm90.tma_non_causal.block_m);
   const int64_t fewest_ctas = hopper_prefill ? (rows + tallest_m - 1) / tallest_m * p.batch * heads : 0;
   // How the unsplit grid would load K/V: paged calls the PagedKV twin serves through maps over
-  // the pages (a power of two of at least 8 keys, as set_tma_maps takes them), other tables'
-  // rows by copies.
-  const bool paged_twin = kernels.sm90.tma_paged.kernel != nullptr && paged_tma_serves(p);
-  const KvLoads kv_loads = kv_by_batch_row(p)                ? KvLoads::kMaps
-                           : paged_twin && p.page_shift >= 3 ? KvLoads::kPagedMaps
-                                                             : KvLoads::kCopiedRows;
+  // the pages (where its tiles take the pages: paged_boxes.h, the rule set_tma_maps checks too),
+  // other tables' rows by copies.
+  const bool paged_twin = kernels.sm90.tma_paged.kernel != nullptr && paged_tma_serves(p) &&
+                          paged_boxes_fit(p.page_size, kernels.sm90.tma_paged.block_n);
+  const KvLoads kv_loads = kv_by_batch_row(p) ? KvLoads::kMaps
+                           : paged_twin       ? KvLoads::kPagedMaps
+                                              : KvLoads::kCopiedRows;
   if (hopper_prefill && p.num_splits > 1 &&
       hopper_prefill_unsplit(fewest_ctas, hopper_facts.sm_count, short_kv, p.head_dim, kv_loads))
     p.num_splits = 1;

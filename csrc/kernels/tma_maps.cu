@@ -132,8 +132,7 @@ bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n
   if (varlen != packed ||
       (packed && (p.cu_seqlens_q == nullptr || p.cu_seqlens_k == nullptr || p.kv_batch_idx != nullptr)))
     return false;
-  if (paged != (p.block_table != nullptr) || (paged && (p.page_shift < 3 || (block_n & (block_n - 1)) != 0)))
-    return false;
+  if (paged != (p.block_table != nullptr) || (paged && !paged_boxes_fit(p.page_size, block_n))) return false;
   if (p.seqused_k != nullptr || p.k_start != nullptr || p.pack_gqa || p.seqlen_new > 0 || driver().encode == nullptr)
     return false;
   const int64_t q_strides[3] = {p.q_head_stride, p.q_row_stride, p.q_batch_stride};

@@ -519,12 +519,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // It costs accuracy. On the H100 (session 65, tools/lab/lazy_max_probe.py, docs/benchmarks.md)
   // the TMA-only instance's largest error on sequences of 700-3000 keys was up to 1.96x
   // PyTorch's with it (dense calls, and the packed twin built with it: mostly the same numbers),
-  // up to 1.26x in the packed twin without it; on shorter packed sequences it crossed the tests' 2x (2.13x at
-  // head_dim 256, 301 keys). The explanation that fits: with the exact max a row's largest P is
-  // 2^0, exact in 16 bits; with a stale one the largest P are any value up to 2^8, rounded for
-  // P V while the row sum adds them unrounded, and where a few keys carry most of a row's
-  // weight that rounding does not average out. So not in the kPackedSeqs twins, whose calls
-  // run this instance over sequences of any length (a dense call over few keys has a small
+  // up to 1.26x in the packed twin without it; on shorter packed sequences it crossed the tests'
+  // 2x (2.13x at head_dim 256, 301 keys). The explanation that fits: with the exact max a row's
+  // largest P is 2^0, exact in 16 bits; with a stale one the largest P are any value up to 2^8,
+  // rounded for P V while the row sum adds them unrounded, and where a few keys carry most of a
+  // row's weight that rounding does not average out. So not in the kPackedSeqs twins, whose
+  // calls run this instance over sequences of any length (a dense call over few keys has a small
   // grid, which splits on the SM80 kernel).
   constexpr bool kLazyMax = Cfg::kTmaOnly && kHeadDim > 128 && !kPackedSeqs;
   // Where O is rescaled (by the last softmax's correction): in the consumer's turn, between
