@@ -74,19 +74,21 @@ KernelInfo sm90_packed_info() {
     return kNoKernel;
 }
 
-// Variant tables of head_dim 64, 96 and 128 only: the TMA-only instance's kPackedSeqs twin with
-// PagedKV policies, for varlen calls whose K/V sit in a paged cache (chunked prefill, as engines
-// with a block table call it): Q through a map over the packed rows as the plain twin loads it,
-// each K/V tile as boxes of one page's rows (the page size, up to the tile's 128 keys) through
-// maps over the cache, at the block ids the table gives (sm90/fwd_kernel_sm90.cuh, the
-// producer). The IndexedKV instance it replaces there copies with cp.async, one row's block id
-// at a time: over 4k paged keys its unsplit grid ran 148 TFLOP/s where the dense call's ran 342
-// (H100, 2026-12-05, docs/benchmarks.md). The twin, its producer a warp, ran chunked prefill of
-// 16k tokens over pages of 16 at 1.44-1.72x, over pages of 256 at 1.58-1.90x the IndexedKV
-// instance's speed (H200, session 62, docs/benchmarks.md).
+// Variant tables: the TMA-only instance's kPackedSeqs twin with PagedKV policies, for varlen
+// calls whose K/V sit in a paged cache (chunked prefill, as engines with a block table call it):
+// Q through a map over the packed rows as the plain twin loads it, each K/V tile as boxes of one
+// page's rows (the page size, up to the tile's keys; the pages that fit the tiles:
+// paged_boxes.h) through maps over the cache, at the block ids the table gives
+// (sm90/fwd_kernel_sm90.cuh, the producer). The IndexedKV instance it replaces there copies with
+// cp.async, one row's block id at a time: over 4k paged keys its unsplit grid ran 148 TFLOP/s
+// where the dense call's ran 342 (H100, 2026-12-05, docs/benchmarks.md). The twin, its producer
+// a warp, ran chunked prefill of 16k tokens over pages of 16 at 1.44-1.72x, over pages of 256 at
+// 1.58-1.90x the IndexedKV instance's speed (H200, session 62, docs/benchmarks.md). At 192 and
+// 256 (tiles of 112 and 80 keys) it takes pages of 8 and 16 (session 65; paged prefill at 256
+// had run at 0.45-0.55 of FA4's paged call on the IndexedKV copies, H100, docs/benchmarks.md).
 template <typename T, int kHeadDim, bool kVariantTable>
 KernelInfo sm90_paged_info() {
-  if constexpr (kVariantTable && (kHeadDim == 64 || kHeadDim == 96 || kHeadDim == 128))
+  if constexpr (kVariantTable)
     return sm90_kernel_info<T, kHeadDim, PagedKV, false, true, false, true>();
   else
     return kNoKernel;

@@ -177,14 +177,15 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 // 0.92 at 0.48 / 0.61; 256 over 4k 0.81 / 1.07 at 0.48 / 0.61, over 16k 0.79 / 1.12 at 0.48 /
 // 0.73; 64 over 4k 1.30 at 0.73. Over short keys paged calls gain as dense ones do (1.07-1.96x at
 // fills of 0.30-0.48).
-// Paged calls the PagedKV twin loads through maps over the pages (head_dim 64-128, pages a power
-// of two of at least 8 keys: KvLoads::kPagedMaps) gain from lower fills (H100, session 64,
+// Paged calls the PagedKV twin loads through maps over the pages (pages that fit its tiles:
+// paged_boxes.h; KvLoads::kPagedMaps) gain from lower fills (H100, session 64,
 // docs/benchmarks.md; one sequence over 8 heads, pages of 16, GPU time from CUDA graphs, the
 // unsplit twin against the split SM80 grid): at head_dim 128 over 4k keys 0.92 / 1.04 / 1.19 /
 // 1.48 / 1.87 at 0.24 / 0.30 / 0.36 / 0.48 / 0.61, over 16k keys 0.97 / 1.19 / 1.57 at 0.36 /
 // 0.48 / 0.61; at 96 over 4k 0.97-1.00 / 1.26 / 1.28-1.29 at 0.48 / 0.55 / 0.61, over 16k 0.83
 // / 1.09 at 0.48 / 0.61; at 64 over 4k 1.09 / 1.33 / 1.71 at 0.36 / 0.48 / 0.61, over 16k 1.05
 // at 0.48. So 0.3 above head_dim 96 (over 16k keys 3% lost at 0.36), 0.5 at 96, 0.35 at 64.
+// The twin at 192 and 256 (session 65) takes the 0.3 unmeasured.
 enum class KvLoads {
   kMaps,        // dense or packed K/V through tensor maps (or the copies of their rows)
   kPagedMaps,   // the PagedKV twin: maps over the pages of a cache

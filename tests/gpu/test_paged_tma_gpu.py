@@ -6,8 +6,9 @@ at and above the tile's 128 keys, GQA, empty sequences and seqlen_q != seqlen_k 
 NaN in the cache rows past each sequence's last key (in its last page, and in the blocks no
 sequence owns, which the table's entries past a sequence's pages name: they must reach no
 output); and by the profiler: the twin is what
-runs at head_dim 64, 96 and 128 (pages of 8 keys and more, powers of two), the cp.async copies
-elsewhere, checked against the same reference.
+runs where the pages fit its K/V tiles (csrc/kernels/paged_boxes.h: powers of two from 8 keys at
+head_dim 64-128, pages of 8 and 16 at 192 and 256), the cp.async copies elsewhere, checked against
+the same reference.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _is_paged_twin(name: str) -> bool:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("head_dim", [64, 96, 128])
+@pytest.mark.parametrize("head_dim", [64, 96, 128, 192, 256])
 @pytest.mark.parametrize("page_size", [8, 16, 64, 256])
 def test_paged_sequences_match_the_reference(page_size, head_dim, causal, dtype):
     q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, dtype)
@@ -130,10 +131,15 @@ def test_a_nan_in_a_sequences_own_keys_reaches_its_rows():
 SHORT_LENGTHS = [(300, 301), (129, 500), (0, 64), (77, 77), (1000, 1024)]
 
 
+# The twin's K/V tile by head dim (the variant table's TMA-only tiles).
+TWIN_TILE = {64: 128, 96: 128, 128: 128, 192: 112, 256: 80}
+
+
 @pytest.mark.parametrize(
     "head_dim,lengths,causal",
     [(64, LENGTHS, False), (96, LENGTHS, True), (128, LENGTHS, False)]
-    + [(d, SHORT_LENGTHS, c) for d in (64, 96, 128) for c in (False, True)],
+    + [(192, LENGTHS, False), (256, LENGTHS, True)]
+    + [(d, SHORT_LENGTHS, c) for d in (64, 96, 128, 192, 256) for c in (False, True)],
 )
 def test_the_paged_twin_runs(head_dim, lengths, causal):
     q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
@@ -143,7 +149,8 @@ def test_the_paged_twin_runs(head_dim, lengths, causal):
         lambda: results.append(_run(q, k_cache, v_cache, table, cu_q, cu_k, causal))
     )
     assert len(names) == 1 and _is_paged_twin(names[0]), names
-    assert re.search(rf"Sm90Config<{head_dim}, 128, \d+, false, true", names[0]), names
+    tile = TWIN_TILE[head_dim]
+    assert re.search(rf"Sm90Config<{head_dim}, {tile}, \d+, false, true", names[0]), names
     got, lse = results[0]
     assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
 
@@ -151,7 +158,8 @@ def test_the_paged_twin_runs(head_dim, lengths, causal):
 @pytest.mark.parametrize(
     "head_dim,page_size,lengths",
     [
-        (192, 16, LENGTHS),  # no twin at 192: the cp.async copies
+        (256, 32, LENGTHS),  # pages of 32 cross the 80-key tiles at 256: the cp.async copies
+        (192, 64, SHORT_LENGTHS),  # and pages of 64 the 112-key tiles at 192
         (128, 4, LENGTHS),  # pages of fewer than 8 rows: a box would not fill a swizzle atom
         (128, 4, SHORT_LENGTHS),  # the same within 1024 keys: the persistent kernel's copies
     ],

@@ -251,10 +251,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       const auto q_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.b; };
       const auto kv_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.kv_b; };
       // A paged cache (the PagedKV twin: maps over (head_dim, heads_k, page_size, num_blocks)
-      // with boxes of min(page_size, kBlockN) rows, both powers of two, so a box never crosses
-      // a page): a K/V tile is kBlockN / box boxes, lane i's the i-th, at its page's block id
-      // from the sequence's row of the block table (looked up for K, kept for V). A box past
-      // the sequence's last key reads no table entry (the table may end there): it asks for
+      // with boxes of min(page_size, kBlockN) rows, pages a power of two that divide the tile or
+      // that it divides (paged_boxes.h), so a box never crosses a page): a K/V tile is
+      // kBlockN / box boxes, lane i's the i-th, at its page's block id from the sequence's row of
+      // the block table (looked up for K, kept for V). A box past the sequence's last key reads
+      // no table entry (the table may end there): it asks for
       // block num_blocks, past the map's end, which TMA fills with zeros, so every box lands
       // and the stage's byte count holds. Rows of the last page past the last key are real
       // cache rows: their scores are masked, and the consumers zero those V rows (zero_v_rows)
