@@ -84,8 +84,9 @@ KernelInfo sm90_packed_info() {
 // where the dense call's ran 342 (H100, 2026-12-05, docs/benchmarks.md). The twin, its producer
 // a warp, ran chunked prefill of 16k tokens over pages of 16 at 1.44-1.72x, over pages of 256 at
 // 1.58-1.90x the IndexedKV instance's speed (H200, session 62, docs/benchmarks.md). At 192 and
-// 256 (tiles of 112 and 80 keys) it takes pages of 8 and 16 (session 65; paged prefill at 256
-// had run at 0.45-0.55 of FA4's paged call on the IndexedKV copies, H100, docs/benchmarks.md).
+// 256 (tiles of 112 and 80 keys) it loads boxes of 16 rows from pages of 16 and more (8 from
+// pages of 8): paged prefill at 256 had run at 0.45-0.55 of FA4's paged call on the IndexedKV
+// copies, 0.84-0.93 on the twin over pages of 16 (H100, sessions 65-66, docs/benchmarks.md).
 template <typename T, int kHeadDim, bool kVariantTable>
 KernelInfo sm90_paged_info() {
   if constexpr (kVariantTable)

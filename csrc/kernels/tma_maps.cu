@@ -9,7 +9,6 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -144,7 +143,7 @@ bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n
   const int q_rows = packed ? p.total_q : p.seqlen_q;
   const int k_rows = paged ? p.page_size : packed ? p.total_k : p.seqlen_k;
   const int q_batch = packed ? 1 : p.batch;
-  const int k_box = paged ? std::min(p.page_size, block_n) : block_n;
+  const int k_box = paged ? paged_box_rows(p.page_size, block_n) : block_n;
   p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, q_rows, q_batch, q_strides, swizzle, block_m) &&
           encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, k_box) &&
           encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, k_box);

@@ -1,22 +1,22 @@
-// paged_boxes_fit (csrc/kernels/paged_boxes.h) against the TMA loads it stands for, simulated:
-// the Hopper paged twin loads K/V tile t (keys [t * block_n, (t + 1) * block_n)) as boxes of
-// min(page_size, block_n) rows, box i from key t * block_n + i * box, each at its page's block
-// id, the row within the page found by key & (page_size - 1). That is right only where every
-// box lies within one page, the boxes tile the tile exactly, the page size is a power of two
-// (the shift and mask) and a box fills a 128-byte swizzle atom's 8 rows. Every page size of
-// 1-1024 rows and the K/V tiles the kernels use (and a few more) over 64 tiles. Prints the
-// first failures and exits non-zero on any. Run by tests/c_api/test_paged_boxes.py.
+// paged_boxes_fit and paged_box_rows (csrc/kernels/paged_boxes.h) against the TMA loads they
+// stand for, simulated: the Hopper paged twin loads K/V tile t (keys [t * block_n, (t + 1) *
+// block_n)) as boxes of `box` rows, box i from key t * block_n + i * box, each at its page's block
+// id, the row within the page found by key & (page_size - 1), one producer lane a box. That is
+// right only where every box lies within one page, the boxes tile the tile exactly, the page size
+// is a power of two (the shift and mask), a box fills a 128-byte swizzle atom's 8 rows and there
+// are at most 32 boxes. For every page size of 1-1024 rows and the K/V tiles the kernels use (and
+// a few more), over 64 tiles: the rule must say yes exactly where some box size makes the loads
+// right, and where it does, its box size must. Prints the first failures and exits non-zero on
+// any. Run by tests/c_api/test_paged_boxes.py.
 #include "../../csrc/kernels/paged_boxes.h"
 
-#include <algorithm>
 #include <cstdio>
 
 namespace {
 
-bool loads_are_right(int page_size, int block_n) {
+bool loads_are_right(int page_size, int block_n, int box) {
   if (page_size < 8 || (page_size & (page_size - 1)) != 0) return false;
-  const int box = std::min(page_size, block_n);
-  if (block_n % box != 0) return false;  // the boxes must cover the tile exactly
+  if (box < 8 || block_n % box != 0 || block_n / box > 32) return false;  // the boxes must cover the tile exactly
   for (int t = 0; t < 64; ++t)
     for (int first = t * block_n; first < (t + 1) * block_n; first += box) {
       const int last = first + box - 1;
@@ -24,6 +24,12 @@ bool loads_are_right(int page_size, int block_n) {
       if ((first & (page_size - 1)) != first % page_size) return false;
     }
   return true;
+}
+
+bool some_box_is_right(int page_size, int block_n) {
+  for (int box = 1; box <= block_n; ++box)
+    if (loads_are_right(page_size, block_n, box)) return true;
+  return false;
 }
 
 }  // namespace
@@ -35,13 +41,18 @@ int main() {
     for (int page_size = 1; page_size <= 1024; ++page_size) {
       const bool got = forge_flash::paged_boxes_fit(page_size, block_n);
       fits += got;
-      if (got != loads_are_right(page_size, block_n) && failures++ < 10)
-        std::printf("FAIL page_size %d, block_n %d: paged_boxes_fit says %d\n", page_size, block_n, got);
+      const bool right = got ? loads_are_right(page_size, block_n, forge_flash::paged_box_rows(page_size, block_n))
+                             : !some_box_is_right(page_size, block_n);
+      if (!right && failures++ < 10)
+        std::printf("FAIL page_size %d, block_n %d: paged_boxes_fit says %d, box %d\n", page_size, block_n, got,
+                    forge_flash::paged_box_rows(page_size, block_n));
     }
-  // The head dims' tiles take the pages their comments name.
+  // The head dims' tiles take the pages and boxes their comments name.
   static_assert(forge_flash::paged_boxes_fit(16, 80) && forge_flash::paged_boxes_fit(8, 112));
-  static_assert(!forge_flash::paged_boxes_fit(32, 80) && !forge_flash::paged_boxes_fit(64, 112));
-  static_assert(forge_flash::paged_boxes_fit(256, 128) && !forge_flash::paged_boxes_fit(4, 128));
+  static_assert(forge_flash::paged_boxes_fit(32, 80) && forge_flash::paged_box_rows(256, 80) == 16);
+  static_assert(forge_flash::paged_box_rows(64, 112) == 16 && forge_flash::paged_box_rows(8, 80) == 8);
+  static_assert(forge_flash::paged_boxes_fit(256, 128) && forge_flash::paged_box_rows(256, 128) == 128);
+  static_assert(!forge_flash::paged_boxes_fit(4, 128) && !forge_flash::paged_boxes_fit(24, 80));
   if (failures) return 1;
   std::printf("all hold (%d fitting pairs)\n", fits);
   return 0;

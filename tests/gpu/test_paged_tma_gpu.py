@@ -1,14 +1,14 @@
 """Varlen prefill over a paged cache through TMA (the PagedKV twin of the TMA-only instance,
 fwd_instantiate.cuh, sm90_paged_info): Q through a map over the packed rows, each K/V tile as
-boxes of one page's rows at the block ids of the sequence's row of the block table. Checked
+boxes that each lie within one page, at the block ids of the sequence's row of the block table. Checked
 against the float64 reference per sequence, with pages at random block ids, page sizes below,
 at and above the tile's 128 keys, GQA, empty sequences and seqlen_q != seqlen_k both ways; with
 NaN in the cache rows past each sequence's last key (in its last page, and in the blocks no
 sequence owns, which the table's entries past a sequence's pages name: they must reach no
 output); and by the profiler: the twin is what
-runs where the pages fit its K/V tiles (csrc/kernels/paged_boxes.h: powers of two from 8 keys at
-head_dim 64-128, pages of 8 and 16 at 192 and 256), the cp.async copies elsewhere, checked against
-the same reference.
+runs where the pages fit its K/V tiles (csrc/kernels/paged_boxes.h: powers of two from 8 keys; at
+192 and 256, whose tiles of 112 and 80 keys cross larger pages, as boxes of 16 rows), the cp.async
+copies elsewhere, checked against the same reference.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _is_paged_twin(name: str) -> bool:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("head_dim", [64, 96, 128, 192, 256])
-@pytest.mark.parametrize("page_size", [8, 16, 64, 256])
+@pytest.mark.parametrize("page_size", [8, 16, 32, 64, 256])
 def test_paged_sequences_match_the_reference(page_size, head_dim, causal, dtype):
     q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, dtype)
     k_cache, v_cache, table = paged_cache(k, v, cu_k, page_size)
@@ -136,14 +136,16 @@ TWIN_TILE = {64: 128, 96: 128, 128: 128, 192: 112, 256: 80}
 
 
 @pytest.mark.parametrize(
-    "head_dim,lengths,causal",
-    [(64, LENGTHS, False), (96, LENGTHS, True), (128, LENGTHS, False)]
-    + [(192, LENGTHS, False), (256, LENGTHS, True)]
-    + [(d, SHORT_LENGTHS, c) for d in (64, 96, 128, 192, 256) for c in (False, True)],
+    "head_dim,lengths,causal,page_size",
+    [(64, LENGTHS, False, 16), (96, LENGTHS, True, 16), (128, LENGTHS, False, 16)]
+    + [(192, LENGTHS, False, 16), (256, LENGTHS, True, 16)]
+    # pages that the 112- and 80-key tiles cross: boxes of 16 rows
+    + [(192, LENGTHS, True, 64), (256, LENGTHS, False, 32), (256, SHORT_LENGTHS, True, 256)]
+    + [(d, SHORT_LENGTHS, c, 16) for d in (64, 96, 128, 192, 256) for c in (False, True)],
 )
-def test_the_paged_twin_runs(head_dim, lengths, causal):
+def test_the_paged_twin_runs(head_dim, lengths, causal, page_size):
     q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
-    k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, page_size)
     results = []
     names = hopper_kernels_launched(
         lambda: results.append(_run(q, k_cache, v_cache, table, cu_q, cu_k, causal))
@@ -158,8 +160,8 @@ def test_the_paged_twin_runs(head_dim, lengths, causal):
 @pytest.mark.parametrize(
     "head_dim,page_size,lengths",
     [
-        (256, 32, LENGTHS),  # pages of 32 cross the 80-key tiles at 256: the cp.async copies
-        (192, 64, SHORT_LENGTHS),  # and pages of 64 the 112-key tiles at 192
+        (256, 24, LENGTHS),  # pages not a power of two: no shift and mask finds a key's page
+        (192, 48, SHORT_LENGTHS),  # the same within 1024 keys
         (128, 4, LENGTHS),  # pages of fewer than 8 rows: a box would not fill a swizzle atom
         (128, 4, SHORT_LENGTHS),  # the same within 1024 keys: the persistent kernel's copies
     ],

@@ -52,6 +52,7 @@
 
 #include "../fwd_common.cuh"
 #include "../grid_dependency.cuh"
+#include "../paged_boxes.h"
 #include "../trace.cuh"
 #include "pipeline.cuh"
 #include "tile_config.cuh"
@@ -251,8 +252,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       const auto q_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.b; };
       const auto kv_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.kv_b; };
       // A paged cache (the PagedKV twin: maps over (head_dim, heads_k, page_size, num_blocks)
-      // with boxes of min(page_size, kBlockN) rows, pages a power of two that divide the tile or
-      // that it divides (paged_boxes.h), so a box never crosses a page): a K/V tile is
+      // with boxes of paged_box_rows(page_size, kBlockN) rows, a power of two that divides both
+      // the page and the tile (paged_boxes.h), so a box never crosses a page): a K/V tile is
       // kBlockN / box boxes, lane i's the i-th, at its page's block id from the sequence's row of
       // the block table (looked up for K, kept for V). A box past the sequence's last key reads
       // no table entry (the table may end there): it asks for
@@ -264,7 +265,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       auto kv_tile = [&](const TmaDescriptor& map, uint32_t dst, const CtaWork& w, int n0, uint32_t bar, bool look_up) {
         if constexpr (kPagedTma) {
           static_assert(P::kPagesOnly && Cfg::kTmaOnly, "TMA reads whole pages of a block table");
-          const int box = min(p.page_size, kBlockN), r = tid * box, key = n0 + r;
+          const int box = paged_box_rows(p.page_size, kBlockN), r = tid * box, key = n0 + r;
           if (look_up && r < kBlockN)
             page_block = key < w.seq.seqlen_k
                              ? p.block_table[static_cast<int64_t>(w.b) * p.block_table_stride + (key >> p.page_shift)]
