@@ -1,14 +1,14 @@
 """Varlen prefill over a paged cache through TMA (the PagedKV twin of the TMA-only instance,
 fwd_instantiate.cuh, sm90_paged_info): Q through a map over the packed rows, each K/V tile as
-boxes that each lie within one page, at the block ids of the sequence's row of the block table. Checked
-against the float64 reference per sequence, with pages at random block ids, page sizes below,
-at and above the tile's 128 keys, GQA, empty sequences and seqlen_q != seqlen_k both ways; with
-NaN in the cache rows past each sequence's last key (in its last page, and in the blocks no
-sequence owns, which the table's entries past a sequence's pages name: they must reach no
-output); and by the profiler: the twin is what
-runs where the pages fit its K/V tiles (csrc/kernels/paged_boxes.h: powers of two from 8 keys; at
-192 and 256, whose tiles of 112 and 80 keys cross larger pages, as boxes of 16 rows), the cp.async
-copies elsewhere, checked against the same reference.
+boxes that each lie within one page, at the block ids of the sequence's row of the block table.
+Checked against the float64 reference per sequence, with pages at random block ids, page sizes
+below, at and above the tile's 128 keys, GQA, empty sequences and seqlen_q != seqlen_k both
+ways; with NaN in the cache rows past each sequence's last key (in its last page, and in the
+blocks no sequence owns, which the table's entries past a sequence's pages name: they must reach
+no output); and by the profiler: the twin is what runs where the pages fit its K/V tiles
+(csrc/kernels/paged_boxes.h: powers of two from 8 keys; at 192 and 256, whose tiles of 112 and
+80 keys cross larger pages, as boxes of 16 rows), the cp.async copies elsewhere, checked against
+the same reference.
 """
 
 from __future__ import annotations
