@@ -76,9 +76,9 @@ KernelInfo sm90_packed_info() {
 
 // Variant tables: the TMA-only instance's kPackedSeqs twin with PagedKV policies, for varlen
 // calls whose K/V sit in a paged cache (chunked prefill, as engines with a block table call it):
-// Q through a map over the packed rows as the plain twin loads it, each K/V tile as boxes of one
-// page's rows (the page size, up to the tile's keys; the pages that fit the tiles:
-// paged_boxes.h) through maps over the cache, at the block ids the table gives
+// Q through a map over the packed rows as the plain twin loads it, each K/V tile as boxes that
+// each lie within one page (paged_box_rows; the pages that fit the tiles: paged_boxes.h)
+// through maps over the cache, at the block ids the table gives
 // (sm90/fwd_kernel_sm90.cuh, the producer). The IndexedKV instance it replaces there copies with
 // cp.async, one row's block id at a time: over 4k paged keys its unsplit grid ran 148 TFLOP/s
 // where the dense call's ran 342 (H100, 2026-12-05, docs/benchmarks.md). The twin, its producer

@@ -16,7 +16,8 @@ namespace {
 
 bool loads_are_right(int page_size, int block_n, int box) {
   if (page_size < 8 || (page_size & (page_size - 1)) != 0) return false;
-  if (box < 8 || block_n % box != 0 || block_n / box > 32) return false;  // the boxes must cover the tile exactly
+  // a swizzle atom's 8 rows a box, the tile covered exactly, a lane a box
+  if (box < 8 || block_n % box != 0 || block_n / box > 32) return false;
   for (int t = 0; t < 64; ++t)
     for (int first = t * block_n; first < (t + 1) * block_n; first += box) {
       const int last = first + box - 1;
