@@ -18,11 +18,7 @@
 
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define FF_HOST_DEVICE __host__ __device__
-#else
-#define FF_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 namespace forge_flash {
 
@@ -53,5 +49,3 @@ struct FastDiv {
 };
 
 }  // namespace forge_flash
-
-#undef FF_HOST_DEVICE

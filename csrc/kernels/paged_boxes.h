@@ -3,11 +3,7 @@
 // the host).
 #pragma once
 
-#if defined(__CUDACC__)
-#define FF_HOST_DEVICE __host__ __device__
-#else
-#define FF_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 namespace forge_flash {
 
@@ -27,10 +23,9 @@ FF_HOST_DEVICE constexpr int paged_box_rows(int page_size, int block_n) {
 // (a box fills a swizzle atom) and at most 32 of them a tile (the producer warp's lanes issue a
 // box each). Every power of two from 8 fits the tiles the kernels use (80, 112 and 128 keys).
 constexpr bool paged_boxes_fit(int page_size, int block_n) {
-  return page_size >= 8 && (page_size & (page_size - 1)) == 0 && block_n > 0 &&
-         paged_box_rows(page_size, block_n) >= 8 && block_n / paged_box_rows(page_size, block_n) <= 32;
+  if (page_size < 8 || (page_size & (page_size - 1)) != 0 || block_n <= 0) return false;
+  const int box = paged_box_rows(page_size, block_n);
+  return box >= 8 && block_n / box <= 32;
 }
 
 }  // namespace forge_flash
-
-#undef FF_HOST_DEVICE

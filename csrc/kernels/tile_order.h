@@ -4,12 +4,7 @@
 #pragma once
 
 #include "fast_div.h"
-
-#if defined(__CUDACC__)
-#define FF_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define FF_HOST_DEVICE inline
-#endif
+#include "host_device.h"
 
 namespace forge_flash {
 
@@ -19,11 +14,9 @@ namespace forge_flash {
 // round, counted back from the last, walks the CTAs backwards (snake order), so that a CTA that
 // drew a heavy tile in one round draws a light one in the next, and a partial last round keeps
 // its CTAs' order (its tiles exist for the first CTAs only).
-FF_HOST_DEVICE int by_height_index(int tile, const FastDiv& rounds, int last_round) {
+FF_HOST_DEVICE_INLINE int by_height_index(int tile, const FastDiv& rounds, int last_round) {
   const int round = rounds.div(tile), c = rounds.mod(tile, round);
   return (last_round - round) & 1 ? tile + rounds.divisor - 1 - 2 * c : tile;
 }
 
 }  // namespace forge_flash
-
-#undef FF_HOST_DEVICE
