@@ -457,7 +457,17 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);
     const bool non_causal = !p.is_causal && kernels.sm90.tma_non_causal.kernel != nullptr;
-    const KernelInfo& tma_kernel = paged_twin   ? kernels.sm90.tma_paged
+    // A paged call takes the twin's wide instance where its fewer, taller query blocks pay
+    // (takes_paged_wide, split_plan.h; head_dim 64 and 96).
+    const KernelInfo& wide = kernels.sm90.tma_paged_wide;
+    const int64_t batch_heads = p.batch * heads;
+    const bool paged_wide =
+        paged_twin && wide.kernel != nullptr && paged_boxes_fit(p.page_size, wide.block_n) &&
+        takes_paged_wide((rows + kernels.sm90.tma_paged.block_m - 1) / kernels.sm90.tma_paged.block_m * batch_heads,
+                         (rows + wide.block_m - 1) / wide.block_m * batch_heads, hopper_facts.sm_count, p.is_causal,
+                         keys, p.head_dim, p.page_size);
+    const KernelInfo& tma_kernel = paged_wide   ? wide
+                                   : paged_twin ? kernels.sm90.tma_paged
                                    : packed     ? kernels.sm90.tma_packed
                                    : band_sinks ? kernels.sm90.tma_band_sinks
                                    : alibi_only ? kernels.sm90.tma_alibi

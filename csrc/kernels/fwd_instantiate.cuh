@@ -95,6 +95,25 @@ KernelInfo sm90_paged_info() {
     return kNoKernel;
 }
 
+// Variant tables at head_dim 64 and 96: the paged twin with three consumers and 192-row query
+// blocks (Sm90Tiles::kPagedWide), for grids of more than a wave. Against the twin above (H100,
+// session 67, docs/benchmarks.md): non-causal +4-24% over pages of 16 and 64, causal +6-15%
+// over 2k-8k keys in pages of 16, but -6% at 64 over 1k keys and -3% to level at 96 over pages
+// of 64; a one-sequence grid of under a wave ran 14-16% slower (fewer CTAs than SMs).
+// split_plan.h (takes_paged_wide) picks between them.
+template <typename T, int kHeadDim, bool kVariantTable>
+KernelInfo sm90_paged_wide_info() {
+  if constexpr (kVariantTable && (kHeadDim == 64 || kHeadDim == 96)) {
+    constexpr int kSmemPerSm = 228 * 1024;  // a Hopper SM's shared memory
+    static_assert(2 * Sm90PrefillConfig<kHeadDim, false, true, PagedKV, true>::kSmemBytes > kSmemPerSm &&
+                      2 * Sm90PrefillConfig<kHeadDim, false, true, PagedKV, false>::kSmemBytes > kSmemPerSm,
+                  "one CTA an SM in both instances: takes_paged_wide counts waves of one");
+    return sm90_kernel_info<T, kHeadDim, PagedKV, false, true, true, true>();
+  } else {
+    return kNoKernel;
+  }
+}
+
 // The decode kernel with policies P (with the fused K/V append: kAppend) where kCompiled, else
 // null.
 template <bool kCompiled, typename T, typename Decode, class P, bool kAppend = false>
@@ -143,7 +162,7 @@ FwdKernels fwd_kernels() {
            sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
            sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiOnly>(),
            sm90_packed_info<T, kHeadDim, kVariantTable, false>(), sm90_packed_info<T, kHeadDim, kVariantTable, true>(),
-           sm90_paged_info<T, kHeadDim, kVariantTable>()}};
+           sm90_paged_info<T, kHeadDim, kVariantTable>(), sm90_paged_wide_info<T, kHeadDim, kVariantTable>()}};
 }
 
 }  // namespace forge_flash

@@ -52,7 +52,7 @@ using Plain = Policies<false, false, false, false>;
 using IndexedKV = Policies<true, false, false, false>;
 // A block table of power-of-two pages of at least DecodeTileConfig::kLaneRows keys, no left
 // padding: each copying lane's rows in one page (dispatch.cu says why it is an instance); in the
-// Hopper prefill's paged twin (fwd_instantiate.cuh, sm90_paged_info) each TMA box one page's rows.
+// Hopper prefill's paged twin (fwd_instantiate.cuh, sm90_paged_info) each TMA box within one page.
 using PagedKV = Policies<true, false, false, false, false, true>;
 using BandSinks = Policies<false, true, false, true>;
 using AllVariants = Policies<true, true, true, true>;

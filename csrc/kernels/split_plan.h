@@ -187,7 +187,8 @@ inline int hopper_full_grid_splits(int64_t ctas, int n_steps, int64_t keys, cons
 // at 0.48. So 0.3 above head_dim 96 (over 16k keys 3% lost at 0.36), 0.5 at 96, 0.35 at 64.
 // The twin at 192 and 256 takes the 0.3 too. Over 16k keys (H100, session 66, one round) the
 // split it makes below 0.3 beat the unsplit twin 1.68x at 256 (fill 0.18) and 1.21x at 192
-// (0.24); whether a split also wins at 0.30-0.48 there is not yet measured.
+// (0.24). At 0.30 and 0.42 over 4k keys the unsplit twin beat two splits 1.69x / 1.74x at 192
+// and 1.36x / 1.51x at 256 (H100, session 67, GPU time from CUDA graphs).
 enum class KvLoads {
   kMaps,        // dense or packed K/V through tensor maps (or the copies of their rows)
   kPagedMaps,   // the PagedKV twin: maps over the pages of a cache
@@ -216,6 +217,28 @@ inline double hopper_unsplit_fill(bool short_kv, int head_dim, KvLoads kv) {
 inline bool hopper_prefill_unsplit(int64_t hopper_ctas, int sm_count, bool short_kv, int head_dim,
                                    KvLoads kv = KvLoads::kMaps) {
   return static_cast<double>(hopper_ctas) >= hopper_unsplit_fill(short_kv, head_dim, kv) * sm_count;
+}
+
+// A paged call on the PagedKV twin takes its wide instance at head_dim 64 and 96 (three
+// consumers, 192-row query blocks: fwd_instantiate.cuh, sm90_paged_wide_info) where its grid's
+// waves of one CTA an SM (both instances hold over half an SM's shared memory) cost less than
+// the 128-row instance's. Over grids of 21-32 waves (H100, session 67, docs/benchmarks.md) a
+// wide CTA took 1.29x a narrow one's time at 64 and 1.19-1.24x at 96 for 1.5x its rows: with 4/5
+// of the narrow grid's waves or fewer it wins (16 against 21 waves: +8-11%; 1 against 2: 1.65x),
+// with the same count it loses (a one-sequence grid of under a wave: -14-16%). Causal calls
+// over short keys keep the narrow instance: its taller query blocks cross the diagonal in more
+// masked tiles (over 1k keys -6% at 64, level at 96; over 2k-8k +6-15%). At 96 over pages of 64
+// and more, whose loads are few and large, causal calls keep it too (-3% over 4k keys, level over
+// 8k, where over pages of 16 they gained 11-15%).
+constexpr int64_t kPagedWideCausalKeys = 2048;
+constexpr int kPagedWideCausalPagesHeadDim96 = 64;  // pages below this take it at 96
+inline bool takes_paged_wide(int64_t narrow_ctas, int64_t wide_ctas, int sm_count, bool causal, int64_t keys,
+                             int head_dim, int page_size) {
+  if (causal && (keys < kPagedWideCausalKeys || (head_dim > 64 && page_size >= kPagedWideCausalPagesHeadDim96)))
+    return false;
+  const int64_t narrow_waves = (narrow_ctas + sm_count - 1) / sm_count;
+  const int64_t wide_waves = (wide_ctas + sm_count - 1) / sm_count;
+  return 5 * wide_waves <= 4 * narrow_waves;
 }
 
 // A persistent causal launch takes its work tiles by query block height in snake order

@@ -8,7 +8,8 @@
 //   - the persistent kernel's causal order by height hands out every tile once, more evenly than
 //     the grouped order on the shapes it is for;
 //   - choose_num_splits keeps a wave efficiency within 85% of the best split count's;
-//   - the decisions the rules' comments record as measured on the H200 (132 SMs).
+//   - the paged twin's wide instance (takes_paged_wide) never takes as many waves as the narrow;
+//   - the decisions the rules' comments record as measured on the H200 or H100 (132 SMs).
 // Prints the first failures and exits non-zero on any. Run by tests/c_api/test_split_plan.py.
 #include "../../csrc/kernels/split_plan.h"
 
@@ -164,6 +165,44 @@ int main() {
                   r.tokens, r.head_dim, r.short_kv, static_cast<int>(r.kv), !r.unsplit);
       ++failures;
     }
+  // The paged twin's wide instance (takes_paged_wide), on the rows that chose it (132 SMs, H100,
+  // session 67): batches of 16k tokens over hidden 2048 (32 heads of 64, 21 of 96), one sequence
+  // over 8 heads; 128- and 192-row query blocks.
+  const struct {
+    long tokens, batch, heads;
+    bool causal;
+    long keys;
+    int head_dim, page;
+    bool wide;
+  } paged_rows[] = {
+      {1024, 16, 32, false, 1024, 64, 16, true}, {1024, 16, 32, true, 1024, 64, 16, false},
+      {2048, 8, 32, true, 2048, 64, 16, true},   {2048, 8, 32, true, 2048, 64, 64, true},
+      {8192, 2, 32, false, 8192, 64, 16, true},  {8192, 2, 32, true, 8192, 64, 16, true},
+      {4096, 4, 32, true, 4096, 64, 64, true},   {1024, 16, 21, false, 1024, 96, 16, true},
+      {1024, 16, 21, true, 1024, 96, 16, false}, {2048, 8, 21, true, 2048, 96, 16, true},
+      {4096, 4, 21, true, 4096, 96, 16, true},   {8192, 2, 21, true, 8192, 96, 16, true},
+      {4096, 4, 21, true, 4096, 96, 64, false},  {8192, 2, 21, true, 8192, 96, 64, false},
+      {4096, 4, 21, false, 4096, 96, 64, true},  {2048, 1, 8, false, 4096, 64, 16, false},
+      {1536, 1, 8, false, 4096, 96, 16, false},  {3072, 1, 8, false, 4096, 96, 16, true},
+  };
+  for (const auto& r : paged_rows) {
+    const long narrow = (r.tokens + 127) / 128 * r.batch * r.heads, wide = (r.tokens + 191) / 192 * r.batch * r.heads;
+    if (takes_paged_wide(narrow, wide, 132, r.causal, r.keys, r.head_dim, r.page) != r.wide) {
+      std::printf(
+          "FAIL paged: %ld sequences of %ld queries over %ld keys, %ld heads of %d, pages of %d, causal %d: "
+          "wide %d\n",
+          r.batch, r.tokens, r.keys, r.heads, r.head_dim, r.page, r.causal, !r.wide);
+      ++failures;
+    }
+  }
+  // No head dim and no grid takes it with more waves than the narrow grid, nor with the same count.
+  for (int head_dim : {64, 96})
+    for (long narrow = 1; narrow <= 2000; narrow += 7)
+      for (long wide = narrow * 2 / 3; wide <= narrow; ++wide)
+        if (takes_paged_wide(narrow, wide, 132, false, 1 << 20, head_dim, 16) &&
+            (wide + 131) / 132 >= (narrow + 131) / 132)
+          fail("takes_paged_wide (waves)", narrow, wide, head_dim);
+
   // The persistent kernel's causal order by height (tile_order.h): every work tile once, for every
   // grid of 1-300 CTAs and 1-5 rounds.
   for (int grid = 1; grid <= 300; ++grid)

@@ -131,17 +131,48 @@ def test_a_nan_in_a_sequences_own_keys_reaches_its_rows():
 SHORT_LENGTHS = [(300, 301), (129, 500), (0, 64), (77, 77), (1000, 1024)]
 
 
-# The twin's K/V tile by head dim (the variant table's TMA-only tiles).
+# The twin's K/V tile by head dim (the variant table's TMA-only tiles; 128 keys in both
+# instances at 64 and 96).
 TWIN_TILE = {64: 128, 96: 128, 128: 128, 192: 112, 256: 80}
+# Causal calls over longer keys (where the wide instance may run), queries up to 2k.
+LONG_LENGTHS = [(1000, 8192), (2047, 9000), (0, 8200), (1500, 8300)]
+
+
+def twin_consumers(
+    head_dim: int, lengths: list[tuple[int, int]], causal: bool, page_size: int
+) -> int:
+    """The consumer warpgroups of the twin a call over 8 heads should run on: split_plan.h's
+    takes_paged_wide restated. Three (the wide instance: 192-row query blocks) at head_dim 64
+    and 96 where that grid takes at most 4/5 of the waves (one CTA an SM) of the 128-row grid
+    and, for causal calls, the keys reach 2048 and, at 96, the pages hold fewer than 64; else
+    two."""
+    rows, keys = max(q for q, _ in lengths), max(k for _, k in lengths)
+    if head_dim not in (64, 96):
+        return 2
+    if causal and (keys < 2048 or (head_dim == 96 and page_size >= 64)):
+        return 2
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+
+    def waves(block_m: int) -> int:
+        return -(-(-(-rows // block_m) * len(lengths) * 8) // sms)
+
+    return 3 if 5 * waves(192) <= 4 * waves(128) else 2
 
 
 @pytest.mark.parametrize(
     "head_dim,lengths,causal,page_size",
     [(64, LENGTHS, False, 16), (96, LENGTHS, True, 16), (128, LENGTHS, False, 16)]
+    + [(64, LENGTHS, True, 16), (96, LENGTHS, False, 16)]
     + [(192, LENGTHS, False, 16), (256, LENGTHS, True, 16)]
     # pages that the 112- and 80-key tiles cross: boxes of 16 rows
     + [(192, LENGTHS, True, 64), (256, LENGTHS, False, 32), (256, SHORT_LENGTHS, True, 256)]
-    + [(d, SHORT_LENGTHS, c, 16) for d in (64, 96, 128, 192, 256) for c in (False, True)],
+    + [(d, SHORT_LENGTHS, c, 16) for d in (64, 96, 128, 192, 256) for c in (False, True)]
+    # causal calls over long keys: the wide instance at 64 and 96, not at 96 over pages of 64
+    + [(64, LONG_LENGTHS, True, 16), (96, LONG_LENGTHS, True, 16), (96, LONG_LENGTHS, True, 64)]
+    # one sequence over 8 heads: a grid of under a wave takes the narrow instance, one of two
+    # waves (one of 192-row blocks) the wide one
+    + [(96, [(1536, 4096)], False, 16), (64, [(2048, 4096)], False, 16)]
+    + [(96, [(3072, 4096)], False, 16)],
 )
 def test_the_paged_twin_runs(head_dim, lengths, causal, page_size):
     q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 8, head_dim, torch.bfloat16)
@@ -151,8 +182,9 @@ def test_the_paged_twin_runs(head_dim, lengths, causal, page_size):
         lambda: results.append(_run(q, k_cache, v_cache, table, cu_q, cu_k, causal))
     )
     assert len(names) == 1 and _is_paged_twin(names[0]), names
-    tile = TWIN_TILE[head_dim]
-    assert re.search(rf"Sm90Config<{head_dim}, {tile}, \d+, false, true", names[0]), names
+    tile, consumers = TWIN_TILE[head_dim], twin_consumers(head_dim, lengths, causal, page_size)
+    config = rf"Sm90Config<{head_dim}, {tile}, \d+, false, true, {consumers},"
+    assert re.search(config, names[0]), names
     got, lse = results[0]
     assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
 

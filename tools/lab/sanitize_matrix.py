@@ -11,8 +11,8 @@ tiles loaded through TMA for dense Q/K/V, strided views included, where the plai
 TMA-only instance with its own tiles; varlen at head_dim 64, 96 and 128 by TMA over the packed
 tensors in the kPackedSeqs twins of that instance (past 1024 keys) and of the persistent one,
 which zero V rows past a sequence and whose CTAs draw their work tiles from a counter, else by
-cp.async; varlen over a paged cache past 1024 keys by TMA in the PagedKV twin, pages of 16 and
-256),
+cp.async; varlen over a paged cache past 1024 keys by TMA in the PagedKV twin, pages of 16, 64
+and 256, and in its wide instance at head_dim 64 and 96),
 split-KV + combine kernel (launched programmatically behind the split kernel on Hopper),
 split-KV merged in a thread-block cluster (Hopper decode), GQA packing, routed head dims, causal
 tails, varlen with an empty sequence, KV-cache lengths (batched decode), strided views; the
@@ -193,12 +193,20 @@ def main() -> None:
         forge_flash.flash_attn_varlen_fwd(
             rand(26, 8, 128), k_pages, v_pages, cu_q, cu_k, 20, 1000, causal=True, block_table=table
         )
-    # Chunked prefill past 1024 keys over pages of 16 and 256: the TMA-only instance's PagedKV
-    # twin (boxes of one page's rows; the last page's rows past a sequence's keys masked and
-    # zeroed), at head_dim 64, 96 and 128.
-    for d, page in ((128, 16), (64, 256), (96, 16)):
-        step(f"paged varlen through TMA d={d} page={page}")
-        lens_q, lens_k = [700, 0, 1100], [1300, 40, 1100]
+    # Chunked prefill past 1024 keys over pages of 16, 64 and 256: the TMA-only instance's PagedKV
+    # twin (boxes within one page; the last page's rows past a sequence's keys masked and
+    # zeroed), at head_dim 64, 96 and 128; over 16 heads its wide instance at 64 and 96 (three
+    # consumers: a grid of 4 waves of 128-row blocks, 3 of 192-row ones; causal from 2k keys).
+    for d, page, heads, causal, lens_k in (
+        (128, 16, 8, True, [1300, 40, 1100]),
+        (64, 256, 8, False, [1300, 40, 1100]),
+        (96, 16, 8, True, [1300, 40, 1100]),
+        (64, 16, 16, True, [4200, 40, 1100]),
+        (96, 16, 16, False, [1300, 40, 1100]),
+        (96, 16, 16, True, [2100, 40, 1100]),
+    ):
+        step(f"paged varlen through TMA d={d} page={page} heads={heads} causal={causal}")
+        lens_q = [700, 0, 1100]
         per_seq = -(-max(lens_k) // page)
         table = torch.randperm(3 * per_seq, device="cuda", dtype=torch.int32).view(3, per_seq)
         k_pages, v_pages = rand(3 * per_seq, page, 2, d), rand(3 * per_seq, page, 2, d)
@@ -207,8 +215,8 @@ def main() -> None:
             for n in (lens_q, lens_k)
         )
         forge_flash.flash_attn_varlen_fwd(
-            rand(sum(lens_q), 8, d), k_pages, v_pages, cu_q, cu_k, max(lens_q), max(lens_k),
-            causal=d != 64, block_table=table,
+            rand(sum(lens_q), heads, d), k_pages, v_pages, cu_q, cu_k, max(lens_q), max(lens_k),
+            causal=causal, block_table=table,
         )  # fmt: skip
     index = torch.tensor([3, 0, 0, 2], dtype=torch.int32, device="cuda")
     forge_flash.api.cache_attention(

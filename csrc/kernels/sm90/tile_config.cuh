@@ -157,8 +157,17 @@ struct Sm90Config {
 template <int kHeadDim, bool kPersistent, bool kTmaOnly, class P, bool kNonCausal = false>
 struct Sm90Tiles {
   // The larger tiles above: plain scores over dense K/V (a window's band mask and the sinks,
-  // which only the row's end reads, fit too).
-  static constexpr bool kWide = kTmaOnly && !P::kIndexedKV && !P::kScoreMods;
+  // which only the row's end reads, fit too). The paged twin's wide instance (PagedKV through
+  // TMA with kNonCausal set: HopperKernels::tma_paged_wide; only its producer reads the table)
+  // takes those that add a consumer and keep 128-key tiles: at head_dim 64, and at 96 the
+  // non-causal instance's (P through shared memory), for causal calls too. The wider K/V tiles
+  // of 96 and 128 would cut its boxes over large pages (paged_box_rows: 16 rows from 176-key
+  // tiles, where 128-key tiles take whole pages of 128). A third consumer reads each K/V tile
+  // for 192 query rows, not 128: over pages of 16 the twin's TMA loads are small (24 of 1 KB a
+  // 128-key tile at 96), and a tile's loads then serve more work. Which calls it pays for:
+  // split_plan.h, takes_paged_wide.
+  static constexpr bool kPagedWide = kTmaOnly && P::kPagesOnly && kNonCausal && (kHeadDim == 64 || kHeadDim == 96);
+  static constexpr bool kWide = kTmaOnly && (!P::kIndexedKV || kPagedWide) && !P::kScoreMods;
   static constexpr bool kPFromSmem = kWide && kNonCausal && kHeadDim == 96;
   // Row sums by the tensor cores in the persistent kernel at head_dim 64, plain scores: O += P V
   // with 8 more columns, of ones (Sm90Config::kSumByMma), adds up each row's P, and the softmax
