@@ -104,9 +104,9 @@ KernelInfo sm90_paged_info() {
 template <typename T, int kHeadDim, bool kVariantTable>
 KernelInfo sm90_paged_wide_info() {
   if constexpr (kVariantTable && (kHeadDim == 64 || kHeadDim == 96)) {
-    constexpr int kSmemPerSm = 228 * 1024;  // a Hopper SM's shared memory
-    static_assert(2 * Sm90PrefillConfig<kHeadDim, false, true, PagedKV, true>::kSmemBytes > kSmemPerSm &&
-                      2 * Sm90PrefillConfig<kHeadDim, false, true, PagedKV, false>::kSmemBytes > kSmemPerSm,
+    // Two CTAs of either would need more than one CTA's most (tile_config.h), so an SM holds one.
+    static_assert(2 * Sm90PrefillConfig<kHeadDim, false, true, PagedKV, true>::kSmemBytes > kHopperSmemOptin &&
+                      2 * Sm90PrefillConfig<kHeadDim, false, true, PagedKV, false>::kSmemBytes > kHopperSmemOptin,
                   "one CTA an SM in both instances: takes_paged_wide counts waves of one");
     return sm90_kernel_info<T, kHeadDim, PagedKV, false, true, true, true>();
   } else {
