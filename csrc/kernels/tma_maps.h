@@ -20,7 +20,8 @@ enum class KvMaps { kDense, kPacked, kPaged };
 // (the kernel reads rows past a sequence's keys and counts on zeros there), varlen unless
 // kPacked or kPaged, a block table unless kPaged (and there pages that paged_boxes_fit
 // refuses), a cache batch index in a varlen call, packed GQA rows, a fused append, or addresses
-// and strides TMA cannot take (16-byte multiples). The tile copies then serve the call, as they serve every other GPU.
+// and strides TMA cannot take (16-byte multiples). The tile copies then serve the call, as they
+// serve every other GPU.
 bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n, KvMaps kv = KvMaps::kDense);
 
 }  // namespace forge_flash
