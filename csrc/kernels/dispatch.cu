@@ -490,7 +490,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const KvMaps kv = paged_twin                                  ? KvMaps::kPaged
                       : packed && (tma_only || persistent_packed) ? KvMaps::kPacked
                                                                   : KvMaps::kDense;
-    const bool maps = (!paged_twin || tma_only) && set_tma_maps(p, bf16, k.tma_swizzle, k.block_m, k.block_n, kv);
+    const bool maps = (!paged_twin || tma_only) && set_tma_maps(p, bf16, k, kv);
     if (maps && (tma_only || persistent_packed)) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";

@@ -26,6 +26,7 @@ KernelInfo sm90_kernel_info() {
     static_assert(kHeadDim == 64 || kHeadDim == 128 || Cfg::kPadsHeadDim, "smaller head dims need zero-filled columns");
     KernelInfo info = kernel_info<Cfg>(reinterpret_cast<const void*>(&fwd_kernel_sm90<T, Cfg, P, kPackedSeqs>));
     info.tma_swizzle = Cfg::kSwizzle;
+    info.tma_row_blocks = kHeadDim * 2 / Cfg::kSwizzle;
     if constexpr (kPackedSeqs && kPersistent) {  // it draws its work tiles (kDrawsTiles)
       info.smem_bytes += Cfg::kTileQueueBytes;
       info.draws_tiles = true;

@@ -15,10 +15,11 @@ namespace forge_flash {
 // block_n keys one CTA works on at once (its warps' tiles in the decode kernel, else 1);
 // split-KV hands out whole steps. `tma_swizzle`: the Hopper kernel that can load its tiles
 // through TMA, in column blocks of this many bytes (its shared-memory swizzle); 0 for the others.
+// `tma_row_blocks`: those column blocks in a row of its K/V tiles (its head dim * 2 / swizzle).
 struct KernelInfo {
   const void* kernel;
   int block_m, block_n, threads, smem_bytes, kv_tiles_per_step;
-  int tma_swizzle = 0;
+  int tma_swizzle = 0, tma_row_blocks = 0;
   // decode_paged: the least page size it takes (a power of two); 0 for the others.
   int min_page_size = 0;
   // Draws its work tiles from a counter in the call's workspace (FwdParams::tile_counter,

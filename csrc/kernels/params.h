@@ -159,6 +159,10 @@ struct FwdParams {
   // seqlen (no varlen, paging, left padding or per-sequence key counts), else the copies. The
   // TMA-only instance runs only where they are set.
   bool tma;
+  // A paged call's K/V maps (tma_maps.cu): true, the grouped maps, one box a page's rows of
+  // every column block; false, four-dimensional maps: at head_dim 64 (one column block) a box a
+  // page's rows, elsewhere one column block by 8 rows (zero-filled columns, heads apart).
+  bool tma_grouped_pages;
   // Timeline stamps of a FORGE_FLASH_TRACE build (trace.cuh); null, and never read, elsewhere.
   // Here it takes the padding before the maps' 64-byte alignment: the other kernels' parameter
   // layout, and so their SASS, stay the same.

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "grouped_pages.h"
 #include "tma_maps.h"
 
 namespace forge_flash {
@@ -43,14 +44,16 @@ const Driver& driver() {
   return d;
 }
 
-// Everything a map encodes but the address.
+// Everything a map encodes but the address: rank 4 (head_dim, heads, rows, batch) or 5 (the
+// grouped paged map below), each box's extents and the swizzle.
 struct MapShape {
-  uint64_t dims[4], strides[3];
-  uint32_t box_cols, box_rows;
+  uint64_t dims[5], strides[4];
+  uint32_t box[5];
+  int rank, swizzle;
   bool bf16;
   bool operator==(const MapShape& o) const {
     return std::memcmp(dims, o.dims, sizeof dims) == 0 && std::memcmp(strides, o.strides, sizeof strides) == 0 &&
-           box_cols == o.box_cols && box_rows == o.box_rows && bf16 == o.bf16;
+           std::memcmp(box, o.box, sizeof box) == 0 && rank == o.rank && swizzle == o.swizzle && bf16 == o.bf16;
   }
 };
 struct CachedMap {
@@ -63,12 +66,12 @@ thread_local CachedMap cached[kCachedMaps];
 thread_local int cached_count = 0, next_slot = 0;
 
 bool encode_new(TmaDescriptor* map, const MapShape& s, const void* data) {
-  const cuuint32_t box[4] = {s.box_cols, 1, s.box_rows, 1};
-  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
   return driver().encode(reinterpret_cast<CUtensorMap*>(map),
-                         s.bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-                         const_cast<void*>(data), s.dims, s.strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                         s.box_cols == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                         s.bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                         static_cast<cuuint32_t>(s.rank), const_cast<void*>(data), s.dims, s.strides, s.box, unit,
+                         CU_TENSOR_MAP_INTERLEAVE_NONE,
+                         s.swizzle == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
@@ -98,9 +101,12 @@ bool find_or_encode(TmaDescriptor* map, const MapShape& s, const void* data) {
   return true;
 }
 
+bool tma_stride_ok(uint64_t bytes) { return bytes != 0 && bytes % 16 == 0 && bytes < (uint64_t{1} << 40); }
+
 // One (head_dim, heads, rows, batch) tensor with element strides in `strides` (head, row,
-// batch). TMA wants 16-byte multiples; a dimension of extent 1 never steps, so its stride is
-// replaced by a packed one (a broadcast or odd stride there would otherwise refuse the map).
+// batch), boxes of one column block (`swizzle` bytes) by box_rows rows. TMA wants 16-byte
+// multiples; a dimension of extent 1 never steps, so its stride is replaced by a packed one (a
+// broadcast or odd stride there would otherwise refuse the map).
 bool encode(TmaDescriptor* map, const void* data, bool bf16, int head_dim, int heads, int rows, int batch,
             const int64_t (&strides)[3], int swizzle, int box_rows) {
   MapShape s{};
@@ -110,21 +116,41 @@ bool encode(TmaDescriptor* map, const void* data, bool bf16, int head_dim, int h
   for (int i = 0; i < 3; ++i) {
     packed = (packed + 15) / 16 * 16;
     s.strides[i] = s.dims[i + 1] == 1 ? packed : static_cast<uint64_t>(strides[i]) * 2;
-    if (strides[i] < 0 || s.strides[i] == 0 || s.strides[i] % 16 != 0 || s.strides[i] >= (uint64_t{1} << 40))
-      return false;
+    if (strides[i] < 0 || !tma_stride_ok(s.strides[i])) return false;
     packed = s.strides[i] * s.dims[i + 1];
   }
   if (reinterpret_cast<uintptr_t>(data) % 16 != 0) return false;
-  s.box_cols = static_cast<uint32_t>(swizzle / 2);
-  s.box_rows = static_cast<uint32_t>(box_rows);
+  const uint32_t box[5] = {static_cast<uint32_t>(swizzle / 2), 1, static_cast<uint32_t>(box_rows), 1, 1};
+  std::memcpy(s.box, box, sizeof box);
+  s.rank = 4;
+  s.swizzle = swizzle;
+  s.bf16 = bf16;
+  return find_or_encode(map, s, data);
+}
+
+// A paged cache's grouped map (grouped_pages.h: one box a page's rows, every column block of
+// a head, for the PagedKV twin's grouped K/V tiles).
+bool encode_grouped_pages(TmaDescriptor* map, const void* data, bool bf16, int head_dim, int heads, int page_size,
+                          int num_blocks, const int64_t (&strides)[3], int swizzle, int box_rows) {
+  GroupedPagesMap m{};
+  if (!grouped_pages_map(head_dim, heads, page_size, num_blocks, strides, swizzle, box_rows, &m) ||
+      reinterpret_cast<uintptr_t>(data) % 16 != 0)
+    return false;
+  MapShape s{};
+  std::memcpy(s.dims, m.dims, sizeof s.dims);
+  std::memcpy(s.strides, m.strides, sizeof s.strides);
+  std::memcpy(s.box, m.box, sizeof s.box);
+  s.rank = 5;
+  s.swizzle = swizzle;
   s.bf16 = bf16;
   return find_or_encode(map, s, data);
 }
 
 }  // namespace
 
-bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n, KvMaps kv) {
-  p.tma = false;
+bool set_tma_maps(FwdParams& p, bool bf16, const KernelInfo& k, KvMaps kv) {
+  p.tma = p.tma_grouped_pages = false;
+  const int swizzle = k.tma_swizzle, block_m = k.block_m, block_n = k.block_n;
   if (swizzle != 64 && swizzle != 128) return false;
   const bool packed = kv != KvMaps::kDense, paged = kv == KvMaps::kPaged;  // Q packed in both varlen layouts
   const bool varlen = p.cu_seqlens_q != nullptr || p.cu_seqlens_k != nullptr;
@@ -135,18 +161,40 @@ bool set_tma_maps(FwdParams& p, bool bf16, int swizzle, int block_m, int block_n
   if (p.seqused_k != nullptr || p.k_start != nullptr || p.pack_gqa || p.seqlen_new > 0 || driver().encode == nullptr)
     return false;
   const int64_t q_strides[3] = {p.q_head_stride, p.q_row_stride, p.q_batch_stride};
-  const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};  // kPaged: batch = one block
+  const int64_t k_strides[3] = {p.k_head_stride, p.k_row_stride, p.k_batch_stride};  // kPaged: a block's stride
   const int64_t v_strides[3] = {p.v_head_stride, p.v_row_stride, p.v_batch_stride};
+  const int q_rows = packed ? p.total_q : p.seqlen_q, q_batch = packed ? 1 : p.batch;
+  p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, q_rows, q_batch, q_strides, swizzle, block_m);
+  if (paged) {
+    // The grouped maps, boxes of paged_box_rows rows (within a page: paged_boxes.h); where they
+    // do not encode (zero-filled columns, heads apart), maps of (head_dim, heads_k, page_size,
+    // num_blocks) whose boxes are one column block of one 8-row group: the twin then issues
+    // blocks x rows / 8 loads a box, each filling its place in the grouped tile.
+    const int box = paged_box_rows(p.page_size, block_n);
+    if (k.tma_row_blocks == 1)  // one column block a row: the grouped tile is the blocked one
+      return p.tma = p.tma &&
+                     encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, k_strides,
+                            swizzle, box) &&
+                     encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, v_strides,
+                            swizzle, box);
+    p.tma_grouped_pages = encode_grouped_pages(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size,
+                                               p.num_blocks, k_strides, swizzle, box) &&
+                          encode_grouped_pages(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size,
+                                               p.num_blocks, v_strides, swizzle, box);
+    p.tma =
+        p.tma &&
+        (p.tma_grouped_pages ||
+         (encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, k_strides, swizzle, 8) &&
+          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, v_strides, swizzle, 8)));
+    return p.tma;
+  }
   // K/V batch rows: a call with kv_batch_idx reads rows of a cache with kv_batch_rows of them.
-  // Packed: one batch of every sequence's rows. Paged: a batch row per block of page_size rows.
-  const int kv_batch = paged ? p.num_blocks : packed ? 1 : p.kv_batch_idx != nullptr ? p.kv_batch_rows : p.batch;
-  const int q_rows = packed ? p.total_q : p.seqlen_q;
-  const int k_rows = paged ? p.page_size : packed ? p.total_k : p.seqlen_k;
-  const int q_batch = packed ? 1 : p.batch;
-  const int k_box = paged ? paged_box_rows(p.page_size, block_n) : block_n;
-  p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, q_rows, q_batch, q_strides, swizzle, block_m) &&
-          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, k_box) &&
-          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, k_box);
+  // Packed: one batch of every sequence's rows.
+  const int kv_batch = packed ? 1 : p.kv_batch_idx != nullptr ? p.kv_batch_rows : p.batch;
+  const int k_rows = packed ? p.total_k : p.seqlen_k;
+  p.tma = p.tma &&
+          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, block_n) &&
+          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, block_n);
   return p.tma;
 }
 

@@ -189,6 +189,35 @@ def test_the_paged_twin_runs(head_dim, lengths, causal, page_size):
     assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
 
 
+# The grouped maps (tma_maps.cu: one TMA load a page's box, every column block of a head)
+# take whole column blocks of heads back to back in a row. Head dims with zero-filled columns
+# (80 on the 96 tiles, 160 and 224 on the 192 and 256 ones) and caches whose heads lie apart (a
+# view of every other head) take the twin's other loads: a column block of 8 rows each.
+WITHOUT_GROUPED_MAPS = [(80, False, True), (160, False, False), (224, False, True)]
+WITHOUT_GROUPED_MAPS += [(128, True, False), (96, True, True)]  # heads apart
+# One column block a row (64): blocked tiles, maps whose boxes are a page's rows; heads apart too.
+WITHOUT_GROUPED_MAPS += [(64, True, True)]
+
+
+@pytest.mark.parametrize("head_dim,heads_apart,causal", WITHOUT_GROUPED_MAPS)
+def test_the_twin_without_grouped_maps(head_dim, heads_apart, causal):
+    q, k, v, cu_q, cu_k = packed_qkv(LENGTHS, 8, 8, head_dim, torch.bfloat16)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
+    if heads_apart:  # the same cache, its heads every other one of twice as many
+        k_cache, v_cache = (
+            torch.stack([c, torch.full_like(c, float("nan"))], dim=3).flatten(2, 3)[:, :, ::2]
+            for c in (k_cache, v_cache)
+        )
+        assert k_cache.stride(2) == 2 * head_dim
+    results = []
+    names = hopper_kernels_launched(
+        lambda: results.append(_run(q, k_cache, v_cache, table, cu_q, cu_k, causal))
+    )
+    assert len(names) == 1 and _is_paged_twin(names[0]), names
+    got, lse = results[0]
+    assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, causal)
+
+
 @pytest.mark.parametrize(
     "head_dim,page_size,lengths",
     [

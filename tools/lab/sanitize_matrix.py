@@ -195,8 +195,9 @@ def main() -> None:
         )
     # Chunked prefill past 1024 keys over pages of 16, 64 and 256: the TMA-only instance's PagedKV
     # twin (boxes within one page; the last page's rows past a sequence's keys masked and
-    # zeroed), at head_dim 64, 96 and 128; over 16 heads its wide instance at 64 and 96 (three
-    # consumers: a grid of 4 waves of 128-row blocks, 3 of 192-row ones; causal from 2k keys).
+    # zeroed), at head_dim 64, 96 and 128 (and 80: its loads of a column block by 8 rows); over
+    # 16 heads its wide instance at 64 and 96 (three consumers: a grid of 4 waves of 128-row
+    # blocks, 3 of 192-row ones; causal from 2k keys).
     for d, page, heads, causal, lens_k in (
         (128, 16, 8, True, [1300, 40, 1100]),
         (64, 256, 8, False, [1300, 40, 1100]),
@@ -204,6 +205,7 @@ def main() -> None:
         (64, 16, 16, True, [4200, 40, 1100]),
         (96, 16, 16, False, [1300, 40, 1100]),
         (96, 16, 16, True, [2100, 40, 1100]),
+        (80, 16, 8, True, [1300, 40, 1100]),  # zero-filled columns: no grouped maps
     ):
         step(f"paged varlen through TMA d={d} page={page} heads={heads} causal={causal}")
         lens_q = [700, 0, 1100]

@@ -17,7 +17,9 @@
 //      into each warpgroup's K-major P tile, 128B swizzle), O = P V again by the SS form
 //      (wgmma_pv_ss)                                            -> global, a second O
 // and compares S with a double-precision Q K^T, and both O with a double-precision
-// round16(S_gpu) V (so the O check sees only the P V path, not S's last-bit rounding).
+// round16(S_gpu) V (so the O check sees only the P V path, not S's last-bit rounding). Then
+// the same with K and V in the paged twin's grouped layout (sm90::GroupedTile, its descriptors
+// desc_kmajor_of / desc_mnmajor_of) at the twin's K/V tile per head dim.
 // Exits non-zero on any failure.
 #include <cuda_runtime.h>
 
@@ -26,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "../../csrc/kernels/sm90/wgmma.cuh"
@@ -45,18 +48,33 @@ namespace sm90 = forge_flash::sm90;
 constexpr int kM = 128;        // query rows: two warpgroups of one wgmma M (64) each
 constexpr int kThreads = 256;  // two warpgroups
 
+// The swizzled offset of row `row`, 16-byte chunk `chunk` (column / 8) in a grouped [rows][kD]
+// tile (sm90::GroupedTile: each 8-row group holds all its column blocks), stated as the
+// hardware's rule: the unswizzled address with bits [4, 4 + log2(W / 16)) XORed with the bits
+// from 7 up (W = the swizzle width; every group starts on a swizzle atom).
+template <int kD>
+__host__ __device__ uint32_t grouped_offset(int row, int chunk) {
+  constexpr int kSwizzle = sm90::swizzle_bytes_for(kD), kPerBlock = kSwizzle / 16;
+  const uint32_t plain =
+      sm90::unswizzled_offset<sm90::GroupedTile<kD, kSwizzle>, kSwizzle>(chunk / kPerBlock, row, chunk % kPerBlock);
+  return plain ^ (((plain >> 7) & uint32_t(kPerBlock - 1)) << 4);
+}
+
 // Copies a row-major [kRows][kD] global tile into shared memory at `tile` (1024-aligned)
-// in the sm90 swizzled layout, one 16-byte chunk per cp.async.
-template <typename T, int kRows, int kD>
+// in the sm90 swizzled layout (kGrouped: the grouped one), one 16-byte chunk per cp.async.
+template <typename T, int kRows, int kD, bool kGrouped = false>
 __device__ void load_tile(uint32_t tile, const T* src) {
   constexpr int kChunks = kD / 8, kSwizzle = sm90::swizzle_bytes_for(kD);
   for (int i = threadIdx.x; i < kRows * kChunks; i += kThreads) {
     const int row = i / kChunks, chunk = i % kChunks;
-    ff::cp_async_16(tile + sm90::tile_offset(kRows, row, chunk, kSwizzle), src + row * kD + chunk * 8, true);
+    const uint32_t offset = kGrouped ? grouped_offset<kD>(row, chunk) : sm90::tile_offset(kRows, row, chunk, kSwizzle);
+    ff::cp_async_16(tile + offset, src + row * kD + chunk * 8, true);
   }
 }
 
-template <typename T, int kD, int kN>
+// kGroupedKV: K and V in the grouped layout (the paged twin's), read through desc_kmajor_of and
+// desc_mnmajor_of with sm90::GroupedTile.
+template <typename T, int kD, int kN, bool kGroupedKV = false>
 __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const T* k, const T* v, float* s_out,
                                                                float* o_out, float* o_smem_out, float* o_sum_out) {
   extern __shared__ unsigned char smem_raw[];
@@ -67,8 +85,8 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
   const uint32_t sV = sK + sm90::tile_bytes(kN, kD);
 
   load_tile<T, kM, kD>(sQ, q);
-  load_tile<T, kN, kD>(sK, k);
-  load_tile<T, kN, kD>(sV, v);
+  load_tile<T, kN, kD, kGroupedKV>(sK, k);
+  load_tile<T, kN, kD, kGroupedKV>(sV, v);
   // head_dim 64: 16 rows of ones after the tiles, V's extra columns in O += P V with N = 72
   // (sm90::desc_mnmajor_ones).
   const uint32_t ones = sV + sm90::tile_bytes(kN, kD) + (kN % 32 == 0 ? sm90::tile_bytes(kM, kN) : 0);
@@ -80,6 +98,7 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
   __syncthreads();
 
   constexpr int kSwizzle = sm90::swizzle_bytes_for(kD);
+  using KvLayout = std::conditional_t<kGroupedKV, sm90::GroupedTile<kD, kSwizzle>, sm90::BlockedTile<kN, kSwizzle>>;
   const int t = threadIdx.x % 128, wg = threadIdx.x / 128;
   const int row0 = 64 * wg;                       // this warpgroup's first query row
   const uint32_t sQ_rows = sQ + row0 * kSwizzle;  // as the kernel's consumers address Q
@@ -93,7 +112,8 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
   sm90::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kD / 16; ++kk)
-    sm90::wgmma_qk<T>(s, sm90::desc_kmajor<kM, kSwizzle>(sQ_rows, kk), sm90::desc_kmajor<kN, kSwizzle>(sK, kk), kk > 0);
+    sm90::wgmma_qk<T>(s, sm90::desc_kmajor<kM, kSwizzle>(sQ_rows, kk), sm90::desc_kmajor_of<KvLayout, kSwizzle>(sK, kk),
+                      kk > 0);
   sm90::wgmma_commit();
   sm90::wgmma_wait<0>();
   sm90::fence_operand(s);
@@ -120,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
   // P = S as 16-bit A registers (RS form).
   uint32_t a[kN / 16][4];
   sm90::acc_to_a<T>(s, a);
-  p_v(o_out, [&](int kk) { sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor<kN, kSwizzle>(sV, kk), true); });
+  p_v(o_out, [&](int kk) { sm90::wgmma_pv<T>(o, a[kk], sm90::desc_mnmajor_of<KvLayout, kSwizzle>(sV, kk), true); });
 
   // P through shared memory: this warpgroup's [64][kN] P tile after V (SS form).
   if constexpr (kN % 32 == 0) {
@@ -132,12 +152,13 @@ __global__ void __launch_bounds__(kThreads, 1) selftest_kernel(const T* q, const
     sm90::fence_proxy_async_smem();
     __syncthreads();  // the warpgroup's rows, written by its four warps
     p_v(o_smem_out, [&](int kk) {
-      sm90::wgmma_pv_ss<T>(o, sm90::desc_kmajor<64, kPSwizzle>(sP, kk), sm90::desc_mnmajor<kN, kSwizzle>(sV, kk));
+      sm90::wgmma_pv_ss<T>(o, sm90::desc_kmajor<64, kPSwizzle>(sP, kk),
+                           sm90::desc_mnmajor_of<KvLayout, kSwizzle>(sV, kk));
     });
   }
 
   // O and each row's sum of P at once (head_dim 64): the last 8 of N = 72 columns read the ones.
-  if constexpr (kD == 64) {
+  if constexpr (kD == 64 && !kGroupedKV) {
     float o72[36];
 #pragma unroll
     for (int i = 0; i < 36; ++i) o72[i] = 0.f;
@@ -197,7 +218,7 @@ struct Check {
   }
 };
 
-template <typename T, int kD, int kN>
+template <typename T, int kD, int kN, bool kGroupedKV = false>
 bool run_case(std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
   std::vector<T> hq(kM * kD), hk(kN * kD), hv(kN * kD);
@@ -226,7 +247,7 @@ bool run_case(std::mt19937& rng) {
 
   const size_t smem = sm90::tile_bytes(kM, kD) + 2 * sm90::tile_bytes(kN, kD) +
                       (kSmemP ? sm90::tile_bytes(kM, kN) : 0) + 1024 + (kD == 64 ? sm90::kOnesBytes : 0);
-  auto kernel = selftest_kernel<T, kD, kN>;
+  auto kernel = selftest_kernel<T, kD, kN, kGroupedKV>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<1, kThreads, smem>>>(dq, dk, dv, ds, dout, dout_smem, dsum);
   CUDA_CHECK(cudaGetLastError());
@@ -245,7 +266,8 @@ bool run_case(std::mt19937& rng) {
   CUDA_CHECK(cudaFree(dout_smem));
   CUDA_CHECK(cudaFree(dsum));
 
-  std::printf("%s D=%3d N=%3d\n", type_name<T>(), kD, kN);
+  std::printf("%s D=%3d N=%3d%s\n", type_name<T>(), kD, kN, kGroupedKV ? ", K and V grouped" : "");
+  constexpr bool kRowSums = kD == 64 && !kGroupedKV;
   // S reference: Q K^T in double.
   Check cs;
   for (int r = 0; r < kM; ++r)
@@ -262,7 +284,7 @@ bool run_case(std::mt19937& rng) {
   // same for the O whose P went through shared memory.
   Check co, co_smem, co_sum;
   for (int r = 0; r < kM; ++r) {
-    if (kD == 64) {  // the row sums of P: columns 64-71 of the N = 72 product
+    if (kRowSums) {  // the row sums of P: columns 64-71 of the N = 72 product
       double sum = 0, scale = 0;
       for (int j = 0; j < kN; ++j) {
         const double p = from16(to16<T>(hs[r * kN + j]));
@@ -281,7 +303,7 @@ bool run_case(std::mt19937& rng) {
       }
       co.add(ho[r * kD + c], ref, scale, r, c, "O");
       if (kSmemP) co_smem.add(ho_smem[r * kD + c], ref, scale, r, c, "O (P in smem)");
-      if (kD == 64) co_sum.add(hsum[r * 72 + c], ref, scale, r, c, "O beside the row sums");
+      if (kRowSums) co_sum.add(hsum[r * 72 + c], ref, scale, r, c, "O beside the row sums");
     }
   }
   const bool ok = cs.bad == 0 && co.bad == 0 && co_smem.bad == 0 && co_sum.bad == 0;
@@ -290,7 +312,7 @@ bool run_case(std::mt19937& rng) {
   if (kSmemP)
     std::printf("  O = P V, P from shared memory: max abs err %.3e (worst err/tol %.3f, %ld bad)\n", co_smem.max_abs,
                 co_smem.worst_ratio, co_smem.bad);
-  if (kD == 64)
+  if (kRowSums)
     std::printf("  O = P V and row sums (N = 72, ones): max abs err %.3e (worst err/tol %.3f, %ld bad)\n",
                 co_sum.max_abs, co_sum.worst_ratio, co_sum.bad);
   std::printf("  %s\n", ok ? "PASS" : "FAIL");
@@ -310,6 +332,12 @@ bool run_type(std::mt19937& rng) {
   ok &= run_case<T, 192, 112>(rng);
   ok &= run_case<T, 256, 64>(rng);
   ok &= run_case<T, 256, 80>(rng);
+  // The paged twin's grouped K/V tiles (sm90::GroupedTile), at its K/V tile per head dim.
+  ok &= run_case<T, 64, 128, true>(rng);
+  ok &= run_case<T, 96, 128, true>(rng);
+  ok &= run_case<T, 128, 128, true>(rng);
+  ok &= run_case<T, 192, 112, true>(rng);
+  ok &= run_case<T, 256, 80, true>(rng);
   return ok;
 }
 
@@ -340,11 +368,27 @@ bool check_layout_function() {
       if (c < 8 && sm90::tile_offset(128, r, c) != uint32_t(r * 64 + ((c ^ (r % 8)) * 8)) * 2) same64 = false;
       if (sm90::tile_offset(128, r, c) != uint32_t(r * 128 + ((c ^ (r % 8)) * 8)) * 2) same128 = false;
     }
+  // The grouped layout at the paged twin's K/V tiles: a bijection onto the tile's bytes too.
+  bool grouped_ok = true;
+  auto grouped = [&](int rows, auto d_tag) {
+    constexpr int d = decltype(d_tag)::value;
+    std::vector<int> seen(sm90::tile_bytes(rows, d) / 16, 0);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < d / 8; ++c) {
+        const uint32_t off = grouped_offset<d>(r, c);
+        if (off % 16 != 0 || off / 16 >= seen.size() || seen[off / 16]++) grouped_ok = false;
+      }
+  };
+  grouped(128, std::integral_constant<int, 64>{});
+  grouped(128, std::integral_constant<int, 96>{});
+  grouped(128, std::integral_constant<int, 128>{});
+  grouped(112, std::integral_constant<int, 192>{});
+  grouped(80, std::integral_constant<int, 256>{});
   std::printf(
       "layout function: bijective %s; equals SM80 smem_offset at head_dim 64: %s, "
-      "at head_dim 128: %s\n",
-      ok ? "yes" : "NO", same64 ? "yes" : "no", same128 ? "yes" : "no");
-  return ok && same64 && !same128;
+      "at head_dim 128: %s; the grouped layout bijective %s\n",
+      ok ? "yes" : "NO", same64 ? "yes" : "no", same128 ? "yes" : "no", grouped_ok ? "yes" : "NO");
+  return ok && same64 && !same128 && grouped_ok;
 }
 
 int main() {

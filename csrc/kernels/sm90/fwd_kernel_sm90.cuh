@@ -52,6 +52,7 @@
 
 #include "../fwd_common.cuh"
 #include "../grid_dependency.cuh"
+#include "../grouped_pages.h"
 #include "../paged_boxes.h"
 #include "../trace.cuh"
 #include "pipeline.cuh"
@@ -82,6 +83,15 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // then held ALiBi's bias as one more k16 slice of Q K^T, whose registers spilled Q's
   // descriptors otherwise; the multiply-add per score that replaced the slice was measured so).
   constexpr bool kDescByAdd = (kHeadDim > 128 || kHeadDim == 96 || P::kAlibiOnly) && !(Cfg::kPersistent && P::kAny);
+  // The K/V tiles' layout (wgmma.cuh): grouped in the paged twin, whose boxes each bring whole
+  // 8-row groups of every column block (one TMA load a page's box, not one per column block:
+  // tma_maps.cu), blocked elsewhere. With one column block a row (head_dim 64) the two layouts
+  // hold the same bytes: the twin keeps the blocked one there, and the loads below one box each,
+  // as before the grouped tiles (their descriptors and 5D loads ran 0-2% slower at 64 on the
+  // H100; docs/benchmarks.md, session 68).
+  constexpr bool kPagedTma = P::kIndexedKV && kPackedSeqs;
+  using KvLayout = std::conditional_t<(kPagedTma && kHeadDim * 2 / kSwizzle > 1), sm90::GroupedTile<kHeadDim, kSwizzle>,
+                                      sm90::BlockedTile<kBlockN, kSwizzle> >;
   // Named barriers: "consumer c may issue" (kBarTurn0 + c), all consumers (epilogue).
   constexpr int kWGs = Cfg::kConsumerWGs, kBarTurn0 = 1, kBarConsumers = kBarTurn0 + kWGs;
 
@@ -232,7 +242,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       // ids at once, one round trip to the block table where one thread would make one per
       // page (pages of 16: eight per tile, for K and again for V), and each lane issues its
       // page's boxes. Elsewhere one thread issues every load.
-      constexpr bool kPagedTma = P::kIndexedKV && kPackedSeqs;
       static_assert(!kPagedTma || !kDrawsTiles, "one lane draws work tiles from the counter");
       static_assert(!kPagedTma || kBlockN <= 32 * 8, "a lane a box: pages of 8+ keys (set_tma_maps)");
       if (kPagedTma ? tid >= 32 : tid != 0) return;
@@ -251,11 +260,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       };
       const auto q_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.b; };
       const auto kv_batch = [](const CtaWork& w) { return kPackedSeqs ? 0 : w.kv_b; };
-      // A paged cache (the PagedKV twin: maps over (head_dim, heads_k, page_size, num_blocks)
-      // with boxes of paged_box_rows(page_size, kBlockN) rows, a power of two that divides both
-      // the page and the tile (paged_boxes.h), so a box never crosses a page): a K/V tile is
-      // kBlockN / box boxes, lane i's the i-th, at its page's block id from the sequence's row of
-      // the block table (looked up for K, kept for V). A box past the sequence's last key reads
+      // A paged cache (the PagedKV twin: grouped maps over the cache, tma_maps.cu, with boxes of
+      // paged_box_rows(page_size, kBlockN) rows, a power of two that divides both the page and
+      // the tile (paged_boxes.h), so a box never crosses a page): a K/V tile is kBlockN / box
+      // boxes, lane i's the i-th, at its page's block id from the sequence's row of the block
+      // table (looked up for K, kept for V). A box past the sequence's last key reads
       // no table entry (the table may end there): it asks for
       // block num_blocks, past the map's end, which TMA fills with zeros, so every box lands
       // and the stage's byte count holds. Rows of the last page past the last key are real
@@ -271,11 +280,29 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
                              ? p.block_table[static_cast<int64_t>(w.b) * p.block_table_stride + (key >> p.page_shift)]
                              : p.num_blocks;
           __syncwarp();  // the leader's expect_tx before the lanes' bytes
-          if (r < kBlockN)
+          // A box: the page's rows [key, key + box) of every column block, as box / 8 whole
+          // 8-row groups of the grouped tile. Through the grouped map one load (its dimensions:
+          // a column block's columns, 8 rows, the column blocks of every head, the page's 8-row
+          // groups, the blocks); else one a column block of an 8-row group. Tiles of one column
+          // block (head_dim 64, blocked: KvLayout) take the page's box in one load through a
+          // four-dimensional map.
+          if (r < kBlockN) {
+            const int row = key & (p.page_size - 1);
+            if constexpr (kBlocks == 1) {
+              sm90::tma_load_4d(dst + r * kSwizzle, &map, bar, 0, w.kv_head, row, page_block);
+            } else if (p.tma_grouped_pages) {
+              const GroupedBoxLoad g = grouped_box_load(w.kv_head, kBlocks, row, r, KvLayout::kGroupStride);
+              sm90::tma_load_5d(dst + g.smem_offset, &map, bar, g.coords[0], g.coords[1], g.coords[2], g.coords[3],
+                                page_block);
+            } else {
+#pragma unroll 1
+              for (int g = 0; g < box / 8; ++g)
 #pragma unroll
-            for (int c = 0; c < kBlocks; ++c)
-              sm90::tma_load_4d(dst + (c * kBlockN + r) * kSwizzle, &map, bar, c * (kSwizzle / 2), w.kv_head,
-                                key & (p.page_size - 1), page_block);
+                for (int c = 0; c < kBlocks; ++c)
+                  sm90::tma_load_4d(dst + (r / 8 + g) * KvLayout::kGroupStride + c * KvLayout::kBlockStride, &map, bar,
+                                    c * (kSwizzle / 2), w.kv_head, row + 8 * g, page_block);
+            }
+          }
         } else {
           tile(map, dst, kBlockN, w.kv_head, k_row(w, n0), kv_batch(w), bar);
         }
@@ -384,14 +411,15 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk)
       sm90::wgmma_qk<T>(s_flat, sm90::desc_kmajor<kBlockM, kSwizzle, kDescByAdd>(q_tile, kk),
-                        sm90::desc_kmajor<kBlockN, kSwizzle, kDescByAdd>(sK(it % kStages), kk), kk > 0);
+                        sm90::desc_kmajor_of<KvLayout, kSwizzle, kDescByAdd>(sK(it % kStages), kk), kk > 0);
     sm90::wgmma_commit();
   };
   auto issue_pv = [&](int it) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t v_desc = Cfg::kSumByMma ? sm90::desc_mnmajor_ones(sV(it % kStages), ones, kk)
-                                             : sm90::desc_mnmajor<kBlockN, kSwizzle, kDescByAdd>(sV(it % kStages), kk);
+      const uint64_t v_desc = Cfg::kSumByMma
+                                  ? sm90::desc_mnmajor_ones(sV(it % kStages), ones, kk)
+                                  : sm90::desc_mnmajor_of<KvLayout, kSwizzle, kDescByAdd>(sV(it % kStages), kk);
       if constexpr (kPFromSmem)
         sm90::wgmma_pv_ss<T>(o_flat, sm90::desc_kmajor<64, Cfg::kPSwizzle>(sP, kk), v_desc);
       else
@@ -446,12 +474,17 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     static_assert(!kPackedSeqs || Cfg::kTmaOnly || Cfg::kPersistent, "a TMA-fed launch of packed sequences");
     if (Cfg::kSplitKV) sm90::mbar_wait(bar_v_full(it % kStages), (it / kStages) & 1);
     constexpr int kColumnBlocks = kHeadDim * 2 / kSwizzle, kRowChunks = kSwizzle / 16;
-    const int chunks = (kBlockN - from) * kRowChunks;  // per column block: its rows are contiguous
+    const int chunks = (kBlockN - from) * kRowChunks;  // per column block
     unsigned char* tile = smem + (sV(it % kStages) - smem_base);
     for (int i = ctid % 128; i < kColumnBlocks * chunks; i += 128) {
-      const int block = i / chunks;
-      *reinterpret_cast<uint4*>(tile + block * kBlockN * kSwizzle + from * kSwizzle + (i - block * chunks) * 16) =
-          make_uint4(0u, 0u, 0u, 0u);
+      const int block = i / chunks, row_chunk = i - block * chunks;
+      // A blocked tile's column block holds its rows back to back: one add (the offset below in
+      // its general form took 64 more instructions in the packed twin at head_dim 96).
+      const uint32_t offset = KvLayout::kGroupStride == 8 * kSwizzle
+                                  ? block * KvLayout::kBlockStride + from * kSwizzle + row_chunk * 16
+                                  : sm90::unswizzled_offset<KvLayout, kSwizzle>(block, from + row_chunk / kRowChunks,
+                                                                                row_chunk % kRowChunks);
+      *reinterpret_cast<uint4*>(tile + offset) = make_uint4(0u, 0u, 0u, 0u);
     }
     sm90::fence_proxy_async_smem();
   };

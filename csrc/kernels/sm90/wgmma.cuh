@@ -166,25 +166,59 @@ __device__ __forceinline__ uint64_t slice_desc(uint32_t tile, uint32_t offset, u
   return make_desc<kSwizzle>(tile + offset, lbo, sbo);
 }
 
-// K-major operand, k16 slice kk (head_dim columns [16 kk, 16 kk + 16)) of a [kRows][head_dim]
-// tile at shared byte address `tile` (1024-aligned): Q as A (kRows = 64) or K as B
-// (kRows = keys) of S = Q K^T. Instruction: imm-trans = 0 for this operand. A column-block
-// row holds kSwizzle / 32 slices of 32 bytes.
+// Where a [rows][head_dim] tile's pieces lie: column block c (kSwizzle bytes of every row) of
+// 8-row group g starts kBlockStride * c + kGroupStride * g bytes in, its 8 rows kSwizzle bytes
+// apart. The layout above ("blocked") has kBlockStride = rows * kSwizzle, kGroupStride = 8 *
+// kSwizzle: each column block's rows contiguous. The paged twin's K/V tiles are "grouped"
+// (kBlockStride = 8 * kSwizzle, kGroupStride = column blocks * 8 * kSwizzle): each 8-row group
+// holds all its column blocks, so that one TMA box of a page's rows fills whole groups
+// (tma_maps.cu, the grouped paged map) where the blocked layout takes a box per column block.
+template <int kRows, int kSwizzle>
+struct BlockedTile {
+  static constexpr int kBlockStride = kRows * kSwizzle, kGroupStride = 8 * kSwizzle;
+};
+template <int kCols, int kSwizzle>
+struct GroupedTile {
+  static constexpr int kBlockStride = 8 * kSwizzle, kGroupStride = kCols * 2 / kSwizzle * 8 * kSwizzle;
+};
+// Byte offset of row `row`, 16-byte chunk `chunk` of column block `block` in a tile of layout L,
+// before the swizzle (which permutes whole chunks within a row: a row's chunks, all written,
+// fill the row whatever the swizzle).
+template <class L, int kSwizzle>
+__host__ __device__ constexpr uint32_t unswizzled_offset(int block, int row, int chunk) {
+  return static_cast<uint32_t>(block * L::kBlockStride + (row / 8) * L::kGroupStride + (row % 8) * kSwizzle +
+                               chunk * 16);
+}
+
+// K-major operand, k16 slice kk (head_dim columns [16 kk, 16 kk + 16)) of a tile of layout L at
+// shared byte address `tile` (1024-aligned): Q as A (64 rows) or K as B (keys) of S = Q K^T.
+// Instruction: imm-trans = 0 for this operand. A column-block row holds kSwizzle / 32 slices of
+// 32 bytes; SBO steps from one 8-row group to the next (LBO unused: a slice lies in one row).
+template <class L, int kSwizzle, bool kByAdd = false>
+__device__ __forceinline__ uint64_t desc_kmajor_of(uint32_t tile, int kk) {
+  constexpr int kSlices = kSwizzle / 32;
+  const uint32_t offset = (kk / kSlices) * L::kBlockStride + (kk % kSlices) * 32;
+  return slice_desc<kSwizzle, kByAdd>(tile, offset, /*lbo (unused)=*/16, /*sbo=*/L::kGroupStride);
+}
 template <int kRows, int kSwizzle = kSwizzleRowBytes, bool kByAdd = false>
 __device__ __forceinline__ uint64_t desc_kmajor(uint32_t tile, int kk) {
   static_assert(kRows % 8 == 0, "whole swizzle atoms");
-  constexpr int kSlices = kSwizzle / 32;
-  const uint32_t offset = (kk / kSlices) * kRows * kSwizzle + (kk % kSlices) * 32;
-  return slice_desc<kSwizzle, kByAdd>(tile, offset, /*lbo (unused)=*/16, /*sbo=*/8 * kSwizzle);
+  return desc_kmajor_of<BlockedTile<kRows, kSwizzle>, kSwizzle, kByAdd>(tile, kk);
 }
 
-// MN-major B operand, k16 slice kk (keys [16 kk, 16 kk + 16)) of V stored as a
-// [kRows = keys][head_dim] tile at shared byte address `tile` (1024-aligned), for
-// O += P V with imm-trans-b = 1. LBO steps from one column block of head_dim to the next.
+// MN-major B operand, k16 slice kk (keys [16 kk, 16 kk + 16): two 8-row groups) of V stored as
+// a [keys][head_dim] tile of layout L at shared byte address `tile` (1024-aligned), for
+// O += P V with imm-trans-b = 1. LBO steps from one column block of head_dim to the next, SBO
+// from a slice's first 8 keys to its next 8.
+template <class L, int kSwizzle, bool kByAdd = false>
+__device__ __forceinline__ uint64_t desc_mnmajor_of(uint32_t tile, int kk) {
+  return slice_desc<kSwizzle, kByAdd>(tile, kk * 2 * L::kGroupStride, /*lbo=*/L::kBlockStride,
+                                      /*sbo=*/L::kGroupStride);
+}
 template <int kRows, int kSwizzle = kSwizzleRowBytes, bool kByAdd = false>
 __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int kk) {
   static_assert(kRows % 16 == 0, "whole k16 slices of keys");
-  return slice_desc<kSwizzle, kByAdd>(tile, kk * 16 * kSwizzle, /*lbo=*/kRows * kSwizzle, /*sbo=*/8 * kSwizzle);
+  return desc_mnmajor_of<BlockedTile<kRows, kSwizzle>, kSwizzle, kByAdd>(tile, kk);
 }
 
 // The same B with 8 more columns, all ones, for O += P V at head_dim 64 with N = 72: the
