@@ -9,7 +9,8 @@ Rows (benchmark shapes, bf16): decode over 4k keys (32/8 heads of 128), and pref
 128 over 16k tokens, not causal; with ``--short``, the short and causal prefill rows furthest
 below cuDNN instead (16k tokens in sequences of 512 and 2048, causal, head_dim 64 and 128);
 with ``--variants``, forge_flash alone on issue 14's score-variant rows (head_dim 128, 8k tokens,
-not causal: plain, softcap 50, ALiBi, sinks), to see what each variant adds; with
+not causal, or causal with ``--causal``: plain, softcap 50, ALiBi, sinks), to see what each
+variant adds; with
 ``--long-decode``, one-query decode over 32k and 128k keys (where K/V streaming decides).
 Contenders: forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as
 ``python -m forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
@@ -46,13 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="the short and causal prefill rows")
     parser.add_argument("--variants", action="store_true", help="issue 14's score-variant rows")
+    parser.add_argument("--causal", action="store_true", help="--variants: the causal rows")
     parser.add_argument(
         "--long-decode", action="store_true", help="one-query decode over 32k and 128k keys"
     )
     args = parser.parse_args()
     device = torch.device("cuda")
     if args.variants:
-        profile_variants()
+        profile_variants(args.causal)
         return
     rows = SHORT_ROWS if args.short else LONG_DECODE_ROWS if args.long_decode else ROWS
     for shape in rows:
@@ -71,7 +73,7 @@ def main() -> None:
             print(f"profiled {name}: {shape.label()}", flush=True)
 
 
-def profile_variants() -> None:
+def profile_variants(causal: bool) -> None:
     def make(heads: int) -> torch.Tensor:
         return torch.randn(2, 8192, heads, 128, device="cuda", dtype=torch.bfloat16)
 
@@ -84,13 +86,14 @@ def profile_variants() -> None:
     }
     for name, kwargs in options.items():
         for _ in range(3):
-            ff.flash_attn_fwd(q, k, v, **kwargs)
+            ff.flash_attn_fwd(q, k, v, causal=causal, **kwargs)
         torch.cuda.synchronize()
         torch.cuda.profiler.start()
-        ff.flash_attn_fwd(q, k, v, **kwargs)
+        ff.flash_attn_fwd(q, k, v, causal=causal, **kwargs)
         torch.cuda.synchronize()
         torch.cuda.profiler.stop()
-        print(f"profiled forge_flash {name}: hd128 8k non-causal", flush=True)
+        mask = "causal" if causal else "non-causal"
+        print(f"profiled forge_flash {name}: hd128 8k {mask}", flush=True)
 
 
 if __name__ == "__main__":
