@@ -5,15 +5,14 @@
 TAG, a build's name, is printed first on each row, so that tools/lab/ab_wheels.sh can run the
 rows of several builds in alternating rounds and tools/lab/ab_table.py line them up.
 
-Rows (bf16, one process, CUDA-event medians of fresh-input calls):
+Rows (bf16, one process, CUDA-event medians of single calls). A row and its base take turns
+(taking_turns: 7 rounds, each row's ratio the median of the rounds' ratios): timed one after
+the other, a row measured later ran on a warmer GPU at a lower clock (the same plain call gave
+0.86-0.96 ms in one process on an H100, session 68; tools/lab/variant_timings.py).
 * sliding window 4096 over 32k causal tokens against full causal attention (target >= 4x);
 * softcap 50, ALiBi and sinks against plain attention at head_dim 128, 8k causal and not
   (target: each at most 10% slower), and softcap 50 again with q and k 8x larger, whose scores
-  pass the softcap (the softmax's tanh may take another way there: score_program.cuh). These
-  calls take turns, plain first, over 7 rounds: each row's time is its median over the rounds
-  and its ratio the median of the rounds' ratios to plain. Timed one after the other, a row
-  measured later ran on a warmer GPU at a lower clock: the same kernel gave 0.86-0.96 ms
-  in one process on an H100 (session 68; tools/lab/variant_timings.py);
+  pass the softcap (the softmax's tanh may take another way there: score_program.cuh);
 * a Gemma-2-like call (head_dim 256, window 4096, softcap 50, causal, 8k) beside FA4's
   (``window_size``, ``softcap``) where flash_attn.cute imports;
 * where FA4 imports, its own window and softcap rows beside its plain calls (what the same
@@ -119,19 +118,36 @@ def main() -> None:
         if flash is None:
             return
         try:
-            base = gpu_ms(lambda: flash(*qkv_set, **base_options))
-            ms = gpu_ms(lambda: flash(*qkv_set, **base_options, **options))
+            timed = taking_turns(
+                {
+                    "base": lambda: flash(*qkv_set, **base_options),
+                    "variant": lambda: flash(*qkv_set, **base_options, **options),
+                }
+            )
         except Exception as exc:  # a contender that cannot run this call is n/a
             row(f"  FA4: {name}", float("nan"), None, f"n/a: {type(exc).__name__}: {exc}"[:90])
             return
-        row(f"  FA4: {name}", ms, base, f"FA4's own base {base:.3f} ms")
+        (base, _), (ms, ratio) = timed["base"], timed["variant"]
+        rows.append({"row": f"  FA4: {name}", "ms": ms, "speedup_vs_base": ratio,
+                     "note": f"FA4's own base {base:.3f} ms"})  # fmt: skip
+        print(format_row(args.tag, f"  FA4: {name}", ms, ratio, f"FA4's own base {base:.3f} ms"))
+
+    def turns_rows(prefix: str, calls: dict, notes: dict) -> None:
+        """The rows of calls that took turns (taking_turns), the first the base."""
+        for i, (name, (ms, ratio)) in enumerate(taking_turns(calls).items()):
+            shown = ratio if i else None
+            rows.append({"row": prefix + name, "ms": ms, "speedup_vs_base": shown,
+                         "note": notes.get(name, "")})  # fmt: skip
+            print(format_row(args.tag, prefix + name, ms, shown, notes.get(name, "")), flush=True)
+
+    def call(qkv_set, **options):
+        return lambda: ff.flash_attn_fwd(*qkv_set, **options)
 
     if "window" in args.parts:
         long = qkv(1, 32768, 32768, 16, 16, 128)
-        full = attend(long, causal=True)
-        row("causal 32k, hd128 (base)", full)
-        row("causal 32k, window 4096", attend(long, causal=True, window_size=(4096, 0)), full,
-            "target >= 4x")  # fmt: skip
+        turns_rows("causal 32k", {", hd128 (base)": call(long, causal=True),
+                                  ", window 4096": call(long, causal=True, window_size=(4096, 0))},
+                   {", window 4096": "target >= 4x"})  # fmt: skip
         peer("causal 32k, window 4096", long, {"causal": True}, {"window_size": (4096, 0)})
         del long
 
@@ -146,21 +162,13 @@ def main() -> None:
         large = (medium[0] * 8, medium[1] * 8, medium[2])
         for causal in (False, True):
             tag = "causal" if causal else "non-causal"
-
-            def call(qkv_set, causal=causal, **options):
-                return lambda: ff.flash_attn_fwd(*qkv_set, causal=causal, **options)
-
-            calls = {"plain (base)": call(medium)}
-            calls.update({name: call(medium, **options) for name, options in variants.items()})
-            calls["softcap 50, scores past it"] = call(large, softcap=50.0)
-            timed = taking_turns(calls)
-            for name, (ms, ratio) in timed.items():
-                base = name == "plain (base)"
-                note = "" if base else "q, k x8" if "past" in name else "target >= 0.91x"
-                rows.append({"row": f"hd128 8k {tag} {name}", "ms": ms,
-                             "speedup_vs_base": None if base else ratio, "note": note})  # fmt: skip
-                print(format_row(args.tag, f"hd128 8k {tag} {name}", ms, None if base else ratio,
-                                 note), flush=True)  # fmt: skip
+            calls = {"plain (base)": call(medium, causal=causal)}
+            calls.update({name: call(medium, causal=causal, **options)
+                          for name, options in variants.items()})  # fmt: skip
+            calls["softcap 50, scores past it"] = call(large, causal=causal, softcap=50.0)
+            notes = {name: "target >= 0.91x" for name in variants}
+            notes["softcap 50, scores past it"] = "q, k x8"
+            turns_rows(f"hd128 8k {tag} ", calls, notes)
             peer(f"hd128 8k {tag} softcap 50", medium, {"causal": causal}, {"softcap": 50.0})
         del medium
 
@@ -171,8 +179,10 @@ def main() -> None:
         row("Gemma-2-like hd256 8k causal window 4096 softcap 50", ours)
         if flash is not None:
             try:
-                ms = gpu_ms(lambda wide=wide: flash(*wide, **gemma))
-                row("  same call on FA4", ms, None, f"forge-flash / FA4 speed {ms / ours:.2f}")
+                timed = taking_turns({"ours": call(wide, **gemma),
+                                      "FA4": lambda wide=wide: flash(*wide, **gemma)})  # fmt: skip
+                ms, speed = timed["FA4"][0], 1 / timed["FA4"][1]  # taking turns with ours
+                row("  same call on FA4", ms, None, f"forge-flash / FA4 speed {speed:.2f}")
             except Exception as exc:  # a contender that cannot run this call is n/a
                 row(
                     "  same call on FA4",
@@ -185,11 +195,11 @@ def main() -> None:
     if "gpt-oss" in args.parts:
         layer = qkv(2, 8192, 8192, 64, 8, 64)
         sinks = torch.randn(64, device="cuda")
-        base = attend(layer, causal=True)
-        row("gpt-oss-like hd64 8k causal plain (base)", base)
-        row("gpt-oss-like hd64 8k causal sinks", attend(layer, causal=True, sinks=sinks), base)
-        row("gpt-oss-like hd64 8k causal sinks, window 128",
-            attend(layer, causal=True, sinks=sinks, window_size=(128, 0)), base)  # fmt: skip
+        turns_rows("gpt-oss-like hd64 8k causal ", {
+            "plain (base)": call(layer, causal=True),
+            "sinks": call(layer, causal=True, sinks=sinks),
+            "sinks, window 128": call(layer, causal=True, sinks=sinks, window_size=(128, 0)),
+        }, {})  # fmt: skip
         del layer
 
     if "decode" in args.parts:

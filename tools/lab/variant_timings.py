@@ -25,21 +25,10 @@ import statistics
 import time
 
 import torch
+from bench_variants import gpu_ms as one_ms  # its way: single calls, synchronised after each
 
 import forge_flash as ff
 from forge_flash.benchmark import time_graph
-
-
-def one_ms(fn) -> float:
-    times = []
-    for _ in range(30):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(begin.elapsed_time(end))
-    return statistics.median(times)
 
 
 def queued_ms(fn, calls: int = 20) -> float:
