@@ -14,7 +14,8 @@ causal and not:
 * ``host``: the host's time to issue one call (20 back to back, no synchronisation), and the
   same on a call too small to keep the GPU busy (1 x 256 tokens), where it is all the host's.
 
-Ratios are plain's time over the variant's (above 1: faster than plain).
+With ``--window``: a window of 4096 over 32k causal tokens against full causal attention
+instead. Ratios are the base's time over the row's (above 1: faster than the base).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def host_us(fn, calls: int = 20) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
+    parser.add_argument("--window", action="store_true", help="the window rows instead")
     args = parser.parse_args()
     device = torch.device("cuda")
 
@@ -68,20 +70,27 @@ def main() -> None:
             for _ in range(3)
         ]
 
-    variants = {
+    scores = {
         "plain": {},
         "softcap 50": {"softcap": 50.0},
         "alibi": {"alibi_slopes": torch.rand(16, device=device) * 0.1},
         "sinks": {"sinks": torch.randn(16, device=device)},
     }
     medium, small = make(2, 8192), make(1, 256)
+    groups = [  # (label, inputs, {name: options}); the first of each group is its base
+        ("hd128 8k non-causal", medium, scores),
+        ("hd128 8k causal", medium, {n: {"causal": True, **o} for n, o in scores.items()}),
+    ]
+    if args.window:
+        band = {"full": {"causal": True}, "window 4096": {"causal": True, "window_size": (4096, 0)}}
+        groups = [("hd128 32k causal", make(1, 32768), band)]
     rows = []
-    for causal in (False, True):
+    for label, qkv, variants in groups:
         base = None
         for name, options in variants.items():
 
-            def call(qkv=medium, options=options, causal=causal):
-                return ff.flash_attn_fwd(*qkv, causal=causal, **options)
+            def call(qkv=qkv, options=options):
+                return ff.flash_attn_fwd(*qkv, **options)
 
             for _ in range(3):
                 call()
@@ -95,11 +104,10 @@ def main() -> None:
                 "small_host_us": host_us(lambda options=options: call(small, options)),
             }
             base = base or got
-            mask = "causal" if causal else "non-causal"
             ratios = {k: base[k] / got[k] for k in ("one_ms", "queued_ms", "graph_ms")}
-            rows.append({"row": f"hd128 8k {mask} {name}", **got, "ratios_vs_plain": ratios})
+            rows.append({"row": f"{label} {name}", **got, "ratios_vs_base": ratios})
             print(
-                f"hd128 8k {mask:<10} {name:<10} one {got['one_ms']:.3f} ms "
+                f"{label:<19} {name:<11} one {got['one_ms']:.3f} ms "
                 f"({ratios['one_ms']:.3f}x)  queued {got['queued_ms']:.3f} ms "
                 f"({ratios['queued_ms']:.3f}x)  graph {got['graph_ms']:.3f} ms "
                 f"({ratios['graph_ms']:.3f}x)  host {got['host_us']:.1f} us, "
