@@ -473,28 +473,42 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
                                    : alibi_only ? kernels.sm90.tma_alibi
                                    : non_causal ? kernels.sm90.tma_non_causal
                                                 : kernels.sm90.tma;
-    // A paged call planned on the persistent kernel (short keys) takes the twin too: the
-    // persistent kernel would copy its pages row by row. Over 512-1k keys in pages of 16 the
-    // twin ran 1.18-2.03x the persistent kernel's copies (level at head_dim 64, causal, 512
-    // keys; H100, session 64, docs/benchmarks.md).
+    // A paged call planned on the persistent kernel (short keys) takes the twin's persistent
+    // instance (its CTAs draw the work tiles) where it pays (takes_paged_persistent, split_plan.h);
+    // else the twin's plain launch: the persistent kernel would copy its pages row by row. Over
+    // 512-1k keys in pages of 16 the twin ran 1.18-2.03x the persistent kernel's copies (level at
+    // head_dim 64, causal, 512 keys; H100, session 64, docs/benchmarks.md).
     const bool persistent = plan->kernel.kernel == kernels.sm90.persistent.kernel;
-    const bool tma_only = tma_kernel.kernel != nullptr && (plan->kernel.kernel == kernels.sm90.plain.kernel ||
-                                                           (persistent && (p.head_dim > 192 || paged_twin)));
+    const KernelInfo& paged_persistent = kernels.sm90.persistent_paged;
+    const bool persistent_paged = paged_twin && persistent && paged_persistent.kernel != nullptr &&
+                                  takes_paged_persistent(sm90_head_dim(routed), p.is_causal) &&
+                                  paged_boxes_fit(p.page_size, paged_persistent.block_n);
+    const bool tma_only =
+        tma_kernel.kernel != nullptr && !persistent_paged &&
+        (plan->kernel.kernel == kernels.sm90.plain.kernel || (persistent && (p.head_dim > 192 || paged_twin)));
     // A varlen call planned on the persistent kernel takes its kPackedSeqs twin (the same tiles,
     // blocks and grid, loading through maps over the packed tensors) where the table has one.
     const bool persistent_packed =
         packed && !tma_only && persistent && kernels.sm90.persistent_packed.kernel != nullptr;
-    const KernelInfo& k = tma_only ? tma_kernel : persistent_packed ? kernels.sm90.persistent_packed : plan->kernel;
+    const KernelInfo& k = tma_only            ? tma_kernel
+                          : persistent_packed ? kernels.sm90.persistent_packed
+                          : persistent_paged  ? paged_persistent
+                                              : plan->kernel;
     const bool bf16 = dtype == DType::kBFloat16;
-    // A paged call's maps serve the TMA-only twin alone (the persistent kernel copies its pages).
+    // A paged call's maps serve the twin's instances alone (the persistent kernel copies its pages).
     const KvMaps kv = paged_twin                                  ? KvMaps::kPaged
                       : packed && (tma_only || persistent_packed) ? KvMaps::kPacked
                                                                   : KvMaps::kDense;
-    const bool maps = (!paged_twin || tma_only) && set_tma_maps(p, bf16, k, kv);
-    if (maps && (tma_only || persistent_packed)) {
+    const bool maps = (!paged_twin || tma_only || persistent_paged) && set_tma_maps(p, bf16, k, kv);
+    if (maps && (tma_only || persistent_packed || persistent_paged)) {
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";
       plan->kernel = k;
+      if (persistent_paged) {  // its own query blocks, and as many CTAs as the SMs hold of it
+        plan->num_m_blocks = static_cast<int>((rows + k.block_m - 1) / k.block_m);
+        grid_x = std::min(static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads,
+                          static_cast<int64_t>(tma_facts.sm_count) * tma_facts.ctas_per_sm);
+      }
     }
     if (maps && tma_only) {  // its query blocks may be taller (head_dim 64: 192 rows)
       plan->num_m_blocks = static_cast<int>((rows + k.block_m - 1) / k.block_m);

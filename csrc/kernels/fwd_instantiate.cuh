@@ -5,6 +5,7 @@
 #include "decode_kernel.cuh"
 #include "fwd_kernel.cuh"
 #include "kernel_registry.h"
+#include "split_plan.h"
 #include "sm90/fwd_kernel_sm90.cuh"
 
 namespace forge_flash {
@@ -148,6 +149,21 @@ DecodeKernels plain_score_decode_kernels() {
     return {kNoKernel, kNoKernel, kNoKernel, kNoKernel, kNoKernel};
 }
 
+// Variant tables: the paged twin as a persistent instance (a CTA an SM, drawing its work tiles
+// from a counter as the persistent twin over packed sequences does; its producer warp's lane 0
+// draws), for paged calls over short keys, where each work tile's start-up is a large part of
+// it: the plain launch above starts a CTA a work tile. Over 512 tokens a sequence at head_dim
+// 64 the twin ran paged prefill at 161-280 TFLOP/s where the dense call (persistent kernel)
+// ran 249-369 (H100, session 68, docs/benchmarks.md). Up to head_dim 192: at 256 (64-key tiles)
+// it lost to the plain launch (takes_paged_persistent in split_plan.h).
+template <typename T, int kHeadDim, bool kVariantTable>
+KernelInfo sm90_paged_persistent_info() {
+  if constexpr (kVariantTable && kHeadDim <= kPagedPersistentMaxHeadDim)
+    return sm90_kernel_info<T, kHeadDim, PagedKV, true, true, false, true>();
+  else
+    return kNoKernel;
+}
+
 template <typename T, int kHeadDim, bool kVariantTable>
 FwdKernels fwd_kernels() {
   using Prefill = PrefillConfig<kHeadDim>;
@@ -163,7 +179,8 @@ FwdKernels fwd_kernels() {
            sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
            sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiOnly>(),
            sm90_packed_info<T, kHeadDim, kVariantTable, false>(), sm90_packed_info<T, kHeadDim, kVariantTable, true>(),
-           sm90_paged_info<T, kHeadDim, kVariantTable>(), sm90_paged_wide_info<T, kHeadDim, kVariantTable>()}};
+           sm90_paged_info<T, kHeadDim, kVariantTable>(), sm90_paged_wide_info<T, kHeadDim, kVariantTable>(),
+           sm90_paged_persistent_info<T, kHeadDim, kVariantTable>()}};
 }
 
 }  // namespace forge_flash

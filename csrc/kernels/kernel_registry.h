@@ -49,6 +49,7 @@ struct HopperKernels {
   KernelInfo persistent_packed;  // plain tables: persistent over packed (varlen) sequences, TMA-fed
   KernelInfo tma_paged;          // variant tables: tma_packed over a paged cache (PagedKV policies)
   KernelInfo tma_paged_wide;     // variant tables, head_dim 64 and 96: tma_paged with three consumers
+  KernelInfo persistent_paged;   // variant tables: tma_paged as a persistent instance drawing its tiles
 };
 
 // The head dim whose Hopper tiles a table head dim runs on: its own at 64, 96, 128, 192 and

@@ -9,6 +9,7 @@
 //     the grouped order on the shapes it is for;
 //   - choose_num_splits keeps a wave efficiency within 85% of the best split count's;
 //   - the paged twin's wide instance (takes_paged_wide) never takes as many waves as the narrow;
+//   - the paged twin's persistent instance (takes_paged_persistent) where it was measured to win;
 //   - the decisions the rules' comments record as measured on the H200 or H100 (132 SMs).
 // Prints the first failures and exits non-zero on any. Run by tests/c_api/test_split_plan.py.
 #include "../../csrc/kernels/split_plan.h"
@@ -195,6 +196,21 @@ int main() {
       ++failures;
     }
   }
+  // The paged twin's persistent instance (takes_paged_persistent) on the rows measured (H100,
+  // session 68: 512-1k tokens a sequence, pages of 16 and 64): faster non-causal at 64-192 and
+  // causal at 64; slower causal at 96-256 and non-causal at 256.
+  const struct {
+    int head_dim;
+    bool causal, persistent;
+  } paged_short_rows[] = {{64, false, true},   {64, true, true},   {96, false, true},  {96, true, false},
+                          {128, false, true},  {128, true, false}, {192, false, true}, {192, true, false},
+                          {256, false, false}, {256, true, false}};
+  for (const auto& r : paged_short_rows)
+    if (forge_flash::takes_paged_persistent(r.head_dim, r.causal) != r.persistent) {
+      std::printf("FAIL paged persistent: head_dim %d, causal %d: persistent %d\n", r.head_dim, r.causal,
+                  !r.persistent);
+      ++failures;
+    }
   // No head dim and no grid takes it with more waves than the narrow grid, nor with the same count.
   for (int head_dim : {64, 96})
     for (long narrow = 1; narrow <= 2000; narrow += 7)

@@ -197,18 +197,21 @@ def main() -> None:
     # twin (boxes within one page; the last page's rows past a sequence's keys masked and
     # zeroed), at head_dim 64, 96 and 128 (and 80: its loads of a column block by 8 rows); over
     # 16 heads its wide instance at 64 and 96 (three consumers: a grid of 4 waves of 128-row
-    # blocks, 3 of 192-row ones; causal from 2k keys).
-    for d, page, heads, causal, lens_k in (
-        (128, 16, 8, True, [1300, 40, 1100]),
-        (64, 256, 8, False, [1300, 40, 1100]),
-        (96, 16, 8, True, [1300, 40, 1100]),
-        (64, 16, 16, True, [4200, 40, 1100]),
-        (96, 16, 16, False, [1300, 40, 1100]),
-        (96, 16, 16, True, [2100, 40, 1100]),
-        (80, 16, 8, True, [1300, 40, 1100]),  # zero-filled columns: no grouped maps
+    # blocks, 3 of 192-row ones; causal from 2k keys). Within 1024 keys the twin's persistent
+    # instance (its producer warp draws the work tiles from a counter).
+    long_q, short_q = [700, 0, 1100], [300, 0, 900]
+    for d, page, heads, causal, lens_q, lens_k in (
+        (128, 16, 8, True, long_q, [1300, 40, 1100]),
+        (64, 256, 8, False, long_q, [1300, 40, 1100]),
+        (96, 16, 8, True, long_q, [1300, 40, 1100]),
+        (64, 16, 16, True, long_q, [4200, 40, 1100]),
+        (96, 16, 16, False, long_q, [1300, 40, 1100]),
+        (96, 16, 16, True, long_q, [2100, 40, 1100]),
+        (80, 16, 8, True, long_q, [1300, 40, 1100]),  # zero-filled columns: no grouped maps
+        (64, 16, 8, True, short_q, [500, 40, 1000]),  # the persistent instance
+        (256, 16, 8, False, short_q, [500, 40, 1000]),
     ):
         step(f"paged varlen through TMA d={d} page={page} heads={heads} causal={causal}")
-        lens_q = [700, 0, 1100]
         per_seq = -(-max(lens_k) // page)
         table = torch.randperm(3 * per_seq, device="cuda", dtype=torch.int32).view(3, per_seq)
         k_pages, v_pages = rand(3 * per_seq, page, 2, d), rand(3 * per_seq, page, 2, d)

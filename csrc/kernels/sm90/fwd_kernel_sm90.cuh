@@ -24,7 +24,8 @@
 //   of V[0] past the sequence's keys, which the map's box read from the next sequence. The
 //   persistent twin's producer draws each next work tile from a counter as it gets to it and
 //   posts it to the consumers through shared memory (kDrawsTiles): short sequences' tiles cost
-//   little, so a static stride would leave CTAs idle.
+//   little, so a static stride would leave CTAs idle. The paged twin (PagedKV: K/V boxes at a
+//   block table's pages, its producer a warp) has a persistent instance that draws them too.
 //
 // In the SASS of every instance ptxas moves the "wait O" up to before the softmax's
 // exponentials (and interleaves P's conversion with them), so a consumer's softmax does not run
@@ -137,16 +138,26 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       // a static stride leaves the CTAs that drew short sequences idle. Here a CTA's first tile
       // is blockIdx.x, each next one the counter's next; tiles past their sequence's end are
       // skipped (the consumers would compute and store nothing for them); -1 ends the walk.
-      // Run by the producer's one TMA thread.
+      // Run by the producer's one TMA thread, or (the paged twin's persistent instance,
+      // kPagedTma) by its warp: lane 0 draws and posts, and the lanes take the number from it
+      // (each issues a box of the tile).
+      const bool drawer = !kPagedTma || threadIdx.x == 0;
       int posts = 0;
       auto post = [&](int tile) {
-        const int slot = posts & 1;
-        if (posts >= 2) sm90::mbar_wait(bar_tile_read(slot), ((posts >> 1) - 1) & 1);
-        tile_slots[slot] = tile;
-        sm90::mbar_arrive(bar_tile_posted(slot));  // release: the slot's store before the arrival
+        if (drawer) {
+          const int slot = posts & 1;
+          if (posts >= 2) sm90::mbar_wait(bar_tile_read(slot), ((posts >> 1) - 1) & 1);
+          tile_slots[slot] = tile;
+          sm90::mbar_arrive(bar_tile_posted(slot));  // release: the slot's store before the arrival
+        }
         ++posts;
       };
-      for (int tile = blockIdx.x; tile < num_tiles; tile = gridDim.x + atomicAdd(p.tile_counter, 1)) {
+      auto draw = [&] {
+        int tile = drawer ? static_cast<int>(gridDim.x) + atomicAdd(p.tile_counter, 1) : 0;
+        if constexpr (kPagedTma) tile = __shfl_sync(0xffffffffu, tile, 0);
+        return tile;
+      };
+      for (int tile = blockIdx.x; tile < num_tiles; tile = draw()) {
         const CtaWork w = cta_work<P, Cfg::kTmaOnly, Cfg::kPersistent>(p, num_m_blocks, kBlockM, kBlockN, tile);
         if (w.m0 >= w.rows) continue;
         post(tile);
@@ -242,7 +253,6 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       // ids at once, one round trip to the block table where one thread would make one per
       // page (pages of 16: eight per tile, for K and again for V), and each lane issues its
       // page's boxes. Elsewhere one thread issues every load.
-      static_assert(!kPagedTma || !kDrawsTiles, "one lane draws work tiles from the counter");
       static_assert(!kPagedTma || kBlockN <= 32 * 8, "a lane a box: pages of 8+ keys (set_tma_maps)");
       if (kPagedTma ? tid >= 32 : tid != 0) return;
       const bool leader = !kPagedTma || tid == 0;  // arms the barriers, loads Q

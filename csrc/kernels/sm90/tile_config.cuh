@@ -43,8 +43,13 @@ struct Sm90Config {
   // (24 * 128 + 160 * 384 <= 128 * 512 with three). Multiples of 8; a smaller producer
   // share spills its address arithmetic at head_dim 128, and the persistent producer's tile
   // loop needs 72 there. Above head_dim 128 the consumers need all 224 (O alone is 96-128),
-  // and the persistent producer fits 56 by recomputing its row addresses per work tile.
-  static constexpr int kProducerRegs = kTmaOnly ? 24 : (kPersistent && kHeadDim <= 128) ? 72 : 56;
+  // and the persistent producer fits 56 by recomputing its row addresses per work tile. A
+  // persistent TMA-only producer (the paged twin's persistent instance: a warp that walks the
+  // work tiles, draws them and looks up pages) spilled 8-28 bytes at 32 and none at 40.
+  static constexpr int kProducerRegs = kTmaOnly && kPersistent            ? 40
+                                       : kTmaOnly                         ? 24
+                                       : (kPersistent && kHeadDim <= 128) ? 72
+                                                                          : 56;
   static constexpr int kConsumerRegs = (kLaunchRegs * (kConsumerWGs + 1) - kProducerRegs) / kConsumerWGs / 8 * 8;
   static_assert(kHeadDim % 32 == 0 && kHeadDim >= 64 && kHeadDim <= 256, "wgmma tiles: head_dim 64..256, 32k");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "keys: whole k16 slices of P V, wgmma N <= 256");
