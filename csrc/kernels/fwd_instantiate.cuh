@@ -5,8 +5,8 @@
 #include "decode_kernel.cuh"
 #include "fwd_kernel.cuh"
 #include "kernel_registry.h"
-#include "split_plan.h"
 #include "sm90/fwd_kernel_sm90.cuh"
+#include "split_plan.h"
 
 namespace forge_flash {
 
