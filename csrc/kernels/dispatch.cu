@@ -504,15 +504,12 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
       DeviceFacts tma_facts{};  // also raises the kernel's shared-memory limit
       if ((*cuda_error = device_facts(k, &tma_facts)) != cudaSuccess) return "device query failed";
       plan->kernel = k;
-      if (persistent_paged) {  // its own query blocks, and as many CTAs as the SMs hold of it
+      if (tma_only || persistent_paged) {  // its own query blocks (head_dim 64: maybe 192 rows)
         plan->num_m_blocks = static_cast<int>((rows + k.block_m - 1) / k.block_m);
-        grid_x = std::min(static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads,
-                          static_cast<int64_t>(tma_facts.sm_count) * tma_facts.ctas_per_sm);
+        grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
+        if (persistent_paged)  // as many CTAs as the SMs hold of it, drawing the work tiles
+          grid_x = std::min(grid_x, static_cast<int64_t>(tma_facts.sm_count) * tma_facts.ctas_per_sm);
       }
-    }
-    if (maps && tma_only) {  // its query blocks may be taller (head_dim 64: 192 rows)
-      plan->num_m_blocks = static_cast<int>((rows + k.block_m - 1) / k.block_m);
-      grid_x = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
     }
   }
   // Softcap bounds every base-2 logit to +-softcap_log2 (ALiBi's bias would not be bounded).

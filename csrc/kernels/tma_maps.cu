@@ -165,36 +165,35 @@ bool set_tma_maps(FwdParams& p, bool bf16, const KernelInfo& k, KvMaps kv) {
   const int64_t v_strides[3] = {p.v_head_stride, p.v_row_stride, p.v_batch_stride};
   const int q_rows = packed ? p.total_q : p.seqlen_q, q_batch = packed ? 1 : p.batch;
   p.tma = encode(&p.tma_q, p.q, bf16, p.head_dim, p.num_heads, q_rows, q_batch, q_strides, swizzle, block_m);
+  // K's map and V's alike: `one` encodes a map of the cache at `data` with element strides `s`.
+  auto k_and_v = [&](auto&& one) { return one(&p.tma_k, p.k, k_strides) && one(&p.tma_v, p.v, v_strides); };
   if (paged) {
     // The grouped maps, boxes of paged_box_rows rows (within a page: paged_boxes.h); where they
     // do not encode (zero-filled columns, heads apart), maps of (head_dim, heads_k, page_size,
     // num_blocks) whose boxes are one column block of one 8-row group: the twin then issues
-    // blocks x rows / 8 loads a box, each filling its place in the grouped tile.
+    // blocks x rows / 8 loads a box, each filling its place in the grouped tile. Tiles of one
+    // column block a row take those maps with boxes of the page's rows: their grouped tile is
+    // the blocked one.
     const int box = paged_box_rows(p.page_size, block_n);
-    if (k.tma_row_blocks == 1)  // one column block a row: the grouped tile is the blocked one
-      return p.tma = p.tma &&
-                     encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, k_strides,
-                            swizzle, box) &&
-                     encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, v_strides,
-                            swizzle, box);
-    p.tma_grouped_pages = encode_grouped_pages(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size,
-                                               p.num_blocks, k_strides, swizzle, box) &&
-                          encode_grouped_pages(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size,
-                                               p.num_blocks, v_strides, swizzle, box);
-    p.tma =
-        p.tma &&
-        (p.tma_grouped_pages ||
-         (encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, k_strides, swizzle, 8) &&
-          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, v_strides, swizzle, 8)));
-    return p.tma;
+    auto pages_by = [&](int rows) {
+      return k_and_v([&](TmaDescriptor* map, const void* data, const int64_t (&s)[3]) {
+        return encode(map, data, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, s, swizzle, rows);
+      });
+    };
+    if (k.tma_row_blocks == 1) return p.tma = p.tma && pages_by(box);
+    p.tma_grouped_pages = k_and_v([&](TmaDescriptor* map, const void* data, const int64_t (&s)[3]) {
+      return encode_grouped_pages(map, data, bf16, p.head_dim, p.num_heads_k, p.page_size, p.num_blocks, s, swizzle,
+                                  box);
+    });
+    return p.tma = p.tma && (p.tma_grouped_pages || pages_by(8));
   }
   // K/V batch rows: a call with kv_batch_idx reads rows of a cache with kv_batch_rows of them.
   // Packed: one batch of every sequence's rows.
   const int kv_batch = packed ? 1 : p.kv_batch_idx != nullptr ? p.kv_batch_rows : p.batch;
   const int k_rows = packed ? p.total_k : p.seqlen_k;
-  p.tma = p.tma &&
-          encode(&p.tma_k, p.k, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, k_strides, swizzle, block_n) &&
-          encode(&p.tma_v, p.v, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, v_strides, swizzle, block_n);
+  p.tma = p.tma && k_and_v([&](TmaDescriptor* map, const void* data, const int64_t (&s)[3]) {
+            return encode(map, data, bf16, p.head_dim, p.num_heads_k, k_rows, kv_batch, s, swizzle, block_n);
+          });
   return p.tma;
 }
 
