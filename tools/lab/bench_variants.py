@@ -106,10 +106,6 @@ def main() -> None:
         rows.append({"row": name, "ms": ms, "speedup_vs_base": ratio, "note": note})
         print(format_row(args.tag, name, ms, ratio, note), flush=True)
 
-    def attend(qkv_set, **options):
-        q, k, v = qkv_set
-        return gpu_ms(lambda: ff.flash_attn_fwd(q, k, v, **options))
-
     flash = fa4()
 
     def peer(name, qkv_set, base_options, options):
@@ -175,7 +171,7 @@ def main() -> None:
     if "gemma" in args.parts:
         wide = qkv(2, 8192, 8192, 8, 8, 256)
         gemma = {"causal": True, "window_size": (4096, 0), "softcap": 50.0}
-        ours = attend(wide, **gemma)
+        ours = gpu_ms(call(wide, **gemma))
         row("Gemma-2-like hd256 8k causal window 4096 softcap 50", ours)
         if flash is not None:
             try:
