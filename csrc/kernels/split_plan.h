@@ -244,14 +244,15 @@ inline bool takes_paged_wide(int64_t narrow_ctas, int64_t wide_ctas, int sm_coun
 // A paged call planned on the persistent kernel (keys within kPersistentMaxKeys, dispatch.cu)
 // takes the paged twin's persistent instance (HopperKernels::persistent_paged: a CTA an SM, its
 // producer warp drawing the work tiles) where that beat the twin's plain launch (a CTA a work
-// tile): non-causal at head_dim 64-192, +2-16% over sequences of 512-1k tokens in pages of 16
-// and 64, and causal at 64, +3-13%. Causal calls above 64 ran 12-34% slower on it, and 256
-// non-causal 6% (H100, session 68, docs/benchmarks.md): those keep the plain launch. head_dim:
-// the Hopper tiles' (sm90_head_dim).
+// tile): at head_dim 64-192, causal or not. Over sequences of 512-1k tokens in pages of 16
+// (H100, session 69, docs/benchmarks.md): causal +3-20% (64 +12%, 128 +10-20%, 192 +3%),
+// non-causal 0.98-1.05; at 256 causal 0.97 and non-causal 0.94 (its 64-key tiles against the
+// plain launch's 80): 256 keeps the plain launch. Causal calls had run 12-34% slower on it
+// (session 68) until plan_fwd counted a paged call's K/V (it had taken them as 0 bytes, and
+// ordered every causal call's tiles by height, out of L2). head_dim: the Hopper tiles'
+// (sm90_head_dim).
 constexpr int kPagedPersistentMaxHeadDim = 192;
-inline bool takes_paged_persistent(int head_dim, bool causal) {
-  return head_dim <= kPagedPersistentMaxHeadDim && (!causal || head_dim == 64);
-}
+inline bool takes_paged_persistent(int head_dim) { return head_dim <= kPagedPersistentMaxHeadDim; }
 
 // A persistent causal launch takes its work tiles by query block height in snake order
 // (cta_work, p.causal_by_height) where it has more tiles than CTAs and the K/V all its CTAs read

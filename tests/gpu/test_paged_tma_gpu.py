@@ -163,10 +163,9 @@ def twin_config(head_dim: int, lengths: list[tuple[int, int]], causal: bool, pag
     """The Sm90Config (a regular expression) of the twin instance a call over 8 heads should run
     on. Within 1024 keys a sequence (dispatch.cu's kPersistentMaxKeys) the twin's persistent
     instance (two consumers, a CTA an SM drawing the work tiles) where split_plan.h's
-    takes_paged_persistent takes it: non-causal up to head_dim 192, causal at 64. Else the
-    plain launch's (twin_consumers)."""
-    persistent = head_dim <= 192 and (not causal or head_dim == 64)
-    if max(k for _, k in lengths) <= 1024 and persistent:
+    takes_paged_persistent takes it: up to head_dim 192. Else the plain launch's
+    (twin_consumers)."""
+    if max(k for _, k in lengths) <= 1024 and head_dim <= 192:
         return rf"Sm90Config<{head_dim}, {TWIN_TILE[head_dim]}, \d+, true, true, 2,"
     consumers = twin_consumers(head_dim, lengths, causal, page_size)
     return rf"Sm90Config<{head_dim}, {TWIN_TILE[head_dim]}, \d+, false, true, {consumers},"

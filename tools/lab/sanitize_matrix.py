@@ -208,10 +208,11 @@ def main() -> None:
         (96, 16, 16, False, long_q, [1300, 40, 1100]),
         (96, 16, 16, True, long_q, [2100, 40, 1100]),
         (80, 16, 8, True, long_q, [1300, 40, 1100]),  # zero-filled columns: no grouped maps
-        # the persistent instance where takes_paged_persistent sends calls: causal at 64,
-        # non-causal up to 192
+        # the persistent instance, where takes_paged_persistent sends calls up to head_dim 192:
+        # two Q buffers up to 128, one at 192
         (64, 16, 8, True, short_q, [500, 40, 1000]),
         (128, 16, 8, False, short_q, [500, 40, 1000]),
+        (192, 16, 8, True, short_q, [500, 40, 1000]),
     ):
         step(f"paged varlen through TMA d={d} page={page} heads={heads} causal={causal}")
         per_seq = -(-max(lens_k) // page)

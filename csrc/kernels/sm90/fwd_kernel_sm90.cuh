@@ -445,9 +445,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // non-causal, +1% causal; the TMA-only instances level to +3% (head_dim 256 at 8k tokens; a
   // 4096-key window over 32k causal tokens 1.80 -> 1.75 ms). The persistent instances above
   // head_dim 64 keep it: there its run-time branch measured 1-3% slower at 512-1k tokens (head_dim
-  // 128, bf16 and fp16, every round of three), the fence kept level with main.
+  // 128, bf16 and fp16, every round of three), the fence kept level with main; the TMA-only
+  // persistent instance (the paged twin's), whose tiles are all TMA-fed, drops it: level (H100,
+  // session 69, docs/benchmarks.md).
   auto fence_copied_tile = [&] {
-    if (!tma || (Cfg::kPersistent && kHeadDim > 64)) sm90::fence_proxy_async_smem();
+    if (!tma || (Cfg::kPersistent && !Cfg::kTmaOnly && kHeadDim > 64)) sm90::fence_proxy_async_smem();
   };
   // Waits until K of tile `it` has landed, and V of tile `it_v` (split barriers only: V
   // otherwise lands with its K, which was waited for a tile earlier); it_v < 0: no V.

@@ -205,9 +205,16 @@ struct Sm90Tiles {
   // second Q buffer: -0-1.7%). Three turns, six stages: -3.5% at 512 tokens. Lagged at 128 too,
   // whose ring then holds 64-key tiles only: -19%.
   static constexpr int kLagTurns = kPersistent && kHeadDim == 64 && !P::kAny ? 2 : 0;
-  static constexpr int kQBuffers = kPersistent && (kHeadDim == 96 || kLagTurns > 0) && !P::kAny ? 2 : 1;
+  // The paged twin's persistent instance (up to head_dim 128) takes a second Q buffer too, so
+  // that a work tile's Q and K/V loads need not wait for the last tile's last Q K^T: at 128
+  // beside 2 stages. Short paged calls (H100, session 69, docs/benchmarks.md): 64 causal +7.5%,
+  // non-causal -3%, 96 non-causal -2%; 128 non-causal +2-6%.
+  static constexpr bool kPagedPersistent = kPersistent && kTmaOnly && P::kPagesOnly;
+  static constexpr int kQBuffers =
+      (kPersistent && (kHeadDim == 96 || kLagTurns > 0) && !P::kAny) || (kPagedPersistent && kHeadDim <= 128) ? 2 : 1;
   static constexpr int kStages = kLagTurns > 0                                   ? kLagTurns + 3
                                  : kPFromSmem || kBlockN > 128 || kHeadDim > 128 ? 2
+                                 : kHeadDim == 128 && kQBuffers == 2             ? 2
                                  : kHeadDim == 128 || kQBuffers == 2             ? 3
                                                                                  : 4;
 };
