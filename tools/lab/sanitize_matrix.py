@@ -209,8 +209,9 @@ def main() -> None:
         (96, 16, 16, True, long_q, [2100, 40, 1100]),
         (80, 16, 8, True, long_q, [1300, 40, 1100]),  # zero-filled columns: no grouped maps
         # the persistent instance, where takes_paged_persistent sends calls up to head_dim 192:
-        # two Q buffers up to 128, one at 192
+        # two Q buffers up to 128, one at 192; at 64 its lagged turns (one causal, two not)
         (64, 16, 8, True, short_q, [500, 40, 1000]),
+        (64, 16, 8, False, short_q, [500, 40, 1000]),
         (128, 16, 8, False, short_q, [500, 40, 1000]),
         (192, 16, 8, True, short_q, [500, 40, 1000]),
     ):

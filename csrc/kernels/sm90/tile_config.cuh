@@ -174,13 +174,22 @@ struct Sm90Tiles {
   static constexpr bool kPagedWide = kTmaOnly && P::kPagesOnly && kNonCausal && (kHeadDim == 64 || kHeadDim == 96);
   static constexpr bool kWide = kTmaOnly && (!P::kIndexedKV || kPagedWide) && !P::kScoreMods;
   static constexpr bool kPFromSmem = kWide && kNonCausal && kHeadDim == 96;
+  // The paged twin's persistent instance (a CTA an SM drawing its work tiles; short paged calls).
+  static constexpr bool kPagedPersistent = kPersistent && kTmaOnly && P::kPagesOnly;
+  // The persistent kernel at head_dim 64 with plain scores (no window, score transform or sinks)
+  // over dense K/V, or over whole pages in the paged twin's persistent instance: where the row
+  // sums by the tensor cores and the lagged turns below apply. In the paged instance both
+  // together +5-11% over sequences of 512-1k tokens in pages of 16 (H100, session 69,
+  // docs/benchmarks.md; the row sums alone +0-4%).
+  static constexpr bool kPlainPersistent64 = kPersistent && kHeadDim == 64 && !P::kBand && !P::kScoreMods &&
+                                             !P::kSinks && !P::kAlibiOnly && (!P::kIndexedKV || kPagedPersistent);
   // Row sums by the tensor cores in the persistent kernel at head_dim 64, plain scores: O += P V
   // with 8 more columns, of ones (Sm90Config::kSumByMma), adds up each row's P, and the softmax
   // drops its adds (64 of a K/V tile's ~500 instructions per thread, where the softmax is bound
   // by issue slots) for 12.5% more P V work. H200, 2026-12-03 (docs/bench-history/2026-12-03.md): non-causal
   // 512 and 1k tokens +5-6%, causal +0.5-2.5%; in the TMA-only instance (2k tokens and up;
   // 24 bytes of spills beside its third consumer) 1-5% slower.
-  static constexpr bool kSumByMma = kPersistent && kHeadDim == 64 && !P::kAny;
+  static constexpr bool kSumByMma = kPlainPersistent64;
   static constexpr int kConsumerWGs = kWide && (kHeadDim == 64 || kPFromSmem) ? 3 : 2;
   static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
                                  : kHeadDim == 192          ? 112
@@ -204,12 +213,12 @@ struct Sm90Tiles {
   // fp16); causal calls lag by one turn (by two: -3-4%; by none, beside the five stages and the
   // second Q buffer: -0-1.7%). Three turns, six stages: -3.5% at 512 tokens. Lagged at 128 too,
   // whose ring then holds 64-key tiles only: -19%.
-  static constexpr int kLagTurns = kPersistent && kHeadDim == 64 && !P::kAny ? 2 : 0;
+  static constexpr int kLagTurns = kPlainPersistent64 ? 2 : 0;
   // The paged twin's persistent instance (up to head_dim 128) takes a second Q buffer too, so
   // that a work tile's Q and K/V loads need not wait for the last tile's last Q K^T: at 128
   // beside 2 stages. Short paged calls (H100, session 69, docs/benchmarks.md): 64 causal +7.5%,
-  // non-causal -3%, 96 non-causal -2%; 128 non-causal +2-6%.
-  static constexpr bool kPagedPersistent = kPersistent && kTmaOnly && P::kPagesOnly;
+  // non-causal -3%, 96 non-causal -2%; 128 non-causal +2-6% (at 64 it then serves the lagged
+  // turns).
   static constexpr int kQBuffers =
       (kPersistent && (kHeadDim == 96 || kLagTurns > 0) && !P::kAny) || (kPagedPersistent && kHeadDim <= 128) ? 2 : 1;
   static constexpr int kStages = kLagTurns > 0                                   ? kLagTurns + 3
