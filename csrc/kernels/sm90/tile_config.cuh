@@ -180,7 +180,7 @@ struct Sm90Tiles {
   // over dense K/V, or over whole pages in the paged twin's persistent instance: where the row
   // sums by the tensor cores and the lagged turns below apply. In the paged instance both
   // together +5-11% over sequences of 512-1k tokens in pages of 16 (H100, session 69,
-  // docs/benchmarks.md; the row sums alone +0-4%).
+  // docs/benchmarks.md; the row sums alone level to +4%).
   static constexpr bool kPlainPersistent64 = kPersistent && kHeadDim == 64 && !P::kBand && !P::kScoreMods &&
                                              !P::kSinks && !P::kAlibiOnly && (!P::kIndexedKV || kPagedPersistent);
   // Row sums by the tensor cores in the persistent kernel at head_dim 64, plain scores: O += P V
