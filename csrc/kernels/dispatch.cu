@@ -536,13 +536,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // 66-609 tokens (head_dim 64 / 128) by height against 0.70 / 0.57 in the grouped order, and
   // 0.99 / 0.98 against 0.92 / 0.84 for 27 of 65-1017 (not measured yet).
   const int64_t tiles = static_cast<int64_t>(plan->num_m_blocks) * p.batch * heads;
-  // The K/V rows a round reads: a varlen call's packed rows; a paged call's (total_k is 0 there:
-  // the cache, not a packed tensor, holds them) at most batch x max_seqlen_k. Counted as 0 bytes,
-  // every causal paged call on the persistent instance went by height: at 16k tokens in pages of
-  // 16, 0.67-0.90 of the plain launch at head_dim 96-256 (H100, session 69, docs/benchmarks.md).
-  const int64_t kv_rows =
-      p.cu_seqlens_q != nullptr && p.block_table == nullptr ? p.total_k : static_cast<int64_t>(p.batch) * p.seqlen_k;
-  const int64_t kv_bytes = int64_t{2} * kv_rows * p.num_heads_k * p.head_dim * 2;  // K and V, 2 bytes
+  const int64_t kv_bytes = round_kv_bytes(p.cu_seqlens_q != nullptr, p.block_table != nullptr, p.total_k, p.batch,
+                                          p.seqlen_k, p.num_heads_k, p.head_dim);
   const bool drawn = plan->kernel.draws_tiles;
   p.causal_by_height =
       p.is_causal && (drawn || (p.cu_seqlens_q == nullptr && plan->kernel.kernel == kernels.sm90.persistent.kernel)) &&

@@ -262,6 +262,17 @@ inline bool orders_causal_tiles_by_height(int64_t tiles, int64_t ctas, int64_t k
   return tiles > ctas && 2 * kv_bytes <= d.l2_bytes;
 }
 
+// The K/V bytes (2-byte elements) such a round reads, every sequence's keys once: a varlen
+// call's packed rows (total_k); a paged call's, whose cache is no packed tensor (the C API gets
+// total_k = 0 there), at most batch x max_seqlen_k, as a dense call's. Counted from total_k, a
+// paged call's K/V was 0 bytes and every causal paged call went by height, out of L2: 0.67-0.90
+// of the plain launch at head_dim 96-256 (H100, session 69, docs/benchmarks.md).
+inline int64_t round_kv_bytes(bool varlen, bool paged, int64_t total_k, int64_t batch, int64_t seqlen_k,
+                              int64_t heads_k, int64_t head_dim) {
+  const int64_t rows = varlen && !paged ? total_k : batch * seqlen_k;
+  return 2 * rows * heads_k * head_dim * 2;
+}
+
 // The split count of a grid of `ctas` CTAs whose query blocks each see n_steps steps (keys
 // keys): Hopper decode grids by the rules above for their shape (one_wave: the 8-warp grids
 // and the 3-warp ones of takes_short_wave_split), every other grid by choose_num_splits.

@@ -262,6 +262,20 @@ int main() {
   if (orders_causal_tiles_by_height(128, 128, kv_1k_32, hopper)) fail("one round: by height", 128, 128, 0);
   if (orders_causal_tiles_by_height(2048, 132, 16 * kv_1k_32 / 2, hopper))
     fail("16k tokens x 16 heads: by height", 2048, 132, 0);
+  // The bytes the rule weighs: a varlen call's packed rows, a paged call's (total_k 0: its keys
+  // are in a cache) batch x max_seqlen_k, as a dense call's. 16 sequences of 1k keys over 16 KV
+  // heads of 128 (64 MB) are past half the L2 every way; one prompt of 1k keys is within it.
+  const long kv_16k_16 = 2L * 16 * 1024 * 16 * 128 * 2;
+  if (round_kv_bytes(true, false, 16 * 1024, 16, 1024, 16, 128) != kv_16k_16 ||
+      round_kv_bytes(true, true, 0, 16, 1024, 16, 128) != kv_16k_16 ||
+      round_kv_bytes(false, true, 0, 16, 1024, 16, 128) != kv_16k_16 ||
+      round_kv_bytes(false, false, 0, 16, 1024, 16, 128) != kv_16k_16)
+    fail("round_kv_bytes: 16 x 1k keys", 16, 1024, 128);
+  if (round_kv_bytes(true, false, 1000, 16, 1024, 16, 128) != 2L * 1000 * 16 * 128 * 2)
+    fail("round_kv_bytes: varlen counts total_k", 16, 1024, 128);
+  for (const bool varlen : {false, true})
+    if (orders_causal_tiles_by_height(2048, 132, round_kv_bytes(varlen, true, 0, 16, 1024, 16, 128), hopper))
+      fail("paged 16 x 1k keys: by height", 2048, 132, varlen);
   std::printf("%ld grids: %s\n", grids, failures ? "FAILED" : "all hold");
   return failures ? 1 : 0;
 }
