@@ -4,7 +4,8 @@
 # for one call beside the tree (tools/lab/fa4_chunks.sh cuts them in two: .fa4/s1, .fa4/s2).
 #   call 1, carrying .fa4/s1 and WHEEL_DIR: stash FA4's first chunk and the wheels (STASH),
 #     then the whole GPU suite with the sanitizers (gpu_session.sh tests; stopped at
-#     TESTS_TIMEOUT, default 250 s: about 190 s on the H200); with SWEEP=1 then one round of
+#     TESTS_TIMEOUT, default 340 s: about 190 s on the H200; on an H100 250 s stopped it inside
+#     racecheck, session 69); with SWEEP=1 then one round of
 #     tools/lab/paged_fill_sweep.sh while the call has time left (CALL_BUDGET, default 420 s).
 #   call 2, carrying .fa4/s2: FA4 from the stash, gpu_session.sh bench on the stashed wheels
 #     (PAGED=16 PREFILL_DTYPE=both unless set), then tools/lab/bench_variants.py while time is
@@ -27,7 +28,7 @@ case ${1:-} in
     wheels=${2:?check_with_fa4.sh 1 WHEEL_DIR}
     rm -rf "$stash/wheels" && mkdir -p "$stash" && cp .fa4/s1/c1 "$stash/" &&
         cp -r "$wheels" "$stash/wheels" || exit 1
-    OUT=$out TESTS_TIMEOUT=${TESTS_TIMEOUT:-250} bash tools/lab/gpu_session.sh "$stash/wheels" tests \
+    OUT=$out TESTS_TIMEOUT=${TESTS_TIMEOUT:-340} bash tools/lab/gpu_session.sh "$stash/wheels" tests \
         >"$out/suite.txt" 2>&1
     echo "tests done at $((SECONDS - start)) s"
     if [ -n "${SWEEP:-}" ] && [ $((SECONDS - start)) -lt $((budget - 120)) ]; then
