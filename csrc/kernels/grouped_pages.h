@@ -21,6 +21,9 @@ namespace forge_flash {
 // the row), the page's 8-row groups (8 row strides), the blocks (the block stride). Its boxes
 // (swizzle / 2, 8, blocks, box_rows / 8, 1) land in shared memory group by group, each group's
 // column blocks in turn: the grouped tile's order. Strides in bytes, as the driver takes them.
+// TMA's rule for a map's strides (every map tma_maps.cu encodes): 16-byte multiples below 2^40.
+inline bool tma_stride_ok(uint64_t bytes) { return bytes != 0 && bytes % 16 == 0 && bytes < (uint64_t{1} << 40); }
+
 struct GroupedPagesMap {
   uint64_t dims[5], strides[4];
   uint32_t box[5];
@@ -45,7 +48,7 @@ inline bool grouped_pages_map(int head_dim, int heads, int page_size, int num_bl
       {row, static_cast<uint64_t>(swizzle), 8 * row, block},
       {static_cast<uint32_t>(swizzle / 2), 8, static_cast<uint32_t>(blocks), static_cast<uint32_t>(box_rows / 8), 1}};
   for (uint64_t s : m.strides)
-    if (s == 0 || s % 16 != 0 || s >= (uint64_t{1} << 40)) return false;
+    if (!tma_stride_ok(s)) return false;
   *map = m;
   return true;
 }

@@ -247,10 +247,8 @@ inline bool takes_paged_wide(int64_t narrow_ctas, int64_t wide_ctas, int sm_coun
 // tile): at head_dim 64-192, causal or not. Over sequences of 512-1k tokens in pages of 16
 // (H100, session 69, docs/benchmarks.md): causal +3-20% (64 +12%, 128 +10-20%, 192 +3%),
 // non-causal 0.98-1.05; at 256 causal 0.97 and non-causal 0.94 (its 64-key tiles against the
-// plain launch's 80): 256 keeps the plain launch. Causal calls had run 12-34% slower on it
-// (session 68) until plan_fwd counted a paged call's K/V (it had taken them as 0 bytes, and
-// ordered every causal call's tiles by height, out of L2). head_dim: the Hopper tiles'
-// (sm90_head_dim).
+// plain launch's 80): 256 keeps the plain launch. (Causal calls had run 12-34% slower on it in
+// session 68: round_kv_bytes below says why.) head_dim: the Hopper tiles' (sm90_head_dim).
 constexpr int kPagedPersistentMaxHeadDim = 192;
 inline bool takes_paged_persistent(int head_dim) { return head_dim <= kPagedPersistentMaxHeadDim; }
 

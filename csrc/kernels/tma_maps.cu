@@ -101,8 +101,6 @@ bool find_or_encode(TmaDescriptor* map, const MapShape& s, const void* data) {
   return true;
 }
 
-bool tma_stride_ok(uint64_t bytes) { return bytes != 0 && bytes % 16 == 0 && bytes < (uint64_t{1} << 40); }
-
 // One (head_dim, heads, rows, batch) tensor with element strides in `strides` (head, row,
 // batch), boxes of one column block (`swizzle` bytes) by box_rows rows. TMA wants 16-byte
 // multiples; a dimension of extent 1 never steps, so its stride is replaced by a packed one (a

@@ -220,7 +220,7 @@ struct Sm90Tiles {
   // non-causal -3%, 96 non-causal -2%; 128 non-causal +2-6% (at 64 it then serves the lagged
   // turns).
   static constexpr int kQBuffers =
-      (kPersistent && (kHeadDim == 96 || kLagTurns > 0) && !P::kAny) || (kPagedPersistent && kHeadDim <= 128) ? 2 : 1;
+      kLagTurns > 0 || (kPersistent && kHeadDim == 96 && !P::kAny) || (kPagedPersistent && kHeadDim <= 128) ? 2 : 1;
   static constexpr int kStages = kLagTurns > 0                                   ? kLagTurns + 3
                                  : kPFromSmem || kBlockN > 128 || kHeadDim > 128 ? 2
                                  : kHeadDim == 128 && kQBuffers == 2             ? 2
