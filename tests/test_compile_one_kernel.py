@@ -80,3 +80,36 @@ def test_operations_are_counted_without_predicates_and_modifiers():
     assert compile_one_kernel.mix_difference(mix, mix) == ""
     fewer = {**mix, "FMUL": 0, "IMAD": 2}
     assert compile_one_kernel.mix_difference(fewer, mix) == "-1 FMUL, +2 IMAD"
+
+
+def test_products_that_wait_for_the_one_before_are_counted():
+    # The overlapping shape: a tile's Q K^T slices back to back (the first starts its
+    # accumulator), P V after them, the waits only after the commit; a full wait before the next
+    # tile's first slice, which starts a new accumulator, is the loop's own.
+    overlapping = [
+        "WARPGROUP.ARRIVE",
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT",
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24",
+        "HGMMA.64x128x16.F32.BF16 R88, R148, gdesc[UR12].tnspB, R88, gsb0",
+        "WARPGROUP.DEPBAR.LE gsb0, 0x1",
+        "MUFU.EX2 R5, R5",
+        "WARPGROUP.DEPBAR.LE gsb0, 0x0",
+        "WARPGROUP.ARRIVE",
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT",
+    ]
+    assert compile_one_kernel.waiting_products(overlapping) == 0
+    # ptxas's serialized shape: a full wait and a new ARRIVE before every slice that adds to
+    # its accumulator, in either operand form, predicated or not.
+    serialized = [
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT, gsb0",
+        "WARPGROUP.DEPBAR.LE gsb0, 0x0",
+        "WARPGROUP.ARRIVE",
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24, gsb0",
+        "WARPGROUP.DEPBAR.LE gsb0, 0x0",
+        "WARPGROUP.ARRIVE",
+        "@P0 HGMMA.64x128x16.F32.BF16 R88, R148, gdesc[UR12].tnspB, R88, gsb0",
+    ]
+    assert compile_one_kernel.waiting_products(serialized) == 2
+    # Any other instruction between the wait and the product: the wait is the code's own.
+    spaced = [*serialized[:2], "FMUL R88, R88, R10", *serialized[2:4]]
+    assert compile_one_kernel.waiting_products(spaced) == 0

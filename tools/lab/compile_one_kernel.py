@@ -1,6 +1,7 @@
 """Compile single kernel instances to a cubin and print what ptxas says about each: registers,
 spill bytes, and whether it serialized the kernel's wgmma instructions (advisory C7520, which
-the build refuses: cmake/ptxas_advisories.cmake). A whole translation unit (every kernel of a
+the build refuses: cmake/ptxas_advisories.cmake; with ``--sass-size`` also where the SASS shows
+it without the advisory: waiting_products). A whole translation unit (every kernel of a
 dtype and head dim) takes minutes on two cores; one instance takes seconds, so a register or
 spill question about a kernel change is answered before any wheel is built:
 
@@ -115,6 +116,34 @@ def kv_loop(instructions: list[tuple[int, str]]) -> list[str]:
         if 0 < pv < len(products) and (not best or len(body) < len(best)):
             best = body
     return best
+
+
+def waiting_products(instructions: list[str]) -> int:
+    """How many matrix products wait for the one before: an HGMMA that adds to its accumulator
+    (its C operand a register, not RZ) right after `WARPGROUP.DEPBAR.LE gsb0, 0x0` (and the
+    ARRIVE that reopens the pipe). That is how ptxas serializes wgmma instructions; C7520 says so
+    where a branch made it, but not always: an opaque asm around Q's descriptors in the
+    persistent kernel at head_dim 128 (session 70) put one before each of Q K^T's 8 slices in
+    the K/V loop with no advisory. A kernel whose products overlap has none."""
+    count, waited = 0, False
+    for instruction in instructions:
+        op = _opcode(instruction)
+        if op == "WARPGROUP" and "DEPBAR" in instruction:
+            waited = instruction.split()[-1] in ("0x0", "0") and "gsb0" in instruction
+        elif op == "WARPGROUP":  # ARRIVE: the pipe reopened; the wait still stands before it
+            continue
+        elif op == "HGMMA":
+            # Operands: D, [A registers,] the descriptors (gdesc[...]), then C: RZ where the
+            # product starts its accumulator (a tile's first Q K^T slice).
+            words = instruction.split()
+            operands = [word.strip(",") for word in words[2 if words[0].startswith("@") else 1 :]]
+            descriptors = [i for i, word in enumerate(operands) if word.startswith("gdesc")]
+            accumulates = bool(descriptors) and operands[descriptors[0] + 1 :][:1] != ["RZ"]
+            count += waited and accumulates
+            waited = False
+        else:
+            waited = False
+    return count
 
 
 def _opcode(instruction: str) -> str:
@@ -240,6 +269,9 @@ def main() -> int:
             failed = True
             continue
         serialized = ", WGMMA SERIALIZED (C7520)" if got["serialized_wgmma"] else ""
+        waiting = 0 if got["sass"] is None else waiting_products(got["sass"])
+        if waiting and not got["serialized_wgmma"]:
+            serialized += f", {waiting} MATRIX PRODUCTS WAIT FOR THE ONE BEFORE (waiting_products)"
         spills = f"{got['spill_stores']}/{got['spill_loads']} bytes (stores/loads)"
         sass = "" if got["sass"] is None else f", {len(got['sass'])} SASS instructions"
         theirs = None
@@ -266,7 +298,7 @@ def main() -> int:
                     difference = difference or "the same operations, other operands or order"
                     there = f"{args.same_as}'s ({len(theirs['kv_loop'])} instructions)"
                     print(f"  K/V loop against {there}: {difference}")
-        failed |= got["serialized_wgmma"]
+        failed |= got["serialized_wgmma"] or waiting > 0
         if args.log:
             print(got["log"])
     return 1 if failed else 0
