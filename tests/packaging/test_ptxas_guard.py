@@ -66,6 +66,12 @@ _spec = importlib.util.spec_from_file_location(
 compile_one_kernel = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compile_one_kernel)
 NVCC = Path(compile_one_kernel.DEFAULT_NVCC)
+# A disassembler where this machine has one (on PATH or beside nvcc; `pip install
+# nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm` puts one in a venv): with it the test also reads
+# the SASS, where ptxas can serialize the matrix products without the advisory
+# (compile_one_kernel.waiting_products).
+_beside_nvcc = NVCC.parent / "cuobjdump"
+CUOBJDUMP = shutil.which("cuobjdump") or (str(_beside_nvcc) if _beside_nvcc.exists() else None)
 
 
 @pytest.mark.skipif(not NVCC.exists(), reason=f"no nvcc at {NVCC}")
@@ -75,12 +81,14 @@ def test_hopper_kernels_keep_their_wgmma_asynchronous(head_dim, persistent, tma_
     unit = compile_one_kernel.unit_source(
         "sm90", head_dim, persistent, tma_only, "Plain", False, "__nv_bfloat16"
     )
-    got = compile_one_kernel.compile_one(ROOT, str(NVCC), unit)
+    got = compile_one_kernel.compile_one(ROOT, str(NVCC), unit, CUOBJDUMP)
     if not got["ok"] and "Unsupported gpu architecture" in got["log"]:
         pytest.skip("this nvcc cannot target sm_90a")
     assert got["ok"], got["log"]
     assert not got["serialized_wgmma"], got["log"]
     assert got["registers"] is not None and got["registers"] <= 255
+    if got["sass"] is not None:
+        assert compile_one_kernel.waiting_products(got["sass"]) == 0
 
 
 # compile_one_kernel.py --same-as: two builds' SASS compared without the address column,
