@@ -101,8 +101,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
 
-    def row(name, ms, base_ms=None, note=""):
-        ratio = None if base_ms is None else base_ms / ms
+    def row(name, ms, ratio=None, note=""):
+        """One row, printed and kept for --json; ratio: the base's time over this row's."""
         rows.append({"row": name, "ms": ms, "speedup_vs_base": ratio, "note": note})
         print(format_row(args.tag, name, ms, ratio, note), flush=True)
 
@@ -124,17 +124,12 @@ def main() -> None:
             row(f"  FA4: {name}", float("nan"), None, f"n/a: {type(exc).__name__}: {exc}"[:90])
             return
         (base, _), (ms, ratio) = timed["base"], timed["variant"]
-        rows.append({"row": f"  FA4: {name}", "ms": ms, "speedup_vs_base": ratio,
-                     "note": f"FA4's own base {base:.3f} ms"})  # fmt: skip
-        print(format_row(args.tag, f"  FA4: {name}", ms, ratio, f"FA4's own base {base:.3f} ms"))
+        row(f"  FA4: {name}", ms, ratio, f"FA4's own base {base:.3f} ms")
 
     def turns_rows(prefix: str, calls: dict, notes: dict) -> None:
         """The rows of calls that took turns (taking_turns), the first the base."""
         for i, (name, (ms, ratio)) in enumerate(taking_turns(calls).items()):
-            shown = ratio if i else None
-            rows.append({"row": prefix + name, "ms": ms, "speedup_vs_base": shown,
-                         "note": notes.get(name, "")})  # fmt: skip
-            print(format_row(args.tag, prefix + name, ms, shown, notes.get(name, "")), flush=True)
+            row(prefix + name, ms, ratio if i else None, notes.get(name, ""))
 
     def call(qkv_set, **options):
         return lambda: ff.flash_attn_fwd(*qkv_set, **options)
@@ -213,8 +208,9 @@ def main() -> None:
 
         full = decode_ms()
         row("decode 1 query over 128k keys (base; GPU time)", full)
-        row("decode 1 query, window 4096 over 128k", decode_ms(window_size=(4096, 0)), full,
-            "reads ~1/32 of the keys")  # fmt: skip
+        windowed = decode_ms(window_size=(4096, 0))
+        note = "reads ~1/32 of the keys"
+        row("decode 1 query, window 4096 over 128k", windowed, full / windowed, note)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
