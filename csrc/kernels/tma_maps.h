@@ -21,11 +21,11 @@ enum class KvMaps { kDense, kPacked, kPaged };
 // left-padded or per-sequence key counts (the kernel reads rows past a sequence's keys and
 // counts on zeros there), varlen unless kPacked or kPaged, a block table unless kPaged (and there
 // pages that paged_boxes_fit refuses), a cache batch index in a varlen call, packed GQA rows, a
-// fused append, or addresses and strides TMA cannot take (16-byte multiples). The tile copies then serve the call, as
-// they serve every other GPU. kPaged's K/V take the grouped maps where they encode, else maps of one column block by 8
-// rows (zero-filled columns, heads not back to back: p.tma_grouped_pages); tiles of one column block a row
-// (k.tma_row_blocks == 1: head_dim 64), whose grouped layout is the blocked one, take the four-dimensional maps of a
-// page's box.
+// fused append, or addresses and strides TMA cannot take (16-byte multiples). The tile copies
+// then serve the call, as they serve every other GPU. kPaged's K/V take the grouped maps where
+// they encode, else maps of one column block by 8 rows (zero-filled columns, heads not back to
+// back: p.tma_grouped_pages); tiles of one column block a row (k.tma_row_blocks == 1: head_dim
+// 64), whose grouped layout is the blocked one, take the four-dimensional maps of a page's box.
 bool set_tma_maps(FwdParams& p, bool bf16, const KernelInfo& k, KvMaps kv = KvMaps::kDense);
 
 }  // namespace forge_flash

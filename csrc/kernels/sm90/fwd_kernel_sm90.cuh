@@ -274,12 +274,11 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       // paged_box_rows(page_size, kBlockN) rows, a power of two that divides both the page and
       // the tile (paged_boxes.h), so a box never crosses a page): a K/V tile is kBlockN / box
       // boxes, lane i's the i-th, at its page's block id from the sequence's row of the block
-      // table (looked up for K, kept for V). A box past the sequence's last key reads
-      // no table entry (the table may end there): it asks for
-      // block num_blocks, past the map's end, which TMA fills with zeros, so every box lands
-      // and the stage's byte count holds. Rows of the last page past the last key are real
-      // cache rows: their scores are masked, and the consumers zero those V rows (zero_v_rows)
-      // as for packed sequences.
+      // table (looked up for K, kept for V). A box past the sequence's last key reads no table
+      // entry (the table may end there): it asks for block num_blocks, past the map's end,
+      // which TMA fills with zeros, so every box lands and the stage's byte count holds. Rows of
+      // the last page past the last key are real cache rows: their scores are masked, and the
+      // consumers zero those V rows (zero_v_rows) as for packed sequences.
       int page_block = 0;  // kPagedTma: this lane's box's block id in the tile being loaded
       auto kv_tile = [&](const TmaDescriptor& map, uint32_t dst, const CtaWork& w, int n0, uint32_t bar, bool look_up) {
         if constexpr (kPagedTma) {
