@@ -3,21 +3,24 @@
 Needs a plugin built with the stamps (never the wheels'):
 
     FORGE_FLASH_TRACE=ON FORGE_FLASH_CUDA_ARCHS=90a-real pip install ./python/plugin
-    python tools/lab/trace_rows.py 128:512:n,128:512:c,64:512:n
+    python tools/lab/trace_rows.py 128:512:n,128:512:c,64:512:n,64:512:c:16
 
 A row is head_dim:seqlen:(n)on-causal or (c)ausal at the benchmark's prefill shape (16k tokens,
-2048 // head_dim heads, bf16). For each row one steady-state call runs with
-FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes the SM's clock64 at events of
-every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them), and this prints the medians,
-over every CTA's work tiles after its first, of the phases between them, in SM cycles, for
-consumer warpgroup 0. Only the persistent launch (keys up to 1024) walks several work tiles per
-CTA; longer rows print nothing. On 2026-12-04 (docs/benchmarks.md) it showed the epilogue and
-the next work tile's CtaWork, not the loads, between two short work tiles.
+2048 // head_dim heads, bf16), with :P after it the same call as chunked prefill over a paged
+cache of P keys a page (`bench --paged`'s call: flash_attn_varlen_fwd with a block table, which
+runs the paged twin's persistent instance within 1024 keys). For each row one steady-state call
+runs with FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes the SM's clock64 at
+events of every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them), and this prints
+the medians, over every CTA's work tiles after its first, of the phases between them, in SM
+cycles, for consumer warpgroup 0. Only the persistent launch (keys up to 1024) walks several
+work tiles per CTA; longer rows print nothing. On 2026-12-04 (docs/benchmarks.md) it showed the
+epilogue and the next work tile's CtaWork, not the loads, between two short work tiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import statistics
@@ -93,27 +96,45 @@ def trace_row(spec: str) -> list[str]:
     import torch
 
     import forge_flash
-    from forge_flash.benchmark import prefill_shapes
+    from forge_flash.benchmark import paged_inputs, prefill_shapes
+    from forge_flash.validation import device_value_checks_off
 
-    head_dim, seqlen, kind = spec.split(":")
-    causal = kind == "c"
+    head_dim, seqlen, kind, *page = spec.split(":")
+    causal, page_size = kind == "c", int(page[0]) if page else 0
     shape = prefill_shapes([int(seqlen)], [int(head_dim)], ["bf16"])[0]
     size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
-    copies = [[torch.randn(size, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    copies = [tuple(torch.randn(size, device="cuda", dtype=torch.bfloat16) for _ in range(3))
               for _ in range(4)]  # fmt: skip
+    if page_size:
+        paged = paged_inputs(dataclasses.replace(shape, kind="paged", page_size=page_size), copies)
+        copies = paged.copies
+
+        def call(q, k, v):
+            with device_value_checks_off():  # the checks would read cu_seqlens back
+                forge_flash.flash_attn_varlen_fwd(
+                    q, k, v, paged.cu_seqlens_q, paged.cu_seqlens_k, shape.seqlen_q,
+                    shape.seqlen_k, causal=causal, block_table=paged.table,
+                )  # fmt: skip
+    else:
+
+        def call(q, k, v):
+            forge_flash.flash_attn_fwd(q, k, v, causal=causal)
+
     for i in range(6):  # steady state, on inputs that are not all in L2
-        forge_flash.flash_attn_fwd(*copies[i % 4], causal=causal)
+        call(*copies[i % 4])
     buffer = torch.zeros(CTAS * TILES * SLOTS, dtype=torch.int64, device="cuda")
     torch.cuda.synchronize()
     os.environ["FORGE_FLASH_TRACE_BUFFER"] = str(buffer.data_ptr())
     try:
-        forge_flash.flash_attn_fwd(*copies[1], causal=causal)
+        call(*copies[1])
         torch.cuda.synchronize()
     finally:
         del os.environ["FORGE_FLASH_TRACE_BUFFER"]
     stamps = buffer.view(CTAS, TILES, SLOTS).cpu().tolist()
     stamped = [cta for cta in stamps if cta[0][CONSUMER + Q_LANDED] != 0]
-    head = f"== d{head_dim} s{seqlen} {'causal' if causal else 'non-causal'}: {len(stamped)} CTAs"
+    mask = "causal" if causal else "non-causal"
+    pages = f" pages of {page_size}" if page_size else ""
+    head = f"== d{head_dim} s{seqlen} {mask}{pages}: {len(stamped)} CTAs"
     if not len(stamped):
         head += " stamped (not a FORGE_FLASH_TRACE build, or not the persistent launch)"
     return [head, *summary(stamped)]
@@ -121,7 +142,7 @@ def trace_row(spec: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rows", help="head_dim:seqlen:n|c,...")
+    parser.add_argument("rows", help="head_dim:seqlen:n|c[:page_size],...")
     args = parser.parse_args()
     for spec in args.rows.split(","):
         print("\n".join(trace_row(spec)), flush=True)
