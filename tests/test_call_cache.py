@@ -13,7 +13,7 @@ import forge_flash as ff
 from forge_flash import api, call_cache, projections
 
 from helpers.fake_plugin import CpuCudaBackend, FakeBinding
-from helpers.reference import reference_attention
+from helpers.reference import reference_attention, reference_varlen
 from helpers.tolerance import assert_close_to_reference
 
 
@@ -241,3 +241,88 @@ def test_the_table_is_bounded(monkeypatch):
         call_cache.remember(("key", i), None)
         assert len(call_cache._prepared) <= 3
     call_cache.clear()
+
+
+# -- varlen calls: kept only where their checks read no device values -------------------------
+
+_LENGTHS = [(5, 9), (1, 1), (7, 4)]  # (seqlen_q, seqlen_k) per sequence
+
+
+def _varlen_inputs(gen, heads=4, kv_heads=2, dim=64, dtype=torch.float16):
+    total_q, total_k = (sum(n[i] for n in _LENGTHS) for i in (0, 1))
+    q = torch.randn(total_q, heads, dim, generator=gen).to(dtype)
+    k = torch.randn(total_k, kv_heads, dim, generator=gen).to(dtype)
+    v = torch.randn(total_k, kv_heads, dim, generator=gen).to(dtype)
+    return q, k, v
+
+
+def _offsets(lengths):
+    return torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+
+
+CU_Q, CU_K = _offsets([n for n, _ in _LENGTHS]), _offsets([n for _, n in _LENGTHS])
+
+
+def _varlen_call(q, k, v, cu_k=CU_K):
+    return ff.flash_attn_varlen_fwd(q, k, v, CU_Q, cu_k, 7, 9, causal=True, return_lse=True)
+
+
+@pytest.fixture
+def varlen_checks(monkeypatch):
+    """Counts check_varlen's full validations."""
+    count = [0]
+    check = api.check_varlen
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(api, "check_varlen", counting)
+    return count
+
+
+def test_varlen_calls_that_read_no_device_values_are_validated_once_and_stay_right(
+    binding, varlen_checks, gen, monkeypatch
+):
+    # As for CUDA tensors under FORGE_FLASH_CHECK_DEVICE_VALUES=0 (CPU values are always read).
+    monkeypatch.setattr(api, "device_values_checked", lambda device: False)
+    for _ in range(3):  # new data every call, one signature
+        q, k, v = _varlen_inputs(gen)
+        out, lse = _varlen_call(q, k, v)
+        expected, expected_lse = reference_varlen(
+            q, k, v, [n for n, _ in _LENGTHS], [n for _, n in _LENGTHS], causal=True
+        )
+        assert_close_to_reference(out, expected, torch.float16)
+        torch.testing.assert_close(lse, expected_lse.float(), atol=1e-3, rtol=1e-3)
+        call = binding.calls[-1]
+        assert (call["q"], call["k"], call["out"]) == (q.data_ptr(), k.data_ptr(), out.data_ptr())
+    assert varlen_checks[0] == 1
+    assert len(binding.calls) == 3
+
+
+def test_varlen_calls_whose_checks_read_values_are_checked_on_every_call(
+    binding, varlen_checks, gen
+):
+    q, k, v = _varlen_inputs(gen)
+    for _ in range(2):
+        _varlen_call(q, k, v)
+    assert varlen_checks[0] == 2
+    calls = len(binding.calls)
+    bad = CU_K.clone()
+    bad[-1] -= 1  # no longer total_k
+    with pytest.raises(ValueError, match=r"^cu_seqlens_k must end at total_k"):
+        _varlen_call(q, k, v, bad)
+    assert len(binding.calls) == calls  # refused before any launch
+
+
+def test_a_varlen_call_kept_without_value_checks_is_not_reused_once_they_run(
+    binding, gen, monkeypatch
+):
+    q, k, v = _varlen_inputs(gen)
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "device_values_checked", lambda device: False)
+        _varlen_call(q, k, v)
+    bad = CU_K.clone()
+    bad[-1] -= 1
+    with pytest.raises(ValueError, match=r"^cu_seqlens_k must end at total_k"):
+        _varlen_call(q, k, v, bad)

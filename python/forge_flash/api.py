@@ -48,6 +48,7 @@ from .validation import (
     check_fwd,
     check_num_splits,
     check_varlen,
+    device_values_checked,
     with_options,
 )
 
@@ -208,8 +209,13 @@ def flash_attn_varlen_fwd(
         q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, sinks
     )  # fmt: skip
     static = ("varlen", max_seqlen_q, max_seqlen_k, softmax_scale, causal, softcap, return_lse)
-    # Not kept per signature: the cu_seqlens checks read values back on every call anyway.
-    return dispatch.attend(tensors, static, window_size, _check_varlen, _bind_varlen, keep=False)
+    # Kept per signature only where the checks read no device values (CUDA tensors under
+    # FORGE_FLASH_CHECK_DEVICE_VALUES=0 or device_value_checks_off, as engines run chunked
+    # prefill): check_varlen's call then follows from the signature alone, and a repeated call
+    # skips validation and planning as the other entry points' do. Where the checks read
+    # cu_seqlens back, they run on every call, and no kept call is looked up.
+    keep = isinstance(q, torch.Tensor) and not device_values_checked(q.device)
+    return dispatch.attend(tensors, static, window_size, _check_varlen, _bind_varlen, keep=keep)
 
 
 def _check_varlen(tensors: tuple, static: tuple, window_size, backend) -> AttentionCall:

@@ -6,7 +6,9 @@ and planned in full; the backend's prepared form of it (``Backend.prepare``) is 
 under the signature, and later calls of that signature run from their data pointers alone.
 Validation and planning read nothing that is not in the signature (device *values* such as
 ``cache_seqlens`` are not: their checks still run on every call), so a later call would pass
-them exactly as the first did.
+them exactly as the first did. A varlen call, whose checks of ``cu_seqlens`` feed its
+validation, is kept only where those read no device values (``FORGE_FLASH_CHECK_DEVICE_VALUES=0``;
+``api.flash_attn_varlen_fwd``).
 
 The signature is built and looked up on every call, so it is the largest part of a decode
 step's host time in the Python layer; ``find`` builds it as one tuple in one expression and

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import forge_flash
+from forge_flash.validation import device_value_checks_off
 
 from helpers.kernels import (
     assert_each_sequence_close,
@@ -249,3 +250,43 @@ def test_other_paged_calls_keep_the_copies(head_dim, page_size, lengths):
     assert not any(_is_paged_twin(name) for name in kernels), kernels
     got, lse = names[0]
     assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, True)
+
+
+@pytest.mark.parametrize("lengths", [SHORT_LENGTHS, LENGTHS], ids=["persistent", "plain"])
+def test_a_chunk_of_one_signature_stays_right_when_kept_and_replayed_from_a_cuda_graph(lengths):
+    # As an engine runs chunked prefill: without the device value checks
+    # (FORGE_FLASH_CHECK_DEVICE_VALUES=0), so that a repeated call of one signature is kept and
+    # skips validation and planning (api.flash_attn_varlen_fwd). New values in the same tensors
+    # every step (new block ids too), then the call captured in a CUDA graph and replayed over
+    # new values; each step against the float64 reference.
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    q, k, v, cu_q, cu_k = packed_qkv(lengths, 8, 2, 128, torch.bfloat16)
+    k_cache, v_cache, table = paged_cache(k, v, cu_k, 16)
+    out = torch.empty_like(q)
+    seq_q, seq_k = (cu_q[1:] - cu_q[:-1]).tolist(), (cu_k[1:] - cu_k[:-1]).tolist()
+
+    def call():
+        return forge_flash.flash_attn_varlen_fwd(
+            q, k_cache, v_cache, cu_q, cu_k, max(seq_q), max(seq_k),
+            causal=True, block_table=table, out=out, return_lse=True,
+        )  # fmt: skip
+
+    def new_values():
+        for x in (q, k, v):
+            x.copy_(torch.randn(x.shape, generator=gen, device="cuda"))
+        for mine, new in zip((k_cache, v_cache, table), paged_cache(k, v, cu_k, 16), strict=True):
+            mine.copy_(new)
+        out.fill_(float("nan"))  # every row the call owns must be written
+
+    with kernel_backend(), device_value_checks_off():
+        for _ in range(3):
+            new_values()
+            got, lse = call()
+            assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            got, lse = call()
+        for _ in range(2):
+            new_values()
+            graph.replay()
+            assert_each_sequence_close(q, k, v, cu_q, cu_k, got, lse, True)
