@@ -15,15 +15,15 @@
 
 namespace forge_flash {
 
+// TMA's rule for a map's strides (every map tma_maps.cu encodes): 16-byte multiples below 2^40.
+inline bool tma_stride_ok(uint64_t bytes) { return bytes != 0 && bytes % 16 == 0 && bytes < (uint64_t{1} << 40); }
+
 // A five-dimensional map, innermost first: a column block's columns (swizzle / 2), 8 rows (the
 // row stride), the column blocks of every head (heads * head_dim * 2 / swizzle, stride = the
 // swizzle width: a row's heads lie back to back, so head h's block c is block h * blocks + c of
 // the row), the page's 8-row groups (8 row strides), the blocks (the block stride). Its boxes
 // (swizzle / 2, 8, blocks, box_rows / 8, 1) land in shared memory group by group, each group's
 // column blocks in turn: the grouped tile's order. Strides in bytes, as the driver takes them.
-// TMA's rule for a map's strides (every map tma_maps.cu encodes): 16-byte multiples below 2^40.
-inline bool tma_stride_ok(uint64_t bytes) { return bytes != 0 && bytes % 16 == 0 && bytes < (uint64_t{1} << 40); }
-
 struct GroupedPagesMap {
   uint64_t dims[5], strides[4];
   uint32_t box[5];

@@ -193,6 +193,23 @@ class PagedInputs:
     cu_seqlens_k: torch.Tensor
     seqused_k: torch.Tensor
 
+    def attend(
+        self,
+        shape: Shape,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        *,
+        causal: bool,
+        **options: object,
+    ) -> object:
+        """Our call over one copy, as an engine makes it (chunked prefill: flash_attn_varlen_fwd
+        with the block table); ``options``: its other keywords (variants, return_lse)."""
+        return flash_attn_varlen_fwd(
+            q, k_cache, v_cache, self.cu_seqlens_q, self.cu_seqlens_k, shape.seqlen_q,
+            shape.seqlen_k, causal=causal, block_table=self.table, **options,
+        )  # fmt: skip
+
 
 @dataclass
 class Inputs:
@@ -256,11 +273,7 @@ def _ours(shape: Shape, inputs: Inputs) -> Contender:
     if paged is not None:
 
         def run_paged(i: int) -> object:
-            q, k_cache, v_cache = paged.copies[i % len(paged.copies)]
-            return flash_attn_varlen_fwd(
-                q, k_cache, v_cache, paged.cu_seqlens_q, paged.cu_seqlens_k, shape.seqlen_q,
-                shape.seqlen_k, causal=shape.causal, block_table=paged.table,
-            )  # fmt: skip
+            return paged.attend(shape, *paged.copies[i % len(paged.copies)], causal=shape.causal)
 
         return Contender(run_paged, device_value_checks_off)
 

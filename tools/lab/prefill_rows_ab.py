@@ -113,10 +113,7 @@ def paged_calls(
         return lambda q, k, v: forced(q, k, v, paged, shape, causal), paged.copies
 
     def call(q, k_cache, v_cache):
-        return forge_flash.flash_attn_varlen_fwd(
-            q, k_cache, v_cache, paged.cu_seqlens_q, paged.cu_seqlens_k, shape.seqlen_q,
-            shape.seqlen_k, causal=causal, block_table=paged.table, **options,
-        )  # fmt: skip
+        return paged.attend(shape, q, k_cache, v_cache, causal=causal, **options)
 
     return call, paged.copies
 

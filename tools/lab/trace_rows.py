@@ -111,10 +111,7 @@ def trace_row(spec: str) -> list[str]:
 
         def call(q, k, v):
             with device_value_checks_off():  # the checks would read cu_seqlens back
-                forge_flash.flash_attn_varlen_fwd(
-                    q, k, v, paged.cu_seqlens_q, paged.cu_seqlens_k, shape.seqlen_q,
-                    shape.seqlen_k, causal=causal, block_table=paged.table,
-                )  # fmt: skip
+                paged.attend(shape, q, k, v, causal=causal)
     else:
 
         def call(q, k, v):
