@@ -57,3 +57,30 @@ def test_unstamped_tiles_and_the_first_tile_give_no_phase():
     lines = T.summary([cta])
     assert any("tile period" in line and f"median {PERIOD:8.0f}" in line for line in lines)
     assert T.summary([[[0] * T.SLOTS] * 3]) == []
+
+
+def cta(sm: int, start_ns: int, span_ns: int, mhz: int = 1500) -> list[list[int]]:
+    """A plain launch's CTA (one work tile): its SM, start and end times, and clocks that run at
+    `mhz`; its first tile's events 100 cycles apart from its start."""
+    first = [0] * T.SLOTS
+    clock0 = 7_000_000 + start_ns  # any per-SM origin
+    first[T.SM], first[T.START_TIME], first[T.END_TIME] = sm, start_ns, start_ns + span_ns
+    first[T.START_CLOCK], first[T.END_CLOCK] = clock0, clock0 + span_ns * mhz // 1000
+    for k, (_, slot) in enumerate(T.CTA_EVENTS[:-1]):
+        first[slot] = clock0 + 100 * (k + 1)
+    return [first] + [[0] * T.SLOTS] * 2
+
+
+def test_cta_timeline_lines_up_the_ctas_of_each_sm():
+    # SM 0: CTAs at 100-1100 ns and 1400-2400 (gap 300); SM 1: 150-1150, 1350-2350 (gap 200),
+    # listed out of order. Idle share: 500 / (500 + 4000).
+    ctas = [cta(0, 1400, 1000), cta(1, 150, 1000), cta(0, 100, 1000), cta(1, 1350, 1000)]
+    lines = T.cta_timeline([*ctas, [[0] * T.SLOTS]])  # an unstamped CTA is left out
+    text = "\n".join(lines)
+    assert "CTAs: 4 on 2 SMs, clock ~1500 MHz" in text
+    assert f"median {250:8.0f} ns" in text  # the gaps' median: (200 + 300) / 2
+    assert "2 gaps: 11.1% of the SMs' time" in text
+    assert f"median {1000:8.0f} ns" in text  # every CTA's span
+    q_landed = next(line for line in lines if "Q landed (consumer 0)" in line)
+    assert f"median {200:8.0f} cycles" in q_landed  # the second event after the start
+    assert T.cta_timeline([[[0] * T.SLOTS]]) == []

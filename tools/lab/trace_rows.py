@@ -13,14 +13,18 @@ runs with FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes the
 events of every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them), and this prints
 the medians, over every CTA's work tiles after its first, of the phases between them, in SM
 cycles, for consumer warpgroup 0. Only the persistent launch (keys up to 1024) walks several
-work tiles per CTA; longer rows print nothing. On 2026-12-04 (docs/benchmarks.md) it showed the
-epilogue and the next work tile's CtaWork, not the loads, between two short work tiles.
+work tiles per CTA; longer rows (a CTA a work tile) print no phases. On 2026-12-04
+(docs/benchmarks.md) it showed the epilogue and the next work tile's CtaWork, not the loads,
+between two short work tiles. Every row then prints the CTAs' own timeline (cta_timeline): their
+first work tile's events from the CTA's start, and the gap between CTAs that ran one after
+another on an SM: what a plain launch pays per work tile around its K/V loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import re
 import statistics
@@ -49,6 +53,8 @@ Q_ISSUED, CONSUMER = _N["kTraceQIssued"], _N["kTraceConsumer"]
 BODY_TOP, BEFORE_Q_WAIT = _N["kTraceBodyTop"], _N["kTraceBeforeQWait"]
 Q_LANDED, K0_LANDED, TURN = _N["kTraceQLanded"], _N["kTraceK0Landed"], _N["kTraceTurn"]
 S0, LAST_PV, EPILOGUE = _N["kTraceS0"], _N["kTraceLastPV"], _N["kTraceEpilogue"]
+SM, START_CLOCK, END_CLOCK = _N["kTraceSm"], _N["kTraceStartClock"], _N["kTraceEndClock"]
+START_TIME, END_TIME = _N["kTraceStartTime"], _N["kTraceEndTime"]
 
 # (name, slot it ends at, slot it starts at, True where the start is the previous work tile's)
 PHASES = [
@@ -92,6 +98,60 @@ def summary(stamps: Stamps) -> list[str]:
     ]
 
 
+# A CTA's first work tile's events, in cycles from the CTA's start (name, slot).
+CTA_EVENTS = [
+    ("Q issued (producer)", Q_ISSUED),
+    ("Q landed (consumer 0)", CONSUMER + Q_LANDED),
+    ("K[0] landed (consumer 0)", CONSUMER + K0_LANDED),
+    ("S[0] landed (consumer 0)", CONSUMER + S0),
+    ("S[0] landed (consumer 1)", CONSUMER + 6 + S0),
+    ("last P V retired (consumer 0)", CONSUMER + LAST_PV),
+    ("last P V retired (consumer 1)", CONSUMER + 6 + LAST_PV),
+    ("epilogue done (consumer 0)", CONSUMER + EPILOGUE),
+    ("stores issued (CTA end)", END_CLOCK),
+]
+
+
+def cta_timeline(stamps: Stamps) -> list[str]:
+    """Where a CTA's time goes around its work, from the CTA stamps (trace.cuh): the events of
+    its first work tile in cycles from its start, and, lining up the CTAs that ran one after
+    another on each SM by %globaltimer, the gap between one's stores issued and the next one's
+    start: what a plain launch (a CTA a work tile) pays per work tile to retire a CTA and start
+    the next, besides the start-up inside the CTA before S[0]."""
+    ctas = [cta[0] for cta in stamps if cta[0][START_TIME] and cta[0][END_TIME]]
+    if not ctas:
+        return []
+    by_sm: dict[int, list[Sequence[int]]] = {}
+    for cta in ctas:
+        by_sm.setdefault(int(cta[SM]), []).append(cta)
+    gaps, spans = [], []
+    for row in by_sm.values():
+        row.sort(key=lambda cta: cta[START_TIME])
+        gaps += [int(b[START_TIME]) - int(a[END_TIME]) for a, b in itertools.pairwise(row)]
+        spans += [int(cta[END_TIME]) - int(cta[START_TIME]) for cta in row]
+    mhz = statistics.median(
+        1e3 * (int(c[END_CLOCK]) - int(c[START_CLOCK])) / (int(c[END_TIME]) - int(c[START_TIME]))
+        for c in ctas
+        if c[END_TIME] > c[START_TIME]
+    )
+    lines = [f"  CTAs: {len(ctas)} on {len(by_sm)} SMs, clock ~{mhz:.0f} MHz"]
+    for name, slot in CTA_EVENTS:
+        cycles = [int(c[slot]) - int(c[START_CLOCK]) for c in ctas if c[slot]]
+        if cycles:
+            lines.append(f"  start -> {name:30s} median {statistics.median(cycles):8.0f} cycles")
+    lines.append(
+        f"  CTA span (start -> stores issued)      median {statistics.median(spans):8.0f} ns"
+    )
+    if gaps:
+        idle = sum(gaps) / (sum(gaps) + sum(spans))
+        lines.append(
+            f"  gap to the SM's next CTA               median {statistics.median(gaps):8.0f} ns"
+            f"  mean {statistics.fmean(gaps):6.0f} ns  ({len(gaps)} gaps: {100 * idle:.1f}% of the"
+            " SMs' time)"
+        )
+    return lines
+
+
 def trace_row(spec: str) -> list[str]:
     import torch
 
@@ -133,8 +193,8 @@ def trace_row(spec: str) -> list[str]:
     pages = f" pages of {page_size}" if page_size else ""
     head = f"== d{head_dim} s{seqlen} {mask}{pages}: {len(stamped)} CTAs"
     if not len(stamped):
-        head += " stamped (not a FORGE_FLASH_TRACE build, or not the persistent launch)"
-    return [head, *summary(stamped)]
+        head += " stamped (not a FORGE_FLASH_TRACE build)"
+    return [head, *summary(stamped), *cta_timeline(stamps)]
 
 
 def main() -> None:

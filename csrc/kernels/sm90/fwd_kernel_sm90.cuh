@@ -73,6 +73,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   __trap();  // compiled for other targets only so that the kernel table links; never launched there
 #else
   wait_for_previous_grid();  // a programmatic launch (after the K/V append) starts early
+  FORGE_FLASH_TRACE_CODE(if (threadIdx.x == 0) trace_cta_start(p);)
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kHeadDim = Cfg::kHeadDim;
   constexpr int kStages = Cfg::kStages;
   constexpr int kNTilesS = kBlockN / 8, kNTilesO = kHeadDim / 8;
@@ -799,6 +800,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     store_output<T, Cfg::kOutputPitch, kBlockM, kChunks, kConsumers>(p, w, staging, ctid);
   });
   flush_pending();  // the last work tile's epilogue
+  FORGE_FLASH_TRACE_CODE(if (ctid == 0) trace_cta_end(p);)
   if (consumer == 0) pass_turns();
   if (consumer == 0) turn_begin();
 #endif
