@@ -1,4 +1,4 @@
-"""Where the persistent Hopper kernel's work tiles spend their cycles, from its timeline stamps.
+"""Where the Hopper kernel's work tiles and CTAs spend their cycles, from its timeline stamps.
 
 Needs a plugin built with the stamps (never the wheels'):
 
@@ -6,18 +6,19 @@ Needs a plugin built with the stamps (never the wheels'):
     python tools/lab/trace_rows.py 128:512:n,128:512:c,64:512:n,64:512:c:16
 
 A row is head_dim:seqlen:(n)on-causal or (c)ausal at the benchmark's prefill shape (16k tokens,
-2048 // head_dim heads, bf16), with :P after it the same call as chunked prefill over a paged
-cache of P keys a page (`bench --paged`'s call: flash_attn_varlen_fwd with a block table, which
-runs the paged twin's persistent instance within 1024 keys). For each row one steady-state call
-runs with FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes the SM's clock64 at
-events of every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them), and this prints
-the medians, over every CTA's work tiles after its first, of the phases between them, in SM
-cycles, for consumer warpgroup 0. Only the persistent launch (keys up to 1024) walks several
-work tiles per CTA; longer rows (a CTA a work tile) print no phases. On 2026-12-04
+2048 / head_dim heads, bf16), with :P after it the same call as chunked prefill over a paged cache
+of P keys a page (`bench --paged`'s call: flash_attn_varlen_fwd with a block table, which runs the
+paged twin's persistent instance within 1024 keys), or with :v the same sequences packed over dense
+K/V (flash_attn_varlen_fwd without a table: the paged rows' control, the packed twin). For each row
+one steady-state call runs with FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes
+the SM's clock64 at events of every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them),
+and this prints the medians, over every CTA's work tiles after its first, of the phases between
+them, in SM cycles, for consumer warpgroup 0. Only the persistent launch (keys up to 1024) walks
+several work tiles per CTA; longer rows (a CTA a work tile) print no phases. On 2026-12-04
 (docs/benchmarks.md) it showed the epilogue and the next work tile's CtaWork, not the loads,
 between two short work tiles. Every row then prints the CTAs' own timeline (cta_timeline): their
-first work tile's events from the CTA's start, and the gap between CTAs that ran one after
-another on an SM: what a plain launch pays per work tile around its K/V loop.
+first work tile's events from the CTA's start, and the gap between CTAs that ran one after another
+on an SM: what a plain launch pays per work tile around its K/V loop.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def trace_row(spec: str) -> list[str]:
     from forge_flash.validation import device_value_checks_off
 
     head_dim, seqlen, kind, *page = spec.split(":")
-    causal, page_size = kind == "c", int(page[0]) if page else 0
+    packed = page == ["v"]  # the same sequences packed, dense K/V: the paged rows' control
+    causal, page_size = kind == "c", int(page[0]) if page and not packed else 0
     shape = prefill_shapes([int(seqlen)], [int(head_dim)], ["bf16"])[0]
     size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
     copies = [tuple(torch.randn(size, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -172,6 +174,16 @@ def trace_row(spec: str) -> list[str]:
         def call(q, k, v):
             with device_value_checks_off():  # the checks would read cu_seqlens back
                 paged.attend(shape, q, k, v, causal=causal)
+    elif packed:
+        steps = torch.arange(shape.batch + 1, device="cuda", dtype=torch.int32)
+        cu_q, cu_k = steps * shape.seqlen_q, steps * shape.seqlen_k
+        copies = [tuple(t.flatten(0, 1) for t in qkv) for qkv in copies]
+
+        def call(q, k, v):
+            with device_value_checks_off():  # as the paged rows run
+                forge_flash.flash_attn_varlen_fwd(
+                    q, k, v, cu_q, cu_k, shape.seqlen_q, shape.seqlen_k, causal=causal
+                )
     else:
 
         def call(q, k, v):
@@ -190,7 +202,7 @@ def trace_row(spec: str) -> list[str]:
     stamps = buffer.view(CTAS, TILES, SLOTS).cpu().tolist()
     stamped = [cta for cta in stamps if cta[0][CONSUMER + Q_LANDED] != 0]
     mask = "causal" if causal else "non-causal"
-    pages = f" pages of {page_size}" if page_size else ""
+    pages = f" pages of {page_size}" if page_size else " packed (varlen)" if packed else ""
     head = f"== d{head_dim} s{seqlen} {mask}{pages}: {len(stamped)} CTAs"
     if not len(stamped):
         head += " stamped (not a FORGE_FLASH_TRACE build)"
@@ -199,7 +211,7 @@ def trace_row(spec: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rows", help="head_dim:seqlen:n|c[:page_size],...")
+    parser.add_argument("rows", help="head_dim:seqlen:n|c[:page_size|v],...")
     args = parser.parse_args()
     for spec in args.rows.split(","):
         print("\n".join(trace_row(spec)), flush=True)
