@@ -15,26 +15,26 @@ namespace forge_flash {
 // tools/lab/trace_rows.py reads the numbers below from this file (header_numbers).
 constexpr int kTraceCtas = 4096;  // CTAs stamped (the first ones): the buffer holds this many
 constexpr int kTraceTiles = 32;   // work tiles per CTA stamped (the first ones)
-constexpr int kTraceSlots = 24;   // events per work tile
+constexpr int kTraceSlots = 32;   // events per work tile
 // The Hopper kernel's events (sm90/fwd_kernel_sm90.cuh). The producer's: its Q load issued, its
-// first K/V load issued. Each consumer warpgroup's (kTraceConsumer + 6 * consumer + event): Q
-// landed, K[0] landed, its first turn, S[0] landed, the last P V retired, the epilogue done.
-// Consumer 0's also: the work tile's body entered, and just before the Q wait. The CTA's, in
-// its first work tile's slots: the SM it ran on, and the clock64 and the SM-independent
+// first K/V load issued. Each consumer warpgroup's, up to three (kTraceConsumer + 6 * consumer +
+// event): Q landed, K[0] landed, its first turn, S[0] landed, the last P V retired, the epilogue
+// done. Consumer 0's also: the work tile's body entered, and just before the Q wait. The CTA's,
+// in its first work tile's slots: the SM it ran on, and the clock64 and the SM-independent
 // %globaltimer (ns) at its start and once its consumers' stores are issued, so that the CTAs
-// that ran one after another on an SM line up (the gap between them is what a plain launch
-// pays to retire a CTA and start the next: tools/lab/trace_rows.py, plain launches).
+// that ran one after another on an SM line up (the gap between them is what a plain launch pays
+// to retire a CTA and start the next: tools/lab/trace_rows.py, plain launches).
 enum TraceSlot : int {
   kTraceQIssued = 0,
   kTraceK0Issued = 1,
-  kTraceConsumer = 2,
-  kTraceBodyTop = 14,
-  kTraceBeforeQWait = 15,
-  kTraceSm = 16,
-  kTraceStartClock = 17,
-  kTraceStartTime = 18,
-  kTraceEndTime = 19,
-  kTraceEndClock = 20,
+  kTraceConsumer = 2,  // 2 .. 19
+  kTraceBodyTop = 20,
+  kTraceBeforeQWait = 21,
+  kTraceSm = 22,
+  kTraceStartClock = 23,
+  kTraceStartTime = 24,
+  kTraceEndTime = 25,
+  kTraceEndClock = 26,
 };
 enum TraceConsumerEvent : int { kTraceQLanded, kTraceK0Landed, kTraceTurn, kTraceS0, kTraceLastPV, kTraceEpilogue };
 

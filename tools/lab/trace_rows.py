@@ -109,6 +109,7 @@ CTA_EVENTS = [
     ("last P V retired (consumer 0)", CONSUMER + LAST_PV),
     ("last P V retired (consumer 1)", CONSUMER + 6 + LAST_PV),
     ("epilogue done (consumer 0)", CONSUMER + EPILOGUE),
+    ("epilogue done (consumer 1)", CONSUMER + 6 + EPILOGUE),
     ("stores issued (CTA end)", END_CLOCK),
 ]
 
