@@ -34,14 +34,6 @@ QUERIES_PER_SEQ = 4096
 TOKENS = 16384
 
 
-def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares (intercept, slope) of ys over xs."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    covariance = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    slope = covariance / sum((x - mx) ** 2 for x in xs)
-    return my - slope * mx, slope
-
-
 def gpu_seconds(fn, device: torch.device, copies: int) -> float:
     """GPU time per call from CUDA-graph replays, or the median of single calls where the
     contender cannot be captured."""
@@ -90,7 +82,7 @@ def main() -> int:
         for name, by_keys in times.items():
             keys = sorted(by_keys)
             us = [statistics.median(by_keys[k]) for k in keys]
-            fixed, slope = fit([float(k) for k in keys], us)
+            slope, fixed = statistics.linear_regression([float(k) for k in keys], us)
             flops_per_key = 4.0 * batch * heads * QUERIES_PER_SEQ * d
             loop_tflops = flops_per_key / (slope * 1e-6) / 1e12
             cells = "  ".join(
