@@ -367,7 +367,15 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // ================================ consumers ================================
   sm90::grow_registers<Cfg::kConsumerRegs>();
   const int ctid = tid - Cfg::kProducerThreads;  // 0..255
-  const int consumer = ctid / 128, lane = tid % 32;
+  // The consumer index, broadcast from lane 0 so that ptxas knows it is the same in every lane of
+  // a warp: the addresses built from it (this consumer's Q rows, its P tile) and the wgmma
+  // descriptors built from those then live in uniform registers. From `ctid / 128` ptxas built
+  // them in ordinary registers and moved each to a uniform one before every wgmma (R2UR with its
+  // shifts and masks): the head_dim 128 persistent instance's K/V loop 705 -> 658 SASS
+  // instructions (48 R2UR fewer), the head_dim 96 non-causal one 688 -> 653, the whole persistent
+  // kernel 6,360 -> 5,008 at 128. H100, session 73 (docs/benchmarks.md): short rows (the
+  // persistent kernel, 512-1k tokens) +1-8%, long rows level to +3%.
+  const int consumer = __shfl_sync(0xffffffffu, ctid / 128, 0), lane = tid % 32;
   const int tile_row = (ctid / 32) * 16 + lane / 4;     // this thread's first row (and +8)
   uint32_t sQ_rows = sQ(0) + consumer * 64 * kSwizzle;  // this consumer's Q rows in the work tile's buffer
 
