@@ -11,7 +11,9 @@ below cuDNN instead (16k tokens in sequences of 512 and 2048, causal, head_dim 6
 with ``--variants``, forge_flash alone on issue 14's score-variant rows (head_dim 128, 8k tokens,
 not causal, or causal with ``--causal``: plain, softcap 50, ALiBi, sinks), to see what each
 variant adds; with
-``--long-decode``, one-query decode over 32k and 128k keys (where K/V streaming decides).
+``--long-decode``, one-query decode over 32k and 128k keys (where K/V streaming decides); with
+``--prefill HD:SEQ[:c],...``, the benchmark's prefill rows named (16k tokens, bf16; ``:c``
+causal), e.g. ``--prefill 96:8192`` for the head_dim 96 row where FA4 leads.
 Contenders: forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as
 ``python -m forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
 (cudaProfilerStart/Stop), so each profiled kernel is a steady-state call on inputs that are not
@@ -26,7 +28,7 @@ import argparse
 import torch
 
 import forge_flash as ff
-from forge_flash.benchmark import Shape, contenders, make_inputs
+from forge_flash.benchmark import Shape, contenders, make_inputs, prefill_shapes
 
 ROWS = [
     Shape("decode", 1, 32, 8, 1, 4096, 128, False, "bf16"),
@@ -51,12 +53,17 @@ def main() -> None:
     parser.add_argument(
         "--long-decode", action="store_true", help="one-query decode over 32k and 128k keys"
     )
+    parser.add_argument(
+        "--prefill", type=prefill_rows, help="prefill rows HD:SEQ[:c],... (16k tokens, bf16)"
+    )
     args = parser.parse_args()
     device = torch.device("cuda")
     if args.variants:
         profile_variants(args.causal)
         return
-    rows = SHORT_ROWS if args.short else LONG_DECODE_ROWS if args.long_decode else ROWS
+    rows = args.prefill or (
+        SHORT_ROWS if args.short else LONG_DECODE_ROWS if args.long_decode else ROWS
+    )
     for shape in rows:
         inputs = make_inputs(shape, device)
         for name, contender in contenders(shape, inputs, device).items():
@@ -71,6 +78,19 @@ def main() -> None:
                 torch.cuda.synchronize()
                 torch.cuda.profiler.stop()
             print(f"profiled {name}: {shape.label()}", flush=True)
+
+
+def prefill_rows(spec: str) -> list[Shape]:
+    """``HD:SEQ[:c],...``: the benchmark's prefill shape of each (``prefill_shapes``), bf16."""
+    rows = []
+    for item in spec.split(","):
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "c"):
+            raise argparse.ArgumentTypeError(f"a row is HD:SEQ or HD:SEQ:c; got {item!r}")
+        causal = len(parts) == 3
+        shapes = prefill_shapes([int(parts[1])], [int(parts[0])], ["bf16"])
+        rows += [shape for shape in shapes if shape.causal == causal]
+    return rows
 
 
 def profile_variants(causal: bool) -> None:
