@@ -14,7 +14,7 @@ variant adds; with
 ``--long-decode``, one-query decode over 32k and 128k keys (where K/V streaming decides); with
 ``--prefill HD:SEQ[:c],...``, the benchmark's prefill rows named (16k tokens, bf16; ``:c``
 causal), e.g. ``--prefill 96:8192`` for the head_dim 96 row where FA4 leads.
-Contenders: forge_flash and torch SDPA's flash and cuDNN backends, set up exactly as
+Contenders: forge_flash, torch SDPA's flash and cuDNN backends and FA4 where it imports, set up as
 ``python -m forge_flash bench`` sets them up. Warm-up calls run outside the profiled range
 (cudaProfilerStart/Stop), so each profiled kernel is a steady-state call on inputs that are not
 in L2. Nsight Compute's source-level sections (SourceCounters, ``--import-source``) need a
