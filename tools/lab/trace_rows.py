@@ -6,7 +6,7 @@ Needs a plugin built with the stamps (never the wheels'):
     python tools/lab/trace_rows.py 128:512:n,128:512:c,64:512:n,64:512:c:16
 
 A row is head_dim:seqlen:(n)on-causal or (c)ausal at the benchmark's prefill shape (16k tokens,
-2048 / head_dim heads, bf16), with :P after it the same call as chunked prefill over a paged cache
+2048 // head_dim heads, bf16), with :P after it the same call as chunked prefill over a paged cache
 of P keys a page (`bench --paged`'s call: flash_attn_varlen_fwd with a block table, which runs the
 paged twin's persistent instance within 1024 keys), or with :v the same sequences packed over dense
 K/V (flash_attn_varlen_fwd without a table: the paged rows' control, the packed twin). For each row
