@@ -28,8 +28,12 @@
 # TESTS_TIMEOUT=S (tests, check): stop the tests after S seconds and name the unfinished ones.
 # EXTRA=cu12 installs 'forge-flash[cu12]' (the CUDA 12 plugin) instead of 'forge-flash[cuda]'.
 # PREFILL_DTYPE=both (or fp16) times the prefill rows in both dtypes (issue 13 asks bf16 and
-# fp16); default bf16, the anchor table's. PAGED=P (bench, check) adds `bench --paged P`: the
-# bf16 prefill rows again as chunked prefill over a paged cache, ours and FA4's paged calls.
+# fp16); default bf16, the anchor table's. PREFILL_PASSES=N (bench, check) times those rows in
+# N passes and reports each row's median, so that one contender's one fast pass moves a row's
+# ratio less (session 75: cuDNN ran head_dim 128 over 2k tokens at 639 TFLOP/s in a single
+# pass, 553-603 on the rows beside it, which put that row at 0.89). PAGED=P (bench, check)
+# adds `bench --paged P`: the bf16 prefill rows again as chunked prefill over a paged cache,
+# ours and FA4's paged calls.
 # Outputs go to $OUT. Usage, from the repository root:
 #   bash tools/lab/gpu_session.sh WHEEL_DIR tests|bench|check [PYTEST ARGS...]
 set -uo pipefail
@@ -91,7 +95,7 @@ run_bench() {
     fi
     (cd /tmp && "$py" -m forge_flash) 2>&1 | tee "$out/main-job.log" | tail -12
     "$py" -m forge_flash bench --full --prefill --dtype "${PREFILL_DTYPE:-bf16}" \
-        --json "$out/bench-prefill.json" >"$out/bench-prefill.log" 2>&1
+        --passes "${PREFILL_PASSES:-1}" --json "$out/bench-prefill.json" >"$out/bench-prefill.log" 2>&1
     tail -12 "$out/bench-prefill.log"
     "$py" -m forge_flash bench --full --decode --graph --json "$out/bench-decode-graph.json" 2>&1 |
         tee "$out/bench-decode-graph.log" | tail -9
