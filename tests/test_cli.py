@@ -129,6 +129,13 @@ def test_full_selection_covers_the_anchors():
         (64, 32, 32), (96, 21, 21), (128, 16, 16), (256, 8, 8)
     }  # fmt: skip
     assert {s.seqlen_k for s in decode} == {4096, 8192, 16384, 32768, 65536, 131072}
+    one = {(s.seqlen_k, s.dtype) for s in decode if s.batch == 1}
+    assert len(one) == 12 == len([s for s in decode if s.batch == 1])
+    batched = [(s.batch, s.seqlen_k, s.dtype) for s in decode if s.batch > 1]
+    assert sorted(batched) == sorted(
+        (b, n, dtype) for b, n in benchmark.BATCHED_DECODE for dtype in ("bf16", "fp16")
+    )
+    assert {(s.seqlen_q, s.heads, s.heads_k, s.head_dim) for s in decode} == {(1, 32, 8, 128)}
 
 
 @pytest.mark.parametrize("head_dim", [64, 96, 128, 256])
@@ -177,8 +184,8 @@ def test_paged_contender_runs_our_paged_call(causal):
         torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
 
 
-def _row(backend, ms, *, seqlen=1024, kind="prefill", dtype="bf16"):
-    return benchmark.Row(kind, backend, dtype, 1, 16, 16, seqlen, seqlen, 128, False, ms,
+def _row(backend, ms, *, seqlen=1024, kind="prefill", dtype="bf16", batch=1):
+    return benchmark.Row(kind, backend, dtype, batch, 16, 16, seqlen, seqlen, 128, False, ms,
                          None if ms is None else 1.0, None)  # fmt: skip
 
 
@@ -229,6 +236,37 @@ def test_summary_keeps_each_dtype_apart():
     assert table[("max(sdpa_cudnn, fa4)", "prefill", "bf16")] == ["0.80x", "0.80x", "0.80x"]
     assert table[("max(sdpa_cudnn, fa4)", "prefill", "fp16")] == ["1.25x", "1.25x", "1.25x"]
     assert len(table) == 4  # cuDNN and the target, once per dtype
+
+
+def test_summary_keeps_batched_decode_apart():
+    # one sequence at 1.25 of cuDNN, a batch of 64 at 0.8: the one-sequence decode geomean
+    # stays 1.25, the batch's rows get a group of their own
+    rows = [
+        _row("forge_flash", 1.0, kind="decode"), _row("sdpa_cudnn", 1.25, kind="decode"),
+        _row("forge_flash", 2.0, kind="decode", batch=64),
+        _row("sdpa_cudnn", 1.6, kind="decode", batch=64),
+    ]  # fmt: skip
+    table = _summary_table(rows)
+    assert table[("max(sdpa_cudnn, fa4)", "decode", "bf16")] == ["1.25x", "1.25x", "1.25x"]
+    assert table[("max(sdpa_cudnn, fa4)", "batched", "bf16")] == ["0.80x", "0.80x", "0.80x"]
+    assert table[("sdpa_cudnn", "batched", "bf16")] == ["0.80x", "0.80x", "0.80x"]
+    assert len(table) == 4
+
+
+def test_batched_decode_contenders_agree_with_a_float32_reference():
+    # a batch of 3 sequences: every contender's decode output against float32 math per sequence
+    shape = benchmark.decode_shapes([40], ["bf16"], batch=3)[0]
+    assert shape.label() == "decode  bf16 b=3 kv=40 h=32/8 d=128"
+    inputs = benchmark.make_inputs(shape, torch.device("cpu"))
+    q, k, v = inputs.ours[0]
+    scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float().repeat_interleave(4, 2))
+    weights = torch.softmax(scores * 128**-0.5, dim=-1)
+    expected = torch.einsum("bhqk,bkhd->bqhd", weights, v.float().repeat_interleave(4, 2))
+    for name, contender in benchmark.contenders(shape, inputs, torch.device("cpu")).items():
+        got = contender.run(0).float()
+        if name != "forge_flash":  # SDPA's layout (b, h, s, d)
+            got = got.transpose(1, 2)
+        torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2, msg=name)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ default and math backends on the CPU), with speed-up ratios (their time / ours).
 report TFLOP/s (4 * b * h * sq * sk * d, halved for causal with sq == sk); decode rows report
 microseconds and GB/s of K/V read (2 * b * sk * hk * d * element size). The summary also gives
 forge_flash against the faster of cuDNN and FA4 on each row (the project's target metric).
+``--full`` decodes one sequence (kind ``decode`` in the summary) and batches of equal-length
+sequences, as an engine's decode step (``batched``: BATCHED_DECODE's rows).
 
 ``--paged P`` adds each prefill row again as chunked prefill over a paged cache of P keys a page
 (kind ``paged``), the call engines with a block table make: ours through
@@ -52,6 +54,11 @@ _ROTATION_BYTES = 128 * 2**20  # twice the H100's 50 MB L2
 # replay; with one call per replay, as the input sets of 128 MB and more had (decode over
 # 32k-128k keys), it was in that call's figure, for every contender alike.
 MIN_GRAPH_CALLS = 4
+
+# `--full`'s batched decode rows, (sequences, keys each): a step over a full GPU's worth of
+# sequences at 4k and 16k keys, and a batch of 16, whose 128 (sequence, KV head) pairs fill
+# fewer CTAs than the H200 has SMs.
+BATCHED_DECODE = ((16, 4096), (64, 4096), (64, 16384), (128, 4096))
 
 # The anchor shapes' prefill sequence lengths per head_dim (16k tokens, hidden 2048).
 ANCHOR_SEQLENS = {
@@ -138,9 +145,11 @@ def prefill_shapes(
     ]
 
 
-def decode_shapes(kv_lens: list[int], dtypes: list[str]) -> list[Shape]:
-    """One query, 32 query heads over 8 KV heads of 128."""
-    return [Shape("decode", 1, 32, 8, 1, n, 128, False, dtype) for dtype in dtypes for n in kv_lens]
+def decode_shapes(kv_lens: list[int], dtypes: list[str], batch: int = 1) -> list[Shape]:
+    """One query per sequence, 32 query heads over 8 KV heads of 128, ``batch`` sequences."""
+    return [
+        Shape("decode", batch, 32, 8, 1, n, 128, False, dtype) for dtype in dtypes for n in kv_lens
+    ]
 
 
 def select_shapes(args: argparse.Namespace, device: torch.device) -> list[Shape]:
@@ -154,6 +163,7 @@ def select_shapes(args: argparse.Namespace, device: torch.device) -> list[Shape]
             for shape in prefill_shapes(ANCHOR_SEQLENS[d], [d], [dtype])
         ]
         decode = decode_shapes([4096, 8192, 16384, 32768, 65536, 131072], dtypes)
+        decode += [s for b, n in BATCHED_DECODE for s in decode_shapes([n], dtypes, b)]
     else:
         if args.dtype == "both":
             dtypes = ["bf16"]
@@ -603,6 +613,12 @@ def _by_shape(rows: list[Row]) -> dict[tuple, list[Row]]:
     return shapes
 
 
+def summary_kind(row: Row) -> str:
+    """The summary's group of a row: its kind, with decode over more than one sequence apart
+    (``batched``), so that a batch's figures do not move the one-sequence decode geomean."""
+    return "batched" if row.kind == "decode" and row.b > 1 else row.kind
+
+
 def summary(rows: list[Row]) -> str:
     """Speed-up of forge_flash over each contender, and over the faster of TARGET_RIVALS on
     each row: geometric mean, min and max per kind of shape and dtype (the targets are per
@@ -618,10 +634,11 @@ def summary(rows: list[Row]) -> str:
             continue
         for row in shape_rows:
             if row.backend != "forge_flash" and row.ms is not None:
-                groups.setdefault((row.backend, row.kind, row.dtype), []).append(row.ms / ours.ms)
+                group = (row.backend, summary_kind(row), row.dtype)
+                groups.setdefault(group, []).append(row.ms / ours.ms)
         ratio = target_ratio(shape_rows)
         if ratio is not None:
-            groups.setdefault((_TARGET_LABEL, ours.kind, ours.dtype), []).append(ratio)
+            groups.setdefault((_TARGET_LABEL, summary_kind(ours), ours.dtype), []).append(ratio)
     for (backend, kind, dtype), ratios in sorted(groups.items()):
         geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         lines.append(

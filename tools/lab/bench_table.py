@@ -40,7 +40,8 @@ def render(rows: list[dict]) -> str:
     by_shape: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for row in rows:
         page = row.get("page_size", 0)  # files written before paged rows lack it
-        key = (row["kind"], row["dtype"], row["d"], row["sq"], row["sk"], row["causal"], page)
+        key = (row["kind"], row["dtype"], row["b"], row["d"], row["sq"], row["sk"], row["causal"])
+        key += (page,)
         by_shape[key][row["backend"]] = row
     present = {row["backend"] for row in rows}
     contenders = [c for c in NAMES if c in present]
@@ -58,8 +59,9 @@ def render(rows: list[dict]) -> str:
         for key in shapes:
             found = by_shape[key]
             ours = found["forge_flash"]
-            _, dtype, d, sq, sk, causal, page = key
-            shape = f"{dtype} kv {sk}" if kind == "decode" else f"{dtype} d{d} s{sq}"
+            _, dtype, batch, d, sq, sk, causal, page = key
+            # decode: one sequence, or a batch of them (`bench --full`'s batched rows)
+            shape = f"{dtype} b{batch} kv {sk}" if kind == "decode" else f"{dtype} d{d} s{sq}"
             shape += f" pages of {page}" if kind == "paged" else ""
             cells = [_figure(kind, ours)] + [_figure(kind, found.get(c)) for c in contenders]
             cells += [_ratio(ours, found.get(c)) for c in contenders]
