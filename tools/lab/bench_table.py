@@ -40,8 +40,8 @@ def render(rows: list[dict]) -> str:
     by_shape: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for row in rows:
         page = row.get("page_size", 0)  # files written before paged rows lack it
-        key = (row["kind"], row["dtype"], row["b"], row["d"], row["sq"], row["sk"], row["causal"])
-        key += (page,)
+        fields = ("kind", "dtype", "b", "d", "sq", "sk", "causal")
+        key = (*(row[f] for f in fields), page)
         by_shape[key][row["backend"]] = row
     present = {row["backend"] for row in rows}
     contenders = [c for c in NAMES if c in present]
