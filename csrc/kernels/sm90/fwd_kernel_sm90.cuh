@@ -526,6 +526,31 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     }
   };
   if (consumer == kWGs - 1) pass_turns();
+  // Whether this consumer's rows see no key of the work tile's first K/V tile (at key n0): the
+  // rightmost key its last row sees (the causal diagonal, or the window's right edge) lies
+  // before n0. Uniform over the consumer. Only the TMA-only plain launch, one work tile a CTA.
+  constexpr bool kMaySkipEdgeTiles = Cfg::kTmaOnly && !Cfg::kPersistent;
+  auto skips_first_tile = [&](const CtaWork& w, int n_tiles, int n0) {
+    if (!kMaySkipEdgeTiles || n_tiles < 2) return false;
+    int right;  // the rightmost key the diagonal key's row sees, past that key
+    if constexpr (P::kBand) {
+      if (p.window_right < 0) return false;
+      right = p.window_right;
+    } else {
+      if (!p.is_causal) return false;
+      right = 0;
+    }
+    const int last_row = min(w.m0 + consumer * 64 + 63, w.rows - 1);
+    return p.rows_per_query.div(last_row) + w.diag + right < n0;
+  };
+  // A K/V tile this consumer's rows see none of: its turn passes (the ring keeps its order) and
+  // its stage is freed, unread.
+  auto pass_tile = [&](int tile) {
+    turn_begin();
+    turn_end();
+    release_k(tile);
+    release(bar_v_empty(tile % kStages));
+  };
 
   // The epilogue of a work tile: O /= l, the LSE, and (persistent kernel) O from registers to
   // global memory; the plain kernel stages O in shared memory below. Its parts that read no O
@@ -698,6 +723,15 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     start_rows(bounded);
     const ScoreRows rows = score_rows<P>(p, w, tile_row);
     auto tile_n0 = [&](int i) { return (w.n_end - 1 - i) * kBlockN + w.key0; };
+    // The first K/V tile walked is the one across the causal diagonal (or the window's right
+    // edge). Where the tiles are wider than a consumer's 64 rows are deep and not aligned with
+    // them (the TMA-only instance: 192 keys at head_dim 96, 176 at 128, and 192 query rows over
+    // 128-key tiles at 64), this consumer's rows may see none of its keys: a consumer-tile of
+    // Q K^T, softmax and P V whose P is all zeros (at 96 and 128 the first consumer's in 31-36%
+    // of a causal call's query blocks, at 64 one or two consumers' in every one: 2.4-5% of the
+    // consumer-tiles over 2k tokens). Such a consumer starts at the second tile (first = 1): it
+    // passes its turn of the first and releases its stage (skips_first_tile).
+    const int first = skips_first_tile(w, n_tiles, tile_n0(0)) ? 1 : 0;
     // kPackedSeqs: the rows of the first K/V tile within the sequence (zero_v_rows zeroes the rest).
     const int v0_rows = kPackedSeqs && n_tiles > 0 ? w.seq.seqlen_k - tile_n0(0) : kBlockN;
     // Returns whether O needs its rescale (kLazyMax: not when no row of the warp moved its max).
@@ -729,23 +763,24 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceQLanded);)
       sQ_rows = sQ(q_buffer) + consumer * 64 * kSwizzle;
       float correction[2];
-      wait_kv(it, -1);
+      if (first == 1) pass_tile(it);
+      wait_kv(it + first, -1);
       FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceK0Landed);)
       turn_begin();
       FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceTurn);)
       sm90::wgmma_fence();
-      issue_qk(it);
+      issue_qk(it + first);
       turn_end();
-      if (kPackedSeqs && v0_rows < kBlockN) zero_v_rows(it, v0_rows);  // beside this Q K^T
+      if (kPackedSeqs && first == 0 && v0_rows < kBlockN) zero_v_rows(it, v0_rows);  // beside this Q K^T
       flush_pending();  // the previous work tile's stores, beside this Q K^T
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
       FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceS0);)
-      release_k(it);
-      softmax(0, correction);  // O is still zero: rescaled in the turn, it stays zero
+      release_k(it + first);
+      softmax(first, correction);  // O is still zero: rescaled in the turn, it stays zero
       store_p();
 
-      for (int i = 1; i < n_tiles; ++i) {
+      for (int i = first + 1; i < n_tiles; ++i) {
         wait_kv(it + i, it + i - 1);
         turn_begin();
         sm90::wgmma_fence();  // orders the writes of S's old value, P and O before the MMAs
