@@ -238,6 +238,31 @@ def test_summary_keeps_each_dtype_apart():
     assert len(table) == 4  # cuDNN and the target, once per dtype
 
 
+def test_pass_summary_gives_each_pass_its_own_target_geomean():
+    # two passes of the same two bf16 shapes and one fp16 shape: pass 1 at 0.8 and 1.25 of the
+    # faster rival (geomean 1.0), pass 2 at 0.5 and 0.5 (0.5); fp16 timed in pass 1 only
+    def rows(a, b, fp16):
+        out = [
+            _row("forge_flash", 1.0, seqlen=1024), _row("sdpa_cudnn", a, seqlen=1024),
+            _row("forge_flash", 1.0, seqlen=2048), _row("fa4", b, seqlen=2048),
+            _row("forge_flash", 1.0, dtype="fp16"), _row("sdpa_cudnn", fp16, dtype="fp16"),
+        ]  # fmt: skip
+        return out
+
+    text = benchmark.pass_summary([rows(0.8, 1.25, 2.0), rows(0.5, 0.5, None)])
+    lines = text.splitlines()
+    assert lines[0] == "forge_flash / max(sdpa_cudnn, fa4), geomean of each pass alone"
+    assert lines[1].split() == ["prefill", "bf16", "1.000", "/", "0.500"]
+    assert lines[2].split() == ["prefill", "fp16", "2.000", "/", "n/a"]
+    assert len(lines) == 3
+    # the summary of the median rows is not the passes' geomeans: each rival's median time over
+    # two passes is their mean, (0.8 + 0.5) / 2 = 0.65 and (1.25 + 0.5) / 2 = 0.875, geomean
+    # sqrt(0.65 * 0.875) = 0.754
+    merged = benchmark.median_rows([rows(0.8, 1.25, 2.0), rows(0.5, 0.5, 2.0)])
+    table = _summary_table(merged)
+    assert table[("max(sdpa_cudnn, fa4)", "prefill", "bf16")] == ["0.75x", "0.65x", "0.88x"]
+
+
 def test_summary_keeps_batched_decode_apart():
     # one sequence at 1.25 of cuDNN, a batch of 64 at 0.8: the one-sequence decode geomean
     # stays 1.25, the batch's rows get a group of their own
@@ -455,6 +480,7 @@ def test_benchmark_passes_report_median_rows(tmp_path, monkeypatch, capsys):
         assert row["ms"] == pytest.approx(times[1])
     text = capsys.readouterr().out
     assert "pass 3 of 3" in text and "median of 3 passes" in text
+    assert "geomean of each pass alone" in text  # pass_summary, after the summary
     assert benchmark.main(["--device", "cpu", "--passes", "0"]) == 2
     assert "--passes takes a count of at least 1, got 0" in capsys.readouterr().err
 

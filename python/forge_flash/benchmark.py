@@ -21,8 +21,9 @@ many repeats, fresh random inputs rotated over enough copies that K/V do not sta
 Back-to-back eager calls include the host's launch overhead wherever it exceeds the GPU time
 (small decode calls); ``--graph`` replays the calls from a CUDA graph to time the GPU alone.
 ``--passes N`` measures every shape in N passes over the shapes and reports each row's median
-time, with the target metric of every pass beside it: the passes' spread is how far one run's
-figure can drift (up to 5% on unchanged kernels between runs on the H200, 2026-12-04).
+time, with the target metric of every pass beside it, and last the target metric's geomean of
+each pass alone: the passes' spread is how far one run's figure can drift (up to 5% a row on
+unchanged kernels between runs on the H200, 2026-12-04; 1% in the prefill geomean, 12-06).
 """
 
 from __future__ import annotations
@@ -636,16 +637,41 @@ def summary(rows: list[Row]) -> str:
             if row.backend != "forge_flash" and row.ms is not None:
                 group = (row.backend, summary_kind(row), row.dtype)
                 groups.setdefault(group, []).append(row.ms / ours.ms)
-        ratio = target_ratio(shape_rows)
-        if ratio is not None:
-            groups.setdefault((_TARGET_LABEL, summary_kind(ours), ours.dtype), []).append(ratio)
+    for (kind, dtype), ratios in _target_groups(rows).items():
+        groups[(_TARGET_LABEL, kind, dtype)] = ratios
     for (backend, kind, dtype), ratios in sorted(groups.items()):
-        geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         lines.append(
             f"{backend:<30} {kind:<8} {dtype:<5} "
-            f"{geomean:>7.2f}x {min(ratios):>7.2f}x {max(ratios):>7.2f}x"
+            f"{_geomean(ratios):>7.2f}x {min(ratios):>7.2f}x {max(ratios):>7.2f}x"
         )
     return "\n".join(lines)
+
+
+def pass_summary(passes: list[list[Row]]) -> str:
+    """The target metric's geomean in each pass alone, per kind and dtype: how far one pass's
+    figure moves from the next (a median's rows hide it; on the H200 one pass of unchanged kernels
+    moved the prefill geomean by 1%, session 76)."""
+    per_pass = [_target_groups(rows) for rows in passes]
+    lines = [f"forge_flash / {_TARGET_LABEL}, geomean of each pass alone"]
+    for kind, dtype in sorted(set().union(*per_pass)):
+        figures = [g.get((kind, dtype)) for g in per_pass]
+        text = " / ".join("n/a" if f is None else f"{_geomean(f):.3f}" for f in figures)
+        lines.append(f"{'':<30} {kind:<8} {dtype:<5} {text}")
+    return "\n".join(lines)
+
+
+def _target_groups(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
+    """Each shape's target ratio (target_ratio), grouped by the summary's kind and dtype."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for shape_rows in _by_shape(rows).values():
+        ratio = target_ratio(shape_rows)
+        if ratio is not None:
+            groups.setdefault((summary_kind(shape_rows[0]), shape_rows[0].dtype), []).append(ratio)
+    return groups
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def _key(row: Row) -> tuple:
@@ -788,6 +814,8 @@ def run(args: argparse.Namespace) -> list[Row]:
             print(f"{format_shape(shape, shape_rows)} | passes {spread}")
     print()
     print(summary(rows))
+    if args.passes > 1:
+        print(pass_summary(passes))
     if args.json:
         data = {"env": env, "rows": [asdict(r) for r in rows]}
         if args.passes > 1:
