@@ -242,12 +242,11 @@ def test_pass_summary_gives_each_pass_its_own_target_geomean():
     # two passes of the same two bf16 shapes and one fp16 shape: pass 1 at 0.8 and 1.25 of the
     # faster rival (geomean 1.0), pass 2 at 0.5 and 0.5 (0.5); fp16 timed in pass 1 only
     def rows(a, b, fp16):
-        out = [
+        return [
             _row("forge_flash", 1.0, seqlen=1024), _row("sdpa_cudnn", a, seqlen=1024),
             _row("forge_flash", 1.0, seqlen=2048), _row("fa4", b, seqlen=2048),
             _row("forge_flash", 1.0, dtype="fp16"), _row("sdpa_cudnn", fp16, dtype="fp16"),
         ]  # fmt: skip
-        return out
 
     text = benchmark.pass_summary([rows(0.8, 1.25, 2.0), rows(0.5, 0.5, None)])
     lines = text.splitlines()

@@ -15,6 +15,8 @@ from collections import defaultdict
 
 NAMES = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "fa4": "fa4", "naive_loop": "naive loop"}
 TARGET_RIVALS = ("sdpa_cudnn", "fa4")
+# A table row's shape (with its page size, which files from before paged rows lack).
+SHAPE_FIELDS = ("kind", "dtype", "b", "d", "sq", "sk", "causal")
 
 
 def _figure(kind: str, row: dict | None) -> str:
@@ -40,8 +42,7 @@ def render(rows: list[dict]) -> str:
     by_shape: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for row in rows:
         page = row.get("page_size", 0)  # files written before paged rows lack it
-        fields = ("kind", "dtype", "b", "d", "sq", "sk", "causal")
-        key = (*(row[f] for f in fields), page)
+        key = (*(row[f] for f in SHAPE_FIELDS), page)
         by_shape[key][row["backend"]] = row
     present = {row["backend"] for row in rows}
     contenders = [c for c in NAMES if c in present]

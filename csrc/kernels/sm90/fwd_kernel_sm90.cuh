@@ -529,9 +529,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   // Whether this consumer's rows see no key of the work tile's first K/V tile (at key n0): the
   // rightmost key its last row sees (the causal diagonal, or the window's right edge) lies
   // before n0. Uniform over the consumer. Only the TMA-only plain launch, one work tile a CTA.
-  constexpr bool kMaySkipEdgeTiles = Cfg::kTmaOnly && !Cfg::kPersistent;
+  constexpr bool kMaySkipFirstTile = Cfg::kTmaOnly && !Cfg::kPersistent;
   auto skips_first_tile = [&](const CtaWork& w, int n_tiles, int n0) {
-    if (!kMaySkipEdgeTiles || n_tiles < 2) return false;
+    if (!kMaySkipFirstTile || n_tiles < 2) return false;
     int right;  // the rightmost key the diagonal key's row sees, past that key
     if constexpr (P::kBand) {
       if (p.window_right < 0) return false;
