@@ -15,7 +15,7 @@ from collections import defaultdict
 
 NAMES = {"sdpa_flash": "flash", "sdpa_cudnn": "cudnn", "fa4": "fa4", "naive_loop": "naive loop"}
 TARGET_RIVALS = ("sdpa_cudnn", "fa4")
-# A table row's shape (with its page size, which files from before paged rows lack).
+# A table row's shape; its page size follows it in the key (files from before paged rows lack it).
 SHAPE_FIELDS = ("kind", "dtype", "b", "d", "sq", "sk", "causal")
 
 
