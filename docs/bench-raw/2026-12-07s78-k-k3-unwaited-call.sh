@@ -12,7 +12,7 @@ set -u
 out=${OUT:-/tmp/ff-out}; mkdir -p $out
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 start=$SECONDS
-OUT=$out/ab AB_VENVS=/tmp timeout 300 bash tools/lab/ab_wheels.sh 2 M=.gpu/wM2 K=.gpu/wK K3=.gpu/wK3 NW=.gpu/wNW R=.gpu/wR -- \
-  "prefill_rows_ab.py 128:16384,128:4096,96:8192,256:8192" > $out/ab-log.txt 2>&1
+OUT=$out/ab AB_VENVS=/tmp timeout 360 bash tools/lab/ab_wheels.sh 2 M=.gpu/wM2 K=.gpu/wK K3=.gpu/wK3 NW=.gpu/wNW R=.gpu/wR -- \
+  "prefill_rows_ab.py 128:16384,128:4096,96:8192,256:8192,64:16384" > $out/ab-log.txt 2>&1
 echo "ab done at $((SECONDS-start)) s"
 cat $out/ab/table.txt 2>/dev/null || { tail -5 $out/ab-log.txt; python3 tools/lab/ab_table.py $out/ab/ab-*.txt || tail -30 $out/ab/ab-*.txt; }
