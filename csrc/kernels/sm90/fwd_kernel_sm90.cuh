@@ -227,6 +227,9 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     // The stage program, for either way of loading: load_q(w, buffer) fills the Q buffer's
     // barrier, load_k and load_v (w, stage, n0) fill the stage's (with kSplitKV, K and V have
     // barriers of their own).
+    // K ahead of V (kKAhead) where K and V have barriers of their own (kSplitKV), except in the
+    // paged twin, whose V load reuses the block ids its K load looked up.
+    constexpr bool kKAhead = Cfg::kSplitKV && !kPagedTma;
     auto produce = [&](auto&& load_q, auto&& load_k, auto&& load_v) {
       int it = 0, q_loads = 0;
       FORGE_FLASH_TRACE_CODE(int visited = 0;)  // trace.cuh: the work tiles' index in this CTA
@@ -239,6 +242,30 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
         FORGE_FLASH_TRACE_CODE(if (tid == 0) trace_stamp(p, traced, kTraceQIssued);)
         load_q(w, buffer);
         ++q_loads;
+        if constexpr (kKAhead) {
+          // K[i + 1] before V[i]: the consumers' turn that reads V[i] (O += P V[i]) also reads
+          // K[i + 1] (S = Q K[i + 1]^T), and K[i + 1]'s stage is free once S = Q K[i - 1]^T has
+          // run, a turn before V[i]'s (after O += P V[i - 2]). In K, V order K[i + 1] went out
+          // only after V[i], whose stage frees last: a turn later than it could.
+          auto k_tile = [&](int i) {  // K/V tile i of this work tile: stage (it + i) % kStages
+            const int at = it + i, stage = at % kStages;
+            if (at >= kStages) sm90::mbar_wait(bar_k_empty(stage), (at / kStages - 1) & 1);
+            FORGE_FLASH_TRACE_CODE(if (tid == 0 && i == 0) trace_stamp(p, traced, kTraceK0Issued);)
+            load_k(w, stage, (w.n_end - 1 - i) * kBlockN + w.key0);
+          };
+          auto v_tile = [&](int i) {
+            const int at = it + i, stage = at % kStages;
+            if (at >= kStages) sm90::mbar_wait(bar_v_empty(stage), (at / kStages - 1) & 1);
+            load_v(w, stage, (w.n_end - 1 - i) * kBlockN + w.key0);
+          };
+          k_tile(0);
+          for (int i = 0; i < n_tiles; ++i) {
+            if (i + 1 < n_tiles) k_tile(i + 1);
+            v_tile(i);
+          }
+          it += n_tiles;
+          return;
+        }
         for (int i = 0; i < n_tiles; ++i, ++it) {
           const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
           if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
