@@ -246,7 +246,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
           // K[i + 1] before V[i]: the consumers' turn that reads V[i] (O += P V[i]) also reads
           // K[i + 1] (S = Q K[i + 1]^T), and K[i + 1]'s stage is free once S = Q K[i - 1]^T has
           // run, a turn before V[i]'s (after O += P V[i - 2]). In K, V order K[i + 1] went out
-          // only after V[i], whose stage frees last: a turn later than it could.
+          // only after V[i], whose stage frees last: a turn later than it could. Level to +3%
+          // on the long prefill rows (H100, docs/benchmarks.md, session 79).
           auto k_tile = [&](int i) {  // K/V tile i of this work tile: stage (it + i) % kStages
             const int at = it + i, stage = at % kStages;
             if (at >= kStages) sm90::mbar_wait(bar_k_empty(stage), (at / kStages - 1) & 1);
