@@ -55,6 +55,13 @@ BREAKS = [
     Bad("window_size", TypeError, lambda b, h: (0, False)),
     Bad("window_size", TypeError, lambda b, h: ("1", 2)),
     Bad("window_size", TypeError, lambda b, h: "ab"),
+    # A tensor pair (FlashAttention's own tests pass torch.randint(0, n, (2,))) holds ints.
+    Bad("window_size", ValueError, lambda b, h: torch.tensor([-2, 0])),
+    Bad("window_size", (ValueError, TypeError), lambda b, h: torch.tensor([1, 2, 3])),
+    Bad("window_size", TypeError, lambda b, h: torch.tensor([1.0, 2.0])),
+    Bad("window_size", TypeError, lambda b, h: torch.tensor([True, False])),
+    Bad("window_size", TypeError, lambda b, h: torch.tensor([[1, 2]])),
+    Bad("window_size", TypeError, lambda b, h: torch.tensor(3)),
     Bad("softcap", ValueError, lambda b, h: -1.0),
     Bad("softcap", ValueError, lambda b, h: -1e-30),
     Bad("softcap", ValueError, lambda b, h: float("nan")),
@@ -223,7 +230,11 @@ def _make(shape, seed=0):
 edges = st.integers(-1, 12)
 
 
-@given(shapes(), edges, edges, st.sampled_from([tuple, list]))
+def _int_tensor(pair: tuple[int, int]) -> torch.Tensor:
+    return torch.tensor(pair, dtype=torch.int32)
+
+
+@given(shapes(), edges, edges, st.sampled_from([tuple, list, torch.tensor, _int_tensor]))
 def test_any_window_with_both_edges_at_least_minus_one_is_accepted(shape, left, right, kind):
     q, k, v = _make(shape)
     window = kind((left, right))

@@ -553,8 +553,23 @@ class Options(NamedTuple):
 
 
 def check_window(window_size: object, causal: bool) -> tuple[int, int]:
-    """(left, right), each an int >= -1; causal forces right = 0."""
-    if isinstance(window_size, torch.Tensor) or not isinstance(window_size, (tuple, list)):
+    """(left, right), each an int >= -1; causal forces right = 0.
+
+    A pair is a tuple or list of ints (or of anything ``operator.index`` takes, such as a 0-dim
+    integer tensor), or a 1-dim integer tensor of two elements, which FlashAttention accepts
+    and its own tests pass (``torch.randint(0, seqlen_k, (2,))``); reading such a tensor's
+    values waits for its device. Bools are refused: (4, False) is no window."""
+    if isinstance(window_size, torch.Tensor):
+        if (
+            window_size.dim() != 1
+            or window_size.dtype.is_floating_point
+            or window_size.is_complex()
+        ):
+            raise TypeError(
+                f"window_size must be a (left, right) pair of ints; got a tensor of shape "
+                f"{tuple(window_size.shape)} and dtype {window_size.dtype}"
+            )
+    elif not isinstance(window_size, (tuple, list)):
         raise TypeError(
             f"window_size must be a (left, right) pair of ints; got {window_size!r} "
             f"({type(window_size).__name__})"
@@ -563,9 +578,11 @@ def check_window(window_size: object, causal: bool) -> tuple[int, int]:
         raise ValueError(
             f"window_size must be a (left, right) pair of ints; got {len(window_size)} values"
         )
+    if isinstance(window_size, torch.Tensor):
+        window_size = tuple(window_size.tolist())  # ints, or bools (refused below)
     edges = []
     for edge in window_size:
-        if isinstance(edge, bool):
+        if isinstance(edge, bool) or (isinstance(edge, torch.Tensor) and edge.dtype == torch.bool):
             raise TypeError(f"window_size must hold ints; got {window_size!r}")
         try:
             edges.append(operator.index(edge))
