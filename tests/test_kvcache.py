@@ -344,6 +344,25 @@ def test_bad_argument_raises_before_any_write(paged, change, error, message):
     assert torch.equal(args["k_cache"], k_cache) and torch.equal(args["v_cache"], v_cache)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda a: None,  # 8 + 1 keys
+        _set(cache_seqlens=8),
+        _set(k=torch.zeros(2, 9, 2, 16), v=torch.zeros(2, 9, 2, 16), cache_seqlens=0),
+    ],
+    ids=["seqlens-tensor", "seqlens-int", "k-too-long"],
+)
+def test_a_paged_cache_too_short_for_the_lengths_names_block_table(change):
+    # FlashAttention's own test of this bound (a table one block wide) looks for "block_table"
+    # in the message: over a paged cache that is what bounds a sequence, 2 blocks of 4 here.
+    args = _valid_call(paged=True)
+    args["block_table"] = args["block_table"][:, :2]
+    change(args)
+    with pytest.raises(ValueError, match=r"capacity of block_table \(8 keys per sequence"):
+        forge_flash.flash_attn_with_kvcache(**args)
+
+
 # -- the whole call -----------------------------------------------------------------------
 
 LAYOUTS = ["contiguous", "paged-1", "paged-3", "paged-16", "paged-64"]

@@ -84,8 +84,8 @@ def check_with_kvcache(
                 f"k_cache must have batch = {batch} rows (that of q) when cache_batch_idx is "
                 f"None; got shape {tuple(k_cache.shape)}"
             )
-    seqlen_new = _check_new_kv(k, v, batch, k_cache, capacity, q)
-    _check_cache_seqlens(cache_seqlens, batch, seqlen_new, capacity, q)
+    seqlen_new = _check_new_kv(k, v, batch, k_cache, capacity, paged, q)
+    _check_cache_seqlens(cache_seqlens, batch, seqlen_new, capacity, paged, q)
     if cache_batch_idx is not None:
         check_index_tensor("cache_batch_idx", cache_batch_idx, batch, q)
         rows = block_table.shape[0] if paged else k_cache.shape[0]
@@ -169,8 +169,22 @@ def _check_block_table(
     return block_table.shape[1] * page_size
 
 
+def _capacity_words(capacity: int, paged: bool) -> str:
+    """What bounds a sequence's keys, for the messages: a paged cache's bound is its block
+    table's width (FlashAttention names ``block_table`` there too), a contiguous one's its rows."""
+    if paged:
+        return f"the capacity of block_table ({capacity} keys per sequence: its width x page_size)"
+    return f"the cache's capacity ({capacity} keys per sequence)"
+
+
 def _check_new_kv(
-    k: object, v: object, batch: int, k_cache: torch.Tensor, capacity: int, q: torch.Tensor
+    k: object,
+    v: object,
+    batch: int,
+    k_cache: torch.Tensor,
+    capacity: int,
+    paged: bool,
+    q: torch.Tensor,
 ) -> int:
     if k is None and v is None:
         return 0
@@ -192,14 +206,18 @@ def _check_new_kv(
         raise ValueError(f"v must have the shape of k {tuple(k.shape)}; got {tuple(v.shape)}")
     if k.shape[1] > capacity:
         raise ValueError(
-            f"k must have seqlen_new <= the cache's capacity ({capacity} keys per sequence); "
-            f"got {k.shape[1]}"
+            f"k must have seqlen_new <= {_capacity_words(capacity, paged)}; got {k.shape[1]}"
         )
     return k.shape[1]
 
 
 def _check_cache_seqlens(
-    cache_seqlens: object, batch: int, seqlen_new: int, capacity: int, q: torch.Tensor
+    cache_seqlens: object,
+    batch: int,
+    seqlen_new: int,
+    capacity: int,
+    paged: bool,
+    q: torch.Tensor,
 ) -> None:
     if cache_seqlens is None:
         if seqlen_new:
@@ -214,7 +232,7 @@ def _check_cache_seqlens(
     length = check_int("cache_seqlens", cache_seqlens, 0)
     if length + seqlen_new > capacity:
         raise ValueError(
-            f"cache_seqlens + seqlen_new must be at most the cache's capacity ({capacity}); "
+            f"cache_seqlens + seqlen_new must be at most {_capacity_words(capacity, paged)}; "
             f"got {length} + {seqlen_new}"
         )
 
@@ -299,7 +317,8 @@ def _check_values(
         if low < 0 or high + plan.seqlen_new > plan.capacity:
             raise ValueError(
                 f"cache_seqlens must lie in [0, capacity - seqlen_new = {plan.capacity} - "
-                f"{plan.seqlen_new}]; got {low if low < 0 else high}"
+                f"{plan.seqlen_new}], capacity being {_capacity_words(plan.capacity, plan.paged)}; "
+                f"got {low if low < 0 else high}"
             )
     if "cache_leftpad" in found:
         if found["cache_leftpad"][0] < 0:
