@@ -84,7 +84,8 @@ def test_signature_is_flash_attention_2s(name):
 
 def test_module_exports_the_seven_functions():
     assert sorted(flash_attn.__all__) == sorted(FA2_SIGNATURES)
-    assert flash_attn.flash_attn_with_kvcache is forge_flash.flash_attn_with_kvcache
+    # forge-flash's own, with FlashAttention-2's error classes (below)
+    assert flash_attn.flash_attn_with_kvcache.__wrapped__ is forge_flash.flash_attn_with_kvcache
 
 
 # -- inputs the way FlashAttention's tests build them -------------------------------------
@@ -282,6 +283,44 @@ def test_packed_shapes_are_checked_under_their_own_names(call, message, gen):
     with pytest.raises(ValueError) as info:
         call(qkv)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda q: flash_attn.flash_attn_func(q, q, q[:, :2]), ValueError, "v must have"),
+        (lambda q: flash_attn.flash_attn_func(q, q, q.int()), TypeError, "v must be"),
+        (lambda q: flash_attn.flash_attn_func(q, q, q, window_size=(-2, 0)), ValueError, "window"),
+        (lambda q: flash_attn.flash_attn_func(q, q, q, softcap="1"), TypeError, "softcap"),
+        (lambda q: flash_attn.flash_attn_qkvpacked_func(q), ValueError, "qkv must have"),
+        (
+            lambda q: flash_attn.flash_attn_varlen_func(q[0], q[0], q[0], None, None, 3, 3),
+            TypeError,
+            "cu_seqlens_q",
+        ),
+        (
+            lambda q: flash_attn.flash_attn_with_kvcache(q, q, q, cache_seqlens=9),
+            ValueError,
+            "cache_seqlens",
+        ),
+        (lambda q: flash_attn.flash_attn_with_kvcache(q, q, q[..., :8]), ValueError, "v_cache"),
+    ],
+)
+def test_bad_arguments_raise_runtime_errors_too_as_flash_attention_does(call, error, message, gen):
+    # FlashAttention-2's checks raise RuntimeError; ours raise ValueError/TypeError naming the
+    # argument. Through this module an error is both, with the core's message unchanged.
+    q = torch.randn(1, 3, 2, 16, generator=gen)
+    with pytest.raises(error) as info:
+        call(q)
+    assert isinstance(info.value, RuntimeError), type(info.value)
+    assert str(info.value).startswith(message), str(info.value)
+    assert isinstance(info.value.__cause__, error) and str(info.value.__cause__) == str(info.value)
+
+
+def test_dropout_stays_not_implemented_error(gen):
+    q = torch.randn(1, 3, 2, 16, generator=gen)
+    with pytest.raises(NotImplementedError, match="dropout"):
+        flash_attn.flash_attn_func(q, q, q, dropout_p=0.5)
 
 
 # -- the variants and paged keys, forwarded to the core -----------------------------------

@@ -15,6 +15,9 @@ What differs: forge-flash computes the forward pass only.
 * ``return_attn_probs=True`` returns ``(out, softmax_lse, S_dmask)`` where ``S_dmask`` is an
   empty tensor, shape (0,), of q's dtype: exactly what FlashAttention-2 returns whenever
   ``dropout_p == 0`` (it fills that tensor only under dropout, for its own tests).
+* Bad arguments raise forge-flash's errors, which name the argument, what it got and what is
+  needed; here each is also a ``RuntimeError`` (``ArgumentError``, ``ArgumentTypeError``), the
+  class FlashAttention-2's checks raise, so handlers written for either catch it.
 * An extension: every function also takes a keyword-only ``sinks``, float32 (nheads,), a
   logit per query head that joins every row's softmax denominator once (gpt-oss's attention
   sinks; ``forge_flash.flash_attn_fwd`` defines it). FlashAttention-2 has no such argument, so
@@ -31,16 +34,18 @@ constant per row.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
-from . import api
-from .kvcache import flash_attn_with_kvcache
+from . import api, kvcache
 from .validation import check_flag
 
-__all__ = [
+__all__ = [  # FlashAttention-2's seven functions; the error classes are attributes too
     "flash_attn_func",
     "flash_attn_kvpacked_func",
     "flash_attn_qkvpacked_func",
@@ -51,8 +56,37 @@ __all__ = [
 ]
 
 Result = torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Function = TypeVar("Function", bound=Callable)
 
 
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument value: a ``ValueError`` as forge-flash raises everywhere, and a
+    ``RuntimeError`` as FlashAttention-2 raises (its checks are ``TORCH_CHECK``s)."""
+
+
+class ArgumentTypeError(TypeError, RuntimeError):
+    """A bad argument type: a ``TypeError``, and a ``RuntimeError`` as in FlashAttention-2."""
+
+
+def _flash_attn_errors(function: Function) -> Function:
+    """``function`` with its ValueErrors and TypeErrors raised again as the classes above, same
+    message, so that code written against FlashAttention-2 (``except RuntimeError``, or its
+    tests' ``pytest.raises(RuntimeError, match="block_table")``) catches them too."""
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, TypeError) as error:
+            if isinstance(error, RuntimeError):  # already one (raised by an inner function)
+                raise
+            kind = ArgumentTypeError if isinstance(error, TypeError) else ArgumentError
+            raise kind(str(error)) from error
+
+    return checked  # type: ignore[return-value]
+
+
+@_flash_attn_errors
 def flash_attn_func(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -83,6 +117,7 @@ def flash_attn_func(
     return _fa2_result(result, q, return_attn_probs)
 
 
+@_flash_attn_errors
 def flash_attn_qkvpacked_func(
     qkv: torch.Tensor,
     dropout_p: float = 0.0,
@@ -104,6 +139,7 @@ def flash_attn_qkvpacked_func(
     )  # fmt: skip
 
 
+@_flash_attn_errors
 def flash_attn_kvpacked_func(
     q: torch.Tensor,
     kv: torch.Tensor,
@@ -127,6 +163,7 @@ def flash_attn_kvpacked_func(
     )  # fmt: skip
 
 
+@_flash_attn_errors
 def flash_attn_varlen_func(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -166,6 +203,7 @@ def flash_attn_varlen_func(
     return _fa2_result(result, q, return_attn_probs)
 
 
+@_flash_attn_errors
 def flash_attn_varlen_qkvpacked_func(
     qkv: torch.Tensor,
     cu_seqlens: torch.Tensor,
@@ -191,6 +229,7 @@ def flash_attn_varlen_qkvpacked_func(
     )  # fmt: skip
 
 
+@_flash_attn_errors
 def flash_attn_varlen_kvpacked_func(
     q: torch.Tensor,
     kv: torch.Tensor,
@@ -273,3 +312,6 @@ def _fa2_result(
         return result
     out, lse = result
     return out, lse, torch.empty((0,), dtype=q.dtype, device=q.device)
+
+
+flash_attn_with_kvcache = _flash_attn_errors(kvcache.flash_attn_with_kvcache)
