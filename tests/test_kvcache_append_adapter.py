@@ -335,3 +335,29 @@ def test_num_splits_is_bound_with_the_attention(binding, splits, new_keys, gen):
         )
     assert options[10] == splits
     assert_close_to_reference(out, expected, dtype)
+
+
+@pytest.mark.parametrize("held", ["tensor", "pair-of-tensors"])
+def test_a_window_held_in_tensors_is_read_on_every_step(binding, held, gen):
+    # The fused step keeps its bound launch by the call's options: a window changed in place
+    # between two steps (a 1-dim tensor, as FlashAttention's tests pass it, or 0-dim edges)
+    # must not be taken for the first step's.
+    dtype, lengths = torch.float16, [5, 9]
+    k_cache = randn(gen, 2, 12, HEADS_K, HEAD_DIM, dtype=dtype)
+    v_cache = randn(gen, 2, 12, HEADS_K, HEAD_DIM, dtype=dtype)
+    q, k, v = (randn(gen, 2, 1, h, HEAD_DIM, dtype=dtype) for h in (HEADS, HEADS_K, HEADS_K))
+    window = torch.tensor([8, 0]) if held == "tensor" else (torch.tensor(8), torch.tensor(0))
+    for left in (8, 2):
+        window[0].fill_(left)
+        k_step, v_step = k_cache.clone(), v_cache.clone()
+        out = forge_flash.flash_attn_with_kvcache(
+            q, k_step, v_step, k, v, cache_seqlens=_index(lengths), causal=True,
+            window_size=window,
+        )  # fmt: skip
+        expected_k, expected_v, _ = reference_append(k_cache, v_cache, k, v, lengths)
+        expected, _ = reference_cache_attention(
+            q, expected_k.to(dtype), expected_v.to(dtype), [n + 1 for n in lengths],
+            causal=True, window_size=(left, 0),
+        )  # fmt: skip
+        assert_close_to_reference(out, expected, dtype)
+    assert len(_appends(binding)) == 2, "each step appends through the adapter"

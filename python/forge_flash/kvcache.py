@@ -134,8 +134,9 @@ def flash_attn_with_kvcache(
         new = NewKeys(k, v, rotary_cos, rotary_sin, rotary_interleaved, plan.query_per_token)
     if new is not None and cache_leftpad is None:
         # One call where the backend takes the append with the attention.
+        # The bound step's cache key: values only (a window held in tensors keys by value).
         options = (
-            softmax_scale, causal, tuple(window_size), softcap, return_softmax_lse, num_splits
+            softmax_scale, causal, plan.window, softcap, return_softmax_lse, num_splits
         )  # fmt: skip
         result = active_backend().attend_appending(
             lambda: api.cache_attention_call(

@@ -43,6 +43,8 @@ class KVCachePlan(NamedTuple):
     rotary: bool
     #: Queries rotate at ``cache_seqlens[b] + i`` (causal or local), else all at cache_seqlens[b].
     query_per_token: bool
+    #: window_size as two ints (it may be given as a tensor): what a cached plan may key on.
+    window: tuple[int, int]
 
 
 def check_with_kvcache(
@@ -113,7 +115,9 @@ def check_with_kvcache(
     # FlashAttention-2 drops window edges that reach past the cache before it decides whether
     # the attention is local; the query positions follow that decision.
     local = 0 <= left < capacity or 0 <= right < capacity
-    plan = KVCachePlan(batch, seqlen_q, seqlen_new, capacity, paged, rotary, causal or local)
+    plan = KVCachePlan(
+        batch, seqlen_q, seqlen_new, capacity, paged, rotary, causal or local, (left, right)
+    )
     _check_values(plan, q, k_cache, cache_seqlens, cache_batch_idx, cache_leftpad, block_table,
                   rotary_cos)  # fmt: skip
     return plan
