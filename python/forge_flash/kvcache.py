@@ -133,8 +133,9 @@ def flash_attn_with_kvcache(
     if k is not None and v is not None:
         new = NewKeys(k, v, rotary_cos, rotary_sin, rotary_interleaved, plan.query_per_token)
     if new is not None and cache_leftpad is None:
-        # One call where the backend takes the append with the attention.
-        # The bound step's cache key: values only (a window held in tensors keys by value).
+        # One call where the backend takes the append with the attention. The window goes on
+        # as the checks read it (plan.window): a window held in tensors is read once, and the
+        # bound step's cache key holds values, never objects that may change in place.
         options = (
             softmax_scale, causal, plan.window, softcap, return_softmax_lse, num_splits
         )  # fmt: skip
@@ -142,7 +143,7 @@ def flash_attn_with_kvcache(
             lambda: api.cache_attention_call(
                 q, k_cache, v_cache, cache_seqlens, cache_batch_idx=cache_batch_idx,
                 block_table=block_table, softmax_scale=softmax_scale, causal=causal,
-                window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+                window_size=plan.window, softcap=softcap, alibi_slopes=alibi_slopes,
                 sinks=sinks, return_lse=return_softmax_lse, num_splits=num_splits,
             ),
             q, k_cache, v_cache, cache_seqlens, new, cache_batch_idx=cache_batch_idx,
@@ -158,7 +159,7 @@ def flash_attn_with_kvcache(
     return api.cache_attention(
         q, k_cache, v_cache, seqlens, cache_batch_idx=cache_batch_idx,
         cache_leftpad=cache_leftpad, block_table=block_table, softmax_scale=softmax_scale,
-        causal=causal, window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+        causal=causal, window_size=plan.window, softcap=softcap, alibi_slopes=alibi_slopes,
         sinks=sinks, return_lse=return_softmax_lse, programmatic_launch=fused,
         num_splits=num_splits,
     )  # fmt: skip

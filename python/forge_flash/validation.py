@@ -569,6 +569,8 @@ def check_window(window_size: object, causal: bool) -> tuple[int, int]:
                 f"window_size must be a (left, right) pair of ints; got a tensor of shape "
                 f"{tuple(window_size.shape)} and dtype {window_size.dtype}"
             )
+        if len(window_size) == 2:  # else refused below, without reading a long tensor
+            window_size = tuple(window_size.tolist())  # ints, or bools (refused below)
     elif not isinstance(window_size, (tuple, list)):
         raise TypeError(
             f"window_size must be a (left, right) pair of ints; got {window_size!r} "
@@ -578,8 +580,6 @@ def check_window(window_size: object, causal: bool) -> tuple[int, int]:
         raise ValueError(
             f"window_size must be a (left, right) pair of ints; got {len(window_size)} values"
         )
-    if isinstance(window_size, torch.Tensor):
-        window_size = tuple(window_size.tolist())  # ints, or bools (refused below)
     edges = []
     for edge in window_size:
         if isinstance(edge, bool) or (isinstance(edge, torch.Tensor) and edge.dtype == torch.bool):
