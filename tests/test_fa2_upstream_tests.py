@@ -95,3 +95,34 @@ def test_rotary_rotates_each_pair_by_its_position_angle(interleaved, tmp_path):
                 assert torch.allclose(out[b, i, :, first], turned.real, atol=1e-6)
                 assert torch.allclose(out[b, i, :, second], turned.imag, atol=1e-6)
     assert torch.equal(out[..., width:], x[..., width:].float().to(x.dtype))
+
+
+def test_a_fallback_is_recorded_with_its_test_and_reason(tmp_path, monkeypatch):
+    namespace: dict = {}
+    exec(fa2_upstream_tests.CONFTEST, namespace)  # FA2_FALLBACKS unset: nothing is patched
+    record = namespace["record_fallback"]
+
+    class Kernels:
+        def unsupported(self, call):
+            return None if call == "taken" else f"head_dim {call}\n  not served"
+
+    naive, kernels = object(), Kernels()
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "test_x.py::test_y[1-2] (call)")
+    record(naive, naive, 7, str(tmp_path))  # the naive path is the active one: not a fallback
+    assert list(tmp_path.iterdir()) == []
+    record(kernels, naive, 7, str(tmp_path))
+    record(kernels, naive, "taken", str(tmp_path))
+    lines = next(tmp_path.iterdir()).read_text().splitlines()
+    assert lines == [
+        "test_x.py::test_y[1-2]\thead_dim 7 not served",
+        "test_x.py::test_y[1-2]\trouted to the naive path by its caller",
+    ]
+
+
+def test_the_fallback_summary_counts_calls_tests_and_reasons(tmp_path):
+    assert "none" in fa2_upstream_tests.summarize_fallbacks(tmp_path)
+    (tmp_path / "1.tsv").write_text("t::a\twhy one\nt::a\twhy two\n")
+    (tmp_path / "2.tsv").write_text("t::b\twhy two\n")
+    summary = fa2_upstream_tests.summarize_fallbacks(tmp_path).splitlines()
+    assert summary[0] == "fallbacks: 3 calls on the naive path in 2 tests"
+    assert [line.split(None, 1) for line in summary[1:]] == [["2", "why two"], ["1", "why one"]]

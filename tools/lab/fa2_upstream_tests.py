@@ -18,6 +18,10 @@ there. The changes to the copy:
   and the backward-only tests (race, overflow, transpose, deterministic, the raw C++ entry
   points); of the rest, a fraction ``--keep`` drawn with ``--seed``.
 
+The conftest also records every call the naive path runs while a kernel backend is active (the
+test and the kernel backend's reason), and the tool prints their count and reasons last: on the
+GPU, how much of the run the kernels answered.
+
 Session 80 ran it on the CPU (docs/benchmarks.md): it found the tensor ``window_size`` of
 FlashAttention's tests refused, and a paged-bound error that was not a RuntimeError. On the GPU
 machine (no network) carry the test file in an ignored path and use ``--device cuda``.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,6 +128,30 @@ import random
 LEFT_OUT = {LEFT_OUT!r}
 
 
+def record_fallback(active, naive, call, folder):
+    \"\"\"One line (test, reason) in this worker's file when the naive path runs a call that a
+    kernel backend is active for.\"\"\"
+    if active is naive:
+        return
+    reason = active.unsupported(call) or "routed to the naive path by its caller"
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+    with open(os.path.join(folder, f"{{os.getpid()}}.tsv"), "a") as f:
+        f.write(test + "\\t" + " ".join(reason.split()) + "\\n")
+
+
+if os.environ.get("FA2_FALLBACKS"):
+    from forge_flash import active_backend
+    from forge_flash.backends.naive import NaiveBackend
+
+    _naive_run = NaiveBackend.run
+
+    def _recorded_run(self, call, t):
+        record_fallback(active_backend(), self, call, os.environ["FA2_FALLBACKS"])
+        return _naive_run(self, call, t)
+
+    NaiveBackend.run = _recorded_run
+
+
 def pytest_collection_modifyitems(config, items):
     keep = float(os.environ["FA2_KEEP"])
     draw = random.Random(int(os.environ["FA2_SEED"]))
@@ -166,6 +195,24 @@ def write_workdir(workdir: Path, source: str, device: str) -> Path:
     return tests
 
 
+def summarize_fallbacks(folder: Path, top: int = 12) -> str:
+    """What the conftest recorded: calls the naive path ran while a kernel backend was active,
+    how many tests made them, and the most frequent reasons."""
+    files = sorted(folder.glob("*.tsv"))
+    lines = [line.split("\t", 1) for f in files for line in f.read_text().splitlines()]
+    if not lines:
+        return "fallbacks: none (every call ran on the active backend)"
+    reasons: dict[str, int] = {}
+    for _, reason in lines:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    tests = {test for test, _ in lines}
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return "\n".join(
+        [f"fallbacks: {len(lines)} calls on the naive path in {len(tests)} tests"]
+        + [f"  {count:6d}  {reason}" for reason, count in ranked]
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fa2_tests", type=Path, help="FlashAttention-2's tests/test_flash_attn.py")
@@ -178,10 +225,16 @@ def main() -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fa2-upstream-"))
     tests = write_workdir(workdir, args.fa2_tests.read_text(), args.device)
     python_path = os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH")) if p)
+    fallbacks = workdir / "fallbacks"
+    shutil.rmtree(fallbacks, ignore_errors=True)
+    fallbacks.mkdir()
     env = dict(os.environ, PYTHONPATH=python_path, FA2_KEEP=str(args.keep), FA2_SEED=str(args.seed))
+    env["FA2_FALLBACKS"] = str(fallbacks)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", str(tests)]
     command += ["-k", args.expr] if args.expr else []
-    return subprocess.call(command + rest, cwd=workdir, env=env)
+    returncode = subprocess.call(command + rest, cwd=workdir, env=env)
+    print(summarize_fallbacks(fallbacks))
+    return returncode
 
 
 if __name__ == "__main__":
