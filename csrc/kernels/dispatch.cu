@@ -117,6 +117,14 @@ bool alibi_only_serves(const FwdParams& p) {
          no_window_but_causal(p) && p.sinks == nullptr && kv_by_batch_row(p);
 }
 
+// Whether the BoundedSoftcap instance (policies.h) serves a variant call: a softcap whose logits
+// stay bounded (bf16 P, softcap_log2 <= 76: bounded_logits below) and nothing else: no ALiBi,
+// window but the causal diagonal or sinks, K/V by batch row.
+bool bounded_softcap_serves(const FwdParams& p, bool bf16) {
+  return p.softcap > 0.f && bf16 && p.softcap_log2 <= 76.f && p.alibi_slopes == nullptr && p.scale > 0.f &&
+         no_window_but_causal(p) && p.sinks == nullptr && kv_by_batch_row(p);
+}
+
 // Whether the paged TMA twin (fwd_instantiate.cuh, sm90_paged_info) serves a variant call: a
 // varlen call over a paged cache whose only variant is the block table: plain scores, no
 // window but the causal diagonal, no sinks, no left padding, cache batch index, per-sequence
@@ -445,7 +453,9 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // A variant call whose only variants are a sliding window and/or sinks takes the BandSinks
   // instance (band_sinks_serves), one whose only variant is ALiBi the AlibiOnly instance
   // (alibi_only_serves): the plain score program (plus ALiBi's multiply-add per score) and the
-  // plain instance's wider tiles (the measurements at Sm90Tiles and in docs/benchmarks.md).
+  // plain instance's wider tiles (the measurements at Sm90Tiles and in docs/benchmarks.md). A
+  // bf16 call whose only variant is a softcap takes the BoundedSoftcap instance where the table
+  // has one (head_dim 128: three consumers; bounded_softcap_serves).
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles). A varlen call of the plain table takes
   // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), and one planned on
@@ -456,6 +466,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
     const bool packed = p.cu_seqlens_q != nullptr && !paged_twin;
     const bool band_sinks = kernels.sm90.tma_band_sinks.kernel != nullptr && band_sinks_serves(p);
     const bool alibi_only = kernels.sm90.tma_alibi.kernel != nullptr && alibi_only_serves(p);
+    const bool softcap =
+        kernels.sm90.tma_softcap.kernel != nullptr && bounded_softcap_serves(p, dtype == DType::kBFloat16);
     const bool non_causal = !p.is_causal && kernels.sm90.tma_non_causal.kernel != nullptr;
     // A paged call takes the twin's wide instance where its fewer, taller query blocks pay
     // (takes_paged_wide, split_plan.h; head_dim 64 and 96).
@@ -471,6 +483,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
                                    : packed     ? kernels.sm90.tma_packed
                                    : band_sinks ? kernels.sm90.tma_band_sinks
                                    : alibi_only ? kernels.sm90.tma_alibi
+                                   : softcap    ? kernels.sm90.tma_softcap
                                    : non_causal ? kernels.sm90.tma_non_causal
                                                 : kernels.sm90.tma;
     // A paged call planned on the persistent kernel (short keys) takes the twin's persistent
@@ -517,7 +530,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // [2^-120, 2^32]: normal in fp32 and bf16 (not fp16, whose P holds 2^-14..2^15), and far
   // from overflowing O's fp32 sums. That holds while softcap_log2 <= 76 (softcap <= 52.7).
   p.bounded_logits =
-      (plan->kernel.kernel == kernels.sm90.plain.kernel || plan->kernel.kernel == kernels.sm90.tma.kernel) &&
+      (plan->kernel.kernel == kernels.sm90.plain.kernel || plan->kernel.kernel == kernels.sm90.tma.kernel ||
+       plan->kernel.kernel == kernels.sm90.tma_softcap.kernel) &&
       p.softcap > 0.f && p.alibi_slopes == nullptr && dtype == DType::kBFloat16 && p.softcap_log2 <= 76.f;
   p.logit_offset = std::min(p.softcap_log2, 120.f - p.softcap_log2);
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q

@@ -38,13 +38,16 @@ KernelInfo sm90_kernel_info() {
   }
 }
 
-// Variant tables only: the TMA-only Hopper kernel with policies P (BandSinks, AlibiOnly).
-// AlibiOnly up to head_dim 192. At 256 it measured level with the variant table's own TMA-only
-// instance, whose tiles are the same there (H200, 2026-12-04, docs/bench-history/2026-12-04.md), so ALiBi runs
-// on that one and the table holds one instance fewer.
+// Variant tables only: the TMA-only Hopper kernel with policies P (BandSinks, AlibiOnly,
+// BoundedSoftcap). AlibiOnly up to head_dim 192. At 256 it measured level with the variant
+// table's own TMA-only instance, whose tiles are the same there (H200, 2026-12-04,
+// docs/bench-history/2026-12-04.md), so ALiBi runs on that one and the table holds one instance
+// fewer. BoundedSoftcap at head_dim 128 and in bf16 only: the head dim it was measured at, and
+// the dtype whose P holds its bounded logits (fp16 softcap calls take the running maximum).
 template <typename T, int kHeadDim, bool kVariantTable, class P>
 KernelInfo sm90_tma_variant_info() {
-  if constexpr (kVariantTable && (!P::kAlibiOnly || kHeadDim <= 192))
+  constexpr bool kServed = !P::kBoundedSoftcap || (kHeadDim == 128 && std::is_same<T, __nv_bfloat16>::value);
+  if constexpr (kVariantTable && (!P::kAlibiOnly || kHeadDim <= 192) && kServed)
     return sm90_kernel_info<T, kHeadDim, P, false, true>();
   else
     return kNoKernel;
@@ -178,6 +181,7 @@ FwdKernels fwd_kernels() {
            sm90_kernel_info<T, kHeadDim, P, false, true>(), sm90_tma_non_causal_info<T, kHeadDim, kVariantTable>(),
            sm90_tma_variant_info<T, kHeadDim, kVariantTable, BandSinks>(),
            sm90_tma_variant_info<T, kHeadDim, kVariantTable, AlibiOnly>(),
+           sm90_tma_variant_info<T, kHeadDim, kVariantTable, BoundedSoftcap>(),
            sm90_packed_info<T, kHeadDim, kVariantTable, false>(), sm90_packed_info<T, kHeadDim, kVariantTable, true>(),
            sm90_paged_info<T, kHeadDim, kVariantTable>(), sm90_paged_wide_info<T, kHeadDim, kVariantTable>(),
            sm90_paged_persistent_info<T, kHeadDim, kVariantTable>()}};

@@ -25,8 +25,9 @@
 // The host picks an instance by what a call uses (dispatch.cu): the plain tables hold Plain
 // instances, the variant tables AllVariants, IndexedKV for decode steps over paged or indexed
 // caches with plain scores (PagedKV where every lane's rows lie in one page), BandSinks for a
-// Hopper prefill whose only variants are a sliding window and/or sinks over dense K/V, and
-// AlibiOnly for one whose only variant is ALiBi (both take the plain kernel's wider tiles).
+// Hopper prefill whose only variants are a sliding window and/or sinks over dense K/V,
+// AlibiOnly for one whose only variant is ALiBi (both take the plain kernel's wider tiles), and
+// BoundedSoftcap for a bf16 one whose only variant is a softcap (head_dim 128).
 #pragma once
 
 #include <type_traits>
@@ -46,6 +47,7 @@ struct Policies {
   static_assert(!(kAlibiOnly && kScoreMods), "ALiBi alone is the score transform of raw scores");
   static constexpr bool kAlibi = kScoreMods || kAlibiOnly;  // ALiBi slopes may be set
   static constexpr bool kAny = kIndexedKV || kBand || kScoreMods || kSinks || kAlibiOnly;
+  static constexpr bool kBoundedSoftcap = false;  // see BoundedSoftcap
 };
 
 using Plain = Policies<false, false, false, false>;
@@ -57,6 +59,14 @@ using PagedKV = Policies<true, false, false, false, false, true>;
 using BandSinks = Policies<false, true, false, true>;
 using AllVariants = Policies<true, true, true, true>;
 using AlibiOnly = Policies<false, false, false, false, true>;
+// A softcap and nothing else, over dense K/V, with bf16 P (the Hopper TMA-only instance of such
+// calls at head_dim 128: Sm90Tiles says why it has three consumers). Its logits are bounded, so
+// it compiles the bounded softmax alone (softmax.cuh): no running maximum, no ALiBi. A type of
+// its own rather than another template flag, so that the other instances keep their names.
+struct BoundedSoftcap : Policies<false, false, true, false> {
+  static constexpr bool kBoundedSoftcap = true;
+  static constexpr bool kAlibi = false;
+};
 
 // The policies of a kernel table: plain, or the variant table's full set.
 template <bool kVariantTable>

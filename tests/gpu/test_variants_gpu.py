@@ -22,6 +22,7 @@ import forge_flash
 from helpers.kernels import (
     assert_close_to_reference,
     assert_runs_on_kernels,
+    hopper_kernels_launched,
     rand_qkv,
     reference_attention,
     torch_attention,
@@ -256,6 +257,22 @@ def test_softcap_on_large_logits(softcap, head_dim):
     # Scores of a few tens (Gemma 2's range): tanh well into saturation.
     q, k, v = rand_qkv(1, 256, 1024, 8, 4, head_dim, torch.bfloat16)
     _check(q * 6, k * 6, v, causal=True, softcap=softcap, window_size=(512, 0))
+
+
+# A softcap alone over more than 1024 dense keys at head_dim 128 in bf16 takes the Hopper
+# BoundedSoftcap instance (three consumers, P through shared memory; fp16 and other head dims
+# the variant instance): offsets of either sign, causal, GQA, lengths off its 128-key tiles.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "seqlen_q,seqlen_k,causal",
+    [(1500, 2601, False), (2601, 1500, False), (2345, 2345, True), (1100, 3000, True)],
+)
+def test_softcap_alone_on_the_tma_path(seqlen_q, seqlen_k, causal, dtype):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 2, 128, dtype)
+    names = hopper_kernels_launched(lambda: _check(q * 4, k * 4, v, causal=causal, softcap=30.0))
+    if torch.cuda.get_device_capability() == (9, 0):
+        softcap_instance = any("BoundedSoftcap" in name for name in names)
+        assert softcap_instance == (dtype == torch.bfloat16), names
 
 
 @pytest.mark.parametrize("softcap", [10.0, 50.0, 52.0, 60.0])

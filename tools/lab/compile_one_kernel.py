@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ("Plain", "IndexedKV", "PagedKV", "BandSinks", "AlibiOnly", "AllVariants")
+POLICIES = ("Plain", "IndexedKV", "PagedKV", "BandSinks", "AlibiOnly", "AllVariants", "BoundedSoftcap")
 # The head dims with Hopper tiles of their own (kernel_registry.h, sm90_head_dim).
 HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
 DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"

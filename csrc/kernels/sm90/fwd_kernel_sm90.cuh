@@ -733,8 +733,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
     const int q_buffer = q_uses % kQBuffers;  // the producer loads no Q for a tile without K/V
     // Bounded logits (softcap): a fixed offset stands for the row maximum (softmax_bounded).
     // Not where the variant consumers have no registers to spare for a second softmax: the
-    // persistent kernel, head_dim 256 (24-60 bytes of spills).
-    const bool bounded = P::kScoreMods && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits;
+    // persistent kernel, head_dim 256 (24-60 bytes of spills). The BoundedSoftcap instance
+    // compiles this softmax alone.
+    const bool bounded =
+        P::kBoundedSoftcap || (P::kScoreMods && !Cfg::kPersistent && kHeadDim < 256 && p.bounded_logits);
     if (n_tiles == 0) flush_pending();  // else beside the tile's first Q K^T
     // kDrawsTiles with lagged turns: a work tile without keys (causal rows before their first
     // key, a sequence of no keys) takes the two turns of a one-K/V-tile one, in both consumers.
@@ -773,7 +775,7 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
           for (int e = 0; e < 4; ++e) acc_s[j][e] = softcap_tanh(acc_s[j][e], p);
         if (tile.needs_mask) mask_tile<P>(acc_s, p, w, tile.n0, tile_row, lane);
         softmax_bounded(acc_s, row_sum, p.softcap_log2, p.logit_offset);
-      } else {
+      } else if constexpr (!P::kBoundedSoftcap) {
         float bias[2];
         scores_to_logits<P>(acc_s, p, w, tile, rows, tile_row, lane, bias);
         rescale =

@@ -173,7 +173,16 @@ struct Sm90Tiles {
   // split_plan.h, takes_paged_wide.
   static constexpr bool kPagedWide = kTmaOnly && P::kPagesOnly && kNonCausal && (kHeadDim == 64 || kHeadDim == 96);
   static constexpr bool kWide = kTmaOnly && (!P::kIndexedKV || kPagedWide) && !P::kScoreMods;
-  static constexpr bool kPFromSmem = kWide && kNonCausal && kHeadDim == 96;
+  // The softcap-only instance (BoundedSoftcap, head_dim 128): three consumers on 128-key tiles,
+  // P through shared memory (O 64 + S 64 registers of 160; no spills). A softcapped tile's
+  // softmax takes a tanh and an exp2 per score on the special-function unit, longer than a
+  // consumer's matrix products, so with two consumers the tensor cores wait for it; a third
+  // consumer's products fill that wait. Against the variant instance's two consumers (H100,
+  // 2026-12-07, docs/benchmarks.md, session 81): softcap 50 at head_dim 128 over 8k tokens
+  // 2.25-2.33 -> 2.02-2.05 ms non-causal, 1.19-1.21 -> 1.06-1.07 ms causal (0.71-0.75x -> 0.81-0.85x
+  // of plain attention).
+  static constexpr bool kSoftcap3 = kTmaOnly && !kPersistent && P::kBoundedSoftcap;
+  static constexpr bool kPFromSmem = (kWide && kNonCausal && kHeadDim == 96) || kSoftcap3;
   // The paged twin's persistent instance (a CTA an SM drawing its work tiles; short paged calls).
   static constexpr bool kPagedPersistent = kPersistent && kTmaOnly && P::kPagesOnly;
   // The persistent kernel at head_dim 64 with plain scores (no window, score transform or sinks)
@@ -190,7 +199,7 @@ struct Sm90Tiles {
   // 512 and 1k tokens +5-6%, causal +0.5-2.5%; in the TMA-only instance (2k tokens and up;
   // 24 bytes of spills beside its third consumer) 1-5% slower.
   static constexpr bool kSumByMma = kPlainPersistent64;
-  static constexpr int kConsumerWGs = kWide && (kHeadDim == 64 || kPFromSmem) ? 3 : 2;
+  static constexpr int kConsumerWGs = (kWide && (kHeadDim == 64 || kPFromSmem)) || kSoftcap3 ? 3 : 2;
   static constexpr int kBlockN = kHeadDim == 256            ? (kPersistent ? 64 : 80)
                                  : kHeadDim == 192          ? 112
                                  : kPFromSmem               ? 128
