@@ -41,7 +41,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ("Plain", "IndexedKV", "PagedKV", "BandSinks", "AlibiOnly", "AllVariants", "BoundedSoftcap")
+POLICIES = (
+    "Plain", "IndexedKV", "PagedKV", "BandSinks", "AlibiOnly", "AllVariants", "BoundedSoftcap",
+)  # fmt: skip
 # The head dims with Hopper tiles of their own (kernel_registry.h, sm90_head_dim).
 HOPPER_HEAD_DIMS = (64, 96, 128, 192, 256)
 DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
