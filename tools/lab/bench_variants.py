@@ -19,6 +19,8 @@ the other, a row measured later ran on a warmer GPU at a lower clock (the same p
   variants cost the peer: its ratios, printed as notes);
 * one-query decode with a window of 4096 over a 128k cache against the full cache (it reads
   only the window's keys), as GPU time from CUDA-graph replays;
+* ``softcap-dims``: softcap 50 beside plain attention at head_dim 64, 96 and 128, and a Gemma 2
+  27B-like local layer (head_dim 128, window 4096, softcap 50) beside plain causal attention;
 * a gpt-oss-like layer (head_dim 64, 64 query / 8 KV heads, 8k causal tokens): sinks over the
   whole sequence and sinks with a window of 128, beside plain causal attention.
 """
@@ -94,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tag", nargs="?", default="", help="a build's name, first on each row")
     parser.add_argument("--json")
-    parts = ("window", "scores", "gemma", "decode", "gpt-oss")
+    parts = ("window", "scores", "gemma", "decode", "gpt-oss", "softcap-dims")
     parser.add_argument(
         "--parts", nargs="+", choices=parts, default=parts, help="which rows (default: all)"
     )
@@ -182,6 +184,29 @@ def main() -> None:
                     f"n/a: {type(exc).__name__}: {exc}"[:90],
                 )
         del wide
+
+    if "softcap-dims" in args.parts:
+        # Softcap 50 beside plain attention at the head dims of the Hopper softcap-only instance
+        # and its candidates (64, 96, 128; hidden 2048), and Gemma 2 27B's local layers (head_dim
+        # 128, 32 / 16 heads, window 4096 with softcap 50) beside plain causal attention.
+        for dim in (64, 96, 128):
+            same = qkv(2, 8192, 8192, 2048 // dim, 2048 // dim, dim)
+            for causal in (False, True):
+                tag = "causal" if causal else "non-causal"
+                turns_rows(f"hd{dim} 8k {tag} ", {
+                    "plain (base)": call(same, causal=causal),
+                    "softcap 50": call(same, causal=causal, softcap=50.0),
+                }, {})  # fmt: skip
+            del same
+        local = qkv(2, 8192, 8192, 32, 16, 128)
+        gemma27 = {"causal": True, "window_size": (4096, 0), "softcap": 50.0}
+        turns_rows("Gemma-2-27B-like hd128 8k causal ", {
+            "plain (base)": call(local, causal=True),
+            "window 4096 softcap 50": call(local, **gemma27),
+        }, {})  # fmt: skip
+        peer("Gemma-2-27B-like hd128 8k window 4096 softcap 50", local, {"causal": True},
+             {"window_size": (4096, 0), "softcap": 50.0})  # fmt: skip
+        del local
 
     if "gpt-oss" in args.parts:
         layer = qkv(2, 8192, 8192, 64, 8, 64)
