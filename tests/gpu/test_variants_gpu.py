@@ -275,6 +275,31 @@ def test_softcap_alone_on_the_tma_path(seqlen_q, seqlen_k, causal, dtype):
         assert softcap_instance == (dtype == torch.bfloat16), names
 
 
+@pytest.mark.parametrize("key", [1300, 1301])  # even and odd columns of an m16n8 slice
+def test_nan_on_the_softcap_only_instance(key):
+    # NaN in a query row and in a key, over 2000 keys (the TMA-only instances): the row, and
+    # every row that sees the key, and no other.
+    sq, sk = 1100, 2000
+    q, k, v = rand_qkv(1, sq, sk, 8, 2, 128, torch.bfloat16)
+    q[0, 100, 3, 7] = float("nan")  # query head 3 reads KV head 0
+    k[0, key, 1, 5] = float("nan")  # KV head 1: query heads 4-7 read it
+
+    def call():
+        with assert_runs_on_kernels():
+            return forge_flash.flash_attn_fwd(q, k, v, causal=True, softcap=30.0)
+
+    got = []
+    names = hopper_kernels_launched(lambda: got.append(call()))
+    if torch.cuda.get_device_capability() == (9, 0):
+        assert any("BoundedSoftcap" in name for name in names), names
+    sees = key <= torch.arange(sq, device="cuda") + (sk - sq)  # bottom-right causal
+    expected = torch.zeros(1, sq, 8, dtype=torch.bool, device="cuda")
+    expected[0, :, 4:] = sees.unsqueeze(1)
+    expected[0, 100, 3] = True
+    assert sees.any() and not sees.all()
+    assert torch.equal(got[0].isnan().any(dim=-1), expected), "NaN must reach exactly its rows"
+
+
 @pytest.mark.parametrize("softcap", [10.0, 50.0, 52.0, 60.0])
 def test_softcap_logits_at_both_ends_of_their_range(softcap):
     # With bf16 the Hopper kernel offsets softcapped logits by a constant instead of a running
