@@ -143,20 +143,68 @@ def test_a_binding_that_asks_again_is_an_error(binding):
         ff.flash_attn_fwd(q, k, v)
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        lambda q, k, v: (q.float(), k.float(), v.float()),  # float32: kernels take half only
-        lambda q, k, v: (q[..., :36], k[..., :36], v[..., :36]),  # head_dim not a multiple of 8
-    ],
-    ids=["float32", "head_dim-36"],
-)
-def test_inputs_the_kernels_do_not_take_run_on_the_naive_path(binding, change):
-    q, k, v = change(*_qkv(1, 4, 4, 2, 2, 64))
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+def test_inputs_the_kernels_do_not_take_run_on_the_naive_path(binding):
+    q, k, v = (x.float() for x in _qkv(1, 4, 4, 2, 2, 64))  # float32: kernels take half only
     out = ff.flash_attn_fwd(q, k, v, causal=True)
     assert binding.calls == []
     assert_close_to_reference(out, reference_attention(q, k, v, causal=True)[0], q.dtype)
+    # An odd head_dim as well: still the dtype's objection, so still the naive path.
+    q, k, v = (x[..., :36].contiguous() for x in (q, k, v))
+    ff.flash_attn_fwd(q, k, v, causal=True)
+    assert binding.calls == []
+
+
+# A head_dim that is not a multiple of 8 runs on the kernels on zero-padded copies of q, k and v
+# (FlashAttention-2 pads the same way): the binding sees the next multiple of 8, the scale of
+# the true head_dim, and the answer is the call's own; the caller's tensors are left alone.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim,padded", [(36, 40), (59, 64), (111, 112)])
+def test_an_odd_head_dim_runs_on_the_kernels_zero_padded(binding, head_dim, padded, causal, dtype):
+    q, k, v = _qkv(2, 5, 7, 4, 2, head_dim, dtype)
+    before = [x.clone() for x in (q, k, v)]
+    out, lse = ff.flash_attn_fwd(q, k, v, causal=causal, return_lse=True)
+    (call,) = binding.calls
+    assert (call["head_dim"], call["softmax_scale"]) == (padded, pytest.approx(head_dim**-0.5))
+    assert out.shape == q.shape and out.is_contiguous()
+    expected_out, expected_lse = reference_attention(q, k, v, causal=causal)
+    assert_close_to_reference(out, expected_out, dtype)
+    assert_lse_close(lse, expected_lse)
+    assert all(torch.equal(x, y) for x, y in zip(before, (q, k, v), strict=True))
+
+
+def test_an_odd_head_dim_fills_a_strided_out(binding):
+    q, k, v = _qkv(1, 6, 6, 2, 2, 59)
+    out_buf = torch.full((1, 2, 6, 59), float("nan"), dtype=torch.float16)
+    got = ff.flash_attn_fwd(q, k, v, causal=True, out=out_buf.transpose(1, 2))
+    assert got.data_ptr() == out_buf.data_ptr() and binding.calls[0]["head_dim"] == 64
+    expected = reference_attention(q, k, v, causal=True)[0]
+    assert_close_to_reference(out_buf.transpose(1, 2), expected, torch.float16)
+
+
+def test_an_odd_head_dim_over_varlen_and_a_decode_cache(binding):
+    seqlens_q, seqlens_k = [3, 0, 5], [4, 2, 5]
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(8, 4, 111, generator=gen).half()
+    k = torch.randn(11, 2, 111, generator=gen).half()
+    v = torch.randn(11, 2, 111, generator=gen).half()
+    cu_q = torch.tensor([0, 3, 3, 8], dtype=torch.int32)
+    cu_k = torch.tensor([0, 4, 6, 11], dtype=torch.int32)
+    out, lse = ff.flash_attn_varlen_fwd(q, k, v, cu_q, cu_k, 5, 5, causal=True, return_lse=True)
+    expected_out, expected_lse = reference_varlen(q, k, v, seqlens_q, seqlens_k, causal=True)
+    assert_close_to_reference(out, expected_out, torch.float16)
+    assert_lse_close(lse, expected_lse)
+    q = torch.randn(3, 8, 59, generator=gen).bfloat16()
+    k_cache = torch.randn(3, 40, 2, 59, generator=gen).bfloat16()
+    v_cache = torch.randn(3, 40, 2, 59, generator=gen).bfloat16()
+    lengths = torch.tensor([40, 0, 17], dtype=torch.int32)
+    out = ff.batched_decode_attention(q, k_cache, v_cache, lengths)
+    assert [c["head_dim"] for c in binding.calls] == [112, 64]
+    assert binding.calls[1]["seqused_k"] == lengths.data_ptr()
+    expected, _ = reference_attention(
+        q.unsqueeze(1), k_cache, v_cache, key_lengths=lengths.tolist()
+    )
+    assert_close_to_reference(out, expected.squeeze(1), torch.bfloat16)
 
 
 def test_empty_shapes_never_reach_the_binding(binding):

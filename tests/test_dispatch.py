@@ -13,6 +13,7 @@ import torch
 import forge_flash as ff
 from forge_flash import call_cache, dispatch
 from forge_flash.backends.naive import NAIVE
+from forge_flash.backends.padded import PaddedHeadDim
 from forge_flash.validation import check_fwd
 
 from helpers.fake_plugin import CpuCudaBackend, FakeBinding
@@ -44,7 +45,7 @@ def test_the_kernels_take_half_precision_calls_and_their_options(adapter):
     "call,reason",
     [
         (_call(dtype=torch.float32), "float16, bfloat16; got torch.float32"),
-        (_call(head_dim=12), "multiple of 8 up to 256; got 12"),
+        (_call(dtype=torch.float32, head_dim=12), "float16, bfloat16; got torch.float32"),
     ],
 )
 def test_other_calls_take_the_naive_path_and_say_why(adapter, caplog, call, reason):
@@ -52,6 +53,17 @@ def test_other_calls_take_the_naive_path_and_say_why(adapter, caplog, call, reas
         route = dispatch.route(call)
     assert route.backend is NAIVE and reason in route.fallback_reason
     assert dispatch.explain(call).startswith("naive (") and reason in dispatch.explain(call)
+
+
+def test_an_odd_head_dim_takes_the_kernels_on_padded_copies(adapter, monkeypatch):
+    route = dispatch.route(_call(head_dim=12))
+    assert route.fallback_reason is None and isinstance(route.backend, PaddedHeadDim)
+    assert (route.backend.inner, route.backend.head_dim) == (adapter, 16)
+    assert dispatch.explain(_call(head_dim=12)) == "cuda"
+    # Where the kernels refuse the padded call too, the naive path, with the first objection.
+    monkeypatch.setattr(adapter.limits, "features", frozenset({"window"}))
+    route = dispatch.route(_call(head_dim=12, softcap=5.0))
+    assert route.backend is NAIVE and "multiple of 8 up to 256; got 12" in route.fallback_reason
 
 
 def test_a_plugin_without_an_option_sends_it_to_the_naive_path(adapter, monkeypatch):

@@ -24,6 +24,7 @@ import torch
 from . import call_cache
 from .backends.base import Backend, PreparedRun
 from .backends.naive import NAIVE
+from .backends.padded import pad_head_dim
 from .call import AttentionCall, AttentionTensors
 from .discovery import active_backend, discovered_backend
 from .validation import check_device_values, device_values_checked
@@ -81,6 +82,9 @@ def route(call: AttentionCall, backend: Backend | None = None) -> Route:
     reason = backend.unsupported(call)
     if reason is None:
         return Route(backend, None)
+    padded = pad_head_dim(backend, call)  # an odd head_dim: zero-padded copies on the kernels
+    if padded is not None:
+        return Route(padded, None)
     if reason not in _logged_reasons and len(_logged_reasons) < 256:
         _logged_reasons.add(reason)
         log.debug("forge_flash: naive path instead of %r: %s", backend.name, reason)

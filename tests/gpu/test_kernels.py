@@ -16,6 +16,7 @@ import forge_flash
 from helpers.kernels import (
     assert_close_to_reference,
     assert_each_sequence_close,
+    assert_runs_on_kernels,
     hopper_kernels_launched,
     kernel_backend,
     packed_qkv,
@@ -556,3 +557,21 @@ def test_float32_autocast_keeps_large_values_finite():
     )
     rel = (got.view(b, s, h, d).double() - ref).norm() / ref.norm()
     assert rel < 2e-2
+
+
+# A head_dim that is not a multiple of 8 (FlashAttention-2 takes any up to 256) runs on the
+# kernels on zero-padded copies: prefill, causal and not, GQA, and a decode step over a cache.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [36, 59, 111, 250])
+def test_an_odd_head_dim_runs_on_the_kernels(head_dim, causal, dtype):
+    q, k, v = rand_qkv(2, 300, 1500, 8, 2, head_dim, dtype)
+    with assert_runs_on_kernels():
+        _check(q, k, v, causal)
+    lens = torch.tensor([1500, 777], dtype=torch.int32, device="cuda")
+    with assert_runs_on_kernels():
+        got = forge_flash.batched_decode_attention(q[:, 0], k, v, lens)
+    for i, n in enumerate(lens.tolist()):
+        one = (q[i : i + 1, :1], k[i : i + 1, :n], v[i : i + 1, :n])
+        ref, _ = reference_attention(*one, causal=False)
+        assert_close_to_reference(got[i : i + 1, None], ref, torch_attention(*one, causal=False))
