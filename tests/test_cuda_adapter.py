@@ -182,14 +182,21 @@ def test_an_odd_head_dim_fills_a_strided_out(binding):
     assert_close_to_reference(out_buf.transpose(1, 2), expected, torch.float16)
 
 
-def test_an_odd_head_dim_over_varlen_and_a_decode_cache(binding):
-    seqlens_q, seqlens_k = [3, 0, 5], [4, 2, 5]
-    gen = torch.Generator().manual_seed(1)
-    q = torch.randn(8, 4, 111, generator=gen).half()
-    k = torch.randn(11, 2, 111, generator=gen).half()
-    v = torch.randn(11, 2, 111, generator=gen).half()
+def _varlen(head_dim, seed):
+    """Three packed sequences (3, 0 and 5 queries over 4, 2 and 5 keys), 4 / 2 heads, float16:
+    their lengths, q, k, v, cu_seqlens_q and cu_seqlens_k."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(8, 4, head_dim, generator=gen).half()
+    k = torch.randn(11, 2, head_dim, generator=gen).half()
+    v = torch.randn(11, 2, head_dim, generator=gen).half()
     cu_q = torch.tensor([0, 3, 3, 8], dtype=torch.int32)
     cu_k = torch.tensor([0, 4, 6, 11], dtype=torch.int32)
+    return [3, 0, 5], [4, 2, 5], q, k, v, cu_q, cu_k
+
+
+def test_an_odd_head_dim_over_varlen_and_a_decode_cache(binding):
+    seqlens_q, seqlens_k, q, k, v, cu_q, cu_k = _varlen(111, seed=1)
+    gen = torch.Generator().manual_seed(2)
     out, lse = ff.flash_attn_varlen_fwd(q, k, v, cu_q, cu_k, 5, 5, causal=True, return_lse=True)
     expected_out, expected_lse = reference_varlen(q, k, v, seqlens_q, seqlens_k, causal=True)
     assert_close_to_reference(out, expected_out, torch.float16)
@@ -217,13 +224,7 @@ def test_empty_shapes_never_reach_the_binding(binding):
 
 
 def test_varlen_passes_cu_seqlens_and_zero_batch_strides(binding):
-    seqlens_q, seqlens_k = [3, 0, 5], [4, 2, 5]
-    gen = torch.Generator().manual_seed(0)
-    q = torch.randn(8, 4, 32, generator=gen).half()
-    k = torch.randn(11, 2, 32, generator=gen).half()
-    v = torch.randn(11, 2, 32, generator=gen).half()
-    cu_q = torch.tensor([0, 3, 3, 8], dtype=torch.int32)
-    cu_k = torch.tensor([0, 4, 6, 11], dtype=torch.int32)
+    seqlens_q, seqlens_k, q, k, v, cu_q, cu_k = _varlen(32, seed=0)
     out, lse = ff.flash_attn_varlen_fwd(q, k, v, cu_q, cu_k, 5, 5, causal=True, return_lse=True)
     (call,) = binding.calls
     assert (call["cu_seqlens_q"], call["cu_seqlens_k"]) == (cu_q.data_ptr(), cu_k.data_ptr())

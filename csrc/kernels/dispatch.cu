@@ -117,12 +117,18 @@ bool alibi_only_serves(const FwdParams& p) {
          no_window_but_causal(p) && p.sinks == nullptr && kv_by_batch_row(p);
 }
 
-// Whether the BoundedSoftcap instance (policies.h) serves a variant call: a softcap whose logits
-// stay bounded (bf16 P, softcap_log2 <= 76: bounded_logits below) and nothing else: no ALiBi,
-// window but the causal diagonal or sinks, K/V by batch row.
+// Whether a call's softcap bounds every base-2 logit to +-softcap_log2 so that a fixed offset
+// can stand for the running maximum (FwdParams::bounded_logits; plan_fwd says why): a softcap,
+// no ALiBi (its bias is not bounded), bf16 P, softcap_log2 <= 76.
+bool softcap_bounds_logits(const FwdParams& p, bool bf16) {
+  return p.softcap > 0.f && p.alibi_slopes == nullptr && bf16 && p.softcap_log2 <= 76.f;
+}
+
+// Whether the BoundedSoftcap instance (policies.h) serves a variant call: bounded softcap logits
+// and nothing else: no window but the causal diagonal, no sinks, K/V by batch row.
 bool bounded_softcap_serves(const FwdParams& p, bool bf16) {
-  return p.softcap > 0.f && bf16 && p.softcap_log2 <= 76.f && p.alibi_slopes == nullptr && p.scale > 0.f &&
-         no_window_but_causal(p) && p.sinks == nullptr && kv_by_batch_row(p);
+  return softcap_bounds_logits(p, bf16) && p.scale > 0.f && no_window_but_causal(p) && p.sinks == nullptr &&
+         kv_by_batch_row(p);
 }
 
 // Whether the paged TMA twin (fwd_instantiate.cuh, sm90_paged_info) serves a variant call: a
@@ -532,7 +538,7 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   p.bounded_logits =
       (plan->kernel.kernel == kernels.sm90.plain.kernel || plan->kernel.kernel == kernels.sm90.tma.kernel ||
        plan->kernel.kernel == kernels.sm90.tma_softcap.kernel) &&
-      p.softcap > 0.f && p.alibi_slopes == nullptr && dtype == DType::kBFloat16 && p.softcap_log2 <= 76.f;
+      softcap_bounds_logits(p, dtype == DType::kBFloat16);
   p.logit_offset = std::min(p.softcap_log2, 120.f - p.softcap_log2);
   p.num_rows = p.cu_seqlens_q != nullptr ? static_cast<int64_t>(p.num_heads) * p.total_q
                                          : static_cast<int64_t>(p.batch) * p.num_heads * p.seqlen_q;
