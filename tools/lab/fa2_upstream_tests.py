@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 # Tests of the backward pass or of FlashAttention's private entry points, and dropout cases.
@@ -202,9 +203,7 @@ def summarize_fallbacks(folder: Path, top: int = 12) -> str:
     lines = [line.split("\t", 1) for f in files for line in f.read_text().splitlines()]
     if not lines:
         return "fallbacks: none (every call ran on the active backend)"
-    reasons: dict[str, int] = {}
-    for _, reason in lines:
-        reasons[reason] = reasons.get(reason, 0) + 1
+    reasons = Counter(reason for _, reason in lines)
     tests = {test for test, _ in lines}
     ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:top]
     return "\n".join(
