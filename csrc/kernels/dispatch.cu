@@ -124,11 +124,10 @@ bool softcap_bounds_logits(const FwdParams& p, bool bf16) {
   return p.softcap > 0.f && p.alibi_slopes == nullptr && bf16 && p.softcap_log2 <= 76.f;
 }
 
-// Whether the BoundedSoftcap instance (policies.h) serves a variant call: bounded softcap logits
-// and nothing else: no window but the causal diagonal, no sinks, K/V by batch row.
+// Whether the BoundedSoftcap instance (policies.h) serves a variant call: bounded softcap logits,
+// perhaps a sliding window, and nothing else: no sinks, K/V by batch row.
 bool bounded_softcap_serves(const FwdParams& p, bool bf16) {
-  return softcap_bounds_logits(p, bf16) && p.scale > 0.f && no_window_but_causal(p) && p.sinks == nullptr &&
-         kv_by_batch_row(p);
+  return softcap_bounds_logits(p, bf16) && p.scale > 0.f && p.sinks == nullptr && kv_by_batch_row(p);
 }
 
 // Whether the paged TMA twin (fwd_instantiate.cuh, sm90_paged_info) serves a variant call: a
@@ -460,8 +459,8 @@ const char* plan_fwd(FwdParams& p, DType dtype, FwdPlan* plan, cudaError_t* cuda
   // instance (band_sinks_serves), one whose only variant is ALiBi the AlibiOnly instance
   // (alibi_only_serves): the plain score program (plus ALiBi's multiply-add per score) and the
   // plain instance's wider tiles (the measurements at Sm90Tiles and in docs/benchmarks.md). A
-  // bf16 call whose only variant is a softcap takes the BoundedSoftcap instance where the table
-  // has one (head_dim 128: three consumers; bounded_softcap_serves).
+  // bf16 call whose only variants are a softcap and perhaps a window takes the BoundedSoftcap
+  // instance where the table has one (head_dim 64-128: three consumers; bounded_softcap_serves).
   // A non-causal call takes the plain table's non-causal instance where there is one (head_dim
   // 96: 3 consumers, P through shared memory; Sm90Tiles). A varlen call of the plain table takes
   // the TMA-only instance's kPackedSeqs twin (maps over the packed tensors), and one planned on

@@ -42,11 +42,12 @@ KernelInfo sm90_kernel_info() {
 // BoundedSoftcap). AlibiOnly up to head_dim 192. At 256 it measured level with the variant
 // table's own TMA-only instance, whose tiles are the same there (H200, 2026-12-04,
 // docs/bench-history/2026-12-04.md), so ALiBi runs on that one and the table holds one instance
-// fewer. BoundedSoftcap at head_dim 128 and in bf16 only: the head dim it was measured at, and
-// the dtype whose P holds its bounded logits (fp16 softcap calls take the running maximum).
+// fewer. BoundedSoftcap up to head_dim 128 (where it was measured; at 192 and 256 the variant
+// instance's tiles are the largest that fit already) and in bf16 only, the dtype whose P holds
+// its bounded logits (fp16 softcap calls take the running maximum).
 template <typename T, int kHeadDim, bool kVariantTable, class P>
 KernelInfo sm90_tma_variant_info() {
-  constexpr bool kServed = !P::kBoundedSoftcap || (kHeadDim == 128 && std::is_same<T, __nv_bfloat16>::value);
+  constexpr bool kServed = !P::kBoundedSoftcap || (kHeadDim <= 128 && std::is_same<T, __nv_bfloat16>::value);
   if constexpr (kVariantTable && (!P::kAlibiOnly || kHeadDim <= 192) && kServed)
     return sm90_kernel_info<T, kHeadDim, P, false, true>();
   else

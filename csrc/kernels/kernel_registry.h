@@ -45,7 +45,7 @@ struct HopperKernels {
   KernelInfo tma_non_causal;     // plain tables: tma's tiles for non-causal calls, where they differ (96)
   KernelInfo tma_band_sinks;     // variant tables: tma with BandSinks policies (window, sinks; dense K/V)
   KernelInfo tma_alibi;          // variant tables: tma with AlibiOnly policies (ALiBi; dense K/V)
-  KernelInfo tma_softcap;        // variant tables: tma with BoundedSoftcap policies (a softcap alone; 128, bf16)
+  KernelInfo tma_softcap;        // variant tables: tma with BoundedSoftcap policies (softcap, window; 64-128, bf16)
   KernelInfo tma_packed;         // plain tables: tma over packed (varlen) sequences, kPackedSeqs
   KernelInfo persistent_packed;  // plain tables: persistent over packed (varlen) sequences, TMA-fed
   KernelInfo tma_paged;          // variant tables: tma_packed over a paged cache (PagedKV policies)

@@ -27,7 +27,8 @@
 // caches with plain scores (PagedKV where every lane's rows lie in one page), BandSinks for a
 // Hopper prefill whose only variants are a sliding window and/or sinks over dense K/V,
 // AlibiOnly for one whose only variant is ALiBi (both take the plain kernel's wider tiles), and
-// BoundedSoftcap for a bf16 one whose only variant is a softcap (head_dim 128).
+// BoundedSoftcap for a bf16 one whose only variants are a softcap and perhaps a sliding window
+// (head_dim 64, 96 and 128).
 #pragma once
 
 #include <type_traits>
@@ -59,11 +60,12 @@ using PagedKV = Policies<true, false, false, false, false, true>;
 using BandSinks = Policies<false, true, false, true>;
 using AllVariants = Policies<true, true, true, true>;
 using AlibiOnly = Policies<false, false, false, false, true>;
-// A softcap and nothing else, over dense K/V, with bf16 P (the Hopper TMA-only instance of such
-// calls at head_dim 128: Sm90Tiles says why it has three consumers). Its logits are bounded, so
-// it compiles the bounded softmax alone (softmax.cuh): no running maximum, no ALiBi. A type of
-// its own rather than another template flag, so that the other instances keep their names.
-struct BoundedSoftcap : Policies<false, false, true, false> {
+// A softcap, with or without a sliding window (Gemma 2's local layers), over dense K/V, with bf16
+// P (the Hopper TMA-only instance of such calls at head_dim 64-128: Sm90Tiles says why it has
+// three consumers). Its logits are bounded, so it compiles the bounded softmax alone
+// (softmax.cuh): no running maximum, no ALiBi. A type of its own rather than another template
+// flag, so that the other instances keep their names.
+struct BoundedSoftcap : Policies<false, true, true, false> {
   static constexpr bool kBoundedSoftcap = true;
   static constexpr bool kAlibi = false;
 };

@@ -259,17 +259,23 @@ def test_softcap_on_large_logits(softcap, head_dim):
     _check(q * 6, k * 6, v, causal=True, softcap=softcap, window_size=(512, 0))
 
 
-# A softcap alone over more than 1024 dense keys at head_dim 128 in bf16 takes the Hopper
-# BoundedSoftcap instance (three consumers, P through shared memory; fp16 and other head dims
-# the variant instance): offsets of either sign, causal, GQA, lengths off its 128-key tiles.
+# A softcap over more than 1024 dense keys, alone or with a sliding window (Gemma 2's local
+# layers), at head_dim 64, 96 and 128 in bf16 takes the Hopper BoundedSoftcap instance (three
+# consumers, P through shared memory; fp16 and larger head dims the variant instance): offsets of
+# either sign, causal, GQA, lengths off its 128-key tiles.
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 96, 128])
+@pytest.mark.parametrize("windowed", [False, True])
 @pytest.mark.parametrize(
     "seqlen_q,seqlen_k,causal",
     [(1500, 2601, False), (2601, 1500, False), (2345, 2345, True), (1100, 3000, True)],
 )
-def test_softcap_alone_on_the_tma_path(seqlen_q, seqlen_k, causal, dtype):
-    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 8, 2, 128, dtype)
-    names = hopper_kernels_launched(lambda: _check(q * 4, k * 4, v, causal=causal, softcap=30.0))
+def test_softcap_alone_on_the_tma_path(seqlen_q, seqlen_k, causal, windowed, head_dim, dtype):
+    q, k, v = rand_qkv(2, seqlen_q, seqlen_k, 16, 4, head_dim, dtype)
+    options = {"causal": causal, "softcap": 30.0}
+    if windowed:  # a query block then sees more than 1024 keys: no persistent launch
+        options["window_size"] = (1500, 0) if causal else (1200, 400)
+    names = hopper_kernels_launched(lambda: _check(q * 4, k * 4, v, **options))
     if torch.cuda.get_device_capability() == (9, 0):
         softcap_instance = any("BoundedSoftcap" in name for name in names)
         assert softcap_instance == (dtype == torch.bfloat16), names

@@ -173,14 +173,16 @@ struct Sm90Tiles {
   // split_plan.h, takes_paged_wide.
   static constexpr bool kPagedWide = kTmaOnly && P::kPagesOnly && kNonCausal && (kHeadDim == 64 || kHeadDim == 96);
   static constexpr bool kWide = kTmaOnly && (!P::kIndexedKV || kPagedWide) && !P::kScoreMods;
-  // The softcap-only instance (BoundedSoftcap, head_dim 128): three consumers on 128-key tiles,
-  // P through shared memory (O 64 + S 64 registers of 160; no spills). A softcapped tile's
-  // softmax takes a tanh and an exp2 per score on the special-function unit, longer than a
-  // consumer's matrix products, so with two consumers the tensor cores wait for it; a third
-  // consumer's products fill that wait. Against the variant instance's two consumers (H100,
-  // 2026-12-07, docs/benchmarks.md, session 81): softcap 50 at head_dim 128 over 8k tokens
-  // 2.25-2.33 -> 2.02-2.05 ms non-causal, 1.19-1.21 -> 1.06-1.07 ms causal (0.71-0.75x -> 0.81-0.85x
-  // of plain attention).
+  // The softcap-only instance (BoundedSoftcap, head_dim 64-128): three consumers on 128-key
+  // tiles, P through shared memory (at 128: O 64 + S 64 registers of 160; no spills at any of the
+  // three). A softcapped tile's softmax takes a tanh and an exp2 per score on the
+  // special-function unit, longer than a consumer's matrix products, so with two consumers the
+  // tensor cores wait for it; a third consumer's products fill that wait. Against the variant
+  // instance's two consumers (H100, 2026-12-07, docs/benchmarks.md, sessions 81 and 82): softcap
+  // 50 over 8k tokens at head_dim 128 2.25-2.33 -> 2.02-2.05 ms non-causal, 1.19-1.21 -> 1.06-1.07
+  // ms causal; at 64 3.78-3.82 -> 3.31-3.32 and 1.91-1.93 -> 1.71-1.74; at 96 2.87-2.91 ->
+  // 2.54-2.58 and 1.48-1.49 -> 1.35; Gemma 2 27B's local layer (head_dim 128, window 4096) 1.85-1.88
+  // -> 1.69-1.71 ms. Moving 4 of every 8 of its exponentials to the FMA pipe lost 7-8% (session 82).
   static constexpr bool kSoftcap3 = kTmaOnly && !kPersistent && P::kBoundedSoftcap;
   static constexpr bool kPFromSmem = (kWide && kNonCausal && kHeadDim == 96) || kSoftcap3;
   // The paged twin's persistent instance (a CTA an SM drawing its work tiles; short paged calls).
