@@ -113,3 +113,37 @@ def test_products_that_wait_for_the_one_before_are_counted():
     # Any other instruction between the wait and the product: the wait is the code's own.
     spaced = [*serialized[:2], "FMUL R88, R88, R10", *serialized[2:4]]
     assert compile_one_kernel.waiting_products(spaced) == 0
+
+
+def test_the_loop_order_keeps_the_landmarks_in_order_as_runs():
+    # A softcap consumer's loop as ptxas scheduled it in session 83: its turn, the wait for S,
+    # the tanhs, the wait for its own P V, then the exp2s among P's conversions and stores.
+    loop = [
+        "BAR.SYNC.DEFER_BLOCKING R12, 0x180",
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT",
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24, gsb0",
+        "HGMMA.64x128x16.F32.BF16 R88, gdesc[UR12].tnspB, R88, gsb0",
+        "BAR.ARV R13, 0x180",
+        "WARPGROUP.DEPBAR.LE gsb0, 0x1",
+        "FMUL R5, R24, R7",
+        "MUFU.TANH R5, R5",
+        "FMUL R6, R25, R7",
+        "MUFU.TANH R6, R6",
+        "WARPGROUP.DEPBAR.LE gsb0, 0x0",
+        "MUFU.EX2 R5, R5",
+        "@P1 MUFU.EX2 R6, R6",
+        "F2FP.BF16.F32.PACK_AB R148, R6, R5",
+        "STS.128 [R20], R148",
+        "STSM.16.M88.4 [R21], R148",
+        "IADD3 R3, R3, 0x1, RZ",
+        "@!P0 BRA 0x0060",
+    ]
+    order = compile_one_kernel.loop_order(loop)
+    assert order == [
+        ("BAR.SYNC", 1), ("Q K^T", 2), ("P V", 1), ("BAR.ARV", 1), ("wait 0x1", 1),
+        ("MUFU.TANH", 2), ("wait 0x0", 1), ("MUFU.EX2", 2), ("F2FP", 1), ("STS", 1), ("STSM", 1),
+        ("BRA", 1),
+    ]  # fmt: skip
+    assert compile_one_kernel.format_order(order[:6]) == (
+        "BAR.SYNC, Q K^T x2, P V, BAR.ARV, wait 0x1, MUFU.TANH x2"
+    )

@@ -28,7 +28,12 @@ give the same instructions (addresses and encodings aside): a comment or refacto
 every instance's SASS needs no GPU run; one that moves registers does. ``--loop-mix`` prints the
 K/V loop's operations (the consumers' loop over K/V tiles, counted in the code: both sides of
 each branch in it, such as a masked tile's path, count), and with ``--same-as`` how TREE's loop
-differs, operation by operation.
+differs, operation by operation. ``--loop-order`` prints the K/V loop's schedule as ptxas left it:
+its landmarks in order (the products, the waits for them and their group counts, the
+special-function unit's instructions, P's conversions and shared-memory stores, barriers and
+branches), runs of one collapsed (``MUFU.EX2 x64``). It answers where ptxas put a wait: in
+session 83 it showed each softcap consumer's exp2s behind the wait for its own P V
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -172,6 +177,39 @@ def mix_difference(ours: dict[str, int], theirs: dict[str, int]) -> str:
     return ", ".join(f"{delta:+d} {op}" for op, delta in changes if delta)
 
 
+def loop_order(instructions: list[str]) -> list[tuple[str, int]]:
+    """The landmarks of a K/V loop in their order, each run of one landmark as (name, count):
+    HGMMA as "Q K^T" or "P V" (its B operand transposed: .tnspB), "wait <n>" for
+    WARPGROUP.DEPBAR (at most n product groups left running), the special-function unit's
+    operations (MUFU.EX2, MUFU.TANH), F2FP (P's conversions), STS and STSM (stores to shared
+    memory; P's go through stmatrix), BAR.SYNC and BAR.ARV (named barriers: the consumers'
+    turns), SYNCS (mbarriers) and BRA; nothing else."""
+    order: list[tuple[str, int]] = []
+    for instruction in instructions:
+        op = _opcode(instruction)
+        if op == "HGMMA":
+            name = "P V" if ".tnspB" in instruction else "Q K^T"
+        elif op == "WARPGROUP" and "DEPBAR" in instruction:
+            name = f"wait {instruction.split()[-1]}"
+        elif op == "BAR":  # BAR.SYNC waits for the turn, BAR.ARV passes it on
+            words = instruction.split()
+            name = ".".join(words[1 if words[0].startswith("@") else 0].split(".")[:2])
+        elif op.startswith("MUFU") or op in ("F2FP", "STS", "STSM", "SYNCS", "BRA"):
+            name = op
+        else:
+            continue
+        if order and order[-1][0] == name:
+            order[-1] = (name, order[-1][1] + 1)
+        else:
+            order.append((name, 1))
+    return order
+
+
+def format_order(order: list[tuple[str, int]]) -> str:
+    """loop_order's runs as one line: "Q K^T x8, P V x8, wait 0x1, MUFU.TANH x64"."""
+    return ", ".join(name if count == 1 else f"{name} x{count}" for name, count in order)
+
+
 def sass_listing(cuobjdump: str, cubin: Path) -> list[tuple[int, str]] | None:
     """The SASS of a cubin with addresses (cuobjdump -sass; None if it fails)."""
     path = f"{Path(cuobjdump).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -240,9 +278,11 @@ def main() -> int:
                         help="with --sass-size: whether TREE gives the same SASS")  # fmt: skip
     parser.add_argument("--loop-mix", action="store_true",
                         help="with --sass-size: the K/V loop's operations")  # fmt: skip
+    parser.add_argument("--loop-order", action="store_true",
+                        help="with --sass-size: the K/V loop's landmarks in order")  # fmt: skip
     args = parser.parse_args()
-    if (args.same_as or args.loop_mix) and not args.sass_size:
-        parser.error("--same-as and --loop-mix need --sass-size CUOBJDUMP (the disassembler)")
+    if (args.same_as or args.loop_mix or args.loop_order) and not args.sass_size:
+        parser.error("--same-as, --loop-mix and --loop-order need --sass-size CUOBJDUMP")
 
     cases = [(args.head_dim, args.persistent, args.tma_only)]
     if args.all:
@@ -300,6 +340,10 @@ def main() -> int:
                     difference = difference or "the same operations, other operands or order"
                     there = f"{args.same_as}'s ({len(theirs['kv_loop'])} instructions)"
                     print(f"  K/V loop against {there}: {difference}")
+        if args.loop_order and got["kv_loop"] is not None:
+            print(f"  K/V loop in order: {format_order(loop_order(got['kv_loop']))}")
+            if theirs is not None:
+                print(f"  {args.same_as}'s: {format_order(loop_order(theirs['kv_loop']))}")
         failed |= got["serialized_wgmma"] or waiting > 0
         if args.log:
             print(got["log"])
