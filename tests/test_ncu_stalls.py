@@ -102,3 +102,38 @@ def test_mix_counts_instructions_executed_per_opcode_side_by_side(tmp_path, caps
     assert table["SYNCS"] == ["3.0", "0.0"]
     assert table["HGMMA"] == ["0.0", "0.1"]
     assert table["total"] == ["8.5", "2.6"]
+
+
+def test_phases_cut_the_consumer_loop_at_its_landmarks(tmp_path):
+    header = '"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed"\n'
+    # (address, source, samples, executed): the loop runs 63 times per consumer warp here; the
+    # prologue and the producer's spinning wait (executed more often) are not the loop's.
+    rows = [
+        ("0x100", "SYNCS.EXCH.64 URZ, [UR8], UR4", 50, 1),
+        ("0x200", "SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR46], R8", 10, 63),
+        ("0x210", "BAR.SYNC.DEFER_BLOCKING R8, 0x100", 0, 63),
+        ("0x220", "UMOV UR33, 0x40000040", 20, 63),
+        ("0x230", "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR12], RZ, !UPT", 10, 63),
+        ("0x240", "WARPGROUP.DEPBAR.LE gsb0, 0x1", 10, 63),
+        ("0x250", "MUFU.TANH R25, R25", 60, 63),
+        ("0x260", "WARPGROUP.DEPBAR.LE gsb0, 0x0", 5, 63),
+        ("0x270", "MUFU.EX2 R29, R29", 30, 63),
+        ("0x280", "STSM.16.M88.4 [R13], R8", 5, 63),
+        ("0x300", "SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR12], R0", 900, 5000),
+    ]
+    text = '"Kernel Name","k"\n' + header
+    text += "".join(f'"{a}","{src}","{n}","{e}"\n' for a, src, n, e in rows)
+    path = tmp_path / "src.csv"
+    path.write_text(text)
+    ((_, found),) = ncu_stalls.kernels(str(path))
+    # 150 loop samples: the UMOV after the turn barrier counts with it, the STSM with the exp2s.
+    assert ncu_stalls.phases(found) == [
+        ("K/V waits", 10 / 150),
+        ("turn barrier", 20 / 150),
+        ("products issued", 10 / 150),
+        ("wait for S", 10 / 150),
+        ("tanh", 60 / 150),
+        ("wait for own P V", 5 / 150),
+        ("exp2, P stored", 35 / 150),
+    ]
+    assert ncu_stalls.phases([r for r in found if "HGMMA" not in r["Source"]]) == []

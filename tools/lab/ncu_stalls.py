@@ -12,9 +12,18 @@ then, anywhere (no GPU, no Nsight Compute):
     python tools/lab/ncu_stalls.py src.csv            # the kernels in the file, numbered
     python tools/lab/ncu_stalls.py src.csv 3 --top 30 # kernel 3: reasons, opcodes, top 30
     python tools/lab/ncu_stalls.py src.csv --mix 1 3  # instructions executed per opcode
+    python tools/lab/ncu_stalls.py src.csv --phases 0 1  # the K/V loop's time by phase
 
 (Nsight Compute 2025.3 printed each profiled kernel's block twice: the numbered list shows the
 pairs by their sample counts.)
+
+`--phases K...` cuts each kernel's K/V loop (a consumer's instructions per K/V tile) at its
+landmarks (the K/V waits, the turn barrier, the products, the wait for S, the tanhs, the wait for
+the consumer's own P V, the exp2s and P's stores, P's fence) and prints each phase's share of the
+loop's samples: the share of a consumer's time it spends there. Session 84 read the softcap-only
+instance's loop this way (tanh 27%, exp2 40%: each consumer in its softmax two thirds of the
+time, three times one tile's special-function work, so the three consumers' softmaxes ran
+together; docs/benchmarks.md).
 
 `--mix` compares kernels by what they execute rather than where they wait: warp-level
 instructions executed per opcode (the source page's "Instructions Executed"), largest first by the
@@ -118,6 +127,39 @@ def mix(found: list[tuple[str, list[dict[str, str]]]], top: int) -> None:
     print(f"{'total':<10}" + "".join(f"{sum(c.values()) / 1e6:12.1f}" for c in counts))
 
 
+# The landmarks of a Hopper consumer's K/V loop, in its order: each starts a phase that runs to
+# the next landmark of another phase (compile_one_kernel.py --loop-order shows the same order).
+PHASES = (
+    ("SYNCS.PHASECHK", "K/V waits"),
+    ("BAR.SYNC", "turn barrier"),
+    ("HGMMA", "products issued"),
+    ("DEPBAR.LE gsb0, 0x1", "wait for S"),
+    ("MUFU.TANH", "tanh"),
+    ("DEPBAR.LE gsb0, 0x0", "wait for own P V"),
+    ("MUFU.EX2", "exp2, P stored"),
+    ("FENCE.VIEW", "P's fence"),
+)
+
+
+def phases(rows: list[dict[str, str]]) -> list[tuple[str, float]]:
+    """The K/V loop's stall samples by phase: the loop is the instructions executed as often as
+    the most executed HGMMA (the consumers' per-tile count; the producer's waits spin more
+    often and fall outside), cut at PHASES' landmarks in address order. Returns (phase, share
+    of the loop's samples), phases in the order first met; "before" holds what precedes the
+    first landmark."""
+    counts = [number(r.get(EXECUTED)) for r in rows if opcode(r["Source"]) == "HGMMA"]
+    if not counts:
+        return []
+    loop = [r for r in rows if number(r.get(EXECUTED)) == max(counts)]
+    total = sum(number(r[SAMPLES]) for r in loop) or 1.0
+    found: dict[str, float] = {}
+    current = "before"
+    for r in sorted(loop, key=lambda r: int(r["Address"], 16)):
+        current = next((name for key, name in PHASES if key in r["Source"]), current)
+        found[current] = found.get(current, 0.0) + number(r[SAMPLES])
+    return [(name, value / total) for name, value in found.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", help="ncu --page source --csv --print-source sass output")
@@ -128,10 +170,19 @@ def main() -> None:
     parser.add_argument(
         "--mix", type=int, nargs="+", metavar="K", help="instructions per opcode of kernels K"
     )
+    parser.add_argument(
+        "--phases", type=int, nargs="+", metavar="K", help="kernels K's K/V loop by phase"
+    )
     args = parser.parse_args()
     found = kernels(args.csv)
     if args.mix:
         mix([found[k] for k in args.mix], args.top)
+        return
+    if args.phases:
+        for k in args.phases:
+            print(f"[{k}] {found[k][0][:100]}")
+            for name, share in phases(found[k][1]):
+                print(f"  {name:<18} {100 * share:5.1f}%")
         return
     if args.kernel is None:
         for i, (name, rows) in enumerate(found):
