@@ -13,7 +13,9 @@
 //                                                             the last tile's stores beside it)
 //     for each next tile i:
 //       my turn:  issue S = Q K[i]^T, issue O += P V[i-1]     (the tensor cores; O rescaled
-//                                                             between them: kRescaleInTurn)
+//                                                             between them: kRescaleInTurn;
+//                                                             BoundedSoftcap ends the turn
+//                                                             once S has landed: kTurnAfterS)
 //       wait S;   mask, softmax -> P                          (the source's order; see below)
 //       wait O;   release tile i-1; rescale O                 (the other instances; above
 //                                                             head_dim 128 only if a max rose)
@@ -543,6 +545,20 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
   auto turn_begin = [&] { sm90::named_barrier_sync(kBarTurn0 + consumer, 256); };
   auto turn_end = [&] { sm90::named_barrier_arrive(kBarTurn0 + (consumer + 1) % kWGs, 256); };
   if (consumer == kWGs - 1) turn_end();
+  // The softcap-only instance (BoundedSoftcap: a tanh and an exp2 per score, so the
+  // special-function unit's work per tile equals the tensor cores') passes the turn once its
+  // S = Q K^T has landed instead of right after issuing its products: the next consumer's
+  // products then queue behind this Q K^T, and the consumers' softmaxes start apart. Against the
+  // early pass (H100, session 84, docs/benchmarks.md): softcap 50 over 8k tokens at head_dim 64
+  // +4.5% non-causal, +2.6% causal, at 96 +1.5% / level, at 128 level. The other instances were
+  // level with it too (12 prefill rows 0.986-1.021), so they keep the early pass.
+  constexpr bool kTurnAfterS = P::kBoundedSoftcap && !Cfg::kPersistent;
+  auto turn_end_issued = [&] {
+    if constexpr (!kTurnAfterS) turn_end();
+  };
+  auto turn_end_s_landed = [&] {
+    if constexpr (kTurnAfterS) turn_end();
+  };
   // Lagged turns (Sm90Tiles::kLagTurns): the last consumer passes its first lag_turns turns,
   // the first its last ones; both then take as many turns as before. Causal calls lag by one
   // turn: their work tiles hold 1-8 K/V tiles, a lag of two lost 3-4% there, one gained 0-3%.
@@ -800,11 +816,12 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceTurn);)
       sm90::wgmma_fence();
       issue_qk(it + first);
-      turn_end();
+      turn_end_issued();
       if (kPackedSeqs && first == 0 && v0_rows < kBlockN) zero_v_rows(it, v0_rows);  // beside this Q K^T
       flush_pending();  // the previous work tile's stores, beside this Q K^T
       sm90::wgmma_wait<0>();
       sm90::fence_operand(s_flat);
+      turn_end_s_landed();
       FORGE_FLASH_TRACE_CODE(stamp(traced, kTraceS0);)
       release_k(it + first);
       softmax(first, correction);  // O is still zero: rescaled in the turn, it stays zero
@@ -820,9 +837,10 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
           sm90::wgmma_fence();  // the rescaled O before the MMA that adds to it
         }
         issue_pv(it + i - 1);
-        turn_end();
+        turn_end_issued();
         sm90::wgmma_wait<1>();  // S of tile i; O += P V still running
         sm90::fence_operand(s_flat);
+        turn_end_s_landed();
         release_k(it + i);
         const bool rescale = softmax(i, correction);
         sm90::wgmma_wait<0>();
