@@ -167,6 +167,13 @@ def main() -> None:
         q, k, v = rand(1, 1100, 4, d), rand(1, 1100, 4, d), rand(1, 1100, 4, d)
         forge_flash.flash_attn_fwd(q, k, v, causal=True, window_size=(100, 0))
         forge_flash.flash_attn_fwd(q, k, v, causal=True, softcap=30.0)  # bounded logits (bf16)
+    # The softcap-only TMA instance (BoundedSoftcap, whose turn passes once S has landed:
+    # kTurnAfterS) at head_dim 64, 96 and 128: session 82's windowed call, which the profiler
+    # showed running that instance at all three (a grid too large to split, query blocks that
+    # see more than 1,024 keys: not the persistent kernel).
+    for d in (64, 96, 128):
+        q, k, v = rand(2, 2345, 16, d), rand(2, 2345, 4, d), rand(2, 2345, 4, d)
+        forge_flash.flash_attn_fwd(q, k, v, causal=True, softcap=30.0, window_size=(1500, 0))
     step("windows and sinks over dense K/V")
     # Windows and sinks over dense K/V (TMA-only BandSinks instance, the plain instance's tiles).
     for d in (64, 128):
