@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One device call for prebuilt kernel candidates against a base build. For each candidate: its
+# tests first (TESTS, a pytest -k expression over TEST_FILES, stopped after TESTS_TIMEOUT
+# seconds, so that a candidate that hangs the GPU ends there); a candidate whose tests fail drops
+# out. Then ab_wheels.sh's alternating rounds of the scripts with the base and the candidates
+# left, and last CHECK (a script, e.g. docs/bench-raw/2026-12-07s82-w-check-call.sh) once per
+# candidate, with WHEELS set to its wheels and OUT to $OUT/NAME-check.
+#
+#   TESTS=softcap CHECK=docs/bench-raw/2026-12-07s82-w-check-call.sh OUT=$OUT \
+#       bash tools/lab/candidate_ab.sh M=.gpu/wM R=.gpu/wR F=.gpu/wF -- \
+#       "bench_variants.py --parts softcap-dims"
+#
+# The first build is the base. ROUNDS (default 3) and AB_VENVS (the venvs' folder, default /tmp)
+# as in ab_wheels.sh. Exits 1 when no candidate passes its tests. Carry every wheel folder
+# named. Run from the repository root.
+set -u
+out=${OUT:?set OUT}
+mkdir -p "$out"
+start=$SECONDS
+lab=$(dirname "$(realpath "$0")")
+venvs=${AB_VENVS:-/tmp}
+builds=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    builds+=("$1")
+    shift
+done
+[ $# -gt 0 ] && shift
+[ ${#builds[@]} -gt 1 ] && [ $# -gt 0 ] || {
+    echo "usage: candidate_ab.sh BASE=WHEEL_DIR NAME=WHEEL_DIR... -- 'SCRIPT ARGS'..." >&2
+    exit 2
+}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1
+kept=("${builds[0]}")
+for spec in "${builds[@]:1}"; do
+    name=${spec%%=*}
+    if [ -n "${TESTS:-}" ]; then
+        bash "$lab/wheel_venv.sh" "$venvs/ab-venv-$name" "${spec#*=}" >/dev/null || exit 1
+        # shellcheck disable=SC2086  # TEST_FILES is a list of paths
+        timeout "${TESTS_TIMEOUT:-90}" "$venvs/ab-venv-$name/bin/python" -m pytest -q -p no:cacheprovider \
+            -n 8 ${TEST_FILES:-tests/gpu/test_variants_gpu.py} -k "$TESTS" >"$out/$name-tests.txt" 2>&1
+        echo "$name tests rc $? at $((SECONDS - start)) s: $(tail -1 "$out/$name-tests.txt")"
+        grep -E "^FAILED|^E  " "$out/$name-tests.txt" | head -8
+        grep -q " passed" "$out/$name-tests.txt" && ! grep -q -E " failed|^FAILED" "$out/$name-tests.txt" ||
+            continue
+    fi
+    kept+=("$spec")
+done
+[ ${#kept[@]} -gt 1 ] || exit 1
+OUT=$out/ab AB_VENVS=$venvs bash "$lab/ab_wheels.sh" "${ROUNDS:-3}" "${kept[@]}" -- "$@" >"$out/ab.log" 2>&1
+echo "ab done at $((SECONDS - start)) s"
+tail -20 "$out/ab/table.txt" 2>/dev/null || tail -20 "$out/ab.log"
+if [ -n "${CHECK:-}" ]; then
+    for spec in "${kept[@]:1}"; do
+        name=${spec%%=*}
+        mkdir -p "$out/$name-check"
+        WHEELS=${spec#*=} OUT=$out/$name-check bash "$CHECK" 2>&1 | grep -v warn | tail -9
+    done
+fi
+echo "done at $((SECONDS - start)) s"
