@@ -1,7 +1,8 @@
 """tools/lab/check_with_fa4.sh, the two device calls of a check beside FA4, run here beside
 stand-ins for gpu_session.sh and paged_fill_sweep.sh: what call 1 stashes for call 2, that each
 call leaves only its JSONs and one archive of the logs (a device call brings back at most 8
-files), what the summary shows, and that call 2 on a fresh machine stops with exit 3."""
+files), what the summary shows, that call 2 on a fresh machine stops with exit 3, and that
+REQUIRE_GPU stops either call before it runs anything on another GPU."""
 
 from __future__ import annotations
 
@@ -93,3 +94,30 @@ def test_call_two_on_a_fresh_machine_stops(tmp_path):
 def test_unknown_call_is_a_usage_error(tmp_path):
     run = _call(_tree(tmp_path), tmp_path / "o", tmp_path / "s", "3")
     assert run.returncode == 2 and "call 1 WHEEL_DIR or call 2" in run.stderr
+
+
+def _fake_gpu(tmp_path: Path, name: str) -> dict[str, str]:
+    """A PATH whose nvidia-smi names this GPU (as `--query-gpu=name --format=csv,noheader`)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho '{name}'\n")
+    smi.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_require_gpu_stops_on_another_gpu(tmp_path):
+    repo, stash = _tree(tmp_path), tmp_path / "stash"
+    env = _fake_gpu(tmp_path, "NVIDIA H100 80GB HBM3")
+    run = _call(repo, tmp_path / "o", stash, "1", "wheels", REQUIRE_GPU="H200", **env)
+    assert run.returncode == 4
+    assert "NVIDIA H100 80GB HBM3" in run.stdout and "not H200" in run.stdout
+    assert not stash.exists() and not (tmp_path / "sessions.txt").exists()  # nothing ran
+
+
+def test_require_gpu_runs_on_that_gpu(tmp_path):
+    repo, stash = _tree(tmp_path), tmp_path / "stash"
+    env = _fake_gpu(tmp_path, "NVIDIA H200")
+    run = _call(repo, tmp_path / "o", stash, "1", "wheels", REQUIRE_GPU="H200", **env)
+    assert run.returncode == 0, run.stderr
+    assert (stash / "c1").read_text() == "first chunk"

@@ -12,7 +12,9 @@
 #     left. Exits 3 on a fresh machine (no stash): start again from call 1.
 # Each call leaves its JSONs and one logs.tgz under $OUT (a call brings back at most 8 files) and
 # prints a short summary last. Run from the repository root. STASH names the stash folder
-# (default /root/stash; FA4's install.sh reads its c1 there).
+# (default /root/stash; FA4's install.sh reads its c1 there). REQUIRE_GPU=H200: either call exits
+# 4 at once, running nothing, where nvidia-smi's GPU name lacks that text (a figures-of-record
+# call that was lent another GPU then costs seconds, not its whole run).
 set -uo pipefail
 out=${OUT:-/tmp/ff-out}
 mkdir -p "$out"
@@ -23,6 +25,16 @@ pack() {  # every file but the JSONs into logs.tgz (after copying what the summa
     (cd "$out" && find . -type f ! -name '*.json' ! -name logs.tgz -printf '%P\n' |
         tar czf logs.tgz -T - --remove-files)
 }
+if [ -n "${REQUIRE_GPU:-}" ]; then
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+    case $gpu in
+    *"$REQUIRE_GPU"*) ;;
+    *)
+        echo "this machine's GPU is '${gpu:-none found}', not $REQUIRE_GPU: nothing ran"
+        exit 4
+        ;;
+    esac
+fi
 case ${1:-} in
 1)
     wheels=${2:?check_with_fa4.sh 1 WHEEL_DIR}
