@@ -2,7 +2,8 @@
 stand-ins for gpu_session.sh and paged_fill_sweep.sh: what call 1 stashes for call 2, that each
 call leaves only its JSONs and one archive of the logs (a device call brings back at most 8
 files), what the summary shows, that call 2 on a fresh machine stops with exit 3, and that
-REQUIRE_GPU stops either call before it runs anything on another GPU."""
+REQUIRE_GPU stops either call before it runs anything on another GPU; SUITE=0 makes call 1 a
+stash alone."""
 
 from __future__ import annotations
 
@@ -121,3 +122,17 @@ def test_require_gpu_runs_on_that_gpu(tmp_path):
     run = _call(repo, tmp_path / "o", stash, "1", "wheels", REQUIRE_GPU="H200", **env)
     assert run.returncode == 0, run.stderr
     assert (stash / "c1").read_text() == "first chunk"
+
+
+def test_suite_0_stashes_alone(tmp_path):
+    repo, stash = _tree(tmp_path), tmp_path / "stash"
+    one = _call(repo, tmp_path / "o1", stash, "1", "wheels", SUITE="0")
+    assert one.returncode == 0, one.stderr
+    assert "SUITE=0: no tests" in one.stdout
+    assert (stash / "c1").read_text() == "first chunk"
+    assert (stash / "wheels" / "plugin.whl").read_text() == "wheel"
+    assert not (tmp_path / "sessions.txt").exists()  # gpu_session.sh did not run
+    # call 2 then finds the stash
+    two = _call(repo, tmp_path / "o2", stash, "2")
+    assert two.returncode == 0, two.stderr
+    assert (tmp_path / "sessions.txt").read_text().splitlines() == [f"{stash}/wheels bench"]

@@ -14,7 +14,8 @@
 # prints a short summary last. Run from the repository root. STASH names the stash folder
 # (default /root/stash; FA4's install.sh reads its c1 there). REQUIRE_GPU=H200: either call exits
 # 4 at once, running nothing, where nvidia-smi's GPU name lacks that text (a figures-of-record
-# call that was lent another GPU then costs seconds, not its whole run).
+# call that was lent another GPU then costs seconds, not its whole run). SUITE=0: call 1 only
+# stashes (seconds), for figures of kernels whose suite has passed on another call or GPU.
 set -uo pipefail
 out=${OUT:-/tmp/ff-out}
 mkdir -p "$out"
@@ -40,6 +41,10 @@ case ${1:-} in
     wheels=${2:?check_with_fa4.sh 1 WHEEL_DIR}
     rm -rf "$stash/wheels" && mkdir -p "$stash" && cp .fa4/s1/c1 "$stash/" &&
         cp -r "$wheels" "$stash/wheels" || exit 1
+    if [ "${SUITE:-1}" = 0 ]; then  # the stash alone: these kernels' suite ran on another call
+        echo "stashed at $((SECONDS - start)) s; SUITE=0: no tests"
+        exit 0
+    fi
     OUT=$out TESTS_TIMEOUT=${TESTS_TIMEOUT:-340} bash tools/lab/gpu_session.sh "$stash/wheels" tests \
         >"$out/suite.txt" 2>&1
     echo "tests done at $((SECONDS - start)) s"
