@@ -142,7 +142,7 @@ def test_ab_wheels_alternates_the_builds_in_every_round(tmp_path):
     # stand-in script that prints a row with a value per build and a log line.
     lab = tmp_path / "lab"
     lab.mkdir()
-    for name in ("ab_wheels.sh", "ab_table.py"):
+    for name in ("ab_wheels.sh", "build_args.sh", "ab_table.py"):
         shutil.copy(LAB / name, lab / name)
     (lab / "wheel_venv.sh").write_text(
         textwrap.dedent(f"""\

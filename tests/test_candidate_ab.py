@@ -24,7 +24,8 @@ def _tree(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     lab = repo / "tools" / "lab"
     lab.mkdir(parents=True)
-    shutil.copy(LAB / "candidate_ab.sh", lab)
+    for name in ("candidate_ab.sh", "build_args.sh"):
+        shutil.copy(LAB / name, lab)
     for name in ("wM", "wA", "wB"):
         (repo / ".gpu" / name).mkdir(parents=True)
     (repo / ".gpu" / "wB" / "broken").write_text("")

@@ -15,20 +15,17 @@
 set -uo pipefail
 rounds=$1
 shift
-builds=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    builds+=("$1")
-    shift
-done
-[ $# -gt 0 ] && shift
-[ ${#builds[@]} -gt 0 ] && [ $# -gt 0 ] || {
+lab=$(dirname "$(realpath "$0")")
+# shellcheck source=build_args.sh
+. "$lab/build_args.sh"
+split_builds "$@"
+[ ${#builds[@]} -gt 0 ] && [ ${#scripts[@]} -gt 0 ] || {
     echo "usage: ab_wheels.sh ROUNDS NAME=WHEEL_DIR... -- 'SCRIPT ARGS'..." >&2
     exit 2
 }
 out=${OUT:?set OUT}
 mkdir -p "$out"
 rm -f "$out"/ab-*.txt "$out/table.txt"  # a run's rows only: the scripts append
-lab=$(dirname "$(realpath "$0")")
 venvs=${AB_VENVS:-/tmp}
 for spec in "${builds[@]}"; do
     bash "$lab/wheel_venv.sh" "$venvs/ab-venv-${spec%%=*}" "${spec#*=}" || {
@@ -37,7 +34,7 @@ for spec in "${builds[@]}"; do
     }
 done
 index=0
-for script in "$@"; do
+for script in "${scripts[@]}"; do
     index=$((index + 1))
     read -r -a words <<<"$script"
     for ((round = 1; round <= rounds; round++)); do

@@ -19,13 +19,10 @@ mkdir -p "$out"
 start=$SECONDS
 lab=$(dirname "$(realpath "$0")")
 venvs=${AB_VENVS:-/tmp}
-builds=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-    builds+=("$1")
-    shift
-done
-[ $# -gt 0 ] && shift
-[ ${#builds[@]} -gt 1 ] && [ $# -gt 0 ] || {
+# shellcheck source=build_args.sh
+. "$lab/build_args.sh"
+split_builds "$@"
+[ ${#builds[@]} -gt 1 ] && [ ${#scripts[@]} -gt 0 ] || {
     echo "usage: candidate_ab.sh BASE=WHEEL_DIR NAME=WHEEL_DIR... -- 'SCRIPT ARGS'..." >&2
     exit 2
 }
@@ -46,7 +43,7 @@ for spec in "${builds[@]:1}"; do
     kept+=("$spec")
 done
 [ ${#kept[@]} -gt 1 ] || exit 1
-OUT=$out/ab AB_VENVS=$venvs bash "$lab/ab_wheels.sh" "${ROUNDS:-3}" "${kept[@]}" -- "$@" >"$out/ab.log" 2>&1
+OUT=$out/ab AB_VENVS=$venvs bash "$lab/ab_wheels.sh" "${ROUNDS:-3}" "${kept[@]}" -- "${scripts[@]}" >"$out/ab.log" 2>&1
 echo "ab done at $((SECONDS - start)) s"
 tail -20 "$out/ab/table.txt" 2>/dev/null || tail -20 "$out/ab.log"
 if [ -n "${CHECK:-}" ]; then
