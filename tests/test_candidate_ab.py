@@ -92,3 +92,27 @@ def test_usage(tmp_path):
     repo = _tree(tmp_path)
     done = _call(repo, tmp_path / "out", "M=.gpu/wM", "--", "x.py")
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_the_sanitizers_verdicts_are_printed_and_python_warnings_are_not(tmp_path):
+    """A racecheck verdict ends in "0 warnings": it must survive the filter that drops Python's
+    warnings, and each verdict the check left in its folder is printed with its file's name."""
+    repo, out = _tree(tmp_path), tmp_path / "out"
+    race = "========= RACECHECK SUMMARY: 2 hazards displayed (2 errors, 0 warnings)"
+    (repo / "check.sh").write_text(
+        textwrap.dedent(f"""\
+            echo "/x/y.py:3: UserWarning: something noisy"
+            echo "  warnings.warn("
+            echo "racecheck rc 0: {race}"
+            echo "{race}" > "$OUT/w-racecheck.txt"
+            echo "========= ERROR SUMMARY: 0 errors" > "$OUT/w-memcheck.txt"
+            echo "12 passed" > "$OUT/w-tests.txt"
+            """)
+    )
+    done = _call(repo, out, "M=.gpu/wM", "A=.gpu/wA", "--", "x.py", CHECK="check.sh")
+    assert done.returncode == 0, done.stderr
+    assert "racecheck rc 0: ========= RACECHECK SUMMARY: 2 hazards" in done.stdout
+    assert "UserWarning" not in done.stdout and "warnings.warn" not in done.stdout
+    assert "A-check/w-racecheck.txt:========= RACECHECK SUMMARY: 2 hazards" in done.stdout
+    assert "A-check/w-memcheck.txt:========= ERROR SUMMARY: 0 errors" in done.stdout
+    assert "w-tests.txt" not in done.stdout

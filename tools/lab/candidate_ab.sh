@@ -4,7 +4,8 @@
 # seconds, so that a candidate that hangs the GPU ends there); a candidate whose tests fail drops
 # out. Then ab_wheels.sh's alternating rounds of the scripts with the base and the candidates
 # left, and last CHECK (a script, e.g. docs/bench-raw/2026-12-07s82-w-check-call.sh) once per
-# candidate, with WHEELS set to its wheels and OUT to $OUT/NAME-check.
+# candidate, with WHEELS set to its wheels and OUT to $OUT/NAME-check; the sanitizers' verdicts
+# found in that folder's files are printed after it.
 #
 #   TESTS=softcap CHECK=docs/bench-raw/2026-12-07s82-w-check-call.sh OUT=$OUT \
 #       bash tools/lab/candidate_ab.sh M=.gpu/wM R=.gpu/wR F=.gpu/wF -- \
@@ -50,7 +51,15 @@ if [ -n "${CHECK:-}" ]; then
     for spec in "${kept[@]:1}"; do
         name=${spec%%=*}
         mkdir -p "$out/$name-check"
-        WHEELS=${spec#*=} OUT=$out/$name-check bash "$CHECK" 2>&1 | grep -v warn | tail -9
+        # Python's warnings dropped, not every line that says "warn": compute-sanitizer's
+        # racecheck verdict reads "RACECHECK SUMMARY: N hazards displayed (N errors, 0
+        # warnings)", so SR's went unseen in session 86 (and its file was past the 8 files a call
+        # brings back). Every sanitizer verdict in the check's files is then printed too, so it
+        # comes back in the call's output whatever the check script prints.
+        WHEELS=${spec#*=} OUT=$out/$name-check bash "$CHECK" 2>&1 |
+            grep -v -E "[A-Za-z]+Warning: |^ +warnings\.warn\(" | tail -9
+        grep -H -E "(ERROR|RACECHECK) SUMMARY" "$out/$name-check"/* 2>/dev/null |
+            sed "s|^$out/||"
     done
 fi
 echo "done at $((SECONDS - start)) s"
