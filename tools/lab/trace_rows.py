@@ -5,11 +5,13 @@ Needs a plugin built with the stamps (never the wheels'):
     FORGE_FLASH_TRACE=ON FORGE_FLASH_CUDA_ARCHS=90a-real pip install ./python/plugin
     python tools/lab/trace_rows.py 128:512:n,128:512:c,64:512:n,64:512:c:16
 
-A row is head_dim:seqlen:(n)on-causal or (c)ausal at the benchmark's prefill shape (16k tokens,
-2048 // head_dim heads, bf16), with :P after it the same call as chunked prefill over a paged cache
-of P keys a page (`bench --paged`'s call: flash_attn_varlen_fwd with a block table, which runs the
-paged twin's persistent instance within 1024 keys), or with :v the same sequences packed over dense
-K/V (flash_attn_varlen_fwd without a table: the paged rows' control, the packed twin). For each row
+A row is head_dim:seqlen:(n)on-causal, (c)ausal or w<left> (causal with window_size=(left, 0):
+128:32768:w4096 is bench_variants.py's window row) at the benchmark's prefill shape (16k tokens,
+one sequence from 16k up; 2048 // head_dim heads, bf16), with :P after it the same call as
+chunked prefill over a paged cache of P keys a page (`bench --paged`'s call:
+flash_attn_varlen_fwd with a block table, which runs the paged twin's persistent instance within
+1024 keys), or with :v the same sequences packed over dense K/V (flash_attn_varlen_fwd without a
+table: the paged rows' control, the packed twin). For each row
 one steady-state call runs with FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes
 the SM's clock64 at events of every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them),
 and this prints the medians, over every CTA's work tiles after its first, of the phases between
@@ -163,7 +165,10 @@ def trace_row(spec: str) -> list[str]:
 
     head_dim, seqlen, kind, *page = spec.split(":")
     packed = page == ["v"]  # the same sequences packed, dense K/V: the paged rows' control
-    causal, page_size = kind == "c", int(page[0]) if page and not packed else 0
+    # w<left>: causal with a sliding window of <left> keys, window_size=(left, 0)
+    window = (int(kind[1:]), 0) if kind.startswith("w") else (-1, -1)
+    causal = kind == "c" or window[0] >= 0
+    page_size = int(page[0]) if page and not packed else 0
     shape = prefill_shapes([int(seqlen)], [int(head_dim)], ["bf16"])[0]
     size = (shape.batch, shape.seqlen_q, shape.heads, shape.head_dim)
     copies = [tuple(torch.randn(size, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -188,7 +193,7 @@ def trace_row(spec: str) -> list[str]:
     else:
 
         def call(q, k, v):
-            forge_flash.flash_attn_fwd(q, k, v, causal=causal)
+            forge_flash.flash_attn_fwd(q, k, v, causal=causal, window_size=window)
 
     for i in range(6):  # steady state, on inputs that are not all in L2
         call(*copies[i % 4])
@@ -203,6 +208,7 @@ def trace_row(spec: str) -> list[str]:
     stamps = buffer.view(CTAS, TILES, SLOTS).cpu().tolist()
     stamped = [cta for cta in stamps if cta[0][CONSUMER + Q_LANDED] != 0]
     mask = "causal" if causal else "non-causal"
+    mask += f", window {window[0]}" if window[0] >= 0 else ""
     pages = f" pages of {page_size}" if page_size else " packed (varlen)" if packed else ""
     head = f"== d{head_dim} s{seqlen} {mask}{pages}: {len(stamped)} CTAs"
     if not len(stamped):
@@ -212,7 +218,7 @@ def trace_row(spec: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rows", help="head_dim:seqlen:n|c[:page_size|v],...")
+    parser.add_argument("rows", help="head_dim:seqlen:n|c|w<left>[:page_size|v],...")
     args = parser.parse_args()
     for spec in args.rows.split(","):
         print("\n".join(trace_row(spec)), flush=True)
