@@ -11,8 +11,8 @@ one sequence from 16k up; 2048 // head_dim heads, bf16), with :P after it the sa
 chunked prefill over a paged cache of P keys a page (`bench --paged`'s call:
 flash_attn_varlen_fwd with a block table, which runs the paged twin's persistent instance within
 1024 keys), or with :v the same sequences packed over dense K/V (flash_attn_varlen_fwd without a
-table: the paged rows' control, the packed twin). For each row
-one steady-state call runs with FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes
+table: the paged rows' control, the packed twin); a window applies to those too. For each row one
+steady-state call runs with FORGE_FLASH_TRACE_BUFFER naming a device buffer; the kernel writes
 the SM's clock64 at events of every CTA's first 32 work tiles (csrc/kernels/trace.cuh names them),
 and this prints the medians, over every CTA's work tiles after its first, of the phases between
 them, in SM cycles, for consumer warpgroup 0. Only the persistent launch (keys up to 1024) walks
@@ -179,7 +179,7 @@ def trace_row(spec: str) -> list[str]:
 
         def call(q, k, v):
             with device_value_checks_off():  # the checks would read cu_seqlens back
-                paged.attend(shape, q, k, v, causal=causal)
+                paged.attend(shape, q, k, v, causal=causal, window_size=window)
     elif packed:
         steps = torch.arange(shape.batch + 1, device="cuda", dtype=torch.int32)
         cu_q, cu_k = steps * shape.seqlen_q, steps * shape.seqlen_k
@@ -188,8 +188,9 @@ def trace_row(spec: str) -> list[str]:
         def call(q, k, v):
             with device_value_checks_off():  # as the paged rows run
                 forge_flash.flash_attn_varlen_fwd(
-                    q, k, v, cu_q, cu_k, shape.seqlen_q, shape.seqlen_k, causal=causal
-                )
+                    q, k, v, cu_q, cu_k, shape.seqlen_q, shape.seqlen_k, causal=causal,
+                    window_size=window,
+                )  # fmt: skip
     else:
 
         def call(q, k, v):
