@@ -6,13 +6,15 @@
 # 55-60). Its two libraries are 237 MB deflated to 92 MB in the wheel; xz -9 of the same wheel
 # stored without compression is 61.4 MB (2026-12-05, nvidia-cutlass-dsl-libs-cu13 4.8.1). So this
 # re-zips the big wheel stored (the same files: pip checks them against its RECORD), xz's it and
-# cuts that into DIR/s1/c1 (38 MB) and DIR/s2 (the rest, the other wheels and install.sh; 34 MB).
-# With the tree (14.3 MB on 2026-12-07; its raw benchmark files grow it by about 0.5 MB a
-# session) and one 90a plugin wheel (7 MB), the 42 MB first chunk used until then made 63.7 of
-# the 64 MiB (67.1 MB) a call carries; 38 MB leaves room for the tree's growth or a second
-# wheel, and the second call (the rest) carries far less. So the first call carries the wheels
-# too and does real work (the GPU suite) beside the stash; with a
-# first chunk of 50 MB (sessions 61-62) it could only stash. On the GPU machine:
+# cuts that into DIR/s1/c1 (C1_MB, default 32 MB) and DIR/s2 (the rest, the other wheels and
+# install.sh; 40 MB). With the tree (16.1 MB on 2026-12-08; its raw benchmark files grow it by
+# about 0.5 MB a session), a first chunk of 38 MB (sessions 79-87) left room for one 90a plugin
+# wheel (7 MB) but not two: a call that stashed FA4 could not also carry a second build (session
+# 88: the trace wheels beside main's). 32 MB leaves room for two wheels and the tree's growth
+# (about 63 of the 67.1 MB, 64 MiB, a call carries), and the second call (the rest) still carries far
+# less. So the first call carries the wheels too and does real work (the GPU suite, an A/B)
+# beside the stash; with a first chunk of 50 MB (sessions 61-62) it could only stash. On the
+# GPU machine:
 #   call with .fa4/s1 and WHEELS carried:  mkdir -p /root/stash && cp .fa4/s1/c1 /root/stash/ &&
 #                                         cp -r WHEELS /root/stash/  (then, e.g., the tests step)
 #   call with .fa4/s2 carried:  FA4_INSTALL=.fa4/s2/install.sh bash tools/lab/gpu_session.sh /root/stash/W bench
@@ -38,8 +40,9 @@ with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) 
         zout.writestr(stored, zin.read(info), compress_type=zipfile.ZIP_STORED)
 PY
 xz -9 -T2 -c "$work/stored.whl" >"$work/big.xz"
-dd if="$work/big.xz" of="$dir/s1/c1" bs=1000000 count=38 status=none
-dd if="$work/big.xz" of="$dir/s2/c2" bs=1000000 skip=38 status=none
+c1_mb=${C1_MB:-32}
+dd if="$work/big.xz" of="$dir/s1/c1" bs=1000000 count="$c1_mb" status=none
+dd if="$work/big.xz" of="$dir/s2/c2" bs=1000000 skip="$c1_mb" status=none
 for f in "$dir"/dl/*.whl; do [ "$f" = "$big" ] || cp "$f" "$dir/s2/"; done
 basename "$big" >"$dir/s2/big-name"
 cat >"$dir/s2/install.sh" <<'INSTALL'
