@@ -11,10 +11,10 @@
 # about 0.5 MB a session), a first chunk of 38 MB (sessions 79-87) left room for one 90a plugin
 # wheel (7 MB) but not two: a call that stashed FA4 could not also carry a second build (session
 # 88: the trace wheels beside main's). 32 MB leaves room for two wheels and the tree's growth
-# (about 63 of the 67.1 MB, 64 MiB, a call carries), and the second call (the rest) still carries far
-# less. So the first call carries the wheels too and does real work (the GPU suite, an A/B)
-# beside the stash; with a first chunk of 50 MB (sessions 61-62) it could only stash. On the
-# GPU machine:
+# (about 63 of the 67.1 MB, 64 MiB, a call carries), and the second call (the rest) still
+# carries far less. So the first call carries the wheels too and does real work (the GPU suite,
+# an A/B) beside the stash; with a first chunk of 50 MB (sessions 61-62) it could only stash.
+# On the GPU machine:
 #   call with .fa4/s1 and WHEELS carried:  mkdir -p /root/stash && cp .fa4/s1/c1 /root/stash/ &&
 #                                         cp -r WHEELS /root/stash/  (then, e.g., the tests step)
 #   call with .fa4/s2 carried:  FA4_INSTALL=.fa4/s2/install.sh bash tools/lab/gpu_session.sh /root/stash/W bench
