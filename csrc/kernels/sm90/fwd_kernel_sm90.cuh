@@ -267,15 +267,15 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
             v_tile(i);
           }
           it += n_tiles;
-          return;
-        }
-        for (int i = 0; i < n_tiles; ++i, ++it) {
-          const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
-          if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
-          FORGE_FLASH_TRACE_CODE(if (tid == 0 && i == 0) trace_stamp(p, traced, kTraceK0Issued);)
-          load_k(w, stage, n0);
-          if (Cfg::kSplitKV && it >= kStages) sm90::mbar_wait(bar_v_empty(stage), (it / kStages - 1) & 1);
-          load_v(w, stage, n0);
+        } else {
+          for (int i = 0; i < n_tiles; ++i, ++it) {
+            const int stage = it % kStages, n0 = (w.n_end - 1 - i) * kBlockN + w.key0;
+            if (it >= kStages) sm90::mbar_wait(bar_k_empty(stage), (it / kStages - 1) & 1);
+            FORGE_FLASH_TRACE_CODE(if (tid == 0 && i == 0) trace_stamp(p, traced, kTraceK0Issued);)
+            load_k(w, stage, n0);
+            if (Cfg::kSplitKV && it >= kStages) sm90::mbar_wait(bar_v_empty(stage), (it / kStages - 1) & 1);
+            load_v(w, stage, n0);
+          }
         }
       });
     };
@@ -801,8 +801,8 @@ __global__ void __launch_bounds__(Cfg::kNThreads, 1)
       return rescale;
     };
 
-    RowEnds ends;  // kEarlyEpilogue: worked out beside the last P V
-    OutputRows<T> out_rows;
+    [[maybe_unused]] RowEnds ends;  // kEarlyEpilogue: worked out beside the last P V
+    [[maybe_unused]] OutputRows<T> out_rows;
     if (n_tiles > 0) {
       FORGE_FLASH_TRACE_CODE(if (ctid == 0) trace_stamp(p, traced, kTraceBeforeQWait);)
       sm90::mbar_wait(bar_q_full(q_buffer), (q_uses++ / kQBuffers) & 1);
