@@ -88,7 +88,9 @@ def main() -> None:
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=3)
+    # Five: on the 2-core development machine a whole round of one side can run 1.4-1.8x slow
+    # (session 89: three rounds read 1.39-1.79 where five, twice, read 0.97-1.01).
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json")
     args = parser.parse_args()
     rounds: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
@@ -96,12 +98,16 @@ def main() -> None:
         for label, checkout in (("old", args.old), ("new", args.new)):
             for name, us in run(checkout, args.calls).items():
                 rounds[label].setdefault(name, []).append(us)
-    print(f"{'host us per call (median of rounds)':<40} {'old':>8} {'new':>8} {'new/old':>8}")
+    header = f"{'host us per call (median of rounds)':<40} {'old':>8} {'new':>8} {'new/old':>8}"
+    print(f"{header}   rounds' range old | new")
     table = {}
     for name in rounds["old"]:
         old, new = (statistics.median(rounds[x][name]) for x in ("old", "new"))
-        table[name] = {"old_us": old, "new_us": new}
-        print(f"{name:<40} {old:8.2f} {new:8.2f} {new / old:8.2f}")
+        spans = {x: (min(rounds[x][name]), max(rounds[x][name])) for x in ("old", "new")}
+        table[name] = {"old_us": old, "new_us": new, "old_rounds_us": rounds["old"][name],
+                       "new_rounds_us": rounds["new"][name]}  # fmt: skip
+        ranges = " | ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in spans.values())
+        print(f"{name:<40} {old:8.2f} {new:8.2f} {new / old:8.2f}   {ranges}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"old": args.old, "new": args.new, "rows": table}, handle, indent=2)
