@@ -19,6 +19,7 @@ with the base (another script's line) is not taken for a build.
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
 import re
 import statistics
@@ -148,7 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     lines: list[str] = []
     for name in args.files:
-        with open(name, encoding="utf-8", errors="replace") as f:
+        opener = gzip.open if name.endswith(".gz") else open  # docs/bench-raw keeps large files so
+        with opener(name, "rt", encoding="utf-8", errors="replace") as f:
             lines.extend(f)
     print(format_table(build_table(lines, args.base)))
 

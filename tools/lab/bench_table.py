@@ -4,11 +4,12 @@ SDPA's flash and cuDNN backends, FA4, the naive per-head loop), with ratios (the
 above 1, forge_flash is faster) and ours against the faster of cuDNN and FA4; rows of `bench
 --paged` (prefill over a paged cache) in a table of their own.
 
-    python tools/lab/bench_table.py RESULTS.json
+    python tools/lab/bench_table.py RESULTS.json   (or .json.gz: docs/bench-raw keeps large ones so)
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from collections import defaultdict
@@ -73,5 +74,6 @@ def render(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
+    opener = gzip.open if sys.argv[1].endswith(".gz") else open
+    with opener(sys.argv[1], "rt", encoding="utf-8") as f:
         print(render(json.load(f)["rows"]))
