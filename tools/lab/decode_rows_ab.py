@@ -17,6 +17,14 @@ it, GQA natively, on its (b, h, s, d) layout as `bench` gives it), and ours agai
 strided (b, s, h, d) view): whether a gap is the kernel or the layout. `--kernels` prints each
 contender's kernels with their grid, block, registers and shared memory (torch's profiler).
 Last column: the largest error of our output against float32 math on the first sequence.
+
+`--queries N` makes each row a step of N query tokens per sequence over the cache (speculative
+decoding's verification of N - 1 drafted tokens, causal, aligned bottom-right): with 32/8 heads,
+steps of up to 4 tokens fill a decode tile (16 rows), longer ones run as prefill (split-KV where
+the grid is small). The key of its rows gains `qN`. cuDNN's SDPA call takes no bottom-right
+causal mask, so it runs those rows without one (the same keys but for the last N - 1, some
+more work); `--fa4` adds FA4's `flash_attn_func` (causal bottom-right, GQA natively) where it
+is installed, its JIT compile untimed.
 """
 
 from __future__ import annotations
@@ -72,8 +80,23 @@ def kernels(fn) -> list[str]:
     return lines
 
 
+def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """float32 attention of q (b, n, h, d) over k/v (b, L, h_k, d): GQA, and for n > 1 query
+    i of the step sees keys up to L - n + i (causal, bottom-right)."""
+    q, k, v = q.float(), k.float(), v.float()
+    group = q.shape[2] // k.shape[2]
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k.repeat_interleave(group, 2)) * q.shape[-1] ** -0.5
+    n, keys = q.shape[1], k.shape[1]
+    unseen = torch.arange(keys).view(1, -1) > torch.arange(n).view(-1, 1) + (keys - n)
+    scores = scores.masked_fill(unseen.to(scores.device), float("-inf"))
+    return torch.einsum(
+        "bhqk,bkhd->bqhd", torch.softmax(scores, dim=-1), v.repeat_interleave(group, 2)
+    )
+
+
 def row(tag: str, batch: int, keys: int, head_dim: int, splits: list[int], args) -> None:
-    shape = Shape("decode", batch, HEADS, KV_HEADS, 1, keys, head_dim, False, "bf16")
+    n_q = args.queries
+    shape = Shape("decode", batch, HEADS, KV_HEADS, n_q, keys, head_dim, n_q > 1, "bf16")
     inputs = make_inputs(shape, torch.device("cuda"))
     n = len(inputs.ours)
     # The lengths made once: without them each call would fill a lengths tensor first.
@@ -87,17 +110,20 @@ def row(tag: str, batch: int, keys: int, head_dim: int, splits: list[int], args)
 
         def run(i: int) -> torch.Tensor:
             q, k, v = sets[i % n]
-            return forge_flash.flash_attn_with_kvcache(q, k, v, cache_seqlens=lens, num_splits=s)
+            return forge_flash.flash_attn_with_kvcache(
+                q, k, v, cache_seqlens=lens, causal=n_q > 1, num_splits=s
+            )
 
         return run
 
     calls = {f"s{s}": (ours(s), contextlib.nullcontext) for s in [0, *splits]}
     if args.head_major:
         calls["hm"] = (ours(0, "head-major"), contextlib.nullcontext)
-    others = frozenset({"forge_flash", "sdpa_flash", "fa4", "naive_loop"})
-    cudnn = contenders(shape, inputs, torch.device("cuda"), skip=others)["sdpa_cudnn"]
-    if cudnn is not None:
-        calls["cudnn"] = (cudnn.run, cudnn.context)
+    others = {"forge_flash", "sdpa_flash", "naive_loop"} | (set() if args.fa4 else {"fa4"})
+    rivals = contenders(shape, inputs, torch.device("cuda"), skip=frozenset(others))
+    for name, label in (("sdpa_cudnn", "cudnn"), ("fa4", "fa4")):
+        if rivals.get(name) is not None:
+            calls[label] = (rivals[name].run, rivals[name].context)
     # Every call once per pass, best of the passes: a call measured first after the inputs'
     # set-up ran up to 10% slow (an idle GPU's clocks), so no call is always first.
     times = dict.fromkeys(calls, float("inf"))
@@ -105,16 +131,17 @@ def row(tag: str, batch: int, keys: int, head_dim: int, splits: list[int], args)
         for name, (fn, context) in calls.items():
             with context():
                 times[name] = min(times[name], best_us(fn, n))
-    group = HEADS // KV_HEADS
-    q, k, v = (t[:1].float() for t in inputs.ours[0])
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k.repeat_interleave(group, 2))
-    probs = torch.softmax(scores * head_dim**-0.5, dim=-1)
-    want = torch.einsum("bhqk,bkhd->bqhd", probs, v.repeat_interleave(group, 2))
-    err = (ours(0)(0)[:1].float() - want).abs().max().item()
+    q, k, v = (t[:1] for t in inputs.ours[0])
+    err = (ours(0)(0)[:1].float() - reference(q, k, v)).abs().max().item()
     cols = " ".join(f"{name}: {t:7.1f}" for name, t in times.items())
-    ratio = f" vs cudnn {times['cudnn'] / times['s0']:5.3f}x" if "cudnn" in times else ""
+    ratio = "".join(
+        f" vs {rival} {times[rival] / times['s0']:5.3f}x"
+        for rival in ("cudnn", "fa4")
+        if rival in times
+    )
+    step = f" q{n_q}" if n_q > 1 else ""  # rows of one query keep their earlier key (ab_table.py)
     print(
-        f"{tag:5s} d{head_dim:<3d} b{batch:<4d} {keys // 1024:4d}k {cols} "
+        f"{tag:5s} d{head_dim:<3d} b{batch:<4d} {keys // 1024:4d}k{step} {cols} "
         f"({shape.kv_bytes / times['s0'] / 1e6:4.2f} TB/s){ratio} err {err:.1e}",
         flush=True,
     )
@@ -134,6 +161,8 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true", help="each contender's kernels")
     parser.add_argument("--head-dim", type=int, default=128, help="64, 96, 128, ...")
     parser.add_argument("--passes", type=int, default=2, help="timing passes (best kept)")
+    parser.add_argument("--queries", type=int, default=1, help="query tokens per sequence")
+    parser.add_argument("--fa4", action="store_true", help="FA4 beside cuDNN, where installed")
     args = parser.parse_args()
     splits = [int(s) for s in args.splits.split(",") if s]
     for spec in args.rows.split(","):
