@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("new")
     parser.add_argument("--calls", type=int, default=20000)
     # Five: on the 2-core development machine a whole round of one side can run 1.4-1.8x slow
-    # (session 89: three rounds read 1.39-1.79 where five, twice, read 0.97-1.01).
+    # (session 89: three rounds read 1.39 and 1.79 on two rows where five, twice, read 0.97-1.01).
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json")
     args = parser.parse_args()
