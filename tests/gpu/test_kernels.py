@@ -79,6 +79,27 @@ def test_decode_tiles(batch, seqlen_q, seqlen_k, causal, dtype):
     _check(*rand_qkv(batch, seqlen_q, seqlen_k, 16, 4, 128, dtype), causal)
 
 
+# Steps of several query tokens over a long cache (speculative decoding's verification of drafted
+# tokens): 5-32 tokens times a GQA group of 4 are 20-128 rows a KV head, past a decode tile, so
+# they run prefill-shaped with the group's heads packed into one query block's rows (plan_fwd):
+# split over the keys where the grid is small (on Hopper the SM80 kernel: the Hopper kernel
+# takes no split) and unsplit where it fills enough of the GPU (8 sequences: the Hopper kernel).
+# The output starts as NaN, so every element must be written.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize(
+    "batch,seqlen_q,seqlen_k",
+    [(1, 5, 4096), (1, 8, 20000), (2, 16, 3001), (8, 8, 9000), (1, 32, 5000)],
+)
+def test_multi_token_steps_over_long_keys(batch, seqlen_q, seqlen_k, head_dim, causal, dtype):
+    q, k, v = rand_qkv(batch, seqlen_q, seqlen_k, 32, 8, head_dim, dtype)
+    out = torch.full_like(q, float("nan"))
+    with assert_runs_on_kernels():
+        _check(q, k, v, causal, out=out)
+    assert not torch.isnan(out).any(), "every output element must be written"
+
+
 # Short K/V with many query blocks: on Hopper the persistent kernel, each CTA walking several
 # work tiles (8 * 16 * 8 = 1024 tiles over about 132 CTAs); 1025 keys is the first length past
 # its limit (the per-tile kernel).
