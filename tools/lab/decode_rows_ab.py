@@ -87,8 +87,8 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     group = q.shape[2] // k.shape[2]
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k.repeat_interleave(group, 2)) * q.shape[-1] ** -0.5
     n, keys = q.shape[1], k.shape[1]
-    unseen = torch.arange(keys).view(1, -1) > torch.arange(n).view(-1, 1) + (keys - n)
-    scores = scores.masked_fill(unseen.to(scores.device), float("-inf"))
+    key, query = (torch.arange(x, device=scores.device) for x in (keys, n))
+    scores = scores.masked_fill(key > query.view(-1, 1) + (keys - n), float("-inf"))
     return torch.einsum(
         "bhqk,bkhd->bqhd", torch.softmax(scores, dim=-1), v.repeat_interleave(group, 2)
     )
